@@ -1,0 +1,4 @@
+//! Emergency call handling: detection, location, country rules, PSAP selection.
+
+pub mod pidf;
+pub mod psap;

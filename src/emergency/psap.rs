@@ -1,0 +1,1 @@
+//! PSAP service areas and lookup.

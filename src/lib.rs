@@ -1,0 +1,13 @@
+//! sosrouter: an emergency call router.
+//!
+//! The crate is a library with a thin binary. The core modules are sans-IO:
+//! they never touch a socket or the clock, so tests drive them with plain
+//! values.
+//!
+//! - [`sip`]: the message layer: zero-copy parser, URIs, bodies, edits.
+//! - [`transaction`]: RFC 3261 transaction state machines, time as an input.
+//! - [`emergency`]: detection, location (PIDF-LO), country rules, PSAP lookup.
+
+pub mod emergency;
+pub mod sip;
+pub mod transaction;
