@@ -1,1 +1,28 @@
-pub fn x(){}
+//! The SIP message layer.
+//!
+//! - [`parse`]: framing and the zero-copy header index ([`parse_datagram`],
+//!   [`parse_stream`]), then validation.
+//! - [`message`]: the parsed [`Message`] and its typed accessors.
+//! - [`header`]: header names with their compact forms.
+//! - [`uri`], [`values`]: URIs and header values, parsed on demand.
+//! - [`body`]: multipart bodies.
+//! - [`edit`]: outgoing messages as the received bytes plus edits.
+//! - [`full`]: the path for messages the fast path declines.
+
+pub mod body;
+pub mod edit;
+pub mod error;
+pub mod full;
+pub mod header;
+pub mod message;
+pub mod parse;
+pub mod text;
+pub mod uri;
+pub mod values;
+
+pub use error::ParseError;
+pub use header::HeaderName;
+pub use message::{Header, Message, Method, ParsePath, Span, StartLine};
+pub use parse::{frame_stream, parse_datagram, parse_stream, Limits, Status};
+pub use uri::{Scheme, Uri};
+pub use values::{CSeq, MediaType, NameAddr, Via};

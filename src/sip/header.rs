@@ -1,0 +1,237 @@
+//! Header names: the ones the router reads, with every compact form, matched
+//! case-insensitively without allocating.
+
+/// A header name the router knows, or `Other` for the rest (its text stays in
+/// the message buffer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum HeaderName {
+    Accept,
+    AcceptContact,
+    Allow,
+    AllowEvents,
+    CallId,
+    CallInfo,
+    Contact,
+    ContentDisposition,
+    ContentEncoding,
+    ContentId,
+    ContentLength,
+    ContentType,
+    CSeq,
+    Date,
+    Event,
+    Expires,
+    From,
+    Geolocation,
+    GeolocationError,
+    GeolocationRouting,
+    Identity,
+    MaxForwards,
+    PAssertedIdentity,
+    PPreferredIdentity,
+    Priority,
+    ProxyRequire,
+    RecordRoute,
+    ReferTo,
+    ReferredBy,
+    RejectContact,
+    RequestDisposition,
+    Require,
+    ResourcePriority,
+    Route,
+    SessionExpires,
+    Subject,
+    Supported,
+    To,
+    Unsupported,
+    UserAgent,
+    Via,
+    Other,
+}
+
+impl HeaderName {
+    /// Looks a name up, long or compact form, ignoring ASCII case.
+    pub fn from_bytes(name: &[u8]) -> HeaderName {
+        use HeaderName::*;
+        if name.len() == 1 {
+            return match name[0].to_ascii_lowercase() {
+                b'i' => CallId,
+                b'm' => Contact,
+                b'e' => ContentEncoding,
+                b'l' => ContentLength,
+                b'c' => ContentType,
+                b'f' => From,
+                b's' => Subject,
+                b'k' => Supported,
+                b't' => To,
+                b'v' => Via,
+                b'o' => Event,
+                b'u' => AllowEvents,
+                b'r' => ReferTo,
+                b'b' => ReferredBy,
+                b'x' => SessionExpires,
+                b'y' => Identity,
+                b'a' => AcceptContact,
+                b'j' => RejectContact,
+                b'd' => RequestDisposition,
+                _ => Other,
+            };
+        }
+        // Candidates by length first, then a case-insensitive compare.
+        let candidates: &[(&[u8], HeaderName)] = match name.len() {
+            2 => &[(b"To", To)],
+            3 => &[(b"Via", Via)],
+            4 => &[(b"From", From), (b"CSeq", CSeq), (b"Date", Date)],
+            5 => &[(b"Route", Route), (b"Allow", Allow), (b"Event", Event)],
+            6 => &[(b"Accept", Accept)],
+            7 => &[
+                (b"Call-ID", CallId),
+                (b"Contact", Contact),
+                (b"Require", Require),
+                (b"Expires", Expires),
+                (b"Subject", Subject),
+            ],
+            8 => &[
+                (b"Priority", Priority),
+                (b"Refer-To", ReferTo),
+                (b"Identity", Identity),
+            ],
+            9 => &[(b"Call-Info", CallInfo), (b"Supported", Supported)],
+            10 => &[(b"Content-ID", ContentId), (b"User-Agent", UserAgent)],
+            11 => &[(b"Geolocation", Geolocation), (b"Referred-By", ReferredBy), (b"Unsupported", Unsupported)],
+            12 => &[
+                (b"Max-Forwards", MaxForwards),
+                (b"Content-Type", ContentType),
+                (b"Record-Route", RecordRoute),
+                (b"Allow-Events", AllowEvents),
+            ],
+            13 => &[(b"Proxy-Require", ProxyRequire)],
+            14 => &[
+                (b"Content-Length", ContentLength),
+                (b"Accept-Contact", AcceptContact),
+                (b"Reject-Contact", RejectContact),
+            ],
+            15 => &[(b"Session-Expires", SessionExpires)],
+            16 => &[(b"Content-Encoding", ContentEncoding)],
+            17 => &[(b"Resource-Priority", ResourcePriority), (b"Geolocation-Error", GeolocationError)],
+            19 => &[
+                (b"P-Asserted-Identity", PAssertedIdentity),
+                (b"Geolocation-Routing", GeolocationRouting),
+                (b"Request-Disposition", RequestDisposition),
+                (b"Content-Disposition", ContentDisposition),
+            ],
+            20 => &[(b"P-Preferred-Identity", PPreferredIdentity)],
+            _ => &[],
+        };
+        for (text, h) in candidates {
+            if name.eq_ignore_ascii_case(text) {
+                return *h;
+            }
+        }
+        Other
+    }
+
+    /// The canonical long form, as the router writes it.
+    pub fn as_str(self) -> &'static str {
+        use HeaderName::*;
+        match self {
+            Accept => "Accept",
+            AcceptContact => "Accept-Contact",
+            Allow => "Allow",
+            AllowEvents => "Allow-Events",
+            CallId => "Call-ID",
+            CallInfo => "Call-Info",
+            Contact => "Contact",
+            ContentDisposition => "Content-Disposition",
+            ContentEncoding => "Content-Encoding",
+            ContentId => "Content-ID",
+            ContentLength => "Content-Length",
+            ContentType => "Content-Type",
+            CSeq => "CSeq",
+            Date => "Date",
+            Event => "Event",
+            Expires => "Expires",
+            From => "From",
+            Geolocation => "Geolocation",
+            GeolocationError => "Geolocation-Error",
+            GeolocationRouting => "Geolocation-Routing",
+            Identity => "Identity",
+            MaxForwards => "Max-Forwards",
+            PAssertedIdentity => "P-Asserted-Identity",
+            PPreferredIdentity => "P-Preferred-Identity",
+            Priority => "Priority",
+            ProxyRequire => "Proxy-Require",
+            RecordRoute => "Record-Route",
+            ReferTo => "Refer-To",
+            ReferredBy => "Referred-By",
+            RejectContact => "Reject-Contact",
+            RequestDisposition => "Request-Disposition",
+            Require => "Require",
+            ResourcePriority => "Resource-Priority",
+            Route => "Route",
+            SessionExpires => "Session-Expires",
+            Subject => "Subject",
+            Supported => "Supported",
+            To => "To",
+            Unsupported => "Unsupported",
+            UserAgent => "User-Agent",
+            Via => "Via",
+            Other => "",
+        }
+    }
+
+    /// Headers that may appear only once in a message (RFC 3261 section 7.3.1
+    /// allows repetition only for comma-separated list headers).
+    pub fn is_single(self) -> bool {
+        use HeaderName::*;
+        matches!(
+            self,
+            CallId | CSeq | From | To | MaxForwards | ContentLength | ContentType
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HeaderName::{self, *};
+
+    #[test]
+    fn every_name_round_trips_through_its_canonical_form() {
+        let all = [
+            Accept, AcceptContact, Allow, AllowEvents, CallId, CallInfo, Contact,
+            ContentDisposition, ContentEncoding, ContentId, ContentLength, ContentType, CSeq,
+            Date, Event, Expires, From, Geolocation, GeolocationError, GeolocationRouting,
+            Identity, MaxForwards, PAssertedIdentity, PPreferredIdentity, Priority,
+            ProxyRequire, RecordRoute, ReferTo, ReferredBy, RejectContact, RequestDisposition,
+            Require, ResourcePriority, Route, SessionExpires, Subject, Supported, To,
+            Unsupported, UserAgent, Via,
+        ];
+        for h in all {
+            assert_eq!(HeaderName::from_bytes(h.as_str().as_bytes()), h, "{}", h.as_str());
+            let upper = h.as_str().to_ascii_uppercase();
+            assert_eq!(HeaderName::from_bytes(upper.as_bytes()), h);
+        }
+    }
+
+    #[test]
+    fn compact_forms() {
+        let table: &[(&str, HeaderName)] = &[
+            ("i", CallId), ("m", Contact), ("e", ContentEncoding), ("l", ContentLength),
+            ("c", ContentType), ("f", From), ("s", Subject), ("k", Supported), ("t", To),
+            ("v", Via), ("o", Event), ("u", AllowEvents), ("r", ReferTo), ("b", ReferredBy),
+            ("x", SessionExpires), ("y", Identity), ("a", AcceptContact), ("j", RejectContact),
+            ("d", RequestDisposition), ("V", Via), ("I", CallId), ("z", Other),
+        ];
+        for (name, h) in table {
+            assert_eq!(HeaderName::from_bytes(name.as_bytes()), *h, "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_are_other() {
+        assert_eq!(HeaderName::from_bytes(b"X-Custom"), Other);
+        assert_eq!(HeaderName::from_bytes(b"Vias"), Other);
+        assert_eq!(HeaderName::from_bytes(b""), Other);
+    }
+}

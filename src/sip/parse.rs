@@ -1,0 +1,343 @@
+//! The parser: framing, start line and header index over the received
+//! bytes, then the checks a proxy needs before it may act on a message.
+//!
+//! Nothing is copied on the fast path: the message keeps the `Bytes` it was
+//! given and records spans into it. Folded header lines make the fast path
+//! decline; those messages go to [`super::full`].
+
+use bytes::Bytes;
+use memchr::memchr;
+
+use super::error::ParseError;
+use super::header::HeaderName;
+use super::message::{Header, Headers, Message, Method, ParsePath, Span, StartLine};
+use super::text::{self, is_token};
+use super::uri::Uri;
+
+/// Size limits. Each overrun has its own error.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message accepted, headers and body (larger: 513).
+    pub max_message: usize,
+    /// Most header lines in one message.
+    pub max_headers: usize,
+    /// Longest single line.
+    pub max_line: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_message: 65536, max_headers: 256, max_line: 16384 }
+    }
+}
+
+/// The outcome of looking at stream bytes.
+#[derive(Debug)]
+pub enum Status<T> {
+    /// A whole message, and how many bytes it took.
+    Complete(T, usize),
+    /// Not enough bytes yet.
+    Partial,
+}
+
+/// Parses one datagram. Bytes after the body are ignored; a body shorter than
+/// Content-Length is an error.
+pub fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+    if buf.len() > limits.max_message {
+        return Err(ParseError::MessageTooLarge);
+    }
+    parse_framed(buf, false, limits)
+}
+
+/// Looks for one whole message at the start of stream bytes. Leading CRLFs
+/// (keep-alives) are part of what it consumes.
+pub fn parse_stream(buf: &Bytes, limits: &Limits) -> Result<Status<Message>, ParseError> {
+    match frame_stream(buf, limits)? {
+        Status::Partial => Ok(Status::Partial),
+        Status::Complete((), n) => Ok(Status::Complete(parse_framed(buf.slice(..n), true, limits)?, n)),
+    }
+}
+
+/// Framing alone: how long the first message in stream bytes is, from the
+/// end of its headers and its Content-Length (absent means 0).
+pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<Status<()>, ParseError> {
+    let mut pos = skip_crlf(buf);
+    let mut content_length: Option<usize> = None;
+    let mut first = true;
+    loop {
+        let Some(nl) = memchr(b'\n', &buf[pos..]) else {
+            if buf.len() - pos > limits.max_message {
+                return Err(ParseError::MessageTooLarge);
+            }
+            return Ok(Status::Partial);
+        };
+        let line = strip_cr(&buf[pos..pos + nl]);
+        if line.len() > limits.max_line {
+            return Err(ParseError::LineTooLong);
+        }
+        pos += nl + 1;
+        if line.is_empty() && !first {
+            break;
+        }
+        first = false;
+        if let Some(colon) = memchr(b':', line) {
+            let name = text::trim(&line[..colon]);
+            if HeaderName::from_bytes(name) == HeaderName::ContentLength {
+                let v = text::parse_u64(text::trim(&line[colon + 1..]), u32::MAX as u64)
+                    .ok_or(ParseError::BadContentLength)? as usize;
+                if content_length.is_some_and(|c| c != v) {
+                    return Err(ParseError::BadContentLength);
+                }
+                content_length = Some(v);
+            }
+        }
+        if pos > limits.max_message {
+            return Err(ParseError::MessageTooLarge);
+        }
+    }
+    let total = pos + content_length.unwrap_or(0);
+    if total > limits.max_message + skip_crlf(buf) {
+        return Err(ParseError::MessageTooLarge);
+    }
+    if buf.len() < total {
+        return Ok(Status::Partial);
+    }
+    Ok(Status::Complete((), total))
+}
+
+fn skip_crlf(buf: &[u8]) -> usize {
+    buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len())
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Whether the fast path declined: returned by [`index`] for folded lines.
+pub(crate) enum Indexed {
+    Done(Message),
+    Folded,
+}
+
+fn parse_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
+    let msg = match index(buf.clone(), stream, limits, ParsePath::Fast)? {
+        Indexed::Done(m) => m,
+        Indexed::Folded => super::full::parse(&buf, stream, limits)?,
+    };
+    validate(&msg)?;
+    Ok(msg)
+}
+
+/// Builds the index: start line, headers, body. Declines on folding.
+pub(crate) fn index(
+    buf: Bytes,
+    stream: bool,
+    limits: &Limits,
+    path: ParsePath,
+) -> Result<Indexed, ParseError> {
+    let b: &[u8] = &buf;
+    let start_at = skip_crlf(b);
+    let mut pos = start_at;
+    let Some(nl) = memchr(b'\n', &b[pos..]) else {
+        return Err(ParseError::NoEndOfHeaders);
+    };
+    let line_end = pos + nl + 1;
+    let sl = strip_cr(&b[pos..pos + nl]);
+    if sl.len() > limits.max_line {
+        return Err(ParseError::LineTooLong);
+    }
+    let start = parse_start_line(sl, pos)?;
+    let start_line = Span::new(pos, line_end);
+    pos = line_end;
+
+    let mut headers = Headers::new();
+    let mut content_length: Option<usize> = None;
+    let headers_end;
+    loop {
+        let Some(nl) = memchr(b'\n', &b[pos..]) else {
+            return Err(ParseError::NoEndOfHeaders);
+        };
+        let raw_line = &b[pos..pos + nl];
+        let line = strip_cr(raw_line);
+        if line.len() > limits.max_line {
+            return Err(ParseError::LineTooLong);
+        }
+        if line.is_empty() {
+            headers_end = pos;
+            pos += nl + 1;
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Ok(Indexed::Folded);
+        }
+        let colon = memchr(b':', line).ok_or(ParseError::BadHeaderLine)?;
+        let name_raw = &line[..colon];
+        let name_len = name_raw.iter().position(|&c| !is_token(c)).unwrap_or(name_raw.len());
+        if name_len == 0 || !name_raw[name_len..].iter().all(|&c| c == b' ' || c == b'\t') {
+            return Err(ParseError::BadHeaderLine);
+        }
+        let name = HeaderName::from_bytes(&name_raw[..name_len]);
+        let mut vs = colon + 1;
+        let mut ve = line.len();
+        while vs < ve && (line[vs] == b' ' || line[vs] == b'\t') {
+            vs += 1;
+        }
+        while ve > vs && (line[ve - 1] == b' ' || line[ve - 1] == b'\t') {
+            ve -= 1;
+        }
+        if name == HeaderName::ContentLength {
+            let v = text::parse_u64(&line[vs..ve], u32::MAX as u64)
+                .ok_or(ParseError::BadContentLength)? as usize;
+            if content_length.is_some_and(|c| c != v) {
+                return Err(ParseError::BadContentLength);
+            }
+            content_length = Some(v);
+        }
+        if headers.len() == limits.max_headers {
+            return Err(ParseError::TooManyHeaders);
+        }
+        headers.push(Header {
+            name,
+            name_span: Span::new(pos, pos + name_len),
+            value: Span::new(pos + vs, pos + ve),
+            line: Span::new(pos, pos + nl + 1),
+        });
+        pos += nl + 1;
+    }
+
+    let rest = b.len() - pos;
+    let body_len = match content_length {
+        Some(cl) if cl > rest => return Err(ParseError::BodyTruncated),
+        Some(cl) => cl,
+        // A datagram without Content-Length: the body runs to its end. On a
+        // stream, framing already treated it as empty.
+        None if stream => 0,
+        None => rest,
+    };
+    if pos + body_len - start_at > limits.max_message {
+        return Err(ParseError::MessageTooLarge);
+    }
+    Ok(Indexed::Done(Message {
+        buf,
+        start,
+        start_line,
+        headers,
+        headers_end: headers_end as u32,
+        body: Span::new(pos, pos + body_len),
+        path,
+    }))
+}
+
+fn parse_start_line(line: &[u8], at: usize) -> Result<StartLine, ParseError> {
+    if line.starts_with(b"SIP/") || line.starts_with(b"sip/") {
+        // SIP-Version SP Status-Code SP Reason-Phrase
+        let sp = memchr(b' ', line).ok_or(ParseError::BadStartLine("no status code"))?;
+        if !line[..sp].eq_ignore_ascii_case(b"SIP/2.0") {
+            return Err(ParseError::BadVersion);
+        }
+        let rest = &line[sp + 1..];
+        if rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
+            return Err(ParseError::BadStartLine("bad status code"));
+        }
+        if rest.len() > 3 && rest[3] != b' ' {
+            return Err(ParseError::BadStatusCode);
+        }
+        let code = u16::from(rest[0] - b'0') * 100 + u16::from(rest[1] - b'0') * 10 + u16::from(rest[2] - b'0');
+        if !(100..=699).contains(&code) {
+            return Err(ParseError::BadStatusCode);
+        }
+        let reason_start = at + sp + 1 + rest.len().min(4);
+        return Ok(StartLine::Response { code, reason: Span::new(reason_start, at + line.len()) });
+    }
+    // Method SP Request-URI SP SIP-Version, single spaces only.
+    let sp1 = memchr(b' ', line).ok_or(ParseError::BadStartLine("no request URI"))?;
+    let method = &line[..sp1];
+    if !text::is_token_str(method) {
+        return Err(ParseError::BadStartLine("bad method"));
+    }
+    let rest = &line[sp1 + 1..];
+    let sp2 = memchr(b' ', rest).ok_or(ParseError::BadStartLine("no SIP version"))?;
+    let uri = &rest[..sp2];
+    let version = &rest[sp2 + 1..];
+    if uri.is_empty() {
+        return Err(ParseError::BadStartLine("extra spaces"));
+    }
+    if version.contains(&b' ') || version.contains(&b'\t') {
+        return Err(ParseError::BadStartLine("extra spaces"));
+    }
+    if !version.eq_ignore_ascii_case(b"SIP/2.0") {
+        if version.len() > 4 && version[..4].eq_ignore_ascii_case(b"SIP/") {
+            return Err(ParseError::BadVersion);
+        }
+        return Err(ParseError::BadStartLine("no SIP version"));
+    }
+    Ok(StartLine::Request {
+        method: Method::from_bytes(method),
+        method_span: Span::new(at, at + sp1),
+        uri: Span::new(at + sp1 + 1, at + sp1 + 1 + sp2),
+    })
+}
+
+/// The checks a proxy relies on: mandatory headers present and single, the
+/// values it reads well-formed.
+pub fn validate(msg: &Message) -> Result<(), ParseError> {
+    // Single-instance headers.
+    let mut seen = [false; HeaderName::Other as usize + 1];
+    for h in msg.headers() {
+        if h.name.is_single() {
+            let slot = &mut seen[h.name as usize];
+            if *slot {
+                return Err(ParseError::DuplicateHeader(h.name.as_str()));
+            }
+            *slot = true;
+        }
+    }
+    for (name, required) in [
+        (HeaderName::CallId, true),
+        (HeaderName::CSeq, true),
+        (HeaderName::From, true),
+        (HeaderName::To, true),
+        (HeaderName::Via, true),
+    ] {
+        if required && msg.header(name).is_none() {
+            return Err(ParseError::MissingHeader(name.as_str()));
+        }
+    }
+    let cseq = msg.cseq().ok_or(ParseError::BadHeader("CSeq"))?;
+    if msg.call_id().is_none_or(|c| c.is_empty() || c.iter().any(|&b| text::is_ws(b))) {
+        return Err(ParseError::BadHeader("Call-ID"));
+    }
+    for via in msg.vias() {
+        via.ok_or(ParseError::BadHeader("Via"))?;
+    }
+    msg.from().ok_or(ParseError::BadHeader("From"))?;
+    msg.to().ok_or(ParseError::BadHeader("To"))?;
+    if let Some(v) = msg.get(HeaderName::MaxForwards) {
+        text::parse_u64(v, 255).ok_or(ParseError::BadHeader("Max-Forwards"))?;
+    }
+    if let Some(v) = msg.get(HeaderName::ContentType) {
+        super::values::MediaType::parse(v).ok_or(ParseError::BadHeader("Content-Type"))?;
+    }
+    for name in [HeaderName::Contact, HeaderName::Route, HeaderName::RecordRoute] {
+        for na in msg.name_addrs(name) {
+            na.ok_or(ParseError::BadHeader(name.as_str()))?;
+        }
+    }
+    if let Some(d) = msg.get(HeaderName::Date) {
+        // RFC 3261 section 20.17: always GMT.
+        if !d.ends_with(b"GMT") {
+            return Err(ParseError::BadHeader("Date"));
+        }
+    }
+    if msg.is_request() {
+        let uri = Uri::parse(msg.request_uri_bytes())
+            .map_err(|e| ParseError::BadRequestUri(e.as_str()))?;
+        if uri.is_sip() && uri.headers.is_some() {
+            return Err(ParseError::BadRequestUri("headers not allowed"));
+        }
+        if cseq.method != msg.method_bytes() {
+            return Err(ParseError::CSeqMismatch);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! Lexical helpers shared by the header grammars: tokens, whitespace, quoted
+//! strings, comma lists and parameters. Everything borrows from its input.
+
+/// RFC 3261 `token` characters.
+pub const fn is_token(b: u8) -> bool {
+    matches!(b,
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+        | b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+pub const fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// Strips leading and trailing whitespace.
+pub fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if is_ws(*first) {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if is_ws(*last) {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+pub fn is_token_str(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_token(b))
+}
+
+/// Where a quoted string that starts at `s[0] == b'"'` ends (the index after
+/// its closing quote), or `None` when it is not terminated.
+pub fn quoted_end(s: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Splits a header value at top-level commas: commas inside quoted strings
+/// and angle brackets do not count. Yields each element trimmed. An
+/// unterminated quote or bracket yields the rest as one element, which the
+/// element's own grammar then rejects.
+pub fn split_commas(s: &[u8]) -> CommaSplit<'_> {
+    CommaSplit { rest: Some(s) }
+}
+
+pub struct CommaSplit<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for CommaSplit<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let s = self.rest?;
+        let mut i = 0;
+        let mut angle = false;
+        while i < s.len() {
+            match s[i] {
+                b'"' if !angle => match quoted_end(&s[i..]) {
+                    Some(n) => i += n,
+                    None => break,
+                },
+                b'<' => {
+                    angle = true;
+                    i += 1;
+                }
+                b'>' => {
+                    angle = false;
+                    i += 1;
+                }
+                b',' if !angle => {
+                    self.rest = Some(&s[i + 1..]);
+                    return Some(trim(&s[..i]));
+                }
+                _ => i += 1,
+            }
+        }
+        self.rest = None;
+        Some(trim(s))
+    }
+}
+
+/// Iterates `;name=value` parameters. `s` starts at (or before) the first
+/// `;`. Values may be quoted strings (kept with their quotes) or bracketed
+/// IPv6 references. Yields `Err(())` once for a parameter with an empty name.
+pub fn params(s: &[u8]) -> Params<'_> {
+    Params { rest: s, failed: false }
+}
+
+#[derive(Clone)]
+pub struct Params<'a> {
+    rest: &'a [u8],
+    failed: bool,
+}
+
+impl<'a> Iterator for Params<'a> {
+    type Item = Result<(&'a [u8], Option<&'a [u8]>), ()>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let s = trim(self.rest);
+        if s.is_empty() {
+            return None;
+        }
+        if s[0] != b';' {
+            self.failed = true;
+            return Some(Err(()));
+        }
+        let s = &s[1..];
+        // The element ends at the next top-level ';' (quoted strings may hold one).
+        let mut i = 0;
+        let mut eq = None;
+        while i < s.len() {
+            match s[i] {
+                b'"' => match quoted_end(&s[i..]) {
+                    Some(n) => i += n,
+                    None => {
+                        self.failed = true;
+                        return Some(Err(()));
+                    }
+                },
+                b';' => break,
+                b'=' if eq.is_none() => {
+                    eq = Some(i);
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+        }
+        let elem = &s[..i];
+        self.rest = &s[i..];
+        let (name, value) = match eq {
+            Some(e) => (trim(&elem[..e]), Some(trim(&elem[e + 1..]))),
+            None => (trim(elem), None),
+        };
+        if !is_token_str(name) || value.is_some_and(|v| v.is_empty()) {
+            self.failed = true;
+            return Some(Err(()));
+        }
+        Some(Ok((name, value)))
+    }
+}
+
+/// Finds a parameter by name (case-insensitive) in a `;`-list.
+pub fn find_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
+    params(s)
+        .filter_map(Result::ok)
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// Checks that a `;`-list of parameters is well-formed.
+pub fn params_ok(s: &[u8]) -> bool {
+    params(s).all(|p| p.is_ok())
+}
+
+/// Removes surrounding double quotes, if any (escapes stay as written).
+pub fn unquote(s: &[u8]) -> &[u8] {
+    if s.len() >= 2 && s[0] == b'"' && s[s.len() - 1] == b'"' {
+        &s[1..s.len() - 1]
+    } else {
+        s
+    }
+}
+
+/// Parses an unsigned decimal integer with at most `max`; leading zeros are
+/// allowed (RFC 4475 3.1.1.1), anything else fails.
+pub fn parse_u64(s: &[u8], max: u64) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    (v <= max).then_some(v)
+}
+
+/// Lossy text for logs and JSON.
+pub fn lossy(s: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commas_respect_quotes_and_brackets() {
+        let v: Vec<&[u8]> =
+            split_commas(b"\"a, b\" <sip:x@y;p=1,2>, <sip:z@w> , sip:q@r").collect();
+        assert_eq!(v, vec![&b"\"a, b\" <sip:x@y;p=1,2>"[..], b"<sip:z@w>", b"sip:q@r"]);
+        let v: Vec<&[u8]> = split_commas(b"a,,b").collect();
+        assert_eq!(v, vec![&b"a"[..], b"", b"b"]);
+    }
+
+    #[test]
+    fn params_with_spaces_quotes_and_ipv6() {
+        let p: Vec<_> = params(b" ;   tag    = 1918181833n ; x=\"a;b\";received=[2001:db8::9:255];lr")
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(p[0], (&b"tag"[..], Some(&b"1918181833n"[..])));
+        assert_eq!(p[1], (&b"x"[..], Some(&b"\"a;b\""[..])));
+        assert_eq!(p[2].1, Some(&b"[2001:db8::9:255]"[..]));
+        assert_eq!(p[3], (&b"lr"[..], None));
+    }
+
+    #[test]
+    fn empty_params_are_errors() {
+        assert!(!params_ok(b";;a=1"));
+        assert!(!params_ok(b";a="));
+        assert!(params_ok(b""));
+        assert!(params_ok(b";a"));
+    }
+
+    #[test]
+    fn integers() {
+        assert_eq!(parse_u64(b"0068", 255), Some(68));
+        assert_eq!(parse_u64(b"300", 255), None);
+        assert_eq!(parse_u64(b"-1", 255), None);
+        assert_eq!(parse_u64(b"", 255), None);
+        assert_eq!(parse_u64(b"99999999999999999999999", u64::MAX), None);
+    }
+}

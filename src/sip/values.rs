@@ -1,0 +1,326 @@
+//! Typed views of header values: Via, name-addr (From, To, Contact, Route,
+//! P-Asserted-Identity, Geolocation, Call-Info), CSeq and media types. Each
+//! is parsed on demand from the borrowed value text.
+
+use super::text::{self, find_param, is_token, trim, unquote};
+use super::uri::Uri;
+
+/// One Via value (RFC 3261 section 20.42), with RFC 3581 `rport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    pub protocol: &'a [u8],
+    pub version: &'a [u8],
+    pub transport: &'a [u8],
+    /// Host as written; IPv6 references keep their brackets.
+    pub host: &'a [u8],
+    pub port: Option<u16>,
+    /// The raw `;`-parameter list.
+    pub params: &'a [u8],
+}
+
+impl<'a> Via<'a> {
+    pub fn parse(s: &'a [u8]) -> Option<Via<'a>> {
+        let s = trim(s);
+        let (protocol, s) = token(s)?;
+        let s = expect(s, b'/')?;
+        let (version, s) = token(s)?;
+        let s = expect(s, b'/')?;
+        let (transport, rest) = token(s)?;
+        // At least one whitespace separates the transport from sent-by.
+        if rest.first().is_none_or(|b| !text::is_ws(*b)) {
+            return None;
+        }
+        let s = trim_start(rest);
+        let (host, after) = if s.first() == Some(&b'[') {
+            let close = memchr::memchr(b']', s)?;
+            (&s[..=close], &s[close + 1..])
+        } else {
+            let end = s
+                .iter()
+                .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+                .unwrap_or(s.len());
+            (&s[..end], &s[end..])
+        };
+        if host.is_empty() {
+            return None;
+        }
+        let mut after = trim_start(after);
+        let mut port = None;
+        if let Some(p) = after.strip_prefix(b":") {
+            let p = trim_start(p);
+            let end = p.iter().position(|b| !b.is_ascii_digit()).unwrap_or(p.len());
+            port = Some(text::parse_u64(&p[..end], 65535)? as u16);
+            after = &p[end..];
+        }
+        let params = trim(after);
+        if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
+            return None;
+        }
+        Some(Via { protocol, version, transport, host, port, params })
+    }
+
+    pub fn param(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        find_param(self.params, name.as_bytes())
+    }
+
+    pub fn branch(&self) -> Option<&'a [u8]> {
+        self.param("branch").flatten()
+    }
+
+    pub fn received(&self) -> Option<&'a [u8]> {
+        self.param("received").flatten()
+    }
+
+    /// `None`: no rport; `Some(None)`: rport asked for; `Some(Some(p))`: filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.param("rport")
+            .map(|v| v.and_then(|p| text::parse_u64(p, 65535)).map(|p| p as u16))
+    }
+
+    /// The branch begins with RFC 3261's magic cookie.
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch().is_some_and(|b| b.len() >= 7 && b[..7] == *b"z9hG4bK")
+    }
+
+    /// The sent-by text (`host[:port]`) for transaction matching.
+    pub fn sent_by(&self) -> (&'a [u8], Option<u16>) {
+        (self.host, self.port)
+    }
+}
+
+fn trim_start(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if text::is_ws(*first) {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+fn token(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let s = trim_start(s);
+    let end = s.iter().position(|&b| !is_token(b)).unwrap_or(s.len());
+    (end > 0).then(|| (&s[..end], &s[end..]))
+}
+
+fn expect(s: &[u8], c: u8) -> Option<&[u8]> {
+    let s = trim_start(s);
+    (s.first() == Some(&c)).then(|| &s[1..])
+}
+
+/// A name-addr or addr-spec with header parameters: From, To, Contact,
+/// Route, Record-Route, P-Asserted-Identity, Geolocation, Call-Info.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameAddr<'a> {
+    /// The display name as written (quotes removed, escapes kept).
+    pub display: Option<&'a [u8]>,
+    /// The URI text (without the angle brackets).
+    pub uri_text: &'a [u8],
+    /// Whether the URI was inside `<>`.
+    pub bracketed: bool,
+    /// The raw `;`-parameter list after the URI.
+    pub params: &'a [u8],
+}
+
+impl<'a> NameAddr<'a> {
+    /// Parses one value. `Contact: *` gives a `uri_text` of `*`.
+    pub fn parse(s: &'a [u8]) -> Option<NameAddr<'a>> {
+        let s = trim(s);
+        if s.is_empty() {
+            return None;
+        }
+        if s == b"*" {
+            return Some(NameAddr { display: None, uri_text: s, bracketed: false, params: b"" });
+        }
+        let (display, rest) = if s[0] == b'"' {
+            let end = text::quoted_end(s)?;
+            (Some(unquote(&s[..end])), trim_start(&s[end..]))
+        } else if let Some(lt) = memchr::memchr(b'<', s) {
+            let d = trim(&s[..lt]);
+            // An unquoted display name is tokens separated by whitespace.
+            if !d.iter().all(|&b| is_token(b) || text::is_ws(b)) {
+                return None;
+            }
+            (if d.is_empty() { None } else { Some(d) }, &s[lt..])
+        } else {
+            (None, s)
+        };
+        if let Some(inner) = rest.strip_prefix(b"<") {
+            let gt = memchr::memchr(b'>', inner)?;
+            let uri_text = &inner[..gt];
+            Uri::parse(uri_text).ok()?;
+            let params = trim(&inner[gt + 1..]);
+            if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
+                return None;
+            }
+            Some(NameAddr { display, uri_text, bracketed: true, params })
+        } else {
+            if display.is_some() {
+                return None;
+            }
+            // addr-spec: the URI ends at the first ';' or whitespace; a URI
+            // with '?' or ',' must be bracketed (RFC 3261 section 20).
+            let end = rest
+                .iter()
+                .position(|&b| b == b';' || text::is_ws(b))
+                .unwrap_or(rest.len());
+            let uri_text = &rest[..end];
+            if uri_text.contains(&b'?') || uri_text.contains(&b',') {
+                return None;
+            }
+            Uri::parse(uri_text).ok()?;
+            let params = trim(&rest[end..]);
+            if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
+                return None;
+            }
+            Some(NameAddr { display, uri_text, bracketed: false, params })
+        }
+    }
+
+    pub fn uri(&self) -> Option<Uri<'a>> {
+        Uri::parse(self.uri_text).ok()
+    }
+
+    pub fn param(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        find_param(self.params, name.as_bytes())
+    }
+
+    pub fn tag(&self) -> Option<&'a [u8]> {
+        self.param("tag").flatten()
+    }
+}
+
+/// CSeq: sequence number and method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    pub seq: u32,
+    pub method: &'a [u8],
+}
+
+impl<'a> CSeq<'a> {
+    pub fn parse(s: &'a [u8]) -> Option<CSeq<'a>> {
+        let s = trim(s);
+        let end = s.iter().position(|b| !b.is_ascii_digit())?;
+        let seq = text::parse_u64(&s[..end], u64::from(u32::MAX))? as u32;
+        if !text::is_ws(s[end]) {
+            return None;
+        }
+        let method = trim(&s[end..]);
+        text::is_token_str(method).then_some(CSeq { seq, method })
+    }
+}
+
+/// A media type with parameters (`multipart/mixed; boundary=x`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaType<'a> {
+    pub mtype: &'a [u8],
+    pub subtype: &'a [u8],
+    pub params: &'a [u8],
+}
+
+impl<'a> MediaType<'a> {
+    pub fn parse(s: &'a [u8]) -> Option<MediaType<'a>> {
+        let (mtype, s) = token(s)?;
+        let s = expect(s, b'/')?;
+        let (subtype, s) = token(s)?;
+        let params = trim(s);
+        if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
+            return None;
+        }
+        Some(MediaType { mtype, subtype, params })
+    }
+
+    pub fn is(&self, mtype: &str, subtype: &str) -> bool {
+        self.mtype.eq_ignore_ascii_case(mtype.as_bytes())
+            && self.subtype.eq_ignore_ascii_case(subtype.as_bytes())
+    }
+
+    pub fn is_multipart(&self) -> bool {
+        self.mtype.eq_ignore_ascii_case(b"multipart")
+    }
+
+    pub fn param(&self, name: &str) -> Option<&'a [u8]> {
+        find_param(self.params, name.as_bytes()).flatten().map(unquote)
+    }
+
+    pub fn boundary(&self) -> Option<&'a [u8]> {
+        self.param("boundary")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn via_with_lws_everywhere() {
+        let v = Via::parse(b"SIP  /   2.0 /UDP    192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!(v.transport, b"UDP");
+        assert_eq!(v.host, b"192.0.2.2");
+        assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
+        let v = Via::parse(b"SIP  / 2.0  / TCP     spindle.example.com   ;   branch  =   z9hG4bK9ikj8").unwrap();
+        assert_eq!(v.host, b"spindle.example.com");
+        assert_eq!(v.branch(), Some(&b"z9hG4bK9ikj8"[..]));
+        assert!(v.has_rfc3261_branch());
+    }
+
+    #[test]
+    fn via_ipv6_port_received_rport() {
+        let v = Via::parse(b"SIP/2.0/UDP [2001:db8::9:1]:5070;received=[2001:db8::9:255];rport;branch=z9hG4bKas3").unwrap();
+        assert_eq!(v.host, b"[2001:db8::9:1]");
+        assert_eq!(v.port, Some(5070));
+        assert_eq!(v.received(), Some(&b"[2001:db8::9:255]"[..]));
+        assert_eq!(v.rport(), Some(None));
+        let v = Via::parse(b"SIP/2.0/UDP h;rport=5061").unwrap();
+        assert_eq!(v.rport(), Some(Some(5061)));
+    }
+
+    #[test]
+    fn via_rejects() {
+        for bad in ["", "SIP/2.0/UDP", "SIP/2.0 UDP host", "SIP/2.0/UDP host;;branch=x", "SIP/2.0/UDPhost", "SIP/2.0/UDP host:99999"] {
+            assert!(Via::parse(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn name_addr_forms() {
+        let n = NameAddr::parse(br#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#).unwrap();
+        assert_eq!(n.display, Some(&br#"J Rosenberg \\\""#[..]));
+        assert_eq!(n.uri_text, b"sip:jdrosen@example.com");
+        assert_eq!(n.tag(), Some(&b"98asjd8"[..]));
+        let n = NameAddr::parse(b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        assert!(!n.bracketed);
+        assert_eq!(n.tag(), Some(&b"1918181833n"[..]));
+        let n = NameAddr::parse(b"caller<sip:caller@example.com>;tag=323").unwrap();
+        assert_eq!(n.display, Some(&b"caller"[..]));
+        let n = NameAddr::parse(b"<tel:+12125550142>").unwrap();
+        assert_eq!(n.uri().unwrap().phone_digits().unwrap().as_str(), "+12125550142");
+    }
+
+    #[test]
+    fn name_addr_rejects() {
+        for bad in [
+            "\"unterminated <sip:a@b>",
+            "< sip:a@b >",
+            "Bell, Alexander <sip:a.g.bell@example.com>",
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+            "<sip:a@b>;;tag=1",
+            "",
+        ] {
+            assert!(NameAddr::parse(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cseq_and_media_type() {
+        assert_eq!(CSeq::parse(b"0009\r\n  INVITE"), Some(CSeq { seq: 9, method: b"INVITE" }));
+        assert!(CSeq::parse(b"36893488147419103232 INVITE").is_none());
+        assert!(CSeq::parse(b"1INVITE").is_none());
+        let m = MediaType::parse(b"multipart/mixed; boundary=\"unique-boundary-1\"").unwrap();
+        assert!(m.is_multipart());
+        assert_eq!(m.boundary(), Some(&b"unique-boundary-1"[..]));
+        assert!(MediaType::parse(b"application").is_none());
+    }
+}
