@@ -43,7 +43,11 @@ pub fn unfold(buf: &[u8]) -> Bytes {
     while i < buf.len() {
         let b = buf[i];
         if b == b'\r' || b == b'\n' {
-            let eol = if b == b'\r' && buf.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+            let eol = if b == b'\r' && buf.get(i + 1) == Some(&b'\n') {
+                2
+            } else {
+                1
+            };
             let next = buf.get(i + eol).copied();
             if !line_start && matches!(next, Some(b' ') | Some(b'\t')) {
                 out.extend_from_slice(b" ");
@@ -76,8 +80,12 @@ mod tests {
 
     #[test]
     fn unfold_joins_continuations_and_keeps_the_body() {
-        let m = b"INVITE sip:a@b SIP/2.0\r\nTo:\r\n sip:x@y\r\nSubject: a\r\n\tb\r\n\r\nbody\r\n more";
+        let m =
+            b"INVITE sip:a@b SIP/2.0\r\nTo:\r\n sip:x@y\r\nSubject: a\r\n\tb\r\n\r\nbody\r\n more";
         let u = unfold(m);
-        assert_eq!(&u[..], &b"INVITE sip:a@b SIP/2.0\r\nTo: sip:x@y\r\nSubject: a b\r\n\r\nbody\r\n more"[..]);
+        assert_eq!(
+            &u[..],
+            &b"INVITE sip:a@b SIP/2.0\r\nTo: sip:x@y\r\nSubject: a b\r\n\r\nbody\r\n more"[..]
+        );
     }
 }

@@ -99,7 +99,11 @@ impl HeaderName {
             ],
             9 => &[(b"Call-Info", CallInfo), (b"Supported", Supported)],
             10 => &[(b"Content-ID", ContentId), (b"User-Agent", UserAgent)],
-            11 => &[(b"Geolocation", Geolocation), (b"Referred-By", ReferredBy), (b"Unsupported", Unsupported)],
+            11 => &[
+                (b"Geolocation", Geolocation),
+                (b"Referred-By", ReferredBy),
+                (b"Unsupported", Unsupported),
+            ],
             12 => &[
                 (b"Max-Forwards", MaxForwards),
                 (b"Content-Type", ContentType),
@@ -114,7 +118,10 @@ impl HeaderName {
             ],
             15 => &[(b"Session-Expires", SessionExpires)],
             16 => &[(b"Content-Encoding", ContentEncoding)],
-            17 => &[(b"Resource-Priority", ResourcePriority), (b"Geolocation-Error", GeolocationError)],
+            17 => &[
+                (b"Resource-Priority", ResourcePriority),
+                (b"Geolocation-Error", GeolocationError),
+            ],
             19 => &[
                 (b"P-Asserted-Identity", PAssertedIdentity),
                 (b"Geolocation-Routing", GeolocationRouting),
@@ -199,16 +206,55 @@ mod tests {
     #[test]
     fn every_name_round_trips_through_its_canonical_form() {
         let all = [
-            Accept, AcceptContact, Allow, AllowEvents, CallId, CallInfo, Contact,
-            ContentDisposition, ContentEncoding, ContentId, ContentLength, ContentType, CSeq,
-            Date, Event, Expires, From, Geolocation, GeolocationError, GeolocationRouting,
-            Identity, MaxForwards, PAssertedIdentity, PPreferredIdentity, Priority,
-            ProxyRequire, RecordRoute, ReferTo, ReferredBy, RejectContact, RequestDisposition,
-            Require, ResourcePriority, Route, SessionExpires, Subject, Supported, To,
-            Unsupported, UserAgent, Via,
+            Accept,
+            AcceptContact,
+            Allow,
+            AllowEvents,
+            CallId,
+            CallInfo,
+            Contact,
+            ContentDisposition,
+            ContentEncoding,
+            ContentId,
+            ContentLength,
+            ContentType,
+            CSeq,
+            Date,
+            Event,
+            Expires,
+            From,
+            Geolocation,
+            GeolocationError,
+            GeolocationRouting,
+            Identity,
+            MaxForwards,
+            PAssertedIdentity,
+            PPreferredIdentity,
+            Priority,
+            ProxyRequire,
+            RecordRoute,
+            ReferTo,
+            ReferredBy,
+            RejectContact,
+            RequestDisposition,
+            Require,
+            ResourcePriority,
+            Route,
+            SessionExpires,
+            Subject,
+            Supported,
+            To,
+            Unsupported,
+            UserAgent,
+            Via,
         ];
         for h in all {
-            assert_eq!(HeaderName::from_bytes(h.as_str().as_bytes()), h, "{}", h.as_str());
+            assert_eq!(
+                HeaderName::from_bytes(h.as_str().as_bytes()),
+                h,
+                "{}",
+                h.as_str()
+            );
             let upper = h.as_str().to_ascii_uppercase();
             assert_eq!(HeaderName::from_bytes(upper.as_bytes()), h);
         }
@@ -217,11 +263,28 @@ mod tests {
     #[test]
     fn compact_forms() {
         let table: &[(&str, HeaderName)] = &[
-            ("i", CallId), ("m", Contact), ("e", ContentEncoding), ("l", ContentLength),
-            ("c", ContentType), ("f", From), ("s", Subject), ("k", Supported), ("t", To),
-            ("v", Via), ("o", Event), ("u", AllowEvents), ("r", ReferTo), ("b", ReferredBy),
-            ("x", SessionExpires), ("y", Identity), ("a", AcceptContact), ("j", RejectContact),
-            ("d", RequestDisposition), ("V", Via), ("I", CallId), ("z", Other),
+            ("i", CallId),
+            ("m", Contact),
+            ("e", ContentEncoding),
+            ("l", ContentLength),
+            ("c", ContentType),
+            ("f", From),
+            ("s", Subject),
+            ("k", Supported),
+            ("t", To),
+            ("v", Via),
+            ("o", Event),
+            ("u", AllowEvents),
+            ("r", ReferTo),
+            ("b", ReferredBy),
+            ("x", SessionExpires),
+            ("y", Identity),
+            ("a", AcceptContact),
+            ("j", RejectContact),
+            ("d", RequestDisposition),
+            ("V", Via),
+            ("I", CallId),
+            ("z", Other),
         ];
         for (name, h) in table {
             assert_eq!(HeaderName::from_bytes(name.as_bytes()), *h, "{name}");

@@ -18,7 +18,10 @@ pub struct Span {
 
 impl Span {
     pub fn new(start: usize, end: usize) -> Span {
-        Span { start: start as u32, end: end as u32 }
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
     }
     pub fn range(self) -> std::ops::Range<usize> {
         self.start as usize..self.end as usize
@@ -107,8 +110,15 @@ impl Method {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartLine {
-    Request { method: Method, method_span: Span, uri: Span },
-    Response { code: u16, reason: Span },
+    Request {
+        method: Method,
+        method_span: Span,
+        uri: Span,
+    },
+    Response {
+        code: u16,
+        reason: Span,
+    },
 }
 
 /// Which parser produced the message.
@@ -261,7 +271,9 @@ impl Message {
         }
         self.headers
             .iter()
-            .find(|h| h.name == HeaderName::Other && self.name(h).eq_ignore_ascii_case(name.as_bytes()))
+            .find(|h| {
+                h.name == HeaderName::Other && self.name(h).eq_ignore_ascii_case(name.as_bytes())
+            })
             .map(|h| self.value(h))
     }
 
@@ -272,7 +284,8 @@ impl Message {
 
     /// Every comma-separated element of every header of that name, in order.
     pub fn list(&self, name: HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
-        self.all(name).flat_map(move |h| text::split_commas(self.value(h)))
+        self.all(name)
+            .flat_map(move |h| text::split_commas(self.value(h)))
     }
 
     pub fn vias(&self) -> impl Iterator<Item = Option<Via<'_>>> + '_ {

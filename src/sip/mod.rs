@@ -10,6 +10,7 @@
 //! - [`full`]: the path for messages the fast path declines.
 
 pub mod body;
+pub mod build;
 pub mod edit;
 pub mod error;
 pub mod full;

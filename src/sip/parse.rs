@@ -27,7 +27,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message: 65536, max_headers: 256, max_line: 16384 }
+        Limits {
+            max_message: 65536,
+            max_headers: 256,
+            max_line: 16384,
+        }
     }
 }
 
@@ -54,7 +58,10 @@ pub fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError
 pub fn parse_stream(buf: &Bytes, limits: &Limits) -> Result<Status<Message>, ParseError> {
     match frame_stream(buf, limits)? {
         Status::Partial => Ok(Status::Partial),
-        Status::Complete((), n) => Ok(Status::Complete(parse_framed(buf.slice(..n), true, limits)?, n)),
+        Status::Complete((), n) => Ok(Status::Complete(
+            parse_framed(buf.slice(..n), true, limits)?,
+            n,
+        )),
     }
 }
 
@@ -106,7 +113,9 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<Status<()>, ParseErro
 }
 
 fn skip_crlf(buf: &[u8]) -> usize {
-    buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len())
+    buf.iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len())
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -172,8 +181,15 @@ pub(crate) fn index(
         }
         let colon = memchr(b':', line).ok_or(ParseError::BadHeaderLine)?;
         let name_raw = &line[..colon];
-        let name_len = name_raw.iter().position(|&c| !is_token(c)).unwrap_or(name_raw.len());
-        if name_len == 0 || !name_raw[name_len..].iter().all(|&c| c == b' ' || c == b'\t') {
+        let name_len = name_raw
+            .iter()
+            .position(|&c| !is_token(c))
+            .unwrap_or(name_raw.len());
+        if name_len == 0
+            || !name_raw[name_len..]
+                .iter()
+                .all(|&c| c == b' ' || c == b'\t')
+        {
             return Err(ParseError::BadHeaderLine);
         }
         let name = HeaderName::from_bytes(&name_raw[..name_len]);
@@ -242,12 +258,17 @@ fn parse_start_line(line: &[u8], at: usize) -> Result<StartLine, ParseError> {
         if rest.len() > 3 && rest[3] != b' ' {
             return Err(ParseError::BadStatusCode);
         }
-        let code = u16::from(rest[0] - b'0') * 100 + u16::from(rest[1] - b'0') * 10 + u16::from(rest[2] - b'0');
+        let code = u16::from(rest[0] - b'0') * 100
+            + u16::from(rest[1] - b'0') * 10
+            + u16::from(rest[2] - b'0');
         if !(100..=699).contains(&code) {
             return Err(ParseError::BadStatusCode);
         }
         let reason_start = at + sp + 1 + rest.len().min(4);
-        return Ok(StartLine::Response { code, reason: Span::new(reason_start, at + line.len()) });
+        return Ok(StartLine::Response {
+            code,
+            reason: Span::new(reason_start, at + line.len()),
+        });
     }
     // Method SP Request-URI SP SIP-Version, single spaces only.
     let sp1 = memchr(b' ', line).ok_or(ParseError::BadStartLine("no request URI"))?;
@@ -304,7 +325,10 @@ pub fn validate(msg: &Message) -> Result<(), ParseError> {
         }
     }
     let cseq = msg.cseq().ok_or(ParseError::BadHeader("CSeq"))?;
-    if msg.call_id().is_none_or(|c| c.is_empty() || c.iter().any(|&b| text::is_ws(b))) {
+    if msg
+        .call_id()
+        .is_none_or(|c| c.is_empty() || c.iter().any(|&b| text::is_ws(b)))
+    {
         return Err(ParseError::BadHeader("Call-ID"));
     }
     for via in msg.vias() {
@@ -318,7 +342,11 @@ pub fn validate(msg: &Message) -> Result<(), ParseError> {
     if let Some(v) = msg.get(HeaderName::ContentType) {
         super::values::MediaType::parse(v).ok_or(ParseError::BadHeader("Content-Type"))?;
     }
-    for name in [HeaderName::Contact, HeaderName::Route, HeaderName::RecordRoute] {
+    for name in [
+        HeaderName::Contact,
+        HeaderName::Route,
+        HeaderName::RecordRoute,
+    ] {
         for na in msg.name_addrs(name) {
             na.ok_or(ParseError::BadHeader(name.as_str()))?;
         }

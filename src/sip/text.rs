@@ -98,7 +98,10 @@ impl<'a> Iterator for CommaSplit<'a> {
 /// `;`. Values may be quoted strings (kept with their quotes) or bracketed
 /// IPv6 references. Yields `Err(())` once for a parameter with an empty name.
 pub fn params(s: &[u8]) -> Params<'_> {
-    Params { rest: s, failed: false }
+    Params {
+        rest: s,
+        failed: false,
+    }
 }
 
 #[derive(Clone)]
@@ -208,16 +211,20 @@ mod tests {
     fn commas_respect_quotes_and_brackets() {
         let v: Vec<&[u8]> =
             split_commas(b"\"a, b\" <sip:x@y;p=1,2>, <sip:z@w> , sip:q@r").collect();
-        assert_eq!(v, vec![&b"\"a, b\" <sip:x@y;p=1,2>"[..], b"<sip:z@w>", b"sip:q@r"]);
+        assert_eq!(
+            v,
+            vec![&b"\"a, b\" <sip:x@y;p=1,2>"[..], b"<sip:z@w>", b"sip:q@r"]
+        );
         let v: Vec<&[u8]> = split_commas(b"a,,b").collect();
         assert_eq!(v, vec![&b"a"[..], b"", b"b"]);
     }
 
     #[test]
     fn params_with_spaces_quotes_and_ipv6() {
-        let p: Vec<_> = params(b" ;   tag    = 1918181833n ; x=\"a;b\";received=[2001:db8::9:255];lr")
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let p: Vec<_> =
+            params(b" ;   tag    = 1918181833n ; x=\"a;b\";received=[2001:db8::9:255];lr")
+                .collect::<Result<_, _>>()
+                .unwrap();
         assert_eq!(p[0], (&b"tag"[..], Some(&b"1918181833n"[..])));
         assert_eq!(p[1], (&b"x"[..], Some(&b"\"a;b\""[..])));
         assert_eq!(p[2].1, Some(&b"[2001:db8::9:255]"[..]));

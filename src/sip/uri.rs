@@ -155,7 +155,9 @@ impl<'a> Uri<'a> {
             let close = memchr::memchr(b']', hostpart).ok_or(UriError::BadHost)?;
             let inner = &hostpart[1..close];
             if inner.is_empty()
-                || !inner.iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                || !inner
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
             {
                 return Err(UriError::BadHost);
             }
@@ -173,7 +175,10 @@ impl<'a> Uri<'a> {
         self.host = host;
         let mut after = after;
         if let Some(p) = after.strip_prefix(b":") {
-            let end = p.iter().position(|&b| !b.is_ascii_digit()).unwrap_or(p.len());
+            let end = p
+                .iter()
+                .position(|&b| !b.is_ascii_digit())
+                .unwrap_or(p.len());
             let port = text::parse_u64(&p[..end], 65535).ok_or(UriError::BadPort)?;
             self.port = Some(port as u16);
             after = &p[end..];
@@ -210,7 +215,8 @@ impl<'a> Uri<'a> {
     /// For `urn:service:...`: the service, lower-cased comparison is up to
     /// the caller (`sos`, `sos.fire`, `test.sos`...).
     pub fn service_urn(&self) -> Option<&'a [u8]> {
-        (self.scheme == Scheme::Urn && self.user?.eq_ignore_ascii_case(b"service")).then_some(self.host)
+        (self.scheme == Scheme::Urn && self.user?.eq_ignore_ascii_case(b"service"))
+            .then_some(self.host)
     }
 
     /// The dialed digits of a telephone number in this URI: the tel number,
@@ -254,7 +260,10 @@ pub struct Digits {
 
 impl Digits {
     pub fn from_dial_string(s: &[u8]) -> Option<Digits> {
-        let mut d = Digits { buf: [0; 32], len: 0 };
+        let mut d = Digits {
+            buf: [0; 32],
+            len: 0,
+        };
         let mut i = 0;
         while i < s.len() {
             let b = s[i];
@@ -391,7 +400,16 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for bad in ["", "<sip:a@b>", "sip:a@b c", "sip:", "sip:a@b:99999", "sip:a@b;;x", "1sip:x", "urn:service"] {
+        for bad in [
+            "",
+            "<sip:a@b>",
+            "sip:a@b c",
+            "sip:",
+            "sip:a@b:99999",
+            "sip:a@b;;x",
+            "1sip:x",
+            "urn:service",
+        ] {
             assert!(Uri::parse(bad.as_bytes()).is_err(), "{bad}");
         }
         assert_eq!(p("soap.beep://192.0.2.103:3002").scheme, Scheme::Other);

@@ -48,7 +48,10 @@ impl<'a> Via<'a> {
         let mut port = None;
         if let Some(p) = after.strip_prefix(b":") {
             let p = trim_start(p);
-            let end = p.iter().position(|b| !b.is_ascii_digit()).unwrap_or(p.len());
+            let end = p
+                .iter()
+                .position(|b| !b.is_ascii_digit())
+                .unwrap_or(p.len());
             port = Some(text::parse_u64(&p[..end], 65535)? as u16);
             after = &p[end..];
         }
@@ -56,7 +59,14 @@ impl<'a> Via<'a> {
         if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
             return None;
         }
-        Some(Via { protocol, version, transport, host, port, params })
+        Some(Via {
+            protocol,
+            version,
+            transport,
+            host,
+            port,
+            params,
+        })
     }
 
     pub fn param(&self, name: &str) -> Option<Option<&'a [u8]>> {
@@ -79,7 +89,8 @@ impl<'a> Via<'a> {
 
     /// The branch begins with RFC 3261's magic cookie.
     pub fn has_rfc3261_branch(&self) -> bool {
-        self.branch().is_some_and(|b| b.len() >= 7 && b[..7] == *b"z9hG4bK")
+        self.branch()
+            .is_some_and(|b| b.len() >= 7 && b[..7] == *b"z9hG4bK")
     }
 
     /// The sent-by text (`host[:port]`) for transaction matching.
@@ -132,7 +143,12 @@ impl<'a> NameAddr<'a> {
             return None;
         }
         if s == b"*" {
-            return Some(NameAddr { display: None, uri_text: s, bracketed: false, params: b"" });
+            return Some(NameAddr {
+                display: None,
+                uri_text: s,
+                bracketed: false,
+                params: b"",
+            });
         }
         let (display, rest) = if s[0] == b'"' {
             let end = text::quoted_end(s)?;
@@ -155,7 +171,12 @@ impl<'a> NameAddr<'a> {
             if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
                 return None;
             }
-            Some(NameAddr { display, uri_text, bracketed: true, params })
+            Some(NameAddr {
+                display,
+                uri_text,
+                bracketed: true,
+                params,
+            })
         } else {
             if display.is_some() {
                 return None;
@@ -175,7 +196,12 @@ impl<'a> NameAddr<'a> {
             if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
                 return None;
             }
-            Some(NameAddr { display, uri_text, bracketed: false, params })
+            Some(NameAddr {
+                display,
+                uri_text,
+                bracketed: false,
+                params,
+            })
         }
     }
 
@@ -229,7 +255,11 @@ impl<'a> MediaType<'a> {
         if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
             return None;
         }
-        Some(MediaType { mtype, subtype, params })
+        Some(MediaType {
+            mtype,
+            subtype,
+            params,
+        })
     }
 
     pub fn is(&self, mtype: &str, subtype: &str) -> bool {
@@ -242,7 +272,9 @@ impl<'a> MediaType<'a> {
     }
 
     pub fn param(&self, name: &str) -> Option<&'a [u8]> {
-        find_param(self.params, name.as_bytes()).flatten().map(unquote)
+        find_param(self.params, name.as_bytes())
+            .flatten()
+            .map(unquote)
     }
 
     pub fn boundary(&self) -> Option<&'a [u8]> {
@@ -260,7 +292,9 @@ mod tests {
         assert_eq!(v.transport, b"UDP");
         assert_eq!(v.host, b"192.0.2.2");
         assert_eq!(v.branch(), Some(&b"390skdjuw"[..]));
-        let v = Via::parse(b"SIP  / 2.0  / TCP     spindle.example.com   ;   branch  =   z9hG4bK9ikj8").unwrap();
+        let v =
+            Via::parse(b"SIP  / 2.0  / TCP     spindle.example.com   ;   branch  =   z9hG4bK9ikj8")
+                .unwrap();
         assert_eq!(v.host, b"spindle.example.com");
         assert_eq!(v.branch(), Some(&b"z9hG4bK9ikj8"[..]));
         assert!(v.has_rfc3261_branch());
@@ -268,7 +302,10 @@ mod tests {
 
     #[test]
     fn via_ipv6_port_received_rport() {
-        let v = Via::parse(b"SIP/2.0/UDP [2001:db8::9:1]:5070;received=[2001:db8::9:255];rport;branch=z9hG4bKas3").unwrap();
+        let v = Via::parse(
+            b"SIP/2.0/UDP [2001:db8::9:1]:5070;received=[2001:db8::9:255];rport;branch=z9hG4bKas3",
+        )
+        .unwrap();
         assert_eq!(v.host, b"[2001:db8::9:1]");
         assert_eq!(v.port, Some(5070));
         assert_eq!(v.received(), Some(&b"[2001:db8::9:255]"[..]));
@@ -279,24 +316,38 @@ mod tests {
 
     #[test]
     fn via_rejects() {
-        for bad in ["", "SIP/2.0/UDP", "SIP/2.0 UDP host", "SIP/2.0/UDP host;;branch=x", "SIP/2.0/UDPhost", "SIP/2.0/UDP host:99999"] {
+        for bad in [
+            "",
+            "SIP/2.0/UDP",
+            "SIP/2.0 UDP host",
+            "SIP/2.0/UDP host;;branch=x",
+            "SIP/2.0/UDPhost",
+            "SIP/2.0/UDP host:99999",
+        ] {
             assert!(Via::parse(bad.as_bytes()).is_none(), "{bad}");
         }
     }
 
     #[test]
     fn name_addr_forms() {
-        let n = NameAddr::parse(br#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#).unwrap();
+        let n = NameAddr::parse(
+            br#""J Rosenberg \\\""       <sip:jdrosen@example.com>  ;  tag = 98asjd8"#,
+        )
+        .unwrap();
         assert_eq!(n.display, Some(&br#"J Rosenberg \\\""#[..]));
         assert_eq!(n.uri_text, b"sip:jdrosen@example.com");
         assert_eq!(n.tag(), Some(&b"98asjd8"[..]));
-        let n = NameAddr::parse(b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        let n =
+            NameAddr::parse(b"sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
         assert!(!n.bracketed);
         assert_eq!(n.tag(), Some(&b"1918181833n"[..]));
         let n = NameAddr::parse(b"caller<sip:caller@example.com>;tag=323").unwrap();
         assert_eq!(n.display, Some(&b"caller"[..]));
         let n = NameAddr::parse(b"<tel:+12125550142>").unwrap();
-        assert_eq!(n.uri().unwrap().phone_digits().unwrap().as_str(), "+12125550142");
+        assert_eq!(
+            n.uri().unwrap().phone_digits().unwrap().as_str(),
+            "+12125550142"
+        );
     }
 
     #[test]
@@ -315,7 +366,13 @@ mod tests {
 
     #[test]
     fn cseq_and_media_type() {
-        assert_eq!(CSeq::parse(b"0009\r\n  INVITE"), Some(CSeq { seq: 9, method: b"INVITE" }));
+        assert_eq!(
+            CSeq::parse(b"0009\r\n  INVITE"),
+            Some(CSeq {
+                seq: 9,
+                method: b"INVITE"
+            })
+        );
         assert!(CSeq::parse(b"36893488147419103232 INVITE").is_none());
         assert!(CSeq::parse(b"1INVITE").is_none());
         let m = MediaType::parse(b"multipart/mixed; boundary=\"unique-boundary-1\"").unwrap();
