@@ -9,5 +9,6 @@
 //! - [`emergency`]: detection, location (PIDF-LO), country rules, PSAP lookup.
 
 pub mod emergency;
+pub mod inspect;
 pub mod sip;
 pub mod transaction;

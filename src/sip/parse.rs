@@ -123,6 +123,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 }
 
 /// Whether the fast path declined: returned by [`index`] for folded lines.
+#[allow(clippy::large_enum_variant)] // moved once, never stored
 pub(crate) enum Indexed {
     Done(Message),
     Folded,

@@ -1,0 +1,130 @@
+//! `sosrouter inspect`: what the router makes of a message, as one JSON
+//! object per file. Field names are stable; scripts rely on them.
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use crate::sip::{self, text::lossy, HeaderName, Message, ParseError, Status};
+
+/// Parses one file's bytes as a datagram (or as stream bytes) and describes
+/// the result.
+pub fn describe(file: &str, data: Bytes, stream: bool) -> Value {
+    let limits = sip::Limits::default();
+    let parsed = if stream {
+        match sip::parse_stream(&data, &limits) {
+            Ok(Status::Complete(m, _)) => Ok(m),
+            Ok(Status::Partial) => Err(None),
+            Err(e) => Err(Some(e)),
+        }
+    } else {
+        sip::parse_datagram(data, &limits).map_err(Some)
+    };
+    match parsed {
+        Ok(m) => message_json(file, &m),
+        Err(Some(e)) => error_json(file, &e),
+        Err(None) => json!({"file": file, "ok": false, "partial": true,
+            "error": {"status": null, "reason": "incomplete message"}}),
+    }
+}
+
+fn error_json(file: &str, e: &ParseError) -> Value {
+    json!({
+        "file": file,
+        "ok": false,
+        "error": {"status": e.status(), "reason": e.reason(), "kind": e.kind()},
+    })
+}
+
+fn s(b: &[u8]) -> Value {
+    Value::String(lossy(b).into_owned())
+}
+
+/// The message-layer fields of the inspect object.
+pub fn message_json(file: &str, m: &Message) -> Value {
+    let mut o = Map::new();
+    o.insert("file".into(), json!(file));
+    o.insert("ok".into(), json!(true));
+    o.insert(
+        "kind".into(),
+        json!(if m.is_request() {
+            "request"
+        } else {
+            "response"
+        }),
+    );
+    o.insert(
+        "method".into(),
+        if m.is_request() {
+            s(m.method_bytes())
+        } else {
+            Value::Null
+        },
+    );
+    o.insert(
+        "request_uri".into(),
+        if m.is_request() {
+            s(m.request_uri_bytes())
+        } else {
+            Value::Null
+        },
+    );
+    o.insert("status".into(), json!(m.status()));
+    o.insert("call_id".into(), m.call_id().map_or(Value::Null, s));
+    o.insert(
+        "cseq".into(),
+        m.cseq().map_or(
+            Value::Null,
+            |c| json!({"seq": c.seq, "method": s(c.method)}),
+        ),
+    );
+    for (key, na) in [("from", m.from()), ("to", m.to())] {
+        o.insert(
+            key.into(),
+            na.map_or(
+                Value::Null,
+                |n| json!({"uri": s(n.uri_text), "tag": n.tag().map(s)}),
+            ),
+        );
+    }
+    let vias: Vec<Value> = m
+        .vias()
+        .flatten()
+        .map(|v| {
+            json!({
+                "transport": s(v.transport),
+                "host": s(v.host),
+                "port": v.port,
+                "branch": v.branch().map(s),
+            })
+        })
+        .collect();
+    o.insert("via".into(), Value::Array(vias));
+    o.insert("max_forwards".into(), json!(m.max_forwards()));
+    o.insert(
+        "content_type".into(),
+        m.get(HeaderName::ContentType).map_or(Value::Null, s),
+    );
+    o.insert("content_length".into(), json!(m.content_length()));
+    match m.body_parts() {
+        Ok(parts) => {
+            let list: Vec<Value> = parts
+                .iter()
+                .map(|p| {
+                    json!({
+                        "content_type": p.content_type.map(|c| s(m.bytes_of(c))),
+                        "content_id": p.content_id.map(|c| s(m.bytes_of(c))),
+                        "len": p.body.len(),
+                        "depth": p.depth,
+                    })
+                })
+                .collect();
+            o.insert("body_parts".into(), Value::Array(list));
+        }
+        Err(e) => {
+            o.insert("body_parts".into(), json!([]));
+            o.insert("body_error".into(), json!(e.as_str()));
+        }
+    }
+    o.insert("parse_path".into(), json!(m.parse_path().as_str()));
+    Value::Object(o)
+}
