@@ -24,6 +24,8 @@ pub mod values;
 pub use error::ParseError;
 pub use header::HeaderName;
 pub use message::{Header, Message, Method, ParsePath, Span, StartLine};
-pub use parse::{frame_stream, parse_datagram, parse_stream, Limits, Status};
+pub use parse::{
+    frame_stream, parse_datagram, parse_framed_stream, parse_lenient, parse_stream, Limits, Status,
+};
 pub use uri::{Scheme, Uri};
 pub use values::{CSeq, MediaType, NameAddr, Via};

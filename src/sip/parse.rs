@@ -145,6 +145,18 @@ pub(crate) fn index(
     limits: &Limits,
     path: ParsePath,
 ) -> Result<Indexed, ParseError> {
+    index_with(buf, stream, limits, path, false)
+}
+
+/// `lenient`: Content-Length problems do not stop the indexing (the body
+/// runs to the end of the buffer), so an error response can still be built.
+pub(crate) fn index_with(
+    buf: Bytes,
+    stream: bool,
+    limits: &Limits,
+    path: ParsePath,
+    lenient: bool,
+) -> Result<Indexed, ParseError> {
     let b: &[u8] = &buf;
     let start_at = skip_crlf(b);
     let mut pos = start_at;
@@ -203,12 +215,13 @@ pub(crate) fn index(
             ve -= 1;
         }
         if name == HeaderName::ContentLength {
-            let v = text::parse_u64(&line[vs..ve], u32::MAX as u64)
-                .ok_or(ParseError::BadContentLength)? as usize;
-            if content_length.is_some_and(|c| c != v) {
-                return Err(ParseError::BadContentLength);
+            match text::parse_u64(&line[vs..ve], u32::MAX as u64) {
+                Some(v) if content_length.is_none_or(|c| c as u64 == v) => {
+                    content_length = Some(v as usize)
+                }
+                _ if lenient => content_length = None,
+                _ => return Err(ParseError::BadContentLength),
             }
-            content_length = Some(v);
         }
         if headers.len() == limits.max_headers {
             return Err(ParseError::TooManyHeaders);
@@ -224,6 +237,7 @@ pub(crate) fn index(
 
     let rest = b.len() - pos;
     let body_len = match content_length {
+        Some(cl) if cl > rest && lenient => rest,
         Some(cl) if cl > rest => return Err(ParseError::BodyTruncated),
         Some(cl) => cl,
         // A datagram without Content-Length: the body runs to its end. On a
@@ -369,4 +383,26 @@ pub fn validate(msg: &Message) -> Result<(), ParseError> {
         }
     }
     Ok(())
+}
+
+/// Parses one message already framed from a stream (see [`frame_stream`]).
+pub fn parse_framed_stream(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+    parse_framed(buf, true, limits)
+}
+
+/// Indexes a message without validating it, to answer a request that failed
+/// validation with a response carrying its Via, From, To, Call-ID and CSeq.
+pub fn parse_lenient(buf: Bytes, limits: &Limits) -> Option<Message> {
+    let mut lim = *limits;
+    lim.max_message = usize::MAX;
+    match index_with(buf.clone(), false, &lim, ParsePath::Fast, true).ok()? {
+        Indexed::Done(m) => Some(m),
+        Indexed::Folded => {
+            let unfolded = super::full::unfold(&buf);
+            match index_with(unfolded, false, &lim, ParsePath::Full, true).ok()? {
+                Indexed::Done(m) => Some(m),
+                Indexed::Folded => None,
+            }
+        }
+    }
 }

@@ -1,0 +1,368 @@
+//! The router's configuration: one TOML file, unknown keys rejected with the
+//! key's name. `docs/configuration.md` documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The lab configuration shipped with the project; the router runs on it
+/// when no file is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/loopback.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default, rename = "trunk")]
+    pub trunks: Vec<TrunkConfig>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<StaticRoute>,
+    #[serde(default)]
+    pub admin: Option<ListenConfig>,
+    #[serde(default)]
+    pub metrics: Option<ListenConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// Listeners as `udp:ADDR:PORT` / `tcp:ADDR:PORT` (`[v6]:port` for IPv6).
+    pub listen: Vec<String>,
+    /// `host:port` written into Via and Record-Route; default: the first
+    /// listener's address.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Source networks allowed to send requests, besides the trunks'
+    /// own addresses.
+    #[serde(default)]
+    pub allow: Vec<IpNet>,
+    #[serde(default)]
+    pub timers: TimersConfig,
+    #[serde(default)]
+    pub tcp: TcpConfig,
+    /// Requests larger than this leave over TCP instead of UDP where the
+    /// target allows it (RFC 3261 section 18.1.1).
+    #[serde(default = "default_udp_mtu")]
+    pub udp_max_request: usize,
+    /// Socket receive and send buffer sizes in bytes.
+    #[serde(default = "default_socket_buffer")]
+    pub socket_buffer: usize,
+}
+
+fn default_udp_mtu() -> usize {
+    1300
+}
+fn default_socket_buffer() -> usize {
+    4 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimersConfig {
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+    /// How long a target may stay without any provisional response before
+    /// the next target is tried.
+    pub no_answer_ms: u64,
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        TimersConfig {
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            no_answer_ms: 3000,
+        }
+    }
+}
+
+impl TimersConfig {
+    pub fn no_answer(&self) -> Duration {
+        Duration::from_millis(self.no_answer_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout_s: u64,
+    /// How long an outbound connect may take.
+    pub connect_timeout_ms: u64,
+    /// Most simultaneous connections accepted.
+    pub max_connections: usize,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            idle_timeout_s: 300,
+            connect_timeout_ms: 2000,
+            max_connections: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Final responses that make the router try the next target (besides
+    /// a transport failure and the no-answer timer).
+    pub failover_codes: Vec<u16>,
+    /// The answer to a call that is not an emergency call.
+    pub non_emergency_status: u16,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        let mut codes = vec![408, 480];
+        codes.extend(500..=599);
+        RoutingConfig {
+            failover_codes: codes,
+            non_emergency_status: 403,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrunkKind {
+    /// A carrier sending calls in.
+    Inbound,
+    Psap,
+    Screening,
+    Test,
+    LastResort,
+    /// Any other outbound destination (a static route's target).
+    Outbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportName {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub name: String,
+    pub kind: TrunkKind,
+    /// Where requests to this trunk go (outbound kinds).
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub transport: TransportName,
+    /// Whether a large request may switch from UDP to TCP for this trunk.
+    #[serde(default = "yes")]
+    pub tcp_fallback: bool,
+    /// Inbound trunks: the source networks it sends from.
+    #[serde(default)]
+    pub sources: Vec<IpNet>,
+    /// Inbound trunks: the country of its callers (ISO 3166 alpha-2).
+    #[serde(default)]
+    pub country: Option<String>,
+    /// Inbound trunks: dial prefixes stripped before number matching.
+    #[serde(default)]
+    pub strip_prefixes: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A static routing rule: calls to these dial strings go to these trunks,
+/// in order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRoute {
+    /// Dialed numbers (digits as dialed, `*` for any).
+    pub numbers: Vec<String>,
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter.
+    pub level: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            json: false,
+        }
+    }
+}
+
+/// A listener address with its transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub transport: TransportName,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text)?;
+        c.check()?;
+        Ok(c)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text)
+    }
+
+    pub fn embedded() -> Config {
+        Config::from_toml(EMBEDDED_DEFAULT).expect("the shipped configuration is valid")
+    }
+
+    /// Cross-checks what serde cannot: listeners parse, names are unique,
+    /// every route target is a trunk, outbound trunks have a URI.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.sip.listen.is_empty() {
+            return bad("sip.listen: at least one listener is needed".into());
+        }
+        self.listeners()?;
+        let mut names = std::collections::HashSet::new();
+        for t in &self.trunks {
+            if !names.insert(t.name.as_str()) {
+                return bad(format!("trunk {:?} is defined twice", t.name));
+            }
+            match (t.kind, &t.uri) {
+                (TrunkKind::Inbound, _) => {
+                    if t.sources.is_empty() {
+                        return bad(format!(
+                            "trunk {:?}: an inbound trunk needs sources",
+                            t.name
+                        ));
+                    }
+                }
+                (_, None) => {
+                    return bad(format!("trunk {:?}: an outbound trunk needs a uri", t.name))
+                }
+                (_, Some(u)) => {
+                    let uri = crate::sip::Uri::parse(u.as_bytes()).map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "trunk {:?}: uri {u:?}: {}",
+                            t.name,
+                            e.as_str()
+                        ))
+                    })?;
+                    if !uri.is_sip() {
+                        return bad(format!("trunk {:?}: uri {u:?} is not a sip: URI", t.name));
+                    }
+                }
+            }
+        }
+        for r in &self.routes {
+            for target in &r.targets {
+                if !names.contains(target.as_str()) {
+                    return bad(format!(
+                        "route for {:?}: target {target:?} is not a trunk",
+                        r.numbers
+                    ));
+                }
+            }
+        }
+        if self.sip.timers.t1_ms == 0 || self.sip.timers.no_answer_ms == 0 {
+            return bad("sip.timers: t1_ms and no_answer_ms must be above 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn listeners(&self) -> Result<Vec<Listen>, ConfigError> {
+        self.sip.listen.iter().map(|l| parse_listen(l)).collect()
+    }
+
+    pub fn trunk(&self, name: &str) -> Option<&TrunkConfig> {
+        self.trunks.iter().find(|t| t.name == name)
+    }
+}
+
+fn parse_listen(s: &str) -> Result<Listen, ConfigError> {
+    let (t, addr) = s.split_once(':').ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "sip.listen {s:?}: expected udp:ADDR:PORT or tcp:ADDR:PORT"
+        ))
+    })?;
+    let transport = match t {
+        "udp" => TransportName::Udp,
+        "tcp" => TransportName::Tcp,
+        _ => {
+            return Err(ConfigError::Invalid(format!(
+                "sip.listen {s:?}: transport must be udp or tcp"
+            )))
+        }
+    };
+    let addr = addr
+        .parse()
+        .map_err(|e| ConfigError::Invalid(format!("sip.listen {s:?}: {e}")))?;
+    Ok(Listen { transport, addr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_loads() {
+        let c = Config::embedded();
+        assert!(c.trunk("psap").is_some());
+        assert!(c.trunk("last-resort").is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let text = EMBEDDED_DEFAULT.replace("[sip]", "[sip]\nlisten_typo = 1");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("listen_typo"), "{err}");
+    }
+
+    #[test]
+    fn route_targets_must_exist() {
+        let text =
+            format!("{EMBEDDED_DEFAULT}\n[[route]]\nnumbers = [\"1\"]\ntargets = [\"nowhere\"]\n");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("nowhere"), "{err}");
+    }
+}
