@@ -1,7 +1,7 @@
 //! RFC 3261 transactions (section 17), sans-IO.
 //!
 //! The four state machines ([`ClientInvite`], [`ClientNonInvite`],
-//! `ServerInvite`, `ServerNonInvite`) never read the clock and never do
+//! [`ServerInvite`], [`ServerNonInvite`]) never read the clock and never do
 //! I/O. Every input carries the current time where time matters, and the
 //! caller pulls the outputs:
 //!
@@ -34,6 +34,7 @@ use bytes::Bytes;
 
 pub mod client;
 pub mod key;
+pub mod server;
 pub mod timers;
 
 pub use client::{
@@ -41,6 +42,10 @@ pub use client::{
     ClientNonInviteEvent, ClientNonInviteState, ClientNonInviteTimer,
 };
 pub use key::{new_branch, KeyKind, RequestKeyParts, TransactionKey, MAGIC_COOKIE};
+pub use server::{
+    ServerInvite, ServerInviteEvent, ServerInviteState, ServerInviteTimer, ServerNonInvite,
+    ServerNonInviteEvent, ServerNonInviteState, ServerNonInviteTimer,
+};
 pub use timers::{TimerName, Timers};
 
 /// Timer D on an unreliable transport (RFC 3261 table 4: "> 32 s").
@@ -388,5 +393,104 @@ mod tests {
         assert!(out.poll_transmit().is_some());
     }
 
+    /// After termination every machine holds no timer and answers a
+    /// flood of late input with nothing, so a terminated transaction that
+    /// lingers costs nothing and queues nothing.
+    #[test]
+    fn terminated_machines_hold_no_deadline_and_queue_nothing() {
+        use testutil::{drain, ms, origin};
+        let t0 = origin();
+        let config = TimerConfig::default();
+        let late = t0 + ms(100_000);
+        let msg = Bytes::from_static(b"message");
 
+        let mut ci = ClientInvite::new(t0, config, Transport::Unreliable, msg.clone());
+        ci.handle_timeout(t0 + ms(40_000));
+        assert!(ci.is_terminated());
+        drain(|| ci.poll_transmit());
+        drain(|| ci.poll_event());
+        for status in [100, 200, 486] {
+            ci.on_response(late, status).unwrap();
+        }
+        ci.handle_timeout(late);
+        assert_eq!(ci.next_deadline(), None);
+        assert_eq!(ci.poll_transmit(), None);
+        assert_eq!(ci.poll_event(), None);
+
+        let mut cn = ClientNonInvite::new(t0, config, Transport::Unreliable, msg.clone());
+        cn.on_response(t0, 200).unwrap();
+        cn.handle_timeout(t0 + ms(5_000));
+        assert!(cn.is_terminated());
+        drain(|| cn.poll_transmit());
+        drain(|| cn.poll_event());
+        for status in [100, 200, 486] {
+            cn.on_response(late, status).unwrap();
+        }
+        cn.handle_timeout(late);
+        assert_eq!(cn.next_deadline(), None);
+        assert_eq!(cn.poll_transmit(), None);
+        assert_eq!(cn.poll_event(), None);
+
+        let mut si = ServerInvite::new(config, Transport::Unreliable);
+        si.send_response(t0, 500, msg.clone()).unwrap();
+        si.on_ack(t0);
+        si.handle_timeout(t0 + ms(5_000));
+        assert!(si.is_terminated());
+        drain(|| si.poll_transmit());
+        for _ in 0..100 {
+            si.on_request();
+            si.on_ack(late);
+        }
+        si.handle_timeout(late);
+        assert!(si.send_response(late, 200, msg.clone()).is_err());
+        assert_eq!(si.next_deadline(), None);
+        assert_eq!(si.poll_transmit(), None);
+        assert_eq!(si.poll_event(), None);
+
+        let mut sn = ServerNonInvite::new(config, Transport::Unreliable);
+        sn.send_response(t0, 200, msg.clone()).unwrap();
+        sn.handle_timeout(t0 + ms(32_000));
+        assert!(sn.is_terminated());
+        drain(|| sn.poll_transmit());
+        for _ in 0..100 {
+            sn.on_request();
+        }
+        sn.handle_timeout(late);
+        assert_eq!(sn.next_deadline(), None);
+        assert_eq!(sn.poll_transmit(), None);
+        assert_eq!(sn.poll_event(), None);
+    }
+
+    /// The module's code must take time only from its callers. The test
+    /// helper [`testutil::origin`] is the single allowed reader of the
+    /// clock.
+    #[test]
+    fn no_clock_reads_outside_the_test_origin() {
+        let sources = [
+            ("mod.rs", include_str!("mod.rs")),
+            ("timers.rs", include_str!("timers.rs")),
+            ("key.rs", include_str!("key.rs")),
+            ("client.rs", include_str!("client.rs")),
+            ("server.rs", include_str!("server.rs")),
+        ];
+        let instant_now = concat!("Instant", "::now");
+        let system_now = concat!("SystemTime", "::now");
+        let mut instant_reads = 0;
+        for (name, text) in sources {
+            instant_reads += text.matches(instant_now).count();
+            assert_eq!(
+                text.matches(system_now).count(),
+                0,
+                "{name} reads SystemTime"
+            );
+            if name != "mod.rs" {
+                assert_eq!(
+                    text.matches(instant_now).count(),
+                    0,
+                    "{name} reads the clock"
+                );
+            }
+        }
+        assert_eq!(instant_reads, 1, "only testutil::origin may read the clock");
+    }
 }
