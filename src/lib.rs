@@ -13,3 +13,5 @@ pub mod emergency;
 pub mod inspect;
 pub mod sip;
 pub mod transaction;
+pub mod metrics;
+pub mod proxy;

@@ -1,0 +1,113 @@
+//! The routing phase: given a request, an ordered list of targets. The
+//! emergency rules plug in here; [`StaticRouter`] is a table from config.
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::sip::{HeaderName, Message};
+
+use super::wire::Source;
+
+/// What the routing phase knows besides the message.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteContext<'a> {
+    pub source: &'a Source,
+    /// The inbound trunk the request came from, when its source matches one.
+    pub inbound_trunk: Option<&'a str>,
+}
+
+/// One place to send the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTarget {
+    /// The trunk's name in the config.
+    pub trunk: String,
+    /// A URI put in a Route header above the trunk (the PSAP or queue the
+    /// trunk leads to), if any.
+    pub route: Option<String>,
+    /// What this target is, for logs and records (a PSAP id, "screening").
+    pub label: String,
+}
+
+/// Changes made to the request for every target.
+#[derive(Debug, Clone, Default)]
+pub struct Augment {
+    /// Header lines appended (name, value).
+    pub headers: Vec<(HeaderName, Bytes)>,
+    /// Header lines put above the first of their name.
+    pub headers_first: Vec<(HeaderName, Bytes)>,
+    /// A body part added: its headers and content.
+    pub body_part: Option<(Vec<(String, String)>, Bytes)>,
+}
+
+/// The routing phase's answer.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Try these targets in order.
+    Route {
+        targets: Vec<RouteTarget>,
+        augment: Augment,
+        /// Whether this is an emergency or test call (it is never refused
+        /// for an option tag, and it is recorded).
+        emergency: bool,
+        /// Route kind and reason code, for logs and records.
+        route: &'static str,
+        reason: &'static str,
+    },
+    /// Answer with this final response.
+    Reject { status: u16, reason: &'static str },
+}
+
+pub trait Router: Send + Sync {
+    fn route(&self, req: &Message, ctx: &RouteContext<'_>) -> Decision;
+}
+
+/// Routes by the dialed number against the `[[route]]` table.
+pub struct StaticRouter {
+    routes: Vec<(Vec<String>, Vec<String>)>,
+    reject_status: u16,
+}
+
+impl StaticRouter {
+    pub fn new(config: &Config) -> Self {
+        StaticRouter {
+            routes: config.routes.iter().map(|r| (r.numbers.clone(), r.targets.clone())).collect(),
+            reject_status: config.routing.non_emergency_status,
+        }
+    }
+}
+
+/// The dialed string of a request: the phone digits of its URI, or the
+/// service URN.
+pub fn dialed(req: &Message) -> Option<String> {
+    let uri = req.request_uri()?;
+    if let Some(service) = uri.service_urn() {
+        return Some(format!("urn:service:{}", String::from_utf8_lossy(service).to_ascii_lowercase()));
+    }
+    uri.phone_digits().map(|d| d.as_str().to_string())
+}
+
+impl Router for StaticRouter {
+    fn route(&self, req: &Message, _ctx: &RouteContext<'_>) -> Decision {
+        let Some(number) = dialed(req) else {
+            return Decision::Reject { status: self.reject_status, reason: "Not An Emergency Call" };
+        };
+        for (numbers, targets) in &self.routes {
+            let hit = numbers.iter().any(|n| {
+                n == "*" || *n == number || (n.starts_with("urn:service:") && number.starts_with(n.as_str()))
+            });
+            if hit {
+                return Decision::Route {
+                    targets: targets
+                        .iter()
+                        .map(|t| RouteTarget { trunk: t.clone(), route: None, label: t.clone() })
+                        .collect(),
+                    augment: Augment::default(),
+                    emergency: true,
+                    route: "static",
+                    reason: "static-route",
+                };
+            }
+        }
+        Decision::Reject { status: self.reject_status, reason: "Not An Emergency Call" }
+    }
+}

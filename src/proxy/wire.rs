@@ -1,0 +1,79 @@
+//! Where messages come from and go to, as plain values: the core names
+//! addresses and connections, the transport layer owns the sockets.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+/// A transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+        }
+    }
+
+    pub fn lower(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
+
+    pub fn is_reliable(self) -> bool {
+        self == Proto::Tcp
+    }
+}
+
+/// A TCP connection, named by the transport layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
+/// Where a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub proto: Proto,
+    pub peer: SocketAddr,
+    /// The listener or socket address it arrived on.
+    pub local: SocketAddr,
+    /// The connection, for TCP.
+    pub conn: Option<ConnId>,
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Addr(SocketAddr),
+    /// A host name the transport layer resolves.
+    Host(String, u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dest {
+    pub proto: Proto,
+    pub target: Target,
+    /// Send on this connection when it is still open (responses over TCP).
+    pub conn: Option<ConnId>,
+}
+
+impl Dest {
+    pub fn reply_to(source: &Source) -> Dest {
+        Dest { proto: source.proto, target: Target::Addr(source.peer), conn: source.conn }
+    }
+}
+
+/// Bytes to send. `token` comes back in a send failure report, so the core
+/// can fail the transaction over.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub dest: Dest,
+    pub bytes: Bytes,
+    pub token: Option<u64>,
+}
