@@ -36,6 +36,12 @@ pub const EXTENSION_PREFIX: &str = "cae";
 /// A civic address: ordered `(key, value)` pairs plus the `xml:lang` it was
 /// written in. Serialised as `{"lang": ..., "fields": {key: value, ...}}` in
 /// document order.
+///
+/// Keys: the local name for RFC 5139 (and RFC 4119 civicLoc) elements
+/// (`"A1"`, `"HNO"`); `cae:NAME` for RFC 6848 extension elements
+/// ([`EXTENSION_NS`]), whatever prefix the document used; `{uri}NAME` for an
+/// element of any other namespace. Values are trimmed (RFC 5139 s3.6) and
+/// empty ones dropped.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CivicAddress {
     lang: Option<String>,

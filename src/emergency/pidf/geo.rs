@@ -173,7 +173,7 @@ impl Geo {
 /// radius and grows with the angle away from the middle bearing). When the
 /// band is so wide that the circle of the outer radius around the centre is
 /// smaller, that circle is used instead.
-pub fn arc_band_reduction(
+pub(crate) fn arc_band_reduction(
     center: Position,
     inner: f64,
     outer: f64,
@@ -198,7 +198,7 @@ pub fn arc_band_reduction(
 }
 
 /// Great-circle distance in metres.
-pub fn distance_m(a: Position, b: Position) -> f64 {
+pub(crate) fn distance_m(a: Position, b: Position) -> f64 {
     let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
     let dlat = la2 - la1;
     let dlon = (b.lon - a.lon).to_radians();
@@ -237,7 +237,7 @@ fn normalize_lon(lon: f64) -> f64 {
 /// (so a ring across the antimeridian works). A degenerate ring (no area)
 /// falls back to the mean of its distinct vertices. The altitude is the mean
 /// of the vertex altitudes when every vertex has one.
-pub fn ring_reduction(ring: &[Position]) -> (Position, f64) {
+pub(crate) fn ring_reduction(ring: &[Position]) -> (Position, f64) {
     let mut pts: &[Position] = ring;
     if pts.len() > 1 && pts.first().map(|p| (p.lat, p.lon)) == pts.last().map(|p| (p.lat, p.lon)) {
         pts = &pts[..pts.len() - 1];

@@ -12,7 +12,9 @@
 //!   or inside `status` as RFC 4119 places them). Each `geopriv` with a
 //!   location becomes one [`LocationInfo`] with the element's `id`, the
 //!   `gp:method`, `gp:usage-rules`, and the `timestamp` child (accepted in
-//!   the PIDF or the data-model namespace, since clients mix them).
+//!   the PIDF or the data-model namespace, since clients mix them). A
+//!   `method` in any namespace but geopriv's is not the geopriv method and is
+//!   ignored, which leaves the location untrusted rather than guessed.
 //! - A bare `civicAddress` or shape as the root element (RFC 5139 s5, RFC 6848
 //!   examples): one location with [`Element::Bare`].
 //! - Inside `location-info`: one civic address and/or one shape (RFC 5491

@@ -222,6 +222,17 @@ fn unusual_prefixes_and_mixed_styles_resolve_by_uri() {
 }
 
 #[test]
+fn method_only_in_the_geopriv_namespace() {
+    let xml = device_doc("<gml:Point><gml:pos>1 2</gml:pos></gml:Point>");
+    let wrong = xml.replace("<gp:method>GPS</gp:method>", "<method>GPS</method>");
+    assert_eq!(
+        parse(xml.as_bytes()).unwrap().selected().method.as_deref(),
+        Some("GPS")
+    );
+    assert_eq!(parse(wrong.as_bytes()).unwrap().selected().method, None);
+}
+
+#[test]
 fn familiar_prefix_bound_to_another_namespace_is_not_matched() {
     // `gml:` here is not GML: the element is foreign, not a point.
     let xml = device_doc(
