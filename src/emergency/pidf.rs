@@ -1,1 +1,0 @@
-//! PIDF-LO location documents (RFC 4119, 5139, 5491).
