@@ -11,7 +11,7 @@
 pub mod config;
 pub mod emergency;
 pub mod inspect;
-pub mod sip;
-pub mod transaction;
 pub mod metrics;
 pub mod proxy;
+pub mod sip;
+pub mod transaction;

@@ -2,15 +2,33 @@
 
 /// (name, help) pairs, described to the exporter at start.
 pub const ALL: &[(&str, &str)] = &[
-    (SIP_RECEIVED, "SIP messages received, by transport and kind (method or status class)"),
+    (
+        SIP_RECEIVED,
+        "SIP messages received, by transport and kind (method or status class)",
+    ),
     (SIP_SENT, "SIP messages sent, by transport"),
-    (PARSE_ERRORS, "Messages that failed to parse, by transport and error kind"),
+    (
+        PARSE_ERRORS,
+        "Messages that failed to parse, by transport and error kind",
+    ),
     (PARSE_PATH, "Messages parsed, by parser path (fast or full)"),
-    (REQUESTS_REJECTED, "Requests answered by the router itself with an error, by status"),
-    (FAILOVERS, "Failovers from one target to the next, by trunk and cause"),
-    (CALLS, "Calls routed, by outcome (answered, failed, cancelled)"),
+    (
+        REQUESTS_REJECTED,
+        "Requests answered by the router itself with an error, by status",
+    ),
+    (
+        FAILOVERS,
+        "Failovers from one target to the next, by trunk and cause",
+    ),
+    (
+        CALLS,
+        "Calls routed, by outcome (answered, failed, cancelled)",
+    ),
     (HOPS, "Requests forwarded to a trunk, by trunk"),
-    (SEND_FAILURES, "Messages that could not be sent, by transport"),
+    (
+        SEND_FAILURES,
+        "Messages that could not be sent, by transport",
+    ),
     (TRANSACTIONS, "Transactions open"),
 ];
 

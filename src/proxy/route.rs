@@ -70,7 +70,11 @@ pub struct StaticRouter {
 impl StaticRouter {
     pub fn new(config: &Config) -> Self {
         StaticRouter {
-            routes: config.routes.iter().map(|r| (r.numbers.clone(), r.targets.clone())).collect(),
+            routes: config
+                .routes
+                .iter()
+                .map(|r| (r.numbers.clone(), r.targets.clone()))
+                .collect(),
             reject_status: config.routing.non_emergency_status,
         }
     }
@@ -81,7 +85,10 @@ impl StaticRouter {
 pub fn dialed(req: &Message) -> Option<String> {
     let uri = req.request_uri()?;
     if let Some(service) = uri.service_urn() {
-        return Some(format!("urn:service:{}", String::from_utf8_lossy(service).to_ascii_lowercase()));
+        return Some(format!(
+            "urn:service:{}",
+            String::from_utf8_lossy(service).to_ascii_lowercase()
+        ));
     }
     uri.phone_digits().map(|d| d.as_str().to_string())
 }
@@ -89,17 +96,26 @@ pub fn dialed(req: &Message) -> Option<String> {
 impl Router for StaticRouter {
     fn route(&self, req: &Message, _ctx: &RouteContext<'_>) -> Decision {
         let Some(number) = dialed(req) else {
-            return Decision::Reject { status: self.reject_status, reason: "Not An Emergency Call" };
+            return Decision::Reject {
+                status: self.reject_status,
+                reason: "Not An Emergency Call",
+            };
         };
         for (numbers, targets) in &self.routes {
             let hit = numbers.iter().any(|n| {
-                n == "*" || *n == number || (n.starts_with("urn:service:") && number.starts_with(n.as_str()))
+                n == "*"
+                    || *n == number
+                    || (n.starts_with("urn:service:") && number.starts_with(n.as_str()))
             });
             if hit {
                 return Decision::Route {
                     targets: targets
                         .iter()
-                        .map(|t| RouteTarget { trunk: t.clone(), route: None, label: t.clone() })
+                        .map(|t| RouteTarget {
+                            trunk: t.clone(),
+                            route: None,
+                            label: t.clone(),
+                        })
                         .collect(),
                     augment: Augment::default(),
                     emergency: true,
@@ -108,6 +124,9 @@ impl Router for StaticRouter {
                 };
             }
         }
-        Decision::Reject { status: self.reject_status, reason: "Not An Emergency Call" }
+        Decision::Reject {
+            status: self.reject_status,
+            reason: "Not An Emergency Call",
+        }
     }
 }

@@ -65,7 +65,11 @@ pub struct Dest {
 
 impl Dest {
     pub fn reply_to(source: &Source) -> Dest {
-        Dest { proto: source.proto, target: Target::Addr(source.peer), conn: source.conn }
+        Dest {
+            proto: source.proto,
+            target: Target::Addr(source.peer),
+            conn: source.conn,
+        }
     }
 }
 

@@ -1,0 +1,1726 @@
+//! The stateful proxy core (RFC 3261 sections 16 and 17), sans-IO.
+//!
+//! The core takes parsed messages, send failures and the time as inputs and
+//! hands back what to send ([`Core::poll_transmit`]) and when to be called
+//! again ([`Core::next_deadline`]). It never touches a socket or reads the
+//! clock, so tests drive it with plain values and a simulated clock.
+//!
+//! The phases of a request, each in one place:
+//! 1. match: a retransmission or an ACK goes to its transaction
+//!    ([`Core::on_request`]);
+//! 2. validate: source, Max-Forwards, loops, scheme ([`Core::check_request`]);
+//! 3. route: in-dialog requests follow their Route set, initial ones ask
+//!    the [`Router`] for an ordered list of targets;
+//! 4. forward: one client transaction per target ([`Core::try_next`]);
+//! 5. on failure: a failover code, a timeout, a transport error or the
+//!    no-answer timer move the call to the next target
+//!    ([`Core::on_client_invite_event`]);
+//! 6. respond: the best response goes upstream through the server
+//!    transaction.
+
+pub mod route;
+pub mod wire;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ipnet::IpNet;
+use smallvec::SmallVec;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, TransportName, TrunkKind};
+use crate::metrics as m;
+use crate::sip::edit::Editor;
+use crate::sip::{build, text, HeaderName, Message, Method, Scheme, Span, Uri};
+use crate::transaction::{
+    ClientInvite, ClientInviteEvent, ClientNonInvite, ClientNonInviteEvent, RequestKeyParts,
+    ServerInvite, ServerInviteEvent, ServerNonInvite, TimerConfig, TransactionKey, Transport,
+};
+
+pub use route::{Augment, Decision, RouteContext, RouteTarget, Router, StaticRouter};
+pub use wire::{ConnId, Dest, Proto, Source, Target, Transmit};
+
+/// A trunk as the core sees it.
+#[derive(Debug, Clone)]
+pub struct Trunk {
+    pub name: String,
+    pub kind: TrunkKind,
+    /// Where requests to it go (outbound kinds).
+    pub target: Option<Target>,
+    pub proto: Proto,
+    pub tcp_fallback: bool,
+    /// Inbound trunks: the networks it sends from.
+    pub sources: Vec<IpNet>,
+}
+
+/// What the core needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Host and port written into Via and Record-Route.
+    pub host: String,
+    pub port: u16,
+    /// Every local address the router listens on (to recognize itself in
+    /// Request-URIs and Route headers).
+    pub local: Vec<SocketAddr>,
+    pub timers: TimerConfig,
+    pub no_answer: Duration,
+    pub failover_codes: Vec<u16>,
+    pub allow: Vec<IpNet>,
+    pub trunks: Vec<Trunk>,
+    pub udp_max_request: usize,
+    /// Makes this instance's branches unique.
+    pub seed: u64,
+}
+
+impl CoreConfig {
+    pub fn from_config(c: &Config, local: Vec<SocketAddr>, seed: u64) -> CoreConfig {
+        let first = local
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let (host, port) = match &c.sip.advertise {
+            Some(a) => split_host_port(a).unwrap_or((first.ip().to_string(), first.port())),
+            None => (host_text(first.ip()), first.port()),
+        };
+        let trunks = c
+            .trunks
+            .iter()
+            .map(|t| {
+                let target = t.uri.as_deref().and_then(|u| {
+                    let uri = Uri::parse(u.as_bytes()).ok()?;
+                    Some(uri_target(&uri))
+                });
+                Trunk {
+                    name: t.name.clone(),
+                    kind: t.kind,
+                    target,
+                    proto: match t.transport {
+                        TransportName::Udp => Proto::Udp,
+                        TransportName::Tcp => Proto::Tcp,
+                    },
+                    tcp_fallback: t.tcp_fallback,
+                    sources: t.sources.clone(),
+                }
+            })
+            .collect();
+        CoreConfig {
+            host,
+            port,
+            local,
+            timers: TimerConfig::new(
+                Duration::from_millis(c.sip.timers.t1_ms),
+                Duration::from_millis(c.sip.timers.t2_ms),
+                Duration::from_millis(c.sip.timers.t4_ms),
+            ),
+            no_answer: c.sip.timers.no_answer(),
+            failover_codes: c.routing.failover_codes.clone(),
+            allow: c.sip.allow.clone(),
+            trunks,
+            udp_max_request: c.sip.udp_max_request,
+            seed,
+        }
+    }
+
+    fn trunk(&self, name: &str) -> Option<&Trunk> {
+        self.trunks.iter().find(|t| t.name == name)
+    }
+}
+
+fn host_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (h, p) = s.rsplit_once(':')?;
+    Some((h.to_string(), p.parse().ok()?))
+}
+
+/// The address a URI names: an IP literal as is, a name for the transport
+/// layer to resolve. Port 5060 when none is given.
+fn uri_target(uri: &Uri<'_>) -> Target {
+    let host = String::from_utf8_lossy(uri.host);
+    let port = uri.port.unwrap_or(5060);
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<IpAddr>() {
+        Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
+        Err(_) => Target::Host(host.into_owned(), port),
+    }
+}
+
+fn uri_proto(uri: &Uri<'_>) -> Proto {
+    match uri.param("transport").flatten() {
+        Some(t) if t.eq_ignore_ascii_case(b"tcp") => Proto::Tcp,
+        _ => Proto::Udp,
+    }
+}
+
+type Id = u64;
+
+/// A call: one proxied INVITE and the targets it walks.
+struct Call {
+    server: Id,
+    request: Message,
+    source: Source,
+    targets: Vec<RouteTarget>,
+    augment: Augment,
+    next: usize,
+    current: Option<Id>,
+    /// The best final response so far (status, bytes for upstream).
+    best: Option<(u16, Bytes)>,
+    cancelled: bool,
+    answered: bool,
+    /// A final response has gone upstream.
+    finished: bool,
+    emergency: bool,
+    started: Instant,
+}
+
+enum Txn {
+    ServerInvite {
+        key: TransactionKey,
+        m: ServerInvite,
+        source: Source,
+        call: Option<Id>,
+        to_tag: u64,
+    },
+    ServerNonInvite {
+        key: TransactionKey,
+        m: ServerNonInvite,
+        source: Source,
+        to_tag: u64,
+        /// The request, to answer it when the next hop does not.
+        request: Message,
+    },
+    ClientInvite {
+        key: TransactionKey,
+        m: ClientInvite,
+        dest: Dest,
+        call: Id,
+        /// The request as sent (for the ACK and CANCEL).
+        request: Message,
+        trunk: String,
+        provisional: bool,
+        abandoned: bool,
+        cancel_sent: bool,
+    },
+    ClientNonInvite {
+        key: TransactionKey,
+        m: ClientNonInvite,
+        dest: Dest,
+        /// The server transaction its responses are relayed to (none for
+        /// CANCELs the router sends on its own).
+        server: Option<Id>,
+    },
+}
+
+impl Txn {
+    fn next_deadline(&self) -> Option<Instant> {
+        match self {
+            Txn::ServerInvite { m, .. } => m.next_deadline(),
+            Txn::ServerNonInvite { m, .. } => m.next_deadline(),
+            Txn::ClientInvite { m, .. } => m.next_deadline(),
+            Txn::ClientNonInvite { m, .. } => m.next_deadline(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Txn::ServerInvite { m, .. } => m.handle_timeout(now),
+            Txn::ServerNonInvite { m, .. } => m.handle_timeout(now),
+            Txn::ClientInvite { m, .. } => m.handle_timeout(now),
+            Txn::ClientNonInvite { m, .. } => m.handle_timeout(now),
+        }
+    }
+
+    fn is_terminated(&self) -> bool {
+        match self {
+            Txn::ServerInvite { m, .. } => m.is_terminated(),
+            Txn::ServerNonInvite { m, .. } => m.is_terminated(),
+            Txn::ClientInvite { m, .. } => m.is_terminated(),
+            Txn::ClientNonInvite { m, .. } => m.is_terminated(),
+        }
+    }
+
+    fn on_transport_error(&mut self) {
+        match self {
+            Txn::ServerInvite { m, .. } => m.on_transport_error(),
+            Txn::ServerNonInvite { m, .. } => m.on_transport_error(),
+            Txn::ClientInvite { m, .. } => m.on_transport_error(),
+            Txn::ClientNonInvite { m, .. } => m.on_transport_error(),
+        }
+    }
+
+    fn key(&self) -> &TransactionKey {
+        match self {
+            Txn::ServerInvite { key, .. }
+            | Txn::ServerNonInvite { key, .. }
+            | Txn::ClientInvite { key, .. }
+            | Txn::ClientNonInvite { key, .. } => key,
+        }
+    }
+
+    fn is_server(&self) -> bool {
+        matches!(self, Txn::ServerInvite { .. } | Txn::ServerNonInvite { .. })
+    }
+}
+
+enum Event {
+    ClientInvite(ClientInviteEvent),
+    ClientNonInvite(ClientNonInviteEvent),
+    ServerInvite(ServerInviteEvent),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerRef {
+    Txn(Id),
+    NoAnswer { call: Id, client: Id },
+    CancelGuard(Id),
+}
+
+/// Counters the core keeps for tests and the status page.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CoreStats {
+    pub calls_answered: u64,
+    pub calls_failed: u64,
+    pub calls_cancelled: u64,
+    pub failovers: u64,
+    pub rejected: u64,
+}
+
+/// The proxy core.
+pub struct Core {
+    cfg: CoreConfig,
+    router: Arc<dyn Router>,
+    txns: HashMap<Id, Txn>,
+    server_index: HashMap<TransactionKey, Id>,
+    client_index: HashMap<TransactionKey, Id>,
+    calls: HashMap<Id, Call>,
+    timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    out: VecDeque<Transmit>,
+    next_id: Id,
+    /// The response being handled, for the event handlers.
+    response: Option<Message>,
+    stats: CoreStats,
+    branch_counter: std::cell::Cell<u64>,
+}
+
+impl Core {
+    pub fn new(cfg: CoreConfig, router: Arc<dyn Router>) -> Core {
+        Core {
+            cfg,
+            router,
+            txns: HashMap::new(),
+            server_index: HashMap::new(),
+            client_index: HashMap::new(),
+            calls: HashMap::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            next_id: 1,
+            response: None,
+            stats: CoreStats::default(),
+            branch_counter: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Swaps the routing phase (configuration reloads).
+    pub fn set_router(&mut self, router: Arc<dyn Router>) {
+        self.router = router;
+    }
+
+    pub fn stats(&self) -> CoreStats {
+        self.stats
+    }
+
+    /// Live transactions and calls, for tests and gauges.
+    pub fn open(&self) -> (usize, usize) {
+        (self.txns.len(), self.calls.len())
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    fn id(&mut self) -> Id {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    // ----- inputs -----
+
+    /// A parsed message from the network.
+    pub fn handle_message(&mut self, now: Instant, msg: Message, source: Source) {
+        if msg.is_request() {
+            self.on_request(now, msg, source);
+        } else {
+            self.on_response(now, msg, source);
+        }
+    }
+
+    /// The transport layer could not send a message carrying `token`.
+    pub fn handle_send_failure(&mut self, now: Instant, token: u64) {
+        if let Some(t) = self.txns.get_mut(&token) {
+            t.on_transport_error();
+            self.pump(now, token);
+        }
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, r))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match r {
+                TimerRef::Txn(id) => {
+                    let due = self
+                        .txns
+                        .get(&id)
+                        .and_then(Txn::next_deadline)
+                        .is_some_and(|d| d <= now);
+                    if due {
+                        if let Some(t) = self.txns.get_mut(&id) {
+                            t.handle_timeout(now);
+                        }
+                        self.pump(now, id);
+                    }
+                }
+                TimerRef::NoAnswer { call, client } => self.on_no_answer(now, call, client),
+                TimerRef::CancelGuard(call) => {
+                    let pending = self.calls.get(&call).is_some_and(|c| !c.finished);
+                    if pending {
+                        self.finish_with_own(now, call, 487, "Request Terminated");
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- requests -----
+
+    fn on_request(&mut self, now: Instant, msg: Message, source: Source) {
+        let method = msg.method();
+        let key = server_key(&msg, None);
+        if let Some(&id) = self.server_index.get(&key) {
+            match self.txns.get_mut(&id) {
+                Some(Txn::ServerInvite { m, .. }) if method == Method::Ack => m.on_ack(now),
+                Some(Txn::ServerInvite { m, .. }) => m.on_request(),
+                Some(Txn::ServerNonInvite { m, .. }) => m.on_request(),
+                _ => {}
+            }
+            self.pump(now, id);
+            return;
+        }
+        match method {
+            Method::Ack => return self.forward_ack(now, msg, source),
+            Method::Cancel => return self.on_cancel(now, msg, source),
+            _ => {}
+        }
+        let id = self.new_server(now, key, &msg, source);
+        if let Some((code, reason)) = self.check_request(&msg, &source) {
+            self.stats.rejected += 1;
+            metrics::counter!(m::REQUESTS_REJECTED, "status" => code.to_string()).increment(1);
+            info!(call_id = %lossy(msg.call_id()), code, reason, peer = %source.peer, "request refused");
+            self.respond(now, id, &msg, code, reason, &[]);
+            return;
+        }
+        if method == Method::Invite {
+            self.respond(now, id, &msg, 100, "Trying", &[]);
+        }
+        if method == Method::Options && self.is_for_us(&msg) {
+            self.respond(
+                now,
+                id,
+                &msg,
+                200,
+                "OK",
+                &[
+                    (
+                        "Allow",
+                        b"INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK, MESSAGE",
+                    ),
+                    (
+                        "Accept",
+                        b"application/sdp, application/pidf+xml, multipart/mixed",
+                    ),
+                    ("Supported", b"geolocation"),
+                ],
+            );
+            return;
+        }
+        // In-dialog requests and requests with a route set beyond us follow
+        // their Route headers.
+        let in_dialog = msg.to().and_then(|t| t.tag()).is_some();
+        let more_routes = self.routes_beyond_us(&msg) > 0;
+        if in_dialog || more_routes {
+            self.forward_by_route(now, id, msg, source);
+            return;
+        }
+        let inbound = self.inbound_trunk(&source).map(|t| t.name.clone());
+        let ctx = RouteContext {
+            source: &source,
+            inbound_trunk: inbound.as_deref(),
+        };
+        let decision = self.router.route(&msg, &ctx);
+        match decision {
+            Decision::Reject { status, reason } => {
+                self.stats.rejected += 1;
+                metrics::counter!(m::REQUESTS_REJECTED, "status" => status.to_string())
+                    .increment(1);
+                info!(call_id = %lossy(msg.call_id()), status, reason, "not routed");
+                self.respond(now, id, &msg, status, reason, &[]);
+            }
+            Decision::Route {
+                targets,
+                augment,
+                emergency,
+                route,
+                reason,
+            } => {
+                if let Some(unsupported) = self.unsupported_option_tags(&msg) {
+                    if emergency {
+                        warn!(call_id = %lossy(msg.call_id()), tags = %unsupported, "emergency call with unsupported Proxy-Require tags: routed anyway");
+                    } else {
+                        self.respond(
+                            now,
+                            id,
+                            &msg,
+                            420,
+                            "Bad Extension",
+                            &[("Unsupported", unsupported.as_bytes())],
+                        );
+                        return;
+                    }
+                }
+                info!(call_id = %lossy(msg.call_id()), route, reason, targets = targets.len(), "routing");
+                if method == Method::Invite {
+                    let call = self.id();
+                    self.calls.insert(
+                        call,
+                        Call {
+                            server: id,
+                            request: msg,
+                            source,
+                            targets,
+                            augment,
+                            next: 0,
+                            current: None,
+                            best: None,
+                            cancelled: false,
+                            answered: false,
+                            finished: false,
+                            emergency,
+                            started: now,
+                        },
+                    );
+                    if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&id) {
+                        *c = Some(call);
+                    }
+                    self.try_next(now, call);
+                } else {
+                    // Non-INVITE requests go to the first target, without failover.
+                    let target = targets.first().and_then(|t| {
+                        let trunk = self.cfg.trunk(&t.trunk)?;
+                        Some((t.clone(), trunk.clone()))
+                    });
+                    match target {
+                        Some((t, trunk)) => {
+                            let (bytes, dest) = self.build_forward(
+                                &msg,
+                                &source,
+                                Some(&t),
+                                &trunk,
+                                &augment,
+                                false,
+                                now,
+                            );
+                            self.new_client_non_invite(now, Some(id), dest, bytes);
+                        }
+                        None => self.respond(now, id, &msg, 503, "No Route", &[]),
+                    }
+                }
+            }
+        }
+    }
+
+    /// RFC 3261 section 16.3 and the router's own checks. `None`: go on.
+    fn check_request(&self, msg: &Message, source: &Source) -> Option<(u16, &'static str)> {
+        if !self.source_allowed(source) {
+            return Some((403, "Source Not Allowed"));
+        }
+        let uri = msg.request_uri()?;
+        if matches!(uri.scheme, Scheme::Other) {
+            return Some((416, "Unsupported URI Scheme"));
+        }
+        if msg.max_forwards() == Some(0)
+            && !(msg.method() == Method::Options && self.is_for_us(msg))
+        {
+            return Some((483, "Too Many Hops"));
+        }
+        if self.is_loop(msg) {
+            return Some((482, "Loop Detected"));
+        }
+        None
+    }
+
+    fn unsupported_option_tags(&self, msg: &Message) -> Option<String> {
+        let tags: Vec<String> = msg
+            .list(HeaderName::ProxyRequire)
+            .filter(|t| !t.eq_ignore_ascii_case(b"geolocation") && !t.is_empty())
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .collect();
+        (!tags.is_empty()).then(|| tags.join(", "))
+    }
+
+    fn source_allowed(&self, source: &Source) -> bool {
+        let ip = source.peer.ip();
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.cfg.allow.iter().any(|n| n.contains(&ip))
+            || self.cfg.trunks.iter().any(|t| {
+                t.sources.iter().any(|n| n.contains(&ip))
+                    || matches!(t.target, Some(Target::Addr(a)) if a.ip() == ip)
+            })
+    }
+
+    fn inbound_trunk(&self, source: &Source) -> Option<&Trunk> {
+        let ip = source.peer.ip();
+        self.cfg
+            .trunks
+            .iter()
+            .find(|t| t.kind == TrunkKind::Inbound && t.sources.iter().any(|n| n.contains(&ip)))
+    }
+
+    /// Whether a URI names this router.
+    fn is_us(&self, uri: &Uri<'_>) -> bool {
+        if !uri.is_sip() {
+            return false;
+        }
+        let port = uri.port.unwrap_or(5060);
+        let host = uri.host;
+        if host.eq_ignore_ascii_case(self.cfg.host.as_bytes()) && port == self.cfg.port {
+            return true;
+        }
+        let bare = String::from_utf8_lossy(host);
+        let bare = bare.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => self.cfg.local.iter().any(|a| {
+                a.port() == port && (a.ip() == ip || (a.ip().is_unspecified() && ip.is_loopback()))
+            }),
+            Err(_) => false,
+        }
+    }
+
+    /// A request addressed to the router itself (no user part, our address).
+    fn is_for_us(&self, msg: &Message) -> bool {
+        msg.request_uri()
+            .is_some_and(|u| u.user.is_none() && self.is_us(&u))
+    }
+
+    /// How many Route values remain after removing ours at the top.
+    fn routes_beyond_us(&self, msg: &Message) -> usize {
+        let mut routes = msg.name_addrs(HeaderName::Route).flatten().peekable();
+        let mut n = 0;
+        if routes
+            .peek()
+            .and_then(|r| r.uri())
+            .is_some_and(|u| self.is_us(&u))
+        {
+            routes.next();
+        }
+        for _ in routes {
+            n += 1;
+        }
+        n
+    }
+
+    /// Loop detection (RFC 3261 section 16.3 item 4): one of our own Via
+    /// values carries the branch prefix this very request would get.
+    fn is_loop(&self, msg: &Message) -> bool {
+        let prefix = branch_prefix(loop_hash(msg));
+        msg.vias().flatten().skip(1).any(|v| {
+            v.branch().is_some_and(|b| b.starts_with(prefix.as_bytes()))
+                && v.host.eq_ignore_ascii_case(self.cfg.host.as_bytes())
+                && v.port.unwrap_or(5060) == self.cfg.port
+        }) || msg.top_via().is_some_and(|v| {
+            v.branch().is_some_and(|b| b.starts_with(prefix.as_bytes()))
+                && v.host.eq_ignore_ascii_case(self.cfg.host.as_bytes())
+        })
+    }
+
+    fn on_cancel(&mut self, now: Instant, msg: Message, source: Source) {
+        let key = server_key(&msg, None);
+        let id = self.new_server(now, key, &msg, source);
+        let invite_key = server_key(&msg, Some(b"INVITE"));
+        let invite = self.server_index.get(&invite_key).copied();
+        let call = invite.and_then(|i| match self.txns.get(&i) {
+            Some(Txn::ServerInvite { call, .. }) => *call,
+            _ => None,
+        });
+        if invite.is_none() {
+            self.respond(now, id, &msg, 481, "Call/Transaction Does Not Exist", &[]);
+            return;
+        }
+        self.respond(now, id, &msg, 200, "OK", &[]);
+        let Some(call_id) = call else { return };
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if call.finished || call.cancelled {
+            return;
+        }
+        call.cancelled = true;
+        info!(call_id = %lossy(msg.call_id()), "cancelled by the caller");
+        let current = call.current;
+        let guard = now + self.cfg.timers.t1 * 64;
+        self.timers
+            .push(Reverse((guard, TimerRef::CancelGuard(call_id))));
+        let mut answered_upstream_now = true;
+        if let Some(client) = current {
+            if let Some(Txn::ClientInvite { provisional, .. }) = self.txns.get(&client) {
+                if *provisional {
+                    // The target will answer the INVITE with 487, which goes
+                    // upstream like any final response.
+                    self.send_cancel(now, client);
+                    answered_upstream_now = false;
+                } else if let Some(Txn::ClientInvite { abandoned, .. }) = self.txns.get_mut(&client)
+                {
+                    // Nothing came back yet: a CANCEL may not be sent before a
+                    // provisional response; it goes when one arrives.
+                    *abandoned = true;
+                }
+            }
+        }
+        if answered_upstream_now {
+            self.finish_with_own(now, call_id, 487, "Request Terminated");
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, client: Id) {
+        let Some(Txn::ClientInvite {
+            request,
+            dest,
+            cancel_sent,
+            ..
+        }) = self.txns.get_mut(&client)
+        else {
+            return;
+        };
+        if *cancel_sent {
+            return;
+        }
+        *cancel_sent = true;
+        let bytes = build::cancel_for(request);
+        let dest = dest.clone();
+        self.new_client_non_invite(now, None, dest, bytes);
+    }
+
+    // ----- forwarding -----
+
+    /// Sends the call to its next target, or answers upstream when none is
+    /// left.
+    fn try_next(&mut self, now: Instant, call_id: Id) {
+        loop {
+            let Some(call) = self.calls.get_mut(&call_id) else {
+                return;
+            };
+            if call.cancelled || call.finished {
+                return;
+            }
+            if call.next >= call.targets.len() {
+                self.finish_failed(now, call_id);
+                return;
+            }
+            let target = call.targets[call.next].clone();
+            call.next += 1;
+            let Some(trunk) = self.cfg.trunk(&target.trunk).cloned() else {
+                warn!(trunk = %target.trunk, "route names an unknown trunk; skipped");
+                continue;
+            };
+            if trunk.target.is_none() {
+                continue;
+            }
+            let call = &self.calls[&call_id];
+            let (request, source, augment) =
+                (call.request.clone(), call.source, call.augment.clone());
+            let (bytes, dest) = self.build_forward(
+                &request,
+                &source,
+                Some(&target),
+                &trunk,
+                &augment,
+                true,
+                now,
+            );
+            let sent = match crate::sip::parse_datagram(
+                bytes.clone(),
+                &crate::sip::Limits {
+                    max_message: usize::MAX,
+                    ..Default::default()
+                },
+            ) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "forwarded request does not parse; target skipped");
+                    continue;
+                }
+            };
+            let branch = sent
+                .top_via()
+                .and_then(|v| v.branch())
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+            let key = TransactionKey::client(&branch, b"INVITE");
+            let proto = dest.proto;
+            let machine = ClientInvite::new(now, self.cfg.timers, transport_of(proto), bytes);
+            let id = self.id();
+            self.client_index.insert(key.clone(), id);
+            self.txns.insert(
+                id,
+                Txn::ClientInvite {
+                    key,
+                    m: machine,
+                    dest,
+                    call: call_id,
+                    request: sent,
+                    trunk: trunk.name.clone(),
+                    provisional: false,
+                    abandoned: false,
+                    cancel_sent: false,
+                },
+            );
+            if let Some(call) = self.calls.get_mut(&call_id) {
+                call.current = Some(id);
+            }
+            self.timers.push(Reverse((
+                now + self.cfg.no_answer,
+                TimerRef::NoAnswer {
+                    call: call_id,
+                    client: id,
+                },
+            )));
+            metrics::counter!(m::HOPS, "trunk" => trunk.name.clone()).increment(1);
+            info!(call_id = %lossy(request.call_id()), trunk = %trunk.name, target = %target.label, transport = proto.as_str(), "forwarding");
+            self.pump(now, id);
+            return;
+        }
+    }
+
+    /// Builds the request for one hop (RFC 3261 section 16.6).
+    #[allow(clippy::too_many_arguments)]
+    fn build_forward(
+        &self,
+        req: &Message,
+        source: &Source,
+        target: Option<&RouteTarget>,
+        trunk: &Trunk,
+        augment: &Augment,
+        record_route: bool,
+        _now: Instant,
+    ) -> (Bytes, Dest) {
+        let mut e = Editor::new(req);
+        self.stamp_received(req, source, &mut e);
+        if req
+            .name_addrs(HeaderName::Route)
+            .next()
+            .flatten()
+            .and_then(|r| r.uri())
+            .is_some_and(|u| self.is_us(&u))
+        {
+            e.remove_top_route();
+        }
+        if let Some(route) = target.and_then(|t| t.route.as_deref()) {
+            e.add_header_first(HeaderName::Route, format!("<{route};lr>").as_bytes());
+        }
+        e.set_max_forwards(req.max_forwards().map_or(70, |m| m.saturating_sub(1)));
+        let extra: usize = augment
+            .headers
+            .iter()
+            .chain(&augment.headers_first)
+            .map(|(_, v)| v.len() + 32)
+            .sum::<usize>()
+            + augment.body_part.as_ref().map_or(0, |(_, b)| b.len() + 200);
+        let size = req.as_bytes().len() + extra + 300;
+        let proto =
+            if trunk.proto == Proto::Udp && trunk.tcp_fallback && size > self.cfg.udp_max_request {
+                Proto::Tcp
+            } else {
+                trunk.proto
+            };
+        if record_route {
+            e.add_record_route(self.record_route(proto).as_bytes());
+        }
+        for (name, value) in &augment.headers {
+            e.add_header(name.as_str(), value);
+        }
+        for (name, value) in &augment.headers_first {
+            e.add_header_first(*name, value);
+        }
+        if let Some((headers, content)) = &augment.body_part {
+            let hs: SmallVec<[(&str, &str); 4]> = headers
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            e.add_body_part(&hs, content);
+        }
+        let branch = self.new_branch(req);
+        e.prepend_via(
+            format!(
+                "SIP/2.0/{} {}:{};branch={branch}",
+                proto.as_str(),
+                self.cfg.host,
+                self.cfg.port
+            )
+            .as_bytes(),
+        );
+        let dest = Dest {
+            proto,
+            target: trunk.target.clone().unwrap_or(Target::Addr(source.peer)),
+            conn: None,
+        };
+        (e.build(), dest)
+    }
+
+    fn record_route(&self, proto: Proto) -> String {
+        match proto {
+            Proto::Udp => format!("<sip:{}:{};lr>", self.cfg.host, self.cfg.port),
+            Proto::Tcp => format!("<sip:{}:{};transport=tcp;lr>", self.cfg.host, self.cfg.port),
+        }
+    }
+
+    /// RFC 3261 section 18.2.1 and RFC 3581: note where the request really
+    /// came from in its top Via.
+    fn stamp_received(&self, req: &Message, source: &Source, e: &mut Editor<'_>) {
+        let Some(via) = req.top_via() else { return };
+        let peer_ip = source.peer.ip();
+        let host = String::from_utf8_lossy(via.host);
+        let same_host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+            == Some(peer_ip);
+        let wants_rport = matches!(via.rport(), Some(None));
+        if same_host && !wants_rport {
+            return;
+        }
+        let Some(span) = first_value_span(req, HeaderName::Via) else {
+            return;
+        };
+        let value = req.bytes_of(span);
+        let mut new = Vec::with_capacity(value.len() + 48);
+        // Drop an empty rport (it is filled in) and keep every other parameter.
+        let params_at = via.params.as_ptr() as usize - value.as_ptr() as usize;
+        new.extend_from_slice(&value[..params_at]);
+        for p in text::params(via.params).flatten() {
+            if wants_rport && p.0.eq_ignore_ascii_case(b"rport") {
+                continue;
+            }
+            if p.0.eq_ignore_ascii_case(b"received") {
+                continue;
+            }
+            new.push(b';');
+            new.extend_from_slice(p.0);
+            if let Some(v) = p.1 {
+                new.push(b'=');
+                new.extend_from_slice(v);
+            }
+        }
+        if !same_host || wants_rport {
+            new.extend_from_slice(b";received=");
+            new.extend_from_slice(peer_ip.to_string().as_bytes());
+        }
+        if wants_rport {
+            new.extend_from_slice(format!(";rport={}", source.peer.port()).as_bytes());
+        }
+        e.replace_span(span, new);
+    }
+
+    /// A branch unique to this client transaction, starting with the
+    /// request's loop-detection prefix.
+    fn new_branch(&self, req: &Message) -> String {
+        let n = self.branch_counter.get().wrapping_add(1);
+        self.branch_counter.set(n);
+        format!(
+            "{}.{:x}{:x}",
+            branch_prefix(loop_hash(req)),
+            self.cfg.seed & 0xffff_ffff,
+            n
+        )
+    }
+
+    fn new_client_non_invite(
+        &mut self,
+        now: Instant,
+        server: Option<Id>,
+        dest: Dest,
+        bytes: Bytes,
+    ) {
+        let Ok(sent) = crate::sip::parse_datagram(
+            bytes.clone(),
+            &crate::sip::Limits {
+                max_message: usize::MAX,
+                ..Default::default()
+            },
+        ) else {
+            return;
+        };
+        let branch = sent
+            .top_via()
+            .and_then(|v| v.branch())
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let method = sent.method_bytes().to_vec();
+        let key = TransactionKey::client(&branch, &method);
+        let machine = ClientNonInvite::new(now, self.cfg.timers, transport_of(dest.proto), bytes);
+        let id = self.id();
+        self.client_index.insert(key.clone(), id);
+        self.txns.insert(
+            id,
+            Txn::ClientNonInvite {
+                key,
+                m: machine,
+                dest,
+                server,
+            },
+        );
+        self.pump(now, id);
+    }
+
+    /// In-dialog requests, and requests carrying a route set: the next hop
+    /// is the next Route value, else the Request-URI.
+    fn forward_by_route(&mut self, now: Instant, server: Id, msg: Message, source: Source) {
+        let Some((bytes, dest)) = self.build_route_hop(&msg, &source, true) else {
+            self.respond(now, server, &msg, 404, "No Next Hop", &[]);
+            return;
+        };
+        if msg.method() == Method::Invite {
+            // A re-INVITE: one target, no failover.
+            let call = self.id();
+            self.calls.insert(
+                call,
+                Call {
+                    server,
+                    request: msg.clone(),
+                    source,
+                    targets: Vec::new(),
+                    augment: Augment::default(),
+                    next: 0,
+                    current: None,
+                    best: None,
+                    cancelled: false,
+                    answered: false,
+                    finished: false,
+                    emergency: false,
+                    started: now,
+                },
+            );
+            if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&server) {
+                *c = Some(call);
+            }
+            let Ok(sent) = crate::sip::parse_datagram(
+                bytes.clone(),
+                &crate::sip::Limits {
+                    max_message: usize::MAX,
+                    ..Default::default()
+                },
+            ) else {
+                return;
+            };
+            let branch = sent
+                .top_via()
+                .and_then(|v| v.branch())
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+            let key = TransactionKey::client(&branch, b"INVITE");
+            let machine = ClientInvite::new(now, self.cfg.timers, transport_of(dest.proto), bytes);
+            let id = self.id();
+            self.client_index.insert(key.clone(), id);
+            self.txns.insert(
+                id,
+                Txn::ClientInvite {
+                    key,
+                    m: machine,
+                    dest,
+                    call,
+                    request: sent,
+                    trunk: String::new(),
+                    provisional: false,
+                    abandoned: false,
+                    cancel_sent: false,
+                },
+            );
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.current = Some(id);
+            }
+            self.pump(now, id);
+        } else {
+            self.new_client_non_invite(now, Some(server), dest, bytes);
+        }
+    }
+
+    /// The request for the next hop along the Route set (loose routing;
+    /// a strict-routing previous hop is undone first, RFC 3261 16.4).
+    fn build_route_hop(
+        &mut self,
+        msg: &Message,
+        source: &Source,
+        stateful: bool,
+    ) -> Option<(Bytes, Dest)> {
+        let mut e = Editor::new(msg);
+        self.stamp_received(msg, source, &mut e);
+        let routes: Vec<(Span, String)> = route_values(msg);
+        let mut remaining: &[(Span, String)] = &routes;
+        let mut request_uri: Option<String> = None;
+        let ruri_is_us = msg
+            .request_uri()
+            .is_some_and(|u| u.user.is_none() && self.is_us(&u));
+        if ruri_is_us && !routes.is_empty() {
+            // Strict routing upstream: the real Request-URI is the last Route.
+            let (span, last) = routes.last().cloned()?;
+            e.set_request_uri(Bytes::from(last.clone()));
+            e.replace_span(span, Bytes::new());
+            request_uri = Some(last);
+            remaining = &routes[..routes.len() - 1];
+        }
+        if let Some((_, first)) = remaining.first() {
+            if Uri::parse(first.as_bytes()).is_ok_and(|u| self.is_us(&u)) {
+                e.remove_top_route();
+                remaining = &remaining[1..];
+            }
+        }
+        let next_uri = match remaining.first() {
+            Some((_, u)) => u.clone(),
+            None => request_uri
+                .unwrap_or_else(|| String::from_utf8_lossy(msg.request_uri_bytes()).into_owned()),
+        };
+        let uri = Uri::parse(next_uri.as_bytes()).ok()?;
+        if !uri.is_sip() || self.is_us(&uri) {
+            return None;
+        }
+        let proto = uri_proto(&uri);
+        let target = uri_target(&uri);
+        e.set_max_forwards(msg.max_forwards().map_or(70, |m| m.saturating_sub(1)));
+        let branch = if stateful {
+            self.new_branch(msg)
+        } else {
+            stateless_branch(msg)
+        };
+        e.prepend_via(
+            format!(
+                "SIP/2.0/{} {}:{};branch={branch}",
+                proto.as_str(),
+                self.cfg.host,
+                self.cfg.port
+            )
+            .as_bytes(),
+        );
+        Some((
+            e.build(),
+            Dest {
+                proto,
+                target,
+                conn: None,
+            },
+        ))
+    }
+
+    /// The ACK for a 2xx travels end to end: forwarded without a
+    /// transaction, along its Route set.
+    fn forward_ack(&mut self, _now: Instant, msg: Message, source: Source) {
+        if !self.source_allowed(&source) || msg.max_forwards() == Some(0) {
+            return;
+        }
+        if let Some((bytes, dest)) = self.build_route_hop(&msg, &source, false) {
+            self.out.push_back(Transmit {
+                dest,
+                bytes,
+                token: None,
+            });
+        }
+    }
+
+    // ----- responses -----
+
+    fn on_response(&mut self, now: Instant, msg: Message, _source: Source) {
+        let Some(status) = msg.status() else { return };
+        let Some(branch) = msg.top_via().and_then(|v| v.branch()) else {
+            return;
+        };
+        let Some(cseq) = msg.cseq() else { return };
+        let key = TransactionKey::client(branch, cseq.method);
+        let Some(&id) = self.client_index.get(&key) else {
+            debug!(status, call_id = %lossy(msg.call_id()), "response matches no transaction; dropped");
+            return;
+        };
+        self.response = Some(msg);
+        match self.txns.get_mut(&id) {
+            Some(Txn::ClientInvite { m, .. }) => {
+                let _ = m.on_response(now, status);
+            }
+            Some(Txn::ClientNonInvite { m, .. }) => {
+                let _ = m.on_response(now, status);
+            }
+            _ => {}
+        }
+        self.pump(now, id);
+        self.response = None;
+    }
+
+    /// The response being handled, with our Via removed, for upstream.
+    fn upstream_bytes(&self) -> Option<(u16, Bytes)> {
+        let r = self.response.as_ref()?;
+        let mut e = Editor::new(r);
+        e.remove_top_via();
+        Some((r.status()?, e.build()))
+    }
+
+    fn on_client_invite_event(&mut self, now: Instant, id: Id, ev: ClientInviteEvent) {
+        let Some(Txn::ClientInvite {
+            call,
+            abandoned,
+            trunk,
+            ..
+        }) = self.txns.get(&id)
+        else {
+            return;
+        };
+        let (call_id, abandoned, trunk) = (*call, *abandoned, trunk.clone());
+        let current = self.calls.get(&call_id).and_then(|c| c.current) == Some(id);
+        match ev {
+            ClientInviteEvent::Provisional { status } => {
+                if let Some(Txn::ClientInvite { provisional, .. }) = self.txns.get_mut(&id) {
+                    *provisional = true;
+                }
+                let cancelled = self.calls.get(&call_id).is_none_or(|c| c.cancelled);
+                if abandoned || cancelled || !current {
+                    self.send_cancel(now, id);
+                } else if status > 100 {
+                    if let Some((status, bytes)) = self.upstream_bytes() {
+                        self.relay_upstream(now, call_id, status, bytes);
+                    }
+                }
+            }
+            ClientInviteEvent::Success { status } => {
+                // Every 2xx goes upstream, even from a target given up on:
+                // the caller acknowledges each and hangs up the extra ones.
+                if let Some((_, bytes)) = self.upstream_bytes() {
+                    if let Some(call) = self.calls.get_mut(&call_id) {
+                        if !call.answered {
+                            call.answered = true;
+                            self.stats.calls_answered += 1;
+                            metrics::counter!(m::CALLS, "outcome" => "answered").increment(1);
+                            info!(call_id = %lossy(call.request.call_id()), trunk = %trunk, status, setup_ms = now.duration_since(call.started).as_millis() as u64, emergency = call.emergency, "answered");
+                        }
+                        call.finished = true;
+                    }
+                    self.relay_upstream(now, call_id, status, bytes);
+                }
+            }
+            ClientInviteEvent::Failure { status } => {
+                if let (Some(resp), Some(Txn::ClientInvite { request, .. })) =
+                    (self.response.as_ref(), self.txns.get(&id))
+                {
+                    let ack = build::ack_for(request, resp);
+                    if let Some(Txn::ClientInvite { m, .. }) = self.txns.get_mut(&id) {
+                        let _ = m.send_ack(ack);
+                    }
+                }
+                if abandoned || !current {
+                    return;
+                }
+                let bytes = self.upstream_bytes().map(|(_, b)| b);
+                self.target_failed(now, call_id, &trunk, status, bytes);
+            }
+            ClientInviteEvent::Timeout => {
+                if current && !abandoned {
+                    self.target_failed(now, call_id, &trunk, 408, None);
+                }
+            }
+            ClientInviteEvent::TransportError => {
+                if current && !abandoned {
+                    self.target_failed(now, call_id, &trunk, 503, None);
+                }
+            }
+        }
+    }
+
+    /// The current target failed with `status` (`bytes`: its response for
+    /// upstream, when it sent one).
+    fn target_failed(
+        &mut self,
+        now: Instant,
+        call_id: Id,
+        trunk: &str,
+        status: u16,
+        bytes: Option<Bytes>,
+    ) {
+        let failover = self.cfg.failover_codes.contains(&status) || bytes.is_none();
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        call.current = None;
+        if let Some(b) = bytes {
+            let better = call
+                .best
+                .as_ref()
+                .is_none_or(|(s, _)| rank(status) < rank(*s));
+            if better {
+                call.best = Some((status, b));
+            }
+        }
+        if call.cancelled {
+            // The caller gave up: the 487 (or whatever came) goes upstream.
+            match call.best.clone() {
+                Some((s, b)) => self.relay_upstream(now, call_id, s, b),
+                None => self.finish_with_own(now, call_id, 487, "Request Terminated"),
+            }
+            return;
+        }
+        if failover {
+            let cause = match status {
+                408 => "timeout",
+                s if s >= 500 => "server-error",
+                _ => "failure-code",
+            };
+            self.stats.failovers += 1;
+            metrics::counter!(m::FAILOVERS, "trunk" => trunk.to_string(), "cause" => cause)
+                .increment(1);
+            info!(call_id = %lossy(call.request.call_id()), trunk = %trunk, status, cause, "target failed; trying the next one");
+            self.try_next(now, call_id);
+        } else {
+            let (s, b) = call.best.clone().unwrap_or((status, Bytes::new()));
+            info!(call_id = %lossy(call.request.call_id()), trunk = %trunk, status, "final response from target");
+            self.stats.calls_failed += 1;
+            metrics::counter!(m::CALLS, "outcome" => "failed").increment(1);
+            self.relay_upstream(now, call_id, s, b);
+        }
+    }
+
+    fn on_no_answer(&mut self, now: Instant, call_id: Id, client: Id) {
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        if call.current != Some(client) || call.finished || call.cancelled {
+            return;
+        }
+        let Some(Txn::ClientInvite {
+            provisional, trunk, ..
+        }) = self.txns.get(&client)
+        else {
+            return;
+        };
+        if *provisional {
+            return;
+        }
+        let trunk = trunk.clone();
+        if let Some(Txn::ClientInvite { abandoned, .. }) = self.txns.get_mut(&client) {
+            *abandoned = true;
+        }
+        self.stats.failovers += 1;
+        metrics::counter!(m::FAILOVERS, "trunk" => trunk.clone(), "cause" => "no-answer")
+            .increment(1);
+        info!(call_id = %lossy(self.calls[&call_id].request.call_id()), trunk = %trunk, after_ms = self.cfg.no_answer.as_millis() as u64, "no provisional response; trying the next target");
+        if let Some(call) = self.calls.get_mut(&call_id) {
+            call.current = None;
+        }
+        self.try_next(now, call_id);
+    }
+
+    /// No target left: the best response goes upstream (a 503 becomes 500,
+    /// RFC 3261 section 16.7), or 408 when no target answered at all.
+    fn finish_failed(&mut self, now: Instant, call_id: Id) {
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        self.stats.calls_failed += 1;
+        metrics::counter!(m::CALLS, "outcome" => "failed").increment(1);
+        warn!(call_id = %lossy(call.request.call_id()), tried = call.next, "every target failed");
+        match call.best.clone() {
+            Some((503, _)) => self.finish_with_own(now, call_id, 500, "All Targets Failed"),
+            Some((s, b)) => self.relay_upstream(now, call_id, s, b),
+            None if call.targets.is_empty() => self.finish_with_own(now, call_id, 503, "No Route"),
+            None => self.finish_with_own(now, call_id, 408, "No Target Answered"),
+        }
+    }
+
+    /// A final response the router writes itself for a call.
+    fn finish_with_own(&mut self, now: Instant, call_id: Id, code: u16, reason: &str) {
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        if call.finished {
+            return;
+        }
+        if code == 487 {
+            self.stats.calls_cancelled += 1;
+            metrics::counter!(m::CALLS, "outcome" => "cancelled").increment(1);
+        }
+        let (server, req) = (call.server, call.request.clone());
+        self.respond(now, server, &req, code, reason, &[]);
+        if let Some(c) = self.calls.get_mut(&call_id) {
+            c.finished = true;
+        }
+    }
+
+    fn relay_upstream(&mut self, now: Instant, call_id: Id, status: u16, bytes: Bytes) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if status >= 200 {
+            if call.finished && status >= 300 {
+                return;
+            }
+            call.finished = true;
+        }
+        let server = call.server;
+        if let Some(Txn::ServerInvite { m, .. }) = self.txns.get_mut(&server) {
+            if m.send_response(now, status, bytes).is_err() {
+                debug!(
+                    status,
+                    "response not allowed in the server transaction's state; dropped"
+                );
+            }
+        }
+        self.pump(now, server);
+    }
+
+    fn on_client_non_invite_event(&mut self, now: Instant, id: Id, ev: ClientNonInviteEvent) {
+        let Some(Txn::ClientNonInvite { server, .. }) = self.txns.get(&id) else {
+            return;
+        };
+        let Some(server) = *server else { return };
+        let (status, bytes) = match ev {
+            ClientNonInviteEvent::Provisional { status } if status > 100 => {
+                match self.upstream_bytes() {
+                    Some(r) => r,
+                    None => return,
+                }
+            }
+            ClientNonInviteEvent::Provisional { .. } => return,
+            ClientNonInviteEvent::Final { .. } => match self.upstream_bytes() {
+                Some(r) => r,
+                None => return,
+            },
+            ClientNonInviteEvent::Timeout | ClientNonInviteEvent::TransportError => {
+                if let Some(Txn::ServerNonInvite { request, .. }) = self.txns.get(&server) {
+                    let request = request.clone();
+                    self.respond(now, server, &request, 408, "Request Timeout", &[]);
+                }
+                return;
+            }
+        };
+        if let Some(Txn::ServerNonInvite { m, .. }) = self.txns.get_mut(&server) {
+            let _ = m.send_response(now, status, bytes);
+        }
+        self.pump(now, server);
+    }
+
+    // ----- server transactions and responses of our own -----
+
+    fn new_server(
+        &mut self,
+        _now: Instant,
+        key: TransactionKey,
+        msg: &Message,
+        source: Source,
+    ) -> Id {
+        let id = self.id();
+        let to_tag = loop_hash(msg) ^ self.cfg.seed;
+        let transport = transport_of(source.proto);
+        let txn = if msg.method() == Method::Invite {
+            Txn::ServerInvite {
+                key: key.clone(),
+                m: ServerInvite::new(self.cfg.timers, transport),
+                source,
+                call: None,
+                to_tag,
+            }
+        } else {
+            Txn::ServerNonInvite {
+                key: key.clone(),
+                m: ServerNonInvite::new(self.cfg.timers, transport),
+                source,
+                to_tag,
+                request: msg.clone(),
+            }
+        };
+        self.server_index.insert(key, id);
+        self.txns.insert(id, txn);
+        id
+    }
+
+    fn respond(
+        &mut self,
+        now: Instant,
+        server: Id,
+        req: &Message,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) {
+        let tag = match self.txns.get(&server) {
+            Some(Txn::ServerInvite { to_tag, .. } | Txn::ServerNonInvite { to_tag, .. }) => {
+                format!("{to_tag:016x}")
+            }
+            _ => return,
+        };
+        let bytes = build::response(req, code, reason, Some(&tag), extra, None);
+        match self.txns.get_mut(&server) {
+            Some(Txn::ServerInvite { m, .. }) => {
+                let _ = m.send_response(now, code, bytes);
+            }
+            Some(Txn::ServerNonInvite { m, .. }) => {
+                let _ = m.send_response(now, code, bytes);
+            }
+            _ => {}
+        }
+        self.pump(now, server);
+    }
+
+    // ----- the pump: outputs, events, deadlines, clean-up -----
+
+    fn pump(&mut self, now: Instant, id: Id) {
+        let mut events: SmallVec<[Event; 2]> = SmallVec::new();
+        let Some(t) = self.txns.get_mut(&id) else {
+            return;
+        };
+        let dest = match t {
+            Txn::ServerInvite { source, .. } | Txn::ServerNonInvite { source, .. } => {
+                Dest::reply_to(source)
+            }
+            Txn::ClientInvite { dest, .. } | Txn::ClientNonInvite { dest, .. } => dest.clone(),
+        };
+        loop {
+            let bytes = match t {
+                Txn::ServerInvite { m, .. } => m.poll_transmit(),
+                Txn::ServerNonInvite { m, .. } => m.poll_transmit(),
+                Txn::ClientInvite { m, .. } => m.poll_transmit(),
+                Txn::ClientNonInvite { m, .. } => m.poll_transmit(),
+            };
+            let Some(bytes) = bytes else { break };
+            self.out.push_back(Transmit {
+                dest: dest.clone(),
+                bytes,
+                token: Some(id),
+            });
+        }
+        loop {
+            let ev = match t {
+                Txn::ServerInvite { m, .. } => m.poll_event().map(Event::ServerInvite),
+                Txn::ServerNonInvite { m, .. } => m
+                    .poll_event()
+                    .map(|_| Event::ServerInvite(ServerInviteEvent::TransportError)),
+                Txn::ClientInvite { m, .. } => m.poll_event().map(Event::ClientInvite),
+                Txn::ClientNonInvite { m, .. } => m.poll_event().map(Event::ClientNonInvite),
+            };
+            let Some(ev) = ev else { break };
+            events.push(ev);
+        }
+        let deadline = t.next_deadline();
+        let terminated = t.is_terminated();
+        for ev in events {
+            match ev {
+                Event::ClientInvite(e) => self.on_client_invite_event(now, id, e),
+                Event::ClientNonInvite(e) => self.on_client_non_invite_event(now, id, e),
+                Event::ServerInvite(ServerInviteEvent::AckTimeout) => {
+                    debug!(id, "no ACK for a final response (Timer H)");
+                }
+                Event::ServerInvite(_) => {}
+            }
+        }
+        // Events may have changed the machine (an ACK sent, say).
+        let (deadline, terminated) = match self.txns.get(&id) {
+            Some(t) => (t.next_deadline(), t.is_terminated()),
+            None => (deadline, terminated),
+        };
+        if terminated {
+            self.remove_txn(id);
+        } else if let Some(d) = deadline {
+            self.timers.push(Reverse((d, TimerRef::Txn(id))));
+        }
+        // Flush anything queued by event handlers on this machine.
+        if let Some(t) = self.txns.get_mut(&id) {
+            let more = match t {
+                Txn::ClientInvite { m, .. } => m.poll_transmit(),
+                Txn::ClientNonInvite { m, .. } => m.poll_transmit(),
+                Txn::ServerInvite { m, .. } => m.poll_transmit(),
+                Txn::ServerNonInvite { m, .. } => m.poll_transmit(),
+            };
+            if let Some(bytes) = more {
+                self.out.push_back(Transmit {
+                    dest,
+                    bytes,
+                    token: Some(id),
+                });
+                self.pump(now, id);
+            }
+        }
+        metrics::gauge!(m::TRANSACTIONS).set(self.txns.len() as f64);
+    }
+
+    fn remove_txn(&mut self, id: Id) {
+        let Some(t) = self.txns.remove(&id) else {
+            return;
+        };
+        if t.is_server() {
+            self.server_index.remove(t.key());
+            if let Txn::ServerInvite {
+                call: Some(call), ..
+            } = t
+            {
+                self.calls.remove(&call);
+            }
+        } else {
+            self.client_index.remove(t.key());
+        }
+    }
+}
+
+fn transport_of(p: Proto) -> Transport {
+    if p.is_reliable() {
+        Transport::Reliable
+    } else {
+        Transport::Unreliable
+    }
+}
+
+/// Orders final responses for "best response" (RFC 3261 section 16.7):
+/// 6xx first, then 2xx-4xx by class, 5xx last.
+fn rank(status: u16) -> u16 {
+    match status {
+        600..=699 => 0,
+        500..=599 => 900 + status,
+        s => s,
+    }
+}
+
+fn lossy(v: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(v.unwrap_or(b"-"))
+}
+
+fn server_key(msg: &Message, method: Option<&[u8]>) -> TransactionKey {
+    let via = msg.top_via();
+    let (host, port) = via.map(|v| v.sent_by()).unwrap_or((b"", None));
+    let sent_by_buf;
+    let sent_by: &[u8] = match port {
+        Some(p) => {
+            let mut b = host.to_vec();
+            b.extend_from_slice(format!(":{p}").as_bytes());
+            sent_by_buf = b;
+            &sent_by_buf
+        }
+        None => host,
+    };
+    let parts = RequestKeyParts {
+        method: method.unwrap_or(msg.method_bytes()),
+        branch: via.and_then(|v| v.branch()),
+        sent_by,
+        request_uri: msg.request_uri_bytes(),
+        to_tag: msg.to().and_then(|t| t.tag()),
+        from_tag: msg.from().and_then(|f| f.tag()),
+        call_id: msg.call_id().unwrap_or_default(),
+        cseq: msg.cseq().map_or(0, |c| c.seq),
+        top_via: msg.list(HeaderName::Via).next().unwrap_or_default(),
+    };
+    TransactionKey::server(&parts)
+}
+
+/// The span of the first element of a list header.
+fn first_value_span(msg: &Message, name: HeaderName) -> Option<Span> {
+    let h = msg.header(name)?;
+    let value = msg.value(h);
+    let first = text::split_commas(value).next()?;
+    let off = first.as_ptr() as usize - value.as_ptr() as usize;
+    let start = h.value.start as usize + off;
+    Some(Span::new(start, start + first.len()))
+}
+
+/// Every Route value: its span when it is alone on its line (so it can be
+/// removed), and its URI.
+fn route_values(msg: &Message) -> Vec<(Span, String)> {
+    let mut out = Vec::new();
+    for h in msg.all(HeaderName::Route) {
+        let value = msg.value(h);
+        let items: Vec<&[u8]> = text::split_commas(value).collect();
+        for item in &items {
+            let Some(na) = crate::sip::NameAddr::parse(item) else {
+                continue;
+            };
+            let span = if items.len() == 1 {
+                h.line
+            } else {
+                Span::default()
+            };
+            out.push((span, String::from_utf8_lossy(na.uri_text).into_owned()));
+        }
+    }
+    out
+}
+
+/// A hash of what identifies a request for loop detection (RFC 3261 section
+/// 16.6 item 8): Request-URI, tags, Call-ID, CSeq, top Via, Route,
+/// Proxy-Require.
+fn loop_hash(msg: &Message) -> u64 {
+    let mut h = Fnv::new();
+    h.write(msg.request_uri_bytes());
+    h.write(msg.from().and_then(|f| f.tag()).unwrap_or_default());
+    h.write(msg.to().and_then(|t| t.tag()).unwrap_or_default());
+    h.write(msg.call_id().unwrap_or_default());
+    h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
+    h.write(msg.list(HeaderName::Via).next().unwrap_or_default());
+    for r in msg.list(HeaderName::Route) {
+        h.write(r);
+    }
+    for r in msg.list(HeaderName::ProxyRequire) {
+        h.write(r);
+    }
+    h.finish()
+}
+
+fn branch_prefix(loop_hash: u64) -> String {
+    format!("z9hG4bKsos{loop_hash:016x}")
+}
+
+/// The same branch for every retransmission of a request forwarded without
+/// a transaction (the ACK for a 2xx).
+fn stateless_branch(msg: &Message) -> String {
+    let mut h = Fnv::new();
+    h.write(msg.list(HeaderName::Via).next().unwrap_or_default());
+    h.write(msg.call_id().unwrap_or_default());
+    h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
+    format!("{}.a{:016x}", branch_prefix(loop_hash(msg)), h.finish())
+}
+
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf29ce484222325)
+    }
+    fn write(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x100000001b3);
+        }
+        // A separator, so that ("ab","c") and ("a","bc") differ.
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x100000001b3);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
