@@ -13,5 +13,7 @@ pub mod emergency;
 pub mod inspect;
 pub mod metrics;
 pub mod proxy;
+pub mod server;
 pub mod sip;
 pub mod transaction;
+pub mod transport;

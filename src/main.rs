@@ -19,6 +19,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the router. Without --config it runs on the shipped lab
+    /// configuration (config/loopback.toml, compiled in).
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Print what the router makes of SIP messages, one JSON object per file.
     Inspect {
         /// Read each file as TCP stream bytes instead of one datagram.
@@ -33,6 +40,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config } => run(config),
         Command::Inspect { stream, files } => {
             let mut failed = false;
             for f in files {
@@ -55,4 +63,91 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<sosrouter::config::Config, String> {
+    match path {
+        Some(p) => sosrouter::config::Config::load(p).map_err(|e| e.to_string()),
+        None => sosrouter::config::Config::from_toml(sosrouter::config::EMBEDDED_DEFAULT)
+            .map_err(|e| format!("the shipped configuration: {e}")),
+    }
+}
+
+fn init_logging(level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn run(config: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sosrouter: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log.level, config.log.json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sosrouter: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let router = std::sync::Arc::new(sosrouter::proxy::StaticRouter::new(&config));
+        sosrouter::server::run(config, router, shutdown_signal(), |bound| {
+            for a in &bound.udp {
+                tracing::info!("listening sip udp {a}");
+            }
+            for a in &bound.tcp {
+                tracing::info!("listening sip tcp {a}");
+            }
+        })
+        .await
+    });
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("sosrouter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -30,6 +30,7 @@ pub const ALL: &[(&str, &str)] = &[
         "Messages that could not be sent, by transport",
     ),
     (TRANSACTIONS, "Transactions open"),
+    (TCP_CONNECTIONS, "TCP connections open"),
 ];
 
 pub const SIP_RECEIVED: &str = "sosrouter_sip_messages_received_total";
@@ -42,3 +43,4 @@ pub const CALLS: &str = "sosrouter_calls_total";
 pub const HOPS: &str = "sosrouter_hops_total";
 pub const SEND_FAILURES: &str = "sosrouter_send_failures_total";
 pub const TRANSACTIONS: &str = "sosrouter_transactions_open";
+pub const TCP_CONNECTIONS: &str = "sosrouter_tcp_connections_open";

@@ -182,6 +182,7 @@ struct Call {
     started: Instant,
 }
 
+#[allow(clippy::enum_variant_names)] // named after the RFC 3261 machines
 enum Txn {
     ServerInvite {
         key: TransactionKey,
@@ -271,6 +272,7 @@ impl Txn {
     }
 }
 
+#[allow(clippy::enum_variant_names)]
 enum Event {
     ClientInvite(ClientInviteEvent),
     ClientNonInvite(ClientNonInviteEvent),
@@ -280,8 +282,13 @@ enum Event {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerRef {
     Txn(Id),
-    NoAnswer { call: Id, client: Id },
+    NoAnswer {
+        call: Id,
+        client: Id,
+    },
     CancelGuard(Id),
+    /// Forget a dialog (by the hash of its Call-ID) once it has expired.
+    DialogExpiry(u64),
 }
 
 /// Counters the core keeps for tests and the status page.
@@ -309,7 +316,21 @@ pub struct Core {
     response: Option<Message>,
     stats: CoreStats,
     branch_counter: std::cell::Cell<u64>,
+    /// Answered calls by Call-ID, for in-dialog requests that arrive
+    /// addressed to the router with no route set (clients that ignore
+    /// Record-Route).
+    dialogs: HashMap<Bytes, Dialog>,
 }
+
+/// The two ends of an answered call.
+struct Dialog {
+    caller: SocketAddr,
+    caller_dest: Dest,
+    callee: Dest,
+}
+
+/// How long a dialog is remembered without a BYE.
+const DIALOG_TTL: Duration = Duration::from_secs(4 * 3600);
 
 impl Core {
     pub fn new(cfg: CoreConfig, router: Arc<dyn Router>) -> Core {
@@ -326,6 +347,7 @@ impl Core {
             response: None,
             stats: CoreStats::default(),
             branch_counter: std::cell::Cell::new(0),
+            dialogs: HashMap::new(),
         }
     }
 
@@ -397,6 +419,9 @@ impl Core {
                     }
                 }
                 TimerRef::NoAnswer { call, client } => self.on_no_answer(now, call, client),
+                TimerRef::DialogExpiry(h) => {
+                    self.dialogs.retain(|k, _| fnv(k) != h);
+                }
                 TimerRef::CancelGuard(call) => {
                     let pending = self.calls.get(&call).is_some_and(|c| !c.finished);
                     if pending {
@@ -1003,7 +1028,13 @@ impl Core {
     /// In-dialog requests, and requests carrying a route set: the next hop
     /// is the next Route value, else the Request-URI.
     fn forward_by_route(&mut self, now: Instant, server: Id, msg: Message, source: Source) {
-        let Some((bytes, dest)) = self.build_route_hop(&msg, &source, true) else {
+        let hop = self.build_route_hop(&msg, &source, true);
+        if msg.method() == Method::Bye {
+            if let Some(cid) = msg.call_id() {
+                self.dialogs.remove(cid);
+            }
+        }
+        let Some((bytes, dest)) = hop else {
             self.respond(now, server, &msg, 404, "No Next Hop", &[]);
             return;
         };
@@ -1108,11 +1139,19 @@ impl Core {
                 .unwrap_or_else(|| String::from_utf8_lossy(msg.request_uri_bytes()).into_owned()),
         };
         let uri = Uri::parse(next_uri.as_bytes()).ok()?;
-        if !uri.is_sip() || self.is_us(&uri) {
-            return None;
-        }
-        let proto = uri_proto(&uri);
-        let target = uri_target(&uri);
+        let (proto, target) = if uri.is_sip() && !self.is_us(&uri) {
+            (uri_proto(&uri), uri_target(&uri))
+        } else {
+            // Addressed to us with nothing beyond: the other end of the
+            // dialog this request belongs to.
+            let d = self.dialogs.get(msg.call_id()?)?;
+            let dest = if d.caller == source.peer {
+                d.callee.clone()
+            } else {
+                d.caller_dest.clone()
+            };
+            (dest.proto, dest.target)
+        };
         e.set_max_forwards(msg.max_forwards().map_or(70, |m| m.saturating_sub(1)));
         let branch = if stateful {
             self.new_branch(msg)
@@ -1221,6 +1260,23 @@ impl Core {
                     if let Some(call) = self.calls.get_mut(&call_id) {
                         if !call.answered {
                             call.answered = true;
+                            if let (Some(cid), Some(Txn::ClientInvite { dest, .. })) =
+                                (call.request.call_id(), self.txns.get(&id))
+                            {
+                                let key = Bytes::copy_from_slice(cid);
+                                self.timers.push(Reverse((
+                                    now + DIALOG_TTL,
+                                    TimerRef::DialogExpiry(fnv(&key)),
+                                )));
+                                self.dialogs.insert(
+                                    key,
+                                    Dialog {
+                                        caller: call.source.peer,
+                                        caller_dest: Dest::reply_to(&call.source),
+                                        callee: dest.clone(),
+                                    },
+                                );
+                            }
                             self.stats.calls_answered += 1;
                             metrics::counter!(m::CALLS, "outcome" => "answered").increment(1);
                             info!(call_id = %lossy(call.request.call_id()), trunk = %trunk, status, setup_ms = now.duration_since(call.started).as_millis() as u64, emergency = call.emergency, "answered");
@@ -1703,6 +1759,12 @@ fn stateless_branch(msg: &Message) -> String {
     h.write(msg.call_id().unwrap_or_default());
     h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
     format!("{}.a{:016x}", branch_prefix(loop_hash(msg)), h.finish())
+}
+
+fn fnv(data: &[u8]) -> u64 {
+    let mut h = Fnv::new();
+    h.write(data);
+    h.finish()
 }
 
 struct Fnv(u64);

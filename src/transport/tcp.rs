@@ -1,0 +1,272 @@
+//! TCP: accepted and outbound connections, Content-Length framing, CRLF
+//! keep-alives (RFC 5626), idle timeouts, outbound connections reused per
+//! destination, responses sent back on the connection the request came on.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::{accept, Inbound, InboundTx};
+use crate::config::TcpConfig;
+use crate::proxy::{ConnId, Proto, Source};
+use crate::sip::{self, Limits, Status};
+
+type Outgoing = (Bytes, Option<u64>);
+
+struct Conn {
+    out: mpsc::Sender<Outgoing>,
+}
+
+struct Inner {
+    conns: DashMap<ConnId, Conn>,
+    by_peer: DashMap<SocketAddr, ConnId>,
+    next: AtomicU64,
+    tx: InboundTx,
+    limits: Limits,
+    cfg: TcpConfig,
+    slots: Arc<Semaphore>,
+}
+
+/// Every TCP connection, inbound and outbound.
+#[derive(Clone)]
+pub struct TcpPool {
+    inner: Arc<Inner>,
+}
+
+impl TcpPool {
+    pub fn new(tx: InboundTx, limits: Limits, cfg: TcpConfig) -> TcpPool {
+        let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+        TcpPool {
+            inner: Arc::new(Inner {
+                conns: DashMap::new(),
+                by_peer: DashMap::new(),
+                next: AtomicU64::new(1),
+                tx,
+                limits,
+                cfg,
+                slots,
+            }),
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.inner.conns.len()
+    }
+
+    /// Accepts connections until the listener fails.
+    pub async fn listen(self, listener: TcpListener) {
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        loop {
+            let permit = match self.inner.slots.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            let (stream, peer) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (id, rx) = self.register(peer);
+            let pool = self.clone();
+            tokio::spawn(async move {
+                pool.run(id, stream, peer, local, rx).await;
+                drop(permit);
+            });
+        }
+    }
+
+    fn register(&self, peer: SocketAddr) -> (ConnId, mpsc::Receiver<Outgoing>) {
+        let id = ConnId(self.inner.next.fetch_add(1, Ordering::Relaxed));
+        let (out, rx) = mpsc::channel(1024);
+        self.inner.conns.insert(id, Conn { out });
+        self.inner.by_peer.insert(peer, id);
+        let _ = self.inner.tx.try_send(Inbound::ConnOpened(id));
+        (id, rx)
+    }
+
+    fn unregister(&self, id: ConnId, peer: SocketAddr) {
+        self.inner.conns.remove(&id);
+        self.inner.by_peer.remove_if(&peer, |_, v| *v == id);
+        let _ = self.inner.tx.try_send(Inbound::ConnClosed(id));
+    }
+
+    /// Sends on `conn` if it is open, else on a connection to `dest`
+    /// (opening one if needed). A failure is reported with `token`.
+    pub fn send(&self, dest: SocketAddr, conn: Option<ConnId>, bytes: Bytes, token: Option<u64>) {
+        let id = conn
+            .filter(|c| self.inner.conns.contains_key(c))
+            .or_else(|| self.inner.by_peer.get(&dest).map(|e| *e));
+        if let Some(id) = id {
+            if let Some(c) = self.inner.conns.get(&id) {
+                if c.out.try_send((bytes, token)).is_ok() {
+                    return;
+                }
+            }
+            self.failed(token);
+            return;
+        }
+        // A new outbound connection; messages queue until it is up.
+        let (id, rx) = self.register(dest);
+        if let Some(c) = self.inner.conns.get(&id) {
+            let _ = c.out.try_send((bytes, token));
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let timeout = Duration::from_millis(pool.inner.cfg.connect_timeout_ms);
+            match tokio::time::timeout(timeout, TcpStream::connect(dest)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let local = stream.local_addr().unwrap_or(dest);
+                    pool.run(id, stream, dest, local, rx).await;
+                }
+                Ok(Err(e)) => pool.connect_failed(id, dest, rx, &e.to_string()),
+                Err(_) => pool.connect_failed(id, dest, rx, "timed out"),
+            }
+        });
+    }
+
+    fn connect_failed(
+        &self,
+        id: ConnId,
+        dest: SocketAddr,
+        mut rx: mpsc::Receiver<Outgoing>,
+        why: &str,
+    ) {
+        tracing::warn!(%dest, error = why, "tcp connect failed");
+        self.unregister(id, dest);
+        while let Ok((_, token)) = rx.try_recv() {
+            self.failed(token);
+        }
+    }
+
+    fn failed(&self, token: Option<u64>) {
+        metrics::counter!(crate::metrics::SEND_FAILURES, "transport" => "tcp").increment(1);
+        if let Some(token) = token {
+            let _ = self.inner.tx.try_send(Inbound::SendFailed { token });
+        }
+    }
+
+    async fn run(
+        &self,
+        id: ConnId,
+        stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        mut rx: mpsc::Receiver<Outgoing>,
+    ) {
+        let (mut rd, mut wr) = stream.into_split();
+        let pool = self.clone();
+        let writer = tokio::spawn(async move {
+            while let Some((bytes, token)) = rx.recv().await {
+                if wr.write_all(&bytes).await.is_err() {
+                    pool.failed(token);
+                    while let Ok((_, t)) = rx.try_recv() {
+                        pool.failed(t);
+                    }
+                    return;
+                }
+            }
+        });
+        let idle = Duration::from_secs(self.inner.cfg.idle_timeout_s.max(1));
+        let limits = self.inner.limits;
+        let source = Source {
+            proto: Proto::Tcp,
+            peer,
+            local,
+            conn: Some(id),
+        };
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        'conn: loop {
+            match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => {}
+                Err(_) => {
+                    tracing::debug!(%peer, "tcp connection idle; closed");
+                    break;
+                }
+            }
+            loop {
+                // RFC 5626 keep-alive: a double CRLF ping gets a CRLF pong.
+                while buf.starts_with(b"\r\n\r\n") {
+                    let _ = buf.split_to(4);
+                    self.reply(id, Bytes::from_static(b"\r\n"));
+                }
+                if &buf[..] == b"\r\n" {
+                    buf.clear();
+                }
+                match sip::frame_stream(&buf, &limits) {
+                    Ok(Status::Partial) => break,
+                    Ok(Status::Complete((), n)) => {
+                        let data = buf.split_to(n).freeze();
+                        if let Some(resp) = accept(data, source, true, &limits, &self.inner.tx) {
+                            self.reply(id, resp);
+                        }
+                    }
+                    Err(e) => {
+                        // The stream cannot be resynchronised: answer if we
+                        // can, then close.
+                        metrics::counter!(crate::metrics::PARSE_ERRORS, "transport" => "tcp", "kind" => e.kind()).increment(1);
+                        let head = buf.split().freeze();
+                        if let Some(req) =
+                            sip::parse_lenient(head, &limits).filter(|m| m.is_request())
+                        {
+                            self.reply(
+                                id,
+                                sip::build::response(
+                                    &req,
+                                    e.status(),
+                                    &e.reason(),
+                                    Some("sos-bad"),
+                                    &[],
+                                    None,
+                                ),
+                            );
+                        }
+                        tracing::info!(%peer, error = %e, "tcp stream framing error; connection closed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        break 'conn;
+                    }
+                }
+            }
+        }
+        self.unregister(id, peer);
+        writer.abort();
+    }
+
+    fn reply(&self, id: ConnId, bytes: Bytes) {
+        if let Some(c) = self.inner.conns.get(&id) {
+            let _ = c.out.try_send((bytes, None));
+        }
+    }
+}
+
+/// Binds a TCP listener with address reuse.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}

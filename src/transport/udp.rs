@@ -1,0 +1,100 @@
+//! UDP: one socket per listener, a receive loop per socket, sends straight
+//! from the driver.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+
+use super::{accept, InboundTx};
+use crate::proxy::{Proto, Source};
+use crate::sip::Limits;
+
+#[derive(Clone)]
+pub struct UdpEndpoint {
+    pub socket: Arc<UdpSocket>,
+    pub local: SocketAddr,
+}
+
+/// Binds with address reuse and large buffers.
+pub fn bind(addr: SocketAddr, buffer: usize) -> io::Result<UdpEndpoint> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // The kernel may cap these; what it grants is enough either way.
+    let _ = socket.set_recv_buffer_size(buffer);
+    let _ = socket.set_send_buffer_size(buffer);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let socket = UdpSocket::from_std(socket.into())?;
+    let local = socket.local_addr()?;
+    Ok(UdpEndpoint {
+        socket: Arc::new(socket),
+        local,
+    })
+}
+
+/// Receives datagrams until the socket fails. Each datagram becomes a
+/// `Bytes` slice of a large shared buffer: no copy, and one allocation per
+/// many datagrams.
+pub async fn recv_loop(ep: UdpEndpoint, tx: InboundTx, limits: Limits) {
+    // One byte more than the largest message, to tell "too large" apart.
+    let need = limits.max_message + 1;
+    let mut buf = BytesMut::with_capacity(need * 4);
+    loop {
+        if buf.capacity() < need {
+            buf = BytesMut::with_capacity(need * 4);
+        }
+        let (n, peer) = match ep.socket.recv_buf_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors surface here on some systems; keep going.
+                tracing::debug!(error = %e, "udp receive error");
+                buf.clear();
+                continue;
+            }
+        };
+        let data = buf.split_to(n).freeze();
+        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            continue; // keep-alive
+        }
+        let source = Source {
+            proto: Proto::Udp,
+            peer,
+            local: ep.local,
+            conn: None,
+        };
+        if let Some(resp) = accept(data, source, false, &limits, &tx) {
+            let _ = ep.socket.try_send_to(&resp, peer);
+        }
+    }
+}
+
+/// Sends a datagram from the endpoint of the destination's address family.
+pub fn send(endpoints: &[UdpEndpoint], dest: SocketAddr, bytes: Bytes) -> io::Result<()> {
+    let ep = endpoints
+        .iter()
+        .find(|e| e.local.is_ipv4() == dest.is_ipv4())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                "no UDP socket for this address family",
+            )
+        })?;
+    match ep.socket.try_send_to(&bytes, dest) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let socket = ep.socket.clone();
+            tokio::spawn(async move {
+                let _ = socket.send_to(&bytes, dest).await;
+            });
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
