@@ -1,0 +1,368 @@
+//! Runs the real router binary and SIPp on loopback for the integration
+//! tests. Every process started here is ended by its PID when its handle
+//! drops; every SIPp run is bounded in calls and time.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sosrouter");
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A UDP and TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        let port = u.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The lab configuration with the router on port 0 and the trunks on the
+/// given ports. `extra` is appended (routes, sections).
+pub fn lab_config(psap: u16, screening: u16, test: u16, last_resort: u16, extra: &str) -> String {
+    format!(
+        r#"
+[sip]
+listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
+allow = ["127.0.0.1/32"]
+
+[sip.timers]
+t1_ms = 500
+no_answer_ms = 1500
+
+[routing]
+failover_codes = [408, 480, 500, 502, 503, 504]
+
+[[trunk]]
+name = "carrier"
+kind = "inbound"
+sources = ["127.0.0.1/32"]
+country = "US"
+
+[[trunk]]
+name = "psap"
+kind = "psap"
+uri = "sip:127.0.0.1:{psap}"
+
+[[trunk]]
+name = "screening"
+kind = "screening"
+uri = "sip:127.0.0.1:{screening}"
+
+[[trunk]]
+name = "test"
+kind = "test"
+uri = "sip:127.0.0.1:{test}"
+
+[[trunk]]
+name = "last-resort"
+kind = "last-resort"
+uri = "sip:127.0.0.1:{last_resort}"
+
+[[route]]
+numbers = ["911", "112", "urn:service:sos"]
+targets = ["psap", "screening", "last-resort"]
+
+[[route]]
+numbers = ["933"]
+targets = ["test", "last-resort"]
+{extra}
+"#
+    )
+}
+
+/// A running router.
+pub struct Router {
+    child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<String>>,
+    _dir: tempdir::Dir,
+}
+
+impl Router {
+    /// Starts `sosrouter run` on a config text; waits until it listens.
+    pub fn start(config: &str, args: &[&str]) -> Router {
+        let dir = tempdir::Dir::new("router");
+        let path = dir.path().join("sosrouter.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run").arg("--config").arg(&path).args(args);
+        cmd.env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start sosrouter");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(p) = line.split("listening sip udp 127.0.0.1:").nth(1) {
+                    if let (Some(tx), Ok(port)) = (tx.take(), p.trim().parse::<u16>()) {
+                        let _ = tx.send(port);
+                    }
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("router did not start: {}", log.lock().unwrap());
+            }
+        };
+        Router {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log holds `needle` `count` times, or panics.
+    pub fn wait_log(&self, needle: &str, count: usize, within: Duration) {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if self.log().matches(needle).count() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("log never showed {needle:?} x{count}:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fails the test with a clear message when SIPp is not installed.
+pub fn require_sipp() {
+    let ok = Command::new("sipp").arg("-v").output().is_ok();
+    assert!(
+        ok,
+        "SIPp is needed (Debian package sip-tester); the README's test command installs it"
+    );
+}
+
+/// A scenario file from tests/sipp with `@KEY@` placeholders replaced,
+/// written to a temporary directory.
+pub fn scenario(name: &str, replace: &[(&str, &str)], dir: &Path) -> PathBuf {
+    let mut text = std::fs::read_to_string(root().join("tests/sipp").join(name)).unwrap();
+    for (k, v) in replace {
+        text = text.replace(k, v);
+    }
+    text = text.replace("@CHECK@", "");
+    let out = dir.join(name);
+    std::fs::write(&out, text).unwrap();
+    out
+}
+
+/// A SIPp trunk (UAS) in the background.
+pub struct Uas {
+    child: Child,
+    pub port: u16,
+    _dir: tempdir::Dir,
+}
+
+impl Uas {
+    pub fn start(file: &str, replace: &[(&str, &str)], port: u16, tcp: bool, calls: u32) -> Uas {
+        require_sipp();
+        let dir = tempdir::Dir::new("uas");
+        let sf = scenario(file, replace, dir.path());
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(&sf)
+            .args(["-i", "127.0.0.1", "-p"])
+            .arg(port.to_string());
+        cmd.args([
+            "-m",
+            &calls.to_string(),
+            "-timeout",
+            "60s",
+            "-nostdin",
+            "-trace_err",
+        ]);
+        cmd.args(["-t", if tcp { "t1" } else { "u1" }]);
+        cmd.current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("start sipp uas");
+        // Give it time to bind.
+        std::thread::sleep(Duration::from_millis(300));
+        Uas {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for the UAS to finish its calls; returns its exit code.
+    pub fn wait(mut self, within: Duration) -> Option<i32> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Uas {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The outcome of a SIPp caller run.
+#[derive(Debug)]
+pub struct UacResult {
+    pub code: Option<i32>,
+    pub successful: u64,
+    pub failed: u64,
+    pub errors: String,
+    pub elapsed: Duration,
+}
+
+/// Runs a SIPp caller against the router to completion (bounded by
+/// `calls` and a timeout).
+#[allow(clippy::too_many_arguments)]
+pub fn uac(
+    file: &str,
+    replace: &[(&str, &str)],
+    router_port: u16,
+    service: &str,
+    caller: &str,
+    calls: u32,
+    rate: u32,
+    tcp: bool,
+) -> UacResult {
+    require_sipp();
+    let dir = tempdir::Dir::new("uac");
+    let sf = scenario(file, replace, dir.path());
+    let port = free_port();
+    let start = Instant::now();
+    let out = Command::new("sipp")
+        .arg(format!("127.0.0.1:{router_port}"))
+        .arg("-sf")
+        .arg(&sf)
+        .args([
+            "-s",
+            service,
+            "-key",
+            "caller",
+            caller,
+            "-i",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(port.to_string())
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-r",
+            &rate.to_string(),
+            "-timeout",
+            "60s",
+            "-nostdin",
+        ])
+        .args(["-trace_err", "-trace_stat", "-fd", "1"])
+        .args(["-t", if tcp { "t1" } else { "u1" }])
+        .current_dir(dir.path())
+        .output()
+        .expect("run sipp uac");
+    let elapsed = start.elapsed();
+    let mut errors = String::new();
+    let mut successful = 0;
+    let mut failed = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with("_errors.log") {
+            errors.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        if name.ends_with(".csv") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let mut lines = text.lines();
+            let header: Vec<&str> = lines.next().unwrap_or("").split(';').collect();
+            if let Some(last) = lines.last() {
+                let vals: Vec<&str> = last.split(';').collect();
+                let get = |k: &str| {
+                    header
+                        .iter()
+                        .position(|h| *h == k)
+                        .and_then(|i| vals.get(i))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0)
+                };
+                successful = get("SuccessfulCall(C)");
+                failed = get("FailedCall(C)");
+            }
+        }
+    }
+    UacResult {
+        code: out.status.code(),
+        successful,
+        failed,
+        errors,
+        elapsed,
+    }
+}
+
+/// A throwaway directory removed on drop.
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new(tag: &str) -> Dir {
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let p = std::env::temp_dir()
+                .join(format!("sosrouter-test-{tag}-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&p).unwrap();
+            Dir(p)
+        }
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

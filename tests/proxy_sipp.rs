@@ -1,0 +1,141 @@
+//! The proxy end to end: SIPp callers and trunks through the real router
+//! binary on loopback, over UDP and TCP.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{free_port, lab_config, uac, Router, Uas};
+
+const CALLER: &str = "+12125550142";
+
+fn ports() -> (u16, u16, u16, u16) {
+    (free_port(), free_port(), free_port(), free_port())
+}
+
+#[test]
+fn basic_call_over_udp() {
+    let (psap, scr, test, last) = ports();
+    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
+    let uas = Uas::start("uas.xml", &[], psap, false, 3);
+    let r = uac("uac.xml", &[], router.port, "911", CALLER, 3, 10, false);
+    assert_eq!((r.successful, r.failed), (3, 0), "{r:?}\n{}", router.log());
+    assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
+    router.wait_log("answered", 3, Duration::from_secs(2));
+}
+
+#[test]
+fn basic_call_over_tcp() {
+    let (psap, scr, test, last) = ports();
+    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
+    let uas = Uas::start("uas.xml", &[], psap, false, 3);
+    let r = uac("uac.xml", &[], router.port, "911", CALLER, 3, 10, true);
+    assert_eq!((r.successful, r.failed), (3, 0), "{r:?}\n{}", router.log());
+    assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn cancel_during_ringing() {
+    let (psap, scr, test, last) = ports();
+    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
+    let uas = Uas::start("uas_ring.xml", &[], psap, false, 2);
+    let r = uac(
+        "uac_cancel.xml",
+        &[],
+        router.port,
+        "911",
+        CALLER,
+        2,
+        10,
+        false,
+    );
+    assert_eq!((r.successful, r.failed), (2, 0), "{r:?}\n{}", router.log());
+    assert_eq!(
+        uas.wait(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        router.log()
+    );
+    router.wait_log("cancelled by the caller", 2, Duration::from_secs(2));
+}
+
+#[test]
+fn first_target_503_then_second_answers() {
+    let (psap, scr, test, last) = ports();
+    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
+    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], psap, false, 2);
+    let screening = Uas::start("uas.xml", &[], scr, false, 2);
+    let r = uac("uac.xml", &[], router.port, "911", CALLER, 2, 10, false);
+    assert_eq!((r.successful, r.failed), (2, 0), "{r:?}\n{}", router.log());
+    assert_eq!(failing.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(screening.wait(Duration::from_secs(10)), Some(0));
+    router.wait_log(
+        "target failed; trying the next one",
+        2,
+        Duration::from_secs(2),
+    );
+}
+
+#[test]
+fn first_target_silent_then_second_answers_within_the_no_answer_timer() {
+    let (psap, scr, test, last) = ports();
+    // Nothing listens on the PSAP port: the INVITE gets no answer at all.
+    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
+    let screening = Uas::start("uas.xml", &[], scr, false, 1);
+    let r = uac("uac.xml", &[], router.port, "911", CALLER, 1, 1, false);
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}\n{}", router.log());
+    assert_eq!(screening.wait(Duration::from_secs(10)), Some(0));
+    router.wait_log(
+        "no provisional response; trying the next target",
+        1,
+        Duration::from_secs(1),
+    );
+    // The no-answer timer is 1.5 s in the test config: the call completes
+    // long before SIP's 32 s Timer B would have fired.
+    assert!(r.elapsed < Duration::from_secs(10), "{:?}", r.elapsed);
+}
+
+#[test]
+fn every_trunk_down_the_last_resort_is_tried() {
+    let (psap, scr, test, last) = ports();
+    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
+    let p = Uas::start("uas_fail.xml", &[("@CODE@", "503")], psap, false, 1);
+    let s = Uas::start("uas_fail.xml", &[("@CODE@", "500")], scr, false, 1);
+    let l = Uas::start("uas.xml", &[], last, false, 1);
+    let r = uac("uac.xml", &[], router.port, "911", CALLER, 1, 1, false);
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}\n{}", router.log());
+    for u in [p, s, l] {
+        assert_eq!(u.wait(Duration::from_secs(10)), Some(0));
+    }
+}
+
+#[test]
+fn a_60_kb_invite_over_tcp() {
+    let (psap, scr, test, last) = ports();
+    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
+    // The forwarded INVITE is far over 1300 bytes, so it leaves over TCP.
+    let uas = Uas::start("uas.xml", &[], psap, true, 1);
+    let pad: String = (0..600)
+        .map(|i| format!("a=x-pad-{i:04}:{}\n", "p".repeat(84)))
+        .collect();
+    let r = uac(
+        "uac.xml",
+        &[(
+            "a=rtpmap:0 PCMU/8000\n",
+            &format!("a=rtpmap:0 PCMU/8000\n{pad}"),
+        )],
+        router.port,
+        "911",
+        CALLER,
+        1,
+        1,
+        true,
+    );
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}\n{}", router.log());
+    assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
+    assert!(
+        router.log().contains("transport=\"TCP\""),
+        "{}",
+        router.log()
+    );
+}
