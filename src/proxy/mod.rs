@@ -676,13 +676,10 @@ impl Core {
     /// values carries the branch prefix this very request would get.
     fn is_loop(&self, msg: &Message) -> bool {
         let prefix = branch_prefix(loop_hash(msg));
-        msg.vias().flatten().skip(1).any(|v| {
+        msg.vias().flatten().any(|v| {
             v.branch().is_some_and(|b| b.starts_with(prefix.as_bytes()))
                 && v.host.eq_ignore_ascii_case(self.cfg.host.as_bytes())
                 && v.port.unwrap_or(5060) == self.cfg.port
-        }) || msg.top_via().is_some_and(|v| {
-            v.branch().is_some_and(|b| b.starts_with(prefix.as_bytes()))
-                && v.host.eq_ignore_ascii_case(self.cfg.host.as_bytes())
         })
     }
 
@@ -1442,14 +1439,27 @@ impl Core {
             }
             call.finished = true;
         }
-        let server = call.server;
-        if let Some(Txn::ServerInvite { m, .. }) = self.txns.get_mut(&server) {
-            if m.send_response(now, status, bytes).is_err() {
-                debug!(
-                    status,
-                    "response not allowed in the server transaction's state; dropped"
-                );
+        let (server, source) = (call.server, call.source);
+        let refused = match self.txns.get_mut(&server) {
+            Some(Txn::ServerInvite { m, .. }) => {
+                m.send_response(now, status, bytes.clone()).is_err()
             }
+            _ => true,
+        };
+        if refused && (200..300).contains(&status) {
+            // A 2xx after the caller's transaction ended (a CANCEL raced
+            // the answer): it still goes upstream, so the caller can
+            // acknowledge it and hang up (RFC 6026).
+            self.out.push_back(Transmit {
+                dest: Dest::reply_to(&source),
+                bytes,
+                token: None,
+            });
+        } else if refused {
+            debug!(
+                status,
+                "response not allowed in the server transaction's state; dropped"
+            );
         }
         self.pump(now, server);
     }
@@ -1728,8 +1738,9 @@ fn route_values(msg: &Message) -> Vec<(Span, String)> {
 }
 
 /// A hash of what identifies a request for loop detection (RFC 3261 section
-/// 16.6 item 8): Request-URI, tags, Call-ID, CSeq, top Via, Route,
-/// Proxy-Require.
+/// 16.3 item 4): Request-URI, tags, Call-ID and CSeq. A request that comes
+/// back with these unchanged and one of our Via values carrying the same
+/// hash has looped; a spiral changes the Request-URI and passes.
 fn loop_hash(msg: &Message) -> u64 {
     let mut h = Fnv::new();
     h.write(msg.request_uri_bytes());
@@ -1737,13 +1748,6 @@ fn loop_hash(msg: &Message) -> u64 {
     h.write(msg.to().and_then(|t| t.tag()).unwrap_or_default());
     h.write(msg.call_id().unwrap_or_default());
     h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
-    h.write(msg.list(HeaderName::Via).next().unwrap_or_default());
-    for r in msg.list(HeaderName::Route) {
-        h.write(r);
-    }
-    for r in msg.list(HeaderName::ProxyRequire) {
-        h.write(r);
-    }
     h.finish()
 }
 

@@ -168,7 +168,7 @@ pub(crate) fn index_with(
     if sl.len() > limits.max_line {
         return Err(ParseError::LineTooLong);
     }
-    let start = parse_start_line(sl, pos)?;
+    let start = parse_start_line(sl, pos, lenient)?;
     let start_line = Span::new(pos, line_end);
     pos = line_end;
 
@@ -259,7 +259,9 @@ pub(crate) fn index_with(
     }))
 }
 
-fn parse_start_line(line: &[u8], at: usize) -> Result<StartLine, ParseError> {
+/// `lenient`: a request line with another SIP version still parses (to
+/// answer it with 505).
+fn parse_start_line(line: &[u8], at: usize, lenient: bool) -> Result<StartLine, ParseError> {
     if line.starts_with(b"SIP/") || line.starts_with(b"sip/") {
         // SIP-Version SP Status-Code SP Reason-Phrase
         let sp = memchr(b' ', line).ok_or(ParseError::BadStartLine("no status code"))?;
@@ -302,10 +304,13 @@ fn parse_start_line(line: &[u8], at: usize) -> Result<StartLine, ParseError> {
         return Err(ParseError::BadStartLine("extra spaces"));
     }
     if !version.eq_ignore_ascii_case(b"SIP/2.0") {
-        if version.len() > 4 && version[..4].eq_ignore_ascii_case(b"SIP/") {
+        let sip_version = version.len() > 4 && version[..4].eq_ignore_ascii_case(b"SIP/");
+        if sip_version && !lenient {
             return Err(ParseError::BadVersion);
         }
-        return Err(ParseError::BadStartLine("no SIP version"));
+        if !sip_version {
+            return Err(ParseError::BadStartLine("no SIP version"));
+        }
     }
     Ok(StartLine::Request {
         method: Method::from_bytes(method),

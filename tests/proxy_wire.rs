@@ -1,0 +1,240 @@
+//! The real binary on loopback, raw bytes on the wire, for the corner cases
+//! SIPp cannot stage: bad Max-Forwards, a loop, an unknown source, a CANCEL
+//! racing a 200, requests that do not parse, an oversized TCP message.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::{free_port, lab_config, Router};
+
+fn udp(ip: &str) -> UdpSocket {
+    let s = UdpSocket::bind((ip, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+fn router_with_trunk() -> (Router, UdpSocket) {
+    let trunk = udp("127.0.0.1");
+    let psap = trunk.local_addr().unwrap().port();
+    let cfg = lab_config(psap, free_port(), free_port(), free_port(), "");
+    (Router::start(&cfg, &[]), trunk)
+}
+
+/// Receives the next message that is not a 100 Trying.
+fn recv(s: &UdpSocket) -> (String, SocketAddr) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = s.recv_from(&mut buf).expect("no message arrived");
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 100 ") {
+            return (text, from);
+        }
+    }
+}
+
+fn invite(call_id: &str, branch: &str, local: SocketAddr, extra: &str) -> String {
+    format!(
+        "INVITE sip:911@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+12125550142@{local}>\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn status_of(msg: &str) -> &str {
+    msg.split(' ').nth(1).unwrap_or("")
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn options_to_the_router_is_answered_with_its_capabilities() {
+    let (router, _trunk) = router_with_trunk();
+    let c = udp("127.0.0.1");
+    let local = c.local_addr().unwrap();
+    let req = format!(
+        "OPTIONS sip:127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKopt1\r\nMax-Forwards: 70\r\nFrom: <sip:probe@example.com>;tag=p1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: opt-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        router.port
+    );
+    c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (resp, _) = recv(&c);
+    assert_eq!(status_of(&resp), "200", "{resp}");
+    assert!(header(&resp, "Allow").unwrap().contains("INVITE"));
+    assert!(header(&resp, "Supported").unwrap().contains("geolocation"));
+    assert!(header(&resp, "To").unwrap().contains("tag="));
+}
+
+#[test]
+fn max_forwards_zero_gets_483() {
+    let (router, _trunk) = router_with_trunk();
+    let c = udp("127.0.0.1");
+    let req = invite("mf-0", "z9hG4bKmf0", c.local_addr().unwrap(), "")
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (resp, _) = recv(&c);
+    assert_eq!(status_of(&resp), "483", "{resp}");
+}
+
+#[test]
+fn a_request_that_comes_back_gets_482() {
+    let (router, trunk) = router_with_trunk();
+    let c = udp("127.0.0.1");
+    c.send_to(
+        invite("loop-1", "z9hG4bKloop1", c.local_addr().unwrap(), "").as_bytes(),
+        ("127.0.0.1", router.port),
+    )
+    .unwrap();
+    // The trunk sends the forwarded INVITE straight back to the router.
+    let (fwd, _) = recv(&trunk);
+    assert!(fwd.starts_with("INVITE "), "{fwd}");
+    trunk
+        .send_to(fwd.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (resp, _) = recv(&trunk);
+    assert_eq!(status_of(&resp), "482", "{resp}");
+}
+
+#[test]
+fn an_unknown_source_gets_403() {
+    let (router, _trunk) = router_with_trunk();
+    // The lab config allows 127.0.0.1 only; 127.0.0.2 is on loopback too.
+    let c = udp("127.0.0.2");
+    c.send_to(
+        invite("src-1", "z9hG4bKsrc1", c.local_addr().unwrap(), "").as_bytes(),
+        ("127.0.0.1", router.port),
+    )
+    .unwrap();
+    let (resp, _) = recv(&c);
+    assert_eq!(status_of(&resp), "403", "{resp}");
+    router.wait_log("Source Not Allowed", 1, Duration::from_secs(2));
+}
+
+#[test]
+fn a_request_that_does_not_parse_gets_400_naming_the_fault() {
+    let (router, _trunk) = router_with_trunk();
+    let c = udp("127.0.0.1");
+    let req = invite("", "z9hG4bKbad1", c.local_addr().unwrap(), "").replace("Call-ID: \r\n", "");
+    c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (resp, _) = recv(&c);
+    assert!(
+        resp.starts_with("SIP/2.0 400 Missing Call-ID Header\r\n"),
+        "{resp}"
+    );
+    // A Content-Length beyond the datagram.
+    let req = invite("cl-1", "z9hG4bKcl1", c.local_addr().unwrap(), "")
+        .replace("Content-Length: 0", "Content-Length: 500");
+    c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (resp, _) = recv(&c);
+    assert!(
+        resp.starts_with("SIP/2.0 400 Body Shorter Than Content-Length\r\n"),
+        "{resp}"
+    );
+    // A wrong version.
+    let req = invite("v-1", "z9hG4bKv1", c.local_addr().unwrap(), "")
+        .replace("sip:911@127.0.0.1 SIP/2.0", "sip:911@127.0.0.1 SIP/3.0");
+    c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (resp, _) = recv(&c);
+    assert_eq!(status_of(&resp), "505", "{resp}");
+}
+
+#[test]
+fn a_call_that_is_not_an_emergency_is_refused() {
+    let (router, _trunk) = router_with_trunk();
+    let c = udp("127.0.0.1");
+    let req = invite("ne-1", "z9hG4bKne1", c.local_addr().unwrap(), "")
+        .replace("sip:911@127.0.0.1 SIP", "sip:alice@127.0.0.1 SIP");
+    c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (resp, _) = recv(&c);
+    assert_eq!(status_of(&resp), "403", "{resp}");
+}
+
+#[test]
+fn a_cancel_racing_the_answer_leaves_the_call_answered() {
+    let (router, trunk) = router_with_trunk();
+    let c = udp("127.0.0.1");
+    let local = c.local_addr().unwrap();
+    let inv = invite("race-1", "z9hG4bKrace1", local, "");
+    c.send_to(inv.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (fwd, from) = recv(&trunk);
+    let vias: Vec<&str> = fwd.lines().filter(|l| l.starts_with("Via:")).collect();
+    let common = format!(
+        "{}\r\nFrom: <sip:+12125550142@example.com>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=psap1\r\nCall-ID: race-1\r\nCSeq: 1 INVITE\r\n",
+        vias.join("\r\n")
+    );
+    let ringing = format!("SIP/2.0 180 Ringing\r\n{common}Content-Length: 0\r\n\r\n");
+    trunk.send_to(ringing.as_bytes(), from).unwrap();
+    let (resp, _) = recv(&c);
+    assert_eq!(status_of(&resp), "180", "{resp}");
+    // The caller hangs up at the very moment the PSAP answers.
+    let cancel = format!(
+        "CANCEL sip:911@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKrace1\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: race-1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    );
+    let ok = format!(
+        "SIP/2.0 200 OK\r\n{common}Contact: <sip:psap@{from}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    trunk.send_to(ok.as_bytes(), from).unwrap();
+    c.send_to(cancel.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let (resp, _) = recv(&c);
+        got.push((
+            status_of(&resp).to_string(),
+            header(&resp, "CSeq").unwrap_or("").to_string(),
+        ));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("200".to_string(), "1 CANCEL".to_string()),
+            ("200".to_string(), "1 INVITE".to_string())
+        ],
+        "{}",
+        router.log()
+    );
+    router.wait_log("answered", 1, Duration::from_secs(2));
+    assert!(!router.log().contains("487"), "{}", router.log());
+}
+
+#[test]
+fn an_oversized_tcp_message_gets_513_and_the_connection_closes() {
+    let (router, _trunk) = router_with_trunk();
+    let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = s.local_addr().unwrap();
+    let req = invite("big-1", "z9hG4bKbig1", local, "")
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replace("Content-Length: 0", "Content-Length: 70000");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.starts_with("SIP/2.0 513 Message Too Large\r\n"),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn tcp_keepalive_ping_gets_a_pong() {
+    let (router, _trunk) = router_with_trunk();
+    let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"\r\n\r\n").unwrap();
+    let mut buf = [0u8; 2];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"\r\n");
+}
