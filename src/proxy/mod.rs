@@ -19,6 +19,8 @@
 //!    transaction.
 
 pub mod route;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 use std::cmp::Reverse;

@@ -1,0 +1,309 @@
+//! The proxy core in memory: messages in, transmits out, a simulated clock.
+//! No socket, no sleep.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::Config;
+
+const CALLER: &str = "127.0.0.1:5061";
+
+fn config() -> Config {
+    Config::from_toml(
+        r#"
+[sip]
+listen = ["udp:127.0.0.1:5060"]
+allow = ["127.0.0.1/32"]
+[sip.timers]
+no_answer_ms = 3000
+[[trunk]]
+name = "psap"
+kind = "psap"
+uri = "sip:127.0.0.1:5070"
+[[trunk]]
+name = "screening"
+kind = "screening"
+uri = "sip:127.0.0.1:5080"
+[[trunk]]
+name = "last-resort"
+kind = "last-resort"
+uri = "sip:127.0.0.1:5095"
+[[route]]
+numbers = ["911"]
+targets = ["psap", "screening", "last-resort"]
+"#,
+    )
+    .unwrap()
+}
+
+struct Harness {
+    core: Core,
+    now: Instant,
+    sent: Vec<Transmit>,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let c = config();
+        let cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
+        let router = Arc::new(StaticRouter::new(&c));
+        Harness {
+            core: Core::new(cfg, router),
+            now: Instant::now(),
+            sent: Vec::new(),
+        }
+    }
+
+    fn deliver(&mut self, from: &str, text: &str) {
+        let msg =
+            crate::sip::parse_datagram(Bytes::from(text.to_string()), &Default::default()).unwrap();
+        let source = Source {
+            proto: Proto::Udp,
+            peer: addr(from),
+            local: addr("127.0.0.1:5060"),
+            conn: None,
+        };
+        self.core.handle_message(self.now, msg, source);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            self.sent.push(t);
+        }
+    }
+
+    /// Moves the clock forward, firing every timer on the way in order.
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        while let Some(d) = self.core.next_deadline() {
+            if d > end {
+                break;
+            }
+            self.now = self.now.max(d);
+            self.core.handle_timeout(self.now);
+            self.drain();
+        }
+        self.now = end;
+    }
+
+    /// Takes what was sent to `to` so far.
+    fn take(&mut self, to: &str) -> Vec<String> {
+        let want = Target::Addr(addr(to));
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            self.sent.drain(..).partition(|t| t.dest.target == want);
+        self.sent = rest;
+        mine.into_iter()
+            .map(|t| String::from_utf8_lossy(&t.bytes).into_owned())
+            .collect()
+    }
+}
+
+fn invite(call_id: &str) -> String {
+    format!(
+        "INVITE sip:911@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+12125550142@{CALLER}>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// A response to a forwarded request, echoing its Via headers.
+fn answer(forwarded: &str, code: u16, reason: &str, to_tag: &str) -> String {
+    let mut out = format!("SIP/2.0 {code} {reason}\r\n");
+    for l in forwarded.lines() {
+        if l.starts_with("Via:")
+            || l.starts_with("From:")
+            || l.starts_with("Call-ID:")
+            || l.starts_with("CSeq:")
+            || l.starts_with("Record-Route:")
+        {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+        if l.starts_with("To:") {
+            out.push_str(&format!("{l};tag={to_tag}\r\n"));
+        }
+    }
+    out.push_str("Contact: <sip:trunk@127.0.0.1:5070>\r\nContent-Length: 0\r\n\r\n");
+    out
+}
+
+fn status(s: &str) -> &str {
+    s.split(' ').nth(1).unwrap_or("")
+}
+
+#[test]
+fn invite_gets_100_at_once_and_reaches_the_first_target() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c1"));
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1);
+    assert_eq!(status(&up[0]), "100");
+    let down = h.take("127.0.0.1:5070");
+    assert_eq!(down.len(), 1);
+    assert!(down[0].starts_with("INVITE sip:911@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsos"), "{}", down[0]);
+    assert!(down[0].contains("Max-Forwards: 69\r\n"));
+    assert!(down[0].contains("Record-Route: <sip:127.0.0.1:5060;lr>\r\n"));
+}
+
+#[test]
+fn a_retransmitted_invite_is_absorbed() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c2"));
+    h.take(CALLER);
+    h.take("127.0.0.1:5070");
+    h.deliver(CALLER, &invite("c2"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 0, "forwarded twice");
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1);
+    assert_eq!(status(&up[0]), "100", "the last response is repeated");
+}
+
+#[test]
+fn no_provisional_within_the_timer_moves_to_the_next_target() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c3"));
+    h.take("127.0.0.1:5070");
+    h.advance(Duration::from_millis(2999));
+    assert!(h.take("127.0.0.1:5080").is_empty(), "failed over too early");
+    // Timer A retransmitted the INVITE to the silent PSAP meanwhile.
+    assert!(h.take("127.0.0.1:5070").len() >= 2);
+    h.advance(Duration::from_millis(2));
+    let screening = h.take("127.0.0.1:5080");
+    assert_eq!(screening.len(), 1);
+    assert!(screening[0].starts_with("INVITE "));
+    assert_eq!(h.core.stats().failovers, 1);
+    // Nothing more goes to the abandoned PSAP once it is given up... except
+    // its own retransmissions until its transaction ends; none after Timer B.
+    h.advance(Duration::from_secs(40));
+    h.take("127.0.0.1:5070");
+    h.advance(Duration::from_secs(40));
+    assert!(h.take("127.0.0.1:5070").is_empty());
+}
+
+#[test]
+fn a_503_fails_over_and_a_486_goes_upstream() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c4"));
+    h.take(CALLER);
+    let fwd = h.take("127.0.0.1:5070").remove(0);
+    h.deliver(
+        "127.0.0.1:5070",
+        &answer(&fwd, 503, "Service Unavailable", "p1"),
+    );
+    let ack = h.take("127.0.0.1:5070");
+    assert_eq!(ack.len(), 1);
+    assert!(ack[0].starts_with("ACK "), "{}", ack[0]);
+    let fwd2 = h.take("127.0.0.1:5080").remove(0);
+    h.deliver("127.0.0.1:5080", &answer(&fwd2, 486, "Busy Here", "s1"));
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1);
+    assert_eq!(status(&up[0]), "486");
+    // Our Via is gone from what goes upstream.
+    assert_eq!(up[0].matches("Via:").count(), 1);
+    assert!(h.take("127.0.0.1:5095").is_empty(), "a 486 is final");
+}
+
+#[test]
+fn every_target_silent_ends_in_408_after_the_no_answer_timers() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c5"));
+    h.take(CALLER);
+    h.advance(Duration::from_millis(9001));
+    let up = h.take(CALLER);
+    assert_eq!(
+        up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+        vec!["408"]
+    );
+    assert_eq!(h.core.stats().failovers, 3);
+}
+
+#[test]
+fn answered_call_relays_the_200_and_memory_returns_to_zero() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c6"));
+    h.take(CALLER);
+    let fwd = h.take("127.0.0.1:5070").remove(0);
+    h.deliver("127.0.0.1:5070", &answer(&fwd, 180, "Ringing", "p1"));
+    h.deliver("127.0.0.1:5070", &answer(&fwd, 200, "OK", "p1"));
+    let up = h.take(CALLER);
+    assert_eq!(
+        up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+        vec!["180", "200"]
+    );
+    // A 200 retransmission is passed up too (the caller's ACK stops it).
+    h.deliver("127.0.0.1:5070", &answer(&fwd, 200, "OK", "p1"));
+    assert_eq!(h.take(CALLER).len(), 1);
+    // The no-answer timer must not fire for an answered call.
+    h.advance(Duration::from_secs(5));
+    assert!(h.take("127.0.0.1:5080").is_empty());
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.core.open(), (0, 0), "transactions or calls left behind");
+}
+
+#[test]
+fn cancel_before_any_provisional_answers_487_at_once() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c7"));
+    h.take(CALLER);
+    h.take("127.0.0.1:5070");
+    let cancel = invite("c7")
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    h.deliver(CALLER, &cancel);
+    let up = h.take(CALLER);
+    let mut got: Vec<(&str, bool)> = up
+        .iter()
+        .map(|m| (status(m), m.contains("CSeq: 1 CANCEL")))
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![("200", true), ("487", false)]);
+    // No CANCEL goes to a target that has not answered yet.
+    assert!(h
+        .take("127.0.0.1:5070")
+        .iter()
+        .all(|m| !m.starts_with("CANCEL")));
+    // When it rings after all, it is cancelled.
+    h.advance(Duration::from_millis(100));
+    h.take("127.0.0.1:5070");
+    assert_eq!(h.core.stats().calls_cancelled, 1);
+}
+
+#[test]
+fn cancel_for_an_unknown_transaction_gets_481() {
+    let mut h = Harness::new();
+    let cancel = invite("c8")
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    h.deliver(CALLER, &cancel);
+    let up = h.take(CALLER);
+    assert_eq!(status(&up[0]), "481");
+}
+
+#[test]
+fn proxy_require_is_refused_for_ordinary_calls_but_not_for_emergency_ones() {
+    let mut h = Harness::new();
+    let req = invite("c9").replace(
+        "Content-Length: 0",
+        "Proxy-Require: foo\r\nContent-Length: 0",
+    );
+    h.deliver(CALLER, &req);
+    // The static table treats 911 as an emergency: routed anyway.
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+    let req = invite("c10")
+        .replace("sip:911@127.0.0.1:5060 SIP", "sip:alice@127.0.0.1:5060 SIP")
+        .replace(
+            "Content-Length: 0",
+            "Proxy-Require: foo\r\nContent-Length: 0",
+        );
+    h.deliver(CALLER, &req);
+    // Not routable: refused before the option tag matters.
+    let up = h.take(CALLER);
+    assert_eq!(status(up.last().unwrap()), "403");
+}
