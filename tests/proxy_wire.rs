@@ -238,3 +238,41 @@ fn tcp_keepalive_ping_gets_a_pong() {
     s.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"\r\n");
 }
+
+#[test]
+fn ipv6_listeners_answer_over_udp_and_tcp() {
+    let cfg = lab_config(free_port(), free_port(), free_port(), free_port(), "")
+        .replace(
+            r#"listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]"#,
+            r#"listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0", "udp:[::1]:0", "tcp:[::1]:0"]"#,
+        )
+        .replace(
+            r#"allow = ["127.0.0.1/32"]"#,
+            r#"allow = ["127.0.0.1/32", "::1/128"]"#,
+        );
+    let router = Router::start(&cfg, &[]);
+    router.wait_log("listening sip tcp [::1]:", 1, Duration::from_secs(5));
+    let log = router.log();
+    let port: u16 = log
+        .lines()
+        .find_map(|l| l.split("listening sip udp [::1]:").nth(1))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no IPv6 listener: {log}"));
+    let c = UdpSocket::bind("[::1]:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = c.local_addr().unwrap();
+    let options = |via: &str| {
+        format!(
+            "OPTIONS sip:[::1]:{port} SIP/2.0\r\nVia: SIP/2.0/{via} {local};branch=z9hG4bKv6{via}\r\nMax-Forwards: 70\r\nFrom: <sip:probe@example.com>;tag=p1\r\nTo: <sip:[::1]>\r\nCall-ID: v6-{via}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    c.send_to(options("UDP").as_bytes(), ("::1", port)).unwrap();
+    let (resp, _) = recv(&c);
+    assert_eq!(status_of(&resp), "200", "{resp}");
+    let mut s = TcpStream::connect(("::1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(options("TCP").as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200 OK\r\n"));
+}

@@ -307,3 +307,23 @@ fn proxy_require_is_refused_for_ordinary_calls_but_not_for_emergency_ones() {
     let up = h.take(CALLER);
     assert_eq!(status(up.last().unwrap()), "403");
 }
+
+#[test]
+fn via_gets_received_and_rport_for_callers_behind_nat() {
+    let mut h = Harness::new();
+    // The caller's Via names a private address and asks for rport; the
+    // packet really came from 127.0.0.1:5061.
+    let req = invite("c11").replace(
+        &format!("Via: SIP/2.0/UDP {CALLER};branch=z9hG4bKc11"),
+        "Via: SIP/2.0/UDP 10.1.2.3:5062;rport;branch=z9hG4bKc11",
+    );
+    h.deliver(CALLER, &req);
+    let fwd = h.take("127.0.0.1:5070").remove(0);
+    assert!(
+        fwd.contains("\r\nVia: SIP/2.0/UDP 10.1.2.3:5062;branch=z9hG4bKc11;received=127.0.0.1;rport=5061\r\n"),
+        "{fwd}"
+    );
+    // Responses go where the request came from, not to the Via address.
+    let up = h.take(CALLER);
+    assert_eq!(status(&up[0]), "100");
+}
