@@ -1,46 +1,61 @@
-//! Every metric the router exports: names and help texts in one place.
+//! Every metric the router exports: names, label sets and help texts in one
+//! place. Dashboards and alert rules in `deploy/` use these names.
 
 /// (name, help) pairs, described to the exporter at start.
 pub const ALL: &[(&str, &str)] = &[
-    (
-        SIP_RECEIVED,
-        "SIP messages received, by transport and kind (method or status class)",
-    ),
-    (SIP_SENT, "SIP messages sent, by transport"),
-    (
-        PARSE_ERRORS,
-        "Messages that failed to parse, by transport and error kind",
-    ),
-    (PARSE_PATH, "Messages parsed, by parser path (fast or full)"),
-    (
-        REQUESTS_REJECTED,
-        "Requests answered by the router itself with an error, by status",
-    ),
-    (
-        FAILOVERS,
-        "Failovers from one target to the next, by trunk and cause",
-    ),
-    (
-        CALLS,
-        "Calls routed, by outcome (answered, failed, cancelled)",
-    ),
-    (HOPS, "Requests forwarded to a trunk, by trunk"),
-    (
-        SEND_FAILURES,
-        "Messages that could not be sent, by transport",
-    ),
+    (BUILD_INFO, "Always 1; labels: version"),
+    (SIP_RECEIVED, "SIP messages received; labels: transport, kind (method or status class)"),
+    (SIP_SENT, "SIP messages sent; labels: transport"),
+    (PARSE_ERRORS, "Messages that failed to parse; labels: transport, kind (error kind)"),
+    (PARSE_PATH, "Messages parsed; labels: path (fast or full)"),
+    (REQUESTS_REJECTED, "Requests the router answered itself with an error; labels: status"),
+    (EMERGENCY_CALLS, "Emergency and test calls routed; labels: country, route, reason, location_source"),
+    (FAILOVERS, "Failovers from one target to the next; labels: trunk (the one that failed), cause"),
+    (CALLS, "Calls ended; labels: outcome (answered, failed, cancelled)"),
+    (HOPS, "INVITEs forwarded to a trunk; labels: trunk"),
+    (CALL_SETUP, "Seconds from INVITE to the final response sent upstream"),
+    (ROUTING_DECISION, "Seconds the routing phase took for one call"),
+    (SEND_FAILURES, "Messages that could not be sent; labels: transport"),
     (TRANSACTIONS, "Transactions open"),
     (TCP_CONNECTIONS, "TCP connections open"),
+    (TRUNK_UP, "1 when the trunk is up, 0 otherwise; labels: trunk, kind"),
+    (TRUNK_STATE, "1 for the trunk's current probe state; labels: trunk, kind, state (up, down, probing)"),
+    (TRUNK_PROBE_LATENCY, "Round trip of the last answered OPTIONS probe, seconds; labels: trunk"),
+    (TRUNK_TRANSITIONS, "Trunk state changes; labels: trunk, to"),
+    (INVENTORY_NUMBERS, "Numbers in the inventory snapshot"),
+    (CDR_QUEUE, "Call records waiting to be written"),
+    (CDR_WRITTEN, "Call records written"),
+    (CDR_DROPPED, "Call records dropped because the queue was full"),
+    (SECURITY_DESK, "Security desk notifications; labels: outcome (sent, failed)"),
+    (CONFIG_RELOADS, "Configuration reloads; labels: outcome (applied, refused)"),
 ];
 
+pub const BUILD_INFO: &str = "sosrouter_build_info";
 pub const SIP_RECEIVED: &str = "sosrouter_sip_messages_received_total";
 pub const SIP_SENT: &str = "sosrouter_sip_messages_sent_total";
 pub const PARSE_ERRORS: &str = "sosrouter_sip_parse_errors_total";
 pub const PARSE_PATH: &str = "sosrouter_sip_parsed_total";
 pub const REQUESTS_REJECTED: &str = "sosrouter_requests_rejected_total";
+pub const EMERGENCY_CALLS: &str = "sosrouter_emergency_calls_total";
 pub const FAILOVERS: &str = "sosrouter_failovers_total";
 pub const CALLS: &str = "sosrouter_calls_total";
 pub const HOPS: &str = "sosrouter_hops_total";
+pub const CALL_SETUP: &str = "sosrouter_call_setup_seconds";
+pub const ROUTING_DECISION: &str = "sosrouter_routing_decision_seconds";
 pub const SEND_FAILURES: &str = "sosrouter_send_failures_total";
 pub const TRANSACTIONS: &str = "sosrouter_transactions_open";
 pub const TCP_CONNECTIONS: &str = "sosrouter_tcp_connections_open";
+pub const TRUNK_UP: &str = "sosrouter_trunk_up";
+pub const TRUNK_STATE: &str = "sosrouter_trunk_state";
+pub const TRUNK_PROBE_LATENCY: &str = "sosrouter_trunk_probe_latency_seconds";
+pub const TRUNK_TRANSITIONS: &str = "sosrouter_trunk_state_changes_total";
+pub const INVENTORY_NUMBERS: &str = "sosrouter_inventory_numbers";
+pub const CDR_QUEUE: &str = "sosrouter_cdr_queue_depth";
+pub const CDR_WRITTEN: &str = "sosrouter_cdr_written_total";
+pub const CDR_DROPPED: &str = "sosrouter_cdr_dropped_total";
+pub const SECURITY_DESK: &str = "sosrouter_security_desk_notifications_total";
+pub const CONFIG_RELOADS: &str = "sosrouter_config_reloads_total";
+
+/// Histogram buckets (seconds) for call setup and routing time.
+pub const CALL_SETUP_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0];
+pub const ROUTING_BUCKETS: &[f64] = &[0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.001, 0.01];
