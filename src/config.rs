@@ -28,6 +28,33 @@ pub struct Config {
     pub metrics: Option<ListenConfig>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+/// Trunk health probes (SIP OPTIONS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// Seconds between probes of one trunk; 0 turns probing off.
+    pub interval_s: u64,
+    /// How long a probe waits for its answer.
+    pub timeout_ms: u64,
+    /// Failed probes in a row that mark a trunk down.
+    pub down_after: u32,
+    /// Answered probes in a row that mark it up again.
+    pub up_after: u32,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            interval_s: 10,
+            timeout_ms: 2000,
+            down_after: 3,
+            up_after: 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

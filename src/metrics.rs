@@ -4,30 +4,75 @@
 /// (name, help) pairs, described to the exporter at start.
 pub const ALL: &[(&str, &str)] = &[
     (BUILD_INFO, "Always 1; labels: version"),
-    (SIP_RECEIVED, "SIP messages received; labels: transport, kind (method or status class)"),
+    (
+        SIP_RECEIVED,
+        "SIP messages received; labels: transport, kind (method or status class)",
+    ),
     (SIP_SENT, "SIP messages sent; labels: transport"),
-    (PARSE_ERRORS, "Messages that failed to parse; labels: transport, kind (error kind)"),
+    (
+        PARSE_ERRORS,
+        "Messages that failed to parse; labels: transport, kind (error kind)",
+    ),
     (PARSE_PATH, "Messages parsed; labels: path (fast or full)"),
-    (REQUESTS_REJECTED, "Requests the router answered itself with an error; labels: status"),
-    (EMERGENCY_CALLS, "Emergency and test calls routed; labels: country, route, reason, location_source"),
-    (FAILOVERS, "Failovers from one target to the next; labels: trunk (the one that failed), cause"),
-    (CALLS, "Calls ended; labels: outcome (answered, failed, cancelled)"),
+    (
+        REQUESTS_REJECTED,
+        "Requests the router answered itself with an error; labels: status",
+    ),
+    (
+        EMERGENCY_CALLS,
+        "Emergency and test calls routed; labels: country, route, reason, location_source",
+    ),
+    (
+        FAILOVERS,
+        "Failovers from one target to the next; labels: trunk (the one that failed), cause",
+    ),
+    (
+        CALLS,
+        "Calls ended; labels: outcome (answered, failed, cancelled)",
+    ),
     (HOPS, "INVITEs forwarded to a trunk; labels: trunk"),
-    (CALL_SETUP, "Seconds from INVITE to the final response sent upstream"),
-    (ROUTING_DECISION, "Seconds the routing phase took for one call"),
-    (SEND_FAILURES, "Messages that could not be sent; labels: transport"),
+    (
+        CALL_SETUP,
+        "Seconds from INVITE to the final response sent upstream",
+    ),
+    (
+        ROUTING_DECISION,
+        "Seconds the routing phase took for one call",
+    ),
+    (
+        SEND_FAILURES,
+        "Messages that could not be sent; labels: transport",
+    ),
     (TRANSACTIONS, "Transactions open"),
     (TCP_CONNECTIONS, "TCP connections open"),
-    (TRUNK_UP, "1 when the trunk is up, 0 otherwise; labels: trunk, kind"),
-    (TRUNK_STATE, "1 for the trunk's current probe state; labels: trunk, kind, state (up, down, probing)"),
-    (TRUNK_PROBE_LATENCY, "Round trip of the last answered OPTIONS probe, seconds; labels: trunk"),
+    (
+        TRUNK_UP,
+        "1 when the trunk is up, 0 otherwise; labels: trunk, kind",
+    ),
+    (
+        TRUNK_STATE,
+        "1 for the trunk's current probe state; labels: trunk, kind, state (up, down, probing)",
+    ),
+    (
+        TRUNK_PROBE_LATENCY,
+        "Round trip of the last answered OPTIONS probe, seconds; labels: trunk",
+    ),
     (TRUNK_TRANSITIONS, "Trunk state changes; labels: trunk, to"),
     (INVENTORY_NUMBERS, "Numbers in the inventory snapshot"),
     (CDR_QUEUE, "Call records waiting to be written"),
     (CDR_WRITTEN, "Call records written"),
-    (CDR_DROPPED, "Call records dropped because the queue was full"),
-    (SECURITY_DESK, "Security desk notifications; labels: outcome (sent, failed)"),
-    (CONFIG_RELOADS, "Configuration reloads; labels: outcome (applied, refused)"),
+    (
+        CDR_DROPPED,
+        "Call records dropped because the queue was full",
+    ),
+    (
+        SECURITY_DESK,
+        "Security desk notifications; labels: outcome (sent, failed)",
+    ),
+    (
+        CONFIG_RELOADS,
+        "Configuration reloads; labels: outcome (applied, refused)",
+    ),
 ];
 
 pub const BUILD_INFO: &str = "sosrouter_build_info";
@@ -57,5 +102,9 @@ pub const SECURITY_DESK: &str = "sosrouter_security_desk_notifications_total";
 pub const CONFIG_RELOADS: &str = "sosrouter_config_reloads_total";
 
 /// Histogram buckets (seconds) for call setup and routing time.
-pub const CALL_SETUP_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0];
-pub const ROUTING_BUCKETS: &[f64] = &[0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.001, 0.01];
+pub const CALL_SETUP_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0,
+];
+pub const ROUTING_BUCKETS: &[f64] = &[
+    0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.001, 0.01,
+];

@@ -77,6 +77,7 @@ pub async fn run(
     let seed: u64 = rand::random();
     let core_cfg = CoreConfig::from_config(&config, locals, seed);
     let mut core = Core::new(core_cfg, router);
+    core.start(Instant::now());
 
     let (tx, mut rx) = mpsc::channel::<Inbound>(65536);
     let pool = tcp::TcpPool::new(tx.clone(), limits, config.sip.tcp.clone());

@@ -18,6 +18,7 @@
 //! 6. respond: the best response goes upstream through the server
 //!    transaction.
 
+pub mod health;
 pub mod route;
 #[cfg(test)]
 mod tests;
@@ -43,6 +44,7 @@ use crate::transaction::{
     ServerInvite, ServerInviteEvent, ServerNonInvite, TimerConfig, TransactionKey, Transport,
 };
 
+pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
 pub use route::{Augment, Decision, RouteContext, RouteTarget, Router, StaticRouter};
 pub use wire::{ConnId, Dest, Proto, Source, Target, Transmit};
 
@@ -76,6 +78,7 @@ pub struct CoreConfig {
     pub udp_max_request: usize,
     /// Makes this instance's branches unique.
     pub seed: u64,
+    pub health: HealthConfig,
 }
 
 impl CoreConfig {
@@ -124,6 +127,12 @@ impl CoreConfig {
             trunks,
             udp_max_request: c.sip.udp_max_request,
             seed,
+            health: HealthConfig {
+                interval: Duration::from_secs(c.health.interval_s),
+                timeout: Duration::from_millis(c.health.timeout_ms),
+                down_after: c.health.down_after.max(1),
+                up_after: c.health.up_after.max(1),
+            },
         }
     }
 
@@ -291,6 +300,10 @@ enum TimerRef {
     CancelGuard(Id),
     /// Forget a dialog (by the hash of its Call-ID) once it has expired.
     DialogExpiry(u64),
+    /// Time to probe this trunk (index in the config).
+    Probe(usize),
+    /// A probe's answer is due.
+    ProbeTimeout(Id),
 }
 
 /// Counters the core keeps for tests and the status page.
@@ -322,6 +335,11 @@ pub struct Core {
     /// addressed to the router with no route set (clients that ignore
     /// Record-Route).
     dialogs: HashMap<Bytes, Dialog>,
+    /// Health of each outbound trunk, by its index in `cfg.trunks`.
+    health: Vec<Option<TrunkHealth>>,
+    /// Probes in flight: client transaction id to (trunk index, sent at).
+    probes: HashMap<Id, (usize, Instant)>,
+    probe_seq: u64,
 }
 
 /// The two ends of an answered call.
@@ -336,7 +354,11 @@ const DIALOG_TTL: Duration = Duration::from_secs(4 * 3600);
 
 impl Core {
     pub fn new(cfg: CoreConfig, router: Arc<dyn Router>) -> Core {
+        let health = vec![None; cfg.trunks.len()];
         Core {
+            health,
+            probes: HashMap::new(),
+            probe_seq: 0,
             cfg,
             router,
             txns: HashMap::new(),
@@ -356,6 +378,126 @@ impl Core {
     /// Swaps the routing phase (configuration reloads).
     pub fn set_router(&mut self, router: Arc<dyn Router>) {
         self.router = router;
+    }
+
+    /// Starts the clock-driven work: trunk probes, spread over the first
+    /// interval so they do not all leave at once.
+    pub fn start(&mut self, now: Instant) {
+        let probing = !self.cfg.health.interval.is_zero();
+        let outbound: Vec<usize> = (0..self.cfg.trunks.len())
+            .filter(|&i| {
+                self.cfg.trunks[i].kind != TrunkKind::Inbound && self.cfg.trunks[i].target.is_some()
+            })
+            .collect();
+        let n = outbound.len().max(1) as u32;
+        for (k, &i) in outbound.iter().enumerate() {
+            let t = &self.cfg.trunks[i];
+            let h = TrunkHealth::new(&t.name, trunk_kind(t.kind), now, probing);
+            publish_health(&h);
+            self.health[i] = Some(h);
+            if probing {
+                let at = now + self.cfg.health.interval / n * k as u32;
+                self.timers.push(Reverse((at, TimerRef::Probe(i))));
+            }
+        }
+    }
+
+    /// Every outbound trunk's health, with the age of its state.
+    pub fn trunk_health(&self, now: Instant) -> Vec<TrunkHealth> {
+        self.health
+            .iter()
+            .flatten()
+            .map(|h| {
+                let mut h = h.clone();
+                h.since_s = now.saturating_duration_since(h.since).as_secs_f64();
+                h
+            })
+            .collect()
+    }
+
+    /// Puts targets whose trunk is down behind the others, keeping the
+    /// order within each group: a down trunk is still tried, last.
+    fn order_by_health(
+        &self,
+        targets: Vec<RouteTarget>,
+        call_id: Option<&[u8]>,
+    ) -> Vec<RouteTarget> {
+        if !targets.iter().any(|t| self.trunk_is_down(&t.trunk)) {
+            return targets;
+        }
+        let (up, down): (Vec<_>, Vec<_>) = targets
+            .into_iter()
+            .partition(|t| !self.trunk_is_down(&t.trunk));
+        info!(call_id = %lossy(call_id), skipped = %down.iter().map(|t| t.trunk.as_str()).collect::<Vec<_>>().join(","), "trunks down: tried last");
+        up.into_iter().chain(down).collect()
+    }
+
+    fn trunk_is_down(&self, name: &str) -> bool {
+        self.cfg
+            .trunks
+            .iter()
+            .position(|t| t.name == name)
+            .and_then(|i| self.health[i].as_ref())
+            .is_some_and(TrunkHealth::is_down)
+    }
+
+    fn send_probe(&mut self, now: Instant, i: usize) {
+        let Some(trunk) = self.cfg.trunks.get(i) else {
+            return;
+        };
+        let Some(target) = trunk.target.clone() else {
+            return;
+        };
+        self.probe_seq += 1;
+        let n = self.probe_seq;
+        let (host, port) = (&self.cfg.host, self.cfg.port);
+        let uri = match &target {
+            Target::Addr(a) => format!("sip:{}:{}", host_text(a.ip()), a.port()),
+            Target::Host(h, p) => format!("sip:{h}:{p}"),
+        };
+        let proto = trunk.proto;
+        let req = format!(
+            "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/{} {host}:{port};branch=z9hG4bKsosprobe{:x}.{n:x}\r\nMax-Forwards: 70\r\nFrom: <sip:sosrouter@{host}:{port}>;tag=probe{n:x}\r\nTo: <{uri}>\r\nCall-ID: probe-{n:x}-{:x}@{host}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            proto.as_str(),
+            self.cfg.seed & 0xffff_ffff,
+            self.cfg.seed & 0xffff_ffff,
+        );
+        let dest = Dest {
+            proto,
+            target,
+            conn: None,
+        };
+        if let Some(id) = self.new_client_non_invite(now, None, dest, Bytes::from(req)) {
+            self.probes.insert(id, (i, now));
+            self.timers.push(Reverse((
+                now + self.cfg.health.timeout,
+                TimerRef::ProbeTimeout(id),
+            )));
+        }
+        self.timers.push(Reverse((
+            now + self.cfg.health.interval,
+            TimerRef::Probe(i),
+        )));
+    }
+
+    fn probe_result(&mut self, now: Instant, probe: Id, result: ProbeResult) {
+        let Some((i, _)) = self.probes.remove(&probe) else {
+            return;
+        };
+        let cfg = self.cfg.health;
+        let Some(h) = self.health.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Some(t) = h.record(now, result, &cfg) {
+            let level_down = t.to == TrunkState::Down;
+            if level_down {
+                warn!(trunk = %t.trunk, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "trunk state changed");
+            } else {
+                info!(trunk = %t.trunk, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "trunk state changed");
+            }
+            metrics::counter!(m::TRUNK_TRANSITIONS, "trunk" => t.trunk.clone(), "to" => t.to.as_str()).increment(1);
+        }
+        publish_health(h);
     }
 
     pub fn stats(&self) -> CoreStats {
@@ -421,6 +563,8 @@ impl Core {
                     }
                 }
                 TimerRef::NoAnswer { call, client } => self.on_no_answer(now, call, client),
+                TimerRef::Probe(i) => self.send_probe(now, i),
+                TimerRef::ProbeTimeout(id) => self.probe_result(now, id, ProbeResult::TimedOut),
                 TimerRef::DialogExpiry(h) => {
                     self.dialogs.retain(|k, _| fnv(k) != h);
                 }
@@ -531,6 +675,7 @@ impl Core {
                     }
                 }
                 info!(call_id = %lossy(msg.call_id()), route, reason, targets = targets.len(), "routing");
+                let targets = self.order_by_health(targets, msg.call_id());
                 if method == Method::Invite {
                     let call = self.id();
                     self.calls.insert(
@@ -992,7 +1137,7 @@ impl Core {
         server: Option<Id>,
         dest: Dest,
         bytes: Bytes,
-    ) {
+    ) -> Option<Id> {
         let Ok(sent) = crate::sip::parse_datagram(
             bytes.clone(),
             &crate::sip::Limits {
@@ -1000,7 +1145,7 @@ impl Core {
                 ..Default::default()
             },
         ) else {
-            return;
+            return None;
         };
         let branch = sent
             .top_via()
@@ -1022,6 +1167,7 @@ impl Core {
             },
         );
         self.pump(now, id);
+        Some(id)
     }
 
     /// In-dialog requests, and requests carrying a route set: the next hop
@@ -1467,6 +1613,19 @@ impl Core {
     }
 
     fn on_client_non_invite_event(&mut self, now: Instant, id: Id, ev: ClientNonInviteEvent) {
+        if let Some(&(_, sent)) = self.probes.get(&id) {
+            let result = match ev {
+                ClientNonInviteEvent::Provisional { .. } => return,
+                ClientNonInviteEvent::Final { status } => ProbeResult::Answered {
+                    status,
+                    latency: now.saturating_duration_since(sent),
+                },
+                ClientNonInviteEvent::Timeout => ProbeResult::TimedOut,
+                ClientNonInviteEvent::TransportError => ProbeResult::SendFailed,
+            };
+            self.probe_result(now, id, result);
+            return;
+        }
         let Some(Txn::ClientNonInvite { server, .. }) = self.txns.get(&id) else {
             return;
         };
@@ -1790,5 +1949,30 @@ impl Fnv {
     }
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+fn trunk_kind(k: TrunkKind) -> &'static str {
+    match k {
+        TrunkKind::Inbound => "inbound",
+        TrunkKind::Psap => "psap",
+        TrunkKind::Screening => "screening",
+        TrunkKind::Test => "test",
+        TrunkKind::LastResort => "last-resort",
+        TrunkKind::Outbound => "outbound",
+    }
+}
+
+/// Exports one trunk's health as gauges.
+fn publish_health(h: &TrunkHealth) {
+    let (trunk, kind) = (h.trunk.clone(), h.kind.clone());
+    metrics::gauge!(m::TRUNK_UP, "trunk" => trunk.clone(), "kind" => kind.clone())
+        .set(if h.state == TrunkState::Up { 1.0 } else { 0.0 });
+    for st in [TrunkState::Up, TrunkState::Down, TrunkState::Probing] {
+        metrics::gauge!(m::TRUNK_STATE, "trunk" => trunk.clone(), "kind" => kind.clone(), "state" => st.as_str())
+            .set(if h.state == st { 1.0 } else { 0.0 });
+    }
+    if let Some(ms) = h.last_latency_ms {
+        metrics::gauge!(m::TRUNK_PROBE_LATENCY, "trunk" => trunk).set(ms / 1000.0);
     }
 }

@@ -327,3 +327,70 @@ fn via_gets_received_and_rport_for_callers_behind_nat() {
     let up = h.take(CALLER);
     assert_eq!(status(&up[0]), "100");
 }
+
+#[test]
+fn probes_mark_a_silent_trunk_down_and_routing_tries_it_last() {
+    let mut c = config();
+    c.health.interval_s = 5;
+    c.health.timeout_ms = 1000;
+    c.health.down_after = 2;
+    let cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
+    let mut h = Harness {
+        core: Core::new(cfg, Arc::new(StaticRouter::new(&c))),
+        now: Instant::now(),
+        sent: Vec::new(),
+    };
+    h.core.start(h.now);
+    let states = |h: &Harness| {
+        h.core
+            .trunk_health(h.now)
+            .iter()
+            .map(|t| (t.trunk.clone(), t.state))
+            .collect::<Vec<_>>()
+    };
+    assert!(states(&h).iter().all(|(_, s)| *s == TrunkState::Probing));
+    // Screening and last resort answer their probes; the PSAP never does.
+    for _ in 0..3 {
+        h.advance(Duration::from_millis(2500));
+        for port in ["127.0.0.1:5080", "127.0.0.1:5095"] {
+            for probe in h.take(port) {
+                assert!(probe.starts_with("OPTIONS sip:127.0.0.1:"), "{probe}");
+                h.deliver(port, &answer(&probe, 200, "OK", "t"));
+            }
+        }
+        h.take("127.0.0.1:5070");
+    }
+    h.advance(Duration::from_secs(6));
+    for port in ["127.0.0.1:5080", "127.0.0.1:5095"] {
+        for probe in h.take(port) {
+            h.deliver(port, &answer(&probe, 200, "OK", "t"));
+        }
+    }
+    let s = states(&h);
+    assert!(s.contains(&("psap".to_string(), TrunkState::Down)), "{s:?}");
+    assert!(
+        s.contains(&("screening".to_string(), TrunkState::Up)),
+        "{s:?}"
+    );
+    let psap = h
+        .core
+        .trunk_health(h.now)
+        .into_iter()
+        .find(|t| t.trunk == "psap")
+        .unwrap();
+    assert!(psap.reason.contains("no answer"), "{}", psap.reason);
+    // A call now goes to screening first; the PSAP is kept as the last try.
+    h.take("127.0.0.1:5070");
+    h.deliver(CALLER, &invite("c12"));
+    assert_eq!(
+        h.take("127.0.0.1:5080")
+            .iter()
+            .filter(|m| m.starts_with("INVITE"))
+            .count(),
+        1
+    );
+    assert!(h
+        .take("127.0.0.1:5070")
+        .iter()
+        .all(|m| !m.starts_with("INVITE")));
+}

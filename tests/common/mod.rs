@@ -44,6 +44,11 @@ no_answer_ms = 1500
 [routing]
 failover_codes = [408, 480, 500, 502, 503, 504]
 
+# SIPp trunks count every message they answer as a call: no OPTIONS
+# probes here (tests/health.rs covers them with its own trunks).
+[health]
+interval_s = 0
+
 [[trunk]]
 name = "carrier"
 kind = "inbound"
