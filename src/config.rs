@@ -81,6 +81,13 @@ pub struct SipConfig {
     /// Socket receive and send buffer sizes in bytes.
     #[serde(default = "default_socket_buffer")]
     pub socket_buffer: usize,
+    /// On SIGTERM: how long calls in progress may take to finish.
+    #[serde(default = "default_drain")]
+    pub drain_timeout_s: u64,
+}
+
+fn default_drain() -> u64 {
+    30
 }
 
 fn default_udp_mtu() -> usize {

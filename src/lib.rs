@@ -8,6 +8,7 @@
 //! - [`transaction`]: RFC 3261 transaction state machines, time as an input.
 //! - [`emergency`]: detection, location (PIDF-LO), country rules, PSAP lookup.
 
+pub mod admin;
 pub mod config;
 pub mod emergency;
 pub mod inspect;

@@ -88,8 +88,8 @@ fn init_logging(level: &str, json: bool) {
     }
 }
 
-fn run(config: Option<PathBuf>) -> ExitCode {
-    let config = match load_config(config.as_ref()) {
+fn run(config_path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(config_path.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sosrouter: {e}");
@@ -108,13 +108,29 @@ fn run(config: Option<PathBuf>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let router = std::sync::Arc::new(sosrouter::proxy::StaticRouter::new(&config));
-        sosrouter::server::run(config, router, shutdown_signal(), |bound| {
+        let make_router: sosrouter::server::RouterFactory =
+            std::sync::Arc::new(|c: &sosrouter::config::Config| {
+                let r: std::sync::Arc<dyn sosrouter::proxy::Router> =
+                    std::sync::Arc::new(sosrouter::proxy::StaticRouter::new(c));
+                Ok(r)
+            });
+        let opts = sosrouter::server::Options {
+            config_path: config_path.clone(),
+            make_router,
+            install_metrics: true,
+        };
+        sosrouter::server::run(config, opts, shutdown_signal(), |bound| {
             for a in &bound.udp {
                 tracing::info!("listening sip udp {a}");
             }
             for a in &bound.tcp {
                 tracing::info!("listening sip tcp {a}");
+            }
+            if let Some(a) = bound.admin {
+                tracing::info!("listening admin http {a}");
+            }
+            if let Some(a) = bound.metrics {
+                tracing::info!("listening metrics http {a}");
             }
         })
         .await

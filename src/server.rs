@@ -3,12 +3,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::mpsc;
 
+use crate::admin;
 use crate::config::{Config, TransportName};
 use crate::metrics as m;
 use crate::proxy::{Core, CoreConfig, Proto, Router, Target, Transmit};
@@ -21,6 +23,8 @@ use crate::transport::{tcp, udp, Inbound};
 pub struct Bound {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Binds every listener. A TCP listener on port 0 takes the port its UDP
@@ -62,22 +66,87 @@ pub async fn bind(
     Ok((udps, tcps, bound))
 }
 
-/// Runs the router until `shutdown` completes.
+/// Builds the routing phase from a configuration (at start and on reload).
+pub type RouterFactory = Arc<dyn Fn(&Config) -> anyhow::Result<Arc<dyn Router>> + Send + Sync>;
+
+/// How to run: the config file (for reloads) and how to build the router.
+pub struct Options {
+    pub config_path: Option<PathBuf>,
+    pub make_router: RouterFactory,
+    /// Install the global Prometheus recorder (once per process).
+    pub install_metrics: bool,
+}
+
+/// Times the routing phase for the histogram, at the I/O edge so the core
+/// itself never reads the clock.
+struct TimedRouter(Arc<dyn Router>);
+
+impl Router for TimedRouter {
+    fn route(
+        &self,
+        req: &crate::sip::Message,
+        ctx: &crate::proxy::RouteContext<'_>,
+    ) -> crate::proxy::Decision {
+        let start = Instant::now();
+        let d = self.0.route(req, ctx);
+        metrics::histogram!(m::ROUTING_DECISION).record(start.elapsed().as_secs_f64());
+        d
+    }
+}
+
+/// Runs the router until `shutdown` completes, then drains: new calls are
+/// refused, calls in progress get up to `sip.drain_timeout_s` to finish.
 pub async fn run(
     config: Config,
-    router: Arc<dyn Router>,
+    opts: Options,
     shutdown: impl Future<Output = ()>,
     on_bound: impl FnOnce(&Bound),
 ) -> anyhow::Result<()> {
     let limits = Limits::default();
     let (udps, tcps, bound) = bind(&config).await?;
+    let shared = Arc::new(admin::Shared::default());
+    let (http_stop_tx, http_stop) = tokio::sync::watch::channel(false);
+    let stop_signal = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let mut bound = bound;
+    if let Some(m) = &config.metrics {
+        if opts.install_metrics {
+            let handle = admin::install_metrics()?;
+            let addr = admin::serve(
+                m.listen,
+                admin::metrics_routes(handle),
+                stop_signal(http_stop.clone()),
+            )
+            .await
+            .with_context(|| format!("binding metrics {}", m.listen))?;
+            bound.metrics = Some(addr);
+        }
+    }
+    if let Some(a) = &config.admin {
+        let addr = admin::serve(
+            a.listen,
+            admin::health_routes(shared.clone()),
+            stop_signal(http_stop.clone()),
+        )
+        .await
+        .with_context(|| format!("binding admin {}", a.listen))?;
+        bound.admin = Some(addr);
+    }
+    // Installed before anyone learns the addresses, so an early SIGHUP
+    // never meets the default action (exit).
+    let mut hup = reload_signal();
     on_bound(&bound);
     let mut locals: Vec<SocketAddr> = bound.udp.clone();
     locals.extend(&bound.tcp);
     let seed: u64 = rand::random();
-    let core_cfg = CoreConfig::from_config(&config, locals, seed);
-    let mut core = Core::new(core_cfg, router);
+    let router: Arc<dyn Router> = Arc::new(TimedRouter((opts.make_router)(&config)?));
+    let mut core = Core::new(
+        CoreConfig::from_config(&config, locals.clone(), seed),
+        router,
+    );
     core.start(Instant::now());
+    shared.set_trunks(core.trunk_health(Instant::now()));
 
     let (tx, mut rx) = mpsc::channel::<Inbound>(65536);
     let pool = tcp::TcpPool::new(tx.clone(), limits, config.sip.tcp.clone());
@@ -88,7 +157,10 @@ pub async fn run(
     for l in tcps {
         tasks.spawn(pool.clone().listen(l));
     }
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut drain_timeout = Duration::from_secs(config.sip.drain_timeout_s);
     tokio::pin!(shutdown);
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
         let deadline = core.next_deadline().map(tokio::time::Instant::from_std);
         let sleep = async {
@@ -99,7 +171,27 @@ pub async fn run(
         };
         tokio::select! {
             biased;
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if drain_until.is_none() => {
+                let n = core.calls_in_progress();
+                tracing::info!(calls_in_progress = n, timeout_s = drain_timeout.as_secs(), "shutting down: refusing new calls, letting calls in progress finish");
+                shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                core.set_draining(true);
+                drain_until = Some(tokio::time::Instant::now() + drain_timeout);
+            }
+            _ = hup.recv() => {
+                match reload(&opts, &locals, seed) {
+                    Ok((cfg, core_cfg, router)) => {
+                        core.reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
+                        drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
+                        metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
+                        tracing::info!("configuration reloaded; calls in progress keep their routes");
+                    }
+                    Err(e) => {
+                        metrics::counter!(m::CONFIG_RELOADS, "outcome" => "refused").increment(1);
+                        tracing::error!(error = %format!("{e:#}"), "new configuration refused; the running one stays");
+                    }
+                }
+            }
             inbound = rx.recv() => {
                 let Some(first) = inbound else { break };
                 let now = Instant::now();
@@ -113,11 +205,64 @@ pub async fn run(
                 }
             }
             _ = sleep => core.handle_timeout(Instant::now()),
+            _ = tick.tick() => {
+                shared.set_trunks(core.trunk_health(Instant::now()));
+                let (txns, _) = core.open();
+                metrics::gauge!(m::TRANSACTIONS).set(txns as f64);
+            }
         }
         flush(&mut core, &udps, &pool, &tx);
+        if let Some(until) = drain_until {
+            let left = core.calls_in_progress();
+            if left == 0 || tokio::time::Instant::now() >= until {
+                if left > 0 {
+                    tracing::warn!(
+                        calls_in_progress = left,
+                        "drain deadline reached with calls in progress"
+                    );
+                }
+                break;
+            }
+        }
     }
+    // Let the last responses leave before the sockets close.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = http_stop_tx.send(true);
     tasks.abort_all();
     Ok(())
+}
+
+fn reload(
+    opts: &Options,
+    locals: &[SocketAddr],
+    seed: u64,
+) -> anyhow::Result<(Config, CoreConfig, Arc<dyn Router>)> {
+    let path = opts
+        .config_path
+        .as_ref()
+        .context("running on the built-in configuration: nothing to reload from")?;
+    let cfg = Config::load(path)?;
+    let router = (opts.make_router)(&cfg)?;
+    let core_cfg = CoreConfig::from_config(&cfg, locals.to_vec(), seed);
+    Ok((cfg, core_cfg, router))
+}
+
+/// SIGHUP as a stream (never fires where there are no signals).
+struct Hup(Option<tokio::signal::unix::Signal>);
+
+impl Hup {
+    async fn recv(&mut self) {
+        match &mut self.0 {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+fn reload_signal() -> Hup {
+    Hup(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
 }
 
 fn handle(core: &mut Core, now: Instant, inbound: Inbound) {

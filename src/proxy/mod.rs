@@ -340,6 +340,9 @@ pub struct Core {
     /// Probes in flight: client transaction id to (trunk index, sent at).
     probes: HashMap<Id, (usize, Instant)>,
     probe_seq: u64,
+    /// Shutting down: new calls are refused with 503 so the carrier tries
+    /// another router; calls in progress finish.
+    draining: bool,
 }
 
 /// The two ends of an answered call.
@@ -359,6 +362,7 @@ impl Core {
             health,
             probes: HashMap::new(),
             probe_seq: 0,
+            draining: false,
             cfg,
             router,
             txns: HashMap::new(),
@@ -378,6 +382,59 @@ impl Core {
     /// Swaps the routing phase (configuration reloads).
     pub fn set_router(&mut self, router: Arc<dyn Router>) {
         self.router = router;
+    }
+
+    /// Applies a new configuration and routing phase. Calls in progress
+    /// keep the targets they were given; trunks keep their health when
+    /// their name stays; new trunks start probing.
+    pub fn reconfigure(&mut self, now: Instant, cfg: CoreConfig, router: Arc<dyn Router>) {
+        let old: HashMap<String, TrunkHealth> = self
+            .health
+            .drain(..)
+            .flatten()
+            .map(|h| (h.trunk.clone(), h))
+            .collect();
+        self.cfg = cfg;
+        self.router = router;
+        self.health = vec![None; self.cfg.trunks.len()];
+        // Probe timers of the old layout are dropped with their indices.
+        self.timers
+            .retain(|Reverse((_, r))| !matches!(r, TimerRef::Probe(_)));
+        self.probes.clear();
+        let mut fresh = Vec::new();
+        for (i, t) in self.cfg.trunks.iter().enumerate() {
+            if t.kind == TrunkKind::Inbound || t.target.is_none() {
+                continue;
+            }
+            match old.get(&t.name) {
+                Some(h) => self.health[i] = Some(h.clone()),
+                None => fresh.push(i),
+            }
+        }
+        let probing = !self.cfg.health.interval.is_zero();
+        let probed: Vec<usize> = (0..self.cfg.trunks.len())
+            .filter(|&i| self.health[i].is_some() || fresh.contains(&i))
+            .collect();
+        for (k, i) in probed.into_iter().enumerate() {
+            if self.health[i].is_none() {
+                let t = &self.cfg.trunks[i];
+                self.health[i] = Some(TrunkHealth::new(&t.name, trunk_kind(t.kind), now, probing));
+            }
+            if probing {
+                let at = now + Duration::from_millis(100 * k as u64);
+                self.timers.push(Reverse((at, TimerRef::Probe(i))));
+            }
+        }
+    }
+
+    /// Refuses new calls from now on (shutdown).
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    /// Calls that have not had their final response yet.
+    pub fn calls_in_progress(&self) -> usize {
+        self.calls.values().filter(|c| !c.finished).count()
     }
 
     /// Starts the clock-driven work: trunk probes, spread over the first
@@ -604,6 +661,19 @@ impl Core {
             metrics::counter!(m::REQUESTS_REJECTED, "status" => code.to_string()).increment(1);
             info!(call_id = %lossy(msg.call_id()), code, reason, peer = %source.peer, "request refused");
             self.respond(now, id, &msg, code, reason, &[]);
+            return;
+        }
+        let initial = msg.to().and_then(|t| t.tag()).is_none();
+        if self.draining && initial && method == Method::Invite {
+            info!(call_id = %lossy(msg.call_id()), "shutting down: call refused so the carrier tries another router");
+            self.respond(
+                now,
+                id,
+                &msg,
+                503,
+                "Shutting Down",
+                &[("Retry-After", b"0")],
+            );
             return;
         }
         if method == Method::Invite {
@@ -1405,6 +1475,11 @@ impl Core {
                     if let Some(call) = self.calls.get_mut(&call_id) {
                         if !call.answered {
                             call.answered = true;
+                            if !call.finished {
+                                metrics::histogram!(m::CALL_SETUP).record(
+                                    now.saturating_duration_since(call.started).as_secs_f64(),
+                                );
+                            }
                             if let (Some(cid), Some(Txn::ClientInvite { dest, .. })) =
                                 (call.request.call_id(), self.txns.get(&id))
                             {
@@ -1571,6 +1646,8 @@ impl Core {
             metrics::counter!(m::CALLS, "outcome" => "cancelled").increment(1);
         }
         let (server, req) = (call.server, call.request.clone());
+        metrics::histogram!(m::CALL_SETUP)
+            .record(now.saturating_duration_since(call.started).as_secs_f64());
         self.respond(now, server, &req, code, reason, &[]);
         if let Some(c) = self.calls.get_mut(&call_id) {
             c.finished = true;
@@ -1584,6 +1661,10 @@ impl Core {
         if status >= 200 {
             if call.finished && status >= 300 {
                 return;
+            }
+            if !call.finished {
+                metrics::histogram!(m::CALL_SETUP)
+                    .record(now.saturating_duration_since(call.started).as_secs_f64());
             }
             call.finished = true;
         }

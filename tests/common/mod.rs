@@ -102,7 +102,11 @@ impl Router {
         let path = dir.path().join("sosrouter.toml");
         std::fs::write(&path, config).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("run").arg("--config").arg(&path).args(args);
+        cmd.arg("run");
+        if !args.contains(&"--config") {
+            cmd.arg("--config").arg(&path);
+        }
+        cmd.args(args);
         cmd.env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -158,6 +162,18 @@ impl Router {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits for the process to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<Option<i32>> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 }
 

@@ -1,0 +1,128 @@
+//! The HTTP side: health endpoints on the admin listener, `/metrics` on
+//! its own listener. Everything here reads shared state the driver
+//! publishes; nothing here touches a call.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Json;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::proxy::{TrunkHealth, TrunkState};
+
+/// What the driver publishes for the HTTP side.
+#[derive(Default)]
+pub struct Shared {
+    pub trunks: RwLock<Vec<TrunkHealth>>,
+    /// Set once shutdown has begun: no new calls are taken.
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    pub fn set_trunks(&self, trunks: Vec<TrunkHealth>) {
+        if let Ok(mut t) = self.trunks.write() {
+            *t = trunks;
+        }
+    }
+
+    /// Ready: not draining, and a screening or last-resort trunk is up, so
+    /// every emergency call has somewhere to go.
+    pub fn ready(&self) -> (bool, String) {
+        if self.draining.load(Ordering::Relaxed) {
+            return (false, "shutting down".into());
+        }
+        let trunks = self.trunks.read().map(|t| t.clone()).unwrap_or_default();
+        let safety_net = trunks.iter().any(|t| {
+            (t.kind == "screening" || t.kind == "last-resort") && t.state == TrunkState::Up
+        });
+        if safety_net {
+            (true, "ok".into())
+        } else {
+            (false, "no screening or last-resort trunk is up".into())
+        }
+    }
+}
+
+/// Routes of the admin listener that need no token.
+pub fn health_routes(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let (ready, reason) = shared.ready();
+    let trunks = shared.trunks.read().map(|t| t.clone()).unwrap_or_default();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(json!({"ready": ready, "reason": reason, "trunks": trunks})),
+    )
+        .into_response()
+}
+
+/// The metrics listener: `/metrics` in the Prometheus text format.
+pub fn metrics_routes(handle: PrometheusHandle) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    )
+}
+
+/// Serves `app` on `addr` until `shutdown` completes.
+pub async fn serve(
+    addr: SocketAddr,
+    app: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "http listener stopped");
+        }
+    });
+    Ok(local)
+}
+
+/// Installs the Prometheus recorder with the router's histograms and help
+/// texts. Once per process.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    use crate::metrics as m;
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(m::CALL_SETUP.into()), m::CALL_SETUP_BUCKETS)?
+        .set_buckets_for_metric(
+            Matcher::Full(m::ROUTING_DECISION.into()),
+            m::ROUTING_BUCKETS,
+        )?
+        .install_recorder()?;
+    for (name, help) in m::ALL {
+        if name.ends_with("_total") {
+            metrics::describe_counter!(*name, *help);
+        } else if *name == m::CALL_SETUP || *name == m::ROUTING_DECISION {
+            metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help);
+        } else {
+            metrics::describe_gauge!(*name, *help);
+        }
+    }
+    metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    Ok(handle)
+}

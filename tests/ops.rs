@@ -1,0 +1,348 @@
+//! Running it in production: metrics after real calls, readiness from trunk
+//! probes, reload on SIGHUP, and the drain on SIGTERM. The real binary,
+//! raw sockets and SIPp, all on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{free_port, lab_config, uac, Router, Uas};
+
+const HTTP: &str = r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[metrics]
+listen = "127.0.0.1:0"
+"#;
+
+fn http_port(router: &Router, what: &str) -> u16 {
+    router.wait_log(
+        &format!("listening {what} http 127.0.0.1:"),
+        1,
+        Duration::from_secs(5),
+    );
+    router
+        .log()
+        .lines()
+        .find_map(|l| l.split(&format!("listening {what} http 127.0.0.1:")).nth(1))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap()
+}
+
+/// A plain HTTP GET: (status, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one series in Prometheus text (0 when absent).
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            let rest = &l[name.len()..];
+            (rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn metrics_count_calls_failovers_and_messages() {
+    let (psap, scr, test, last) = (free_port(), free_port(), free_port(), free_port());
+    let router = Router::start(&lab_config(psap, scr, test, last, HTTP), &[]);
+    let mport = http_port(&router, "metrics");
+    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], psap, false, 2);
+    let screening = Uas::start("uas.xml", &[], scr, false, 2);
+    let r = uac(
+        "uac.xml",
+        &[],
+        router.port,
+        "911",
+        "+12125550142",
+        2,
+        10,
+        false,
+    );
+    assert_eq!((r.successful, r.failed), (2, 0), "{r:?}");
+    assert_eq!(failing.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(screening.wait(Duration::from_secs(10)), Some(0));
+    let (code, text) = get(mport, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(&text, "sosrouter_calls_total", &[("outcome", "answered")]),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "sosrouter_failovers_total",
+            &[("trunk", "psap"), ("cause", "server-error")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(&text, "sosrouter_hops_total", &[("trunk", "psap")]),
+        2.0
+    );
+    assert_eq!(
+        metric(&text, "sosrouter_hops_total", &[("trunk", "screening")]),
+        2.0
+    );
+    // Each call: INVITE, ACK, BYE from the caller.
+    assert_eq!(
+        metric(
+            &text,
+            "sosrouter_sip_messages_received_total",
+            &[("transport", "udp"), ("kind", "INVITE")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "sosrouter_sip_messages_received_total",
+            &[("transport", "udp"), ("kind", "BYE")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(&text, "sosrouter_call_setup_seconds_count", &[]),
+        2.0,
+        "{text}"
+    );
+    assert!(metric(&text, "sosrouter_routing_decision_seconds_count", &[]) >= 2.0);
+    assert_eq!(metric(&text, "sosrouter_build_info", &[]), 1.0);
+    assert!(text.contains("# HELP sosrouter_failovers_total"));
+}
+
+#[test]
+fn readiness_follows_the_screening_and_last_resort_probes() {
+    // Trunks that answer OPTIONS or stay silent, under the test's control.
+    let scr = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let last = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let extra = format!(
+        "{HTTP}\n[health]\ninterval_s = 1\ntimeout_ms = 300\ndown_after = 2\nup_after = 1\n"
+    );
+    let cfg = lab_config(
+        free_port(),
+        scr.local_addr().unwrap().port(),
+        free_port(),
+        last.local_addr().unwrap().port(),
+        &extra,
+    )
+    .replace("[health]\ninterval_s = 0\n", "");
+    let router = Router::start(&cfg, &[]);
+    let aport = http_port(&router, "admin");
+    assert_eq!(get(aport, "/healthz").0, 200);
+    // Nobody answers yet: not ready.
+    let (code, body) = get(aport, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    // The screening trunk starts answering its probes.
+    scr.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let end = Instant::now() + Duration::from_secs(8);
+    let mut ready = false;
+    let mut buf = vec![0u8; 65536];
+    while Instant::now() < end && !ready {
+        if let Ok((n, from)) = scr.recv_from(&mut buf) {
+            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if req.starts_with("OPTIONS ") {
+                let mut resp = String::from("SIP/2.0 200 OK\r\n");
+                for l in req.lines().filter(|l| {
+                    ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                        .iter()
+                        .any(|h| l.starts_with(h))
+                }) {
+                    resp.push_str(l);
+                    resp.push_str("\r\n");
+                }
+                resp.push_str("Content-Length: 0\r\n\r\n");
+                scr.send_to(resp.as_bytes(), from).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        ready = get(aport, "/readyz").0 == 200;
+    }
+    let (code, body) = get(aport, "/readyz");
+    assert_eq!(code, 200, "{body}\n{}", router.log());
+    assert!(
+        body.contains("\"trunk\":\"screening\",\"kind\":\"screening\",\"state\":\"up\""),
+        "{body}"
+    );
+    // The silent trunks go down after two unanswered probes.
+    let end = Instant::now() + Duration::from_secs(6);
+    let mut body = body;
+    while Instant::now() < end
+        && !body.contains("\"trunk\":\"psap\",\"kind\":\"psap\",\"state\":\"down\"")
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        body = get(aport, "/readyz").1;
+    }
+    assert!(
+        body.contains("\"trunk\":\"psap\",\"kind\":\"psap\",\"state\":\"down\""),
+        "{body}"
+    );
+    router.wait_log("trunk state changed", 2, Duration::from_secs(5));
+}
+
+fn kill(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn sighup_reloads_routes_and_refuses_a_bad_file() {
+    let (psap, scr, test, last) = (free_port(), free_port(), free_port(), free_port());
+    let dir = common::tempdir::Dir::new("reload");
+    let path = dir.path().join("r.toml");
+    let cfg = lab_config(psap, scr, test, last, "");
+    std::fs::write(&path, &cfg).unwrap();
+    let router = Router::start(&cfg, &["--config", path.to_str().unwrap()]);
+    // A broken file is refused; the running routes stay.
+    std::fs::write(&path, "[sip]\nlisten = 5").unwrap();
+    kill(router.pid(), "-HUP");
+    router.wait_log("new configuration refused", 1, Duration::from_secs(5));
+    // Now 911 goes to the screening trunk first.
+    let moved = cfg.replace(
+        r#"targets = ["psap", "screening", "last-resort"]"#,
+        r#"targets = ["screening", "last-resort"]"#,
+    );
+    std::fs::write(&path, moved).unwrap();
+    kill(router.pid(), "-HUP");
+    router.wait_log("configuration reloaded", 1, Duration::from_secs(5));
+    let screening = Uas::start("uas.xml", &[], scr, false, 1);
+    let r = uac(
+        "uac.xml",
+        &[],
+        router.port,
+        "911",
+        "+12125550142",
+        1,
+        1,
+        false,
+    );
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}\n{}", router.log());
+    assert_eq!(screening.wait(Duration::from_secs(10)), Some(0));
+    assert!(!router.log().contains("trunk=psap"), "{}", router.log());
+}
+
+#[test]
+fn sigterm_refuses_new_calls_lets_the_current_one_finish_and_exits_0() {
+    let trunk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    trunk
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let cfg = lab_config(
+        trunk.local_addr().unwrap().port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        "",
+    );
+    let mut router = Router::start(&cfg, &[]);
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let local = caller.local_addr().unwrap();
+    let invite = |id: &str| {
+        format!(
+            "INVITE sip:911@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{id}\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f{id}\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: {id}\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{local}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    caller
+        .send_to(invite("drain1").as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let (n, from) = trunk.recv_from(&mut buf).unwrap();
+    let fwd = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let mut head = String::new();
+    for l in fwd.lines().filter(|l| {
+        ["Via:", "From:", "Call-ID:", "CSeq:"]
+            .iter()
+            .any(|h| l.starts_with(h))
+    }) {
+        head.push_str(l);
+        head.push_str("\r\n");
+    }
+    head.push_str("To: <sip:911@127.0.0.1>;tag=t1\r\n");
+    trunk
+        .send_to(
+            format!("SIP/2.0 180 Ringing\r\n{head}Content-Length: 0\r\n\r\n").as_bytes(),
+            from,
+        )
+        .unwrap();
+    kill(router.pid(), "-TERM");
+    router.wait_log("shutting down", 1, Duration::from_secs(5));
+    // A new call is refused so the carrier can try another router.
+    caller
+        .send_to(invite("drain2").as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let mut statuses = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && !statuses.iter().any(|s: &String| s.contains("503")) {
+        if let Ok((n, _)) = caller.recv_from(&mut buf) {
+            statuses.push(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            );
+        }
+    }
+    assert!(
+        statuses.iter().any(|s| s == "SIP/2.0 503 Shutting Down"),
+        "{statuses:?}"
+    );
+    // The call in progress is answered and reaches the caller.
+    trunk
+        .send_to(
+            format!(
+                "SIP/2.0 200 OK\r\n{head}Contact: <sip:psap@{from}>\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+            from,
+        )
+        .unwrap();
+    let mut answered = false;
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && !answered {
+        if let Ok((n, _)) = caller.recv_from(&mut buf) {
+            answered = String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200 OK");
+        }
+    }
+    assert!(answered, "{}", router.log());
+    let status = router
+        .wait_exit(Duration::from_secs(10))
+        .expect("router did not exit");
+    assert_eq!(status, Some(0), "{}", router.log());
+}
