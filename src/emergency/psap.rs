@@ -1,1 +1,0 @@
-//! PSAP service areas and lookup.
