@@ -1,4 +1,5 @@
 //! Emergency call handling: detection, location, country rules, PSAP selection.
 
+pub mod detect;
 pub mod pidf;
 pub mod psap;
