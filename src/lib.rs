@@ -11,6 +11,7 @@
 pub mod config;
 pub mod emergency;
 pub mod inspect;
+pub mod inventory;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
