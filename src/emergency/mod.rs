@@ -4,3 +4,4 @@ pub mod detect;
 pub mod location;
 pub mod pidf;
 pub mod psap;
+pub mod rules;
