@@ -25,12 +25,23 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Number inventory (TSV or CSV); replaces `emergency.inventory`.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
     },
-    /// Print what the router makes of SIP messages, one JSON object per file.
+    /// Print what the router makes of SIP messages, one JSON object per file:
+    /// the message, and for requests the emergency detection, the location
+    /// and the routing decision.
     Inspect {
         /// Read each file as TCP stream bytes instead of one datagram.
         #[arg(long)]
         stream: bool,
+        /// Configuration file (TOML); default: the shipped lab configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Number inventory (TSV or CSV); replaces `emergency.inventory`.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
         /// Message files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -40,14 +51,33 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => run(config),
-        Command::Inspect { stream, files } => {
+        Command::Run { config, inventory } => run(config, inventory),
+        Command::Inspect {
+            stream,
+            config,
+            inventory,
+            files,
+        } => {
+            let router = match load_config(config.as_ref()).and_then(|c| {
+                sosrouter::emergency::EmergencyRouter::from_config(&c, inventory.as_deref())
+            }) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("sosrouter: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let mut failed = false;
             for f in files {
                 let name = f.display().to_string();
                 match std::fs::read(&f) {
                     Ok(data) => {
-                        let v = sosrouter::inspect::describe(&name, data.into(), stream);
+                        let v = sosrouter::inspect::describe_with_router(
+                            &name,
+                            data.into(),
+                            stream,
+                            &router,
+                        );
                         println!("{v}");
                     }
                     Err(e) => {
@@ -86,7 +116,7 @@ fn init_logging(level: &str, json: bool) {
     }
 }
 
-fn run(config: Option<PathBuf>) -> ExitCode {
+fn run(config: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
     let config = match load_config(config.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -95,6 +125,16 @@ fn run(config: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logging(&config.log.level, config.log.json);
+    let router =
+        match sosrouter::emergency::EmergencyRouter::from_config(&config, inventory.as_deref()) {
+            Ok(r) => std::sync::Arc::new(r),
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("sosrouter: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    tracing::info!(numbers = router.inventory().len(), "emergency router ready");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -106,7 +146,6 @@ fn run(config: Option<PathBuf>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let router = std::sync::Arc::new(sosrouter::proxy::StaticRouter::new(&config));
         sosrouter::server::run(config, router, shutdown_signal(), |bound| {
             for a in &bound.udp {
                 tracing::info!("listening sip udp {a}");

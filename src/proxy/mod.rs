@@ -41,7 +41,7 @@ use crate::transaction::{
     ServerInvite, ServerInviteEvent, ServerNonInvite, TimerConfig, TransactionKey, Transport,
 };
 
-pub use route::{Augment, Decision, RouteContext, RouteTarget, Router, StaticRouter};
+pub use route::{Augment, Decision, RouteContext, RouteDetails, RouteTarget, Router, StaticRouter};
 pub use wire::{ConnId, Dest, Proto, Source, Target, Transmit};
 
 /// A trunk as the core sees it.
@@ -512,6 +512,7 @@ impl Core {
                 emergency,
                 route,
                 reason,
+                ..
             } => {
                 if let Some(unsupported) = self.unsupported_option_tags(&msg) {
                     if emergency {
