@@ -1,6 +1,7 @@
 //! The router's configuration: one TOML file, unknown keys rejected with the
 //! key's name. `docs/configuration.md` documents every key.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -30,6 +31,30 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub health: HealthSection,
+    #[serde(default)]
+    pub emergency: EmergencyConfig,
+}
+
+/// The emergency router: country rules, number inventory, service areas and
+/// the trunks that lead to PSAPs. Relative paths are taken from the working
+/// directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmergencyConfig {
+    /// Country rules file (TOML); default: the shipped `config/countries.toml`,
+    /// compiled in.
+    pub countries: Option<PathBuf>,
+    /// Number inventory (TSV or CSV with a header row); default: empty.
+    pub inventory: Option<PathBuf>,
+    /// A directory with replacement service-area files (`psaps.json`, ...);
+    /// default: the data compiled in.
+    pub service_areas: Option<PathBuf>,
+    /// PSAP id pattern (an exact id, a prefix ending in `*`, or `*`) → trunk.
+    /// Default: every PSAP to the first trunk of kind `psap`.
+    pub psap_trunks: BTreeMap<String, String>,
+    /// Domain written into emergency call and incident identifiers and the
+    /// Content-IDs of added body parts; default: the advertised host.
+    pub domain: Option<String>,
 }
 
 /// Trunk health probes (SIP OPTIONS).
@@ -149,6 +174,9 @@ impl Default for TcpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
+    /// `emergency` (the country rules, the default) or `static` (the
+    /// `[[route]]` table alone, for labs and proxy tests).
+    pub mode: RoutingMode,
     /// Final responses that make the router try the next target (besides
     /// a transport failure and the no-answer timer).
     pub failover_codes: Vec<u16>,
@@ -161,10 +189,19 @@ impl Default for RoutingConfig {
         let mut codes = vec![408, 480];
         codes.extend(500..=599);
         RoutingConfig {
+            mode: RoutingMode::Emergency,
             failover_codes: codes,
             non_emergency_status: 403,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    #[default]
+    Emergency,
+    Static,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -338,6 +375,27 @@ impl Config {
                 }
             }
         }
+        for (pattern, trunk) in &self.emergency.psap_trunks {
+            match self.trunk(trunk) {
+                None => {
+                    return bad(format!(
+                        "emergency.psap_trunks {pattern:?}: {trunk:?} is not a trunk"
+                    ))
+                }
+                Some(t) if t.kind == TrunkKind::Inbound => {
+                    return bad(format!(
+                        "emergency.psap_trunks {pattern:?}: {trunk:?} is an inbound trunk"
+                    ))
+                }
+                Some(_) => {}
+            }
+            let star = pattern.find('*');
+            if pattern.is_empty() || star.is_some_and(|i| i + 1 != pattern.len()) {
+                return bad(format!(
+                    "emergency.psap_trunks {pattern:?}: a pattern is an id, a prefix ending in *, or *"
+                ));
+            }
+        }
         if self.sip.timers.t1_ms == 0 || self.sip.timers.no_answer_ms == 0 {
             return bad("sip.timers: t1_ms and no_answer_ms must be above 0".into());
         }
@@ -390,6 +448,29 @@ mod tests {
         let text = EMBEDDED_DEFAULT.replace("[sip]", "[sip]\nlisten_typo = 1");
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("listen_typo"), "{err}");
+    }
+
+    #[test]
+    fn emergency_section() {
+        let c = Config::embedded();
+        assert_eq!(
+            c.emergency.psap_trunks.get("*").map(String::as_str),
+            Some("psap")
+        );
+        let text = format!("{EMBEDDED_DEFAULT}\n")
+            .replace("[emergency]", "[emergency]\ninventori = \"x.tsv\"");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("inventori"), "{err}");
+        for (pattern, trunk, want) in [
+            ("*", "nowhere", "not a trunk"),
+            ("*", "carrier", "inbound"),
+            ("SYN-*-1", "psap", "prefix"),
+        ] {
+            let text = EMBEDDED_DEFAULT
+                .replace("\"*\" = \"psap\"", &format!("\"{pattern}\" = \"{trunk}\""));
+            let err = Config::from_toml(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{pattern} {trunk}: {err}");
+        }
     }
 
     #[test]

@@ -4,11 +4,35 @@
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use crate::emergency::EmergencyRouter;
 use crate::sip::{self, text::lossy, HeaderName, Message, ParseError, Status};
 
 /// Parses one file's bytes as a datagram (or as stream bytes) and describes
-/// the result.
+/// the result: the message-layer fields only.
 pub fn describe(file: &str, data: Bytes, stream: bool) -> Value {
+    describe_inner(file, data, stream, None)
+}
+
+/// As [`describe`], plus what the emergency router makes of a request:
+/// `emergency` (`null`, or the dial string, the caller's country and the
+/// kind), `location` (the dynamic location when usable, else the registered
+/// address, else none) and `decision` (route, what it rests on, PSAP, area,
+/// trunk, reason, fallbacks). No inbound trunk is assumed.
+pub fn describe_with_router(
+    file: &str,
+    data: Bytes,
+    stream: bool,
+    router: &EmergencyRouter,
+) -> Value {
+    describe_inner(file, data, stream, Some(router))
+}
+
+fn describe_inner(
+    file: &str,
+    data: Bytes,
+    stream: bool,
+    router: Option<&EmergencyRouter>,
+) -> Value {
     let limits = sip::Limits::default();
     let parsed = if stream {
         match sip::parse_stream(&data, &limits) {
@@ -20,11 +44,31 @@ pub fn describe(file: &str, data: Bytes, stream: bool) -> Value {
         sip::parse_datagram(data, &limits).map_err(Some)
     };
     match parsed {
-        Ok(m) => message_json(file, &m),
+        Ok(m) => {
+            let mut v = message_json(file, &m);
+            if let (Some(router), Value::Object(o)) = (router, &mut v) {
+                add_emergency(o, &m, router);
+            }
+            v
+        }
         Err(Some(e)) => error_json(file, &e),
         Err(None) => json!({"file": file, "ok": false, "partial": true,
             "error": {"status": null, "reason": "incomplete message"}}),
     }
+}
+
+fn add_emergency(o: &mut Map<String, Value>, m: &Message, router: &EmergencyRouter) {
+    if !m.is_request() {
+        for key in ["emergency", "location", "decision"] {
+            o.insert(key.into(), Value::Null);
+        }
+        return;
+    }
+    let inventory = router.inventory();
+    let ev = router.evaluate(&inventory, m, None, true);
+    o.insert("emergency".into(), ev.emergency_json());
+    o.insert("location".into(), ev.location_json());
+    o.insert("decision".into(), ev.decision_json());
 }
 
 fn error_json(file: &str, e: &ParseError) -> Value {

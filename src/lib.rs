@@ -6,12 +6,15 @@
 //!
 //! - [`sip`]: the message layer: zero-copy parser, URIs, bodies, edits.
 //! - [`transaction`]: RFC 3261 transaction state machines, time as an input.
-//! - [`emergency`]: detection, location (PIDF-LO), country rules, PSAP lookup.
+//! - [`emergency`]: detection, location (PIDF-LO), country rules, PSAP lookup,
+//!   and the router that plugs them into the proxy.
+//! - [`inventory`]: the number inventory snapshot.
 
 pub mod admin;
 pub mod config;
 pub mod emergency;
 pub mod inspect;
+pub mod inventory;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

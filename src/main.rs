@@ -25,12 +25,23 @@ enum Command {
         /// Configuration file (TOML).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Number inventory (TSV or CSV); replaces `emergency.inventory`.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
     },
-    /// Print what the router makes of SIP messages, one JSON object per file.
+    /// Print what the router makes of SIP messages, one JSON object per file:
+    /// the message, and for requests the emergency detection, the location
+    /// and the routing decision.
     Inspect {
         /// Read each file as TCP stream bytes instead of one datagram.
         #[arg(long)]
         stream: bool,
+        /// Configuration file (TOML); default: the shipped lab configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Number inventory (TSV or CSV); replaces `emergency.inventory`.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
         /// Message files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -40,14 +51,33 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { config } => run(config),
-        Command::Inspect { stream, files } => {
+        Command::Run { config, inventory } => run(config, inventory),
+        Command::Inspect {
+            stream,
+            config,
+            inventory,
+            files,
+        } => {
+            let router = match load_config(config.as_ref()).and_then(|c| {
+                sosrouter::emergency::EmergencyRouter::from_config(&c, inventory.as_deref())
+            }) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("sosrouter: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let mut failed = false;
             for f in files {
                 let name = f.display().to_string();
                 match std::fs::read(&f) {
                     Ok(data) => {
-                        let v = sosrouter::inspect::describe(&name, data.into(), stream);
+                        let v = sosrouter::inspect::describe_with_router(
+                            &name,
+                            data.into(),
+                            stream,
+                            &router,
+                        );
                         println!("{v}");
                     }
                     Err(e) => {
@@ -63,6 +93,26 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Builds the routing phase for a configuration: the emergency router, or
+/// the static table when `routing.mode = "static"`. `inventory` overrides
+/// the config's inventory path (the `--inventory` option).
+fn router_factory(inventory: Option<PathBuf>) -> sosrouter::server::RouterFactory {
+    std::sync::Arc::new(move |c: &sosrouter::config::Config| {
+        let r: std::sync::Arc<dyn sosrouter::proxy::Router> = match c.routing.mode {
+            sosrouter::config::RoutingMode::Static => {
+                std::sync::Arc::new(sosrouter::proxy::StaticRouter::new(c))
+            }
+            sosrouter::config::RoutingMode::Emergency => {
+                let r = sosrouter::emergency::EmergencyRouter::from_config(c, inventory.as_deref())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                tracing::info!(numbers = r.inventory().len(), "emergency router ready");
+                std::sync::Arc::new(r)
+            }
+        };
+        Ok(r)
+    })
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<sosrouter::config::Config, String> {
@@ -88,7 +138,7 @@ fn init_logging(level: &str, json: bool) {
     }
 }
 
-fn run(config_path: Option<PathBuf>) -> ExitCode {
+fn run(config_path: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
     let config = match load_config(config_path.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -97,6 +147,14 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logging(&config.log.level, config.log.json);
+    let make_router = router_factory(inventory);
+    // Build once here so a bad inventory or rules file stops the start with
+    // a clear message, before any socket is bound.
+    if let Err(e) = make_router(&config) {
+        tracing::error!("{e:#}");
+        eprintln!("sosrouter: {e:#}");
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -108,12 +166,6 @@ fn run(config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let make_router: sosrouter::server::RouterFactory =
-            std::sync::Arc::new(|c: &sosrouter::config::Config| {
-                let r: std::sync::Arc<dyn sosrouter::proxy::Router> =
-                    std::sync::Arc::new(sosrouter::proxy::StaticRouter::new(c));
-                Ok(r)
-            });
         let opts = sosrouter::server::Options {
             config_path: config_path.clone(),
             make_router,

@@ -1,4 +1,513 @@
-//! Emergency call handling: detection, location, country rules, PSAP selection.
+//! Emergency call handling: detection, location (PIDF-LO), the number
+//! inventory, the country rules and PSAP selection, plugged into the proxy
+//! as [`EmergencyRouter`].
+//!
+//! - [`detect`]: country rules and which dial strings are emergency or test
+//!   calls.
+//! - [`location`]: the location an INVITE carries (RFC 6442).
+//! - [`rules`]: the routing decision, a pure function.
+//! - [`pidf`]: PIDF-LO documents; [`psap`]: service areas and PSAPs.
+//!
+//! For each request the router reads the Request-URI first; only a dial
+//! string that may be an emergency or test call goes further (caller,
+//! inventory, location, rules). The forwarded INVITE keeps everything it
+//! came with; the router adds `Call-Info` identifiers (NENA i3
+//! `emergency-CallId` and `emergency-IncidentId`) when absent and, when the
+//! decision rests on the registered address, that address as a PIDF-LO body
+//! part whose `Geolocation` value goes first. Each PSAP target carries the
+//! PSAP's URI in a `Route` header.
 
+pub mod detect;
+pub mod location;
 pub mod pidf;
 pub mod psap;
+pub mod rules;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use crate::config::{Config, TrunkKind};
+use crate::inventory::{self, Address, Inventory, NumberEntry, SharedInventory};
+use crate::proxy::{Augment, Decision, RouteContext, RouteDetails, Router};
+use crate::sip::{HeaderName, Message, NameAddr};
+
+use detect::{Countries, Detected};
+use location::{Location, LocationSource};
+use psap::ServiceAreas;
+use rules::{CallFacts, PsapTrunks, RouteDecision, RoutedBy, RulesContext};
+
+/// Where the caller's country was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CountrySource {
+    Inventory,
+    Trunk,
+    Number,
+    Unknown,
+}
+
+impl CountrySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CountrySource::Inventory => "inventory",
+            CountrySource::Trunk => "trunk",
+            CountrySource::Number => "number",
+            CountrySource::Unknown => "unknown",
+        }
+    }
+}
+
+/// An inbound trunk as the router needs it.
+#[derive(Debug, Clone, Default)]
+struct Inbound {
+    country: Option<String>,
+    strip_prefixes: Vec<String>,
+}
+
+/// The emergency routing phase.
+pub struct EmergencyRouter {
+    countries: Countries,
+    inventory: ArcSwap<Inventory>,
+    areas: Arc<ServiceAreas>,
+    psap_trunks: PsapTrunks,
+    inbound: HashMap<String, Inbound>,
+    reject_status: u16,
+    domain: String,
+}
+
+impl std::fmt::Debug for EmergencyRouter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmergencyRouter")
+            .field("numbers", &self.inventory.load().len())
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the router found out about one request.
+#[derive(Debug, Clone)]
+pub struct Evaluation<'a> {
+    pub detected: Option<Detected>,
+    /// The caller's number in E.164 form.
+    pub caller: Option<String>,
+    pub entry: Option<&'a NumberEntry>,
+    pub country: Option<String>,
+    pub country_source: CountrySource,
+    /// The location sent with the call (`none` when the request was not
+    /// looked at).
+    pub dynamic: Location,
+    /// `None` for a call that is not an emergency or test call.
+    pub decision: Option<RouteDecision>,
+}
+
+impl Evaluation<'_> {
+    fn registered(&self) -> Option<&Address> {
+        self.entry.and_then(|e| e.registered.as_ref())
+    }
+
+    /// The location shown and recorded: the dynamic one when usable, else
+    /// the registered address, else none (with any reference and errors).
+    pub fn location_json(&self) -> Value {
+        let d = &self.dynamic;
+        let civic_json = |c: &pidf::CivicAddress| {
+            Value::Object(
+                c.iter()
+                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                    .collect::<Map<_, _>>(),
+            )
+        };
+        let (source, method, civic, geo) = if d.is_usable() {
+            (
+                d.source,
+                d.method.clone(),
+                d.civic.as_ref().map(civic_json),
+                d.geo
+                    .as_ref()
+                    .map(|g| json!({"lat": g.lat, "lon": g.lon, "radius_m": g.radius_m})),
+            )
+        } else if let Some(a) = self.registered() {
+            (
+                LocationSource::Registered,
+                None,
+                Some(civic_json(&a.civic)),
+                a.point
+                    .map(|(lat, lon)| json!({"lat": lat, "lon": lon, "radius_m": null})),
+            )
+        } else {
+            (d.source, None, None, None)
+        };
+        json!({
+            "source": source.as_str(),
+            "method": method,
+            "civic": civic,
+            "geo": geo,
+            "reference": d.reference,
+            "errors": d.errors,
+        })
+    }
+
+    /// `null`, or the dial string, the caller's country and the kind.
+    pub fn emergency_json(&self) -> Value {
+        match &self.detected {
+            Some(d) => json!({
+                "number": d.number,
+                "country": self.country,
+                "kind": d.kind.as_str(),
+            }),
+            None => Value::Null,
+        }
+    }
+
+    /// The decision: route, what it rests on, the PSAP, the reason and the
+    /// fallbacks after the first target.
+    pub fn decision_json(&self) -> Value {
+        match &self.decision {
+            None => json!({
+                "route": "not-emergency",
+                "routed_by": "none",
+                "psap_id": null,
+                "area": null,
+                "trunk": null,
+                "reason": "not-emergency",
+                "fallbacks": [],
+            }),
+            Some(d) => json!({
+                "route": d.route.as_str(),
+                "routed_by": d.routed_by.as_str(),
+                "psap_id": d.psap.as_ref().map(|p| &p.id),
+                "area": d.psap.as_ref().map(|p| &p.area),
+                "trunk": d.targets.first().map(|t| &t.trunk),
+                "reason": d.reason.as_str(),
+                "fallbacks": d.targets.iter().skip(1).map(|t| json!({
+                    "trunk": t.trunk,
+                    "label": t.label,
+                    "route": t.route,
+                })).collect::<Vec<_>>(),
+            }),
+        }
+    }
+}
+
+/// 128 random bits as 32 lower-case hex digits.
+fn hex128() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+impl EmergencyRouter {
+    /// Builds the router from the configuration and its parts. Checks that
+    /// every trunk the country rules and the PSAP table name exists.
+    pub fn new(
+        config: &Config,
+        countries: Countries,
+        inventory: SharedInventory,
+        areas: Arc<ServiceAreas>,
+    ) -> Result<EmergencyRouter, String> {
+        let e = &config.emergency;
+        let psap_trunks = if e.psap_trunks.is_empty() {
+            let first = config
+                .trunks
+                .iter()
+                .find(|t| t.kind == TrunkKind::Psap)
+                .map(|t| t.name.as_str());
+            PsapTrunks::new(first.map(|t| ("*", t)))?
+        } else {
+            PsapTrunks::new(e.psap_trunks.iter().map(|(p, t)| (p.as_str(), t.as_str())))?
+        };
+        let outbound = |name: &str| {
+            config
+                .trunk(name)
+                .is_some_and(|t| t.kind != TrunkKind::Inbound)
+        };
+        for t in psap_trunks.trunks() {
+            if !outbound(t) {
+                return Err(format!("PSAP trunk {t:?} is not an outbound trunk"));
+            }
+        }
+        for r in countries.all() {
+            let what = if r.code.is_empty() {
+                "default"
+            } else {
+                &r.code
+            };
+            for t in [&r.screening_trunk, &r.test_trunk, &r.last_resort_trunk]
+                .into_iter()
+                .flatten()
+            {
+                if !outbound(t) {
+                    return Err(format!(
+                        "country rules {what}: trunk {t:?} is not an outbound trunk of the configuration"
+                    ));
+                }
+            }
+        }
+        let inbound = config
+            .trunks
+            .iter()
+            .filter(|t| t.kind == TrunkKind::Inbound)
+            .map(|t| {
+                (
+                    t.name.clone(),
+                    Inbound {
+                        country: t.country.as_ref().map(|c| c.trim().to_ascii_uppercase()),
+                        strip_prefixes: t.strip_prefixes.clone(),
+                    },
+                )
+            })
+            .collect();
+        let domain = e
+            .domain
+            .clone()
+            .or_else(|| {
+                config.sip.advertise.as_deref().map(|a| {
+                    match a.rsplit_once(':') {
+                        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+                        _ => a,
+                    }
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string()
+                })
+            })
+            .unwrap_or_else(|| "sosrouter.invalid".into());
+        Ok(EmergencyRouter {
+            countries,
+            inventory: ArcSwap::new(inventory),
+            areas,
+            psap_trunks,
+            inbound,
+            reject_status: config.routing.non_emergency_status,
+            domain,
+        })
+    }
+
+    /// Builds the router from the configuration alone, reading the files it
+    /// names; `inventory` replaces the configured inventory path.
+    pub fn from_config(
+        config: &Config,
+        inventory: Option<&Path>,
+    ) -> Result<EmergencyRouter, String> {
+        let e = &config.emergency;
+        let countries = match &e.countries {
+            Some(p) => Countries::load(p).map_err(|e| e.to_string())?,
+            None => Countries::shipped(),
+        };
+        let inv = match inventory.or(e.inventory.as_deref()) {
+            Some(p) => Inventory::load(p).map_err(|e| e.to_string())?,
+            None => Inventory::empty(),
+        };
+        let areas = match &e.service_areas {
+            Some(dir) => ServiceAreas::load(dir),
+            None => ServiceAreas::embedded(),
+        }
+        .map_err(|e| e.to_string())?;
+        EmergencyRouter::new(config, countries, Arc::new(inv), Arc::new(areas))
+    }
+
+    /// Replaces the inventory snapshot; calls in progress keep theirs.
+    pub fn set_inventory(&self, inventory: SharedInventory) {
+        self.inventory.store(inventory);
+    }
+
+    /// The inventory snapshot in use.
+    pub fn inventory(&self) -> SharedInventory {
+        self.inventory.load_full()
+    }
+
+    pub fn countries(&self) -> &Countries {
+        &self.countries
+    }
+
+    pub fn areas(&self) -> &ServiceAreas {
+        &self.areas
+    }
+
+    pub fn psap_trunks(&self) -> &PsapTrunks {
+        &self.psap_trunks
+    }
+
+    /// Finds out everything about a request against `inventory`. With
+    /// `always_locate`, the location is read even when the call is no
+    /// emergency (for `sosrouter inspect`).
+    pub fn evaluate<'a>(
+        &self,
+        inventory: &'a Inventory,
+        req: &Message,
+        inbound_trunk: Option<&str>,
+        always_locate: bool,
+    ) -> Evaluation<'a> {
+        let mut ev = Evaluation {
+            detected: None,
+            caller: None,
+            entry: None,
+            country: None,
+            country_source: CountrySource::Unknown,
+            dynamic: Location::none(),
+            decision: None,
+        };
+        let trunk = inbound_trunk.and_then(|n| self.inbound.get(n));
+        let strip = trunk.map_or(&[][..], |t| t.strip_prefixes.as_slice());
+        let dialed = if req.is_request() {
+            self.countries.dialed(req, strip)
+        } else {
+            None
+        };
+        let Some(dialed) = dialed else {
+            if always_locate && req.is_request() {
+                ev.dynamic = location::dynamic_location(req);
+            }
+            return ev;
+        };
+
+        let trunk_country = trunk.and_then(|t| t.country.as_deref());
+        let trunk_code = trunk_country
+            .and_then(|c| self.countries.get(c))
+            .and_then(|r| r.calling_code.as_deref());
+        ev.caller = inventory::caller_number(req, trunk_code);
+        ev.entry = ev.caller.as_deref().and_then(|n| inventory.get(n));
+        (ev.country, ev.country_source) = if let Some(e) = ev.entry {
+            (Some(e.country.clone()), CountrySource::Inventory)
+        } else if let Some(c) = trunk_country {
+            (Some(c.to_string()), CountrySource::Trunk)
+        } else if let Some(c) = ev
+            .caller
+            .as_deref()
+            .and_then(|n| self.countries.country_of_e164(n))
+        {
+            (Some(c.to_string()), CountrySource::Number)
+        } else {
+            (None, CountrySource::Unknown)
+        };
+        ev.detected = self.countries.classify(&dialed, ev.country.as_deref());
+        if ev.detected.is_none() && !always_locate {
+            return ev;
+        }
+        ev.dynamic = location::dynamic_location(req);
+        let Some(detected) = &ev.detected else {
+            return ev;
+        };
+        let ctx = RulesContext {
+            rules: self.countries.rules_for(ev.country.as_deref()),
+            areas: &self.areas,
+            psap_trunks: &self.psap_trunks,
+        };
+        let tenant_locations = ev
+            .entry
+            .map_or(&[][..], |e| inventory.tenant_locations(&e.tenant));
+        let facts = CallFacts {
+            kind: detected.kind,
+            entry: ev.entry,
+            tenant_locations,
+            location: &ev.dynamic,
+        };
+        ev.decision = Some(rules::decide(&facts, &ctx));
+        ev
+    }
+
+    /// The changes made to the forwarded request: Call-Info identifiers
+    /// when absent, and the registered address when the decision rests on
+    /// it.
+    pub fn augment(&self, req: &Message, ev: &Evaluation<'_>) -> Augment {
+        let mut a = Augment::default();
+        let (mut has_call, mut has_incident) = (false, false);
+        for na in req.list(HeaderName::CallInfo).filter_map(NameAddr::parse) {
+            if let Some(Some(p)) = na.param("purpose") {
+                has_call |= p.eq_ignore_ascii_case(b"emergency-CallId");
+                has_incident |= p.eq_ignore_ascii_case(b"emergency-IncidentId");
+            }
+        }
+        let domain = &self.domain;
+        if !has_call {
+            a.headers.push((
+                HeaderName::CallInfo,
+                Bytes::from(format!(
+                    "<urn:emergency:uid:callid:{}:{domain}>;purpose=emergency-CallId",
+                    hex128()
+                )),
+            ));
+        }
+        if !has_incident {
+            a.headers.push((
+                HeaderName::CallInfo,
+                Bytes::from(format!(
+                    "<urn:emergency:uid:incidentid:{}:{domain}>;purpose=emergency-IncidentId",
+                    hex128()
+                )),
+            ));
+        }
+        let by_registered = ev
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.routed_by == RoutedBy::Registered);
+        if let (true, Some(address)) = (by_registered, ev.registered()) {
+            let id = format!("registered-{}@{domain}", &hex128()[..16]);
+            let entity = format!(
+                "pres:{}@{domain}",
+                ev.caller.as_deref().unwrap_or("unknown")
+            );
+            let doc = pidf::civic_document(&entity, "registered", &address.civic, "Registered");
+            a.body_part = Some((
+                vec![
+                    ("Content-Type".into(), "application/pidf+xml".into()),
+                    ("Content-ID".into(), format!("<{id}>")),
+                ],
+                Bytes::from(doc),
+            ));
+            a.headers_first
+                .push((HeaderName::Geolocation, Bytes::from(format!("<cid:{id}>"))));
+        }
+        a
+    }
+
+    /// The proxy's answer for an evaluated request.
+    pub fn decision(&self, req: &Message, ev: &Evaluation<'_>) -> Decision {
+        let (Some(detected), Some(d)) = (&ev.detected, &ev.decision) else {
+            return Decision::Reject {
+                status: self.reject_status,
+                reason: "Not An Emergency Call",
+            };
+        };
+        let location = ev.location_json();
+        let details = RouteDetails {
+            kind: detected.kind.as_str(),
+            dialed: detected.number.clone(),
+            caller: ev.caller.clone(),
+            country: ev.country.clone(),
+            routed_by: d.routed_by.as_str(),
+            psap_id: d.psap.as_ref().map(|p| p.id.clone()),
+            area: d.psap.as_ref().map(|p| p.area.clone()),
+            location_source: match location.get("source").and_then(Value::as_str) {
+                Some("pidf-civic") => LocationSource::PidfCivic.as_str(),
+                Some("pidf-geo") => LocationSource::PidfGeo.as_str(),
+                Some("reference") => LocationSource::Reference.as_str(),
+                Some("registered") => LocationSource::Registered.as_str(),
+                _ => LocationSource::None.as_str(),
+            },
+            location: Some(location),
+        };
+        tracing::debug!(
+            call_id = %String::from_utf8_lossy(req.call_id().unwrap_or_default()),
+            ?details,
+            "emergency call"
+        );
+        Decision::Route {
+            targets: d.targets.clone(),
+            augment: self.augment(req, ev),
+            emergency: true,
+            route: d.route.as_str(),
+            reason: d.reason.as_str(),
+            details: Some(Box::new(details)),
+        }
+    }
+}
+
+impl Router for EmergencyRouter {
+    fn route(&self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
+        let inventory = self.inventory.load();
+        let ev = self.evaluate(&inventory, req, ctx.inbound_trunk, false);
+        self.decision(req, &ev)
+    }
+}

@@ -45,7 +45,7 @@ use crate::transaction::{
 };
 
 pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
-pub use route::{Augment, Decision, RouteContext, RouteTarget, Router, StaticRouter};
+pub use route::{Augment, Decision, RouteContext, RouteDetails, RouteTarget, Router, StaticRouter};
 pub use wire::{ConnId, Dest, Proto, Source, Target, Transmit};
 
 /// A trunk as the core sees it.
@@ -728,6 +728,7 @@ impl Core {
                 emergency,
                 route,
                 reason,
+                ..
             } => {
                 if let Some(unsupported) = self.unsupported_option_tags(&msg) {
                     if emergency {

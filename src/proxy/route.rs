@@ -39,6 +39,30 @@ pub struct Augment {
     pub body_part: Option<(Vec<(String, String)>, Bytes)>,
 }
 
+/// What the routing phase found out about a call, for logs (at debug level:
+/// it holds the caller's location) and call records.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouteDetails {
+    /// `emergency` or `test`.
+    pub kind: &'static str,
+    /// The dial string as the caller's country knows it (`911`), or the
+    /// service URN.
+    pub dialed: String,
+    /// The caller's number in E.164 form.
+    pub caller: Option<String>,
+    /// The caller's country (ISO 3166-1 alpha-2).
+    pub country: Option<String>,
+    /// `dynamic`, `registered` or `none`.
+    pub routed_by: &'static str,
+    /// The PSAP of the first target, and its service area.
+    pub psap_id: Option<String>,
+    pub area: Option<String>,
+    /// Where the location came from (`pidf-civic`, `registered`, ...).
+    pub location_source: &'static str,
+    /// The location used: `source`, `method`, `civic`, `geo`, `errors`.
+    pub location: Option<serde_json::Value>,
+}
+
 /// The routing phase's answer.
 #[derive(Debug, Clone)]
 pub enum Decision {
@@ -52,6 +76,8 @@ pub enum Decision {
         /// Route kind and reason code, for logs and records.
         route: &'static str,
         reason: &'static str,
+        /// What was found out, when the router says.
+        details: Option<Box<RouteDetails>>,
     },
     /// Answer with this final response.
     Reject { status: u16, reason: &'static str },
@@ -121,6 +147,7 @@ impl Router for StaticRouter {
                     emergency: true,
                     route: "static",
                     reason: "static-route",
+                    details: None,
                 };
             }
         }

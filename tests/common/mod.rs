@@ -42,6 +42,8 @@ t1_ms = 500
 no_answer_ms = 1500
 
 [routing]
+# The proxy tests use the static table; the emergency tests set their own.
+mode = "static"
 failover_codes = [408, 480, 500, 502, 503, 504]
 
 # SIPp trunks count every message they answer as a call: no OPTIONS

@@ -1,0 +1,388 @@
+//! The caller's location as the INVITE conveys it (RFC 6442).
+//!
+//! Every `Geolocation` value is read in order. A `cid:` value names a body
+//! part (nested multiparts included) whose PIDF-LO is parsed; the first one
+//! that yields a usable location is the dynamic location. An `http`,
+//! `https`, `sip` or `sips` value is a location by reference: it is recorded
+//! with its URI and not fetched here. Without any `Geolocation` value, a
+//! PIDF-LO part (or body) is still read, so a client that forgets the header
+//! does not lose its location.
+//!
+//! `Geolocation-Routing` is read and kept: emergency calls are routed by
+//! location whatever it says (RFC 6881 section 9.3, SP-33).
+//!
+//! Nothing here fails: an unparsable document, a missing part, a broken
+//! multipart body each become an entry in [`Location::errors`].
+
+use crate::sip::body::{self, BodyPart, Parts};
+use crate::sip::uri::Scheme;
+use crate::sip::{HeaderName, Message, NameAddr, Uri};
+
+use super::pidf::{self, CivicAddress, Geo, Pidf};
+
+/// Where the location used came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LocationSource {
+    /// A PIDF-LO civic address sent with the call.
+    PidfCivic,
+    /// A PIDF-LO geodetic shape sent with the call.
+    PidfGeo,
+    /// Only a reference (URI) to the location came with the call.
+    Reference,
+    /// The registered address from the number inventory.
+    Registered,
+    None,
+}
+
+impl LocationSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocationSource::PidfCivic => "pidf-civic",
+            LocationSource::PidfGeo => "pidf-geo",
+            LocationSource::Reference => "reference",
+            LocationSource::Registered => "registered",
+            LocationSource::None => "none",
+        }
+    }
+}
+
+/// A location and how it was obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    pub source: LocationSource,
+    /// PIDF-LO `method` (`GPS`, `Manual`, ...).
+    pub method: Option<String>,
+    pub civic: Option<CivicAddress>,
+    pub geo: Option<Geo>,
+    /// The first location-by-reference URI, if any.
+    pub reference: Option<String>,
+    /// The `Geolocation` value the location came from (`cid:...`).
+    pub from: Option<String>,
+    /// `Geolocation-Routing`: `Some(true)` for `yes`, `Some(false)` for `no`
+    /// or an unknown value (RFC 6442 section 4.2), `None` when absent.
+    pub routing_allowed: Option<bool>,
+    /// Why values could not be used.
+    pub errors: Vec<String>,
+}
+
+impl Location {
+    pub fn none() -> Location {
+        Location {
+            source: LocationSource::None,
+            method: None,
+            civic: None,
+            geo: None,
+            reference: None,
+            from: None,
+            routing_allowed: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Whether a civic address or a shape is present.
+    pub fn is_usable(&self) -> bool {
+        self.civic.is_some() || self.geo.is_some()
+    }
+
+    /// The country of a civic address (upper case), if it names one.
+    pub fn civic_country(&self) -> Option<String> {
+        self.civic
+            .as_ref()
+            .and_then(|c| c.get("country"))
+            .map(|c| c.trim().to_ascii_uppercase())
+            .filter(|c| !c.is_empty())
+    }
+
+    fn take_pidf(&mut self, doc: &Pidf, from: String) {
+        let sel = doc.selected();
+        self.source = if sel.geo.is_some() {
+            LocationSource::PidfGeo
+        } else {
+            LocationSource::PidfCivic
+        };
+        self.method = sel.method.clone();
+        self.civic = sel.civic.clone();
+        self.geo = sel.geo.clone();
+        for r in doc.rejected() {
+            self.errors
+                .push(format!("{from}: {}: {}", r.error.kind(), r.error));
+        }
+        self.from = Some(from);
+    }
+}
+
+/// Reads the location the request carries.
+pub fn dynamic_location(req: &Message) -> Location {
+    let mut loc = Location::none();
+    loc.routing_allowed = req
+        .get(HeaderName::GeolocationRouting)
+        .map(|v| v.trim_ascii().eq_ignore_ascii_case(b"yes"));
+    let mut parts: Option<Parts> = None;
+    let mut parts_failed = false;
+    let mut any_value = false;
+    for value in req.list(HeaderName::Geolocation) {
+        any_value = true;
+        let text = String::from_utf8_lossy(value.trim_ascii());
+        let Some(na) = NameAddr::parse(value) else {
+            loc.errors
+                .push(format!("Geolocation value {text:?} does not parse"));
+            continue;
+        };
+        let Some(uri) = na.uri() else {
+            loc.errors
+                .push(format!("Geolocation value {text:?} does not parse"));
+            continue;
+        };
+        let uri_text = String::from_utf8_lossy(na.uri_text).into_owned();
+        if uri.scheme_text.eq_ignore_ascii_case(b"cid") {
+            if loc.is_usable() {
+                continue;
+            }
+            let cid = na.uri_text.get(4..).unwrap_or_default();
+            if parts.is_none() && !parts_failed {
+                match req.body_parts() {
+                    Ok(p) => parts = Some(p),
+                    Err(e) => {
+                        parts_failed = true;
+                        loc.errors.push(format!("body: {}", e.as_str()));
+                    }
+                }
+            }
+            match find_cid(req, parts.as_deref().unwrap_or_default(), cid) {
+                Some(Found::Part(part)) if !part_may_be_pidf(req, &part) => {
+                    loc.errors
+                        .push(format!("{uri_text}: the part is not application/pidf+xml"));
+                }
+                Some(Found::Part(part)) => read_pidf(&mut loc, req.bytes_of(part.body), uri_text),
+                Some(Found::Body) => read_pidf(&mut loc, req.body(), uri_text),
+                None => loc
+                    .errors
+                    .push(format!("{uri_text}: no body part has this Content-ID")),
+            }
+        } else if is_reference(&uri) {
+            if loc.reference.is_none() {
+                loc.reference = Some(uri_text);
+            }
+        } else {
+            loc.errors
+                .push(format!("{uri_text}: unsupported location URI scheme"));
+        }
+    }
+    if !any_value && !loc.is_usable() {
+        // No header: the first PIDF-LO part, or a PIDF-LO body.
+        if is_pidf_body(req) {
+            read_pidf(&mut loc, req.body(), "body".into());
+        } else if let Ok(p) = req.body_parts() {
+            if let Some(part) = p.iter().find(|p| body::is_pidf(req, p)) {
+                let from = part
+                    .content_id
+                    .map(|s| format!("part {}", String::from_utf8_lossy(req.bytes_of(s))))
+                    .unwrap_or_else(|| "part".into());
+                read_pidf(&mut loc, req.bytes_of(part.body), from);
+            }
+        }
+    }
+    if !loc.is_usable() && loc.reference.is_some() {
+        loc.source = LocationSource::Reference;
+    }
+    loc
+}
+
+enum Found {
+    Part(BodyPart),
+    /// The message body itself, whose Content-ID matches.
+    Body,
+}
+
+fn find_cid(req: &Message, parts: &[BodyPart], cid: &[u8]) -> Option<Found> {
+    if let Some(p) = req.part_by_content_id(parts, cid) {
+        return Some(Found::Part(p));
+    }
+    let own = req.get(HeaderName::ContentId)?;
+    let strip = |s: &[u8]| -> Vec<u8> {
+        let s = s.trim_ascii();
+        let s = s
+            .strip_prefix(b"<")
+            .and_then(|s| s.strip_suffix(b">"))
+            .unwrap_or(s);
+        crate::sip::uri::unescape(s).into_owned()
+    };
+    (parts.is_empty() && strip(own) == strip(cid)).then_some(Found::Body)
+}
+
+fn part_may_be_pidf(req: &Message, part: &BodyPart) -> bool {
+    part.content_type.is_none() || body::is_pidf(req, part)
+}
+
+fn is_pidf_body(req: &Message) -> bool {
+    req.content_type()
+        .is_some_and(|m| m.is("application", "pidf+xml"))
+}
+
+fn is_reference(uri: &Uri<'_>) -> bool {
+    matches!(uri.scheme, Scheme::Sip | Scheme::Sips)
+        || uri.scheme_text.eq_ignore_ascii_case(b"http")
+        || uri.scheme_text.eq_ignore_ascii_case(b"https")
+}
+
+fn read_pidf(loc: &mut Location, xml: &[u8], from: String) {
+    match pidf::parse(xml) {
+        Ok(doc) => loc.take_pidf(&doc, from),
+        Err(e) => loc.errors.push(format!("{from}: {}: {e}", e.kind())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    const CIVIC: &str = r#"<?xml version="1.0"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:gp="urn:ietf:params:xml:ns:pidf:geopriv10" xmlns:ca="urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr" entity="pres:a@example.com">
+ <tuple id="t"><status><gp:geopriv><gp:location-info><ca:civicAddress><ca:country>US</ca:country><ca:A1>CO</ca:A1><ca:A3>Denver</ca:A3></ca:civicAddress></gp:location-info><gp:method>GPS</gp:method></gp:geopriv></status></tuple>
+</presence>"#;
+
+    fn msg(extra: &str, ct: Option<&str>, body: &str) -> Message {
+        let ct = ct
+            .map(|c| format!("Content-Type: {c}\r\n"))
+            .unwrap_or_default();
+        let s = format!(
+            "INVITE sip:911@h SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nMax-Forwards: 70\r\nTo: <sip:911@h>\r\nFrom: <sip:+13035550117@example.com>;tag=1\r\nCall-ID: l1\r\nCSeq: 1 INVITE\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        crate::sip::parse_datagram(Bytes::from(s), &Default::default()).unwrap()
+    }
+
+    fn mixed(parts: &[(&str, &str)]) -> String {
+        let mut b = String::new();
+        for (headers, content) in parts {
+            b.push_str(&format!("--B\r\n{headers}\r\n\r\n{content}\r\n"));
+        }
+        b.push_str("--B--\r\n");
+        b
+    }
+
+    #[test]
+    fn by_value_in_a_part() {
+        let body = mixed(&[
+            ("Content-Type: application/sdp", "v=0"),
+            (
+                "Content-Type: application/pidf+xml\r\nContent-ID: <l@h>",
+                CIVIC,
+            ),
+        ]);
+        let m = msg(
+            "Geolocation: <cid:l@h>\r\nGeolocation-Routing: no\r\n",
+            Some("multipart/mixed; boundary=B"),
+            &body,
+        );
+        let loc = dynamic_location(&m);
+        assert_eq!(loc.source, LocationSource::PidfCivic);
+        assert_eq!(loc.method.as_deref(), Some("GPS"));
+        assert_eq!(loc.civic.as_ref().and_then(|c| c.get("A3")), Some("Denver"));
+        assert_eq!(loc.civic_country().as_deref(), Some("US"));
+        assert_eq!(loc.routing_allowed, Some(false));
+        assert_eq!(loc.from.as_deref(), Some("cid:l@h"));
+        assert!(loc.errors.is_empty(), "{:?}", loc.errors);
+    }
+
+    #[test]
+    fn nested_multipart_and_several_values() {
+        let inner = mixed(&[(
+            "Content-Type: application/pidf+xml\r\nContent-ID: <deep@h>",
+            CIVIC,
+        )])
+        .replace("--B", "--I");
+        let body = mixed(&[
+            ("Content-Type: application/sdp", "v=0"),
+            ("Content-Type: multipart/mixed; boundary=I", &inner),
+        ]);
+        let m = msg(
+            "Geolocation: <https://lis.example.com/l/1>, <cid:missing@h>\r\nGeolocation: <cid:deep@h>\r\n",
+            Some("multipart/mixed; boundary=B"),
+            &body,
+        );
+        let loc = dynamic_location(&m);
+        assert_eq!(loc.source, LocationSource::PidfCivic);
+        assert_eq!(
+            loc.reference.as_deref(),
+            Some("https://lis.example.com/l/1")
+        );
+        assert_eq!(loc.errors.len(), 1, "{:?}", loc.errors);
+        assert!(loc.errors[0].contains("cid:missing@h"));
+        assert_eq!(loc.routing_allowed, None);
+    }
+
+    #[test]
+    fn reference_only() {
+        let m = msg(
+            "Geolocation: <sips:loc@lis.example.com>\r\nGeolocation-Routing: yes\r\n",
+            None,
+            "",
+        );
+        let loc = dynamic_location(&m);
+        assert_eq!(loc.source, LocationSource::Reference);
+        assert_eq!(loc.reference.as_deref(), Some("sips:loc@lis.example.com"));
+        assert!(!loc.is_usable());
+        assert_eq!(loc.routing_allowed, Some(true));
+    }
+
+    #[test]
+    fn broken_documents_and_bodies_are_errors() {
+        let body = mixed(&[(
+            "Content-Type: application/pidf+xml\r\nContent-ID: <l@h>",
+            "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\"><tuple>",
+        )]);
+        let m = msg(
+            "Geolocation: <cid:l@h>\r\n",
+            Some("multipart/mixed; boundary=B"),
+            &body,
+        );
+        let loc = dynamic_location(&m);
+        assert_eq!(loc.source, LocationSource::None);
+        assert_eq!(loc.errors.len(), 1);
+        assert!(
+            loc.errors[0].starts_with("cid:l@h: not-well-formed"),
+            "{:?}",
+            loc.errors
+        );
+
+        let m = msg(
+            "Geolocation: <cid:l@h>\r\n",
+            Some("multipart/mixed; boundary=B"),
+            "--B\r\nContent-Type: application/pidf+xml\r\n\r\nx",
+        );
+        let loc = dynamic_location(&m);
+        assert!(
+            loc.errors.iter().any(|e| e.starts_with("body:")),
+            "{:?}",
+            loc.errors
+        );
+
+        let body = mixed(&[("Content-Type: text/plain\r\nContent-ID: <l@h>", "hi")]);
+        let m = msg(
+            "Geolocation: <cid:l@h>\r\nGeolocation: <ftp://x.example/l>\r\n",
+            Some("multipart/mixed; boundary=B"),
+            &body,
+        );
+        let loc = dynamic_location(&m);
+        assert_eq!(loc.errors.len(), 2, "{:?}", loc.errors);
+    }
+
+    #[test]
+    fn pidf_without_a_header_and_pidf_as_the_whole_body() {
+        let m = msg("", Some("application/pidf+xml"), CIVIC);
+        let loc = dynamic_location(&m);
+        assert_eq!(loc.source, LocationSource::PidfCivic);
+        let m = msg(
+            "Geolocation: <cid:whole@h>\r\nContent-ID: <whole@h>\r\n",
+            Some("application/pidf+xml"),
+            CIVIC,
+        );
+        assert_eq!(dynamic_location(&m).source, LocationSource::PidfCivic);
+        let m = msg("", Some("application/sdp"), "v=0\r\n");
+        let loc = dynamic_location(&m);
+        assert_eq!(loc.source, LocationSource::None);
+        assert!(loc.errors.is_empty());
+    }
+}

@@ -1,0 +1,536 @@
+//! Reading an inventory snapshot from a TSV or CSV file.
+//!
+//! The first line names the columns, in any order; unknown column names are
+//! refused (a misspelt address column must not drop addresses silently).
+//! Columns:
+//!
+//! | column | meaning |
+//! | --- | --- |
+//! | `number` | E.164 number (`+12125550142`; separators allowed). Empty on a row that only defines a tenant location. |
+//! | `tenant` | the customer the number belongs to |
+//! | `country` | ISO 3166-1 alpha-2 of the number's service (required on number rows) |
+//! | `common_area_phone` | yes/no |
+//! | `tenant_may_edit_address` | yes/no: the tenant admin may set, change and delete the address |
+//! | `tenant_may_set_address`, `tenant_may_change_address`, `tenant_may_delete_address` | each capability on its own (overrides the column above) |
+//! | `location_id` | a tenant-defined location: on a row with an address, the row defines it (and, with a number, assigns the number to it); on a number row without an address, the number takes that location's address |
+//! | `reg_<element>` | the registered address, one RFC 5139 element per column (`reg_country`, `reg_A1`, `reg_A3`, `reg_RD`, `reg_STS`, `reg_HNO`, `reg_PC`, ...); `reg_country` defaults to the row's country |
+//! | `reg_lang` | the address's language tag |
+//! | `reg_lat`, `reg_lon` | the address's point in degrees, both or neither |
+//!
+//! Booleans are `yes`/`no`, `true`/`false`, `y`/`n`, `1`/`0`; empty is no.
+//! Values are trimmed. The whole file is refused at the first bad row, with
+//! the row's line number.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::emergency::pidf::{CivicAddress, RFC5139_ELEMENTS};
+
+use super::{normalize_e164, Address, Capabilities, Inventory, NumberEntry, TenantLocation};
+
+/// Why an inventory file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}{}: {message}", line.map(|l| format!(": line {l}")).unwrap_or_default())]
+pub struct InventoryError {
+    /// The file (or `inventory` for text given directly).
+    pub origin: String,
+    /// The line of the offending row (1 is the header line).
+    pub line: Option<u64>,
+    pub message: String,
+}
+
+/// The separator between fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Tsv,
+    Csv,
+}
+
+impl Format {
+    /// TSV when the first line holds a tab, else CSV.
+    pub fn sniff(text: &str) -> Format {
+        let first = text.lines().next().unwrap_or("");
+        if first.contains('\t') {
+            Format::Tsv
+        } else {
+            Format::Csv
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Number,
+    Tenant,
+    Country,
+    CommonAreaPhone,
+    MayEdit,
+    MaySet,
+    MayChange,
+    MayDelete,
+    LocationId,
+    Lat,
+    Lon,
+    Lang,
+    /// A civic element, by its index in RFC5139_ELEMENTS.
+    Civic(usize),
+}
+
+fn column(name: &str) -> Option<Column> {
+    Some(match name {
+        "number" => Column::Number,
+        "tenant" => Column::Tenant,
+        "country" => Column::Country,
+        "common_area_phone" => Column::CommonAreaPhone,
+        "tenant_may_edit_address" => Column::MayEdit,
+        "tenant_may_set_address" => Column::MaySet,
+        "tenant_may_change_address" => Column::MayChange,
+        "tenant_may_delete_address" => Column::MayDelete,
+        "location_id" => Column::LocationId,
+        "reg_lat" => Column::Lat,
+        "reg_lon" => Column::Lon,
+        "reg_lang" => Column::Lang,
+        other => {
+            let element = other.strip_prefix("reg_")?;
+            Column::Civic(RFC5139_ELEMENTS.iter().position(|e| *e == element)?)
+        }
+    })
+}
+
+fn boolean(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "" | "no" | "n" | "false" | "0" => Some(false),
+        "yes" | "y" | "true" | "1" => Some(true),
+        _ => None,
+    }
+}
+
+/// One row as read, before cross-row checks.
+struct Row {
+    line: u64,
+    number: Option<String>,
+    tenant: String,
+    country: Option<String>,
+    common_area_phone: bool,
+    capabilities: Capabilities,
+    location_id: Option<String>,
+    address: Option<Address>,
+}
+
+impl Inventory {
+    /// Reads a TSV or CSV file (by its extension, else by its first line).
+    pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| InventoryError {
+            origin: origin.clone(),
+            line: None,
+            message: e.to_string(),
+        })?;
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let format = match ext.as_deref() {
+            Some("tsv") | Some("tab") => Format::Tsv,
+            Some("csv") => Format::Csv,
+            _ => Format::sniff(&text),
+        };
+        Inventory::parse_named(&text, format, &origin)
+    }
+
+    /// Reads inventory text.
+    pub fn parse(text: &str, format: Format) -> Result<Inventory, InventoryError> {
+        Inventory::parse_named(text, format, "inventory")
+    }
+
+    fn parse_named(text: &str, format: Format, origin: &str) -> Result<Inventory, InventoryError> {
+        let err = |line: Option<u64>, message: String| InventoryError {
+            origin: origin.to_string(),
+            line,
+            message,
+        };
+        let mut builder = csv::ReaderBuilder::new();
+        builder
+            .has_headers(true)
+            .flexible(false)
+            .trim(csv::Trim::All)
+            .comment(None);
+        match format {
+            Format::Tsv => builder.delimiter(b'\t').quoting(false),
+            Format::Csv => builder.delimiter(b','),
+        };
+        let mut reader = builder.from_reader(text.as_bytes());
+        let headers = reader
+            .headers()
+            .map_err(|e| err(Some(1), e.to_string()))?
+            .clone();
+        let mut columns = Vec::with_capacity(headers.len());
+        for name in headers.iter() {
+            let c = column(name).ok_or_else(|| err(Some(1), format!("unknown column {name:?}")))?;
+            if columns.contains(&c) {
+                return Err(err(Some(1), format!("column {name:?} appears twice")));
+            }
+            columns.push(c);
+        }
+        if !columns.contains(&Column::Number) {
+            return Err(err(Some(1), "no \"number\" column".into()));
+        }
+
+        let mut rows = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| {
+                let line = e.position().map(|p| p.line());
+                let message = match e.kind() {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => format!("{len} fields where the header has {expected_len}"),
+                    _ => e.to_string(),
+                };
+                err(line, message)
+            })?;
+            let line = record.position().map_or(0, |p| p.line());
+            if record.iter().all(str::is_empty) {
+                continue;
+            }
+            let row = read_row(&columns, &record, line).map_err(|m| err(Some(line), m))?;
+            rows.push(row);
+        }
+        assemble(rows).map_err(|(line, m)| err(Some(line), m))
+    }
+}
+
+fn read_row(columns: &[Column], record: &csv::StringRecord, line: u64) -> Result<Row, String> {
+    let mut row = Row {
+        line,
+        number: None,
+        tenant: String::new(),
+        country: None,
+        common_area_phone: false,
+        capabilities: Capabilities::default(),
+        location_id: None,
+        address: None,
+    };
+    let mut edit: Option<bool> = None;
+    let (mut set, mut change, mut delete) = (None, None, None);
+    let (mut lat, mut lon) = (None, None);
+    let mut lang = None;
+    let mut civic: Vec<(usize, String)> = Vec::new();
+    for (c, value) in columns.iter().zip(record.iter()) {
+        let flag = |name: &str| {
+            boolean(value).ok_or_else(|| format!("{name}: {value:?} is not yes or no"))
+        };
+        match c {
+            Column::Number => {
+                if !value.is_empty() {
+                    let n = normalize_e164(value, None, None)
+                        .filter(|_| value.trim_start().starts_with('+'))
+                        .ok_or_else(|| {
+                            format!(
+                                "number {value:?} is not an E.164 number (+ and 7 to 15 digits)"
+                            )
+                        })?;
+                    row.number = Some(n);
+                }
+            }
+            Column::Tenant => row.tenant = value.to_string(),
+            Column::Country => {
+                if !value.is_empty() {
+                    if value.len() != 2 || !value.bytes().all(|b| b.is_ascii_alphabetic()) {
+                        return Err(format!(
+                            "country {value:?} is not an ISO 3166-1 alpha-2 code"
+                        ));
+                    }
+                    row.country = Some(value.to_ascii_uppercase());
+                }
+            }
+            Column::CommonAreaPhone => row.common_area_phone = flag("common_area_phone")?,
+            Column::MayEdit => edit = Some(flag("tenant_may_edit_address")?),
+            Column::MaySet => set = Some(flag("tenant_may_set_address")?),
+            Column::MayChange => change = Some(flag("tenant_may_change_address")?),
+            Column::MayDelete => delete = Some(flag("tenant_may_delete_address")?),
+            Column::LocationId => {
+                row.location_id = (!value.is_empty()).then(|| value.to_string());
+            }
+            Column::Lat | Column::Lon => {
+                if !value.is_empty() {
+                    let v: f64 = value
+                        .parse()
+                        .ok()
+                        .filter(|v: &f64| v.is_finite())
+                        .ok_or_else(|| format!("{value:?} is not a number of degrees"))?;
+                    if *c == Column::Lat {
+                        if !(-90.0..=90.0).contains(&v) {
+                            return Err(format!("reg_lat {v} is out of range"));
+                        }
+                        lat = Some(v);
+                    } else {
+                        if !(-180.0..=180.0).contains(&v) {
+                            return Err(format!("reg_lon {v} is out of range"));
+                        }
+                        lon = Some(v);
+                    }
+                }
+            }
+            Column::Lang => lang = (!value.is_empty()).then(|| value.to_string()),
+            Column::Civic(i) => {
+                if !value.is_empty() {
+                    civic.push((*i, value.to_string()));
+                }
+            }
+        }
+    }
+    let edit = edit.unwrap_or(false);
+    row.capabilities = Capabilities {
+        set_address: set.unwrap_or(edit),
+        change_address: change.unwrap_or(edit),
+        delete_address: delete.unwrap_or(edit),
+    };
+    let point = match (lat, lon) {
+        (Some(a), Some(b)) => Some((a, b)),
+        (None, None) => None,
+        _ => return Err("reg_lat and reg_lon go together".into()),
+    };
+    if !civic.is_empty() {
+        // RFC 5139 order; the country first, from the row when not given.
+        civic.sort_by_key(|(i, _)| *i);
+        let mut address = CivicAddress::new();
+        address.set_lang(lang);
+        let country_key = RFC5139_ELEMENTS.iter().position(|e| *e == "country");
+        if !civic.iter().any(|(i, _)| Some(*i) == country_key) {
+            let country = row
+                .country
+                .clone()
+                .ok_or("the address has no reg_country and the row no country")?;
+            address.push("country", country);
+        }
+        for (i, v) in civic {
+            let v = if RFC5139_ELEMENTS[i] == "country" {
+                v.to_ascii_uppercase()
+            } else {
+                v
+            };
+            address.push(RFC5139_ELEMENTS[i], v);
+        }
+        row.address = Some(Address {
+            civic: address,
+            point,
+        });
+    } else if point.is_some() {
+        return Err("a point without a civic address (reg_country and the rest)".into());
+    }
+    match (&row.number, &row.location_id, &row.address) {
+        (None, None, _) => return Err("no number and no location_id".into()),
+        (None, Some(_), None) => return Err("a location row without an address".into()),
+        (None, Some(_), Some(_)) if row.tenant.is_empty() => {
+            return Err("a location row without a tenant".into())
+        }
+        (Some(_), _, _) if row.country.is_none() => return Err("no country".into()),
+        _ => {}
+    }
+    Ok(row)
+}
+
+/// Cross-row checks: numbers unique, locations unique per tenant, a number
+/// assigned to a location that exists.
+fn assemble(rows: Vec<Row>) -> Result<Inventory, (u64, String)> {
+    let mut inv = Inventory::empty();
+    let mut defined: HashMap<(String, String), (u64, Address)> = HashMap::new();
+    for row in &rows {
+        if let (Some(id), Some(address)) = (&row.location_id, &row.address) {
+            let key = (row.tenant.clone(), id.clone());
+            if let Some((first, _)) = defined.get(&key) {
+                return Err((
+                    row.line,
+                    format!(
+                        "location {id:?} of tenant {:?} is already defined on line {first}",
+                        row.tenant
+                    ),
+                ));
+            }
+            defined.insert(key, (row.line, address.clone()));
+            inv.add_location(
+                &row.tenant,
+                TenantLocation {
+                    id: id.clone(),
+                    address: address.clone(),
+                },
+            );
+        }
+    }
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for row in rows {
+        let Some(number) = row.number else {
+            continue;
+        };
+        if let Some(first) = seen.get(&number) {
+            return Err((
+                row.line,
+                format!("number {number} is already listed on line {first}"),
+            ));
+        }
+        seen.insert(number.clone(), row.line);
+        let registered = match (&row.address, &row.location_id) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(id)) => {
+                let key = (row.tenant.clone(), id.clone());
+                let (_, a) = defined.get(&key).ok_or_else(|| {
+                    (
+                        row.line,
+                        format!("location {id:?} of tenant {:?} is not defined", row.tenant),
+                    )
+                })?;
+                Some(a.clone())
+            }
+            (None, None) => None,
+        };
+        inv.insert(NumberEntry {
+            number,
+            tenant: row.tenant,
+            country: row.country.unwrap_or_default(),
+            common_area_phone: row.common_area_phone,
+            capabilities: row.capabilities,
+            location_id: row.location_id,
+            registered,
+        });
+    }
+    Ok(inv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CORPUS: &str = include_str!("../../tests/corpus/emergency-invites/inventory.tsv");
+
+    #[test]
+    fn corpus_inventory_loads() {
+        let inv = Inventory::parse(CORPUS, Format::sniff(CORPUS)).unwrap();
+        assert_eq!(inv.len(), 14);
+        let e = inv.get("+14155550177").unwrap();
+        assert_eq!(e.tenant, "acme");
+        assert_eq!(e.country, "US");
+        assert!(e.common_area_phone);
+        assert_eq!(e.capabilities, Capabilities::default());
+        let reg = e.registered.as_ref().unwrap();
+        let fields: Vec<(&str, &str)> = reg.civic.iter().collect();
+        assert_eq!(
+            fields,
+            [
+                ("country", "US"),
+                ("A1", "CA"),
+                ("A3", "San Francisco"),
+                ("PC", "94102"),
+                ("RD", "Dr Carlton B Goodlett"),
+                ("STS", "Pl"),
+                ("HNO", "1"),
+            ]
+        );
+        let de = inv.get("+4989555010").unwrap();
+        assert_eq!(
+            de.registered.as_ref().unwrap().civic.get("A3"),
+            Some("München")
+        );
+        assert!(de.capabilities.set_address && de.capabilities.delete_address);
+        let gb = inv.get("+442079460018").unwrap();
+        assert_eq!(gb.registered.as_ref().unwrap().civic.get("A1"), None);
+        assert!(inv.get("+19999999999").is_none());
+    }
+
+    #[test]
+    fn csv_with_locations_and_capabilities() {
+        let text = "number,tenant,country,common_area_phone,tenant_may_edit_address,tenant_may_delete_address,location_id,reg_country,reg_A1,reg_A3,reg_RD,reg_HNO,reg_lat,reg_lon\n\
+            ,acme,,,,,hq,US,NY,New York,34th,20,40.7484,-73.9857\n\
+            +1 212 555 0100,acme,us,yes,yes,no,hq,,,,,,,\n\
+            +12125550101,acme,US,no,no,,,\"US\",NY,\"New York, NY\",Broadway,1,,\n";
+        let inv = Inventory::parse(text, Format::Csv).unwrap();
+        assert_eq!(inv.len(), 2);
+        let e = inv.get("+12125550100").unwrap();
+        assert_eq!(e.country, "US");
+        assert!(e.common_area_phone);
+        assert_eq!(
+            e.capabilities,
+            Capabilities {
+                set_address: true,
+                change_address: true,
+                delete_address: false
+            }
+        );
+        assert_eq!(e.location_id.as_deref(), Some("hq"));
+        let reg = e.registered.as_ref().unwrap();
+        assert_eq!(reg.point, Some((40.7484, -73.9857)));
+        assert_eq!(reg.civic.get("RD"), Some("34th"));
+        assert_eq!(inv.tenant_locations("acme").len(), 1);
+        assert!(inv.tenant_locations("other").is_empty());
+        let f = inv.get("+12125550101").unwrap();
+        assert_eq!(
+            f.registered.as_ref().unwrap().civic.get("A3"),
+            Some("New York, NY")
+        );
+    }
+
+    fn error(text: &str) -> InventoryError {
+        Inventory::parse(text, Format::sniff(text)).unwrap_err()
+    }
+
+    #[test]
+    fn bad_rows_give_their_line_and_refuse_the_file() {
+        let head = "number\ttenant\tcountry\tcommon_area_phone\treg_A3\n";
+        let good = "+12125550142\tacme\tUS\tno\tNew York\n";
+        for (bad, want) in [
+            ("12125550142\tacme\tUS\tno\tX\n", "E.164"),
+            ("+12125550142\tacme\tUSA\tno\tX\n", "alpha-2"),
+            ("+12125550143\tacme\tUS\tmaybe\tX\n", "yes or no"),
+            ("+12125550144\tacme\tUS\tno\n", "fields"),
+            (
+                "+12125550142\tacme\tUS\tno\tX\n",
+                "already listed on line 2",
+            ),
+            ("\tacme\tUS\tno\tX\n", "no number and no location_id"),
+            ("+12125550145\tacme\t\tno\tX\n", "no"),
+        ] {
+            let text = format!(
+                "{head}{good}{good_2}{bad}",
+                good_2 = "+12125550150\tacme\tUS\tno\t\n"
+            );
+            let e = error(&text);
+            assert_eq!(e.line, Some(4), "{bad:?}: {e}");
+            assert!(e.message.contains(want), "{bad:?}: {e}");
+            assert!(e.to_string().starts_with("inventory: line 4: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn header_errors() {
+        let e = error("number\ttenant\treg_HN0\n+12125550142\tacme\t1\n");
+        assert_eq!(e.line, Some(1));
+        assert!(e.message.contains("reg_HN0"), "{e}");
+        let e = error("tenant,country\nacme,US\n");
+        assert!(e.message.contains("number"), "{e}");
+        let e = error("number,number\n+12125550142,+12125550142\n");
+        assert!(e.message.contains("twice"), "{e}");
+        let e = error("number,country,location_id\n+12125550142,US,nowhere\n");
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("not defined"), "{e}");
+        let e = error("number,country,reg_A3,reg_lat\n+12125550142,US,Denver,39.7\n");
+        assert!(e.message.contains("together"), "{e}");
+    }
+
+    #[test]
+    fn load_from_a_file_by_extension() {
+        let dir = std::env::temp_dir().join(format!("sosrouter-inv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("numbers.csv");
+        std::fs::write(&path, "number,country\n+12125550142,US\n+1212,US\n").unwrap();
+        let e = Inventory::load(&path).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(
+            e.to_string().starts_with(&path.display().to_string()),
+            "{e}"
+        );
+        std::fs::write(&path, "number,country\n+12125550142,US\n").unwrap();
+        assert_eq!(Inventory::load(&path).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+        let e = Inventory::load(Path::new("/nonexistent/inventory.tsv")).unwrap_err();
+        assert_eq!(e.line, None);
+    }
+}

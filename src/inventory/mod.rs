@@ -1,0 +1,379 @@
+//! The number inventory: per E.164 number its tenant, country, registered
+//! emergency address, Common Area Phone flag and capabilities, and per tenant
+//! the emergency locations it defined.
+//!
+//! An [`Inventory`] is an immutable snapshot, shared as [`SharedInventory`]
+//! (an `Arc`); a new upload builds a new snapshot. [`Inventory::load`] reads
+//! one from a TSV or CSV file (see [`load`] for the columns).
+//!
+//! [`caller_number`] finds the caller's number in a request and
+//! [`normalize_e164`] puts a number into E.164 form.
+
+pub mod load;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::emergency::location::Location;
+use crate::emergency::pidf::CivicAddress;
+use crate::sip::{HeaderName, Message, NameAddr};
+
+pub use load::InventoryError;
+
+/// A snapshot shared between the router's threads.
+pub type SharedInventory = Arc<Inventory>;
+
+/// How far a geodetic location may lie from a tenant-defined location's
+/// point and still be that location, in metres.
+pub const LOCATION_MATCH_RADIUS_M: f64 = 50.0;
+
+/// What a tenant admin may do with a number's registered address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub set_address: bool,
+    pub change_address: bool,
+    pub delete_address: bool,
+}
+
+/// An emergency address: a civic address and, if known, its point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Address {
+    pub civic: CivicAddress,
+    /// Latitude and longitude in degrees (WGS 84).
+    pub point: Option<(f64, f64)>,
+}
+
+impl Address {
+    /// The country of the civic address, upper case.
+    pub fn country(&self) -> Option<String> {
+        self.civic
+            .get("country")
+            .map(|c| c.trim().to_ascii_uppercase())
+    }
+}
+
+/// One number of the inventory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberEntry {
+    /// E.164, with the `+`.
+    pub number: String,
+    pub tenant: String,
+    /// ISO 3166-1 alpha-2 of the number's service.
+    pub country: String,
+    pub common_area_phone: bool,
+    pub capabilities: Capabilities,
+    /// The tenant location the number is assigned to, if any.
+    pub location_id: Option<String>,
+    pub registered: Option<Address>,
+}
+
+/// An emergency location a tenant defined in advance (a building, a floor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantLocation {
+    pub id: String,
+    pub address: Address,
+}
+
+/// An immutable inventory snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    numbers: HashMap<String, NumberEntry>,
+    locations: HashMap<String, Vec<TenantLocation>>,
+}
+
+impl Inventory {
+    pub fn empty() -> Inventory {
+        Inventory::default()
+    }
+
+    /// The entry of an E.164 number.
+    pub fn get(&self, number: &str) -> Option<&NumberEntry> {
+        self.numbers.get(number)
+    }
+
+    /// The locations a tenant defined.
+    pub fn tenant_locations(&self, tenant: &str) -> &[TenantLocation] {
+        self.locations.get(tenant).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn len(&self) -> usize {
+        self.numbers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.numbers.is_empty()
+    }
+
+    /// Every number, in no particular order.
+    pub fn numbers(&self) -> impl Iterator<Item = &NumberEntry> {
+        self.numbers.values()
+    }
+
+    /// Adds or replaces a number (building a snapshot).
+    pub fn insert(&mut self, entry: NumberEntry) {
+        self.numbers.insert(entry.number.clone(), entry);
+    }
+
+    /// Adds a tenant-defined location (building a snapshot).
+    pub fn add_location(&mut self, tenant: &str, location: TenantLocation) {
+        self.locations
+            .entry(tenant.to_string())
+            .or_default()
+            .push(location);
+    }
+
+    /// The tenant location a caller's location matches, if any.
+    pub fn matching_location<'a>(
+        &'a self,
+        tenant: &str,
+        location: &Location,
+    ) -> Option<&'a TenantLocation> {
+        matching_location(self.tenant_locations(tenant), location)
+    }
+}
+
+/// The first of `defined` that `location` matches: a civic address that
+/// agrees on every street-level field both name (country, road and house
+/// number required on both sides), or a point within
+/// [`LOCATION_MATCH_RADIUS_M`] of the defined point.
+pub fn matching_location<'a>(
+    defined: &'a [TenantLocation],
+    location: &Location,
+) -> Option<&'a TenantLocation> {
+    defined.iter().find(|d| {
+        let civic_match = location
+            .civic
+            .as_ref()
+            .is_some_and(|c| civic_matches(&d.address.civic, c));
+        let point_match = match (d.address.point, location.geo.as_ref()) {
+            (Some((lat, lon)), Some(g)) => {
+                distance_m(lat, lon, g.lat, g.lon) <= LOCATION_MATCH_RADIUS_M
+            }
+            _ => false,
+        };
+        civic_match || point_match
+    })
+}
+
+const MATCH_KEYS: [&str; 11] = [
+    "country", "A1", "A2", "A3", "PRD", "RD", "STS", "POD", "HNO", "HNS", "PC",
+];
+const REQUIRED_KEYS: [&str; 3] = ["country", "RD", "HNO"];
+
+fn norm(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+fn civic_matches(defined: &CivicAddress, got: &CivicAddress) -> bool {
+    for key in REQUIRED_KEYS {
+        if defined.get(key).is_none() || got.get(key).is_none() {
+            return false;
+        }
+    }
+    MATCH_KEYS
+        .iter()
+        .all(|k| match (defined.get(k), got.get(k)) {
+            (Some(a), Some(b)) => norm(a) == norm(b),
+            _ => true,
+        })
+}
+
+/// Great-circle distance in metres.
+fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6_371_008.8 * a.sqrt().min(1.0).asin()
+}
+
+/// Puts a dialed or presented number into E.164 form (`+` and 7 to 15
+/// digits). `+...` and `00...` are international already; `context` (a
+/// `phone-context` such as `+1`) or `country_code` (the calling code of the
+/// caller's trunk, without `+`) make a national number international: a
+/// leading trunk `0` is dropped, and in North America (`1`) a 10-digit
+/// number gets the `1` and an 11-digit one starting with `1` keeps it.
+pub fn normalize_e164(
+    raw: &str,
+    context: Option<&str>,
+    country_code: Option<&str>,
+) -> Option<String> {
+    let mut digits = String::with_capacity(16);
+    let mut plus = false;
+    for (i, c) in raw.trim().chars().enumerate() {
+        match c {
+            '+' if i == 0 => plus = true,
+            '0'..='9' => digits.push(c),
+            '-' | '.' | '(' | ')' | ' ' => {}
+            _ => return None,
+        }
+    }
+    let international = if plus {
+        digits
+    } else if let Some(rest) = digits.strip_prefix("00") {
+        rest.to_string()
+    } else {
+        let cc = context
+            .and_then(|c| c.strip_prefix('+'))
+            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
+            .or(country_code)?;
+        if cc == "1" {
+            match digits.len() {
+                10 => format!("1{digits}"),
+                11 if digits.starts_with('1') => digits,
+                _ => return None,
+            }
+        } else {
+            let national = digits.strip_prefix('0').unwrap_or(&digits);
+            format!("{cc}{national}")
+        }
+    };
+    let ok = (7..=15).contains(&international.len()) && !international.starts_with('0');
+    ok.then(|| format!("+{international}"))
+}
+
+/// The caller's number in E.164 form: the first P-Asserted-Identity value
+/// that is a telephone number, else From. A tel URI, or a sip URI whose
+/// user part is a number (with or without `user=phone`).
+/// `country_code` completes national numbers (see [`normalize_e164`]).
+pub fn caller_number(req: &Message, country_code: Option<&str>) -> Option<String> {
+    req.list(HeaderName::PAssertedIdentity)
+        .filter_map(NameAddr::parse)
+        .chain(req.from())
+        .find_map(|na| {
+            let uri = na.uri()?;
+            let digits = uri.phone_digits()?;
+            let context = uri
+                .phone_context()
+                .and_then(|c| std::str::from_utf8(c).ok());
+            normalize_e164(digits.as_str(), context, country_code)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn e164_forms() {
+        let n = |raw, ctx, cc| normalize_e164(raw, ctx, cc);
+        assert_eq!(
+            n("+12125550142", None, None).as_deref(),
+            Some("+12125550142")
+        );
+        assert_eq!(
+            n("+1 (212) 555-0142", None, None).as_deref(),
+            Some("+12125550142")
+        );
+        assert_eq!(
+            n("00442079460018", None, None).as_deref(),
+            Some("+442079460018")
+        );
+        assert_eq!(
+            n("2125550142", None, Some("1")).as_deref(),
+            Some("+12125550142")
+        );
+        assert_eq!(
+            n("12125550142", None, Some("1")).as_deref(),
+            Some("+12125550142")
+        );
+        assert_eq!(
+            n("2125550142", Some("+1"), None).as_deref(),
+            Some("+12125550142")
+        );
+        assert_eq!(
+            n("02079460018", None, Some("44")).as_deref(),
+            Some("+442079460018")
+        );
+        assert_eq!(n("2125550142", None, None), None);
+        assert_eq!(n("555", None, Some("1")), None);
+        assert_eq!(n("+1234", None, None), None);
+        assert_eq!(n("+1212555014299999", None, None), None);
+        assert_eq!(n("+1212*5550142", None, None), None);
+    }
+
+    fn msg(headers: &str) -> Message {
+        let s = format!(
+            "INVITE sip:911@h SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nMax-Forwards: 70\r\nTo: <sip:911@h>\r\nCall-ID: n1\r\nCSeq: 1 INVITE\r\n{headers}Content-Length: 0\r\n\r\n"
+        );
+        crate::sip::parse_datagram(Bytes::from(s), &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn caller_from_pai_then_from() {
+        let m = msg("From: <sip:+12125550142@example.com>;tag=1\r\nP-Asserted-Identity: <sip:alice@example.com>, <tel:+1-303-555-0117>\r\n");
+        assert_eq!(caller_number(&m, None).as_deref(), Some("+13035550117"));
+        let m = msg("From: <sip:+12125550142@example.com;user=phone>;tag=1\r\nP-Asserted-Identity: <sip:alice@example.com>\r\n");
+        assert_eq!(caller_number(&m, None).as_deref(), Some("+12125550142"));
+        let m = msg("From: \"Desk\" <sip:3035550117@example.com>;tag=1\r\n");
+        assert_eq!(caller_number(&m, None), None);
+        assert_eq!(
+            caller_number(&m, Some("1")).as_deref(),
+            Some("+13035550117")
+        );
+        let m = msg("From: <tel:3035550117;phone-context=+1>;tag=1\r\n");
+        assert_eq!(caller_number(&m, None).as_deref(), Some("+13035550117"));
+        let m = msg("From: <sip:anonymous@anonymous.invalid>;tag=1\r\n");
+        assert_eq!(caller_number(&m, Some("1")), None);
+    }
+
+    fn civic(fields: &[(&str, &str)]) -> CivicAddress {
+        fields.iter().copied().collect()
+    }
+
+    #[test]
+    fn tenant_locations_match_by_civic_or_point() {
+        let defined = vec![TenantLocation {
+            id: "hq".into(),
+            address: Address {
+                civic: civic(&[
+                    ("country", "US"),
+                    ("A1", "NY"),
+                    ("A3", "New York"),
+                    ("RD", "34th"),
+                    ("HNO", "20"),
+                ]),
+                point: Some((40.7484, -73.9857)),
+            },
+        }];
+        let mut loc = Location::none();
+        loc.civic = Some(civic(&[
+            ("country", "us"),
+            ("A1", "NY"),
+            ("A3", "new  york"),
+            ("RD", "34th"),
+            ("HNO", "20"),
+            ("FLR", "34"),
+        ]));
+        assert_eq!(
+            matching_location(&defined, &loc).map(|l| l.id.as_str()),
+            Some("hq")
+        );
+        loc.civic = Some(civic(&[("country", "US"), ("RD", "34th"), ("HNO", "22")]));
+        assert!(matching_location(&defined, &loc).is_none());
+        loc.civic = Some(civic(&[("country", "US"), ("A3", "New York")]));
+        assert!(matching_location(&defined, &loc).is_none());
+        loc.civic = None;
+        let geo = |lat, lon| crate::emergency::pidf::Geo {
+            shape: crate::emergency::pidf::Shape::Point {
+                pos: crate::emergency::pidf::Position {
+                    lat,
+                    lon,
+                    alt: None,
+                },
+            },
+            lat,
+            lon,
+            alt: None,
+            radius_m: None,
+        };
+        loc.geo = Some(geo(40.7486, -73.9855));
+        assert!(matching_location(&defined, &loc).is_some());
+        loc.geo = Some(geo(40.7584, -73.9857));
+        assert!(matching_location(&defined, &loc).is_none());
+    }
+}

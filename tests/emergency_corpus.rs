@@ -1,0 +1,702 @@
+//! The emergency INVITE corpus: every MANIFEST row gives its caller country,
+//! kind, location source, route, reason and PSAP area, through the library
+//! and through `sosrouter inspect`; then the INVITEs the proxy forwards are
+//! checked on their bytes (headers kept, Call-Info added, the registered
+//! address as a PIDF-LO part with its Geolocation value first, the PSAP in a
+//! Route header, failover to the next target).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use sosrouter::config::Config;
+use sosrouter::emergency::detect::Countries;
+use sosrouter::emergency::psap::ServiceAreas;
+use sosrouter::emergency::{pidf, EmergencyRouter};
+use sosrouter::inventory::Inventory;
+use sosrouter::proxy::{Core, CoreConfig, Decision, Proto, Source, Target, Transmit};
+use sosrouter::sip::{self, HeaderName, Message, NameAddr};
+
+fn corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/emergency-invites")
+}
+
+fn areas() -> Arc<ServiceAreas> {
+    static DATA: OnceLock<Arc<ServiceAreas>> = OnceLock::new();
+    DATA.get_or_init(|| Arc::new(ServiceAreas::embedded().expect("the shipped data loads")))
+        .clone()
+}
+
+fn inventory() -> Inventory {
+    Inventory::load(&corpus().join("inventory.tsv")).expect("the corpus inventory loads")
+}
+
+fn router() -> EmergencyRouter {
+    EmergencyRouter::new(
+        &Config::embedded(),
+        Countries::shipped(),
+        Arc::new(inventory()),
+        areas(),
+    )
+    .expect("the router builds on the lab configuration")
+}
+
+struct Row {
+    file: String,
+    country: String,
+    emergency: String,
+    location_source: String,
+    route: String,
+    reason: String,
+    area: String,
+}
+
+fn manifest() -> Vec<Row> {
+    let text = std::fs::read_to_string(corpus().join("MANIFEST.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (f, c, e, l, r, why, a) = (
+        col("file"),
+        col("caller_country"),
+        col("expected_emergency"),
+        col("location_source"),
+        col("expected_route"),
+        col("expected_reason"),
+        col("expected_psap_area"),
+    );
+    let rows: Vec<Row> = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let v: Vec<&str> = line.split('\t').collect();
+            let get = |i: usize| v.get(i).copied().unwrap_or("").to_string();
+            Row {
+                file: get(f),
+                country: get(c),
+                emergency: get(e),
+                location_source: get(l),
+                route: get(r),
+                reason: get(why),
+                area: get(a),
+            }
+        })
+        .collect();
+    assert_eq!(rows.len(), 14);
+    rows
+}
+
+fn load(file: &str) -> Message {
+    let data = std::fs::read(corpus().join(file)).unwrap();
+    sip::parse_datagram(Bytes::from(data), &Default::default())
+        .unwrap_or_else(|e| panic!("{file}: {e:?}"))
+}
+
+/// The fields of the inspect object the manifest speaks about.
+fn summary(v: &Value) -> [String; 7] {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let kind = match v["emergency"]["kind"].as_str() {
+        Some("emergency") => "yes",
+        Some("test") => "test",
+        _ => "no",
+    };
+    [
+        s(&v["emergency"]["country"]),
+        kind.to_string(),
+        s(&v["location"]["source"]),
+        s(&v["decision"]["route"]),
+        s(&v["decision"]["reason"]),
+        s(&v["decision"]["area"]),
+        s(&v["decision"]["psap_id"]),
+    ]
+}
+
+fn expected(row: &Row) -> [String; 7] {
+    let psap_id = if row.area.is_empty() {
+        String::new()
+    } else {
+        format!("SYN-{}", row.area)
+    };
+    [
+        row.country.clone(),
+        row.emergency.clone(),
+        row.location_source.clone(),
+        row.route.clone(),
+        row.reason.clone(),
+        row.area.clone(),
+        psap_id,
+    ]
+}
+
+#[test]
+fn manifest_through_the_library() {
+    let router = router();
+    let inv = router.inventory();
+    for row in manifest() {
+        let msg = load(&row.file);
+        let ev = router.evaluate(&inv, &msg, Some("carrier"), false);
+        let v = serde_json::json!({
+            "emergency": ev.emergency_json(),
+            "location": ev.location_json(),
+            "decision": ev.decision_json(),
+        });
+        assert_eq!(summary(&v), expected(&row), "{}: {v:#}", row.file);
+        // The proxy's answer agrees.
+        let ctx_source = source();
+        let ctx = sosrouter::proxy::RouteContext {
+            source: &ctx_source,
+            inbound_trunk: Some("carrier"),
+        };
+        match sosrouter::proxy::Router::route(&router, &msg, &ctx) {
+            Decision::Route {
+                targets,
+                emergency,
+                route,
+                reason,
+                details,
+                ..
+            } => {
+                assert!(emergency, "{}", row.file);
+                assert_eq!((route, reason), (row.route.as_str(), row.reason.as_str()));
+                let first = &targets[0];
+                let trunk = match row.route.as_str() {
+                    "psap" => "psap",
+                    "screening" => "screening",
+                    "test" => "test",
+                    other => panic!("{other}"),
+                };
+                assert_eq!(first.trunk, trunk, "{}", row.file);
+                let details = details.expect("details");
+                assert_eq!(
+                    details.area.as_deref().unwrap_or(""),
+                    row.area,
+                    "{}",
+                    row.file
+                );
+                assert_eq!(details.location_source, row.location_source, "{}", row.file);
+                assert_eq!(details.country.as_deref(), Some(row.country.as_str()));
+            }
+            Decision::Reject { status, .. } => panic!("{}: rejected with {status}", row.file),
+        }
+    }
+}
+
+#[test]
+fn manifest_through_the_binary() {
+    let rows = manifest();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sosrouter"));
+    cmd.arg("inspect")
+        .arg("--inventory")
+        .arg(corpus().join("inventory.tsv"));
+    for row in &rows {
+        cmd.arg(corpus().join(&row.file));
+    }
+    let out = cmd.output().expect("sosrouter runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), rows.len());
+    for (row, v) in rows.iter().zip(&lines) {
+        assert!(v["file"].as_str().unwrap().ends_with(&row.file));
+        assert_eq!(summary(v), expected(row), "{}: {v:#}", row.file);
+        // The fallbacks are objects after the first target, never repeating it.
+        let fallbacks = v["decision"]["fallbacks"].as_array().unwrap();
+        for f in fallbacks {
+            assert_ne!(f["label"], v["decision"]["psap_id"], "{}", row.file);
+        }
+    }
+    // Spot checks of the object's other fields.
+    let by_file = |name: &str| {
+        rows.iter()
+            .zip(&lines)
+            .find(|(r, _)| r.file.starts_with(name))
+            .map(|(_, v)| v)
+            .unwrap()
+    };
+    let c02 = by_file("c02");
+    assert_eq!(c02["location"]["method"], "GPS");
+    assert_eq!(c02["location"]["geo"]["lat"], 39.7392);
+    assert_eq!(c02["location"]["geo"]["lon"], -104.9903);
+    assert_eq!(c02["decision"]["routed_by"], "dynamic");
+    assert_eq!(c02["decision"]["trunk"], "psap");
+    let labels: Vec<&str> = c02["decision"]["fallbacks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["screening", "last-resort"]);
+    let c05 = by_file("c05");
+    assert_eq!(c05["location"]["geo"]["radius_m"], 35.0);
+    let c01 = by_file("c01");
+    assert_eq!(c01["emergency"]["number"], "911");
+    assert_eq!(c01["location"]["civic"]["A3"], "New York");
+    assert_eq!(c01["location"]["civic"]["FLR"], "34");
+    assert_eq!(c01["decision"]["routed_by"], "registered");
+    assert_eq!(c01["decision"]["trunk"], "screening");
+    assert_eq!(
+        c01["decision"]["fallbacks"][0]["route"],
+        "sip:sos@us-36061.psap.example"
+    );
+    let c07 = by_file("c07");
+    assert_eq!(c07["emergency"]["number"], "urn:service:sos");
+    let c10 = by_file("c10");
+    assert_eq!(c10["location"]["civic"]["A3"], "München");
+    let c11 = by_file("c11");
+    assert_eq!(
+        c11["location"]["reference"],
+        "https://lis.example.com:8443/loc/7f3a9c21e4"
+    );
+    assert_eq!(c11["location"]["civic"]["A3"], "San Francisco");
+    let c12 = by_file("c12");
+    let errors = c12["location"]["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].as_str().unwrap().contains("not-well-formed"));
+    assert_eq!(c12["location"]["civic"]["A3"], "Phoenix");
+}
+
+#[test]
+fn inspect_without_inventory_and_on_other_messages() {
+    let dir = std::env::temp_dir().join(format!("sosrouter-corpus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = dir.join("plain.sip");
+    std::fs::write(
+        &plain,
+        "INVITE sip:+12125550100@example.net SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKp1\r\nMax-Forwards: 70\r\nTo: <sip:+12125550100@example.net>\r\nFrom: <sip:+13035550117@example.com>;tag=1\r\nCall-ID: p1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    let response = dir.join("resp.sip");
+    std::fs::write(
+        &response,
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKp1\r\nTo: <sip:a@b>;tag=2\r\nFrom: <sip:c@d>;tag=1\r\nCall-ID: p1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sosrouter"))
+        .arg("inspect")
+        .arg(&plain)
+        .arg(&response)
+        .arg(corpus().join("c02-us-geo-point.sip"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["emergency"], Value::Null);
+    assert_eq!(lines[0]["decision"]["route"], "not-emergency");
+    assert_eq!(lines[0]["location"]["source"], "none");
+    assert_eq!(lines[1]["decision"], Value::Null);
+    // Without an inventory the c02 caller is unknown: the country comes
+    // from its number, and the trusted GPS fix still routes directly.
+    assert_eq!(lines[2]["emergency"]["country"], "US");
+    assert_eq!(lines[2]["decision"]["route"], "psap");
+    assert_eq!(lines[2]["decision"]["area"], "US-08031");
+    // A bad inventory row stops inspect with the line number.
+    let bad = dir.join("bad.tsv");
+    std::fs::write(&bad, "number\tcountry\n+12125550142\tUS\nnope\tUS\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sosrouter"))
+        .arg("inspect")
+        .arg("--inventory")
+        .arg(&bad)
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ----- forwarded INVITEs, through the proxy core -----
+
+const ROUTER: &str = "127.0.0.1:5060";
+const CARRIER: &str = "127.0.0.1:40000";
+const PSAP: &str = "127.0.0.1:5070";
+const SCREENING: &str = "127.0.0.1:5080";
+const TEST: &str = "127.0.0.1:5090";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn source() -> Source {
+    Source {
+        proto: Proto::Udp,
+        peer: addr(CARRIER),
+        local: addr(ROUTER),
+        conn: None,
+    }
+}
+
+fn core() -> Core {
+    let config = Config::embedded();
+    let cfg = CoreConfig::from_config(&config, vec![addr(ROUTER)], 7);
+    Core::new(cfg, Arc::new(router()))
+}
+
+fn drain(core: &mut Core) -> Vec<Transmit> {
+    std::iter::from_fn(|| core.poll_transmit()).collect()
+}
+
+fn sent_to(out: &[Transmit], to: &str) -> Vec<Message> {
+    out.iter()
+        .filter(|t| t.dest.target == Target::Addr(addr(to)))
+        .map(|t| {
+            sip::parse_datagram(
+                t.bytes.clone(),
+                &sip::Limits {
+                    max_message: usize::MAX,
+                    ..Default::default()
+                },
+            )
+            .expect("the forwarded message parses")
+        })
+        .collect()
+}
+
+/// Sends `file` into a proxy core and returns it and the one INVITE it
+/// forwards to `to`.
+fn forward(file: &str, to: &str) -> (Message, Message, Core) {
+    let original = load(file);
+    let mut core = core();
+    core.handle_message(Instant::now(), original.clone(), source());
+    let out = drain(&mut core);
+    let mut fwd = sent_to(&out, to);
+    assert_eq!(
+        fwd.len(),
+        1,
+        "{file}: {:?}",
+        out.iter().map(|t| &t.dest).collect::<Vec<_>>()
+    );
+    (original, fwd.remove(0), core)
+}
+
+fn values(m: &Message, name: HeaderName) -> Vec<String> {
+    m.list(name)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// Every header line of the original is in the forwarded request, in the
+/// same order, except Max-Forwards and Content-Length, which change, and
+/// the Via the proxy notes the source address in (`received`, RFC 3261
+/// section 18.2.1), which only gains parameters.
+fn assert_headers_kept(original: &Message, fwd: &Message, file: &str) {
+    let fwd_lines: Vec<&[u8]> = fwd.headers().iter().map(|h| fwd.bytes_of(h.line)).collect();
+    let mut at = 0;
+    for h in original.headers() {
+        if matches!(h.name, HeaderName::MaxForwards | HeaderName::ContentLength) {
+            continue;
+        }
+        // A single body that became a part of a multipart body takes its
+        // Content-Type into the part (checked by assert_parts_kept).
+        let wrapped = !original.content_type().is_some_and(|c| c.is_multipart())
+            && fwd.content_type().is_some_and(|c| c.is_multipart());
+        if h.name == HeaderName::ContentType && wrapped {
+            continue;
+        }
+        let line = original.bytes_of(h.line);
+        let found = if h.name == HeaderName::Via {
+            let value = line.trim_ascii_end();
+            fwd_lines[at..]
+                .iter()
+                .position(|l| l.starts_with(value) && l[value.len()..].starts_with(b";"))
+        } else {
+            fwd_lines[at..].iter().position(|l| *l == line)
+        };
+        let Some(n) = found else {
+            panic!(
+                "{file}: header line {:?} missing or out of order",
+                String::from_utf8_lossy(line)
+            );
+        };
+        at += n + 1;
+    }
+    assert_eq!(fwd.max_forwards(), Some(69), "{file}");
+}
+
+/// Every body part of the original is in the forwarded body, byte for byte.
+fn assert_parts_kept(original: &Message, fwd: &Message, file: &str) {
+    let fwd_parts = fwd.body_parts().unwrap();
+    let orig_parts = original.body_parts().unwrap();
+    if orig_parts.is_empty() {
+        if !original.body().is_empty() && fwd.body() != original.body() {
+            let part = fwd_parts
+                .iter()
+                .find(|p| fwd.bytes_of(p.body) == original.body())
+                .unwrap_or_else(|| panic!("{file}: body lost"));
+            assert_eq!(
+                part.content_type.map(|c| fwd.bytes_of(c)),
+                original.get(HeaderName::ContentType),
+                "{file}: the wrapped body keeps its Content-Type"
+            );
+        }
+        return;
+    }
+    for p in &orig_parts {
+        let bytes = original.bytes_of(p.body);
+        assert!(
+            fwd_parts.iter().any(|q| fwd.bytes_of(q.body) == bytes),
+            "{file}: a body part was changed or dropped"
+        );
+    }
+}
+
+fn call_info(fwd: &Message) -> Vec<(String, String)> {
+    fwd.list(HeaderName::CallInfo)
+        .filter_map(NameAddr::parse)
+        .map(|n| {
+            (
+                String::from_utf8_lossy(n.uri_text).into_owned(),
+                String::from_utf8_lossy(n.param("purpose").flatten().unwrap_or_default())
+                    .into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn assert_identifiers(fwd: &Message, file: &str) {
+    let ci = call_info(fwd);
+    for (kind, purpose) in [
+        ("callid", "emergency-CallId"),
+        ("incidentid", "emergency-IncidentId"),
+    ] {
+        let found: Vec<&(String, String)> = ci.iter().filter(|(_, p)| p == purpose).collect();
+        assert_eq!(found.len(), 1, "{file}: {ci:?}");
+        let uri = &found[0].0;
+        let rest = uri
+            .strip_prefix(&format!("urn:emergency:uid:{kind}:"))
+            .unwrap_or_else(|| panic!("{file}: {uri}"));
+        let (hex, domain) = rest.split_once(':').unwrap();
+        assert_eq!(hex.len(), 32, "{uri}");
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{uri}");
+        assert_eq!(domain, "sosrouter.lab.example");
+    }
+}
+
+/// The registered address part: the first Geolocation value names it, the
+/// part is a PIDF-LO with the inventory's address, and the caller's own
+/// Geolocation values follow.
+fn assert_registered_part(original: &Message, fwd: &Message, file: &str, a3: &str) {
+    let geo = values(fwd, HeaderName::Geolocation);
+    let own = values(original, HeaderName::Geolocation);
+    assert_eq!(geo.len(), own.len() + 1, "{file}: {geo:?}");
+    assert_eq!(&geo[1..], &own[..], "{file}");
+    let cid = geo[0]
+        .strip_prefix("<cid:")
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or_else(|| panic!("{file}: {}", geo[0]));
+    assert!(cid.ends_with("@sosrouter.lab.example"), "{cid}");
+    let parts = fwd.body_parts().unwrap();
+    let part = fwd
+        .part_by_content_id(&parts, cid.as_bytes())
+        .unwrap_or_else(|| panic!("{file}: no part {cid}"));
+    assert!(sip::body::is_pidf(fwd, &part));
+    let doc = pidf::parse(fwd.bytes_of(part.body)).unwrap();
+    let civic = doc.selected().civic.clone().unwrap();
+    assert_eq!(civic.get("A3"), Some(a3), "{file}");
+    assert_eq!(doc.selected().method.as_deref(), Some("Registered"));
+    assert_eq!(
+        fwd.content_type().map(|c| c.is_multipart()),
+        Some(true),
+        "{file}"
+    );
+}
+
+#[test]
+fn screened_call_carries_the_registered_address_first() {
+    let (original, fwd, _) = forward("c01-us-civic-cid.sip", SCREENING);
+    assert_eq!(fwd.request_uri_bytes(), original.request_uri_bytes());
+    assert_headers_kept(&original, &fwd, "c01");
+    assert_parts_kept(&original, &fwd, "c01");
+    assert_identifiers(&fwd, "c01");
+    assert_registered_part(&original, &fwd, "c01", "New York");
+    // The caller's own location part is still the one its value names.
+    let parts = fwd.body_parts().unwrap();
+    let own = fwd
+        .part_by_content_id(&parts, b"loc-c01@ua1.example.com")
+        .unwrap();
+    let doc = pidf::parse(fwd.bytes_of(own.body)).unwrap();
+    assert_eq!(doc.selected().method.as_deref(), Some("Manual"));
+    assert_eq!(
+        fwd.get(HeaderName::Route),
+        None,
+        "no PSAP named for screening"
+    );
+    assert_eq!(parts.len(), 3);
+}
+
+#[test]
+fn dynamic_call_names_its_psap_and_adds_no_address() {
+    let (original, fwd, _) = forward("c02-us-geo-point.sip", PSAP);
+    assert_headers_kept(&original, &fwd, "c02");
+    assert_parts_kept(&original, &fwd, "c02");
+    assert_identifiers(&fwd, "c02");
+    assert_eq!(
+        fwd.get(HeaderName::Route),
+        Some(&b"<sip:sos@us-08031.psap.example;lr>"[..])
+    );
+    assert_eq!(
+        values(&fwd, HeaderName::Geolocation),
+        values(&original, HeaderName::Geolocation)
+    );
+    assert_eq!(fwd.body_parts().unwrap().len(), 2);
+}
+
+#[test]
+fn service_urn_request_uri_is_kept() {
+    let (original, fwd, _) = forward("c07-urn-service-sos.sip", SCREENING);
+    assert_eq!(fwd.request_uri_bytes(), b"urn:service:sos");
+    assert_eq!(fwd.get(HeaderName::To), original.get(HeaderName::To));
+    assert_headers_kept(&original, &fwd, "c07");
+    assert_registered_part(&original, &fwd, "c07", "Seattle");
+}
+
+#[test]
+fn reference_kept_and_common_area_phone_sent_to_its_psap() {
+    let (original, fwd, _) = forward("c11-geoloc-by-reference.sip", PSAP);
+    assert_headers_kept(&original, &fwd, "c11");
+    assert_parts_kept(&original, &fwd, "c11");
+    assert_registered_part(&original, &fwd, "c11", "San Francisco");
+    assert_eq!(
+        values(&fwd, HeaderName::Geolocation)[1],
+        "<https://lis.example.com:8443/loc/7f3a9c21e4>"
+    );
+    assert_eq!(
+        fwd.get(HeaderName::Route),
+        Some(&b"<sip:sos@us-06075.psap.example;lr>"[..])
+    );
+    // The SDP body became the first part of a multipart body.
+    let parts = fwd.body_parts().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(fwd.bytes_of(parts[0].body), original.body());
+}
+
+#[test]
+fn geolocation_routing_no_is_forwarded_unchanged() {
+    let (original, fwd, _) = forward("c14-geolocation-routing-no.sip", SCREENING);
+    assert_headers_kept(&original, &fwd, "c14");
+    assert_eq!(fwd.get(HeaderName::GeolocationRouting), Some(&b"no"[..]));
+}
+
+#[test]
+fn malformed_pidf_is_forwarded_as_received() {
+    let (original, fwd, _) = forward("c12-malformed-pidf.sip", SCREENING);
+    assert_headers_kept(&original, &fwd, "c12");
+    assert_parts_kept(&original, &fwd, "c12");
+    assert_registered_part(&original, &fwd, "c12", "Phoenix");
+}
+
+#[test]
+fn test_call_goes_to_the_test_trunk_only() {
+    let (original, fwd, mut core) = forward("c08-us-933-test.sip", TEST);
+    assert_headers_kept(&original, &fwd, "c08");
+    assert_eq!(fwd.get(HeaderName::Route), None);
+    // With a dynamic location the test call rests on it: no address added.
+    assert_eq!(fwd.body_parts().unwrap().len(), 2);
+    // The test trunk failing ends the call: it never reaches a PSAP.
+    let resp = sip::parse_datagram(
+        sip::build::response(&fwd, 503, "Unavailable", Some("t1"), &[], None),
+        &Default::default(),
+    )
+    .unwrap();
+    core.handle_message(Instant::now(), resp, test_source(TEST));
+    let out = drain(&mut core);
+    assert!(sent_to(&out, PSAP).is_empty());
+    assert!(sent_to(&out, SCREENING).is_empty());
+}
+
+fn test_source(from: &str) -> Source {
+    Source {
+        proto: Proto::Udp,
+        peer: addr(from),
+        local: addr(ROUTER),
+        conn: None,
+    }
+}
+
+#[test]
+fn psap_failure_fails_over_to_the_screening_center() {
+    let (_, fwd, mut core) = forward("c02-us-geo-point.sip", PSAP);
+    let resp = sip::parse_datagram(
+        sip::build::response(&fwd, 503, "Service Unavailable", Some("p1"), &[], None),
+        &Default::default(),
+    )
+    .unwrap();
+    core.handle_message(Instant::now(), resp, test_source(PSAP));
+    let out = drain(&mut core);
+    let next = sent_to(&out, SCREENING);
+    let invites: Vec<&Message> = next
+        .iter()
+        .filter(|m| m.method() == sip::Method::Invite)
+        .collect();
+    assert_eq!(invites.len(), 1);
+    let again = invites[0];
+    assert_eq!(again.get(HeaderName::Route), None);
+    // The identifiers are the same on every target.
+    assert_eq!(call_info(again), call_info(&fwd));
+}
+
+#[test]
+fn existing_identifiers_are_not_added_again() {
+    let text = std::fs::read_to_string(corpus().join("c02-us-geo-point.sip")).unwrap();
+    let text = text.replacen(
+        "Geolocation-Routing: yes\r\n",
+        "Geolocation-Routing: yes\r\nCall-Info: <urn:emergency:uid:callid:00112233445566778899aabbccddeeff:osp.example>;purpose=emergency-CallId\r\n",
+        1,
+    );
+    let msg = sip::parse_datagram(Bytes::from(text), &Default::default()).unwrap();
+    let router = router();
+    let inv = router.inventory();
+    let ev = router.evaluate(&inv, &msg, None, false);
+    let a = router.augment(&msg, &ev);
+    assert_eq!(a.headers.len(), 1);
+    assert!(a.headers[0]
+        .1
+        .starts_with(b"<urn:emergency:uid:incidentid:"));
+    assert!(a.body_part.is_none());
+    assert!(a.headers_first.is_empty());
+}
+
+#[test]
+fn calls_that_are_not_emergencies_are_refused() {
+    let text = std::fs::read_to_string(corpus().join("c01-us-civic-cid.sip")).unwrap();
+    let text = text.replacen("INVITE sip:911@", "INVITE sip:+12125550100@", 1);
+    let msg = sip::parse_datagram(Bytes::from(text), &Default::default()).unwrap();
+    let mut core = core();
+    core.handle_message(Instant::now(), msg, source());
+    let out = drain(&mut core);
+    let answers = sent_to(&out, CARRIER);
+    let finals: Vec<u16> = answers
+        .iter()
+        .filter_map(|m| m.status())
+        .filter(|s| *s >= 200)
+        .collect();
+    assert_eq!(finals, [403]);
+    assert!(sent_to(&out, PSAP).is_empty() && sent_to(&out, SCREENING).is_empty());
+    // A UK caller dialling 999 is an emergency; a US caller is not.
+    let router = router();
+    let inv = router.inventory();
+    let c09 = load("c09-uk-999.sip");
+    assert!(router.evaluate(&inv, &c09, None, false).detected.is_some());
+    let text = std::fs::read_to_string(corpus().join("c01-us-civic-cid.sip"))
+        .unwrap()
+        .replacen("INVITE sip:911@", "INVITE sip:999@", 1);
+    let us999 = sip::parse_datagram(Bytes::from(text), &Default::default()).unwrap();
+    assert!(router
+        .evaluate(&inv, &us999, None, false)
+        .detected
+        .is_none());
+}
