@@ -11,6 +11,7 @@
 //! - [`inventory`]: the number inventory snapshot.
 
 pub mod admin;
+pub mod cdr;
 pub mod config;
 pub mod emergency;
 pub mod inspect;

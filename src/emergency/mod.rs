@@ -487,6 +487,19 @@ impl EmergencyRouter {
                 _ => LocationSource::None.as_str(),
             },
             location: Some(location),
+            tenant: ev.entry.map(|e| e.tenant.clone()),
+            registered_address: ev.registered().map(|a| {
+                let civic: serde_json::Map<String, Value> = a
+                    .civic
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                    .collect();
+                let mut o = serde_json::json!({ "civic": civic });
+                if let Some((lat, lon)) = a.point {
+                    o["point"] = serde_json::json!({"lat": lat, "lon": lon});
+                }
+                o
+            }),
         };
         tracing::debug!(
             call_id = %String::from_utf8_lossy(req.call_id().unwrap_or_default()),

@@ -18,6 +18,7 @@
 //! 6. respond: the best response goes upstream through the server
 //!    transaction.
 
+pub mod events;
 pub mod health;
 pub mod route;
 #[cfg(test)]
@@ -44,6 +45,7 @@ use crate::transaction::{
     ServerInvite, ServerInviteEvent, ServerNonInvite, TimerConfig, TransactionKey, Transport,
 };
 
+pub use events::{CallEvent, CallKey};
 pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
 pub use route::{Augment, Decision, RouteContext, RouteDetails, RouteTarget, Router, StaticRouter};
 pub use wire::{ConnId, Dest, Proto, Source, Target, Transmit};
@@ -193,6 +195,13 @@ struct Call {
     started: Instant,
 }
 
+impl Call {
+    /// Whether call events are reported for it (emergency and test calls).
+    fn recorded(&self) -> bool {
+        self.emergency
+    }
+}
+
 #[allow(clippy::enum_variant_names)] // named after the RFC 3261 machines
 enum Txn {
     ServerInvite {
@@ -218,6 +227,8 @@ enum Txn {
         /// The request as sent (for the ACK and CANCEL).
         request: Message,
         trunk: String,
+        /// What the target stands for (a PSAP id, a queue).
+        label: String,
         provisional: bool,
         abandoned: bool,
         cancel_sent: bool,
@@ -343,6 +354,7 @@ pub struct Core {
     /// Shutting down: new calls are refused with 503 so the carrier tries
     /// another router; calls in progress finish.
     draining: bool,
+    events: VecDeque<CallEvent>,
 }
 
 /// The two ends of an answered call.
@@ -363,6 +375,7 @@ impl Core {
             probes: HashMap::new(),
             probe_seq: 0,
             draining: false,
+            events: VecDeque::new(),
             cfg,
             router,
             txns: HashMap::new(),
@@ -728,7 +741,7 @@ impl Core {
                 emergency,
                 route,
                 reason,
-                ..
+                details,
             } => {
                 if let Some(unsupported) = self.unsupported_option_tags(&msg) {
                     if emergency {
@@ -769,6 +782,27 @@ impl Core {
                     );
                     if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&id) {
                         *c = Some(call);
+                    }
+                    if emergency {
+                        let req = &self.calls[&call].request;
+                        let text = |h: HeaderName| {
+                            req.get(h).map(|v| String::from_utf8_lossy(v).into_owned())
+                        };
+                        let ev = CallEvent::Started {
+                            call,
+                            at: now,
+                            call_id: text(HeaderName::CallId).unwrap_or_default(),
+                            source,
+                            from: text(HeaderName::From).unwrap_or_default(),
+                            pai: text(HeaderName::PAssertedIdentity),
+                            user_agent: text(HeaderName::UserAgent),
+                            request_uri: String::from_utf8_lossy(req.request_uri_bytes())
+                                .into_owned(),
+                            route,
+                            reason,
+                            details,
+                        };
+                        self.events.push_back(ev);
                     }
                     self.try_next(now, call);
                 } else {
@@ -1037,6 +1071,7 @@ impl Core {
                     call: call_id,
                     request: sent,
                     trunk: trunk.name.clone(),
+                    label: target.label.clone(),
                     provisional: false,
                     abandoned: false,
                     cancel_sent: false,
@@ -1248,6 +1283,10 @@ impl Core {
         if msg.method() == Method::Bye {
             if let Some(cid) = msg.call_id() {
                 self.dialogs.remove(cid);
+                self.events.push_back(CallEvent::Ended {
+                    call_id: String::from_utf8_lossy(cid).into_owned(),
+                    at: now,
+                });
             }
         }
         let Some((bytes, dest)) = hop else {
@@ -1305,6 +1344,7 @@ impl Core {
                     call,
                     request: sent,
                     trunk: String::new(),
+                    label: String::new(),
                     provisional: false,
                     abandoned: false,
                     cancel_sent: false,
@@ -1476,11 +1516,6 @@ impl Core {
                     if let Some(call) = self.calls.get_mut(&call_id) {
                         if !call.answered {
                             call.answered = true;
-                            if !call.finished {
-                                metrics::histogram!(m::CALL_SETUP).record(
-                                    now.saturating_duration_since(call.started).as_secs_f64(),
-                                );
-                            }
                             if let (Some(cid), Some(Txn::ClientInvite { dest, .. })) =
                                 (call.request.call_id(), self.txns.get(&id))
                             {
@@ -1501,8 +1536,9 @@ impl Core {
                             self.stats.calls_answered += 1;
                             metrics::counter!(m::CALLS, "outcome" => "answered").increment(1);
                             info!(call_id = %lossy(call.request.call_id()), trunk = %trunk, status, setup_ms = now.duration_since(call.started).as_millis() as u64, emergency = call.emergency, "answered");
+                            let label = self.txn_label(id);
+                            self.attempt(now, call_id, &trunk, label, "answered", Some(status));
                         }
-                        call.finished = true;
                     }
                     self.relay_upstream(now, call_id, status, bytes);
                 }
@@ -1520,16 +1556,16 @@ impl Core {
                     return;
                 }
                 let bytes = self.upstream_bytes().map(|(_, b)| b);
-                self.target_failed(now, call_id, &trunk, status, bytes);
+                self.target_failed(now, call_id, id, &trunk, status, bytes);
             }
             ClientInviteEvent::Timeout => {
                 if current && !abandoned {
-                    self.target_failed(now, call_id, &trunk, 408, None);
+                    self.target_failed(now, call_id, id, &trunk, 408, None);
                 }
             }
             ClientInviteEvent::TransportError => {
                 if current && !abandoned {
-                    self.target_failed(now, call_id, &trunk, 503, None);
+                    self.target_failed(now, call_id, id, &trunk, 503, None);
                 }
             }
         }
@@ -1541,11 +1577,28 @@ impl Core {
         &mut self,
         now: Instant,
         call_id: Id,
+        client: Id,
         trunk: &str,
         status: u16,
         bytes: Option<Bytes>,
     ) {
         let failover = self.cfg.failover_codes.contains(&status) || bytes.is_none();
+        let cancelled = self.calls.get(&call_id).is_some_and(|c| c.cancelled);
+        let outcome = match (&bytes, status) {
+            _ if cancelled => "cancelled",
+            (None, 408) => "timeout",
+            (None, _) => "unreachable",
+            _ => "failed",
+        };
+        let label = self.txn_label(client);
+        self.attempt(
+            now,
+            call_id,
+            trunk,
+            label,
+            outcome,
+            bytes.as_ref().map(|_| status),
+        );
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
@@ -1607,6 +1660,8 @@ impl Core {
         if let Some(Txn::ClientInvite { abandoned, .. }) = self.txns.get_mut(&client) {
             *abandoned = true;
         }
+        let label = self.txn_label(client);
+        self.attempt(now, call_id, &trunk, label, "no-answer", None);
         self.stats.failovers += 1;
         metrics::counter!(m::FAILOVERS, "trunk" => trunk.clone(), "cause" => "no-answer")
             .increment(1);
@@ -1647,29 +1702,84 @@ impl Core {
             metrics::counter!(m::CALLS, "outcome" => "cancelled").increment(1);
         }
         let (server, req) = (call.server, call.request.clone());
+        self.mark_finished(now, call_id, code);
+        self.respond(now, server, &req, code, reason, &[]);
+    }
+
+    /// The call's final response goes upstream now: the setup time is
+    /// measured and the call reported, once.
+    fn mark_finished(&mut self, now: Instant, call_id: Id, status: u16) {
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if call.finished {
+            return;
+        }
+        call.finished = true;
         metrics::histogram!(m::CALL_SETUP)
             .record(now.saturating_duration_since(call.started).as_secs_f64());
-        self.respond(now, server, &req, code, reason, &[]);
-        if let Some(c) = self.calls.get_mut(&call_id) {
-            c.finished = true;
+        if call.recorded() {
+            let outcome = match status {
+                200..=299 => "answered",
+                487 if call.cancelled => "cancelled",
+                _ if call.cancelled => "cancelled",
+                _ => "failed",
+            };
+            self.events.push_back(CallEvent::Finished {
+                call: call_id,
+                at: now,
+                status,
+                outcome,
+            });
         }
+    }
+
+    /// Reports one target's outcome for a recorded call.
+    fn attempt(
+        &mut self,
+        now: Instant,
+        call_id: Id,
+        trunk: &str,
+        label: String,
+        outcome: &'static str,
+        status: Option<u16>,
+    ) {
+        if self.calls.get(&call_id).is_some_and(Call::recorded) {
+            self.events.push_back(CallEvent::Attempt {
+                call: call_id,
+                at: now,
+                trunk: trunk.to_string(),
+                label,
+                outcome,
+                status,
+            });
+        }
+    }
+
+    /// The label (PSAP id, queue) of the target a client transaction serves.
+    fn txn_label(&self, id: Id) -> String {
+        match self.txns.get(&id) {
+            Some(Txn::ClientInvite { label, .. }) => label.clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// What the core reports about recorded calls, oldest first.
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
     }
 
     fn relay_upstream(&mut self, now: Instant, call_id: Id, status: u16, bytes: Bytes) {
         let Some(call) = self.calls.get_mut(&call_id) else {
             return;
         };
-        if status >= 200 {
-            if call.finished && status >= 300 {
-                return;
-            }
-            if !call.finished {
-                metrics::histogram!(m::CALL_SETUP)
-                    .record(now.saturating_duration_since(call.started).as_secs_f64());
-            }
-            call.finished = true;
+        if status >= 300 && call.finished {
+            return;
         }
         let (server, source) = (call.server, call.source);
+        if status >= 200 {
+            self.mark_finished(now, call_id, status);
+        }
         let refused = match self.txns.get_mut(&server) {
             Some(Txn::ServerInvite { m, .. }) => {
                 m.send_response(now, status, bytes.clone()).is_err()

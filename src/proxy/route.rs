@@ -61,6 +61,10 @@ pub struct RouteDetails {
     pub location_source: &'static str,
     /// The location used: `source`, `method`, `civic`, `geo`, `errors`.
     pub location: Option<serde_json::Value>,
+    /// The caller's tenant, when the number is in the inventory.
+    pub tenant: Option<String>,
+    /// The address registered for the number (civic keys, optional point).
+    pub registered_address: Option<serde_json::Value>,
 }
 
 /// The routing phase's answer.

@@ -394,3 +394,49 @@ fn probes_mark_a_silent_trunk_down_and_routing_tries_it_last() {
         .iter()
         .all(|m| !m.starts_with("INVITE")));
 }
+
+#[test]
+fn call_events_tell_the_whole_story_of_a_failed_over_call() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c13"));
+    let fwd = h.take("127.0.0.1:5070").remove(0);
+    h.deliver(
+        "127.0.0.1:5070",
+        &answer(&fwd, 503, "Service Unavailable", "p1"),
+    );
+    let fwd2 = h.take("127.0.0.1:5080").remove(0);
+    h.deliver("127.0.0.1:5080", &answer(&fwd2, 200, "OK", "s1"));
+    let bye = "BYE sip:911@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKbye13\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=s1\r\nCall-ID: c13\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    h.deliver(CALLER, bye);
+    let mut seen = Vec::new();
+    while let Some(ev) = h.core.poll_event() {
+        seen.push(match ev {
+            CallEvent::Started { call_id, route, .. } => format!("started {call_id} {route}"),
+            CallEvent::Attempt {
+                trunk,
+                outcome,
+                status,
+                ..
+            } => format!("attempt {trunk} {outcome} {status:?}"),
+            CallEvent::Finished {
+                status, outcome, ..
+            } => format!("finished {status} {outcome}"),
+            CallEvent::Ended { call_id, .. } => format!("ended {call_id}"),
+        });
+    }
+    assert_eq!(
+        seen,
+        vec![
+            "started c13 static",
+            "attempt psap failed Some(503)",
+            "attempt screening answered Some(200)",
+            "finished 200 answered",
+            "ended c13",
+        ]
+    );
+    // The BYE itself went to the screening trunk that answered.
+    assert!(h
+        .take("127.0.0.1:5080")
+        .iter()
+        .any(|m| m.starts_with("BYE ")));
+}
