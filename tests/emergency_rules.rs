@@ -51,7 +51,12 @@ const CHICAGO: Fields = &[
     ("HNO", "233"),
 ];
 const US_ONLY: Fields = &[("country", "US"), ("RD", "Main"), ("HNO", "1")];
-const NO_COUNTRY: Fields = &[("A1", "IL"), ("A3", "Chicago"), ("RD", "Wacker"), ("HNO", "233")];
+const NO_COUNTRY: Fields = &[
+    ("A1", "IL"),
+    ("A3", "Chicago"),
+    ("RD", "Wacker"),
+    ("HNO", "233"),
+];
 const TORONTO: Fields = &[
     ("country", "CA"),
     ("A1", "ON"),
@@ -131,10 +136,13 @@ impl Loc {
                     lon: p.1,
                     alt: None,
                 };
-                let mut g = geo(p, Shape::Circle {
-                    center,
-                    radius_m: r,
-                });
+                let mut g = geo(
+                    p,
+                    Shape::Circle {
+                        center,
+                        radius_m: r,
+                    },
+                );
                 g.radius_m = Some(r);
                 l.geo = Some(g);
                 l.method = method.map(str::to_string);
@@ -238,8 +246,13 @@ impl Case {
         area: Option<&'static str>,
         targets: &'static [&'static str],
     ) -> Self {
-        (self.route, self.reason, self.routed_by, self.area, self.targets) =
-            (route, reason, routed_by, area, targets);
+        (
+            self.route,
+            self.reason,
+            self.routed_by,
+            self.area,
+            self.targets,
+        ) = (route, reason, routed_by, area, targets);
         self
     }
 }
@@ -290,7 +303,13 @@ fn table() -> Vec<Case> {
         // US: trusted dynamic location inside the country.
         us("trusted GPS point routes to the PSAP serving it")
             .loc(Loc::Point(DENVER, Some("GPS")))
-            .expect(K::Psap, R::DynamicLocation, B::Dynamic, Some("US-08031"), dyn_denver),
+            .expect(
+                K::Psap,
+                R::DynamicLocation,
+                B::Dynamic,
+                Some("US-08031"),
+                dyn_denver,
+            ),
         us("trusted Cell circle routes by its centre")
             .loc(Loc::Circle(AUSTIN, 35.0, Some("Cell")))
             .expect(
@@ -311,7 +330,13 @@ fn table() -> Vec<Case> {
             ),
         us("trusted method compared without regard to case")
             .loc(Loc::Point(DENVER, Some("  gps ")))
-            .expect(K::Psap, R::DynamicLocation, B::Dynamic, Some("US-08031"), dyn_denver),
+            .expect(
+                K::Psap,
+                R::DynamicLocation,
+                B::Dynamic,
+                Some("US-08031"),
+                dyn_denver,
+            ),
         us("trusted location in the registered county: the PSAP appears once")
             .loc(Loc::Civic(NY, Some("LIS")))
             .expect(
@@ -333,16 +358,40 @@ fn table() -> Vec<Case> {
         // US: untrusted, outside, or no location.
         us("Manual method is screened with the registered address")
             .loc(Loc::Civic(CHICAGO, Some("Manual")))
-            .expect(K::Screening, R::ScreeningUntrustedLocation, B::Registered, None, screened),
+            .expect(
+                K::Screening,
+                R::ScreeningUntrustedLocation,
+                B::Registered,
+                None,
+                screened,
+            ),
         us("CLS (found by the device, not confirmed) is screened")
             .loc(Loc::Point(DENVER, Some("CLS")))
-            .expect(K::Screening, R::ScreeningUntrustedLocation, B::Registered, None, screened),
+            .expect(
+                K::Screening,
+                R::ScreeningUntrustedLocation,
+                B::Registered,
+                None,
+                screened,
+            ),
         us("Registered method is screened")
             .loc(Loc::Civic(CHICAGO, Some("Registered")))
-            .expect(K::Screening, R::ScreeningUntrustedLocation, B::Registered, None, screened),
+            .expect(
+                K::Screening,
+                R::ScreeningUntrustedLocation,
+                B::Registered,
+                None,
+                screened,
+            ),
         us("no method is screened")
             .loc(Loc::Point(DENVER, None))
-            .expect(K::Screening, R::ScreeningUntrustedLocation, B::Registered, None, screened),
+            .expect(
+                K::Screening,
+                R::ScreeningUntrustedLocation,
+                B::Registered,
+                None,
+                screened,
+            ),
         us("location outside the country is screened, even from GPS")
             .loc(Loc::Point(MEXICO_CITY, Some("GPS")))
             .expect(
@@ -370,11 +419,22 @@ fn table() -> Vec<Case> {
                 None,
                 screened,
             ),
-        us("no location: screened with the registered address")
-            .expect(K::Screening, R::ScreeningNoLocation, B::Registered, None, screened),
+        us("no location: screened with the registered address").expect(
+            K::Screening,
+            R::ScreeningNoLocation,
+            B::Registered,
+            None,
+            screened,
+        ),
         us("a location by reference only counts as no location")
             .loc(Loc::Reference)
-            .expect(K::Screening, R::ScreeningNoLocation, B::Registered, None, screened),
+            .expect(
+                K::Screening,
+                R::ScreeningNoLocation,
+                B::Registered,
+                None,
+                screened,
+            ),
         us("unknown caller without location: screening, then last resort")
             .unknown()
             .unregistered()
@@ -420,7 +480,13 @@ fn table() -> Vec<Case> {
         us("a location elsewhere than the tenant's sites stays untrusted")
             .site(NY, SITE)
             .loc(Loc::Civic(CHICAGO, Some("Manual")))
-            .expect(K::Screening, R::ScreeningUntrustedLocation, B::Registered, None, screened),
+            .expect(
+                K::Screening,
+                R::ScreeningUntrustedLocation,
+                B::Registered,
+                None,
+                screened,
+            ),
         // US: Common Area Phones.
         us("Common Area Phone without location: PSAP of its registered address")
             .cap()
@@ -431,36 +497,48 @@ fn table() -> Vec<Case> {
                 Some("US-36061"),
                 &["SYN-US-36061", "screening", "last-resort"],
             ),
-        caller("Common Area Phone with an untrusted location: registered address", "US", SF)
-            .cap()
-            .loc(Loc::Civic(CHICAGO, Some("Manual")))
-            .expect(
-                K::Psap,
-                R::CommonAreaPhone,
-                B::Registered,
-                Some("US-06075"),
-                &["SYN-US-06075", "screening", "last-resort"],
-            ),
-        caller("Common Area Phone with a location abroad: registered address", "US", SF)
-            .cap()
-            .loc(Loc::Point(MEXICO_CITY, Some("GPS")))
-            .expect(
-                K::Psap,
-                R::CommonAreaPhone,
-                B::Registered,
-                Some("US-06075"),
-                &["SYN-US-06075", "screening", "last-resort"],
-            ),
-        caller("Common Area Phone with a trusted location: the location first", "US", SF)
-            .cap()
-            .loc(Loc::Point(DENVER, Some("GPS")))
-            .expect(
-                K::Psap,
-                R::DynamicLocation,
-                B::Dynamic,
-                Some("US-08031"),
-                &["SYN-US-08031", "screening", "SYN-US-06075", "last-resort"],
-            ),
+        caller(
+            "Common Area Phone with an untrusted location: registered address",
+            "US",
+            SF,
+        )
+        .cap()
+        .loc(Loc::Civic(CHICAGO, Some("Manual")))
+        .expect(
+            K::Psap,
+            R::CommonAreaPhone,
+            B::Registered,
+            Some("US-06075"),
+            &["SYN-US-06075", "screening", "last-resort"],
+        ),
+        caller(
+            "Common Area Phone with a location abroad: registered address",
+            "US",
+            SF,
+        )
+        .cap()
+        .loc(Loc::Point(MEXICO_CITY, Some("GPS")))
+        .expect(
+            K::Psap,
+            R::CommonAreaPhone,
+            B::Registered,
+            Some("US-06075"),
+            &["SYN-US-06075", "screening", "last-resort"],
+        ),
+        caller(
+            "Common Area Phone with a trusted location: the location first",
+            "US",
+            SF,
+        )
+        .cap()
+        .loc(Loc::Point(DENVER, Some("GPS")))
+        .expect(
+            K::Psap,
+            R::DynamicLocation,
+            B::Dynamic,
+            Some("US-08031"),
+            &["SYN-US-08031", "screening", "SYN-US-06075", "last-resort"],
+        ),
         us("Common Area Phone without a registered address is screened")
             .cap()
             .unregistered()
@@ -475,10 +553,22 @@ fn table() -> Vec<Case> {
         us("trusted location whose PSAP has no trunk: screened")
             .loc(Loc::Point(DENVER, Some("GPS")))
             .tweak(Tweak::PsapTrunks(&[("SYN-US-36*", "psap")]))
-            .expect(K::Screening, R::ScreeningNoPsap, B::Registered, None, screened),
+            .expect(
+                K::Screening,
+                R::ScreeningNoPsap,
+                B::Registered,
+                None,
+                screened,
+            ),
         us("trusted location known only to the country: no US country default")
             .loc(Loc::Civic(US_ONLY, Some("LIS")))
-            .expect(K::Screening, R::ScreeningNoPsap, B::Registered, None, screened),
+            .expect(
+                K::Screening,
+                R::ScreeningNoPsap,
+                B::Registered,
+                None,
+                screened,
+            ),
         us("no screening center: the registered address's PSAP comes first")
             .loc(Loc::Civic(CHICAGO, Some("Manual")))
             .tweak(Tweak::NoScreening)
@@ -493,7 +583,13 @@ fn table() -> Vec<Case> {
             .unknown()
             .unregistered()
             .tweak(Tweak::NoScreening)
-            .expect(K::LastResort, R::LastResort, B::None, None, &["last-resort"]),
+            .expect(
+                K::LastResort,
+                R::LastResort,
+                B::None,
+                None,
+                &["last-resort"],
+            ),
         us("no trunk at all: last resort without a target")
             .unknown()
             .unregistered()
@@ -509,15 +605,19 @@ fn table() -> Vec<Case> {
                 None,
                 &["screening", "SYN-CA-ON", "last-resort"],
             ),
-        caller("Canada screens a trusted location too, then its PSAP", "CA", TORONTO)
-            .loc(Loc::Point(VANCOUVER, Some("GPS")))
-            .expect(
-                K::Screening,
-                R::ScreeningCountryPolicy,
-                B::Registered,
-                None,
-                &["screening", "SYN-CA-BC", "SYN-CA-ON", "last-resort"],
-            ),
+        caller(
+            "Canada screens a trusted location too, then its PSAP",
+            "CA",
+            TORONTO,
+        )
+        .loc(Loc::Point(VANCOUVER, Some("GPS")))
+        .expect(
+            K::Screening,
+            R::ScreeningCountryPolicy,
+            B::Registered,
+            None,
+            &["screening", "SYN-CA-BC", "SYN-CA-ON", "last-resort"],
+        ),
         caller("Canada screens Common Area Phones", "CA", TORONTO)
             .cap()
             .expect(
@@ -544,15 +644,19 @@ fn table() -> Vec<Case> {
             None,
             &["screening", "SYN-IE", "last-resort"],
         ),
-        caller("UK without a registered address: screened, then last resort", "GB", LONDON)
-            .unregistered()
-            .expect(
-                K::Screening,
-                R::ScreeningCountryPolicy,
-                B::None,
-                None,
-                &["screening", "last-resort"],
-            ),
+        caller(
+            "UK without a registered address: screened, then last resort",
+            "GB",
+            LONDON,
+        )
+        .unregistered()
+        .expect(
+            K::Screening,
+            R::ScreeningCountryPolicy,
+            B::None,
+            None,
+            &["screening", "last-resort"],
+        ),
         // Elsewhere: the registered address.
         caller("Germany routes by the registered address", "DE", MUNICH)
             .loc(Loc::Civic(MUNICH, Some("Manual")))
@@ -586,7 +690,12 @@ fn table() -> Vec<Case> {
             Some("ES"),
             &["SYN-ES", "screening", "last-resort"],
         ),
-        caller("Netherlands routes by the registered address", "NL", AMSTERDAM).expect(
+        caller(
+            "Netherlands routes by the registered address",
+            "NL",
+            AMSTERDAM,
+        )
+        .expect(
             K::Psap,
             R::RegisteredAddress,
             B::Registered,
@@ -600,77 +709,113 @@ fn table() -> Vec<Case> {
             Some("AU"),
             &["SYN-AU", "screening", "last-resort"],
         ),
-        caller("New Zealand routes by the registered address", "NZ", WELLINGTON).expect(
+        caller(
+            "New Zealand routes by the registered address",
+            "NZ",
+            WELLINGTON,
+        )
+        .expect(
             K::Psap,
             R::RegisteredAddress,
             B::Registered,
             Some("NZ"),
             &["SYN-NZ", "screening", "last-resort"],
         ),
-        caller("a Common Area Phone elsewhere: the registered address", "FR", PARIS)
-            .cap()
-            .expect(
-                K::Psap,
-                R::RegisteredAddress,
-                B::Registered,
-                Some("FR"),
-                &["SYN-FR", "screening", "last-resort"],
-            ),
-        caller("elsewhere without a registered address: the screening center", "DE", MUNICH)
-            .unregistered()
-            .loc(Loc::Point(BERLIN, Some("GPS")))
-            .expect(
-                K::Screening,
-                R::ScreeningNoLocation,
-                B::None,
-                None,
-                &["screening", "last-resort"],
-            ),
-        caller("elsewhere, no address and no screening: the country default", "DE", MUNICH)
-            .unregistered()
-            .tweak(Tweak::NoScreening)
-            .expect(
-                K::Psap,
-                R::CountryDefault,
-                B::None,
-                Some("DE"),
-                &["SYN-DE", "last-resort"],
-            ),
-        caller("elsewhere, an address whose PSAP has no trunk: screened", "DE", MUNICH)
-            .tweak(Tweak::PsapTrunks(&[("SYN-US-*", "psap")]))
-            .expect(
-                K::Screening,
-                R::ScreeningNoPsap,
-                B::Registered,
-                None,
-                &["screening", "last-resort"],
-            ),
+        caller(
+            "a Common Area Phone elsewhere: the registered address",
+            "FR",
+            PARIS,
+        )
+        .cap()
+        .expect(
+            K::Psap,
+            R::RegisteredAddress,
+            B::Registered,
+            Some("FR"),
+            &["SYN-FR", "screening", "last-resort"],
+        ),
+        caller(
+            "elsewhere without a registered address: the screening center",
+            "DE",
+            MUNICH,
+        )
+        .unregistered()
+        .loc(Loc::Point(BERLIN, Some("GPS")))
+        .expect(
+            K::Screening,
+            R::ScreeningNoLocation,
+            B::None,
+            None,
+            &["screening", "last-resort"],
+        ),
+        caller(
+            "elsewhere, no address and no screening: the country default",
+            "DE",
+            MUNICH,
+        )
+        .unregistered()
+        .tweak(Tweak::NoScreening)
+        .expect(
+            K::Psap,
+            R::CountryDefault,
+            B::None,
+            Some("DE"),
+            &["SYN-DE", "last-resort"],
+        ),
+        caller(
+            "elsewhere, an address whose PSAP has no trunk: screened",
+            "DE",
+            MUNICH,
+        )
+        .tweak(Tweak::PsapTrunks(&[("SYN-US-*", "psap")]))
+        .expect(
+            K::Screening,
+            R::ScreeningNoPsap,
+            B::Registered,
+            None,
+            &["screening", "last-resort"],
+        ),
         // The default rules: a country not listed, or no country at all.
-        caller("an unlisted country routes by the registered address", "", ROME).expect(
+        caller(
+            "an unlisted country routes by the registered address",
+            "",
+            ROME,
+        )
+        .expect(
             K::Psap,
             R::RegisteredAddress,
             B::Registered,
             Some("IT"),
             &["SYN-IT", "screening", "last-resort"],
         ),
-        caller("no country, no address: the default screening route", "", ROME)
-            .unknown()
-            .unregistered()
-            .loc(Loc::Point(DENVER, Some("GPS")))
-            .expect(
-                K::Screening,
-                R::ScreeningNoLocation,
-                B::None,
-                None,
-                &["screening", "last-resort"],
-            ),
+        caller(
+            "no country, no address: the default screening route",
+            "",
+            ROME,
+        )
+        .unknown()
+        .unregistered()
+        .loc(Loc::Point(DENVER, Some("GPS")))
+        .expect(
+            K::Screening,
+            R::ScreeningNoLocation,
+            B::None,
+            None,
+            &["screening", "last-resort"],
+        ),
     ];
     // Every US-trusted method routes directly.
     for m in TRUSTED_US {
         cases.push(
             us("each US-trusted method routes directly")
                 .loc(Loc::Point(DENVER, Some(m)))
-                .expect(K::Psap, R::DynamicLocation, B::Dynamic, Some("US-08031"), dyn_denver),
+                .expect(
+                    K::Psap,
+                    R::DynamicLocation,
+                    B::Dynamic,
+                    Some("US-08031"),
+                    dyn_denver,
+                ),
         );
     }
     cases
@@ -749,7 +894,10 @@ fn rules_table() {
             d.reason,
             d.routed_by,
             d.psap.as_ref().map(|p| p.area.as_str()),
-            d.targets.iter().map(|t| t.label.as_str()).collect::<Vec<_>>(),
+            d.targets
+                .iter()
+                .map(|t| t.label.as_str())
+                .collect::<Vec<_>>(),
         );
         let want = (
             case.route,

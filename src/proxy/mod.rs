@@ -41,7 +41,10 @@ use crate::transaction::{
     ServerInvite, ServerInviteEvent, ServerNonInvite, TimerConfig, TransactionKey, Transport,
 };
 
-pub use route::{Augment, Decision, RouteContext, RouteDetails, RouteTarget, Router, StaticRouter};
+pub use route::{
+    Augment, Decision, LocationRecord, RouteContext, RouteDetails, RouteTarget, Router,
+    StaticRouter,
+};
 pub use wire::{ConnId, Dest, Proto, Source, Target, Transmit};
 
 /// A trunk as the core sees it.
