@@ -177,6 +177,8 @@ fn manifest_through_the_library() {
                     row.file
                 );
                 assert_eq!(details.location_source, row.location_source, "{}", row.file);
+                let recorded = details.location.as_ref().expect("location").to_json();
+                assert_eq!(recorded, ev.location_json(), "{}", row.file);
                 assert_eq!(details.country.as_deref(), Some(row.country.as_str()));
             }
             Decision::Reject { status, .. } => panic!("{}: rejected with {status}", row.file),

@@ -162,8 +162,8 @@ impl Assembler {
                     } else {
                         d.location_source.to_string()
                     },
-                    location: d.location.clone(),
-                    registered_address: d.registered_address.clone(),
+                    location: d.location.as_ref().map(|l| l.to_json()),
+                    registered_address: d.registered_address.as_ref().map(|l| l.to_json()),
                     source_ip: source.peer.ip().to_string(),
                     source_port: source.peer.port(),
                     transport: source.proto.lower().to_string(),

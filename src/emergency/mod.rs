@@ -33,7 +33,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Config, TrunkKind};
 use crate::inventory::{self, Address, Inventory, NumberEntry, SharedInventory};
-use crate::proxy::{Augment, Decision, RouteContext, RouteDetails, Router};
+use crate::proxy::{Augment, Decision, LocationRecord, RouteContext, RouteDetails, Router};
 use crate::sip::{HeaderName, Message, NameAddr};
 
 use detect::{Countries, Detected};
@@ -112,42 +112,7 @@ impl Evaluation<'_> {
     /// The location shown and recorded: the dynamic one when usable, else
     /// the registered address, else none (with any reference and errors).
     pub fn location_json(&self) -> Value {
-        let d = &self.dynamic;
-        let civic_json = |c: &pidf::CivicAddress| {
-            Value::Object(
-                c.iter()
-                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-                    .collect::<Map<_, _>>(),
-            )
-        };
-        let (source, method, civic, geo) = if d.is_usable() {
-            (
-                d.source,
-                d.method.clone(),
-                d.civic.as_ref().map(civic_json),
-                d.geo
-                    .as_ref()
-                    .map(|g| json!({"lat": g.lat, "lon": g.lon, "radius_m": g.radius_m})),
-            )
-        } else if let Some(a) = self.registered() {
-            (
-                LocationSource::Registered,
-                None,
-                Some(civic_json(&a.civic)),
-                a.point
-                    .map(|(lat, lon)| json!({"lat": lat, "lon": lon, "radius_m": null})),
-            )
-        } else {
-            (d.source, None, None, None)
-        };
-        json!({
-            "source": source.as_str(),
-            "method": method,
-            "civic": civic,
-            "geo": geo,
-            "reference": d.reference,
-            "errors": d.errors,
-        })
+        location_json(&self.dynamic, self.registered())
     }
 
     /// `null`, or the dial string, the caller's country and the kind.
@@ -189,6 +154,69 @@ impl Evaluation<'_> {
                 })).collect::<Vec<_>>(),
             }),
         }
+    }
+}
+
+/// Where the shown location comes from (see [`location_json`]).
+fn shown_source(dynamic: &Location, registered: Option<&Address>) -> LocationSource {
+    if dynamic.is_usable() {
+        dynamic.source
+    } else if registered.is_some() {
+        LocationSource::Registered
+    } else {
+        dynamic.source
+    }
+}
+
+/// The dynamic location when usable, else the registered address, else
+/// none; with the reference and the errors of the dynamic location.
+pub fn location_json(dynamic: &Location, registered: Option<&Address>) -> Value {
+    let d = dynamic;
+    let civic_json = |c: &pidf::CivicAddress| {
+        Value::Object(
+            c.iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+                .collect::<Map<_, _>>(),
+        )
+    };
+    let source = shown_source(d, registered);
+    let (method, civic, geo) = match (d.is_usable(), registered) {
+        (true, _) => (
+            d.method.clone(),
+            d.civic.as_ref().map(civic_json),
+            d.geo
+                .as_ref()
+                .map(|g| json!({"lat": g.lat, "lon": g.lon, "radius_m": g.radius_m})),
+        ),
+        (false, Some(a)) => (
+            None,
+            Some(civic_json(&a.civic)),
+            a.point
+                .map(|(lat, lon)| json!({"lat": lat, "lon": lon, "radius_m": null})),
+        ),
+        (false, None) => (None, None, None),
+    };
+    json!({
+        "source": source.as_str(),
+        "method": method,
+        "civic": civic,
+        "geo": geo,
+        "reference": d.reference,
+        "errors": d.errors,
+    })
+}
+
+/// The location kept with a call's details.
+#[derive(Debug)]
+struct CallLocation {
+    dynamic: Location,
+    /// Kept only when it is the location shown.
+    registered: Option<Address>,
+}
+
+impl LocationRecord for CallLocation {
+    fn to_json(&self) -> Value {
+        location_json(&self.dynamic, self.registered.as_ref())
     }
 }
 
@@ -463,15 +491,17 @@ impl EmergencyRouter {
     }
 
     /// The proxy's answer for an evaluated request.
-    pub fn decision(&self, req: &Message, ev: &Evaluation<'_>) -> Decision {
+    pub fn decision(&self, req: &Message, ev: Evaluation<'_>) -> Decision {
         let (Some(detected), Some(d)) = (&ev.detected, &ev.decision) else {
             return Decision::Reject {
                 status: self.reject_status,
                 reason: "Not An Emergency Call",
             };
         };
-        let location = ev.location_json();
-        let details = RouteDetails {
+        let augment = self.augment(req, &ev);
+        let registered = ev.registered();
+        let location_source = shown_source(&ev.dynamic, registered).as_str();
+        let mut details = RouteDetails {
             kind: detected.kind.as_str(),
             dialed: detected.number.clone(),
             caller: ev.caller.clone(),
@@ -479,39 +509,32 @@ impl EmergencyRouter {
             routed_by: d.routed_by.as_str(),
             psap_id: d.psap.as_ref().map(|p| p.id.clone()),
             area: d.psap.as_ref().map(|p| p.area.clone()),
-            location_source: match location.get("source").and_then(Value::as_str) {
-                Some("pidf-civic") => LocationSource::PidfCivic.as_str(),
-                Some("pidf-geo") => LocationSource::PidfGeo.as_str(),
-                Some("reference") => LocationSource::Reference.as_str(),
-                Some("registered") => LocationSource::Registered.as_str(),
-                _ => LocationSource::None.as_str(),
-            },
-            location: Some(location),
+            location_source,
+            location: None,
             tenant: ev.entry.map(|e| e.tenant.clone()),
-            registered_address: ev.registered().map(|a| {
-                let civic: serde_json::Map<String, Value> = a
-                    .civic
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-                    .collect();
-                let mut o = serde_json::json!({ "civic": civic });
-                if let Some((lat, lon)) = a.point {
-                    o["point"] = serde_json::json!({"lat": lat, "lon": lon});
-                }
-                o
-            }),
+            registered_address: registered
+                .cloned()
+                .map(|a| Arc::new(a) as Arc<dyn crate::proxy::LocationRecord>),
         };
+        let (targets, route, reason) = (d.targets.clone(), d.route.as_str(), d.reason.as_str());
+        let registered = (!ev.dynamic.is_usable())
+            .then(|| registered.cloned())
+            .flatten();
+        details.location = Some(Arc::new(CallLocation {
+            dynamic: ev.dynamic,
+            registered,
+        }));
         tracing::debug!(
             call_id = %String::from_utf8_lossy(req.call_id().unwrap_or_default()),
             ?details,
             "emergency call"
         );
         Decision::Route {
-            targets: d.targets.clone(),
-            augment: self.augment(req, ev),
+            targets,
+            augment,
             emergency: true,
-            route: d.route.as_str(),
-            reason: d.reason.as_str(),
+            route,
+            reason,
             details: Some(Box::new(details)),
         }
     }
@@ -521,6 +544,6 @@ impl Router for EmergencyRouter {
     fn route(&self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
         let inventory = self.inventory.load();
         let ev = self.evaluate(&inventory, req, ctx.inbound_trunk, false);
-        self.decision(req, &ev)
+        self.decision(req, ev)
     }
 }

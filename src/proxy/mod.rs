@@ -47,7 +47,10 @@ use crate::transaction::{
 
 pub use events::{CallEvent, CallKey};
 pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
-pub use route::{Augment, Decision, RouteContext, RouteDetails, RouteTarget, Router, StaticRouter};
+pub use route::{
+    Augment, Decision, LocationRecord, RouteContext, RouteDetails, RouteTarget, Router,
+    StaticRouter,
+};
 pub use wire::{ConnId, Dest, Proto, Source, Target, Transmit};
 
 /// A trunk as the core sees it.

@@ -39,9 +39,16 @@ pub struct Augment {
     pub body_part: Option<(Vec<(String, String)>, Bytes)>,
 }
 
+/// A caller's location kept for the call record, turned into JSON only when
+/// a record or a debug log asks for it.
+pub trait LocationRecord: std::fmt::Debug + Send + Sync {
+    /// `source`, `method`, `civic`, `geo`, `reference`, `errors`.
+    fn to_json(&self) -> serde_json::Value;
+}
+
 /// What the routing phase found out about a call, for logs (at debug level:
 /// it holds the caller's location) and call records.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct RouteDetails {
     /// `emergency` or `test`.
     pub kind: &'static str,
@@ -59,12 +66,12 @@ pub struct RouteDetails {
     pub area: Option<String>,
     /// Where the location came from (`pidf-civic`, `registered`, ...).
     pub location_source: &'static str,
-    /// The location used: `source`, `method`, `civic`, `geo`, `errors`.
-    pub location: Option<serde_json::Value>,
+    /// The location used.
+    pub location: Option<std::sync::Arc<dyn LocationRecord>>,
     /// The caller's tenant, when the number is in the inventory.
     pub tenant: Option<String>,
-    /// The address registered for the number (civic keys, optional point).
-    pub registered_address: Option<serde_json::Value>,
+    /// The address registered for the number.
+    pub registered_address: Option<std::sync::Arc<dyn LocationRecord>>,
 }
 
 /// The routing phase's answer.

@@ -1,0 +1,94 @@
+//! The routing phase end to end: the bytes of an emergency INVITE to the
+//! proxy's decision (SIP parse, multipart, PIDF-LO, inventory, rules, PSAP
+//! lookup, augmentation), a call that is no emergency, and loading the
+//! embedded service areas.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use sosrouter::config::Config;
+use sosrouter::emergency::detect::Countries;
+use sosrouter::emergency::psap::ServiceAreas;
+use sosrouter::emergency::EmergencyRouter;
+use sosrouter::inventory::Inventory;
+use sosrouter::proxy::{Decision, Proto, RouteContext, Router, Source};
+use sosrouter::sip;
+
+const C01: &[u8] = include_bytes!("../tests/corpus/emergency-invites/c01-us-civic-cid.sip");
+const C02: &[u8] = include_bytes!("../tests/corpus/emergency-invites/c02-us-geo-point.sip");
+
+fn router() -> EmergencyRouter {
+    let inventory = Inventory::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/emergency-invites/inventory.tsv"),
+    )
+    .expect("inventory loads");
+    EmergencyRouter::new(
+        &Config::embedded(),
+        Countries::shipped(),
+        Arc::new(inventory),
+        Arc::new(ServiceAreas::embedded().expect("data loads")),
+    )
+    .expect("router builds")
+}
+
+fn route(c: &mut Criterion) {
+    let router = router();
+    let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let source = Source {
+        proto: Proto::Udp,
+        peer: addr,
+        local: "127.0.0.1:5060".parse().unwrap(),
+        conn: None,
+    };
+    let ctx = RouteContext {
+        source: &source,
+        inbound_trunk: Some("carrier"),
+    };
+    let limits = sip::Limits::default();
+    let decide = |bytes: &'static [u8]| {
+        let msg = sip::parse_datagram(Bytes::from_static(bytes), &limits).expect("parses");
+        router.route(&msg, &ctx)
+    };
+    assert!(matches!(
+        decide(C01),
+        Decision::Route {
+            reason: "screening-untrusted-location",
+            ..
+        }
+    ));
+    let plain: &'static [u8] = Box::leak(
+        String::from_utf8_lossy(C01)
+            .replacen("INVITE sip:911@", "INVITE sip:+12125550100@", 1)
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    assert!(matches!(decide(plain), Decision::Reject { .. }));
+
+    let mut group = c.benchmark_group("route");
+    group.bench_function("c01_bytes_to_decision", |b| {
+        b.iter(|| decide(black_box(C01)))
+    });
+    group.bench_function("c02_bytes_to_decision", |b| {
+        b.iter(|| decide(black_box(C02)))
+    });
+    group.bench_function("not_emergency_bytes_to_reject", |b| {
+        b.iter(|| decide(black_box(plain)))
+    });
+    group.finish();
+}
+
+fn load(c: &mut Criterion) {
+    let mut group = c.benchmark_group("route_load");
+    group.sample_size(10);
+    group.bench_function("service_areas_embedded", |b| {
+        b.iter(|| ServiceAreas::embedded().expect("data loads"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, route, load);
+criterion_main!(benches);
