@@ -253,6 +253,22 @@ pub fn caller_number(req: &Message, country_code: Option<&str>) -> Option<String
         })
 }
 
+impl crate::proxy::LocationRecord for Address {
+    /// `{"civic": {RFC 5139 keys}, "point": {"lat", "lon"}}`.
+    fn to_json(&self) -> serde_json::Value {
+        let civic: serde_json::Map<String, serde_json::Value> = self
+            .civic
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        let mut o = serde_json::json!({ "civic": civic });
+        if let Some((lat, lon)) = self.point {
+            o["point"] = serde_json::json!({"lat": lat, "lon": lon});
+        }
+        o
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,21 +391,5 @@ mod tests {
         assert!(matching_location(&defined, &loc).is_some());
         loc.geo = Some(geo(40.7584, -73.9857));
         assert!(matching_location(&defined, &loc).is_none());
-    }
-}
-
-impl crate::proxy::LocationRecord for Address {
-    /// `{"civic": {RFC 5139 keys}, "point": {"lat", "lon"}}`.
-    fn to_json(&self) -> serde_json::Value {
-        let civic: serde_json::Map<String, serde_json::Value> = self
-            .civic
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
-            .collect();
-        let mut o = serde_json::json!({ "civic": civic });
-        if let Some((lat, lon)) = self.point {
-            o["point"] = serde_json::json!({"lat": lat, "lon": lon});
-        }
-        o
     }
 }
