@@ -1172,11 +1172,11 @@ impl Core {
         (e.build(), dest)
     }
 
-    fn record_route(&self, proto: Proto) -> String {
-        match proto {
-            Proto::Udp => format!("<sip:{}:{};lr>", self.cfg.host, self.cfg.port),
-            Proto::Tcp => format!("<sip:{}:{};transport=tcp;lr>", self.cfg.host, self.cfg.port),
-        }
+    /// One Record-Route serves both legs, so it names no transport: each
+    /// side reaches the router the way it reached it (UDP by default, TCP
+    /// for a large request), and the router listens on both.
+    fn record_route(&self, _proto: Proto) -> String {
+        format!("<sip:{}:{};lr>", self.cfg.host, self.cfg.port)
     }
 
     /// RFC 3261 section 18.2.1 and RFC 3581: note where the request really
@@ -1293,6 +1293,13 @@ impl Core {
             }
         }
         let Some((bytes, dest)) = hop else {
+            info!(
+                call_id = %lossy(msg.call_id()),
+                method = %String::from_utf8_lossy(msg.method_bytes()),
+                request_uri = %String::from_utf8_lossy(msg.request_uri_bytes()),
+                routes = msg.list(HeaderName::Route).count(),
+                "no next hop for an in-dialog request"
+            );
             self.respond(now, server, &msg, 404, "No Next Hop", &[]);
             return;
         };

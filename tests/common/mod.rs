@@ -389,3 +389,166 @@ pub mod tempdir {
         }
     }
 }
+
+/// How a raw trunk answers INVITEs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 180 then 200.
+    Ok,
+    /// This final response.
+    Code(u16),
+    /// Nothing at all.
+    Silent,
+}
+
+/// A trunk on one port over UDP and TCP, answering as told, handing every
+/// request it receives to the test.
+pub struct RawTrunk {
+    pub port: u16,
+    rx: std::sync::mpsc::Receiver<String>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RawTrunk {
+    pub fn start(answer: Answer) -> RawTrunk {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let port = free_port();
+        let udp = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let tcp = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (s1, tx1) = (stop.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !s1.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    for r in replies(&msg, answer, port) {
+                        let _ = udp.send_to(r.as_bytes(), from);
+                    }
+                    let _ = tx1.send(msg);
+                }
+            }
+        });
+        let s2 = stop.clone();
+        std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                match tcp.accept() {
+                    Ok((mut conn, _)) => {
+                        let (s3, tx3) = (s2.clone(), tx.clone());
+                        std::thread::spawn(move || {
+                            use std::io::{Read, Write};
+                            conn.set_nonblocking(false).unwrap();
+                            conn.set_read_timeout(Some(Duration::from_millis(100)))
+                                .unwrap();
+                            let mut acc: Vec<u8> = Vec::new();
+                            let mut buf = vec![0u8; 65536];
+                            while !s3.load(Ordering::Relaxed) {
+                                match conn.read(&mut buf) {
+                                    Ok(0) => break,
+                                    Ok(n) => acc.extend_from_slice(&buf[..n]),
+                                    Err(_) => {}
+                                }
+                                while let Some(len) = framed_len(&acc) {
+                                    let msg = String::from_utf8_lossy(&acc[..len]).into_owned();
+                                    acc.drain(..len);
+                                    for r in replies(&msg, answer, port) {
+                                        let _ = conn.write_all(r.as_bytes());
+                                    }
+                                    let _ = tx3.send(msg);
+                                }
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        RawTrunk { port, rx, stop }
+    }
+
+    /// The next request of this method received within `within`.
+    pub fn next(&self, method: &str, within: Duration) -> Option<String> {
+        let end = Instant::now() + within;
+        loop {
+            let left = end.checked_duration_since(Instant::now())?;
+            match self.rx.recv_timeout(left) {
+                Ok(m) if m.starts_with(&format!("{method} ")) => return Some(m),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for RawTrunk {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Length of the first whole message in stream bytes.
+fn framed_len(b: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(b);
+    let head_end = text.find("\r\n\r\n")? + 4;
+    let cl = text[..head_end]
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            (n.trim().eq_ignore_ascii_case("content-length") || n.trim() == "l")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    (b.len() >= head_end + cl).then_some(head_end + cl)
+}
+
+/// What a raw trunk sends back for a request.
+fn replies(req: &str, answer: Answer, port: u16) -> Vec<String> {
+    let method = req.split(' ').next().unwrap_or("");
+    if method == "ACK" || method.starts_with("SIP/") {
+        return Vec::new();
+    }
+    let mut head = String::new();
+    for l in req.split("\r\n") {
+        let name = l
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if [
+            "via",
+            "v",
+            "from",
+            "f",
+            "call-id",
+            "i",
+            "cseq",
+            "record-route",
+        ]
+        .contains(&name.as_str())
+        {
+            head.push_str(l);
+            head.push_str("\r\n");
+        }
+        if name == "to" || name == "t" {
+            head.push_str(l);
+            if !l.contains("tag=") {
+                head.push_str(";tag=trunk1");
+            }
+            head.push_str("\r\n");
+        }
+    }
+    let resp = |code: u16, reason: &str| {
+        format!("SIP/2.0 {code} {reason}\r\n{head}Contact: <sip:trunk@127.0.0.1:{port}>\r\nContent-Length: 0\r\n\r\n")
+    };
+    match (method, answer) {
+        ("INVITE", Answer::Ok) => vec![resp(180, "Ringing"), resp(200, "OK")],
+        ("INVITE", Answer::Code(c)) => vec![resp(c, "Refused")],
+        ("INVITE", Answer::Silent) => Vec::new(),
+        _ => vec![resp(200, "OK")],
+    }
+}

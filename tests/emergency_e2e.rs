@@ -1,0 +1,335 @@
+//! Emergency calls end to end through the running router on the lab
+//! configuration (`config/loopback.toml`, ports moved so tests can run side
+//! by side): every corpus INVITE over real sockets, and SIPp callers
+//! through each routing rule and each failover.
+
+mod common;
+
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::{root, uac, Answer, RawTrunk, Router};
+
+struct Lab {
+    router: Router,
+    psap: RawTrunk,
+    screening: RawTrunk,
+    test: RawTrunk,
+    last: RawTrunk,
+}
+
+/// The shipped lab config with its ports moved to the test's trunks.
+fn lab(psap: Answer, screening: Answer, test: Answer, last: Answer) -> Lab {
+    let (psap, screening, test, last) = (
+        RawTrunk::start(psap),
+        RawTrunk::start(screening),
+        RawTrunk::start(test),
+        RawTrunk::start(last),
+    );
+    let text = std::fs::read_to_string(root().join("config/loopback.toml"))
+        .unwrap()
+        .replace("udp:127.0.0.1:5060", "udp:127.0.0.1:0")
+        .replace("tcp:127.0.0.1:5060", "tcp:127.0.0.1:0")
+        .replace("advertise = \"127.0.0.1:5060\"\n", "")
+        .replace("127.0.0.1:5070", &format!("127.0.0.1:{}", psap.port))
+        .replace("127.0.0.1:5080", &format!("127.0.0.1:{}", screening.port))
+        .replace("127.0.0.1:5090", &format!("127.0.0.1:{}", test.port))
+        .replace("127.0.0.1:5095", &format!("127.0.0.1:{}", last.port))
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0");
+    assert!(
+        text.contains("[emergency]"),
+        "the lab config routes emergency calls"
+    );
+    let inventory = root().join("tests/corpus/emergency-invites/inventory.tsv");
+    let router = Router::start(&text, &["--inventory", inventory.to_str().unwrap()]);
+    Lab {
+        router,
+        psap,
+        screening,
+        test,
+        last,
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.split("\r\n")
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect()
+}
+
+fn call_id(msg: &str) -> String {
+    header(msg, "Call-ID")
+        .first()
+        .or(header(msg, "i").first())
+        .unwrap_or(&"")
+        .to_string()
+}
+
+/// The INVITE of this call arriving at `trunk`.
+fn invite_for(trunk: &RawTrunk, cid: &str, within: Duration) -> Option<String> {
+    let end = std::time::Instant::now() + within;
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        let m = trunk.next("INVITE", left)?;
+        if call_id(&m) == cid {
+            return Some(m);
+        }
+    }
+    None
+}
+
+fn manifest() -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(root().join("tests/corpus/emergency-invites/MANIFEST.tsv"))
+        .unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn every_corpus_invite_reaches_its_trunk_through_the_running_router() {
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rows = manifest();
+    assert_eq!(rows.len(), 14);
+    for row in rows {
+        let (file, route, reason, area) = (&row[0], &row[5], &row[6], &row[7]);
+        let bytes =
+            std::fs::read(root().join("tests/corpus/emergency-invites").join(file)).unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let cid = call_id(&text);
+        if header(&text, "Via")
+            .first()
+            .is_some_and(|v| v.contains("/TCP"))
+        {
+            let mut s = TcpStream::connect(("127.0.0.1", lab.router.port)).unwrap();
+            s.write_all(&bytes).unwrap();
+            std::mem::forget(s); // keep the connection for the responses
+        } else {
+            udp.send_to(&bytes, ("127.0.0.1", lab.router.port)).unwrap();
+        }
+        let trunk = match route.as_str() {
+            "psap" => &lab.psap,
+            "screening" => &lab.screening,
+            "test" => &lab.test,
+            other => panic!("{file}: unexpected route {other}"),
+        };
+        let fwd = invite_for(trunk, &cid, Duration::from_secs(5)).unwrap_or_else(|| {
+            panic!(
+                "{file}: no INVITE at the {route} trunk\n{}",
+                lab.router.log()
+            )
+        });
+        // Nothing the caller sent is stripped; the router adds its own.
+        for name in ["Geolocation", "Geolocation-Routing", "Priority"] {
+            for v in header(&text, name) {
+                assert!(
+                    header(&fwd, name).contains(&v),
+                    "{file}: {name}: {v} missing"
+                );
+            }
+        }
+        let infos = header(&fwd, "Call-Info").join(" ");
+        assert!(
+            infos.contains("purpose=emergency-CallId")
+                && infos.contains("purpose=emergency-IncidentId"),
+            "{file}: {infos}"
+        );
+        if text.starts_with("INVITE urn:service:sos") {
+            assert!(
+                fwd.starts_with("INVITE urn:service:sos "),
+                "{file}: request URI kept"
+            );
+        }
+        if route == "psap" {
+            let want = format!("sip:sos@{}.psap.example", area.to_ascii_lowercase());
+            assert!(
+                header(&fwd, "Route").iter().any(|r| r.contains(&want)),
+                "{file}: Route should name {want}: {:?}",
+                header(&fwd, "Route")
+            );
+        }
+        if reason == "common-area-phone" || reason == "registered-address" {
+            // The registered address travels as a PIDF-LO part, its
+            // Geolocation first, the caller's own kept after it.
+            let geo = header(&fwd, "Geolocation");
+            assert!(
+                geo.first().is_some_and(|g| g.contains("cid:registered-")),
+                "{file}: {geo:?}"
+            );
+            assert!(
+                fwd.contains("<ca:A3>") || fwd.contains("A3>"),
+                "{file}: no civic part"
+            );
+        }
+    }
+    lab.router.wait_log("answered", 14, Duration::from_secs(5));
+}
+
+const SDP: &str =
+    "v=0\no=- 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 40000 RTP/AVP 0\n";
+
+fn civic(country: &str, a1: &str, a3: &str, rd: &str, hno: &str, pc: &str, method: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" xmlns:gp=\"urn:ietf:params:xml:ns:pidf:geopriv10\" xmlns:ca=\"urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr\" entity=\"pres:caller@example.com\">\n<tuple id=\"t1\"><status><gp:geopriv><gp:location-info><ca:civicAddress><ca:country>{country}</ca:country><ca:A1>{a1}</ca:A1><ca:A3>{a3}</ca:A3><ca:RD>{rd}</ca:RD><ca:HNO>{hno}</ca:HNO><ca:PC>{pc}</ca:PC></ca:civicAddress></gp:location-info><gp:usage-rules/><gp:method>{method}</gp:method></gp:geopriv></status></tuple>\n</presence>\n"
+    )
+}
+
+fn point(lat: f64, lon: f64, method: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" xmlns:gp=\"urn:ietf:params:xml:ns:pidf:geopriv10\" xmlns:gml=\"http://www.opengis.net/gml\" entity=\"pres:caller@example.com\">\n<tuple id=\"t1\"><status><gp:geopriv><gp:location-info><gml:Point srsName=\"urn:ogc:def:crs:EPSG::4326\"><gml:pos>{lat} {lon}</gml:pos></gml:Point></gp:location-info><gp:usage-rules/><gp:method>{method}</gp:method></gp:geopriv></status></tuple>\n</presence>\n"
+    )
+}
+
+/// Places one SIPp call; `pidf` is sent as a multipart body with its
+/// Geolocation header.
+fn call(lab: &Lab, number: &str, caller: &str, pidf: Option<&str>) -> common::UacResult {
+    let (headers, ctype, body) = match pidf {
+        Some(doc) => (
+            "Geolocation: <cid:loc@caller.example>\n      Geolocation-Routing: yes\n      Priority: emergency",
+            "multipart/mixed;boundary=sipp-b",
+            format!("--sipp-b\nContent-Type: application/sdp\n\n{SDP}\n--sipp-b\nContent-Type: application/pidf+xml\nContent-ID: <loc@caller.example>\n\n{doc}\n--sipp-b--\n"),
+        ),
+        None => ("Priority: emergency", "application/sdp", SDP.to_string()),
+    };
+    uac(
+        "uac_emergency.xml",
+        &[
+            ("@HEADERS@", headers),
+            ("@CONTENT_TYPE@", ctype),
+            ("@BODY@", &body),
+        ],
+        lab.router.port,
+        number,
+        caller,
+        1,
+        1,
+        false,
+    )
+}
+
+fn routed(lab: &Lab, trunk: &RawTrunk) -> String {
+    trunk
+        .next("INVITE", Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("no INVITE at the trunk\n{}", lab.router.log()))
+}
+
+#[test]
+fn sipp_us_civic_trusted_location_reaches_the_psap_of_that_address() {
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let doc = civic("US", "IL", "Chicago", "S Wacker Dr", "233", "60606", "LIS");
+    let r = call(&lab, "911", "+13125550161", Some(&doc));
+    assert_eq!(
+        (r.successful, r.failed),
+        (1, 0),
+        "{r:?}\n{}",
+        lab.router.log()
+    );
+    let fwd = routed(&lab, &lab.psap);
+    assert!(
+        header(&fwd, "Route")
+            .iter()
+            .any(|v| v.contains("sip:sos@us-17031.psap.example")),
+        "{fwd}"
+    );
+}
+
+#[test]
+fn sipp_us_point_reaches_the_psap_serving_it() {
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let r = call(
+        &lab,
+        "911",
+        "+13035550117",
+        Some(&point(39.7392, -104.9903, "GPS")),
+    );
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    let fwd = routed(&lab, &lab.psap);
+    assert!(
+        header(&fwd, "Route")
+            .iter()
+            .any(|v| v.contains("sip:sos@us-08031.psap.example")),
+        "{fwd}"
+    );
+}
+
+#[test]
+fn sipp_canadian_call_is_screened() {
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let doc = civic(
+        "CA",
+        "ON",
+        "Toronto",
+        "Front Street West",
+        "290",
+        "M5V 3L9",
+        "LIS",
+    );
+    let r = call(&lab, "911", "+14165550199", Some(&doc));
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    routed(&lab, &lab.screening);
+}
+
+#[test]
+fn sipp_no_location_common_area_phone_goes_to_its_registered_psap_others_are_screened() {
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let r = call(&lab, "911", "+14155550177", None);
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    let fwd = routed(&lab, &lab.psap);
+    assert!(
+        header(&fwd, "Route").iter().any(|v| v.contains("us-06075")),
+        "{fwd}"
+    );
+    let r = call(&lab, "911", "+16175550123", None);
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    routed(&lab, &lab.screening);
+}
+
+#[test]
+fn sipp_933_reaches_the_test_trunk() {
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let doc = civic("US", "TX", "Houston", "Bagby St", "901", "77002", "LIS");
+    let r = call(&lab, "933", "+17135550150", Some(&doc));
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    routed(&lab, &lab.test);
+}
+
+#[test]
+fn sipp_psap_refusing_or_silent_the_call_completes_at_the_screening_center() {
+    for psap in [Answer::Code(503), Answer::Silent] {
+        let lab = lab(psap, Answer::Ok, Answer::Ok, Answer::Ok);
+        let doc = civic("US", "IL", "Chicago", "S Wacker Dr", "233", "60606", "LIS");
+        let r = call(&lab, "911", "+13125550161", Some(&doc));
+        assert_eq!(
+            (r.successful, r.failed),
+            (1, 0),
+            "{psap:?}: {r:?}\n{}",
+            lab.router.log()
+        );
+        routed(&lab, &lab.psap);
+        let fwd = routed(&lab, &lab.screening);
+        // The screening center gets everything known: the caller's location.
+        assert!(fwd.contains("Chicago"), "{fwd}");
+    }
+}
+
+#[test]
+fn sipp_every_trunk_down_the_last_resort_is_tried() {
+    let lab = lab(Answer::Code(503), Answer::Code(500), Answer::Ok, Answer::Ok);
+    let doc = civic("US", "IL", "Chicago", "S Wacker Dr", "233", "60606", "LIS");
+    let r = call(&lab, "911", "+13125550161", Some(&doc));
+    assert_eq!(
+        (r.successful, r.failed),
+        (1, 0),
+        "{r:?}\n{}",
+        lab.router.log()
+    );
+    routed(&lab, &lab.psap);
+    routed(&lab, &lab.screening);
+    routed(&lab, &lab.last);
+}
