@@ -55,6 +55,10 @@ pub struct EmergencyConfig {
     /// Domain written into emergency call and incident identifiers and the
     /// Content-IDs of added body parts; default: the advertised host.
     pub domain: Option<String>,
+    /// Security desk webhooks by tenant: on each emergency call of the
+    /// tenant's users an HTTP POST goes to the URL (off the call's path,
+    /// with retries and a deadline).
+    pub security_desk: BTreeMap<String, String>,
 }
 
 /// Trunk health probes (SIP OPTIONS).

@@ -17,6 +17,7 @@ pub mod emergency;
 pub mod inspect;
 pub mod inventory;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod server;
 pub mod sip;

@@ -141,6 +141,11 @@ pub async fn run(
     locals.extend(&bound.tcp);
     let seed: u64 = rand::random();
     let router: Arc<dyn Router> = Arc::new(TimedRouter((opts.make_router)(&config)?));
+    let webhooks: crate::notify::Webhooks = Arc::new(arc_swap::ArcSwap::from_pointee(
+        crate::notify::from_config(&config),
+    ));
+    let desk =
+        crate::notify::SecurityDesk::start(webhooks.clone(), crate::notify::Policy::default());
     let mut core = Core::new(
         CoreConfig::from_config(&config, locals.clone(), seed),
         router,
@@ -182,6 +187,7 @@ pub async fn run(
                 match reload(&opts, &locals, seed) {
                     Ok((cfg, core_cfg, router)) => {
                         core.reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
+                        webhooks.store(Arc::new(crate::notify::from_config(&cfg)));
                         drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
                         metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
                         tracing::info!("configuration reloaded; calls in progress keep their routes");
@@ -212,6 +218,9 @@ pub async fn run(
             }
         }
         flush(&mut core, &udps, &pool, &tx);
+        while let Some(ev) = core.poll_event() {
+            desk.on_event(&ev);
+        }
         if let Some(until) = drain_until {
             let left = core.calls_in_progress();
             if left == 0 || tokio::time::Instant::now() >= until {

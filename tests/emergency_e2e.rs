@@ -333,3 +333,95 @@ fn sipp_every_trunk_down_the_last_resort_is_tried() {
     routed(&lab, &lab.screening);
     routed(&lab, &lab.last);
 }
+
+/// A one-shot HTTP endpoint: hands the first request's body to the test.
+fn webhook() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let Ok(n) = s.read(&mut chunk) else { break };
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        let _ =
+                            s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+                        let _ = tx.send(body.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn the_tenants_security_desk_is_told_of_each_emergency_call() {
+    let (port, rx) = webhook();
+    let (psap, screening, test, last) = (
+        RawTrunk::start(Answer::Ok),
+        RawTrunk::start(Answer::Ok),
+        RawTrunk::start(Answer::Ok),
+        RawTrunk::start(Answer::Ok),
+    );
+    let text = std::fs::read_to_string(root().join("config/loopback.toml"))
+        .unwrap()
+        .replace("udp:127.0.0.1:5060", "udp:127.0.0.1:0")
+        .replace("tcp:127.0.0.1:5060", "tcp:127.0.0.1:0")
+        .replace("advertise = \"127.0.0.1:5060\"\n", "")
+        .replace("127.0.0.1:5070", &format!("127.0.0.1:{}", psap.port))
+        .replace("127.0.0.1:5080", &format!("127.0.0.1:{}", screening.port))
+        .replace("127.0.0.1:5090", &format!("127.0.0.1:{}", test.port))
+        .replace("127.0.0.1:5095", &format!("127.0.0.1:{}", last.port))
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9090", "127.0.0.1:0")
+        // acme's desk listens; bavaria's desk is down, which must not
+        // delay bavaria's calls.
+        + &format!("\n[emergency.security_desk]\nacme = \"http://127.0.0.1:{port}/sos\"\nbavaria = \"http://127.0.0.1:1/down\"\n");
+    let inventory = root().join("tests/corpus/emergency-invites/inventory.tsv");
+    let router = Router::start(&text, &["--inventory", inventory.to_str().unwrap()]);
+    let lab = Lab {
+        router,
+        psap,
+        screening,
+        test,
+        last,
+    };
+    let r = call(&lab, "911", "+14155550177", None);
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    let body = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no notification");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["tenant"], "acme");
+    assert_eq!(v["caller"], "+14155550177");
+    assert_eq!(v["route"], "psap");
+    assert_eq!(v["reason"], "common-area-phone");
+    assert_eq!(v["registered_address"]["civic"]["A3"], "San Francisco");
+    let r = call(&lab, "112", "+4989555010", None);
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    assert!(
+        r.elapsed < Duration::from_secs(3),
+        "a dead desk delayed the call: {:?}",
+        r.elapsed
+    );
+}
