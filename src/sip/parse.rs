@@ -87,7 +87,10 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<Status<()>, ParseErro
             break;
         }
         first = false;
-        if let Some(colon) = memchr(b':', line) {
+        // A continuation line (folding) belongs to the header above it, so
+        // its text is never a Content-Length of its own.
+        let folded = matches!(line.first(), Some(b' ' | b'\t'));
+        if let Some(colon) = memchr(b':', line).filter(|_| !folded) {
             let name = text::trim(&line[..colon]);
             if HeaderName::from_bytes(name) == HeaderName::ContentLength {
                 let v = text::parse_u64(text::trim(&line[colon + 1..]), u32::MAX as u64)
