@@ -32,3 +32,22 @@ Subject: hello\r\n l: 5\r\n\
         other => panic!("{other:?}"),
     }
 }
+
+/// A Content-Length whose value is folded onto the next line: a datagram
+/// unfolds it; stream framing reads lines one by one and refuses it rather
+/// than guess the length.
+#[test]
+fn folded_content_length_value() {
+    let msg = b"OPTIONS sip:a@example.net SIP/2.0\r\n\
+Via: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\
+To: <sip:a@example.net>\r\n\
+From: <sip:b@example.net>;tag=1\r\n\
+Call-ID: fold-cl2\r\n\
+CSeq: 1 OPTIONS\r\n\
+Content-Length:\r\n 2\r\n\
+\r\nhi";
+    let d = sip::parse_datagram(Bytes::from_static(msg), &Limits::default()).unwrap();
+    assert_eq!(d.content_length(), Some(2));
+    assert_eq!(d.body(), b"hi");
+    assert_eq!(stream(msg).unwrap_err(), ParseError::BadContentLength);
+}

@@ -206,6 +206,10 @@ pub(crate) fn index(
             ve -= 1;
         }
         if name == HeaderName::ContentLength {
+            // A value continued on a folded line is read after unfolding.
+            if matches!(b.get(pos + nl + 1), Some(b' ' | b'\t')) {
+                return Ok(Indexed::Folded);
+            }
             let v = text::parse_u64(&line[vs..ve], u32::MAX as u64)
                 .ok_or(ParseError::BadContentLength)? as usize;
             if content_length.is_some_and(|c| c != v) {
