@@ -51,3 +51,53 @@ Content-Length:\r\n 2\r\n\
     assert_eq!(d.body(), b"hi");
     assert_eq!(stream(msg).unwrap_err(), ParseError::BadContentLength);
 }
+
+/// A multipart/mixed body whose epilogue holds a second closing delimiter
+/// (found by the multipart fuzz target): the added part must go before the
+/// first one, where the body ends, or nobody downstream sees it.
+#[test]
+fn added_part_goes_before_the_first_closing_delimiter() {
+    let body = "--c07-boundar\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n\
+--c07-boundar--\r\nepilogue\r\n--c07-boundar--";
+    let msg = format!(
+        "MESSAGE sip:a@example.net SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+To: <sip:a@example.net>\r\nFrom: <sip:b@example.net>;tag=1\r\nCall-ID: m\r\n\
+CSeq: 1 MESSAGE\r\nContent-Type: multipart/mixed;boundary=\"c07-boundar\"\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let m = sip::parse_datagram(Bytes::from(msg), &Limits::default()).unwrap();
+    assert_eq!(m.body_parts().unwrap().len(), 1);
+    let mut e = sosrouter::sip::edit::Editor::new(&m);
+    e.add_body_part(&[("Content-Type", "text/plain")], b"added");
+    let out = sip::parse_datagram(e.build(), &Limits::default()).unwrap();
+    let parts = out.body_parts().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(out.bytes_of(parts[0].body), b"v=0");
+    assert_eq!(out.bytes_of(parts[1].body), b"added");
+    assert!(out
+        .body()
+        .ends_with(b"--c07-boundar--\r\nepilogue\r\n--c07-boundar--"));
+}
+
+/// The fuzzer's minimized input: a body that is nothing but two closing
+/// delimiters.
+#[test]
+fn body_of_two_closing_delimiters() {
+    let body = "--c07-boundar--\n--c07-boundar--";
+    let msg = format!(
+        "MESSAGE sip:a@example.net SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+To: <sip:a@example.net>\r\nFrom: <sip:b@example.net>;tag=1\r\nCall-ID: m\r\n\
+CSeq: 1 MESSAGE\r\nContent-Type: multipart/mixed;boundary=\"c07-boundar\"\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let m = sip::parse_datagram(Bytes::from(msg), &Limits::default()).unwrap();
+    assert!(m.body_parts().unwrap().is_empty());
+    let mut e = sosrouter::sip::edit::Editor::new(&m);
+    e.add_body_part(&[("Content-Type", "text/plain")], b"added");
+    let out = sip::parse_datagram(e.build(), &Limits::default()).unwrap();
+    let parts = out.body_parts().unwrap();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(out.bytes_of(parts[0].body), b"added");
+}
