@@ -101,3 +101,41 @@ Content-Length: {}\r\n\r\n{body}",
     assert_eq!(parts.len(), 1);
     assert_eq!(out.bytes_of(parts[0].body), b"added");
 }
+
+/// A part whose first line looks like a header but whose next line is not
+/// one has no header block (found by the multipart fuzz target): its
+/// Content-Type must not come from what is then body text.
+#[test]
+fn part_without_header_block_has_no_content_type() {
+    use sosrouter::sip::{body, Span};
+    let content = b"--c07-boundar\nC:\n-\n--c07-boundar--";
+    let mut parts = body::Parts::new();
+    body::split(
+        content,
+        Span::new(0, content.len()),
+        b"c07-boundar",
+        &mut parts,
+    )
+    .unwrap();
+    assert_eq!(parts.len(), 1);
+    let p = parts[0];
+    assert!(p.headers.is_empty());
+    assert_eq!(p.content_type, None);
+    assert_eq!(&content[p.body.range()], b"C:\n-");
+
+    let body = "--b\r\nContent-Type: application/pidf+xml\r\n<presence/>\r\n--b--\r\n";
+    let msg = format!(
+        "MESSAGE sip:a@example.net SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+To: <sip:a@example.net>\r\nFrom: <sip:b@example.net>;tag=1\r\nCall-ID: m\r\n\
+CSeq: 1 MESSAGE\r\nContent-Type: multipart/mixed;boundary=b\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let m = sip::parse_datagram(Bytes::from(msg), &Limits::default()).unwrap();
+    let parts = m.body_parts().unwrap();
+    assert_eq!(parts.len(), 1);
+    assert!(!body::is_pidf(&m, &parts[0]));
+    assert!(m
+        .bytes_of(parts[0].body)
+        .starts_with(b"Content-Type: application/pidf+xml\r\n<presence/>"));
+}

@@ -152,9 +152,12 @@ fn parse_part(b: &[u8], start: usize, end: usize, base: usize, depth: u8) -> Bod
                 content_id = Some(span);
             }
         } else {
-            // Not a header: the part has no header block.
+            // Not a header: the part has no header block, so nothing read
+            // from its first lines is a part header either.
             headers_end = start;
             body_start = start;
+            content_type = None;
+            content_id = None;
             break;
         }
         pos = next;
