@@ -183,19 +183,20 @@ pub(crate) fn index(
         if line[0] == b' ' || line[0] == b'\t' {
             return Ok(Indexed::Folded);
         }
-        let colon = memchr(b':', line).ok_or(ParseError::BadHeaderLine)?;
-        let name_raw = &line[..colon];
-        let name_len = name_raw
+        // The name is a token, then optional spaces or tabs, then the
+        // colon: scanned directly, names being short.
+        let name_len = line
             .iter()
             .position(|&c| !is_token(c))
-            .unwrap_or(name_raw.len());
-        if name_len == 0
-            || !name_raw[name_len..]
-                .iter()
-                .all(|&c| c == b' ' || c == b'\t')
-        {
+            .unwrap_or(line.len());
+        let mut colon = name_len;
+        while colon < line.len() && (line[colon] == b' ' || line[colon] == b'\t') {
+            colon += 1;
+        }
+        if name_len == 0 || line.get(colon) != Some(&b':') {
             return Err(ParseError::BadHeaderLine);
         }
+        let name_raw = &line[..colon];
         let name = HeaderName::from_bytes(&name_raw[..name_len]);
         let mut vs = colon + 1;
         let mut ve = line.len();
