@@ -139,3 +139,28 @@ Content-Length: {}\r\n\r\n{body}",
         .bytes_of(parts[0].body)
         .starts_with(b"Content-Type: application/pidf+xml\r\n<presence/>"));
 }
+
+/// A part header value of only a form feed, at the very end of the part
+/// (found by the multipart fuzz target): the value's span must start where
+/// the trimmed value starts and stay inside the part's headers.
+#[test]
+fn part_header_value_span_stays_in_the_headers() {
+    use sosrouter::sip::{body, Span};
+    for content in [
+        &b"--b\r\nContent-Type:\x0c\r\n--b--"[..],
+        b"--b\r\nContent-Type:\x0c text/plain\r\n\r\nx\r\n--b--",
+        b"--b\r\nContent-ID: \x0c<a@b>\r\n\r\nx\r\n--b--",
+    ] {
+        let mut parts = body::Parts::new();
+        body::split(content, Span::new(0, content.len()), b"b", &mut parts).unwrap();
+        let p = parts[0];
+        for s in [p.content_type, p.content_id].into_iter().flatten() {
+            assert!(
+                s.start >= p.headers.start && s.end <= p.headers.end,
+                "{p:?}"
+            );
+            let v = &content[s.range()];
+            assert!(!v.ends_with(b"\r") && !v.ends_with(b"\n"), "{v:?}");
+        }
+    }
+}
