@@ -72,7 +72,13 @@ fuzz_target!(|input: &[u8]| {
     };
     let again = sip::parse_datagram(out, &big).expect("edited message parses");
     assert_eq!(again.content_length(), Some(again.body().len()));
-    let after = again.body_parts().expect("edited body splits");
+    let after = match again.body_parts() {
+        Ok(a) => a,
+        // The splitter stops at 64 parts: a body already at the limit
+        // cannot take one more.
+        Err(body::BodyError::TooManyParts) if before.len() >= 64 => return,
+        Err(e) => panic!("edited body does not split: {}", e.as_str()),
+    };
     assert!(after.len() > before.len());
     for (i, p) in before.iter().enumerate() {
         assert_eq!(
