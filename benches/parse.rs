@@ -1,1 +1,154 @@
-fn main() {}
+//! The same message bytes through three parsers:
+//!
+//! - `fast`: `sip::parse_datagram` plus reading the fields the router routes
+//!   on (top Via branch, Call-ID, CSeq, caller number from
+//!   P-Asserted-Identity or From, request-URI user, Content-Type boundary,
+//!   Geolocation values);
+//! - `rsip`: `rsip::SipMessage::try_from`, a full parse into owned types;
+//! - `httparse`: the header block with its start line replaced by
+//!   `GET / HTTP/1.1`, as the floor for tokenizing header lines.
+//!
+//! `cargo bench --bench parse -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sosrouter::sip::{self, HeaderName, Limits, Message};
+
+const PLAIN_INVITE: &[u8] = b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.example.com>\r\n\
+From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@pc33.atlanta.example.com>\r\n\
+Allow: INVITE, ACK, CANCEL, OPTIONS, BYE, REFER, NOTIFY\r\n\
+Supported: replaces, timer\r\n\
+User-Agent: ExamplePhone/1.0\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 149\r\n\
+\r\n\
+v=0\r\n\
+o=alice 2890844526 2890844526 IN IP4 pc33.atlanta.example.com\r\n\
+s=-\r\n\
+c=IN IP4 192.0.2.101\r\n\
+t=0 0\r\n\
+m=audio 49172 RTP/AVP 0\r\n\
+a=rtpmap:0 PCMU/8000\r\n";
+
+const OK_200: &[u8] = b"SIP/2.0 200 OK\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bK776asdhds;received=192.0.2.101\r\n\
+To: Bob <sip:bob@biloxi.example.com>;tag=a6c85cf\r\n\
+From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:bob@192.0.2.4>\r\n\
+Allow: INVITE, ACK, CANCEL, OPTIONS, BYE\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 138\r\n\
+\r\n\
+v=0\r\n\
+o=bob 2808844564 2808844564 IN IP4 biloxi.example.com\r\n\
+s=-\r\n\
+c=IN IP4 192.0.2.4\r\n\
+t=0 0\r\n\
+m=audio 3456 RTP/AVP 0\r\n\
+a=rtpmap:0 PCMU/8000\r\n";
+
+const ACK: &[u8] = b"ACK sip:bob@192.0.2.4 SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.atlanta.example.com:5060;branch=z9hG4bKnashds9\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@biloxi.example.com>;tag=a6c85cf\r\n\
+From: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.atlanta.example.com\r\n\
+CSeq: 314159 ACK\r\n\
+Content-Length: 0\r\n\
+\r\n";
+
+const EMERGENCY: &[u8] = include_bytes!("../tests/corpus/emergency-invites/c01-us-civic-cid.sip");
+
+/// The fields the router routes on, folded into a number so none of the
+/// work can be dropped.
+fn routing_fields(m: &Message) -> usize {
+    let mut acc = 0;
+    if let Some(b) = m.top_via().and_then(|v| v.branch()) {
+        acc += b.len();
+    }
+    acc += m.call_id().map_or(0, <[u8]>::len);
+    if let Some(c) = m.cseq() {
+        acc += c.seq as usize + c.method.len();
+    }
+    if let Some(d) = m
+        .caller()
+        .and_then(|c| c.uri())
+        .and_then(|u| u.phone_digits())
+    {
+        acc += d.as_str().len();
+    }
+    if let Some(u) = m.request_uri().and_then(|u| u.user) {
+        acc += u.len();
+    }
+    if let Some(b) = m.content_type().and_then(|c| c.boundary()) {
+        acc += b.len();
+    }
+    for g in m.name_addrs(HeaderName::Geolocation).flatten() {
+        acc += g.uri_text.len();
+    }
+    acc
+}
+
+fn fast(data: &'static [u8], limits: &Limits) -> usize {
+    let m = sip::parse_datagram(Bytes::from_static(data), limits).expect("parses");
+    routing_fields(&m)
+}
+
+/// The header block as an HTTP/1.1 request: same header lines, start line
+/// replaced.
+fn as_http(data: &[u8]) -> Vec<u8> {
+    let first = data.windows(2).position(|w| w == b"\r\n").unwrap();
+    let end = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut out = b"GET / HTTP/1.1".to_vec();
+    out.extend_from_slice(&data[first..end]);
+    out
+}
+
+fn httparse_headers(data: &[u8]) -> usize {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n + req.headers.len(),
+        other => panic!("httparse: {other:?}"),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let limits = Limits::default();
+    for (name, data) in [
+        ("invite-sdp", PLAIN_INVITE),
+        ("emergency-c01", EMERGENCY),
+        ("200-ok-sdp", OK_200),
+        ("ack", ACK),
+    ] {
+        // Every parser must accept the message before it is timed.
+        assert!(fast(data, &limits) > 0);
+        sip::full::rsip_accepts(data).expect("rsip parses");
+        let http = as_http(data);
+        httparse_headers(&http);
+
+        let mut g = c.benchmark_group(name);
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_function("fast", |b| b.iter(|| fast(black_box(data), &limits)));
+        g.bench_function("rsip", |b| {
+            b.iter(|| rsip::SipMessage::try_from(black_box(data)).is_ok())
+        });
+        g.bench_function("httparse", |b| {
+            b.iter(|| httparse_headers(black_box(&http)))
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -144,7 +144,8 @@ fn parse_part(b: &[u8], start: usize, end: usize, base: usize, depth: u8) -> Bod
         if let Some(c) = memchr::memchr(b':', line) {
             let name = trim(&line[..c]);
             let value = trim(&line[c + 1..]);
-            let vs = pos + c + 1 + (line[c + 1..].len() - line[c + 1..].trim_ascii_start().len());
+            // Where the trimmed value starts (the same trim as the value's).
+            let vs = pos + (value.as_ptr() as usize - line.as_ptr() as usize);
             let span = Span::new(base + vs, base + vs + value.len());
             if name.eq_ignore_ascii_case(b"Content-Type") || name.eq_ignore_ascii_case(b"c") {
                 content_type = Some(span);
@@ -152,9 +153,12 @@ fn parse_part(b: &[u8], start: usize, end: usize, base: usize, depth: u8) -> Bod
                 content_id = Some(span);
             }
         } else {
-            // Not a header: the part has no header block.
+            // Not a header: the part has no header block, so nothing read
+            // from its first lines is a part header either.
             headers_end = start;
             body_start = start;
+            content_type = None;
+            content_id = None;
             break;
         }
         pos = next;

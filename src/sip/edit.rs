@@ -314,15 +314,15 @@ fn header_line(name: &str, value: &[u8]) -> Bytes {
     b.freeze()
 }
 
-/// Offset of the line end before the closing delimiter `--boundary--`, where
-/// a new part goes.
+/// Offset of the closing delimiter `--boundary--`, where a new part goes.
 fn closing_delimiter(body: &[u8], boundary: &[u8]) -> Option<usize> {
     let mut close = Vec::with_capacity(boundary.len() + 4);
     close.extend_from_slice(b"--");
     close.extend_from_slice(boundary);
     close.extend_from_slice(b"--");
-    let at = memchr::memmem::rfind(body, &close)?;
-    (at == 0 || body[at - 1] == b'\n').then_some(at)
+    // The first one at the start of a line ends the body, as the splitter
+    // reads it; any later one is epilogue text.
+    memchr::memmem::find_iter(body, &close).find(|&at| at == 0 || body[at - 1] == b'\n')
 }
 
 /// A small non-cryptographic hash for boundaries unlikely to occur in a body.

@@ -132,7 +132,7 @@ impl HeaderName {
             _ => &[],
         };
         for (text, h) in candidates {
-            if name.eq_ignore_ascii_case(text) {
+            if same_name(name, text) {
                 return *h;
             }
         }
@@ -197,6 +197,19 @@ impl HeaderName {
             CallId | CSeq | From | To | MaxForwards | ContentLength | ContentType
         )
     }
+}
+
+/// Case-insensitive comparison with a known name made of ASCII letters and
+/// hyphens: `| 0x20` folds the case of a letter, a hyphen must match as is.
+fn same_name(name: &[u8], known: &[u8]) -> bool {
+    name.len() == known.len()
+        && name.iter().zip(known).all(|(&a, &k)| {
+            if k == b'-' {
+                a == b'-'
+            } else {
+                a | 0x20 == k | 0x20
+            }
+        })
 }
 
 #[cfg(test)]

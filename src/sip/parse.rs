@@ -87,7 +87,10 @@ pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<Status<()>, ParseErro
             break;
         }
         first = false;
-        if let Some(colon) = memchr(b':', line) {
+        // A continuation line (folding) belongs to the header above it, so
+        // its text is never a Content-Length of its own.
+        let folded = matches!(line.first(), Some(b' ' | b'\t'));
+        if let Some(colon) = memchr(b':', line).filter(|_| !folded) {
             let name = text::trim(&line[..colon]);
             if HeaderName::from_bytes(name) == HeaderName::ContentLength {
                 let v = text::parse_u64(text::trim(&line[colon + 1..]), u32::MAX as u64)
@@ -192,19 +195,20 @@ pub(crate) fn index_with(
         if line[0] == b' ' || line[0] == b'\t' {
             return Ok(Indexed::Folded);
         }
-        let colon = memchr(b':', line).ok_or(ParseError::BadHeaderLine)?;
-        let name_raw = &line[..colon];
-        let name_len = name_raw
+        // The name is a token, then optional spaces or tabs, then the
+        // colon: scanned directly, names being short.
+        let name_len = line
             .iter()
             .position(|&c| !is_token(c))
-            .unwrap_or(name_raw.len());
-        if name_len == 0
-            || !name_raw[name_len..]
-                .iter()
-                .all(|&c| c == b' ' || c == b'\t')
-        {
+            .unwrap_or(line.len());
+        let mut colon = name_len;
+        while colon < line.len() && (line[colon] == b' ' || line[colon] == b'\t') {
+            colon += 1;
+        }
+        if name_len == 0 || line.get(colon) != Some(&b':') {
             return Err(ParseError::BadHeaderLine);
         }
+        let name_raw = &line[..colon];
         let name = HeaderName::from_bytes(&name_raw[..name_len]);
         let mut vs = colon + 1;
         let mut ve = line.len();
@@ -215,6 +219,10 @@ pub(crate) fn index_with(
             ve -= 1;
         }
         if name == HeaderName::ContentLength {
+            // A value continued on a folded line is read after unfolding.
+            if matches!(b.get(pos + nl + 1), Some(b' ' | b'\t')) {
+                return Ok(Indexed::Folded);
+            }
             match text::parse_u64(&line[vs..ve], u32::MAX as u64) {
                 Some(v) if content_length.is_none_or(|c| c as u64 == v) => {
                     content_length = Some(v as usize)

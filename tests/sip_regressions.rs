@@ -1,0 +1,166 @@
+//! Inputs that once broke the SIP layer, each with the behaviour it must
+//! have now.
+
+use bytes::Bytes;
+use sosrouter::sip::{self, Limits, ParseError, Status};
+
+fn stream(data: &[u8]) -> Result<Status<sip::Message>, ParseError> {
+    sip::parse_stream(&Bytes::copy_from_slice(data), &Limits::default())
+}
+
+/// A folded continuation line that looks like `l: 5` is part of the header
+/// above it, not a Content-Length: stream framing must not count it, or it
+/// swallows bytes the parsed message does not account for.
+#[test]
+fn folded_line_that_looks_like_content_length_does_not_frame() {
+    let msg = b"OPTIONS sip:a@example.net SIP/2.0\r\n\
+Via: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\
+To: <sip:a@example.net>\r\n\
+From: <sip:b@example.net>;tag=1\r\n\
+Call-ID: fold-cl\r\n\
+CSeq: 1 OPTIONS\r\n\
+Subject: hello\r\n l: 5\r\n\
+\r\n";
+    let mut data = msg.to_vec();
+    data.extend_from_slice(b"OPTIONS sip:a@example.net SIP/2.0\r\n");
+    match stream(&data) {
+        Ok(Status::Complete(m, n)) => {
+            assert_eq!(m.get(sip::HeaderName::Subject), Some(&b"hello l: 5"[..]));
+            assert_eq!(m.body(), b"");
+            assert_eq!(n, msg.len(), "consumed only the message");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A Content-Length whose value is folded onto the next line: a datagram
+/// unfolds it; stream framing reads lines one by one and refuses it rather
+/// than guess the length.
+#[test]
+fn folded_content_length_value() {
+    let msg = b"OPTIONS sip:a@example.net SIP/2.0\r\n\
+Via: SIP/2.0/TCP h;branch=z9hG4bK1\r\n\
+To: <sip:a@example.net>\r\n\
+From: <sip:b@example.net>;tag=1\r\n\
+Call-ID: fold-cl2\r\n\
+CSeq: 1 OPTIONS\r\n\
+Content-Length:\r\n 2\r\n\
+\r\nhi";
+    let d = sip::parse_datagram(Bytes::from_static(msg), &Limits::default()).unwrap();
+    assert_eq!(d.content_length(), Some(2));
+    assert_eq!(d.body(), b"hi");
+    assert_eq!(stream(msg).unwrap_err(), ParseError::BadContentLength);
+}
+
+/// A multipart/mixed body whose epilogue holds a second closing delimiter
+/// (found by the multipart fuzz target): the added part must go before the
+/// first one, where the body ends, or nobody downstream sees it.
+#[test]
+fn added_part_goes_before_the_first_closing_delimiter() {
+    let body = "--c07-boundar\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n\
+--c07-boundar--\r\nepilogue\r\n--c07-boundar--";
+    let msg = format!(
+        "MESSAGE sip:a@example.net SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+To: <sip:a@example.net>\r\nFrom: <sip:b@example.net>;tag=1\r\nCall-ID: m\r\n\
+CSeq: 1 MESSAGE\r\nContent-Type: multipart/mixed;boundary=\"c07-boundar\"\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let m = sip::parse_datagram(Bytes::from(msg), &Limits::default()).unwrap();
+    assert_eq!(m.body_parts().unwrap().len(), 1);
+    let mut e = sosrouter::sip::edit::Editor::new(&m);
+    e.add_body_part(&[("Content-Type", "text/plain")], b"added");
+    let out = sip::parse_datagram(e.build(), &Limits::default()).unwrap();
+    let parts = out.body_parts().unwrap();
+    assert_eq!(parts.len(), 2);
+    assert_eq!(out.bytes_of(parts[0].body), b"v=0");
+    assert_eq!(out.bytes_of(parts[1].body), b"added");
+    assert!(out
+        .body()
+        .ends_with(b"--c07-boundar--\r\nepilogue\r\n--c07-boundar--"));
+}
+
+/// The fuzzer's minimized input: a body that is nothing but two closing
+/// delimiters.
+#[test]
+fn body_of_two_closing_delimiters() {
+    let body = "--c07-boundar--\n--c07-boundar--";
+    let msg = format!(
+        "MESSAGE sip:a@example.net SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+To: <sip:a@example.net>\r\nFrom: <sip:b@example.net>;tag=1\r\nCall-ID: m\r\n\
+CSeq: 1 MESSAGE\r\nContent-Type: multipart/mixed;boundary=\"c07-boundar\"\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let m = sip::parse_datagram(Bytes::from(msg), &Limits::default()).unwrap();
+    assert!(m.body_parts().unwrap().is_empty());
+    let mut e = sosrouter::sip::edit::Editor::new(&m);
+    e.add_body_part(&[("Content-Type", "text/plain")], b"added");
+    let out = sip::parse_datagram(e.build(), &Limits::default()).unwrap();
+    let parts = out.body_parts().unwrap();
+    assert_eq!(parts.len(), 1);
+    assert_eq!(out.bytes_of(parts[0].body), b"added");
+}
+
+/// A part whose first line looks like a header but whose next line is not
+/// one has no header block (found by the multipart fuzz target): its
+/// Content-Type must not come from what is then body text.
+#[test]
+fn part_without_header_block_has_no_content_type() {
+    use sosrouter::sip::{body, Span};
+    let content = b"--c07-boundar\nC:\n-\n--c07-boundar--";
+    let mut parts = body::Parts::new();
+    body::split(
+        content,
+        Span::new(0, content.len()),
+        b"c07-boundar",
+        &mut parts,
+    )
+    .unwrap();
+    assert_eq!(parts.len(), 1);
+    let p = parts[0];
+    assert!(p.headers.is_empty());
+    assert_eq!(p.content_type, None);
+    assert_eq!(&content[p.body.range()], b"C:\n-");
+
+    let body = "--b\r\nContent-Type: application/pidf+xml\r\n<presence/>\r\n--b--\r\n";
+    let msg = format!(
+        "MESSAGE sip:a@example.net SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+To: <sip:a@example.net>\r\nFrom: <sip:b@example.net>;tag=1\r\nCall-ID: m\r\n\
+CSeq: 1 MESSAGE\r\nContent-Type: multipart/mixed;boundary=b\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let m = sip::parse_datagram(Bytes::from(msg), &Limits::default()).unwrap();
+    let parts = m.body_parts().unwrap();
+    assert_eq!(parts.len(), 1);
+    assert!(!body::is_pidf(&m, &parts[0]));
+    assert!(m
+        .bytes_of(parts[0].body)
+        .starts_with(b"Content-Type: application/pidf+xml\r\n<presence/>"));
+}
+
+/// A part header value of only a form feed, at the very end of the part
+/// (found by the multipart fuzz target): the value's span must start where
+/// the trimmed value starts and stay inside the part's headers.
+#[test]
+fn part_header_value_span_stays_in_the_headers() {
+    use sosrouter::sip::{body, Span};
+    for content in [
+        &b"--b\r\nContent-Type:\x0c\r\n--b--"[..],
+        b"--b\r\nContent-Type:\x0c text/plain\r\n\r\nx\r\n--b--",
+        b"--b\r\nContent-ID: \x0c<a@b>\r\n\r\nx\r\n--b--",
+    ] {
+        let mut parts = body::Parts::new();
+        body::split(content, Span::new(0, content.len()), b"b", &mut parts).unwrap();
+        let p = parts[0];
+        for s in [p.content_type, p.content_id].into_iter().flatten() {
+            assert!(
+                s.start >= p.headers.start && s.end <= p.headers.end,
+                "{p:?}"
+            );
+            let v = &content[s.range()];
+            assert!(!v.ends_with(b"\r") && !v.ends_with(b"\n"), "{v:?}");
+        }
+    }
+}
