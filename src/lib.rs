@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod cdr;
+pub mod check;
 pub mod config;
 pub mod emergency;
 pub mod inspect;

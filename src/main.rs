@@ -19,6 +19,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Validate a configuration and everything it points to (country rules,
+    /// inventory, service areas, trunk names) without starting.
+    CheckConfig {
+        /// Configuration file (TOML).
+        file: PathBuf,
+        /// Number inventory file, as `run --inventory`.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+    },
     /// Run the router. Without --config it runs on the shipped lab
     /// configuration (config/loopback.toml, compiled in).
     Run {
@@ -51,6 +60,23 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::CheckConfig { file, inventory } => {
+            let result = sosrouter::config::Config::load(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|c| sosrouter::check::check(&c, inventory.as_deref()));
+            match result {
+                Ok(lines) => {
+                    for l in lines {
+                        println!("ok: {l}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sosrouter: {}: {e}", file.display());
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Run { config, inventory } => run(config, inventory),
         Command::Inspect {
             stream,
@@ -123,18 +149,54 @@ fn load_config(path: Option<&PathBuf>) -> Result<sosrouter::config::Config, Stri
     }
 }
 
-fn init_logging(level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+/// Changes the log filter while the router runs.
+type LogHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Logging to stderr, text or JSON lines. The filter comes from `RUST_LOG`
+/// when set, else from the configuration; it can change at run time.
+fn init_logging(level: &str, json: bool) -> (LogHandle, String) {
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::prelude::*;
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    let filter = tracing_subscriber::EnvFilter::try_new(&base)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     if json {
-        builder.json().init();
+        registry.with(fmt.json()).init();
     } else {
-        builder.init();
+        registry.with(fmt).init();
+    }
+    (handle, base)
+}
+
+/// SIGUSR1 turns debug logging on, SIGUSR2 back to the configured level.
+/// Debug logs carry callers' locations: leave it on only while needed.
+async fn log_level_signals(handle: LogHandle, base: String) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut up), Ok(mut down)) = (
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
+    ) else {
+        return;
+    };
+    loop {
+        let (filter, what) = tokio::select! {
+            _ = up.recv() => ("debug".to_string(), "debug"),
+            _ = down.recv() => (base.clone(), "configured"),
+        };
+        let changed = tracing_subscriber::EnvFilter::try_new(&filter)
+            .ok()
+            .is_some_and(|f| handle.reload(f).is_ok());
+        if changed {
+            tracing::warn!(level = %filter, "log level changed to the {what} level");
+        } else {
+            tracing::error!(level = %filter, "log level not changed");
+        }
     }
 }
 
@@ -146,7 +208,7 @@ fn run(config_path: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config.log.level, config.log.json);
+    let (log_handle, log_base) = init_logging(&config.log.level, config.log.json);
     let make_router = router_factory(inventory);
     // Build once here so a bad inventory or rules file stops the start with
     // a clear message, before any socket is bound.
@@ -166,6 +228,7 @@ fn run(config_path: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        tokio::spawn(log_level_signals(log_handle, log_base));
         let opts = sosrouter::server::Options {
             config_path: config_path.clone(),
             make_router,

@@ -346,3 +346,40 @@ fn sigterm_refuses_new_calls_lets_the_current_one_finish_and_exits_0() {
         .expect("router did not exit");
     assert_eq!(status, Some(0), "{}", router.log());
 }
+
+#[test]
+fn sigusr1_turns_debug_logging_on_and_sigusr2_off() {
+    let cfg = lab_config(free_port(), free_port(), free_port(), free_port(), "");
+    let router = Router::start(&cfg, &[]);
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // A response that matches no transaction is logged at debug only.
+    let stray = |n: u32| {
+        format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bKstray{n}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: stray{n}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n", router.port)
+    };
+    c.send_to(stray(1).as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !router.log().contains("stray1"),
+        "debug logged before SIGUSR1"
+    );
+    kill(router.pid(), "-USR1");
+    router.wait_log(
+        "log level changed to the debug level",
+        1,
+        Duration::from_secs(5),
+    );
+    c.send_to(stray(2).as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    router.wait_log("call_id=stray2", 1, Duration::from_secs(5));
+    kill(router.pid(), "-USR2");
+    router.wait_log(
+        "log level changed to the configured level",
+        1,
+        Duration::from_secs(5),
+    );
+    c.send_to(stray(3).as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!router.log().contains("stray3"), "{}", router.log());
+}

@@ -22,6 +22,13 @@ fn basic_call_over_udp() {
     assert_eq!((r.successful, r.failed), (3, 0), "{r:?}\n{}", router.log());
     assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
     router.wait_log("answered", 3, Duration::from_secs(2));
+    // Each call's lines carry its span: Call-ID, route and reason.
+    let log = router.log();
+    let hop = log.lines().find(|l| l.contains("forwarding")).unwrap();
+    assert!(
+        hop.contains("call{call_id=") && hop.contains("reason=\"static-route\""),
+        "{hop}"
+    );
 }
 
 #[test]

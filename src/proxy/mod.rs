@@ -196,6 +196,8 @@ struct Call {
     finished: bool,
     emergency: bool,
     started: Instant,
+    /// Every log line about the call carries its Call-ID, route and reason.
+    span: tracing::Span,
 }
 
 impl Call {
@@ -781,10 +783,14 @@ impl Core {
                             finished: false,
                             emergency,
                             started: now,
+                            span: tracing::Span::none(),
                         },
                     );
                     if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&id) {
                         *c = Some(call);
+                    }
+                    if let Some(c) = self.calls.get_mut(&call) {
+                        c.span = tracing::info_span!("call", call_id = %lossy(c.request.call_id()), route, reason);
                     }
                     if emergency {
                         let req = &self.calls[&call].request;
@@ -1010,6 +1016,7 @@ impl Core {
     /// Sends the call to its next target, or answers upstream when none is
     /// left.
     fn try_next(&mut self, now: Instant, call_id: Id) {
+        let _span = self.call_span(call_id).entered();
         loop {
             let Some(call) = self.calls.get_mut(&call_id) else {
                 return;
@@ -1322,6 +1329,7 @@ impl Core {
                     finished: false,
                     emergency: false,
                     started: now,
+                    span: tracing::Span::none(),
                 },
             );
             if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&server) {
@@ -1504,6 +1512,7 @@ impl Core {
             return;
         };
         let (call_id, abandoned, trunk) = (*call, *abandoned, trunk.clone());
+        let _span = self.call_span(call_id).entered();
         let current = self.calls.get(&call_id).and_then(|c| c.current) == Some(id);
         match ev {
             ClientInviteEvent::Provisional { status } => {
@@ -1651,6 +1660,7 @@ impl Core {
     }
 
     fn on_no_answer(&mut self, now: Instant, call_id: Id, client: Id) {
+        let _span = self.call_span(call_id).entered();
         let Some(call) = self.calls.get(&call_id) else {
             return;
         };
@@ -1685,6 +1695,7 @@ impl Core {
     /// No target left: the best response goes upstream (a 503 becomes 500,
     /// RFC 3261 section 16.7), or 408 when no target answered at all.
     fn finish_failed(&mut self, now: Instant, call_id: Id) {
+        let _span = self.call_span(call_id).entered();
         let Some(call) = self.calls.get(&call_id) else {
             return;
         };
@@ -1764,6 +1775,13 @@ impl Core {
                 status,
             });
         }
+    }
+
+    /// The call's span, entered for the handlers of its events.
+    fn call_span(&self, call_id: Id) -> tracing::Span {
+        self.calls
+            .get(&call_id)
+            .map_or_else(tracing::Span::none, |c| c.span.clone())
     }
 
     /// The label (PSAP id, queue) of the target a client transaction serves.

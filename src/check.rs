@@ -1,0 +1,29 @@
+//! `sosrouter check-config`: everything a start would load, loaded and
+//! cross-checked without binding a socket.
+
+use crate::config::{Config, RoutingMode};
+
+/// Loads the configuration and what it points to (country rules,
+/// inventory, service areas); building the emergency router checks that
+/// every trunk a country rule or a PSAP mapping names exists. Returns a one-line summary per item checked.
+pub fn check(config: &Config, inventory: Option<&std::path::Path>) -> Result<Vec<String>, String> {
+    let mut out = vec![format!(
+        "configuration: {} listener(s), {} trunk(s), routing mode {:?}",
+        config.sip.listen.len(),
+        config.trunks.len(),
+        config.routing.mode
+    )];
+    if config.routing.mode == RoutingMode::Static {
+        out.push(format!("static routes: {}", config.routes.len()));
+        return Ok(out);
+    }
+    let router = crate::emergency::EmergencyRouter::from_config(config, inventory)
+        .map_err(|e| e.to_string())?;
+    out.push(format!(
+        "country rules: {} countries",
+        router.countries().all().count()
+    ));
+    out.push(format!("inventory: {} numbers", router.inventory().len()));
+    out.push("service areas and PSAP records: loaded".to_string());
+    Ok(out)
+}

@@ -1,0 +1,87 @@
+//! Every configuration file the project ships loads, and `check-config`
+//! catches a rule that names a trunk the configuration lacks.
+
+mod common;
+
+use std::process::Command;
+
+use common::{root, BIN};
+
+fn check(path: &std::path::Path) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn every_shipped_router_config_passes_check_config() {
+    let mut seen = 0;
+    for dir in ["config", "deploy"] {
+        for entry in walk(&root().join(dir)) {
+            let name = entry.to_string_lossy().into_owned();
+            if !name.ends_with(".toml") || name.ends_with("countries.toml") {
+                continue;
+            }
+            let (ok, out) = check(&entry);
+            assert!(ok, "{name}: {out}");
+            assert!(out.contains("ok: country rules"), "{name}: {out}");
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 2,
+        "expected config/loopback.toml and the deployment example"
+    );
+}
+
+#[test]
+fn the_shipped_country_rules_load() {
+    let text = std::fs::read_to_string(root().join("config/countries.toml")).unwrap();
+    let c = sosrouter::emergency::detect::Countries::from_toml(&text).unwrap();
+    for code in ["US", "CA", "GB", "IE", "FR", "DE", "ES", "NL", "AU", "NZ"] {
+        assert!(c.get(code).is_some(), "{code} missing");
+    }
+}
+
+#[test]
+fn check_config_names_a_missing_trunk() {
+    let dir = common::tempdir::Dir::new("check");
+    let text = std::fs::read_to_string(root().join("config/loopback.toml"))
+        .unwrap()
+        .replace("name = \"screening\"", "name = \"screening-east\"")
+        .replace(
+            r#""psap", "screening", "last-resort""#,
+            r#""psap", "screening-east", "last-resort""#,
+        );
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok);
+    assert!(
+        out.contains("trunk \"screening\" is not an outbound trunk of the configuration"),
+        "{out}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
