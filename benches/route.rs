@@ -47,6 +47,7 @@ fn route(c: &mut Criterion) {
     let ctx = RouteContext {
         source: &source,
         inbound_trunk: Some("carrier"),
+        dereferenced: None,
     };
     let limits = sip::Limits::default();
     let decide = |bytes: &'static [u8]| {

@@ -59,6 +59,10 @@ pub struct EmergencyConfig {
     /// tenant's users an HTTP POST goes to the URL (off the call's path,
     /// with retries and a deadline).
     pub security_desk: BTreeMap<String, String>,
+    /// How long a call may wait for its location to be fetched by
+    /// reference (RFC 6753) before it is routed without it; 0 turns
+    /// dereferencing off. Default 1000.
+    pub dereference_timeout_ms: Option<u64>,
 }
 
 /// Trunk health probes (SIP OPTIONS).

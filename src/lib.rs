@@ -15,6 +15,7 @@ pub mod cdr;
 pub mod check;
 pub mod config;
 pub mod emergency;
+pub mod held;
 pub mod inspect;
 pub mod inventory;
 pub mod metrics;

@@ -155,6 +155,7 @@ pub async fn run(
 
     let (tx, mut rx) = mpsc::channel::<Inbound>(65536);
     let pool = tcp::TcpPool::new(tx.clone(), limits, config.sip.tcp.clone());
+    let deref = Dereferencer::new(&config, tx.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for ep in &udps {
         tasks.spawn(udp::recv_loop(ep.clone(), tx.clone(), limits));
@@ -201,11 +202,11 @@ pub async fn run(
             inbound = rx.recv() => {
                 let Some(first) = inbound else { break };
                 let now = Instant::now();
-                handle(&mut core, now, first);
+                handle(&mut core, now, first, &deref);
                 // Take what else is queued before sending, in one batch.
                 for _ in 0..256 {
                     match rx.try_recv() {
-                        Ok(more) => handle(&mut core, now, more),
+                        Ok(more) => handle(&mut core, now, more, &deref),
                         Err(_) => break,
                     }
                 }
@@ -274,9 +275,72 @@ fn reload_signal() -> Hup {
     Hup(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
 }
 
-fn handle(core: &mut Core, now: Instant, inbound: Inbound) {
+/// Fetches locations given by reference before their calls reach the core.
+#[derive(Clone)]
+struct Dereferencer {
+    client: Option<reqwest::Client>,
+    deadline: Duration,
+    tx: mpsc::Sender<Inbound>,
+}
+
+impl Dereferencer {
+    fn new(config: &Config, tx: mpsc::Sender<Inbound>) -> Dereferencer {
+        let ms = config.emergency.dereference_timeout_ms.unwrap_or(1000);
+        let client = (ms > 0)
+            .then(|| reqwest::Client::builder().build().ok())
+            .flatten();
+        Dereferencer {
+            client,
+            deadline: Duration::from_millis(ms),
+            tx,
+        }
+    }
+
+    /// Takes an initial INVITE that carries only a location reference;
+    /// gives every other message back.
+    fn take(
+        &self,
+        msg: Box<crate::sip::Message>,
+        source: crate::proxy::Source,
+    ) -> Option<(Box<crate::sip::Message>, crate::proxy::Source)> {
+        let Some(client) = &self.client else {
+            return Some((msg, source));
+        };
+        let initial_invite =
+            msg.method() == crate::sip::Method::Invite && msg.to().and_then(|t| t.tag()).is_none();
+        let uri = initial_invite
+            .then(|| crate::emergency::location::reference_to_fetch(&msg))
+            .flatten();
+        let Some(uri) = uri else {
+            return Some((msg, source));
+        };
+        let (client, deadline, tx) = (client.clone(), self.deadline, self.tx.clone());
+        tokio::spawn(async move {
+            let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();
+            let doc = match crate::held::dereference(&client, &uri, deadline).await {
+                Ok(doc) => {
+                    tracing::info!(%call_id, "location fetched by reference");
+                    Some(doc)
+                }
+                Err(e) => {
+                    tracing::warn!(%call_id, error = %e, "location by reference not fetched; routing without it");
+                    None
+                }
+            };
+            let _ = tx.send(Inbound::Dereferenced(msg, source, doc)).await;
+        });
+        None
+    }
+}
+
+fn handle(core: &mut Core, now: Instant, inbound: Inbound, deref: &Dereferencer) {
     match inbound {
-        Inbound::Message(msg, source) => core.handle_message(now, *msg, source),
+        Inbound::Message(msg, source) => {
+            if let Some((msg, source)) = deref.take(msg, source) {
+                core.handle_message(now, *msg, source);
+            }
+        }
+        Inbound::Dereferenced(msg, source, doc) => core.handle_message_with(now, *msg, source, doc),
         Inbound::SendFailed { token } => core.handle_send_failure(now, token),
         Inbound::ConnOpened(_) | Inbound::ConnClosed(_) => {}
     }

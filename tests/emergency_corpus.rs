@@ -149,6 +149,7 @@ fn manifest_through_the_library() {
         let ctx = sosrouter::proxy::RouteContext {
             source: &ctx_source,
             inbound_trunk: Some("carrier"),
+            dereferenced: None,
         };
         match sosrouter::proxy::Router::route(&router, &msg, &ctx) {
             Decision::Route {

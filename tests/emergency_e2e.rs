@@ -336,6 +336,11 @@ fn sipp_every_trunk_down_the_last_resort_is_tried() {
 
 /// A one-shot HTTP endpoint: hands the first request's body to the test.
 fn webhook() -> (u16, std::sync::mpsc::Receiver<String>) {
+    http_once("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n".into())
+}
+
+/// A one-shot HTTP endpoint answering `response`.
+fn http_once(response: String) -> (u16, std::sync::mpsc::Receiver<String>) {
     use std::io::Read;
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
@@ -361,8 +366,7 @@ fn webhook() -> (u16, std::sync::mpsc::Receiver<String>) {
                         })
                         .unwrap_or(0);
                     if body.len() >= len {
-                        let _ =
-                            s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+                        let _ = s.write_all(response.as_bytes());
                         let _ = tx.send(body.to_string());
                         break;
                     }
@@ -422,5 +426,84 @@ fn the_tenants_security_desk_is_told_of_each_emergency_call() {
         r.elapsed < Duration::from_secs(3),
         "a dead desk delayed the call: {:?}",
         r.elapsed
+    );
+}
+
+#[test]
+fn a_location_by_reference_is_fetched_and_routes_the_call() {
+    let doc = format!(
+        "<?xml version=\"1.0\"?>\n<locationResponse xmlns=\"urn:ietf:params:xml:ns:geopriv:held\">\n{}</locationResponse>\n",
+        point(39.7392, -104.9903, "GPS").replace("<?xml version=\"1.0\"?>\n", "")
+    );
+    let (port, rx) = http_once(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nContent-Length: {}\r\n\r\n{doc}",
+        doc.len()
+    ));
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    // c11 as sent, but its reference points at the test's location server.
+    let text = std::fs::read_to_string(
+        root().join("tests/corpus/emergency-invites/c11-geoloc-by-reference.sip"),
+    )
+    .unwrap();
+    let original = header(&text, "Geolocation")[0].to_string();
+    let text = text.replace(
+        &original,
+        &format!("<http://127.0.0.1:{port}/locations/c11>"),
+    );
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(text.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    let request = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the location server was not asked");
+    assert!(
+        request.contains("locationRequest")
+            && request.contains("urn:ietf:params:xml:ns:geopriv:held"),
+        "{request}"
+    );
+    // The Common Area Phone's registered address is in San Francisco, but
+    // the fetched GPS fix puts the caller in Denver: the call goes there.
+    let fwd = invite_for(&lab.psap, &call_id(&text), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", lab.router.log()));
+    assert!(
+        header(&fwd, "Route").iter().any(|r| r.contains("us-08031")),
+        "{:?}\n{}",
+        header(&fwd, "Route"),
+        lab.router.log()
+    );
+    assert!(
+        header(&fwd, "Geolocation")
+            .iter()
+            .any(|g| g.contains("/locations/c11")),
+        "the reference travels on"
+    );
+    assert!(lab.router.log().contains("location fetched by reference"));
+}
+
+#[test]
+fn an_unreachable_location_server_does_not_hold_the_call_past_its_deadline() {
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    // Nothing listens on port 9: the fetch fails at once or at the deadline.
+    let text = std::fs::read_to_string(
+        root().join("tests/corpus/emergency-invites/c11-geoloc-by-reference.sip"),
+    )
+    .unwrap();
+    let original = header(&text, "Geolocation")[0].to_string();
+    let text = text.replace(&original, "<http://127.0.0.9:9/never>");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = std::time::Instant::now();
+    udp.send_to(text.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    let fwd = invite_for(&lab.psap, &call_id(&text), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", lab.router.log()));
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    // Routed by the registered address of the Common Area Phone.
+    assert!(
+        header(&fwd, "Route").iter().any(|r| r.contains("us-06075")),
+        "{fwd}"
     );
 }

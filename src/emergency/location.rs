@@ -188,6 +188,48 @@ pub fn dynamic_location(req: &Message) -> Location {
     loc
 }
 
+/// The http(s) location reference to dereference before routing: a
+/// Geolocation value by reference and no value by `cid:` (RFC 6442 allows
+/// both; the one in the body wins, RFC 6881 SP-13). Cheap: no body is
+/// parsed.
+pub fn reference_to_fetch(req: &Message) -> Option<String> {
+    let mut reference = None;
+    for value in req.list(HeaderName::Geolocation) {
+        let na = NameAddr::parse(value)?;
+        let uri = na.uri()?;
+        if uri.scheme_text.eq_ignore_ascii_case(b"cid") {
+            return None;
+        }
+        let scheme = uri.scheme_text.to_ascii_lowercase();
+        if reference.is_none() && (scheme == b"http" || scheme == b"https") {
+            reference = Some(String::from_utf8_lossy(na.uri_text).into_owned());
+        }
+    }
+    reference
+}
+
+/// Adds a location document fetched by reference, when the call brought no
+/// usable location of its own. A document that does not parse is recorded
+/// as an error and changes nothing else.
+pub fn add_dereferenced(loc: &mut Location, doc: &[u8]) {
+    if loc.is_usable() {
+        return;
+    }
+    let from = loc.reference.clone().unwrap_or_else(|| "reference".into());
+    // A HELD locationResponse wraps the presence document.
+    let start =
+        memchr::memmem::find(doc, b"<presence").or_else(|| memchr::memmem::find(doc, b":presence"));
+    let inner = match (start, memchr::memmem::rfind(doc, b"presence>")) {
+        (Some(s), Some(e)) => {
+            // Back up to the '<' of a prefixed start tag.
+            let s = doc[..s + 1].iter().rposition(|&b| b == b'<').unwrap_or(s);
+            &doc[s..e + "presence>".len()]
+        }
+        _ => doc,
+    };
+    read_pidf(loc, inner, format!("{from} (dereferenced)"));
+}
+
 enum Found {
     Part(BodyPart),
     /// The message body itself, whose Content-ID matches.

@@ -367,6 +367,19 @@ impl EmergencyRouter {
         inbound_trunk: Option<&str>,
         always_locate: bool,
     ) -> Evaluation<'a> {
+        self.evaluate_with(inventory, req, inbound_trunk, always_locate, None)
+    }
+
+    /// [`EmergencyRouter::evaluate`] with a location document fetched by
+    /// reference for this request.
+    pub fn evaluate_with<'a>(
+        &self,
+        inventory: &'a Inventory,
+        req: &Message,
+        inbound_trunk: Option<&str>,
+        always_locate: bool,
+        dereferenced: Option<&[u8]>,
+    ) -> Evaluation<'a> {
         let mut ev = Evaluation {
             detected: None,
             caller: None,
@@ -414,6 +427,9 @@ impl EmergencyRouter {
             return ev;
         }
         ev.dynamic = location::dynamic_location(req);
+        if let Some(doc) = dereferenced {
+            location::add_dereferenced(&mut ev.dynamic, doc);
+        }
         let Some(detected) = &ev.detected else {
             return ev;
         };
@@ -543,7 +559,7 @@ impl EmergencyRouter {
 impl Router for EmergencyRouter {
     fn route(&self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
         let inventory = self.inventory.load();
-        let ev = self.evaluate(&inventory, req, ctx.inbound_trunk, false);
+        let ev = self.evaluate_with(&inventory, req, ctx.inbound_trunk, false, ctx.dereferenced);
         self.decision(req, ev)
     }
 }

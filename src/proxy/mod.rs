@@ -360,6 +360,8 @@ pub struct Core {
     /// another router; calls in progress finish.
     draining: bool,
     events: VecDeque<CallEvent>,
+    /// The fetched location document of the request being routed.
+    dereferenced: Option<Bytes>,
 }
 
 /// The two ends of an answered call.
@@ -381,6 +383,7 @@ impl Core {
             probe_seq: 0,
             draining: false,
             events: VecDeque::new(),
+            dereferenced: None,
             cfg,
             router,
             txns: HashMap::new(),
@@ -601,8 +604,21 @@ impl Core {
 
     /// A parsed message from the network.
     pub fn handle_message(&mut self, now: Instant, msg: Message, source: Source) {
+        self.handle_message_with(now, msg, source, None);
+    }
+
+    /// A request with a location document fetched by reference for it.
+    pub fn handle_message_with(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        source: Source,
+        dereferenced: Option<Bytes>,
+    ) {
         if msg.is_request() {
+            self.dereferenced = dereferenced;
             self.on_request(now, msg, source);
+            self.dereferenced = None;
         } else {
             self.on_response(now, msg, source);
         }
@@ -730,6 +746,7 @@ impl Core {
         let ctx = RouteContext {
             source: &source,
             inbound_trunk: inbound.as_deref(),
+            dereferenced: self.dereferenced.as_deref(),
         };
         let decision = self.router.route(&msg, &ctx);
         match decision {

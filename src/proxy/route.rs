@@ -14,6 +14,9 @@ pub struct RouteContext<'a> {
     pub source: &'a Source,
     /// The inbound trunk the request came from, when its source matches one.
     pub inbound_trunk: Option<&'a str>,
+    /// A location document fetched for the request's location reference
+    /// before it reached the core (RFC 6753), if any.
+    pub dereferenced: Option<&'a [u8]>,
 }
 
 /// One place to send the request.
