@@ -139,6 +139,9 @@ pub struct TimersConfig {
     /// How long a target may stay without any provisional response before
     /// the next target is tried.
     pub no_answer_ms: u64,
+    /// How long a target may ring (provisional responses, no final one)
+    /// before it is cancelled and the next target tried; 0: no limit.
+    pub ring_timeout_ms: u64,
 }
 
 impl Default for TimersConfig {
@@ -148,6 +151,7 @@ impl Default for TimersConfig {
             t2_ms: 4000,
             t4_ms: 5000,
             no_answer_ms: 3000,
+            ring_timeout_ms: 30000,
         }
     }
 }

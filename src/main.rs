@@ -134,6 +134,8 @@ fn router_factory(inventory: Option<PathBuf>) -> sosrouter::server::RouterFactor
                 let r = sosrouter::emergency::EmergencyRouter::from_config(c, inventory.as_deref())
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 tracing::info!(numbers = r.inventory().len(), "emergency router ready");
+                metrics::gauge!(sosrouter::metrics::INVENTORY_NUMBERS)
+                    .set(r.inventory().len() as f64);
                 std::sync::Arc::new(r)
             }
         };

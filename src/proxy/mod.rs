@@ -77,6 +77,9 @@ pub struct CoreConfig {
     pub local: Vec<SocketAddr>,
     pub timers: TimerConfig,
     pub no_answer: Duration,
+    /// How long a target may ring before the next one is tried (zero: no
+    /// limit).
+    pub ring_timeout: Duration,
     pub failover_codes: Vec<u16>,
     pub allow: Vec<IpNet>,
     pub trunks: Vec<Trunk>,
@@ -127,6 +130,7 @@ impl CoreConfig {
                 Duration::from_millis(c.sip.timers.t4_ms),
             ),
             no_answer: c.sip.timers.no_answer(),
+            ring_timeout: Duration::from_millis(c.sip.timers.ring_timeout_ms),
             failover_codes: c.routing.failover_codes.clone(),
             allow: c.sip.allow.clone(),
             trunks,
@@ -310,6 +314,11 @@ enum Event {
 enum TimerRef {
     Txn(Id),
     NoAnswer {
+        call: Id,
+        client: Id,
+    },
+    /// The target has rung too long without a final response.
+    RingTimeout {
         call: Id,
         client: Id,
     },
@@ -654,6 +663,7 @@ impl Core {
                     }
                 }
                 TimerRef::NoAnswer { call, client } => self.on_no_answer(now, call, client),
+                TimerRef::RingTimeout { call, client } => self.on_ring_timeout(now, call, client),
                 TimerRef::Probe(i) => self.send_probe(now, i),
                 TimerRef::ProbeTimeout(id) => self.probe_result(now, id, ProbeResult::TimedOut),
                 TimerRef::DialogExpiry(h) => {
@@ -810,6 +820,11 @@ impl Core {
                         c.span = tracing::info_span!("call", call_id = %lossy(c.request.call_id()), route, reason);
                     }
                     if emergency {
+                        let (country, loc_source) = details
+                            .as_ref()
+                            .map(|d| (d.country.clone().unwrap_or_default(), d.location_source))
+                            .unwrap_or_default();
+                        metrics::counter!(m::EMERGENCY_CALLS, "country" => country, "route" => route, "reason" => reason, "location_source" => loc_source).increment(1);
                         let req = &self.calls[&call].request;
                         let text = |h: HeaderName| {
                             req.get(h).map(|v| String::from_utf8_lossy(v).into_owned())
@@ -1534,6 +1549,16 @@ impl Core {
         match ev {
             ClientInviteEvent::Provisional { status } => {
                 if let Some(Txn::ClientInvite { provisional, .. }) = self.txns.get_mut(&id) {
+                    if !*provisional && !self.cfg.ring_timeout.is_zero() {
+                        let at = now + self.cfg.ring_timeout;
+                        self.timers.push(Reverse((
+                            at,
+                            TimerRef::RingTimeout {
+                                call: call_id,
+                                client: id,
+                            },
+                        )));
+                    }
                     *provisional = true;
                 }
                 let cancelled = self.calls.get(&call_id).is_none_or(|c| c.cancelled);
@@ -1657,9 +1682,10 @@ impl Core {
             return;
         }
         if failover {
-            let cause = match status {
-                408 => "timeout",
-                s if s >= 500 => "server-error",
+            let cause = match outcome {
+                "timeout" => "timeout",
+                "unreachable" => "unreachable",
+                _ if status >= 500 => "server-error",
                 _ => "failure-code",
             };
             self.stats.failovers += 1;
@@ -1674,6 +1700,35 @@ impl Core {
             metrics::counter!(m::CALLS, "outcome" => "failed").increment(1);
             self.relay_upstream(now, call_id, s, b);
         }
+    }
+
+    /// A target that rings and rings: cancelled, and the call moves on.
+    fn on_ring_timeout(&mut self, now: Instant, call_id: Id, client: Id) {
+        let Some(call) = self.calls.get(&call_id) else {
+            return;
+        };
+        if call.current != Some(client) || call.finished || call.cancelled {
+            return;
+        }
+        let _span = self.call_span(call_id).entered();
+        let Some(Txn::ClientInvite { trunk, .. }) = self.txns.get(&client) else {
+            return;
+        };
+        let trunk = trunk.clone();
+        if let Some(Txn::ClientInvite { abandoned, .. }) = self.txns.get_mut(&client) {
+            *abandoned = true;
+        }
+        self.send_cancel(now, client);
+        let label = self.txn_label(client);
+        self.attempt(now, call_id, &trunk, label, "ring-timeout", None);
+        self.stats.failovers += 1;
+        metrics::counter!(m::FAILOVERS, "trunk" => trunk.clone(), "cause" => "ring-timeout")
+            .increment(1);
+        info!(trunk = %trunk, after_ms = self.cfg.ring_timeout.as_millis() as u64, "rang without an answer; cancelled, trying the next target");
+        if let Some(call) = self.calls.get_mut(&call_id) {
+            call.current = None;
+        }
+        self.try_next(now, call_id);
     }
 
     fn on_no_answer(&mut self, now: Instant, call_id: Id, client: Id) {

@@ -440,3 +440,31 @@ fn call_events_tell_the_whole_story_of_a_failed_over_call() {
         .iter()
         .any(|m| m.starts_with("BYE ")));
 }
+
+#[test]
+fn a_target_that_rings_too_long_is_cancelled_and_the_next_one_tried() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c14"));
+    let fwd = h.take("127.0.0.1:5070").remove(0);
+    h.deliver("127.0.0.1:5070", &answer(&fwd, 180, "Ringing", "p1"));
+    // Ringing stops the no-answer timer...
+    h.advance(Duration::from_secs(10));
+    assert!(h.take("127.0.0.1:5080").is_empty());
+    // ...but not forever (30 s by default).
+    h.advance(Duration::from_secs(21));
+    let to_psap = h.take("127.0.0.1:5070");
+    assert!(
+        to_psap.iter().any(|m| m.starts_with("CANCEL ")),
+        "{to_psap:?}"
+    );
+    // The screening center got the call (and Timer A's retransmission).
+    let screening = h.take("127.0.0.1:5080");
+    assert!(
+        screening
+            .iter()
+            .filter(|m| m.starts_with("INVITE "))
+            .count()
+            >= 1
+    );
+    assert_eq!(h.core.stats().failovers, 1);
+}
