@@ -323,8 +323,8 @@ enum TimerRef {
         client: Id,
     },
     CancelGuard(Id),
-    /// Forget a dialog (by the hash of its Call-ID) once it has expired.
-    DialogExpiry(u64),
+    /// Forget the dialogs that have expired.
+    DialogSweep,
     /// Time to probe this trunk (index in the config).
     Probe(usize),
     /// A probe's answer is due.
@@ -378,7 +378,12 @@ struct Dialog {
     caller: SocketAddr,
     caller_dest: Dest,
     callee: Dest,
+    /// Forgotten after this without a BYE.
+    expires: Instant,
 }
+
+/// How often forgotten dialogs are swept (one timer for all of them).
+const DIALOG_SWEEP: Duration = Duration::from_secs(60);
 
 /// How long a dialog is remembered without a BYE.
 const DIALOG_TTL: Duration = Duration::from_secs(4 * 3600);
@@ -470,6 +475,8 @@ impl Core {
     /// Starts the clock-driven work: trunk probes, spread over the first
     /// interval so they do not all leave at once.
     pub fn start(&mut self, now: Instant) {
+        self.timers
+            .push(Reverse((now + DIALOG_SWEEP, TimerRef::DialogSweep)));
         let probing = !self.cfg.health.interval.is_zero();
         let outbound: Vec<usize> = (0..self.cfg.trunks.len())
             .filter(|&i| {
@@ -666,8 +673,10 @@ impl Core {
                 TimerRef::RingTimeout { call, client } => self.on_ring_timeout(now, call, client),
                 TimerRef::Probe(i) => self.send_probe(now, i),
                 TimerRef::ProbeTimeout(id) => self.probe_result(now, id, ProbeResult::TimedOut),
-                TimerRef::DialogExpiry(h) => {
-                    self.dialogs.retain(|k, _| fnv(k) != h);
+                TimerRef::DialogSweep => {
+                    self.dialogs.retain(|_, d| d.expires > now);
+                    self.timers
+                        .push(Reverse((now + DIALOG_SWEEP, TimerRef::DialogSweep)));
                 }
                 TimerRef::CancelGuard(call) => {
                     let pending = self.calls.get(&call).is_some_and(|c| !c.finished);
@@ -1581,16 +1590,13 @@ impl Core {
                                 (call.request.call_id(), self.txns.get(&id))
                             {
                                 let key = Bytes::copy_from_slice(cid);
-                                self.timers.push(Reverse((
-                                    now + DIALOG_TTL,
-                                    TimerRef::DialogExpiry(fnv(&key)),
-                                )));
                                 self.dialogs.insert(
                                     key,
                                     Dialog {
                                         caller: call.source.peer,
                                         caller_dest: Dest::reply_to(&call.source),
                                         callee: dest.clone(),
+                                        expires: now + DIALOG_TTL,
                                     },
                                 );
                             }
@@ -2216,12 +2222,6 @@ fn stateless_branch(msg: &Message) -> String {
     h.write(msg.call_id().unwrap_or_default());
     h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
     format!("{}.a{:016x}", branch_prefix(loop_hash(msg)), h.finish())
-}
-
-fn fnv(data: &[u8]) -> u64 {
-    let mut h = Fnv::new();
-    h.write(data);
-    h.finish()
 }
 
 struct Fnv(u64);

@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
@@ -39,27 +39,22 @@ pub fn bind(addr: SocketAddr, buffer: usize) -> io::Result<UdpEndpoint> {
     })
 }
 
-/// Receives datagrams until the socket fails. Each datagram becomes a
-/// `Bytes` slice of a large shared buffer: no copy, and one allocation per
-/// many datagrams.
+/// Receives datagrams until the socket fails. Each datagram is copied once
+/// into a buffer of its own size: the parser then borrows from it, and a
+/// message kept by a transaction pins only its own bytes.
 pub async fn recv_loop(ep: UdpEndpoint, tx: InboundTx, limits: Limits) {
     // One byte more than the largest message, to tell "too large" apart.
-    let need = limits.max_message + 1;
-    let mut buf = BytesMut::with_capacity(need * 4);
+    let mut buf = vec![0u8; limits.max_message + 1];
     loop {
-        if buf.capacity() < need {
-            buf = BytesMut::with_capacity(need * 4);
-        }
-        let (n, peer) = match ep.socket.recv_buf_from(&mut buf).await {
+        let (n, peer) = match ep.socket.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(e) => {
                 // ICMP errors surface here on some systems; keep going.
                 tracing::debug!(error = %e, "udp receive error");
-                buf.clear();
                 continue;
             }
         };
-        let data = buf.split_to(n).freeze();
+        let data = &buf[..n];
         if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
             continue; // keep-alive
         }
@@ -69,7 +64,7 @@ pub async fn recv_loop(ep: UdpEndpoint, tx: InboundTx, limits: Limits) {
             local: ep.local,
             conn: None,
         };
-        if let Some(resp) = accept(data, source, false, &limits, &tx) {
+        if let Some(resp) = accept(Bytes::copy_from_slice(data), source, false, &limits, &tx) {
             let _ = ep.socket.try_send_to(&resp, peer);
         }
     }
