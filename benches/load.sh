@@ -468,6 +468,7 @@ print_summary() {
     echo
     echo "sosrouter load benchmark ($MODE), $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: $cpu_model, $(nproc) cores, Linux $(uname -r); $(sipp -v 2>/dev/null | awk '/SIPp v/ {print $2; exit}' | tr -d ',') "
+    awk '$1 ~ /^loadavg_/ {sub("loadavg_", "", $1); printf "load average at the %s: %s %s %s; ", $1, $2, $3, $4} END {print ""}' "$RESULTS"
     echo "topology: $PAIRS SIPp caller/trunk pairs on 127.0.0.1, each its own number and trunk;" \
         "caller $(basename "$UAC_XML") ($([ "$UAC_XML" = "$SCEN/uac_emergency.xml" ] && echo "INVITE c01, 1.5 KB multipart SDP + PIDF-LO" || echo "its own INVITE")), call held ${HOLD_MS} ms; router log level warn"
     if grep -q '^step ' "$RESULTS"; then
@@ -522,6 +523,8 @@ print_summary() {
 }
 
 say "work directory: $WORK; router on 127.0.0.1:$ROUTER_PORT; $PAIRS pairs"
+# The machine may be shared: its load before and after tells how noisy.
+echo "loadavg_start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
 case "$MODE" in
     soak)
         soak
@@ -535,4 +538,5 @@ case "$MODE" in
         ramp tcp
         ;;
 esac
+echo "loadavg_end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
 print_summary
