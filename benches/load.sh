@@ -2,7 +2,7 @@
 # Whole-system load benchmark of sosrouter with SIPp on loopback.
 #
 #   bash benches/load.sh            full run (about 12 minutes)
-#   bash benches/load.sh --quick    shorter steps and runs (about 5 minutes)
+#   bash benches/load.sh --quick    shorter steps and runs (about 7 minutes)
 #   bash benches/load.sh --soak     5 minutes at 500 calls/s over UDP, RSS series
 #   bash benches/load.sh --cpu      only the CPU-per-call runs
 #
