@@ -1,0 +1,542 @@
+#!/usr/bin/env bash
+# Whole-system load benchmark of sosrouter with SIPp on loopback.
+#
+#   bash benches/load.sh            full run (about 12 minutes)
+#   bash benches/load.sh --quick    shorter steps and runs (about 7 minutes)
+#   bash benches/load.sh --soak     5 minutes at 500 calls/s over UDP, RSS series
+#   bash benches/load.sh --cpu      only the CPU-per-call runs
+#
+# Options: --pairs N (SIPp caller/trunk pairs, 1-8, default 2),
+#          --uac FILE (another SIPp caller scenario, e.g. tests/sipp/uac.xml
+#          for a small SDP-only INVITE; [caller] is +12125550142),
+#          --keep (keep the work directory with SIPp logs and the router log).
+# Environment: SOSROUTER_BIN to use a given binary instead of building one.
+#
+# What it measures (docs/performance.md explains the method and the figures):
+#   1. the highest aggregate call rate with no failed call, UDP then TCP,
+#      stepping the rate up; one call is INVITE/100/180/200/ACK/BYE/200;
+#   2. the router's CPU time per call (utime+stime from /proc) at 500
+#      calls/s over UDP, three runs, each drained of its timers;
+#   3. the router's RSS at rest, under load, and (--soak) over 5 minutes.
+# Every call carries the 1.5 KB emergency INVITE of the corpus
+# (tests/corpus/emergency-invites/c01-us-civic-cid.sip).
+#
+# Every process the script starts is recorded by PID and ended on exit.
+# It exits 1 if the router dies, 2 on a usage or setup error, 0 otherwise
+# (a step with failed calls is a result, not an error).
+
+set -euo pipefail
+
+MODE=full
+PAIRS=2
+UAC_ARG=""
+KEEP=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) MODE=quick ;;
+        --soak) MODE=soak ;;
+        --cpu) MODE=cpu ;;
+        --uac) UAC_ARG="${2:-}"; shift ;;
+        --pairs) PAIRS="${2:-}"; shift ;;
+        --keep) KEEP=1 ;;
+        -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
+        *) echo "load.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+case "$PAIRS" in
+    [1-8]) ;;
+    *) echo "load.sh: --pairs takes 1 to 8" >&2; exit 2 ;;
+esac
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SCEN="$ROOT/benches/load"
+UAC_XML="$SCEN/uac_emergency.xml"
+if [ -n "$UAC_ARG" ]; then
+    UAC_XML="$(cd "$(dirname "$UAC_ARG")" && pwd)/$(basename "$UAC_ARG")"
+    [ -r "$UAC_XML" ] || { echo "load.sh: cannot read $UAC_ARG" >&2; exit 2; }
+fi
+UAS_XML="$SCEN/uas.xml"
+# Each pair dials its own number, routed to its own trunk.
+NUMBERS=(911 112 999 000 110 118 119 100)
+
+# Sizes of the runs: seconds per ramp step, calls per CPU run.
+RATES=(200 400 600 800 1000 1200 1400 1600 2000 2400 2800 3200 4000)
+if [ "$MODE" = quick ] || [ "$MODE" = cpu ]; then
+    STEP_SECONDS=5
+    CPU_CALLS=5000
+else
+    STEP_SECONDS=15
+    CPU_CALLS=15000
+fi
+# A step whose callers reach less than this share of the asked rate
+# measures SIPp, not the router: the ramp stops there.
+MIN_ACHIEVED_PCT=90
+CPU_RATE=500
+CPU_RUNS=3
+SOAK_RATE=500
+SOAK_SECONDS=300
+SOAK_SAMPLE=10
+# After the last call, the router still runs timers: the BYE server
+# transaction lingers 64*T1 = 32 s over UDP (Timer J). A CPU run counts
+# ticks until they are done, so each call is charged its whole cost.
+DRAIN_SECONDS=35
+# The call is held this long between ACK and BYE.
+HOLD_MS=50
+# SIPp's socket buffers (its default, 64 KB, drops datagrams in bursts);
+# the kernel caps this at net.core.rmem_max / wmem_max.
+SIPP_BUFFER=4194304
+
+for tool in sipp ss getconf awk; do
+    command -v "$tool" >/dev/null || { echo "load.sh: $tool is needed (SIPp: Debian package sip-tester)" >&2; exit 2; }
+done
+[ -r /proc/self/stat ] || { echo "load.sh: needs Linux /proc" >&2; exit 2; }
+HZ="$(getconf CLK_TCK)"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/sosrouter-load.XXXXXX")"
+STARTED=()        # every PID this script started
+ROUTER_PID=""
+RESULTS="$WORK/results.txt"
+: >"$RESULTS"
+
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${STARTED[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$KEEP" = 1 ]; then
+        echo "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+say() { printf '%s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- binary
+
+if [ -n "${SOSROUTER_BIN:-}" ]; then
+    BIN_SRC="$SOSROUTER_BIN"
+else
+    say "building the release binary (cargo build --release --bin sosrouter)"
+    (cd "$ROOT" && cargo build --release --bin sosrouter --quiet)
+    BIN_SRC="${CARGO_TARGET_DIR:-$ROOT/target}/release/sosrouter"
+fi
+[ -x "$BIN_SRC" ] || { echo "load.sh: no router binary at $BIN_SRC" >&2; exit 2; }
+# A private copy: a build elsewhere cannot swap the binary mid-run.
+BIN="$WORK/sosrouter"
+cp "$BIN_SRC" "$BIN"
+
+# ---------------------------------------------------------------- ports
+
+port_busy() {
+    ss -Hlnut 2>/dev/null | awk '{print $5}' | grep -q "[:.]$1\$"
+}
+
+# The router on BASE, trunks on BASE+1.., callers on BASE+11..
+pick_ports() {
+    local tries=0 base p ok
+    while [ $tries -lt 50 ]; do
+        base=$((20000 + (RANDOM % 400) * 50))
+        ok=1
+        for p in $base $(seq $((base + 1)) $((base + PAIRS))) $(seq $((base + 11)) $((base + 10 + PAIRS))); do
+            if port_busy "$p"; then ok=0; break; fi
+        done
+        if [ $ok = 1 ]; then
+            echo "$base"
+            return 0
+        fi
+        tries=$((tries + 1))
+    done
+    return 1
+}
+BASE="$(pick_ports)" || { echo "load.sh: no free port block found" >&2; exit 2; }
+ROUTER_PORT=$BASE
+
+# ---------------------------------------------------------------- router
+
+# write_config FILE udp|tcp
+write_config() {
+    local file="$1" proto="$2" i
+    {
+        cat <<EOF
+# Written by benches/load.sh. One trunk per SIPp pair and no failover
+# target, so that a failed call shows as a failure.
+[sip]
+listen = ["udp:127.0.0.1:$ROUTER_PORT", "tcp:127.0.0.1:$ROUTER_PORT"]
+advertise = "127.0.0.1:$ROUTER_PORT"
+allow = ["127.0.0.0/8"]
+
+[log]
+level = "warn"
+
+[[trunk]]
+name = "carrier"
+kind = "inbound"
+sources = ["127.0.0.0/8"]
+country = "US"
+EOF
+        for i in $(seq 1 "$PAIRS"); do
+            cat <<EOF
+
+[[trunk]]
+name = "psap$i"
+kind = "psap"
+uri = "sip:127.0.0.1:$((BASE + i))"
+transport = "$proto"
+# The INVITE is about 2.2 KB once relayed; over UDP it stays on UDP.
+tcp_fallback = false
+
+[[route]]
+numbers = ["${NUMBERS[$((i - 1))]}"]
+targets = ["psap$i"]
+EOF
+        done
+    } >"$file"
+}
+
+# start_router udp|tcp TAG
+start_router() {
+    local proto="$1" tag="$2" cfg="$WORK/router-$2.toml" log="$WORK/router-$2.log" n=0
+    write_config "$cfg" "$proto"
+    "$BIN" run --config "$cfg" >"$log" 2>&1 &
+    ROUTER_PID=$!
+    STARTED+=("$ROUTER_PID")
+    ROUTER_LOG="$log"
+    # Ready when both sockets are bound.
+    while ! { port_busy "$ROUTER_PORT" && ss -Hlnt | awk '{print $4}' | grep -q "[:.]$ROUTER_PORT\$"; }; do
+        sleep 0.1
+        n=$((n + 1))
+        if ! kill -0 "$ROUTER_PID" 2>/dev/null || [ $n -gt 100 ]; then
+            say "the router did not start:"
+            cat "$log" >&2
+            exit 1
+        fi
+    done
+    sleep 0.5
+}
+
+stop_router() {
+    check_router
+    kill "$ROUTER_PID" 2>/dev/null || true
+    wait "$ROUTER_PID" 2>/dev/null || true
+    ROUTER_PID=""
+}
+
+# Exits 1, with the log, if the router is gone.
+check_router() {
+    if [ -n "$ROUTER_PID" ] && ! kill -0 "$ROUTER_PID" 2>/dev/null; then
+        say "THE ROUTER DIED (pid $ROUTER_PID); its log ends with:"
+        tail -n 40 "$ROUTER_LOG" >&2 || true
+        echo "router died" >>"$RESULTS"
+        print_summary || true
+        exit 1
+    fi
+}
+
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# utime and stime apart.
+cpu_split() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
+# Context switches of all the process's threads, voluntary + involuntary.
+ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
+# Datagrams the kernel dropped for a full socket receive buffer (every
+# socket of this network namespace, not only the router's).
+udp_drops() { awk '$1 == "Udp:" && $2 ~ /^[0-9]/ {print $6; exit}' /proc/net/snmp; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+# Busy and total jiffies of the whole machine.
+machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit}' /proc/stat; }
+
+# ---------------------------------------------------------------- SIPp
+
+# run_load udp|tcp RATE CALLS DIR [SAMPLE_SECONDS]
+# Starts PAIRS trunks and callers, waits for the callers, samples the
+# router's RSS every SAMPLE_SECONDS (to DIR/rss), and writes DIR/summary:
+# "ok failed retrans setup_ms expected".
+run_load() {
+    local proto="$1" rate="$2" calls="$3" dir="$4" every="${5:-2}"
+    local t i per_rate per_calls limit uas_pids=() uac_pids=() pid alive start now last
+    mkdir -p "$dir"
+    t=u1
+    [ "$proto" = tcp ] && t=t1
+    per_rate=$((rate / PAIRS))
+    per_calls=$((calls / PAIRS))
+    limit=$((per_calls / per_rate + 60))
+    for i in $(seq 1 "$PAIRS"); do
+        (cd "$dir" && exec sipp -sf "$UAS_XML" -i 127.0.0.1 -p $((BASE + i)) -t "$t" \
+            -m "$per_calls" -timeout "$((limit + 20))s" -nostdin -buff_size "$SIPP_BUFFER" \
+            -trace_stat -stf "$dir/uas$i.csv" -fd 1 \
+            -trace_err -error_file "$dir/uas$i.err" >"$dir/uas$i.out" 2>&1) &
+        uas_pids+=("$!")
+        STARTED+=("$!")
+    done
+    sleep 0.5
+    for i in $(seq 1 "$PAIRS"); do
+        (cd "$dir" && exec sipp "127.0.0.1:$ROUTER_PORT" -sf "$UAC_XML" -s "${NUMBERS[$((i - 1))]}" \
+            -i 127.0.0.1 -p $((BASE + 10 + i)) -t "$t" \
+            -r "$per_rate" -m "$per_calls" -d "$HOLD_MS" -key caller +12125550142 \
+            -recv_timeout 10000 -timeout "${limit}s" -nostdin -buff_size "$SIPP_BUFFER" \
+            -trace_stat -stf "$dir/uac$i.csv" -fd 1 \
+            -trace_err -error_file "$dir/uac$i.err" >"$dir/uac$i.out" 2>&1) &
+        uac_pids+=("$!")
+        STARTED+=("$!")
+    done
+    start=$SECONDS
+    last=-1000
+    : >"$dir/rss"
+    while :; do
+        alive=0
+        for pid in "${uac_pids[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then alive=1; fi
+        done
+        check_router
+        now=$SECONDS
+        if [ $((now - last)) -ge "$every" ]; then
+            echo "$((now - start)) $(rss_kb "$ROUTER_PID")" >>"$dir/rss"
+            last=$now
+        fi
+        [ $alive = 0 ] && break
+        sleep 1
+    done
+    for pid in "${uac_pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    # The trunks finish once the last BYE is answered; bounded.
+    for i in $(seq 1 20); do
+        alive=0
+        for pid in "${uas_pids[@]}"; do
+            if kill -0 "$pid" 2>/dev/null; then alive=1; fi
+        done
+        [ $alive = 0 ] && break
+        sleep 0.5
+    done
+    for pid in "${uas_pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    check_router
+    summarize_uac "$dir" "$calls" >"$dir/summary"
+}
+
+# Sums the callers' last statistics lines: successful and failed calls,
+# retransmissions, the mean INVITE-to-200 time (ms, SIPp counts whole
+# milliseconds) and the rate the callers reached.
+summarize_uac() {
+    local dir="$1" expected="$2"
+    awk -F';' -v expected="$expected" '
+        FNR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+        { last[FILENAME] = $0 }
+        END {
+            ok = 0; failed = 0; retrans = 0; rt = 0; n = 0; rate = 0
+            for (f in last) {
+                split(last[f], v, ";")
+                ok += v[col["SuccessfulCall(C)"]]
+                failed += v[col["FailedCall(C)"]]
+                retrans += v[col["Retransmissions(C)"]]
+                # hh:mm:ss:uuuuuu
+                split(v[col["ResponseTime1(C)"]], t, ":")
+                rt += (t[1] * 3600 + t[2] * 60 + t[3]) * 1000 + t[4] / 1000
+                rate += v[col["CallRate(C)"]]
+                n++
+            }
+            printf "%d %d %d %.1f %d %.0f\n", ok, failed, retrans, (n ? rt / n : 0), expected, rate
+        }' "$dir"/uac*.csv 2>/dev/null || echo "0 0 0 0 $expected 0"
+}
+
+# ---------------------------------------------------------------- phases
+
+# ramp udp|tcp: steps the aggregate rate up until a step has a failed
+# call (after one retry) or the callers fall short of the asked rate.
+ramp() {
+    local proto="$1" rate calls dir c0 c1 m0 m1 mt0 mt1 d0 d1 ok failed retrans setup expected achieved
+    local verdict best=0 tries wall t0 stop=""
+    start_router "$proto" "ramp-$proto"
+    echo "rss_rest_$proto $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
+    for rate in "${RATES[@]}"; do
+        calls=$((rate * STEP_SECONDS))
+        calls=$((calls - calls % PAIRS))
+        for tries in 1 2; do
+            dir="$WORK/ramp-$proto-$rate-$tries"
+            c0=$(cpu_ticks "$ROUTER_PID")
+            read -r m0 mt0 < <(machine_ticks)
+            d0=$(udp_drops)
+            t0=$(date +%s%N)
+            say "$proto: $rate calls/s, $calls calls (try $tries)"
+            run_load "$proto" "$rate" "$calls" "$dir"
+            wall=$(( ($(date +%s%N) - t0) / 1000000 ))
+            c1=$(cpu_ticks "$ROUTER_PID")
+            read -r m1 mt1 < <(machine_ticks)
+            d1=$(udp_drops)
+            read -r ok failed retrans setup expected achieved <"$dir/summary"
+            verdict=clean
+            if [ "$ok" -ne "$expected" ] || [ "$failed" -ne 0 ]; then
+                verdict=FAILED
+            elif [ $((achieved * 100)) -lt $((rate * MIN_ACHIEVED_PCT)) ]; then
+                verdict=short
+            fi
+            # Router CPU: us per call, not drained (the step's own
+            # timers are still pending) and as a share of one core over
+            # the step's wall time; machine CPU as a share of all cores.
+            echo "step $proto $rate $achieved $calls $ok $failed $retrans $setup" \
+                "$(awk -v c=$((c1 - c0)) -v hz="$HZ" -v n="$ok" 'BEGIN {printf "%.0f", n ? c / hz * 1e6 / n : 0}')" \
+                "$(awk -v c=$((c1 - c0)) -v hz="$HZ" -v w="$wall" 'BEGIN {printf "%.0f", 100 * c / hz / (w / 1000)}')" \
+                "$(awk -v b=$((m1 - m0)) -v t=$((mt1 - mt0)) 'BEGIN {printf "%.0f", t ? 100 * b / t : 0}')" \
+                "$((d1 - d0))" \
+                "$(sort -n -k2 "$dir/rss" | tail -n 1 | awk '{print $2}')" \
+                "$verdict" "$tries" >>"$RESULTS"
+            say "  -> $ok/$expected ok, $failed failed, $retrans retransmissions, reached $achieved calls/s: $verdict"
+            [ "$verdict" = clean ] && break
+            # Let the router's timers of the step run out first.
+            sleep 5
+        done
+        case "$verdict" in
+            clean) best=$rate ;;
+            FAILED) stop="failed calls"; break ;;
+            short) stop="SIPp short of the rate"; break ;;
+        esac
+    done
+    echo "best $proto $best ${stop:-end of the steps}" >>"$RESULTS"
+    stop_router
+}
+
+# Three runs of CPU_CALLS calls at CPU_RATE over UDP; each counts the
+# router's ticks from before its first call until its timers are done.
+cpu_runs() {
+    local run dir c0 c1 u0 s0 u1 s1 x0 x1 ok failed retrans setup expected achieved idle
+    start_router udp cpu
+    echo "rss_rest_cpu $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
+    for run in $(seq 1 "$CPU_RUNS"); do
+        dir="$WORK/cpu-$run"
+        read -r u0 s0 < <(cpu_split "$ROUTER_PID")
+        x0=$(ctx_switches "$ROUTER_PID")
+        say "cpu run $run/$CPU_RUNS: $CPU_CALLS calls at $CPU_RATE calls/s over UDP, then ${DRAIN_SECONDS}s of drain"
+        run_load udp "$CPU_RATE" "$CPU_CALLS" "$dir" 2
+        idle=0
+        while [ $idle -lt "$DRAIN_SECONDS" ]; do
+            sleep 1
+            idle=$((idle + 1))
+            check_router
+        done
+        read -r u1 s1 < <(cpu_split "$ROUTER_PID")
+        x1=$(ctx_switches "$ROUTER_PID")
+        c0=$((u0 + s0))
+        c1=$((u1 + s1))
+        read -r ok failed retrans setup expected achieved <"$dir/summary"
+        echo "cpu $run $CPU_CALLS $ok $failed $retrans $((c1 - c0))" \
+            "$(awk -v c=$((c1 - c0)) -v hz="$HZ" -v n="$ok" 'BEGIN {printf "%.1f", n ? c / hz * 1e6 / n : 0}')" \
+            "$(sort -n -k2 "$dir/rss" | tail -n 1 | awk '{print $2}')" \
+            "$(rss_kb "$ROUTER_PID")" "$((u1 - u0))" "$((s1 - s0))" \
+            "$(awk -v x=$((x1 - x0)) -v n="$ok" 'BEGIN {printf "%.1f", n ? x / n : 0}')" "$achieved" >>"$RESULTS"
+        say "  -> $ok/$expected ok, $failed failed; $((c1 - c0)) ticks"
+    done
+    echo "hwm_cpu $(hwm_kb "$ROUTER_PID")" >>"$RESULTS"
+    stop_router
+}
+
+soak() {
+    local dir="$WORK/soak" calls=$((SOAK_RATE * SOAK_SECONDS)) c0 c1
+    start_router udp soak
+    echo "rss_rest_soak $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
+    c0=$(cpu_ticks "$ROUTER_PID")
+    say "soak: $calls calls at $SOAK_RATE calls/s over UDP; RSS every ${SOAK_SAMPLE}s"
+    run_load udp "$SOAK_RATE" "$calls" "$dir" "$SOAK_SAMPLE"
+    c1=$(cpu_ticks "$ROUTER_PID")
+    read -r ok failed retrans setup expected achieved <"$dir/summary"
+    echo "soak $calls $ok $failed $retrans $setup $((c1 - c0)) $achieved" >>"$RESULTS"
+    while read -r s kb; do
+        echo "soak_rss $s $kb" >>"$RESULTS"
+    done <"$dir/rss"
+    say "soak done; ${DRAIN_SECONDS}s for the router's timers to run out"
+    sleep "$DRAIN_SECONDS"
+    check_router
+    echo "soak_rss_after $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
+    stop_router
+}
+
+# ---------------------------------------------------------------- report
+
+print_summary() {
+    local cpu_model
+    cpu_model="$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
+    echo
+    echo "sosrouter load benchmark ($MODE), $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine: $cpu_model, $(nproc) cores, Linux $(uname -r); $(sipp -v 2>/dev/null | awk '/SIPp v/ {print $2; exit}' | tr -d ',') "
+    awk '$1 ~ /^loadavg_/ {sub("loadavg_", "", $1); printf "load average at the %s: %s %s %s; ", $1, $2, $3, $4} END {print ""}' "$RESULTS"
+    echo "topology: $PAIRS SIPp caller/trunk pairs on 127.0.0.1, each its own number and trunk;" \
+        "caller $(basename "$UAC_XML") ($([ "$UAC_XML" = "$SCEN/uac_emergency.xml" ] && echo "INVITE c01, 1.5 KB multipart SDP + PIDF-LO" || echo "its own INVITE")), call held ${HOLD_MS} ms; router log level warn"
+    if grep -q '^step ' "$RESULTS"; then
+        echo
+        printf '%-5s %6s %7s %6s %6s %6s %7s %8s %8s %7s %8s %7s %8s  %s\n' \
+            proto asked reached calls ok failed retrans setup_ms us/call router% machine% drops rss_max verdict
+        awk '$1 == "step" {
+                printf "%-5s %6d %7d %6d %6d %6d %7d %8.1f %8d %7d%% %7d%% %7d %6.1fMB  %s%s\n",
+                    $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 / 1024, $15, ($16 > 1 ? " (2nd try)" : "")
+            }' "$RESULTS"
+        echo "(us/call: router CPU per call in the step, timers not drained; router%: of one core;"
+        echo " machine%: all cores busy; drops: UDP receive-buffer drops on the whole machine)"
+        awk '$1 == "best" {why = $4; for (i = 5; i <= NF; i++) why = why " " $i
+             printf "highest rate with no failed call, %s: %d calls/s (ramp stopped: %s)\n", toupper($2), $3, why}' "$RESULTS"
+    fi
+    if grep -q '^cpu ' "$RESULTS"; then
+        echo
+        echo "router CPU per call at $CPU_RATE calls/s over UDP ($CPU_CALLS calls per run, ${DRAIN_SECONDS}s drain, CLK_TCK $HZ):"
+        awk '$1 == "cpu" {printf "  run %d: %d/%d ok, %d failed, reached %d/s; %d ticks (user %d, system %d), %s us/call, %s context switches/call, RSS peak %.1f MB\n", $2, $4, $3, $5, $14, $7, $11, $12, $8, $13, $9 / 1024}' "$RESULTS"
+        awk '$1 == "cpu" {v[++n] = $8}
+             END {
+                 if (!n) exit
+                 for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) {t = v[i]; v[i] = v[j]; v[j] = t}
+                 med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+                 printf "  median %.1f us/call (min %.1f, max %.1f); target < 60: %s\n", med, v[1], v[n], (med < 60 ? "met" : "NOT met")
+             }' "$RESULTS"
+    fi
+    if grep -q '^rss_rest' "$RESULTS"; then
+        echo
+        awk '$1 ~ /^rss_rest/ {sub("rss_rest_", "", $1); printf "RSS at rest (%s router): %.1f MB\n", $1, $2 / 1024}' "$RESULTS"
+        awk '$1 == "hwm_cpu" {printf "RSS peak over the CPU runs (VmHWM): %.1f MB\n", $2 / 1024}' "$RESULTS"
+    fi
+    if grep -q '^soak ' "$RESULTS"; then
+        echo
+        awk -v hz="$HZ" '$1 == "soak" {printf "soak: %d/%d ok, %d failed, %d retransmissions, reached %d calls/s, setup %.1f ms, router CPU %.1f us/call (not drained)\n", $3, $2, $4, $5, $8, $6, ($3 ? $7 / hz * 1e6 / $3 : 0)}' "$RESULTS"
+        echo "soak RSS series (seconds, MB):"
+        awk '$1 == "soak_rss" {printf "  %4d %7.1f\n", $2, $3 / 1024}' "$RESULTS"
+        # Growth over the second half of the soak (least squares): flat
+        # means within noise.
+        awk '$1 == "soak_rss" {t[++n] = $2; k[n] = $3 / 1024}
+             END {
+                 if (n < 4) exit
+                 lo = k[1]; hi = k[1]
+                 for (i = 2; i <= n; i++) {if (k[i] < lo) lo = k[i]; if (k[i] > hi) hi = k[i]}
+                 h = int(n / 2) + 1; m = 0; sx = sy = sxx = sxy = 0
+                 for (i = h; i <= n; i++) {m++; sx += t[i]; sy += k[i]; sxx += t[i] * t[i]; sxy += t[i] * k[i]}
+                 slope = (m * sxy - sx * sy) / (m * sxx - sx * sx)
+                 printf "soak RSS: first %.1f MB, min %.1f, max %.1f, last %.1f; second half %+.2f MB/min\n", k[1], lo, hi, k[n], slope * 60
+             }' "$RESULTS"
+        awk '$1 == "soak_rss_after" {printf "RSS after the soak and %d s idle: %.1f MB\n", '"$DRAIN_SECONDS"', $2 / 1024}' "$RESULTS"
+    fi
+}
+
+say "work directory: $WORK; router on 127.0.0.1:$ROUTER_PORT; $PAIRS pairs"
+# The machine may be shared: its load before and after tells how noisy.
+echo "loadavg_start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
+case "$MODE" in
+    soak)
+        soak
+        ;;
+    cpu)
+        cpu_runs
+        ;;
+    *)
+        ramp udp
+        cpu_runs
+        ramp tcp
+        ;;
+esac
+echo "loadavg_end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
+print_summary
