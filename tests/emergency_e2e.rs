@@ -19,29 +19,44 @@ struct Lab {
     last: RawTrunk,
 }
 
-/// The shipped lab config with its ports moved to the test's trunks.
-fn lab(psap: Answer, screening: Answer, test: Answer, last: Answer) -> Lab {
+/// The shipped lab config with its ports moved to the test's trunks. Each
+/// lab address becomes a placeholder first, so a new port can never be
+/// mistaken for an old one.
+fn lab_text(psap: &RawTrunk, screening: &RawTrunk, test: &RawTrunk, last: &RawTrunk) -> String {
+    let mut text = std::fs::read_to_string(root().join("config/loopback.toml"))
+        .unwrap()
+        .replace("advertise = \"127.0.0.1:5060\"\n", "");
+    let moves = [
+        ("127.0.0.1:5060", 0),
+        ("127.0.0.1:5070", psap.port),
+        ("127.0.0.1:5080", screening.port),
+        ("127.0.0.1:5090", test.port),
+        ("127.0.0.1:5095", last.port),
+        ("127.0.0.1:8080", 0),
+        ("127.0.0.1:9090", 0),
+    ];
+    for (i, (from, _)) in moves.iter().enumerate() {
+        text = text.replace(from, &format!("@LAB{i}@"));
+    }
+    for (i, (_, port)) in moves.iter().enumerate() {
+        text = text.replace(&format!("@LAB{i}@"), &format!("127.0.0.1:{port}"));
+    }
+    assert!(
+        text.contains("[emergency]"),
+        "the lab config routes emergency calls"
+    );
+    text
+}
+
+/// The lab with trunks answering as told, plus `extra` config text.
+fn lab_with(psap: Answer, screening: Answer, test: Answer, last: Answer, extra: &str) -> Lab {
     let (psap, screening, test, last) = (
         RawTrunk::start(psap),
         RawTrunk::start(screening),
         RawTrunk::start(test),
         RawTrunk::start(last),
     );
-    let text = std::fs::read_to_string(root().join("config/loopback.toml"))
-        .unwrap()
-        .replace("udp:127.0.0.1:5060", "udp:127.0.0.1:0")
-        .replace("tcp:127.0.0.1:5060", "tcp:127.0.0.1:0")
-        .replace("advertise = \"127.0.0.1:5060\"\n", "")
-        .replace("127.0.0.1:5070", &format!("127.0.0.1:{}", psap.port))
-        .replace("127.0.0.1:5080", &format!("127.0.0.1:{}", screening.port))
-        .replace("127.0.0.1:5090", &format!("127.0.0.1:{}", test.port))
-        .replace("127.0.0.1:5095", &format!("127.0.0.1:{}", last.port))
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("127.0.0.1:9090", "127.0.0.1:0");
-    assert!(
-        text.contains("[emergency]"),
-        "the lab config routes emergency calls"
-    );
+    let text = lab_text(&psap, &screening, &test, &last) + extra;
     let inventory = root().join("tests/corpus/emergency-invites/inventory.tsv");
     let router = Router::start(&text, &["--inventory", inventory.to_str().unwrap()]);
     Lab {
@@ -51,6 +66,10 @@ fn lab(psap: Answer, screening: Answer, test: Answer, last: Answer) -> Lab {
         test,
         last,
     }
+}
+
+fn lab(psap: Answer, screening: Answer, test: Answer, last: Answer) -> Lab {
+    lab_with(psap, screening, test, last, "")
 }
 
 fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
@@ -380,35 +399,10 @@ fn http_once(response: String) -> (u16, std::sync::mpsc::Receiver<String>) {
 #[test]
 fn the_tenants_security_desk_is_told_of_each_emergency_call() {
     let (port, rx) = webhook();
-    let (psap, screening, test, last) = (
-        RawTrunk::start(Answer::Ok),
-        RawTrunk::start(Answer::Ok),
-        RawTrunk::start(Answer::Ok),
-        RawTrunk::start(Answer::Ok),
-    );
-    let text = std::fs::read_to_string(root().join("config/loopback.toml"))
-        .unwrap()
-        .replace("udp:127.0.0.1:5060", "udp:127.0.0.1:0")
-        .replace("tcp:127.0.0.1:5060", "tcp:127.0.0.1:0")
-        .replace("advertise = \"127.0.0.1:5060\"\n", "")
-        .replace("127.0.0.1:5070", &format!("127.0.0.1:{}", psap.port))
-        .replace("127.0.0.1:5080", &format!("127.0.0.1:{}", screening.port))
-        .replace("127.0.0.1:5090", &format!("127.0.0.1:{}", test.port))
-        .replace("127.0.0.1:5095", &format!("127.0.0.1:{}", last.port))
-        .replace("127.0.0.1:8080", "127.0.0.1:0")
-        .replace("127.0.0.1:9090", "127.0.0.1:0")
-        // acme's desk listens; bavaria's desk is down, which must not
-        // delay bavaria's calls.
-        + &format!("\n[emergency.security_desk]\nacme = \"http://127.0.0.1:{port}/sos\"\nbavaria = \"http://127.0.0.1:1/down\"\n");
-    let inventory = root().join("tests/corpus/emergency-invites/inventory.tsv");
-    let router = Router::start(&text, &["--inventory", inventory.to_str().unwrap()]);
-    let lab = Lab {
-        router,
-        psap,
-        screening,
-        test,
-        last,
-    };
+    // acme's desk listens; bavaria's desk is down, which must not delay
+    // bavaria's calls.
+    let desks = format!("\n[emergency.security_desk]\nacme = \"http://127.0.0.1:{port}/sos\"\nbavaria = \"http://127.0.0.1:1/down\"\n");
+    let lab = lab_with(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok, &desks);
     let r = call(&lab, "911", "+14155550177", None);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
     let body = rx

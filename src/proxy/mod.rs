@@ -1090,44 +1090,13 @@ impl Core {
                 true,
                 now,
             );
-            let sent = match crate::sip::parse_datagram(
-                bytes.clone(),
-                &crate::sip::Limits {
-                    max_message: usize::MAX,
-                    ..Default::default()
-                },
-            ) {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(error = %e, "forwarded request does not parse; target skipped");
-                    continue;
-                }
-            };
-            let branch = sent
-                .top_via()
-                .and_then(|v| v.branch())
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default();
-            let key = TransactionKey::client(&branch, b"INVITE");
             let proto = dest.proto;
-            let machine = ClientInvite::new(now, self.cfg.timers, transport_of(proto), bytes);
-            let id = self.id();
-            self.client_index.insert(key.clone(), id);
-            self.txns.insert(
-                id,
-                Txn::ClientInvite {
-                    key,
-                    m: machine,
-                    dest,
-                    call: call_id,
-                    request: sent,
-                    trunk: trunk.name.clone(),
-                    label: target.label.clone(),
-                    provisional: false,
-                    abandoned: false,
-                    cancel_sent: false,
-                },
-            );
+            let Some(id) =
+                self.new_client_invite(now, call_id, dest, bytes, &trunk.name, &target.label)
+            else {
+                warn!("forwarded request does not parse; target skipped");
+                continue;
+            };
             if let Some(call) = self.calls.get_mut(&call_id) {
                 call.current = Some(id);
             }
@@ -1220,6 +1189,40 @@ impl Core {
         (e.build(), dest)
     }
 
+    /// A client INVITE transaction for one target of a call; `None` when
+    /// the built request does not parse (it never should).
+    fn new_client_invite(
+        &mut self,
+        now: Instant,
+        call: Id,
+        dest: Dest,
+        bytes: Bytes,
+        trunk: &str,
+        label: &str,
+    ) -> Option<Id> {
+        let (sent, branch) = sent_request(&bytes)?;
+        let key = TransactionKey::client(&branch, b"INVITE");
+        let machine = ClientInvite::new(now, self.cfg.timers, transport_of(dest.proto), bytes);
+        let id = self.id();
+        self.client_index.insert(key.clone(), id);
+        self.txns.insert(
+            id,
+            Txn::ClientInvite {
+                key,
+                m: machine,
+                dest,
+                call,
+                request: sent,
+                trunk: trunk.to_string(),
+                label: label.to_string(),
+                provisional: false,
+                abandoned: false,
+                cancel_sent: false,
+            },
+        );
+        Some(id)
+    }
+
     /// One Record-Route serves both legs, so it names no transport: each
     /// side reaches the router the way it reached it (UDP by default, TCP
     /// for a large request), and the router listens on both.
@@ -1295,20 +1298,7 @@ impl Core {
         dest: Dest,
         bytes: Bytes,
     ) -> Option<Id> {
-        let Ok(sent) = crate::sip::parse_datagram(
-            bytes.clone(),
-            &crate::sip::Limits {
-                max_message: usize::MAX,
-                ..Default::default()
-            },
-        ) else {
-            return None;
-        };
-        let branch = sent
-            .top_via()
-            .and_then(|v| v.branch())
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default();
+        let (sent, branch) = sent_request(&bytes)?;
         let method = sent.method_bytes().to_vec();
         let key = TransactionKey::client(&branch, &method);
         let machine = ClientNonInvite::new(now, self.cfg.timers, transport_of(dest.proto), bytes);
@@ -1376,39 +1366,9 @@ impl Core {
             if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&server) {
                 *c = Some(call);
             }
-            let Ok(sent) = crate::sip::parse_datagram(
-                bytes.clone(),
-                &crate::sip::Limits {
-                    max_message: usize::MAX,
-                    ..Default::default()
-                },
-            ) else {
+            let Some(id) = self.new_client_invite(now, call, dest, bytes, "", "") else {
                 return;
             };
-            let branch = sent
-                .top_via()
-                .and_then(|v| v.branch())
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default();
-            let key = TransactionKey::client(&branch, b"INVITE");
-            let machine = ClientInvite::new(now, self.cfg.timers, transport_of(dest.proto), bytes);
-            let id = self.id();
-            self.client_index.insert(key.clone(), id);
-            self.txns.insert(
-                id,
-                Txn::ClientInvite {
-                    key,
-                    m: machine,
-                    dest,
-                    call,
-                    request: sent,
-                    trunk: String::new(),
-                    label: String::new(),
-                    provisional: false,
-                    abandoned: false,
-                    cancel_sent: false,
-                },
-            );
             if let Some(c) = self.calls.get_mut(&call) {
                 c.current = Some(id);
             }
@@ -2113,6 +2073,22 @@ impl Core {
             self.client_index.remove(t.key());
         }
     }
+}
+
+/// A request the router built, parsed back (to keep it for the ACK and
+/// CANCEL), with the branch of its top Via.
+fn sent_request(bytes: &Bytes) -> Option<(Message, Vec<u8>)> {
+    let unlimited = crate::sip::Limits {
+        max_message: usize::MAX,
+        ..Default::default()
+    };
+    let sent = crate::sip::parse_datagram(bytes.clone(), &unlimited).ok()?;
+    let branch = sent
+        .top_via()
+        .and_then(|v| v.branch())
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    Some((sent, branch))
 }
 
 fn transport_of(p: Proto) -> Transport {
