@@ -689,6 +689,48 @@ mod tests {
     }
 
     #[test]
+    fn admin_tokens_and_database() {
+        let c = Config::embedded();
+        let db = c.database.as_ref().unwrap();
+        assert_eq!(db.retention_days, 365);
+        assert!(
+            db.url().ends_with("sosrouter-data/sosrouter.db"),
+            "{}",
+            db.url()
+        );
+        assert!(c.admin.as_ref().unwrap().tokens.is_empty());
+        let digest = "0f".repeat(32);
+        let with = |table: &str| {
+            Config::from_toml(&format!("{EMBEDDED_DEFAULT}\n{table}"))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let ok = format!(
+            "[[admin.token]]\nname = \"a\"\nrole = \"tenant-admin\"\ntenant = \"acme\"\nsha256 = \"{digest}\"\n"
+        );
+        // The embedded file has [database] after [admin]: tokens go under it
+        // as [[admin.token]] wherever they appear.
+        with(&ok).unwrap();
+        for (table, want) in [
+            (ok.replace("tenant = \"acme\"\n", ""), "needs a tenant"),
+            (ok.replace("tenant-admin", "operator"), "has no tenant"),
+            (ok.replace(&digest, "abc"), "64 hex"),
+            (ok.replace("tenant-admin", "root"), "role"),
+            (format!("{ok}{ok}"), "twice"),
+        ] {
+            let e = with(&table).unwrap_err();
+            assert!(e.contains(want), "{table}: {e}");
+        }
+        let e = Config::from_toml(&EMBEDDED_DEFAULT.replace(
+            "retention_days = 365",
+            "retention_days = 365\nurl = \"mysql://x\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sqlite://"), "{e}");
+    }
+
+    #[test]
     fn route_targets_must_exist() {
         let text =
             format!("{EMBEDDED_DEFAULT}\n[[route]]\nnumbers = [\"1\"]\ntargets = [\"nowhere\"]\n");
