@@ -926,6 +926,7 @@ impl Store {
             let v = json!({
                 "id": id,
                 "at": crate::cdr::rfc3339(at),
+                "at_ms": at,
                 "actor": r.try_get::<String, _>(2)?,
                 "role": r.try_get::<String, _>(3)?,
                 "tenant": r.try_get::<String, _>(4)?,
