@@ -278,7 +278,7 @@ async fn open_store(
     db: &DatabaseConfig,
     opts: &Options,
 ) -> anyhow::Result<Arc<Store>> {
-    let hub = opts.hub.clone().unwrap_or_else(Hub::new);
+    let hub = opts.hub.clone().unwrap_or_default();
     let store = Store::open(db, hub).await?;
     let file = opts
         .inventory

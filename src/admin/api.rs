@@ -652,10 +652,7 @@ async fn export_records(
     let store = api.store.clone();
     let fetch = move |after: (i64, String)| {
         let (store, filter) = (store.clone(), filter.clone());
-        async move {
-            let page = store.records_page(&filter, &after, PAGE).await?;
-            Ok(page.into_iter().map(|(c, r)| (c, r)).collect::<Vec<_>>())
-        }
+        async move { store.records_page(&filter, &after, PAGE).await }
     };
     let start = (i64::MIN, String::new());
     if csv {
