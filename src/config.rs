@@ -24,9 +24,15 @@ pub struct Config {
     #[serde(default, rename = "route")]
     pub routes: Vec<StaticRoute>,
     #[serde(default)]
-    pub admin: Option<ListenConfig>,
+    pub admin: Option<AdminConfig>,
     #[serde(default)]
     pub metrics: Option<ListenConfig>,
+    /// The database: number inventory, call records, audit log. Without
+    /// this section (and without `SOSROUTER_DATABASE_URL` in the
+    /// environment) the router keeps no records and reads its inventory
+    /// from `emergency.inventory`.
+    #[serde(default)]
+    pub database: Option<DatabaseConfig>,
     #[serde(default)]
     pub log: LogConfig,
     #[serde(default)]
@@ -281,6 +287,132 @@ pub struct ListenConfig {
     pub listen: SocketAddr,
 }
 
+/// The admin listener: health endpoints, and the operators' API when a
+/// database is configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer tokens of the API, as `[[admin.token]]` tables.
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenConfig>,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Registered-address elements (RFC 5139 names) an upload or address
+    /// change must give, per country (ISO 3166-1 alpha-2, or `"*"` for every
+    /// other country). Replaces the built-in table for the countries named.
+    #[serde(default)]
+    pub required_address: BTreeMap<String, Vec<String>>,
+}
+
+fn default_max_body() -> usize {
+    8 * 1024 * 1024
+}
+
+/// Who a token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The carrier's staff: every tenant, uploads, exports, the audit log.
+    Operator,
+    /// A customer's administrator: its own tenant only.
+    TenantAdmin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::TenantAdmin => "tenant-admin",
+        }
+    }
+}
+
+/// One API token: its name (written into the audit log), role, tenant and
+/// the SHA-256 of the token (hex). The token itself is never stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    pub sha256: String,
+}
+
+/// The environment variable whose PostgreSQL (or SQLite) URL replaces
+/// `database.url`, and turns the database on without a `[database]` section.
+pub const DATABASE_URL_ENV: &str = "SOSROUTER_DATABASE_URL";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`. Default:
+    /// SQLite in `data_dir`. `SOSROUTER_DATABASE_URL` overrides it.
+    pub url: Option<String>,
+    /// Where the default SQLite file (`sosrouter.db`) lives.
+    pub data_dir: PathBuf,
+    /// Call records older than this many days are deleted (at start and
+    /// daily).
+    pub retention_days: u32,
+    /// Most connections to the database.
+    pub max_connections: u32,
+    /// How often other instances' inventory changes are looked for, in ms.
+    pub poll_interval_ms: u64,
+    /// Call records waiting to be written at most; more are dropped and
+    /// counted.
+    pub record_queue: usize,
+    /// Records written per database transaction at most.
+    pub record_batch: usize,
+    /// An answered call with no BYE after this many seconds is written as it
+    /// is (outcome `answered`, no end time).
+    pub open_call_max_s: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            data_dir: PathBuf::from("./sosrouter-data"),
+            retention_days: 365,
+            max_connections: 8,
+            poll_interval_ms: 500,
+            record_queue: 10_000,
+            record_batch: 200,
+            open_call_max_s: 4 * 3600,
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// The database in use: `[database]` with `SOSROUTER_DATABASE_URL`
+    /// over its URL; `None` when neither is there.
+    pub fn effective(config: &Config) -> Option<DatabaseConfig> {
+        let env = std::env::var(DATABASE_URL_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty());
+        match (config.database.clone(), env) {
+            (None, None) => None,
+            (db, env) => {
+                let mut db = db.unwrap_or_default();
+                if let Some(url) = env {
+                    db.url = Some(url.trim().to_string());
+                }
+                Some(db)
+            }
+        }
+    }
+
+    /// The URL to connect to (the default SQLite file when none is given).
+    pub fn url(&self) -> String {
+        match &self.url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("sosrouter.db").display()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -411,6 +543,32 @@ impl Config {
         if self.sip.timers.t1_ms == 0 || self.sip.timers.no_answer_ms == 0 {
             return bad("sip.timers: t1_ms and no_answer_ms must be above 0".into());
         }
+        if let Some(a) = &self.admin {
+            check_tokens(&a.tokens)?;
+            for (country, fields) in &a.required_address {
+                for f in fields {
+                    if !crate::emergency::pidf::RFC5139_ELEMENTS.contains(&f.as_str()) {
+                        return bad(format!(
+                            "admin.required_address {country:?}: {f:?} is not an RFC 5139 element"
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(d) = &self.database {
+            if d.retention_days == 0 {
+                return bad("database.retention_days must be at least 1".into());
+            }
+            if d.max_connections == 0 || d.poll_interval_ms == 0 || d.record_batch == 0 {
+                return bad(
+                    "database: max_connections, poll_interval_ms and record_batch must be above 0"
+                        .into(),
+                );
+            }
+            if let Some(u) = &d.url {
+                check_database_url(u)?;
+            }
+        }
         Ok(())
     }
 
@@ -421,6 +579,63 @@ impl Config {
     pub fn trunk(&self, name: &str) -> Option<&TrunkConfig> {
         self.trunks.iter().find(|t| t.name == name)
     }
+}
+
+/// A database URL names a backend the router speaks.
+pub fn check_database_url(url: &str) -> Result<(), ConfigError> {
+    let ok = ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(
+            "database url: expected sqlite://PATH or postgres://...".into(),
+        ))
+    }
+}
+
+fn check_tokens(tokens: &[TokenConfig]) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Invalid(m));
+    let mut names = std::collections::HashSet::new();
+    let mut digests = std::collections::HashSet::new();
+    for t in tokens {
+        if t.name.trim().is_empty() {
+            return bad("admin.token: a token needs a name".into());
+        }
+        if !names.insert(t.name.as_str()) {
+            return bad(format!("admin.token {:?} is defined twice", t.name));
+        }
+        let hex_ok = t.sha256.len() == 64 && t.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex_ok {
+            return bad(format!(
+                "admin.token {:?}: sha256 must be 64 hex digits",
+                t.name
+            ));
+        }
+        if !digests.insert(t.sha256.to_ascii_lowercase()) {
+            return bad(format!(
+                "admin.token {:?}: the same token digest appears twice",
+                t.name
+            ));
+        }
+        match (t.role, &t.tenant) {
+            (Role::TenantAdmin, None) => {
+                return bad(format!(
+                    "admin.token {:?}: a tenant-admin token needs a tenant",
+                    t.name
+                ))
+            }
+            (Role::Operator, Some(_)) => {
+                return bad(format!(
+                    "admin.token {:?}: an operator token has no tenant",
+                    t.name
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn parse_listen(s: &str) -> Result<Listen, ConfigError> {
@@ -483,6 +698,48 @@ mod tests {
             let err = Config::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains(want), "{pattern} {trunk}: {err}");
         }
+    }
+
+    #[test]
+    fn admin_tokens_and_database() {
+        let c = Config::embedded();
+        let db = c.database.as_ref().unwrap();
+        assert_eq!(db.retention_days, 365);
+        assert!(
+            db.url().ends_with("sosrouter-data/sosrouter.db"),
+            "{}",
+            db.url()
+        );
+        assert!(c.admin.as_ref().unwrap().tokens.is_empty());
+        let digest = "0f".repeat(32);
+        let with = |table: &str| {
+            Config::from_toml(&format!("{EMBEDDED_DEFAULT}\n{table}"))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let ok = format!(
+            "[[admin.token]]\nname = \"a\"\nrole = \"tenant-admin\"\ntenant = \"acme\"\nsha256 = \"{digest}\"\n"
+        );
+        // The embedded file has [database] after [admin]: tokens go under it
+        // as [[admin.token]] wherever they appear.
+        with(&ok).unwrap();
+        for (table, want) in [
+            (ok.replace("tenant = \"acme\"\n", ""), "needs a tenant"),
+            (ok.replace("tenant-admin", "operator"), "has no tenant"),
+            (ok.replace(&digest, "abc"), "64 hex"),
+            (ok.replace("tenant-admin", "root"), "role"),
+            (format!("{ok}{ok}"), "twice"),
+        ] {
+            let e = with(&table).unwrap_err();
+            assert!(e.contains(want), "{table}: {e}");
+        }
+        let e = Config::from_toml(&EMBEDDED_DEFAULT.replace(
+            "retention_days = 365",
+            "retention_days = 365\nurl = \"mysql://x\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("sqlite://"), "{e}");
     }
 
     #[test]

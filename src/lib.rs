@@ -9,6 +9,8 @@
 //! - [`emergency`]: detection, location (PIDF-LO), country rules, PSAP lookup,
 //!   and the router that plugs them into the proxy.
 //! - [`inventory`]: the number inventory snapshot.
+//! - [`store`]: the database (inventory, call records, audit log) behind
+//!   the operators' API in [`admin`].
 
 pub mod admin;
 pub mod cdr;
@@ -23,5 +25,6 @@ pub mod notify;
 pub mod proxy;
 pub mod server;
 pub mod sip;
+pub mod store;
 pub mod transaction;
 pub mod transport;

@@ -55,6 +55,29 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Admin API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random token (shown once: store it) and the
+    /// `[[admin.token]]` table to paste into the configuration, which
+    /// holds only the token's SHA-256.
+    New {
+        /// `operator` (every tenant) or `tenant-admin` (one tenant).
+        #[arg(long, value_parser = ["operator", "tenant-admin"])]
+        role: String,
+        /// The tenant of a tenant-admin token.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The token's name, written into the audit log with each change.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +101,9 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config, inventory } => run(config, inventory),
+        Command::Token {
+            command: TokenCommand::New { role, tenant, name },
+        } => new_token(&role, tenant, &name),
         Command::Inspect {
             stream,
             config,
@@ -121,14 +147,67 @@ fn main() -> ExitCode {
     }
 }
 
+fn new_token(role: &str, tenant: Option<String>, name: &str) -> ExitCode {
+    use sosrouter::config::Role;
+    let role = if role == "operator" {
+        Role::Operator
+    } else {
+        Role::TenantAdmin
+    };
+    let tenant = tenant.filter(|t| !t.trim().is_empty());
+    match (role, &tenant) {
+        (Role::TenantAdmin, None) => {
+            eprintln!("sosrouter: a tenant-admin token needs --tenant");
+            return ExitCode::from(2);
+        }
+        (Role::Operator, Some(_)) => {
+            eprintln!("sosrouter: an operator token has no tenant");
+            return ExitCode::from(2);
+        }
+        _ => {}
+    }
+    if name.trim().is_empty() {
+        eprintln!("sosrouter: --name must not be empty");
+        return ExitCode::from(2);
+    }
+    let (token, digest) = sosrouter::admin::auth::new_token();
+    // The token alone on the first line, for scripts; it is not stored
+    // anywhere and cannot be shown again.
+    println!("{token}");
+    println!();
+    println!("# Add this table to the configuration, then reload (SIGHUP).");
+    println!("# The token above is shown once; the configuration keeps its SHA-256.");
+    print!(
+        "{}",
+        sosrouter::admin::auth::toml_table(name, role, tenant.as_deref(), &digest)
+    );
+    ExitCode::SUCCESS
+}
+
 /// Builds the routing phase for a configuration: the emergency router, or
 /// the static table when `routing.mode = "static"`. `inventory` overrides
-/// the config's inventory path (the `--inventory` option).
-fn router_factory(inventory: Option<PathBuf>) -> sosrouter::server::RouterFactory {
+/// the config's inventory path (the `--inventory` option). With a database
+/// (`hub`), the emergency router routes on the database's snapshot instead
+/// of reading the inventory file.
+fn router_factory(
+    inventory: Option<PathBuf>,
+    hub: Option<std::sync::Arc<sosrouter::store::Hub>>,
+) -> sosrouter::server::RouterFactory {
     std::sync::Arc::new(move |c: &sosrouter::config::Config| {
         let r: std::sync::Arc<dyn sosrouter::proxy::Router> = match c.routing.mode {
             sosrouter::config::RoutingMode::Static => {
                 std::sync::Arc::new(sosrouter::proxy::StaticRouter::new(c))
+            }
+            sosrouter::config::RoutingMode::Emergency if hub.is_some() => {
+                let mut c = c.clone();
+                c.emergency.inventory = None;
+                let r = sosrouter::emergency::EmergencyRouter::from_config(&c, None)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let r = std::sync::Arc::new(r);
+                if let Some(hub) = &hub {
+                    hub.attach(&r);
+                }
+                r
             }
             sosrouter::config::RoutingMode::Emergency => {
                 let r = sosrouter::emergency::EmergencyRouter::from_config(c, inventory.as_deref())
@@ -211,7 +290,9 @@ fn run(config_path: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
         }
     };
     let (log_handle, log_base) = init_logging(&config.log.level, config.log.json);
-    let make_router = router_factory(inventory);
+    let hub =
+        sosrouter::config::DatabaseConfig::effective(&config).map(|_| sosrouter::store::Hub::new());
+    let make_router = router_factory(inventory.clone(), hub.clone());
     // Build once here so a bad inventory or rules file stops the start with
     // a clear message, before any socket is bound.
     if let Err(e) = make_router(&config) {
@@ -235,6 +316,8 @@ fn run(config_path: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
             config_path: config_path.clone(),
             make_router,
             install_metrics: true,
+            hub,
+            inventory,
         };
         sosrouter::server::run(config, opts, shutdown_signal(), |bound| {
             for a in &bound.udp {

@@ -30,6 +30,9 @@ struct Notice {
 #[derive(Clone)]
 pub struct SecurityDesk {
     webhooks: Webhooks,
+    /// Webhooks tenant admins set through the admin API (the database);
+    /// they win over the configuration's.
+    hub: Option<Arc<crate::store::Hub>>,
     tx: mpsc::Sender<Notice>,
 }
 
@@ -53,7 +56,11 @@ impl Default for Policy {
 
 impl SecurityDesk {
     /// Starts the sender task.
-    pub fn start(webhooks: Webhooks, policy: Policy) -> SecurityDesk {
+    pub fn start(
+        webhooks: Webhooks,
+        policy: Policy,
+        hub: Option<Arc<crate::store::Hub>>,
+    ) -> SecurityDesk {
         let (tx, mut rx) = mpsc::channel::<Notice>(1024);
         tokio::spawn(async move {
             let client = match reqwest::Client::builder().timeout(policy.timeout).build() {
@@ -70,7 +77,7 @@ impl SecurityDesk {
                 tokio::spawn(send(client, n, policy));
             }
         });
-        SecurityDesk { webhooks, tx }
+        SecurityDesk { webhooks, hub, tx }
     }
 
     pub fn webhooks(&self) -> &Webhooks {
@@ -92,7 +99,12 @@ impl SecurityDesk {
         let Some(tenant) = d.tenant.as_deref() else {
             return;
         };
-        let Some(url) = self.webhooks.load().get(tenant).cloned() else {
+        let url = self
+            .hub
+            .as_ref()
+            .and_then(|h| h.security_desk(tenant))
+            .or_else(|| self.webhooks.load().get(tenant).cloned());
+        let Some(url) = url else {
             return;
         };
         let now_ms = SystemTime::now()

@@ -11,10 +11,12 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::admin;
-use crate::config::{Config, TransportName};
+use crate::cdr::store::{DbRecords, Recorder, RecorderConfig};
+use crate::config::{Config, DatabaseConfig, TransportName};
 use crate::metrics as m;
 use crate::proxy::{Core, CoreConfig, Proto, Router, Target, Transmit};
 use crate::sip::Limits;
+use crate::store::{Actor, Hub, Store};
 use crate::transport::{tcp, udp, Inbound};
 
 /// The sockets a running router bound (ports are real even when the config
@@ -75,6 +77,13 @@ pub struct Options {
     pub make_router: RouterFactory,
     /// Install the global Prometheus recorder (once per process).
     pub install_metrics: bool,
+    /// With a database: where the inventory snapshot is published (the
+    /// router factory attaches the routers it builds to it). `None` makes
+    /// one that no router follows.
+    pub hub: Option<Arc<Hub>>,
+    /// An inventory file to import into an empty database (the
+    /// `--inventory` option; else `emergency.inventory`).
+    pub inventory: Option<PathBuf>,
 }
 
 /// Times the routing phase for the histogram, at the I/O edge so the core
@@ -104,6 +113,27 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let limits = Limits::default();
     let (udps, tcps, bound) = bind(&config).await?;
+    let database = DatabaseConfig::effective(&config);
+    let store = match &database {
+        Some(db) => Some(open_store(&config, db, &opts).await?),
+        None => None,
+    };
+    let api = match (&config.admin, &store) {
+        (Some(a), Some(s)) => Some(admin::api::Api::new(s.clone(), a)),
+        _ => None,
+    };
+    let recorder = match (&store, &database) {
+        (Some(s), Some(db)) => Some(Recorder::start(
+            Arc::new(DbRecords(s.clone())),
+            RecorderConfig {
+                events: 65536,
+                queue: db.record_queue,
+                batch: db.record_batch,
+                open_call_max: Duration::from_secs(db.open_call_max_s),
+            },
+        )),
+        _ => None,
+    };
     let shared = Arc::new(admin::Shared::default());
     let (http_stop_tx, http_stop) = tokio::sync::watch::channel(false);
     let stop_signal = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -124,13 +154,13 @@ pub async fn run(
         }
     }
     if let Some(a) = &config.admin {
-        let addr = admin::serve(
-            a.listen,
-            admin::health_routes(shared.clone()),
-            stop_signal(http_stop.clone()),
-        )
-        .await
-        .with_context(|| format!("binding admin {}", a.listen))?;
+        let mut app = admin::health_routes(shared.clone());
+        if let Some(api) = &api {
+            app = app.merge(admin::api::routes(api.clone()));
+        }
+        let addr = admin::serve(a.listen, app, stop_signal(http_stop.clone()))
+            .await
+            .with_context(|| format!("binding admin {}", a.listen))?;
         bound.admin = Some(addr);
     }
     // Installed before anyone learns the addresses, so an early SIGHUP
@@ -144,8 +174,11 @@ pub async fn run(
     let webhooks: crate::notify::Webhooks = Arc::new(arc_swap::ArcSwap::from_pointee(
         crate::notify::from_config(&config),
     ));
-    let desk =
-        crate::notify::SecurityDesk::start(webhooks.clone(), crate::notify::Policy::default());
+    let desk = crate::notify::SecurityDesk::start(
+        webhooks.clone(),
+        crate::notify::Policy::default(),
+        opts.hub.clone(),
+    );
     let mut core = Core::new(
         CoreConfig::from_config(&config, locals.clone(), seed),
         router,
@@ -190,6 +223,9 @@ pub async fn run(
                         core.reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
                         webhooks.store(Arc::new(crate::notify::from_config(&cfg)));
                         drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
+                        if let Some(api) = &api {
+                            api.reconfigure(cfg.admin.as_ref());
+                        }
                         metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
                         tracing::info!("configuration reloaded; calls in progress keep their routes");
                     }
@@ -219,9 +255,7 @@ pub async fn run(
             }
         }
         flush(&mut core, &udps, &pool, &tx);
-        while let Some(ev) = core.poll_event() {
-            desk.on_event(&ev);
-        }
+        drain_events(&mut core, recorder.as_ref(), &desk);
         if let Some(until) = drain_until {
             let left = core.calls_in_progress();
             if left == 0 || tokio::time::Instant::now() >= until {
@@ -237,9 +271,63 @@ pub async fn run(
     }
     // Let the last responses leave before the sockets close.
     tokio::time::sleep(Duration::from_millis(50)).await;
+    drain_events(&mut core, recorder.as_ref(), &desk);
     let _ = http_stop_tx.send(true);
     tasks.abort_all();
+    if let Some(r) = recorder {
+        // Calls still open are written too: a restart loses no record.
+        r.finish().await;
+    }
     Ok(())
+}
+
+/// Opens the database, imports the inventory file into an empty one, loads
+/// the snapshot, and starts following changes and deleting old records.
+async fn open_store(
+    config: &Config,
+    db: &DatabaseConfig,
+    opts: &Options,
+) -> anyhow::Result<Arc<Store>> {
+    let hub = opts.hub.clone().unwrap_or_default();
+    let store = Store::open(db, hub).await?;
+    let file = opts
+        .inventory
+        .as_ref()
+        .or(config.emergency.inventory.as_ref());
+    if let Some(path) = file {
+        if store.inventory_is_empty().await? {
+            let inv =
+                crate::inventory::Inventory::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let actor = Actor {
+                name: format!("import:{}", path.display()),
+                role: "system",
+            };
+            let n = store.import(&inv, &actor).await?;
+            tracing::info!(numbers = n, file = %path.display(), "inventory file imported into the empty database");
+        } else {
+            tracing::info!(file = %path.display(), "the database holds an inventory already; the file is not imported");
+        }
+    }
+    store.refresh().await?;
+    store.spawn_follower(Duration::from_millis(db.poll_interval_ms));
+    store.spawn_retention(db.retention_days);
+    tracing::info!(
+        backend = store.backend().as_str(),
+        numbers = store.hub().inventory().len(),
+        "database ready"
+    );
+    Ok(store)
+}
+
+/// Hands the core's call events to the record pipeline (or lets them go
+/// when there is none), so they never pile up in the core.
+fn drain_events(core: &mut Core, recorder: Option<&Recorder>, desk: &crate::notify::SecurityDesk) {
+    while let Some(ev) = core.poll_event() {
+        desk.on_event(&ev);
+        if let Some(r) = recorder {
+            r.push(ev);
+        }
+    }
 }
 
 fn reload(

@@ -1,6 +1,10 @@
 //! The HTTP side: health endpoints on the admin listener, `/metrics` on
-//! its own listener. Everything here reads shared state the driver
-//! publishes; nothing here touches a call.
+//! its own listener, and with a database the operators' API ([`api`]) next
+//! to the health endpoints. Everything here reads shared state the driver
+//! publishes or the database; nothing here touches a call.
+
+pub mod api;
+pub mod auth;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

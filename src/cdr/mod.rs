@@ -2,6 +2,7 @@
 //! call events, written off the hot path through a bounded queue in
 //! batches, exported by operators.
 
+pub mod store;
 pub mod writer;
 
 use std::collections::HashMap;

@@ -1,0 +1,915 @@
+//! The operators' API on the admin listener (`/v1/...`): numbers and their
+//! registered addresses, tenant locations, security desk webhooks, call
+//! record exports and the audit log. `docs/api.md` walks through it and
+//! `docs/openapi.yaml` describes every endpoint.
+//!
+//! Every request needs a bearer token (401 without one). Operators reach
+//! every tenant; a tenant admin only its own (403 for another tenant's
+//! paths), and a number of another tenant is "not found" exactly as a
+//! number that does not exist. Errors are JSON: `{"error": "..."}` plus
+//! details (`rows`, `capability`, `missing`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Json;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::auth::{self, Principal, Token};
+use crate::cdr::{parse_rfc3339, rfc3339, CallRecord};
+use crate::config::AdminConfig;
+use crate::inventory::normalize_e164;
+use crate::store::address::{self, RequiredFields};
+use crate::store::numbers::{not_found, AuditFilter};
+use crate::store::records::RecordFilter;
+use crate::store::upload::{self, UploadError};
+use crate::store::{Actor, Store, StoreError};
+
+/// Rows or records per database round trip in exports and listings.
+const PAGE: i64 = 500;
+
+/// The API's state.
+pub struct Api {
+    store: Arc<Store>,
+    tokens: ArcSwap<Vec<Token>>,
+    required: ArcSwap<RequiredFields>,
+    max_body: usize,
+}
+
+impl Api {
+    pub fn new(store: Arc<Store>, admin: &AdminConfig) -> Arc<Api> {
+        Arc::new(Api {
+            store,
+            tokens: ArcSwap::from_pointee(auth::tokens(&admin.tokens)),
+            required: ArcSwap::from_pointee(RequiredFields::new(&admin.required_address)),
+            max_body: admin.max_body_bytes,
+        })
+    }
+
+    /// Takes the tokens and address rules of a reloaded configuration (the
+    /// body limit and listener stay until a restart).
+    pub fn reconfigure(&self, admin: Option<&AdminConfig>) {
+        let tokens = admin.map(|a| auth::tokens(&a.tokens)).unwrap_or_default();
+        self.tokens.store(Arc::new(tokens));
+        if let Some(a) = admin {
+            self.required
+                .store(Arc::new(RequiredFields::new(&a.required_address)));
+        }
+    }
+}
+
+/// The API routes, to merge with the health routes.
+pub fn routes(api: Arc<Api>) -> axum::Router {
+    let max = api.max_body;
+    axum::Router::new()
+        .route(
+            "/v1/tenants/{tenant}/numbers",
+            get(list_numbers).post(upload_numbers),
+        )
+        .route(
+            "/v1/tenants/{tenant}/numbers/{number}",
+            get(get_number).delete(delete_number),
+        )
+        .route(
+            "/v1/tenants/{tenant}/numbers/{number}/address",
+            axum::routing::put(put_address).delete(delete_address),
+        )
+        .route(
+            "/v1/tenants/{tenant}/locations",
+            get(list_locations).post(post_location),
+        )
+        .route(
+            "/v1/tenants/{tenant}/locations/{id}",
+            get(get_location).delete(delete_location),
+        )
+        .route(
+            "/v1/tenants/{tenant}/security-desk",
+            get(get_desk).put(put_desk).delete(delete_desk),
+        )
+        .route("/v1/records", get(export_records))
+        .route("/v1/audit", get(audit_log))
+        .route("/v1/inventory", get(inventory_status))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(max))
+        .layer(axum::middleware::from_fn_with_state(max, declared_length))
+        .with_state(api)
+}
+
+/// Refuses a body whose declared length is over the limit before reading
+/// any of it (a body without a length is cut at the limit when read).
+async fn declared_length(State(max): State<usize>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large(max).into_response();
+    }
+    next.run(req).await
+}
+
+fn too_large(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the body is larger than the limit of {max} bytes"),
+    )
+}
+
+/// A JSON error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            body: json!({"error": message.into()}),
+        }
+    }
+
+    fn with(mut self, key: &str, value: Value) -> ApiError {
+        self.body[key] = value;
+        self
+    }
+
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sosrouter\""),
+            );
+        }
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            StoreError::Forbidden {
+                message,
+                capability,
+            } => {
+                ApiError::new(StatusCode::FORBIDDEN, message).with("capability", json!(capability))
+            }
+            StoreError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            StoreError::Rows(rows) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "{} row(s) cannot be applied; nothing was changed",
+                    rows.len()
+                ),
+            )
+            .with("rows", json!(rows)),
+            e @ (StoreError::Db(_) | StoreError::Other(_)) => {
+                tracing::error!(error = %e, "admin API: database failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the database failed; nothing was changed",
+                )
+            }
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> ApiError {
+        ApiError::new(r.status(), r.body_text())
+    }
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+impl FromRequestParts<Arc<Api>> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        api: &Arc<Api>,
+    ) -> Result<Principal, ApiError> {
+        let unauthorized = || {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is needed (Authorization: Bearer TOKEN)",
+            )
+        };
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::bearer)
+            .ok_or_else(unauthorized)?;
+        auth::authenticate(&api.tokens.load(), presented).ok_or_else(unauthorized)
+    }
+}
+
+fn actor(p: &Principal) -> Actor {
+    Actor {
+        name: p.name.clone(),
+        role: p.role.as_str(),
+    }
+}
+
+/// A tenant name: 1 to 64 letters, digits, `.`, `_` or `-`.
+fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The tenant is well formed and within the token's reach.
+fn scope(p: &Principal, tenant: &str) -> ApiResult<()> {
+    if !valid_tenant(tenant) {
+        return Err(ApiError::bad(format!(
+            "tenant {tenant:?}: 1 to 64 letters, digits, '.', '_' or '-'"
+        )));
+    }
+    if !p.may_access(tenant) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this token may only reach its own tenant",
+        ));
+    }
+    Ok(())
+}
+
+fn operator_only(p: &Principal, what: &str) -> ApiResult<()> {
+    if p.is_operator() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("only operator tokens may {what}"),
+        ))
+    }
+}
+
+/// A number from the path: E.164 with its `+` (percent-encoded or not),
+/// or the same digits without it.
+fn path_number(raw: &str) -> ApiResult<String> {
+    let raw = raw.trim();
+    let with_plus = if raw.starts_with('+') {
+        raw.to_string()
+    } else {
+        format!("+{raw}")
+    };
+    normalize_e164(&with_plus, None, None)
+        .ok_or_else(|| ApiError::bad(format!("{raw:?} is not an E.164 number")))
+}
+
+fn json_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Value> {
+    let body = body?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad(format!("the body is not valid JSON: {e}")))
+}
+
+fn ok_json(status: StatusCode, v: Value) -> Response {
+    (status, Json(v)).into_response()
+}
+
+// ----- numbers -----
+
+async fn list_numbers(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path(tenant): Path<String>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    let store = api.store.clone();
+    let body = stream_json_array(String::new(), move |after: String| {
+        let (store, tenant) = (store.clone(), tenant.clone());
+        async move { store.numbers_page(&tenant, &after, PAGE).await }
+    });
+    Ok(json_stream_response(body))
+}
+
+async fn upload_numbers(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    operator_only(&p, "upload numbers")?;
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let essence = ctype
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let format = match essence.as_str() {
+        "application/json" => upload::Format::Json,
+        "text/csv" => upload::Format::Csv,
+        "text/tab-separated-values" => upload::Format::Tsv,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type {other:?}: send application/json, text/csv or text/tab-separated-values"
+                ),
+            ))
+        }
+    };
+    let body = body?;
+    let t = tenant.clone();
+    let parsed = tokio::task::spawn_blocking(move || upload::parse(&body, format, &t))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let up = match parsed {
+        Ok(u) => u,
+        Err(UploadError::Malformed(m)) => return Err(ApiError::bad(m)),
+        Err(UploadError::Rows(rows)) => return Err(StoreError::Rows(rows).into()),
+    };
+    let required = api.required.load_full();
+    let summary = api
+        .store
+        .apply_upload(&tenant, &up, &actor(&p), &required)
+        .await?;
+    tracing::info!(
+        tenant = %tenant,
+        by = %p.name,
+        created = summary.created,
+        updated = summary.updated,
+        "numbers uploaded"
+    );
+    Ok(ok_json(StatusCode::OK, json!(summary)))
+}
+
+async fn get_number(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path((tenant, number)): Path<(String, String)>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    let number = path_number(&number)?;
+    match api.store.number(&tenant, &number).await? {
+        Some((n, loc)) => Ok(ok_json(StatusCode::OK, n.to_json(loc.as_ref()))),
+        None => Err(not_found(&tenant, &number).into()),
+    }
+}
+
+async fn delete_number(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path((tenant, number)): Path<(String, String)>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    operator_only(&p, "delete numbers")?;
+    let number = path_number(&number)?;
+    api.store
+        .delete_number(&tenant, &number, &actor(&p))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn put_address(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path((tenant, number)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    let number = path_number(&number)?;
+    let Some((n, _)) = api.store.number(&tenant, &number).await? else {
+        return Err(not_found(&tenant, &number).into());
+    };
+    let v = json_body(body)?;
+    let a = address::from_json(&v, Some(&n.country)).map_err(|errors| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, errors.join("; "))
+            .with("errors", json!(errors))
+    })?;
+    let required = api.required.load_full();
+    let missing = required.missing(&a);
+    if !missing.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            required.check(&a).unwrap_err(),
+        )
+        .with("missing", json!(missing)));
+    }
+    let out = api
+        .store
+        .set_address(&tenant, &number, Some(a), &actor(&p), !p.is_operator())
+        .await?;
+    tracing::info!(tenant = %tenant, by = %p.name, "registered address set");
+    Ok(ok_json(StatusCode::OK, out))
+}
+
+async fn delete_address(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path((tenant, number)): Path<(String, String)>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    let number = path_number(&number)?;
+    let out = api
+        .store
+        .set_address(&tenant, &number, None, &actor(&p), !p.is_operator())
+        .await?;
+    tracing::info!(tenant = %tenant, by = %p.name, "registered address deleted");
+    Ok(ok_json(StatusCode::OK, out))
+}
+
+// ----- locations -----
+
+async fn list_locations(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path(tenant): Path<String>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    let all = api.store.locations(&tenant).await?;
+    let v: Vec<Value> = all.iter().map(|l| l.to_json(&tenant)).collect();
+    Ok(ok_json(StatusCode::OK, Value::Array(v)))
+}
+
+async fn get_location(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    match api.store.location(&tenant, &id).await? {
+        Some(l) => Ok(ok_json(StatusCode::OK, l.to_json(&tenant))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no location {id:?} in tenant {tenant:?}"),
+        )),
+    }
+}
+
+async fn post_location(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path(tenant): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    let v = json_body(body)?;
+    let Some(o) = v.as_object() else {
+        return Err(ApiError::bad(
+            "a location is {\"id\": ..., \"address\": {...}}",
+        ));
+    };
+    if let Some(k) = o.keys().find(|k| *k != "id" && *k != "address") {
+        return Err(ApiError::bad(format!("unknown field {k:?}")));
+    }
+    let id = o.get("id").and_then(Value::as_str).unwrap_or_default();
+    if !upload::valid_id(id) {
+        return Err(ApiError::bad(
+            "id: 1 to 64 letters, digits, '.', '_', '-' or ':'",
+        ));
+    }
+    let a =
+        address::from_json(o.get("address").unwrap_or(&Value::Null), None).map_err(|errors| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, errors.join("; "))
+                .with("errors", json!(errors))
+        })?;
+    let required = api.required.load_full();
+    let missing = required.missing(&a);
+    if !missing.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            required.check(&a).unwrap_err(),
+        )
+        .with("missing", json!(missing)));
+    }
+    let created = api.store.put_location(&tenant, id, &a, &actor(&p)).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(ok_json(
+        status,
+        json!({"tenant": tenant, "id": id, "address": address::to_json(&a)}),
+    ))
+}
+
+async fn delete_location(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path((tenant, id)): Path<(String, String)>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    api.store.delete_location(&tenant, &id, &actor(&p)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ----- security desk -----
+
+fn valid_webhook(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or_default());
+    url.len() <= 2048
+        && host.is_some_and(|h| !h.is_empty() && !h.starts_with(':'))
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+async fn get_desk(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path(tenant): Path<String>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    match api.store.security_desk(&tenant).await? {
+        Some(url) => Ok(ok_json(
+            StatusCode::OK,
+            json!({"tenant": tenant, "url": url}),
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("tenant {tenant:?} has no security desk webhook"),
+        )),
+    }
+}
+
+async fn put_desk(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path(tenant): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    let v = json_body(body)?;
+    let url = v
+        .get("url")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .trim();
+    if !valid_webhook(url) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "url: an http:// or https:// URL with a host",
+        ));
+    }
+    api.store
+        .set_security_desk(&tenant, Some(url), &actor(&p))
+        .await?;
+    Ok(ok_json(
+        StatusCode::OK,
+        json!({"tenant": tenant, "url": url}),
+    ))
+}
+
+async fn delete_desk(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Path(tenant): Path<String>,
+) -> ApiResult {
+    scope(&p, &tenant)?;
+    api.store
+        .set_security_desk(&tenant, None, &actor(&p))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ----- records, audit, status -----
+
+/// Reads `from`/`to` (RFC 3339) and refuses parameters not in `allowed`.
+fn time_range(q: &HashMap<String, String>, allowed: &[&str]) -> ApiResult<(i64, i64)> {
+    if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad(format!(
+            "unknown parameter {k:?} (known: {})",
+            allowed.join(", ")
+        )));
+    }
+    let time = |k: &str, default: i64| -> ApiResult<i64> {
+        match q.get(k).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            None => Ok(default),
+            Some(s) => parse_rfc3339(s).ok_or_else(|| {
+                ApiError::bad(format!(
+                    "{k}: {s:?} is not an RFC 3339 time (2024-05-01T00:00:00Z)"
+                ))
+            }),
+        }
+    };
+    let from = time("from", i64::MIN)?;
+    let to = time("to", i64::MAX)?;
+    if from > to {
+        return Err(ApiError::bad("from is after to"));
+    }
+    Ok((from, to))
+}
+
+async fn export_records(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    let (from_ms, to_ms) = time_range(&q, &["tenant", "from", "to", "format"])?;
+    let tenant = q.get("tenant").filter(|t| !t.is_empty()).cloned();
+    let tenant = match (&p.tenant, tenant) {
+        (_, Some(t)) => {
+            scope(&p, &t)?;
+            Some(t)
+        }
+        (Some(own), None) if !p.is_operator() => Some(own.clone()),
+        (_, None) => None,
+    };
+    let csv = match q.get("format").map(String::as_str).unwrap_or("json") {
+        "json" => false,
+        "csv" => true,
+        other => return Err(ApiError::bad(format!("format {other:?}: json or csv"))),
+    };
+    let filter = RecordFilter {
+        tenant,
+        from_ms,
+        to_ms,
+    };
+    tracing::info!(by = %p.name, tenant = ?filter.tenant, csv, "call records exported");
+    let store = api.store.clone();
+    let fetch = move |after: (i64, String)| {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move { store.records_page(&filter, &after, PAGE).await }
+    };
+    let start = (i64::MIN, String::new());
+    if csv {
+        let body = stream_pages(start, fetch, csv_header(), String::new(), |out, r, _| {
+            csv_line(out, r)
+        });
+        Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"call-records.csv\"",
+                ),
+            ],
+            body,
+        )
+            .into_response())
+    } else {
+        let body = stream_pages(start, fetch, "[".into(), "]\n".into(), |out, r, first| {
+            if !first {
+                out.push(',');
+            }
+            out.push_str(&record_json(r).to_string());
+        });
+        Ok(json_stream_response(body))
+    }
+}
+
+async fn audit_log(
+    State(api): State<Arc<Api>>,
+    p: Principal,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult {
+    operator_only(&p, "read the audit log")?;
+    let (from_ms, to_ms) = time_range(&q, &["tenant", "from", "to"])?;
+    let filter = AuditFilter {
+        tenant: q.get("tenant").filter(|t| !t.is_empty()).cloned(),
+        from_ms,
+        to_ms,
+    };
+    let store = api.store.clone();
+    let body = stream_json_array((i64::MIN, String::new()), move |after| {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move { store.audit_page(&filter, after, PAGE).await }
+    });
+    Ok(json_stream_response(body))
+}
+
+async fn inventory_status(State(api): State<Arc<Api>>, p: Principal) -> ApiResult {
+    operator_only(&p, "read the inventory status")?;
+    let hub = api.store.hub();
+    let database = api.store.version().await.map_err(StoreError::from)?;
+    Ok(ok_json(
+        StatusCode::OK,
+        json!({
+            "backend": api.store.backend().as_str(),
+            "database_version": database,
+            "snapshot_version": hub.version(),
+            "numbers": hub.inventory().len(),
+        }),
+    ))
+}
+
+/// A record as exported in JSON: as stored, with RFC 3339 times beside the
+/// millisecond ones.
+fn record_json(r: &CallRecord) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or(Value::Null);
+    v["invite_time"] = json!(rfc3339(r.invite_ms));
+    v["answer_time"] = json!(r.answer_ms.map(rfc3339));
+    v["end_time"] = json!(r.end_ms.map(rfc3339));
+    v
+}
+
+const CSV_COLUMNS: &[&str] = &[
+    "id",
+    "tenant",
+    "kind",
+    "call_id",
+    "caller_number",
+    "caller_uri",
+    "from",
+    "pai",
+    "dialed",
+    "request_uri",
+    "invite_time",
+    "answer_time",
+    "end_time",
+    "duration_ms",
+    "final_status",
+    "outcome",
+    "route",
+    "reason",
+    "trunk",
+    "psap_id",
+    "attempts",
+    "country",
+    "location_source",
+    "location",
+    "registered_address",
+    "source_ip",
+    "source_port",
+    "transport",
+    "user_agent",
+];
+
+fn csv_row(fields: &[String]) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    let _ = w.write_record(fields);
+    String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+}
+
+fn csv_header() -> String {
+    let cols: Vec<String> = CSV_COLUMNS.iter().map(|s| s.to_string()).collect();
+    csv_row(&cols)
+}
+
+fn csv_line(out: &mut String, r: &CallRecord) {
+    let o = |v: &Option<String>| v.clone().unwrap_or_default();
+    let n = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
+    let j = |v: &Option<Value>| v.as_ref().map(Value::to_string).unwrap_or_default();
+    let fields = vec![
+        r.id.clone(),
+        o(&r.tenant),
+        r.kind.clone(),
+        r.call_id.clone(),
+        o(&r.caller_number),
+        r.caller_uri.clone(),
+        r.from.clone(),
+        o(&r.pai),
+        r.dialed.clone(),
+        r.request_uri.clone(),
+        rfc3339(r.invite_ms),
+        r.answer_ms.map(rfc3339).unwrap_or_default(),
+        r.end_ms.map(rfc3339).unwrap_or_default(),
+        n(r.duration_ms),
+        r.final_status.map(|s| s.to_string()).unwrap_or_default(),
+        r.outcome.clone(),
+        r.route.clone(),
+        r.reason.clone(),
+        o(&r.trunk),
+        o(&r.psap_id),
+        serde_json::to_string(&r.attempts).unwrap_or_default(),
+        o(&r.country),
+        r.location_source.clone(),
+        j(&r.location),
+        j(&r.registered_address),
+        r.source_ip.clone(),
+        r.source_port.to_string(),
+        r.transport.clone(),
+        o(&r.user_agent),
+    ];
+    out.push_str(&csv_row(&fields));
+}
+
+fn json_stream_response(body: Body) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// A JSON array streamed page by page.
+fn stream_json_array<C, F, Fut>(start: C, fetch: F) -> Body
+where
+    C: Send + 'static,
+    F: Fn(C) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<(C, Value)>, StoreError>> + Send,
+{
+    stream_pages(start, fetch, "[".into(), "]\n".into(), |out, v, first| {
+        if !first {
+            out.push(',');
+        }
+        out.push_str(&v.to_string());
+    })
+}
+
+/// A body written by a task that pages through the database: `head`,
+/// each item through `render` (told whether it is the first), `tail`.
+/// At most a few pages wait in memory; a client that goes away stops the
+/// task. A database failure midway cuts the body short (the client sees
+/// an incomplete transfer, never a complete-looking one).
+fn stream_pages<C, T, F, Fut, R>(start: C, fetch: F, head: String, tail: String, render: R) -> Body
+where
+    C: Send + 'static,
+    T: Send + 'static,
+    F: Fn(C) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<(C, T)>, StoreError>> + Send,
+    R: Fn(&mut String, &T, bool) + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    tokio::spawn(async move {
+        if tx.send(Ok(Bytes::from(head))).await.is_err() {
+            return;
+        }
+        let mut cursor = start;
+        let mut first = true;
+        loop {
+            let page = match fetch(cursor).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "export stopped by a database failure");
+                    let _ = tx
+                        .send(Err(std::io::Error::other("database failure")))
+                        .await;
+                    return;
+                }
+            };
+            let full = page.len() as i64 >= PAGE;
+            let mut out = String::new();
+            let mut last = None;
+            for (c, item) in page {
+                render(&mut out, &item, first);
+                first = false;
+                last = Some(c);
+            }
+            if !out.is_empty() && tx.send(Ok(Bytes::from(out))).await.is_err() {
+                return;
+            }
+            match (full, last) {
+                (true, Some(c)) => cursor = c,
+                _ => break,
+            }
+        }
+        let _ = tx.send(Ok(Bytes::from(tail))).await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_paths() {
+        assert_eq!(path_number("+12125550142").unwrap(), "+12125550142");
+        assert_eq!(path_number("12125550142").unwrap(), "+12125550142");
+        assert!(path_number("+1212").is_err());
+        assert!(path_number("abc").is_err());
+    }
+
+    #[test]
+    fn webhooks_and_tenants() {
+        assert!(valid_webhook("https://desk.example.com/hook?x=1"));
+        assert!(valid_webhook("http://127.0.0.1:8081/"));
+        assert!(!valid_webhook("ftp://desk.example.com/"));
+        assert!(!valid_webhook("https:///nohost"));
+        assert!(!valid_webhook("https://a b/"));
+        assert!(valid_tenant("acme-1.eu_west"));
+        assert!(!valid_tenant("acme/other"));
+        assert!(!valid_tenant(""));
+    }
+
+    #[test]
+    fn csv_header_matches_rows() {
+        let h = csv_header();
+        assert_eq!(h.trim_end().split(',').count(), CSV_COLUMNS.len());
+    }
+}

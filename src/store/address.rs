@@ -1,0 +1,278 @@
+//! Emergency addresses as the API and the database write them: a JSON
+//! object whose keys are RFC 5139 element names (`country`, `A1`, `A3`,
+//! `RD`, `HNO`, `PC`, ...), with `lang` for the address's language and
+//! `point` (`{"lat": .., "lon": ..}`, degrees WGS 84) when its position is
+//! known. The database keeps the civic part (with `lang`) as JSON text and
+//! the point in two columns.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::emergency::pidf::{CivicAddress, RFC5139_ELEMENTS};
+use crate::inventory::Address;
+
+/// The API form of an address.
+pub fn to_json(a: &Address) -> Value {
+    let mut o = civic_map(a);
+    if let Some((lat, lon)) = a.point {
+        o.insert("point".into(), serde_json::json!({"lat": lat, "lon": lon}));
+    }
+    Value::Object(o)
+}
+
+fn civic_map(a: &Address) -> Map<String, Value> {
+    let mut o = Map::new();
+    for (k, v) in a.civic.iter() {
+        o.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    if let Some(l) = a.civic.lang() {
+        o.insert("lang".into(), Value::String(l.to_string()));
+    }
+    o
+}
+
+/// The civic part as stored (JSON text).
+pub fn civic_text(a: &Address) -> String {
+    Value::Object(civic_map(a)).to_string()
+}
+
+/// An address from its stored columns.
+pub fn from_db(civic: &str, lat: Option<f64>, lon: Option<f64>) -> anyhow::Result<Address> {
+    let v: Value = serde_json::from_str(civic)?;
+    let Value::Object(o) = v else {
+        anyhow::bail!("a stored civic address is not a JSON object");
+    };
+    let mut c = CivicAddress::new();
+    for (k, v) in o {
+        let v = v.as_str().unwrap_or_default().to_string();
+        if k == "lang" {
+            c.set_lang(Some(v));
+        } else {
+            c.push(k, v);
+        }
+    }
+    Ok(Address {
+        civic: c,
+        point: lat.zip(lon),
+    })
+}
+
+/// Reads an address from its API form. `default_country` fills a missing
+/// `country`. Every problem is reported, not just the first.
+pub fn from_json(v: &Value, default_country: Option<&str>) -> Result<Address, Vec<String>> {
+    let Value::Object(o) = v else {
+        return Err(vec![
+            "an address is a JSON object with RFC 5139 element names as keys".into(),
+        ]);
+    };
+    let mut errors = Vec::new();
+    let mut fields: Vec<(usize, String)> = Vec::new();
+    let mut lang = None;
+    let mut point = None;
+    for (k, v) in o {
+        if k == "point" {
+            match point_of(v) {
+                Ok(p) => point = p,
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
+        let text = match v {
+            Value::String(s) => s.trim().to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::Null => continue,
+            _ => {
+                errors.push(format!("{k}: a value is a string"));
+                continue;
+            }
+        };
+        if k == "lang" {
+            lang = (!text.is_empty()).then_some(text);
+            continue;
+        }
+        match RFC5139_ELEMENTS.iter().position(|e| e == k) {
+            Some(i) => {
+                if !text.is_empty() {
+                    fields.push((i, text));
+                }
+            }
+            None => errors.push(format!("{k:?} is not an RFC 5139 element")),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    build(fields, lang, point, default_country).map_err(|e| vec![e])
+}
+
+fn point_of(v: &Value) -> Result<Option<(f64, f64)>, String> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let lat = v.get("lat").and_then(Value::as_f64);
+    let lon = v.get("lon").and_then(Value::as_f64);
+    match (lat, lon) {
+        (Some(lat), Some(lon)) => check_point(lat, lon).map(Some),
+        _ => Err("point: {\"lat\": degrees, \"lon\": degrees}".into()),
+    }
+}
+
+/// A point in range.
+pub fn check_point(lat: f64, lon: f64) -> Result<(f64, f64), String> {
+    if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+        return Err(format!("latitude {lat} is out of range"));
+    }
+    if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+        return Err(format!("longitude {lon} is out of range"));
+    }
+    Ok((lat, lon))
+}
+
+/// An address from RFC 5139 fields (by index in `RFC5139_ELEMENTS`), in
+/// the RFC's order with the country first; the country upper-cased and,
+/// when absent, taken from `default_country`.
+pub fn build(
+    mut fields: Vec<(usize, String)>,
+    lang: Option<String>,
+    point: Option<(f64, f64)>,
+    default_country: Option<&str>,
+) -> Result<Address, String> {
+    fields.sort_by_key(|(i, _)| *i);
+    let mut civic = CivicAddress::new();
+    civic.set_lang(lang);
+    let has_country = fields
+        .iter()
+        .any(|(i, _)| RFC5139_ELEMENTS[*i] == "country");
+    if !has_country {
+        let c = default_country.ok_or("the address has no country")?;
+        civic.push("country", c.to_ascii_uppercase());
+    }
+    for (i, v) in fields {
+        let key = RFC5139_ELEMENTS[i];
+        if key == "country" {
+            if v.len() != 2 || !v.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(format!("country {v:?} is not an ISO 3166-1 alpha-2 code"));
+            }
+            civic.push(key, v.to_ascii_uppercase());
+        } else {
+            civic.push(key, v);
+        }
+    }
+    Ok(Address { civic, point })
+}
+
+/// The address elements each country requires (see
+/// `admin.required_address`).
+#[derive(Debug, Clone)]
+pub struct RequiredFields(BTreeMap<String, Vec<String>>);
+
+impl RequiredFields {
+    /// The built-in table (North America: state, city, street and house
+    /// number; elsewhere: city and street), with `overrides` replacing
+    /// whole countries.
+    pub fn new(overrides: &BTreeMap<String, Vec<String>>) -> RequiredFields {
+        let v = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut t = BTreeMap::new();
+        t.insert("US".to_string(), v(&["country", "A1", "A3", "RD", "HNO"]));
+        t.insert("CA".to_string(), v(&["country", "A1", "A3", "RD", "HNO"]));
+        t.insert("*".to_string(), v(&["country", "A3", "RD"]));
+        for (k, f) in overrides {
+            let key = if k == "*" {
+                k.clone()
+            } else {
+                k.to_ascii_uppercase()
+            };
+            t.insert(key, f.clone());
+        }
+        RequiredFields(t)
+    }
+
+    /// The elements `a` lacks for its country.
+    pub fn missing(&self, a: &Address) -> Vec<String> {
+        let country = a.country().unwrap_or_default();
+        let need = self
+            .0
+            .get(&country)
+            .or_else(|| self.0.get("*"))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        need.iter()
+            .filter(|k| a.civic.get(k).is_none_or(|v| v.trim().is_empty()))
+            .cloned()
+            .collect()
+    }
+
+    /// An error naming what is missing, if anything.
+    pub fn check(&self, a: &Address) -> Result<(), String> {
+        let missing = self.missing(a);
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the address lacks {} (required in {})",
+                missing.join(", "),
+                a.country().unwrap_or_default()
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip_and_errors() {
+        let v = serde_json::json!({
+            "HNO": "1", "A1": "CA", "A3": "San Francisco", "RD": "Dr Carlton B Goodlett",
+            "lang": "en", "point": {"lat": 37.779, "lon": -122.419}
+        });
+        let a = from_json(&v, Some("us")).unwrap();
+        let keys: Vec<&str> = a.civic.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["country", "A1", "A3", "RD", "HNO"]);
+        assert_eq!(a.country().as_deref(), Some("US"));
+        assert_eq!(a.point, Some((37.779, -122.419)));
+        let back = from_db(&civic_text(&a), Some(37.779), Some(-122.419)).unwrap();
+        assert_eq!(back, a);
+        assert_eq!(to_json(&back)["lang"], "en");
+
+        let e = from_json(&serde_json::json!({"HN0": "1", "A3": ["x"]}), Some("US")).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e.iter().any(|m| m.contains("HN0")));
+        let e = from_json(&serde_json::json!({"A3": "x"}), None).unwrap_err();
+        assert!(e[0].contains("country"));
+        let e = from_json(
+            &serde_json::json!({"point": {"lat": 91, "lon": 0}}),
+            Some("US"),
+        )
+        .unwrap_err();
+        assert!(e[0].contains("latitude"));
+        assert!(from_json(&serde_json::json!([1]), None).is_err());
+    }
+
+    #[test]
+    fn required_fields_per_country() {
+        let r = RequiredFields::new(&BTreeMap::new());
+        let a = from_json(
+            &serde_json::json!({"A3": "Denver", "RD": "Colfax"}),
+            Some("US"),
+        )
+        .unwrap();
+        assert_eq!(r.missing(&a), ["A1", "HNO"]);
+        assert!(r.check(&a).unwrap_err().contains("A1, HNO"));
+        let gb = from_json(
+            &serde_json::json!({"A3": "London", "RD": "Whitehall"}),
+            Some("GB"),
+        )
+        .unwrap();
+        assert!(r.check(&gb).is_ok());
+        let mut o = BTreeMap::new();
+        o.insert(
+            "gb".to_string(),
+            vec!["country".to_string(), "PC".to_string()],
+        );
+        let r = RequiredFields::new(&o);
+        assert_eq!(r.missing(&gb), ["PC"]);
+    }
+}

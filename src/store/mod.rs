@@ -1,0 +1,398 @@
+//! The database: the number inventory, tenant locations, security desk
+//! webhooks, the audit log and call records.
+//!
+//! SQLite (a file under `database.data_dir`, WAL mode) unless the URL is a
+//! `postgres://` one; both run the same migrations (plain SQL written for
+//! both, in `migrations/`), recorded in sqlx's `_sqlx_migrations` table.
+//!
+//! The call path never waits on the database: the router routes on an
+//! in-memory snapshot published through the [`Hub`]. Every change commits
+//! first, then the snapshot is rebuilt from the database and swapped in.
+//! Every change also bumps the one-row `inventory_version` table; each
+//! instance polls it (every `database.poll_interval_ms`, 500 ms by default)
+//! and reloads when it moved, so instances sharing a PostgreSQL database
+//! follow each other's changes within a second.
+
+pub mod address;
+pub mod hub;
+pub mod numbers;
+pub mod records;
+pub mod upload;
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::AnyPool;
+use sqlx::Row;
+
+use crate::config::DatabaseConfig;
+use crate::inventory::{Address, Capabilities, Inventory, NumberEntry, TenantLocation};
+
+pub use hub::{Hub, SecurityDesks};
+
+/// The migrations, in order: (version, description, SQL).
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "inventory",
+        include_str!("migrations/0001_inventory.sql"),
+    ),
+    (
+        2,
+        "call records",
+        include_str!("migrations/0002_call_records.sql"),
+    ),
+];
+
+#[derive(Debug)]
+struct Embedded;
+
+type BoxDynError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(v, d, sql)| {
+                    Migration::new(
+                        *v,
+                        Cow::Borrowed(*d),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// Which database the URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Who made a change, for the audit log.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// The token's name.
+    pub name: String,
+    pub role: &'static str,
+}
+
+/// Why a store operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// A tenant admin lacks a number capability (`set_address`, ...).
+    #[error("{message}")]
+    Forbidden {
+        message: String,
+        capability: &'static str,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    /// Rows of an upload that cannot be applied.
+    #[error("{} rows cannot be applied", .0.len())]
+    Rows(Vec<upload::RowError>),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The open database.
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    hub: Arc<Hub>,
+    /// Writes from this process, one at a time: SQLite allows one writer,
+    /// and a read-then-write transaction must not meet another.
+    write_lock: tokio::sync::Mutex<()>,
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+impl Store {
+    /// Connects, creating the SQLite file and its directory when needed,
+    /// and brings the schema up to date.
+    pub async fn open(db: &DatabaseConfig, hub: Arc<Hub>) -> anyhow::Result<Arc<Store>> {
+        sqlx::any::install_default_drivers();
+        let mut url = db.url();
+        crate::config::check_database_url(&url)?;
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        if backend == Backend::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or_default();
+            if !path.is_empty() && path != ":memory:" {
+                if let Some(dir) = std::path::Path::new(path).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).with_context(|| {
+                            format!("creating the database directory {}", dir.display())
+                        })?;
+                    }
+                }
+            }
+            if !url.contains("mode=") {
+                url.push(if url.contains('?') { '&' } else { '?' });
+                url.push_str("mode=rwc");
+            }
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(db.max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to the {} database", backend.as_str()))?;
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .context("switching SQLite to WAL mode")?;
+        }
+        Migrator::new(Embedded)
+            .await
+            .context("reading the migrations")?
+            .run(&pool)
+            .await
+            .context("migrating the database")?;
+        Ok(Arc::new(Store {
+            pool,
+            backend,
+            hub,
+            write_lock: tokio::sync::Mutex::new(()),
+            refresh_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// ` FOR UPDATE` where the database has it (row locks in PostgreSQL;
+    /// SQLite has one writer anyway).
+    fn for_update(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+
+    /// The inventory version in the database.
+    pub async fn version(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT version FROM inventory_version WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// Reloads the snapshot when the database moved past the published one.
+    /// Returns whether it did.
+    pub async fn refresh(&self) -> Result<bool, StoreError> {
+        let _g = self.refresh_lock.lock().await;
+        let version = self.version().await?;
+        if self.hub.loaded() && version == self.hub.version() {
+            return Ok(false);
+        }
+        let (inventory, desks) = self.load_snapshot().await?;
+        tracing::info!(
+            numbers = inventory.len(),
+            version,
+            "inventory snapshot loaded from the database"
+        );
+        self.hub.publish(inventory, desks, version);
+        Ok(true)
+    }
+
+    /// Builds a snapshot from the tables.
+    async fn load_snapshot(&self) -> Result<(Inventory, SecurityDesks), StoreError> {
+        let mut inv = Inventory::empty();
+        let mut located: std::collections::HashMap<(String, String), Address> =
+            std::collections::HashMap::new();
+        let rows = sqlx::query(
+            "SELECT tenant, id, address_civic, address_lat, address_lon FROM locations ORDER BY tenant, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            let tenant: String = r.try_get(0)?;
+            let id: String = r.try_get(1)?;
+            let a = address::from_db(&r.try_get::<String, _>(2)?, r.try_get(3)?, r.try_get(4)?)?;
+            located.insert((tenant.clone(), id.clone()), a.clone());
+            inv.add_location(&tenant, TenantLocation { id, address: a });
+        }
+        let rows = sqlx::query(&format!("SELECT {} FROM numbers", numbers::NUMBER_COLUMNS))
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            let n = numbers::NumberRow::from_row(&r)?;
+            let registered = match (&n.address, &n.location_id) {
+                (Some(a), _) => Some(a.clone()),
+                (None, Some(id)) => located.get(&(n.tenant.clone(), id.clone())).cloned(),
+                (None, None) => None,
+            };
+            inv.insert(NumberEntry {
+                number: n.number,
+                tenant: n.tenant,
+                country: n.country,
+                common_area_phone: n.common_area_phone,
+                capabilities: n.capabilities,
+                location_id: n.location_id,
+                registered,
+            });
+        }
+        let mut desks = SecurityDesks::new();
+        let rows = sqlx::query("SELECT tenant, webhook_url FROM security_desks")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in rows {
+            desks.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        Ok((inv, desks))
+    }
+
+    /// Polls the inventory version forever (see the module documentation).
+    pub fn spawn_follower(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = store.refresh().await {
+                    tracing::warn!(error = %e, "could not check the database for inventory changes");
+                }
+            }
+        })
+    }
+
+    /// Whether the inventory tables hold nothing yet.
+    pub async fn inventory_is_empty(&self) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM numbers) + (SELECT COUNT(*) FROM locations)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n == 0)
+    }
+
+    /// Imports an inventory file's snapshot into empty tables (the first
+    /// start on a new database). A number that takes its address from its
+    /// tenant location keeps that link.
+    pub async fn import(&self, inv: &Inventory, actor: &Actor) -> Result<usize, StoreError> {
+        let g = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        bump_version(&mut tx).await?;
+        let now = now_ms();
+        let mut tenants: Vec<String> = inv.numbers().map(|n| n.tenant.clone()).collect();
+        tenants.sort();
+        tenants.dedup();
+        let mut locations = 0;
+        for t in &tenants {
+            for l in inv.tenant_locations(t) {
+                numbers::put_location_row(&mut tx, t, &l.id, &l.address, now).await?;
+                locations += 1;
+            }
+        }
+        let mut rows = Vec::with_capacity(inv.len());
+        for n in inv.numbers() {
+            let inherited = n.location_id.as_ref().is_some_and(|id| {
+                inv.tenant_locations(&n.tenant)
+                    .iter()
+                    .any(|l| &l.id == id && Some(&l.address) == n.registered.as_ref())
+            });
+            rows.push(numbers::NumberRow {
+                number: n.number.clone(),
+                tenant: n.tenant.clone(),
+                country: n.country.clone(),
+                common_area_phone: n.common_area_phone,
+                capabilities: n.capabilities,
+                location_id: n.location_id.clone(),
+                address: if inherited {
+                    None
+                } else {
+                    n.registered.clone()
+                },
+            });
+        }
+        numbers::put_number_rows(&mut tx, &rows, now).await?;
+        numbers::audit(
+            &mut tx,
+            &[numbers::AuditEntry {
+                actor: actor.clone(),
+                tenant: "*".into(),
+                subject: "inventory".into(),
+                field: "import",
+                action: "create",
+                old: None,
+                new: Some(serde_json::json!({"numbers": rows.len(), "locations": locations})),
+            }],
+        )
+        .await?;
+        tx.commit().await?;
+        drop(g);
+        self.refresh().await?;
+        Ok(rows.len())
+    }
+}
+
+/// Moves the inventory version on; in PostgreSQL this also takes the row
+/// lock that keeps writers of every instance one at a time.
+async fn bump_version(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE inventory_version SET version = version + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Capabilities as the API shows them.
+pub fn capabilities_json(c: &Capabilities) -> serde_json::Value {
+    serde_json::json!({
+        "set_address": c.set_address,
+        "change_address": c.change_address,
+        "delete_address": c.delete_address,
+    })
+}

@@ -1,0 +1,796 @@
+//! The admin API against the real binary over HTTP, on SQLite (a temporary
+//! file) and on PostgreSQL (a fresh database under SOSROUTER_TEST_PG_URL):
+//! every endpoint and role, the cross-tenant cases, capability refusals,
+//! all-or-nothing uploads, malformed and oversized bodies, the audit log,
+//! and a change through the API routing the very next call.
+
+mod adminhttp;
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use adminhttp::{emergency_config, sip_header, tokens, Api, Caller, Db, Tokens, Trunk};
+use common::{free_port, Router};
+
+struct Lab {
+    router: Router,
+    api: Api,
+    t: Tokens,
+}
+
+fn start(db: &Db) -> Lab {
+    let t = tokens();
+    let trunks = (free_port(), free_port(), free_port(), free_port());
+    let router = Router::start(&emergency_config(trunks, db, &t), &[]);
+    let api = Api::of(&router);
+    Lab { router, api, t }
+}
+
+fn ny() -> Value {
+    json!({"country": "US", "A1": "NY", "A3": "New York", "RD": "W 34th", "STS": "St", "HNO": "20", "PC": "10001"})
+}
+
+fn sf() -> Value {
+    json!({"A1": "CA", "A3": "San Francisco", "RD": "Dr Carlton B Goodlett", "STS": "Pl", "HNO": "1", "PC": "94102"})
+}
+
+/// acme: A may edit its address, B may not, C may only set one (it has
+/// none). globex (uploaded as CSV): G.
+const A: &str = "+12125550142";
+const B: &str = "+13035550117";
+const C: &str = "+16175550123";
+const G: &str = "+13125550100";
+
+fn seed(lab: &Lab) {
+    let acme = json!([
+        {"number": A, "country": "US", "tenant_may_edit_address": true,
+         "reg_A1": "NY", "reg_A3": "New York", "reg_RD": "W 34th", "reg_STS": "St", "reg_HNO": "20", "reg_PC": "10001"},
+        {"number": B, "country": "US", "tenant_may_edit_address": "no", "common_area_phone": "yes",
+         "reg_A1": "CO", "reg_A3": "Denver", "reg_RD": "E Colfax", "reg_STS": "Ave", "reg_HNO": "200"},
+        {"number": C, "country": "US", "tenant_may_set_address": "yes"},
+    ]);
+    let r = lab
+        .api
+        .send_json("POST", "/v1/tenants/acme/numbers", &lab.t.operator, &acme);
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["created"], 3);
+    let csv = format!(
+        "number,tenant,country,tenant_may_edit_address,reg_A1,reg_A3,reg_RD,reg_HNO\r\n{G},globex,US,yes,IL,Chicago,\"Michigan Ave, N\",100\r\n"
+    );
+    let r = lab.api.call(
+        "POST",
+        "/v1/tenants/globex/numbers",
+        Some(&lab.t.operator),
+        Some("text/csv; charset=utf-8"),
+        csv.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["created"], 1);
+}
+
+fn numbers(lab: &Lab, tenant: &str, token: &str) -> Vec<Value> {
+    let r = lab.api.get(&format!("/v1/tenants/{tenant}/numbers"), token);
+    assert_eq!(r.status, 200, "{r}");
+    r.json().as_array().unwrap().clone()
+}
+
+fn number(lab: &Lab, tenant: &str, n: &str) -> Value {
+    let r = lab.api.get(
+        &format!("/v1/tenants/{tenant}/numbers/{n}"),
+        &lab.t.operator,
+    );
+    assert_eq!(r.status, 200, "{r}");
+    r.json()
+}
+
+fn roles_and_tenants(db: Db) {
+    let lab = start(&db);
+    let api = lab.api;
+    let t = &lab.t;
+
+    // No token, a wrong token: 401, and the health endpoints need none.
+    let r = api.call("GET", "/v1/tenants/acme/numbers", None, None, b"");
+    assert_eq!(r.status, 401, "{r}");
+    assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+    assert!(r.json()["error"].as_str().unwrap().contains("bearer token"));
+    assert_eq!(api.get("/v1/tenants/acme/numbers", "nope").status, 401);
+    assert_eq!(api.call("GET", "/healthz", None, None, b"").status, 200);
+
+    seed(&lab);
+    let listed = numbers(&lab, "acme", &t.operator);
+    let ids: Vec<&str> = listed
+        .iter()
+        .map(|n| n["number"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [A, B, C]);
+    assert_eq!(listed[1]["common_area_phone"], true);
+    assert_eq!(listed[1]["capabilities"]["change_address"], false);
+    assert_eq!(listed[0]["address"]["A3"], "New York");
+    assert_eq!(listed[0]["address_source"], "number");
+    assert_eq!(listed[2]["address"], Value::Null);
+    assert_eq!(numbers(&lab, "acme", &t.acme), listed);
+    let g = number(&lab, "globex", G);
+    assert_eq!(g["address"]["RD"], "Michigan Ave, N");
+    assert_eq!(g["address"]["country"], "US");
+
+    // The + percent-encoded, or left out.
+    let enc = api.get("/v1/tenants/acme/numbers/%2B12125550142", &t.acme);
+    assert_eq!(enc.status, 200, "{enc}");
+    assert_eq!(enc.json()["number"], A);
+    assert_eq!(
+        api.get("/v1/tenants/acme/numbers/12125550142", &t.acme)
+            .json()["number"],
+        A
+    );
+    assert_eq!(api.get("/v1/tenants/acme/numbers/12", &t.acme).status, 400);
+
+    // Cross-tenant: another tenant's paths are 403; another tenant's number
+    // under one's own tenant is as absent as a number nobody has.
+    let r = api.get("/v1/tenants/globex/numbers", &t.acme);
+    assert_eq!(r.status, 403, "{r}");
+    assert_eq!(
+        api.get(&format!("/v1/tenants/globex/numbers/{G}"), &t.acme)
+            .status,
+        403
+    );
+    let theirs = api.get(&format!("/v1/tenants/acme/numbers/{G}"), &t.acme);
+    let nobody = api.get("/v1/tenants/acme/numbers/+13125550199", &t.acme);
+    assert_eq!((theirs.status, nobody.status), (404, 404));
+    assert_eq!(
+        theirs.text().replace(G, "N"),
+        nobody.text().replace("+13125550199", "N")
+    );
+    let r = api.send_json(
+        "PUT",
+        &format!("/v1/tenants/globex/numbers/{G}/address"),
+        &t.acme,
+        &ny(),
+    );
+    assert_eq!(r.status, 403, "{r}");
+    let r = api.send_json(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{G}/address"),
+        &t.acme,
+        &ny(),
+    );
+    assert_eq!(r.status, 404, "{r}");
+    assert_eq!(
+        api.delete(&format!("/v1/tenants/acme/numbers/{G}/address"), &t.acme)
+            .status,
+        404
+    );
+    assert_eq!(number(&lab, "globex", G), g, "globex's number is unchanged");
+    let r = api.get("/v1/records?tenant=globex", &t.acme);
+    assert_eq!(r.status, 403, "{r}");
+    assert_eq!(api.get("/v1/tenants/globex/locations", &t.acme).status, 403);
+    assert_eq!(
+        api.get("/v1/tenants/globex/security-desk", &t.acme).status,
+        403
+    );
+
+    // Operators only: uploads, deletes, the audit log, the status.
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &t.acme,
+        &json!([{"number": "+12125550199", "country": "US"}]),
+    );
+    assert_eq!(r.status, 403, "{r}");
+    assert_eq!(
+        api.delete(&format!("/v1/tenants/acme/numbers/{A}"), &t.acme)
+            .status,
+        403
+    );
+    assert_eq!(api.get("/v1/audit", &t.acme).status, 403);
+    assert_eq!(api.get("/v1/inventory", &t.acme).status, 403);
+    assert_eq!(numbers(&lab, "acme", &t.operator), listed);
+
+    // Capabilities: A may be changed by its tenant admin.
+    let r = api.send_json(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{A}/address"),
+        &t.acme,
+        &sf(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["address"]["A3"], "San Francisco");
+    assert_eq!(
+        r.json()["address"]["country"],
+        "US",
+        "the number's country fills in"
+    );
+    // B may not: 403 naming the capability, and nothing changes.
+    let before_b = number(&lab, "acme", B);
+    let r = api.send_json(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{B}/address"),
+        &t.acme,
+        &sf(),
+    );
+    assert_eq!(r.status, 403, "{r}");
+    assert_eq!(r.json()["capability"], "change_address");
+    let r = api.delete(&format!("/v1/tenants/acme/numbers/{B}/address"), &t.acme);
+    assert_eq!(
+        (r.status, r.json()["capability"].clone()),
+        (403, json!("delete_address"))
+    );
+    assert_eq!(number(&lab, "acme", B), before_b);
+    // C may set an address, but not change or delete it afterwards.
+    let r = api.send_json(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{C}/address"),
+        &t.acme,
+        &ny(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let r = api.send_json(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{C}/address"),
+        &t.acme,
+        &sf(),
+    );
+    assert_eq!(
+        (r.status, r.json()["capability"].clone()),
+        (403, json!("change_address"))
+    );
+    let r = api.delete(&format!("/v1/tenants/acme/numbers/{C}/address"), &t.acme);
+    assert_eq!(
+        (r.status, r.json()["capability"].clone()),
+        (403, json!("delete_address"))
+    );
+    assert_eq!(number(&lab, "acme", C)["address"]["A3"], "New York");
+    // Operators may always; a deleted address is gone.
+    let r = api.delete(
+        &format!("/v1/tenants/acme/numbers/{C}/address"),
+        &t.operator,
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(number(&lab, "acme", C)["address"], Value::Null);
+    assert_eq!(
+        api.delete(
+            &format!("/v1/tenants/acme/numbers/{C}/address"),
+            &t.operator
+        )
+        .status,
+        404
+    );
+    let r = api.send_json(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{B}/address"),
+        &t.operator,
+        &sf(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+
+    // Bad addresses: unknown elements, missing required ones, bad JSON.
+    let r = api.send_json(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{A}/address"),
+        &t.acme,
+        &json!({"A3": "Denver", "RD": "Colfax", "HN0": "1"}),
+    );
+    assert_eq!(r.status, 422, "{r}");
+    assert!(r.json()["error"].as_str().unwrap().contains("HN0"));
+    let r = api.send_json(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{A}/address"),
+        &t.acme,
+        &json!({"A3": "Denver", "RD": "Colfax"}),
+    );
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(r.json()["missing"], json!(["A1", "HNO"]));
+    let r = api.call(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{A}/address"),
+        Some(&t.acme),
+        Some("application/json"),
+        b"{\"A3\": ",
+    );
+    assert_eq!(r.status, 400, "{r}");
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("not valid JSON"));
+    assert_eq!(number(&lab, "acme", A)["address"]["A3"], "San Francisco");
+
+    // Locations: the tenant admin defines its own.
+    let hq = json!({"id": "hq", "address": ny()});
+    let r = api.send_json("POST", "/v1/tenants/acme/locations", &t.acme, &hq);
+    assert_eq!(r.status, 201, "{r}");
+    let r = api.send_json("POST", "/v1/tenants/acme/locations", &t.acme, &hq);
+    assert_eq!(r.status, 200, "{r}");
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/locations",
+        &t.acme,
+        &json!({"id": "bad id", "address": ny()}),
+    );
+    assert_eq!(r.status, 400, "{r}");
+    assert_eq!(
+        api.send_json("POST", "/v1/tenants/globex/locations", &t.acme, &hq)
+            .status,
+        403
+    );
+    let r = api.get("/v1/tenants/acme/locations", &t.acme);
+    assert_eq!(r.json().as_array().unwrap().len(), 1, "{r}");
+    let r = api.get("/v1/tenants/acme/locations/hq", &t.acme);
+    assert_eq!(r.json()["address"]["A3"], "New York", "{r}");
+    assert_eq!(
+        api.get("/v1/tenants/globex/locations", &t.globex).json(),
+        json!([])
+    );
+    // A number assigned to it takes its address; the location cannot go
+    // while a number uses it.
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &t.operator,
+        &json!([{"number": C, "location_id": "hq"}]),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let c = number(&lab, "acme", C);
+    assert_eq!(
+        (c["address"]["A3"].clone(), c["address_source"].clone()),
+        (json!("New York"), json!("location"))
+    );
+    let r = api.delete("/v1/tenants/acme/locations/hq", &t.acme);
+    assert_eq!(r.status, 409, "{r}");
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &t.operator,
+        &json!([{"number": C, "location_id": ""}]),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        api.delete("/v1/tenants/acme/locations/hq", &t.acme).status,
+        204
+    );
+    assert_eq!(
+        api.get("/v1/tenants/acme/locations/hq", &t.acme).status,
+        404
+    );
+
+    // Security desk webhook.
+    assert_eq!(
+        api.get("/v1/tenants/acme/security-desk", &t.acme).status,
+        404
+    );
+    let hook = json!({"url": "https://desk.acme.example/hooks/911"});
+    let r = api.send_json("PUT", "/v1/tenants/acme/security-desk", &t.acme, &hook);
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        api.get("/v1/tenants/acme/security-desk", &t.operator)
+            .json()["url"],
+        hook["url"]
+    );
+    let r = api.send_json(
+        "PUT",
+        "/v1/tenants/acme/security-desk",
+        &t.acme,
+        &json!({"url": "ftp://x"}),
+    );
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(
+        api.delete("/v1/tenants/acme/security-desk", &t.acme).status,
+        204
+    );
+    assert_eq!(
+        api.get("/v1/tenants/acme/security-desk", &t.acme).status,
+        404
+    );
+
+    // Deleting a number (operators).
+    assert_eq!(
+        api.delete(&format!("/v1/tenants/globex/numbers/{G}"), &t.operator)
+            .status,
+        204
+    );
+    assert_eq!(
+        api.get(&format!("/v1/tenants/globex/numbers/{G}"), &t.globex)
+            .status,
+        404
+    );
+    assert_eq!(
+        api.delete(&format!("/v1/tenants/globex/numbers/{G}"), &t.operator)
+            .status,
+        404
+    );
+
+    // The audit log: who changed which address or capability, old and new.
+    let audit = api.get("/v1/audit", &t.operator);
+    assert_eq!(audit.status, 200, "{audit}");
+    let entries = audit.json().as_array().unwrap().clone();
+    let find = |actor: &str, subject: &str, field: &str, action: &str| {
+        entries
+            .iter()
+            .filter(|e| {
+                e["actor"] == actor
+                    && e["subject"] == subject
+                    && e["field"] == field
+                    && e["action"] == action
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let a_change = find("acme-admin", A, "address", "change");
+    assert_eq!(a_change.len(), 1, "{entries:#?}");
+    assert_eq!(a_change[0]["old"]["A3"], "New York");
+    assert_eq!(a_change[0]["new"]["A3"], "San Francisco");
+    assert_eq!(a_change[0]["role"], "tenant-admin");
+    assert_eq!(a_change[0]["tenant"], "acme");
+    assert!(a_change[0]["at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(find("acme-admin", C, "address", "create").len(), 1);
+    // Deleted by the operator, then given and taken again with location hq.
+    assert_eq!(find("ops", C, "address", "delete").len(), 2);
+    assert_eq!(find("ops", C, "address", "create").len(), 1);
+    let caps = find("ops", B, "capabilities", "create");
+    assert_eq!(caps.len(), 1);
+    assert_eq!(caps[0]["new"]["change_address"], false);
+    assert_eq!(find("ops", G, "capabilities", "delete").len(), 1);
+    assert_eq!(find("acme-admin", "hq", "location", "create").len(), 1);
+    assert_eq!(
+        find("acme-admin", "security-desk", "security_desk", "create").len(),
+        1
+    );
+    // Refused changes left no entry.
+    assert!(find("acme-admin", B, "address", "change").is_empty());
+    // Times are ordered; the filter by tenant works.
+    let times: Vec<i64> = entries
+        .iter()
+        .map(|e| e["at_ms"].as_i64().unwrap())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+    let globex = api.get("/v1/audit?tenant=globex", &t.operator).json();
+    assert!(globex
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["tenant"] == "globex"));
+    assert!(!globex.as_array().unwrap().is_empty());
+    assert_eq!(api.get("/v1/audit?from=yesterday", &t.operator).status, 400);
+    assert_eq!(api.get("/v1/audit?tenat=acme", &t.operator).status, 400);
+
+    let status = api.get("/v1/inventory", &t.operator).json();
+    assert_eq!(status["numbers"], 3, "{status}");
+    assert_eq!(status["snapshot_version"], status["database_version"]);
+    // Location stays out of the log at info level.
+    assert!(!lab.router.log().contains("Goodlett"));
+}
+
+fn upload_all_or_nothing(db: Db) {
+    let lab = start(&db);
+    let (api, t) = (lab.api, &lab.t);
+    seed(&lab);
+    let before = numbers(&lab, "acme", &t.operator);
+
+    // One bad row refuses the whole upload, and every bad row is named.
+    let csv = "number,country,common_area_phone,reg_A1,reg_A3,reg_RD,reg_HNO\n\
+        +12125550150,US,no,NY,New York,Broadway,1\n\
+        +12125550151,US,maybe,NY,New York,Broadway,2\n\
+        +12125550142,US,yes,NY,New York,Broadway,3\n\
+        +12125550152,US,no,NY,New York,Broadway,\n\
+        2125550153,US,no,NY,New York,Broadway,5\n";
+    let r = api.call(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        Some(&t.operator),
+        Some("text/csv"),
+        csv.as_bytes(),
+    );
+    assert_eq!(r.status, 422, "{r}");
+    let rows = r.json()["rows"].as_array().unwrap().clone();
+    let lines: Vec<u64> = rows.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [3, 6], "{rows:#?}");
+    assert!(rows[0]["errors"][0].as_str().unwrap().contains("yes or no"));
+    assert!(rows[1]["errors"][0].as_str().unwrap().contains("E.164"));
+    assert_eq!(numbers(&lab, "acme", &t.operator), before);
+
+    // Rows that read well but cannot apply: a missing required element,
+    // another tenant's number, a new number without a country, an unknown
+    // location. Nothing of the good rows is applied either.
+    let tsv = format!(
+        "number\tcountry\tlocation_id\treg_A1\treg_A3\treg_RD\treg_HNO\n\
+        +12125550150\tUS\t\tNY\tNew York\tBroadway\t1\n\
+        +12125550152\tUS\t\tNY\tNew York\tBroadway\t\n\
+        {G}\tUS\t\tIL\tChicago\tState\t1\n\
+        +12125550154\t\t\tNY\tNew York\tBroadway\t4\n\
+        +12125550155\tUS\tnowhere\t\t\t\t\n\
+        {A}\tUS\t\tNY\tNew York\tBroadway\t9\n"
+    );
+    let r = api.call(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        Some(&t.operator),
+        Some("text/tab-separated-values"),
+        tsv.as_bytes(),
+    );
+    assert_eq!(r.status, 422, "{r}");
+    let rows = r.json()["rows"].as_array().unwrap().clone();
+    let lines: Vec<u64> = rows.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [3, 4, 5, 6], "{rows:#?}");
+    assert!(rows[0]["errors"][0].as_str().unwrap().contains("HNO"));
+    assert!(rows[1]["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("another tenant"));
+    assert!(rows[2]["errors"][0].as_str().unwrap().contains("country"));
+    assert!(rows[3]["errors"][0].as_str().unwrap().contains("nowhere"));
+    assert_eq!(numbers(&lab, "acme", &t.operator), before);
+    assert_eq!(number(&lab, "globex", G)["address"]["A3"], "Chicago");
+
+    // JSON rows report their index.
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &t.operator,
+        &json!([{"number": "+12125550160", "country": "US"}, {"number": "+12125550161", "colour": "red"}]),
+    );
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(r.json()["rows"][0]["index"], 1);
+    assert!(r.json()["rows"][0]["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("colour"));
+
+    // Malformed bodies: 400 saying what is wrong.
+    for (ctype, body, want) in [
+        ("application/json", "[{\"number\": ", "not valid JSON"),
+        (
+            "application/json",
+            "{\"number\": \"+12125550160\"}",
+            "array",
+        ),
+        (
+            "text/csv",
+            "number,country\n+12125550160,US,extra\n",
+            "line 2",
+        ),
+        ("text/csv", "number,reg_HN0\n+12125550160,1\n", "reg_HN0"),
+        ("text/csv", "number,country\n\"+12125550160,US\n", "line"),
+    ] {
+        let r = api.call(
+            "POST",
+            "/v1/tenants/acme/numbers",
+            Some(&t.operator),
+            Some(ctype),
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 400, "{body}: {r}");
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(want),
+            "{body}: {r}"
+        );
+    }
+    let r = api.call(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        Some(&t.operator),
+        Some("application/xml"),
+        b"<x/>",
+    );
+    assert_eq!(r.status, 415, "{r}");
+
+    // Bodies over the limit (64 KiB here): 413, declared or not.
+    let r = api.declared_only("/v1/tenants/acme/numbers", &t.operator, 10 * 1024 * 1024);
+    assert_eq!(r.status, 413, "{r}");
+    assert!(r.json()["error"].as_str().unwrap().contains("65536"));
+    let r = api.chunked("/v1/tenants/acme/numbers", &t.operator, 70 * 1024);
+    assert_eq!(r.status, 413, "{r}");
+    assert_eq!(numbers(&lab, "acme", &t.operator), before);
+
+    // A good upload applies every row at once; the unchanged row counts as
+    // such, and absent columns keep their values.
+    let csv = format!("number,country,tenant_may_delete_address\n+12125550150,US,yes\n{A},US,no\n");
+    let r = api.call(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        Some(&t.operator),
+        Some("text/csv"),
+        csv.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        r.json(),
+        json!({"created": 1, "updated": 1, "unchanged": 0, "locations": 0})
+    );
+    let a = number(&lab, "acme", A);
+    assert_eq!(a["address"]["A3"], "New York");
+    assert_eq!(
+        a["capabilities"],
+        json!({"set_address": true, "change_address": true, "delete_address": false})
+    );
+    let r = api.call(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        Some(&t.operator),
+        Some("text/csv"),
+        csv.as_bytes(),
+    );
+    assert_eq!(r.json()["unchanged"], 2, "{r}");
+}
+
+/// Waits until the router routes on the database's latest inventory.
+fn wait_snapshot(api: Api, token: &str) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = api.get("/v1/inventory", token).json();
+        if s["snapshot_version"] == s["database_version"] {
+            return;
+        }
+        assert!(Instant::now() < end, "the snapshot never caught up: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn next_call_follows_the_api(db: Db, second_instance: bool) {
+    let t = tokens();
+    let psap = Trunk::new();
+    let scr = Trunk::new();
+    let trunks = (psap.port, scr.port, free_port(), free_port());
+    let router = Router::start(&emergency_config(trunks, &db, &t), &[]);
+    let api = Api::of(&router);
+    let cap = "+14155550177";
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &t.operator,
+        &json!([{"number": cap, "country": "US", "common_area_phone": true, "tenant_may_edit_address": true,
+                 "reg_A1": "NY", "reg_A3": "New York", "reg_RD": "W 34th", "reg_STS": "St", "reg_HNO": "20"}]),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    // A second router on the same database routes the calls here, when asked.
+    let other = second_instance.then(|| Router::start(&emergency_config(trunks, &db, &t), &[]));
+    let (calls_to, other_api) = match &other {
+        Some(o) => (o.port, Some(Api::of(o))),
+        None => (router.port, None),
+    };
+    let caller = Caller::new();
+    caller.invite(calls_to, cap, "before-change");
+    let via = other.as_ref().unwrap_or(&router);
+    let fwd = psap.invite("before-change", Duration::from_secs(10), via);
+    assert_eq!(
+        sip_header(&fwd, "Route").as_deref(),
+        Some("<sip:sos@us-36061.psap.example;lr>")
+    );
+    // The tenant admin moves the phone to San Francisco.
+    let r = api.send_json(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{cap}/address"),
+        &t.acme,
+        &sf(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    if let Some(o) = other_api {
+        wait_snapshot(o, &t.operator);
+    }
+    caller.invite(calls_to, cap, "after-change");
+    let fwd = psap.invite("after-change", Duration::from_secs(10), via);
+    assert_eq!(
+        sip_header(&fwd, "Route").as_deref(),
+        Some("<sip:sos@us-06075.psap.example;lr>")
+    );
+    assert!(
+        fwd.contains("San Francisco"),
+        "the registered address travels: {fwd}"
+    );
+}
+
+#[test]
+fn sqlite_roles_and_tenants() {
+    roles_and_tenants(Db::sqlite());
+}
+
+#[test]
+fn postgres_roles_and_tenants() {
+    if let Some(db) = Db::postgres("postgres_roles_and_tenants") {
+        roles_and_tenants(db);
+    }
+}
+
+#[test]
+fn sqlite_upload_all_or_nothing() {
+    upload_all_or_nothing(Db::sqlite());
+}
+
+#[test]
+fn postgres_upload_all_or_nothing() {
+    if let Some(db) = Db::postgres("postgres_upload_all_or_nothing") {
+        upload_all_or_nothing(db);
+    }
+}
+
+#[test]
+fn sqlite_address_change_routes_the_next_call() {
+    next_call_follows_the_api(Db::sqlite(), false);
+}
+
+#[test]
+fn postgres_address_change_routes_the_next_call() {
+    if let Some(db) = Db::postgres("postgres_address_change_routes_the_next_call") {
+        next_call_follows_the_api(db, false);
+    }
+}
+
+#[test]
+fn postgres_other_instance_follows_the_change() {
+    if let Some(db) = Db::postgres("postgres_other_instance_follows_the_change") {
+        next_call_follows_the_api(db, true);
+    }
+}
+
+#[test]
+fn inventory_file_is_imported_once() {
+    let db = Db::sqlite();
+    let t = tokens();
+    let trunks = (free_port(), free_port(), free_port(), free_port());
+    let cfg = emergency_config(trunks, &db, &t);
+    let corpus = common::root().join("tests/corpus/emergency-invites/inventory.tsv");
+    let router = Router::start(&cfg, &["--inventory", corpus.to_str().unwrap()]);
+    let api = Api::of(&router);
+    let acme = numbers_of(api, &t.operator, "acme");
+    assert!(acme.len() > 5, "{acme:?}");
+    let r = api.delete("/v1/tenants/acme/numbers/+12125550142", &t.operator);
+    assert_eq!(r.status, 204, "{r}");
+    drop(router);
+    // Started again with the same file: the database is the inventory now.
+    let router = Router::start(&cfg, &["--inventory", corpus.to_str().unwrap()]);
+    router.wait_log("the file is not imported", 1, Duration::from_secs(10));
+    let api = Api::of(&router);
+    assert_eq!(numbers_of(api, &t.operator, "acme").len(), acme.len() - 1);
+}
+
+fn numbers_of(api: Api, token: &str, tenant: &str) -> Vec<Value> {
+    api.get(&format!("/v1/tenants/{tenant}/numbers"), token)
+        .json()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn token_new_prints_a_token_and_its_table() {
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "token",
+            "new",
+            "--role",
+            "tenant-admin",
+            "--tenant",
+            "acme",
+            "--name",
+            "alice",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let token = text.lines().next().unwrap();
+    assert!(token.starts_with("sos_") && token.len() == 68, "{text}");
+    let table = text.split_once("\n\n").unwrap().1;
+    let v: toml::Value = toml::from_str(table).unwrap();
+    let entry = &v["admin"]["token"][0];
+    assert_eq!(entry["tenant"].as_str(), Some("acme"));
+    assert_eq!(entry["role"].as_str(), Some("tenant-admin"));
+    let digest = entry["sha256"].as_str().unwrap();
+    use sha2::Digest;
+    assert_eq!(digest, hex::encode(sha2::Sha256::digest(token.as_bytes())));
+    // The printed table works as configured.
+    let db = Db::sqlite();
+    let mut t = tokens();
+    t.config.push_str(table);
+    let trunks = (free_port(), free_port(), free_port(), free_port());
+    let router = Router::start(&emergency_config(trunks, &db, &t), &[]);
+    let api = Api::of(&router);
+    assert_eq!(api.get("/v1/tenants/acme/numbers", token).status, 200);
+    assert_eq!(api.get("/v1/tenants/globex/numbers", token).status, 403);
+    let bad = std::process::Command::new(common::BIN)
+        .args(["token", "new", "--role", "tenant-admin", "--name", "bob"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}

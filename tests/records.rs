@@ -1,0 +1,235 @@
+//! Call records: SIPp calls (answered, cancelled, failed over) through the
+//! real binary each leave one correct record in the export, a restart
+//! (SIGTERM, then a start on the same database) between calls loses none,
+//! and a call still open at shutdown is written as `open`.
+
+mod adminhttp;
+mod common;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use adminhttp::{emergency_config, tokens, Api, Caller, Db, Tokens, Trunk};
+use common::{free_port, uac, Router, Uas};
+
+const CAP: &str = "+14155550177";
+
+fn sigterm(router: &mut Router) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &router.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert_eq!(
+        router.wait_exit(Duration::from_secs(30)),
+        Some(Some(0)),
+        "{}",
+        router.log()
+    );
+}
+
+fn upload(api: Api, t: &Tokens) {
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &t.operator,
+        &json!([{"number": CAP, "country": "US", "common_area_phone": true,
+                 "reg_A1": "CA", "reg_A3": "San Francisco", "reg_RD": "Dr Carlton B Goodlett",
+                 "reg_STS": "Pl", "reg_HNO": "1", "reg_PC": "94102"}]),
+    );
+    assert_eq!(r.status, 200, "{r}");
+}
+
+fn export(api: Api, token: &str, query: &str) -> Vec<Value> {
+    let r = api.get(&format!("/v1/records{query}"), token);
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    r.json().as_array().unwrap().clone()
+}
+
+fn calls_survive_a_restart(db: Db) {
+    common::require_sipp();
+    let t = tokens();
+    let trunks = (free_port(), free_port(), free_port(), free_port());
+    let (psap, scr) = (trunks.0, trunks.1);
+    let cfg = emergency_config(trunks, &db, &t);
+    let mut router = Router::start(&cfg, &[]);
+    let api = Api::of(&router);
+    upload(api, &t);
+
+    // Answered by the PSAP of the registered address.
+    let uas = Uas::start("uas.xml", &[], psap, false, 1);
+    let r = uac("uac.xml", &[], router.port, "911", CAP, 1, 1, false);
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
+
+    // A clean restart on the same database.
+    sigterm(&mut router);
+    let router = Router::start(&cfg, &[]);
+    let api = Api::of(&router);
+
+    // Cancelled while ringing.
+    let uas = Uas::start("uas_ring.xml", &[], psap, false, 1);
+    let r = uac("uac_cancel.xml", &[], router.port, "911", CAP, 1, 1, false);
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
+
+    // The PSAP fails; the screening center answers.
+    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], psap, false, 1);
+    let screening = Uas::start("uas.xml", &[], scr, false, 1);
+    let r = uac("uac.xml", &[], router.port, "911", CAP, 1, 1, false);
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    assert_eq!(failing.wait(Duration::from_secs(10)), Some(0));
+    assert_eq!(screening.wait(Duration::from_secs(10)), Some(0));
+
+    // Records are written off the call path: wait until all three are in.
+    let mut recs = Vec::new();
+    for _ in 0..100 {
+        recs = export(api, &t.operator, "");
+        if recs.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(recs.len(), 3, "{recs:#?}");
+    let outcomes: Vec<&str> = recs
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["answered", "cancelled", "answered"]);
+    for r in &recs {
+        assert_eq!(r["caller_number"], CAP);
+        assert_eq!(r["dialed"], "911");
+        assert_eq!(r["tenant"], "acme");
+        assert_eq!(r["kind"], "emergency");
+        assert_eq!(r["location_source"], "registered");
+        assert_eq!(r["registered_address"]["civic"]["A3"], "San Francisco");
+        assert_eq!(r["transport"], "udp");
+        assert_eq!(r["source_ip"], "127.0.0.1");
+        assert!(r["source_port"].as_u64().unwrap() > 0);
+        assert!(r["caller_uri"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("sip:{CAP}@")));
+        assert!(r["call_id"].as_str().is_some_and(|c| !c.is_empty()));
+        assert!(r["invite_time"].as_str().unwrap().ends_with('Z'));
+        let invite = r["invite_ms"].as_i64().unwrap();
+        let end = r["end_ms"].as_i64().unwrap();
+        assert!(end >= invite, "{r}");
+    }
+    let ids: std::collections::HashSet<&str> =
+        recs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+
+    let answered = &recs[0];
+    assert_eq!(answered["final_status"], 200);
+    assert_eq!(answered["route"], "psap");
+    assert_eq!(answered["trunk"], "psap");
+    assert!(answered["psap_id"].as_str().is_some());
+    let (a, e) = (
+        answered["answer_ms"].as_i64().unwrap(),
+        answered["end_ms"].as_i64().unwrap(),
+    );
+    assert!(a >= answered["invite_ms"].as_i64().unwrap() && e >= a);
+    assert_eq!(answered["duration_ms"].as_i64(), Some(e - a));
+    assert_eq!(answered["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(answered["attempts"][0]["outcome"], "answered");
+
+    let cancelled = &recs[1];
+    assert_eq!(cancelled["final_status"], 487);
+    assert_eq!(cancelled["answer_ms"], Value::Null);
+    assert_eq!(cancelled["duration_ms"], Value::Null);
+    assert_eq!(cancelled["attempts"][0]["trunk"], "psap");
+    assert_eq!(cancelled["attempts"][0]["outcome"], "cancelled");
+
+    let failover = &recs[2];
+    assert_eq!(failover["final_status"], 200);
+    assert_eq!(failover["trunk"], "screening");
+    let attempts = failover["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{failover}");
+    assert_eq!(
+        (attempts[0]["trunk"].clone(), attempts[0]["status"].clone()),
+        (json!("psap"), json!(503))
+    );
+    assert_eq!(attempts[1]["trunk"], "screening");
+    assert_eq!(attempts[1]["outcome"], "answered");
+
+    // The same records as CSV, one line each.
+    let r = api.get("/v1/records?format=csv", &t.operator);
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.header("content-type").unwrap().starts_with("text/csv"));
+    let mut reader = csv::Reader::from_reader(r.body.as_slice());
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 3);
+    let outcomes: Vec<&str> = rows.iter().map(|r| &r[col("outcome")]).collect();
+    assert_eq!(outcomes, ["answered", "cancelled", "answered"]);
+    assert_eq!(&rows[2][col("caller_number")], CAP);
+    let attempts: Value = serde_json::from_str(&rows[2][col("attempts")]).unwrap();
+    assert_eq!(attempts.as_array().unwrap().len(), 2);
+    assert_eq!(
+        &rows[0][col("invite_time")],
+        recs[0]["invite_time"].as_str().unwrap()
+    );
+
+    // Filters: by time (RFC 3339), by tenant; a tenant admin sees its own.
+    let first = recs[0]["invite_ms"].as_i64().unwrap();
+    let after_first = sosrouter::cdr::rfc3339(first + 1);
+    let later = export(api, &t.operator, &format!("?from={after_first}"));
+    assert_eq!(later.len(), 2);
+    let until = export(api, &t.operator, &format!("?to={after_first}"));
+    assert_eq!(until.len(), 1);
+    assert_eq!(export(api, &t.acme, "").len(), 3);
+    assert!(export(api, &t.globex, "").is_empty());
+    assert!(export(api, &t.operator, "?tenant=globex").is_empty());
+    assert_eq!(api.get("/v1/records?tenant=acme", &t.globex).status, 403);
+    assert_eq!(api.get("/v1/records?format=xml", &t.operator).status, 400);
+    assert_eq!(api.get("/v1/records?from=monday", &t.operator).status, 400);
+    assert_eq!(api.call("GET", "/v1/records", None, None, b"").status, 401);
+}
+
+#[test]
+fn sqlite_calls_survive_a_restart() {
+    calls_survive_a_restart(Db::sqlite());
+}
+
+#[test]
+fn postgres_calls_survive_a_restart() {
+    if let Some(db) = Db::postgres("postgres_calls_survive_a_restart") {
+        calls_survive_a_restart(db);
+    }
+}
+
+#[test]
+fn a_call_open_at_shutdown_is_written() {
+    let db = Db::sqlite();
+    let t = tokens();
+    let psap = Trunk::new();
+    let scr = Trunk::new();
+    let trunks = (psap.port, scr.port, free_port(), free_port());
+    // No time for calls in progress to finish.
+    let cfg = emergency_config(trunks, &db, &t).replace("[sip]\n", "[sip]\ndrain_timeout_s = 0\n");
+    let mut router = Router::start(&cfg, &[]);
+    let api = Api::of(&router);
+    upload(api, &t);
+    let caller = Caller::new();
+    caller.invite(router.port, CAP, "open-at-shutdown");
+    psap.invite("open-at-shutdown", Duration::from_secs(10), &router);
+    sigterm(&mut router);
+    let router = Router::start(&cfg, &[]);
+    let api = Api::of(&router);
+    let recs = export(api, &t.operator, "");
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    let r = &recs[0];
+    assert_eq!(r["call_id"], "open-at-shutdown");
+    assert_eq!(r["outcome"], "open");
+    assert_eq!(r["end_ms"], Value::Null);
+    assert_eq!(r["final_status"], Value::Null);
+    assert_eq!(r["caller_number"], CAP);
+}
