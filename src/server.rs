@@ -122,6 +122,12 @@ pub async fn run(
         (Some(a), Some(s)) => Some(admin::api::Api::new(s.clone(), a)),
         _ => None,
     };
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    if let Some(api) = &api {
+        api.set_reload(reload_tx.clone());
+    }
+    // Kept so the reload channel stays open even without an API.
+    let _reload_tx = reload_tx;
     let recorder = match (&store, &database) {
         (Some(s), Some(db)) => Some(Recorder::start(
             Arc::new(DbRecords(s.clone())),
@@ -218,22 +224,11 @@ pub async fn run(
                 drain_until = Some(tokio::time::Instant::now() + drain_timeout);
             }
             _ = hup.recv() => {
-                match reload(&opts, &locals, seed) {
-                    Ok((cfg, core_cfg, router)) => {
-                        core.reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
-                        webhooks.store(Arc::new(crate::notify::from_config(&cfg)));
-                        drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
-                        if let Some(api) = &api {
-                            api.reconfigure(cfg.admin.as_ref());
-                        }
-                        metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
-                        tracing::info!("configuration reloaded; calls in progress keep their routes");
-                    }
-                    Err(e) => {
-                        metrics::counter!(m::CONFIG_RELOADS, "outcome" => "refused").increment(1);
-                        tracing::error!(error = %format!("{e:#}"), "new configuration refused; the running one stays");
-                    }
-                }
+                let _ = apply_reload(&opts, &locals, seed, &mut core, &webhooks, &mut drain_timeout, api.as_deref());
+            }
+            Some(reply) = reload_rx.recv() => {
+                let r = apply_reload(&opts, &locals, seed, &mut core, &webhooks, &mut drain_timeout, api.as_deref());
+                let _ = reply.send(r);
             }
             inbound = rx.recv() => {
                 let Some(first) = inbound else { break };
@@ -326,6 +321,39 @@ fn drain_events(core: &mut Core, recorder: Option<&Recorder>, desk: &crate::noti
         desk.on_event(&ev);
         if let Some(r) = recorder {
             r.push(ev);
+        }
+    }
+}
+
+/// Reloads the configuration file (SIGHUP or `POST /v1/reload`): applied
+/// whole, or refused whole with the running one kept.
+#[allow(clippy::too_many_arguments)]
+fn apply_reload(
+    opts: &Options,
+    locals: &[SocketAddr],
+    seed: u64,
+    core: &mut Core,
+    webhooks: &crate::notify::Webhooks,
+    drain_timeout: &mut Duration,
+    api: Option<&admin::api::Api>,
+) -> Result<(), String> {
+    match reload(opts, locals, seed) {
+        Ok((cfg, core_cfg, router)) => {
+            core.reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
+            webhooks.store(Arc::new(crate::notify::from_config(&cfg)));
+            *drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
+            if let Some(api) = api {
+                api.reconfigure(cfg.admin.as_ref());
+            }
+            metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
+            tracing::info!("configuration reloaded; calls in progress keep their routes");
+            Ok(())
+        }
+        Err(e) => {
+            let e = format!("{e:#}");
+            metrics::counter!(m::CONFIG_RELOADS, "outcome" => "refused").increment(1);
+            tracing::error!(error = %e, "new configuration refused; the running one stays");
+            Err(e)
         }
     }
 }

@@ -794,3 +794,21 @@ fn token_new_prints_a_token_and_its_table() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn operators_reload_the_configuration_over_the_api() {
+    let db = Db::sqlite();
+    let lab = start(&db);
+    // Tenant admins may not; operators may.
+    let r = lab
+        .api
+        .send_json("POST", "/v1/reload", &lab.t.acme, &json!({}));
+    assert_eq!(r.status, 403, "{r}");
+    let r = lab
+        .api
+        .send_json("POST", "/v1/reload", &lab.t.operator, &json!({}));
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["reloaded"], true);
+    lab.router
+        .wait_log("configuration reloaded", 1, Duration::from_secs(5));
+}

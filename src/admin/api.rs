@@ -40,6 +40,11 @@ const PAGE: i64 = 500;
 
 /// The API's state.
 pub struct Api {
+    /// Asks the router to reload its configuration; the answer says
+    /// whether the new one was applied.
+    reload: std::sync::OnceLock<
+        tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    >,
     store: Arc<Store>,
     tokens: ArcSwap<Vec<Token>>,
     required: ArcSwap<RequiredFields>,
@@ -49,11 +54,20 @@ pub struct Api {
 impl Api {
     pub fn new(store: Arc<Store>, admin: &AdminConfig) -> Arc<Api> {
         Arc::new(Api {
+            reload: std::sync::OnceLock::new(),
             store,
             tokens: ArcSwap::from_pointee(auth::tokens(&admin.tokens)),
             required: ArcSwap::from_pointee(RequiredFields::new(&admin.required_address)),
             max_body: admin.max_body_bytes,
         })
+    }
+
+    /// Connects `POST /v1/reload` to the router's reload.
+    pub fn set_reload(
+        &self,
+        tx: tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    ) {
+        let _ = self.reload.set(tx);
     }
 
     /// Takes the tokens and address rules of a reloaded configuration (the
@@ -99,6 +113,7 @@ pub fn routes(api: Arc<Api>) -> axum::Router {
         .route("/v1/records", get(export_records))
         .route("/v1/audit", get(audit_log))
         .route("/v1/inventory", get(inventory_status))
+        .route("/v1/reload", axum::routing::post(reload))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(max))
         .layer(axum::middleware::from_fn_with_state(max, declared_length))
@@ -699,6 +714,35 @@ async fn audit_log(
         async move { store.audit_page(&filter, after, PAGE).await }
     });
     Ok(json_stream_response(body))
+}
+
+/// Reloads the configuration, as SIGHUP does (operators).
+async fn reload(State(api): State<Arc<Api>>, p: Principal) -> ApiResult {
+    operator_only(&p, "reload the configuration")?;
+    let Some(tx) = api.reload.get() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload is not available",
+        ));
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if tx.send(reply).await.is_err() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the router is stopping",
+        ));
+    }
+    match answer.await {
+        Ok(Ok(())) => Ok(ok_json(StatusCode::OK, json!({"reloaded": true}))),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("new configuration refused; the running one stays: {e}"),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the router is stopping",
+        )),
+    }
 }
 
 async fn inventory_status(State(api): State<Arc<Api>>, p: Principal) -> ApiResult {
