@@ -300,7 +300,11 @@ fn run(config_path: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
         eprintln!("sosrouter: {e:#}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: a datagram's trip from the socket to the core and out
+    // again wakes no other thread (a third of the CPU per call and a third
+    // of the memory of the multi-thread runtime at 500 calls/s; see
+    // docs/performance.md). Blocking work (SQLite) has threads of its own.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
