@@ -815,3 +815,33 @@ fn torture_corpus_requests_never_panic() {
     }
     assert!(seen > 20, "{seen}");
 }
+
+#[test]
+fn a_new_inventory_snapshot_takes_effect_at_once() {
+    let router = router();
+    let msg = load("c04-us-no-location.sip");
+    let source = source();
+    let ctx = sosrouter::proxy::RouteContext {
+        source: &source,
+        inbound_trunk: Some("carrier"),
+    };
+    let city = |d: Decision| match d {
+        Decision::Route { augment, .. } => {
+            let (_, doc) = augment.body_part.expect("registered address part");
+            let civic = pidf::parse(&doc).unwrap().selected().civic.clone().unwrap();
+            civic.get("A3").map(str::to_string)
+        }
+        Decision::Reject { .. } => None,
+    };
+    for _ in 0..2 {
+        let d = sosrouter::proxy::Router::route(&router, &msg, &ctx);
+        assert_eq!(city(d).as_deref(), Some("Boston"));
+    }
+    let text = std::fs::read_to_string(corpus().join("inventory.tsv"))
+        .unwrap()
+        .replace("MA\tBoston\tBoylston", "MA\tCambridge\tMassachusetts");
+    let updated = Inventory::parse(&text, sosrouter::inventory::load::Format::Tsv).unwrap();
+    router.set_inventory(Arc::new(updated));
+    let d = sosrouter::proxy::Router::route(&router, &msg, &ctx);
+    assert_eq!(city(d).as_deref(), Some("Cambridge"));
+}
