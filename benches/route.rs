@@ -76,6 +76,13 @@ fn route(c: &mut Criterion) {
     group.bench_function("c02_bytes_to_decision", |b| {
         b.iter(|| decide(black_box(C02)))
     });
+    // The share of the PIDF-LO parser in c01: its location part alone.
+    let msg = sip::parse_datagram(Bytes::from_static(C01), &limits).expect("parses");
+    let parts = msg.body_parts().expect("multipart");
+    let xml = msg.bytes_of(parts[1].body).to_vec();
+    group.bench_function("c01_pidf_part_parse", |b| {
+        b.iter(|| sosrouter::emergency::pidf::parse(black_box(&xml)))
+    });
     group.bench_function("not_emergency_bytes_to_reject", |b| {
         b.iter(|| decide(black_box(plain)))
     });

@@ -703,3 +703,146 @@ fn calls_that_are_not_emergencies_are_refused() {
         .detected
         .is_none());
 }
+
+/// Replaces the body of a corpus message and fixes its Content-Length.
+fn with_body(file: &str, body: &[u8], extra_header: &str) -> Option<Message> {
+    let data = std::fs::read(corpus().join(file)).unwrap();
+    let split = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&data[..split]);
+    let mut out = String::new();
+    for line in head.split("\r\n") {
+        if line.starts_with("Content-Length:") {
+            out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        } else {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(extra_header);
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(b"\r\n");
+    bytes.extend_from_slice(body);
+    sip::parse_datagram(Bytes::from(bytes), &Default::default()).ok()
+}
+
+#[test]
+fn hostile_bodies_and_headers_never_refuse_an_emergency() {
+    let router = router();
+    let inv = router.inventory();
+    let source = source();
+    let ctx = sosrouter::proxy::RouteContext {
+        source: &source,
+        inbound_trunk: Some("carrier"),
+    };
+    let check = |msg: &Message, what: &str| {
+        let ev = router.evaluate(&inv, msg, Some("carrier"), false);
+        let d = ev
+            .decision
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: no decision"));
+        assert!(!d.targets.is_empty(), "{what}");
+        match sosrouter::proxy::Router::route(&router, msg, &ctx) {
+            Decision::Route { emergency, .. } => assert!(emergency, "{what}"),
+            Decision::Reject { status, .. } => panic!("{what}: refused with {status}"),
+        }
+    };
+    let data = std::fs::read(corpus().join("c01-us-civic-cid.sip")).unwrap();
+    let split = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let body = &data[split + 4..];
+    let mut tried = 0;
+    // Truncated anywhere, and single bytes replaced by markup.
+    for at in (0..body.len()).step_by(23) {
+        if let Some(m) = with_body("c01-us-civic-cid.sip", &body[..at], "") {
+            check(&m, &format!("truncated at {at}"));
+            tried += 1;
+        }
+        for b in [b'<', b'&', b'"', 0xff] {
+            let mut mutated = body.to_vec();
+            mutated[at] = b;
+            if let Some(m) = with_body("c01-us-civic-cid.sip", &mutated, "") {
+                check(&m, &format!("byte {at} set to {b:#x}"));
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried > 200, "{tried}");
+    // Odd Geolocation values next to the good one.
+    for value in [
+        "<cid:>",
+        "garbage",
+        "<cid:%ZZ>",
+        "<ftp://example.com/loc>",
+        "<cid:loc-c01@ua1.example.com>, <cid:loc-c01@ua1.example.com>",
+        "<https://lis.example.com/a>;inserted-by=x",
+    ] {
+        let m = with_body(
+            "c01-us-civic-cid.sip",
+            body,
+            &format!("Geolocation: {value}\r\n"),
+        )
+        .unwrap();
+        check(&m, value);
+    }
+    // A caller nobody knows, with no usable identity.
+    let text = String::from_utf8_lossy(&data).replacen(
+        "From: <sip:+12125550142@example.com>",
+        "From: <sip:anonymous@anonymous.invalid>",
+        1,
+    );
+    let m = sip::parse_datagram(Bytes::from(text), &Default::default()).unwrap();
+    check(&m, "anonymous caller");
+    let ev = router.evaluate(&inv, &m, Some("carrier"), false);
+    assert_eq!(ev.country.as_deref(), Some("US"), "the trunk's country");
+    assert_eq!(ev.caller, None);
+}
+
+#[test]
+fn torture_corpus_requests_never_panic() {
+    let router = router();
+    let inv = router.inventory();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/torture");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("sip") {
+            continue;
+        }
+        let data = std::fs::read(&path).unwrap();
+        if let Some(m) = sip::parse_lenient(Bytes::from(data), &Default::default()) {
+            let ev = router.evaluate(&inv, &m, Some("carrier"), true);
+            let _ = router.decision(&m, ev);
+            seen += 1;
+        }
+    }
+    assert!(seen > 20, "{seen}");
+}
+
+#[test]
+fn a_new_inventory_snapshot_takes_effect_at_once() {
+    let router = router();
+    let msg = load("c04-us-no-location.sip");
+    let source = source();
+    let ctx = sosrouter::proxy::RouteContext {
+        source: &source,
+        inbound_trunk: Some("carrier"),
+    };
+    let city = |d: Decision| match d {
+        Decision::Route { augment, .. } => {
+            let (_, doc) = augment.body_part.expect("registered address part");
+            let civic = pidf::parse(&doc).unwrap().selected().civic.clone().unwrap();
+            civic.get("A3").map(str::to_string)
+        }
+        Decision::Reject { .. } => None,
+    };
+    for _ in 0..2 {
+        let d = sosrouter::proxy::Router::route(&router, &msg, &ctx);
+        assert_eq!(city(d).as_deref(), Some("Boston"));
+    }
+    let text = std::fs::read_to_string(corpus().join("inventory.tsv"))
+        .unwrap()
+        .replace("MA\tBoston\tBoylston", "MA\tCambridge\tMassachusetts");
+    let updated = Inventory::parse(&text, sosrouter::inventory::load::Format::Tsv).unwrap();
+    router.set_inventory(Arc::new(updated));
+    let d = sosrouter::proxy::Router::route(&router, &msg, &ctx);
+    assert_eq!(city(d).as_deref(), Some("Cambridge"));
+}

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use dashmap::DashMap;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, TrunkKind};
@@ -68,10 +69,27 @@ struct Inbound {
     strip_prefixes: Vec<String>,
 }
 
+/// An inventory snapshot with the registered-address documents written for
+/// it so far (each is written once per snapshot).
+struct Snapshot {
+    inventory: SharedInventory,
+    /// Number → PIDF-LO document of its registered address.
+    documents: DashMap<String, Bytes>,
+}
+
+impl Snapshot {
+    fn new(inventory: SharedInventory) -> Snapshot {
+        Snapshot {
+            inventory,
+            documents: DashMap::new(),
+        }
+    }
+}
+
 /// The emergency routing phase.
 pub struct EmergencyRouter {
     countries: Countries,
-    inventory: ArcSwap<Inventory>,
+    snapshot: ArcSwap<Snapshot>,
     areas: Arc<ServiceAreas>,
     psap_trunks: PsapTrunks,
     inbound: HashMap<String, Inbound>,
@@ -82,7 +100,7 @@ pub struct EmergencyRouter {
 impl std::fmt::Debug for EmergencyRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmergencyRouter")
-            .field("numbers", &self.inventory.load().len())
+            .field("numbers", &self.snapshot.load().inventory.len())
             .field("domain", &self.domain)
             .finish_non_exhaustive()
     }
@@ -220,9 +238,13 @@ impl LocationRecord for CallLocation {
     }
 }
 
-/// 128 random bits as 32 lower-case hex digits.
-fn hex128() -> String {
-    format!("{:032x}", rand::random::<u128>())
+/// Appends `bytes` as lower-case hex digits.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
 }
 
 impl EmergencyRouter {
@@ -303,7 +325,7 @@ impl EmergencyRouter {
             .unwrap_or_else(|| "sosrouter.invalid".into());
         Ok(EmergencyRouter {
             countries,
-            inventory: ArcSwap::new(inventory),
+            snapshot: ArcSwap::from_pointee(Snapshot::new(inventory)),
             areas,
             psap_trunks,
             inbound,
@@ -337,12 +359,12 @@ impl EmergencyRouter {
 
     /// Replaces the inventory snapshot; calls in progress keep theirs.
     pub fn set_inventory(&self, inventory: SharedInventory) {
-        self.inventory.store(inventory);
+        self.snapshot.store(Arc::new(Snapshot::new(inventory)));
     }
 
     /// The inventory snapshot in use.
     pub fn inventory(&self) -> SharedInventory {
-        self.inventory.load_full()
+        self.snapshot.load().inventory.clone()
     }
 
     pub fn countries(&self) -> &Countries {
@@ -455,6 +477,15 @@ impl EmergencyRouter {
     /// when absent, and the registered address when the decision rests on
     /// it.
     pub fn augment(&self, req: &Message, ev: &Evaluation<'_>) -> Augment {
+        self.augment_with(req, ev, None)
+    }
+
+    fn augment_with(
+        &self,
+        req: &Message,
+        ev: &Evaluation<'_>,
+        documents: Option<&DashMap<String, Bytes>>,
+    ) -> Augment {
         let mut a = Augment::default();
         let (mut has_call, mut has_incident) = (false, false);
         for na in req.list(HeaderName::CallInfo).filter_map(NameAddr::parse) {
@@ -464,57 +495,85 @@ impl EmergencyRouter {
             }
         }
         let domain = &self.domain;
+        let mut identifier = |kind: &str, purpose: &str| {
+            let mut v = String::with_capacity(64 + domain.len());
+            v.push_str("<urn:emergency:uid:");
+            v.push_str(kind);
+            v.push(':');
+            push_hex(&mut v, &rand::random::<[u8; 16]>());
+            v.push(':');
+            v.push_str(domain);
+            v.push_str(">;purpose=");
+            v.push_str(purpose);
+            a.headers.push((HeaderName::CallInfo, Bytes::from(v)));
+        };
         if !has_call {
-            a.headers.push((
-                HeaderName::CallInfo,
-                Bytes::from(format!(
-                    "<urn:emergency:uid:callid:{}:{domain}>;purpose=emergency-CallId",
-                    hex128()
-                )),
-            ));
+            identifier("callid", "emergency-CallId");
         }
         if !has_incident {
-            a.headers.push((
-                HeaderName::CallInfo,
-                Bytes::from(format!(
-                    "<urn:emergency:uid:incidentid:{}:{domain}>;purpose=emergency-IncidentId",
-                    hex128()
-                )),
-            ));
+            identifier("incidentid", "emergency-IncidentId");
         }
         let by_registered = ev
             .decision
             .as_ref()
             .is_some_and(|d| d.routed_by == RoutedBy::Registered);
         if let (true, Some(address)) = (by_registered, ev.registered()) {
-            let id = format!("registered-{}@{domain}", &hex128()[..16]);
-            let entity = format!(
-                "pres:{}@{domain}",
-                ev.caller.as_deref().unwrap_or("unknown")
-            );
-            let doc = pidf::civic_document(&entity, "registered", &address.civic, "Registered");
+            let mut id = String::with_capacity(40 + domain.len());
+            id.push_str("registered-");
+            push_hex(&mut id, &rand::random::<[u8; 8]>());
+            id.push('@');
+            id.push_str(domain);
+            let caller = ev.caller.as_deref().unwrap_or("unknown");
+            let write = || {
+                Bytes::from(pidf::civic_document(
+                    &format!("pres:{caller}@{domain}"),
+                    "registered",
+                    &address.civic,
+                    "Registered",
+                ))
+            };
+            let doc = match (documents, &ev.caller) {
+                (Some(cache), Some(number)) => match cache.get(number) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = write();
+                        cache.insert(number.clone(), d.clone());
+                        d
+                    }
+                },
+                _ => write(),
+            };
+            a.headers_first
+                .push((HeaderName::Geolocation, Bytes::from(format!("<cid:{id}>"))));
             a.body_part = Some((
                 vec![
                     ("Content-Type".into(), "application/pidf+xml".into()),
                     ("Content-ID".into(), format!("<{id}>")),
                 ],
-                Bytes::from(doc),
+                doc,
             ));
-            a.headers_first
-                .push((HeaderName::Geolocation, Bytes::from(format!("<cid:{id}>"))));
         }
         a
     }
 
     /// The proxy's answer for an evaluated request.
     pub fn decision(&self, req: &Message, ev: Evaluation<'_>) -> Decision {
+        self.decide_with(req, ev, None)
+    }
+
+    fn decide_with(
+        &self,
+        req: &Message,
+        ev: Evaluation<'_>,
+        documents: Option<&DashMap<String, Bytes>>,
+    ) -> Decision {
         let (Some(detected), Some(d)) = (&ev.detected, &ev.decision) else {
             return Decision::Reject {
                 status: self.reject_status,
                 reason: "Not An Emergency Call",
             };
         };
-        let augment = self.augment(req, &ev);
+        let augment = self.augment_with(req, &ev, documents);
         let registered = ev.registered();
         let location_source = shown_source(&ev.dynamic, registered).as_str();
         let mut details = RouteDetails {
@@ -558,8 +617,14 @@ impl EmergencyRouter {
 
 impl Router for EmergencyRouter {
     fn route(&self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
-        let inventory = self.inventory.load();
-        let ev = self.evaluate_with(&inventory, req, ctx.inbound_trunk, false, ctx.dereferenced);
-        self.decision(req, ev)
+        let snapshot = self.snapshot.load();
+        let ev = self.evaluate_with(
+            &snapshot.inventory,
+            req,
+            ctx.inbound_trunk,
+            false,
+            ctx.dereferenced,
+        );
+        self.decide_with(req, ev, Some(&snapshot.documents))
     }
 }

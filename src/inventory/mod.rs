@@ -201,6 +201,15 @@ pub fn normalize_e164(
     context: Option<&str>,
     country_code: Option<&str>,
 ) -> Option<String> {
+    // Already E.164: the common case, one allocation.
+    if let Some(d) = raw.strip_prefix('+') {
+        if (7..=15).contains(&d.len())
+            && !d.starts_with('0')
+            && d.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Some(raw.to_string());
+        }
+    }
     let mut digits = String::with_capacity(16);
     let mut plus = false;
     for (i, c) in raw.trim().chars().enumerate() {
