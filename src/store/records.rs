@@ -110,3 +110,86 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseConfig;
+    use crate::store::Hub;
+
+    fn record(id: &str, tenant: &str, invite_ms: i64) -> CallRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "tenant": tenant, "kind": "emergency", "call_id": format!("c-{id}"),
+            "caller_number": "+12125550142", "caller_uri": "sip:+12125550142@h", "from": "<sip:+12125550142@h>",
+            "pai": null, "dialed": "911", "request_uri": "sip:911@h", "invite_ms": invite_ms,
+            "answer_ms": null, "end_ms": null, "duration_ms": null, "final_status": 486,
+            "outcome": "failed", "route": "psap", "reason": "r", "trunk": null, "psap_id": null,
+            "attempts": [], "country": "US", "location_source": "none", "location": null,
+            "registered_address": null, "source_ip": "127.0.0.1", "source_port": 5060,
+            "transport": "udp", "user_agent": null
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn records_page_in_order_survive_retries_and_expire() {
+        let dir = std::env::temp_dir().join(format!(
+            "sosrouter-store-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let db = DatabaseConfig {
+            data_dir: dir.clone(),
+            ..DatabaseConfig::default()
+        };
+        let store = Store::open(&db, Hub::new()).await.unwrap();
+        let batch = vec![
+            record("b", "acme", 2000),
+            record("a", "acme", 2000),
+            record("c", "globex", 1000),
+            record("d", "acme", 3000),
+        ];
+        store.write_records(&batch).await.unwrap();
+        // A retried batch writes nothing twice.
+        store.write_records(&batch[..2]).await.unwrap();
+        drop(store);
+        // Opening again runs no migration twice.
+        let store = Store::open(&db, Hub::new()).await.unwrap();
+        let all = RecordFilter {
+            tenant: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+        };
+        let mut seen = Vec::new();
+        let mut cursor: Cursor = (i64::MIN, String::new());
+        loop {
+            let page = store.records_page(&all, &cursor, 2).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            cursor = page.last().unwrap().0.clone();
+            seen.extend(page.into_iter().map(|(_, r)| r.id));
+        }
+        assert_eq!(seen, ["c", "a", "b", "d"]);
+        let acme = RecordFilter {
+            tenant: Some("acme".into()),
+            from_ms: 2000,
+            to_ms: 3000,
+        };
+        let page = store
+            .records_page(&acme, &(i64::MIN, String::new()), 10)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.iter().map(|(_, r)| r.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(store.purge_records(2500).await.unwrap(), 3);
+        let left = store
+            .records_page(&all, &(i64::MIN, String::new()), 10)
+            .await
+            .unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].1.id, "d");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
