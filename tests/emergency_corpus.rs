@@ -733,6 +733,7 @@ fn hostile_bodies_and_headers_never_refuse_an_emergency() {
     let ctx = sosrouter::proxy::RouteContext {
         source: &source,
         inbound_trunk: Some("carrier"),
+        dereferenced: None,
     };
     let check = |msg: &Message, what: &str| {
         let ev = router.evaluate(&inv, msg, Some("carrier"), false);
@@ -825,6 +826,7 @@ fn a_new_inventory_snapshot_takes_effect_at_once() {
     let ctx = sosrouter::proxy::RouteContext {
         source: &source,
         inbound_trunk: Some("carrier"),
+        dereferenced: None,
     };
     let city = |d: Decision| match d {
         Decision::Route { augment, .. } => {
