@@ -58,8 +58,10 @@ impl Format {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Column {
+/// A column of the inventory format (the file and the API's CSV/JSON
+/// uploads share it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Column {
     Number,
     Tenant,
     Country,
@@ -76,7 +78,7 @@ enum Column {
     Civic(usize),
 }
 
-fn column(name: &str) -> Option<Column> {
+pub(crate) fn column(name: &str) -> Option<Column> {
     Some(match name {
         "number" => Column::Number,
         "tenant" => Column::Tenant,
@@ -97,7 +99,8 @@ fn column(name: &str) -> Option<Column> {
     })
 }
 
-fn boolean(v: &str) -> Option<bool> {
+/// A yes/no cell: empty means no.
+pub(crate) fn boolean(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
         "" | "no" | "n" | "false" | "0" => Some(false),
         "yes" | "y" | "true" | "1" => Some(true),

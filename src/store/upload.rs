@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::emergency::pidf::RFC5139_ELEMENTS;
+use crate::inventory::load::{boolean, column, Column};
 use crate::inventory::{normalize_e164, Address};
 
 use super::address;
@@ -127,46 +127,6 @@ pub enum UploadError {
     Malformed(String),
     /// Readable, but rows are wrong.
     Rows(Vec<RowError>),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Column {
-    Number,
-    Tenant,
-    Country,
-    CommonAreaPhone,
-    MayEdit,
-    MaySet,
-    MayChange,
-    MayDelete,
-    LocationId,
-    Lat,
-    Lon,
-    Lang,
-    Civic(usize),
-}
-
-impl Column {
-    fn of(name: &str) -> Option<Column> {
-        Some(match name {
-            "number" => Column::Number,
-            "tenant" => Column::Tenant,
-            "country" => Column::Country,
-            "common_area_phone" => Column::CommonAreaPhone,
-            "tenant_may_edit_address" => Column::MayEdit,
-            "tenant_may_set_address" => Column::MaySet,
-            "tenant_may_change_address" => Column::MayChange,
-            "tenant_may_delete_address" => Column::MayDelete,
-            "location_id" => Column::LocationId,
-            "reg_lat" => Column::Lat,
-            "reg_lon" => Column::Lon,
-            "reg_lang" => Column::Lang,
-            other => {
-                let e = other.strip_prefix("reg_")?;
-                Column::Civic(RFC5139_ELEMENTS.iter().position(|x| *x == e)?)
-            }
-        })
-    }
 }
 
 /// A location id: 1 to 64 letters, digits and `.`, `_`, `-`, `:`.
@@ -283,7 +243,7 @@ fn json_rows(body: &[u8]) -> Result<Vec<RawRow>, UploadError> {
         let mut cells = Vec::with_capacity(o.len());
         let mut errors = Vec::new();
         for (k, v) in o {
-            let Some(c) = Column::of(&k) else {
+            let Some(c) = column(&k) else {
                 errors.push(format!("unknown field {k:?}"));
                 continue;
             };
@@ -322,7 +282,7 @@ fn text_rows(body: &[u8], format: Format) -> Result<Vec<RawRow>, UploadError> {
         .clone();
     let mut columns = Vec::with_capacity(headers.len());
     for name in headers.iter() {
-        let c = Column::of(name)
+        let c = column(name)
             .ok_or_else(|| UploadError::Malformed(format!("line 1: unknown column {name:?}")))?;
         if columns.contains(&c) {
             return Err(UploadError::Malformed(format!(
@@ -366,14 +326,6 @@ fn text_rows(body: &[u8], format: Format) -> Result<Vec<RawRow>, UploadError> {
         });
     }
     Ok(rows)
-}
-
-fn boolean(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "" | "no" | "n" | "false" | "0" => Some(false),
-        "yes" | "y" | "true" | "1" => Some(true),
-        _ => None,
-    }
 }
 
 type ReadRow = (Option<LocationDef>, Option<NumberPatch>);
