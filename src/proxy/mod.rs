@@ -42,7 +42,8 @@ use crate::sip::edit::Editor;
 use crate::sip::{build, text, HeaderName, Message, Method, Scheme, Span, Uri};
 use crate::transaction::{
     ClientInvite, ClientInviteEvent, ClientNonInvite, ClientNonInviteEvent, RequestKeyParts,
-    ServerInvite, ServerInviteEvent, ServerNonInvite, TimerConfig, TransactionKey, Transport,
+    ServerInvite, ServerInviteEvent, ServerNonInvite, ServerNonInviteEvent, TimerConfig,
+    TransactionKey, Transport,
 };
 
 pub use events::{CallEvent, CallKey};
@@ -205,6 +206,34 @@ struct Call {
 }
 
 impl Call {
+    /// A call not yet sent anywhere.
+    fn new(
+        server: Id,
+        request: Message,
+        source: Source,
+        targets: Vec<RouteTarget>,
+        augment: Augment,
+        emergency: bool,
+        now: Instant,
+    ) -> Call {
+        Call {
+            server,
+            request,
+            source,
+            targets,
+            augment,
+            next: 0,
+            current: None,
+            best: None,
+            cancelled: false,
+            answered: false,
+            finished: false,
+            emergency,
+            started: now,
+            span: tracing::Span::none(),
+        }
+    }
+
     /// Whether call events are reported for it (emergency and test calls).
     fn recorded(&self) -> bool {
         self.emergency
@@ -308,6 +337,7 @@ enum Event {
     ClientInvite(ClientInviteEvent),
     ClientNonInvite(ClientNonInviteEvent),
     ServerInvite(ServerInviteEvent),
+    ServerNonInvite(ServerNonInviteEvent),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -412,11 +442,6 @@ impl Core {
             branch_counter: std::cell::Cell::new(0),
             dialogs: HashMap::new(),
         }
-    }
-
-    /// Swaps the routing phase (configuration reloads).
-    pub fn set_router(&mut self, router: Arc<dyn Router>) {
-        self.router = router;
     }
 
     /// Applies a new configuration and routing phase. Calls in progress
@@ -805,22 +830,7 @@ impl Core {
                     let call = self.id();
                     self.calls.insert(
                         call,
-                        Call {
-                            server: id,
-                            request: msg,
-                            source,
-                            targets,
-                            augment,
-                            next: 0,
-                            current: None,
-                            best: None,
-                            cancelled: false,
-                            answered: false,
-                            finished: false,
-                            emergency,
-                            started: now,
-                            span: tracing::Span::none(),
-                        },
+                        Call::new(id, msg, source, targets, augment, emergency, now),
                     );
                     if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&id) {
                         *c = Some(call);
@@ -870,7 +880,6 @@ impl Core {
                                 &trunk,
                                 &augment,
                                 false,
-                                now,
                             );
                             self.new_client_non_invite(now, Some(id), dest, bytes);
                         }
@@ -1081,15 +1090,8 @@ impl Core {
             let call = &self.calls[&call_id];
             let (request, source, augment) =
                 (call.request.clone(), call.source, call.augment.clone());
-            let (bytes, dest) = self.build_forward(
-                &request,
-                &source,
-                Some(&target),
-                &trunk,
-                &augment,
-                true,
-                now,
-            );
+            let (bytes, dest) =
+                self.build_forward(&request, &source, Some(&target), &trunk, &augment, true);
             let proto = dest.proto;
             let Some(id) =
                 self.new_client_invite(now, call_id, dest, bytes, &trunk.name, &target.label)
@@ -1124,7 +1126,6 @@ impl Core {
         trunk: &Trunk,
         augment: &Augment,
         record_route: bool,
-        _now: Instant,
     ) -> (Bytes, Dest) {
         let mut e = Editor::new(req);
         self.stamp_received(req, source, &mut e);
@@ -1156,7 +1157,7 @@ impl Core {
                 trunk.proto
             };
         if record_route {
-            e.add_record_route(self.record_route(proto).as_bytes());
+            e.add_record_route(self.record_route().as_bytes());
         }
         for (name, value) in &augment.headers {
             e.add_header(name.as_str(), value);
@@ -1226,7 +1227,7 @@ impl Core {
     /// One Record-Route serves both legs, so it names no transport: each
     /// side reaches the router the way it reached it (UDP by default, TCP
     /// for a large request), and the router listens on both.
-    fn record_route(&self, _proto: Proto) -> String {
+    fn record_route(&self) -> String {
         format!("<sip:{}:{};lr>", self.cfg.host, self.cfg.port)
     }
 
@@ -1346,22 +1347,15 @@ impl Core {
             let call = self.id();
             self.calls.insert(
                 call,
-                Call {
+                Call::new(
                     server,
-                    request: msg.clone(),
+                    msg.clone(),
                     source,
-                    targets: Vec::new(),
-                    augment: Augment::default(),
-                    next: 0,
-                    current: None,
-                    best: None,
-                    cancelled: false,
-                    answered: false,
-                    finished: false,
-                    emergency: false,
-                    started: now,
-                    span: tracing::Span::none(),
-                },
+                    Vec::new(),
+                    Augment::default(),
+                    false,
+                    now,
+                ),
             );
             if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&server) {
                 *c = Some(call);
@@ -2006,9 +2000,7 @@ impl Core {
         loop {
             let ev = match t {
                 Txn::ServerInvite { m, .. } => m.poll_event().map(Event::ServerInvite),
-                Txn::ServerNonInvite { m, .. } => m
-                    .poll_event()
-                    .map(|_| Event::ServerInvite(ServerInviteEvent::TransportError)),
+                Txn::ServerNonInvite { m, .. } => m.poll_event().map(Event::ServerNonInvite),
                 Txn::ClientInvite { m, .. } => m.poll_event().map(Event::ClientInvite),
                 Txn::ClientNonInvite { m, .. } => m.poll_event().map(Event::ClientNonInvite),
             };
@@ -2024,7 +2016,7 @@ impl Core {
                 Event::ServerInvite(ServerInviteEvent::AckTimeout) => {
                     debug!(id, "no ACK for a final response (Timer H)");
                 }
-                Event::ServerInvite(_) => {}
+                Event::ServerInvite(_) | Event::ServerNonInvite(_) => {}
             }
         }
         // Events may have changed the machine (an ACK sent, say).
@@ -2054,7 +2046,6 @@ impl Core {
                 self.pump(now, id);
             }
         }
-        metrics::gauge!(m::TRANSACTIONS).set(self.txns.len() as f64);
     }
 
     fn remove_txn(&mut self, id: Id) {
