@@ -37,13 +37,15 @@ pub type InboundTx = mpsc::Sender<Inbound>;
 /// parse is answered here (400, 505 or 513 with the reason naming the
 /// fault); a response that does not parse is dropped. Both are counted.
 /// Returns the error response to send, if any.
-pub fn accept(
-    data: Bytes,
-    source: Source,
-    stream: bool,
-    limits: &Limits,
-    tx: &InboundTx,
-) -> Option<Bytes> {
+/// What to do with bytes received: hand a message to the core, or send an
+/// error response back, or nothing.
+pub enum Accepted {
+    Core(Inbound),
+    Reply(Bytes),
+    Nothing,
+}
+
+pub fn accept(data: Bytes, source: Source, stream: bool, limits: &Limits) -> Accepted {
     let proto = source.proto.lower();
     let parsed = if stream {
         sip::parse_framed_stream(data.clone(), limits)
@@ -67,20 +69,12 @@ pub fn accept(
             let kind = if kind.is_empty() { "other" } else { kind };
             metrics::counter!(m::SIP_RECEIVED, "transport" => proto, "kind" => kind).increment(1);
             metrics::counter!(m::PARSE_PATH, "path" => msg.parse_path().as_str()).increment(1);
-            // The core's queue is bounded; a full queue waits here (the
-            // kernel buffers hold what arrives meanwhile).
-            if tx
-                .try_send(Inbound::Message(Box::new(msg), source))
-                .is_err()
-            {
-                tracing::warn!(peer = %source.peer, "core queue full; message dropped");
-            }
-            None
+            Accepted::Core(Inbound::Message(Box::new(msg), source))
         }
         Err(e) => {
             metrics::counter!(m::PARSE_ERRORS, "transport" => proto, "kind" => e.kind())
                 .increment(1);
-            error_response(&data, &e, &source, limits)
+            error_response(&data, &e, &source, limits).map_or(Accepted::Nothing, Accepted::Reply)
         }
     }
 }

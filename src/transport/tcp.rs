@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::{accept, Inbound, InboundTx};
+use super::{accept, Accepted, Inbound, InboundTx};
 use crate::config::TcpConfig;
 use crate::proxy::{ConnId, Proto, Source};
 use crate::sip::{self, Limits, Status};
@@ -212,8 +212,16 @@ impl TcpPool {
                     Ok(Status::Partial) => break,
                     Ok(Status::Complete((), n)) => {
                         let data = buf.split_to(n).freeze();
-                        if let Some(resp) = accept(data, source, true, &limits, &self.inner.tx) {
-                            self.reply(id, resp);
+                        match accept(data, source, true, &limits) {
+                            // Nothing over TCP is sent twice: a full core
+                            // queue holds this connection back instead.
+                            Accepted::Core(inbound) => {
+                                if self.inner.tx.send(inbound).await.is_err() {
+                                    break 'conn;
+                                }
+                            }
+                            Accepted::Reply(resp) => self.reply(id, resp),
+                            Accepted::Nothing => {}
                         }
                     }
                     Err(e) => {

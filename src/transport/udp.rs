@@ -9,7 +9,7 @@ use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use super::{accept, InboundTx};
+use super::{accept, Accepted, InboundTx};
 use crate::proxy::{Proto, Source};
 use crate::sip::Limits;
 
@@ -64,8 +64,18 @@ pub async fn recv_loop(ep: UdpEndpoint, tx: InboundTx, limits: Limits) {
             local: ep.local,
             conn: None,
         };
-        if let Some(resp) = accept(Bytes::copy_from_slice(data), source, false, &limits, &tx) {
-            let _ = ep.socket.try_send_to(&resp, peer);
+        match accept(Bytes::copy_from_slice(data), source, false, &limits) {
+            // A full core queue drops the datagram rather than stall the
+            // socket: the sender's retransmission brings it back.
+            Accepted::Core(inbound) => {
+                if tx.try_send(inbound).is_err() {
+                    tracing::warn!(%peer, "core queue full; datagram dropped (the sender retransmits)");
+                }
+            }
+            Accepted::Reply(resp) => {
+                let _ = ep.socket.try_send_to(&resp, peer);
+            }
+            Accepted::Nothing => {}
         }
     }
 }
