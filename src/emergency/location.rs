@@ -93,17 +93,17 @@ impl Location {
             .filter(|c| !c.is_empty())
     }
 
-    fn take_pidf(&mut self, doc: &Pidf, from: String) {
-        let sel = doc.selected();
+    fn take_pidf(&mut self, doc: Pidf, from: String) {
+        let (sel, rejected) = doc.into_selected();
         self.source = if sel.geo.is_some() {
             LocationSource::PidfGeo
         } else {
             LocationSource::PidfCivic
         };
-        self.method = sel.method.clone();
-        self.civic = sel.civic.clone();
-        self.geo = sel.geo.clone();
-        for r in doc.rejected() {
+        self.method = sel.method;
+        self.civic = sel.civic;
+        self.geo = sel.geo;
+        for r in &rejected {
             self.errors
                 .push(format!("{from}: {}: {}", r.error.kind(), r.error));
         }
@@ -269,7 +269,7 @@ fn is_reference(uri: &Uri<'_>) -> bool {
 
 fn read_pidf(loc: &mut Location, xml: &[u8], from: String) {
     match pidf::parse(xml) {
-        Ok(doc) => loc.take_pidf(&doc, from),
+        Ok(doc) => loc.take_pidf(doc, from),
         Err(e) => loc.errors.push(format!("{from}: {}: {e}", e.kind())),
     }
 }

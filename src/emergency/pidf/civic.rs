@@ -42,10 +42,22 @@ pub const EXTENSION_PREFIX: &str = "cae";
 /// ([`EXTENSION_NS`]), whatever prefix the document used; `{uri}NAME` for an
 /// element of any other namespace. Values are trimmed (RFC 5139 s3.6) and
 /// empty ones dropped.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct CivicAddress {
     lang: Option<String>,
-    fields: Vec<(String, String)>,
+    /// Every key and value, back to back: an address is read on every
+    /// emergency call and copied into its details, and one string for all
+    /// its fields keeps that to two allocations instead of two per field.
+    text: String,
+    fields: Vec<Field>,
+}
+
+/// One field: its key is `text[start..split]`, its value `text[split..end]`.
+#[derive(Clone, Copy)]
+struct Field {
+    start: usize,
+    split: usize,
+    end: usize,
 }
 
 impl CivicAddress {
@@ -63,16 +75,21 @@ impl CivicAddress {
     }
 
     /// Appends a field; keys follow the module's keying rules.
-    pub fn push(&mut self, key: impl Into<String>, value: impl Into<String>) {
-        self.fields.push((key.into(), value.into()));
+    pub fn push(&mut self, key: impl AsRef<str>, value: impl AsRef<str>) {
+        let start = self.text.len();
+        self.text.push_str(key.as_ref());
+        let split = self.text.len();
+        self.text.push_str(value.as_ref());
+        self.fields.push(Field {
+            start,
+            split,
+            end: self.text.len(),
+        });
     }
 
     /// The first value stored under `key` (case-sensitive: `"A1"`, `"cae:MP"`).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -85,11 +102,36 @@ impl CivicAddress {
 
     /// The fields in document order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.fields
+            .iter()
+            .map(|f| (&self.text[f.start..f.split], &self.text[f.split..f.end]))
     }
 }
 
-impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for CivicAddress {
+impl PartialEq for CivicAddress {
+    fn eq(&self, other: &Self) -> bool {
+        self.lang == other.lang && self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for CivicAddress {}
+
+impl std::fmt::Debug for CivicAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        struct Fields<'a>(&'a CivicAddress);
+        impl std::fmt::Debug for Fields<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_list().entries(self.0.iter()).finish()
+            }
+        }
+        f.debug_struct("CivicAddress")
+            .field("lang", &self.lang)
+            .field("fields", &Fields(self))
+            .finish()
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for CivicAddress {
     fn from_iter<T: IntoIterator<Item = (K, V)>>(iter: T) -> Self {
         let mut c = CivicAddress::new();
         for (k, v) in iter {
@@ -99,12 +141,12 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for CivicAddress {
     }
 }
 
-struct Fields<'a>(&'a [(String, String)]);
+struct Fields<'a>(&'a CivicAddress);
 
 impl Serialize for Fields<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in self.0 {
+        for (k, v) in self.0.iter() {
             m.serialize_entry(k, v)?;
         }
         m.end()
@@ -115,7 +157,7 @@ impl Serialize for CivicAddress {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("lang", &self.lang)?;
-        m.serialize_entry("fields", &Fields(&self.fields))?;
+        m.serialize_entry("fields", &Fields(self))?;
         m.end()
     }
 }
@@ -128,19 +170,40 @@ pub(crate) fn parse_civic(dom: &Dom<'_>, i: usize) -> Result<CivicAddress, PidfE
         .map(trim_xml)
         .filter(|l| !l.is_empty())
         .map(str::to_owned);
+    // Sized for the common case of plain civic elements in one go.
+    let (mut count, mut bytes) = (0, 0);
     for c in dom.children(i) {
-        let key = match dom.ns(c) {
-            ns if ns.is_civic() => dom.name(c).to_owned(),
-            Ns::CivicExt => format!("{EXTENSION_PREFIX}:{}", dom.name(c)),
-            _ => dom.clark(c),
-        };
-        let value = if dom.has_children(c) {
-            dom.deep_text(c)
+        count += 1;
+        bytes += dom.name(c).len() + dom.text(c).len();
+    }
+    civic.fields.reserve_exact(count);
+    civic.text.reserve_exact(bytes);
+    for c in dom.children(i) {
+        let start = civic.text.len();
+        match dom.ns(c) {
+            ns if ns.is_civic() => civic.text.push_str(dom.name(c)),
+            Ns::CivicExt => {
+                civic.text.push_str(EXTENSION_PREFIX);
+                civic.text.push(':');
+                civic.text.push_str(dom.name(c));
+            }
+            _ => dom.push_clark(c, &mut civic.text),
+        }
+        let split = civic.text.len();
+        if dom.has_children(c) {
+            dom.push_deep_text(c, &mut civic.text);
         } else {
-            trim_xml(dom.text(c)).to_owned()
-        };
-        if !value.is_empty() {
-            civic.fields.push((key, value));
+            civic.text.push_str(trim_xml(dom.text(c)));
+        }
+        if civic.text.len() == split {
+            // Empty after trimming: dropped, key included.
+            civic.text.truncate(start);
+        } else {
+            civic.fields.push(Field {
+                start,
+                split,
+                end: civic.text.len(),
+            });
         }
     }
     if civic.is_empty() {

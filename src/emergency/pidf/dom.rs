@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use quick_xml::encoding::Decoder;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
@@ -119,8 +120,10 @@ impl Attr {
 #[derive(Debug)]
 pub(crate) struct Node<'i> {
     pub(crate) ns: Ns,
-    pub(crate) name: Box<str>,
-    attrs: Vec<(Attr, String)>,
+    /// The local name: `Dom::strings[name.0..name.1]`.
+    name: (usize, usize),
+    /// This element's entries in [`Dom::attrs`]: `attrs.0 .. attrs.1`.
+    attrs: (usize, usize),
     /// The element's own character data (not its descendants'), with
     /// whitespace-only pieces before the first real character dropped.
     text: Cow<'i, str>,
@@ -128,10 +131,25 @@ pub(crate) struct Node<'i> {
     end: usize,
 }
 
+/// A recognised attribute of some element: its value is
+/// `Dom::strings[start..end]`.
+#[derive(Debug)]
+struct AttrValue {
+    key: Attr,
+    start: usize,
+    end: usize,
+}
+
 /// All elements of a document, root first.
+///
+/// Element names and the values of the attributes that are read share one
+/// string, so a document costs a handful of allocations however many
+/// elements it has.
 #[derive(Debug)]
 pub(crate) struct Dom<'i> {
     nodes: Vec<Node<'i>>,
+    attrs: Vec<AttrValue>,
+    strings: String,
     other_ns: Vec<String>,
 }
 
@@ -143,20 +161,21 @@ impl<'i> Dom<'i> {
     }
 
     pub(crate) fn name(&self, i: usize) -> &str {
-        &self.nodes[i].name
+        let (start, end) = self.nodes[i].name;
+        &self.strings[start..end]
     }
 
     /// Whether node `i` is the element `name` in namespace `ns`.
     pub(crate) fn is(&self, i: usize, ns: Ns, name: &str) -> bool {
-        self.nodes[i].ns == ns && &*self.nodes[i].name == name
+        self.nodes[i].ns == ns && self.name(i) == name
     }
 
     pub(crate) fn attr(&self, i: usize, key: Attr) -> Option<&str> {
-        self.nodes[i]
-            .attrs
+        let (start, end) = self.nodes[i].attrs;
+        self.attrs[start..end]
             .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_str())
+            .find(|a| a.key == key)
+            .and_then(|a| self.strings.get(a.start..a.end))
     }
 
     /// The element's own text, untrimmed.
@@ -180,7 +199,7 @@ impl<'i> Dom<'i> {
     /// The first child of `i` that is `name` in one of `ns`.
     pub(crate) fn child(&self, i: usize, ns: &[Ns], name: &str) -> Option<usize> {
         self.children(i)
-            .find(|&c| ns.contains(&self.nodes[c].ns) && &*self.nodes[c].name == name)
+            .find(|&c| ns.contains(&self.nodes[c].ns) && self.name(c) == name)
     }
 
     /// The trimmed text of the first such child, if it is not empty.
@@ -191,20 +210,21 @@ impl<'i> Dom<'i> {
             .map(str::to_owned)
     }
 
-    /// The trimmed texts of `i` and all its descendants, joined by one space.
-    pub(crate) fn deep_text(&self, i: usize) -> String {
-        let mut out = String::new();
+    /// Appends the trimmed texts of `i` and all its descendants to `out`,
+    /// joined by one space.
+    pub(crate) fn push_deep_text(&self, i: usize, out: &mut String) {
+        let mut first = true;
         for node in &self.nodes[i..self.nodes[i].end] {
             let t = trim_xml(&node.text);
             if t.is_empty() {
                 continue;
             }
-            if !out.is_empty() {
+            if !first {
                 out.push(' ');
             }
+            first = false;
             out.push_str(t);
         }
-        out
     }
 
     /// The namespace URI of node `i` (empty for no namespace).
@@ -222,7 +242,17 @@ impl<'i> Dom<'i> {
 
     /// `{uri}name` (Clark notation), for messages and foreign keys.
     pub(crate) fn clark(&self, i: usize) -> String {
-        format!("{{{}}}{}", self.ns_uri(i), self.name(i))
+        let mut out = String::new();
+        self.push_clark(i, &mut out);
+        out
+    }
+
+    /// Appends [`Dom::clark`] of `i` to `out`.
+    pub(crate) fn push_clark(&self, i: usize, out: &mut String) {
+        out.push('{');
+        out.push_str(self.ns_uri(i));
+        out.push('}');
+        out.push_str(self.name(i));
     }
 }
 
@@ -260,7 +290,10 @@ fn not_wf(msg: impl Into<String>) -> PidfError {
 
 struct Builder<'i> {
     nodes: Vec<Node<'i>>,
+    attrs: Vec<AttrValue>,
+    strings: String,
     other_ns: Vec<String>,
+    /// Only allocated once a namespace outside [`KNOWN`] appears.
     other_index: HashMap<Vec<u8>, u32>,
     stack: Vec<usize>,
     root_closed: bool,
@@ -296,7 +329,7 @@ impl<'i> Builder<'i> {
         &mut self,
         ns: Ns,
         e: &BytesStart<'_>,
-        reader: &NsReader<&'i [u8]>,
+        decoder: Decoder,
         limits: &Limits,
     ) -> Result<usize, PidfError> {
         if self.root_closed {
@@ -314,25 +347,40 @@ impl<'i> Builder<'i> {
         }
         let name = std::str::from_utf8(e.local_name().into_inner())
             .map_err(|_| not_wf("element name is not UTF-8"))?;
-        let mut attrs = Vec::new();
+        let name_start = self.strings.len();
+        self.strings.push_str(name);
+        let name_range = (name_start, self.strings.len());
+        let attrs_start = self.attrs.len();
+        // Every attribute is checked for syntax; only those read are kept.
         for a in e.attributes() {
             let a = a.map_err(|err| not_wf(format!("attribute of <{name}>: {err}")))?;
             if let Some(key) = Attr::from_key(a.key.as_ref()) {
                 let v = a
-                    .decode_and_unescape_value(reader.decoder())
+                    .decode_and_unescape_value(decoder)
                     .map_err(|err| not_wf(format!("attribute of <{name}>: {err}")))?;
-                attrs.push((key, v.into_owned()));
+                let start = self.strings.len();
+                self.strings.push_str(&v);
+                self.attrs.push(AttrValue {
+                    key,
+                    start,
+                    end: self.strings.len(),
+                });
             }
         }
         let i = self.nodes.len();
         self.nodes.push(Node {
             ns,
-            name: name.into(),
-            attrs,
+            name: name_range,
+            attrs: (attrs_start, self.attrs.len()),
             text: Cow::Borrowed(""),
             end: i + 1,
         });
         Ok(i)
+    }
+
+    fn name(&self, i: usize) -> &str {
+        let (start, end) = self.nodes[i].name;
+        &self.strings[start..end]
     }
 
     fn close(&mut self, i: usize) {
@@ -340,6 +388,20 @@ impl<'i> Builder<'i> {
         if self.stack.is_empty() {
             self.root_closed = true;
         }
+    }
+
+    /// Whether a raw piece of character data can be dropped unread: it is
+    /// whitespace only, and either outside the root or before any real
+    /// character of the open element (see [`Builder::text`]). Most text in
+    /// a document is indentation, which then costs neither decoding nor
+    /// line-end normalisation (SIP bodies use CRLF, which would copy it).
+    fn is_droppable(&self, raw: &[u8]) -> bool {
+        raw.iter()
+            .all(|c| matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+            && self
+                .stack
+                .last()
+                .is_none_or(|&top| self.nodes[top].text.is_empty())
     }
 
     fn text(&mut self, piece: Cow<'i, str>) -> Result<(), PidfError> {
@@ -380,11 +442,17 @@ pub(crate) fn read<'i>(xml: &'i [u8], limits: &Limits) -> Result<Dom<'i>, PidfEr
     }
     let xml = xml.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(xml);
     let mut reader = NsReader::from_reader(xml);
+    // Room for a typical document up front (an element every 40 bytes or
+    // so), without trusting the size of a large one.
+    let expected = (xml.len() / 40).clamp(8, 256).min(limits.max_elements);
     let mut b = Builder {
-        nodes: Vec::new(),
+        nodes: Vec::with_capacity(expected),
+        attrs: Vec::new(),
+        // Names average under ten bytes.
+        strings: String::with_capacity(expected * 10),
         other_ns: Vec::new(),
         other_index: HashMap::new(),
-        stack: Vec::new(),
+        stack: Vec::with_capacity(16.min(limits.max_depth)),
         root_closed: false,
     };
     loop {
@@ -400,12 +468,12 @@ pub(crate) fn read<'i>(xml: &'i [u8], limits: &Limits) -> Result<Dom<'i>, PidfEr
         match event {
             Event::Start(e) => {
                 let ns = b.classify(res)?;
-                let i = b.open(ns, &e, &reader, limits)?;
+                let i = b.open(ns, &e, reader.decoder(), limits)?;
                 b.stack.push(i);
             }
             Event::Empty(e) => {
                 let ns = b.classify(res)?;
-                let i = b.open(ns, &e, &reader, limits)?;
+                let i = b.open(ns, &e, reader.decoder(), limits)?;
                 b.close(i);
             }
             Event::End(_) => {
@@ -414,10 +482,16 @@ pub(crate) fn read<'i>(xml: &'i [u8], limits: &Limits) -> Result<Dom<'i>, PidfEr
                 b.close(i);
             }
             Event::Text(t) => {
+                if b.is_droppable(&t) {
+                    continue;
+                }
                 let s = t.xml10_content().map_err(|e| not_wf(e.to_string()))?;
                 b.text(s)?;
             }
             Event::CData(t) => {
+                if b.is_droppable(&t) {
+                    continue;
+                }
                 let s = t.xml10_content().map_err(|e| not_wf(e.to_string()))?;
                 b.text(s)?;
             }
@@ -447,16 +521,15 @@ pub(crate) fn read<'i>(xml: &'i [u8], limits: &Limits) -> Result<Dom<'i>, PidfEr
         }
     }
     if let Some(&open) = b.stack.last() {
-        return Err(not_wf(format!(
-            "document ends inside <{}>",
-            b.nodes[open].name
-        )));
+        return Err(not_wf(format!("document ends inside <{}>", b.name(open))));
     }
     if b.nodes.is_empty() {
         return Err(not_wf("no root element"));
     }
     Ok(Dom {
         nodes: b.nodes,
+        attrs: b.attrs,
+        strings: b.strings,
         other_ns: b.other_ns,
     })
 }
@@ -476,7 +549,9 @@ mod tests {
         assert_eq!(kids, ["b", "d", "e"]);
         let b = d.child(ROOT, &[Ns::None], "b").unwrap();
         assert_eq!(d.children(b).map(|i| d.name(i)).collect::<Vec<_>>(), ["c"]);
-        assert_eq!(d.deep_text(ROOT), "x y");
+        let mut deep = String::new();
+        d.push_deep_text(ROOT, &mut deep);
+        assert_eq!(deep, "x y");
         assert!(!d.has_children(d.child(ROOT, &[Ns::None], "e").unwrap()));
     }
 

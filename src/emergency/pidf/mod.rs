@@ -56,6 +56,7 @@ mod write;
 
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
+use smallvec::SmallVec;
 
 pub use civic::{CivicAddress, EXTENSION_NS, EXTENSION_PREFIX, RFC5139_ELEMENTS};
 pub use geo::{Geo, Position, Shape};
@@ -167,6 +168,12 @@ impl Pidf {
     /// Locations that were present but unusable.
     pub fn rejected(&self) -> &[Rejected] {
         &self.rejected
+    }
+
+    /// The selected location and the rejected ones, taken out of the
+    /// document without copying.
+    pub fn into_selected(mut self) -> (LocationInfo, Vec<Rejected>) {
+        (self.locations.swap_remove(self.selected), self.rejected)
     }
 }
 
@@ -375,7 +382,7 @@ fn read_holder(dom: &Dom<'_>, e: usize, source: Element, found: &mut Found) {
     };
     // geopriv directly in the element (RFC 4479 style) or inside its
     // status (RFC 4119 style), in document order.
-    let mut geoprivs = Vec::new();
+    let mut geoprivs: SmallVec<[usize; 4]> = SmallVec::new();
     for c in dom.children(e) {
         if dom.is(c, Ns::Geopriv, "geopriv") {
             geoprivs.push(c);
@@ -386,8 +393,14 @@ fn read_holder(dom: &Dom<'_>, e: usize, source: Element, found: &mut Found) {
             );
         }
     }
-    for g in geoprivs {
+    let last = geoprivs.len().saturating_sub(1);
+    let (mut id, mut timestamp, mut device_id) = (id, timestamp, device_id);
+    for (n, g) in geoprivs.into_iter().enumerate() {
         match read_geopriv(dom, g) {
+            // The last location takes the holder's values, the others copies.
+            Ok(Some(parts)) if n == last => {
+                found.push(source, id.take(), timestamp.take(), device_id.take(), parts)
+            }
             Ok(Some(parts)) => found.push(
                 source,
                 id.clone(),
@@ -470,13 +483,13 @@ fn usage_rules(dom: &Dom<'_>, u: usize) -> UsageRules {
     // them to basicPolicy. Both are read.
     let ns = [Ns::BasicPolicy, Ns::Geopriv];
     UsageRules {
-        retransmission_allowed: dom
-            .child_text(u, &ns, "retransmission-allowed")
-            .and_then(|v| match v.as_str() {
+        retransmission_allowed: dom.child(u, &ns, "retransmission-allowed").and_then(|c| {
+            match trim_xml(dom.text(c)) {
                 "true" | "1" | "yes" => Some(true),
                 "false" | "0" | "no" => Some(false),
                 _ => None,
-            }),
+            }
+        }),
         retention_expiry: dom.child_text(u, &ns, "retention-expiry"),
         external_ruleset: dom.child_text(u, &ns, "external-ruleset"),
         note_well: dom.child_text(u, &ns, "note-well"),
