@@ -122,13 +122,8 @@ pub fn dynamic_location(req: &Message) -> Location {
     let mut any_value = false;
     for value in req.list(HeaderName::Geolocation) {
         any_value = true;
-        let text = String::from_utf8_lossy(value.trim_ascii());
-        let Some(na) = NameAddr::parse(value) else {
-            loc.errors
-                .push(format!("Geolocation value {text:?} does not parse"));
-            continue;
-        };
-        let Some(uri) = na.uri() else {
+        let Some((na, uri)) = NameAddr::parse(value).and_then(|na| Some((na, na.uri()?))) else {
+            let text = String::from_utf8_lossy(value.trim_ascii());
             loc.errors
                 .push(format!("Geolocation value {text:?} does not parse"));
             continue;

@@ -496,14 +496,20 @@ impl EmergencyRouter {
         }
         let domain = &self.domain;
         let mut identifier = |kind: &str, purpose: &str| {
-            let mut v = String::with_capacity(64 + domain.len());
-            v.push_str("<urn:emergency:uid:");
+            const URN: &str = "<urn:emergency:uid:";
+            const PURPOSE: &str = ">;purpose=";
+            // Exactly the length written: the string then becomes the
+            // header's bytes without another allocation.
+            let len =
+                URN.len() + kind.len() + 1 + 32 + 1 + domain.len() + PURPOSE.len() + purpose.len();
+            let mut v = String::with_capacity(len);
+            v.push_str(URN);
             v.push_str(kind);
             v.push(':');
             push_hex(&mut v, &rand::random::<[u8; 16]>());
             v.push(':');
             v.push_str(domain);
-            v.push_str(">;purpose=");
+            v.push_str(PURPOSE);
             v.push_str(purpose);
             a.headers.push((HeaderName::CallInfo, Bytes::from(v)));
         };
@@ -518,11 +524,21 @@ impl EmergencyRouter {
             .as_ref()
             .is_some_and(|d| d.routed_by == RoutedBy::Registered);
         if let (true, Some(address)) = (by_registered, ev.registered()) {
-            let mut id = String::with_capacity(40 + domain.len());
-            id.push_str("registered-");
-            push_hex(&mut id, &rand::random::<[u8; 8]>());
-            id.push('@');
-            id.push_str(domain);
+            // `<registered-HEX@domain>`, the part's Content-ID; the
+            // Geolocation value is `<cid:` and the same id.
+            const PREFIX: &str = "registered-";
+            let mut content_id = String::with_capacity(PREFIX.len() + 16 + domain.len() + 3);
+            content_id.push('<');
+            content_id.push_str(PREFIX);
+            push_hex(&mut content_id, &rand::random::<[u8; 8]>());
+            content_id.push('@');
+            content_id.push_str(domain);
+            content_id.push('>');
+            let id = &content_id[1..content_id.len() - 1];
+            let mut geolocation = String::with_capacity(id.len() + 6);
+            geolocation.push_str("<cid:");
+            geolocation.push_str(id);
+            geolocation.push('>');
             let caller = ev.caller.as_deref().unwrap_or("unknown");
             let write = || {
                 Bytes::from(pidf::civic_document(
@@ -544,11 +560,11 @@ impl EmergencyRouter {
                 _ => write(),
             };
             a.headers_first
-                .push((HeaderName::Geolocation, Bytes::from(format!("<cid:{id}>"))));
+                .push((HeaderName::Geolocation, Bytes::from(geolocation)));
             a.body_part = Some((
                 vec![
                     ("Content-Type".into(), "application/pidf+xml".into()),
-                    ("Content-ID".into(), format!("<{id}>")),
+                    ("Content-ID".into(), content_id),
                 ],
                 doc,
             ));
@@ -567,49 +583,69 @@ impl EmergencyRouter {
         ev: Evaluation<'_>,
         documents: Option<&DashMap<String, Bytes>>,
     ) -> Decision {
-        let (Some(detected), Some(d)) = (&ev.detected, &ev.decision) else {
+        if ev.detected.is_none() || ev.decision.is_none() {
+            return Decision::Reject {
+                status: self.reject_status,
+                reason: "Not An Emergency Call",
+            };
+        }
+        let augment = self.augment_with(req, &ev, documents);
+        // The evaluation is spent here: its parts move into the details
+        // rather than being copied.
+        let registered = ev.registered();
+        let location_source = shown_source(&ev.dynamic, registered).as_str();
+        let registered_address = registered
+            .cloned()
+            .map(|a| Arc::new(a) as Arc<dyn crate::proxy::LocationRecord>);
+        let shown_registered = (!ev.dynamic.is_usable())
+            .then(|| registered.cloned())
+            .flatten();
+        let tenant = ev.entry.map(|e| e.tenant.clone());
+        let Evaluation {
+            detected,
+            caller,
+            country,
+            dynamic,
+            decision,
+            ..
+        } = ev;
+        let (Some(detected), Some(d)) = (detected, decision) else {
             return Decision::Reject {
                 status: self.reject_status,
                 reason: "Not An Emergency Call",
             };
         };
-        let augment = self.augment_with(req, &ev, documents);
-        let registered = ev.registered();
-        let location_source = shown_source(&ev.dynamic, registered).as_str();
-        let mut details = RouteDetails {
-            kind: detected.kind.as_str(),
-            dialed: detected.number.clone(),
-            caller: ev.caller.clone(),
-            country: ev.country.clone(),
-            routed_by: d.routed_by.as_str(),
-            psap_id: d.psap.as_ref().map(|p| p.id.clone()),
-            area: d.psap.as_ref().map(|p| p.area.clone()),
-            location_source,
-            location: None,
-            tenant: ev.entry.map(|e| e.tenant.clone()),
-            registered_address: registered
-                .cloned()
-                .map(|a| Arc::new(a) as Arc<dyn crate::proxy::LocationRecord>),
+        let (psap_id, area) = match d.psap {
+            Some(p) => (Some(p.id), Some(p.area)),
+            None => (None, None),
         };
-        let (targets, route, reason) = (d.targets.clone(), d.route.as_str(), d.reason.as_str());
-        let registered = (!ev.dynamic.is_usable())
-            .then(|| registered.cloned())
-            .flatten();
-        details.location = Some(Arc::new(CallLocation {
-            dynamic: ev.dynamic,
-            registered,
-        }));
+        let details = RouteDetails {
+            kind: detected.kind.as_str(),
+            dialed: detected.number,
+            caller,
+            country,
+            routed_by: d.routed_by.as_str(),
+            psap_id,
+            area,
+            location_source,
+            location: Some(Arc::new(CallLocation {
+                dynamic,
+                registered: shown_registered,
+            })),
+            tenant,
+            registered_address,
+        };
         tracing::debug!(
             call_id = %String::from_utf8_lossy(req.call_id().unwrap_or_default()),
             ?details,
             "emergency call"
         );
         Decision::Route {
-            targets,
+            targets: d.targets,
             augment,
             emergency: true,
-            route,
-            reason,
+            route: d.route.as_str(),
+            reason: d.reason.as_str(),
             details: Some(Box::new(details)),
         }
     }

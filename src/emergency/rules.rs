@@ -417,6 +417,7 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
         }
     };
 
+    let has_screening = rules.screening_trunk.is_some();
     let screening = named_target(rules.screening_trunk.as_ref(), "screening");
     let last_resort = named_target(rules.last_resort_trunk.as_ref(), "last-resort");
     let (mut route, mut reason, mut routed_by, mut psap) = match &first {
@@ -428,17 +429,17 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
         First::Psap(p, ..) => {
             order.push(Some(p.target()));
             order.push(dynamic_psap.as_ref().map(PsapChoice::target));
-            order.push(screening.clone());
+            order.push(screening);
         }
         First::Screening(_) => {
-            order.push(screening.clone());
+            order.push(screening);
             order.push(dynamic_psap.as_ref().map(PsapChoice::target));
         }
     }
     order.push(registered_psap.as_ref().map(PsapChoice::target));
 
     // No screening center: the next PSAP is the first target.
-    if matches!(first, First::Screening(_)) && screening.is_none() {
+    if matches!(first, First::Screening(_)) && !has_screening {
         if let Some(p) = &dynamic_psap {
             (route, reason, routed_by, psap) = (
                 RouteKind::Psap,
