@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use quick_xml::encoding::Decoder;
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::NsReader;
+use quick_xml::name::{NamespaceResolver, ResolveResult};
+use quick_xml::Reader;
 
 use super::{Limits, PidfError};
 
@@ -441,7 +441,13 @@ pub(crate) fn read<'i>(xml: &'i [u8], limits: &Limits) -> Result<Dom<'i>, PidfEr
         });
     }
     let xml = xml.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(xml);
-    let mut reader = NsReader::from_reader(xml);
+    // Namespaces are resolved here rather than by `NsReader`, which also
+    // resolves every end tag: an end tag only closes the open element.
+    let mut reader = Reader::from_reader(xml);
+    let mut scopes = NamespaceResolver::default();
+    let scope_error = |err: quick_xml::name::NamespaceError, reader: &Reader<&[u8]>| {
+        not_wf(format!("{err} (near byte {})", reader.error_position()))
+    };
     // Room for a typical document up front (an element every 40 bytes or
     // so), without trusting the size of a large one.
     let expected = (xml.len() / 40).clamp(8, 256).min(limits.max_elements);
@@ -456,8 +462,8 @@ pub(crate) fn read<'i>(xml: &'i [u8], limits: &Limits) -> Result<Dom<'i>, PidfEr
         root_closed: false,
     };
     loop {
-        let (res, event) = match reader.read_resolved_event() {
-            Ok(pair) => pair,
+        let event = match reader.read_event() {
+            Ok(event) => event,
             Err(err) => {
                 return Err(not_wf(format!(
                     "{err} (near byte {})",
@@ -467,19 +473,23 @@ pub(crate) fn read<'i>(xml: &'i [u8], limits: &Limits) -> Result<Dom<'i>, PidfEr
         };
         match event {
             Event::Start(e) => {
-                let ns = b.classify(res)?;
+                scopes.push(&e).map_err(|err| scope_error(err, &reader))?;
+                let ns = b.classify(scopes.resolve_element(e.name()).0)?;
                 let i = b.open(ns, &e, reader.decoder(), limits)?;
                 b.stack.push(i);
             }
             Event::Empty(e) => {
-                let ns = b.classify(res)?;
+                scopes.push(&e).map_err(|err| scope_error(err, &reader))?;
+                let ns = b.classify(scopes.resolve_element(e.name()).0)?;
                 let i = b.open(ns, &e, reader.decoder(), limits)?;
                 b.close(i);
+                scopes.pop();
             }
             Event::End(_) => {
                 // The reader has already matched the end tag with its start.
                 let i = b.stack.pop().ok_or_else(|| not_wf("unmatched end tag"))?;
                 b.close(i);
+                scopes.pop();
             }
             Event::Text(t) => {
                 if b.is_droppable(&t) {
@@ -580,6 +590,45 @@ mod tests {
         assert_eq!(d.clark(kids[1]), "{urn:example:other}x");
         // An unprefixed element outside any default namespace has none.
         assert_eq!(d.ns(kids[2]), Ns::None);
+    }
+
+    #[test]
+    fn declarations_end_with_their_element() {
+        // An empty element's and a closed element's declarations do not
+        // reach their siblings.
+        let d = dom(concat!(
+            r#"<a><b xmlns="urn:ietf:params:xml:ns:pidf"><c/></b>"#,
+            r#"<d xmlns="urn:ietf:params:xml:ns:pidf"/><e/></a>"#
+        ));
+        let kids: Vec<usize> = d.children(ROOT).collect();
+        assert_eq!(d.ns(kids[0]), Ns::Pidf);
+        assert_eq!(d.ns(kids[0] + 1), Ns::Pidf);
+        assert_eq!(d.ns(kids[1]), Ns::Pidf);
+        assert_eq!(d.ns(kids[2]), Ns::None);
+        let e = read(
+            br#"<a><q:b xmlns:q="urn:example:other"/><q:c/></a>"#,
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e, not_wf("undeclared namespace prefix 'q'"));
+    }
+
+    #[test]
+    fn reserved_prefixes_cannot_be_rebound() {
+        for bad in [
+            r#"<a xmlns:xml="urn:example:x"/>"#,
+            r#"<a xmlns:xmlns="urn:example:x"/>"#,
+            r#"<a xmlns:p="http://www.w3.org/XML/1998/namespace"/>"#,
+        ] {
+            let err = read(bad.as_bytes(), &Limits::default()).unwrap_err();
+            assert_eq!(err.kind(), "not-well-formed", "{bad:?}: {err}");
+            assert!(err.to_string().contains("cannot be bound"), "{err}");
+        }
+        // `xml:` needs no declaration.
+        assert_eq!(
+            dom(r#"<xml:a/>"#).clark(ROOT),
+            "{http://www.w3.org/XML/1998/namespace}a"
+        );
     }
 
     #[test]
