@@ -19,7 +19,8 @@ pub(crate) fn fold(name: &str) -> String {
 /// [`fold`], appending to `out`.
 pub(crate) fn fold_into(name: &str, out: &mut String) {
     let start = out.len();
-    let mut token = String::new();
+    // Room for any token of a typical name, so it is allocated once.
+    let mut token = String::with_capacity(name.len());
     let push_token = |token: &mut String, out: &mut String| {
         if token.is_empty() {
             return;
