@@ -1,6 +1,11 @@
 //! Every metric the router exports: names, label sets and help texts in one
 //! place. Dashboards and alert rules in `deploy/` use these names.
 
+use metrics::Counter;
+
+use crate::proxy::Proto;
+use crate::sip::{Message, Method};
+
 /// (name, help) pairs, described to the exporter at start.
 pub const ALL: &[(&str, &str)] = &[
     (BUILD_INFO, "Always 1; labels: version"),
@@ -108,3 +113,72 @@ pub const CALL_SETUP_BUCKETS: &[f64] = &[
 pub const ROUTING_BUCKETS: &[f64] = &[
     0.000_002, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.001, 0.01,
 ];
+
+/// Request kinds counted apart: every [`Method`] (`Other` is "other"),
+/// then the six response classes.
+const KINDS: usize = Method::Other as usize + 1 + 6;
+
+fn transport_index(p: Proto) -> usize {
+    match p {
+        Proto::Udp => 0,
+        Proto::Tcp => 1,
+    }
+}
+
+/// The `kind` label of a received message: its method, or its status class.
+fn kind_of(msg: &Message) -> (usize, &'static str) {
+    if msg.is_request() {
+        let method = msg.method();
+        let label = match method.as_str() {
+            "" => "other",
+            s => s,
+        };
+        return (method as usize, label);
+    }
+    let (i, label) = match msg.status().unwrap_or(0) / 100 {
+        1 => (0, "1xx"),
+        2 => (1, "2xx"),
+        3 => (2, "3xx"),
+        4 => (3, "4xx"),
+        5 => (4, "5xx"),
+        _ => (5, "6xx"),
+    };
+    (Method::Other as usize + 1 + i, label)
+}
+
+/// Handles of the per-message counters, each registered on first use: one
+/// registry lookup per label set, not one per message. Build it after the
+/// recorder is installed (a handle taken before stays a no-op).
+#[derive(Default)]
+pub struct MessageCounters {
+    received: [[Option<Counter>; KINDS]; 2],
+    parsed: [Option<Counter>; 2],
+    sent: [Option<Counter>; 2],
+}
+
+impl MessageCounters {
+    /// A message received and parsed: `SIP_RECEIVED` and `PARSE_PATH`.
+    pub fn received(&mut self, proto: Proto, msg: &Message) {
+        let (kind, label) = kind_of(msg);
+        self.received[transport_index(proto)][kind]
+            .get_or_insert_with(
+                || metrics::counter!(SIP_RECEIVED, "transport" => proto.lower(), "kind" => label),
+            )
+            .increment(1);
+        let path = msg.parse_path();
+        let i = match path {
+            crate::sip::ParsePath::Fast => 0,
+            crate::sip::ParsePath::Full => 1,
+        };
+        self.parsed[i]
+            .get_or_insert_with(|| metrics::counter!(PARSE_PATH, "path" => path.as_str()))
+            .increment(1);
+    }
+
+    /// A message handed to a socket: `SIP_SENT`.
+    pub fn sent(&mut self, proto: Proto) {
+        self.sent[transport_index(proto)]
+            .get_or_insert_with(|| metrics::counter!(SIP_SENT, "transport" => proto.lower()))
+            .increment(1);
+    }
+}

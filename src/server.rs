@@ -171,7 +171,7 @@ pub async fn run(
     }
     // Installed before anyone learns the addresses, so an early SIGHUP
     // never meets the default action (exit).
-    let mut hup = reload_signal();
+    let hup = reload_signal();
     on_bound(&bound);
     let mut locals: Vec<SocketAddr> = bound.udp.clone();
     locals.extend(&bound.tcp);
@@ -196,24 +196,38 @@ pub async fn run(
     let pool = tcp::TcpPool::new(tx.clone(), limits, config.sip.tcp.clone());
     let deref = Dereferencer::new(&config, tx.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    for ep in &udps {
-        tasks.spawn(udp::recv_loop(ep.clone(), tx.clone(), limits));
-    }
     for l in tcps {
         tasks.spawn(pool.clone().listen(l));
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // UDP is read here, on the driver's own task: a datagram reaches the
+    // core with no hand-off to wake it, and the replies leave in the same
+    // turn.
+    let mut bufs: Vec<Vec<u8>> = udps.iter().map(|_| udp::receive_buffer(&limits)).collect();
+    let mut counters = m::MessageCounters::default();
+    let tcp_gauge = metrics::gauge!(m::TCP_CONNECTIONS);
+    let transactions_gauge = metrics::gauge!(m::TRANSACTIONS);
+    // The signals are looked at only when they wake the driver, not on
+    // every datagram.
+    let mut shutdown = Woken::new(shutdown);
+    let mut hup = Woken::new(hup.next());
+    // One timer for the core's deadlines and the once-a-second tick, moved
+    // only when the next deadline changes.
+    let origin = tokio::time::Instant::now();
+    let mut next_tick = origin + TICK;
+    let mut armed = next_tick;
+    let sleep = tokio::time::sleep_until(armed);
+    tokio::pin!(sleep);
     let mut drain_timeout = Duration::from_secs(config.sip.drain_timeout_s);
-    tokio::pin!(shutdown);
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
-        let deadline = core.next_deadline().map(tokio::time::Instant::from_std);
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let due = core
+            .next_deadline()
+            .map(|d| on_grid(origin, tokio::time::Instant::from_std(d)))
+            .map_or(next_tick, |d| d.min(next_tick));
+        if due != armed {
+            sleep.as_mut().reset(due);
+            armed = due;
+        }
         tokio::select! {
             biased;
             _ = &mut shutdown, if drain_until.is_none() => {
@@ -223,33 +237,56 @@ pub async fn run(
                 core.set_draining(true);
                 drain_until = Some(tokio::time::Instant::now() + drain_timeout);
             }
-            _ = hup.recv() => {
+            again = &mut hup => {
                 let _ = apply_reload(&opts, &locals, seed, &mut core, &webhooks, &mut drain_timeout, api.as_deref());
+                hup = Woken::new(again.next());
             }
             Some(reply) = reload_rx.recv() => {
                 let r = apply_reload(&opts, &locals, seed, &mut core, &webhooks, &mut drain_timeout, api.as_deref());
                 let _ = reply.send(r);
             }
+            first = std::future::poll_fn(|cx| udp::poll_any_readable(&udps, cx)) => {
+                let now = Instant::now();
+                // Up to a batch from each socket, the first one ready first.
+                for k in 0..udps.len() {
+                    let i = (first + k) % udps.len();
+                    for _ in 0..BATCH {
+                        match udp::try_receive(&udps[i], &mut bufs[i], &limits, &mut counters) {
+                            Ok(Some((msg, source))) => handle_message(&mut core, now, msg, source, &deref),
+                            Ok(None) => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+                // A steady stream of datagrams must not hold back the rest.
+                drain_inbound(&mut core, now, &mut rx, &deref, &tcp_gauge, &pool);
+                if core.next_deadline().is_some_and(|d| d <= now) {
+                    core.handle_timeout(now);
+                }
+            }
             inbound = rx.recv() => {
                 let Some(first) = inbound else { break };
                 let now = Instant::now();
-                handle(&mut core, now, first, &deref);
+                handle(&mut core, now, first, &deref, &tcp_gauge, &pool);
                 // Take what else is queued before sending, in one batch.
-                for _ in 0..256 {
-                    match rx.try_recv() {
-                        Ok(more) => handle(&mut core, now, more, &deref),
-                        Err(_) => break,
-                    }
+                drain_inbound(&mut core, now, &mut rx, &deref, &tcp_gauge, &pool);
+                if core.next_deadline().is_some_and(|d| d <= now) {
+                    core.handle_timeout(now);
                 }
             }
-            _ = sleep => core.handle_timeout(Instant::now()),
-            _ = tick.tick() => {
-                shared.set_trunks(core.trunk_health(Instant::now()));
-                let (txns, _) = core.open();
-                metrics::gauge!(m::TRANSACTIONS).set(txns as f64);
+            () = &mut sleep => {
+                let now = Instant::now();
+                if tokio::time::Instant::from_std(now) >= next_tick {
+                    next_tick = tokio::time::Instant::from_std(now) + TICK;
+                    shared.set_trunks(core.trunk_health(now));
+                    let (txns, _) = core.open();
+                    transactions_gauge.set(txns as f64);
+                    tcp_gauge.set(pool.open() as f64);
+                }
+                core.handle_timeout(now);
             }
         }
-        flush(&mut core, &udps, &pool, &tx);
+        flush(&mut core, &udps, &pool, &tx, &mut counters);
         drain_events(&mut core, recorder.as_ref(), &desk);
         if let Some(until) = drain_until {
             let left = core.calls_in_progress();
@@ -377,13 +414,16 @@ fn reload(
 struct Hup(Option<tokio::signal::unix::Signal>);
 
 impl Hup {
-    async fn recv(&mut self) {
+    /// Completes on the next SIGHUP, giving the stream back for the one
+    /// after.
+    async fn next(mut self) -> Hup {
         match &mut self.0 {
             Some(s) => {
                 s.recv().await;
             }
             None => std::future::pending().await,
         }
+        self
     }
 }
 
@@ -416,9 +456,9 @@ impl Dereferencer {
     /// gives every other message back.
     fn take(
         &self,
-        msg: Box<crate::sip::Message>,
+        msg: crate::sip::Message,
         source: crate::proxy::Source,
-    ) -> Option<(Box<crate::sip::Message>, crate::proxy::Source)> {
+    ) -> Option<(crate::sip::Message, crate::proxy::Source)> {
         let Some(client) = &self.client else {
             return Some((msg, source));
         };
@@ -443,22 +483,138 @@ impl Dereferencer {
                     None
                 }
             };
-            let _ = tx.send(Inbound::Dereferenced(msg, source, doc)).await;
+            let _ = tx
+                .send(Inbound::Dereferenced(Box::new(msg), source, doc))
+                .await;
         });
         None
     }
 }
 
-fn handle(core: &mut Core, now: Instant, inbound: Inbound, deref: &Dereferencer) {
+/// How many datagrams are read from one socket before the driver looks at
+/// its other inputs.
+const BATCH: usize = 256;
+
+/// The driver's own clock-driven work (health page, gauges).
+const TICK: Duration = Duration::from_secs(1);
+
+/// The core's timers wake the driver on a grid of this step: one wake-up
+/// serves every timer due within it, instead of one per millisecond when
+/// thousands of transactions linger. A timer fires at most this late (the
+/// shortest SIP timer, T1, is 500 ms); timers that come due while the
+/// driver is awake for messages are served then, on time.
+const TIMER_GRID: Duration = Duration::from_millis(10);
+
+/// `at` rounded up to the timer grid that starts at `origin`.
+fn on_grid(origin: tokio::time::Instant, at: tokio::time::Instant) -> tokio::time::Instant {
+    let step = TIMER_GRID.as_nanos();
+    let since = at.saturating_duration_since(origin).as_nanos();
+    let slots = since.div_ceil(step);
+    let nanos = u64::try_from(slots * step).unwrap_or(u64::MAX);
+    origin + Duration::from_nanos(nanos)
+}
+
+fn handle_message(
+    core: &mut Core,
+    now: Instant,
+    msg: crate::sip::Message,
+    source: crate::proxy::Source,
+    deref: &Dereferencer,
+) {
+    if let Some((msg, source)) = deref.take(msg, source) {
+        core.handle_message(now, msg, source);
+    }
+}
+
+fn handle(
+    core: &mut Core,
+    now: Instant,
+    inbound: Inbound,
+    deref: &Dereferencer,
+    tcp_gauge: &metrics::Gauge,
+    pool: &tcp::TcpPool,
+) {
     match inbound {
-        Inbound::Message(msg, source) => {
-            if let Some((msg, source)) = deref.take(msg, source) {
-                core.handle_message(now, *msg, source);
-            }
-        }
+        Inbound::Message(msg, source) => handle_message(core, now, *msg, source, deref),
         Inbound::Dereferenced(msg, source, doc) => core.handle_message_with(now, *msg, source, doc),
         Inbound::SendFailed { token } => core.handle_send_failure(now, token),
-        Inbound::ConnOpened(_) | Inbound::ConnClosed(_) => {}
+        Inbound::ConnOpened(_) | Inbound::ConnClosed(_) => tcp_gauge.set(pool.open() as f64),
+    }
+}
+
+/// Takes what the I/O tasks have queued, up to a batch, without waiting.
+fn drain_inbound(
+    core: &mut Core,
+    now: Instant,
+    rx: &mut mpsc::Receiver<Inbound>,
+    deref: &Dereferencer,
+    tcp_gauge: &metrics::Gauge,
+    pool: &tcp::TcpPool,
+) {
+    for _ in 0..BATCH {
+        match rx.try_recv() {
+            Ok(more) => handle(core, now, more, deref, tcp_gauge, pool),
+            Err(_) => break,
+        }
+    }
+}
+
+/// A future polled only once it has asked to be woken: the driver's loop
+/// turns for every datagram, and its signal futures need no look then.
+struct Woken<F> {
+    fut: std::pin::Pin<Box<F>>,
+    gate: Arc<Gate>,
+}
+
+struct Gate {
+    woken: std::sync::atomic::AtomicBool,
+    outer: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for Gate {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, std::sync::atomic::Ordering::Release);
+        self.outer.wake();
+    }
+}
+
+impl<F: Future> Woken<F> {
+    fn new(fut: F) -> Woken<F> {
+        Woken {
+            fut: Box::pin(fut),
+            gate: Arc::new(Gate {
+                // Polled the first time.
+                woken: std::sync::atomic::AtomicBool::new(true),
+                outer: futures_util::task::AtomicWaker::new(),
+            }),
+        }
+    }
+}
+
+impl<F: Future> Future for Woken<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let this = self.get_mut();
+        this.gate.outer.register(cx.waker());
+        if !this
+            .gate
+            .woken
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            return std::task::Poll::Pending;
+        }
+        let waker = std::task::Waker::from(this.gate.clone());
+        this.fut
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
     }
 }
 
@@ -467,14 +623,20 @@ fn flush(
     udps: &[udp::UdpEndpoint],
     pool: &tcp::TcpPool,
     tx: &mpsc::Sender<Inbound>,
+    counters: &mut m::MessageCounters,
 ) {
-    metrics::gauge!(m::TCP_CONNECTIONS).set(pool.open() as f64);
     while let Some(t) = core.poll_transmit() {
-        send(t, udps, pool, tx);
+        send(t, udps, pool, tx, counters);
     }
 }
 
-fn send(t: Transmit, udps: &[udp::UdpEndpoint], pool: &tcp::TcpPool, tx: &mpsc::Sender<Inbound>) {
+fn send(
+    t: Transmit,
+    udps: &[udp::UdpEndpoint],
+    pool: &tcp::TcpPool,
+    tx: &mpsc::Sender<Inbound>,
+    counters: &mut m::MessageCounters,
+) {
     let Transmit { dest, bytes, token } = t;
     let addr = match dest.target {
         Target::Addr(a) => a,
@@ -499,6 +661,7 @@ fn send(t: Transmit, udps: &[udp::UdpEndpoint], pool: &tcp::TcpPool, tx: &mpsc::
                         &udps,
                         &pool,
                         &tx,
+                        &mut m::MessageCounters::default(),
                     ),
                     None => {
                         tracing::warn!(%host, "could not resolve a next hop");
@@ -511,7 +674,7 @@ fn send(t: Transmit, udps: &[udp::UdpEndpoint], pool: &tcp::TcpPool, tx: &mpsc::
             return;
         }
     };
-    metrics::counter!(m::SIP_SENT, "transport" => dest.proto.lower()).increment(1);
+    counters.sent(dest.proto);
     match dest.proto {
         Proto::Udp => {
             if let Err(e) = udp::send(udps, addr, bytes) {

@@ -27,6 +27,7 @@ pub mod wire;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,6 +150,10 @@ impl CoreConfig {
     fn trunk(&self, name: &str) -> Option<&Trunk> {
         self.trunks.iter().find(|t| t.name == name)
     }
+
+    fn trunk_index(&self, name: &str) -> Option<usize> {
+        self.trunks.iter().position(|t| t.name == name)
+    }
 }
 
 fn host_text(ip: IpAddr) -> String {
@@ -188,6 +193,8 @@ type Id = u64;
 struct Call {
     server: Id,
     request: Message,
+    /// The request's loop-detection hash, computed once.
+    loop_hash: u64,
     source: Source,
     targets: Vec<RouteTarget>,
     augment: Augment,
@@ -207,9 +214,11 @@ struct Call {
 
 impl Call {
     /// A call not yet sent anywhere.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         server: Id,
         request: Message,
+        loop_hash: u64,
         source: Source,
         targets: Vec<RouteTarget>,
         augment: Augment,
@@ -219,6 +228,7 @@ impl Call {
         Call {
             server,
             request,
+            loop_hash,
             source,
             targets,
             augment,
@@ -244,6 +254,8 @@ impl Call {
 enum Txn {
     ServerInvite {
         key: TransactionKey,
+        /// The earliest instant the timer heap holds for it.
+        armed: Option<Instant>,
         m: ServerInvite,
         source: Source,
         call: Option<Id>,
@@ -251,19 +263,24 @@ enum Txn {
     },
     ServerNonInvite {
         key: TransactionKey,
+        /// The earliest instant the timer heap holds for it.
+        armed: Option<Instant>,
         m: ServerNonInvite,
         source: Source,
         to_tag: u64,
-        /// The request, to answer it when the next hop does not.
-        request: Message,
+        /// The request, to answer it when the next hop does not (boxed:
+        /// the other kinds of transaction are much smaller).
+        request: Box<Message>,
     },
     ClientInvite {
         key: TransactionKey,
+        /// The earliest instant the timer heap holds for it.
+        armed: Option<Instant>,
         m: ClientInvite,
         dest: Dest,
         call: Id,
-        /// The request as sent (for the ACK and CANCEL).
-        request: Message,
+        /// The request as sent, parsed again only for an ACK or a CANCEL.
+        request: Bytes,
         trunk: String,
         /// What the target stands for (a PSAP id, a queue).
         label: String,
@@ -273,6 +290,8 @@ enum Txn {
     },
     ClientNonInvite {
         key: TransactionKey,
+        /// The earliest instant the timer heap holds for it.
+        armed: Option<Instant>,
         m: ClientNonInvite,
         dest: Dest,
         /// The server transaction its responses are relayed to (none for
@@ -315,6 +334,15 @@ impl Txn {
             Txn::ServerNonInvite { m, .. } => m.on_transport_error(),
             Txn::ClientInvite { m, .. } => m.on_transport_error(),
             Txn::ClientNonInvite { m, .. } => m.on_transport_error(),
+        }
+    }
+
+    fn armed(&mut self) -> &mut Option<Instant> {
+        match self {
+            Txn::ServerInvite { armed, .. }
+            | Txn::ServerNonInvite { armed, .. }
+            | Txn::ClientInvite { armed, .. }
+            | Txn::ClientNonInvite { armed, .. } => armed,
         }
     }
 
@@ -375,10 +403,10 @@ pub struct CoreStats {
 pub struct Core {
     cfg: CoreConfig,
     router: Arc<dyn Router>,
-    txns: HashMap<Id, Txn>,
+    txns: IdMap<Txn>,
     server_index: HashMap<TransactionKey, Id>,
     client_index: HashMap<TransactionKey, Id>,
-    calls: HashMap<Id, Call>,
+    calls: IdMap<Call>,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Transmit>,
     next_id: Id,
@@ -393,7 +421,7 @@ pub struct Core {
     /// Health of each outbound trunk, by its index in `cfg.trunks`.
     health: Vec<Option<TrunkHealth>>,
     /// Probes in flight: client transaction id to (trunk index, sent at).
-    probes: HashMap<Id, (usize, Instant)>,
+    probes: IdMap<(usize, Instant)>,
     probe_seq: u64,
     /// Shutting down: new calls are refused with 503 so the carrier tries
     /// another router; calls in progress finish.
@@ -401,6 +429,108 @@ pub struct Core {
     events: VecDeque<CallEvent>,
     /// The fetched location document of the request being routed.
     dereferenced: Option<Bytes>,
+    /// Text every forwarded request carries, written once per configuration.
+    wire: WireText,
+    metrics: CoreMetrics,
+}
+
+/// The core's own ids are sequential and never come from the network: one
+/// multiplication spreads them over a hash table (the default hasher is
+/// made for keys an attacker chooses, and costs more).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
+
+/// The Via prefixes (up to the branch value) and the Record-Route value.
+///
+/// One Record-Route serves both legs, so it names no transport: each side
+/// reaches the router the way it reached it (UDP by default, TCP for a
+/// large request), and the router listens on both.
+struct WireText {
+    via_udp: Vec<u8>,
+    via_tcp: Vec<u8>,
+    record_route: Vec<u8>,
+}
+
+impl WireText {
+    fn new(cfg: &CoreConfig) -> WireText {
+        let via = |p: Proto| {
+            format!("SIP/2.0/{} {}:{};branch=", p.as_str(), cfg.host, cfg.port).into_bytes()
+        };
+        WireText {
+            via_udp: via(Proto::Udp),
+            via_tcp: via(Proto::Tcp),
+            record_route: format!("<sip:{}:{};lr>", cfg.host, cfg.port).into_bytes(),
+        }
+    }
+
+    /// The value of the Via the router adds.
+    fn via(&self, proto: Proto, branch: &[u8]) -> SmallVec<[u8; 128]> {
+        let prefix = match proto {
+            Proto::Udp => &self.via_udp,
+            Proto::Tcp => &self.via_tcp,
+        };
+        let mut v = SmallVec::with_capacity(prefix.len() + branch.len());
+        v.extend_from_slice(prefix);
+        v.extend_from_slice(branch);
+        v
+    }
+}
+
+/// Handles of the counters the core bumps for every call, taken on first
+/// use instead of looked up by name and labels each time.
+#[derive(Default)]
+struct CoreMetrics {
+    /// `HOPS` by trunk index in the configuration.
+    hops: Vec<Option<metrics::Counter>>,
+    answered: Option<metrics::Counter>,
+    failed: Option<metrics::Counter>,
+    cancelled: Option<metrics::Counter>,
+    setup: Option<metrics::Histogram>,
+}
+
+impl CoreMetrics {
+    fn hop(&mut self, trunk: usize, name: &str) {
+        if self.hops.len() <= trunk {
+            self.hops.resize(trunk + 1, None);
+        }
+        self.hops[trunk]
+            .get_or_insert_with(|| metrics::counter!(m::HOPS, "trunk" => name.to_string()))
+            .increment(1);
+    }
+
+    fn call_ended(&mut self, outcome: &'static str) {
+        let slot = match outcome {
+            "answered" => &mut self.answered,
+            "cancelled" => &mut self.cancelled,
+            _ => &mut self.failed,
+        };
+        slot.get_or_insert_with(|| metrics::counter!(m::CALLS, "outcome" => outcome))
+            .increment(1);
+    }
+
+    fn setup(&mut self, seconds: f64) {
+        self.setup
+            .get_or_insert_with(|| metrics::histogram!(m::CALL_SETUP))
+            .record(seconds);
+    }
 }
 
 /// The two ends of an answered call.
@@ -423,17 +553,19 @@ impl Core {
         let health = vec![None; cfg.trunks.len()];
         Core {
             health,
-            probes: HashMap::new(),
+            probes: IdMap::default(),
             probe_seq: 0,
             draining: false,
             events: VecDeque::new(),
             dereferenced: None,
+            wire: WireText::new(&cfg),
+            metrics: CoreMetrics::default(),
             cfg,
             router,
-            txns: HashMap::new(),
+            txns: IdMap::default(),
             server_index: HashMap::new(),
             client_index: HashMap::new(),
-            calls: HashMap::new(),
+            calls: IdMap::default(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             next_id: 1,
@@ -454,6 +586,9 @@ impl Core {
             .flatten()
             .map(|h| (h.trunk.clone(), h))
             .collect();
+        self.wire = WireText::new(&cfg);
+        // Trunk indices change with the configuration.
+        self.metrics.hops.clear();
         self.cfg = cfg;
         self.router = router;
         self.health = vec![None; self.cfg.trunks.len()];
@@ -575,10 +710,10 @@ impl Core {
             Target::Host(h, p) => format!("sip:{h}:{p}"),
         };
         let proto = trunk.proto;
+        let branch = format!("z9hG4bKsosprobe{:x}.{n:x}", self.cfg.seed & 0xffff_ffff);
         let req = format!(
-            "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/{} {host}:{port};branch=z9hG4bKsosprobe{:x}.{n:x}\r\nMax-Forwards: 70\r\nFrom: <sip:sosrouter@{host}:{port}>;tag=probe{n:x}\r\nTo: <{uri}>\r\nCall-ID: probe-{n:x}-{:x}@{host}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/{} {host}:{port};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:sosrouter@{host}:{port}>;tag=probe{n:x}\r\nTo: <{uri}>\r\nCall-ID: probe-{n:x}-{:x}@{host}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n",
             proto.as_str(),
-            self.cfg.seed & 0xffff_ffff,
             self.cfg.seed & 0xffff_ffff,
         );
         let dest = Dest {
@@ -586,13 +721,19 @@ impl Core {
             target,
             conn: None,
         };
-        if let Some(id) = self.new_client_non_invite(now, None, dest, Bytes::from(req)) {
-            self.probes.insert(id, (i, now));
-            self.timers.push(Reverse((
-                now + self.cfg.health.timeout,
-                TimerRef::ProbeTimeout(id),
-            )));
-        }
+        let id = self.new_client_non_invite(
+            now,
+            None,
+            dest,
+            Bytes::from(req),
+            b"OPTIONS",
+            branch.as_bytes(),
+        );
+        self.probes.insert(id, (i, now));
+        self.timers.push(Reverse((
+            now + self.cfg.health.timeout,
+            TimerRef::ProbeTimeout(id),
+        )));
         self.timers.push(Reverse((
             now + self.cfg.health.interval,
             TimerRef::Probe(i),
@@ -682,16 +823,20 @@ impl Core {
             self.timers.pop();
             match r {
                 TimerRef::Txn(id) => {
-                    let due = self
-                        .txns
-                        .get(&id)
-                        .and_then(Txn::next_deadline)
-                        .is_some_and(|d| d <= now);
-                    if due {
-                        if let Some(t) = self.txns.get_mut(&id) {
+                    let Some(t) = self.txns.get_mut(&id) else {
+                        continue;
+                    };
+                    if *t.armed() == Some(at) {
+                        *t.armed() = None;
+                    }
+                    match t.next_deadline() {
+                        Some(d) if d <= now => {
                             t.handle_timeout(now);
+                            self.pump(now, id);
                         }
-                        self.pump(now, id);
+                        // Not due yet: the entry for its deadline now.
+                        Some(d) => self.arm(id, d),
+                        None => {}
                     }
                 }
                 TimerRef::NoAnswer { call, client } => self.on_no_answer(now, call, client),
@@ -728,13 +873,14 @@ impl Core {
             self.pump(now, id);
             return;
         }
+        let loop_hash = loop_hash(&msg);
         match method {
-            Method::Ack => return self.forward_ack(now, msg, source),
-            Method::Cancel => return self.on_cancel(now, msg, source),
+            Method::Ack => return self.forward_ack(now, msg, source, loop_hash),
+            Method::Cancel => return self.on_cancel(now, msg, source, loop_hash),
             _ => {}
         }
-        let id = self.new_server(now, key, &msg, source);
-        if let Some((code, reason)) = self.check_request(&msg, &source) {
+        let id = self.new_server(now, key, &msg, source, loop_hash);
+        if let Some((code, reason)) = self.check_request(&msg, &source, loop_hash) {
             self.stats.rejected += 1;
             metrics::counter!(m::REQUESTS_REJECTED, "status" => code.to_string()).increment(1);
             info!(call_id = %lossy(msg.call_id()), code, reason, peer = %source.peer, "request refused");
@@ -783,7 +929,7 @@ impl Core {
         let in_dialog = msg.to().and_then(|t| t.tag()).is_some();
         let more_routes = self.routes_beyond_us(&msg) > 0;
         if in_dialog || more_routes {
-            self.forward_by_route(now, id, msg, source);
+            self.forward_by_route(now, id, msg, source, loop_hash);
             return;
         }
         let inbound = self.inbound_trunk(&source).map(|t| t.name.clone());
@@ -830,7 +976,7 @@ impl Core {
                     let call = self.id();
                     self.calls.insert(
                         call,
-                        Call::new(id, msg, source, targets, augment, emergency, now),
+                        Call::new(id, msg, loop_hash, source, targets, augment, emergency, now),
                     );
                     if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&id) {
                         *c = Some(call);
@@ -869,19 +1015,27 @@ impl Core {
                     // Non-INVITE requests go to the first target, without failover.
                     let target = targets.first().and_then(|t| {
                         let trunk = self.cfg.trunk(&t.trunk)?;
-                        Some((t.clone(), trunk.clone()))
+                        Some((t, trunk))
                     });
                     match target {
                         Some((t, trunk)) => {
-                            let (bytes, dest) = self.build_forward(
+                            let (bytes, dest, branch) = self.build_forward(
                                 &msg,
+                                loop_hash,
                                 &source,
-                                Some(&t),
-                                &trunk,
+                                Some(t),
+                                trunk,
                                 &augment,
                                 false,
                             );
-                            self.new_client_non_invite(now, Some(id), dest, bytes);
+                            self.new_client_non_invite(
+                                now,
+                                Some(id),
+                                dest,
+                                bytes,
+                                msg.method_bytes(),
+                                &branch,
+                            );
                         }
                         None => self.respond(now, id, &msg, 503, "No Route", &[]),
                     }
@@ -891,7 +1045,12 @@ impl Core {
     }
 
     /// RFC 3261 section 16.3 and the router's own checks. `None`: go on.
-    fn check_request(&self, msg: &Message, source: &Source) -> Option<(u16, &'static str)> {
+    fn check_request(
+        &self,
+        msg: &Message,
+        source: &Source,
+        loop_hash: u64,
+    ) -> Option<(u16, &'static str)> {
         if !self.source_allowed(source) {
             return Some((403, "Source Not Allowed"));
         }
@@ -904,7 +1063,7 @@ impl Core {
         {
             return Some((483, "Too Many Hops"));
         }
-        if self.is_loop(msg) {
+        if self.is_loop(msg, loop_hash) {
             return Some((482, "Loop Detected"));
         }
         None
@@ -985,18 +1144,18 @@ impl Core {
 
     /// Loop detection (RFC 3261 section 16.3 item 4): one of our own Via
     /// values carries the branch prefix this very request would get.
-    fn is_loop(&self, msg: &Message) -> bool {
-        let prefix = branch_prefix(loop_hash(msg));
+    fn is_loop(&self, msg: &Message, loop_hash: u64) -> bool {
+        let prefix = branch_prefix(loop_hash);
         msg.vias().flatten().any(|v| {
-            v.branch().is_some_and(|b| b.starts_with(prefix.as_bytes()))
+            v.branch().is_some_and(|b| b.starts_with(&prefix))
                 && v.host.eq_ignore_ascii_case(self.cfg.host.as_bytes())
                 && v.port.unwrap_or(5060) == self.cfg.port
         })
     }
 
-    fn on_cancel(&mut self, now: Instant, msg: Message, source: Source) {
+    fn on_cancel(&mut self, now: Instant, msg: Message, source: Source, loop_hash: u64) {
         let key = server_key(&msg, None);
-        let id = self.new_server(now, key, &msg, source);
+        let id = self.new_server(now, key, &msg, source, loop_hash);
         let invite_key = server_key(&msg, Some(b"INVITE"));
         let invite = self.server_index.get(&invite_key).copied();
         let call = invite.and_then(|i| match self.txns.get(&i) {
@@ -1056,9 +1215,18 @@ impl Core {
             return;
         }
         *cancel_sent = true;
-        let bytes = build::cancel_for(request);
+        let Some(invite) = parse_sent(request) else {
+            warn!("the INVITE as sent does not parse; no CANCEL");
+            return;
+        };
+        let bytes = build::cancel_for(&invite);
+        let branch: SmallVec<[u8; 64]> = invite
+            .top_via()
+            .and_then(|v| v.branch())
+            .map(SmallVec::from_slice)
+            .unwrap_or_default();
         let dest = dest.clone();
-        self.new_client_non_invite(now, None, dest, bytes);
+        self.new_client_non_invite(now, None, dest, bytes, b"CANCEL", &branch);
     }
 
     // ----- forwarding -----
@@ -1078,30 +1246,34 @@ impl Core {
                 self.finish_failed(now, call_id);
                 return;
             }
-            let target = call.targets[call.next].clone();
+            let t = call.next;
             call.next += 1;
-            let Some(trunk) = self.cfg.trunk(&target.trunk).cloned() else {
+            let call = &self.calls[&call_id];
+            let target = &call.targets[t];
+            let Some(ti) = self.cfg.trunk_index(&target.trunk) else {
                 warn!(trunk = %target.trunk, "route names an unknown trunk; skipped");
                 continue;
             };
+            let trunk = &self.cfg.trunks[ti];
             if trunk.target.is_none() {
                 continue;
             }
-            let call = &self.calls[&call_id];
-            let (request, source, augment) =
-                (call.request.clone(), call.source, call.augment.clone());
-            let (bytes, dest) =
-                self.build_forward(&request, &source, Some(&target), &trunk, &augment, true);
+            let (bytes, dest, branch) = self.build_forward(
+                &call.request,
+                call.loop_hash,
+                &call.source,
+                Some(target),
+                trunk,
+                &call.augment,
+                true,
+            );
             let proto = dest.proto;
-            let Some(id) =
-                self.new_client_invite(now, call_id, dest, bytes, &trunk.name, &target.label)
-            else {
-                warn!("forwarded request does not parse; target skipped");
-                continue;
+            let (trunk_name, label) = (trunk.name.clone(), target.label.clone());
+            let id = self.new_client_invite(now, call_id, dest, bytes, &branch, trunk_name, label);
+            let Some(call) = self.calls.get_mut(&call_id) else {
+                return;
             };
-            if let Some(call) = self.calls.get_mut(&call_id) {
-                call.current = Some(id);
-            }
+            call.current = Some(id);
             self.timers.push(Reverse((
                 now + self.cfg.no_answer,
                 TimerRef::NoAnswer {
@@ -1109,8 +1281,10 @@ impl Core {
                     client: id,
                 },
             )));
-            metrics::counter!(m::HOPS, "trunk" => trunk.name.clone()).increment(1);
-            info!(call_id = %lossy(request.call_id()), trunk = %trunk.name, target = %target.label, transport = proto.as_str(), "forwarding");
+            let call = &self.calls[&call_id];
+            let target = &call.targets[t];
+            self.metrics.hop(ti, &target.trunk);
+            info!(call_id = %lossy(call.request.call_id()), trunk = %target.trunk, target = %target.label, transport = proto.as_str(), "forwarding");
             self.pump(now, id);
             return;
         }
@@ -1121,12 +1295,13 @@ impl Core {
     fn build_forward(
         &self,
         req: &Message,
+        loop_hash: u64,
         source: &Source,
         target: Option<&RouteTarget>,
         trunk: &Trunk,
         augment: &Augment,
         record_route: bool,
-    ) -> (Bytes, Dest) {
+    ) -> (Bytes, Dest, Branch) {
         let mut e = Editor::new(req);
         self.stamp_received(req, source, &mut e);
         if req
@@ -1157,7 +1332,7 @@ impl Core {
                 trunk.proto
             };
         if record_route {
-            e.add_record_route(self.record_route().as_bytes());
+            e.add_record_route(&self.wire.record_route);
         }
         for (name, value) in &augment.headers {
             e.add_header(name.as_str(), value);
@@ -1172,63 +1347,54 @@ impl Core {
                 .collect();
             e.add_body_part(&hs, content);
         }
-        let branch = self.new_branch(req);
-        e.prepend_via(
-            format!(
-                "SIP/2.0/{} {}:{};branch={branch}",
-                proto.as_str(),
-                self.cfg.host,
-                self.cfg.port
-            )
-            .as_bytes(),
-        );
+        let branch = self.new_branch(loop_hash);
+        e.prepend_via(&self.wire.via(proto, &branch));
         let dest = Dest {
             proto,
             target: trunk.target.clone().unwrap_or(Target::Addr(source.peer)),
             conn: None,
         };
-        (e.build(), dest)
+        (e.build(), dest, branch)
     }
 
-    /// A client INVITE transaction for one target of a call; `None` when
-    /// the built request does not parse (it never should).
+    /// A client INVITE transaction for one target of a call.
+    #[allow(clippy::too_many_arguments)]
     fn new_client_invite(
         &mut self,
         now: Instant,
         call: Id,
         dest: Dest,
         bytes: Bytes,
-        trunk: &str,
-        label: &str,
-    ) -> Option<Id> {
-        let (sent, branch) = sent_request(&bytes)?;
-        let key = TransactionKey::client(&branch, b"INVITE");
-        let machine = ClientInvite::new(now, self.cfg.timers, transport_of(dest.proto), bytes);
+        branch: &[u8],
+        trunk: String,
+        label: String,
+    ) -> Id {
+        let key = TransactionKey::client(branch, b"INVITE");
+        let machine = ClientInvite::new(
+            now,
+            self.cfg.timers,
+            transport_of(dest.proto),
+            bytes.clone(),
+        );
         let id = self.id();
         self.client_index.insert(key.clone(), id);
         self.txns.insert(
             id,
             Txn::ClientInvite {
                 key,
+                armed: None,
                 m: machine,
                 dest,
                 call,
-                request: sent,
-                trunk: trunk.to_string(),
-                label: label.to_string(),
+                request: bytes,
+                trunk,
+                label,
                 provisional: false,
                 abandoned: false,
                 cancel_sent: false,
             },
         );
-        Some(id)
-    }
-
-    /// One Record-Route serves both legs, so it names no transport: each
-    /// side reaches the router the way it reached it (UDP by default, TCP
-    /// for a large request), and the router listens on both.
-    fn record_route(&self) -> String {
-        format!("<sip:{}:{};lr>", self.cfg.host, self.cfg.port)
+        id
     }
 
     /// RFC 3261 section 18.2.1 and RFC 3581: note where the request really
@@ -1281,15 +1447,14 @@ impl Core {
 
     /// A branch unique to this client transaction, starting with the
     /// request's loop-detection prefix.
-    fn new_branch(&self, req: &Message) -> String {
+    fn new_branch(&self, loop_hash: u64) -> Branch {
         let n = self.branch_counter.get().wrapping_add(1);
         self.branch_counter.set(n);
-        format!(
-            "{}.{:x}{:x}",
-            branch_prefix(loop_hash(req)),
-            self.cfg.seed & 0xffff_ffff,
-            n
-        )
+        let mut b = Branch::from_slice(&branch_prefix(loop_hash));
+        b.push(b'.');
+        push_hex(&mut b, self.cfg.seed & 0xffff_ffff, 1);
+        push_hex(&mut b, n, 1);
+        b
     }
 
     fn new_client_non_invite(
@@ -1298,10 +1463,10 @@ impl Core {
         server: Option<Id>,
         dest: Dest,
         bytes: Bytes,
-    ) -> Option<Id> {
-        let (sent, branch) = sent_request(&bytes)?;
-        let method = sent.method_bytes().to_vec();
-        let key = TransactionKey::client(&branch, &method);
+        method: &[u8],
+        branch: &[u8],
+    ) -> Id {
+        let key = TransactionKey::client(branch, method);
         let machine = ClientNonInvite::new(now, self.cfg.timers, transport_of(dest.proto), bytes);
         let id = self.id();
         self.client_index.insert(key.clone(), id);
@@ -1309,19 +1474,27 @@ impl Core {
             id,
             Txn::ClientNonInvite {
                 key,
+                armed: None,
                 m: machine,
                 dest,
                 server,
             },
         );
         self.pump(now, id);
-        Some(id)
+        id
     }
 
     /// In-dialog requests, and requests carrying a route set: the next hop
     /// is the next Route value, else the Request-URI.
-    fn forward_by_route(&mut self, now: Instant, server: Id, msg: Message, source: Source) {
-        let hop = self.build_route_hop(&msg, &source, true);
+    fn forward_by_route(
+        &mut self,
+        now: Instant,
+        server: Id,
+        msg: Message,
+        source: Source,
+        loop_hash: u64,
+    ) {
+        let hop = self.build_route_hop(&msg, &source, loop_hash, true);
         if msg.method() == Method::Bye {
             if let Some(cid) = msg.call_id() {
                 self.dialogs.remove(cid);
@@ -1331,7 +1504,7 @@ impl Core {
                 });
             }
         }
-        let Some((bytes, dest)) = hop else {
+        let Some((bytes, dest, branch)) = hop else {
             info!(
                 call_id = %lossy(msg.call_id()),
                 method = %String::from_utf8_lossy(msg.method_bytes()),
@@ -1350,6 +1523,7 @@ impl Core {
                 Call::new(
                     server,
                     msg.clone(),
+                    loop_hash,
                     source,
                     Vec::new(),
                     Augment::default(),
@@ -1360,26 +1534,35 @@ impl Core {
             if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&server) {
                 *c = Some(call);
             }
-            let Some(id) = self.new_client_invite(now, call, dest, bytes, "", "") else {
-                return;
-            };
+            let id = self.new_client_invite(
+                now,
+                call,
+                dest,
+                bytes,
+                &branch,
+                String::new(),
+                String::new(),
+            );
             if let Some(c) = self.calls.get_mut(&call) {
                 c.current = Some(id);
             }
             self.pump(now, id);
         } else {
-            self.new_client_non_invite(now, Some(server), dest, bytes);
+            self.new_client_non_invite(now, Some(server), dest, bytes, msg.method_bytes(), &branch);
         }
     }
 
     /// The request for the next hop along the Route set (loose routing;
     /// a strict-routing previous hop is undone first, RFC 3261 16.4).
+    /// `stateful`: a branch of its own; else the branch is the same for
+    /// every retransmission.
     fn build_route_hop(
         &mut self,
         msg: &Message,
         source: &Source,
+        loop_hash: u64,
         stateful: bool,
-    ) -> Option<(Bytes, Dest)> {
+    ) -> Option<(Bytes, Dest, Branch)> {
         let mut e = Editor::new(msg);
         self.stamp_received(msg, source, &mut e);
         let routes: Vec<(Span, String)> = route_values(msg);
@@ -1423,19 +1606,11 @@ impl Core {
         };
         e.set_max_forwards(msg.max_forwards().map_or(70, |m| m.saturating_sub(1)));
         let branch = if stateful {
-            self.new_branch(msg)
+            self.new_branch(loop_hash)
         } else {
-            stateless_branch(msg)
+            stateless_branch(msg, loop_hash)
         };
-        e.prepend_via(
-            format!(
-                "SIP/2.0/{} {}:{};branch={branch}",
-                proto.as_str(),
-                self.cfg.host,
-                self.cfg.port
-            )
-            .as_bytes(),
-        );
+        e.prepend_via(&self.wire.via(proto, &branch));
         Some((
             e.build(),
             Dest {
@@ -1443,16 +1618,17 @@ impl Core {
                 target,
                 conn: None,
             },
+            branch,
         ))
     }
 
     /// The ACK for a 2xx travels end to end: forwarded without a
     /// transaction, along its Route set.
-    fn forward_ack(&mut self, _now: Instant, msg: Message, source: Source) {
+    fn forward_ack(&mut self, _now: Instant, msg: Message, source: Source, loop_hash: u64) {
         if !self.source_allowed(&source) || msg.max_forwards() == Some(0) {
             return;
         }
-        if let Some((bytes, dest)) = self.build_route_hop(&msg, &source, false) {
+        if let Some((bytes, dest, _)) = self.build_route_hop(&msg, &source, loop_hash, false) {
             self.out.push_back(Transmit {
                 dest,
                 bytes,
@@ -1555,7 +1731,7 @@ impl Core {
                                 );
                             }
                             self.stats.calls_answered += 1;
-                            metrics::counter!(m::CALLS, "outcome" => "answered").increment(1);
+                            self.metrics.call_ended("answered");
                             info!(call_id = %lossy(call.request.call_id()), trunk = %trunk, status, setup_ms = now.duration_since(call.started).as_millis() as u64, emergency = call.emergency, "answered");
                             let label = self.txn_label(id);
                             self.attempt(now, call_id, &trunk, label, "answered", Some(status));
@@ -1565,10 +1741,12 @@ impl Core {
                 }
             }
             ClientInviteEvent::Failure { status } => {
-                if let (Some(resp), Some(Txn::ClientInvite { request, .. })) =
-                    (self.response.as_ref(), self.txns.get(&id))
-                {
-                    let ack = build::ack_for(request, resp);
+                let invite = match self.txns.get(&id) {
+                    Some(Txn::ClientInvite { request, .. }) => parse_sent(request),
+                    _ => None,
+                };
+                if let (Some(resp), Some(invite)) = (self.response.as_ref(), invite) {
+                    let ack = build::ack_for(&invite, resp);
                     if let Some(Txn::ClientInvite { m, .. }) = self.txns.get_mut(&id) {
                         let _ = m.send_ack(ack);
                     }
@@ -1657,7 +1835,7 @@ impl Core {
             let (s, b) = call.best.clone().unwrap_or((status, Bytes::new()));
             info!(call_id = %lossy(call.request.call_id()), trunk = %trunk, status, "final response from target");
             self.stats.calls_failed += 1;
-            metrics::counter!(m::CALLS, "outcome" => "failed").increment(1);
+            self.metrics.call_ended("failed");
             self.relay_upstream(now, call_id, s, b);
         }
     }
@@ -1732,7 +1910,7 @@ impl Core {
             return;
         };
         self.stats.calls_failed += 1;
-        metrics::counter!(m::CALLS, "outcome" => "failed").increment(1);
+        self.metrics.call_ended("failed");
         warn!(call_id = %lossy(call.request.call_id()), tried = call.next, "every target failed");
         match call.best.clone() {
             Some((503, _)) => self.finish_with_own(now, call_id, 500, "All Targets Failed"),
@@ -1752,7 +1930,7 @@ impl Core {
         }
         if code == 487 {
             self.stats.calls_cancelled += 1;
-            metrics::counter!(m::CALLS, "outcome" => "cancelled").increment(1);
+            self.metrics.call_ended("cancelled");
         }
         let (server, req) = (call.server, call.request.clone());
         self.mark_finished(now, call_id, code);
@@ -1769,8 +1947,8 @@ impl Core {
             return;
         }
         call.finished = true;
-        metrics::histogram!(m::CALL_SETUP)
-            .record(now.saturating_duration_since(call.started).as_secs_f64());
+        self.metrics
+            .setup(now.saturating_duration_since(call.started).as_secs_f64());
         if call.recorded() {
             let outcome = match status {
                 200..=299 => "answered",
@@ -1916,13 +2094,15 @@ impl Core {
         key: TransactionKey,
         msg: &Message,
         source: Source,
+        loop_hash: u64,
     ) -> Id {
         let id = self.id();
-        let to_tag = loop_hash(msg) ^ self.cfg.seed;
+        let to_tag = loop_hash ^ self.cfg.seed;
         let transport = transport_of(source.proto);
         let txn = if msg.method() == Method::Invite {
             Txn::ServerInvite {
                 key: key.clone(),
+                armed: None,
                 m: ServerInvite::new(self.cfg.timers, transport),
                 source,
                 call: None,
@@ -1931,10 +2111,11 @@ impl Core {
         } else {
             Txn::ServerNonInvite {
                 key: key.clone(),
+                armed: None,
                 m: ServerNonInvite::new(self.cfg.timers, transport),
                 source,
                 to_tag,
-                request: msg.clone(),
+                request: Box::new(msg.clone()),
             }
         };
         self.server_index.insert(key, id);
@@ -2027,7 +2208,7 @@ impl Core {
         if terminated {
             self.remove_txn(id);
         } else if let Some(d) = deadline {
-            self.timers.push(Reverse((d, TimerRef::Txn(id))));
+            self.arm(id, d);
         }
         // Flush anything queued by event handlers on this machine.
         if let Some(t) = self.txns.get_mut(&id) {
@@ -2045,6 +2226,19 @@ impl Core {
                 });
                 self.pump(now, id);
             }
+        }
+    }
+
+    /// Makes sure the timer heap holds an entry for the transaction no
+    /// later than `deadline`: one entry per transaction, not one per event.
+    fn arm(&mut self, id: Id, deadline: Instant) {
+        let Some(t) = self.txns.get_mut(&id) else {
+            return;
+        };
+        let armed = t.armed();
+        if armed.is_none_or(|a| deadline < a) {
+            *armed = Some(deadline);
+            self.timers.push(Reverse((deadline, TimerRef::Txn(id))));
         }
     }
 
@@ -2066,20 +2260,25 @@ impl Core {
     }
 }
 
-/// A request the router built, parsed back (to keep it for the ACK and
-/// CANCEL), with the branch of its top Via.
-fn sent_request(bytes: &Bytes) -> Option<(Message, Vec<u8>)> {
+/// An INVITE the router sent, parsed back to build its ACK or CANCEL.
+fn parse_sent(bytes: &Bytes) -> Option<Message> {
     let unlimited = crate::sip::Limits {
         max_message: usize::MAX,
         ..Default::default()
     };
-    let sent = crate::sip::parse_datagram(bytes.clone(), &unlimited).ok()?;
-    let branch = sent
-        .top_via()
-        .and_then(|v| v.branch())
-        .map(<[u8]>::to_vec)
-        .unwrap_or_default();
-    Some((sent, branch))
+    crate::sip::parse_datagram(bytes.clone(), &unlimited).ok()
+}
+
+/// A branch the router writes: `z9hG4bKsos`, the loop hash and a counter.
+type Branch = SmallVec<[u8; 64]>;
+
+/// `v` in lower-case hex, at least `width` digits.
+fn push_hex(out: &mut Branch, v: u64, width: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - v.leading_zeros() as usize).div_ceil(4);
+    for i in (0..digits.max(width).clamp(1, 16)).rev() {
+        out.push(HEX[((v >> (i * 4)) & 0xf) as usize]);
+    }
 }
 
 fn transport_of(p: Proto) -> Transport {
@@ -2107,20 +2306,15 @@ fn lossy(v: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
 fn server_key(msg: &Message, method: Option<&[u8]>) -> TransactionKey {
     let via = msg.top_via();
     let (host, port) = via.map(|v| v.sent_by()).unwrap_or((b"", None));
-    let sent_by_buf;
-    let sent_by: &[u8] = match port {
-        Some(p) => {
-            let mut b = host.to_vec();
-            b.extend_from_slice(format!(":{p}").as_bytes());
-            sent_by_buf = b;
-            &sent_by_buf
-        }
-        None => host,
-    };
+    let mut sent_by: SmallVec<[u8; 64]> = SmallVec::from_slice(host);
+    if let Some(p) = port {
+        sent_by.push(b':');
+        push_decimal(&mut sent_by, p);
+    }
     let parts = RequestKeyParts {
         method: method.unwrap_or(msg.method_bytes()),
         branch: via.and_then(|v| v.branch()),
-        sent_by,
+        sent_by: &sent_by,
         request_uri: msg.request_uri_bytes(),
         to_tag: msg.to().and_then(|t| t.tag()),
         from_tag: msg.from().and_then(|f| f.tag()),
@@ -2129,6 +2323,22 @@ fn server_key(msg: &Message, method: Option<&[u8]>) -> TransactionKey {
         top_via: msg.list(HeaderName::Via).next().unwrap_or_default(),
     };
     TransactionKey::server(&parts)
+}
+
+/// `n` in decimal.
+fn push_decimal(out: &mut SmallVec<[u8; 64]>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// The span of the first element of a list header.
@@ -2177,18 +2387,23 @@ fn loop_hash(msg: &Message) -> u64 {
     h.finish()
 }
 
-fn branch_prefix(loop_hash: u64) -> String {
-    format!("z9hG4bKsos{loop_hash:016x}")
+fn branch_prefix(loop_hash: u64) -> Branch {
+    let mut b = Branch::from_slice(b"z9hG4bKsos");
+    push_hex(&mut b, loop_hash, 16);
+    b
 }
 
 /// The same branch for every retransmission of a request forwarded without
 /// a transaction (the ACK for a 2xx).
-fn stateless_branch(msg: &Message) -> String {
+fn stateless_branch(msg: &Message, loop_hash: u64) -> Branch {
     let mut h = Fnv::new();
     h.write(msg.list(HeaderName::Via).next().unwrap_or_default());
     h.write(msg.call_id().unwrap_or_default());
     h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
-    format!("{}.a{:016x}", branch_prefix(loop_hash(msg)), h.finish())
+    let mut b = branch_prefix(loop_hash);
+    b.extend_from_slice(b".a");
+    push_hex(&mut b, h.finish(), 16);
+    b
 }
 
 struct Fnv(u64);

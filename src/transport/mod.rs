@@ -33,10 +33,6 @@ pub enum Inbound {
 
 pub type InboundTx = mpsc::Sender<Inbound>;
 
-/// Parses one message and sends it to the core. A request that does not
-/// parse is answered here (400, 505 or 513 with the reason naming the
-/// fault); a response that does not parse is dropped. Both are counted.
-/// Returns the error response to send, if any.
 /// What to do with bytes received: hand a message to the core, or send an
 /// error response back, or nothing.
 pub enum Accepted {
@@ -45,8 +41,18 @@ pub enum Accepted {
     Nothing,
 }
 
-pub fn accept(data: Bytes, source: Source, stream: bool, limits: &Limits) -> Accepted {
-    let proto = source.proto.lower();
+/// Parses one message for the core. A request that does not parse is
+/// answered here (400, 505 or 513 with the reason naming the fault): `Err`
+/// carries the error response to send, if any; a response that does not
+/// parse is dropped. Both are counted.
+pub fn parse_received(
+    data: Bytes,
+    source: &Source,
+    stream: bool,
+    limits: &Limits,
+    counters: &mut m::MessageCounters,
+) -> Result<Message, Option<Bytes>> {
+    let proto = source.proto;
     let parsed = if stream {
         sip::parse_framed_stream(data.clone(), limits)
     } else {
@@ -54,28 +60,30 @@ pub fn accept(data: Bytes, source: Source, stream: bool, limits: &Limits) -> Acc
     };
     match parsed {
         Ok(msg) => {
-            let kind = if msg.is_request() {
-                msg.method().as_str()
-            } else {
-                match msg.status().unwrap_or(0) / 100 {
-                    1 => "1xx",
-                    2 => "2xx",
-                    3 => "3xx",
-                    4 => "4xx",
-                    5 => "5xx",
-                    _ => "6xx",
-                }
-            };
-            let kind = if kind.is_empty() { "other" } else { kind };
-            metrics::counter!(m::SIP_RECEIVED, "transport" => proto, "kind" => kind).increment(1);
-            metrics::counter!(m::PARSE_PATH, "path" => msg.parse_path().as_str()).increment(1);
-            Accepted::Core(Inbound::Message(Box::new(msg), source))
+            counters.received(proto, &msg);
+            Ok(msg)
         }
         Err(e) => {
-            metrics::counter!(m::PARSE_ERRORS, "transport" => proto, "kind" => e.kind())
+            metrics::counter!(m::PARSE_ERRORS, "transport" => proto.lower(), "kind" => e.kind())
                 .increment(1);
-            error_response(&data, &e, &source, limits).map_or(Accepted::Nothing, Accepted::Reply)
+            Err(error_response(&data, &e, source, limits))
         }
+    }
+}
+
+/// [`parse_received`] for the I/O tasks, whose messages reach the core
+/// through the channel.
+pub fn accept(
+    data: Bytes,
+    source: Source,
+    stream: bool,
+    limits: &Limits,
+    counters: &mut m::MessageCounters,
+) -> Accepted {
+    match parse_received(data, &source, stream, limits, counters) {
+        Ok(msg) => Accepted::Core(Inbound::Message(Box::new(msg), source)),
+        Err(Some(reply)) => Accepted::Reply(reply),
+        Err(None) => Accepted::Nothing,
     }
 }
 

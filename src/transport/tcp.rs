@@ -190,6 +190,7 @@ impl TcpPool {
             conn: Some(id),
         };
         let mut buf = BytesMut::with_capacity(16 * 1024);
+        let mut counters = crate::metrics::MessageCounters::default();
         'conn: loop {
             match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
                 Ok(Ok(0)) | Ok(Err(_)) => break,
@@ -212,7 +213,7 @@ impl TcpPool {
                     Ok(Status::Partial) => break,
                     Ok(Status::Complete((), n)) => {
                         let data = buf.split_to(n).freeze();
-                        match accept(data, source, true, &limits) {
+                        match accept(data, source, true, &limits, &mut counters) {
                             // Nothing over TCP is sent twice: a full core
                             // queue holds this connection back instead.
                             Accepted::Core(inbound) => {

@@ -1,17 +1,19 @@
-//! UDP: one socket per listener, a receive loop per socket, sends straight
-//! from the driver.
+//! UDP: one socket per listener, read and written by the driver itself (no
+//! task or channel between the socket and the core).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use super::{accept, Accepted, InboundTx};
+use super::parse_received;
+use crate::metrics::MessageCounters;
 use crate::proxy::{Proto, Source};
-use crate::sip::Limits;
+use crate::sip::{Limits, Message};
 
 #[derive(Clone)]
 pub struct UdpEndpoint {
@@ -39,44 +41,72 @@ pub fn bind(addr: SocketAddr, buffer: usize) -> io::Result<UdpEndpoint> {
     })
 }
 
-/// Receives datagrams until the socket fails. Each datagram is copied once
-/// into a buffer of its own size: the parser then borrows from it, and a
-/// message kept by a transaction pins only its own bytes.
-pub async fn recv_loop(ep: UdpEndpoint, tx: InboundTx, limits: Limits) {
-    // One byte more than the largest message, to tell "too large" apart.
-    let mut buf = vec![0u8; limits.max_message + 1];
-    loop {
-        let (n, peer) = match ep.socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // ICMP errors surface here on some systems; keep going.
-                tracing::debug!(error = %e, "udp receive error");
-                continue;
-            }
-        };
-        let data = &buf[..n];
-        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
-            continue; // keep-alive
+/// The receive buffer for one endpoint: one byte more than the largest
+/// message, to tell "too large" apart.
+pub fn receive_buffer(limits: &Limits) -> Vec<u8> {
+    vec![0u8; limits.max_message + 1]
+}
+
+/// Ready when one of the endpoints has a datagram waiting (its index);
+/// otherwise registers to be woken when one has.
+pub fn poll_any_readable(endpoints: &[UdpEndpoint], cx: &mut Context<'_>) -> Poll<usize> {
+    for (i, ep) in endpoints.iter().enumerate() {
+        // An error (the socket is gone) reads as ready: the read reports it.
+        if ep.socket.poll_recv_ready(cx).is_ready() {
+            return Poll::Ready(i);
         }
-        let source = Source {
-            proto: Proto::Udp,
-            peer,
-            local: ep.local,
-            conn: None,
-        };
-        match accept(Bytes::copy_from_slice(data), source, false, &limits) {
-            // A full core queue drops the datagram rather than stall the
-            // socket: the sender's retransmission brings it back.
-            Accepted::Core(inbound) => {
-                if tx.try_send(inbound).is_err() {
-                    tracing::warn!(%peer, "core queue full; datagram dropped (the sender retransmits)");
-                }
-            }
-            Accepted::Reply(resp) => {
-                let _ = ep.socket.try_send_to(&resp, peer);
-            }
-            Accepted::Nothing => {}
+    }
+    Poll::Pending
+}
+
+/// Takes one datagram without waiting. `Err(WouldBlock)` once the socket is
+/// empty; `Ok(None)` for a datagram that needs nothing from the core (a
+/// keep-alive, a request that does not parse and was answered here, a
+/// receive error). Each datagram is copied once into a buffer of its own
+/// size: the parser borrows from it, and a message kept by a transaction
+/// pins only its own bytes.
+///
+/// When the core falls behind, datagrams wait in the socket's receive
+/// buffer; when that is full, the kernel drops them and the sender's
+/// retransmission brings them back.
+pub fn try_receive(
+    ep: &UdpEndpoint,
+    buf: &mut [u8],
+    limits: &Limits,
+    counters: &mut MessageCounters,
+) -> io::Result<Option<(Message, Source)>> {
+    let (n, peer) = match ep.socket.try_recv_from(buf) {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+        Err(e) => {
+            // ICMP errors surface here on some systems; keep going.
+            tracing::debug!(error = %e, "udp receive error");
+            return Ok(None);
         }
+    };
+    let data = &buf[..n];
+    if data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Ok(None); // keep-alive
+    }
+    let source = Source {
+        proto: Proto::Udp,
+        peer,
+        local: ep.local,
+        conn: None,
+    };
+    match parse_received(
+        Bytes::copy_from_slice(data),
+        &source,
+        false,
+        limits,
+        counters,
+    ) {
+        Ok(msg) => Ok(Some((msg, source))),
+        Err(Some(resp)) => {
+            let _ = ep.socket.try_send_to(&resp, peer);
+            Ok(None)
+        }
+        Err(None) => Ok(None),
     }
 }
 
