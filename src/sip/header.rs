@@ -78,65 +78,60 @@ impl HeaderName {
                 _ => Other,
             };
         }
-        // Candidates by length first, then a case-insensitive compare.
-        let candidates: &[(&[u8], HeaderName)] = match name.len() {
-            2 => &[(b"To", To)],
-            3 => &[(b"Via", Via)],
-            4 => &[(b"From", From), (b"CSeq", CSeq), (b"Date", Date)],
-            5 => &[(b"Route", Route), (b"Allow", Allow), (b"Event", Event)],
-            6 => &[(b"Accept", Accept)],
-            7 => &[
-                (b"Call-ID", CallId),
-                (b"Contact", Contact),
-                (b"Require", Require),
-                (b"Expires", Expires),
-                (b"Subject", Subject),
-            ],
-            8 => &[
-                (b"Priority", Priority),
-                (b"Refer-To", ReferTo),
-                (b"Identity", Identity),
-            ],
-            9 => &[(b"Call-Info", CallInfo), (b"Supported", Supported)],
-            10 => &[(b"Content-ID", ContentId), (b"User-Agent", UserAgent)],
-            11 => &[
-                (b"Geolocation", Geolocation),
-                (b"Referred-By", ReferredBy),
-                (b"Unsupported", Unsupported),
-            ],
-            12 => &[
-                (b"Max-Forwards", MaxForwards),
-                (b"Content-Type", ContentType),
-                (b"Record-Route", RecordRoute),
-                (b"Allow-Events", AllowEvents),
-            ],
-            13 => &[(b"Proxy-Require", ProxyRequire)],
-            14 => &[
-                (b"Content-Length", ContentLength),
-                (b"Accept-Contact", AcceptContact),
-                (b"Reject-Contact", RejectContact),
-            ],
-            15 => &[(b"Session-Expires", SessionExpires)],
-            16 => &[(b"Content-Encoding", ContentEncoding)],
-            17 => &[
-                (b"Resource-Priority", ResourcePriority),
-                (b"Geolocation-Error", GeolocationError),
-            ],
-            19 => &[
-                (b"P-Asserted-Identity", PAssertedIdentity),
-                (b"Geolocation-Routing", GeolocationRouting),
-                (b"Request-Disposition", RequestDisposition),
-                (b"Content-Disposition", ContentDisposition),
-            ],
-            20 => &[(b"P-Preferred-Identity", PPreferredIdentity)],
-            _ => &[],
-        };
-        for (text, h) in candidates {
-            if same_name(name, text) {
-                return *h;
-            }
+        if name.is_empty() {
+            return Other;
         }
-        Other
+        // One candidate by length and first letter (second letter where two
+        // share both), then a case-insensitive compare.
+        let (text, h): (&[u8], HeaderName) = match (name.len(), name[0] | 0x20) {
+            (2, b't') => (b"To", To),
+            (3, b'v') => (b"Via", Via),
+            (4, b'f') => (b"From", From),
+            (4, b'c') => (b"CSeq", CSeq),
+            (4, b'd') => (b"Date", Date),
+            (5, b'r') => (b"Route", Route),
+            (5, b'a') => (b"Allow", Allow),
+            (5, b'e') => (b"Event", Event),
+            (6, b'a') => (b"Accept", Accept),
+            (7, b'c') if name[1] | 0x20 == b'a' => (b"Call-ID", CallId),
+            (7, b'c') => (b"Contact", Contact),
+            (7, b'r') => (b"Require", Require),
+            (7, b'e') => (b"Expires", Expires),
+            (7, b's') => (b"Subject", Subject),
+            (8, b'p') => (b"Priority", Priority),
+            (8, b'r') => (b"Refer-To", ReferTo),
+            (8, b'i') => (b"Identity", Identity),
+            (9, b'c') => (b"Call-Info", CallInfo),
+            (9, b's') => (b"Supported", Supported),
+            (10, b'c') => (b"Content-ID", ContentId),
+            (10, b'u') => (b"User-Agent", UserAgent),
+            (11, b'g') => (b"Geolocation", Geolocation),
+            (11, b'r') => (b"Referred-By", ReferredBy),
+            (11, b'u') => (b"Unsupported", Unsupported),
+            (12, b'm') => (b"Max-Forwards", MaxForwards),
+            (12, b'c') => (b"Content-Type", ContentType),
+            (12, b'r') => (b"Record-Route", RecordRoute),
+            (12, b'a') => (b"Allow-Events", AllowEvents),
+            (13, b'p') => (b"Proxy-Require", ProxyRequire),
+            (14, b'c') => (b"Content-Length", ContentLength),
+            (14, b'a') => (b"Accept-Contact", AcceptContact),
+            (14, b'r') => (b"Reject-Contact", RejectContact),
+            (15, b's') => (b"Session-Expires", SessionExpires),
+            (16, b'c') => (b"Content-Encoding", ContentEncoding),
+            (17, b'r') => (b"Resource-Priority", ResourcePriority),
+            (17, b'g') => (b"Geolocation-Error", GeolocationError),
+            (19, b'p') => (b"P-Asserted-Identity", PAssertedIdentity),
+            (19, b'g') => (b"Geolocation-Routing", GeolocationRouting),
+            (19, b'r') => (b"Request-Disposition", RequestDisposition),
+            (19, b'c') => (b"Content-Disposition", ContentDisposition),
+            (20, b'p') => (b"P-Preferred-Identity", PPreferredIdentity),
+            _ => return Other,
+        };
+        if same_name(name, text) {
+            h
+        } else {
+            Other
+        }
     }
 
     /// The canonical long form, as the router writes it.

@@ -7,7 +7,8 @@ use smallvec::SmallVec;
 use super::header::HeaderName;
 use super::text;
 use super::uri::Uri;
-use super::values::{CSeq, MediaType, NameAddr, Via};
+use super::uri::UriAt;
+use super::values::{CSeq, MediaType, NameAddr, NameAddrAt, Via, ViaAt};
 
 /// A byte range in the message buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,6 +32,25 @@ impl Span {
     }
     pub fn is_empty(self) -> bool {
         self.end == self.start
+    }
+
+    /// Where `part` lies in `base`; an empty `part` gives an empty span.
+    /// `None` when `part` is not inside `base`.
+    pub(crate) fn within(base: &[u8], part: &[u8]) -> Option<Span> {
+        if part.is_empty() {
+            return Some(Span::default());
+        }
+        let b = base.as_ptr() as usize;
+        let p = part.as_ptr() as usize;
+        (p >= b && p + part.len() <= b + base.len()).then(|| Span::new(p - b, p - b + part.len()))
+    }
+}
+
+/// An optional slice as an optional span (see [`Span::within`]).
+pub(crate) fn opt_within(base: &[u8], part: Option<&[u8]>) -> Option<Option<Span>> {
+    match part {
+        None => Some(None),
+        Some(p) => Span::within(base, p).map(Some),
     }
 }
 
@@ -142,6 +162,23 @@ impl ParsePath {
 
 pub type Headers = SmallVec<[Header; 24]>;
 
+/// How many known header names there are (every [`HeaderName`] but `Other`).
+pub(crate) const KNOWN_NAMES: usize = HeaderName::Other as usize;
+
+/// No header of that name: a slot of [`Message::first`].
+pub(crate) const ABSENT: u16 = u16::MAX;
+
+/// The values validation parsed, kept as spans so that reading them again
+/// costs no second parse. Empty for a message that was not validated.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Parsed {
+    pub top_via: Option<ViaAt>,
+    pub cseq: Option<(u32, Span)>,
+    pub from: Option<NameAddrAt>,
+    pub to: Option<NameAddrAt>,
+    pub request_uri: Option<UriAt>,
+}
+
 /// A parsed message. Cloning is cheap (the buffer is reference-counted).
 #[derive(Debug, Clone)]
 pub struct Message {
@@ -154,6 +191,9 @@ pub struct Message {
     pub(crate) headers_end: u32,
     pub(crate) body: Span,
     pub(crate) path: ParsePath,
+    /// The index of the first header of each known name, or [`ABSENT`].
+    pub(crate) first: [u16; KNOWN_NAMES],
+    pub(crate) parsed: Parsed,
 }
 
 impl Message {
@@ -223,6 +263,9 @@ impl Message {
     }
 
     pub fn request_uri(&self) -> Option<Uri<'_>> {
+        if let Some(u) = self.parsed.request_uri {
+            return Some(u.at(&self.buf));
+        }
         Uri::parse(self.request_uri_bytes()).ok()
     }
 
@@ -254,7 +297,11 @@ impl Message {
 
     /// The first header of that name.
     pub fn header(&self, name: HeaderName) -> Option<&Header> {
-        self.headers.iter().find(|h| h.name == name)
+        match self.first.get(name as usize) {
+            Some(&ABSENT) => None,
+            Some(&i) => self.headers.get(usize::from(i)),
+            None => self.headers.iter().find(|h| h.name == name),
+        }
     }
 
     /// The value of the first header of that name.
@@ -293,6 +340,9 @@ impl Message {
     }
 
     pub fn top_via(&self) -> Option<Via<'_>> {
+        if let Some(v) = self.parsed.top_via {
+            return Some(v.at(&self.buf));
+        }
         self.list(HeaderName::Via).next().and_then(Via::parse)
     }
 
@@ -301,14 +351,26 @@ impl Message {
     }
 
     pub fn cseq(&self) -> Option<CSeq<'_>> {
+        if let Some((seq, method)) = self.parsed.cseq {
+            return Some(CSeq {
+                seq,
+                method: self.bytes_of(method),
+            });
+        }
         self.get(HeaderName::CSeq).and_then(CSeq::parse)
     }
 
     pub fn from(&self) -> Option<NameAddr<'_>> {
+        if let Some(n) = self.parsed.from {
+            return Some(n.at(&self.buf));
+        }
         self.get(HeaderName::From).and_then(NameAddr::parse)
     }
 
     pub fn to(&self) -> Option<NameAddr<'_>> {
+        if let Some(n) = self.parsed.to {
+            return Some(n.at(&self.buf));
+        }
         self.get(HeaderName::To).and_then(NameAddr::parse)
     }
 

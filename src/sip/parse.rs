@@ -10,9 +10,13 @@ use memchr::memchr;
 
 use super::error::ParseError;
 use super::header::HeaderName;
-use super::message::{Header, Headers, Message, Method, ParsePath, Span, StartLine};
+use super::message::{
+    Header, Headers, Message, Method, ParsePath, Parsed, Span, StartLine, ABSENT, KNOWN_NAMES,
+};
 use super::text::{self, is_token};
 use super::uri::Uri;
+use super::uri::UriAt;
+use super::values::{CSeq, NameAddr, NameAddrAt, Via, ViaAt};
 
 /// Size limits. Each overrun has its own error.
 #[derive(Debug, Clone, Copy)]
@@ -133,11 +137,11 @@ pub(crate) enum Indexed {
 }
 
 fn parse_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
-    let msg = match index(buf.clone(), stream, limits, ParsePath::Fast)? {
+    let mut msg = match index(buf.clone(), stream, limits, ParsePath::Fast)? {
         Indexed::Done(m) => m,
         Indexed::Folded => super::full::parse(&buf, stream, limits)?,
     };
-    validate(&msg)?;
+    validate(&mut msg)?;
     Ok(msg)
 }
 
@@ -176,6 +180,7 @@ pub(crate) fn index_with(
     pos = line_end;
 
     let mut headers = Headers::new();
+    let mut first = [ABSENT; KNOWN_NAMES];
     let mut content_length: Option<usize> = None;
     let headers_end;
     loop {
@@ -231,8 +236,14 @@ pub(crate) fn index_with(
                 _ => return Err(ParseError::BadContentLength),
             }
         }
-        if headers.len() == limits.max_headers {
+        if headers.len() == limits.max_headers || headers.len() == usize::from(ABSENT) {
             return Err(ParseError::TooManyHeaders);
+        }
+        if let Some(slot) = first.get_mut(name as usize) {
+            if *slot == ABSENT {
+                // Fits: header count is checked against u16 below.
+                *slot = headers.len() as u16;
+            }
         }
         headers.push(Header {
             name,
@@ -264,6 +275,8 @@ pub(crate) fn index_with(
         headers_end: headers_end as u32,
         body: Span::new(pos, pos + body_len),
         path,
+        first,
+        parsed: Parsed::default(),
     }))
 }
 
@@ -328,8 +341,11 @@ fn parse_start_line(line: &[u8], at: usize, lenient: bool) -> Result<StartLine, 
 }
 
 /// The checks a proxy relies on: mandatory headers present and single, the
-/// values it reads well-formed.
-pub fn validate(msg: &Message) -> Result<(), ParseError> {
+/// values it reads well-formed. The values it parses on the way (top Via,
+/// CSeq, From, To, request URI) are kept in the message, so reading them
+/// again costs nothing.
+pub fn validate(msg: &mut Message) -> Result<(), ParseError> {
+    msg.parsed = Parsed::default();
     // Single-instance headers.
     let mut seen = [false; HeaderName::Other as usize + 1];
     for h in msg.headers() {
@@ -341,29 +357,46 @@ pub fn validate(msg: &Message) -> Result<(), ParseError> {
             *slot = true;
         }
     }
-    for (name, required) in [
-        (HeaderName::CallId, true),
-        (HeaderName::CSeq, true),
-        (HeaderName::From, true),
-        (HeaderName::To, true),
-        (HeaderName::Via, true),
+    for name in [
+        HeaderName::CallId,
+        HeaderName::CSeq,
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::Via,
     ] {
-        if required && msg.header(name).is_none() {
+        if msg.header(name).is_none() {
             return Err(ParseError::MissingHeader(name.as_str()));
         }
     }
-    let cseq = msg.cseq().ok_or(ParseError::BadHeader("CSeq"))?;
+    let mut parsed = Parsed::default();
+    let buf: &[u8] = &msg.buf;
+    let cseq = msg
+        .get(HeaderName::CSeq)
+        .and_then(CSeq::parse)
+        .ok_or(ParseError::BadHeader("CSeq"))?;
+    parsed.cseq = Span::within(buf, cseq.method).map(|m| (cseq.seq, m));
     if msg
         .call_id()
         .is_none_or(|c| c.is_empty() || c.iter().any(|&b| text::is_ws(b)))
     {
         return Err(ParseError::BadHeader("Call-ID"));
     }
-    for via in msg.vias() {
-        via.ok_or(ParseError::BadHeader("Via"))?;
+    for (i, via) in msg.list(HeaderName::Via).map(Via::parse).enumerate() {
+        let via = via.ok_or(ParseError::BadHeader("Via"))?;
+        if i == 0 {
+            parsed.top_via = ViaAt::of(buf, &via);
+        }
     }
-    msg.from().ok_or(ParseError::BadHeader("From"))?;
-    msg.to().ok_or(ParseError::BadHeader("To"))?;
+    let from = msg
+        .get(HeaderName::From)
+        .and_then(NameAddr::parse)
+        .ok_or(ParseError::BadHeader("From"))?;
+    parsed.from = NameAddrAt::of(buf, &from);
+    let to = msg
+        .get(HeaderName::To)
+        .and_then(NameAddr::parse)
+        .ok_or(ParseError::BadHeader("To"))?;
+    parsed.to = NameAddrAt::of(buf, &to);
     if let Some(v) = msg.get(HeaderName::MaxForwards) {
         text::parse_u64(v, 255).ok_or(ParseError::BadHeader("Max-Forwards"))?;
     }
@@ -375,6 +408,9 @@ pub fn validate(msg: &Message) -> Result<(), ParseError> {
         HeaderName::Route,
         HeaderName::RecordRoute,
     ] {
+        if msg.header(name).is_none() {
+            continue;
+        }
         for na in msg.name_addrs(name) {
             na.ok_or(ParseError::BadHeader(name.as_str()))?;
         }
@@ -394,7 +430,9 @@ pub fn validate(msg: &Message) -> Result<(), ParseError> {
         if cseq.method != msg.method_bytes() {
             return Err(ParseError::CSeqMismatch);
         }
+        parsed.request_uri = UriAt::of(buf, &uri);
     }
+    msg.parsed = parsed;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use super::message::{opt_within, Span};
 use super::text::{self, find_param};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,51 @@ pub struct Uri<'a> {
     pub port: Option<u16>,
     pub params: &'a [u8],
     pub headers: Option<&'a [u8]>,
+}
+
+/// A [`Uri`] as spans into the message buffer (see `message::Parsed`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UriAt {
+    raw: Span,
+    scheme: Scheme,
+    scheme_text: Span,
+    user: Option<Span>,
+    password: Option<Span>,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
+    headers: Option<Span>,
+}
+
+impl UriAt {
+    pub(crate) fn of(base: &[u8], u: &Uri<'_>) -> Option<UriAt> {
+        Some(UriAt {
+            raw: Span::within(base, u.raw)?,
+            scheme: u.scheme,
+            scheme_text: Span::within(base, u.scheme_text)?,
+            user: opt_within(base, u.user)?,
+            password: opt_within(base, u.password)?,
+            host: Span::within(base, u.host)?,
+            port: u.port,
+            params: Span::within(base, u.params)?,
+            headers: opt_within(base, u.headers)?,
+        })
+    }
+
+    pub(crate) fn at(self, buf: &[u8]) -> Uri<'_> {
+        let s = |x: Span| &buf[x.range()];
+        Uri {
+            raw: s(self.raw),
+            scheme: self.scheme,
+            scheme_text: s(self.scheme_text),
+            user: self.user.map(s),
+            password: self.password.map(s),
+            host: s(self.host),
+            port: self.port,
+            params: s(self.params),
+            headers: self.headers.map(s),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

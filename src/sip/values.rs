@@ -2,6 +2,7 @@
 //! P-Asserted-Identity, Geolocation, Call-Info), CSeq and media types. Each
 //! is parsed on demand from the borrowed value text.
 
+use super::message::{opt_within, Span};
 use super::text::{self, find_param, is_token, trim, unquote};
 use super::uri::Uri;
 
@@ -96,6 +97,70 @@ impl<'a> Via<'a> {
     /// The sent-by text (`host[:port]`) for transaction matching.
     pub fn sent_by(&self) -> (&'a [u8], Option<u16>) {
         (self.host, self.port)
+    }
+}
+
+/// A [`Via`] as spans into the message buffer (see `message::Parsed`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ViaAt {
+    protocol: Span,
+    version: Span,
+    transport: Span,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
+}
+
+impl ViaAt {
+    pub(crate) fn of(base: &[u8], v: &Via<'_>) -> Option<ViaAt> {
+        Some(ViaAt {
+            protocol: Span::within(base, v.protocol)?,
+            version: Span::within(base, v.version)?,
+            transport: Span::within(base, v.transport)?,
+            host: Span::within(base, v.host)?,
+            port: v.port,
+            params: Span::within(base, v.params)?,
+        })
+    }
+
+    pub(crate) fn at(self, buf: &[u8]) -> Via<'_> {
+        Via {
+            protocol: &buf[self.protocol.range()],
+            version: &buf[self.version.range()],
+            transport: &buf[self.transport.range()],
+            host: &buf[self.host.range()],
+            port: self.port,
+            params: &buf[self.params.range()],
+        }
+    }
+}
+
+/// A [`NameAddr`] as spans into the message buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NameAddrAt {
+    display: Option<Span>,
+    uri_text: Span,
+    bracketed: bool,
+    params: Span,
+}
+
+impl NameAddrAt {
+    pub(crate) fn of(base: &[u8], n: &NameAddr<'_>) -> Option<NameAddrAt> {
+        Some(NameAddrAt {
+            display: opt_within(base, n.display)?,
+            uri_text: Span::within(base, n.uri_text)?,
+            bracketed: n.bracketed,
+            params: Span::within(base, n.params)?,
+        })
+    }
+
+    pub(crate) fn at(self, buf: &[u8]) -> NameAddr<'_> {
+        NameAddr {
+            display: self.display.map(|d| &buf[d.range()]),
+            uri_text: &buf[self.uri_text.range()],
+            bracketed: self.bracketed,
+            params: &buf[self.params.range()],
+        }
     }
 }
 
