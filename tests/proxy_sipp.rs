@@ -140,9 +140,5 @@ fn a_60_kb_invite_over_tcp() {
     );
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}\n{}", router.log());
     assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
-    assert!(
-        router.log().contains("transport=\"TCP\""),
-        "{}",
-        router.log()
-    );
+    router.wait_log("transport=\"TCP\"", 1, Duration::from_secs(5));
 }
