@@ -66,6 +66,12 @@ impl<'a> Iterator for CommaSplit<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let s = self.rest?;
+        // Most values hold no comma and no quote: one element, found with
+        // one vectorized search instead of the byte walk below.
+        if memchr::memchr2(b',', b'"', s).is_none() {
+            self.rest = None;
+            return Some(trim(s));
+        }
         let mut i = 0;
         let mut angle = false;
         while i < s.len() {
@@ -217,6 +223,14 @@ mod tests {
         );
         let v: Vec<&[u8]> = split_commas(b"a,,b").collect();
         assert_eq!(v, vec![&b"a"[..], b"", b"b"]);
+    }
+
+    #[test]
+    fn a_value_without_commas_is_one_trimmed_element() {
+        let v: Vec<&[u8]> = split_commas(b"  Alice <sip:a@b;x=y>;tag=1 \t").collect();
+        assert_eq!(v, vec![&b"Alice <sip:a@b;x=y>;tag=1"[..]]);
+        let v: Vec<&[u8]> = split_commas(b"").collect();
+        assert_eq!(v, vec![&b""[..]]);
     }
 
     #[test]
