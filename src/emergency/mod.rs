@@ -572,6 +572,14 @@ impl EmergencyRouter {
         a
     }
 
+    /// The answer to a request that is no emergency call.
+    fn not_emergency(&self) -> Decision {
+        Decision::Reject {
+            status: self.reject_status,
+            reason: "Not An Emergency Call",
+        }
+    }
+
     /// The proxy's answer for an evaluated request.
     pub fn decision(&self, req: &Message, ev: Evaluation<'_>) -> Decision {
         self.decide_with(req, ev, None)
@@ -584,10 +592,7 @@ impl EmergencyRouter {
         documents: Option<&DashMap<String, Bytes>>,
     ) -> Decision {
         if ev.detected.is_none() || ev.decision.is_none() {
-            return Decision::Reject {
-                status: self.reject_status,
-                reason: "Not An Emergency Call",
-            };
+            return self.not_emergency();
         }
         let augment = self.augment_with(req, &ev, documents);
         // The evaluation is spent here: its parts move into the details
@@ -610,10 +615,7 @@ impl EmergencyRouter {
             ..
         } = ev;
         let (Some(detected), Some(d)) = (detected, decision) else {
-            return Decision::Reject {
-                status: self.reject_status,
-                reason: "Not An Emergency Call",
-            };
+            return self.not_emergency();
         };
         let (psap_id, area) = match d.psap {
             Some(p) => (Some(p.id), Some(p.area)),
