@@ -28,6 +28,10 @@ pub const ALL: &[(&str, &str)] = &[
         "Emergency and test calls routed; labels: country, route, reason, location_source",
     ),
     (
+        EMERGENCY_FAULTS_FORGIVEN,
+        "Emergency INVITEs routed although a header the router only passes on is malformed; labels: kind (error kind)",
+    ),
+    (
         FAILOVERS,
         "Failovers from one target to the next; labels: trunk (the one that failed), cause",
     ),
@@ -87,6 +91,7 @@ pub const PARSE_ERRORS: &str = "sosrouter_sip_parse_errors_total";
 pub const PARSE_PATH: &str = "sosrouter_sip_parsed_total";
 pub const REQUESTS_REJECTED: &str = "sosrouter_requests_rejected_total";
 pub const EMERGENCY_CALLS: &str = "sosrouter_emergency_calls_total";
+pub const EMERGENCY_FAULTS_FORGIVEN: &str = "sosrouter_emergency_malformed_routed_total";
 pub const FAILOVERS: &str = "sosrouter_failovers_total";
 pub const CALLS: &str = "sosrouter_calls_total";
 pub const HOPS: &str = "sosrouter_hops_total";

@@ -147,6 +147,35 @@ fn a_request_that_does_not_parse_gets_400_naming_the_fault() {
     assert_eq!(status_of(&resp), "505", "{resp}");
 }
 
+/// A malformed header the router only passes on (a Date not in GMT) does
+/// not stop an emergency call; the same fault in any other call gets a 400
+/// naming it.
+#[test]
+fn an_emergency_call_with_a_malformed_date_still_reaches_the_psap() {
+    let (router, trunk) = router_with_trunk();
+    let c = udp("127.0.0.1");
+    let local = c.local_addr().unwrap();
+    let bad_date = "Date: Sat, 13 Nov 2010 23:29:00 PST\r\n";
+    let req = invite("date-1", "z9hG4bKdate1", local, bad_date);
+    c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (fwd, _) = recv(&trunk);
+    assert!(fwd.starts_with("INVITE sip:911@"), "{fwd}");
+    assert_eq!(header(&fwd, "Call-ID"), Some("date-1"));
+    assert_eq!(header(&fwd, "Date"), Some("Sat, 13 Nov 2010 23:29:00 PST"));
+
+    let req = invite("date-2", "z9hG4bKdate2", local, bad_date)
+        .replace("sip:911@127.0.0.1 SIP", "sip:alice@127.0.0.1 SIP");
+    c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (resp, _) = recv(&c);
+    assert!(
+        resp.starts_with("SIP/2.0 400 Bad Date Header\r\n"),
+        "{resp}"
+    );
+    assert_eq!(header(&resp, "Call-ID"), Some("date-2"));
+}
+
 #[test]
 fn a_call_that_is_not_an_emergency_is_refused() {
     let (router, _trunk) = router_with_trunk();

@@ -164,3 +164,48 @@ fn part_header_value_span_stays_in_the_headers() {
         }
     }
 }
+
+const INVITE_WITH_BAD_DATE: &[u8] = b"INVITE urn:service:sos SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKdate1\r\n\
+To: <urn:service:sos>\r\n\
+From: <sip:+12125550142@example.com>;tag=1\r\n\
+Call-ID: bad-date\r\n\
+CSeq: 1 INVITE\r\n\
+Date: Sat, 13 Nov 2010 23:29:00 PST\r\n\
+Content-Length: 0\r\n\
+\r\n";
+
+/// The proxy's receive path: a fault only in a header the proxy passes on
+/// is recorded on an INVITE (which may be an emergency call) and refused
+/// for any other request; a fault in a header that names the transaction
+/// is refused for every request. The full check still refuses all three.
+#[test]
+fn receive_records_a_passed_on_fault_on_an_invite_only() {
+    let limits = Limits::default();
+    let got = sip::receive(Bytes::from_static(INVITE_WITH_BAD_DATE), false, &limits).unwrap();
+    assert_eq!(got.fault(), Some(&ParseError::BadHeader("Date")));
+    assert_eq!(got.call_id(), Some(&b"bad-date"[..]));
+    assert_eq!(
+        sip::parse_datagram(Bytes::from_static(INVITE_WITH_BAD_DATE), &limits).unwrap_err(),
+        ParseError::BadHeader("Date")
+    );
+
+    let options = String::from_utf8_lossy(INVITE_WITH_BAD_DATE)
+        .replace("INVITE urn", "OPTIONS urn")
+        .replace("1 INVITE", "1 OPTIONS");
+    assert_eq!(
+        sip::receive(Bytes::from(options), false, &limits).unwrap_err(),
+        ParseError::BadHeader("Date")
+    );
+
+    let bad_from =
+        String::from_utf8_lossy(INVITE_WITH_BAD_DATE).replace("From: <sip:", "From: \"Alice <sip:");
+    assert_eq!(
+        sip::receive(Bytes::from(bad_from), false, &limits).unwrap_err(),
+        ParseError::BadHeader("From")
+    );
+
+    let clean = String::from_utf8_lossy(INVITE_WITH_BAD_DATE).replace(" PST", " GMT");
+    let got = sip::receive(Bytes::from(clean), true, &limits).unwrap();
+    assert_eq!(got.fault(), None);
+}

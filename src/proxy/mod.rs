@@ -888,6 +888,44 @@ impl Core {
             return;
         }
         let initial = msg.to().and_then(|t| t.tag()).is_none();
+        // In-dialog requests and requests with a route set beyond us follow
+        // their Route headers.
+        let in_dialog = !initial;
+        let more_routes = self.routes_beyond_us(&msg) > 0;
+        let inbound = self.inbound_trunk(&source).map(|t| t.name.clone());
+        // A fault in a header the proxy only passes on: an emergency call is
+        // routed all the same, anything else is refused.
+        let mut decided = None;
+        if let Some(fault) = msg.fault() {
+            let decision = (!in_dialog && !more_routes).then(|| {
+                let ctx = RouteContext {
+                    source: &source,
+                    inbound_trunk: inbound.as_deref(),
+                    dereferenced: self.dereferenced.as_deref(),
+                };
+                self.router.route(&msg, &ctx)
+            });
+            match decision {
+                Some(
+                    d @ Decision::Route {
+                        emergency: true, ..
+                    },
+                ) => {
+                    warn!(call_id = %lossy(msg.call_id()), fault = %fault.reason(), peer = %source.peer, "emergency call with a malformed header: routed anyway");
+                    metrics::counter!(m::EMERGENCY_FAULTS_FORGIVEN, "kind" => fault.kind())
+                        .increment(1);
+                    decided = Some(d);
+                }
+                _ => {
+                    let reason = fault.reason();
+                    self.stats.rejected += 1;
+                    metrics::counter!(m::REQUESTS_REJECTED, "status" => "400").increment(1);
+                    info!(call_id = %lossy(msg.call_id()), code = 400, reason = %reason, peer = %source.peer, "request refused");
+                    self.respond(now, id, &msg, 400, &reason, &[]);
+                    return;
+                }
+            }
+        }
         if self.draining && initial && method == Method::Invite {
             info!(call_id = %lossy(msg.call_id()), "shutting down: call refused so the carrier tries another router");
             self.respond(
@@ -924,21 +962,18 @@ impl Core {
             );
             return;
         }
-        // In-dialog requests and requests with a route set beyond us follow
-        // their Route headers.
-        let in_dialog = msg.to().and_then(|t| t.tag()).is_some();
-        let more_routes = self.routes_beyond_us(&msg) > 0;
         if in_dialog || more_routes {
             self.forward_by_route(now, id, msg, source, loop_hash);
             return;
         }
-        let inbound = self.inbound_trunk(&source).map(|t| t.name.clone());
-        let ctx = RouteContext {
-            source: &source,
-            inbound_trunk: inbound.as_deref(),
-            dereferenced: self.dereferenced.as_deref(),
-        };
-        let decision = self.router.route(&msg, &ctx);
+        let decision = decided.unwrap_or_else(|| {
+            let ctx = RouteContext {
+                source: &source,
+                inbound_trunk: inbound.as_deref(),
+                dereferenced: self.dereferenced.as_deref(),
+            };
+            self.router.route(&msg, &ctx)
+        });
         match decision {
             Decision::Reject { status, reason } => {
                 self.stats.rejected += 1;

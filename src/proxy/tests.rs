@@ -75,6 +75,22 @@ impl Harness {
         self.drain();
     }
 
+    /// Delivers bytes as the transport hands them over: an INVITE with a
+    /// fault in a header the proxy only passes on arrives with the fault
+    /// recorded (`sip::receive`).
+    fn receive(&mut self, from: &str, text: &str) {
+        let msg =
+            crate::sip::receive(Bytes::from(text.to_string()), false, &Default::default()).unwrap();
+        let source = Source {
+            proto: Proto::Udp,
+            peer: addr(from),
+            local: addr("127.0.0.1:5060"),
+            conn: None,
+        };
+        self.core.handle_message(self.now, msg, source);
+        self.drain();
+    }
+
     fn drain(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
             self.sent.push(t);
@@ -467,4 +483,66 @@ fn a_target_that_rings_too_long_is_cancelled_and_the_next_one_tried() {
             >= 1
     );
     assert_eq!(h.core.stats().failovers, 1);
+}
+
+/// A non-GMT Date (RFC 3261 section 20.17) and a Contact that is no URI:
+/// faults in headers the proxy passes on without reading.
+fn with_passed_on_faults(invite: &str) -> String {
+    invite.replace(
+        "Contact: <sip:+12125550142@127.0.0.1:5061>\r\n",
+        "Contact: <not a uri>\r\nDate: Sat, 13 Nov 2010 23:29:00 PST\r\n",
+    )
+}
+
+#[test]
+fn an_emergency_call_with_a_malformed_passed_on_header_is_routed() {
+    let mut h = Harness::new();
+    let text = with_passed_on_faults(&invite("c-fault"));
+    assert!(text.contains("PST"), "the fault is in the message");
+    h.receive(CALLER, &text);
+    let up = h.take(CALLER);
+    assert_eq!(
+        up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+        vec!["100"]
+    );
+    let down = h.take("127.0.0.1:5070");
+    assert_eq!(down.len(), 1);
+    assert!(down[0].starts_with("INVITE sip:911@"), "{}", down[0]);
+    // Passed on as received.
+    assert!(down[0].contains("Date: Sat, 13 Nov 2010 23:29:00 PST\r\n"));
+    assert!(down[0].contains("Contact: <not a uri>\r\n"));
+    assert_eq!(h.core.stats().rejected, 0);
+}
+
+#[test]
+fn the_same_fault_in_a_call_that_is_no_emergency_gets_400_naming_it() {
+    let mut h = Harness::new();
+    let text = with_passed_on_faults(&invite("c-fault2")).replace("sip:911@", "sip:5551234@");
+    h.receive(CALLER, &text);
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert!(
+        up[0].starts_with("SIP/2.0 400 Bad Contact Header\r\n"),
+        "{}",
+        up[0]
+    );
+    assert!(h.take("127.0.0.1:5070").is_empty());
+    assert_eq!(h.core.stats().rejected, 1);
+    // The refusal is a transaction like any other: the caller's ACK ends it.
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.open(), (0, 0));
+}
+
+#[test]
+fn a_fault_in_an_in_dialog_invite_gets_400_even_on_an_emergency_call() {
+    let mut h = Harness::new();
+    let text = with_passed_on_faults(&invite("c-fault3")).replace(
+        "To: <sip:911@127.0.0.1>",
+        "To: <sip:911@127.0.0.1>;tag=psap1",
+    );
+    h.receive(CALLER, &text);
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(status(&up[0]), "400");
+    assert!(h.take("127.0.0.1:5070").is_empty());
 }

@@ -194,6 +194,9 @@ pub struct Message {
     /// The index of the first header of each known name, or [`ABSENT`].
     pub(crate) first: [u16; KNOWN_NAMES],
     pub(crate) parsed: Parsed,
+    /// What [`super::check_strict`] found wrong, for a request the proxy
+    /// still looks at (see [`Message::fault`]).
+    pub(crate) fault: Option<super::ParseError>,
 }
 
 impl Message {
@@ -230,6 +233,17 @@ impl Message {
 
     pub fn parse_path(&self) -> ParsePath {
         self.path
+    }
+
+    /// A fault in a header the proxy passes on without acting on it (see
+    /// [`super::check_strict`]), recorded so that the proxy can still route
+    /// an emergency call and refuse anything else.
+    pub fn fault(&self) -> Option<&super::ParseError> {
+        self.fault.as_ref()
+    }
+
+    pub fn set_fault(&mut self, fault: Option<super::ParseError>) {
+        self.fault = fault;
     }
 
     pub fn is_request(&self) -> bool {

@@ -137,12 +137,57 @@ pub(crate) enum Indexed {
 }
 
 fn parse_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
-    let mut msg = match index(buf.clone(), stream, limits, ParsePath::Fast)? {
-        Indexed::Done(m) => m,
-        Indexed::Folded => super::full::parse(&buf, stream, limits)?,
-    };
+    let mut msg = index_framed(buf, stream, limits)?;
     validate(&mut msg)?;
     Ok(msg)
+}
+
+/// Framing, start line and header index, with no check of header values:
+/// the router's receive path, which then runs [`check_transaction`] and
+/// [`check_strict`] itself. Folded messages take the full path.
+fn index_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
+    match index(buf.clone(), stream, limits, ParsePath::Fast)? {
+        Indexed::Done(m) => Ok(m),
+        Indexed::Folded => super::full::parse(&buf, stream, limits),
+    }
+}
+
+/// One datagram indexed, its header values not yet checked (see
+/// [`index_framed`]); typed values are parsed when read.
+pub fn index_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+    if buf.len() > limits.max_message {
+        return Err(ParseError::MessageTooLarge);
+    }
+    index_framed(buf, false, limits)
+}
+
+/// One message framed from a stream, indexed, its header values not yet
+/// checked.
+pub fn index_framed_stream(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+    index_framed(buf, true, limits)
+}
+
+/// What the proxy does with the bytes of one datagram (`stream`: one
+/// message framed from a stream): index, [`check_transaction`], then
+/// [`check_strict`]. An INVITE that fails only the strict checks is
+/// returned with the fault recorded ([`Message::fault`]), so that an
+/// emergency call among them can still be routed; every other failure is
+/// an error.
+pub fn receive(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
+    let mut msg = if stream {
+        index_framed_stream(buf, limits)?
+    } else {
+        index_datagram(buf, limits)?
+    };
+    check_transaction(&mut msg)?;
+    match check_strict(&msg) {
+        Ok(()) => Ok(msg),
+        Err(e) if msg.method() == Method::Invite => {
+            msg.fault = Some(e);
+            Ok(msg)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Builds the index: start line, headers, body. Declines on folding.
@@ -277,6 +322,7 @@ pub(crate) fn index_with(
         path,
         first,
         parsed: Parsed::default(),
+        fault: None,
     }))
 }
 
@@ -340,11 +386,18 @@ fn parse_start_line(line: &[u8], at: usize, lenient: bool) -> Result<StartLine, 
     })
 }
 
-/// The checks a proxy relies on: mandatory headers present and single, the
-/// values it reads well-formed. The values it parses on the way (top Via,
-/// CSeq, From, To, request URI) are kept in the message, so reading them
-/// again costs nothing.
+/// Every check: [`check_transaction`], then [`check_strict`].
 pub fn validate(msg: &mut Message) -> Result<(), ParseError> {
+    check_transaction(msg)?;
+    check_strict(msg)
+}
+
+/// What a proxy needs before it may act on a message: the headers that
+/// name a transaction and a dialog present, single and well-formed (Call-ID,
+/// CSeq, top Via, From, To), and a request's URI and CSeq method. The
+/// values parsed on the way are kept in the message, so reading them again
+/// costs nothing.
+pub fn check_transaction(msg: &mut Message) -> Result<(), ParseError> {
     msg.parsed = Parsed::default();
     // Single-instance headers.
     let mut seen = [false; HeaderName::Other as usize + 1];
@@ -381,12 +434,12 @@ pub fn validate(msg: &mut Message) -> Result<(), ParseError> {
     {
         return Err(ParseError::BadHeader("Call-ID"));
     }
-    for (i, via) in msg.list(HeaderName::Via).map(Via::parse).enumerate() {
-        let via = via.ok_or(ParseError::BadHeader("Via"))?;
-        if i == 0 {
-            parsed.top_via = ViaAt::of(buf, &via);
-        }
-    }
+    let via = msg
+        .list(HeaderName::Via)
+        .next()
+        .and_then(Via::parse)
+        .ok_or(ParseError::BadHeader("Via"))?;
+    parsed.top_via = ViaAt::of(buf, &via);
     let from = msg
         .get(HeaderName::From)
         .and_then(NameAddr::parse)
@@ -397,6 +450,30 @@ pub fn validate(msg: &mut Message) -> Result<(), ParseError> {
         .and_then(NameAddr::parse)
         .ok_or(ParseError::BadHeader("To"))?;
     parsed.to = NameAddrAt::of(buf, &to);
+    if msg.is_request() {
+        let uri = Uri::parse(msg.request_uri_bytes())
+            .map_err(|e| ParseError::BadRequestUri(e.as_str()))?;
+        if uri.is_sip() && uri.headers.is_some() {
+            return Err(ParseError::BadRequestUri("headers not allowed"));
+        }
+        if cseq.method != msg.method_bytes() {
+            return Err(ParseError::CSeqMismatch);
+        }
+        parsed.request_uri = UriAt::of(buf, &uri);
+    }
+    msg.parsed = parsed;
+    Ok(())
+}
+
+/// The rest of the grammar a well-formed message follows, for headers a
+/// proxy passes on without acting on them: every Via below the top one,
+/// Max-Forwards, Content-Type, Contact, Route, Record-Route and Date. A
+/// request failing only these can still be routed, which the proxy does for
+/// emergency calls.
+pub fn check_strict(msg: &Message) -> Result<(), ParseError> {
+    for via in msg.list(HeaderName::Via).skip(1) {
+        Via::parse(via).ok_or(ParseError::BadHeader("Via"))?;
+    }
     if let Some(v) = msg.get(HeaderName::MaxForwards) {
         text::parse_u64(v, 255).ok_or(ParseError::BadHeader("Max-Forwards"))?;
     }
@@ -421,18 +498,6 @@ pub fn validate(msg: &mut Message) -> Result<(), ParseError> {
             return Err(ParseError::BadHeader("Date"));
         }
     }
-    if msg.is_request() {
-        let uri = Uri::parse(msg.request_uri_bytes())
-            .map_err(|e| ParseError::BadRequestUri(e.as_str()))?;
-        if uri.is_sip() && uri.headers.is_some() {
-            return Err(ParseError::BadRequestUri("headers not allowed"));
-        }
-        if cseq.method != msg.method_bytes() {
-            return Err(ParseError::CSeqMismatch);
-        }
-        parsed.request_uri = UriAt::of(buf, &uri);
-    }
-    msg.parsed = parsed;
     Ok(())
 }
 

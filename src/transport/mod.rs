@@ -45,6 +45,10 @@ pub enum Accepted {
 /// answered here (400, 505 or 513 with the reason naming the fault): `Err`
 /// carries the error response to send, if any; a response that does not
 /// parse is dropped. Both are counted.
+///
+/// An INVITE whose only faults are in headers the proxy passes on (see
+/// [`sip::receive`]) reaches the core with the fault attached: the core
+/// routes it if it is an emergency call and answers 400 otherwise.
 pub fn parse_received(
     data: Bytes,
     source: &Source,
@@ -53,12 +57,12 @@ pub fn parse_received(
     counters: &mut m::MessageCounters,
 ) -> Result<Message, Option<Bytes>> {
     let proto = source.proto;
-    let parsed = if stream {
-        sip::parse_framed_stream(data.clone(), limits)
-    } else {
-        sip::parse_datagram(data.clone(), limits)
-    };
-    match parsed {
+    let checked = sip::receive(data.clone(), stream, limits);
+    if let Some(e) = checked.as_ref().ok().and_then(Message::fault) {
+        metrics::counter!(m::PARSE_ERRORS, "transport" => proto.lower(), "kind" => e.kind())
+            .increment(1);
+    }
+    match checked {
         Ok(msg) => {
             counters.received(proto, &msg);
             Ok(msg)
