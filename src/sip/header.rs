@@ -81,61 +81,50 @@ impl HeaderName {
         if name.is_empty() {
             return Other;
         }
-        // One candidate by length and first letter (second letter where two
-        // share both), then a case-insensitive compare.
-        let (text, h): (&[u8], HeaderName) = match (name.len(), name[0] | 0x20) {
-            (2, b't') => (b"To", To),
-            (3, b'v') => (b"Via", Via),
-            (4, b'f') => (b"From", From),
-            (4, b'c') => (b"CSeq", CSeq),
-            (4, b'd') => (b"Date", Date),
-            (5, b'r') => (b"Route", Route),
-            (5, b'a') => (b"Allow", Allow),
-            (5, b'e') => (b"Event", Event),
-            (6, b'a') => (b"Accept", Accept),
-            (7, b'c') if name[1] | 0x20 == b'a' => (b"Call-ID", CallId),
-            (7, b'c') => (b"Contact", Contact),
-            (7, b'r') => (b"Require", Require),
-            (7, b'e') => (b"Expires", Expires),
-            (7, b's') => (b"Subject", Subject),
-            (8, b'p') => (b"Priority", Priority),
-            (8, b'r') => (b"Refer-To", ReferTo),
-            (8, b'i') => (b"Identity", Identity),
-            (9, b'c') => (b"Call-Info", CallInfo),
-            (9, b's') => (b"Supported", Supported),
-            (10, b'c') => (b"Content-ID", ContentId),
-            (10, b'u') => (b"User-Agent", UserAgent),
-            (11, b'g') => (b"Geolocation", Geolocation),
-            (11, b'r') => (b"Referred-By", ReferredBy),
-            (11, b'u') => (b"Unsupported", Unsupported),
-            (12, b'm') => (b"Max-Forwards", MaxForwards),
-            (12, b'c') => (b"Content-Type", ContentType),
-            (12, b'r') => (b"Record-Route", RecordRoute),
-            (12, b'a') => (b"Allow-Events", AllowEvents),
-            (13, b'p') => (b"Proxy-Require", ProxyRequire),
-            (14, b'c') => (b"Content-Length", ContentLength),
-            (14, b'a') => (b"Accept-Contact", AcceptContact),
-            (14, b'r') => (b"Reject-Contact", RejectContact),
-            (15, b's') => (b"Session-Expires", SessionExpires),
-            (16, b'c') => (b"Content-Encoding", ContentEncoding),
-            (17, b'r') => (b"Resource-Priority", ResourcePriority),
-            (17, b'g') => (b"Geolocation-Error", GeolocationError),
-            (19, b'p') => (b"P-Asserted-Identity", PAssertedIdentity),
-            (19, b'g') => (b"Geolocation-Routing", GeolocationRouting),
-            (19, b'r') => (b"Request-Disposition", RequestDisposition),
-            (19, b'c') => (b"Content-Disposition", ContentDisposition),
-            (20, b'p') => (b"P-Preferred-Identity", PPreferredIdentity),
-            _ => return Other,
-        };
-        if same_name(name, text) {
-            h
-        } else {
-            Other
+        match candidate(name.len(), name[0], name.get(1).copied().unwrap_or(0)) {
+            Some(h) if same_name(name, h.as_str().as_bytes()) => h,
+            _ => Other,
         }
     }
 
+    /// [`HeaderName::from_bytes`] for the name that takes the first `len`
+    /// bytes of `s`, where `s` goes on past the name (a header line and what
+    /// follows it): when 24 bytes are there, the name is compared a whole
+    /// word at a time with no copy.
+    #[inline]
+    pub fn from_prefix(s: &[u8], len: usize) -> HeaderName {
+        if len < 2 || s.len() < 24 || len > 24 {
+            return HeaderName::from_bytes(&s[..len.min(s.len())]);
+        }
+        let Some(h) = candidate(len, s[0], s[1]) else {
+            return HeaderName::Other;
+        };
+        let words = &NAME_WORDS[h as usize];
+        let mut k = 0;
+        while k * 8 < len {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&s[k * 8..k * 8 + 8]);
+            let left = len - k * 8;
+            let mask = if left >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * left)) - 1
+            };
+            let x = u64::from_le_bytes(w) & mask;
+            let y = words[k];
+            // Letters have bit 0x40 set, a hyphen does not: 0x20 where the
+            // known name holds a letter, so either case matches there.
+            let fold = (y & 0x4040_4040_4040_4040) >> 1;
+            if x | fold != y | fold {
+                return HeaderName::Other;
+            }
+            k += 1;
+        }
+        h
+    }
+
     /// The canonical long form, as the router writes it.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         use HeaderName::*;
         match self {
             Accept => "Accept",
@@ -194,6 +183,122 @@ impl HeaderName {
     }
 }
 
+/// The one known name a header name can be, by its length and first letter
+/// (second letter where two share both).
+#[inline]
+fn candidate(len: usize, first: u8, second: u8) -> Option<HeaderName> {
+    use HeaderName::*;
+    Some(match (len, first | 0x20) {
+        (2, b't') => To,
+        (3, b'v') => Via,
+        (4, b'f') => From,
+        (4, b'c') => CSeq,
+        (4, b'd') => Date,
+        (5, b'r') => Route,
+        (5, b'a') => Allow,
+        (5, b'e') => Event,
+        (6, b'a') => Accept,
+        (7, b'c') if second | 0x20 == b'a' => CallId,
+        (7, b'c') => Contact,
+        (7, b'r') => Require,
+        (7, b'e') => Expires,
+        (7, b's') => Subject,
+        (8, b'p') => Priority,
+        (8, b'r') => ReferTo,
+        (8, b'i') => Identity,
+        (9, b'c') => CallInfo,
+        (9, b's') => Supported,
+        (10, b'c') => ContentId,
+        (10, b'u') => UserAgent,
+        (11, b'g') => Geolocation,
+        (11, b'r') => ReferredBy,
+        (11, b'u') => Unsupported,
+        (12, b'm') => MaxForwards,
+        (12, b'c') => ContentType,
+        (12, b'r') => RecordRoute,
+        (12, b'a') => AllowEvents,
+        (13, b'p') => ProxyRequire,
+        (14, b'c') => ContentLength,
+        (14, b'a') => AcceptContact,
+        (14, b'r') => RejectContact,
+        (15, b's') => SessionExpires,
+        (16, b'c') => ContentEncoding,
+        (17, b'r') => ResourcePriority,
+        (17, b'g') => GeolocationError,
+        (19, b'p') => PAssertedIdentity,
+        (19, b'g') => GeolocationRouting,
+        (19, b'r') => RequestDisposition,
+        (19, b'c') => ContentDisposition,
+        (20, b'p') => PPreferredIdentity,
+        _ => return None,
+    })
+}
+
+/// Every known name, in declaration order (`ALL_KNOWN[h as usize] == h`).
+const ALL_KNOWN: [HeaderName; HeaderName::Other as usize] = {
+    use HeaderName::*;
+    [
+        Accept,
+        AcceptContact,
+        Allow,
+        AllowEvents,
+        CallId,
+        CallInfo,
+        Contact,
+        ContentDisposition,
+        ContentEncoding,
+        ContentId,
+        ContentLength,
+        ContentType,
+        CSeq,
+        Date,
+        Event,
+        Expires,
+        From,
+        Geolocation,
+        GeolocationError,
+        GeolocationRouting,
+        Identity,
+        MaxForwards,
+        PAssertedIdentity,
+        PPreferredIdentity,
+        Priority,
+        ProxyRequire,
+        RecordRoute,
+        ReferTo,
+        ReferredBy,
+        RejectContact,
+        RequestDisposition,
+        Require,
+        ResourcePriority,
+        Route,
+        SessionExpires,
+        Subject,
+        Supported,
+        To,
+        Unsupported,
+        UserAgent,
+        Via,
+    ]
+};
+
+/// Each known name's canonical text as three little-endian words,
+/// zero-padded, for [`HeaderName::from_prefix`].
+static NAME_WORDS: [[u64; 3]; HeaderName::Other as usize] = {
+    let mut out = [[0u64; 3]; HeaderName::Other as usize];
+    let mut i = 0;
+    while i < ALL_KNOWN.len() {
+        let text = ALL_KNOWN[i].as_str().as_bytes();
+        let mut j = 0;
+        while j < text.len() {
+            out[i][j / 8] |= (text[j] as u64) << (8 * (j % 8));
+            j += 1;
+        }
+        i += 1;
+    }
+    out
+};
+
 /// Case-insensitive comparison with a known name made of ASCII letters and
 /// hyphens, eight bytes at a time: a letter of the known name matches either
 /// case (`| 0x20` folds only `A-Z` onto `a-z`), a hyphen must match as is.
@@ -227,6 +332,33 @@ fn word(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::HeaderName::{self, *};
+    use super::ALL_KNOWN;
+
+    #[test]
+    fn the_known_names_table_is_in_declaration_order_and_every_name_reads_back() {
+        for (i, h) in ALL_KNOWN.iter().enumerate() {
+            assert_eq!(*h as usize, i);
+            let name = h.as_str();
+            // Exact, lower, upper case; with a line after it (word loads)
+            // and alone (byte compare).
+            for text in [name.to_string(), name.to_lowercase(), name.to_uppercase()] {
+                assert_eq!(HeaderName::from_bytes(text.as_bytes()), *h, "{text}");
+                let line = format!("{text}: value that runs on for a while\r\n");
+                assert_eq!(
+                    HeaderName::from_prefix(line.as_bytes(), text.len()),
+                    *h,
+                    "{text}"
+                );
+                // One byte changed is another name.
+                let mut bad = line.clone().into_bytes();
+                bad[text.len() - 1] ^= 0x01;
+                assert_ne!(HeaderName::from_prefix(&bad, text.len()), *h, "{text}");
+                let mut dash = line.clone().into_bytes();
+                dash[text.len() / 2] = b'_';
+                assert_ne!(HeaderName::from_prefix(&dash, text.len()), *h, "{text}");
+            }
+        }
+    }
 
     #[test]
     fn near_misses_are_other_names() {

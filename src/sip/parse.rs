@@ -229,51 +229,66 @@ pub(crate) fn index_with(
     let mut content_length: Option<usize> = None;
     let headers_end;
     loop {
-        let Some(nl) = memchr(b'\n', &b[pos..]) else {
-            return Err(ParseError::NoEndOfHeaders);
-        };
-        let raw_line = &b[pos..pos + nl];
-        let line = strip_cr(raw_line);
-        if line.len() > limits.max_line {
-            return Err(ParseError::LineTooLong);
-        }
-        if line.is_empty() {
-            headers_end = pos;
-            pos += nl + 1;
-            break;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            return Ok(Indexed::Folded);
+        let rest = &b[pos..];
+        // The empty line ends the headers.
+        match rest {
+            [b'\r', b'\n', ..] | [b'\n', ..] => {
+                headers_end = pos;
+                pos += if rest[0] == b'\r' { 2 } else { 1 };
+                break;
+            }
+            [b' ' | b'\t', ..] => return Ok(Indexed::Folded),
+            [] => return Err(ParseError::NoEndOfHeaders),
+            _ => {}
         }
         // The name is a token, then optional spaces or tabs, then the
         // colon: scanned directly, names being short.
-        let name_len = line
+        let name_len = rest
             .iter()
             .position(|&c| !is_token(c))
-            .unwrap_or(line.len());
+            .unwrap_or(rest.len());
         let mut colon = name_len;
-        while colon < line.len() && (line[colon] == b' ' || line[colon] == b'\t') {
+        while matches!(rest.get(colon), Some(b' ' | b'\t')) {
             colon += 1;
         }
-        if name_len == 0 || line.get(colon) != Some(&b':') {
-            return Err(ParseError::BadHeaderLine);
+        if name_len == 0 || rest.get(colon) != Some(&b':') {
+            // A line end with no colon (a lone CR among them) included.
+            return Err(match text::find_newline(rest, 0) {
+                None => ParseError::NoEndOfHeaders,
+                Some(nl) if nl > limits.max_line => ParseError::LineTooLong,
+                Some(_) => ParseError::BadHeaderLine,
+            });
         }
-        let name_raw = &line[..colon];
-        let name = HeaderName::from_bytes(&name_raw[..name_len]);
+        let Some(nl) = text::find_newline(rest, colon + 1) else {
+            return Err(if rest.len() > limits.max_line {
+                ParseError::LineTooLong
+            } else {
+                ParseError::NoEndOfHeaders
+            });
+        };
+        let line_len = if nl > 0 && rest[nl - 1] == b'\r' {
+            nl - 1
+        } else {
+            nl
+        };
+        if line_len > limits.max_line {
+            return Err(ParseError::LineTooLong);
+        }
+        let name = HeaderName::from_prefix(rest, name_len);
         let mut vs = colon + 1;
-        let mut ve = line.len();
-        while vs < ve && (line[vs] == b' ' || line[vs] == b'\t') {
+        let mut ve = line_len;
+        while vs < ve && (rest[vs] == b' ' || rest[vs] == b'\t') {
             vs += 1;
         }
-        while ve > vs && (line[ve - 1] == b' ' || line[ve - 1] == b'\t') {
+        while ve > vs && (rest[ve - 1] == b' ' || rest[ve - 1] == b'\t') {
             ve -= 1;
         }
         if name == HeaderName::ContentLength {
             // A value continued on a folded line is read after unfolding.
-            if matches!(b.get(pos + nl + 1), Some(b' ' | b'\t')) {
+            if matches!(rest.get(nl + 1), Some(b' ' | b'\t')) {
                 return Ok(Indexed::Folded);
             }
-            match text::parse_u64(&line[vs..ve], u32::MAX as u64) {
+            match text::parse_u64(&rest[vs..ve], u32::MAX as u64) {
                 Some(v) if content_length.is_none_or(|c| c as u64 == v) => {
                     content_length = Some(v as usize)
                 }
@@ -286,7 +301,7 @@ pub(crate) fn index_with(
         }
         if let Some(slot) = first.get_mut(name as usize) {
             if *slot == ABSENT {
-                // Fits: header count is checked against u16 below.
+                // Fits: header count is checked against u16 above.
                 *slot = headers.len() as u16;
             }
         }

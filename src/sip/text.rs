@@ -1,11 +1,53 @@
 //! Lexical helpers shared by the header grammars: tokens, whitespace, quoted
 //! strings, comma lists and parameters. Everything borrows from its input.
 
-/// RFC 3261 `token` characters.
-pub const fn is_token(b: u8) -> bool {
+const fn token_byte(b: u8) -> bool {
     matches!(b,
         b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
         | b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+}
+
+/// [`is_token`] as a table: one load per byte in the scanning loops.
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = token_byte(i as u8);
+        i += 1;
+    }
+    t
+};
+
+/// RFC 3261 `token` characters.
+#[inline]
+pub fn is_token(b: u8) -> bool {
+    TOKEN[usize::from(b)]
+}
+
+/// Where the first `\n` at or after `from` is, eight bytes at a time: the
+/// header lines of a message are short, and this beats a general search's
+/// set-up cost on them.
+#[inline]
+pub fn find_newline(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w) ^ NL;
+        // A byte of `x` is zero where the input holds `\n`; the lowest
+        // flagged byte is the first one (borrows only run upwards).
+        let found = x.wrapping_sub(ONES) & !x & HIGH;
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)
+        .and_then(|rest| rest.iter().position(|&c| c == b'\n'))
+        .map(|n| i + n)
 }
 
 pub const fn is_ws(b: u8) -> bool {
@@ -123,42 +165,61 @@ impl<'a> Iterator for Params<'a> {
         if self.failed {
             return None;
         }
-        let s = trim(self.rest);
-        if s.is_empty() {
+        let s = self.rest;
+        let skip_ws = |mut i: usize| {
+            while i < s.len() && is_ws(s[i]) {
+                i += 1;
+            }
+            i
+        };
+        let mut i = skip_ws(0);
+        if i == s.len() {
             return None;
         }
-        if s[0] != b';' {
+        if s[i] != b';' {
             self.failed = true;
             return Some(Err(()));
         }
-        let s = &s[1..];
-        // The element ends at the next top-level ';' (quoted strings may hold one).
-        let mut i = 0;
-        let mut eq = None;
-        while i < s.len() {
-            match s[i] {
-                b'"' => match quoted_end(&s[i..]) {
-                    Some(n) => i += n,
-                    None => {
-                        self.failed = true;
-                        return Some(Err(()));
+        i = skip_ws(i + 1);
+        let name_start = i;
+        while i < s.len() && is_token(s[i]) {
+            i += 1;
+        }
+        let name = &s[name_start..i];
+        i = skip_ws(i);
+        let mut value = None;
+        match s.get(i) {
+            Some(b'=') => {
+                let start = skip_ws(i + 1);
+                // The value runs to the next ';' outside a quoted string.
+                i = start;
+                while i < s.len() {
+                    match s[i] {
+                        b'"' => match quoted_end(&s[i..]) {
+                            Some(n) => i += n,
+                            None => {
+                                self.failed = true;
+                                return Some(Err(()));
+                            }
+                        },
+                        b';' => break,
+                        _ => i += 1,
                     }
-                },
-                b';' => break,
-                b'=' if eq.is_none() => {
-                    eq = Some(i);
-                    i += 1;
                 }
-                _ => i += 1,
+                let mut end = i;
+                while end > start && is_ws(s[end - 1]) {
+                    end -= 1;
+                }
+                value = Some(&s[start..end]);
+            }
+            None | Some(b';') => {}
+            Some(_) => {
+                self.failed = true;
+                return Some(Err(()));
             }
         }
-        let elem = &s[..i];
         self.rest = &s[i..];
-        let (name, value) = match eq {
-            Some(e) => (trim(&elem[..e]), Some(trim(&elem[e + 1..]))),
-            None => (trim(elem), None),
-        };
-        if !is_token_str(name) || value.is_some_and(|v| v.is_empty()) {
+        if name.is_empty() || value.is_some_and(|v| v.is_empty()) {
             self.failed = true;
             return Some(Err(()));
         }
@@ -251,6 +312,31 @@ mod tests {
         assert!(!params_ok(b";a="));
         assert!(params_ok(b""));
         assert!(params_ok(b";a"));
+    }
+
+    #[test]
+    fn newlines_are_found_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut b = vec![b'x'; len];
+                if at < len {
+                    b[at] = b'\n';
+                }
+                // A second newline later must not be the answer.
+                b.extend_from_slice(b"yy\nzz");
+                for from in 0..=at.min(len) {
+                    let want = b[from..].iter().position(|&c| c == b'\n').map(|n| from + n);
+                    assert_eq!(
+                        find_newline(&b, from),
+                        want,
+                        "len {len} at {at} from {from}"
+                    );
+                }
+            }
+        }
+        assert_eq!(find_newline(b"", 0), None);
+        assert_eq!(find_newline(b"abc", 3), None);
+        assert_eq!(find_newline(b"\x8a\x0b\x09\n", 0), Some(3));
     }
 
     #[test]

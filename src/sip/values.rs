@@ -4,7 +4,7 @@
 
 use super::message::{opt_within, Span};
 use super::text::{self, find_param, is_token, trim, unquote};
-use super::uri::Uri;
+use super::uri::{Uri, UriAt};
 
 /// One Via value (RFC 3261 section 20.42), with RFC 3581 `rport`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     /// The raw `;`-parameter list.
     pub params: &'a [u8],
+    /// The `branch` value, found while the parameters were checked.
+    branch: Option<&'a [u8]>,
 }
 
 impl<'a> Via<'a> {
@@ -57,8 +59,17 @@ impl<'a> Via<'a> {
             after = &p[end..];
         }
         let params = trim(after);
-        if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
-            return None;
+        let mut branch = None;
+        if !params.is_empty() {
+            if params[0] != b';' {
+                return None;
+            }
+            for p in text::params(params) {
+                let (name, value) = p.ok()?;
+                if branch.is_none() && name.eq_ignore_ascii_case(b"branch") {
+                    branch = value;
+                }
+            }
         }
         Some(Via {
             protocol,
@@ -67,6 +78,7 @@ impl<'a> Via<'a> {
             host,
             port,
             params,
+            branch,
         })
     }
 
@@ -75,7 +87,7 @@ impl<'a> Via<'a> {
     }
 
     pub fn branch(&self) -> Option<&'a [u8]> {
-        self.param("branch").flatten()
+        self.branch
     }
 
     pub fn received(&self) -> Option<&'a [u8]> {
@@ -109,6 +121,7 @@ pub(crate) struct ViaAt {
     host: Span,
     port: Option<u16>,
     params: Span,
+    branch: Option<Span>,
 }
 
 impl ViaAt {
@@ -120,6 +133,7 @@ impl ViaAt {
             host: Span::within(base, v.host)?,
             port: v.port,
             params: Span::within(base, v.params)?,
+            branch: opt_within(base, v.branch)?,
         })
     }
 
@@ -131,6 +145,7 @@ impl ViaAt {
             host: &buf[self.host.range()],
             port: self.port,
             params: &buf[self.params.range()],
+            branch: self.branch.map(|b| &buf[b.range()]),
         }
     }
 }
@@ -142,6 +157,8 @@ pub(crate) struct NameAddrAt {
     uri_text: Span,
     bracketed: bool,
     params: Span,
+    uri: Option<UriAt>,
+    tag: Option<Span>,
 }
 
 impl NameAddrAt {
@@ -151,6 +168,11 @@ impl NameAddrAt {
             uri_text: Span::within(base, n.uri_text)?,
             bracketed: n.bracketed,
             params: Span::within(base, n.params)?,
+            uri: match &n.uri {
+                Some(u) => Some(UriAt::of(base, u)?),
+                None => None,
+            },
+            tag: opt_within(base, n.tag)?,
         })
     }
 
@@ -160,6 +182,8 @@ impl NameAddrAt {
             uri_text: &buf[self.uri_text.range()],
             bracketed: self.bracketed,
             params: &buf[self.params.range()],
+            uri: self.uri.map(|u| u.at(buf)),
+            tag: self.tag.map(|t| &buf[t.range()]),
         }
     }
 }
@@ -198,6 +222,10 @@ pub struct NameAddr<'a> {
     pub bracketed: bool,
     /// The raw `;`-parameter list after the URI.
     pub params: &'a [u8],
+    /// The URI, parsed while the value was checked (`None` for `*`).
+    uri: Option<Uri<'a>>,
+    /// The `tag` parameter, found while the parameters were checked.
+    tag: Option<&'a [u8]>,
 }
 
 impl<'a> NameAddr<'a> {
@@ -213,6 +241,8 @@ impl<'a> NameAddr<'a> {
                 uri_text: s,
                 bracketed: false,
                 params: b"",
+                uri: None,
+                tag: None,
             });
         }
         let (display, rest) = if s[0] == b'"' {
@@ -231,16 +261,15 @@ impl<'a> NameAddr<'a> {
         if let Some(inner) = rest.strip_prefix(b"<") {
             let gt = memchr::memchr(b'>', inner)?;
             let uri_text = &inner[..gt];
-            Uri::parse(uri_text).ok()?;
+            let uri = Uri::parse(uri_text).ok()?;
             let params = trim(&inner[gt + 1..]);
-            if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
-                return None;
-            }
             Some(NameAddr {
                 display,
                 uri_text,
                 bracketed: true,
                 params,
+                uri: Some(uri),
+                tag: header_params(params)?,
             })
         } else {
             if display.is_some() {
@@ -256,22 +285,21 @@ impl<'a> NameAddr<'a> {
             if uri_text.contains(&b'?') || uri_text.contains(&b',') {
                 return None;
             }
-            Uri::parse(uri_text).ok()?;
+            let uri = Uri::parse(uri_text).ok()?;
             let params = trim(&rest[end..]);
-            if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
-                return None;
-            }
             Some(NameAddr {
                 display,
                 uri_text,
                 bracketed: false,
                 params,
+                uri: Some(uri),
+                tag: header_params(params)?,
             })
         }
     }
 
     pub fn uri(&self) -> Option<Uri<'a>> {
-        Uri::parse(self.uri_text).ok()
+        self.uri
     }
 
     pub fn param(&self, name: &str) -> Option<Option<&'a [u8]>> {
@@ -279,8 +307,27 @@ impl<'a> NameAddr<'a> {
     }
 
     pub fn tag(&self) -> Option<&'a [u8]> {
-        self.param("tag").flatten()
+        self.tag
     }
+}
+
+/// Checks a name-addr's `;`-parameter list and finds its `tag`: `None`
+/// when the list is malformed.
+fn header_params(params: &[u8]) -> Option<Option<&[u8]>> {
+    let mut tag = None;
+    if params.is_empty() {
+        return Some(None);
+    }
+    if params[0] != b';' {
+        return None;
+    }
+    for p in text::params(params) {
+        let (name, value) = p.ok()?;
+        if tag.is_none() && name.eq_ignore_ascii_case(b"tag") {
+            tag = value;
+        }
+    }
+    Some(tag)
 }
 
 /// CSeq: sequence number and method.
