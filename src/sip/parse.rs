@@ -145,6 +145,7 @@ fn parse_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, Pa
 /// Framing, start line and header index, with no check of header values:
 /// the router's receive path, which then runs [`check_transaction`] and
 /// [`check_strict`] itself. Folded messages take the full path.
+#[inline]
 fn index_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
     match index(buf.clone(), stream, limits, ParsePath::Fast)? {
         Indexed::Done(m) => Ok(m),
@@ -154,6 +155,7 @@ fn index_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, Pa
 
 /// One datagram indexed, its header values not yet checked (see
 /// [`index_framed`]); typed values are parsed when read.
+#[inline]
 pub fn index_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     if buf.len() > limits.max_message {
         return Err(ParseError::MessageTooLarge);
@@ -163,6 +165,7 @@ pub fn index_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError
 
 /// One message framed from a stream, indexed, its header values not yet
 /// checked.
+#[inline]
 pub fn index_framed_stream(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     index_framed(buf, true, limits)
 }
@@ -191,6 +194,7 @@ pub fn receive(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, Par
 }
 
 /// Builds the index: start line, headers, body. Declines on folding.
+#[inline]
 pub(crate) fn index(
     buf: Bytes,
     stream: bool,
@@ -241,23 +245,25 @@ pub(crate) fn index_with(
             [] => return Err(ParseError::NoEndOfHeaders),
             _ => {}
         }
-        // The name is a token, then optional spaces or tabs, then the
-        // colon: scanned directly, names being short.
-        let name_len = rest
-            .iter()
-            .position(|&c| !is_token(c))
-            .unwrap_or(rest.len());
-        let mut colon = name_len;
-        while matches!(rest.get(colon), Some(b' ' | b'\t')) {
-            colon += 1;
+        // The name, optional spaces or tabs, then the colon. A known name
+        // is made of token characters by construction; any other name is
+        // checked byte by byte.
+        let colon = match text::find2::<b':', b'\n'>(rest, 0) {
+            Some(c) if rest[c] == b':' => c,
+            Some(nl) if nl > limits.max_line => return Err(ParseError::LineTooLong),
+            Some(_) => return Err(ParseError::BadHeaderLine),
+            None if rest.len() > limits.max_line => return Err(ParseError::LineTooLong),
+            None => return Err(ParseError::NoEndOfHeaders),
+        };
+        let mut name_len = colon;
+        while name_len > 0 && matches!(rest[name_len - 1], b' ' | b'\t') {
+            name_len -= 1;
         }
-        if name_len == 0 || rest.get(colon) != Some(&b':') {
-            // A line end with no colon (a lone CR among them) included.
-            return Err(match text::find_newline(rest, 0) {
-                None => ParseError::NoEndOfHeaders,
-                Some(nl) if nl > limits.max_line => ParseError::LineTooLong,
-                Some(_) => ParseError::BadHeaderLine,
-            });
+        let name = HeaderName::from_prefix(rest, name_len);
+        if name_len == 0
+            || (name == HeaderName::Other && !rest[..name_len].iter().all(|&c| is_token(c)))
+        {
+            return Err(ParseError::BadHeaderLine);
         }
         let Some(nl) = text::find_newline(rest, colon + 1) else {
             return Err(if rest.len() > limits.max_line {
@@ -274,7 +280,6 @@ pub(crate) fn index_with(
         if line_len > limits.max_line {
             return Err(ParseError::LineTooLong);
         }
-        let name = HeaderName::from_prefix(rest, name_len);
         let mut vs = colon + 1;
         let mut ve = line_len;
         while vs < ve && (rest[vs] == b' ' || rest[vs] == b'\t') {

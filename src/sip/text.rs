@@ -24,30 +24,72 @@ pub fn is_token(b: u8) -> bool {
     TOKEN[usize::from(b)]
 }
 
-/// Where the first `\n` at or after `from` is, eight bytes at a time: the
-/// header lines of a message are short, and this beats a general search's
-/// set-up cost on them.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// A word with the high bit set in each byte of `x` that is zero, and
+/// possibly in bytes above the first such one (a borrow runs upwards only),
+/// so the lowest set bit always marks the first zero byte.
+#[inline(always)]
+const fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGH
+}
+
+#[inline(always)]
+fn load(chunk: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(chunk);
+    u64::from_le_bytes(w)
+}
+
+/// Where the first of the bytes `A` or `B` at or after `from` is, eight
+/// bytes at a time. The values in a SIP message are short, and this beats a
+/// general search's set-up cost on them.
 #[inline]
-pub fn find_newline(b: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const NL: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+pub fn find2<const A: u8, const B: u8>(b: &[u8], from: usize) -> Option<usize> {
+    let a = ONES * A as u64;
+    let c = ONES * B as u64;
     let mut i = from;
     while let Some(chunk) = b.get(i..i + 8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(w) ^ NL;
-        // A byte of `x` is zero where the input holds `\n`; the lowest
-        // flagged byte is the first one (borrows only run upwards).
-        let found = x.wrapping_sub(ONES) & !x & HIGH;
+        let w = load(chunk);
+        let found = zero_bytes(w ^ a) | zero_bytes(w ^ c);
         if found != 0 {
             return Some(i + (found.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
     b.get(i..)
-        .and_then(|rest| rest.iter().position(|&c| c == b'\n'))
+        .and_then(|rest| rest.iter().position(|&x| x == A || x == B))
         .map(|n| i + n)
+}
+
+/// Whether `s` holds a space, tab, CR or LF. Eight bytes at a time look for
+/// any byte below `!` first; only a word that has one is looked at closely.
+#[inline]
+pub fn has_ws(s: &[u8]) -> bool {
+    const BELOW_BANG: u64 = ONES * 0x21;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let w = load(chunk);
+        // High bit set in a byte below 0x21 (bytes of 0x80 and above are
+        // masked out by `!w`).
+        if w.wrapping_sub(BELOW_BANG) & !w & HIGH != 0 && chunk.iter().any(|&b| is_ws(b)) {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| is_ws(b))
+}
+
+/// Where the first byte `A` at or after `from` is (see [`find2`]).
+#[inline]
+pub fn find<const A: u8>(b: &[u8], from: usize) -> Option<usize> {
+    find2::<A, A>(b, from)
+}
+
+/// Where the first `\n` at or after `from` is (see [`find2`]).
+#[inline]
+pub fn find_newline(b: &[u8], from: usize) -> Option<usize> {
+    find::<b'\n'>(b, from)
 }
 
 pub const fn is_ws(b: u8) -> bool {
@@ -110,7 +152,7 @@ impl<'a> Iterator for CommaSplit<'a> {
         let s = self.rest?;
         // Most values hold no comma and no quote: one element, found with
         // one vectorized search instead of the byte walk below.
-        if memchr::memchr2(b',', b'"', s).is_none() {
+        if find2::<b',', b'"'>(s, 0).is_none() {
             self.rest = None;
             return Some(trim(s));
         }
@@ -235,6 +277,26 @@ pub fn find_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
         .map(|(_, v)| v)
 }
 
+/// Checks a `;`-list of parameters (empty, or starting at its `;`) and
+/// finds the first value of `name` on the way: `None` when the list is
+/// malformed, `Some(None)` when `name` is absent or has no value.
+pub fn checked_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
+    let mut found: Option<Option<&[u8]>> = None;
+    if s.is_empty() {
+        return Some(None);
+    }
+    if s[0] != b';' {
+        return None;
+    }
+    for p in params(s) {
+        let (n, value) = p.ok()?;
+        if found.is_none() && n.eq_ignore_ascii_case(name) {
+            found = Some(value);
+        }
+    }
+    Some(found.flatten())
+}
+
 /// Checks that a `;`-list of parameters is well-formed.
 pub fn params_ok(s: &[u8]) -> bool {
     params(s).all(|p| p.is_ok())
@@ -337,6 +399,29 @@ mod tests {
         assert_eq!(find_newline(b"", 0), None);
         assert_eq!(find_newline(b"abc", 3), None);
         assert_eq!(find_newline(b"\x8a\x0b\x09\n", 0), Some(3));
+        // Two bytes at once: whichever comes first.
+        for text in [
+            &b"Via: x\r\n"[..],
+            b"no colon here at all\n: late",
+            b"::",
+            b"\n:",
+        ] {
+            let want = text.iter().position(|&c| c == b':' || c == b'\n');
+            assert_eq!(find2::<b':', b'\n'>(text, 0), want);
+        }
+        assert_eq!(find::<b'@'>(b"sip:alice@example.com", 0), Some(9));
+        for (text, ws) in [
+            (&b"sip:alice@example.com;transport=tcp"[..], false),
+            (b"sip:alice@example.com;transport=tcp ", true),
+            (b"sip:al\tice@example.com", true),
+            (b"sip:alice@exam\rple.com\x01\x1f\x80\xa0", true),
+            (b"sip:alice@example.com\x01\x1f\x80\xa0\xff", false),
+            (b"\n", true),
+            (b"", false),
+        ] {
+            assert_eq!(has_ws(text), ws, "{text:?}");
+        }
+        assert_eq!(find::<b'@'>(b"sip:alice.example.com", 0), None);
     }
 
     #[test]

@@ -116,10 +116,10 @@ impl<'a> Uri<'a> {
         if s.is_empty() {
             return Err(UriError::Empty);
         }
-        if s.iter().any(|&b| text::is_ws(b)) {
+        if text::has_ws(s) {
             return Err(UriError::Whitespace);
         }
-        let colon = memchr::memchr(b':', s).ok_or(UriError::NoScheme)?;
+        let colon = text::find::<b':'>(s, 0).ok_or(UriError::NoScheme)?;
         let scheme_text = &s[..colon];
         if scheme_text.is_empty()
             || !scheme_text[0].is_ascii_alphabetic()
@@ -153,7 +153,7 @@ impl<'a> Uri<'a> {
         match scheme {
             Scheme::Sip | Scheme::Sips => uri.parse_sip(rest)?,
             Scheme::Tel => {
-                let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
+                let end = text::find::<b';'>(rest, 0).unwrap_or(rest.len());
                 if end == 0 {
                     return Err(UriError::Empty);
                 }
@@ -164,7 +164,7 @@ impl<'a> Uri<'a> {
                 }
             }
             Scheme::Urn => {
-                let c = memchr::memchr(b':', rest).ok_or(UriError::Empty)?;
+                let c = text::find::<b':'>(rest, 0).ok_or(UriError::Empty)?;
                 uri.user = Some(&rest[..c]);
                 uri.host = &rest[c + 1..];
                 if uri.host.is_empty() || rest[..c].is_empty() {
@@ -183,10 +183,10 @@ impl<'a> Uri<'a> {
     fn parse_sip(&mut self, rest: &'a [u8]) -> Result<(), UriError> {
         // The user part may hold ';', '?', '/' and ':' (RFC 4475 3.1.1.2 and
         // 3.1.1.9) but never an unescaped '@', so the first '@' ends it.
-        let hostpart = match memchr::memchr(b'@', rest) {
+        let hostpart = match text::find::<b'@'>(rest, 0) {
             Some(at) => {
                 let userinfo = &rest[..at];
-                match memchr::memchr(b':', userinfo) {
+                match text::find::<b':'>(userinfo, 0) {
                     Some(c) => {
                         self.user = Some(&userinfo[..c]);
                         self.password = Some(&userinfo[c + 1..]);
@@ -198,7 +198,7 @@ impl<'a> Uri<'a> {
             None => rest,
         };
         let (host, after) = if hostpart.first() == Some(&b'[') {
-            let close = memchr::memchr(b']', hostpart).ok_or(UriError::BadHost)?;
+            let close = text::find::<b']'>(hostpart, 0).ok_or(UriError::BadHost)?;
             let inner = &hostpart[1..close];
             if inner.is_empty()
                 || !inner
@@ -229,7 +229,7 @@ impl<'a> Uri<'a> {
             self.port = Some(port as u16);
             after = &p[end..];
         }
-        let (params, headers) = match memchr::memchr(b'?', after) {
+        let (params, headers) = match text::find::<b'?'>(after, 0) {
             Some(q) => (&after[..q], Some(&after[q + 1..])),
             None => (after, None),
         };
@@ -276,7 +276,7 @@ impl<'a> Uri<'a> {
             Scheme::Sip | Scheme::Sips => {
                 let u = self.user?;
                 // A user part may carry tel parameters (`911;phone-context=+1`).
-                &u[..memchr::memchr(b';', u).unwrap_or(u.len())]
+                &u[..text::find::<b';'>(u, 0).unwrap_or(u.len())]
             }
             _ => return None,
         };
@@ -289,7 +289,7 @@ impl<'a> Uri<'a> {
             Scheme::Tel => self.params,
             Scheme::Sip | Scheme::Sips => {
                 let u = self.user?;
-                &u[memchr::memchr(b';', u)?..]
+                &u[text::find::<b';'>(u, 0)?..]
             }
             _ => return None,
         };
@@ -364,7 +364,7 @@ fn hex(b: u8) -> Option<u8> {
 /// Decodes `%HH` escapes. A `%` not followed by two hex digits stays as
 /// written (RFC 4475 3.1.1.5). Borrows when there is nothing to decode.
 pub fn unescape(s: &[u8]) -> Cow<'_, [u8]> {
-    if memchr::memchr(b'%', s).is_none() {
+    if text::find::<b'%'>(s, 0).is_none() {
         return Cow::Borrowed(s);
     }
     let mut out = Vec::with_capacity(s.len());

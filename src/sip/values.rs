@@ -35,7 +35,7 @@ impl<'a> Via<'a> {
         }
         let s = trim_start(rest);
         let (host, after) = if s.first() == Some(&b'[') {
-            let close = memchr::memchr(b']', s)?;
+            let close = text::find::<b']'>(s, 0)?;
             (&s[..=close], &s[close + 1..])
         } else {
             let end = s
@@ -59,18 +59,7 @@ impl<'a> Via<'a> {
             after = &p[end..];
         }
         let params = trim(after);
-        let mut branch = None;
-        if !params.is_empty() {
-            if params[0] != b';' {
-                return None;
-            }
-            for p in text::params(params) {
-                let (name, value) = p.ok()?;
-                if branch.is_none() && name.eq_ignore_ascii_case(b"branch") {
-                    branch = value;
-                }
-            }
-        }
+        let branch = text::checked_param(params, b"branch")?;
         Some(Via {
             protocol,
             version,
@@ -248,7 +237,7 @@ impl<'a> NameAddr<'a> {
         let (display, rest) = if s[0] == b'"' {
             let end = text::quoted_end(s)?;
             (Some(unquote(&s[..end])), trim_start(&s[end..]))
-        } else if let Some(lt) = memchr::memchr(b'<', s) {
+        } else if let Some(lt) = text::find::<b'<'>(s, 0) {
             let d = trim(&s[..lt]);
             // An unquoted display name is tokens separated by whitespace.
             if !d.iter().all(|&b| is_token(b) || text::is_ws(b)) {
@@ -259,7 +248,7 @@ impl<'a> NameAddr<'a> {
             (None, s)
         };
         if let Some(inner) = rest.strip_prefix(b"<") {
-            let gt = memchr::memchr(b'>', inner)?;
+            let gt = text::find::<b'>'>(inner, 0)?;
             let uri_text = &inner[..gt];
             let uri = Uri::parse(uri_text).ok()?;
             let params = trim(&inner[gt + 1..]);
@@ -269,7 +258,7 @@ impl<'a> NameAddr<'a> {
                 bracketed: true,
                 params,
                 uri: Some(uri),
-                tag: header_params(params)?,
+                tag: text::checked_param(params, b"tag")?,
             })
         } else {
             if display.is_some() {
@@ -293,7 +282,7 @@ impl<'a> NameAddr<'a> {
                 bracketed: false,
                 params,
                 uri: Some(uri),
-                tag: header_params(params)?,
+                tag: text::checked_param(params, b"tag")?,
             })
         }
     }
@@ -309,25 +298,6 @@ impl<'a> NameAddr<'a> {
     pub fn tag(&self) -> Option<&'a [u8]> {
         self.tag
     }
-}
-
-/// Checks a name-addr's `;`-parameter list and finds its `tag`: `None`
-/// when the list is malformed.
-fn header_params(params: &[u8]) -> Option<Option<&[u8]>> {
-    let mut tag = None;
-    if params.is_empty() {
-        return Some(None);
-    }
-    if params[0] != b';' {
-        return None;
-    }
-    for p in text::params(params) {
-        let (name, value) = p.ok()?;
-        if tag.is_none() && name.eq_ignore_ascii_case(b"tag") {
-            tag = value;
-        }
-    }
-    Some(tag)
 }
 
 /// CSeq: sequence number and method.
@@ -356,6 +326,9 @@ pub struct MediaType<'a> {
     pub mtype: &'a [u8],
     pub subtype: &'a [u8],
     pub params: &'a [u8],
+    /// The `boundary` value (quotes removed), found while the parameters
+    /// were checked.
+    boundary: Option<&'a [u8]>,
 }
 
 impl<'a> MediaType<'a> {
@@ -364,13 +337,12 @@ impl<'a> MediaType<'a> {
         let s = expect(s, b'/')?;
         let (subtype, s) = token(s)?;
         let params = trim(s);
-        if !params.is_empty() && (params[0] != b';' || !text::params_ok(params)) {
-            return None;
-        }
+        let boundary = text::checked_param(params, b"boundary")?.map(unquote);
         Some(MediaType {
             mtype,
             subtype,
             params,
+            boundary,
         })
     }
 
@@ -390,7 +362,7 @@ impl<'a> MediaType<'a> {
     }
 
     pub fn boundary(&self) -> Option<&'a [u8]> {
-        self.param("boundary")
+        self.boundary
     }
 }
 
