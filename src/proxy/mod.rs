@@ -892,19 +892,11 @@ impl Core {
         // their Route headers.
         let in_dialog = !initial;
         let more_routes = self.routes_beyond_us(&msg) > 0;
-        let inbound = self.inbound_trunk(&source).map(|t| t.name.clone());
         // A fault in a header the proxy only passes on: an emergency call is
         // routed all the same, anything else is refused.
         let mut decided = None;
         if let Some(fault) = msg.fault() {
-            let decision = (!in_dialog && !more_routes).then(|| {
-                let ctx = RouteContext {
-                    source: &source,
-                    inbound_trunk: inbound.as_deref(),
-                    dereferenced: self.dereferenced.as_deref(),
-                };
-                self.router.route(&msg, &ctx)
-            });
+            let decision = (!in_dialog && !more_routes).then(|| self.decide(&msg, &source));
             match decision {
                 Some(
                     d @ Decision::Route {
@@ -966,14 +958,7 @@ impl Core {
             self.forward_by_route(now, id, msg, source, loop_hash);
             return;
         }
-        let decision = decided.unwrap_or_else(|| {
-            let ctx = RouteContext {
-                source: &source,
-                inbound_trunk: inbound.as_deref(),
-                dereferenced: self.dereferenced.as_deref(),
-            };
-            self.router.route(&msg, &ctx)
-        });
+        let decision = decided.unwrap_or_else(|| self.decide(&msg, &source));
         match decision {
             Decision::Reject { status, reason } => {
                 self.stats.rejected += 1;
@@ -1077,6 +1062,17 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// The routing phase for an initial request.
+    fn decide(&self, msg: &Message, source: &Source) -> Decision {
+        let inbound = self.inbound_trunk(source).map(|t| t.name.as_str());
+        let ctx = RouteContext {
+            source,
+            inbound_trunk: inbound,
+            dereferenced: self.dereferenced.as_deref(),
+        };
+        self.router.route(msg, &ctx)
     }
 
     /// RFC 3261 section 16.3 and the router's own checks. `None`: go on.
