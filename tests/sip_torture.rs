@@ -1815,3 +1815,32 @@ fn rsip_verdicts_are_as_recorded() {
     }
     assert!(changed.is_empty(), "rsip changed:\n{}", changed.join("\n"));
 }
+
+/// The invalid messages the proxy's receive path keeps: INVITEs whose only
+/// fault is in a header the proxy passes on. The core routes such an INVITE
+/// when it is an emergency call and answers the rest 400 naming the fault;
+/// every other invalid message is refused (or dropped) at receipt with the
+/// full check's error.
+#[test]
+fn the_receive_path_keeps_only_invites_with_passed_on_faults() {
+    let kept: Vec<&str> = INVALID
+        .iter()
+        .filter_map(|(file, want, _)| {
+            match sip::receive(Bytes::from(read(file)), false, &Limits::default()) {
+                Ok(m) => {
+                    assert_eq!(m.fault(), Some(want), "{file}: the fault recorded");
+                    assert_eq!(m.method(), Method::Invite, "{file}");
+                    Some(*file)
+                }
+                Err(e) => {
+                    assert_eq!(&e, want, "{file}: refused for the same fault");
+                    None
+                }
+            }
+        })
+        .collect();
+    assert_eq!(kept, KEPT_AT_RECEIPT);
+}
+/// baddate is an INVITE whose Date is not in GMT; regbadct's bad Contact is
+/// on a REGISTER, refused at receipt.
+const KEPT_AT_RECEIPT: &[&str] = &["baddate.sip"];
