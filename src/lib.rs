@@ -20,6 +20,7 @@ pub mod emergency;
 pub mod held;
 pub mod inspect;
 pub mod inventory;
+pub mod logbuf;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;

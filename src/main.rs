@@ -243,15 +243,17 @@ fn init_logging(level: &str, json: bool) -> (LogHandle, String) {
     let filter = tracing_subscriber::EnvFilter::try_new(&base)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    // Through the buffer the driver writes out once per timer step.
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(sosrouter::logbuf::Stderr);
     let registry = tracing_subscriber::registry().with(filter);
     if json {
         registry.with(fmt.json()).init();
     } else {
         registry.with(fmt).init();
     }
+    sosrouter::logbuf::install_panic_flush();
     (handle, base)
 }
 

@@ -219,11 +219,26 @@ pub async fn run(
     tokio::pin!(sleep);
     let mut drain_timeout = Duration::from_secs(config.sip.drain_timeout_s);
     let mut drain_until: Option<tokio::time::Instant> = None;
+    // Log lines below warning gather while the driver runs and are written
+    // out together, at most one timer step after the first of them.
+    crate::logbuf::hold(true);
+    let _release = LogRelease;
+    let mut log_flush_at: Option<tokio::time::Instant> = None;
     loop {
+        if let Some(at) = log_flush_at {
+            if tokio::time::Instant::now() >= at {
+                crate::logbuf::flush();
+                log_flush_at = None;
+            }
+        }
+        if log_flush_at.is_none() && crate::logbuf::pending() {
+            log_flush_at = Some(tokio::time::Instant::now() + TIMER_GRID);
+        }
         let due = core
             .next_deadline()
             .map(|d| on_grid(origin, tokio::time::Instant::from_std(d)))
             .map_or(next_tick, |d| d.min(next_tick));
+        let due = log_flush_at.map_or(due, |at| due.min(at));
         if due != armed {
             sleep.as_mut().reset(due);
             armed = due;
@@ -488,6 +503,16 @@ impl Dereferencer {
                 .await;
         });
         None
+    }
+}
+
+/// Lets go of the log buffer (writing out what it gathered) however the
+/// driver ends.
+struct LogRelease;
+
+impl Drop for LogRelease {
+    fn drop(&mut self) {
+        crate::logbuf::hold(false);
     }
 }
 
