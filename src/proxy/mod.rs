@@ -1596,32 +1596,31 @@ impl Core {
     ) -> Option<(Bytes, Dest, Branch)> {
         let mut e = Editor::new(msg);
         self.stamp_received(msg, source, &mut e);
-        let routes: Vec<(Span, String)> = route_values(msg);
-        let mut remaining: &[(Span, String)] = &routes;
-        let mut request_uri: Option<String> = None;
+        let routes = route_values(msg);
+        let mut remaining: &[(Span, &[u8])] = &routes;
+        let mut request_uri: Option<&[u8]> = None;
         let ruri_is_us = msg
             .request_uri()
             .is_some_and(|u| u.user.is_none() && self.is_us(&u));
         if ruri_is_us && !routes.is_empty() {
             // Strict routing upstream: the real Request-URI is the last Route.
-            let (span, last) = routes.last().cloned()?;
-            e.set_request_uri(Bytes::from(last.clone()));
+            let &(span, last) = routes.last()?;
+            e.set_request_uri(Bytes::copy_from_slice(last));
             e.replace_span(span, Bytes::new());
             request_uri = Some(last);
             remaining = &routes[..routes.len() - 1];
         }
-        if let Some((_, first)) = remaining.first() {
-            if Uri::parse(first.as_bytes()).is_ok_and(|u| self.is_us(&u)) {
+        if let Some(&(_, first)) = remaining.first() {
+            if Uri::parse(first).is_ok_and(|u| self.is_us(&u)) {
                 e.remove_top_route();
                 remaining = &remaining[1..];
             }
         }
-        let next_uri = match remaining.first() {
-            Some((_, u)) => u.clone(),
-            None => request_uri
-                .unwrap_or_else(|| String::from_utf8_lossy(msg.request_uri_bytes()).into_owned()),
+        let next_uri: &[u8] = match remaining.first() {
+            Some(&(_, u)) => u,
+            None => request_uri.unwrap_or_else(|| msg.request_uri_bytes()),
         };
-        let uri = Uri::parse(next_uri.as_bytes()).ok()?;
+        let uri = Uri::parse(next_uri).ok()?;
         let (proto, target) = if uri.is_sip() && !self.is_us(&uri) {
             (uri_proto(&uri), uri_target(&uri))
         } else {
@@ -2384,21 +2383,21 @@ fn first_value_span(msg: &Message, name: HeaderName) -> Option<Span> {
 
 /// Every Route value: its span when it is alone on its line (so it can be
 /// removed), and its URI.
-fn route_values(msg: &Message) -> Vec<(Span, String)> {
-    let mut out = Vec::new();
+fn route_values(msg: &Message) -> SmallVec<[(Span, &[u8]); 4]> {
+    let mut out = SmallVec::new();
     for h in msg.all(HeaderName::Route) {
         let value = msg.value(h);
-        let items: Vec<&[u8]> = text::split_commas(value).collect();
-        for item in &items {
+        let mut items = text::split_commas(value).peekable();
+        let mut first = true;
+        while let Some(item) = items.next() {
+            // A header line holding a single value: removable as a whole.
+            let alone = first && items.peek().is_none();
+            first = false;
             let Some(na) = crate::sip::NameAddr::parse(item) else {
                 continue;
             };
-            let span = if items.len() == 1 {
-                h.line
-            } else {
-                Span::default()
-            };
-            out.push((span, String::from_utf8_lossy(na.uri_text).into_owned()));
+            let span = if alone { h.line } else { Span::default() };
+            out.push((span, na.uri_text));
         }
     }
     out
