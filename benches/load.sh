@@ -5,6 +5,9 @@
 #   bash benches/load.sh --quick    shorter steps and runs (about 7 minutes)
 #   bash benches/load.sh --soak     5 minutes at 500 calls/s over UDP, RSS series
 #   bash benches/load.sh --cpu      only the CPU-per-call runs
+#   bash benches/load.sh --instructions  the router under callgrind: its
+#                                   user-space instructions per call, a figure
+#                                   the machine's other load does not move
 #
 # Options: --pairs N (SIPp caller/trunk pairs, 1-8, default 2),
 #          --uac FILE (another SIPp caller scenario, e.g. tests/sipp/uac.xml
@@ -36,6 +39,7 @@ while [ $# -gt 0 ]; do
         --quick) MODE=quick ;;
         --soak) MODE=soak ;;
         --cpu) MODE=cpu ;;
+        --instructions) MODE=instructions ;;
         --uac) UAC_ARG="${2:-}"; shift ;;
         --pairs) PAIRS="${2:-}"; shift ;;
         --keep) KEEP=1 ;;
@@ -75,6 +79,10 @@ MIN_ACHIEVED_PCT=90
 CPU_RATE=500
 CPU_RUNS=3
 SOAK_RATE=500
+# Under callgrind the router runs some 50 times slower: fewer calls, a
+# lower rate.
+INSTR_CALLS=1000
+INSTR_RATE=100
 SOAK_SECONDS=300
 SOAK_SAMPLE=10
 # After the last call, the router still runs timers: the BYE server
@@ -87,6 +95,11 @@ HOLD_MS=50
 # the kernel caps this at net.core.rmem_max / wmem_max.
 SIPP_BUFFER=4194304
 
+if [ "$MODE" = instructions ]; then
+    for tool in valgrind callgrind_control callgrind_annotate; do
+        command -v "$tool" >/dev/null || { echo "load.sh: --instructions needs $tool (Debian package valgrind)" >&2; exit 2; }
+    done
+fi
 for tool in sipp ss getconf awk; do
     command -v "$tool" >/dev/null || { echo "load.sh: $tool is needed (SIPp: Debian package sip-tester)" >&2; exit 2; }
 done
@@ -96,6 +109,8 @@ HZ="$(getconf CLK_TCK)"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sosrouter-load.XXXXXX")"
 STARTED=()        # every PID this script started
 ROUTER_PID=""
+WRAP=()           # a command the router runs under (callgrind)
+START_TENTHS=100  # how long the router may take to bind, in tenths of a second
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 
@@ -214,7 +229,7 @@ EOF
 start_router() {
     local proto="$1" tag="$2" cfg="$WORK/router-$2.toml" log="$WORK/router-$2.log" n=0
     write_config "$cfg" "$proto"
-    "$BIN" run --config "$cfg" >"$log" 2>&1 &
+    "${WRAP[@]}" "$BIN" run --config "$cfg" >"$log" 2>&1 &
     ROUTER_PID=$!
     STARTED+=("$ROUTER_PID")
     ROUTER_LOG="$log"
@@ -222,7 +237,7 @@ start_router() {
     while ! { port_busy "$ROUTER_PORT" && ss -Hlnt | awk '{print $4}' | grep -q "[:.]$ROUTER_PORT\$"; }; do
         sleep 0.1
         n=$((n + 1))
-        if ! kill -0 "$ROUTER_PID" 2>/dev/null || [ $n -gt 100 ]; then
+        if ! kill -0 "$ROUTER_PID" 2>/dev/null || [ $n -gt "$START_TENTHS" ]; then
             say "the router did not start:"
             cat "$log" >&2
             exit 1
@@ -470,6 +485,31 @@ soak() {
 
 # ---------------------------------------------------------------- report
 
+# The router under callgrind: counters zeroed once it is ready (start-up is
+# not counted), INSTR_CALLS calls, the timers drained, counters dumped.
+instructions() {
+    local dir="$WORK/instr" out="$WORK/callgrind.out" dump total ok failed retrans setup expected achieved
+    WRAP=(valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no)
+    START_TENTHS=600
+    start_router udp instr
+    callgrind_control -z "$ROUTER_PID" >/dev/null 2>&1
+    say "instructions: $INSTR_CALLS calls at $INSTR_RATE calls/s over UDP under callgrind, then ${DRAIN_SECONDS}s of drain"
+    run_load udp "$INSTR_RATE" "$INSTR_CALLS" "$dir" 2
+    sleep "$DRAIN_SECONDS"
+    check_router
+    callgrind_control -d "$ROUTER_PID" >/dev/null 2>&1
+    dump="$(ls -t "$out".* 2>/dev/null | head -n 1)"
+    [ -n "$dump" ] || { say "no callgrind dump in $WORK"; exit 1; }
+    total="$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')"
+    read -r ok failed retrans setup expected achieved <"$dir/summary"
+    stop_router
+    echo
+    echo "sosrouter load benchmark (instructions), $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "router user-space instructions under callgrind, $INSTR_CALLS calls at $INSTR_RATE calls/s over UDP, timers drained, start-up not counted:"
+    echo "  $ok/$expected calls ok, $failed failed; $total instructions; $(awk -v t="$total" -v n="$ok" 'BEGIN {printf "%.0f", n ? t / n : 0}') per call"
+    echo "  (kernel time, the system calls and the loopback sends, is not in this figure; see --cpu)"
+}
+
 print_summary() {
     local cpu_model
     cpu_model="$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
@@ -539,6 +579,10 @@ case "$MODE" in
         ;;
     cpu)
         cpu_runs
+        ;;
+    instructions)
+        instructions
+        exit 0
         ;;
     *)
         ramp udp
