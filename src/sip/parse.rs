@@ -450,7 +450,7 @@ pub fn check_transaction(msg: &mut Message) -> Result<(), ParseError> {
     parsed.cseq = Span::within(buf, cseq.method).map(|m| (cseq.seq, m));
     if msg
         .call_id()
-        .is_none_or(|c| c.is_empty() || c.iter().any(|&b| text::is_ws(b)))
+        .is_none_or(|c| c.is_empty() || text::has_ws(c))
     {
         return Err(ParseError::BadHeader("Call-ID"));
     }

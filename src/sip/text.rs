@@ -7,12 +7,25 @@ const fn token_byte(b: u8) -> bool {
         | b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
 }
 
-/// [`is_token`] as a table: one load per byte in the scanning loops.
-static TOKEN: [bool; 256] = {
-    let mut t = [false; 256];
+const fn host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
+}
+
+const TOKEN_BIT: u8 = 1;
+const HOST_BIT: u8 = 2;
+
+/// Byte classes as a table: one load per byte in the scanning loops.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = token_byte(i as u8);
+        let b = i as u8;
+        if token_byte(b) {
+            t[i] |= TOKEN_BIT;
+        }
+        if host_byte(b) {
+            t[i] |= HOST_BIT;
+        }
         i += 1;
     }
     t
@@ -21,7 +34,14 @@ static TOKEN: [bool; 256] = {
 /// RFC 3261 `token` characters.
 #[inline]
 pub fn is_token(b: u8) -> bool {
-    TOKEN[usize::from(b)]
+    CLASS[usize::from(b)] & TOKEN_BIT != 0
+}
+
+/// The characters of a host name or IPv4 address (letters, digits, `-`,
+/// `.`, and `_` seen in the wild).
+#[inline]
+pub fn is_host_char(b: u8) -> bool {
+    CLASS[usize::from(b)] & HOST_BIT != 0
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;

@@ -107,10 +107,6 @@ fn is_scheme_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')
 }
 
-fn is_host_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
-}
-
 impl<'a> Uri<'a> {
     pub fn parse(s: &'a [u8]) -> Result<Uri<'a>, UriError> {
         if s.is_empty() {
@@ -211,7 +207,7 @@ impl<'a> Uri<'a> {
         } else {
             let end = hostpart
                 .iter()
-                .position(|&b| !is_host_char(b))
+                .position(|&b| !text::is_host_char(b))
                 .unwrap_or(hostpart.len());
             (&hostpart[..end], &hostpart[end..])
         };

@@ -40,7 +40,7 @@ impl<'a> Via<'a> {
         } else {
             let end = s
                 .iter()
-                .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+                .position(|&b| !text::is_host_char(b))
                 .unwrap_or(s.len());
             (&s[..end], &s[end..])
         };
