@@ -4,7 +4,7 @@
 
 use super::message::{opt_within, Span};
 use super::text::{self, find_param, is_token, trim, unquote};
-use super::uri::{Uri, UriAt};
+use super::uri::Uri;
 
 /// One Via value (RFC 3261 section 20.42), with RFC 3581 `rport`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +146,6 @@ pub(crate) struct NameAddrAt {
     uri_text: Span,
     bracketed: bool,
     params: Span,
-    uri: Option<UriAt>,
     tag: Option<Span>,
 }
 
@@ -157,10 +156,6 @@ impl NameAddrAt {
             uri_text: Span::within(base, n.uri_text)?,
             bracketed: n.bracketed,
             params: Span::within(base, n.params)?,
-            uri: match &n.uri {
-                Some(u) => Some(UriAt::of(base, u)?),
-                None => None,
-            },
             tag: opt_within(base, n.tag)?,
         })
     }
@@ -171,7 +166,7 @@ impl NameAddrAt {
             uri_text: &buf[self.uri_text.range()],
             bracketed: self.bracketed,
             params: &buf[self.params.range()],
-            uri: self.uri.map(|u| u.at(buf)),
+            uri: None,
             tag: self.tag.map(|t| &buf[t.range()]),
         }
     }
@@ -211,7 +206,8 @@ pub struct NameAddr<'a> {
     pub bracketed: bool,
     /// The raw `;`-parameter list after the URI.
     pub params: &'a [u8],
-    /// The URI, parsed while the value was checked (`None` for `*`).
+    /// The URI, when the value was parsed here; a value read back from the
+    /// spans a check kept parses its URI when asked.
     uri: Option<Uri<'a>>,
     /// The `tag` parameter, found while the parameters were checked.
     tag: Option<&'a [u8]>,
@@ -288,7 +284,7 @@ impl<'a> NameAddr<'a> {
     }
 
     pub fn uri(&self) -> Option<Uri<'a>> {
-        self.uri
+        self.uri.or_else(|| Uri::parse(self.uri_text).ok())
     }
 
     pub fn param(&self, name: &str) -> Option<Option<&'a [u8]>> {
