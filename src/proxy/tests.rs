@@ -62,23 +62,10 @@ impl Harness {
         }
     }
 
+    /// Delivers bytes as the transport hands them over (`sip::receive`): an
+    /// INVITE with a fault in a header the proxy only passes on arrives
+    /// with the fault recorded.
     fn deliver(&mut self, from: &str, text: &str) {
-        let msg =
-            crate::sip::parse_datagram(Bytes::from(text.to_string()), &Default::default()).unwrap();
-        let source = Source {
-            proto: Proto::Udp,
-            peer: addr(from),
-            local: addr("127.0.0.1:5060"),
-            conn: None,
-        };
-        self.core.handle_message(self.now, msg, source);
-        self.drain();
-    }
-
-    /// Delivers bytes as the transport hands them over: an INVITE with a
-    /// fault in a header the proxy only passes on arrives with the fault
-    /// recorded (`sip::receive`).
-    fn receive(&mut self, from: &str, text: &str) {
         let msg =
             crate::sip::receive(Bytes::from(text.to_string()), false, &Default::default()).unwrap();
         let source = Source {
@@ -499,7 +486,7 @@ fn an_emergency_call_with_a_malformed_passed_on_header_is_routed() {
     let mut h = Harness::new();
     let text = with_passed_on_faults(&invite("c-fault"));
     assert!(text.contains("PST"), "the fault is in the message");
-    h.receive(CALLER, &text);
+    h.deliver(CALLER, &text);
     let up = h.take(CALLER);
     assert_eq!(
         up.iter().map(|m| status(m)).collect::<Vec<_>>(),
@@ -518,7 +505,7 @@ fn an_emergency_call_with_a_malformed_passed_on_header_is_routed() {
 fn the_same_fault_in_a_call_that_is_no_emergency_gets_400_naming_it() {
     let mut h = Harness::new();
     let text = with_passed_on_faults(&invite("c-fault2")).replace("sip:911@", "sip:5551234@");
-    h.receive(CALLER, &text);
+    h.deliver(CALLER, &text);
     let up = h.take(CALLER);
     assert_eq!(up.len(), 1, "{up:?}");
     assert!(
@@ -540,7 +527,7 @@ fn a_fault_in_an_in_dialog_invite_gets_400_even_on_an_emergency_call() {
         "To: <sip:911@127.0.0.1>",
         "To: <sip:911@127.0.0.1>;tag=psap1",
     );
-    h.receive(CALLER, &text);
+    h.deliver(CALLER, &text);
     let up = h.take(CALLER);
     assert_eq!(up.len(), 1, "{up:?}");
     assert_eq!(status(&up[0]), "400");

@@ -1,53 +1,76 @@
 //! Header names: the ones the router reads, with every compact form, matched
 //! case-insensitively without allocating.
 
-/// A header name the router knows, or `Other` for the rest (its text stays in
-/// the message buffer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum HeaderName {
-    Accept,
-    AcceptContact,
-    Allow,
-    AllowEvents,
-    CallId,
-    CallInfo,
-    Contact,
-    ContentDisposition,
-    ContentEncoding,
-    ContentId,
-    ContentLength,
-    ContentType,
-    CSeq,
-    Date,
-    Event,
-    Expires,
-    From,
-    Geolocation,
-    GeolocationError,
-    GeolocationRouting,
-    Identity,
-    MaxForwards,
-    PAssertedIdentity,
-    PPreferredIdentity,
-    Priority,
-    ProxyRequire,
-    RecordRoute,
-    ReferTo,
-    ReferredBy,
-    RejectContact,
-    RequestDisposition,
-    Require,
-    ResourcePriority,
-    Route,
-    SessionExpires,
-    Subject,
-    Supported,
-    To,
-    Unsupported,
-    UserAgent,
-    Via,
-    Other,
+/// Declares [`HeaderName`] with the canonical text of each known name, and
+/// [`ALL_KNOWN`] in the same order, from one list.
+macro_rules! header_names {
+    ($($name:ident => $text:literal,)*) => {
+        /// A header name the router knows, or `Other` for the rest (its text
+        /// stays in the message buffer).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum HeaderName {
+            $($name,)*
+            Other,
+        }
+
+        /// Every known name, in declaration order (`ALL_KNOWN[h as usize] == h`).
+        const ALL_KNOWN: [HeaderName; HeaderName::Other as usize] = [$(HeaderName::$name,)*];
+
+        impl HeaderName {
+            /// The canonical long form, as the router writes it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(HeaderName::$name => $text,)*
+                    HeaderName::Other => "",
+                }
+            }
+        }
+    };
+}
+
+header_names! {
+    Accept => "Accept",
+    AcceptContact => "Accept-Contact",
+    Allow => "Allow",
+    AllowEvents => "Allow-Events",
+    CallId => "Call-ID",
+    CallInfo => "Call-Info",
+    Contact => "Contact",
+    ContentDisposition => "Content-Disposition",
+    ContentEncoding => "Content-Encoding",
+    ContentId => "Content-ID",
+    ContentLength => "Content-Length",
+    ContentType => "Content-Type",
+    CSeq => "CSeq",
+    Date => "Date",
+    Event => "Event",
+    Expires => "Expires",
+    From => "From",
+    Geolocation => "Geolocation",
+    GeolocationError => "Geolocation-Error",
+    GeolocationRouting => "Geolocation-Routing",
+    Identity => "Identity",
+    MaxForwards => "Max-Forwards",
+    PAssertedIdentity => "P-Asserted-Identity",
+    PPreferredIdentity => "P-Preferred-Identity",
+    Priority => "Priority",
+    ProxyRequire => "Proxy-Require",
+    RecordRoute => "Record-Route",
+    ReferTo => "Refer-To",
+    ReferredBy => "Referred-By",
+    RejectContact => "Reject-Contact",
+    RequestDisposition => "Request-Disposition",
+    Require => "Require",
+    ResourcePriority => "Resource-Priority",
+    Route => "Route",
+    SessionExpires => "Session-Expires",
+    Subject => "Subject",
+    Supported => "Supported",
+    To => "To",
+    Unsupported => "Unsupported",
+    UserAgent => "User-Agent",
+    Via => "Via",
 }
 
 impl HeaderName {
@@ -123,55 +146,6 @@ impl HeaderName {
         h
     }
 
-    /// The canonical long form, as the router writes it.
-    pub const fn as_str(self) -> &'static str {
-        use HeaderName::*;
-        match self {
-            Accept => "Accept",
-            AcceptContact => "Accept-Contact",
-            Allow => "Allow",
-            AllowEvents => "Allow-Events",
-            CallId => "Call-ID",
-            CallInfo => "Call-Info",
-            Contact => "Contact",
-            ContentDisposition => "Content-Disposition",
-            ContentEncoding => "Content-Encoding",
-            ContentId => "Content-ID",
-            ContentLength => "Content-Length",
-            ContentType => "Content-Type",
-            CSeq => "CSeq",
-            Date => "Date",
-            Event => "Event",
-            Expires => "Expires",
-            From => "From",
-            Geolocation => "Geolocation",
-            GeolocationError => "Geolocation-Error",
-            GeolocationRouting => "Geolocation-Routing",
-            Identity => "Identity",
-            MaxForwards => "Max-Forwards",
-            PAssertedIdentity => "P-Asserted-Identity",
-            PPreferredIdentity => "P-Preferred-Identity",
-            Priority => "Priority",
-            ProxyRequire => "Proxy-Require",
-            RecordRoute => "Record-Route",
-            ReferTo => "Refer-To",
-            ReferredBy => "Referred-By",
-            RejectContact => "Reject-Contact",
-            RequestDisposition => "Request-Disposition",
-            Require => "Require",
-            ResourcePriority => "Resource-Priority",
-            Route => "Route",
-            SessionExpires => "Session-Expires",
-            Subject => "Subject",
-            Supported => "Supported",
-            To => "To",
-            Unsupported => "Unsupported",
-            UserAgent => "User-Agent",
-            Via => "Via",
-            Other => "",
-        }
-    }
-
     /// Headers that may appear only once in a message (RFC 3261 section 7.3.1
     /// allows repetition only for comma-separated list headers).
     pub fn is_single(self) -> bool {
@@ -233,54 +207,6 @@ fn candidate(len: usize, first: u8, second: u8) -> Option<HeaderName> {
         _ => return None,
     })
 }
-
-/// Every known name, in declaration order (`ALL_KNOWN[h as usize] == h`).
-const ALL_KNOWN: [HeaderName; HeaderName::Other as usize] = {
-    use HeaderName::*;
-    [
-        Accept,
-        AcceptContact,
-        Allow,
-        AllowEvents,
-        CallId,
-        CallInfo,
-        Contact,
-        ContentDisposition,
-        ContentEncoding,
-        ContentId,
-        ContentLength,
-        ContentType,
-        CSeq,
-        Date,
-        Event,
-        Expires,
-        From,
-        Geolocation,
-        GeolocationError,
-        GeolocationRouting,
-        Identity,
-        MaxForwards,
-        PAssertedIdentity,
-        PPreferredIdentity,
-        Priority,
-        ProxyRequire,
-        RecordRoute,
-        ReferTo,
-        ReferredBy,
-        RejectContact,
-        RequestDisposition,
-        Require,
-        ResourcePriority,
-        Route,
-        SessionExpires,
-        Subject,
-        Supported,
-        To,
-        Unsupported,
-        UserAgent,
-        Via,
-    ]
-};
 
 /// Each known name's canonical text as three little-endian words,
 /// zero-padded, for [`HeaderName::from_prefix`].
