@@ -209,3 +209,45 @@ fn receive_records_a_passed_on_fault_on_an_invite_only() {
     let got = sip::receive(Bytes::from(clean), true, &limits).unwrap();
     assert_eq!(got.fault(), None);
 }
+
+/// An unquoted display name with a comma (`Smith, John <sip:...>`, which
+/// RFC 3261 wants quoted and some equipment sends anyway): the URI and tag
+/// are still read, so an INVITE is kept with the fault recorded (the proxy
+/// routes it if it is an emergency call); any other request is refused.
+#[test]
+fn an_unquoted_display_name_with_a_comma_is_a_passed_on_fault() {
+    let limits = Limits::default();
+    let invite = String::from_utf8_lossy(INVITE_WITH_BAD_DATE)
+        .replace(" PST", " GMT")
+        .replace("From: <sip:", "From: Smith, John <sip:");
+    let got = sip::receive(Bytes::from(invite.clone()), false, &limits).unwrap();
+    assert_eq!(got.fault(), Some(&ParseError::BadHeader("From")));
+    let from = got.from().unwrap();
+    assert_eq!(from.display, Some(&b"Smith, John"[..]));
+    assert_eq!(from.tag(), Some(&b"1"[..]));
+    assert_eq!(from.uri().and_then(|u| u.user), Some(&b"+12125550142"[..]));
+    assert_eq!(
+        sip::parse_datagram(Bytes::from(invite.clone()), &limits).unwrap_err(),
+        ParseError::BadHeader("From")
+    );
+    // The same in To.
+    let to = String::from_utf8_lossy(INVITE_WITH_BAD_DATE)
+        .replace(" PST", " GMT")
+        .replace("To: <urn:", "To: Emergency, Services <urn:");
+    let got = sip::receive(Bytes::from(to), false, &limits).unwrap();
+    assert_eq!(got.fault(), Some(&ParseError::BadHeader("To")));
+    // Not an INVITE: refused.
+    let options = invite
+        .replace("INVITE urn", "OPTIONS urn")
+        .replace("1 INVITE", "1 OPTIONS");
+    assert_eq!(
+        sip::receive(Bytes::from(options), false, &limits).unwrap_err(),
+        ParseError::BadHeader("From")
+    );
+    // A quote that never ends is no display name at all: refused.
+    let unterminated = invite.replace("From: Smith, John <sip:", "From: \"Smith <sip:");
+    assert_eq!(
+        sip::receive(Bytes::from(unterminated), false, &limits).unwrap_err(),
+        ParseError::BadHeader("From")
+    );
+}

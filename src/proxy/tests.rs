@@ -533,3 +533,25 @@ fn a_fault_in_an_in_dialog_invite_gets_400_even_on_an_emergency_call() {
     assert_eq!(status(&up[0]), "400");
     assert!(h.take("127.0.0.1:5070").is_empty());
 }
+
+#[test]
+fn an_emergency_call_with_an_unquoted_comma_in_its_from_display_name_is_routed() {
+    let mut h = Harness::new();
+    let text = invite("c-dn").replace(
+        "From: <sip:+12125550142@example.com>",
+        "From: Smith, John <sip:+12125550142@example.com>",
+    );
+    h.deliver(CALLER, &text);
+    let down = h.take("127.0.0.1:5070");
+    assert_eq!(down.len(), 1, "not forwarded");
+    assert!(
+        down[0].contains("From: Smith, John <sip:+12125550142@example.com>;tag=f1\r\n"),
+        "{}",
+        down[0]
+    );
+    let up = h.take(CALLER);
+    assert_eq!(
+        up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+        vec!["100"]
+    );
+}

@@ -177,6 +177,10 @@ pub(crate) struct Parsed {
     pub from: Option<NameAddrAt>,
     pub to: Option<NameAddrAt>,
     pub request_uri: Option<UriAt>,
+    /// From or To parsed only with a loose display name (see
+    /// `NameAddr::parse_loose`): a fault `check_strict` reports.
+    pub loose_from: bool,
+    pub loose_to: bool,
 }
 
 /// A parsed message. Cloning is cheap (the buffer is reference-counted).

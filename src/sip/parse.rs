@@ -414,7 +414,8 @@ pub fn validate(msg: &mut Message) -> Result<(), ParseError> {
 
 /// What a proxy needs before it may act on a message: the headers that
 /// name a transaction and a dialog present, single and well-formed (Call-ID,
-/// CSeq, top Via, From, To), and a request's URI and CSeq method. The
+/// CSeq, top Via, From and To but for their display names), and a request's
+/// URI and CSeq method. The
 /// values parsed on the way are kept in the message, so reading them again
 /// costs nothing.
 pub fn check_transaction(msg: &mut Message) -> Result<(), ParseError> {
@@ -460,16 +461,15 @@ pub fn check_transaction(msg: &mut Message) -> Result<(), ParseError> {
         .and_then(Via::parse)
         .ok_or(ParseError::BadHeader("Via"))?;
     parsed.top_via = ViaAt::of(buf, &via);
-    let from = msg
-        .get(HeaderName::From)
-        .and_then(NameAddr::parse)
-        .ok_or(ParseError::BadHeader("From"))?;
+    // A display name outside the grammar leaves the URI and tag readable:
+    // reported by the strict checks, so an emergency call still goes on.
+    let (from, loose) =
+        name_addr(msg.get(HeaderName::From)).ok_or(ParseError::BadHeader("From"))?;
     parsed.from = NameAddrAt::of(buf, &from);
-    let to = msg
-        .get(HeaderName::To)
-        .and_then(NameAddr::parse)
-        .ok_or(ParseError::BadHeader("To"))?;
+    parsed.loose_from = loose;
+    let (to, loose) = name_addr(msg.get(HeaderName::To)).ok_or(ParseError::BadHeader("To"))?;
     parsed.to = NameAddrAt::of(buf, &to);
+    parsed.loose_to = loose;
     if msg.is_request() {
         let uri = Uri::parse(msg.request_uri_bytes())
             .map_err(|e| ParseError::BadRequestUri(e.as_str()))?;
@@ -485,12 +485,28 @@ pub fn check_transaction(msg: &mut Message) -> Result<(), ParseError> {
     Ok(())
 }
 
-/// The rest of the grammar a well-formed message follows, for headers a
-/// proxy passes on without acting on them: every Via below the top one,
-/// Max-Forwards, Content-Type, Contact, Route, Record-Route and Date. A
-/// request failing only these can still be routed, which the proxy does for
-/// emergency calls.
+/// A From or To value, strictly, else with a loose display name (`true`).
+fn name_addr(value: Option<&[u8]>) -> Option<(NameAddr<'_>, bool)> {
+    let value = value?;
+    match NameAddr::parse(value) {
+        Some(n) => Some((n, false)),
+        None => NameAddr::parse_loose(value).map(|n| (n, true)),
+    }
+}
+
+/// The rest of the grammar a well-formed message follows, for what a proxy
+/// passes on without acting on it: From and To display names, every Via
+/// below the top one, Max-Forwards, Content-Type, Contact, Route,
+/// Record-Route and Date. A request failing only these can still be routed,
+/// which the proxy does for emergency calls. Runs after
+/// [`check_transaction`], whose findings on From and To it reports.
 pub fn check_strict(msg: &Message) -> Result<(), ParseError> {
+    if msg.parsed.loose_from {
+        return Err(ParseError::BadHeader("From"));
+    }
+    if msg.parsed.loose_to {
+        return Err(ParseError::BadHeader("To"));
+    }
     for via in msg.list(HeaderName::Via).skip(1) {
         Via::parse(via).ok_or(ParseError::BadHeader("Via"))?;
     }

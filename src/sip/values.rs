@@ -216,6 +216,18 @@ pub struct NameAddr<'a> {
 impl<'a> NameAddr<'a> {
     /// Parses one value. `Contact: *` gives a `uri_text` of `*`.
     pub fn parse(s: &'a [u8]) -> Option<NameAddr<'a>> {
+        Self::parse_with(s, false)
+    }
+
+    /// [`NameAddr::parse`], but an unquoted display name may hold any text
+    /// before the `<` (`Smith, John <sip:...>`, which RFC 3261 wants quoted):
+    /// what equipment in the field sends, read for a call the router still
+    /// routes.
+    pub fn parse_loose(s: &'a [u8]) -> Option<NameAddr<'a>> {
+        Self::parse_with(s, true)
+    }
+
+    fn parse_with(s: &'a [u8], loose: bool) -> Option<NameAddr<'a>> {
         let s = trim(s);
         if s.is_empty() {
             return None;
@@ -236,7 +248,7 @@ impl<'a> NameAddr<'a> {
         } else if let Some(lt) = text::find::<b'<'>(s, 0) {
             let d = trim(&s[..lt]);
             // An unquoted display name is tokens separated by whitespace.
-            if !d.iter().all(|&b| is_token(b) || text::is_ws(b)) {
+            if !loose && !d.iter().all(|&b| is_token(b) || text::is_ws(b)) {
                 return None;
             }
             (if d.is_empty() { None } else { Some(d) }, &s[lt..])
