@@ -41,7 +41,7 @@ fn describe_inner(
             Err(e) => Err(Some(e)),
         }
     } else {
-        sip::parse_datagram(data, &limits).map_err(Some)
+        sip::parse_datagram(data.clone(), &limits).map_err(Some)
     };
     match parsed {
         Ok(m) => {
@@ -51,10 +51,38 @@ fn describe_inner(
             }
             v
         }
-        Err(Some(e)) => error_json(file, &e),
+        Err(Some(e)) => {
+            let mut v = error_json(file, &e);
+            // An INVITE whose only fault is in a header the router passes on:
+            // the router keeps it, routes it if it is an emergency call and
+            // answers 400 otherwise.
+            if let (Some(m), Value::Object(o)) = (kept_at_receipt(&data, stream, &limits), &mut v) {
+                o.insert("kept_at_receipt".into(), Value::Bool(true));
+                if let Some(router) = router {
+                    add_emergency(o, &m, router);
+                }
+            }
+            v
+        }
         Err(None) => json!({"file": file, "ok": false, "partial": true,
             "error": {"status": null, "reason": "incomplete message"}}),
     }
+}
+
+/// The message as the router's receive path keeps it despite a fault, if
+/// it does.
+fn kept_at_receipt(data: &Bytes, stream: bool, limits: &sip::Limits) -> Option<Message> {
+    let framed = if stream {
+        match sip::frame_stream(data, limits) {
+            Ok(Status::Complete((), n)) => data.slice(..n),
+            _ => return None,
+        }
+    } else {
+        data.clone()
+    };
+    sip::receive(framed, stream, limits)
+        .ok()
+        .filter(|m| m.fault().is_some())
 }
 
 fn add_emergency(o: &mut Map<String, Value>, m: &Message, router: &EmergencyRouter) {

@@ -306,6 +306,38 @@ fn inspect_without_inventory_and_on_other_messages() {
     assert_eq!(lines[2]["emergency"]["country"], "US");
     assert_eq!(lines[2]["decision"]["route"], "psap");
     assert_eq!(lines[2]["decision"]["area"], "US-08031");
+    // An emergency INVITE with a Date not in GMT: invalid, yet kept at
+    // receipt and routed, which inspect says.
+    let bad_date = dir.join("bad-date.sip");
+    std::fs::write(
+        &bad_date,
+        std::fs::read_to_string(corpus().join("c02-us-geo-point.sip"))
+            .unwrap()
+            .replacen(
+                "\r\nCall-ID:",
+                "\r\nDate: Sat, 13 Nov 2010 23:29:00 PST\r\nCall-ID:",
+                1,
+            ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sosrouter"))
+        .arg("inspect")
+        .arg(&bad_date)
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["ok"], false);
+    assert_eq!(lines[0]["error"]["reason"], "Bad Date Header");
+    assert_eq!(lines[0]["kept_at_receipt"], true);
+    assert_eq!(lines[0]["decision"]["route"], "psap");
+    assert_eq!(lines[1]["ok"], true);
+    assert_eq!(lines[1].get("kept_at_receipt"), None);
     // A bad inventory row stops inspect with the line number.
     let bad = dir.join("bad.tsv");
     std::fs::write(&bad, "number\tcountry\n+12125550142\tUS\nnope\tUS\n").unwrap();
