@@ -187,27 +187,37 @@ fn manifest_through_the_library() {
     }
 }
 
-#[test]
-fn manifest_through_the_binary() {
-    let rows = manifest();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sosrouter"));
-    cmd.arg("inspect")
-        .arg("--inventory")
-        .arg(corpus().join("inventory.tsv"));
-    for row in &rows {
-        cmd.arg(corpus().join(&row.file));
-    }
-    let out = cmd.output().expect("sosrouter runs");
+/// Runs `sosrouter inspect` with these arguments; it must succeed. One
+/// JSON object per file.
+fn inspect<I, S>(args: I) -> Vec<Value>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sosrouter"))
+        .arg("inspect")
+        .args(args)
+        .output()
+        .expect("sosrouter runs");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
+    String::from_utf8(out.stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn manifest_through_the_binary() {
+    let rows = manifest();
+    let mut args = vec![std::ffi::OsString::from("--inventory")];
+    args.push(corpus().join("inventory.tsv").into());
+    args.extend(rows.iter().map(|row| corpus().join(&row.file).into()));
+    let lines = inspect(args);
     assert_eq!(lines.len(), rows.len());
     for (row, v) in rows.iter().zip(&lines) {
         assert!(v["file"].as_str().unwrap().ends_with(&row.file));
@@ -284,19 +294,11 @@ fn inspect_without_inventory_and_on_other_messages() {
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKp1\r\nTo: <sip:a@b>;tag=2\r\nFrom: <sip:c@d>;tag=1\r\nCall-ID: p1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sosrouter"))
-        .arg("inspect")
-        .arg(&plain)
-        .arg(&response)
-        .arg(corpus().join("c02-us-geo-point.sip"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = inspect([
+        plain.clone(),
+        response,
+        corpus().join("c02-us-geo-point.sip"),
+    ]);
     assert_eq!(lines[0]["emergency"], Value::Null);
     assert_eq!(lines[0]["decision"]["route"], "not-emergency");
     assert_eq!(lines[0]["location"]["source"], "none");
@@ -320,18 +322,7 @@ fn inspect_without_inventory_and_on_other_messages() {
             ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sosrouter"))
-        .arg("inspect")
-        .arg(&bad_date)
-        .arg(&plain)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = inspect([&bad_date, &plain]);
     assert_eq!(lines[0]["ok"], false);
     assert_eq!(lines[0]["error"]["reason"], "Bad Date Header");
     assert_eq!(lines[0]["kept_at_receipt"], true);
