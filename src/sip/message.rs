@@ -246,10 +246,6 @@ impl Message {
         self.fault.as_ref()
     }
 
-    pub fn set_fault(&mut self, fault: Option<super::ParseError>) {
-        self.fault = fault;
-    }
-
     pub fn is_request(&self) -> bool {
         matches!(self.start, StartLine::Request { .. })
     }

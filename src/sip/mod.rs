@@ -25,9 +25,8 @@ pub use error::ParseError;
 pub use header::HeaderName;
 pub use message::{Header, Message, Method, ParsePath, Span, StartLine};
 pub use parse::{
-    check_strict, check_transaction, frame_stream, index_datagram, index_framed_stream,
-    parse_datagram, parse_framed_stream, parse_lenient, parse_stream, receive, validate, Limits,
-    Status,
+    check_strict, check_transaction, frame_stream, index_datagram, parse_datagram, parse_lenient,
+    parse_stream, receive, validate, Limits, Status,
 };
 pub use uri::{Scheme, Uri};
 pub use values::{CSeq, MediaType, NameAddr, Via};

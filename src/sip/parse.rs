@@ -163,13 +163,6 @@ pub fn index_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError
     index_framed(buf, false, limits)
 }
 
-/// One message framed from a stream, indexed, its header values not yet
-/// checked.
-#[inline]
-pub fn index_framed_stream(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
-    index_framed(buf, true, limits)
-}
-
 /// What the proxy does with the bytes of one datagram (`stream`: one
 /// message framed from a stream): index, [`check_transaction`], then
 /// [`check_strict`]. An INVITE that fails only the strict checks is
@@ -178,7 +171,7 @@ pub fn index_framed_stream(buf: Bytes, limits: &Limits) -> Result<Message, Parse
 /// an error.
 pub fn receive(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
     let mut msg = if stream {
-        index_framed_stream(buf, limits)?
+        index_framed(buf, true, limits)?
     } else {
         index_datagram(buf, limits)?
     };
@@ -535,11 +528,6 @@ pub fn check_strict(msg: &Message) -> Result<(), ParseError> {
         }
     }
     Ok(())
-}
-
-/// Parses one message already framed from a stream (see [`frame_stream`]).
-pub fn parse_framed_stream(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
-    parse_framed(buf, true, limits)
 }
 
 /// Indexes a message without validating it, to answer a request that failed
