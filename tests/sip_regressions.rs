@@ -198,8 +198,7 @@ fn receive_records_a_passed_on_fault_on_an_invite_only() {
         ParseError::BadHeader("Date")
     );
 
-    let bad_from =
-        String::from_utf8_lossy(INVITE_WITH_BAD_DATE).replace("From: <sip:", "From: \"Alice <sip:");
+    let bad_from = String::from_utf8_lossy(INVITE_WITH_BAD_DATE).replace(";tag=1", ";;tag=1");
     assert_eq!(
         sip::receive(Bytes::from(bad_from), false, &limits).unwrap_err(),
         ParseError::BadHeader("From")
@@ -244,10 +243,29 @@ fn an_unquoted_display_name_with_a_comma_is_a_passed_on_fault() {
         sip::receive(Bytes::from(options), false, &limits).unwrap_err(),
         ParseError::BadHeader("From")
     );
-    // A quote that never ends is no display name at all: refused.
-    let unterminated = invite.replace("From: Smith, John <sip:", "From: \"Smith <sip:");
+    // A quote that never ends, or a stray one, still leaves the bracketed
+    // URI and the tag readable: kept the same way, refused by the full check.
+    for display in ["\"Smith", "\"John \"Jack\" Smith\""] {
+        let odd = invite.replace("From: Smith, John <sip:", &format!("From: {display} <sip:"));
+        let got = sip::receive(Bytes::from(odd.clone()), false, &limits).unwrap();
+        assert_eq!(
+            got.fault(),
+            Some(&ParseError::BadHeader("From")),
+            "{display}"
+        );
+        let from = got.from().unwrap();
+        assert_eq!(from.display, Some(display.as_bytes()));
+        assert_eq!(from.tag(), Some(&b"1"[..]));
+        assert_eq!(from.uri().and_then(|u| u.user), Some(&b"+12125550142"[..]));
+        assert_eq!(
+            sip::parse_datagram(Bytes::from(odd), &limits).unwrap_err(),
+            ParseError::BadHeader("From")
+        );
+    }
+    // No URI to read at all: refused at receipt.
+    let no_uri = invite.replace("From: Smith, John <sip:", "From: \"Smith sip:");
     assert_eq!(
-        sip::receive(Bytes::from(unterminated), false, &limits).unwrap_err(),
+        sip::receive(Bytes::from(no_uri), false, &limits).unwrap_err(),
         ParseError::BadHeader("From")
     );
 }

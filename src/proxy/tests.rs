@@ -534,6 +534,48 @@ fn a_fault_in_an_in_dialog_invite_gets_400_even_on_an_emergency_call() {
     assert!(h.take("127.0.0.1:5070").is_empty());
 }
 
+/// Caller-ID names with quotes in them (`"John "Jack" Smith"`, or a quote
+/// that never ends) reach the PSAP as received; a call that is no emergency
+/// gets a 400 naming From.
+#[test]
+fn an_emergency_call_with_stray_quotes_in_its_caller_name_is_routed() {
+    for (n, display) in ["\"John \"Jack\" Smith\"", "\"Smith"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut h = Harness::new();
+        let from = format!("From: {display} <sip:+12125550142@example.com>");
+        let text =
+            invite(&format!("c-q{n}")).replace("From: <sip:+12125550142@example.com>", &from);
+        h.deliver(CALLER, &text);
+        let down = h.take("127.0.0.1:5070");
+        assert_eq!(down.len(), 1, "{display}: not forwarded");
+        assert!(
+            down[0].contains(&format!("{from};tag=f1\r\n")),
+            "{}",
+            down[0]
+        );
+        let up = h.take(CALLER);
+        assert_eq!(
+            up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+            vec!["100"]
+        );
+
+        let not_emergency = text
+            .replace("sip:911@", "sip:5551234@")
+            .replace("branch=z9hG4bKc-q", "branch=z9hG4bKn-q");
+        h.deliver(CALLER, &not_emergency);
+        let up = h.take(CALLER);
+        assert_eq!(up.len(), 1, "{up:?}");
+        assert!(
+            up[0].starts_with("SIP/2.0 400 Bad From Header\r\n"),
+            "{}",
+            up[0]
+        );
+        assert!(h.take("127.0.0.1:5070").is_empty());
+    }
+}
+
 #[test]
 fn an_emergency_call_with_an_unquoted_comma_in_its_from_display_name_is_routed() {
     let mut h = Harness::new();

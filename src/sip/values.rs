@@ -219,12 +219,39 @@ impl<'a> NameAddr<'a> {
         Self::parse_with(s, false)
     }
 
-    /// [`NameAddr::parse`], but an unquoted display name may hold any text
-    /// before the `<` (`Smith, John <sip:...>`, which RFC 3261 wants quoted):
-    /// what equipment in the field sends, read for a call the router still
-    /// routes.
+    /// [`NameAddr::parse`], but the display name may be any text before the
+    /// `<`: unquoted with a comma (`Smith, John <sip:...>`, which RFC 3261
+    /// wants quoted), with a stray quote (`"John "Jack" Smith" <sip:...>`),
+    /// or a quote that never ends (`"Smith <sip:...>`); spaces inside the
+    /// brackets are ignored. What equipment in the field sends, read for a
+    /// call the router still routes: the header itself is passed on as
+    /// received.
     pub fn parse_loose(s: &'a [u8]) -> Option<NameAddr<'a>> {
-        Self::parse_with(s, true)
+        Self::parse_with(s, true).or_else(|| Self::salvage(trim(s)))
+    }
+
+    /// The last resort of [`NameAddr::parse_loose`]: the URI is what stands
+    /// between the last `>` and the `<` before it, the parameters follow,
+    /// and whatever comes first is the display name, quotes and all.
+    fn salvage(s: &'a [u8]) -> Option<NameAddr<'a>> {
+        let gt = s.iter().rposition(|&b| b == b'>')?;
+        let lt = s[..gt].iter().rposition(|&b| b == b'<')?;
+        let uri_text = trim(&s[lt + 1..gt]);
+        let uri = Uri::parse(uri_text).ok()?;
+        let params = trim(&s[gt + 1..]);
+        let display = trim(&s[..lt]);
+        Some(NameAddr {
+            display: if display.is_empty() {
+                None
+            } else {
+                Some(display)
+            },
+            uri_text,
+            bracketed: true,
+            params,
+            uri: Some(uri),
+            tag: text::checked_param(params, b"tag")?,
+        })
     }
 
     fn parse_with(s: &'a [u8], loose: bool) -> Option<NameAddr<'a>> {
@@ -453,6 +480,61 @@ mod tests {
             "",
         ] {
             assert!(NameAddr::parse(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loose_name_addr_reads_uri_and_tag_behind_any_display_name() {
+        // (value, display, URI, tag)
+        let cases: [(&str, Option<&str>, &str, Option<&str>); 6] = [
+            (
+                "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+                Some("Bell, Alexander"),
+                "sip:a.g.bell@example.com",
+                Some("43"),
+            ),
+            (
+                "\"unterminated <sip:a@b>",
+                Some("\"unterminated"),
+                "sip:a@b",
+                None,
+            ),
+            (
+                "\"John \"Jack\" Smith\" <tel:+12125550142>;tag=9",
+                Some("\"John \"Jack\" Smith\""),
+                "tel:+12125550142",
+                Some("9"),
+            ),
+            ("< sip:a@b >", None, "sip:a@b", None),
+            (
+                "\"a <b\" \"c <sip:x@y>;tag=t",
+                Some("\"a <b\" \"c"),
+                "sip:x@y",
+                Some("t"),
+            ),
+            // Strictly well-formed values read the same either way.
+            (
+                "\"J R\" <sip:j@example.com>;tag=1",
+                Some("J R"),
+                "sip:j@example.com",
+                Some("1"),
+            ),
+        ];
+        for (value, display, uri, tag) in cases {
+            let n = NameAddr::parse_loose(value.as_bytes()).expect(value);
+            assert_eq!(n.display, display.map(str::as_bytes), "{value}");
+            assert_eq!(n.uri_text, uri.as_bytes(), "{value}");
+            assert_eq!(n.tag(), tag.map(str::as_bytes), "{value}");
+        }
+        // Still nothing to read: no URI, a broken URI, broken parameters.
+        for bad in [
+            "\"unterminated",
+            "\"x\" <sip:>",
+            "\"x <sip:a@b>;;tag=1",
+            "\"x <sip:a@b",
+            "",
+        ] {
+            assert!(NameAddr::parse_loose(bad.as_bytes()).is_none(), "{bad}");
         }
     }
 
