@@ -123,6 +123,31 @@ pub struct SipConfig {
     /// On SIGTERM: how long calls in progress may take to finish.
     #[serde(default = "default_drain")]
     pub drain_timeout_s: u64,
+    /// A next hop given by host name: how long its address is used before
+    /// it is looked up again (the old one stays in use meanwhile, and when
+    /// the lookup fails).
+    #[serde(default = "default_name_refresh")]
+    pub name_refresh_s: u64,
+    /// How long a host-name lookup may take before it counts as failed.
+    #[serde(default = "default_name_timeout")]
+    pub name_timeout_ms: u64,
+}
+
+impl SipConfig {
+    pub fn name_settings(&self) -> crate::transport::names::NameSettings {
+        crate::transport::names::NameSettings {
+            refresh: std::time::Duration::from_secs(self.name_refresh_s),
+            timeout: std::time::Duration::from_millis(self.name_timeout_ms.max(1)),
+        }
+    }
+}
+
+fn default_name_refresh() -> u64 {
+    60
+}
+
+fn default_name_timeout() -> u64 {
+    2000
 }
 
 fn default_drain() -> u64 {

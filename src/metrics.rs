@@ -49,6 +49,10 @@ pub const ALL: &[(&str, &str)] = &[
         "Seconds the routing phase took for one call",
     ),
     (
+        NAME_LOOKUPS,
+        "Lookups of next hops given by host name; labels: result (ok, failed)",
+    ),
+    (
         SEND_FAILURES,
         "Messages that could not be sent; labels: transport",
     ),
@@ -97,6 +101,7 @@ pub const CALLS: &str = "sosrouter_calls_total";
 pub const HOPS: &str = "sosrouter_hops_total";
 pub const CALL_SETUP: &str = "sosrouter_call_setup_seconds";
 pub const ROUTING_DECISION: &str = "sosrouter_routing_decision_seconds";
+pub const NAME_LOOKUPS: &str = "sosrouter_name_lookups_total";
 pub const SEND_FAILURES: &str = "sosrouter_send_failures_total";
 pub const TRANSACTIONS: &str = "sosrouter_transactions_open";
 pub const TCP_CONNECTIONS: &str = "sosrouter_tcp_connections_open";

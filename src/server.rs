@@ -14,9 +14,10 @@ use crate::admin;
 use crate::cdr::store::{DbRecords, Recorder, RecorderConfig};
 use crate::config::{Config, DatabaseConfig, TransportName};
 use crate::metrics as m;
-use crate::proxy::{Core, CoreConfig, Proto, Router, Target, Transmit};
+use crate::proxy::{Core, CoreConfig, Proto, Router, Transmit};
 use crate::sip::Limits;
 use crate::store::{Actor, Hub, Store};
+use crate::transport::names::{NameCache, Next};
 use crate::transport::{tcp, udp, Inbound};
 
 /// The sockets a running router bound (ports are real even when the config
@@ -204,6 +205,7 @@ pub async fn run(
     // turn.
     let mut bufs: Vec<Vec<u8>> = udps.iter().map(|_| udp::receive_buffer(&limits)).collect();
     let mut counters = m::MessageCounters::default();
+    let mut names = NameCache::new(config.sip.name_settings());
     let tcp_gauge = metrics::gauge!(m::TCP_CONNECTIONS);
     let transactions_gauge = metrics::gauge!(m::TRANSACTIONS);
     // The signals are looked at only when they wake the driver, not on
@@ -253,11 +255,11 @@ pub async fn run(
                 drain_until = Some(tokio::time::Instant::now() + drain_timeout);
             }
             again = &mut hup => {
-                let _ = apply_reload(&opts, &locals, seed, &mut core, &webhooks, &mut drain_timeout, api.as_deref());
+                let _ = apply_reload(&opts, &locals, seed, &mut core, &webhooks, &mut drain_timeout, &mut names, api.as_deref());
                 hup = Woken::new(again.next());
             }
             Some(reply) = reload_rx.recv() => {
-                let r = apply_reload(&opts, &locals, seed, &mut core, &webhooks, &mut drain_timeout, api.as_deref());
+                let r = apply_reload(&opts, &locals, seed, &mut core, &webhooks, &mut drain_timeout, &mut names, api.as_deref());
                 let _ = reply.send(r);
             }
             first = std::future::poll_fn(|cx| udp::poll_any_readable(&udps, cx)) => {
@@ -274,7 +276,7 @@ pub async fn run(
                     }
                 }
                 // A steady stream of datagrams must not hold back the rest.
-                drain_inbound(&mut core, now, &mut rx, &deref, &tcp_gauge, &pool);
+                drain_inbound(&mut core, now, &mut rx, &deref, &tcp_gauge, &pool, &mut names);
                 if core.next_deadline().is_some_and(|d| d <= now) {
                     core.handle_timeout(now);
                 }
@@ -282,9 +284,9 @@ pub async fn run(
             inbound = rx.recv() => {
                 let Some(first) = inbound else { break };
                 let now = Instant::now();
-                handle(&mut core, now, first, &deref, &tcp_gauge, &pool);
+                handle(&mut core, now, first, &deref, &tcp_gauge, &pool, &mut names);
                 // Take what else is queued before sending, in one batch.
-                drain_inbound(&mut core, now, &mut rx, &deref, &tcp_gauge, &pool);
+                drain_inbound(&mut core, now, &mut rx, &deref, &tcp_gauge, &pool, &mut names);
                 if core.next_deadline().is_some_and(|d| d <= now) {
                     core.handle_timeout(now);
                 }
@@ -301,7 +303,7 @@ pub async fn run(
                 core.handle_timeout(now);
             }
         }
-        flush(&mut core, &udps, &pool, &tx, &mut counters);
+        flush(&mut core, &udps, &pool, &tx, &mut counters, &mut names);
         drain_events(&mut core, recorder.as_ref(), &desk);
         if let Some(until) = drain_until {
             let left = core.calls_in_progress();
@@ -387,6 +389,7 @@ fn apply_reload(
     core: &mut Core,
     webhooks: &crate::notify::Webhooks,
     drain_timeout: &mut Duration,
+    names: &mut NameCache,
     api: Option<&admin::api::Api>,
 ) -> Result<(), String> {
     match reload(opts, locals, seed) {
@@ -394,6 +397,7 @@ fn apply_reload(
             core.reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
             webhooks.store(Arc::new(crate::notify::from_config(&cfg)));
             *drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
+            names.set_settings(cfg.sip.name_settings());
             if let Some(api) = api {
                 api.reconfigure(cfg.admin.as_ref());
             }
@@ -558,11 +562,27 @@ fn handle(
     deref: &Dereferencer,
     tcp_gauge: &metrics::Gauge,
     pool: &tcp::TcpPool,
+    names: &mut NameCache,
 ) {
     match inbound {
         Inbound::Message(msg, source) => handle_message(core, now, *msg, source, deref),
         Inbound::Dereferenced(msg, source, doc) => core.handle_message_with(now, *msg, source, doc),
         Inbound::SendFailed { token } => core.handle_send_failure(now, token),
+        Inbound::Resolved { host, port, addr } => {
+            let a = names.answer(&host, port, addr, now);
+            let result = if addr.is_some() { "ok" } else { "failed" };
+            metrics::counter!(m::NAME_LOOKUPS, "result" => result).increment(1);
+            if a.kept_stale {
+                tracing::warn!(%host, port, addr = ?a.addr, "could not resolve a next hop: its last address stays in use");
+            } else if a.addr.is_none() {
+                tracing::warn!(%host, port, failed = a.failed.len(), "could not resolve a next hop");
+            } else if a.moved {
+                tracing::info!(%host, port, addr = ?a.addr, "a next hop's address changed");
+            }
+            for token in a.failed.into_iter().filter_map(|t| t.token) {
+                core.handle_send_failure(now, token);
+            }
+        }
         Inbound::ConnOpened(_) | Inbound::ConnClosed(_) => tcp_gauge.set(pool.open() as f64),
     }
 }
@@ -575,10 +595,11 @@ fn drain_inbound(
     deref: &Dereferencer,
     tcp_gauge: &metrics::Gauge,
     pool: &tcp::TcpPool,
+    names: &mut NameCache,
 ) {
     for _ in 0..BATCH {
         match rx.try_recv() {
-            Ok(more) => handle(core, now, more, deref, tcp_gauge, pool),
+            Ok(more) => handle(core, now, more, deref, tcp_gauge, pool, names),
             Err(_) => break,
         }
     }
@@ -649,13 +670,70 @@ fn flush(
     pool: &tcp::TcpPool,
     tx: &mpsc::Sender<Inbound>,
     counters: &mut m::MessageCounters,
+    names: &mut NameCache,
 ) {
+    // What waited for a host name goes first, in the order it came.
+    for (addr, t) in names.take_ready() {
+        send_to(addr, t, udps, pool, tx, counters);
+    }
+    let now = Instant::now();
     while let Some(t) = core.poll_transmit() {
-        send(t, udps, pool, tx, counters);
+        match names.route(t, now) {
+            Next::Send(addr, t) => send_to(addr, t, udps, pool, tx, counters),
+            Next::Queued => {}
+            Next::Full(t) => {
+                tracing::warn!(target = ?t.dest.target, "next hop's name: too many names, or too many messages waiting for its address");
+                fail(t.token, "udp", tx);
+            }
+        }
+    }
+    start_lookups(names, udps, tx);
+}
+
+/// Looks up each name the cache asks for off the driver task; the answer
+/// comes back as [`Inbound::Resolved`]. An address of a family the router
+/// has a UDP socket for is preferred.
+fn start_lookups(names: &mut NameCache, udps: &[udp::UdpEndpoint], tx: &mpsc::Sender<Inbound>) {
+    let timeout = names.settings().timeout;
+    for (host, port) in names.take_lookups() {
+        let v4 = udps.iter().any(|u| u.local.is_ipv4());
+        let v6 = udps.iter().any(|u| u.local.is_ipv6());
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let found =
+                match tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port)))
+                    .await
+                {
+                    Ok(Ok(addrs)) => {
+                        let addrs: Vec<SocketAddr> = addrs.collect();
+                        addrs
+                            .iter()
+                            .find(|a| if a.is_ipv4() { v4 } else { v6 })
+                            .or(addrs.first())
+                            .copied()
+                    }
+                    _ => None,
+                };
+            let _ = tx
+                .send(Inbound::Resolved {
+                    host,
+                    port,
+                    addr: found,
+                })
+                .await;
+        });
     }
 }
 
-fn send(
+fn fail(token: Option<u64>, transport: &'static str, tx: &mpsc::Sender<Inbound>) {
+    metrics::counter!(m::SEND_FAILURES, "transport" => transport).increment(1);
+    if let Some(token) = token {
+        let _ = tx.try_send(Inbound::SendFailed { token });
+    }
+}
+
+fn send_to(
+    addr: SocketAddr,
     t: Transmit,
     udps: &[udp::UdpEndpoint],
     pool: &tcp::TcpPool,
@@ -663,51 +741,12 @@ fn send(
     counters: &mut m::MessageCounters,
 ) {
     let Transmit { dest, bytes, token } = t;
-    let addr = match dest.target {
-        Target::Addr(a) => a,
-        Target::Host(host, port) => {
-            // Names resolve off the driver task.
-            let (udps, pool, tx) = (udps.to_vec(), pool.clone(), tx.clone());
-            tokio::spawn(async move {
-                let resolved = tokio::net::lookup_host((host.as_str(), port))
-                    .await
-                    .ok()
-                    .and_then(|mut a| a.next());
-                match resolved {
-                    Some(a) => send(
-                        Transmit {
-                            dest: crate::proxy::Dest {
-                                target: Target::Addr(a),
-                                ..dest
-                            },
-                            bytes,
-                            token,
-                        },
-                        &udps,
-                        &pool,
-                        &tx,
-                        &mut m::MessageCounters::default(),
-                    ),
-                    None => {
-                        tracing::warn!(%host, "could not resolve a next hop");
-                        if let Some(token) = token {
-                            let _ = tx.try_send(Inbound::SendFailed { token });
-                        }
-                    }
-                }
-            });
-            return;
-        }
-    };
     counters.sent(dest.proto);
     match dest.proto {
         Proto::Udp => {
             if let Err(e) = udp::send(udps, addr, bytes) {
                 tracing::debug!(%addr, error = %e, "udp send failed");
-                metrics::counter!(m::SEND_FAILURES, "transport" => "udp").increment(1);
-                if let Some(token) = token {
-                    let _ = tx.try_send(Inbound::SendFailed { token });
-                }
+                fail(token, "udp", tx);
             }
         }
         Proto::Tcp => pool.send(addr, dest.conn, bytes, token),

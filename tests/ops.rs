@@ -70,6 +70,55 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// A trunk given by host name: its address is looked up once and reused,
+/// and every call reaches it.
+#[test]
+fn a_trunk_given_by_name_is_looked_up_once_for_many_calls() {
+    let trunk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    trunk
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let psap = trunk.local_addr().unwrap().port();
+    let cfg = lab_config(psap, free_port(), free_port(), free_port(), HTTP).replace(
+        &format!("uri = \"sip:127.0.0.1:{psap}\""),
+        &format!("uri = \"sip:localhost:{psap}\""),
+    );
+    assert!(cfg.contains("sip:localhost:"), "{cfg}");
+    let router = Router::start(&cfg, &[]);
+    let mport = http_port(&router, "metrics");
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = caller.local_addr().unwrap();
+    let mut buf = vec![0u8; 65536];
+    for n in 0..3 {
+        let req = format!(
+            "INVITE sip:911@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKname{n}\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f{n}\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: name-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:+12125550142@{local}>\r\nContent-Length: 0\r\n\r\n"
+        );
+        caller
+            .send_to(req.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let (len, _) = trunk
+            .recv_from(&mut buf)
+            .expect("the INVITE reached the trunk");
+        let got = String::from_utf8_lossy(&buf[..len]);
+        assert!(got.starts_with("INVITE "), "{got}");
+        assert!(got.contains(&format!("Call-ID: name-{n}\r\n")), "{got}");
+    }
+    let (_, text) = get(mport, "/metrics");
+    assert_eq!(
+        metric(&text, "sosrouter_name_lookups_total", &[("result", "ok")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "sosrouter_name_lookups_total",
+            &[("result", "failed")]
+        ),
+        0.0
+    );
+}
+
 #[test]
 fn metrics_count_calls_failovers_and_messages() {
     let (psap, scr, test, last) = (free_port(), free_port(), free_port(), free_port());

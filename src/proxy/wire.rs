@@ -75,7 +75,7 @@ impl Dest {
 
 /// Bytes to send. `token` comes back in a send failure report, so the core
 /// can fail the transaction over.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     pub dest: Dest,
     pub bytes: Bytes,

@@ -2,6 +2,7 @@
 //! proxy core. Everything here is thin: bytes in, parse, hand to the core;
 //! bytes out to the socket the core names.
 
+pub mod names;
 pub mod tcp;
 pub mod udp;
 
@@ -25,6 +26,13 @@ pub enum Inbound {
     /// A message could not be sent; the token names the transaction.
     SendFailed {
         token: u64,
+    },
+    /// A lookup of a next hop's host name came back (`None`: it failed or
+    /// timed out).
+    Resolved {
+        host: String,
+        port: u16,
+        addr: Option<std::net::SocketAddr>,
     },
     /// A TCP connection opened or closed (for the gauge).
     ConnOpened(ConnId),
