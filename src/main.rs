@@ -341,6 +341,9 @@ fn run(config_path: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
         })
         .await
     });
+    // A reload stuck reading a file (a hung network mount) must not hold
+    // the exit: blocking work gets a bounded time to end.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     match result {
         Ok(()) => {
             tracing::info!("stopped");

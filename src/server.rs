@@ -112,6 +112,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_bound: impl FnOnce(&Bound),
 ) -> anyhow::Result<()> {
+    let opts = Arc::new(opts);
     let limits = Limits::default();
     let (udps, tcps, bound) = bind(&config).await?;
     let database = DatabaseConfig::effective(&config);
@@ -176,6 +177,7 @@ pub async fn run(
     on_bound(&bound);
     let mut locals: Vec<SocketAddr> = bound.udp.clone();
     locals.extend(&bound.tcp);
+    let locals: Arc<[SocketAddr]> = locals.into();
     let seed: u64 = rand::random();
     let router: Arc<dyn Router> = Arc::new(TimedRouter((opts.make_router)(&config)?));
     let webhooks: crate::notify::Webhooks = Arc::new(arc_swap::ArcSwap::from_pointee(
@@ -187,7 +189,7 @@ pub async fn run(
         opts.hub.clone(),
     );
     let mut core = Core::new(
-        CoreConfig::from_config(&config, locals.clone(), seed),
+        CoreConfig::from_config(&config, locals.to_vec(), seed),
         router,
     );
     core.start(Instant::now());
@@ -206,6 +208,7 @@ pub async fn run(
     let mut bufs: Vec<Vec<u8>> = udps.iter().map(|_| udp::receive_buffer(&limits)).collect();
     let mut counters = m::MessageCounters::default();
     let mut names = NameCache::new(config.sip.name_settings());
+    let mut reloads = Reloads::new();
     let tcp_gauge = metrics::gauge!(m::TCP_CONNECTIONS);
     let transactions_gauge = metrics::gauge!(m::TRANSACTIONS);
     // The signals are looked at only when they wake the driver, not on
@@ -255,12 +258,15 @@ pub async fn run(
                 drain_until = Some(tokio::time::Instant::now() + drain_timeout);
             }
             again = &mut hup => {
-                let _ = apply_reload(&opts, &locals, seed, &mut core, &webhooks, &mut drain_timeout, &mut names, api.as_deref());
+                reloads.ask(None, &opts, &locals, seed);
                 hup = Woken::new(again.next());
             }
             Some(reply) = reload_rx.recv() => {
-                let r = apply_reload(&opts, &locals, seed, &mut core, &webhooks, &mut drain_timeout, &mut names, api.as_deref());
-                let _ = reply.send(r);
+                reloads.ask(Some(reply), &opts, &locals, seed);
+            }
+            Some(built) = reloads.done_rx.recv() => {
+                let r = apply_reload(built, &mut core, &webhooks, &mut drain_timeout, &mut names, api.as_deref());
+                reloads.finished(r, &opts, &locals, seed);
             }
             first = std::future::poll_fn(|cx| udp::poll_any_readable(&udps, cx)) => {
                 let now = Instant::now();
@@ -380,19 +386,17 @@ fn drain_events(core: &mut Core, recorder: Option<&Recorder>, desk: &crate::noti
 }
 
 /// Reloads the configuration file (SIGHUP or `POST /v1/reload`): applied
-/// whole, or refused whole with the running one kept.
-#[allow(clippy::too_many_arguments)]
+/// whole, or refused whole with the running one kept. `built` comes from
+/// [`Reloads`], which reads and builds off the driver.
 fn apply_reload(
-    opts: &Options,
-    locals: &[SocketAddr],
-    seed: u64,
+    built: Built,
     core: &mut Core,
     webhooks: &crate::notify::Webhooks,
     drain_timeout: &mut Duration,
     names: &mut NameCache,
     api: Option<&admin::api::Api>,
 ) -> Result<(), String> {
-    match reload(opts, locals, seed) {
+    match built {
         Ok((cfg, core_cfg, router)) => {
             core.reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
             webhooks.store(Arc::new(crate::notify::from_config(&cfg)));
@@ -414,11 +418,77 @@ fn apply_reload(
     }
 }
 
-fn reload(
-    opts: &Options,
-    locals: &[SocketAddr],
-    seed: u64,
-) -> anyhow::Result<(Config, CoreConfig, Arc<dyn Router>)> {
+type Built = anyhow::Result<(Config, CoreConfig, Arc<dyn Router>)>;
+type ReloadReply = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// Reloads (SIGHUP, `POST /v1/reload`) read the files and build the routing
+/// data on a blocking thread: tens of milliseconds with the shipped data,
+/// more with a national boundary set, during which the driver goes on
+/// relaying calls. One runs at a time; a request that comes while one runs
+/// is served by another started when it ends, so every request sees the
+/// files as they were after it was made.
+struct Reloads {
+    /// The replies owed by the reload running, if one is.
+    running: Option<Vec<ReloadReply>>,
+    /// Asked for while one runs: the replies owed by the next.
+    next: Option<Vec<ReloadReply>>,
+    done_tx: mpsc::Sender<Built>,
+    done_rx: mpsc::Receiver<Built>,
+}
+
+impl Reloads {
+    fn new() -> Reloads {
+        let (done_tx, done_rx) = mpsc::channel(1);
+        Reloads {
+            running: None,
+            next: None,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    fn ask(
+        &mut self,
+        reply: Option<ReloadReply>,
+        opts: &Arc<Options>,
+        locals: &Arc<[SocketAddr]>,
+        seed: u64,
+    ) {
+        if self.running.is_some() {
+            self.next.get_or_insert_with(Vec::new).extend(reply);
+            return;
+        }
+        self.running = Some(reply.into_iter().collect());
+        tracing::info!("reloading the configuration");
+        let (opts, locals, tx) = (opts.clone(), locals.clone(), self.done_tx.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.blocking_send(reload(&opts, &locals, seed));
+        });
+    }
+
+    /// The running reload was applied (or refused) with `result`.
+    fn finished(
+        &mut self,
+        result: Result<(), String>,
+        opts: &Arc<Options>,
+        locals: &Arc<[SocketAddr]>,
+        seed: u64,
+    ) {
+        for reply in self.running.take().unwrap_or_default() {
+            let _ = reply.send(result.clone());
+        }
+        if let Some(waiting) = self.next.take() {
+            // The first request starts the next reload; the rest join it.
+            let mut waiting = waiting.into_iter();
+            self.ask(waiting.next(), opts, locals, seed);
+            if let Some(r) = self.running.as_mut() {
+                r.extend(waiting);
+            }
+        }
+    }
+}
+
+fn reload(opts: &Options, locals: &[SocketAddr], seed: u64) -> Built {
     let path = opts
         .config_path
         .as_ref()

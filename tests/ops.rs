@@ -303,6 +303,53 @@ fn sighup_reloads_routes_and_refuses_a_bad_file() {
     assert!(!router.log().contains("trunk=psap"), "{}", router.log());
 }
 
+/// A reload reads its files off the driver: while one is stuck reading the
+/// configuration (here a named pipe nobody writes to yet, as a hung
+/// network mount would be), calls are still relayed; when the file comes,
+/// the reload completes.
+#[test]
+fn calls_are_relayed_while_a_reload_is_stuck_reading_its_file() {
+    let trunk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    trunk
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let psap = trunk.local_addr().unwrap().port();
+    let dir = common::tempdir::Dir::new("reload-stuck");
+    let path = dir.path().join("r.toml");
+    let cfg = lab_config(psap, free_port(), free_port(), free_port(), "");
+    std::fs::write(&path, &cfg).unwrap();
+    let router = Router::start(&cfg, &["--config", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(made, "mkfifo");
+    kill(router.pid(), "-HUP");
+    router.wait_log("reloading the configuration", 1, Duration::from_secs(5));
+
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local = caller.local_addr().unwrap();
+    let req = format!(
+        "INVITE sip:911@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKstuck1\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=fs\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: stuck-1\r\nCSeq: 1 INVITE\r\nContact: <sip:c@{local}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    caller
+        .send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = trunk
+        .recv_from(&mut buf)
+        .expect("the INVITE was relayed during the reload");
+    let fwd = String::from_utf8_lossy(&buf[..n]);
+    assert!(fwd.contains("Call-ID: stuck-1\r\n"), "{fwd}");
+    assert!(!router.log().contains("configuration reloaded"));
+
+    // The file arrives: the reload completes.
+    std::fs::write(&path, &cfg).unwrap();
+    router.wait_log("configuration reloaded", 1, Duration::from_secs(5));
+}
+
 #[test]
 fn sigterm_refuses_new_calls_lets_the_current_one_finish_and_exits_0() {
     let trunk = UdpSocket::bind("127.0.0.1:0").unwrap();
