@@ -398,7 +398,9 @@ fn apply_reload(
 ) -> Result<(), String> {
     match built {
         Ok((cfg, core_cfg, router)) => {
-            core.reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
+            let old = core.reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
+            // Freeing the old routing data takes milliseconds: not here.
+            tokio::task::spawn_blocking(move || drop(old));
             webhooks.store(Arc::new(crate::notify::from_config(&cfg)));
             *drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
             names.set_settings(cfg.sip.name_settings());

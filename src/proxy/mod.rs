@@ -579,7 +579,14 @@ impl Core {
     /// Applies a new configuration and routing phase. Calls in progress
     /// keep the targets they were given; trunks keep their health when
     /// their name stays; new trunks start probing.
-    pub fn reconfigure(&mut self, now: Instant, cfg: CoreConfig, router: Arc<dyn Router>) {
+    /// Gives back the router it replaced, for the caller to drop where
+    /// freeing it costs the driver nothing.
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        cfg: CoreConfig,
+        router: Arc<dyn Router>,
+    ) -> Arc<dyn Router> {
         let old: HashMap<String, TrunkHealth> = self
             .health
             .drain(..)
@@ -590,7 +597,7 @@ impl Core {
         // Trunk indices change with the configuration.
         self.metrics.hops.clear();
         self.cfg = cfg;
-        self.router = router;
+        let replaced = std::mem::replace(&mut self.router, router);
         self.health = vec![None; self.cfg.trunks.len()];
         // Probe timers of the old layout are dropped with their indices.
         self.timers
@@ -620,6 +627,7 @@ impl Core {
                 self.timers.push(Reverse((at, TimerRef::Probe(i))));
             }
         }
+        replaced
     }
 
     /// Refuses new calls from now on (shutdown).
