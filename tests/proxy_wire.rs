@@ -264,6 +264,75 @@ fn an_oversized_tcp_message_gets_513_and_the_connection_closes() {
     );
 }
 
+/// Reads SIP messages off a TCP stream until one starts with `start`.
+fn read_tcp_until(s: &mut TcpStream, start: &str) -> String {
+    let mut got = String::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(i) = got.find(start) {
+            return got[i..].to_string();
+        }
+        let n = s.read(&mut buf).expect("no message arrived over TCP");
+        assert!(n > 0, "connection closed; got {got:?}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// A caller over TCP, the PSAP trunk over UDP: the INVITE carries two
+/// Record-Route values (RFC 5658), and the PSAP's BYE, routed by them,
+/// reaches the caller over the caller's own TCP connection.
+#[test]
+fn a_psap_hangs_up_on_a_tcp_caller_through_the_double_record_route() {
+    let (router, trunk) = router_with_trunk();
+    let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = s.local_addr().unwrap();
+    let req = invite("xrr-1", "z9hG4bKxrr1", local, "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    s.write_all(req.as_bytes()).unwrap();
+    let (fwd, from) = recv(&trunk);
+    let rr: Vec<&str> = fwd
+        .lines()
+        .filter(|l| l.starts_with("Record-Route:"))
+        .map(|l| l["Record-Route:".len()..].trim())
+        .collect();
+    assert_eq!(rr.len(), 2, "{fwd}");
+    assert!(!rr[0].contains("transport="), "{fwd}");
+    assert!(rr[1].contains(";transport=tcp"), "{fwd}");
+
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for l in fwd.lines() {
+        if ["Via:", "From:", "Call-ID:", "CSeq:", "Record-Route:"]
+            .iter()
+            .any(|h| l.starts_with(h))
+        {
+            ok.push_str(l);
+            ok.push_str("\r\n");
+        } else if l.starts_with("To:") {
+            ok.push_str(&format!("{l};tag=psap1\r\n"));
+        }
+    }
+    let psap = trunk.local_addr().unwrap();
+    ok.push_str(&format!(
+        "Contact: <sip:psap@{psap}>\r\nContent-Length: 0\r\n\r\n"
+    ));
+    trunk.send_to(ok.as_bytes(), from).unwrap();
+    let answer = read_tcp_until(&mut s, "SIP/2.0 200 OK");
+    assert!(header(&answer, "Record-Route").is_some(), "{answer}");
+
+    let bye = format!(
+        "BYE sip:+12125550142@{local} SIP/2.0\r\nVia: SIP/2.0/UDP {psap};branch=z9hG4bKpsapbye1\r\nRoute: {}, {}\r\nMax-Forwards: 70\r\nFrom: <sip:911@127.0.0.1>;tag=psap1\r\nTo: <sip:+12125550142@example.com>;tag=f1\r\nCall-ID: xrr-1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+        rr[0], rr[1]
+    );
+    trunk.send_to(bye.as_bytes(), from).unwrap();
+    let got = read_tcp_until(&mut s, "BYE ");
+    assert!(
+        got.starts_with(&format!("BYE sip:+12125550142@{local} SIP/2.0\r\n")),
+        "{got}"
+    );
+    assert_eq!(header(&got, "Route"), None, "{got}");
+    assert!(got.contains("Via: SIP/2.0/TCP "), "{got}");
+}
+
 #[test]
 fn tcp_keepalive_ping_gets_a_pong() {
     let (router, _trunk) = router_with_trunk();

@@ -458,15 +458,20 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
 
-/// The Via prefixes (up to the branch value) and the Record-Route value.
+/// The Via prefixes (up to the branch value) and the Record-Route values.
 ///
-/// One Record-Route serves both legs, so it names no transport: each side
-/// reaches the router the way it reached it (UDP by default, TCP for a
-/// large request), and the router listens on both.
+/// When the caller's leg and the trunk's use the same transport, one
+/// Record-Route serves both and names no transport (UDP by default, TCP for
+/// a large request; the router listens on both). When they differ, the
+/// router adds two (RFC 5658): the top one, which the trunk's side reaches,
+/// names the trunk's transport, and the one below, which the caller's side
+/// reaches, names the caller's. Each side then sends in-dialog requests
+/// over its own transport, and the router sends them on over the other's.
 struct WireText {
     via_udp: Vec<u8>,
     via_tcp: Vec<u8>,
     record_route: Vec<u8>,
+    record_route_tcp: Vec<u8>,
 }
 
 impl WireText {
@@ -478,6 +483,16 @@ impl WireText {
             via_udp: via(Proto::Udp),
             via_tcp: via(Proto::Tcp),
             record_route: format!("<sip:{}:{};lr>", cfg.host, cfg.port).into_bytes(),
+            record_route_tcp: format!("<sip:{}:{};transport=tcp;lr>", cfg.host, cfg.port)
+                .into_bytes(),
+        }
+    }
+
+    /// The Record-Route value a leg over `proto` reaches the router by.
+    fn record_route(&self, proto: Proto) -> &[u8] {
+        match proto {
+            Proto::Udp => &self.record_route,
+            Proto::Tcp => &self.record_route_tcp,
         }
     }
 
@@ -1168,12 +1183,15 @@ impl Core {
     fn routes_beyond_us(&self, msg: &Message) -> usize {
         let mut routes = msg.name_addrs(HeaderName::Route).flatten().peekable();
         let mut n = 0;
-        if routes
-            .peek()
-            .and_then(|r| r.uri())
-            .is_some_and(|u| self.is_us(&u))
-        {
-            routes.next();
+        // Ours: one value, or the pair of a dialog across transports.
+        for _ in 0..2 {
+            if routes
+                .peek()
+                .and_then(|r| r.uri())
+                .is_some_and(|u| self.is_us(&u))
+            {
+                routes.next();
+            }
         }
         for _ in routes {
             n += 1;
@@ -1371,7 +1389,14 @@ impl Core {
                 trunk.proto
             };
         if record_route {
-            e.add_record_route(&self.wire.record_route);
+            // The trunk's transport as configured: a large INVITE sent over
+            // TCP to a UDP trunk leaves the dialog on UDP.
+            if source.proto == trunk.proto {
+                e.add_record_route(&self.wire.record_route);
+            } else {
+                e.add_record_route(self.wire.record_route(trunk.proto));
+                e.add_record_route(self.wire.record_route(source.proto));
+            }
         }
         for (name, value) in &augment.headers {
             e.add_header(name.as_str(), value);
@@ -1618,10 +1643,21 @@ impl Core {
             request_uri = Some(last);
             remaining = &routes[..routes.len() - 1];
         }
-        if let Some(&(_, first)) = remaining.first() {
-            if Uri::parse(first).is_ok_and(|u| self.is_us(&u)) {
-                e.remove_top_route();
-                remaining = &remaining[1..];
+        // Our own Route values at the top: one, or the pair of a dialog
+        // whose legs use different transports. The second of a pair is the
+        // one the far leg reaches us by: its transport is the far leg's.
+        let mut far_leg = None;
+        let ours = remaining
+            .iter()
+            .take(2)
+            .map_while(|&(_, r)| Uri::parse(r).ok().filter(|u| self.is_us(u)))
+            .map(|u| uri_proto(&u))
+            .collect::<SmallVec<[Proto; 2]>>();
+        if !ours.is_empty() {
+            e.remove_top_routes(ours.len());
+            remaining = &remaining[ours.len()..];
+            if ours.len() == 2 {
+                far_leg = Some(ours[1]);
             }
         }
         let next_uri: &[u8] = match remaining.first() {
@@ -1630,7 +1666,11 @@ impl Core {
         };
         let uri = Uri::parse(next_uri).ok()?;
         let (proto, target) = if uri.is_sip() && !self.is_us(&uri) {
-            (uri_proto(&uri), uri_target(&uri))
+            let proto = match (uri.param("transport").flatten(), far_leg) {
+                (None, Some(p)) => p,
+                _ => uri_proto(&uri),
+            };
+            (proto, uri_target(&uri))
         } else {
             // Addressed to us with nothing beyond: the other end of the
             // dialog this request belongs to.

@@ -66,13 +66,22 @@ impl Harness {
     /// INVITE with a fault in a header the proxy only passes on arrives
     /// with the fault recorded.
     fn deliver(&mut self, from: &str, text: &str) {
-        let msg =
-            crate::sip::receive(Bytes::from(text.to_string()), false, &Default::default()).unwrap();
+        self.deliver_over(Proto::Udp, from, text);
+    }
+
+    /// [`Harness::deliver`] over a given transport (TCP: connection 1).
+    fn deliver_over(&mut self, proto: Proto, from: &str, text: &str) {
+        let msg = crate::sip::receive(
+            Bytes::from(text.to_string()),
+            proto == Proto::Tcp,
+            &Default::default(),
+        )
+        .unwrap();
         let source = Source {
-            proto: Proto::Udp,
+            proto,
             peer: addr(from),
             local: addr("127.0.0.1:5060"),
-            conn: None,
+            conn: (proto == Proto::Tcp).then_some(ConnId(1)),
         };
         self.core.handle_message(self.now, msg, source);
         self.drain();
@@ -100,13 +109,19 @@ impl Harness {
 
     /// Takes what was sent to `to` so far.
     fn take(&mut self, to: &str) -> Vec<String> {
+        self.take_sent(to)
+            .into_iter()
+            .map(|t| String::from_utf8_lossy(&t.bytes).into_owned())
+            .collect()
+    }
+
+    /// [`Harness::take`] with the transport and connection of each.
+    fn take_sent(&mut self, to: &str) -> Vec<Transmit> {
         let want = Target::Addr(addr(to));
         let (mine, rest): (Vec<_>, Vec<_>) =
             self.sent.drain(..).partition(|t| t.dest.target == want);
         self.sent = rest;
-        mine.into_iter()
-            .map(|t| String::from_utf8_lossy(&t.bytes).into_owned())
-            .collect()
+        mine
     }
 }
 
@@ -396,6 +411,77 @@ fn probes_mark_a_silent_trunk_down_and_routing_tries_it_last() {
         .take("127.0.0.1:5070")
         .iter()
         .all(|m| !m.starts_with("INVITE")));
+}
+
+/// A caller over TCP and a trunk over UDP: the router records the route
+/// twice (RFC 5658), the trunk's side on top, and an in-dialog request
+/// crosses to the other leg's transport.
+#[test]
+fn a_dialog_across_transports_is_record_routed_twice() {
+    let mut h = Harness::new();
+    let inv = invite("c-x").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    h.deliver_over(Proto::Tcp, CALLER, &inv);
+    let sent = h.take_sent("127.0.0.1:5070");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].dest.proto, Proto::Udp);
+    let fwd = String::from_utf8_lossy(&sent[0].bytes).into_owned();
+    let rr: Vec<&str> = fwd
+        .lines()
+        .filter(|l| l.starts_with("Record-Route:"))
+        .collect();
+    assert_eq!(
+        rr,
+        vec![
+            "Record-Route: <sip:127.0.0.1:5060;lr>",
+            "Record-Route: <sip:127.0.0.1:5060;transport=tcp;lr>",
+        ]
+    );
+    h.deliver("127.0.0.1:5070", &answer(&fwd, 200, "OK", "p1"));
+    let up = h.take_sent(CALLER);
+    assert!(up.iter().all(|t| t.dest.proto == Proto::Tcp));
+    assert!(up.iter().any(|t| t.bytes.starts_with(b"SIP/2.0 200 ")));
+
+    // The PSAP hangs up: its route set is the Record-Route list in order.
+    // Ours both go, and the BYE reaches the caller over TCP, the caller's
+    // transport, though the caller's Contact names none.
+    let bye = format!(
+        "BYE sip:+12125550142@{CALLER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpbye\r\nRoute: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5060;transport=tcp;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:911@127.0.0.1>;tag=p1\r\nTo: <sip:+12125550142@example.com>;tag=f1\r\nCall-ID: c-x\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.deliver("127.0.0.1:5070", &bye);
+    let down: Vec<Transmit> = h
+        .take_sent(CALLER)
+        .into_iter()
+        .filter(|t| t.bytes.starts_with(b"BYE "))
+        .collect();
+    assert_eq!(down.len(), 1);
+    assert_eq!(down[0].dest.proto, Proto::Tcp);
+    let text = String::from_utf8_lossy(&down[0].bytes);
+    assert!(!text.contains("Route:"), "{text}");
+    assert!(
+        text.contains("Via: SIP/2.0/TCP 127.0.0.1:5060;branch="),
+        "{text}"
+    );
+
+    // The caller's ACK takes the route set the other way round: over UDP
+    // to the PSAP's Contact, with no Route left.
+    let ack = format!(
+        "ACK sip:trunk@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/TCP {CALLER};branch=z9hG4bKack-x\r\nRoute: <sip:127.0.0.1:5060;transport=tcp;lr>, <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=p1\r\nCall-ID: c-x\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.deliver_over(Proto::Tcp, CALLER, &ack);
+    let acks = h.take_sent("127.0.0.1:5070");
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].dest.proto, Proto::Udp);
+    assert!(!String::from_utf8_lossy(&acks[0].bytes).contains("Route:"));
+}
+
+/// Both legs over one transport: one Record-Route, naming none.
+#[test]
+fn a_dialog_on_one_transport_is_record_routed_once() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c-y"));
+    let fwd = h.take("127.0.0.1:5070").remove(0);
+    assert_eq!(fwd.matches("Record-Route:").count(), 1, "{fwd}");
+    assert!(fwd.contains("Record-Route: <sip:127.0.0.1:5060;lr>\r\n"));
 }
 
 #[test]

@@ -77,42 +77,60 @@ impl<'m> Editor<'m> {
 
     /// Removes the top Route value.
     pub fn remove_top_route(&mut self) {
-        self.remove_first_value(HeaderName::Route);
+        self.remove_first_values(HeaderName::Route, 1);
     }
 
-    /// Removes the first element of a list header: its line when it is the
-    /// only element, else the element and its comma.
+    /// Removes the top `n` Route values, across header lines (the router's
+    /// own pair of Record-Route values comes back as two Route values).
+    pub fn remove_top_routes(&mut self, n: usize) {
+        self.remove_first_values(HeaderName::Route, n);
+    }
+
     fn remove_first_value(&mut self, name: HeaderName) {
-        let Some(h) = self.msg.header(name) else {
+        self.remove_first_values(name, 1);
+    }
+
+    /// Removes the first `n` elements of a list header, in order across its
+    /// lines: a line whose every element goes is removed whole, else its
+    /// first elements and the comma after each.
+    fn remove_first_values(&mut self, name: HeaderName, mut n: usize) {
+        let msg = self.msg;
+        for h in msg.all(name) {
+            if n == 0 {
+                return;
+            }
+            let (line, value_span, value) = (h.line, h.value, msg.value(h));
+            let elements = text::split_commas(value).count();
+            if elements <= n {
+                self.replace(line, Bytes::new());
+                n -= elements;
+                continue;
+            }
+            // Delete from the value start through the n-th top-level comma
+            // and the whitespace after it.
+            let mut split = text::split_commas(value);
+            let mut end = 0;
+            for _ in 0..n {
+                let Some(e) = split.next() else { break };
+                end = e.as_ptr() as usize - value.as_ptr() as usize + e.len();
+                while end < value.len() && value[end] != b',' {
+                    end += 1;
+                }
+                end += 1;
+            }
+            while end < value.len() && text::is_ws(value[end]) {
+                end += 1;
+            }
+            let start = value_span.start;
+            self.replace(
+                Span {
+                    start,
+                    end: start + end as u32,
+                },
+                Bytes::new(),
+            );
             return;
-        };
-        let value = self.msg.value(h);
-        let mut split = text::split_commas(value);
-        let first = split.next();
-        if split.next().is_none() || first.is_none() {
-            self.replace(h.line, Bytes::new());
-            return;
         }
-        // Delete from the value start through the first top-level comma and
-        // the whitespace after it.
-        let first = first.unwrap_or_default();
-        let first_off = first.as_ptr() as usize - value.as_ptr() as usize;
-        let mut end = first_off + first.len();
-        while end < value.len() && value[end] != b',' {
-            end += 1;
-        }
-        end += 1;
-        while end < value.len() && text::is_ws(value[end]) {
-            end += 1;
-        }
-        let start = h.value.start;
-        self.replace(
-            Span {
-                start,
-                end: start + end as u32,
-            },
-            Bytes::new(),
-        );
     }
 
     pub fn set_request_uri(&mut self, uri: impl Into<Bytes>) {
@@ -344,6 +362,48 @@ mod tests {
 
     fn parse(s: &[u8]) -> Message {
         parse_datagram(Bytes::copy_from_slice(s), &Default::default()).unwrap()
+    }
+
+    /// The router's pair of Route values, however the sender laid them out
+    /// over lines, goes; what follows stays as it was. Two Record-Route
+    /// values added in turn keep that order above the existing ones.
+    #[test]
+    fn the_top_two_route_values_go_across_lines() {
+        let head =
+            "BYE sip:psap@192.0.2.5 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKa\r\n";
+        let tail = "Max-Forwards: 70\r\nTo: <sip:911@x>;tag=2\r\nFrom: <sip:a@x>;tag=1\r\nCall-ID: c2\r\nCSeq: 2 BYE\r\nRecord-Route: <sip:old.example.net;lr>\r\nContent-Length: 0\r\n\r\n";
+        let a = "<sip:127.0.0.1:5060;transport=tcp;lr>";
+        let b = "<sip:127.0.0.1:5060;lr>";
+        let c = "<sip:next.example.net;lr>";
+        for (routes, left) in [
+            (
+                format!("Route: {a}, {b}, {c}\r\n"),
+                format!("Route: {c}\r\n"),
+            ),
+            (
+                format!("Route: {a},{b}\r\nRoute: {c}\r\n"),
+                format!("Route: {c}\r\n"),
+            ),
+            (
+                format!("Route: {a}\r\nRoute: {b}, {c}\r\n"),
+                format!("Route: {c}\r\n"),
+            ),
+            (format!("Route: {a}\r\nRoute: {b}\r\n"), String::new()),
+            (format!("Route: {a}\r\n"), String::new()),
+        ] {
+            let m = parse(format!("{head}{routes}{tail}").as_bytes());
+            let mut e = Editor::new(&m);
+            e.remove_top_routes(2);
+            e.add_record_route(b"<sip:first;lr>");
+            e.add_record_route(b"<sip:second;lr>");
+            let out = e.build();
+            let want = format!("{head}{left}{tail}").replace(
+                "Record-Route: <sip:old",
+                "Record-Route: <sip:first;lr>\r\nRecord-Route: <sip:second;lr>\r\nRecord-Route: <sip:old",
+            );
+            assert_eq!(std::str::from_utf8(&out).unwrap(), want, "{routes}");
+            parse(&out);
+        }
     }
 
     #[test]
