@@ -591,15 +591,7 @@ fn an_emergency_call_with_a_malformed_passed_on_header_is_routed() {
 fn the_same_fault_in_a_call_that_is_no_emergency_gets_400_naming_it() {
     let mut h = Harness::new();
     let text = with_passed_on_faults(&invite("c-fault2")).replace("sip:911@", "sip:5551234@");
-    h.deliver(CALLER, &text);
-    let up = h.take(CALLER);
-    assert_eq!(up.len(), 1, "{up:?}");
-    assert!(
-        up[0].starts_with("SIP/2.0 400 Bad Contact Header\r\n"),
-        "{}",
-        up[0]
-    );
-    assert!(h.take("127.0.0.1:5070").is_empty());
+    refused(&mut h, &text, "SIP/2.0 400 Bad Contact Header\r\n");
     assert_eq!(h.core.stats().rejected, 1);
     // The refusal is a transaction like any other: the caller's ACK ends it.
     h.advance(Duration::from_secs(40));
@@ -650,16 +642,18 @@ fn an_emergency_call_with_stray_quotes_in_its_caller_name_is_routed() {
         let not_emergency = text
             .replace("sip:911@", "sip:5551234@")
             .replace("branch=z9hG4bKc-q", "branch=z9hG4bKn-q");
-        h.deliver(CALLER, &not_emergency);
-        let up = h.take(CALLER);
-        assert_eq!(up.len(), 1, "{up:?}");
-        assert!(
-            up[0].starts_with("SIP/2.0 400 Bad From Header\r\n"),
-            "{}",
-            up[0]
-        );
-        assert!(h.take("127.0.0.1:5070").is_empty());
+        refused(&mut h, &not_emergency, "SIP/2.0 400 Bad From Header\r\n");
     }
+}
+
+/// Delivers `text` from the caller: its one answer starts with `status_line`
+/// and nothing reaches the PSAP.
+fn refused(h: &mut Harness, text: &str, status_line: &str) {
+    h.deliver(CALLER, text);
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert!(up[0].starts_with(status_line), "{}", up[0]);
+    assert!(h.take("127.0.0.1:5070").is_empty());
 }
 
 #[test]
