@@ -89,8 +89,15 @@ fn forward(m: &Message, limits: &Limits) {
     if m.is_request() {
         e.set_request_uri(&b"sip:sos@psap.example.gov"[..]);
         e.set_max_forwards(m.max_forwards().unwrap_or(70).saturating_sub(1));
-        e.remove_top_route();
-        e.add_record_route(b"<sip:198.51.100.7;lr>");
+        // One of ours, or the pair of a dialog across transports.
+        if m.as_bytes().len() % 2 == 0 {
+            e.remove_top_route();
+            e.add_record_route(b"<sip:198.51.100.7;lr>");
+        } else {
+            e.remove_top_routes(2);
+            e.add_record_route(b"<sip:198.51.100.7;transport=tcp;lr>");
+            e.add_record_route(b"<sip:198.51.100.7;lr>");
+        }
     }
     e.add_header("Resource-Priority", b"esnet.1");
     e.add_header_first(HeaderName::Geolocation, b"<cid:reg@sos.example>");
