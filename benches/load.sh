@@ -8,24 +8,45 @@
 #   bash benches/load.sh --instructions  the router under callgrind: its
 #                                   user-space instructions per call, a figure
 #                                   the machine's other load does not move
+#   bash benches/load.sh --compare  the CPU runs of sosrouter, Kamailio and the
+#                                   bare UDP floor, interleaved round-robin
+#                                   (3 rounds, about 8 minutes), and a table
 #
 # Options: --pairs N (SIPp caller/trunk pairs, 1-8, default 2),
 #          --uac FILE (another SIPp caller scenario, e.g. tests/sipp/uac.xml
 #          for a small SDP-only INVITE; [caller] is +12125550142),
-#          --keep (keep the work directory with SIPp logs and the router log).
-# Environment: SOSROUTER_BIN to use a given binary instead of building one.
+#          --relay NAME (what runs in the router's place: sosrouter, the
+#          default; kamailio, Kamailio 5.6 as a stateful relay with one UDP
+#          worker, benches/load/kamailio.cfg; floor, a bare UDP forwarder
+#          that parses nothing, benches/load/udp_floor.rs. Other relays than
+#          sosrouter work with --cpu, --quick and the full run, over UDP
+#          only: the TCP ramp is skipped for them),
+#          --keep (keep the work directory with SIPp logs and the relay log).
+# Environment: SOSROUTER_BIN to use a given binary instead of building one;
+#          UDP_FLOOR_BIN likewise for the floor (else cargo build --release
+#          --example udp_floor); KAMAILIO_BIN for another kamailio than the
+#          one on PATH (Debian package kamailio: apt-get install kamailio);
+#          KAMAILIO_MEM=qm|fm|tlsf for Kamailio's memory manager (-x; its
+#          default is qm, and the figure depends on it: docs/performance.md).
+# Without kamailio, --relay kamailio and --compare stop with exit code 2.
 #
 # What it measures (docs/performance.md explains the method and the figures):
 #   1. the highest aggregate call rate with no failed call, UDP then TCP,
 #      stepping the rate up; one call is INVITE/100/180/200/ACK/BYE/200;
-#   2. the router's CPU time per call (utime+stime from /proc) at 500
-#      calls/s over UDP, three runs, each drained of its timers;
+#   2. the relay's CPU time per call (utime+stime from /proc; for Kamailio
+#      the sum over its main process and every child it forks) at 500
+#      calls/s over UDP, three runs, each drained of its timers, and the
+#      datagrams it received and sent per call, as the SIPp ends counted
+#      them (sosrouter and Kamailio receive 6 and send 7, their own 100
+#      Trying included; the floor receives and sends 6);
 #   3. the router's RSS at rest, under load, and (--soak) over 5 minutes.
 # Every call carries the 1.5 KB emergency INVITE of the corpus
 # (tests/corpus/emergency-invites/c01-us-civic-cid.sip).
 #
-# Every process the script starts is recorded by PID and ended on exit.
-# It exits 1 if the router dies, 2 on a usage or setup error, 0 otherwise
+# Every process the script starts is recorded by PID and ended on exit
+# (Kamailio: its main process, then a check that each child is gone).
+# It exits 1 if the relay dies, 2 on a usage or setup error (a missing
+# kamailio included, with --relay kamailio and --compare), 0 otherwise
 # (a step with failed calls is a result, not an error).
 
 set -euo pipefail
@@ -34,12 +55,16 @@ MODE=full
 PAIRS=2
 UAC_ARG=""
 KEEP=0
+RELAY=sosrouter
+RELAY_SET=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) MODE=quick ;;
         --soak) MODE=soak ;;
         --cpu) MODE=cpu ;;
         --instructions) MODE=instructions ;;
+        --compare) MODE=compare ;;
+        --relay) RELAY="${2:-}"; RELAY_SET=1; shift ;;
         --uac) UAC_ARG="${2:-}"; shift ;;
         --pairs) PAIRS="${2:-}"; shift ;;
         --keep) KEEP=1 ;;
@@ -52,6 +77,29 @@ case "$PAIRS" in
     [1-8]) ;;
     *) echo "load.sh: --pairs takes 1 to 8" >&2; exit 2 ;;
 esac
+case "$RELAY" in
+    sosrouter|kamailio|floor) ;;
+    *) echo "load.sh: --relay takes sosrouter, kamailio or floor" >&2; exit 2 ;;
+esac
+if [ "$RELAY" != sosrouter ] && { [ "$MODE" = soak ] || [ "$MODE" = instructions ]; }; then
+    echo "load.sh: --relay $RELAY works with --cpu, --quick and the full run; --$MODE measures sosrouter only" >&2
+    exit 2
+fi
+if [ "$MODE" = compare ] && [ "$RELAY_SET" = 1 ]; then
+    echo "load.sh: --compare runs every relay (sosrouter, kamailio, floor); it takes no --relay" >&2
+    exit 2
+fi
+# The relays this run starts, in the order of the comparison.
+if [ "$MODE" = compare ]; then
+    RELAYS=(sosrouter kamailio floor)
+else
+    RELAYS=("$RELAY")
+fi
+uses_relay() {
+    local r
+    for r in "${RELAYS[@]}"; do [ "$r" = "$1" ] && return 0; done
+    return 1
+}
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCEN="$ROOT/benches/load"
@@ -66,7 +114,7 @@ NUMBERS=(911 112 999 000 110 118 119 100)
 
 # Sizes of the runs: seconds per ramp step, calls per CPU run.
 RATES=(200 400 600 800 1000 1200 1400 1600 2000 2400 2800 3200 4000)
-if [ "$MODE" = quick ] || [ "$MODE" = cpu ]; then
+if [ "$MODE" = quick ] || [ "$MODE" = cpu ] || [ "$MODE" = compare ]; then
     STEP_SECONDS=5
     CPU_CALLS=5000
 else
@@ -105,9 +153,30 @@ for tool in sipp ss getconf awk; do
 done
 [ -r /proc/self/stat ] || { echo "load.sh: needs Linux /proc" >&2; exit 2; }
 HZ="$(getconf CLK_TCK)"
+if uses_relay kamailio; then
+    KAMAILIO="${KAMAILIO_BIN:-$(command -v kamailio || true)}"
+    [ -z "$KAMAILIO" ] && [ -x /usr/sbin/kamailio ] && KAMAILIO=/usr/sbin/kamailio
+    if [ -z "$KAMAILIO" ] || [ ! -x "$KAMAILIO" ]; then
+        echo "load.sh: --relay kamailio and --compare need Kamailio 5.6: apt-get install kamailio" \
+            "(or KAMAILIO_BIN=path)" >&2
+        exit 2
+    fi
+    KAMAILIO_VERSION="$("$KAMAILIO" -v 2>/dev/null | awk '/^version:/ {print $3; exit}')"
+    KAMAILIO_CFG="$ROOT/benches/load/kamailio.cfg"
+    [ -r "$KAMAILIO_CFG" ] || { echo "load.sh: cannot read $KAMAILIO_CFG" >&2; exit 2; }
+    # Its memory manager: Kamailio's default (qm) unless KAMAILIO_MEM names
+    # another (-x; private memory then uses the same).
+    KAMAILIO_MEM_ARGS=()
+    case "${KAMAILIO_MEM:-}" in
+        "") ;;
+        qm|fm|tlsf) KAMAILIO_MEM_ARGS=(-x "$KAMAILIO_MEM") ;;
+        *) echo "load.sh: KAMAILIO_MEM takes qm, fm or tlsf" >&2; exit 2 ;;
+    esac
+fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sosrouter-load.XXXXXX")"
 STARTED=()        # every PID this script started
+KIDS=()           # PID:start-time of every child a started relay forked (Kamailio)
 ROUTER_PID=""
 WRAP=()           # a command the router runs under (callgrind)
 START_TENTHS=100  # how long the router may take to bind, in tenths of a second
@@ -124,6 +193,7 @@ cleanup() {
     for pid in "${STARTED[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    reap_kids
     if [ "$KEEP" = 1 ]; then
         echo "work directory kept: $WORK"
     else
@@ -135,19 +205,76 @@ trap 'exit 130' INT TERM
 
 say() { printf '%s\n' "$*" >&2; }
 
+# A process's start time (field 22 of /proc/PID/stat), which tells it
+# from a later process that reuses its PID.
+start_time() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'; }
+# Every process below PID (children, their children, ...), one a line, by
+# the parent PIDs of /proc/*/stat.
+descendants() {
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+        { pid = $1; rest = $0; sub(/.*\) /, "", rest); split(rest, f, " "); kids[f[2]] = kids[f[2]] " " pid }
+        END {
+            queue[1] = root; n = 1
+            for (i = 1; i <= n; i++) {
+                m = split(kids[queue[i]], k, " ")
+                for (j = 1; j <= m; j++) { print k[j]; queue[++n] = k[j] }
+            }
+        }'
+}
+# reap_kids [PID...]: the children of a relay end with it. Once its main
+# process is gone, each recorded child (those given, or all) gets 5 s to
+# go, then is ended by its PID; a PID now of another process is left alone.
+reap_kids() {
+    local entry pid st n left mine=()
+    for entry in "${KIDS[@]}"; do
+        if [ $# = 0 ] || [[ " $* " == *" ${entry%%:*} "* ]]; then mine+=("$entry"); fi
+    done
+    for n in $(seq 1 50); do
+        left=0
+        for entry in "${mine[@]}"; do
+            pid="${entry%%:*}" st="${entry#*:}"
+            [ "$(start_time "$pid")" = "$st" ] && left=1
+        done
+        [ $left = 0 ] && return 0
+        sleep 0.1
+    done
+    for entry in "${mine[@]}"; do
+        pid="${entry%%:*}" st="${entry#*:}"
+        if [ "$(start_time "$pid")" = "$st" ]; then
+            say "a relay child (pid $pid) outlived its main process; ending it"
+            echo "kid_outlived $pid" >>"$RESULTS"
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+}
+
 # ---------------------------------------------------------------- binary
 
-if [ -n "${SOSROUTER_BIN:-}" ]; then
-    BIN_SRC="$SOSROUTER_BIN"
-else
-    say "building the release binary (cargo build --release --bin sosrouter)"
-    (cd "$ROOT" && cargo build --release --bin sosrouter --quiet)
-    BIN_SRC="${CARGO_TARGET_DIR:-$ROOT/target}/release/sosrouter"
+if uses_relay sosrouter; then
+    if [ -n "${SOSROUTER_BIN:-}" ]; then
+        BIN_SRC="$SOSROUTER_BIN"
+    else
+        say "building the release binary (cargo build --release --bin sosrouter)"
+        (cd "$ROOT" && cargo build --release --bin sosrouter --quiet)
+        BIN_SRC="${CARGO_TARGET_DIR:-$ROOT/target}/release/sosrouter"
+    fi
+    [ -x "$BIN_SRC" ] || { echo "load.sh: no router binary at $BIN_SRC" >&2; exit 2; }
+    # A private copy: a build elsewhere cannot swap the binary mid-run.
+    BIN="$WORK/sosrouter"
+    cp "$BIN_SRC" "$BIN"
 fi
-[ -x "$BIN_SRC" ] || { echo "load.sh: no router binary at $BIN_SRC" >&2; exit 2; }
-# A private copy: a build elsewhere cannot swap the binary mid-run.
-BIN="$WORK/sosrouter"
-cp "$BIN_SRC" "$BIN"
+if uses_relay floor; then
+    if [ -n "${UDP_FLOOR_BIN:-}" ]; then
+        FLOOR_SRC="$UDP_FLOOR_BIN"
+    else
+        say "building the UDP floor (cargo build --release --example udp_floor)"
+        (cd "$ROOT" && cargo build --release --example udp_floor --quiet)
+        FLOOR_SRC="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/udp_floor"
+    fi
+    [ -x "$FLOOR_SRC" ] || { echo "load.sh: no udp_floor binary at $FLOOR_SRC" >&2; exit 2; }
+    FLOOR="$WORK/udp_floor"
+    cp "$FLOOR_SRC" "$FLOOR"
+fi
 
 # ---------------------------------------------------------------- ports
 
@@ -155,13 +282,15 @@ port_busy() {
     ss -Hlnut 2>/dev/null | awk '{print $5}' | grep -q "[:.]$1\$"
 }
 
-# The router on BASE, trunks on BASE+1.., callers on BASE+11..
+# The router on BASE, trunks on BASE+1.., callers on BASE+11..; Kamailio on
+# BASE+20, the floor on BASE+21 (see relay_port).
 pick_ports() {
     local tries=0 base p ok
     while [ $tries -lt 50 ]; do
         base=$((20000 + (RANDOM % 400) * 50))
         ok=1
-        for p in $base $(seq $((base + 1)) $((base + PAIRS))) $(seq $((base + 11)) $((base + 10 + PAIRS))); do
+        for p in $base $(seq $((base + 1)) $((base + PAIRS))) $(seq $((base + 11)) $((base + 10 + PAIRS))) \
+            $((base + 20)) $((base + 21)); do
             if port_busy "$p"; then ok=0; break; fi
         done
         if [ $ok = 1 ]; then
@@ -173,7 +302,16 @@ pick_ports() {
     return 1
 }
 BASE="$(pick_ports)" || { echo "load.sh: no free port block found" >&2; exit 2; }
-ROUTER_PORT=$BASE
+# Where each relay listens; the callers send to the port of the relay
+# being measured, the trunks answer whoever sent the request.
+relay_port() {
+    case "$1" in
+        sosrouter) echo "$BASE" ;;
+        kamailio) echo $((BASE + 20)) ;;
+        floor) echo $((BASE + 21)) ;;
+    esac
+}
+ROUTER_PORT="$(relay_port "$RELAY")"
 
 # ---------------------------------------------------------------- router
 
@@ -225,25 +363,101 @@ EOF
     } >"$file"
 }
 
-# start_router udp|tcp TAG
+# write_kamailio_config FILE: benches/load/kamailio.cfg with its
+# placeholders filled (listen address, each pair's number and trunk).
+write_kamailio_config() {
+    local file="$1" i args=(-e "s/@LISTEN@/127.0.0.1:$ROUTER_PORT/g")
+    for i in $(seq 1 8); do
+        args+=(-e "s/@NUMBER$i@/${NUMBERS[$((i - 1))]}/g" -e "s/@TRUNK$i@/127.0.0.1:$((BASE + i))/g")
+    done
+    sed "${args[@]}" "$KAMAILIO_CFG" >"$file"
+    if grep -v '^[[:space:]]*#' "$file" | grep -q '@[A-Z0-9_]*@'; then
+        say "load.sh: a placeholder of $KAMAILIO_CFG was left unfilled"
+        exit 2
+    fi
+}
+
+# start_router udp|tcp TAG: starts the relay RELAY (sosrouter, kamailio or
+# floor) on ROUTER_PORT and records its PIDs: ROUTER_PID, its main
+# process, and RELAY_PIDS, every process whose CPU time counts.
 start_router() {
-    local proto="$1" tag="$2" cfg="$WORK/router-$2.toml" log="$WORK/router-$2.log" n=0
-    write_config "$cfg" "$proto"
-    "${WRAP[@]}" "$BIN" run --config "$cfg" >"$log" 2>&1 &
+    local proto="$1" tag="$2" cfg log n=0 i pairs=() kids prev entry
+    RELAY_KIDS=""
+    case "$RELAY" in
+        sosrouter)
+            cfg="$WORK/router-$tag.toml" log="$WORK/router-$tag.log"
+            write_config "$cfg" "$proto"
+            "${WRAP[@]}" "$BIN" run --config "$cfg" >"$log" 2>&1 &
+            ;;
+        kamailio)
+            cfg="$WORK/kamailio-$tag.cfg" log="$WORK/kamailio-$tag.log"
+            write_kamailio_config "$cfg"
+            mkdir -p "$WORK/kamailio-run"
+            # -DD: the main process stays in the foreground (its PID is $!)
+            # and forks its children; -E: log to stderr; 8 MB of private
+            # memory. tm keeps each transaction in shared memory until 5 s
+            # after its final reply: at 500 calls/s the 64 MB of Debian's
+            # default ran out ("could not allocate shared memory") and calls
+            # failed, so the CPU runs get 128 MB; the ramp, up to 4,000
+            # calls/s, ran out of 128 MB from 1,400 calls/s and gets 2 GB.
+            local shm=128
+            [ "$tag" = cpu ] || shm=2048
+            "$KAMAILIO" -f "$cfg" -DD -E -m "$shm" -M 8 "${KAMAILIO_MEM_ARGS[@]}" \
+                -Y "$WORK/kamailio-run" -w "$WORK/kamailio-run" >"$log" 2>&1 &
+            ;;
+        floor)
+            log="$WORK/floor-$tag.log"
+            for i in $(seq 1 "$PAIRS"); do pairs+=("$((BASE + 10 + i)):$((BASE + i))"); done
+            "$FLOOR" "127.0.0.1:$ROUTER_PORT" "${pairs[@]}" >"$log" 2>&1 &
+            ;;
+    esac
     ROUTER_PID=$!
     STARTED+=("$ROUTER_PID")
     ROUTER_LOG="$log"
-    # Ready when both sockets are bound.
-    while ! { port_busy "$ROUTER_PORT" && ss -Hlnt | awk '{print $4}' | grep -q "[:.]$ROUTER_PORT\$"; }; do
+    # Ready when its sockets are bound: UDP and TCP for the router, UDP
+    # for the others.
+    while ! { port_busy "$ROUTER_PORT" &&
+        { [ "$RELAY" != sosrouter ] || ss -Hlnt | awk '{print $4}' | grep -q "[:.]$ROUTER_PORT\$"; }; }; do
         sleep 0.1
         n=$((n + 1))
         if ! kill -0 "$ROUTER_PID" 2>/dev/null || [ $n -gt "$START_TENTHS" ]; then
-            say "the router did not start:"
+            say "the $([ "$RELAY" = sosrouter ] && echo router || echo "$RELAY relay") did not start:"
             cat "$log" >&2
             exit 1
         fi
     done
     sleep 0.5
+    RELAY_PIDS=("$ROUTER_PID")
+    if [ "$RELAY" = kamailio ]; then
+        # Its children are forked once the socket is bound: the set is
+        # taken when it has stopped changing.
+        prev=""
+        for n in $(seq 1 50); do
+            kids="$(descendants "$ROUTER_PID" | sort -n | tr '\n' ' ')"
+            [ -n "$kids" ] && [ "$kids" = "$prev" ] && break
+            prev="$kids"
+            sleep 0.2
+        done
+        for entry in $kids; do
+            RELAY_PIDS+=("$entry")
+            KIDS+=("$entry:$(start_time "$entry")")
+        done
+        RELAY_KIDS="$kids"
+        say "kamailio: main process $ROUTER_PID, children $kids"
+        echo "kamailio_children $(wc -w <<<"$kids")" >>"$RESULTS"
+    fi
+}
+
+# Kamailio: a changed set of processes means ticks lost with a process
+# that ended; said in the results.
+check_pidset() {
+    local now
+    [ "$RELAY" = kamailio ] || return 0
+    now="$(descendants "$ROUTER_PID" | sort -n | tr '\n' ' ')"
+    if [ "$now" != "$RELAY_KIDS" ]; then
+        say "kamailio's processes changed during the run: $RELAY_KIDS-> $now"
+        echo "pidset_changed $RELAY $1" >>"$RESULTS"
+    fi
 }
 
 stop_router() {
@@ -251,12 +465,20 @@ stop_router() {
     kill "$ROUTER_PID" 2>/dev/null || true
     wait "$ROUTER_PID" 2>/dev/null || true
     ROUTER_PID=""
+    # Kamailio's main process ends its children; check they are gone.
+    # shellcheck disable=SC2086
+    [ -n "${RELAY_KIDS:-}" ] && reap_kids $RELAY_KIDS
+    RELAY_KIDS=""
 }
 
-# Exits 1, with the log, if the router is gone.
+# Exits 1, with the log, if the relay is gone.
 check_router() {
     if [ -n "$ROUTER_PID" ] && ! kill -0 "$ROUTER_PID" 2>/dev/null; then
-        say "THE ROUTER DIED (pid $ROUTER_PID); its log ends with:"
+        if [ "$RELAY" = sosrouter ]; then
+            say "THE ROUTER DIED (pid $ROUTER_PID); its log ends with:"
+        else
+            say "THE RELAY $RELAY DIED (pid $ROUTER_PID); its log ends with:"
+        fi
         tail -n 40 "$ROUTER_LOG" >&2 || true
         echo "router died" >>"$RESULTS"
         print_summary || true
@@ -264,11 +486,50 @@ check_router() {
     fi
 }
 
+# --compare keeps the three relays running side by side, each on its own
+# port; select_relay makes one of them the one measured.
+declare -A R_PID R_LOG R_PIDS R_KIDS
+save_relay() {
+    R_PID[$RELAY]="$ROUTER_PID" R_LOG[$RELAY]="$ROUTER_LOG"
+    R_PIDS[$RELAY]="${RELAY_PIDS[*]}" R_KIDS[$RELAY]="${RELAY_KIDS:-}"
+}
+select_relay() {
+    RELAY="$1"
+    ROUTER_PORT="$(relay_port "$RELAY")"
+    ROUTER_PID="${R_PID[$RELAY]:-}" ROUTER_LOG="${R_LOG[$RELAY]:-}"
+    read -r -a RELAY_PIDS <<<"${R_PIDS[$RELAY]:-}"
+    RELAY_KIDS="${R_KIDS[$RELAY]:-}"
+}
+
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 # utime and stime apart.
 cpu_split() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 # Context switches of all the process's threads, voluntary + involuntary.
 ctx_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
+# The same, summed over every process of the relay (RELAY_PIDS: the router
+# and the floor are one process, Kamailio its main process and children).
+relay_cpu_split() {
+    local pid
+    for pid in "${RELAY_PIDS[@]}"; do cpu_split "$pid"; done | awk '{u += $1; s += $2} END {print u + 0, s + 0}'
+}
+relay_cpu_ticks() { relay_cpu_split | awk '{print $1 + $2}'; }
+relay_ctx_switches() {
+    local pid
+    for pid in "${RELAY_PIDS[@]}"; do ctx_switches "$pid"; done | awk '{s += $1} END {print s + 0}'
+}
+# The relay's memory: RSS of its one process, or for Kamailio the PSS of
+# all its processes added up (each maps the shared memory: RSS would count
+# it once per process).
+relay_mem_kb() {
+    local pid
+    if [ "$RELAY" = kamailio ]; then
+        for pid in "${RELAY_PIDS[@]}"; do
+            awk '/^Pss:/ {print $2; exit}' "/proc/$pid/smaps_rollup" 2>/dev/null
+        done | awk '{s += $1} END {print s + 0}'
+    else
+        rss_kb "$ROUTER_PID"
+    fi
+}
 # Datagrams the kernel dropped for a full socket receive buffer (every
 # socket of this network namespace, not only the router's).
 udp_drops() { awk '$1 == "Udp:" && $2 ~ /^[0-9]/ {print $6; exit}' /proc/net/snmp; }
@@ -282,7 +543,8 @@ machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print 
 # run_load udp|tcp RATE CALLS DIR [SAMPLE_SECONDS]
 # Starts PAIRS trunks and callers, waits for the callers, samples the
 # router's RSS every SAMPLE_SECONDS (to DIR/rss), and writes DIR/summary:
-# "ok failed retrans setup_ms expected".
+# "ok failed retrans setup_ms expected", and DIR/datagrams: "sent
+# received", the datagrams the SIPp ends sent and received (-trace_counts).
 run_load() {
     local proto="$1" rate="$2" calls="$3" dir="$4" every="${5:-2}"
     local t i per_rate per_calls limit uas_pids=() uac_pids=() pid alive start now last
@@ -295,7 +557,7 @@ run_load() {
     for i in $(seq 1 "$PAIRS"); do
         (cd "$dir" && exec sipp -sf "$UAS_XML" -i 127.0.0.1 -p $((BASE + i)) -t "$t" \
             -m "$per_calls" -timeout "$((limit + 20))s" -nostdin -buff_size "$SIPP_BUFFER" \
-            -trace_stat -stf "$dir/uas$i.csv" -fd 1 \
+            -trace_stat -stf "$dir/uas$i.csv" -fd 1 -trace_counts \
             -trace_err -error_file "$dir/uas$i.err" >"$dir/uas$i.out" 2>&1) &
         uas_pids+=("$!")
         STARTED+=("$!")
@@ -306,7 +568,7 @@ run_load() {
             -i 127.0.0.1 -p $((BASE + 10 + i)) -t "$t" \
             -r "$per_rate" -m "$per_calls" -d "$HOLD_MS" -key caller +12125550142 \
             -recv_timeout 10000 -timeout "${limit}s" -nostdin -buff_size "$SIPP_BUFFER" \
-            -trace_stat -stf "$dir/uac$i.csv" -fd 1 \
+            -trace_stat -stf "$dir/uac$i.csv" -fd 1 -trace_counts \
             -trace_err -error_file "$dir/uac$i.err" >"$dir/uac$i.out" 2>&1) &
         uac_pids+=("$!")
         STARTED+=("$!")
@@ -322,7 +584,7 @@ run_load() {
         check_router
         now=$SECONDS
         if [ $((now - last)) -ge "$every" ]; then
-            echo "$((now - start)) $(rss_kb "$ROUTER_PID")" >>"$dir/rss"
+            echo "$((now - start)) $(relay_mem_kb)" >>"$dir/rss"
             last=$now
         fi
         [ $alive = 0 ] && break
@@ -346,6 +608,39 @@ run_load() {
     done
     check_router
     summarize_uac "$dir" "$calls" >"$dir/summary"
+    count_datagrams "$dir" >"$dir/datagrams"
+}
+
+# The datagrams the SIPp processes of a run sent and received, from the
+# last line of each one's -trace_counts file: every message of its
+# scenario, sent or received, retransmissions and unexpected messages
+# included. All of them go through the relay, so what SIPp sent is what
+# the relay received and what SIPp received is what the relay sent (less
+# any datagram the kernel dropped).
+count_datagrams() {
+    awk -F';' '
+        FNR == 1 { hdr[FILENAME] = $0; next }
+        { last[FILENAME] = $0 }
+        END {
+            sent = 0; recv = 0
+            for (f in last) {
+                nh = split(hdr[f], h, ";"); split(last[f], v, ";")
+                split("", kind)
+                # Columns are STEP_MESSAGE_KIND; a step sends or receives.
+                for (i = 1; i <= nh; i++) {
+                    n = split(h[i], a, "_")
+                    if (n >= 3 && a[n] == "Sent") kind[a[1]] = "sent"
+                    if (n >= 3 && a[n] == "Recv") kind[a[1]] = "recv"
+                }
+                for (i = 1; i <= nh; i++) {
+                    n = split(h[i], a, "_")
+                    if (n < 3) continue
+                    if (a[n] == "Sent" || (a[n] == "Retrans" && kind[a[1]] == "sent")) sent += v[i]
+                    if (a[n] == "Recv" || a[n] == "Unexp" || (a[n] == "Retrans" && kind[a[1]] == "recv")) recv += v[i]
+                }
+            }
+            print sent, recv
+        }' "$1"/*_counts.csv 2>/dev/null || echo "0 0"
 }
 
 # Sums the callers' last statistics lines: successful and failed calls,
@@ -370,7 +665,7 @@ summarize_uac() {
                 n++
             }
             printf "%d %d %d %.1f %d %.0f\n", ok, failed, retrans, (n ? rt / n : 0), expected, rate
-        }' "$dir"/uac*.csv 2>/dev/null || echo "0 0 0 0 $expected 0"
+        }' "$dir"/uac[0-9]*.csv 2>/dev/null || echo "0 0 0 0 $expected 0"
 }
 
 # ---------------------------------------------------------------- phases
@@ -381,20 +676,24 @@ ramp() {
     local proto="$1" rate calls dir c0 c1 m0 m1 mt0 mt1 d0 d1 ok failed retrans setup expected achieved
     local verdict best=0 tries wall t0 stop=""
     start_router "$proto" "ramp-$proto"
-    echo "rss_rest_$proto $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
+    if [ "$RELAY" = sosrouter ]; then
+        echo "rss_rest_$proto $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
+    else
+        echo "mem_rest $RELAY $proto $(relay_mem_kb)" >>"$RESULTS"
+    fi
     for rate in "${RATES[@]}"; do
         calls=$((rate * STEP_SECONDS))
         calls=$((calls - calls % PAIRS))
         for tries in 1 2; do
             dir="$WORK/ramp-$proto-$rate-$tries"
-            c0=$(cpu_ticks "$ROUTER_PID")
+            c0=$(relay_cpu_ticks)
             read -r m0 mt0 < <(machine_ticks)
             d0=$(udp_drops)
             t0=$(date +%s%N)
             say "$proto: $rate calls/s, $calls calls (try $tries)"
             run_load "$proto" "$rate" "$calls" "$dir"
             wall=$(( ($(date +%s%N) - t0) / 1000000 ))
-            c1=$(cpu_ticks "$ROUTER_PID")
+            c1=$(relay_cpu_ticks)
             read -r m1 mt1 < <(machine_ticks)
             d1=$(udp_drops)
             read -r ok failed retrans setup expected achieved <"$dir/summary"
@@ -429,38 +728,88 @@ ramp() {
     stop_router
 }
 
-# Three runs of CPU_CALLS calls at CPU_RATE over UDP; each counts the
-# router's ticks from before its first call until its timers are done.
-cpu_runs() {
-    local run dir c0 c1 u0 s0 u1 s1 x0 x1 ok failed retrans setup expected achieved idle
-    start_router udp cpu
-    echo "rss_rest_cpu $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
-    for run in $(seq 1 "$CPU_RUNS"); do
-        dir="$WORK/cpu-$run"
-        read -r u0 s0 < <(cpu_split "$ROUTER_PID")
-        x0=$(ctx_switches "$ROUTER_PID")
-        say "cpu run $run/$CPU_RUNS: $CPU_CALLS calls at $CPU_RATE calls/s over UDP, then ${DRAIN_SECONDS}s of drain"
-        run_load udp "$CPU_RATE" "$CPU_CALLS" "$dir" 2
-        idle=0
-        while [ $idle -lt "$DRAIN_SECONDS" ]; do
-            sleep 1
-            idle=$((idle + 1))
-            check_router
-        done
-        read -r u1 s1 < <(cpu_split "$ROUTER_PID")
-        x1=$(ctx_switches "$ROUTER_PID")
-        c0=$((u0 + s0))
-        c1=$((u1 + s1))
-        read -r ok failed retrans setup expected achieved <"$dir/summary"
-        echo "cpu $run $CPU_CALLS $ok $failed $retrans $((c1 - c0))" \
-            "$(awk -v c=$((c1 - c0)) -v hz="$HZ" -v n="$ok" 'BEGIN {printf "%.1f", n ? c / hz * 1e6 / n : 0}')" \
-            "$(sort -n -k2 "$dir/rss" | tail -n 1 | awk '{print $2}')" \
-            "$(rss_kb "$ROUTER_PID")" "$((u1 - u0))" "$((s1 - s0))" \
-            "$(awk -v x=$((x1 - x0)) -v n="$ok" 'BEGIN {printf "%.1f", n ? x / n : 0}')" "$achieved" >>"$RESULTS"
-        say "  -> $ok/$expected ok, $failed failed; $((c1 - c0)) ticks"
+# cpu_run RUN DIR: one run of CPU_CALLS calls at CPU_RATE over UDP on the
+# relay started; counts its ticks (every process of it) from before its
+# first call until its timers are done.
+cpu_run() {
+    local run="$1" dir="$2" c0 c1 u0 s0 u1 s1 x0 x1 ok failed retrans setup expected achieved idle
+    local sent recv load
+    load="$(cut -d' ' -f1 /proc/loadavg)"
+    read -r u0 s0 < <(relay_cpu_split)
+    x0=$(relay_ctx_switches)
+    say "cpu run $run/$CPU_RUNS ($RELAY): $CPU_CALLS calls at $CPU_RATE calls/s over UDP, then ${DRAIN_SECONDS}s of drain (load average $load)"
+    run_load udp "$CPU_RATE" "$CPU_CALLS" "$dir" 2
+    idle=0
+    while [ $idle -lt "$DRAIN_SECONDS" ]; do
+        sleep 1
+        idle=$((idle + 1))
+        check_router
     done
-    echo "hwm_cpu $(hwm_kb "$ROUTER_PID")" >>"$RESULTS"
+    read -r u1 s1 < <(relay_cpu_split)
+    x1=$(relay_ctx_switches)
+    check_pidset "$run"
+    c0=$((u0 + s0))
+    c1=$((u1 + s1))
+    read -r ok failed retrans setup expected achieved <"$dir/summary"
+    read -r sent recv <"$dir/datagrams"
+    echo "cpu $run $CPU_CALLS $ok $failed $retrans $((c1 - c0))" \
+        "$(awk -v c=$((c1 - c0)) -v hz="$HZ" -v n="$ok" 'BEGIN {printf "%.1f", n ? c / hz * 1e6 / n : 0}')" \
+        "$(sort -n -k2 "$dir/rss" | tail -n 1 | awk '{print $2}')" \
+        "$(relay_mem_kb)" "$((u1 - u0))" "$((s1 - s0))" \
+        "$(awk -v x=$((x1 - x0)) -v n="$ok" 'BEGIN {printf "%.1f", n ? x / n : 0}')" "$achieved" \
+        "$RELAY" \
+        "$(awk -v d="$sent" -v n="$ok" 'BEGIN {printf "%.2f", n ? d / n : 0}')" \
+        "$(awk -v d="$recv" -v n="$ok" 'BEGIN {printf "%.2f", n ? d / n : 0}')" \
+        "$load" >>"$RESULTS"
+    say "  -> $ok/$expected ok, $failed failed; $((c1 - c0)) ticks"
+}
+
+# Three runs of CPU_CALLS calls at CPU_RATE over UDP on one relay.
+cpu_runs() {
+    local run
+    start_router udp cpu
+    if [ "$RELAY" = sosrouter ]; then
+        echo "rss_rest_cpu $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
+    else
+        echo "mem_rest $RELAY cpu $(relay_mem_kb)" >>"$RESULTS"
+    fi
+    for run in $(seq 1 "$CPU_RUNS"); do
+        cpu_run "$run" "$WORK/cpu-$run"
+    done
+    if [ "$RELAY" = sosrouter ]; then
+        echo "hwm_cpu $(hwm_kb "$ROUTER_PID")" >>"$RESULTS"
+    fi
     stop_router
+}
+
+# --compare: the three relays run side by side, each on its own port and
+# idle while another is measured; the CPU runs go round-robin (sosrouter,
+# kamailio, floor, then again), CPU_RUNS rounds, so that the machine's
+# other load falls on all three alike.
+compare_runs() {
+    local r round
+    for r in "${RELAYS[@]}"; do
+        select_relay "$r"
+        start_router udp "cpu"
+        save_relay
+        if [ "$r" = sosrouter ]; then
+            echo "rss_rest_cpu $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
+        else
+            echo "mem_rest $r cpu $(relay_mem_kb)" >>"$RESULTS"
+        fi
+    done
+    for round in $(seq 1 "$CPU_RUNS"); do
+        for r in "${RELAYS[@]}"; do
+            select_relay "$r"
+            cpu_run "$round" "$WORK/cpu-$r-$round"
+        done
+    done
+    for r in "${RELAYS[@]}"; do
+        select_relay "$r"
+        [ "$r" = sosrouter ] && echo "hwm_cpu $(hwm_kb "$ROUTER_PID")" >>"$RESULTS"
+        stop_router
+        R_PID[$r]=""
+    done
 }
 
 soak() {
@@ -510,15 +859,96 @@ instructions() {
     echo "  (kernel time, the system calls and the loopback sends, is not in this figure; see --cpu)"
 }
 
+# What ran in the router's place, for the summary.
+relay_desc() {
+    local r out=()
+    for r in "${RELAYS[@]}"; do
+        case "$r" in
+            sosrouter) out+=("sosrouter: router log level warn") ;;
+            kamailio) out+=("kamailio: benches/load/kamailio.cfg, tm stateful relay, 1 UDP worker, warnings only, memory manager ${KAMAILIO_MEM:-qm (its default)}") ;;
+            floor) out+=("floor: benches/load/udp_floor.rs, bare UDP forwarding, no parsing") ;;
+        esac
+    done
+    printf '%s' "${out[0]}"
+    [ ${#out[@]} -gt 1 ] && printf '; %s' "${out[@]:1}"
+    echo
+}
+
+# The CPU runs: each relay's runs and median, and with --compare a table
+# of the three side by side.
+print_cpu() {
+    local r
+    for r in "${RELAYS[@]}"; do
+        awk -v r="$r" '$1 == "cpu" && $15 == r {f = 1} END {exit !f}' "$RESULTS" || continue
+        echo
+        case "$r" in
+            sosrouter) echo "sosrouter CPU per call at $CPU_RATE calls/s over UDP ($CPU_CALLS calls per run, ${DRAIN_SECONDS}s drain, CLK_TCK $HZ):" ;;
+            kamailio) echo "kamailio CPU per call, its main process and its $(awk '$1 == "kamailio_children" {n = $2} END {print n + 0}' "$RESULTS") children added up," \
+                "at $CPU_RATE calls/s over UDP ($CPU_CALLS calls per run, ${DRAIN_SECONDS}s drain, CLK_TCK $HZ):" ;;
+            floor) echo "floor CPU per call at $CPU_RATE calls/s over UDP ($CPU_CALLS calls per run, ${DRAIN_SECONDS}s drain, CLK_TCK $HZ):" ;;
+        esac
+        awk -v r="$r" '$1 == "cpu" && $15 == r {
+                printf "  %s run %d: %d/%d ok, %d failed, %d retransmissions, reached %d/s; %d ticks (user %d, system %d), %s us/call, %s context switches/call, %s peak %.1f MB; datagrams per call %s in, %s out; load average %s\n",
+                    r, $2, $4, $3, $5, $6, $14, $7, $11, $12, $8, $13, (r == "kamailio" ? "PSS" : "RSS"), $9 / 1024, $16, $17, $18
+            }' "$RESULTS"
+        awk -v r="$r" '$1 == "cpu" && $15 == r {v[++n] = $8}
+             END {
+                 if (!n) exit
+                 for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) {t = v[i]; v[i] = v[j]; v[j] = t}
+                 med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+                 printf "  %s median %.1f us/call (min %.1f, max %.1f); target < 60: %s\n", r, med, v[1], v[n], (med < 60 ? "met" : "NOT met")
+             }' "$RESULTS"
+    done
+    awk '$1 == "pidset_changed" {printf "NOTE: %s changed its set of processes during run %s (ticks of an ended process are lost)\n", $2, $3}
+         $1 == "kid_outlived" {printf "NOTE: a relay child (pid %s) outlived its main process and was ended\n", $2}' "$RESULTS"
+    [ "$MODE" = compare ] || return 0
+    echo
+    echo "comparison, $CPU_RUNS rounds interleaved (${RELAYS[*]}, then again), $CPU_CALLS calls at $CPU_RATE calls/s over UDP per run:"
+    awk -v order="${RELAYS[*]}" '
+        $1 == "cpu" {
+            r = $15; k = ++n[r]
+            us[r, k] = $8; usr[r] += $11; sys[r] += $12; split_[r] = split_[r] (k > 1 ? " " : "") $11 "/" $12
+            ctx[r] = ctx[r] (k > 1 ? " " : "") $13; failed[r] += $5; retrans[r] += $6
+            din[r] += $16; dout[r] += $17
+            load[r] = load[r] (k > 1 ? " " : "") $18
+        }
+        END {
+            printf "%-10s %-20s %8s  %-20s %6s  %-15s %6s %7s  %-13s  %s\n",
+                "relay", "us/call (runs)", "median", "user/system ticks", "user%", "ctx sw/call", "failed", "retrans", "datagrams/call", "load average (1 min)"
+            m = split(order, rs, " ")
+            for (i = 1; i <= m; i++) {
+                r = rs[i]; c = n[r]
+                if (!c) continue
+                runs = ""
+                for (k = 1; k <= c; k++) { v[k] = us[r, k]; runs = runs (k > 1 ? " " : "") sprintf("%.1f", v[k]) }
+                for (a = 1; a <= c; a++) for (b = a + 1; b <= c; b++) if (v[b] < v[a]) {t = v[a]; v[a] = v[b]; v[b] = t}
+                med[r] = (c % 2) ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2
+                printf "%-10s %-20s %8.1f  %-20s %5.0f%%  %-15s %6d %7d  %-13s  %s\n",
+                    r, runs, med[r], split_[r], (usr[r] + sys[r] ? 100 * usr[r] / (usr[r] + sys[r]) : 0), ctx[r], failed[r], retrans[r],
+                    sprintf("%.2f/%.2f", din[r] / c, dout[r] / c), load[r]
+            }
+            if (("floor" in med)) {
+                for (i = 1; i <= m; i++) {
+                    r = rs[i]
+                    if (r != "floor" && (r in med))
+                        printf "%s median above the floor: %.1f us/call (%.1f times the floor)\n", r, med[r] - med["floor"], (med["floor"] ? med[r] / med["floor"] : 0)
+                }
+            }
+        }' "$RESULTS"
+    echo "(us/call: CPU time of all the relay's processes per successful call, timers drained; user%: user ticks"
+    echo " over all ticks of the runs; datagrams/call: received/sent by the relay, mean of the runs, as counted by"
+    echo " the SIPp ends; load average: at the start of each run)"
+}
+
 print_summary() {
     local cpu_model
     cpu_model="$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
     echo
-    echo "sosrouter load benchmark ($MODE), $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "machine: $cpu_model, $(nproc) cores, Linux $(uname -r); $(sipp -v 2>/dev/null | awk '/SIPp v/ {print $2; exit}' | tr -d ',') "
+    echo "sosrouter load benchmark ($MODE, relay ${RELAYS[*]}), $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine: $cpu_model, $(nproc) cores, Linux $(uname -r); $(sipp -v 2>/dev/null | awk '/SIPp v/ {print $2; exit}' | tr -d ',') $(if uses_relay kamailio; then echo "Kamailio ${KAMAILIO_VERSION:-?}"; fi)"
     awk '$1 ~ /^loadavg_/ {sub("loadavg_", "", $1); printf "load average at the %s: %s %s %s; ", $1, $2, $3, $4} END {print ""}' "$RESULTS"
     echo "topology: $PAIRS SIPp caller/trunk pairs on 127.0.0.1, each its own number and trunk;" \
-        "caller $(basename "$UAC_XML") ($([ "$UAC_XML" = "$SCEN/uac_emergency.xml" ] && echo "INVITE c01, 1.5 KB multipart SDP + PIDF-LO" || echo "its own INVITE")), call held ${HOLD_MS} ms; router log level warn"
+        "caller $(basename "$UAC_XML") ($([ "$UAC_XML" = "$SCEN/uac_emergency.xml" ] && echo "INVITE c01, 1.5 KB multipart SDP + PIDF-LO" || echo "its own INVITE")), call held ${HOLD_MS} ms; $(relay_desc)"
     if grep -q '^step ' "$RESULTS"; then
         echo
         printf '%-5s %6s %7s %6s %6s %6s %7s %8s %8s %7s %8s %7s %8s  %s\n' \
@@ -527,27 +957,24 @@ print_summary() {
                 printf "%-5s %6d %7d %6d %6d %6d %7d %8.1f %8d %7d%% %7d%% %7d %6.1fMB  %s%s\n",
                     $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 / 1024, $15, ($16 > 1 ? " (2nd try)" : "")
             }' "$RESULTS"
-        echo "(us/call: router CPU per call in the step, timers not drained; router%: of one core;"
+        if [ "$RELAY" = sosrouter ]; then
+            echo "(us/call: router CPU per call in the step, timers not drained; router%: of one core;"
+        else
+            echo "(relay $RELAY; us/call: its CPU per call in the step, timers not drained; router%: its share of one core;"
+        fi
         echo " machine%: all cores busy; drops: UDP receive-buffer drops on the whole machine)"
-        awk '$1 == "best" {why = $4; for (i = 5; i <= NF; i++) why = why " " $i
-             printf "highest rate with no failed call, %s: %d calls/s (ramp stopped: %s)\n", toupper($2), $3, why}' "$RESULTS"
+        awk -v relay="$RELAY" '$1 == "best" {why = $4; for (i = 5; i <= NF; i++) why = why " " $i
+             printf "highest rate with no failed call, %s, %s: %d calls/s (ramp stopped: %s)\n", toupper($2), relay, $3, why}' "$RESULTS"
+        awk '$1 == "tcp_skipped" {printf "TCP ramp skipped: %s relays over UDP only here\n", $2}' "$RESULTS"
     fi
     if grep -q '^cpu ' "$RESULTS"; then
-        echo
-        echo "router CPU per call at $CPU_RATE calls/s over UDP ($CPU_CALLS calls per run, ${DRAIN_SECONDS}s drain, CLK_TCK $HZ):"
-        awk '$1 == "cpu" {printf "  run %d: %d/%d ok, %d failed, reached %d/s; %d ticks (user %d, system %d), %s us/call, %s context switches/call, RSS peak %.1f MB\n", $2, $4, $3, $5, $14, $7, $11, $12, $8, $13, $9 / 1024}' "$RESULTS"
-        awk '$1 == "cpu" {v[++n] = $8}
-             END {
-                 if (!n) exit
-                 for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) {t = v[i]; v[i] = v[j]; v[j] = t}
-                 med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-                 printf "  median %.1f us/call (min %.1f, max %.1f); target < 60: %s\n", med, v[1], v[n], (med < 60 ? "met" : "NOT met")
-             }' "$RESULTS"
+        print_cpu
     fi
-    if grep -q '^rss_rest' "$RESULTS"; then
+    if grep -q '^rss_rest\|^mem_rest' "$RESULTS"; then
         echo
         awk '$1 ~ /^rss_rest/ {sub("rss_rest_", "", $1); printf "RSS at rest (%s router): %.1f MB\n", $1, $2 / 1024}' "$RESULTS"
         awk '$1 == "hwm_cpu" {printf "RSS peak over the CPU runs (VmHWM): %.1f MB\n", $2 / 1024}' "$RESULTS"
+        awk '$1 == "mem_rest" {printf "%s at rest (%s): %.1f MB %s\n", $2, $3, $4 / 1024, ($2 == "kamailio" ? "PSS, all its processes" : "RSS")}' "$RESULTS"
     fi
     if grep -q '^soak ' "$RESULTS"; then
         echo
@@ -570,7 +997,14 @@ print_summary() {
     fi
 }
 
-say "work directory: $WORK; router on 127.0.0.1:$ROUTER_PORT; $PAIRS pairs"
+if [ "$MODE" = compare ]; then
+    say "work directory: $WORK; sosrouter on 127.0.0.1:$(relay_port sosrouter), kamailio on $(relay_port kamailio)," \
+        "floor on $(relay_port floor); $PAIRS pairs"
+elif [ "$RELAY" = sosrouter ]; then
+    say "work directory: $WORK; router on 127.0.0.1:$ROUTER_PORT; $PAIRS pairs"
+else
+    say "work directory: $WORK; relay $RELAY on 127.0.0.1:$ROUTER_PORT; $PAIRS pairs"
+fi
 # The machine may be shared: its load before and after tells how noisy.
 echo "loadavg_start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
 case "$MODE" in
@@ -580,6 +1014,9 @@ case "$MODE" in
     cpu)
         cpu_runs
         ;;
+    compare)
+        compare_runs
+        ;;
     instructions)
         instructions
         exit 0
@@ -587,7 +1024,12 @@ case "$MODE" in
     *)
         ramp udp
         cpu_runs
-        ramp tcp
+        if [ "$RELAY" = sosrouter ]; then
+            ramp tcp
+        else
+            # Kamailio runs here with TCP disabled, and the floor is UDP only.
+            echo "tcp_skipped $RELAY" >>"$RESULTS"
+        fi
         ;;
 esac
 echo "loadavg_end $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
