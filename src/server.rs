@@ -755,7 +755,11 @@ fn flush(
             Next::Queued => {}
             Next::Full(t) => {
                 tracing::warn!(target = ?t.dest.target, "next hop's name: too many names, or too many messages waiting for its address");
-                fail(t.token, "udp", tx);
+                let transport = match t.dest.proto {
+                    Proto::Udp => "udp",
+                    Proto::Tcp => "tcp",
+                };
+                fail(t.token, transport, tx);
             }
         }
     }
