@@ -250,30 +250,28 @@ reap_kids() {
 
 # ---------------------------------------------------------------- binary
 
-if uses_relay sosrouter; then
-    if [ -n "${SOSROUTER_BIN:-}" ]; then
-        BIN_SRC="$SOSROUTER_BIN"
+# private_binary GIVEN NAME TARGET_KIND PATH_IN_TARGET: the binary GIVEN
+# (an environment variable's value), else built by cargo, copied into the
+# work directory as NAME, so that a build elsewhere cannot swap it mid-run.
+private_binary() {
+    local given="$1" name="$2" kind="$3" built="$4" src
+    if [ -n "$given" ]; then
+        src="$given"
     else
-        say "building the release binary (cargo build --release --bin sosrouter)"
-        (cd "$ROOT" && cargo build --release --bin sosrouter --quiet)
-        BIN_SRC="${CARGO_TARGET_DIR:-$ROOT/target}/release/sosrouter"
+        say "building $name (cargo build --release --$kind $name)"
+        (cd "$ROOT" && cargo build --release "--$kind" "$name" --quiet)
+        src="${CARGO_TARGET_DIR:-$ROOT/target}/release/$built"
     fi
-    [ -x "$BIN_SRC" ] || { echo "load.sh: no router binary at $BIN_SRC" >&2; exit 2; }
-    # A private copy: a build elsewhere cannot swap the binary mid-run.
+    [ -x "$src" ] || { echo "load.sh: no $name binary at $src" >&2; exit 2; }
+    cp "$src" "$WORK/$name"
+}
+if uses_relay sosrouter; then
+    private_binary "${SOSROUTER_BIN:-}" sosrouter bin sosrouter
     BIN="$WORK/sosrouter"
-    cp "$BIN_SRC" "$BIN"
 fi
 if uses_relay floor; then
-    if [ -n "${UDP_FLOOR_BIN:-}" ]; then
-        FLOOR_SRC="$UDP_FLOOR_BIN"
-    else
-        say "building the UDP floor (cargo build --release --example udp_floor)"
-        (cd "$ROOT" && cargo build --release --example udp_floor --quiet)
-        FLOOR_SRC="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/udp_floor"
-    fi
-    [ -x "$FLOOR_SRC" ] || { echo "load.sh: no udp_floor binary at $FLOOR_SRC" >&2; exit 2; }
+    private_binary "${UDP_FLOOR_BIN:-}" udp_floor example examples/udp_floor
     FLOOR="$WORK/udp_floor"
-    cp "$FLOOR_SRC" "$FLOOR"
 fi
 
 # ---------------------------------------------------------------- ports
