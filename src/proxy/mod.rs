@@ -23,10 +23,10 @@ pub mod health;
 pub mod route;
 #[cfg(test)]
 mod tests;
+mod wheel;
 pub mod wire;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -46,6 +46,7 @@ use crate::transaction::{
     ServerInvite, ServerInviteEvent, ServerNonInvite, ServerNonInviteEvent, TimerConfig,
     TransactionKey, Transport,
 };
+use wheel::Wheel;
 
 pub use events::{CallEvent, CallKey};
 pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
@@ -407,7 +408,7 @@ pub struct Core {
     server_index: HashMap<TransactionKey, Id>,
     client_index: HashMap<TransactionKey, Id>,
     calls: IdMap<Call>,
-    timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
+    timers: Wheel<TimerRef>,
     out: VecDeque<Transmit>,
     next_id: Id,
     /// The response being handled, for the event handlers.
@@ -581,7 +582,7 @@ impl Core {
             server_index: HashMap::new(),
             client_index: HashMap::new(),
             calls: IdMap::default(),
-            timers: BinaryHeap::new(),
+            timers: Wheel::new(Instant::now()),
             out: VecDeque::new(),
             next_id: 1,
             response: None,
@@ -615,8 +616,7 @@ impl Core {
         let replaced = std::mem::replace(&mut self.router, router);
         self.health = vec![None; self.cfg.trunks.len()];
         // Probe timers of the old layout are dropped with their indices.
-        self.timers
-            .retain(|Reverse((_, r))| !matches!(r, TimerRef::Probe(_)));
+        self.timers.retain(|r| !matches!(r, TimerRef::Probe(_)));
         self.probes.clear();
         let mut fresh = Vec::new();
         for (i, t) in self.cfg.trunks.iter().enumerate() {
@@ -639,7 +639,7 @@ impl Core {
             }
             if probing {
                 let at = now + Duration::from_millis(100 * k as u64);
-                self.timers.push(Reverse((at, TimerRef::Probe(i))));
+                self.timers.push(at, TimerRef::Probe(i));
             }
         }
         replaced
@@ -658,8 +658,7 @@ impl Core {
     /// Starts the clock-driven work: trunk probes, spread over the first
     /// interval so they do not all leave at once.
     pub fn start(&mut self, now: Instant) {
-        self.timers
-            .push(Reverse((now + DIALOG_SWEEP, TimerRef::DialogSweep)));
+        self.timers.push(now + DIALOG_SWEEP, TimerRef::DialogSweep);
         let probing = !self.cfg.health.interval.is_zero();
         let outbound: Vec<usize> = (0..self.cfg.trunks.len())
             .filter(|&i| {
@@ -674,7 +673,7 @@ impl Core {
             self.health[i] = Some(h);
             if probing {
                 let at = now + self.cfg.health.interval / n * k as u32;
-                self.timers.push(Reverse((at, TimerRef::Probe(i))));
+                self.timers.push(at, TimerRef::Probe(i));
             }
         }
     }
@@ -753,14 +752,10 @@ impl Core {
             branch.as_bytes(),
         );
         self.probes.insert(id, (i, now));
-        self.timers.push(Reverse((
-            now + self.cfg.health.timeout,
-            TimerRef::ProbeTimeout(id),
-        )));
-        self.timers.push(Reverse((
-            now + self.cfg.health.interval,
-            TimerRef::Probe(i),
-        )));
+        self.timers
+            .push(now + self.cfg.health.timeout, TimerRef::ProbeTimeout(id));
+        self.timers
+            .push(now + self.cfg.health.interval, TimerRef::Probe(i));
     }
 
     fn probe_result(&mut self, now: Instant, probe: Id, result: ProbeResult) {
@@ -797,7 +792,7 @@ impl Core {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.next_deadline()
     }
 
     fn id(&mut self) -> Id {
@@ -839,11 +834,7 @@ impl Core {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(Reverse((at, r))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
+        while let Some((at, r)) = self.timers.pop_due(now) {
             match r {
                 TimerRef::Txn(id) => {
                     let Some(t) = self.txns.get_mut(&id) else {
@@ -868,8 +859,7 @@ impl Core {
                 TimerRef::ProbeTimeout(id) => self.probe_result(now, id, ProbeResult::TimedOut),
                 TimerRef::DialogSweep => {
                     self.dialogs.retain(|_, d| d.expires > now);
-                    self.timers
-                        .push(Reverse((now + DIALOG_SWEEP, TimerRef::DialogSweep)));
+                    self.timers.push(now + DIALOG_SWEEP, TimerRef::DialogSweep);
                 }
                 TimerRef::CancelGuard(call) => {
                     let pending = self.calls.get(&call).is_some_and(|c| !c.finished);
@@ -1235,8 +1225,7 @@ impl Core {
         info!(call_id = %lossy(msg.call_id()), "cancelled by the caller");
         let current = call.current;
         let guard = now + self.cfg.timers.t1 * 64;
-        self.timers
-            .push(Reverse((guard, TimerRef::CancelGuard(call_id))));
+        self.timers.push(guard, TimerRef::CancelGuard(call_id));
         let mut answered_upstream_now = true;
         if let Some(client) = current {
             if let Some(Txn::ClientInvite { provisional, .. }) = self.txns.get(&client) {
@@ -1331,13 +1320,13 @@ impl Core {
                 return;
             };
             call.current = Some(id);
-            self.timers.push(Reverse((
+            self.timers.push(
                 now + self.cfg.no_answer,
                 TimerRef::NoAnswer {
                     call: call_id,
                     client: id,
                 },
-            )));
+            );
             let call = &self.calls[&call_id];
             let target = &call.targets[t];
             self.metrics.hop(ti, &target.trunk);
@@ -1768,13 +1757,13 @@ impl Core {
                 if let Some(Txn::ClientInvite { provisional, .. }) = self.txns.get_mut(&id) {
                     if !*provisional && !self.cfg.ring_timeout.is_zero() {
                         let at = now + self.cfg.ring_timeout;
-                        self.timers.push(Reverse((
+                        self.timers.push(
                             at,
                             TimerRef::RingTimeout {
                                 call: call_id,
                                 client: id,
                             },
-                        )));
+                        );
                     }
                     *provisional = true;
                 }
@@ -2316,7 +2305,7 @@ impl Core {
         let armed = t.armed();
         if armed.is_none_or(|a| deadline < a) {
             *armed = Some(deadline);
-            self.timers.push(Reverse((deadline, TimerRef::Txn(id))));
+            self.timers.push(deadline, TimerRef::Txn(id));
         }
     }
 
