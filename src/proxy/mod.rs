@@ -193,7 +193,12 @@ type Id = u64;
 /// A call: one proxied INVITE and the targets it walks.
 struct Call {
     server: Id,
-    request: Message,
+    /// The caller's INVITE, until the call's final response has gone
+    /// upstream: the server transaction outlives it by 64*T1 after a 2xx,
+    /// and nothing after the answer needs the request again.
+    request: Option<Box<Message>>,
+    /// For log lines after the request is freed.
+    call_id: Bytes,
     /// The request's loop-detection hash, computed once.
     loop_hash: u64,
     source: Source,
@@ -228,7 +233,8 @@ impl Call {
     ) -> Call {
         Call {
             server,
-            request,
+            call_id: Bytes::copy_from_slice(request.call_id().unwrap_or_default()),
+            request: Some(Box::new(request)),
             loop_hash,
             source,
             targets,
@@ -270,8 +276,10 @@ enum Txn {
         source: Source,
         to_tag: u64,
         /// The request, to answer it when the next hop does not (boxed:
-        /// the other kinds of transaction are much smaller).
-        request: Box<Message>,
+        /// the other kinds of transaction are much smaller); freed once a
+        /// final response has gone upstream (the transaction itself lives
+        /// on for 64*T1 over UDP, to absorb retransmissions).
+        request: Option<Box<Message>>,
     },
     ClientInvite {
         key: TransactionKey,
@@ -280,7 +288,9 @@ enum Txn {
         m: ClientInvite,
         dest: Dest,
         call: Id,
-        /// The request as sent, parsed again only for an ACK or a CANCEL.
+        /// The request as sent, parsed again only for an ACK or a CANCEL;
+        /// freed once a final response has come (the transaction itself
+        /// lives on for 64*T1 after a 2xx).
         request: Bytes,
         trunk: String,
         /// What the target stands for (a PSAP id, a queue).
@@ -1020,7 +1030,7 @@ impl Core {
                         *c = Some(call);
                     }
                     if let Some(c) = self.calls.get_mut(&call) {
-                        c.span = tracing::info_span!("call", call_id = %lossy(c.request.call_id()), route, reason);
+                        c.span = tracing::info_span!("call", call_id = %lossy(Some(&c.call_id[..])), route, reason);
                     }
                     if emergency {
                         let (country, loc_source) = details
@@ -1028,9 +1038,10 @@ impl Core {
                             .map(|d| (d.country.clone().unwrap_or_default(), d.location_source))
                             .unwrap_or_default();
                         metrics::counter!(m::EMERGENCY_CALLS, "country" => country, "route" => route, "reason" => reason, "location_source" => loc_source).increment(1);
-                        let req = &self.calls[&call].request;
+                        let req = self.calls[&call].request.as_deref();
                         let text = |h: HeaderName| {
-                            req.get(h).map(|v| String::from_utf8_lossy(v).into_owned())
+                            req.and_then(|r| r.get(h))
+                                .map(|v| String::from_utf8_lossy(v).into_owned())
                         };
                         let ev = CallEvent::Started {
                             call,
@@ -1040,8 +1051,11 @@ impl Core {
                             from: text(HeaderName::From).unwrap_or_default(),
                             pai: text(HeaderName::PAssertedIdentity),
                             user_agent: text(HeaderName::UserAgent),
-                            request_uri: String::from_utf8_lossy(req.request_uri_bytes())
-                                .into_owned(),
+                            request_uri: req
+                                .map(|r| {
+                                    String::from_utf8_lossy(r.request_uri_bytes()).into_owned()
+                                })
+                                .unwrap_or_default(),
                             route,
                             reason,
                             details,
@@ -1262,7 +1276,8 @@ impl Core {
         else {
             return;
         };
-        if *cancel_sent {
+        // A final response has come (its request freed): nothing to cancel.
+        if *cancel_sent || request.is_empty() {
             return;
         }
         *cancel_sent = true;
@@ -1309,8 +1324,11 @@ impl Core {
             if trunk.target.is_none() {
                 continue;
             }
+            let Some(request) = call.request.as_deref() else {
+                return;
+            };
             let (bytes, dest, branch) = self.build_forward(
-                &call.request,
+                request,
                 call.loop_hash,
                 &call.source,
                 Some(target),
@@ -1335,7 +1353,7 @@ impl Core {
             let call = &self.calls[&call_id];
             let target = &call.targets[t];
             self.metrics.hop(ti, &target.trunk);
-            info!(call_id = %lossy(call.request.call_id()), trunk = %target.trunk, target = %target.label, transport = proto.as_str(), "forwarding");
+            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %target.trunk, target = %target.label, transport = proto.as_str(), "forwarding");
             self.pump(now, id);
             return;
         }
@@ -1782,18 +1800,16 @@ impl Core {
                 }
             }
             ClientInviteEvent::Success { status } => {
+                self.release_request(id);
                 // Every 2xx goes upstream, even from a target given up on:
                 // the caller acknowledges each and hangs up the extra ones.
                 if let Some((_, bytes)) = self.upstream_bytes() {
                     if let Some(call) = self.calls.get_mut(&call_id) {
                         if !call.answered {
                             call.answered = true;
-                            if let (Some(cid), Some(Txn::ClientInvite { dest, .. })) =
-                                (call.request.call_id(), self.txns.get(&id))
-                            {
-                                let key = Bytes::copy_from_slice(cid);
+                            if let Some(Txn::ClientInvite { dest, .. }) = self.txns.get(&id) {
                                 self.dialogs.insert(
-                                    key,
+                                    call.call_id.clone(),
                                     Dialog {
                                         caller: call.source.peer,
                                         caller_dest: Dest::reply_to(&call.source),
@@ -1804,7 +1820,7 @@ impl Core {
                             }
                             self.stats.calls_answered += 1;
                             self.metrics.call_ended("answered");
-                            info!(call_id = %lossy(call.request.call_id()), trunk = %trunk, status, setup_ms = now.duration_since(call.started).as_millis() as u64, emergency = call.emergency, "answered");
+                            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %trunk, status, setup_ms = now.duration_since(call.started).as_millis() as u64, emergency = call.emergency, "answered");
                             let label = self.txn_label(id);
                             self.attempt(now, call_id, &trunk, label, "answered", Some(status));
                         }
@@ -1823,6 +1839,7 @@ impl Core {
                         let _ = m.send_ack(ack);
                     }
                 }
+                self.release_request(id);
                 if abandoned || !current {
                     return;
                 }
@@ -1901,11 +1918,11 @@ impl Core {
             self.stats.failovers += 1;
             metrics::counter!(m::FAILOVERS, "trunk" => trunk.to_string(), "cause" => cause)
                 .increment(1);
-            info!(call_id = %lossy(call.request.call_id()), trunk = %trunk, status, cause, "target failed; trying the next one");
+            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %trunk, status, cause, "target failed; trying the next one");
             self.try_next(now, call_id);
         } else {
             let (s, b) = call.best.clone().unwrap_or((status, Bytes::new()));
-            info!(call_id = %lossy(call.request.call_id()), trunk = %trunk, status, "final response from target");
+            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %trunk, status, "final response from target");
             self.stats.calls_failed += 1;
             self.metrics.call_ended("failed");
             self.relay_upstream(now, call_id, s, b);
@@ -1967,7 +1984,7 @@ impl Core {
         self.stats.failovers += 1;
         metrics::counter!(m::FAILOVERS, "trunk" => trunk.clone(), "cause" => "no-answer")
             .increment(1);
-        info!(call_id = %lossy(self.calls[&call_id].request.call_id()), trunk = %trunk, after_ms = self.cfg.no_answer.as_millis() as u64, "no provisional response; trying the next target");
+        info!(call_id = %lossy(Some(&self.calls[&call_id].call_id[..])), trunk = %trunk, after_ms = self.cfg.no_answer.as_millis() as u64, "no provisional response; trying the next target");
         if let Some(call) = self.calls.get_mut(&call_id) {
             call.current = None;
         }
@@ -1983,7 +2000,7 @@ impl Core {
         };
         self.stats.calls_failed += 1;
         self.metrics.call_ended("failed");
-        warn!(call_id = %lossy(call.request.call_id()), tried = call.next, "every target failed");
+        warn!(call_id = %lossy(Some(&call.call_id[..])), tried = call.next, "every target failed");
         match call.best.clone() {
             Some((503, _)) => self.finish_with_own(now, call_id, 500, "All Targets Failed"),
             Some((s, b)) => self.relay_upstream(now, call_id, s, b),
@@ -2006,7 +2023,9 @@ impl Core {
         }
         let (server, req) = (call.server, call.request.clone());
         self.mark_finished(now, call_id, code);
-        self.respond(now, server, &req, code, reason, &[]);
+        if let Some(req) = req {
+            self.respond(now, server, &req, code, reason, &[]);
+        }
     }
 
     /// The call's final response goes upstream now: the setup time is
@@ -2019,6 +2038,8 @@ impl Core {
             return;
         }
         call.finished = true;
+        call.request = None;
+        call.best = None;
         self.metrics
             .setup(now.saturating_duration_since(call.started).as_secs_f64());
         if call.recorded() {
@@ -2145,14 +2166,20 @@ impl Core {
                 None => return,
             },
             ClientNonInviteEvent::Timeout | ClientNonInviteEvent::TransportError => {
-                if let Some(Txn::ServerNonInvite { request, .. }) = self.txns.get(&server) {
-                    let request = request.clone();
+                let request = match self.txns.get_mut(&server) {
+                    Some(Txn::ServerNonInvite { request, .. }) => request.take(),
+                    _ => None,
+                };
+                if let Some(request) = request {
                     self.respond(now, server, &request, 408, "Request Timeout", &[]);
                 }
                 return;
             }
         };
-        if let Some(Txn::ServerNonInvite { m, .. }) = self.txns.get_mut(&server) {
+        if let Some(Txn::ServerNonInvite { m, request, .. }) = self.txns.get_mut(&server) {
+            if status >= 200 {
+                *request = None;
+            }
             let _ = m.send_response(now, status, bytes);
         }
         self.pump(now, server);
@@ -2187,7 +2214,7 @@ impl Core {
                 m: ServerNonInvite::new(self.cfg.timers, transport),
                 source,
                 to_tag,
-                request: Box::new(msg.clone()),
+                request: Some(Box::new(msg.clone())),
             }
         };
         self.server_index.insert(key, id);
@@ -2311,6 +2338,14 @@ impl Core {
         if armed.is_none_or(|a| deadline < a) {
             *armed = Some(deadline);
             self.timers.push(deadline, TimerRef::Txn(id));
+        }
+    }
+
+    /// Frees the request a client INVITE transaction kept for its ACK or
+    /// CANCEL, once a final response makes both needless.
+    fn release_request(&mut self, id: Id) {
+        if let Some(Txn::ClientInvite { request, .. }) = self.txns.get_mut(&id) {
+            *request = Bytes::new();
         }
     }
 

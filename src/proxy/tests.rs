@@ -71,12 +71,12 @@ impl Harness {
 
     /// [`Harness::deliver`] over a given transport (TCP: connection 1).
     fn deliver_over(&mut self, proto: Proto, from: &str, text: &str) {
-        let msg = crate::sip::receive(
-            Bytes::from(text.to_string()),
-            proto == Proto::Tcp,
-            &Default::default(),
-        )
-        .unwrap();
+        self.deliver_bytes(proto, from, Bytes::from(text.to_string()));
+    }
+
+    /// [`Harness::deliver_over`] of a buffer the test may keep a handle on.
+    fn deliver_bytes(&mut self, proto: Proto, from: &str, bytes: Bytes) {
+        let msg = crate::sip::receive(bytes, proto == Proto::Tcp, &Default::default()).unwrap();
         let source = Source {
             proto,
             peer: addr(from),
@@ -263,6 +263,54 @@ fn answered_call_relays_the_200_and_memory_returns_to_zero() {
     assert!(h.take("127.0.0.1:5080").is_empty());
     h.advance(Duration::from_secs(120));
     assert_eq!(h.core.open(), (0, 0), "transactions or calls left behind");
+}
+
+/// A call's transactions live on for 64*T1 after the answer (RFC 6026),
+/// tens of thousands of them under load: they must not keep the messages
+/// they will never send again. Each buffer below is held by the test alone
+/// once the call is answered and hung up, while the transactions still run.
+#[test]
+fn an_answered_call_keeps_no_message_it_will_not_send_again() {
+    let mut h = Harness::new();
+    let received = Bytes::from(invite("c-mem"));
+    h.deliver_bytes(Proto::Udp, CALLER, received.clone());
+    h.take(CALLER);
+    let forwarded = h.take_sent("127.0.0.1:5070").remove(0).bytes;
+    let fwd = String::from_utf8_lossy(&forwarded).into_owned();
+    h.deliver("127.0.0.1:5070", &answer(&fwd, 200, "OK", "p1"));
+    let relayed: Vec<Bytes> = h.take_sent(CALLER).into_iter().map(|t| t.bytes).collect();
+    assert_eq!(relayed.len(), 1);
+    assert!(relayed[0].starts_with(b"SIP/2.0 200 "));
+
+    // The PSAP hangs up; its BYE is answered by the caller.
+    let bye = Bytes::from(format!(
+        "BYE sip:+12125550142@{CALLER} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKpbye-mem\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:911@127.0.0.1>;tag=p1\r\nTo: <sip:+12125550142@example.com>;tag=f1\r\nCall-ID: c-mem\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    ));
+    h.deliver_bytes(Proto::Udp, "127.0.0.1:5070", bye.clone());
+    let down = h.take(CALLER).remove(0);
+    assert!(down.starts_with("BYE "), "{down}");
+    h.deliver(CALLER, &answer(&down, 200, "OK", "f1"));
+    let ok = h.take("127.0.0.1:5070");
+    assert!(ok.iter().any(|m| status(m) == "200"), "{ok:?}");
+
+    h.advance(Duration::from_secs(1));
+    assert_ne!(
+        h.core.open(),
+        (0, 0),
+        "the transactions are meant to live on"
+    );
+    assert!(received.is_unique(), "the caller's INVITE is still held");
+    assert!(
+        forwarded.is_unique(),
+        "the INVITE as forwarded is still held"
+    );
+    assert!(
+        relayed[0].is_unique(),
+        "the 200 relayed upstream is still held"
+    );
+    assert!(bye.is_unique(), "the PSAP's BYE is still held");
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.core.open(), (0, 0));
 }
 
 #[test]

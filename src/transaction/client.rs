@@ -178,6 +178,8 @@ impl ClientInvite {
             (Calling | Proceeding, StatusClass::Success) => {
                 self.state = Accepted;
                 self.timers.clear();
+                // Never sent again: free it now, not when Timer M ends.
+                self.request = Bytes::new();
                 self.timers
                     .arm(ClientInviteTimer::M, now, self.config.timer_m());
                 self.out.event(ClientInviteEvent::Success { status });
@@ -185,6 +187,7 @@ impl ClientInvite {
             (Calling | Proceeding, StatusClass::Failure) => {
                 self.state = Completed;
                 self.timers.clear();
+                self.request = Bytes::new();
                 self.ack = Ack::Awaited;
                 self.out.event(ClientInviteEvent::Failure { status });
                 let timer_d = self.config.timer_d(self.transport);

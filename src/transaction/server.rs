@@ -167,7 +167,10 @@ impl ServerInvite {
             }
         }
         self.out.transmit(&response);
-        self.last_response = Some(response);
+        // In Accepted nothing is sent again (2xx retransmissions pass
+        // through the proxy without the transaction), so a 2xx is not
+        // kept for the 64*T1 the transaction lives on.
+        self.last_response = (self.state != Accepted).then_some(response);
         Ok(())
     }
 
