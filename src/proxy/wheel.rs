@@ -25,6 +25,10 @@ const SLOT: Duration = Duration::from_millis(8);
 const SLOTS: usize = 8192;
 const MASK: u64 = SLOTS as u64 - 1;
 const WORDS: usize = SLOTS / 64;
+/// The capacity an emptied slot keeps. A slot that held more gives its
+/// vector back: otherwise every slot would keep the largest burst it ever
+/// saw, and the wheel's memory would creep up as bursts hit new slots.
+const KEEP: usize = 16;
 
 pub struct Wheel<T> {
     origin: Instant,
@@ -125,6 +129,9 @@ impl<T: Ord + Copy> Wheel<T> {
                 let entry = slot.swap_remove(k);
                 if slot.is_empty() {
                     self.occupied[i / 64] &= !(1 << (i % 64));
+                    if slot.capacity() > KEEP {
+                        *slot = Vec::new();
+                    }
                 }
                 self.len -= 1;
                 self.earliest.set(None);
@@ -298,6 +305,27 @@ mod tests {
         assert_eq!(w.pop_due(t0 + ms(100_000)), Some((t0 + ms(20), 1)));
         assert_eq!(w.pop_due(t0 + ms(100_000)), Some((t0 + ms(90_000), 3)));
         assert_eq!(w.pop_due(t0 + ms(100_000)), None);
+    }
+
+    #[test]
+    fn an_emptied_slot_gives_back_a_burst_but_keeps_a_small_vector() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(t0);
+        for v in 0..100 {
+            w.push(t0 + ms(10), v);
+        }
+        for v in 0..3 {
+            w.push(t0 + ms(50), v);
+        }
+        let (burst, small) = (1, 6);
+        assert!(w.slots[burst].capacity() >= 100);
+        while w.pop_due(t0 + ms(100)).is_some() {}
+        assert!(w.is_empty());
+        assert_eq!(w.slots[burst].capacity(), 0);
+        assert!(w.slots[small].capacity() >= 3);
+        // The slot takes entries again as before.
+        w.push(t0 + ms(65_546), 7);
+        assert_eq!(w.pop_due(t0 + ms(70_000)), Some((t0 + ms(65_546), 7)));
     }
 
     /// The wheel against a binary heap over a long pseudo-random run:
