@@ -184,6 +184,17 @@ fn metrics_count_calls_failovers_and_messages() {
         2.0,
         "{text}"
     );
+    // Both calls under one set of labels, the second through the handle
+    // the first left.
+    let emergency = text
+        .lines()
+        .filter(|l| l.starts_with("sosrouter_emergency_calls_total{"))
+        .collect::<Vec<_>>();
+    assert_eq!(emergency.len(), 1, "{text}");
+    assert!(
+        emergency[0].contains("route=\"static\"") && emergency[0].ends_with(" 2"),
+        "{text}"
+    );
     assert!(metric(&text, "sosrouter_routing_decision_seconds_count", &[]) >= 2.0);
     assert_eq!(metric(&text, "sosrouter_build_info", &[]), 1.0);
     assert!(text.contains("# HELP sosrouter_failovers_total"));

@@ -527,6 +527,9 @@ impl WireText {
 
 /// Handles of the counters the core bumps for every call, taken on first
 /// use instead of looked up by name and labels each time.
+/// Route, reason and location source of an emergency call.
+type EmergencyLabels = (&'static str, &'static str, &'static str);
+
 #[derive(Default)]
 struct CoreMetrics {
     /// `HOPS` by trunk index in the configuration.
@@ -535,6 +538,9 @@ struct CoreMetrics {
     failed: Option<metrics::Counter>,
     cancelled: Option<metrics::Counter>,
     setup: Option<metrics::Histogram>,
+    /// `EMERGENCY_CALLS` by route, reason and location source, then by
+    /// country (a handful of each).
+    emergency: KeyMap<EmergencyLabels, Vec<(Box<str>, metrics::Counter)>>,
 }
 
 impl CoreMetrics {
@@ -555,6 +561,27 @@ impl CoreMetrics {
         };
         slot.get_or_insert_with(|| metrics::counter!(m::CALLS, "outcome" => outcome))
             .increment(1);
+    }
+
+    fn emergency_call(
+        &mut self,
+        country: &str,
+        route: &'static str,
+        reason: &'static str,
+        location_source: &'static str,
+    ) {
+        let by_country = self
+            .emergency
+            .entry((route, reason, location_source))
+            .or_default();
+        match by_country.iter().find(|(c, _)| &**c == country) {
+            Some((_, counter)) => counter.increment(1),
+            None => {
+                let counter = metrics::counter!(m::EMERGENCY_CALLS, "country" => country.to_string(), "route" => route, "reason" => reason, "location_source" => location_source);
+                counter.increment(1);
+                by_country.push((country.into(), counter));
+            }
+        }
     }
 
     fn setup(&mut self, seconds: f64) {
@@ -1035,9 +1062,10 @@ impl Core {
                     if emergency {
                         let (country, loc_source) = details
                             .as_ref()
-                            .map(|d| (d.country.clone().unwrap_or_default(), d.location_source))
+                            .map(|d| (d.country.as_deref().unwrap_or_default(), d.location_source))
                             .unwrap_or_default();
-                        metrics::counter!(m::EMERGENCY_CALLS, "country" => country, "route" => route, "reason" => reason, "location_source" => loc_source).increment(1);
+                        self.metrics
+                            .emergency_call(country, route, reason, loc_source);
                         let req = self.calls[&call].request.as_deref();
                         let text = |h: HeaderName| {
                             req.and_then(|r| r.get(h))
@@ -2233,11 +2261,15 @@ impl Core {
     ) {
         let tag = match self.txns.get(&server) {
             Some(Txn::ServerInvite { to_tag, .. } | Txn::ServerNonInvite { to_tag, .. }) => {
-                format!("{to_tag:016x}")
+                let mut tag = Branch::new();
+                push_hex(&mut tag, *to_tag, 16);
+                tag
             }
             _ => return,
         };
-        let bytes = build::response(req, code, reason, Some(&tag), extra, None);
+        // Hex digits only, so always UTF-8.
+        let tag = std::str::from_utf8(&tag).unwrap_or_default();
+        let bytes = build::response(req, code, reason, Some(tag), extra, None);
         match self.txns.get_mut(&server) {
             Some(Txn::ServerInvite { m, .. }) => {
                 let _ = m.send_response(now, code, bytes);

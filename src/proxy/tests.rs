@@ -719,3 +719,18 @@ fn routed_as_received(h: &mut Harness, text: &str, line: &str) {
         vec!["100"]
     );
 }
+
+#[test]
+fn hex_digits_as_format_gives_them() {
+    for v in [0, 1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX] {
+        for width in [1, 8, 16] {
+            let mut out = Branch::new();
+            push_hex(&mut out, v, width);
+            assert_eq!(
+                out.as_slice(),
+                format!("{v:0width$x}").as_bytes(),
+                "{v} {width}"
+            );
+        }
+    }
+}

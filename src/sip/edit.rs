@@ -100,24 +100,29 @@ impl<'m> Editor<'m> {
                 return;
             }
             let (line, value_span, value) = (h.line, h.value, msg.value(h));
-            let elements = text::split_commas(value).count();
-            if elements <= n {
+            // One walk over the first n elements: `end` ends up just past
+            // the comma after the last one taken, or past the end of the
+            // value when no comma follows it.
+            let mut split = text::split_commas(value);
+            let (mut taken, mut end) = (0, 0);
+            while taken < n {
+                let Some(e) = split.next() else { break };
+                taken += 1;
+                end = e.as_ptr() as usize - value.as_ptr() as usize + e.len();
+                end += value[end..]
+                    .iter()
+                    .position(|&b| b == b',')
+                    .unwrap_or(value.len() - end);
+                end += 1;
+            }
+            if taken < n || end > value.len() {
+                // Every element of the line goes.
                 self.replace(line, Bytes::new());
-                n -= elements;
+                n -= taken;
                 continue;
             }
             // Delete from the value start through the n-th top-level comma
             // and the whitespace after it.
-            let mut split = text::split_commas(value);
-            let mut end = 0;
-            for _ in 0..n {
-                let Some(e) = split.next() else { break };
-                end = e.as_ptr() as usize - value.as_ptr() as usize + e.len();
-                while end < value.len() && value[end] != b',' {
-                    end += 1;
-                }
-                end += 1;
-            }
             while end < value.len() && text::is_ws(value[end]) {
                 end += 1;
             }
@@ -141,7 +146,7 @@ impl<'m> Editor<'m> {
 
     /// Sets Max-Forwards, adding the header when it is missing.
     pub fn set_max_forwards(&mut self, n: u32) {
-        let text = Bytes::from(n.to_string());
+        let text = decimal(n);
         match self.msg.header(HeaderName::MaxForwards) {
             Some(h) => self.replace(h.value, text),
             None => {
@@ -353,6 +358,17 @@ fn fxhash(data: &[u8]) -> u64 {
     h
 }
 
+/// `n` in decimal; below 100 a view of a static table, not an allocation
+/// (Max-Forwards is rewritten on every forwarded request).
+fn decimal(n: u32) -> Bytes {
+    static PAIRS: &[u8; 200] = b"00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+    match n {
+        0..=9 => Bytes::from_static(&PAIRS[2 * n as usize + 1..2 * n as usize + 2]),
+        10..=99 => Bytes::from_static(&PAIRS[2 * n as usize..2 * n as usize + 2]),
+        _ => Bytes::from(n.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +406,15 @@ mod tests {
             ),
             (format!("Route: {a}\r\nRoute: {b}\r\n"), String::new()),
             (format!("Route: {a}\r\n"), String::new()),
+            // Commas inside quotes or angle brackets separate nothing.
+            (
+                format!("Route: \"p, q\" {a},  \"r,\" <sip:s;x=1,2;lr>,{c}\r\n"),
+                format!("Route: {c}\r\n"),
+            ),
+            (
+                format!("Route: {a}\r\nRoute: {b},{c} ,{a}\r\n"),
+                format!("Route: {c} ,{a}\r\n"),
+            ),
         ] {
             let m = parse(format!("{head}{routes}{tail}").as_bytes());
             let mut e = Editor::new(&m);
@@ -430,6 +455,13 @@ mod tests {
         assert_eq!(again.vias().count(), 3);
         assert_eq!(again.max_forwards(), Some(69));
         assert_eq!(again.list(HeaderName::Route).count(), 1);
+    }
+
+    #[test]
+    fn decimals_from_the_table_and_beyond_it() {
+        for n in [0, 1, 9, 10, 42, 69, 70, 99, 100, 255, u32::MAX] {
+            assert_eq!(decimal(n), n.to_string().as_bytes(), "{n}");
+        }
     }
 
     #[test]
