@@ -131,7 +131,9 @@ impl Router {
                 l.push('\n');
             }
         });
-        let port = match rx.recv_timeout(Duration::from_secs(20)) {
+        // Generous: with every test binary running in parallel on two
+        // cores, a start-up once took longer than 20 s.
+        let port = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(p) => p,
             Err(_) => {
                 let _ = child.kill();
