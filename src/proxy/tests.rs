@@ -734,3 +734,18 @@ fn hex_digits_as_format_gives_them() {
         }
     }
 }
+
+/// The keys of the router's own branches, and of a cookie branch as
+/// phones write them, are built without an allocation.
+#[test]
+fn transaction_keys_of_ordinary_branches_stay_inline() {
+    let branch = {
+        let mut b = branch_prefix(u64::MAX);
+        b.push(b'.');
+        push_hex(&mut b, u64::from(u32::MAX), 1);
+        push_hex(&mut b, u64::MAX, 1);
+        b
+    };
+    assert!(TransactionKey::client(&branch, b"INVITE").is_inline());
+    assert!(TransactionKey::client(&branch, b"OPTIONS").is_inline());
+}

@@ -277,12 +277,13 @@ impl<'m> Editor<'m> {
             }
         }
         let body_len = body_len.max(0) as usize;
-        let cl_text = body_len.to_string();
+        let mut digits = [0; 20];
+        let cl_text = write_decimal(body_len as u64, &mut digits);
         match msg.header(HeaderName::ContentLength) {
-            Some(h) if msg.bytes_of(h.value) != cl_text.as_bytes() => {
+            Some(h) if msg.bytes_of(h.value) != cl_text => {
                 self.edits.push(Edit::Replace {
                     span: h.value,
-                    text: Bytes::from(cl_text),
+                    text: Bytes::copy_from_slice(cl_text),
                 });
             }
             Some(_) => {}
@@ -290,7 +291,7 @@ impl<'m> Editor<'m> {
                 let at = msg.headers_end;
                 self.edits.push(Edit::Replace {
                     span: Span { start: at, end: at },
-                    text: header_line("Content-Length", cl_text.as_bytes()),
+                    text: header_line("Content-Length", cl_text),
                 });
             }
         }
@@ -366,6 +367,19 @@ fn decimal(n: u32) -> Bytes {
         0..=9 => Bytes::from_static(&PAIRS[2 * n as usize + 1..2 * n as usize + 2]),
         10..=99 => Bytes::from_static(&PAIRS[2 * n as usize..2 * n as usize + 2]),
         _ => Bytes::from(n.to_string()),
+    }
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn write_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 
@@ -461,6 +475,9 @@ mod tests {
     fn decimals_from_the_table_and_beyond_it() {
         for n in [0, 1, 9, 10, 42, 69, 70, 99, 100, 255, u32::MAX] {
             assert_eq!(decimal(n), n.to_string().as_bytes(), "{n}");
+        }
+        for n in [0, 7, 10, 1234, u64::from(u32::MAX) + 1, u64::MAX] {
+            assert_eq!(write_decimal(n, &mut [0; 20]), n.to_string().as_bytes());
         }
     }
 

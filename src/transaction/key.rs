@@ -18,6 +18,7 @@
 //! compared byte for byte (case-sensitive); the sent-by and the RFC 2543
 //! top Via are compared without regard to ASCII case.
 
+use smallvec::SmallVec;
 use std::fmt;
 
 /// The prefix of an RFC 3261 branch parameter.
@@ -83,15 +84,21 @@ impl KeyKind {
 
 /// An owned transaction key, hashable and compared by value.
 ///
-/// The key is one boxed byte string: a kind byte, then each field as a
-/// LEB128 length and its bytes (the method always first). Fields compared
+/// The key is one byte string: a kind byte, then each field as a LEB128
+/// length and its bytes (the method always first). Keys of up to
+/// [`INLINE`] bytes, which covers the RFC 3261 keys of ordinary branches,
+/// live inside the value: building one to look a message up allocates
+/// nothing. Fields compared
 /// case-insensitively are stored lowercased, so equality and hashing of the
 /// encoding follow the matching rules. An absent optional field has its
 /// own marker and never equals an empty one.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TransactionKey {
-    repr: Box<[u8]>,
+    repr: SmallVec<[u8; INLINE]>,
 }
+
+/// The longest encoding kept inline.
+pub const INLINE: usize = 72;
 
 impl TransactionKey {
     /// The key matching responses to a client transaction: the branch of
@@ -158,6 +165,12 @@ impl TransactionKey {
         }
     }
 
+    /// Whether the encoding lives inside the value (no allocation).
+    #[cfg(test)]
+    pub(crate) fn is_inline(&self) -> bool {
+        !self.repr.spilled()
+    }
+
     /// The length of the encoding, in bytes.
     pub fn encoded_len(&self) -> usize {
         self.repr.len()
@@ -209,12 +222,12 @@ fn rfc2543(parts: &RequestKeyParts<'_>, to_tag: Option<&[u8]>) -> TransactionKey
 const ABSENT: u8 = 0;
 
 struct Encoder {
-    buf: Vec<u8>,
+    buf: SmallVec<[u8; INLINE]>,
 }
 
 impl Encoder {
     fn new(kind: KeyKind) -> Self {
-        let mut buf = Vec::with_capacity(64);
+        let mut buf = SmallVec::new();
         buf.push(kind.tag());
         Self { buf }
     }
@@ -250,9 +263,7 @@ impl Encoder {
     }
 
     fn finish(self) -> TransactionKey {
-        TransactionKey {
-            repr: self.buf.into_boxed_slice(),
-        }
+        TransactionKey { repr: self.buf }
     }
 }
 
@@ -546,10 +557,14 @@ mod tests {
             key.encoded_len(),
             1 + (1 + 6) + (1 + BRANCH.len()) + (1 + b"pc33.atlanta.example.com:5060".len())
         );
-        assert_eq!(
-            std::mem::size_of::<TransactionKey>(),
-            2 * std::mem::size_of::<usize>()
-        );
+        assert!(key.is_inline());
+        assert!(std::mem::size_of::<TransactionKey>() <= INLINE + 16);
+        // A longer key moves to the heap and keeps working.
+        let branch = [b"z9hG4bK".as_slice(), &[b'7'; 80]].concat();
+        let key = TransactionKey::client(&branch, b"INVITE");
+        assert!(!key.is_inline());
+        assert_eq!(key.branch(), Some(&branch[..]));
+        assert_eq!(key, TransactionKey::client(&branch, b"INVITE"));
     }
 
     #[test]
