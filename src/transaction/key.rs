@@ -18,8 +18,9 @@
 //! compared byte for byte (case-sensitive); the sent-by and the RFC 2543
 //! top Via are compared without regard to ASCII case.
 
-use smallvec::SmallVec;
 use std::fmt;
+
+use smallvec::SmallVec;
 
 /// The prefix of an RFC 3261 branch parameter.
 pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";

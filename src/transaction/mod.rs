@@ -27,10 +27,10 @@
 
 #![warn(missing_docs)]
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 pub mod client;
 pub mod key;
@@ -228,17 +228,21 @@ impl StatusClass {
 /// A message is not queued twice: while a copy of the same buffer waits to
 /// be polled, another retransmission of it adds nothing, so the queue holds
 /// at most one copy of each message however late the caller drains it.
+///
+/// The proxy drains both queues after every input, so they rarely hold
+/// more than one or two entries: they live inside the machine and take
+/// the heap only beyond that.
 #[derive(Debug)]
 pub(crate) struct Outbox<E> {
-    transmits: VecDeque<Bytes>,
-    events: VecDeque<E>,
+    transmits: SmallVec<[Bytes; 2]>,
+    events: SmallVec<[E; 2]>,
 }
 
 impl<E> Outbox<E> {
     pub(crate) fn new() -> Self {
         Self {
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            transmits: SmallVec::new(),
+            events: SmallVec::new(),
         }
     }
 
@@ -248,20 +252,20 @@ impl<E> Outbox<E> {
             .iter()
             .any(|queued| queued.as_ptr() == message.as_ptr() && queued.len() == message.len());
         if !pending {
-            self.transmits.push_back(message.clone());
+            self.transmits.push(message.clone());
         }
     }
 
     pub(crate) fn event(&mut self, event: E) {
-        self.events.push_back(event);
+        self.events.push(event);
     }
 
     pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.transmits.pop_front()
+        (!self.transmits.is_empty()).then(|| self.transmits.remove(0))
     }
 
     pub(crate) fn poll_event(&mut self) -> Option<E> {
-        self.events.pop_front()
+        (!self.events.is_empty()).then(|| self.events.remove(0))
     }
 }
 
