@@ -83,6 +83,27 @@ pub fn find2<const A: u8, const B: u8>(b: &[u8], from: usize) -> Option<usize> {
         .map(|n| i + n)
 }
 
+/// Where the first of the bytes `A`, `B` or `C` at or after `from` is (see
+/// [`find2`]).
+#[inline]
+pub fn find3<const A: u8, const B: u8, const C: u8>(b: &[u8], from: usize) -> Option<usize> {
+    let a = ONES * A as u64;
+    let c = ONES * B as u64;
+    let d = ONES * C as u64;
+    let mut i = from;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = load(chunk);
+        let found = zero_bytes(w ^ a) | zero_bytes(w ^ c) | zero_bytes(w ^ d);
+        if found != 0 {
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b.get(i..)
+        .and_then(|rest| rest.iter().position(|&x| x == A || x == B || x == C))
+        .map(|n| i + n)
+}
+
 /// Whether `s` holds a space, tab, CR or LF. Eight bytes at a time look for
 /// any byte below `!` first; only a word that has one is looked at closely.
 #[inline]
@@ -143,14 +164,14 @@ pub fn is_token_str(s: &[u8]) -> bool {
 /// its closing quote), or `None` when it is not terminated.
 pub fn quoted_end(s: &[u8]) -> Option<usize> {
     let mut i = 1;
-    while i < s.len() {
-        match s[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    loop {
+        let j = find2::<b'\\', b'"'>(s, i)?;
+        if s[j] == b'"' {
+            return Some(j + 1);
         }
+        // An escape: the next byte, whatever it is, belongs to the string.
+        i = j + 2;
     }
-    None
 }
 
 /// Splits a header value at top-level commas: commas inside quoted strings
@@ -170,33 +191,23 @@ impl<'a> Iterator for CommaSplit<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let s = self.rest?;
-        // Most values hold no comma and no quote: one element, found with
-        // one vectorized search instead of the byte walk below.
-        if find2::<b',', b'"'>(s, 0).is_none() {
-            self.rest = None;
-            return Some(trim(s));
-        }
+        // Outside brackets only a comma, a quote or a `<` matters; inside,
+        // only the `>` that closes them. Each is found eight bytes at a time.
         let mut i = 0;
-        let mut angle = false;
-        while i < s.len() {
-            match s[i] {
-                b'"' if !angle => match quoted_end(&s[i..]) {
-                    Some(n) => i += n,
+        while let Some(j) = find3::<b',', b'"', b'<'>(s, i) {
+            match s[j] {
+                b',' => {
+                    self.rest = Some(&s[j + 1..]);
+                    return Some(trim(&s[..j]));
+                }
+                b'"' => match quoted_end(&s[j..]) {
+                    Some(n) => i = j + n,
                     None => break,
                 },
-                b'<' => {
-                    angle = true;
-                    i += 1;
-                }
-                b'>' => {
-                    angle = false;
-                    i += 1;
-                }
-                b',' if !angle => {
-                    self.rest = Some(&s[i + 1..]);
-                    return Some(trim(&s[..i]));
-                }
-                _ => i += 1,
+                _ => match find::<b'>'>(s, j + 1) {
+                    Some(gt) => i = gt + 1,
+                    None => break,
+                },
             }
         }
         self.rest = None;
@@ -220,6 +231,77 @@ pub struct Params<'a> {
     failed: bool,
 }
 
+/// Where the first byte at or after `i` that is not whitespace is.
+#[inline(always)]
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while let Some(&b) = s.get(i) {
+        if !is_ws(b) {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// One parameter of a `;`-list: `Ok(None)` at the end of the list, else its
+/// name, its value and the rest of the list; `Err(())` when it is malformed.
+type Param<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+
+#[inline(always)]
+fn next_param(s: &[u8]) -> Result<Option<Param<'_>>, ()> {
+    let mut i = skip_ws(s, 0);
+    match s.get(i) {
+        None => return Ok(None),
+        Some(b';') => {}
+        Some(_) => return Err(()),
+    }
+    i = skip_ws(s, i + 1);
+    let name_start = i;
+    while let Some(&b) = s.get(i) {
+        if !is_token(b) {
+            break;
+        }
+        i += 1;
+    }
+    let name = &s[name_start..i];
+    i = skip_ws(s, i);
+    let mut value = None;
+    match s.get(i) {
+        Some(b'=') => {
+            let start = skip_ws(s, i + 1);
+            // The value runs to the next ';' outside a quoted string.
+            i = start;
+            loop {
+                match find2::<b';', b'"'>(s, i) {
+                    None => {
+                        i = s.len();
+                        break;
+                    }
+                    Some(j) if s[j] == b';' => {
+                        i = j;
+                        break;
+                    }
+                    Some(j) => i = j + quoted_end(&s[j..]).ok_or(())?,
+                }
+            }
+            let mut v = &s[start..i];
+            while let [rest @ .., last] = v {
+                if !is_ws(*last) {
+                    break;
+                }
+                v = rest;
+            }
+            value = Some(v);
+        }
+        None | Some(b';') => {}
+        Some(_) => return Err(()),
+    }
+    if name.is_empty() || value.is_some_and(|v| v.is_empty()) {
+        return Err(());
+    }
+    Ok(Some((name, value, &s[i..])))
+}
+
 impl<'a> Iterator for Params<'a> {
     type Item = Result<(&'a [u8], Option<&'a [u8]>), ()>;
 
@@ -227,65 +309,17 @@ impl<'a> Iterator for Params<'a> {
         if self.failed {
             return None;
         }
-        let s = self.rest;
-        let skip_ws = |mut i: usize| {
-            while i < s.len() && is_ws(s[i]) {
-                i += 1;
+        match next_param(self.rest) {
+            Ok(Some((name, value, rest))) => {
+                self.rest = rest;
+                Some(Ok((name, value)))
             }
-            i
-        };
-        let mut i = skip_ws(0);
-        if i == s.len() {
-            return None;
-        }
-        if s[i] != b';' {
-            self.failed = true;
-            return Some(Err(()));
-        }
-        i = skip_ws(i + 1);
-        let name_start = i;
-        while i < s.len() && is_token(s[i]) {
-            i += 1;
-        }
-        let name = &s[name_start..i];
-        i = skip_ws(i);
-        let mut value = None;
-        match s.get(i) {
-            Some(b'=') => {
-                let start = skip_ws(i + 1);
-                // The value runs to the next ';' outside a quoted string.
-                i = start;
-                while i < s.len() {
-                    match s[i] {
-                        b'"' => match quoted_end(&s[i..]) {
-                            Some(n) => i += n,
-                            None => {
-                                self.failed = true;
-                                return Some(Err(()));
-                            }
-                        },
-                        b';' => break,
-                        _ => i += 1,
-                    }
-                }
-                let mut end = i;
-                while end > start && is_ws(s[end - 1]) {
-                    end -= 1;
-                }
-                value = Some(&s[start..end]);
-            }
-            None | Some(b';') => {}
-            Some(_) => {
+            Ok(None) => None,
+            Err(()) => {
                 self.failed = true;
-                return Some(Err(()));
+                Some(Err(()))
             }
         }
-        self.rest = &s[i..];
-        if name.is_empty() || value.is_some_and(|v| v.is_empty()) {
-            self.failed = true;
-            return Some(Err(()));
-        }
-        Some(Ok((name, value)))
     }
 }
 
@@ -302,24 +336,30 @@ pub fn find_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
 /// malformed, `Some(None)` when `name` is absent or has no value.
 pub fn checked_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
     let mut found: Option<Option<&[u8]>> = None;
-    if s.is_empty() {
-        return Some(None);
+    match s.first() {
+        None => return Some(None),
+        Some(b';') => {}
+        Some(_) => return None,
     }
-    if s[0] != b';' {
-        return None;
-    }
-    for p in params(s) {
-        let (n, value) = p.ok()?;
+    let mut rest = s;
+    while let Some((n, value, r)) = next_param(rest).ok()? {
         if found.is_none() && n.eq_ignore_ascii_case(name) {
             found = Some(value);
         }
+        rest = r;
     }
     Some(found.flatten())
 }
 
 /// Checks that a `;`-list of parameters is well-formed.
-pub fn params_ok(s: &[u8]) -> bool {
-    params(s).all(|p| p.is_ok())
+pub fn params_ok(mut s: &[u8]) -> bool {
+    loop {
+        match next_param(s) {
+            Ok(Some((_, _, rest))) => s = rest,
+            Ok(None) => return true,
+            Err(()) => return false,
+        }
+    }
 }
 
 /// Removes surrounding double quotes, if any (escapes stay as written).
