@@ -62,46 +62,70 @@ fn load(chunk: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// Where the first of the bytes `A` or `B` at or after `from` is, eight
-/// bytes at a time. The values in a SIP message are short, and this beats a
-/// general search's set-up cost on them.
-#[inline]
-pub fn find2<const A: u8, const B: u8>(b: &[u8], from: usize) -> Option<usize> {
-    let a = ONES * A as u64;
-    let c = ONES * B as u64;
+/// Where the first byte that `hit` marks at or after `from` is: `hit` takes
+/// eight bytes as a word and sets the high bit of each byte it wants (and
+/// maybe of bytes above the first such one). The last bytes of a buffer of
+/// eight bytes or more are read as its last word shifted down, with zero
+/// bytes above them, which `hit` must never mark; a shorter buffer is
+/// looked at byte by byte with `byte`.
+#[inline(always)]
+fn search(
+    b: &[u8],
+    from: usize,
+    hit: impl Fn(u64) -> u64,
+    byte: impl Fn(u8) -> bool,
+) -> Option<usize> {
     let mut i = from;
     while let Some(chunk) = b.get(i..i + 8) {
-        let w = load(chunk);
-        let found = zero_bytes(w ^ a) | zero_bytes(w ^ c);
+        let found = hit(load(chunk));
         if found != 0 {
             return Some(i + (found.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
-    b.get(i..)
-        .and_then(|rest| rest.iter().position(|&x| x == A || x == B))
-        .map(|n| i + n)
+    let n = b.len();
+    if i >= n {
+        return None;
+    }
+    if n >= 8 {
+        // 1 to 7 bytes of the last word were looked at already.
+        let seen = i + 8 - n;
+        let found = hit(load(&b[n - 8..]) >> (8 * seen));
+        return (found != 0).then(|| i + (found.trailing_zeros() / 8) as usize);
+    }
+    b[i..].iter().position(|&x| byte(x)).map(|k| i + k)
+}
+
+/// Where the first of the bytes `A` or `B` at or after `from` is, eight
+/// bytes at a time. The values in a SIP message are short, and this beats a
+/// general search's set-up cost on them. Neither byte may be zero.
+#[inline]
+pub fn find2<const A: u8, const B: u8>(b: &[u8], from: usize) -> Option<usize> {
+    const { assert!(A != 0 && B != 0) };
+    let a = ONES * A as u64;
+    let c = ONES * B as u64;
+    search(
+        b,
+        from,
+        |w| zero_bytes(w ^ a) | zero_bytes(w ^ c),
+        |x| x == A || x == B,
+    )
 }
 
 /// Where the first of the bytes `A`, `B` or `C` at or after `from` is (see
 /// [`find2`]).
 #[inline]
 pub fn find3<const A: u8, const B: u8, const C: u8>(b: &[u8], from: usize) -> Option<usize> {
+    const { assert!(A != 0 && B != 0 && C != 0) };
     let a = ONES * A as u64;
     let c = ONES * B as u64;
     let d = ONES * C as u64;
-    let mut i = from;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let w = load(chunk);
-        let found = zero_bytes(w ^ a) | zero_bytes(w ^ c) | zero_bytes(w ^ d);
-        if found != 0 {
-            return Some(i + (found.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    b.get(i..)
-        .and_then(|rest| rest.iter().position(|&x| x == A || x == B || x == C))
-        .map(|n| i + n)
+    search(
+        b,
+        from,
+        |w| zero_bytes(w ^ a) | zero_bytes(w ^ c) | zero_bytes(w ^ d),
+        |x| x == A || x == B || x == C,
+    )
 }
 
 /// Whether `s` holds a space, tab, CR or LF. Eight bytes at a time look for
@@ -184,6 +208,14 @@ pub fn split_commas(s: &[u8]) -> CommaSplit<'_> {
 
 pub struct CommaSplit<'a> {
     rest: Option<&'a [u8]>,
+}
+
+impl<'a> CommaSplit<'a> {
+    /// The text after the elements yielded so far and their comma: `None`
+    /// once the last element was yielded.
+    pub fn rest(&self) -> Option<&'a [u8]> {
+        self.rest
+    }
 }
 
 impl<'a> Iterator for CommaSplit<'a> {
@@ -323,17 +355,25 @@ impl<'a> Iterator for Params<'a> {
     }
 }
 
+/// Whether two names are the same but for ASCII case. The exact comparison
+/// comes first: a name is nearly always written as the grammar spells it.
+#[inline(always)]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && (a == b || a.eq_ignore_ascii_case(b))
+}
+
 /// Finds a parameter by name (case-insensitive) in a `;`-list.
 pub fn find_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
     params(s)
         .filter_map(Result::ok)
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .find(|(n, _)| same_name(n, name))
         .map(|(_, v)| v)
 }
 
 /// Checks a `;`-list of parameters (empty, or starting at its `;`) and
 /// finds the first value of `name` on the way: `None` when the list is
 /// malformed, `Some(None)` when `name` is absent or has no value.
+#[inline]
 pub fn checked_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
     let mut found: Option<Option<&[u8]>> = None;
     match s.first() {
@@ -343,7 +383,7 @@ pub fn checked_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
     }
     let mut rest = s;
     while let Some((n, value, r)) = next_param(rest).ok()? {
-        if found.is_none() && n.eq_ignore_ascii_case(name) {
+        if found.is_none() && same_name(n, name) {
             found = Some(value);
         }
         rest = r;
@@ -376,6 +416,18 @@ pub fn unquote(s: &[u8]) -> &[u8] {
 pub fn parse_u64(s: &[u8], max: u64) -> Option<u64> {
     if s.is_empty() || s.len() > 20 {
         return None;
+    }
+    if s.len() < 20 {
+        // Nineteen digits cannot overflow.
+        let mut v: u64 = 0;
+        for &b in s {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
+        }
+        return (v <= max).then_some(v);
     }
     let mut v: u64 = 0;
     for &b in s {
@@ -482,6 +534,39 @@ mod tests {
             assert_eq!(has_ws(text), ws, "{text:?}");
         }
         assert_eq!(find::<b'@'>(b"sip:alice.example.com", 0), None);
+    }
+
+    #[test]
+    fn searches_agree_with_a_byte_walk_at_every_offset_and_length() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for len in 0..48 {
+            for _ in 0..20 {
+                let b: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        *b"ab;\",<>\x80\xff\x01"
+                            .get((x % 12) as usize)
+                            .unwrap_or(&b'z')
+                    })
+                    .collect();
+                for from in 0..=len + 1 {
+                    let walk = |set: &[u8]| {
+                        b.get(from..)
+                            .and_then(|r| r.iter().position(|c| set.contains(c)))
+                            .map(|k| from + k)
+                    };
+                    assert_eq!(find2::<b';', b'"'>(&b, from), walk(b";\""), "{b:?} {from}");
+                    assert_eq!(
+                        find3::<b',', b'"', b'<'>(&b, from),
+                        walk(b",\"<"),
+                        "{b:?} {from}"
+                    );
+                    assert_eq!(find::<b'>'>(&b, from), walk(b">"), "{b:?} {from}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -103,6 +103,14 @@ impl UriError {
     }
 }
 
+/// Whether `s` is `lower`, a word of lower-case letters, in any case:
+/// setting the 0x20 bit maps a byte onto a lower-case letter only from that
+/// letter or its capital.
+#[inline(always)]
+fn letters_are(s: &[u8], lower: &[u8]) -> bool {
+    s.len() == lower.len() && s.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+}
+
 fn is_scheme_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')
 }
@@ -124,13 +132,13 @@ impl<'a> Uri<'a> {
             return Err(UriError::NoScheme);
         }
         let rest = &s[colon + 1..];
-        let scheme = if scheme_text.eq_ignore_ascii_case(b"sip") {
+        let scheme = if letters_are(scheme_text, b"sip") {
             Scheme::Sip
-        } else if scheme_text.eq_ignore_ascii_case(b"sips") {
+        } else if letters_are(scheme_text, b"sips") {
             Scheme::Sips
-        } else if scheme_text.eq_ignore_ascii_case(b"tel") {
+        } else if letters_are(scheme_text, b"tel") {
             Scheme::Tel
-        } else if scheme_text.eq_ignore_ascii_case(b"urn") {
+        } else if letters_are(scheme_text, b"urn") {
             Scheme::Urn
         } else {
             Scheme::Other

@@ -27,10 +27,19 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     pub fn parse(s: &'a [u8]) -> Option<Via<'a>> {
         let s = trim(s);
-        let (protocol, s) = token(s)?;
-        let s = expect(s, b'/')?;
-        let (version, s) = token(s)?;
-        let s = expect(s, b'/')?;
+        // Nearly every Via starts so; what the token walks would find.
+        let (protocol, version, s) = match s {
+            [b'S', b'I', b'P', b'/', b'2', b'.', b'0', b'/', rest @ ..] => {
+                (&s[..3], &s[4..7], rest)
+            }
+            _ => {
+                let (protocol, s) = token(s)?;
+                let s = expect(s, b'/')?;
+                let (version, s) = token(s)?;
+                let s = expect(s, b'/')?;
+                (protocol, version, s)
+            }
+        };
         let (transport, rest) = token(s)?;
         // At least one whitespace separates the transport from sent-by.
         if rest.first().is_none_or(|b| !text::is_ws(*b)) {

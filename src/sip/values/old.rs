@@ -172,6 +172,20 @@ pub fn params_ok(s: &[u8]) -> bool {
     params(s).all(|p| p.is_ok())
 }
 
+pub fn parse_u64(s: &[u8], max: u64) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    (v <= max).then_some(v)
+}
+
 fn is_scheme_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')
 }
@@ -833,6 +847,43 @@ mod tests {
                     super::find_param(s, name).map(|v| opt(s, v)),
                     "find_param {:?}",
                     text::lossy(s)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn integers_read_as_before() {
+        let mut r = Rng(0x1234_5678_9abc_def1);
+        for _ in 0..50_000 {
+            let len = r.below(23);
+            let s: Vec<u8> = (0..len)
+                .map(|_| match r.below(12) {
+                    0 => *r.pick(b"x /:+-\x00\xff9"),
+                    _ => b'0' + r.below(10) as u8,
+                })
+                .collect();
+            for max in [255, 65535, u64::from(u32::MAX), u64::MAX] {
+                assert_eq!(
+                    text::parse_u64(&s, max),
+                    super::parse_u64(&s, max),
+                    "{:?} {max}",
+                    text::lossy(&s)
+                );
+            }
+        }
+        for s in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "09999999999999999999",
+            "0000000000000000000065535",
+        ] {
+            for max in [65535, u64::MAX] {
+                assert_eq!(
+                    text::parse_u64(s.as_bytes(), max),
+                    super::parse_u64(s.as_bytes(), max),
+                    "{s}"
                 );
             }
         }
