@@ -11,8 +11,13 @@ const fn host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
 }
 
+const fn scheme_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')
+}
+
 const TOKEN_BIT: u8 = 1;
 const HOST_BIT: u8 = 2;
+const SCHEME_BIT: u8 = 4;
 
 /// Byte classes as a table: one load per byte in the scanning loops.
 static CLASS: [u8; 256] = {
@@ -26,6 +31,9 @@ static CLASS: [u8; 256] = {
         if host_byte(b) {
             t[i] |= HOST_BIT;
         }
+        if scheme_byte(b) {
+            t[i] |= SCHEME_BIT;
+        }
         i += 1;
     }
     t
@@ -35,6 +43,39 @@ static CLASS: [u8; 256] = {
 #[inline]
 pub fn is_token(b: u8) -> bool {
     CLASS[usize::from(b)] & TOKEN_BIT != 0
+}
+
+/// The characters of a URI scheme after its first letter (RFC 3986).
+#[inline]
+pub fn is_scheme_char(b: u8) -> bool {
+    CLASS[usize::from(b)] & SCHEME_BIT != 0
+}
+
+/// Where the run of host characters (see [`is_host_char`]) that starts at
+/// `s[0]` ends.
+#[inline]
+pub fn host_end(s: &[u8]) -> usize {
+    s.iter().position(|&b| !is_host_char(b)).unwrap_or(s.len())
+}
+
+/// A port number at the start of `s`: where its digits end, and the number
+/// when there is one (at most 20 digits, leading zeros allowed, up to
+/// 65535), read in the same walk (`parse_u64` of the digits, in one pass).
+#[inline]
+pub fn leading_port(s: &[u8]) -> (usize, Option<u16>) {
+    let mut end = 0;
+    // Saturates above 65535, so that a long run cannot overflow.
+    let mut v: u32 = 0;
+    while let Some(&b) = s.get(end) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = (v * 10 + u32::from(d)).min(1 << 20);
+        end += 1;
+    }
+    let port = (end > 0 && end <= 20 && v <= 65535).then_some(v as u16);
+    (end, port)
 }
 
 /// The characters of a host name or IPv4 address (letters, digits, `-`,

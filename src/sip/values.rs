@@ -50,11 +50,7 @@ impl<'a> Via<'a> {
             let close = text::find::<b']'>(s, 0)?;
             (&s[..=close], &s[close + 1..])
         } else {
-            let end = s
-                .iter()
-                .position(|&b| !text::is_host_char(b))
-                .unwrap_or(s.len());
-            (&s[..end], &s[end..])
+            s.split_at(text::host_end(s))
         };
         if host.is_empty() {
             return None;
@@ -63,11 +59,8 @@ impl<'a> Via<'a> {
         let mut port = None;
         if let Some(p) = after.strip_prefix(b":") {
             let p = trim_start(p);
-            let end = p
-                .iter()
-                .position(|b| !b.is_ascii_digit())
-                .unwrap_or(p.len());
-            port = Some(text::parse_u64(&p[..end], 65535)? as u16);
+            let (end, p_port) = text::leading_port(p);
+            port = Some(p_port?);
             after = &p[end..];
         }
         let params = trim(after);

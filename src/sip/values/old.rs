@@ -863,6 +863,12 @@ mod tests {
                     _ => b'0' + r.below(10) as u8,
                 })
                 .collect();
+            let end = s
+                .iter()
+                .position(|b| !b.is_ascii_digit())
+                .unwrap_or(s.len());
+            let want = super::parse_u64(&s[..end], 65535).map(|p| p as u16);
+            assert_eq!(text::leading_port(&s), (end, want), "{:?}", text::lossy(&s));
             for max in [255, 65535, u64::from(u32::MAX), u64::MAX] {
                 assert_eq!(
                     text::parse_u64(&s, max),
@@ -878,7 +884,14 @@ mod tests {
             "99999999999999999999",
             "09999999999999999999",
             "0000000000000000000065535",
+            "00000000000000065535",
+            "000000000000000065535",
+            "00000000000000065536x",
+            "4294967296999",
         ] {
+            let b = s.trim_end_matches('x').as_bytes();
+            let want = super::parse_u64(b, 65535).map(|p| p as u16);
+            assert_eq!(text::leading_port(s.as_bytes()), (b.len(), want), "{s}");
             for max in [65535, u64::MAX] {
                 assert_eq!(
                     text::parse_u64(s.as_bytes(), max),
