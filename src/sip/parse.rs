@@ -147,9 +147,10 @@ fn parse_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, Pa
 /// [`check_strict`] itself. Folded messages take the full path.
 #[inline]
 fn index_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
-    match index(buf.clone(), stream, limits, ParsePath::Fast)? {
-        Indexed::Done(m) => Ok(m),
-        Indexed::Folded => super::full::parse(&buf, stream, limits),
+    match index(buf.clone(), stream, limits, ParsePath::Fast) {
+        Ok(Indexed::Done(m)) => Ok(m),
+        Ok(Indexed::Folded) => super::full::parse(&buf, stream, limits),
+        Err(e) => Err(e),
     }
 }
 
@@ -170,20 +171,22 @@ pub fn index_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError
 /// emergency call among them can still be routed; every other failure is
 /// an error.
 pub fn receive(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
-    let mut msg = if stream {
-        index_framed(buf, true, limits)?
+    // The message stays where indexing put it, in the result returned:
+    // moving it out and back in would copy its whole index twice.
+    let mut received = if stream {
+        index_framed(buf, true, limits)
     } else {
-        index_datagram(buf, limits)?
+        index_datagram(buf, limits)
     };
-    check_transaction(&mut msg)?;
-    match check_strict(&msg) {
-        Ok(()) => Ok(msg),
-        Err(e) if msg.method() == Method::Invite => {
-            msg.fault = Some(e);
-            Ok(msg)
+    if let Ok(msg) = &mut received {
+        check_transaction(msg)?;
+        match check_strict(msg) {
+            Ok(()) => {}
+            Err(e) if msg.method() == Method::Invite => msg.fault = Some(e),
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    received
 }
 
 /// Builds the index: start line, headers, body. Declines on folding.
