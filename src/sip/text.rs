@@ -53,7 +53,7 @@ pub fn is_scheme_char(b: u8) -> bool {
 
 /// Where the run of host characters (see [`is_host_char`]) that starts at
 /// `s[0]` ends.
-#[inline]
+#[inline(always)]
 pub fn host_end(s: &[u8]) -> usize {
     s.iter().position(|&b| !is_host_char(b)).unwrap_or(s.len())
 }
@@ -61,7 +61,7 @@ pub fn host_end(s: &[u8]) -> usize {
 /// A port number at the start of `s`: where its digits end, and the number
 /// when there is one (at most 20 digits, leading zeros allowed, up to
 /// 65535), read in the same walk (`parse_u64` of the digits, in one pass).
-#[inline]
+#[inline(always)]
 pub fn leading_port(s: &[u8]) -> (usize, Option<u16>) {
     let mut end = 0;
     // Saturates above 65535, so that a long run cannot overflow.
@@ -447,7 +447,7 @@ pub fn find_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
 /// Checks a `;`-list of parameters (empty, or starting at its `;`) and
 /// finds the first value of `name` on the way: `None` when the list is
 /// malformed, `Some(None)` when `name` is absent or has no value.
-#[inline]
+#[inline(always)]
 pub fn checked_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
     let mut found: Option<Option<&[u8]>> = None;
     match s.first() {
