@@ -466,11 +466,11 @@ pub fn check_transaction(msg: &mut Message) -> Result<(), ParseError> {
     // A display name outside the grammar leaves the URI and tag readable:
     // reported by the strict checks, so an emergency call still goes on.
     let (from, loose) =
-        name_addr(msg.get(HeaderName::From)).ok_or(ParseError::BadHeader("From"))?;
-    parsed.from = NameAddrAt::of(buf, &from);
+        name_addr(buf, msg.get(HeaderName::From)).ok_or(ParseError::BadHeader("From"))?;
+    parsed.from = from;
     parsed.loose_from = loose;
-    let (to, loose) = name_addr(msg.get(HeaderName::To)).ok_or(ParseError::BadHeader("To"))?;
-    parsed.to = NameAddrAt::of(buf, &to);
+    let (to, loose) = name_addr(buf, msg.get(HeaderName::To)).ok_or(ParseError::BadHeader("To"))?;
+    parsed.to = to;
     parsed.loose_to = loose;
     if msg.is_request() {
         let uri = Uri::parse(msg.request_uri_bytes())
@@ -487,12 +487,13 @@ pub fn check_transaction(msg: &mut Message) -> Result<(), ParseError> {
     Ok(())
 }
 
-/// A From or To value, strictly, else with a loose display name (`true`).
-fn name_addr(value: Option<&[u8]>) -> Option<(NameAddr<'_>, bool)> {
+/// A From or To value, strictly, else with a loose display name (`true`),
+/// as spans into `buf` (kept as they come: the parsed value is not moved).
+fn name_addr(buf: &[u8], value: Option<&[u8]>) -> Option<(Option<NameAddrAt>, bool)> {
     let value = value?;
     match NameAddr::parse(value) {
-        Some(n) => Some((n, false)),
-        None => NameAddr::parse_loose(value).map(|n| (n, true)),
+        Some(n) => Some((NameAddrAt::of(buf, &n), false)),
+        None => NameAddr::parse_loose(value).map(|n| (NameAddrAt::of(buf, &n), true)),
     }
 }
 
