@@ -173,6 +173,9 @@ pub(crate) const ABSENT: u16 = u16::MAX;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Parsed {
     pub top_via: Option<ViaAt>,
+    /// What follows the top Via value in its header line, when validation
+    /// read it: `Some(None)` when the line holds that value alone.
+    pub via_rest: Option<Option<Span>>,
     pub cseq: Option<(u32, Span)>,
     pub from: Option<NameAddrAt>,
     pub to: Option<NameAddrAt>,

@@ -147,9 +147,10 @@ fn parse_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, Pa
 /// [`check_strict`] itself. Folded messages take the full path.
 #[inline]
 fn index_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
-    match index(buf.clone(), stream, limits, ParsePath::Fast)? {
-        Indexed::Done(m) => Ok(m),
-        Indexed::Folded => super::full::parse(&buf, stream, limits),
+    match index(buf.clone(), stream, limits, ParsePath::Fast) {
+        Ok(Indexed::Done(m)) => Ok(m),
+        Ok(Indexed::Folded) => super::full::parse(&buf, stream, limits),
+        Err(e) => Err(e),
     }
 }
 
@@ -170,20 +171,22 @@ pub fn index_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError
 /// emergency call among them can still be routed; every other failure is
 /// an error.
 pub fn receive(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
-    let mut msg = if stream {
-        index_framed(buf, true, limits)?
+    // The message stays where indexing put it, in the result returned:
+    // moving it out and back in would copy its whole index twice.
+    let mut received = if stream {
+        index_framed(buf, true, limits)
     } else {
-        index_datagram(buf, limits)?
+        index_datagram(buf, limits)
     };
-    check_transaction(&mut msg)?;
-    match check_strict(&msg) {
-        Ok(()) => Ok(msg),
-        Err(e) if msg.method() == Method::Invite => {
-            msg.fault = Some(e);
-            Ok(msg)
+    if let Ok(msg) = &mut received {
+        check_transaction(msg)?;
+        match check_strict(msg) {
+            Ok(()) => {}
+            Err(e) if msg.method() == Method::Invite => msg.fault = Some(e),
+            Err(e) => return Err(e),
         }
-        Err(e) => Err(e),
     }
+    received
 }
 
 /// Builds the index: start line, headers, body. Declines on folding.
@@ -448,20 +451,26 @@ pub fn check_transaction(msg: &mut Message) -> Result<(), ParseError> {
     {
         return Err(ParseError::BadHeader("Call-ID"));
     }
-    let via = msg
-        .list(HeaderName::Via)
+    // The first element of the first Via line (the line is there: checked
+    // above); where the others begin is kept for `check_strict`.
+    let mut vias = text::split_commas(msg.get(HeaderName::Via).unwrap_or_default());
+    let via = vias
         .next()
         .and_then(Via::parse)
         .ok_or(ParseError::BadHeader("Via"))?;
     parsed.top_via = ViaAt::of(buf, &via);
+    parsed.via_rest = Some(
+        vias.rest()
+            .map(|r| Span::within(buf, r).unwrap_or_default()),
+    );
     // A display name outside the grammar leaves the URI and tag readable:
     // reported by the strict checks, so an emergency call still goes on.
     let (from, loose) =
-        name_addr(msg.get(HeaderName::From)).ok_or(ParseError::BadHeader("From"))?;
-    parsed.from = NameAddrAt::of(buf, &from);
+        name_addr(buf, msg.get(HeaderName::From)).ok_or(ParseError::BadHeader("From"))?;
+    parsed.from = from;
     parsed.loose_from = loose;
-    let (to, loose) = name_addr(msg.get(HeaderName::To)).ok_or(ParseError::BadHeader("To"))?;
-    parsed.to = NameAddrAt::of(buf, &to);
+    let (to, loose) = name_addr(buf, msg.get(HeaderName::To)).ok_or(ParseError::BadHeader("To"))?;
+    parsed.to = to;
     parsed.loose_to = loose;
     if msg.is_request() {
         let uri = Uri::parse(msg.request_uri_bytes())
@@ -478,12 +487,13 @@ pub fn check_transaction(msg: &mut Message) -> Result<(), ParseError> {
     Ok(())
 }
 
-/// A From or To value, strictly, else with a loose display name (`true`).
-fn name_addr(value: Option<&[u8]>) -> Option<(NameAddr<'_>, bool)> {
+/// A From or To value, strictly, else with a loose display name (`true`),
+/// as spans into `buf` (kept as they come: the parsed value is not moved).
+fn name_addr(buf: &[u8], value: Option<&[u8]>) -> Option<(Option<NameAddrAt>, bool)> {
     let value = value?;
     match NameAddr::parse(value) {
-        Some(n) => Some((n, false)),
-        None => NameAddr::parse_loose(value).map(|n| (n, true)),
+        Some(n) => Some((NameAddrAt::of(buf, &n), false)),
+        None => NameAddr::parse_loose(value).map(|n| (NameAddrAt::of(buf, &n), true)),
     }
 }
 
@@ -500,8 +510,21 @@ pub fn check_strict(msg: &Message) -> Result<(), ParseError> {
     if msg.parsed.loose_to {
         return Err(ParseError::BadHeader("To"));
     }
-    for via in msg.list(HeaderName::Via).skip(1) {
-        Via::parse(via).ok_or(ParseError::BadHeader("Via"))?;
+    match msg.parsed.via_rest {
+        // Validation read the top Via: the rest of its line and the lines
+        // after it are left.
+        Some(rest) => {
+            let rest = rest.map(|r| msg.bytes_of(r));
+            let lines = msg.all(HeaderName::Via).skip(1).map(|h| msg.value(h));
+            for via in rest.into_iter().chain(lines).flat_map(text::split_commas) {
+                Via::parse(via).ok_or(ParseError::BadHeader("Via"))?;
+            }
+        }
+        None => {
+            for via in msg.list(HeaderName::Via).skip(1) {
+                Via::parse(via).ok_or(ParseError::BadHeader("Via"))?;
+            }
+        }
     }
     if let Some(v) = msg.get(HeaderName::MaxForwards) {
         text::parse_u64(v, 255).ok_or(ParseError::BadHeader("Max-Forwards"))?;
@@ -544,5 +567,47 @@ pub fn parse_lenient(buf: Bytes, limits: &Limits) -> Option<Message> {
                 Indexed::Folded => None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `check_strict` reads the Vias after the top one from where
+    /// `check_transaction` stopped; the same answers as reading them all.
+    #[test]
+    fn lower_vias_read_from_where_the_top_one_ended() {
+        let values = [
+            "SIP/2.0/UDP a.example;branch=z9hG4bK1",
+            "SIP/2.0/UDP a.example;branch=z9hG4bK1, SIP/2.0/TCP b:5060;rport",
+            "SIP/2.0/UDP a.example;branch=z9hG4bK1,",
+            "SIP/2.0/UDP a.example;branch=z9hG4bK1 ,  ,SIP/2.0/UDP c",
+            "SIP/2.0/UDP a;x=\"q, r\", SIP/2.0/UDP d",
+            "SIP/2.0/UDP a;x=<q, r>, bad",
+            "SIP/2.0/UDP e, SIP/2.0/UDP f, SIP/2.0/UDP g;branch=z9hG4bK2",
+            "bad",
+            ",",
+        ];
+        let mut checked = 0;
+        for first in values {
+            for second in values.iter().map(Some).chain([None]) {
+                let mut text = format!(
+                    "OPTIONS sip:a@b SIP/2.0\r\nVia: {first}\r\n{}From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n",
+                    second.map_or(String::new(), |v| format!("Via: {v}\r\n"))
+                );
+                text.push_str("Content-Length: 0\r\n\r\n");
+                let mut msg = index_datagram(Bytes::from(text), &Limits::default()).unwrap();
+                if check_transaction(&mut msg).is_err() {
+                    continue;
+                }
+                assert!(msg.parsed.via_rest.is_some());
+                let fast = check_strict(&msg);
+                msg.parsed.via_rest = None;
+                assert_eq!(fast, check_strict(&msg), "{first:?} then {second:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "{checked}");
     }
 }

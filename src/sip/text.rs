@@ -11,8 +11,13 @@ const fn host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')
 }
 
+const fn scheme_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')
+}
+
 const TOKEN_BIT: u8 = 1;
 const HOST_BIT: u8 = 2;
+const SCHEME_BIT: u8 = 4;
 
 /// Byte classes as a table: one load per byte in the scanning loops.
 static CLASS: [u8; 256] = {
@@ -26,6 +31,9 @@ static CLASS: [u8; 256] = {
         if host_byte(b) {
             t[i] |= HOST_BIT;
         }
+        if scheme_byte(b) {
+            t[i] |= SCHEME_BIT;
+        }
         i += 1;
     }
     t
@@ -35,6 +43,39 @@ static CLASS: [u8; 256] = {
 #[inline]
 pub fn is_token(b: u8) -> bool {
     CLASS[usize::from(b)] & TOKEN_BIT != 0
+}
+
+/// The characters of a URI scheme after its first letter (RFC 3986).
+#[inline]
+pub fn is_scheme_char(b: u8) -> bool {
+    CLASS[usize::from(b)] & SCHEME_BIT != 0
+}
+
+/// Where the run of host characters (see [`is_host_char`]) that starts at
+/// `s[0]` ends.
+#[inline(always)]
+pub fn host_end(s: &[u8]) -> usize {
+    s.iter().position(|&b| !is_host_char(b)).unwrap_or(s.len())
+}
+
+/// A port number at the start of `s`: where its digits end, and the number
+/// when there is one (at most 20 digits, leading zeros allowed, up to
+/// 65535), read in the same walk (`parse_u64` of the digits, in one pass).
+#[inline(always)]
+pub fn leading_port(s: &[u8]) -> (usize, Option<u16>) {
+    let mut end = 0;
+    // Saturates above 65535, so that a long run cannot overflow.
+    let mut v: u32 = 0;
+    while let Some(&b) = s.get(end) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = (v * 10 + u32::from(d)).min(1 << 20);
+        end += 1;
+    }
+    let port = (end > 0 && end <= 20 && v <= 65535).then_some(v as u16);
+    (end, port)
 }
 
 /// The characters of a host name or IPv4 address (letters, digits, `-`,
@@ -62,32 +103,108 @@ fn load(chunk: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// Where the first of the bytes `A` or `B` at or after `from` is, eight
-/// bytes at a time. The values in a SIP message are short, and this beats a
-/// general search's set-up cost on them.
-#[inline]
-pub fn find2<const A: u8, const B: u8>(b: &[u8], from: usize) -> Option<usize> {
-    let a = ONES * A as u64;
-    let c = ONES * B as u64;
+/// A bit set for each byte of `chunk` (sixteen bytes) that is one of `set`,
+/// bit `k` for byte `k`: one SSE2 comparison per byte of `set`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn eq16(chunk: &[u8], set: &[u8]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
+        _mm_setzero_si128,
+    };
+    let lo = load(&chunk[..8]) as i64;
+    let hi = load(&chunk[8..16]) as i64;
+    // SAFETY: these intrinsics only need SSE2, which every x86_64
+    // processor has (it is part of the target's baseline); they touch no
+    // memory.
+    unsafe {
+        let v = _mm_set_epi64x(hi, lo);
+        let mut m = _mm_setzero_si128();
+        for &c in set {
+            m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8)));
+        }
+        _mm_movemask_epi8(m) as u32
+    }
+}
+
+/// Where the first byte of `set` at or after `from` is. On x86_64 sixteen
+/// bytes at a time with SSE2, then eight at a time as words: `hit` takes
+/// eight bytes as a word and sets the high bit of each byte of `set` (and
+/// maybe of bytes above the first such one). The last bytes of a buffer of
+/// eight bytes or more are read as its last word shifted down, with zero
+/// bytes above them, which `hit` must never mark; a shorter buffer is
+/// looked at byte by byte.
+#[inline(always)]
+fn search(b: &[u8], from: usize, set: &[u8], hit: impl Fn(u64) -> u64) -> Option<usize> {
     let mut i = from;
+    #[cfg(target_arch = "x86_64")]
+    while let Some(chunk) = b.get(i..i + 16) {
+        let found = eq16(chunk, set);
+        if found != 0 {
+            return Some(i + found.trailing_zeros() as usize);
+        }
+        i += 16;
+    }
     while let Some(chunk) = b.get(i..i + 8) {
-        let w = load(chunk);
-        let found = zero_bytes(w ^ a) | zero_bytes(w ^ c);
+        let found = hit(load(chunk));
         if found != 0 {
             return Some(i + (found.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
-    b.get(i..)
-        .and_then(|rest| rest.iter().position(|&x| x == A || x == B))
-        .map(|n| i + n)
+    let n = b.len();
+    if i >= n {
+        return None;
+    }
+    if n >= 8 {
+        // 1 to 7 bytes of the last word were looked at already.
+        let seen = i + 8 - n;
+        let found = hit(load(&b[n - 8..]) >> (8 * seen));
+        return (found != 0).then(|| i + (found.trailing_zeros() / 8) as usize);
+    }
+    b[i..].iter().position(|x| set.contains(x)).map(|k| i + k)
 }
 
-/// Whether `s` holds a space, tab, CR or LF. Eight bytes at a time look for
-/// any byte below `!` first; only a word that has one is looked at closely.
+/// Where the first of the bytes `A` or `B` at or after `from` is, eight
+/// bytes at a time. The values in a SIP message are short, and this beats a
+/// general search's set-up cost on them. Neither byte may be zero.
+#[inline]
+pub fn find2<const A: u8, const B: u8>(b: &[u8], from: usize) -> Option<usize> {
+    const { assert!(A != 0 && B != 0) };
+    let a = ONES * A as u64;
+    let c = ONES * B as u64;
+    search(b, from, &[A, B], |w| zero_bytes(w ^ a) | zero_bytes(w ^ c))
+}
+
+/// Where the first of the bytes `A`, `B` or `C` at or after `from` is (see
+/// [`find2`]).
+#[inline]
+pub fn find3<const A: u8, const B: u8, const C: u8>(b: &[u8], from: usize) -> Option<usize> {
+    const { assert!(A != 0 && B != 0 && C != 0) };
+    let a = ONES * A as u64;
+    let c = ONES * B as u64;
+    let d = ONES * C as u64;
+    search(b, from, &[A, B, C], |w| {
+        zero_bytes(w ^ a) | zero_bytes(w ^ c) | zero_bytes(w ^ d)
+    })
+}
+
+/// Whether `s` holds a space, tab, CR or LF. On x86_64 sixteen bytes at a
+/// time with SSE2 first; then eight bytes at a time look for any byte below
+/// `!`, and only a word that has one is looked at closely.
 #[inline]
 pub fn has_ws(s: &[u8]) -> bool {
     const BELOW_BANG: u64 = ONES * 0x21;
+    #[cfg(target_arch = "x86_64")]
+    let s = {
+        let mut wide = s.chunks_exact(16);
+        for chunk in &mut wide {
+            if eq16(chunk, b" \t\r\n") != 0 {
+                return true;
+            }
+        }
+        wide.remainder()
+    };
     let mut chunks = s.chunks_exact(8);
     for chunk in &mut chunks {
         let w = load(chunk);
@@ -103,7 +220,9 @@ pub fn has_ws(s: &[u8]) -> bool {
 /// Where the first byte `A` at or after `from` is (see [`find2`]).
 #[inline]
 pub fn find<const A: u8>(b: &[u8], from: usize) -> Option<usize> {
-    find2::<A, A>(b, from)
+    const { assert!(A != 0) };
+    let a = ONES * A as u64;
+    search(b, from, &[A], |w| zero_bytes(w ^ a))
 }
 
 /// Where the first `\n` at or after `from` is (see [`find2`]).
@@ -143,14 +262,14 @@ pub fn is_token_str(s: &[u8]) -> bool {
 /// its closing quote), or `None` when it is not terminated.
 pub fn quoted_end(s: &[u8]) -> Option<usize> {
     let mut i = 1;
-    while i < s.len() {
-        match s[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+    loop {
+        let j = find2::<b'\\', b'"'>(s, i)?;
+        if s[j] == b'"' {
+            return Some(j + 1);
         }
+        // An escape: the next byte, whatever it is, belongs to the string.
+        i = j + 2;
     }
-    None
 }
 
 /// Splits a header value at top-level commas: commas inside quoted strings
@@ -165,38 +284,36 @@ pub struct CommaSplit<'a> {
     rest: Option<&'a [u8]>,
 }
 
+impl<'a> CommaSplit<'a> {
+    /// The text after the elements yielded so far and their comma: `None`
+    /// once the last element was yielded.
+    pub fn rest(&self) -> Option<&'a [u8]> {
+        self.rest
+    }
+}
+
 impl<'a> Iterator for CommaSplit<'a> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let s = self.rest?;
-        // Most values hold no comma and no quote: one element, found with
-        // one vectorized search instead of the byte walk below.
-        if find2::<b',', b'"'>(s, 0).is_none() {
-            self.rest = None;
-            return Some(trim(s));
-        }
+        // Outside brackets only a comma, a quote or a `<` matters; inside,
+        // only the `>` that closes them. Each is found eight bytes at a time.
         let mut i = 0;
-        let mut angle = false;
-        while i < s.len() {
-            match s[i] {
-                b'"' if !angle => match quoted_end(&s[i..]) {
-                    Some(n) => i += n,
+        while let Some(j) = find3::<b',', b'"', b'<'>(s, i) {
+            match s[j] {
+                b',' => {
+                    self.rest = Some(&s[j + 1..]);
+                    return Some(trim(&s[..j]));
+                }
+                b'"' => match quoted_end(&s[j..]) {
+                    Some(n) => i = j + n,
                     None => break,
                 },
-                b'<' => {
-                    angle = true;
-                    i += 1;
-                }
-                b'>' => {
-                    angle = false;
-                    i += 1;
-                }
-                b',' if !angle => {
-                    self.rest = Some(&s[i + 1..]);
-                    return Some(trim(&s[..i]));
-                }
-                _ => i += 1,
+                _ => match find::<b'>'>(s, j + 1) {
+                    Some(gt) => i = gt + 1,
+                    None => break,
+                },
             }
         }
         self.rest = None;
@@ -220,6 +337,77 @@ pub struct Params<'a> {
     failed: bool,
 }
 
+/// Where the first byte at or after `i` that is not whitespace is.
+#[inline(always)]
+fn skip_ws(s: &[u8], mut i: usize) -> usize {
+    while let Some(&b) = s.get(i) {
+        if !is_ws(b) {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// One parameter of a `;`-list: `Ok(None)` at the end of the list, else its
+/// name, its value and the rest of the list; `Err(())` when it is malformed.
+type Param<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+
+#[inline(always)]
+fn next_param(s: &[u8]) -> Result<Option<Param<'_>>, ()> {
+    let mut i = skip_ws(s, 0);
+    match s.get(i) {
+        None => return Ok(None),
+        Some(b';') => {}
+        Some(_) => return Err(()),
+    }
+    i = skip_ws(s, i + 1);
+    let name_start = i;
+    while let Some(&b) = s.get(i) {
+        if !is_token(b) {
+            break;
+        }
+        i += 1;
+    }
+    let name = &s[name_start..i];
+    i = skip_ws(s, i);
+    let mut value = None;
+    match s.get(i) {
+        Some(b'=') => {
+            let start = skip_ws(s, i + 1);
+            // The value runs to the next ';' outside a quoted string.
+            i = start;
+            loop {
+                match find2::<b';', b'"'>(s, i) {
+                    None => {
+                        i = s.len();
+                        break;
+                    }
+                    Some(j) if s[j] == b';' => {
+                        i = j;
+                        break;
+                    }
+                    Some(j) => i = j + quoted_end(&s[j..]).ok_or(())?,
+                }
+            }
+            let mut v = &s[start..i];
+            while let [rest @ .., last] = v {
+                if !is_ws(*last) {
+                    break;
+                }
+                v = rest;
+            }
+            value = Some(v);
+        }
+        None | Some(b';') => {}
+        Some(_) => return Err(()),
+    }
+    if name.is_empty() || value.is_some_and(|v| v.is_empty()) {
+        return Err(());
+    }
+    Ok(Some((name, value, &s[i..])))
+}
+
 impl<'a> Iterator for Params<'a> {
     type Item = Result<(&'a [u8], Option<&'a [u8]>), ()>;
 
@@ -227,99 +415,65 @@ impl<'a> Iterator for Params<'a> {
         if self.failed {
             return None;
         }
-        let s = self.rest;
-        let skip_ws = |mut i: usize| {
-            while i < s.len() && is_ws(s[i]) {
-                i += 1;
+        match next_param(self.rest) {
+            Ok(Some((name, value, rest))) => {
+                self.rest = rest;
+                Some(Ok((name, value)))
             }
-            i
-        };
-        let mut i = skip_ws(0);
-        if i == s.len() {
-            return None;
-        }
-        if s[i] != b';' {
-            self.failed = true;
-            return Some(Err(()));
-        }
-        i = skip_ws(i + 1);
-        let name_start = i;
-        while i < s.len() && is_token(s[i]) {
-            i += 1;
-        }
-        let name = &s[name_start..i];
-        i = skip_ws(i);
-        let mut value = None;
-        match s.get(i) {
-            Some(b'=') => {
-                let start = skip_ws(i + 1);
-                // The value runs to the next ';' outside a quoted string.
-                i = start;
-                while i < s.len() {
-                    match s[i] {
-                        b'"' => match quoted_end(&s[i..]) {
-                            Some(n) => i += n,
-                            None => {
-                                self.failed = true;
-                                return Some(Err(()));
-                            }
-                        },
-                        b';' => break,
-                        _ => i += 1,
-                    }
-                }
-                let mut end = i;
-                while end > start && is_ws(s[end - 1]) {
-                    end -= 1;
-                }
-                value = Some(&s[start..end]);
-            }
-            None | Some(b';') => {}
-            Some(_) => {
+            Ok(None) => None,
+            Err(()) => {
                 self.failed = true;
-                return Some(Err(()));
+                Some(Err(()))
             }
         }
-        self.rest = &s[i..];
-        if name.is_empty() || value.is_some_and(|v| v.is_empty()) {
-            self.failed = true;
-            return Some(Err(()));
-        }
-        Some(Ok((name, value)))
     }
+}
+
+/// Whether two names are the same but for ASCII case. The exact comparison
+/// comes first: a name is nearly always written as the grammar spells it.
+#[inline(always)]
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && (a == b || a.eq_ignore_ascii_case(b))
 }
 
 /// Finds a parameter by name (case-insensitive) in a `;`-list.
 pub fn find_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
     params(s)
         .filter_map(Result::ok)
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .find(|(n, _)| same_name(n, name))
         .map(|(_, v)| v)
 }
 
 /// Checks a `;`-list of parameters (empty, or starting at its `;`) and
 /// finds the first value of `name` on the way: `None` when the list is
 /// malformed, `Some(None)` when `name` is absent or has no value.
+#[inline(always)]
 pub fn checked_param<'a>(s: &'a [u8], name: &[u8]) -> Option<Option<&'a [u8]>> {
     let mut found: Option<Option<&[u8]>> = None;
-    if s.is_empty() {
-        return Some(None);
+    match s.first() {
+        None => return Some(None),
+        Some(b';') => {}
+        Some(_) => return None,
     }
-    if s[0] != b';' {
-        return None;
-    }
-    for p in params(s) {
-        let (n, value) = p.ok()?;
-        if found.is_none() && n.eq_ignore_ascii_case(name) {
+    let mut rest = s;
+    while let Some((n, value, r)) = next_param(rest).ok()? {
+        if found.is_none() && same_name(n, name) {
             found = Some(value);
         }
+        rest = r;
     }
     Some(found.flatten())
 }
 
 /// Checks that a `;`-list of parameters is well-formed.
-pub fn params_ok(s: &[u8]) -> bool {
-    params(s).all(|p| p.is_ok())
+pub fn params_ok(mut s: &[u8]) -> bool {
+    loop {
+        match next_param(s) {
+            Ok(Some((_, _, rest))) => s = rest,
+            Ok(None) => return true,
+            Err(()) => return false,
+        }
+    }
 }
 
 /// Removes surrounding double quotes, if any (escapes stay as written).
@@ -336,6 +490,18 @@ pub fn unquote(s: &[u8]) -> &[u8] {
 pub fn parse_u64(s: &[u8], max: u64) -> Option<u64> {
     if s.is_empty() || s.len() > 20 {
         return None;
+    }
+    if s.len() < 20 {
+        // Nineteen digits cannot overflow.
+        let mut v: u64 = 0;
+        for &b in s {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            v = v * 10 + u64::from(d);
+        }
+        return (v <= max).then_some(v);
     }
     let mut v: u64 = 0;
     for &b in s {
@@ -442,6 +608,41 @@ mod tests {
             assert_eq!(has_ws(text), ws, "{text:?}");
         }
         assert_eq!(find::<b'@'>(b"sip:alice.example.com", 0), None);
+    }
+
+    #[test]
+    fn searches_agree_with_a_byte_walk_at_every_offset_and_length() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for len in 0..48 {
+            for _ in 0..20 {
+                let b: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        // Whitespace rarely, so that long runs without it occur.
+                        *b"ab;\",<>\x80\xff\x01 \t\r\n"
+                            .get((x % 40) as usize)
+                            .unwrap_or(&b'z')
+                    })
+                    .collect();
+                for from in 0..=len + 1 {
+                    let walk = |set: &[u8]| {
+                        b.get(from..)
+                            .and_then(|r| r.iter().position(|c| set.contains(c)))
+                            .map(|k| from + k)
+                    };
+                    assert_eq!(find2::<b';', b'"'>(&b, from), walk(b";\""), "{b:?} {from}");
+                    assert_eq!(
+                        find3::<b',', b'"', b'<'>(&b, from),
+                        walk(b",\"<"),
+                        "{b:?} {from}"
+                    );
+                    assert_eq!(find::<b'>'>(&b, from), walk(b">"), "{b:?} {from}");
+                }
+                assert_eq!(has_ws(&b), b.iter().any(|&c| is_ws(c)), "{b:?}");
+            }
+        }
     }
 
     #[test]

@@ -103,8 +103,12 @@ impl UriError {
     }
 }
 
-fn is_scheme_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.')
+/// Whether `s` is `lower`, a word of lower-case letters, in any case:
+/// setting the 0x20 bit maps a byte onto a lower-case letter only from that
+/// letter or its capital.
+#[inline(always)]
+fn letters_are(s: &[u8], lower: &[u8]) -> bool {
+    s.len() == lower.len() && s.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
 }
 
 impl<'a> Uri<'a> {
@@ -119,18 +123,18 @@ impl<'a> Uri<'a> {
         let scheme_text = &s[..colon];
         if scheme_text.is_empty()
             || !scheme_text[0].is_ascii_alphabetic()
-            || !scheme_text.iter().all(|&b| is_scheme_char(b))
+            || !scheme_text.iter().all(|&b| text::is_scheme_char(b))
         {
             return Err(UriError::NoScheme);
         }
         let rest = &s[colon + 1..];
-        let scheme = if scheme_text.eq_ignore_ascii_case(b"sip") {
+        let scheme = if letters_are(scheme_text, b"sip") {
             Scheme::Sip
-        } else if scheme_text.eq_ignore_ascii_case(b"sips") {
+        } else if letters_are(scheme_text, b"sips") {
             Scheme::Sips
-        } else if scheme_text.eq_ignore_ascii_case(b"tel") {
+        } else if letters_are(scheme_text, b"tel") {
             Scheme::Tel
-        } else if scheme_text.eq_ignore_ascii_case(b"urn") {
+        } else if letters_are(scheme_text, b"urn") {
             Scheme::Urn
         } else {
             Scheme::Other
@@ -178,19 +182,21 @@ impl<'a> Uri<'a> {
 
     fn parse_sip(&mut self, rest: &'a [u8]) -> Result<(), UriError> {
         // The user part may hold ';', '?', '/' and ':' (RFC 4475 3.1.1.2 and
-        // 3.1.1.9) but never an unescaped '@', so the first '@' ends it.
-        let hostpart = match text::find::<b'@'>(rest, 0) {
-            Some(at) => {
-                let userinfo = &rest[..at];
-                match text::find::<b':'>(userinfo, 0) {
-                    Some(c) => {
-                        self.user = Some(&userinfo[..c]);
-                        self.password = Some(&userinfo[c + 1..]);
-                    }
-                    None => self.user = Some(userinfo),
-                }
+        // 3.1.1.9) but never an unescaped '@', so the first '@' ends it; a
+        // ':' before that '@' ends the user and starts the password.
+        let hostpart = match text::find2::<b'@', b':'>(rest, 0) {
+            Some(at) if rest[at] == b'@' => {
+                self.user = Some(&rest[..at]);
                 &rest[at + 1..]
             }
+            Some(c) => match text::find::<b'@'>(rest, c + 1) {
+                Some(at) => {
+                    self.user = Some(&rest[..c]);
+                    self.password = Some(&rest[c + 1..at]);
+                    &rest[at + 1..]
+                }
+                None => rest,
+            },
             None => rest,
         };
         let (host, after) = if hostpart.first() == Some(&b'[') {
@@ -205,11 +211,7 @@ impl<'a> Uri<'a> {
             }
             (&hostpart[..=close], &hostpart[close + 1..])
         } else {
-            let end = hostpart
-                .iter()
-                .position(|&b| !text::is_host_char(b))
-                .unwrap_or(hostpart.len());
-            (&hostpart[..end], &hostpart[end..])
+            hostpart.split_at(text::host_end(hostpart))
         };
         if host.is_empty() {
             return Err(UriError::BadHost);
@@ -217,12 +219,8 @@ impl<'a> Uri<'a> {
         self.host = host;
         let mut after = after;
         if let Some(p) = after.strip_prefix(b":") {
-            let end = p
-                .iter()
-                .position(|&b| !b.is_ascii_digit())
-                .unwrap_or(p.len());
-            let port = text::parse_u64(&p[..end], 65535).ok_or(UriError::BadPort)?;
-            self.port = Some(port as u16);
+            let (end, port) = text::leading_port(p);
+            self.port = Some(port.ok_or(UriError::BadPort)?);
             after = &p[end..];
         }
         let (params, headers) = match text::find::<b'?'>(after, 0) {

@@ -6,6 +6,9 @@ use super::message::{opt_within, Span};
 use super::text::{self, find_param, is_token, trim, unquote};
 use super::uri::Uri;
 
+#[cfg(test)]
+mod old;
+
 /// One Via value (RFC 3261 section 20.42), with RFC 3581 `rport`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Via<'a> {
@@ -24,10 +27,19 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     pub fn parse(s: &'a [u8]) -> Option<Via<'a>> {
         let s = trim(s);
-        let (protocol, s) = token(s)?;
-        let s = expect(s, b'/')?;
-        let (version, s) = token(s)?;
-        let s = expect(s, b'/')?;
+        // Nearly every Via starts so; what the token walks would find.
+        let (protocol, version, s) = match s {
+            [b'S', b'I', b'P', b'/', b'2', b'.', b'0', b'/', rest @ ..] => {
+                (&s[..3], &s[4..7], rest)
+            }
+            _ => {
+                let (protocol, s) = token(s)?;
+                let s = expect(s, b'/')?;
+                let (version, s) = token(s)?;
+                let s = expect(s, b'/')?;
+                (protocol, version, s)
+            }
+        };
         let (transport, rest) = token(s)?;
         // At least one whitespace separates the transport from sent-by.
         if rest.first().is_none_or(|b| !text::is_ws(*b)) {
@@ -38,11 +50,7 @@ impl<'a> Via<'a> {
             let close = text::find::<b']'>(s, 0)?;
             (&s[..=close], &s[close + 1..])
         } else {
-            let end = s
-                .iter()
-                .position(|&b| !text::is_host_char(b))
-                .unwrap_or(s.len());
-            (&s[..end], &s[end..])
+            s.split_at(text::host_end(s))
         };
         if host.is_empty() {
             return None;
@@ -51,11 +59,8 @@ impl<'a> Via<'a> {
         let mut port = None;
         if let Some(p) = after.strip_prefix(b":") {
             let p = trim_start(p);
-            let end = p
-                .iter()
-                .position(|b| !b.is_ascii_digit())
-                .unwrap_or(p.len());
-            port = Some(text::parse_u64(&p[..end], 65535)? as u16);
+            let (end, p_port) = text::leading_port(p);
+            port = Some(p_port?);
             after = &p[end..];
         }
         let params = trim(after);
