@@ -2448,7 +2448,7 @@ fn server_key(msg: &Message, method: Option<&[u8]>) -> TransactionKey {
     let mut sent_by: SmallVec<[u8; 64]> = SmallVec::from_slice(host);
     if let Some(p) = port {
         sent_by.push(b':');
-        push_decimal(&mut sent_by, p);
+        sent_by.extend_from_slice(text::write_decimal(p.into(), &mut [0; 20]));
     }
     let parts = RequestKeyParts {
         method: method.unwrap_or(msg.method_bytes()),
@@ -2462,22 +2462,6 @@ fn server_key(msg: &Message, method: Option<&[u8]>) -> TransactionKey {
         top_via: msg.list(HeaderName::Via).next().unwrap_or_default(),
     };
     TransactionKey::server(&parts)
-}
-
-/// `n` in decimal.
-fn push_decimal(out: &mut SmallVec<[u8; 64]>, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// The span of the first element of a list header.

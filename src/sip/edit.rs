@@ -278,7 +278,7 @@ impl<'m> Editor<'m> {
         }
         let body_len = body_len.max(0) as usize;
         let mut digits = [0; 20];
-        let cl_text = write_decimal(body_len as u64, &mut digits);
+        let cl_text = text::write_decimal(body_len as u64, &mut digits);
         match msg.header(HeaderName::ContentLength) {
             Some(h) if msg.bytes_of(h.value) != cl_text => {
                 self.edits.push(Edit::Replace {
@@ -366,20 +366,7 @@ fn decimal(n: u32) -> Bytes {
     match n {
         0..=9 => Bytes::from_static(&PAIRS[2 * n as usize + 1..2 * n as usize + 2]),
         10..=99 => Bytes::from_static(&PAIRS[2 * n as usize..2 * n as usize + 2]),
-        _ => Bytes::from(n.to_string()),
-    }
-}
-
-/// `n` in decimal, written at the end of `buf`.
-fn write_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
+        _ => Bytes::copy_from_slice(text::write_decimal(n.into(), &mut [0; 20])),
     }
 }
 
@@ -477,7 +464,10 @@ mod tests {
             assert_eq!(decimal(n), n.to_string().as_bytes(), "{n}");
         }
         for n in [0, 7, 10, 1234, u64::from(u32::MAX) + 1, u64::MAX] {
-            assert_eq!(write_decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+            assert_eq!(
+                text::write_decimal(n, &mut [0; 20]),
+                n.to_string().as_bytes()
+            );
         }
     }
 

@@ -485,6 +485,19 @@ pub fn unquote(s: &[u8]) -> &[u8] {
     }
 }
 
+/// `n` in decimal, written at the end of `buf`, with no allocation.
+pub fn write_decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
 /// Parses an unsigned decimal integer with at most `max`; leading zeros are
 /// allowed (RFC 4475 3.1.1.1), anything else fails.
 pub fn parse_u64(s: &[u8], max: u64) -> Option<u64> {
