@@ -108,12 +108,8 @@ impl<'m> Editor<'m> {
             while taken < n {
                 let Some(e) = split.next() else { break };
                 taken += 1;
-                end = e.as_ptr() as usize - value.as_ptr() as usize + e.len();
-                end += value[end..]
-                    .iter()
-                    .position(|&b| b == b',')
-                    .unwrap_or(value.len() - end);
-                end += 1;
+                let e_end = e.as_ptr() as usize - value.as_ptr() as usize + e.len();
+                end = text::find::<b','>(value, e_end).unwrap_or(value.len()) + 1;
             }
             if taken < n || end > value.len() {
                 // Every element of the line goes.

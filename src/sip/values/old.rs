@@ -4,7 +4,8 @@
 
 use super::super::text::{self, is_token, trim, unquote};
 use super::super::uri::{Scheme, Uri, UriError};
-use super::{MediaType, NameAddr, Via};
+// Helpers the rewrite left as they were are shared, not copied.
+use super::{expect, token, trim_start, MediaType, NameAddr, Via};
 
 pub fn quoted_end(s: &[u8]) -> Option<usize> {
     let mut i = 1;
@@ -318,28 +319,6 @@ fn uri_sip<'a>(u: &mut Uri<'a>, rest: &'a [u8]) -> Result<(), UriError> {
     u.params = params;
     u.headers = headers;
     Ok(())
-}
-
-fn trim_start(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if text::is_ws(*first) {
-            s = rest;
-        } else {
-            break;
-        }
-    }
-    s
-}
-
-fn token(s: &[u8]) -> Option<(&[u8], &[u8])> {
-    let s = trim_start(s);
-    let end = s.iter().position(|&b| !is_token(b)).unwrap_or(s.len());
-    (end > 0).then(|| (&s[..end], &s[end..]))
-}
-
-fn expect(s: &[u8], c: u8) -> Option<&[u8]> {
-    let s = trim_start(s);
-    (s.first() == Some(&c)).then(|| &s[1..])
 }
 
 pub fn via(s: &[u8]) -> Option<Via<'_>> {
