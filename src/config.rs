@@ -113,6 +113,8 @@ pub struct SipConfig {
     pub timers: TimersConfig,
     #[serde(default)]
     pub tcp: TcpConfig,
+    #[serde(default)]
+    pub overload: OverloadConfig,
     /// Requests larger than this leave over TCP instead of UDP where the
     /// target allows it (RFC 3261 section 18.1.1).
     #[serde(default = "default_udp_mtu")]
@@ -190,6 +192,31 @@ impl Default for TimersConfig {
 impl TimersConfig {
     pub fn no_answer(&self) -> Duration {
         Duration::from_millis(self.no_answer_ms)
+    }
+}
+
+/// How much state the router may hold before it refuses new calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverloadConfig {
+    /// Open SIP transactions at which new emergency calls are refused with
+    /// 503 (`0`: no limit).
+    pub max_transactions: usize,
+    /// The share of `max_transactions`, in percent, kept for emergency
+    /// calls: test calls and other new requests are refused from
+    /// `100 - emergency_reserve_percent` percent on.
+    pub emergency_reserve_percent: u8,
+    /// Seconds put in the `Retry-After` of the 503 (`0`: none).
+    pub retry_after_s: u32,
+}
+
+impl Default for OverloadConfig {
+    fn default() -> Self {
+        OverloadConfig {
+            max_transactions: 400_000,
+            emergency_reserve_percent: 20,
+            retry_after_s: 5,
+        }
     }
 }
 
@@ -503,6 +530,12 @@ impl Config {
             return bad("sip.listen: at least one listener is needed".into());
         }
         self.listeners()?;
+        if self.sip.overload.emergency_reserve_percent > 100 {
+            return bad(format!(
+                "sip.overload.emergency_reserve_percent: {} is more than 100",
+                self.sip.overload.emergency_reserve_percent
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for t in &self.trunks {
             if !names.insert(t.name.as_str()) {
@@ -700,6 +733,22 @@ mod tests {
         let text = EMBEDDED_DEFAULT.replace("[sip]", "[sip]\nlisten_typo = 1");
         let err = Config::from_toml(&text).unwrap_err().to_string();
         assert!(err.contains("listen_typo"), "{err}");
+    }
+
+    #[test]
+    fn overload_section() {
+        let c = Config::embedded();
+        assert_eq!(c.sip.overload.max_transactions, 400_000);
+        let text = format!(
+            "{EMBEDDED_DEFAULT}\n[sip.overload]\nmax_transactions = 1000\nemergency_reserve_percent = 30\nretry_after_s = 0\n"
+        );
+        let c = Config::from_toml(&text).unwrap();
+        assert_eq!(c.sip.overload.max_transactions, 1000);
+        assert_eq!(c.sip.overload.emergency_reserve_percent, 30);
+        assert_eq!(c.sip.overload.retry_after_s, 0);
+        let text = format!("{EMBEDDED_DEFAULT}\n[sip.overload]\nemergency_reserve_percent = 101\n");
+        let err = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("emergency_reserve_percent"), "{err}");
     }
 
     #[test]

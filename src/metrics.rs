@@ -57,6 +57,14 @@ pub const ALL: &[(&str, &str)] = &[
         "Messages that could not be sent; labels: transport",
     ),
     (TRANSACTIONS, "Transactions open"),
+    (
+        OVERLOAD,
+        "Admission state by open transactions: 0 normal, 1 shedding (only emergency calls admitted), 2 full (no new call admitted)",
+    ),
+    (
+        OVERLOAD_REFUSED,
+        "New requests refused with 503 for overload; labels: class (emergency, test, other)",
+    ),
     (TCP_CONNECTIONS, "TCP connections open"),
     (
         TRUNK_UP,
@@ -104,6 +112,8 @@ pub const ROUTING_DECISION: &str = "sosrouter_routing_decision_seconds";
 pub const NAME_LOOKUPS: &str = "sosrouter_name_lookups_total";
 pub const SEND_FAILURES: &str = "sosrouter_send_failures_total";
 pub const TRANSACTIONS: &str = "sosrouter_transactions_open";
+pub const OVERLOAD: &str = "sosrouter_overload_state";
+pub const OVERLOAD_REFUSED: &str = "sosrouter_overload_refused_total";
 pub const TCP_CONNECTIONS: &str = "sosrouter_tcp_connections_open";
 pub const TRUNK_UP: &str = "sosrouter_trunk_up";
 pub const TRUNK_STATE: &str = "sosrouter_trunk_state";

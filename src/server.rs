@@ -304,6 +304,9 @@ pub async fn run(
                     shared.set_trunks(core.trunk_health(now));
                     let (txns, _) = core.open();
                     transactions_gauge.set(txns as f64);
+                    // Overload eases as transactions end, with no request
+                    // needed to notice it.
+                    core.load();
                     tcp_gauge.set(pool.open() as f64);
                 }
                 core.handle_timeout(now);

@@ -381,3 +381,37 @@ fn ipv6_listeners_answer_over_udp_and_tcp() {
     let n = s.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200 OK\r\n"));
 }
+
+#[test]
+fn past_its_transaction_limit_the_router_answers_503_with_retry_after() {
+    let trunk = udp("127.0.0.1");
+    let psap = trunk.local_addr().unwrap().port();
+    let extra =
+        "[sip.overload]\nmax_transactions = 2\nemergency_reserve_percent = 0\nretry_after_s = 9\n";
+    let cfg = lab_config(psap, free_port(), free_port(), free_port(), extra);
+    let router = Router::start(&cfg, &[]);
+    let c = udp("127.0.0.1");
+    let local = c.local_addr().unwrap();
+    // The first call takes the room: its server and client transactions.
+    c.send_to(
+        invite("ol-1", "z9hG4bKol1", local, "").as_bytes(),
+        ("127.0.0.1", router.port),
+    )
+    .unwrap();
+    let (fwd, _) = recv(&trunk);
+    assert!(fwd.starts_with("INVITE "), "{fwd}");
+    c.send_to(
+        invite("ol-2", "z9hG4bKol2", local, "").as_bytes(),
+        ("127.0.0.1", router.port),
+    )
+    .unwrap();
+    let (resp, _) = recv(&c);
+    assert!(resp.starts_with("SIP/2.0 503 Overloaded\r\n"), "{resp}");
+    assert_eq!(header(&resp, "Call-ID"), Some("ol-2"));
+    assert_eq!(header(&resp, "Retry-After"), Some("9"));
+    router.wait_log(
+        "overload: emergency call refused",
+        1,
+        Duration::from_secs(2),
+    );
+}

@@ -20,6 +20,7 @@
 
 pub mod events;
 pub mod health;
+pub mod overload;
 pub mod route;
 #[cfg(test)]
 mod tests;
@@ -50,6 +51,7 @@ use wheel::Wheel;
 
 pub use events::{CallEvent, CallKey};
 pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
+pub use overload::{Load, OverloadLimits};
 pub use route::{
     Augment, Decision, LocationRecord, RouteContext, RouteDetails, RouteTarget, Router,
     StaticRouter,
@@ -90,6 +92,7 @@ pub struct CoreConfig {
     /// Makes this instance's branches unique.
     pub seed: u64,
     pub health: HealthConfig,
+    pub overload: OverloadLimits,
 }
 
 impl CoreConfig {
@@ -145,6 +148,7 @@ impl CoreConfig {
                 down_after: c.health.down_after.max(1),
                 up_after: c.health.up_after.max(1),
             },
+            overload: OverloadLimits::new(&c.sip.overload),
         }
     }
 
@@ -437,12 +441,31 @@ pub struct Core {
     /// Shutting down: new calls are refused with 503 so the carrier tries
     /// another router; calls in progress finish.
     draining: bool,
+    /// Refuses new calls when the transactions open reach the limits.
+    admission: overload::Admission,
     events: VecDeque<CallEvent>,
     /// The fetched location document of the request being routed.
     dereferenced: Option<Bytes>,
     /// Text every forwarded request carries, written once per configuration.
     wire: WireText,
     metrics: CoreMetrics,
+}
+
+/// How a routing decision is admitted under overload; `None` for a
+/// request the router refuses anyway (it gets its own answer).
+fn admission_class(d: &Decision) -> Option<overload::Class> {
+    match d {
+        Decision::Reject { .. } => None,
+        Decision::Route {
+            emergency: true,
+            route: "test",
+            ..
+        } => Some(overload::Class::Test),
+        Decision::Route {
+            emergency: true, ..
+        } => Some(overload::Class::Emergency),
+        Decision::Route { .. } => Some(overload::Class::Other),
+    }
 }
 
 /// The core's own ids are sequential and never come from the network: one
@@ -614,6 +637,7 @@ impl Core {
             probes: IdMap::default(),
             probe_seq: 0,
             draining: false,
+            admission: overload::Admission::new(cfg.overload),
             events: VecDeque::new(),
             dereferenced: None,
             wire: WireText::new(&cfg),
@@ -652,6 +676,7 @@ impl Core {
             .map(|h| (h.trunk.clone(), h))
             .collect();
         self.wire = WireText::new(&cfg);
+        self.admission.set_limits(cfg.overload);
         // Trunk indices change with the configuration.
         self.metrics.hops.clear();
         self.cfg = cfg;
@@ -690,6 +715,12 @@ impl Core {
     /// Refuses new calls from now on (shutdown).
     pub fn set_draining(&mut self, draining: bool) {
         self.draining = draining;
+    }
+
+    /// How full the core is, by its open transactions (noting a change in
+    /// the log and the metrics).
+    pub fn load(&mut self) -> Load {
+        self.admission.update(self.txns.len())
     }
 
     /// Calls that have not had their final response yet.
@@ -934,6 +965,32 @@ impl Core {
             Method::Cancel => return self.on_cancel(now, msg, source, loop_hash),
             _ => {}
         }
+        let initial = msg.to().and_then(|t| t.tag()).is_none();
+        // In-dialog requests and requests with a route set beyond us follow
+        // their Route headers.
+        let in_dialog = !initial;
+        let more_routes = self.routes_beyond_us(&msg) > 0;
+        let mut decided = None;
+        // Past the overload limits, a new request is refused before it
+        // holds any state: without a transaction, its retransmissions get
+        // the same answer and the ACK is absorbed by its To tag.
+        if initial && !more_routes && self.source_allowed(&source) {
+            let load = self.admission.update(self.txns.len());
+            if load != Load::Normal {
+                let class = if method == Method::Invite {
+                    let d = self.decide(&msg, &source);
+                    let class = admission_class(&d);
+                    decided = Some(d);
+                    class
+                } else {
+                    Some(overload::Class::Other)
+                };
+                if let Some(class) = class.filter(|&c| !OverloadLimits::admits(load, c)) {
+                    self.refuse_for_overload(&msg, &source, class);
+                    return;
+                }
+            }
+        }
         let id = self.new_server(now, key, &msg, source, loop_hash);
         if let Some((code, reason)) = self.check_request(&msg, &source, loop_hash) {
             self.stats.rejected += 1;
@@ -942,16 +999,11 @@ impl Core {
             self.respond(now, id, &msg, code, reason, &[]);
             return;
         }
-        let initial = msg.to().and_then(|t| t.tag()).is_none();
-        // In-dialog requests and requests with a route set beyond us follow
-        // their Route headers.
-        let in_dialog = !initial;
-        let more_routes = self.routes_beyond_us(&msg) > 0;
         // A fault in a header the proxy only passes on: an emergency call is
         // routed all the same, anything else is refused.
-        let mut decided = None;
         if let Some(fault) = msg.fault() {
-            let decision = (!in_dialog && !more_routes).then(|| self.decide(&msg, &source));
+            let decision = (!in_dialog && !more_routes)
+                .then(|| decided.take().unwrap_or_else(|| self.decide(&msg, &source)));
             match decision {
                 Some(
                     d @ Decision::Route {
@@ -1746,6 +1798,12 @@ impl Core {
         if !self.source_allowed(&source) || msg.max_forwards() == Some(0) {
             return;
         }
+        // The ACK of a response the router sent without a transaction ends
+        // here.
+        let to_tag = msg.to().and_then(|t| t.tag()).unwrap_or_default();
+        if to_tag.starts_with(STATELESS_TAG) && to_tag == &self.stateless_tag(&msg)[..] {
+            return;
+        }
         if let Some((bytes, dest, _)) = self.build_route_hop(&msg, &source, loop_hash, false) {
             self.out.push_back(Transmit {
                 dest,
@@ -2250,6 +2308,52 @@ impl Core {
         id
     }
 
+    /// Answers a new request `503` for want of room, so that the carrier
+    /// sends it to its other router. No transaction is kept: the To tag is
+    /// derived from the request, the same for each retransmission, and
+    /// marks the ACK that follows as one to absorb.
+    fn refuse_for_overload(&mut self, msg: &Message, source: &Source, class: overload::Class) {
+        self.admission.refused(class);
+        self.stats.rejected += 1;
+        metrics::counter!(m::REQUESTS_REJECTED, "status" => "503").increment(1);
+        if class == overload::Class::Emergency {
+            warn!(call_id = %lossy(msg.call_id()), peer = %source.peer, open_transactions = self.txns.len(), "overload: emergency call refused with 503 so the carrier tries another router");
+        } else {
+            debug!(call_id = %lossy(msg.call_id()), peer = %source.peer, class = class.as_str(), "overload: request refused");
+        }
+        let retry = self.admission.limits().retry_after;
+        let mut digits = [0u8; 20];
+        let extra: &[(&str, &[u8])] = if retry == 0 {
+            &[]
+        } else {
+            &[(
+                "Retry-After",
+                text::write_decimal(retry.into(), &mut digits),
+            )]
+        };
+        let tag = self.stateless_tag(msg);
+        // Hex digits after an ASCII prefix, so always UTF-8.
+        let tag = std::str::from_utf8(&tag).unwrap_or_default();
+        self.out.push_back(Transmit {
+            dest: Dest::reply_to(source),
+            bytes: build::response(msg, 503, "Overloaded", Some(tag), extra, None),
+            token: None,
+        });
+    }
+
+    /// The To tag of a response sent without a transaction: the same for a
+    /// request, its retransmissions and the ACK of its answer.
+    fn stateless_tag(&self, msg: &Message) -> Branch {
+        let mut h = Fnv::new();
+        h.write(msg.call_id().unwrap_or_default());
+        h.write(msg.from().and_then(|f| f.tag()).unwrap_or_default());
+        h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
+        h.write(&self.cfg.seed.to_le_bytes());
+        let mut tag = Branch::from_slice(STATELESS_TAG);
+        push_hex(&mut tag, h.finish(), 16);
+        tag
+    }
+
     fn respond(
         &mut self,
         now: Instant,
@@ -2509,6 +2613,9 @@ fn loop_hash(msg: &Message) -> u64 {
     h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
     h.finish()
 }
+
+/// How the To tag of a response sent without a transaction begins.
+const STATELESS_TAG: &[u8] = b"sosol";
 
 fn branch_prefix(loop_hash: u64) -> Branch {
     let mut b = Branch::from_slice(b"z9hG4bKsos");

@@ -52,7 +52,10 @@ fn addr(s: &str) -> SocketAddr {
 
 impl Harness {
     fn new() -> Harness {
-        let c = config();
+        Harness::with(config())
+    }
+
+    fn with(c: Config) -> Harness {
         let cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
         let router = Arc::new(StaticRouter::new(&c));
         Harness {
@@ -748,4 +751,127 @@ fn transaction_keys_of_ordinary_branches_stay_inline() {
     };
     assert!(TransactionKey::client(&branch, b"INVITE").is_inline());
     assert!(TransactionKey::client(&branch, b"OPTIONS").is_inline());
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Room for two transactions, the last one kept for emergency calls:
+/// one pending call (its server and client transactions) fills it.
+fn overloaded() -> Harness {
+    let mut c = config();
+    c.sip.overload.max_transactions = 4;
+    c.sip.overload.emergency_reserve_percent = 50;
+    c.sip.overload.retry_after_s = 7;
+    Harness::with(c)
+}
+
+fn options(branch: &str) -> String {
+    format!(
+        "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\nFrom: <sip:ping@example.com>;tag=o1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn past_the_shedding_point_only_emergency_calls_are_admitted() {
+    let mut h = overloaded();
+    h.deliver(CALLER, &invite("ol1"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+    h.take(CALLER);
+    assert_eq!(h.core.open(), (2, 1));
+    assert_eq!(h.core.load(), Load::Shedding);
+
+    // Anything else new is refused, and holds nothing.
+    h.deliver(CALLER, &options("olopt"));
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1);
+    assert!(up[0].starts_with("SIP/2.0 503 Overloaded\r\n"), "{}", up[0]);
+    assert_eq!(header(&up[0], "Retry-After"), Some("7"));
+    assert_eq!(h.core.open(), (2, 1));
+
+    // An emergency call still gets through.
+    h.deliver(CALLER, &invite("ol2"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+    let up = h.take(CALLER);
+    assert_eq!(up.iter().map(|m| status(m)).collect::<Vec<_>>(), ["100"]);
+    assert_eq!(h.core.open(), (4, 2));
+    assert_eq!(h.core.stats().rejected, 1);
+}
+
+#[test]
+fn when_full_a_new_emergency_call_gets_a_stateless_503_and_its_ack_ends_here() {
+    let mut h = overloaded();
+    h.deliver(CALLER, &invite("ol3"));
+    h.deliver(CALLER, &invite("ol4"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 2);
+    h.take(CALLER);
+    assert_eq!(h.core.load(), Load::Full);
+
+    let refused = invite("ol5");
+    h.deliver(CALLER, &refused);
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1, "no 100 Trying for a refused call: {up:?}");
+    assert!(up[0].starts_with("SIP/2.0 503 Overloaded\r\n"), "{}", up[0]);
+    assert!(h.take("127.0.0.1:5070").is_empty());
+    assert_eq!(h.core.open(), (4, 2), "the refusal must hold no state");
+    let to = header(&up[0], "To").unwrap().to_string();
+    assert!(to.contains(";tag=sosol"), "{to}");
+
+    // Its retransmission gets the same answer, the same To tag.
+    h.deliver(CALLER, &refused);
+    let again = h.take(CALLER);
+    assert_eq!(again.len(), 1);
+    assert_eq!(header(&again[0], "To"), Some(to.as_str()));
+
+    // The ACK of the 503 goes nowhere.
+    let ack = refused
+        .replace("INVITE sip:911", "ACK sip:911")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replace("To: <sip:911@127.0.0.1>", &format!("To: {to}"));
+    h.deliver(CALLER, &ack);
+    assert!(h.sent.is_empty(), "{:?}", h.sent);
+    assert_eq!(h.core.open(), (4, 2));
+
+    // A request within a dialog still passes: it may end a call.
+    let bye = format!(
+        "BYE sip:trunk@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKolbye\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=p9\r\nCall-ID: ol0\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.deliver(CALLER, &bye);
+    let down = h.take("127.0.0.1:5070");
+    assert_eq!(down.len(), 1);
+    assert!(down[0].starts_with("BYE "), "{}", down[0]);
+}
+
+#[test]
+fn admission_resumes_when_the_transactions_have_ended() {
+    let mut h = overloaded();
+    h.deliver(CALLER, &invite("ol6"));
+    h.deliver(CALLER, &invite("ol7"));
+    assert_eq!(h.core.load(), Load::Full);
+    // Every target silent: both calls end in 408, and their transactions
+    // with them.
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.core.open(), (0, 0));
+    assert_eq!(h.core.load(), Load::Normal);
+    h.sent.clear();
+    h.deliver(CALLER, &options("olopt2"));
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1);
+    assert_eq!(status(&up[0]), "200", "{}", up[0]);
+}
+
+#[test]
+fn no_limit_when_max_transactions_is_zero() {
+    let mut c = config();
+    c.sip.overload.max_transactions = 0;
+    let mut h = Harness::with(c);
+    for i in 0..50 {
+        h.deliver(CALLER, &invite(&format!("nl{i}")));
+    }
+    assert_eq!(h.take("127.0.0.1:5070").len(), 50);
+    assert_eq!(h.core.load(), Load::Normal);
 }

@@ -1,0 +1,259 @@
+//! Admission under overload: how much state the core may hold before it
+//! refuses new calls, and which calls keep the last of the room.
+//!
+//! Every open transaction costs memory until its timers end (up to 64*T1
+//! after the final response, RFC 6026), so a flood of calls, a retry storm
+//! after an outage or a telephony denial-of-service attack would grow the
+//! process without bound. Past a limit the router answers new requests
+//! `503` with `Retry-After`: the carrier's proxy then sends them to its
+//! other router (RFC 3263 section 4.3) instead of waiting on this one. The
+//! last share of the room is kept for emergency calls: test calls, probes
+//! and any other new request are refused first. Requests within a dialog,
+//! ACK and CANCEL are always let through, since they end calls and free
+//! the room.
+
+use tracing::{info, warn};
+
+use crate::config::OverloadConfig;
+use crate::metrics as m;
+
+/// How full the core is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Load {
+    /// Every request is admitted.
+    Normal,
+    /// Only emergency calls and requests within dialogs are admitted.
+    Shedding,
+    /// Only requests within dialogs are admitted.
+    Full,
+}
+
+impl Load {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Load::Normal => "normal",
+            Load::Shedding => "shedding",
+            Load::Full => "full",
+        }
+    }
+}
+
+/// What a new request is, for admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Emergency,
+    Test,
+    Other,
+}
+
+impl Class {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Emergency => "emergency",
+            Class::Test => "test",
+            Class::Other => "other",
+        }
+    }
+}
+
+/// The limits, in open transactions, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverloadLimits {
+    /// From this many on, only emergency calls are admitted.
+    pub shed_at: usize,
+    /// From this many on, no new call is admitted.
+    pub refuse_at: usize,
+    /// The `Retry-After` of the refusal, in seconds (0: none).
+    pub retry_after: u32,
+}
+
+impl OverloadLimits {
+    pub fn new(c: &OverloadConfig) -> OverloadLimits {
+        if c.max_transactions == 0 {
+            return OverloadLimits {
+                shed_at: usize::MAX,
+                refuse_at: usize::MAX,
+                retry_after: c.retry_after_s,
+            };
+        }
+        let reserve = u128::from(c.emergency_reserve_percent.min(100));
+        let kept = (c.max_transactions as u128 * reserve / 100) as usize;
+        OverloadLimits {
+            shed_at: c.max_transactions - kept,
+            refuse_at: c.max_transactions,
+            retry_after: c.retry_after_s,
+        }
+    }
+
+    pub fn load(&self, open: usize) -> Load {
+        if open >= self.refuse_at {
+            Load::Full
+        } else if open >= self.shed_at {
+            Load::Shedding
+        } else {
+            Load::Normal
+        }
+    }
+
+    /// Whether a new request of `class` is admitted at `load`.
+    pub fn admits(load: Load, class: Class) -> bool {
+        match load {
+            Load::Normal => true,
+            Load::Shedding => class == Class::Emergency,
+            Load::Full => false,
+        }
+    }
+}
+
+impl Default for OverloadLimits {
+    fn default() -> Self {
+        OverloadLimits::new(&OverloadConfig::default())
+    }
+}
+
+/// The core's admission state: the load last seen, told to the log and to
+/// the metrics when it changes.
+pub struct Admission {
+    limits: OverloadLimits,
+    load: Load,
+    gauge: Option<metrics::Gauge>,
+    refused: [Option<metrics::Counter>; 3],
+}
+
+impl Admission {
+    pub fn new(limits: OverloadLimits) -> Admission {
+        Admission {
+            limits,
+            load: Load::Normal,
+            gauge: None,
+            refused: [None, None, None],
+        }
+    }
+
+    pub fn set_limits(&mut self, limits: OverloadLimits) {
+        self.limits = limits;
+    }
+
+    pub fn limits(&self) -> OverloadLimits {
+        self.limits
+    }
+
+    /// The load with `open` transactions, noting a change.
+    pub fn update(&mut self, open: usize) -> Load {
+        let load = self.limits.load(open);
+        if load != self.load {
+            if load > self.load {
+                warn!(
+                    load = load.as_str(),
+                    open_transactions = open,
+                    shed_at = self.limits.shed_at,
+                    refuse_at = self.limits.refuse_at,
+                    "overload: new calls refused with 503 ({})",
+                    if load == Load::Full {
+                        "all of them"
+                    } else {
+                        "emergency calls still admitted"
+                    }
+                );
+            } else {
+                info!(
+                    load = load.as_str(),
+                    open_transactions = open,
+                    "overload eased"
+                );
+            }
+            self.load = load;
+            self.gauge
+                .get_or_insert_with(|| metrics::gauge!(m::OVERLOAD))
+                .set(match load {
+                    Load::Normal => 0.0,
+                    Load::Shedding => 1.0,
+                    Load::Full => 2.0,
+                });
+        }
+        load
+    }
+
+    /// Counts a request of `class` refused.
+    pub fn refused(&mut self, class: Class) {
+        let i = class as usize;
+        self.refused[i]
+            .get_or_insert_with(
+                || metrics::counter!(m::OVERLOAD_REFUSED, "class" => class.as_str()),
+            )
+            .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max: usize, reserve: u8) -> OverloadLimits {
+        OverloadLimits::new(&OverloadConfig {
+            max_transactions: max,
+            emergency_reserve_percent: reserve,
+            retry_after_s: 5,
+        })
+    }
+
+    #[test]
+    fn the_reserve_is_the_top_share_of_the_limit() {
+        // (max, reserve %, open, load)
+        let cases = [
+            (100, 20, 0, Load::Normal),
+            (100, 20, 79, Load::Normal),
+            (100, 20, 80, Load::Shedding),
+            (100, 20, 99, Load::Shedding),
+            (100, 20, 100, Load::Full),
+            (100, 20, 5000, Load::Full),
+            (100, 0, 99, Load::Normal),
+            (100, 0, 100, Load::Full),
+            (100, 100, 0, Load::Shedding),
+            (100, 100, 100, Load::Full),
+            (10, 25, 7, Load::Normal),
+            (10, 25, 8, Load::Shedding),
+            (0, 20, usize::MAX - 1, Load::Normal),
+            (usize::MAX, 50, usize::MAX / 2 - 1, Load::Normal),
+            (usize::MAX, 50, usize::MAX - 1, Load::Shedding),
+        ];
+        for (max, reserve, open, want) in cases {
+            assert_eq!(
+                limits(max, reserve).load(open),
+                want,
+                "max {max}, reserve {reserve}%, {open} open"
+            );
+        }
+    }
+
+    #[test]
+    fn emergency_calls_keep_the_reserve_and_nothing_passes_when_full() {
+        // (load, class, admitted)
+        let cases = [
+            (Load::Normal, Class::Emergency, true),
+            (Load::Normal, Class::Test, true),
+            (Load::Normal, Class::Other, true),
+            (Load::Shedding, Class::Emergency, true),
+            (Load::Shedding, Class::Test, false),
+            (Load::Shedding, Class::Other, false),
+            (Load::Full, Class::Emergency, false),
+            (Load::Full, Class::Test, false),
+            (Load::Full, Class::Other, false),
+        ];
+        for (load, class, want) in cases {
+            assert_eq!(
+                OverloadLimits::admits(load, class),
+                want,
+                "{load:?} {class:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_limit_is_on_and_keeps_a_fifth_for_emergency_calls() {
+        let l = OverloadLimits::default();
+        assert_eq!(l.refuse_at, OverloadConfig::default().max_transactions);
+        assert_eq!(l.shed_at, l.refuse_at / 5 * 4);
+        assert!(l.refuse_at > 0 && l.refuse_at < usize::MAX);
+    }
+}
