@@ -21,6 +21,9 @@
 #          that parses nothing, benches/load/udp_floor.rs. Other relays than
 #          sosrouter work with --cpu, --quick and the full run, over UDP
 #          only: the TCP ramp is skipped for them),
+#          --max-transactions N (the router's sip.overload.max_transactions;
+#          past it new calls get 503 and count as failed: shows what the
+#          limit does to memory and to the calls admitted),
 #          --keep (keep the work directory with SIPp logs and the relay log).
 # Environment: SOSROUTER_BIN to use a given binary instead of building one;
 #          UDP_FLOOR_BIN likewise for the floor (else cargo build --release
@@ -57,6 +60,7 @@ UAC_ARG=""
 KEEP=0
 RELAY=sosrouter
 RELAY_SET=0
+MAX_TXNS=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) MODE=quick ;;
@@ -68,11 +72,15 @@ while [ $# -gt 0 ]; do
         --uac) UAC_ARG="${2:-}"; shift ;;
         --pairs) PAIRS="${2:-}"; shift ;;
         --keep) KEEP=1 ;;
+        --max-transactions) MAX_TXNS="${2:-}"; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
 done
+case "$MAX_TXNS" in
+    "" | *[!0-9]*) [ -z "$MAX_TXNS" ] || { echo "load.sh: --max-transactions takes a number" >&2; exit 2; } ;;
+esac
 case "$PAIRS" in
     [1-8]) ;;
     *) echo "load.sh: --pairs takes 1 to 8" >&2; exit 2 ;;
@@ -288,7 +296,7 @@ pick_ports() {
         base=$((20000 + (RANDOM % 400) * 50))
         ok=1
         for p in $base $(seq $((base + 1)) $((base + PAIRS))) $(seq $((base + 11)) $((base + 10 + PAIRS))) \
-            $((base + 20)) $((base + 21)); do
+            $((base + 20)) $((base + 21)) $((base + 30)); do
             if port_busy "$p"; then ok=0; break; fi
         done
         if [ $ok = 1 ]; then
@@ -300,6 +308,7 @@ pick_ports() {
     return 1
 }
 BASE="$(pick_ports)" || { echo "load.sh: no free port block found" >&2; exit 2; }
+METRICS_PORT=$((BASE + 30))
 # Where each relay listens; the callers send to the port of the relay
 # being measured, the trunks answer whoever sent the request.
 relay_port() {
@@ -315,8 +324,15 @@ ROUTER_PORT="$(relay_port "$RELAY")"
 
 # write_config FILE udp|tcp
 write_config() {
-    local file="$1" proto="$2" i
+    local file="$1" proto="$2" tag="${3:-}" i
     {
+        if [ "$tag" = soak ]; then
+            # The soak samples the transactions open beside the RSS.
+            printf '[metrics]\nlisten = "127.0.0.1:%s"\n\n' "$METRICS_PORT"
+        fi
+        if [ -n "$MAX_TXNS" ]; then
+            printf '[sip.overload]\nmax_transactions = %s\n\n' "$MAX_TXNS"
+        fi
         cat <<EOF
 # Written by benches/load.sh. One trunk per SIPp pair and no failover
 # target, so that a failed call shows as a failure.
@@ -384,7 +400,7 @@ start_router() {
     case "$RELAY" in
         sosrouter)
             cfg="$WORK/router-$tag.toml" log="$WORK/router-$tag.log"
-            write_config "$cfg" "$proto"
+            write_config "$cfg" "$proto" "$tag"
             "${WRAP[@]}" "$BIN" run --config "$cfg" >"$log" 2>&1 &
             ;;
         kamailio)
@@ -528,6 +544,12 @@ relay_mem_kb() {
         rss_kb "$ROUTER_PID"
     fi
 }
+# The router's open transactions, from its metrics when it serves them
+# (the soak), else '-'.
+open_transactions() {
+    curl -s --max-time 1 "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
+        awk '$1 == "sosrouter_transactions_open" {print $2; found = 1; exit} END {if (!found) print "-"}'
+}
 # Datagrams the kernel dropped for a full socket receive buffer (every
 # socket of this network namespace, not only the router's).
 udp_drops() { awk '$1 == "Udp:" && $2 ~ /^[0-9]/ {print $6; exit}' /proc/net/snmp; }
@@ -582,7 +604,7 @@ run_load() {
         check_router
         now=$SECONDS
         if [ $((now - last)) -ge "$every" ]; then
-            echo "$((now - start)) $(relay_mem_kb)" >>"$dir/rss"
+            echo "$((now - start)) $(relay_mem_kb) $(open_transactions)" >>"$dir/rss"
             last=$now
         fi
         [ $alive = 0 ] && break
@@ -820,8 +842,8 @@ soak() {
     c1=$(cpu_ticks "$ROUTER_PID")
     read -r ok failed retrans setup expected achieved <"$dir/summary"
     echo "soak $calls $ok $failed $retrans $setup $((c1 - c0)) $achieved" >>"$RESULTS"
-    while read -r s kb; do
-        echo "soak_rss $s $kb" >>"$RESULTS"
+    while read -r s kb txns; do
+        echo "soak_rss $s $kb $txns" >>"$RESULTS"
     done <"$dir/rss"
     say "soak done; ${DRAIN_SECONDS}s for the router's timers to run out"
     sleep "$DRAIN_SECONDS"
@@ -977,8 +999,13 @@ print_summary() {
     if grep -q '^soak ' "$RESULTS"; then
         echo
         awk -v hz="$HZ" '$1 == "soak" {printf "soak: %d/%d ok, %d failed, %d retransmissions, reached %d calls/s, setup %.1f ms, router CPU %.1f us/call (not drained)\n", $3, $2, $4, $5, $8, $6, ($3 ? $7 / hz * 1e6 / $3 : 0)}' "$RESULTS"
-        echo "soak RSS series (seconds, MB):"
-        awk '$1 == "soak_rss" {printf "  %4d %7.1f\n", $2, $3 / 1024}' "$RESULTS"
+        echo "soak RSS series (seconds, MB, transactions open):"
+        awk '$1 == "soak_rss" {printf "  %4d %7.1f %8s\n", $2, $3 / 1024, $4}' "$RESULTS"
+        # What each open transaction costs at the plateau: the RSS above
+        # the router's at rest over the transactions open, last sample.
+        awk '$1 == "rss_rest_soak" {rest = $2}
+             $1 == "soak_rss" && $4 ~ /^[0-9]+$/ && $4 > 0 {kb = $3; n = $4}
+             END {if (n) printf "soak: %.1f KB of RSS above rest per open transaction (last sample, %d open)\n", (kb - rest) / n, n}' "$RESULTS"
         # Growth over the second half of the soak (least squares): flat
         # means within noise.
         awk '$1 == "soak_rss" {t[++n] = $2; k[n] = $3 / 1024}

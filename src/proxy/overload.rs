@@ -122,10 +122,13 @@ pub struct Admission {
 
 impl Admission {
     pub fn new(limits: OverloadLimits) -> Admission {
+        // Present from the start, so that an alert can tell 0 from absent.
+        let gauge = metrics::gauge!(m::OVERLOAD);
+        gauge.set(0.0);
         Admission {
             limits,
             load: Load::Normal,
-            gauge: None,
+            gauge: Some(gauge),
             refused: [None, None, None],
         }
     }
