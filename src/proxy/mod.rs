@@ -974,9 +974,10 @@ impl Core {
         // Past the overload limits, a new request is refused before it
         // holds any state: without a transaction, its retransmissions get
         // the same answer and the ACK is absorbed by its To tag.
-        if initial && !more_routes && self.source_allowed(&source) {
+        if initial && !more_routes {
             let load = self.admission.update(self.txns.len());
-            if load != Load::Normal {
+            // A source not allowed gets its 403 as always.
+            if load != Load::Normal && self.source_allowed(&source) {
                 let class = if method == Method::Invite {
                     let d = self.decide(&msg, &source);
                     let class = admission_class(&d);

@@ -836,6 +836,12 @@ fn when_full_a_new_emergency_call_gets_a_stateless_503_and_its_ack_ends_here() {
     assert!(h.sent.is_empty(), "{:?}", h.sent);
     assert_eq!(h.core.open(), (4, 2));
 
+    // A source that is not allowed is told so, overload or not.
+    h.deliver("127.0.0.2:5061", &invite("ol-stranger"));
+    let up = h.take("127.0.0.2:5061");
+    assert_eq!(up.len(), 1);
+    assert_eq!(status(&up[0]), "403", "{}", up[0]);
+
     // A request within a dialog still passes: it may end a call.
     let bye = format!(
         "BYE sip:trunk@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKolbye\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=p9\r\nCall-ID: ol0\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
