@@ -306,7 +306,8 @@ pub async fn run(
                     transactions_gauge.set(txns as f64);
                     // Overload eases as transactions end, with no request
                     // needed to notice it.
-                    core.load();
+                    let load = core.load();
+                    shared.overload.store(load.level(), std::sync::atomic::Ordering::Relaxed);
                     tcp_gauge.set(pool.open() as f64);
                 }
                 core.handle_timeout(now);

@@ -7,7 +7,7 @@ pub mod api;
 pub mod auth;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::extract::State;
@@ -18,7 +18,7 @@ use axum::Json;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::proxy::{TrunkHealth, TrunkState};
+use crate::proxy::{Load, TrunkHealth, TrunkState};
 
 /// What the driver publishes for the HTTP side.
 #[derive(Default)]
@@ -26,6 +26,8 @@ pub struct Shared {
     pub trunks: RwLock<Vec<TrunkHealth>>,
     /// Set once shutdown has begun: no new calls are taken.
     pub draining: AtomicBool,
+    /// The core's admission state ([`Load::level`]), once a second.
+    pub overload: AtomicU8,
 }
 
 impl Shared {
@@ -35,11 +37,19 @@ impl Shared {
         }
     }
 
-    /// Ready: not draining, and a screening or last-resort trunk is up, so
-    /// every emergency call has somewhere to go.
+    pub fn load(&self) -> Load {
+        Load::from_level(self.overload.load(Ordering::Relaxed))
+    }
+
+    /// Ready: not draining, not refusing every new call for overload, and
+    /// a screening or last-resort trunk is up, so every emergency call has
+    /// somewhere to go.
     pub fn ready(&self) -> (bool, String) {
         if self.draining.load(Ordering::Relaxed) {
             return (false, "shutting down".into());
+        }
+        if self.load() == Load::Full {
+            return (false, "overloaded: new calls refused with 503".into());
         }
         let trunks = self.trunks.read().map(|t| t.clone()).unwrap_or_default();
         let safety_net = trunks.iter().any(|t| {
@@ -71,7 +81,12 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     };
     (
         code,
-        Json(json!({"ready": ready, "reason": reason, "trunks": trunks})),
+        Json(json!({
+            "ready": ready,
+            "reason": reason,
+            "overload": shared.load().as_str(),
+            "trunks": trunks,
+        })),
     )
         .into_response()
 }
@@ -129,4 +144,29 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     }
     metrics::gauge!(m::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_ready_while_every_new_call_is_refused_for_overload() {
+        let shared = Shared::default();
+        shared.set_trunks(vec![TrunkHealth::new(
+            "last-resort",
+            "last-resort",
+            std::time::Instant::now(),
+            false,
+        )]);
+        // (overload level, ready)
+        for (level, want) in [(0, true), (1, true), (2, false), (0, true)] {
+            shared.overload.store(level, Ordering::Relaxed);
+            let (ready, reason) = shared.ready();
+            assert_eq!(ready, want, "level {level}: {reason}");
+            if !want {
+                assert!(reason.contains("overloaded"), "{reason}");
+            }
+        }
+    }
 }

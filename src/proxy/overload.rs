@@ -29,6 +29,23 @@ pub enum Load {
 }
 
 impl Load {
+    /// The figure of the `sosrouter_overload_state` gauge.
+    pub fn level(self) -> u8 {
+        match self {
+            Load::Normal => 0,
+            Load::Shedding => 1,
+            Load::Full => 2,
+        }
+    }
+
+    pub fn from_level(level: u8) -> Load {
+        match level {
+            0 => Load::Normal,
+            1 => Load::Shedding,
+            _ => Load::Full,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Load::Normal => "normal",
@@ -95,6 +112,22 @@ impl OverloadLimits {
         }
     }
 
+    /// The load with `open` transactions, coming from `current`: it rises
+    /// at once at a mark, and eases only once `open` is 5% below the mark
+    /// it crossed, so that one transaction ending and the next call
+    /// arriving do not flip it back and forth.
+    pub fn next(&self, current: Load, open: usize) -> Load {
+        let eased = |mark: usize| open < mark - mark / 20;
+        let mut load = current;
+        if load == Load::Full && eased(self.refuse_at) {
+            load = Load::Shedding;
+        }
+        if load == Load::Shedding && eased(self.shed_at) {
+            load = Load::Normal;
+        }
+        load.max(self.load(open))
+    }
+
     /// Whether a new request of `class` is admitted at `load`.
     pub fn admits(load: Load, class: Class) -> bool {
         match load {
@@ -143,7 +176,7 @@ impl Admission {
 
     /// The load with `open` transactions, noting a change.
     pub fn update(&mut self, open: usize) -> Load {
-        let load = self.limits.load(open);
+        let load = self.limits.next(self.load, open);
         if load != self.load {
             if load > self.load {
                 warn!(
@@ -168,11 +201,7 @@ impl Admission {
             self.load = load;
             self.gauge
                 .get_or_insert_with(|| metrics::gauge!(m::OVERLOAD))
-                .set(match load {
-                    Load::Normal => 0.0,
-                    Load::Shedding => 1.0,
-                    Load::Full => 2.0,
-                });
+                .set(f64::from(load.level()));
         }
         load
     }
@@ -227,6 +256,33 @@ mod tests {
                 "max {max}, reserve {reserve}%, {open} open"
             );
         }
+    }
+
+    #[test]
+    fn the_load_eases_only_five_percent_below_the_mark_it_crossed() {
+        use Load::*;
+        // Marks 80 and 100; easing below 76 and 95. (from, open, to)
+        let cases = [
+            (Normal, 79, Normal),
+            (Normal, 80, Shedding),
+            (Normal, 100, Full),
+            (Full, 99, Full),
+            (Full, 95, Full),
+            (Full, 94, Shedding),
+            (Full, 80, Shedding),
+            (Full, 75, Normal),
+            (Shedding, 79, Shedding),
+            (Shedding, 76, Shedding),
+            (Shedding, 75, Normal),
+            (Shedding, 100, Full),
+        ];
+        let l = limits(100, 20);
+        for (from, open, want) in cases {
+            assert_eq!(l.next(from, open), want, "{from:?} with {open} open");
+        }
+        // No limit: always normal. A reserve of 100%: never normal.
+        assert_eq!(limits(0, 20).next(Normal, usize::MAX - 1), Normal);
+        assert_eq!(limits(100, 100).next(Shedding, 0), Shedding);
     }
 
     #[test]
