@@ -45,7 +45,8 @@ pub enum CallEvent {
         call: CallKey,
         at: Instant,
         status: u16,
-        /// `answered`, `failed` or `cancelled`.
+        /// `answered`, `failed`, `cancelled`, or `refused` (answered 503
+        /// for overload, never sent on).
         outcome: &'static str,
     },
     /// A BYE ended the dialog of an answered call.

@@ -451,6 +451,37 @@ pub struct Core {
     metrics: CoreMetrics,
 }
 
+/// The event that opens an emergency or test call's record.
+fn started(
+    call: CallKey,
+    at: Instant,
+    req: Option<&Message>,
+    source: Source,
+    route: &'static str,
+    reason: &'static str,
+    details: Option<Box<RouteDetails>>,
+) -> CallEvent {
+    let text = |h: HeaderName| {
+        req.and_then(|r| r.get(h))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    CallEvent::Started {
+        call,
+        at,
+        call_id: text(HeaderName::CallId).unwrap_or_default(),
+        source,
+        from: text(HeaderName::From).unwrap_or_default(),
+        pai: text(HeaderName::PAssertedIdentity),
+        user_agent: text(HeaderName::UserAgent),
+        request_uri: req
+            .map(|r| String::from_utf8_lossy(r.request_uri_bytes()).into_owned())
+            .unwrap_or_default(),
+        route,
+        reason,
+        details,
+    }
+}
+
 /// How a routing decision is admitted under overload; `None` for a
 /// request the router refuses anyway (it gets its own answer).
 fn admission_class(d: &Decision) -> Option<overload::Class> {
@@ -987,7 +1018,7 @@ impl Core {
                     Some(overload::Class::Other)
                 };
                 if let Some(class) = class.filter(|&c| !OverloadLimits::admits(load, c)) {
-                    self.refuse_for_overload(&msg, &source, class);
+                    self.refuse_for_overload(now, &msg, source, class, decided.take());
                     return;
                 }
             }
@@ -1120,27 +1151,7 @@ impl Core {
                         self.metrics
                             .emergency_call(country, route, reason, loc_source);
                         let req = self.calls[&call].request.as_deref();
-                        let text = |h: HeaderName| {
-                            req.and_then(|r| r.get(h))
-                                .map(|v| String::from_utf8_lossy(v).into_owned())
-                        };
-                        let ev = CallEvent::Started {
-                            call,
-                            at: now,
-                            call_id: text(HeaderName::CallId).unwrap_or_default(),
-                            source,
-                            from: text(HeaderName::From).unwrap_or_default(),
-                            pai: text(HeaderName::PAssertedIdentity),
-                            user_agent: text(HeaderName::UserAgent),
-                            request_uri: req
-                                .map(|r| {
-                                    String::from_utf8_lossy(r.request_uri_bytes()).into_owned()
-                                })
-                                .unwrap_or_default(),
-                            route,
-                            reason,
-                            details,
-                        };
+                        let ev = started(call, now, req, source, route, reason, details);
                         self.events.push_back(ev);
                     }
                     self.try_next(now, call);
@@ -2312,9 +2323,35 @@ impl Core {
     /// Answers a new request `503` for want of room, so that the carrier
     /// sends it to its other router. No transaction is kept: the To tag is
     /// derived from the request, the same for each retransmission, and
-    /// marks the ACK that follows as one to absorb.
-    fn refuse_for_overload(&mut self, msg: &Message, source: &Source, class: overload::Class) {
+    /// marks the ACK that follows as one to absorb. An emergency or test
+    /// call refused still gets its call record, outcome `refused`.
+    fn refuse_for_overload(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        source: Source,
+        class: overload::Class,
+        decision: Option<Decision>,
+    ) {
         self.admission.refused(class);
+        if let Some(Decision::Route {
+            emergency: true,
+            route,
+            reason,
+            details,
+            ..
+        }) = decision
+        {
+            let call = self.id();
+            let ev = started(call, now, Some(msg), source, route, reason, details);
+            self.events.push_back(ev);
+            self.events.push_back(CallEvent::Finished {
+                call,
+                at: now,
+                status: 503,
+                outcome: "refused",
+            });
+        }
         self.stats.rejected += 1;
         metrics::counter!(m::REQUESTS_REJECTED, "status" => "503").increment(1);
         if class == overload::Class::Emergency {
@@ -2336,7 +2373,7 @@ impl Core {
         // Hex digits after an ASCII prefix, so always UTF-8.
         let tag = std::str::from_utf8(&tag).unwrap_or_default();
         self.out.push_back(Transmit {
-            dest: Dest::reply_to(source),
+            dest: Dest::reply_to(&source),
             bytes: build::response(msg, 503, "Overloaded", Some(tag), extra, None),
             token: None,
         });

@@ -820,6 +820,26 @@ fn when_full_a_new_emergency_call_gets_a_stateless_503_and_its_ack_ends_here() {
     assert_eq!(h.core.open(), (4, 2), "the refusal must hold no state");
     let to = header(&up[0], "To").unwrap().to_string();
     assert!(to.contains(";tag=sosol"), "{to}");
+    // It has its call record all the same.
+    let mut seen = Vec::new();
+    while let Some(ev) = h.core.poll_event() {
+        match ev {
+            CallEvent::Started { call_id, route, .. } => {
+                seen.push(format!("started {call_id} {route}"))
+            }
+            CallEvent::Finished {
+                status, outcome, ..
+            } => seen.push(format!("finished {status} {outcome}")),
+            _ => {}
+        }
+    }
+    assert_eq!(
+        seen[seen.len() - 2..],
+        [
+            "started ol5 static".to_string(),
+            "finished 503 refused".to_string()
+        ]
+    );
 
     // Its retransmission gets the same answer, the same To tag.
     h.deliver(CALLER, &refused);
