@@ -144,11 +144,20 @@ impl Default for OverloadLimits {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notice {
+    Warn,
+    Info,
+    Over,
+}
+
 /// The core's admission state: the load last seen, told to the log and to
 /// the metrics when it changes.
 pub struct Admission {
     limits: OverloadLimits,
     load: Load,
+    /// The highest state of the current episode.
+    peak: Load,
     gauge: Option<metrics::Gauge>,
     refused: [Option<metrics::Counter>; 3],
 }
@@ -161,6 +170,7 @@ impl Admission {
         Admission {
             limits,
             load: Load::Normal,
+            peak: Load::Normal,
             gauge: Some(gauge),
             refused: [None, None, None],
         }
@@ -177,33 +187,55 @@ impl Admission {
     /// The load with `open` transactions, noting a change.
     pub fn update(&mut self, open: usize) -> Load {
         let load = self.limits.next(self.load, open);
-        if load != self.load {
-            if load > self.load {
-                warn!(
-                    load = load.as_str(),
-                    open_transactions = open,
-                    shed_at = self.limits.shed_at,
-                    refuse_at = self.limits.refuse_at,
-                    "overload: new calls refused with 503 ({})",
-                    if load == Load::Full {
-                        "all of them"
-                    } else {
-                        "emergency calls still admitted"
-                    }
-                );
-            } else {
-                info!(
-                    load = load.as_str(),
-                    open_transactions = open,
-                    "overload eased"
-                );
-            }
-            self.load = load;
-            self.gauge
-                .get_or_insert_with(|| metrics::gauge!(m::OVERLOAD))
-                .set(f64::from(load.level()));
+        if load == self.load {
+            return load;
         }
+        match self.notice(load) {
+            Notice::Warn => warn!(
+                load = load.as_str(),
+                open_transactions = open,
+                shed_at = self.limits.shed_at,
+                refuse_at = self.limits.refuse_at,
+                "overload: new calls refused with 503 ({})",
+                if load == Load::Full {
+                    "all of them"
+                } else {
+                    "emergency calls still admitted"
+                }
+            ),
+            Notice::Over => {
+                info!(
+                    open_transactions = open,
+                    "overload over: every request admitted again"
+                )
+            }
+            Notice::Info => info!(
+                load = load.as_str(),
+                open_transactions = open,
+                "overload state changed"
+            ),
+        }
+        self.load = load;
+        self.gauge
+            .get_or_insert_with(|| metrics::gauge!(m::OVERLOAD))
+            .set(f64::from(load.level()));
         load
+    }
+
+    /// How a change to `load` is told. One episode, from leaving normal to
+    /// coming back, warns once for each state it reaches; going back and
+    /// forth between shedding and full within it, as cohorts of calls end,
+    /// is only information.
+    fn notice(&mut self, load: Load) -> Notice {
+        if load > self.load && load > self.peak {
+            self.peak = load;
+            Notice::Warn
+        } else if load == Load::Normal {
+            self.peak = Load::Normal;
+            Notice::Over
+        } else {
+            Notice::Info
+        }
     }
 
     /// Counts a request of `class` refused.
@@ -283,6 +315,28 @@ mod tests {
         // No limit: always normal. A reserve of 100%: never normal.
         assert_eq!(limits(0, 20).next(Normal, usize::MAX - 1), Normal);
         assert_eq!(limits(100, 100).next(Shedding, 0), Shedding);
+    }
+
+    #[test]
+    fn an_episode_warns_once_per_state_it_reaches() {
+        use Load::*;
+        use Notice::*;
+        let mut a = Admission::new(limits(100, 20));
+        let steps = [
+            (Shedding, Warn),
+            (Full, Warn),
+            (Shedding, Info),
+            (Full, Info),
+            (Shedding, Info),
+            (Normal, Over),
+            (Full, Warn),
+            (Normal, Over),
+            (Shedding, Warn),
+        ];
+        for (i, (load, want)) in steps.into_iter().enumerate() {
+            assert_eq!(a.notice(load), want, "step {i}: to {load:?}");
+            a.load = load;
+        }
     }
 
     #[test]
