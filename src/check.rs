@@ -13,6 +13,16 @@ pub fn check(config: &Config, inventory: Option<&std::path::Path>) -> Result<Vec
         config.trunks.len(),
         config.routing.mode
     )];
+    let o = &config.sip.overload;
+    out.push(if o.max_transactions == 0 {
+        "overload: no limit on open transactions".to_string()
+    } else {
+        let l = crate::proxy::OverloadLimits::new(o);
+        format!(
+            "overload: new calls refused with 503 from {} open transactions, all but emergency calls from {}",
+            l.refuse_at, l.shed_at
+        )
+    });
     if config.routing.mode == RoutingMode::Static {
         out.push(format!("static routes: {}", config.routes.len()));
         return Ok(out);

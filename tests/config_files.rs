@@ -73,6 +73,38 @@ fn check_config_names_a_missing_trunk() {
     );
 }
 
+#[test]
+fn check_config_states_the_overload_limits() {
+    let dir = common::tempdir::Dir::new("check-overload");
+    let base = std::fs::read_to_string(root().join("config/loopback.toml")).unwrap();
+    let capped = dir.path().join("capped.toml");
+    std::fs::write(
+        &capped,
+        format!(
+            "{base}\n[sip.overload]\nmax_transactions = 1000\nemergency_reserve_percent = 25\n"
+        ),
+    )
+    .unwrap();
+    let (ok, out) = check(&capped);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("new calls refused with 503 from 1000 open transactions, all but emergency calls from 750"),
+        "{out}"
+    );
+    let open = dir.path().join("open.toml");
+    std::fs::write(
+        &open,
+        format!("{base}\n[sip.overload]\nmax_transactions = 0\n"),
+    )
+    .unwrap();
+    let (ok, out) = check(&open);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("overload: no limit on open transactions"),
+        "{out}"
+    );
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
