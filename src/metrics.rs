@@ -63,7 +63,7 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         OVERLOAD_REFUSED,
-        "New requests refused with 503 for overload; labels: class (emergency, test, other)",
+        "New requests refused with 503 for overload; labels: class (emergency, test, other), reason (full, reserved, over_share)",
     ),
     (TCP_CONNECTIONS, "TCP connections open"),
     (

@@ -410,7 +410,7 @@ fn past_its_transaction_limit_the_router_answers_503_with_retry_after() {
     assert_eq!(header(&resp, "Call-ID"), Some("ol-2"));
     assert_eq!(header(&resp, "Retry-After"), Some("9"));
     router.wait_log(
-        "overload: emergency call refused",
+        "overload: emergency calls refused with 503",
         1,
         Duration::from_secs(2),
     );

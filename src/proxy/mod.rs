@@ -370,8 +370,12 @@ impl Txn {
         }
     }
 
-    fn is_server(&self) -> bool {
-        matches!(self, Txn::ServerInvite { .. } | Txn::ServerNonInvite { .. })
+    /// Where a server transaction's request came from.
+    fn source(&self) -> Option<&Source> {
+        match self {
+            Txn::ServerInvite { source, .. } | Txn::ServerNonInvite { source, .. } => Some(source),
+            _ => None,
+        }
     }
 }
 
@@ -443,6 +447,8 @@ pub struct Core {
     draining: bool,
     /// Refuses new calls when the transactions open reach the limits.
     admission: overload::Admission,
+    /// Server transactions open by source address, to share the reserve.
+    sources: overload::Sources,
     events: VecDeque<CallEvent>,
     /// The fetched location document of the request being routed.
     dereferenced: Option<Bytes>,
@@ -669,6 +675,7 @@ impl Core {
             probe_seq: 0,
             draining: false,
             admission: overload::Admission::new(cfg.overload),
+            sources: overload::Sources::default(),
             events: VecDeque::new(),
             dereferenced: None,
             wire: WireText::new(&cfg),
@@ -1017,8 +1024,12 @@ impl Core {
                 } else {
                     Some(overload::Class::Other)
                 };
-                if let Some(class) = class.filter(|&c| !OverloadLimits::admits(load, c)) {
-                    self.refuse_for_overload(now, &msg, source, class, decided.take());
+                let over_share = || self.sources.over_share(source.peer.ip());
+                if let Some((class, why)) = class.and_then(|c| {
+                    OverloadLimits::admit(load, c, c == overload::Class::Emergency && over_share())
+                        .map(|why| (c, why))
+                }) {
+                    self.refuse_for_overload(now, &msg, source, (class, why), decided.take());
                     return;
                 }
             }
@@ -2317,6 +2328,7 @@ impl Core {
         };
         self.server_index.insert(key, id);
         self.txns.insert(id, txn);
+        self.sources.opened(source.peer.ip());
         id
     }
 
@@ -2330,10 +2342,10 @@ impl Core {
         now: Instant,
         msg: &Message,
         source: Source,
-        class: overload::Class,
+        (class, why): (overload::Class, overload::Refusal),
         decision: Option<Decision>,
     ) {
-        self.admission.refused(class);
+        let warn_due = self.admission.refused(now, class, why);
         if let Some(Decision::Route {
             emergency: true,
             route,
@@ -2354,10 +2366,19 @@ impl Core {
         }
         self.stats.rejected += 1;
         metrics::counter!(m::REQUESTS_REJECTED, "status" => "503").increment(1);
-        if class == overload::Class::Emergency {
-            warn!(call_id = %lossy(msg.call_id()), peer = %source.peer, open_transactions = self.txns.len(), "overload: emergency call refused with 503 so the carrier tries another router");
+        let held = self.sources.held(source.peer.ip());
+        if let Some(refused) = warn_due {
+            warn!(
+                emergency_calls_refused = refused,
+                call_id = %lossy(msg.call_id()),
+                peer = %source.peer,
+                reason = why.as_str(),
+                held_by_peer = held,
+                open_transactions = self.txns.len(),
+                "overload: emergency calls refused with 503 so the carrier tries another router (count since the last such line; the latest named)"
+            );
         } else {
-            debug!(call_id = %lossy(msg.call_id()), peer = %source.peer, class = class.as_str(), "overload: request refused");
+            debug!(call_id = %lossy(msg.call_id()), peer = %source.peer, class = class.as_str(), reason = why.as_str(), held_by_peer = held, "overload: request refused");
         }
         let retry = self.admission.limits().retry_after;
         let mut digits = [0u8; 20];
@@ -2527,7 +2548,8 @@ impl Core {
         let Some(t) = self.txns.remove(&id) else {
             return;
         };
-        if t.is_server() {
+        if let Some(source) = t.source() {
+            self.sources.closed(source.peer.ip());
             self.server_index.remove(t.key());
             if let Txn::ServerInvite {
                 call: Some(call), ..

@@ -11,6 +11,16 @@
 //! and any other new request are refused first. Requests within a dialog,
 //! ACK and CANCEL are always let through, since they end calls and free
 //! the room.
+//!
+//! The reserve is shared between the addresses calls come from: once the
+//! router sheds, an emergency call from an address holding more than the
+//! average of the addresses with calls open is refused too, so that one
+//! carrier's flood (a misconfigured switch, an attack through one trunk)
+//! cannot take the reserve from every other carrier's callers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -128,12 +138,37 @@ impl OverloadLimits {
         load.max(self.load(open))
     }
 
-    /// Whether a new request of `class` is admitted at `load`.
-    pub fn admits(load: Load, class: Class) -> bool {
-        match load {
-            Load::Normal => true,
-            Load::Shedding => class == Class::Emergency,
-            Load::Full => false,
+    /// Why a new request of `class` is refused at `load`, if it is;
+    /// `over_share` says whether its source holds more than its share.
+    pub fn admit(load: Load, class: Class, over_share: bool) -> Option<Refusal> {
+        match (load, class) {
+            (Load::Normal, _) => None,
+            (Load::Shedding, Class::Emergency) if over_share => Some(Refusal::OverShare),
+            (Load::Shedding, Class::Emergency) => None,
+            (Load::Shedding, _) => Some(Refusal::Reserved),
+            (Load::Full, _) => Some(Refusal::Full),
+        }
+    }
+}
+
+/// Why a new request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No new request is admitted.
+    Full,
+    /// The room left is kept for emergency calls.
+    Reserved,
+    /// An emergency call from an address holding more than its share.
+    OverShare,
+}
+
+impl Refusal {
+    /// The `reason` label of `sosrouter_overload_refused_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Full => "full",
+            Refusal::Reserved => "reserved",
+            Refusal::OverShare => "over_share",
         }
     }
 }
@@ -143,6 +178,54 @@ impl Default for OverloadLimits {
         OverloadLimits::new(&OverloadConfig::default())
     }
 }
+
+/// Open server transactions by the address their requests came from.
+#[derive(Debug, Default)]
+pub struct Sources {
+    held: HashMap<IpAddr, u32, foldhash::fast::RandomState>,
+    total: u64,
+}
+
+impl Sources {
+    pub fn opened(&mut self, ip: IpAddr) {
+        *self.held.entry(ip).or_default() += 1;
+        self.total += 1;
+    }
+
+    pub fn closed(&mut self, ip: IpAddr) {
+        if let Some(n) = self.held.get_mut(&ip) {
+            *n -= 1;
+            self.total -= 1;
+            if *n == 0 {
+                self.held.remove(&ip);
+            }
+        }
+    }
+
+    /// Server transactions open for requests from `ip`.
+    pub fn held(&self, ip: IpAddr) -> u32 {
+        self.held.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Whether `ip` holds more than the average of the addresses holding
+    /// any: the share of each when the room is split evenly.
+    pub fn over_share(&self, ip: IpAddr) -> bool {
+        u64::from(self.held(ip)) * self.held.len() as u64 > self.total
+    }
+
+    /// Addresses with server transactions open.
+    pub fn len(&self) -> usize {
+        self.held.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+}
+
+/// At most one warning per this long about emergency calls refused; the
+/// calls between are counted into the next one.
+const REFUSED_WARN_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Notice {
@@ -159,7 +242,13 @@ pub struct Admission {
     /// The highest state of the current episode.
     peak: Load,
     gauge: Option<metrics::Gauge>,
-    refused: [Option<metrics::Counter>; 3],
+    /// By class and reason.
+    refused: [[Option<metrics::Counter>; 3]; 3],
+    /// Emergency calls refused since the last warning about them.
+    unwarned: u64,
+    last_warned: Option<Instant>,
+    /// Emergency calls refused in the current episode.
+    episode_refused: u64,
 }
 
 impl Admission {
@@ -172,7 +261,10 @@ impl Admission {
             load: Load::Normal,
             peak: Load::Normal,
             gauge: Some(gauge),
-            refused: [None, None, None],
+            refused: Default::default(),
+            unwarned: 0,
+            last_warned: None,
+            episode_refused: 0,
         }
     }
 
@@ -206,8 +298,10 @@ impl Admission {
             Notice::Over => {
                 info!(
                     open_transactions = open,
+                    emergency_calls_refused = self.episode_refused,
                     "overload over: every request admitted again"
-                )
+                );
+                self.episode_refused = 0;
             }
             Notice::Info => info!(
                 load = load.as_str(),
@@ -238,14 +332,29 @@ impl Admission {
         }
     }
 
-    /// Counts a request of `class` refused.
-    pub fn refused(&mut self, class: Class) {
-        let i = class as usize;
-        self.refused[i]
-            .get_or_insert_with(
-                || metrics::counter!(m::OVERLOAD_REFUSED, "class" => class.as_str()),
-            )
+    /// Counts a request of `class` refused at `now`. For an emergency
+    /// call, returns how many were refused since the last warning when
+    /// another is due: one line per ten seconds tells the flood without
+    /// becoming one (each call still has its record and its debug line).
+    pub fn refused(&mut self, now: Instant, class: Class, why: Refusal) -> Option<u64> {
+        self.refused[class as usize][why as usize]
+            .get_or_insert_with(|| {
+                metrics::counter!(m::OVERLOAD_REFUSED, "class" => class.as_str(), "reason" => why.as_str())
+            })
             .increment(1);
+        if class != Class::Emergency {
+            return None;
+        }
+        self.unwarned += 1;
+        self.episode_refused += 1;
+        if self
+            .last_warned
+            .is_some_and(|t| now.saturating_duration_since(t) < REFUSED_WARN_EVERY)
+        {
+            return None;
+        }
+        self.last_warned = Some(now);
+        Some(std::mem::take(&mut self.unwarned))
     }
 }
 
@@ -341,25 +450,96 @@ mod tests {
 
     #[test]
     fn emergency_calls_keep_the_reserve_and_nothing_passes_when_full() {
-        // (load, class, admitted)
+        use Class::*;
+        use Load::*;
+        // (load, class, source over its share, refusal)
         let cases = [
-            (Load::Normal, Class::Emergency, true),
-            (Load::Normal, Class::Test, true),
-            (Load::Normal, Class::Other, true),
-            (Load::Shedding, Class::Emergency, true),
-            (Load::Shedding, Class::Test, false),
-            (Load::Shedding, Class::Other, false),
-            (Load::Full, Class::Emergency, false),
-            (Load::Full, Class::Test, false),
-            (Load::Full, Class::Other, false),
+            (Normal, Emergency, false, None),
+            (Normal, Emergency, true, None),
+            (Normal, Test, true, None),
+            (Normal, Other, false, None),
+            (Shedding, Emergency, false, None),
+            (Shedding, Emergency, true, Some(Refusal::OverShare)),
+            (Shedding, Test, false, Some(Refusal::Reserved)),
+            (Shedding, Other, true, Some(Refusal::Reserved)),
+            (Full, Emergency, false, Some(Refusal::Full)),
+            (Full, Emergency, true, Some(Refusal::Full)),
+            (Full, Test, false, Some(Refusal::Full)),
+            (Full, Other, false, Some(Refusal::Full)),
         ];
-        for (load, class, want) in cases {
+        for (load, class, over, want) in cases {
             assert_eq!(
-                OverloadLimits::admits(load, class),
+                OverloadLimits::admit(load, class, over),
                 want,
-                "{load:?} {class:?}"
+                "{load:?} {class:?} over share {over}"
             );
         }
+    }
+
+    #[test]
+    fn a_source_over_the_average_of_the_sources_is_over_its_share() {
+        let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
+        let mut s = Sources::default();
+        // Nobody holds anything: nobody is over.
+        assert!(!s.over_share(ip(1)));
+        // One source alone holds all, and that is its share.
+        for _ in 0..10 {
+            s.opened(ip(1));
+        }
+        assert!(!s.over_share(ip(1)));
+        // A second source with one: the average is 5.5.
+        s.opened(ip(2));
+        assert!(s.over_share(ip(1)));
+        assert!(!s.over_share(ip(2)));
+        // A source holding nothing is never over.
+        assert!(!s.over_share(ip(3)));
+        // Even: 10 and 10, neither over.
+        for _ in 0..9 {
+            s.opened(ip(2));
+        }
+        assert!(!s.over_share(ip(1)) && !s.over_share(ip(2)));
+        // Closing all of one source forgets it.
+        for _ in 0..10 {
+            s.closed(ip(2));
+        }
+        assert_eq!((s.len(), s.held(ip(1)), s.held(ip(2))), (1, 10, 0));
+        assert!(!s.over_share(ip(1)));
+        // Closing for an address never seen changes nothing.
+        s.closed(ip(9));
+        assert_eq!((s.len(), s.total), (1, 10));
+        for _ in 0..10 {
+            s.closed(ip(1));
+        }
+        assert!(s.is_empty() && s.total == 0);
+    }
+
+    #[test]
+    fn refused_emergency_calls_are_warned_about_once_per_ten_seconds() {
+        let mut a = Admission::new(limits(100, 20));
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // (ms, class, warning due with this many calls)
+        let steps = [
+            (0, Class::Emergency, Some(1)),
+            (10, Class::Emergency, None),
+            (20, Class::Test, None),
+            (9_999, Class::Emergency, None),
+            (10_000, Class::Emergency, Some(3)),
+            (10_001, Class::Other, None),
+            (25_000, Class::Emergency, Some(1)),
+        ];
+        for (ms, class, want) in steps {
+            assert_eq!(
+                a.refused(at(ms), class, Refusal::Full),
+                want,
+                "{class:?} at {ms} ms"
+            );
+        }
+        assert_eq!(a.episode_refused, 5);
+        a.load = Load::Full;
+        a.peak = Load::Full;
+        a.update(0);
+        assert_eq!(a.episode_refused, 0, "the episode's count ends with it");
     }
 
     #[test]

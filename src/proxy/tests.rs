@@ -901,3 +901,53 @@ fn no_limit_when_max_transactions_is_zero() {
     assert_eq!(h.take("127.0.0.1:5070").len(), 50);
     assert_eq!(h.core.load(), Load::Normal);
 }
+
+/// Under shedding, a source holding more than the average of the sources
+/// with calls open is refused, and the others keep the reserve: one
+/// carrier's flood of emergency calls cannot take it from everyone.
+#[test]
+fn a_flooding_source_cannot_take_the_reserve_from_the_others() {
+    const OTHER: &str = "127.0.0.3:5061";
+    let mut c = config();
+    c.sip.overload.max_transactions = 40;
+    c.sip.overload.emergency_reserve_percent = 50;
+    c.sip.allow.push("127.0.0.3/32".parse().unwrap());
+    let mut h = Harness::with(c);
+    // Alone, a source has all of the room: into the reserve.
+    for i in 0..11 {
+        h.deliver(CALLER, &invite(&format!("fl{i}")));
+    }
+    assert_eq!(h.take("127.0.0.1:5070").len(), 11);
+    assert_eq!(h.core.load(), Load::Shedding);
+    let from_other = |id: &str| invite(id).replace(CALLER, OTHER);
+    h.deliver(OTHER, &from_other("ot0"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+    assert_eq!(
+        h.take(OTHER).iter().map(|m| status(m)).collect::<Vec<_>>(),
+        ["100"]
+    );
+    h.take(CALLER);
+    // Now the first source holds more than its share: refused, statelessly.
+    h.deliver(CALLER, &invite("fl-over"));
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1);
+    assert!(up[0].starts_with("SIP/2.0 503 Overloaded\r\n"), "{}", up[0]);
+    assert!(h.take("127.0.0.1:5070").is_empty());
+    // The other source's calls still pass, up to the limit.
+    for i in 1..9 {
+        h.deliver(OTHER, &from_other(&format!("ot{i}")));
+    }
+    assert_eq!(h.take("127.0.0.1:5070").len(), 8);
+    assert_eq!(h.core.open(), (40, 20));
+    assert_eq!(h.core.load(), Load::Full);
+    h.deliver(OTHER, &from_other("ot-full"));
+    let up = h.take(OTHER);
+    assert_eq!(
+        up.iter().map(|m| status(m)).collect::<Vec<_>>().last(),
+        Some(&"503")
+    );
+    // The held counts follow the transactions out.
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.core.open(), (0, 0));
+    assert!(h.core.sources.is_empty());
+}
