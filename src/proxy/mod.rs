@@ -8,7 +8,8 @@
 //! The phases of a request, each in one place:
 //! 1. match: a retransmission or an ACK goes to its transaction
 //!    ([`Core::on_request`]);
-//! 2. validate: source, Max-Forwards, loops, scheme ([`Core::check_request`]);
+//! 2. validate: source (a stranger's request is answered 403 without a
+//!    transaction), Max-Forwards, loops, scheme ([`Core::check_request`]);
 //! 3. route: in-dialog requests follow their Route set, initial ones ask
 //!    the [`Router`] for an ordered list of targets;
 //! 4. forward: one client transaction per target ([`Core::try_next`]);
@@ -449,6 +450,8 @@ pub struct Core {
     admission: overload::Admission,
     /// Server transactions open by source address, to share the reserve.
     sources: overload::Sources,
+    /// When to log requests refused for their source.
+    strangers: overload::Throttle,
     events: VecDeque<CallEvent>,
     /// The fetched location document of the request being routed.
     dereferenced: Option<Bytes>,
@@ -676,6 +679,7 @@ impl Core {
             draining: false,
             admission: overload::Admission::new(cfg.overload),
             sources: overload::Sources::default(),
+            strangers: overload::Throttle::new(overload::TELL_EVERY),
             events: VecDeque::new(),
             dereferenced: None,
             wire: WireText::new(&cfg),
@@ -997,6 +1001,16 @@ impl Core {
             self.pump(now, id);
             return;
         }
+        // A source not allowed holds nothing: its requests are answered 403
+        // without a transaction, so that a stranger's flood can neither fill
+        // the transaction table (and push the router into refusing
+        // emergency calls) nor cancel a call; its ACKs are dropped.
+        if !self.source_allowed(&source) {
+            if method != Method::Ack {
+                self.refuse_stranger(now, &msg, source);
+            }
+            return;
+        }
         let loop_hash = loop_hash(&msg);
         match method {
             Method::Ack => return self.forward_ack(now, msg, source, loop_hash),
@@ -1014,8 +1028,7 @@ impl Core {
         // the same answer and the ACK is absorbed by its To tag.
         if initial && !more_routes {
             let load = self.admission.update(self.txns.len());
-            // A source not allowed gets its 403 as always.
-            if load != Load::Normal && self.source_allowed(&source) {
+            if load != Load::Normal {
                 let class = if method == Method::Invite {
                     let d = self.decide(&msg, &source);
                     let class = admission_class(&d);
@@ -1035,7 +1048,7 @@ impl Core {
             }
         }
         let id = self.new_server(now, key, &msg, source, loop_hash);
-        if let Some((code, reason)) = self.check_request(&msg, &source, loop_hash) {
+        if let Some((code, reason)) = self.check_request(&msg, loop_hash) {
             self.stats.rejected += 1;
             metrics::counter!(m::REQUESTS_REJECTED, "status" => code.to_string()).increment(1);
             info!(call_id = %lossy(msg.call_id()), code, reason, peer = %source.peer, "request refused");
@@ -1211,15 +1224,7 @@ impl Core {
     }
 
     /// RFC 3261 section 16.3 and the router's own checks. `None`: go on.
-    fn check_request(
-        &self,
-        msg: &Message,
-        source: &Source,
-        loop_hash: u64,
-    ) -> Option<(u16, &'static str)> {
-        if !self.source_allowed(source) {
-            return Some((403, "Source Not Allowed"));
-        }
+    fn check_request(&self, msg: &Message, loop_hash: u64) -> Option<(u16, &'static str)> {
         let uri = msg.request_uri()?;
         if matches!(uri.scheme, Scheme::Other) {
             return Some((416, "Unsupported URI Scheme"));
@@ -2390,12 +2395,38 @@ impl Core {
                 text::write_decimal(retry.into(), &mut digits),
             )]
         };
+        self.answer_statelessly(msg, source, 503, "Overloaded", extra);
+    }
+
+    /// Answers a request from a source not allowed `403`, statelessly.
+    fn refuse_stranger(&mut self, now: Instant, msg: &Message, source: Source) {
+        self.stats.rejected += 1;
+        metrics::counter!(m::REQUESTS_REJECTED, "status" => "403").increment(1);
+        const REASON: &str = "Source Not Allowed";
+        if let Some(refused) = self.strangers.hit(now) {
+            info!(refused, call_id = %lossy(msg.call_id()), code = 403, reason = REASON, peer = %source.peer, "request refused (count since the last such line; the latest named)");
+        } else {
+            debug!(call_id = %lossy(msg.call_id()), code = 403, reason = REASON, peer = %source.peer, "request refused");
+        }
+        self.answer_statelessly(msg, source, 403, REASON, &[]);
+    }
+
+    /// A final response sent without a transaction: a retransmission of the
+    /// request gets the same answer, To tag included.
+    fn answer_statelessly(
+        &mut self,
+        msg: &Message,
+        source: Source,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) {
         let tag = self.stateless_tag(msg);
         // Hex digits after an ASCII prefix, so always UTF-8.
         let tag = std::str::from_utf8(&tag).unwrap_or_default();
         self.out.push_back(Transmit {
             dest: Dest::reply_to(&source),
-            bytes: build::response(msg, 503, "Overloaded", Some(tag), extra, None),
+            bytes: build::response(msg, code, reason, Some(tag), extra, None),
             token: None,
         });
     }

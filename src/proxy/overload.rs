@@ -223,9 +223,42 @@ impl Sources {
     }
 }
 
-/// At most one warning per this long about emergency calls refused; the
-/// calls between are counted into the next one.
-const REFUSED_WARN_EVERY: Duration = Duration::from_secs(10);
+/// Tells the first of a run of like events, then at most one per period
+/// with the count since the last told, so that a flood of refusals does
+/// not become a flood of log lines.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    pending: u64,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            pending: 0,
+        }
+    }
+
+    /// Counts an event at `now`; when it is to be told, how many were
+    /// counted since the last told, this one included.
+    pub fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.pending += 1;
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < self.every)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.pending))
+    }
+}
+
+/// At most one line per this long about each kind of refusal.
+pub const TELL_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Notice {
@@ -244,9 +277,8 @@ pub struct Admission {
     gauge: Option<metrics::Gauge>,
     /// By class and reason.
     refused: [[Option<metrics::Counter>; 3]; 3],
-    /// Emergency calls refused since the last warning about them.
-    unwarned: u64,
-    last_warned: Option<Instant>,
+    /// When to warn about emergency calls refused.
+    warn: Throttle,
     /// Emergency calls refused in the current episode.
     episode_refused: u64,
 }
@@ -262,8 +294,7 @@ impl Admission {
             peak: Load::Normal,
             gauge: Some(gauge),
             refused: Default::default(),
-            unwarned: 0,
-            last_warned: None,
+            warn: Throttle::new(TELL_EVERY),
             episode_refused: 0,
         }
     }
@@ -345,16 +376,8 @@ impl Admission {
         if class != Class::Emergency {
             return None;
         }
-        self.unwarned += 1;
         self.episode_refused += 1;
-        if self
-            .last_warned
-            .is_some_and(|t| now.saturating_duration_since(t) < REFUSED_WARN_EVERY)
-        {
-            return None;
-        }
-        self.last_warned = Some(now);
-        Some(std::mem::take(&mut self.unwarned))
+        self.warn.hit(now)
     }
 }
 

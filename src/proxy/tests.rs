@@ -951,3 +951,69 @@ fn a_flooding_source_cannot_take_the_reserve_from_the_others() {
     assert_eq!(h.core.open(), (0, 0));
     assert!(h.core.sources.is_empty());
 }
+
+/// A source not allowed is answered 403 and leaves nothing behind: its
+/// flood cannot fill the table and push the router into refusing
+/// emergency calls, and its CANCEL, forged to match a real call, cancels
+/// nothing.
+#[test]
+fn a_stranger_gets_403_and_leaves_nothing_behind() {
+    const STRANGER: &str = "192.0.2.9:5061";
+    let mut h = overloaded();
+    h.deliver(CALLER, &invite("sc1"));
+    let fwd = h.take("127.0.0.1:5070");
+    assert_eq!(fwd.len(), 1);
+    h.deliver("127.0.0.1:5070", &answer(&fwd[0], 180, "Ringing", "p1"));
+    h.take(CALLER);
+    let held = h.core.open();
+    assert_eq!(held, (2, 1));
+
+    for i in 0..50 {
+        h.deliver(
+            STRANGER,
+            &invite(&format!("st{i}")).replace(CALLER, STRANGER),
+        );
+    }
+    let up = h.take(STRANGER);
+    assert_eq!(up.len(), 50);
+    assert!(
+        up.iter()
+            .all(|m| m.starts_with("SIP/2.0 403 Source Not Allowed\r\n")),
+        "{}",
+        up[0]
+    );
+    assert_eq!(h.core.open(), held, "a stranger's request holds no state");
+    assert!(h.core.sources.held(addr(STRANGER).ip()) == 0);
+    assert_eq!(h.core.stats().rejected, 50);
+
+    // A retransmission gets the same answer, To tag and all.
+    let again = invite("st0").replace(CALLER, STRANGER);
+    h.deliver(STRANGER, &again);
+    assert_eq!(h.take(STRANGER), [up[0].clone()]);
+
+    // A CANCEL copying the real call's Via, from the stranger's address.
+    let cancel = invite("sc1")
+        .replace("INVITE sip:911", "CANCEL sip:911")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    h.deliver(STRANGER, &cancel);
+    let up = h.take(STRANGER);
+    assert_eq!(up.len(), 1);
+    assert_eq!(status(&up[0]), "403", "{}", up[0]);
+    assert!(
+        h.take("127.0.0.1:5070").is_empty(),
+        "no CANCEL reaches the trunk"
+    );
+    assert!(h.take(CALLER).is_empty());
+    // The call is still there to answer.
+    h.deliver("127.0.0.1:5070", &answer(&fwd[0], 200, "OK", "p1"));
+    let up = h.take(CALLER);
+    assert_eq!(up.iter().map(|m| status(m)).collect::<Vec<_>>(), ["200"]);
+    // The stranger's ACK goes nowhere.
+    h.deliver(
+        STRANGER,
+        &cancel
+            .replace("CANCEL sip:911", "ACK sip:911")
+            .replace("CSeq: 1 CANCEL", "CSeq: 1 ACK"),
+    );
+    assert!(h.sent.is_empty(), "{:?}", h.sent);
+}
