@@ -4,6 +4,12 @@
 #   bash benches/load.sh            full run (about 12 minutes)
 #   bash benches/load.sh --quick    shorter steps and runs (about 7 minutes)
 #   bash benches/load.sh --soak     5 minutes at 500 calls/s over UDP, RSS series
+#   bash benches/load.sh --flood    overload from one source: a caller on
+#                                   127.0.0.1 floods 1,000 emergency calls/s
+#                                   while a carrier on 127.0.0.2 calls at 20/s,
+#                                   the router capped at 10,000 transactions
+#                                   (--max-transactions changes it); 150 s,
+#                                   each caller's calls counted apart
 #   bash benches/load.sh --cpu      only the CPU-per-call runs
 #   bash benches/load.sh --instructions  the router under callgrind: its
 #                                   user-space instructions per call, a figure
@@ -24,6 +30,7 @@
 #          --max-transactions N (the router's sip.overload.max_transactions;
 #          past it new calls get 503 and count as failed: shows what the
 #          limit does to memory and to the calls admitted),
+#          --seconds N (how long --soak and --flood last; defaults 300, 150),
 #          --keep (keep the work directory with SIPp logs and the relay log).
 # Environment: SOSROUTER_BIN to use a given binary instead of building one;
 #          UDP_FLOOR_BIN likewise for the floor (else cargo build --release
@@ -61,10 +68,12 @@ KEEP=0
 RELAY=sosrouter
 RELAY_SET=0
 MAX_TXNS=
+SECONDS_ARG=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) MODE=quick ;;
         --soak) MODE=soak ;;
+        --flood) MODE=flood ;;
         --cpu) MODE=cpu ;;
         --instructions) MODE=instructions ;;
         --compare) MODE=compare ;;
@@ -72,6 +81,7 @@ while [ $# -gt 0 ]; do
         --uac) UAC_ARG="${2:-}"; shift ;;
         --pairs) PAIRS="${2:-}"; shift ;;
         --keep) KEEP=1 ;;
+        --seconds) SECONDS_ARG="${2:-}"; shift ;;
         --max-transactions) MAX_TXNS="${2:-}"; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -81,6 +91,10 @@ done
 case "$MAX_TXNS" in
     "" | *[!0-9]*) [ -z "$MAX_TXNS" ] || { echo "load.sh: --max-transactions takes a number" >&2; exit 2; } ;;
 esac
+case "$SECONDS_ARG" in
+    "") ;;
+    *[!0-9]* | 0) echo "load.sh: --seconds takes a positive number" >&2; exit 2 ;;
+esac
 case "$PAIRS" in
     [1-8]) ;;
     *) echo "load.sh: --pairs takes 1 to 8" >&2; exit 2 ;;
@@ -89,7 +103,7 @@ case "$RELAY" in
     sosrouter|kamailio|floor) ;;
     *) echo "load.sh: --relay takes sosrouter, kamailio or floor" >&2; exit 2 ;;
 esac
-if [ "$RELAY" != sosrouter ] && { [ "$MODE" = soak ] || [ "$MODE" = instructions ]; }; then
+if [ "$RELAY" != sosrouter ] && { [ "$MODE" = soak ] || [ "$MODE" = flood ] || [ "$MODE" = instructions ]; }; then
     echo "load.sh: --relay $RELAY works with --cpu, --quick and the full run; --$MODE measures sosrouter only" >&2
     exit 2
 fi
@@ -141,6 +155,19 @@ INSTR_CALLS=1000
 INSTR_RATE=100
 SOAK_SECONDS=300
 SOAK_SAMPLE=10
+# Each caller's own rate and source address, when they differ (--flood);
+# empty: the aggregate rate split evenly, every caller on 127.0.0.1.
+PAIR_RATE=()
+PAIR_IP=()
+if [ "$MODE" = flood ]; then
+    PAIRS=2
+    PAIR_RATE=(1000 20)
+    PAIR_IP=(127.0.0.1 127.0.0.2)
+    SOAK_RATE=$((PAIR_RATE[0] + PAIR_RATE[1]))
+    SOAK_SECONDS=150
+    MAX_TXNS="${MAX_TXNS:-10000}"
+fi
+SOAK_SECONDS="${SECONDS_ARG:-$SOAK_SECONDS}"
 # After the last call, the router still runs timers: the BYE server
 # transaction lingers 64*T1 = 32 s over UDP (Timer J). A CPU run counts
 # ticks until they are done, so each call is charged its whole cost.
@@ -326,7 +353,7 @@ ROUTER_PORT="$(relay_port "$RELAY")"
 write_config() {
     local file="$1" proto="$2" tag="${3:-}" i
     {
-        if [ "$tag" = soak ]; then
+        if [ "$tag" = soak ] || [ "$tag" = flood ]; then
             # The soak samples the transactions open beside the RSS.
             printf '[metrics]\nlisten = "127.0.0.1:%s"\n\n' "$METRICS_PORT"
         fi
@@ -567,7 +594,7 @@ machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print 
 # received", the datagrams the SIPp ends sent and received (-trace_counts).
 run_load() {
     local proto="$1" rate="$2" calls="$3" dir="$4" every="${5:-2}"
-    local t i per_rate per_calls limit uas_pids=() uac_pids=() pid alive start now last
+    local t i r per_rate per_calls limit uas_pids=() uac_pids=() pid alive start now last
     mkdir -p "$dir"
     t=u1
     [ "$proto" = tcp ] && t=t1
@@ -584,9 +611,11 @@ run_load() {
     done
     sleep 0.5
     for i in $(seq 1 "$PAIRS"); do
+        # A caller of its own rate makes calls for as long as the others.
+        r="${PAIR_RATE[$((i - 1))]:-$per_rate}"
         (cd "$dir" && exec sipp "127.0.0.1:$ROUTER_PORT" -sf "$UAC_XML" -s "${NUMBERS[$((i - 1))]}" \
-            -i 127.0.0.1 -p $((BASE + 10 + i)) -t "$t" \
-            -r "$per_rate" -m "$per_calls" -d "$HOLD_MS" -key caller +12125550142 \
+            -i "${PAIR_IP[$((i - 1))]:-127.0.0.1}" -p $((BASE + 10 + i)) -t "$t" \
+            -r "$r" -m $((per_calls * r / per_rate)) -d "$HOLD_MS" -key caller +12125550142 \
             -recv_timeout 10000 -timeout "${limit}s" -nostdin -buff_size "$SIPP_BUFFER" \
             -trace_stat -stf "$dir/uac$i.csv" -fd 1 -trace_counts \
             -trace_err -error_file "$dir/uac$i.err" >"$dir/uac$i.out" 2>&1) &
@@ -667,7 +696,7 @@ count_datagrams() {
 # retransmissions, the mean INVITE-to-200 time (ms, SIPp counts whole
 # milliseconds) and the rate the callers reached.
 summarize_uac() {
-    local dir="$1" expected="$2"
+    local dir="$1" expected="$2" files="${3:-uac[0-9]*.csv}"
     awk -F';' -v expected="$expected" '
         FNR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
         { last[FILENAME] = $0 }
@@ -685,7 +714,7 @@ summarize_uac() {
                 n++
             }
             printf "%d %d %d %.1f %d %.0f\n", ok, failed, retrans, (n ? rt / n : 0), expected, rate
-        }' "$dir"/uac[0-9]*.csv 2>/dev/null || echo "0 0 0 0 $expected 0"
+        }' "$dir"/$files 2>/dev/null || echo "0 0 0 0 $expected 0"
 }
 
 # ---------------------------------------------------------------- phases
@@ -833,8 +862,8 @@ compare_runs() {
 }
 
 soak() {
-    local dir="$WORK/soak" calls=$((SOAK_RATE * SOAK_SECONDS)) c0 c1
-    start_router udp soak
+    local dir="$WORK/soak" calls=$((SOAK_RATE * SOAK_SECONDS)) c0 c1 i
+    start_router udp "$MODE"
     echo "rss_rest_soak $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
     c0=$(cpu_ticks "$ROUTER_PID")
     say "soak: $calls calls at $SOAK_RATE calls/s over UDP; RSS every ${SOAK_SAMPLE}s"
@@ -845,6 +874,15 @@ soak() {
     while read -r s kb txns; do
         echo "soak_rss $s $kb $txns" >>"$RESULTS"
     done <"$dir/rss"
+    if [ "$MODE" = flood ]; then
+        for i in 1 2; do
+            echo "flood_caller $i ${PAIR_IP[$((i - 1))]} ${PAIR_RATE[$((i - 1))]}" \
+                "$(summarize_uac "$dir" $((PAIR_RATE[i - 1] * SOAK_SECONDS)) "uac$i.csv")" >>"$RESULTS"
+        done
+        curl -s --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
+            awk '$1 ~ /^sosrouter_overload_refused_total\{/ {print "flood_refused", $1, $2}' >>"$RESULTS" || true
+        echo "flood_warnings $(grep -c 'emergency calls refused with 503' "$WORK/router-flood.log" || true)" >>"$RESULTS"
+    fi
     say "soak done; ${DRAIN_SECONDS}s for the router's timers to run out"
     sleep "$DRAIN_SECONDS"
     check_router
@@ -996,6 +1034,13 @@ print_summary() {
         awk '$1 == "hwm_cpu" {printf "RSS peak over the CPU runs (VmHWM): %.1f MB\n", $2 / 1024}' "$RESULTS"
         awk '$1 == "mem_rest" {printf "%s at rest (%s): %.1f MB %s\n", $2, $3, $4 / 1024, ($2 == "kamailio" ? "PSS, all its processes" : "RSS")}' "$RESULTS"
     fi
+    if grep -q '^flood_caller ' "$RESULTS"; then
+        echo
+        echo "flood: one caller floods emergency calls, another carrier calls at a modest rate; max_transactions $MAX_TXNS:"
+        awk '$1 == "flood_caller" {printf "  caller %d on %s at %d calls/s: %d/%d ok, %d failed (503 Overloaded among them), %d retransmissions, reached %d calls/s, setup %.1f ms\n", $2, $3, $4, $5, $9, $6, $7, $10, $8}' "$RESULTS"
+        awk '$1 == "flood_refused" {printf "  refused: %s %d\n", $2, $3}' "$RESULTS"
+        awk '$1 == "flood_warnings" {printf "  router log: %d warning lines about refused emergency calls\n", $2}' "$RESULTS"
+    fi
     if grep -q '^soak ' "$RESULTS"; then
         echo
         awk -v hz="$HZ" '$1 == "soak" {printf "soak: %d/%d ok, %d failed, %d retransmissions, reached %d calls/s, setup %.1f ms, router CPU %.1f us/call (not drained)\n", $3, $2, $4, $5, $8, $6, ($3 ? $7 / hz * 1e6 / $3 : 0)}' "$RESULTS"
@@ -1033,7 +1078,7 @@ fi
 # The machine may be shared: its load before and after tells how noisy.
 echo "loadavg_start $(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
 case "$MODE" in
-    soak)
+    soak | flood)
         soak
         ;;
     cpu)
