@@ -16,8 +16,46 @@
 
 use std::io::Write;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tracing::{Level, Metadata};
+
+/// Tells the first of a run of like events, then at most one per period
+/// with the count since the last told, so that a flood of refusals does
+/// not become a flood of log lines.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    pending: u64,
+}
+
+impl Throttle {
+    pub const fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            pending: 0,
+        }
+    }
+
+    /// Counts an event at `now`; when it is to be told, how many were
+    /// counted since the last told, this one included.
+    pub fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.pending += 1;
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < self.every)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.pending))
+    }
+}
+
+/// At most one line per this long about each kind of refusal or drop.
+pub const TELL_EVERY: Duration = Duration::from_secs(10);
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Bytes gathered before they are written out without waiting for the
@@ -125,6 +163,29 @@ pub fn install_panic_flush() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttle_tells_the_first_then_one_per_period_with_the_count() {
+        let mut t = Throttle::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        // (ms, told with this count)
+        let steps = [
+            (0, Some(1)),
+            (1, None),
+            (5_000, None),
+            (9_999, None),
+            (10_000, Some(4)),
+            (10_001, None),
+            (60_000, Some(2)),
+            (60_000, None),
+        ];
+        for (ms, want) in steps {
+            assert_eq!(t.hit(t0 + Duration::from_millis(ms)), want, "at {ms} ms");
+        }
+        // A clock that goes back does not stop it telling.
+        assert_eq!(t.hit(t0), None);
+        assert_eq!(t.hit(t0 + Duration::from_secs(80)), Some(3));
+    }
 
     // One test: the state is process-wide. The lines reach the test's
     // stderr.

@@ -4,12 +4,12 @@
 //! notification never delays a call. Counted and logged.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::metrics as m;
 use crate::proxy::CallEvent;
@@ -25,6 +25,15 @@ struct Notice {
     body: serde_json::Value,
 }
 
+/// Notices waiting for a sender.
+const QUEUE: usize = 1024;
+/// Notices being sent at once. A flood of emergency calls (a storm, an
+/// attack) must not become a flood of connections: each notice in flight
+/// holds a socket for up to its attempts' timeouts, and the router's own
+/// listeners need file descriptors too. Past this, notices wait in the
+/// queue; past the queue, they are dropped and counted as failed.
+const IN_FLIGHT: usize = 64;
+
 /// The sending side. Never blocks: a full queue drops the notice and counts
 /// it as failed.
 #[derive(Clone)]
@@ -34,6 +43,8 @@ pub struct SecurityDesk {
     /// they win over the configuration's.
     hub: Option<Arc<crate::store::Hub>>,
     tx: mpsc::Sender<Notice>,
+    /// When to warn about notices dropped.
+    dropped: Arc<Mutex<crate::logbuf::Throttle>>,
 }
 
 /// Retry schedule and deadline of one notice.
@@ -61,7 +72,8 @@ impl SecurityDesk {
         policy: Policy,
         hub: Option<Arc<crate::store::Hub>>,
     ) -> SecurityDesk {
-        let (tx, mut rx) = mpsc::channel::<Notice>(1024);
+        let (tx, mut rx) = mpsc::channel::<Notice>(QUEUE);
+        let permits = Arc::new(Semaphore::new(IN_FLIGHT));
         tokio::spawn(async move {
             let client = match reqwest::Client::builder().timeout(policy.timeout).build() {
                 Ok(c) => c,
@@ -71,13 +83,26 @@ impl SecurityDesk {
                 }
             };
             while let Some(n) = rx.recv().await {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
                 let client = client.clone();
                 // Each notice on its own task, so one slow desk does not
                 // hold up the others.
-                tokio::spawn(send(client, n, policy));
+                tokio::spawn(async move {
+                    send(client, n, policy).await;
+                    drop(permit);
+                });
             }
         });
-        SecurityDesk { webhooks, hub, tx }
+        SecurityDesk {
+            webhooks,
+            hub,
+            tx,
+            dropped: Arc::new(Mutex::new(crate::logbuf::Throttle::new(
+                crate::logbuf::TELL_EVERY,
+            ))),
+        }
     }
 
     pub fn webhooks(&self) -> &Webhooks {
@@ -125,10 +150,24 @@ impl SecurityDesk {
             "location": d.location.as_ref().map(|l| l.to_json()),
             "registered_address": d.registered_address.as_ref().map(|l| l.to_json()),
         });
-        if self.tx.try_send(Notice { url, body }).is_err() {
-            metrics::counter!(m::SECURITY_DESK, "outcome" => "failed").increment(1);
-            tracing::warn!(%tenant, %call_id, "security desk queue full: notification dropped");
+        self.queue(Notice { url, body });
+    }
+
+    /// Queues a notice; false when the queue is full and it is dropped.
+    fn queue(&self, n: Notice) -> bool {
+        let Err(e) = self.tx.try_send(n) else {
+            return true;
+        };
+        metrics::counter!(m::SECURITY_DESK, "outcome" => "failed").increment(1);
+        let due = self
+            .dropped
+            .lock()
+            .map_or(Some(1), |mut t| t.hit(Instant::now()));
+        let n = e.into_inner();
+        if let Some(dropped) = due {
+            tracing::warn!(dropped, tenant = %n.body["tenant"], call_id = %n.body["call_id"], "security desk queue full: notifications dropped (count since the last such line; the latest named)");
         }
+        false
     }
 }
 
@@ -164,4 +203,67 @@ pub fn from_config(c: &crate::config::Config) -> HashMap<String, String> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A desk that accepts connections and never answers: the notices in
+    /// flight stop at the limit, the rest wait in the queue, and what does
+    /// not fit is dropped, not spawned.
+    #[tokio::test]
+    async fn a_silent_desk_holds_no_more_than_the_limit_of_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/sos", listener.local_addr().unwrap());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                open.push(sock);
+            }
+        });
+        let policy = Policy {
+            attempts: 1,
+            timeout: Duration::from_secs(30),
+            backoff: Duration::from_millis(1),
+        };
+        let desk = SecurityDesk::start(Webhooks::default(), policy, None);
+        let total = IN_FLIGHT + QUEUE + 200;
+        let mut queued = 0;
+        for i in 0..total {
+            let body = json!({"tenant": "acme", "call_id": format!("c{i}")});
+            if desk.queue(Notice {
+                url: url.clone(),
+                body,
+            }) {
+                queued += 1;
+            }
+            // Let the sender take some while the queue fills.
+            if i % 256 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while accepted.load(std::sync::atomic::Ordering::SeqCst) < IN_FLIGHT
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Give any notice beyond the limit the time to show up, were it sent.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            IN_FLIGHT
+        );
+        // At most the queue and what the sender took out of it were kept.
+        assert!(
+            queued <= QUEUE + IN_FLIGHT + 1,
+            "{queued} of {total} queued"
+        );
+        assert!(queued >= QUEUE, "{queued} of {total} queued");
+        held.abort();
+    }
 }

@@ -451,7 +451,7 @@ pub struct Core {
     /// Server transactions open by source address, to share the reserve.
     sources: overload::Sources,
     /// When to log requests refused for their source.
-    strangers: overload::Throttle,
+    strangers: crate::logbuf::Throttle,
     events: VecDeque<CallEvent>,
     /// The fetched location document of the request being routed.
     dereferenced: Option<Bytes>,
@@ -679,7 +679,7 @@ impl Core {
             draining: false,
             admission: overload::Admission::new(cfg.overload),
             sources: overload::Sources::default(),
-            strangers: overload::Throttle::new(overload::TELL_EVERY),
+            strangers: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
             events: VecDeque::new(),
             dereferenced: None,
             wire: WireText::new(&cfg),
@@ -1249,7 +1249,9 @@ impl Core {
         (!tags.is_empty()).then(|| tags.join(", "))
     }
 
-    fn source_allowed(&self, source: &Source) -> bool {
+    /// Whether requests from `source` are taken at all (`sip.allow`, a
+    /// trunk's `sources`, a trunk's own address).
+    pub fn source_allowed(&self, source: &Source) -> bool {
         let ip = source.peer.ip();
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::{info, warn};
 
@@ -223,43 +223,6 @@ impl Sources {
     }
 }
 
-/// Tells the first of a run of like events, then at most one per period
-/// with the count since the last told, so that a flood of refusals does
-/// not become a flood of log lines.
-#[derive(Debug)]
-pub struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-    pending: u64,
-}
-
-impl Throttle {
-    pub const fn new(every: Duration) -> Throttle {
-        Throttle {
-            every,
-            last: None,
-            pending: 0,
-        }
-    }
-
-    /// Counts an event at `now`; when it is to be told, how many were
-    /// counted since the last told, this one included.
-    pub fn hit(&mut self, now: Instant) -> Option<u64> {
-        self.pending += 1;
-        if self
-            .last
-            .is_some_and(|t| now.saturating_duration_since(t) < self.every)
-        {
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.pending))
-    }
-}
-
-/// At most one line per this long about each kind of refusal.
-pub const TELL_EVERY: Duration = Duration::from_secs(10);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Notice {
     Warn,
@@ -278,7 +241,7 @@ pub struct Admission {
     /// By class and reason.
     refused: [[Option<metrics::Counter>; 3]; 3],
     /// When to warn about emergency calls refused.
-    warn: Throttle,
+    warn: crate::logbuf::Throttle,
     /// Emergency calls refused in the current episode.
     episode_refused: u64,
 }
@@ -294,7 +257,7 @@ impl Admission {
             peak: Load::Normal,
             gauge: Some(gauge),
             refused: Default::default(),
-            warn: Throttle::new(TELL_EVERY),
+            warn: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
             episode_refused: 0,
         }
     }
@@ -384,6 +347,7 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn limits(max: usize, reserve: u8) -> OverloadLimits {
         OverloadLimits::new(&OverloadConfig {
