@@ -94,6 +94,10 @@ pub const ALL: &[(&str, &str)] = &[
         CONFIG_RELOADS,
         "Configuration reloads; labels: outcome (applied, refused)",
     ),
+    (
+        DEREFERENCE_SKIPPED,
+        "Calls with a location reference routed without fetching it because every fetch was busy",
+    ),
 ];
 
 pub const BUILD_INFO: &str = "sosrouter_build_info";
@@ -125,6 +129,7 @@ pub const CDR_WRITTEN: &str = "sosrouter_cdr_written_total";
 pub const CDR_DROPPED: &str = "sosrouter_cdr_dropped_total";
 pub const SECURITY_DESK: &str = "sosrouter_security_desk_notifications_total";
 pub const CONFIG_RELOADS: &str = "sosrouter_config_reloads_total";
+pub const DEREFERENCE_SKIPPED: &str = "sosrouter_location_fetches_skipped_total";
 
 /// Histogram buckets (seconds) for call setup and routing time.
 pub const CALL_SETUP_BUCKETS: &[f64] = &[

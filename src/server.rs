@@ -526,12 +526,19 @@ fn reload_signal() -> Hup {
     Hup(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
 }
 
+/// Fetches at most this many locations at once. A flood of calls carrying
+/// references must not become a flood of connections; a call that finds
+/// every fetch busy is routed at once without its location.
+const DEREFERENCE_IN_FLIGHT: usize = 256;
+
 /// Fetches locations given by reference before their calls reach the core.
 #[derive(Clone)]
 struct Dereferencer {
     client: Option<reqwest::Client>,
     deadline: Duration,
     tx: mpsc::Sender<Inbound>,
+    permits: Arc<tokio::sync::Semaphore>,
+    busy: Arc<std::sync::Mutex<crate::logbuf::Throttle>>,
 }
 
 impl Dereferencer {
@@ -544,17 +551,24 @@ impl Dereferencer {
             client,
             deadline: Duration::from_millis(ms),
             tx,
+            permits: Arc::new(tokio::sync::Semaphore::new(DEREFERENCE_IN_FLIGHT)),
+            busy: Arc::new(std::sync::Mutex::new(crate::logbuf::Throttle::new(
+                crate::logbuf::TELL_EVERY,
+            ))),
         }
     }
 
     /// Takes an initial INVITE that carries only a location reference;
-    /// gives every other message back.
+    /// gives every other message back. `fetch` false: give it back too (a
+    /// source not allowed, whose request must not make the router send
+    /// anything anywhere, or a router refusing every new call).
     fn take(
         &self,
         msg: crate::sip::Message,
         source: crate::proxy::Source,
+        fetch: bool,
     ) -> Option<(crate::sip::Message, crate::proxy::Source)> {
-        let Some(client) = &self.client else {
+        let Some(client) = self.client.as_ref().filter(|_| fetch) else {
             return Some((msg, source));
         };
         let initial_invite =
@@ -565,8 +579,20 @@ impl Dereferencer {
         let Some(uri) = uri else {
             return Some((msg, source));
         };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            metrics::counter!(m::DEREFERENCE_SKIPPED).increment(1);
+            let due = self
+                .busy
+                .lock()
+                .map_or(Some(1), |mut t| t.hit(Instant::now()));
+            if let Some(calls) = due {
+                tracing::warn!(calls, in_flight = DEREFERENCE_IN_FLIGHT, call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched: every fetch busy; routing without it (count since the last such line)");
+            }
+            return Some((msg, source));
+        };
         let (client, deadline, tx) = (client.clone(), self.deadline, self.tx.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();
             let doc = match crate::held::dereference(&client, &uri, deadline).await {
                 Ok(doc) => {
@@ -626,7 +652,8 @@ fn handle_message(
     source: crate::proxy::Source,
     deref: &Dereferencer,
 ) {
-    if let Some((msg, source)) = deref.take(msg, source) {
+    let fetch = core.source_allowed(&source) && core.load() != crate::proxy::Load::Full;
+    if let Some((msg, source)) = deref.take(msg, source, fetch) {
         core.handle_message(now, msg, source);
     }
 }

@@ -504,3 +504,43 @@ fn an_unreachable_location_server_does_not_hold_the_call_past_its_deadline() {
         "{fwd}"
     );
 }
+
+#[test]
+fn a_stranger_cannot_make_the_router_fetch_a_location() {
+    let (port, rx) = http_once(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nContent-Length: 0\r\n\r\n"
+            .to_string(),
+    );
+    let (psap, screening, test, last) = (
+        RawTrunk::start(Answer::Ok),
+        RawTrunk::start(Answer::Ok),
+        RawTrunk::start(Answer::Ok),
+        RawTrunk::start(Answer::Ok),
+    );
+    // Only 127.0.0.1 may send; 127.0.0.2 is on loopback too.
+    let text = lab_text(&psap, &screening, &test, &last)
+        .replace(r#"["127.0.0.0/8", "::1/128"]"#, r#"["127.0.0.1/32"]"#);
+    let router = Router::start(&text, &[]);
+    let invite = std::fs::read_to_string(
+        root().join("tests/corpus/emergency-invites/c11-geoloc-by-reference.sip"),
+    )
+    .unwrap();
+    let original = header(&invite, "Geolocation")[0].to_string();
+    let invite = invite.replace(
+        &original,
+        &format!("<http://127.0.0.1:{port}/locations/c11>"),
+    );
+    let udp = UdpSocket::bind("127.0.0.2:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = udp.recv_from(&mut buf).expect("no answer");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 403 "), "{answer}");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "the router fetched a location for a source it does not take requests from"
+    );
+    assert!(psap.next("INVITE", Duration::from_millis(100)).is_none());
+}
