@@ -69,6 +69,9 @@ pub struct EmergencyConfig {
     /// reference (RFC 6753) before it is routed without it; 0 turns
     /// dereferencing off. Default 1000.
     pub dereference_timeout_ms: Option<u64>,
+    /// The location servers a reference may name: host names, IP
+    /// addresses, or `.domain` for every host below it. Absent: any.
+    pub location_servers: Option<Vec<String>>,
 }
 
 /// Trunk health probes (SIP OPTIONS).

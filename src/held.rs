@@ -51,3 +51,68 @@ pub async fn dereference(
         Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
     }
 }
+
+/// Whether the location server named by `uri` may be asked: any when
+/// `hosts` is `None`, else only a host in the list or, for an entry that
+/// starts with a dot, any host below that domain. The URI comes from the
+/// caller's INVITE, so an operator who knows its carriers' location servers
+/// names them, and the router then sends nothing to hosts the caller picks.
+pub fn host_allowed(uri: &str, hosts: Option<&[String]>) -> bool {
+    let Some(hosts) = hosts else {
+        return true;
+    };
+    let Ok(url) = reqwest::Url::parse(uri) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    hosts.iter().any(|h| {
+        let h = h.trim_end_matches('.').to_ascii_lowercase();
+        match h.strip_prefix('.') {
+            Some(domain) => host
+                .strip_suffix(domain)
+                .is_some_and(|rest| rest.ends_with('.')),
+            None => host == h,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_named_location_servers_are_asked() {
+        let list = [
+            "lis.carrier.example".to_string(),
+            ".lis.example.net".to_string(),
+            "192.0.2.7".to_string(),
+            "[2001:db8::7]".to_string(),
+        ];
+        // (uri, allowed by the list)
+        let cases = [
+            ("https://lis.carrier.example/loc/1", true),
+            ("https://LIS.Carrier.Example./loc/1", true),
+            ("http://lis.carrier.example:8080/x", true),
+            ("https://a.lis.example.net/x", true),
+            ("https://a.b.lis.example.net/x", true),
+            ("https://lis.example.net/x", false),
+            ("https://evil-lis.example.net/x", false),
+            ("https://xlis.carrier.example/x", false),
+            ("https://lis.carrier.example.evil.test/x", false),
+            ("http://192.0.2.7/held", true),
+            ("http://[2001:db8::7]:8080/held", true),
+            ("http://127.0.0.1:8080/v1/reload", false),
+            ("http://169.254.169.254/latest", false),
+            ("https://user@lis.carrier.example@evil.test/x", false),
+            ("not a uri", false),
+        ];
+        for (uri, want) in cases {
+            assert_eq!(host_allowed(uri, Some(&list)), want, "{uri}");
+        }
+        assert!(host_allowed("http://127.0.0.1/anything", None));
+        assert!(!host_allowed("http://lis.carrier.example/", Some(&[])));
+    }
+}

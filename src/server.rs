@@ -539,6 +539,9 @@ struct Dereferencer {
     tx: mpsc::Sender<Inbound>,
     permits: Arc<tokio::sync::Semaphore>,
     busy: Arc<std::sync::Mutex<crate::logbuf::Throttle>>,
+    /// `emergency.location_servers`.
+    servers: Option<Arc<[String]>>,
+    refused: Arc<std::sync::Mutex<crate::logbuf::Throttle>>,
 }
 
 impl Dereferencer {
@@ -553,6 +556,14 @@ impl Dereferencer {
             tx,
             permits: Arc::new(tokio::sync::Semaphore::new(DEREFERENCE_IN_FLIGHT)),
             busy: Arc::new(std::sync::Mutex::new(crate::logbuf::Throttle::new(
+                crate::logbuf::TELL_EVERY,
+            ))),
+            servers: config
+                .emergency
+                .location_servers
+                .as_ref()
+                .map(|v| v.clone().into()),
+            refused: Arc::new(std::sync::Mutex::new(crate::logbuf::Throttle::new(
                 crate::logbuf::TELL_EVERY,
             ))),
         }
@@ -579,6 +590,16 @@ impl Dereferencer {
         let Some(uri) = uri else {
             return Some((msg, source));
         };
+        if !crate::held::host_allowed(&uri, self.servers.as_deref()) {
+            let due = self
+                .refused
+                .lock()
+                .map_or(Some(1), |mut t| t.hit(Instant::now()));
+            if let Some(calls) = due {
+                tracing::warn!(calls, %uri, call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched: not one of emergency.location_servers; routing without it (count since the last such line)");
+            }
+            return Some((msg, source));
+        }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             metrics::counter!(m::DEREFERENCE_SKIPPED).increment(1);
             let due = self

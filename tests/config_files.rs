@@ -103,6 +103,24 @@ fn check_config_states_the_overload_limits() {
         out.contains("overload: no limit on open transactions"),
         "{out}"
     );
+    // The lab configuration names no location servers: check-config says so.
+    assert!(out.contains("from any host a caller names"), "{out}");
+    let listed = dir.path().join("listed.toml");
+    std::fs::write(
+        &listed,
+        base.replacen(
+            "[emergency]\n",
+            "[emergency]\nlocation_servers = [\"lis.carrier.example\"]\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let (ok, out) = check(&listed);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("from 1 listed location server(s) only"),
+        "{out}"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -544,3 +544,52 @@ fn a_stranger_cannot_make_the_router_fetch_a_location() {
     );
     assert!(psap.next("INVITE", Duration::from_millis(100)).is_none());
 }
+
+#[test]
+fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
+    let (port, rx) = http_once(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nContent-Length: 0\r\n\r\n"
+            .to_string(),
+    );
+    let (psap, screening, test, last) = (
+        RawTrunk::start(Answer::Ok),
+        RawTrunk::start(Answer::Ok),
+        RawTrunk::start(Answer::Ok),
+        RawTrunk::start(Answer::Ok),
+    );
+    let text = lab_text(&psap, &screening, &test, &last).replacen(
+        "[emergency]\n",
+        "[emergency]\nlocation_servers = [\"lis.carrier.example\", \".lis.example.net\"]\n",
+        1,
+    );
+    let inventory = root().join("tests/corpus/emergency-invites/inventory.tsv");
+    let router = Router::start(&text, &["--inventory", inventory.to_str().unwrap()]);
+    let invite = std::fs::read_to_string(
+        root().join("tests/corpus/emergency-invites/c11-geoloc-by-reference.sip"),
+    )
+    .unwrap();
+    let original = header(&invite, "Geolocation")[0].to_string();
+    let invite = invite.replace(
+        &original,
+        &format!("<http://127.0.0.1:{port}/locations/c11>"),
+    );
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    // Routed at once by the Common Area Phone's registered address.
+    let fwd = invite_for(&psap, &call_id(&invite), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", router.log()));
+    assert!(
+        header(&fwd, "Route").iter().any(|r| r.contains("us-06075")),
+        "{fwd}"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a location server not listed was asked"
+    );
+    router.wait_log(
+        "not one of emergency.location_servers",
+        1,
+        Duration::from_secs(5),
+    );
+}
