@@ -50,13 +50,13 @@ fn lab_text(psap: &RawTrunk, screening: &RawTrunk, test: &RawTrunk, last: &RawTr
 
 /// The lab with trunks answering as told, plus `extra` config text.
 fn lab_with(psap: Answer, screening: Answer, test: Answer, last: Answer, extra: &str) -> Lab {
-    let (psap, screening, test, last) = (
-        RawTrunk::start(psap),
-        RawTrunk::start(screening),
-        RawTrunk::start(test),
-        RawTrunk::start(last),
-    );
-    let text = lab_text(&psap, &screening, &test, &last) + extra;
+    lab_edited([psap, screening, test, last], |text| text + extra)
+}
+
+/// The lab with its configuration text changed by `edit`.
+fn lab_edited(answers: [Answer; 4], edit: impl FnOnce(String) -> String) -> Lab {
+    let [psap, screening, test, last] = answers.map(RawTrunk::start);
+    let text = edit(lab_text(&psap, &screening, &test, &last));
     let inventory = root().join("tests/corpus/emergency-invites/inventory.tsv");
     let router = Router::start(&text, &["--inventory", inventory.to_str().unwrap()]);
     Lab {
@@ -70,6 +70,16 @@ fn lab_with(psap: Answer, screening: Answer, test: Answer, last: Answer, extra: 
 
 fn lab(psap: Answer, screening: Answer, test: Answer, last: Answer) -> Lab {
     lab_with(psap, screening, test, last, "")
+}
+
+/// c11 as sent, but with its location reference pointing at `uri`.
+fn c11_with_reference(uri: &str) -> String {
+    let text = std::fs::read_to_string(
+        root().join("tests/corpus/emergency-invites/c11-geoloc-by-reference.sip"),
+    )
+    .unwrap();
+    let original = header(&text, "Geolocation")[0].to_string();
+    text.replace(&original, &format!("<{uri}>"))
 }
 
 fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
@@ -435,15 +445,7 @@ fn a_location_by_reference_is_fetched_and_routes_the_call() {
     ));
     let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
     // c11 as sent, but its reference points at the test's location server.
-    let text = std::fs::read_to_string(
-        root().join("tests/corpus/emergency-invites/c11-geoloc-by-reference.sip"),
-    )
-    .unwrap();
-    let original = header(&text, "Geolocation")[0].to_string();
-    let text = text.replace(
-        &original,
-        &format!("<http://127.0.0.1:{port}/locations/c11>"),
-    );
+    let text = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.send_to(text.as_bytes(), ("127.0.0.1", lab.router.port))
         .unwrap();
@@ -481,12 +483,7 @@ fn a_location_by_reference_is_fetched_and_routes_the_call() {
 fn an_unreachable_location_server_does_not_hold_the_call_past_its_deadline() {
     let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
     // Nothing listens on port 9: the fetch fails at once or at the deadline.
-    let text = std::fs::read_to_string(
-        root().join("tests/corpus/emergency-invites/c11-geoloc-by-reference.sip"),
-    )
-    .unwrap();
-    let original = header(&text, "Geolocation")[0].to_string();
-    let text = text.replace(&original, "<http://127.0.0.9:9/never>");
+    let text = c11_with_reference("http://127.0.0.9:9/never");
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let start = std::time::Instant::now();
     udp.send_to(text.as_bytes(), ("127.0.0.1", lab.router.port))
@@ -511,28 +508,14 @@ fn a_stranger_cannot_make_the_router_fetch_a_location() {
         "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nContent-Length: 0\r\n\r\n"
             .to_string(),
     );
-    let (psap, screening, test, last) = (
-        RawTrunk::start(Answer::Ok),
-        RawTrunk::start(Answer::Ok),
-        RawTrunk::start(Answer::Ok),
-        RawTrunk::start(Answer::Ok),
-    );
     // Only 127.0.0.1 may send; 127.0.0.2 is on loopback too.
-    let text = lab_text(&psap, &screening, &test, &last)
-        .replace(r#"["127.0.0.0/8", "::1/128"]"#, r#"["127.0.0.1/32"]"#);
-    let router = Router::start(&text, &[]);
-    let invite = std::fs::read_to_string(
-        root().join("tests/corpus/emergency-invites/c11-geoloc-by-reference.sip"),
-    )
-    .unwrap();
-    let original = header(&invite, "Geolocation")[0].to_string();
-    let invite = invite.replace(
-        &original,
-        &format!("<http://127.0.0.1:{port}/locations/c11>"),
-    );
+    let lab = lab_edited([Answer::Ok; 4], |text| {
+        text.replace(r#"["127.0.0.0/8", "::1/128"]"#, r#"["127.0.0.1/32"]"#)
+    });
+    let invite = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
     let udp = UdpSocket::bind("127.0.0.2:0").unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    udp.send_to(invite.as_bytes(), ("127.0.0.1", router.port))
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
         .unwrap();
     let mut buf = [0u8; 4096];
     let (n, _) = udp.recv_from(&mut buf).expect("no answer");
@@ -542,7 +525,10 @@ fn a_stranger_cannot_make_the_router_fetch_a_location() {
         rx.recv_timeout(Duration::from_millis(1500)).is_err(),
         "the router fetched a location for a source it does not take requests from"
     );
-    assert!(psap.next("INVITE", Duration::from_millis(100)).is_none());
+    assert!(lab
+        .psap
+        .next("INVITE", Duration::from_millis(100))
+        .is_none());
 }
 
 #[test]
@@ -551,34 +537,20 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
         "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nContent-Length: 0\r\n\r\n"
             .to_string(),
     );
-    let (psap, screening, test, last) = (
-        RawTrunk::start(Answer::Ok),
-        RawTrunk::start(Answer::Ok),
-        RawTrunk::start(Answer::Ok),
-        RawTrunk::start(Answer::Ok),
-    );
-    let text = lab_text(&psap, &screening, &test, &last).replacen(
-        "[emergency]\n",
-        "[emergency]\nlocation_servers = [\"lis.carrier.example\", \".lis.example.net\"]\n",
-        1,
-    );
-    let inventory = root().join("tests/corpus/emergency-invites/inventory.tsv");
-    let router = Router::start(&text, &["--inventory", inventory.to_str().unwrap()]);
-    let invite = std::fs::read_to_string(
-        root().join("tests/corpus/emergency-invites/c11-geoloc-by-reference.sip"),
-    )
-    .unwrap();
-    let original = header(&invite, "Geolocation")[0].to_string();
-    let invite = invite.replace(
-        &original,
-        &format!("<http://127.0.0.1:{port}/locations/c11>"),
-    );
+    let lab = lab_edited([Answer::Ok; 4], |text| {
+        text.replacen(
+            "[emergency]\n",
+            "[emergency]\nlocation_servers = [\"lis.carrier.example\", \".lis.example.net\"]\n",
+            1,
+        )
+    });
+    let invite = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.send_to(invite.as_bytes(), ("127.0.0.1", router.port))
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
         .unwrap();
     // Routed at once by the Common Area Phone's registered address.
-    let fwd = invite_for(&psap, &call_id(&invite), Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("{}", router.log()));
+    let fwd = invite_for(&lab.psap, &call_id(&invite), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", lab.router.log()));
     assert!(
         header(&fwd, "Route").iter().any(|r| r.contains("us-06075")),
         "{fwd}"
@@ -587,7 +559,7 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
         rx.recv_timeout(Duration::from_millis(500)).is_err(),
         "a location server not listed was asked"
     );
-    router.wait_log(
+    lab.router.wait_log(
         "not one of emergency.location_servers",
         1,
         Duration::from_secs(5),
