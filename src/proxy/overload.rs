@@ -179,6 +179,20 @@ impl Default for OverloadLimits {
     }
 }
 
+/// What one share of the reserve goes to: an IPv4 address (an IPv4-mapped
+/// IPv6 address counts as its IPv4 address), or an IPv6 /64, the block one
+/// site or host is given, so that a sender cannot take many shares by
+/// spreading over the addresses of its own block.
+fn share_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
 /// Open server transactions by the address their requests came from.
 #[derive(Debug, Default)]
 pub struct Sources {
@@ -188,23 +202,23 @@ pub struct Sources {
 
 impl Sources {
     pub fn opened(&mut self, ip: IpAddr) {
-        *self.held.entry(ip).or_default() += 1;
+        *self.held.entry(share_key(ip)).or_default() += 1;
         self.total += 1;
     }
 
     pub fn closed(&mut self, ip: IpAddr) {
-        if let Some(n) = self.held.get_mut(&ip) {
+        if let Some(n) = self.held.get_mut(&share_key(ip)) {
             *n -= 1;
             self.total -= 1;
             if *n == 0 {
-                self.held.remove(&ip);
+                self.held.remove(&share_key(ip));
             }
         }
     }
 
     /// Server transactions open for requests from `ip`.
     pub fn held(&self, ip: IpAddr) -> u32 {
-        self.held.get(&ip).copied().unwrap_or(0)
+        self.held.get(&share_key(ip)).copied().unwrap_or(0)
     }
 
     /// Whether `ip` holds more than the average of the addresses holding
@@ -498,6 +512,35 @@ mod tests {
             s.closed(ip(1));
         }
         assert!(s.is_empty() && s.total == 0);
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_share_and_a_mapped_address_is_its_ipv4() {
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut s = Sources::default();
+        // (address opened, shares after, held by the first /64 after)
+        let steps = [
+            ("2001:db8:1:1::1", 1, 1),
+            ("2001:db8:1:1::2", 1, 2),
+            ("2001:db8:1:1:ffff:ffff:ffff:ffff", 1, 3),
+            ("2001:db8:1:2::1", 2, 3),
+            ("::ffff:192.0.2.1", 3, 3),
+            ("192.0.2.1", 3, 3),
+        ];
+        for (addr, shares, held) in steps {
+            s.opened(v6(addr));
+            assert_eq!(s.len(), shares, "after {addr}");
+            assert_eq!(s.held(v6("2001:db8:1:1::99")), held, "after {addr}");
+        }
+        assert_eq!(s.held(v6("192.0.2.1")), 2);
+        // Three from one /64 against 1, 2: over the average of 2.
+        assert!(s.over_share(v6("2001:db8:1:1::7")));
+        s.closed(v6("2001:db8:1:1::5"));
+        s.closed(v6("::ffff:192.0.2.1"));
+        assert_eq!(
+            (s.held(v6("2001:db8:1:1::1")), s.held(v6("192.0.2.1"))),
+            (2, 1)
+        );
     }
 
     #[test]
