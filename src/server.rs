@@ -542,6 +542,9 @@ struct Dereferencer {
     /// `emergency.location_servers`.
     servers: Option<Arc<[String]>>,
     refused: Arc<std::sync::Mutex<crate::logbuf::Throttle>>,
+    /// The INVITEs being fetched for (Call-ID and top Via branch): their
+    /// retransmissions are dropped meanwhile, not fetched for again.
+    fetching: Arc<std::sync::Mutex<std::collections::HashSet<Vec<u8>>>>,
 }
 
 impl Dereferencer {
@@ -566,6 +569,7 @@ impl Dereferencer {
             refused: Arc::new(std::sync::Mutex::new(crate::logbuf::Throttle::new(
                 crate::logbuf::TELL_EVERY,
             ))),
+            fetching: Arc::default(),
         }
     }
 
@@ -600,6 +604,13 @@ impl Dereferencer {
             }
             return Some((msg, source));
         }
+        let mut key = msg.call_id().unwrap_or_default().to_vec();
+        key.push(b'\n');
+        key.extend_from_slice(msg.top_via().and_then(|v| v.branch()).unwrap_or_default());
+        if self.fetching.lock().is_ok_and(|f| f.contains(&key)) {
+            tracing::debug!(call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "retransmission of an INVITE whose location is being fetched; dropped");
+            return None;
+        }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             metrics::counter!(m::DEREFERENCE_SKIPPED).increment(1);
             let due = self
@@ -611,7 +622,11 @@ impl Dereferencer {
             }
             return Some((msg, source));
         };
+        if let Ok(mut f) = self.fetching.lock() {
+            f.insert(key.clone());
+        }
         let (client, deadline, tx) = (client.clone(), self.deadline, self.tx.clone());
+        let fetching = self.fetching.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();
@@ -628,6 +643,9 @@ impl Dereferencer {
             let _ = tx
                 .send(Inbound::Dereferenced(Box::new(msg), source, doc))
                 .await;
+            if let Ok(mut f) = fetching.lock() {
+                f.remove(&key);
+            }
         });
         None
     }

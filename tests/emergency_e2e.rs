@@ -565,3 +565,43 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
         Duration::from_secs(5),
     );
 }
+
+#[test]
+fn a_retransmission_during_the_fetch_is_not_fetched_for_again() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A location server that takes 600 ms to answer, counting requests.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    std::thread::spawn(move || {
+        while let Ok((mut s, _)) = l.accept() {
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                s.set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+                let mut chunk = [0u8; 4096];
+                let _ = s.read(&mut chunk);
+                std::thread::sleep(Duration::from_millis(600));
+                let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+            });
+        }
+    });
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let invite = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    let cid = call_id(&invite);
+    invite_for(&lab.psap, &cid, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", lab.router.log()));
+    assert!(
+        invite_for(&lab.psap, &cid, Duration::from_millis(500)).is_none(),
+        "the call was forwarded twice"
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "{}", lab.router.log());
+}
