@@ -1047,6 +1047,13 @@ impl Core {
                 }
             }
         }
+        // Shutting down: a new call is refused without a transaction, which
+        // would only hold up the drain.
+        if self.draining && initial && method == Method::Invite {
+            info!(call_id = %lossy(msg.call_id()), "shutting down: call refused so the carrier tries another router");
+            self.answer_statelessly(&msg, source, 503, "Shutting Down", &[("Retry-After", b"0")]);
+            return;
+        }
         let id = self.new_server(now, key, &msg, source, loop_hash);
         if let Some((code, reason)) = self.check_request(&msg, loop_hash) {
             self.stats.rejected += 1;
@@ -1080,18 +1087,6 @@ impl Core {
                     return;
                 }
             }
-        }
-        if self.draining && initial && method == Method::Invite {
-            info!(call_id = %lossy(msg.call_id()), "shutting down: call refused so the carrier tries another router");
-            self.respond(
-                now,
-                id,
-                &msg,
-                503,
-                "Shutting Down",
-                &[("Retry-After", b"0")],
-            );
-            return;
         }
         if method == Method::Invite {
             self.respond(now, id, &msg, 100, "Trying", &[]);

@@ -1017,3 +1017,35 @@ fn a_stranger_gets_403_and_leaves_nothing_behind() {
     );
     assert!(h.sent.is_empty(), "{:?}", h.sent);
 }
+
+/// While draining, a new call gets `503 Shutting Down` at once and holds
+/// nothing; the call in progress goes on.
+#[test]
+fn a_new_call_while_draining_gets_a_stateless_503() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("dr1"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+    h.take(CALLER);
+    h.core.set_draining(true);
+    let held = h.core.open();
+    h.deliver(CALLER, &invite("dr2"));
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1, "no 100 Trying first: {up:?}");
+    assert!(
+        up[0].starts_with("SIP/2.0 503 Shutting Down\r\n"),
+        "{}",
+        up[0]
+    );
+    assert_eq!(header(&up[0], "Retry-After"), Some("0"));
+    assert!(header(&up[0], "To").unwrap().contains(";tag=sosol"));
+    assert_eq!(h.core.open(), held, "the refusal holds no state");
+    assert!(h.take("127.0.0.1:5070").is_empty());
+    // Its ACK ends here.
+    let to = header(&up[0], "To").unwrap().to_string();
+    let ack = invite("dr2")
+        .replace("INVITE sip:911", "ACK sip:911")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replace("To: <sip:911@127.0.0.1>", &format!("To: {to}"));
+    h.deliver(CALLER, &ack);
+    assert!(h.sent.is_empty(), "{:?}", h.sent);
+}
