@@ -574,16 +574,17 @@ impl Dereferencer {
     }
 
     /// Takes an initial INVITE that carries only a location reference;
-    /// gives every other message back. `fetch` false: give it back too (a
-    /// source not allowed, whose request must not make the router send
-    /// anything anywhere, or a router refusing every new call).
+    /// gives every other message back. `may_fetch` false: give it back too
+    /// (a source not allowed, whose request must not make the router send
+    /// anything anywhere, or a router refusing every new call); asked only
+    /// for an INVITE with a reference, so other messages cost nothing.
     fn take(
         &self,
         msg: crate::sip::Message,
         source: crate::proxy::Source,
-        fetch: bool,
+        may_fetch: impl FnOnce(&crate::proxy::Source) -> bool,
     ) -> Option<(crate::sip::Message, crate::proxy::Source)> {
-        let Some(client) = self.client.as_ref().filter(|_| fetch) else {
+        let Some(client) = &self.client else {
             return Some((msg, source));
         };
         let initial_invite =
@@ -591,7 +592,7 @@ impl Dereferencer {
         let uri = initial_invite
             .then(|| crate::emergency::location::reference_to_fetch(&msg))
             .flatten();
-        let Some(uri) = uri else {
+        let Some(uri) = uri.filter(|_| may_fetch(&source)) else {
             return Some((msg, source));
         };
         if !crate::held::host_allowed(&uri, self.servers.as_deref()) {
@@ -691,8 +692,10 @@ fn handle_message(
     source: crate::proxy::Source,
     deref: &Dereferencer,
 ) {
-    let fetch = core.source_allowed(&source) && core.load() != crate::proxy::Load::Full;
-    if let Some((msg, source)) = deref.take(msg, source, fetch) {
+    let may_fetch = |s: &crate::proxy::Source| {
+        core.source_allowed(s) && core.load() != crate::proxy::Load::Full
+    };
+    if let Some((msg, source)) = deref.take(msg, source, may_fetch) {
         core.handle_message(now, msg, source);
     }
 }
