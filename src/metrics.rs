@@ -95,6 +95,10 @@ pub const ALL: &[(&str, &str)] = &[
         "Configuration reloads; labels: outcome (applied, refused)",
     ),
     (
+        TCP_REFUSED,
+        "TCP connections closed as soon as accepted: the peer is not a source the router takes requests from",
+    ),
+    (
         DEREFERENCE_SKIPPED,
         "Calls with a location reference routed without fetching it because every fetch was busy",
     ),
@@ -129,6 +133,7 @@ pub const CDR_WRITTEN: &str = "sosrouter_cdr_written_total";
 pub const CDR_DROPPED: &str = "sosrouter_cdr_dropped_total";
 pub const SECURITY_DESK: &str = "sosrouter_security_desk_notifications_total";
 pub const CONFIG_RELOADS: &str = "sosrouter_config_reloads_total";
+pub const TCP_REFUSED: &str = "sosrouter_tcp_connections_refused_total";
 pub const DEREFERENCE_SKIPPED: &str = "sosrouter_location_fetches_skipped_total";
 
 /// Histogram buckets (seconds) for call setup and routing time.

@@ -188,15 +188,15 @@ pub async fn run(
         crate::notify::Policy::default(),
         opts.hub.clone(),
     );
-    let mut core = Core::new(
-        CoreConfig::from_config(&config, locals.to_vec(), seed),
-        router,
-    );
+    let core_cfg = CoreConfig::from_config(&config, locals.to_vec(), seed);
+    let allowed = core_cfg.allowed.clone();
+    let mut core = Core::new(core_cfg, router);
     core.start(Instant::now());
     shared.set_trunks(core.trunk_health(Instant::now()));
 
     let (tx, mut rx) = mpsc::channel::<Inbound>(65536);
     let pool = tcp::TcpPool::new(tx.clone(), limits, config.sip.tcp.clone());
+    pool.set_allowed(allowed);
     let deref = Dereferencer::new(&config, tx.clone());
     let mut tasks = tokio::task::JoinSet::new();
     for l in tcps {
@@ -265,7 +265,7 @@ pub async fn run(
                 reloads.ask(Some(reply), &opts, &locals, seed);
             }
             Some(built) = reloads.done_rx.recv() => {
-                let r = apply_reload(built, &mut core, &webhooks, &mut drain_timeout, &mut names, api.as_deref());
+                let r = apply_reload(built, &mut core, &pool, &webhooks, &mut drain_timeout, &mut names, api.as_deref());
                 reloads.finished(r, &opts, &locals, seed);
             }
             first = std::future::poll_fn(|cx| udp::poll_any_readable(&udps, cx)) => {
@@ -395,6 +395,7 @@ fn drain_events(core: &mut Core, recorder: Option<&Recorder>, desk: &crate::noti
 fn apply_reload(
     built: Built,
     core: &mut Core,
+    pool: &tcp::TcpPool,
     webhooks: &crate::notify::Webhooks,
     drain_timeout: &mut Duration,
     names: &mut NameCache,
@@ -402,6 +403,7 @@ fn apply_reload(
 ) -> Result<(), String> {
     match built {
         Ok((cfg, core_cfg, router)) => {
+            pool.set_allowed(core_cfg.allowed.clone());
             let old = core.reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
             // Freeing the old routing data takes milliseconds: not here.
             tokio::task::spawn_blocking(move || drop(old));

@@ -415,3 +415,37 @@ fn past_its_transaction_limit_the_router_answers_503_with_retry_after() {
         Duration::from_secs(2),
     );
 }
+
+/// A stranger's TCP connection is closed at once, so that strangers cannot
+/// hold the router's connection slots; an allowed peer's stays open.
+#[test]
+fn a_tcp_connection_from_a_stranger_is_closed_at_once() {
+    let (router, _trunk) = router_with_trunk();
+    // The lab config allows 127.0.0.1 only; 127.0.0.2 is on loopback too.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .unwrap();
+    sock.connect(&SocketAddr::from(([127, 0, 0, 1], router.port)).into())
+        .unwrap();
+    let mut stranger: TcpStream = sock.into();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // End of stream (or a reset), well before the timeout.
+    let start = std::time::Instant::now();
+    assert!(matches!(stranger.read(&mut buf), Ok(0) | Err(_)));
+    assert!(start.elapsed() < Duration::from_secs(4));
+    router.wait_log(
+        "tcp connection from a source not allowed: closed",
+        1,
+        Duration::from_secs(2),
+    );
+    // An allowed peer's connection stays and answers a keep-alive.
+    let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"\r\n\r\n").unwrap();
+    let mut pong = [0u8; 2];
+    s.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"\r\n");
+}

@@ -19,6 +19,7 @@
 //! 6. respond: the best response goes upstream through the server
 //!    transaction.
 
+pub mod allow;
 pub mod events;
 pub mod health;
 pub mod overload;
@@ -87,7 +88,8 @@ pub struct CoreConfig {
     /// limit).
     pub ring_timeout: Duration,
     pub failover_codes: Vec<u16>,
-    pub allow: Vec<IpNet>,
+    /// Who may send (`sip.allow`, trunks' sources and addresses).
+    pub allowed: Arc<allow::AllowList>,
     pub trunks: Vec<Trunk>,
     pub udp_max_request: usize,
     /// Makes this instance's branches unique.
@@ -106,7 +108,7 @@ impl CoreConfig {
             Some(a) => split_host_port(a).unwrap_or((first.ip().to_string(), first.port())),
             None => (host_text(first.ip()), first.port()),
         };
-        let trunks = c
+        let trunks: Vec<Trunk> = c
             .trunks
             .iter()
             .map(|t| {
@@ -139,7 +141,7 @@ impl CoreConfig {
             no_answer: c.sip.timers.no_answer(),
             ring_timeout: Duration::from_millis(c.sip.timers.ring_timeout_ms),
             failover_codes: c.routing.failover_codes.clone(),
-            allow: c.sip.allow.clone(),
+            allowed: Arc::new(allow::AllowList::new(&c.sip.allow, &trunks)),
             trunks,
             udp_max_request: c.sip.udp_max_request,
             seed,
@@ -1247,16 +1249,7 @@ impl Core {
     /// Whether requests from `source` are taken at all (`sip.allow`, a
     /// trunk's `sources`, a trunk's own address).
     pub fn source_allowed(&self, source: &Source) -> bool {
-        let ip = source.peer.ip();
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.cfg.allow.iter().any(|n| n.contains(&ip))
-            || self.cfg.trunks.iter().any(|t| {
-                t.sources.iter().any(|n| n.contains(&ip))
-                    || matches!(t.target, Some(Target::Addr(a)) if a.ip() == ip)
-            })
+        self.cfg.allowed.contains(source.peer.ip())
     }
 
     fn inbound_trunk(&self, source: &Source) -> Option<&Trunk> {

@@ -1,12 +1,15 @@
 //! TCP: accepted and outbound connections, Content-Length framing, CRLF
 //! keep-alives (RFC 5626), idle timeouts, outbound connections reused per
 //! destination, responses sent back on the connection the request came on.
+//! A connection from an address the router takes no requests from is closed
+//! as soon as it is accepted, so that strangers cannot hold its slots.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,6 +18,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::{accept, Accepted, Inbound, InboundTx};
 use crate::config::TcpConfig;
+use crate::proxy::allow::AllowList;
 use crate::proxy::{ConnId, Proto, Source};
 use crate::sip::{self, Limits, Status};
 
@@ -32,6 +36,9 @@ struct Inner {
     limits: Limits,
     cfg: TcpConfig,
     slots: Arc<Semaphore>,
+    /// Who may connect; swapped on reload.
+    allowed: ArcSwap<AllowList>,
+    refused: std::sync::Mutex<crate::logbuf::Throttle>,
 }
 
 /// Every TCP connection, inbound and outbound.
@@ -52,8 +59,17 @@ impl TcpPool {
                 limits,
                 cfg,
                 slots,
+                allowed: ArcSwap::from_pointee(AllowList::default()),
+                refused: std::sync::Mutex::new(crate::logbuf::Throttle::new(
+                    crate::logbuf::TELL_EVERY,
+                )),
             }),
         }
+    }
+
+    /// Who may connect from now on (the core's allow list).
+    pub fn set_allowed(&self, allowed: Arc<AllowList>) {
+        self.inner.allowed.store(allowed);
     }
 
     pub fn open(&self) -> usize {
@@ -79,6 +95,19 @@ impl TcpPool {
                     continue;
                 }
             };
+            if !self.inner.allowed.load().contains(peer.ip()) {
+                drop(stream);
+                metrics::counter!(crate::metrics::TCP_REFUSED).increment(1);
+                let due = self
+                    .inner
+                    .refused
+                    .lock()
+                    .map_or(Some(1), |mut t| t.hit(Instant::now()));
+                if let Some(refused) = due {
+                    tracing::info!(refused, %peer, "tcp connection from a source not allowed: closed (count since the last such line; the latest named)");
+                }
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let (id, rx) = self.register(peer);
             let pool = self.clone();
