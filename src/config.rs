@@ -232,6 +232,9 @@ pub struct TcpConfig {
     pub connect_timeout_ms: u64,
     /// Most simultaneous connections accepted.
     pub max_connections: usize,
+    /// Most simultaneous connections accepted from one IP address (0: no
+    /// limit but `max_connections`).
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for TcpConfig {
@@ -240,6 +243,7 @@ impl Default for TcpConfig {
             idle_timeout_s: 300,
             connect_timeout_ms: 2000,
             max_connections: 4096,
+            max_connections_per_peer: 512,
         }
     }
 }

@@ -96,7 +96,7 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         TCP_REFUSED,
-        "TCP connections closed as soon as accepted: the peer is not a source the router takes requests from",
+        "TCP connections closed as soon as accepted; labels: reason (not_allowed, peer_limit)",
     ),
     (
         DEREFERENCE_SKIPPED,

@@ -437,7 +437,7 @@ fn a_tcp_connection_from_a_stranger_is_closed_at_once() {
     assert!(matches!(stranger.read(&mut buf), Ok(0) | Err(_)));
     assert!(start.elapsed() < Duration::from_secs(4));
     router.wait_log(
-        "tcp connection from a source not allowed: closed",
+        "tcp connection refused: closed at once",
         1,
         Duration::from_secs(2),
     );
@@ -448,4 +448,45 @@ fn a_tcp_connection_from_a_stranger_is_closed_at_once() {
     let mut pong = [0u8; 2];
     s.read_exact(&mut pong).unwrap();
     assert_eq!(&pong, b"\r\n");
+}
+
+/// One peer holds at most `max_connections_per_peer` accepted
+/// connections; the next is closed at once, and room comes back when one
+/// of its connections closes.
+#[test]
+fn one_peer_holds_no_more_than_its_share_of_tcp_connections() {
+    let trunk = udp("127.0.0.1");
+    let psap = trunk.local_addr().unwrap().port();
+    let cfg = lab_config(
+        psap,
+        free_port(),
+        free_port(),
+        free_port(),
+        "[sip.tcp]\nmax_connections_per_peer = 2\n",
+    );
+    let router = Router::start(&cfg, &[]);
+    let open = || {
+        let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(b"\r\n\r\n").unwrap();
+        let mut pong = [0u8; 2];
+        let alive = s.read_exact(&mut pong).is_ok();
+        (s, alive)
+    };
+    let (first, a) = open();
+    let (_second, b) = open();
+    let (_third, c) = open();
+    assert_eq!((a, b, c), (true, true, false));
+    router.wait_log("reason=\"peer_limit\"", 1, Duration::from_secs(2));
+    drop(first);
+    // The router sees the first close and frees its slot.
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_s, alive) = open();
+        if alive {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "the slot never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -38,6 +38,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Who may connect; swapped on reload.
     allowed: ArcSwap<AllowList>,
+    /// Accepted connections open by peer address.
+    per_peer: DashMap<std::net::IpAddr, usize>,
     refused: std::sync::Mutex<crate::logbuf::Throttle>,
 }
 
@@ -60,11 +62,32 @@ impl TcpPool {
                 cfg,
                 slots,
                 allowed: ArcSwap::from_pointee(AllowList::default()),
+                per_peer: DashMap::new(),
                 refused: std::sync::Mutex::new(crate::logbuf::Throttle::new(
                     crate::logbuf::TELL_EVERY,
                 )),
             }),
         }
+    }
+
+    /// Counts an accepted connection from `ip`; false when `ip` has its
+    /// most already (`sip.tcp.max_connections_per_peer`), so that one peer
+    /// (a switch that leaks connections) cannot take every slot.
+    fn take_peer_slot(&self, ip: std::net::IpAddr) -> bool {
+        let limit = self.inner.cfg.max_connections_per_peer;
+        let mut n = self.inner.per_peer.entry(ip).or_insert(0);
+        if limit > 0 && *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_peer_slot(&self, ip: std::net::IpAddr) {
+        self.inner.per_peer.remove_if_mut(&ip, |_, n| {
+            *n = n.saturating_sub(1);
+            *n == 0
+        });
     }
 
     /// Who may connect from now on (the core's allow list).
@@ -95,16 +118,23 @@ impl TcpPool {
                     continue;
                 }
             };
-            if !self.inner.allowed.load().contains(peer.ip()) {
+            let refusal = if !self.inner.allowed.load().contains(peer.ip()) {
+                Some("not_allowed")
+            } else if !self.take_peer_slot(peer.ip()) {
+                Some("peer_limit")
+            } else {
+                None
+            };
+            if let Some(reason) = refusal {
                 drop(stream);
-                metrics::counter!(crate::metrics::TCP_REFUSED).increment(1);
+                metrics::counter!(crate::metrics::TCP_REFUSED, "reason" => reason).increment(1);
                 let due = self
                     .inner
                     .refused
                     .lock()
                     .map_or(Some(1), |mut t| t.hit(Instant::now()));
                 if let Some(refused) = due {
-                    tracing::info!(refused, %peer, "tcp connection from a source not allowed: closed (count since the last such line; the latest named)");
+                    tracing::info!(refused, %peer, reason, "tcp connection refused: closed at once (count since the last such line; the latest named)");
                 }
                 continue;
             }
@@ -113,6 +143,7 @@ impl TcpPool {
             let pool = self.clone();
             tokio::spawn(async move {
                 pool.run(id, stream, peer, local, rx).await;
+                pool.release_peer_slot(peer.ip());
                 drop(permit);
             });
         }
