@@ -54,6 +54,24 @@ impl Throttle {
     }
 }
 
+/// A [`Throttle`] shared between tasks, on the wall clock, at
+/// [`TELL_EVERY`].
+#[derive(Debug)]
+pub struct SharedThrottle(Mutex<Throttle>);
+
+impl Default for SharedThrottle {
+    fn default() -> Self {
+        SharedThrottle(Mutex::new(Throttle::new(TELL_EVERY)))
+    }
+}
+
+impl SharedThrottle {
+    /// [`Throttle::hit`] now; a poisoned lock tells every event.
+    pub fn hit(&self) -> Option<u64> {
+        self.0.lock().map_or(Some(1), |mut t| t.hit(Instant::now()))
+    }
+}
+
 /// At most one line per this long about each kind of refusal or drop.
 pub const TELL_EVERY: Duration = Duration::from_secs(10);
 use tracing_subscriber::fmt::MakeWriter;

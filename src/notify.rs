@@ -4,8 +4,8 @@
 //! notification never delays a call. Counted and logged.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde_json::json;
@@ -44,7 +44,7 @@ pub struct SecurityDesk {
     hub: Option<Arc<crate::store::Hub>>,
     tx: mpsc::Sender<Notice>,
     /// When to warn about notices dropped.
-    dropped: Arc<Mutex<crate::logbuf::Throttle>>,
+    dropped: Arc<crate::logbuf::SharedThrottle>,
 }
 
 /// Retry schedule and deadline of one notice.
@@ -99,9 +99,7 @@ impl SecurityDesk {
             webhooks,
             hub,
             tx,
-            dropped: Arc::new(Mutex::new(crate::logbuf::Throttle::new(
-                crate::logbuf::TELL_EVERY,
-            ))),
+            dropped: Arc::default(),
         }
     }
 
@@ -159,12 +157,8 @@ impl SecurityDesk {
             return true;
         };
         metrics::counter!(m::SECURITY_DESK, "outcome" => "failed").increment(1);
-        let due = self
-            .dropped
-            .lock()
-            .map_or(Some(1), |mut t| t.hit(Instant::now()));
         let n = e.into_inner();
-        if let Some(dropped) = due {
+        if let Some(dropped) = self.dropped.hit() {
             tracing::warn!(dropped, tenant = %n.body["tenant"], call_id = %n.body["call_id"], "security desk queue full: notifications dropped (count since the last such line; the latest named)");
         }
         false
@@ -208,6 +202,7 @@ pub fn from_config(c: &crate::config::Config) -> HashMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     /// A desk that accepts connections and never answers: the notices in
     /// flight stop at the limit, the rest wait in the queue, and what does

@@ -540,10 +540,10 @@ struct Dereferencer {
     deadline: Duration,
     tx: mpsc::Sender<Inbound>,
     permits: Arc<tokio::sync::Semaphore>,
-    busy: Arc<std::sync::Mutex<crate::logbuf::Throttle>>,
+    busy: Arc<crate::logbuf::SharedThrottle>,
     /// `emergency.location_servers`.
     servers: Option<Arc<[String]>>,
-    refused: Arc<std::sync::Mutex<crate::logbuf::Throttle>>,
+    refused: Arc<crate::logbuf::SharedThrottle>,
     /// The INVITEs being fetched for (Call-ID and top Via branch): their
     /// retransmissions are dropped meanwhile, not fetched for again.
     fetching: Arc<std::sync::Mutex<std::collections::HashSet<Vec<u8>>>>,
@@ -560,17 +560,13 @@ impl Dereferencer {
             deadline: Duration::from_millis(ms),
             tx,
             permits: Arc::new(tokio::sync::Semaphore::new(DEREFERENCE_IN_FLIGHT)),
-            busy: Arc::new(std::sync::Mutex::new(crate::logbuf::Throttle::new(
-                crate::logbuf::TELL_EVERY,
-            ))),
+            busy: Arc::default(),
             servers: config
                 .emergency
                 .location_servers
                 .as_ref()
                 .map(|v| v.clone().into()),
-            refused: Arc::new(std::sync::Mutex::new(crate::logbuf::Throttle::new(
-                crate::logbuf::TELL_EVERY,
-            ))),
+            refused: Arc::default(),
             fetching: Arc::default(),
         }
     }
@@ -598,11 +594,7 @@ impl Dereferencer {
             return Some((msg, source));
         };
         if !crate::held::host_allowed(&uri, self.servers.as_deref()) {
-            let due = self
-                .refused
-                .lock()
-                .map_or(Some(1), |mut t| t.hit(Instant::now()));
-            if let Some(calls) = due {
+            if let Some(calls) = self.refused.hit() {
                 tracing::warn!(calls, %uri, call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched: not one of emergency.location_servers; routing without it (count since the last such line)");
             }
             return Some((msg, source));
@@ -616,11 +608,7 @@ impl Dereferencer {
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             metrics::counter!(m::DEREFERENCE_SKIPPED).increment(1);
-            let due = self
-                .busy
-                .lock()
-                .map_or(Some(1), |mut t| t.hit(Instant::now()));
-            if let Some(calls) = due {
+            if let Some(calls) = self.busy.hit() {
                 tracing::warn!(calls, in_flight = DEREFERENCE_IN_FLIGHT, call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched: every fetch busy; routing without it (count since the last such line)");
             }
             return Some((msg, source));

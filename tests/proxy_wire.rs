@@ -333,15 +333,21 @@ fn a_psap_hangs_up_on_a_tcp_caller_through_the_double_record_route() {
     assert!(got.contains("Via: SIP/2.0/TCP "), "{got}");
 }
 
+/// A TCP connection to the router on 127.0.0.1, and whether it answers a
+/// CRLF keep-alive ping with a pong (RFC 5626) within 3 s.
+fn connect_and_ping(port: u16) -> (TcpStream, bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let _ = s.write_all(b"\r\n\r\n");
+    let mut pong = [0u8; 2];
+    let answered = s.read_exact(&mut pong).is_ok() && &pong == b"\r\n";
+    (s, answered)
+}
+
 #[test]
 fn tcp_keepalive_ping_gets_a_pong() {
     let (router, _trunk) = router_with_trunk();
-    let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"\r\n\r\n").unwrap();
-    let mut buf = [0u8; 2];
-    s.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"\r\n");
+    assert!(connect_and_ping(router.port).1);
 }
 
 #[test]
@@ -442,12 +448,7 @@ fn a_tcp_connection_from_a_stranger_is_closed_at_once() {
         Duration::from_secs(2),
     );
     // An allowed peer's connection stays and answers a keep-alive.
-    let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"\r\n\r\n").unwrap();
-    let mut pong = [0u8; 2];
-    s.read_exact(&mut pong).unwrap();
-    assert_eq!(&pong, b"\r\n");
+    assert!(connect_and_ping(router.port).1);
 }
 
 /// One peer holds at most `max_connections_per_peer` accepted
@@ -465,14 +466,7 @@ fn one_peer_holds_no_more_than_its_share_of_tcp_connections() {
         "[sip.tcp]\nmax_connections_per_peer = 2\n",
     );
     let router = Router::start(&cfg, &[]);
-    let open = || {
-        let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        s.write_all(b"\r\n\r\n").unwrap();
-        let mut pong = [0u8; 2];
-        let alive = s.read_exact(&mut pong).is_ok();
-        (s, alive)
-    };
+    let open = || connect_and_ping(router.port);
     let (first, a) = open();
     let (_second, b) = open();
     let (_third, c) = open();

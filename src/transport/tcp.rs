@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
@@ -40,7 +40,7 @@ struct Inner {
     allowed: ArcSwap<AllowList>,
     /// Accepted connections open by peer address.
     per_peer: DashMap<std::net::IpAddr, usize>,
-    refused: std::sync::Mutex<crate::logbuf::Throttle>,
+    refused: crate::logbuf::SharedThrottle,
 }
 
 /// Every TCP connection, inbound and outbound.
@@ -63,9 +63,7 @@ impl TcpPool {
                 slots,
                 allowed: ArcSwap::from_pointee(AllowList::default()),
                 per_peer: DashMap::new(),
-                refused: std::sync::Mutex::new(crate::logbuf::Throttle::new(
-                    crate::logbuf::TELL_EVERY,
-                )),
+                refused: Default::default(),
             }),
         }
     }
@@ -128,12 +126,7 @@ impl TcpPool {
             if let Some(reason) = refusal {
                 drop(stream);
                 metrics::counter!(crate::metrics::TCP_REFUSED, "reason" => reason).increment(1);
-                let due = self
-                    .inner
-                    .refused
-                    .lock()
-                    .map_or(Some(1), |mut t| t.hit(Instant::now()));
-                if let Some(refused) = due {
+                if let Some(refused) = self.inner.refused.hit() {
                     tracing::info!(refused, %peer, reason, "tcp connection refused: closed at once (count since the last such line; the latest named)");
                 }
                 continue;
