@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tracing::{Level, Metadata};
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Tells the first of a run of like events, then at most one per period
 /// with the count since the last told, so that a flood of refusals does
@@ -74,7 +75,6 @@ impl SharedThrottle {
 
 /// At most one line per this long about each kind of refusal or drop.
 pub const TELL_EVERY: Duration = Duration::from_secs(10);
-use tracing_subscriber::fmt::MakeWriter;
 
 /// Bytes gathered before they are written out without waiting for the
 /// driver.

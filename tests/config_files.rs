@@ -77,46 +77,42 @@ fn check_config_names_a_missing_trunk() {
 fn check_config_states_the_overload_limits() {
     let dir = common::tempdir::Dir::new("check-overload");
     let base = std::fs::read_to_string(root().join("config/loopback.toml")).unwrap();
-    let capped = dir.path().join("capped.toml");
-    std::fs::write(
-        &capped,
+    // check-config's report on `text`, which must pass.
+    let passes = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let (ok, out) = check(&path);
+        assert!(ok, "{name}: {out}");
+        out
+    };
+    let out = passes(
+        "capped.toml",
         format!(
             "{base}\n[sip.overload]\nmax_transactions = 1000\nemergency_reserve_percent = 25\n"
         ),
-    )
-    .unwrap();
-    let (ok, out) = check(&capped);
-    assert!(ok, "{out}");
+    );
     assert!(
         out.contains("new calls refused with 503 from 1000 open transactions, all but emergency calls from 750"),
         "{out}"
     );
-    let open = dir.path().join("open.toml");
-    std::fs::write(
-        &open,
+    let out = passes(
+        "open.toml",
         format!("{base}\n[sip.overload]\nmax_transactions = 0\n"),
-    )
-    .unwrap();
-    let (ok, out) = check(&open);
-    assert!(ok, "{out}");
+    );
     assert!(
         out.contains("overload: no limit on open transactions"),
         "{out}"
     );
     // The lab configuration names no location servers: check-config says so.
     assert!(out.contains("from any host a caller names"), "{out}");
-    let listed = dir.path().join("listed.toml");
-    std::fs::write(
-        &listed,
+    let out = passes(
+        "listed.toml",
         base.replacen(
             "[emergency]\n",
             "[emergency]\nlocation_servers = [\"lis.carrier.example\"]\n",
             1,
         ),
-    )
-    .unwrap();
-    let (ok, out) = check(&listed);
-    assert!(ok, "{out}");
+    );
     assert!(
         out.contains("from 1 listed location server(s) only"),
         "{out}"

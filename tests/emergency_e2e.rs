@@ -502,12 +502,18 @@ fn an_unreachable_location_server_does_not_hold_the_call_past_its_deadline() {
     );
 }
 
-#[test]
-fn a_stranger_cannot_make_the_router_fetch_a_location() {
-    let (port, rx) = http_once(
+/// A location server a test expects the router never to ask: it tells
+/// the test of any request it gets.
+fn location_server_not_to_ask() -> (u16, std::sync::mpsc::Receiver<String>) {
+    http_once(
         "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nContent-Length: 0\r\n\r\n"
             .to_string(),
-    );
+    )
+}
+
+#[test]
+fn a_stranger_cannot_make_the_router_fetch_a_location() {
+    let (port, rx) = location_server_not_to_ask();
     // Only 127.0.0.1 may send; 127.0.0.2 is on loopback too.
     let lab = lab_edited([Answer::Ok; 4], |text| {
         text.replace(r#"["127.0.0.0/8", "::1/128"]"#, r#"["127.0.0.1/32"]"#)
@@ -533,10 +539,7 @@ fn a_stranger_cannot_make_the_router_fetch_a_location() {
 
 #[test]
 fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
-    let (port, rx) = http_once(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nContent-Length: 0\r\n\r\n"
-            .to_string(),
-    );
+    let (port, rx) = location_server_not_to_ask();
     let lab = lab_edited([Answer::Ok; 4], |text| {
         text.replacen(
             "[emergency]\n",

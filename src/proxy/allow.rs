@@ -29,10 +29,7 @@ impl AllowList {
     /// Whether `ip` may send; an IPv4-mapped IPv6 address is taken as its
     /// IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = ip.to_canonical();
         self.nets.iter().any(|n| n.contains(&ip))
     }
 }

@@ -184,12 +184,9 @@ impl Default for OverloadLimits {
 /// site or host is given, so that a sender cannot take many shares by
 /// spreading over the addresses of its own block.
 fn share_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
     }
 }
 
@@ -207,11 +204,12 @@ impl Sources {
     }
 
     pub fn closed(&mut self, ip: IpAddr) {
-        if let Some(n) = self.held.get_mut(&share_key(ip)) {
+        let key = share_key(ip);
+        if let Some(n) = self.held.get_mut(&key) {
             *n -= 1;
             self.total -= 1;
             if *n == 0 {
-                self.held.remove(&share_key(ip));
+                self.held.remove(&key);
             }
         }
     }
