@@ -16,6 +16,26 @@ const REQUEST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 /// Largest document accepted from a location server.
 const MAX_DOCUMENT: usize = 1 << 20;
 
+/// Most redirections followed in one fetch.
+const MAX_REDIRECTS: usize = 3;
+
+/// The HTTP client for fetches. A redirection is followed only to a server
+/// that `servers` (`emergency.location_servers`) allows: without that
+/// check, a listed server (or whoever answers in its name) could point the
+/// router at any address it can reach.
+pub fn client(servers: Option<std::sync::Arc<[String]>>) -> reqwest::Result<reqwest::Client> {
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirections")
+        } else if host_allowed(attempt.url().as_str(), servers.as_deref()) {
+            attempt.follow()
+        } else {
+            attempt.error("redirected to a server not in emergency.location_servers")
+        }
+    });
+    reqwest::Client::builder().redirect(policy).build()
+}
+
 /// Fetches the location document behind `uri` within `deadline`.
 pub async fn dereference(
     client: &reqwest::Client,
@@ -30,7 +50,7 @@ pub async fn dereference(
             .body(REQUEST)
             .send()
             .await
-            .map_err(|e| format!("request failed: {e}"))?;
+            .map_err(|e| format!("request failed: {}", chain(&e)))?;
         if !resp.status().is_success() {
             return Err(format!(
                 "location server answered {}",
@@ -40,7 +60,7 @@ pub async fn dereference(
         let body = resp
             .bytes()
             .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
+            .map_err(|e| format!("reading the answer: {}", chain(&e)))?;
         if body.len() > MAX_DOCUMENT {
             return Err("location document too large".into());
         }
@@ -50,6 +70,19 @@ pub async fn dereference(
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
     }
+}
+
+/// An error and its causes, which say what actually went wrong (reqwest's
+/// own text names only the step).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Whether the location server named by `uri` may be asked: any when
@@ -114,5 +147,54 @@ mod tests {
         }
         assert!(host_allowed("http://127.0.0.1/anything", None));
         assert!(!host_allowed("http://lis.carrier.example/", Some(&[])));
+    }
+
+    /// A server that answers every request with `answer` and counts them.
+    fn server(ip: &str, answer: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = asked.clone();
+        std::thread::spawn(move || {
+            while let Ok((mut s, _)) = l.accept() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+                let _ = s.read(&mut [0u8; 4096]);
+                let _ = s.write_all(answer.as_bytes());
+            }
+        });
+        (port, asked)
+    }
+
+    #[tokio::test]
+    async fn a_redirection_is_followed_only_to_a_named_server() {
+        let pidf = "<presence/>";
+        let (target, target_asked) = server(
+            "127.0.0.2",
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{pidf}",
+                pidf.len()
+            ),
+        );
+        let (lis, _) = server("127.0.0.1", format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:{target}/elsewhere\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ));
+        let uri = format!("http://127.0.0.1:{lis}/loc");
+        let deadline = Duration::from_secs(5);
+        let listed: Option<std::sync::Arc<[String]>> = Some(vec!["127.0.0.1".to_string()].into());
+        let e = dereference(&client(listed).unwrap(), &uri, deadline)
+            .await
+            .unwrap_err();
+        assert!(e.contains("location_servers"), "{e}");
+        assert_eq!(target_asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // The same redirection to a listed server is followed.
+        let both: Option<std::sync::Arc<[String]>> =
+            Some(vec!["127.0.0.1".to_string(), "127.0.0.2".to_string()].into());
+        let doc = dereference(&client(both).unwrap(), &uri, deadline)
+            .await
+            .unwrap();
+        assert_eq!(&doc[..], pidf.as_bytes());
+        assert_eq!(target_asked.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -552,8 +552,13 @@ struct Dereferencer {
 impl Dereferencer {
     fn new(config: &Config, tx: mpsc::Sender<Inbound>) -> Dereferencer {
         let ms = config.emergency.dereference_timeout_ms.unwrap_or(1000);
+        let servers: Option<Arc<[String]>> = config
+            .emergency
+            .location_servers
+            .as_ref()
+            .map(|v| v.clone().into());
         let client = (ms > 0)
-            .then(|| reqwest::Client::builder().build().ok())
+            .then(|| crate::held::client(servers.clone()).ok())
             .flatten();
         Dereferencer {
             client,
@@ -561,26 +566,23 @@ impl Dereferencer {
             tx,
             permits: Arc::new(tokio::sync::Semaphore::new(DEREFERENCE_IN_FLIGHT)),
             busy: Arc::default(),
-            servers: config
-                .emergency
-                .location_servers
-                .as_ref()
-                .map(|v| v.clone().into()),
+            servers,
             refused: Arc::default(),
             fetching: Arc::default(),
         }
     }
 
-    /// Takes an initial INVITE that carries only a location reference;
-    /// gives every other message back. `may_fetch` false: give it back too
-    /// (a source not allowed, whose request must not make the router send
-    /// anything anywhere, or a router refusing every new call); asked only
-    /// for an INVITE with a reference, so other messages cost nothing.
+    /// Takes an initial INVITE that carries only a location reference and
+    /// answers it `100 Trying` at once, as the core would; gives every
+    /// other message back. A source not allowed (whose request must not
+    /// make the router send anything anywhere) or a router refusing every
+    /// new call gets its INVITE back too; the core is asked only about an
+    /// INVITE with a reference, so other messages cost nothing.
     fn take(
         &self,
         msg: crate::sip::Message,
         source: crate::proxy::Source,
-        may_fetch: impl FnOnce(&crate::proxy::Source) -> bool,
+        core: &mut Core,
     ) -> Option<(crate::sip::Message, crate::proxy::Source)> {
         let Some(client) = &self.client else {
             return Some((msg, source));
@@ -590,7 +592,10 @@ impl Dereferencer {
         let uri = initial_invite
             .then(|| crate::emergency::location::reference_to_fetch(&msg))
             .flatten();
-        let Some(uri) = uri.filter(|_| may_fetch(&source)) else {
+        let may_fetch = |core: &mut Core| {
+            core.source_allowed(&source) && core.load() != crate::proxy::Load::Full
+        };
+        let Some(uri) = uri.filter(|_| may_fetch(core)) else {
             return Some((msg, source));
         };
         if !crate::held::host_allowed(&uri, self.servers.as_deref()) {
@@ -603,7 +608,8 @@ impl Dereferencer {
         key.push(b'\n');
         key.extend_from_slice(msg.top_via().and_then(|v| v.branch()).unwrap_or_default());
         if self.fetching.lock().is_ok_and(|f| f.contains(&key)) {
-            tracing::debug!(call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "retransmission of an INVITE whose location is being fetched; dropped");
+            tracing::debug!(call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "retransmission of an INVITE whose location is being fetched; answered 100 and dropped");
+            core.trying(&msg, &source);
             return None;
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
@@ -616,6 +622,7 @@ impl Dereferencer {
         if let Ok(mut f) = self.fetching.lock() {
             f.insert(key.clone());
         }
+        core.trying(&msg, &source);
         let (client, deadline, tx) = (client.clone(), self.deadline, self.tx.clone());
         let fetching = self.fetching.clone();
         tokio::spawn(async move {
@@ -682,10 +689,7 @@ fn handle_message(
     source: crate::proxy::Source,
     deref: &Dereferencer,
 ) {
-    let may_fetch = |s: &crate::proxy::Source| {
-        core.source_allowed(s) && core.load() != crate::proxy::Load::Full
-    };
-    if let Some((msg, source)) = deref.take(msg, source, may_fetch) {
+    if let Some((msg, source)) = deref.take(msg, source, core) {
         core.handle_message(now, msg, source);
     }
 }

@@ -570,36 +570,56 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
 }
 
 #[test]
-fn a_retransmission_during_the_fetch_is_not_fetched_for_again() {
+fn a_retransmission_during_the_fetch_is_answered_100_and_not_fetched_for_again() {
     use std::io::Read;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    // A location server that takes 600 ms to answer, counting requests.
+    // A location server that counts requests and holds its answer until the
+    // test lets it go, so the fetch is surely still running while the caller
+    // listens (past the router's deadline the call goes on without it).
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let asked = std::sync::Arc::new(AtomicUsize::new(0));
     let count = asked.clone();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(held));
     std::thread::spawn(move || {
         while let Ok((mut s, _)) = l.accept() {
             count.fetch_add(1, Ordering::SeqCst);
+            let held = held.clone();
             std::thread::spawn(move || {
                 s.set_read_timeout(Some(Duration::from_millis(300)))
                     .unwrap();
                 let mut chunk = [0u8; 4096];
                 let _ = s.read(&mut chunk);
-                std::thread::sleep(Duration::from_millis(600));
+                let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(5));
                 let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
             });
         }
     });
     let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
     let invite = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
-        .unwrap();
     let cid = call_id(&invite);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    // The caller hears 100 Trying at once, not after the fetch: a caller
+    // that hears nothing retransmits, and may fail the call over.
+    let trying = |what: &str| {
+        let mut buf = [0u8; 65536];
+        let (n, _) = udp
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("no 100 to the {what}: {e}\n{}", lab.router.log()));
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(answer.starts_with("SIP/2.0 100 "), "{answer}");
+        assert_eq!(call_id(&answer), cid);
+        assert!(!header(&answer, "To")[0].contains("tag="), "{answer}");
+    };
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    trying("INVITE");
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    trying("retransmission");
+    release.send(()).unwrap();
     invite_for(&lab.psap, &cid, Duration::from_secs(5))
         .unwrap_or_else(|| panic!("{}", lab.router.log()));
     assert!(

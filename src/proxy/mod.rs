@@ -2401,6 +2401,19 @@ impl Core {
         self.answer_statelessly(msg, source, 403, REASON, &[]);
     }
 
+    /// `100 Trying` to an INVITE that waits outside the core (its location
+    /// being fetched by reference), and to each retransmission of it
+    /// meanwhile: the caller stops retransmitting and its own failover timer
+    /// sees the router alive. No state is kept; the server transaction the
+    /// INVITE opens later sends its own 100 as well, which is harmless.
+    pub fn trying(&mut self, msg: &Message, source: &Source) {
+        self.out.push_back(Transmit {
+            dest: Dest::reply_to(source),
+            bytes: build::response(msg, 100, "Trying", None, &[], None),
+            token: None,
+        });
+    }
+
     /// A final response sent without a transaction: a retransmission of the
     /// request gets the same answer, To tag included.
     fn answer_statelessly(
