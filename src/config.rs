@@ -136,6 +136,11 @@ pub struct SipConfig {
     /// How long a host-name lookup may take before it counts as failed.
     #[serde(default = "default_name_timeout")]
     pub name_timeout_ms: u64,
+    /// Most answers per second to requests from sources not allowed (their
+    /// 403, or 400 when they do not parse); past it they go unanswered.
+    /// `0`: a stranger is never answered.
+    #[serde(default = "default_stranger_replies")]
+    pub stranger_replies_per_s: u32,
 }
 
 impl SipConfig {
@@ -159,6 +164,9 @@ fn default_drain() -> u64 {
     30
 }
 
+fn default_stranger_replies() -> u32 {
+    50
+}
 fn default_udp_mtu() -> usize {
     1300
 }

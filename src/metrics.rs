@@ -102,6 +102,10 @@ pub const ALL: &[(&str, &str)] = &[
         DEREFERENCE_SKIPPED,
         "Calls with a location reference routed without fetching it because every fetch was busy",
     ),
+    (
+        STRANGERS_UNANSWERED,
+        "Requests from sources not allowed that got no answer, past sip.stranger_replies_per_s",
+    ),
 ];
 
 pub const BUILD_INFO: &str = "sosrouter_build_info";
@@ -134,6 +138,7 @@ pub const CDR_DROPPED: &str = "sosrouter_cdr_dropped_total";
 pub const SECURITY_DESK: &str = "sosrouter_security_desk_notifications_total";
 pub const CONFIG_RELOADS: &str = "sosrouter_config_reloads_total";
 pub const TCP_REFUSED: &str = "sosrouter_tcp_connections_refused_total";
+pub const STRANGERS_UNANSWERED: &str = "sosrouter_stranger_requests_unanswered_total";
 pub const DEREFERENCE_SKIPPED: &str = "sosrouter_location_fetches_skipped_total";
 
 /// Histogram buckets (seconds) for call setup and routing time.

@@ -275,7 +275,8 @@ pub async fn run(
                     let i = (first + k) % udps.len();
                     for _ in 0..BATCH {
                         match udp::try_receive(&udps[i], &mut bufs[i], &limits, &mut counters) {
-                            Ok(Some((msg, source))) => handle_message(&mut core, now, msg, source, &deref),
+                            Ok(Some(udp::Received::Message(msg, source))) => handle_message(&mut core, now, msg, source, &deref),
+                            Ok(Some(udp::Received::Unparsed(answer, source))) => core.answer_unparsed(now, answer, &source),
                             Ok(None) => {}
                             Err(_) => break,
                         }

@@ -116,6 +116,59 @@ fn an_unknown_source_gets_403() {
     router.wait_log("Source Not Allowed", 1, Duration::from_secs(2));
 }
 
+/// A stranger's answers, 403 or 400, come out of a budget per second, so a
+/// flood of forged datagrams cannot aim the router's answers at someone;
+/// allowed sources are answered whatever strangers do.
+#[test]
+fn a_stranger_is_answered_only_within_its_budget() {
+    let trunk = udp("127.0.0.1");
+    let psap = trunk.local_addr().unwrap().port();
+    let cfg = lab_config(psap, free_port(), free_port(), free_port(), "").replace(
+        "allow = [\"127.0.0.1/32\"]\n",
+        "allow = [\"127.0.0.1/32\"]\nstranger_replies_per_s = 3\n",
+    );
+    let router = Router::start(&cfg, &[]);
+    let c = udp("127.0.0.2");
+    let local = c.local_addr().unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..30 {
+        let req = invite(&format!("sb-{i}"), &format!("z9hG4bKsb{i}"), local, "");
+        // Every third one does not parse (no Call-ID): a 400 to a stranger
+        // comes out of the same budget.
+        let req = if i % 3 == 0 {
+            req.replace(&format!("Call-ID: sb-{i}\r\n"), "")
+        } else {
+            req
+        };
+        c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+    }
+    c.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut answers = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok((n, _)) = c.recv_from(&mut buf) {
+        answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    // The burst of 3, plus what 3 a second refills while the test ran.
+    let most = 3 + (started.elapsed().as_secs_f64() * 3.0).ceil() as usize;
+    assert!(
+        (3..=most).contains(&answers.len()),
+        "{} answers, at most {most} expected: {answers:?}",
+        answers.len()
+    );
+    assert!(answers
+        .iter()
+        .all(|a| ["400", "403"].contains(&status_of(a))));
+    // An allowed caller still gets its 400.
+    let ok = udp("127.0.0.1");
+    let req = invite("", "z9hG4bKsb-ok", ok.local_addr().unwrap(), "").replace("Call-ID: \r\n", "");
+    ok.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (resp, _) = recv(&ok);
+    assert_eq!(status_of(&resp), "400", "{resp}");
+}
+
 #[test]
 fn a_request_that_does_not_parse_gets_400_naming_the_fault() {
     let (router, _trunk) = router_with_trunk();

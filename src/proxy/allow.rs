@@ -2,8 +2,12 @@
 //! trunk's `sources`, and every trunk whose URI is an IP address. The core
 //! asks it for each new request and the TCP acceptor for each connection,
 //! so that a stranger gets a 403 without state and cannot hold a TCP slot.
+//! A stranger's answers come out of a budget per second: over UDP its
+//! source address may be forged, and the router must not become a
+//! reflector for a flood aimed at someone else.
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -34,11 +38,80 @@ impl AllowList {
     }
 }
 
+/// A token bucket for answers to strangers: `per_second` answers a second,
+/// and as many in a burst.
+#[derive(Debug, Clone)]
+pub struct ReplyBudget {
+    per_second: u32,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl ReplyBudget {
+    pub fn new(per_second: u32) -> ReplyBudget {
+        ReplyBudget {
+            per_second,
+            tokens: f64::from(per_second),
+            last: None,
+        }
+    }
+
+    /// A new rate (a reload); what is left of the burst stays within it.
+    pub fn set_rate(&mut self, per_second: u32) {
+        self.per_second = per_second;
+        self.tokens = self.tokens.min(f64::from(per_second));
+    }
+
+    /// Whether one more answer may go at `now`.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let rate = f64::from(self.per_second);
+        if let Some(last) = self.last {
+            let since = now
+                .saturating_duration_since(last)
+                .min(Duration::from_secs(60));
+            self.tokens = (self.tokens + since.as_secs_f64() * rate).min(rate);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::TrunkKind;
     use crate::proxy::Proto;
+
+    #[test]
+    fn strangers_are_answered_within_the_budget() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut b = ReplyBudget::new(10);
+        // A burst of 10, then nothing until time refills it.
+        let burst = (0..25).filter(|_| b.take(t0)).count();
+        assert_eq!(burst, 10);
+        assert!(!b.take(ms(50)), "half a token is not an answer");
+        assert!(b.take(ms(100)));
+        assert!(!b.take(ms(100)));
+        // A steady 100 a second for 10 s gets 10 a second through.
+        let steady = (1..=1000).filter(|i| b.take(ms(100 + 10 * i))).count();
+        assert!((99..=101).contains(&steady), "{steady}");
+        // A long silence refills to the burst and no further.
+        let later = ms(3_600_000);
+        assert_eq!((0..25).filter(|_| b.take(later)).count(), 10);
+        // Zero: never.
+        let mut never = ReplyBudget::new(0);
+        assert!(!never.take(t0) && !never.take(ms(10_000)));
+        // A reload to a lower rate cuts what is left of the burst.
+        let mut cut = ReplyBudget::new(100);
+        cut.set_rate(2);
+        assert_eq!((0..10).filter(|_| cut.take(t0)).count(), 2);
+    }
 
     fn trunk(target: Option<Target>, sources: &[&str]) -> Trunk {
         Trunk {

@@ -96,6 +96,8 @@ pub struct CoreConfig {
     pub seed: u64,
     pub health: HealthConfig,
     pub overload: OverloadLimits,
+    /// `sip.stranger_replies_per_s`.
+    pub stranger_replies_per_s: u32,
 }
 
 impl CoreConfig {
@@ -152,6 +154,7 @@ impl CoreConfig {
                 up_after: c.health.up_after.max(1),
             },
             overload: OverloadLimits::new(&c.sip.overload),
+            stranger_replies_per_s: c.sip.stranger_replies_per_s,
         }
     }
 
@@ -454,6 +457,8 @@ pub struct Core {
     sources: overload::Sources,
     /// When to log requests refused for their source.
     strangers: crate::logbuf::Throttle,
+    /// How many of those requests may still be answered.
+    stranger_budget: allow::ReplyBudget,
     events: VecDeque<CallEvent>,
     /// The fetched location document of the request being routed.
     dereferenced: Option<Bytes>,
@@ -682,6 +687,7 @@ impl Core {
             admission: overload::Admission::new(cfg.overload),
             sources: overload::Sources::default(),
             strangers: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
+            stranger_budget: allow::ReplyBudget::new(cfg.stranger_replies_per_s),
             events: VecDeque::new(),
             dereferenced: None,
             wire: WireText::new(&cfg),
@@ -721,6 +727,7 @@ impl Core {
             .collect();
         self.wire = WireText::new(&cfg);
         self.admission.set_limits(cfg.overload);
+        self.stranger_budget.set_rate(cfg.stranger_replies_per_s);
         // Trunk indices change with the configuration.
         self.metrics.hops.clear();
         self.cfg = cfg;
@@ -2398,7 +2405,26 @@ impl Core {
         } else {
             debug!(call_id = %lossy(msg.call_id()), code = 403, reason = REASON, peer = %source.peer, "request refused");
         }
-        self.answer_statelessly(msg, source, 403, REASON, &[]);
+        if self.stranger_budget.take(now) {
+            self.answer_statelessly(msg, source, 403, REASON, &[]);
+        } else {
+            metrics::counter!(m::STRANGERS_UNANSWERED).increment(1);
+        }
+    }
+
+    /// The answer the receive path built for a request that does not parse
+    /// (400, 505 or 513): sent to an allowed source, and to a stranger
+    /// within the same budget as its 403.
+    pub fn answer_unparsed(&mut self, now: Instant, bytes: Bytes, source: &Source) {
+        if self.source_allowed(source) || self.stranger_budget.take(now) {
+            self.out.push_back(Transmit {
+                dest: Dest::reply_to(source),
+                bytes,
+                token: None,
+            });
+        } else {
+            metrics::counter!(m::STRANGERS_UNANSWERED).increment(1);
+        }
     }
 
     /// `100 Trying` to an INVITE that waits outside the core (its location

@@ -957,6 +957,51 @@ fn a_flooding_source_cannot_take_the_reserve_from_the_others() {
 /// emergency calls, and its CANCEL, forged to match a real call, cancels
 /// nothing.
 #[test]
+fn strangers_are_answered_only_within_their_budget() {
+    const STRANGER: &str = "192.0.2.9:5061";
+    let mut c = config();
+    c.sip.stranger_replies_per_s = 5;
+    let mut h = Harness::with(c);
+    // Over UDP a stranger's address may be someone else's: a flood of
+    // forged requests must not become a flood of answers at the victim.
+    for i in 0..100 {
+        h.deliver(
+            STRANGER,
+            &invite(&format!("sb{i}")).replace(CALLER, STRANGER),
+        );
+    }
+    assert_eq!(h.take(STRANGER).len(), 5);
+    assert_eq!(h.core.stats().rejected, 100, "each is still refused");
+    assert_eq!(h.core.open(), (0, 0));
+    // Requests that do not parse share the same budget...
+    let bad = Bytes::from_static(b"SIP/2.0 400 Bad\r\n\r\n");
+    let from = |peer: &str| Source {
+        proto: Proto::Udp,
+        peer: addr(peer),
+        local: addr("127.0.0.1:5060"),
+        conn: None,
+    };
+    h.core.answer_unparsed(h.now, bad.clone(), &from(STRANGER));
+    h.drain();
+    assert!(h.take(STRANGER).is_empty());
+    // ...which an allowed source does not draw on: its calls and its
+    // faults are answered whatever strangers do.
+    h.core.answer_unparsed(h.now, bad.clone(), &from(CALLER));
+    h.drain();
+    assert_eq!(h.take(CALLER).len(), 1);
+    h.deliver(CALLER, &invite("sb-ok"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+    // A second later the budget is back.
+    h.advance(Duration::from_secs(1));
+    h.deliver(STRANGER, &invite("sb-late").replace(CALLER, STRANGER));
+    h.core.answer_unparsed(h.now, bad, &from(STRANGER));
+    h.drain();
+    let up = h.take(STRANGER);
+    assert_eq!(up.len(), 2);
+    assert_eq!(status(&up[0]), "403", "{}", up[0]);
+}
+
+#[test]
 fn a_stranger_gets_403_and_leaves_nothing_behind() {
     const STRANGER: &str = "192.0.2.9:5061";
     let mut h = overloaded();
@@ -968,14 +1013,15 @@ fn a_stranger_gets_403_and_leaves_nothing_behind() {
     let held = h.core.open();
     assert_eq!(held, (2, 1));
 
-    for i in 0..50 {
+    // Within the default answer budget for strangers (50 a second).
+    for i in 0..40 {
         h.deliver(
             STRANGER,
             &invite(&format!("st{i}")).replace(CALLER, STRANGER),
         );
     }
     let up = h.take(STRANGER);
-    assert_eq!(up.len(), 50);
+    assert_eq!(up.len(), 40);
     assert!(
         up.iter()
             .all(|m| m.starts_with("SIP/2.0 403 Source Not Allowed\r\n")),
@@ -984,7 +1030,7 @@ fn a_stranger_gets_403_and_leaves_nothing_behind() {
     );
     assert_eq!(h.core.open(), held, "a stranger's request holds no state");
     assert!(h.core.sources.held(addr(STRANGER).ip()) == 0);
-    assert_eq!(h.core.stats().rejected, 50);
+    assert_eq!(h.core.stats().rejected, 40);
 
     // A retransmission gets the same answer, To tag and all.
     let again = invite("st0").replace(CALLER, STRANGER);

@@ -108,7 +108,13 @@ fn error_response(data: &Bytes, e: &ParseError, source: &Source, limits: &Limits
         return None;
     }
     lenient.top_via()?;
-    tracing::info!(peer = %source.peer, error = %e, "request refused: does not parse");
+    static TELL: std::sync::LazyLock<crate::logbuf::SharedThrottle> =
+        std::sync::LazyLock::new(Default::default);
+    if let Some(refused) = TELL.hit() {
+        tracing::info!(refused, peer = %source.peer, error = %e, "request refused: does not parse (count since the last such line; the latest named)");
+    } else {
+        tracing::debug!(peer = %source.peer, error = %e, "request refused: does not parse");
+    }
     Some(build::response(
         &lenient,
         e.status(),

@@ -59,10 +59,18 @@ pub fn poll_any_readable(endpoints: &[UdpEndpoint], cx: &mut Context<'_>) -> Pol
     Poll::Pending
 }
 
+/// What one datagram brought.
+#[allow(clippy::large_enum_variant)] // returned once, never stored; a box would cost an allocation per message
+pub enum Received {
+    Message(Message, Source),
+    /// A request that does not parse, and the answer built for it; the core
+    /// decides whether it goes (a stranger's comes out of a budget).
+    Unparsed(Bytes, Source),
+}
+
 /// Takes one datagram without waiting. `Err(WouldBlock)` once the socket is
-/// empty; `Ok(None)` for a datagram that needs nothing from the core (a
-/// keep-alive, a request that does not parse and was answered here, a
-/// receive error). Each datagram is copied once into a buffer of its own
+/// empty; `Ok(None)` for a datagram that needs nothing (a keep-alive, a
+/// message that does not parse and gets no answer, a receive error). Each datagram is copied once into a buffer of its own
 /// size: the parser borrows from it, and a message kept by a transaction
 /// pins only its own bytes.
 ///
@@ -74,7 +82,7 @@ pub fn try_receive(
     buf: &mut [u8],
     limits: &Limits,
     counters: &mut MessageCounters,
-) -> io::Result<Option<(Message, Source)>> {
+) -> io::Result<Option<Received>> {
     let (n, peer) = match ep.socket.try_recv_from(buf) {
         Ok(r) => r,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
@@ -101,11 +109,8 @@ pub fn try_receive(
         limits,
         counters,
     ) {
-        Ok(msg) => Ok(Some((msg, source))),
-        Err(Some(resp)) => {
-            let _ = ep.socket.try_send_to(&resp, peer);
-            Ok(None)
-        }
+        Ok(msg) => Ok(Some(Received::Message(msg, source))),
+        Err(Some(resp)) => Ok(Some(Received::Unparsed(resp, source))),
         Err(None) => Ok(None),
     }
 }
