@@ -23,6 +23,12 @@ pub fn check(config: &Config, inventory: Option<&std::path::Path>) -> Result<Vec
             l.refuse_at, l.shed_at
         )
     });
+    out.push(match config.sip.stranger_replies_per_s {
+        0 => "sources outside sip.allow and the trunks: refused, never answered".to_string(),
+        n => format!(
+            "sources outside sip.allow and the trunks: refused, answered at most {n} times a second in all"
+        ),
+    });
     let e = &config.emergency;
     out.push(match (e.dereference_timeout_ms.unwrap_or(1000), &e.location_servers) {
         (0, _) => "location by reference: not fetched (dereference_timeout_ms = 0)".to_string(),

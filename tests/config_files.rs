@@ -105,6 +105,12 @@ fn check_config_states_the_overload_limits() {
     );
     // The lab configuration names no location servers: check-config says so.
     assert!(out.contains("from any host a caller names"), "{out}");
+    assert!(out.contains("answered at most 50 times a second"), "{out}");
+    let out = passes(
+        "silent.toml",
+        base.replacen("[sip]\n", "[sip]\nstranger_replies_per_s = 0\n", 1),
+    );
+    assert!(out.contains("refused, never answered"), "{out}");
     let out = passes(
         "listed.toml",
         base.replacen(
