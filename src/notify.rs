@@ -109,17 +109,7 @@ impl SecurityDesk {
 
     /// Looks at a call event; a call's start notifies its tenant's desk.
     pub fn on_event(&self, ev: &CallEvent) {
-        let CallEvent::Started {
-            call_id,
-            route,
-            reason,
-            details: Some(d),
-            ..
-        } = ev
-        else {
-            return;
-        };
-        let Some(tenant) = d.tenant.as_deref() else {
+        let Some((tenant, body)) = notice(ev) else {
             return;
         };
         let url = self
@@ -130,24 +120,6 @@ impl SecurityDesk {
         let Some(url) = url else {
             return;
         };
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let body = json!({
-            "event": "emergency-call",
-            "tenant": tenant,
-            "time": crate::cdr::rfc3339(now_ms),
-            "call_id": call_id,
-            "caller": d.caller,
-            "dialed": d.dialed,
-            "kind": d.kind,
-            "route": route,
-            "reason": reason,
-            "psap_id": d.psap_id,
-            "location_source": d.location_source,
-            "location": d.location.as_ref().map(|l| l.to_json()),
-            "registered_address": d.registered_address.as_ref().map(|l| l.to_json()),
-        });
         self.queue(Notice { url, body });
     }
 
@@ -199,10 +171,92 @@ pub fn from_config(c: &crate::config::Config) -> HashMap<String, String> {
         .collect()
 }
 
+/// The tenant to tell of an emergency call, and what to tell it.
+fn notice(ev: &CallEvent) -> Option<(&str, serde_json::Value)> {
+    let CallEvent::Started {
+        call_id,
+        route,
+        reason,
+        details: Some(d),
+        refused,
+        ..
+    } = ev
+    else {
+        return None;
+    };
+    let tenant = d.tenant.as_deref()?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let body = json!({
+        "event": "emergency-call",
+        "tenant": tenant,
+        "time": crate::cdr::rfc3339(now_ms),
+        "call_id": call_id,
+        "caller": d.caller,
+        "dialed": d.dialed,
+        "kind": d.kind,
+        "route": route,
+        "reason": reason,
+        "refused": refused,
+        "psap_id": d.psap_id,
+        "location_source": d.location_source,
+        "location": d.location.as_ref().map(|l| l.to_json()),
+        "registered_address": d.registered_address.as_ref().map(|l| l.to_json()),
+    });
+    Some((tenant, body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::{Proto, RouteDetails, Source};
     use std::time::Instant;
+
+    fn started(tenant: Option<&str>, refused: bool) -> CallEvent {
+        CallEvent::Started {
+            call: 1,
+            at: Instant::now(),
+            call_id: "cid-1".into(),
+            source: Source {
+                proto: Proto::Udp,
+                peer: "192.0.2.10:5060".parse().unwrap(),
+                local: "127.0.0.1:5060".parse().unwrap(),
+                conn: None,
+            },
+            from: "<sip:+14155550177@example.com>;tag=1".into(),
+            pai: None,
+            user_agent: None,
+            request_uri: "sip:911@router".into(),
+            route: "psap",
+            reason: "common-area-phone",
+            details: Some(Box::new(RouteDetails {
+                tenant: tenant.map(Into::into),
+                caller: Some("+14155550177".into()),
+                dialed: "911".into(),
+                ..Default::default()
+            })),
+            refused,
+        }
+    }
+
+    #[test]
+    fn the_desk_hears_of_every_call_of_its_tenant_refused_ones_marked() {
+        let ev = started(Some("acme"), false);
+        let (tenant, body) = notice(&ev).unwrap();
+        assert_eq!(tenant, "acme");
+        assert_eq!(body["caller"], "+14155550177");
+        assert_eq!(body["route"], "psap");
+        assert_eq!(body["refused"], false);
+        // Refused for overload: the caller did dial, and the call was not
+        // sent on from here.
+        let (_, body) = notice(&started(Some("acme"), true)).unwrap();
+        assert_eq!(body["refused"], true);
+        assert!(
+            notice(&started(None, false)).is_none(),
+            "no tenant, no desk"
+        );
+    }
 
     /// A desk that accepts connections and never answers: the notices in
     /// flight stop at the limit, the rest wait in the queue, and what does

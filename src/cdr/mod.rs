@@ -116,6 +116,7 @@ impl Assembler {
                 route,
                 reason,
                 details,
+                refused: _,
             } => {
                 self.seq += 1;
                 let d = details.map(|d| *d).unwrap_or_default();
@@ -295,6 +296,7 @@ mod tests {
             request_uri: "sip:911@router".into(),
             route: "psap",
             reason: "dynamic-location",
+            refused: false,
             details: Some(Box::new(RouteDetails {
                 kind: "emergency",
                 dialed: "911".into(),

@@ -27,6 +27,9 @@ pub enum CallEvent {
         route: &'static str,
         reason: &'static str,
         details: Option<Box<RouteDetails>>,
+        /// Refused for overload (answered 503, never sent on): the carrier
+        /// tries its other router, and the caller did dial.
+        refused: bool,
     },
     /// One target tried and what came of it.
     Attempt {

@@ -495,6 +495,7 @@ fn started(
         route,
         reason,
         details,
+        refused: false,
     }
 }
 
@@ -2357,7 +2358,10 @@ impl Core {
         }) = decision
         {
             let call = self.id();
-            let ev = started(call, now, Some(msg), source, route, reason, details);
+            let mut ev = started(call, now, Some(msg), source, route, reason, details);
+            if let CallEvent::Started { refused, .. } = &mut ev {
+                *refused = true;
+            }
             self.events.push_back(ev);
             self.events.push_back(CallEvent::Finished {
                 call,

@@ -824,9 +824,12 @@ fn when_full_a_new_emergency_call_gets_a_stateless_503_and_its_ack_ends_here() {
     let mut seen = Vec::new();
     while let Some(ev) = h.core.poll_event() {
         match ev {
-            CallEvent::Started { call_id, route, .. } => {
-                seen.push(format!("started {call_id} {route}"))
-            }
+            CallEvent::Started {
+                call_id,
+                route,
+                refused,
+                ..
+            } => seen.push(format!("started {call_id} {route} refused={refused}")),
             CallEvent::Finished {
                 status, outcome, ..
             } => seen.push(format!("finished {status} {outcome}")),
@@ -836,7 +839,7 @@ fn when_full_a_new_emergency_call_gets_a_stateless_503_and_its_ack_ends_here() {
     assert_eq!(
         seen[seen.len() - 2..],
         [
-            "started ol5 static".to_string(),
+            "started ol5 static refused=true".to_string(),
             "finished 503 refused".to_string()
         ]
     );
