@@ -19,8 +19,8 @@ pub fn check(config: &Config, inventory: Option<&std::path::Path>) -> Result<Vec
     } else {
         let l = crate::proxy::OverloadLimits::new(o);
         format!(
-            "overload: new calls refused with 503 from {} open transactions, all but emergency calls from {}",
-            l.refuse_at, l.shed_at
+            "overload: new calls refused with 503 from {} open transactions, all but emergency calls from {}, requests within calls from {}",
+            l.refuse_at, l.shed_at, l.ceiling
         )
     });
     out.push(match config.sip.stranger_replies_per_s {

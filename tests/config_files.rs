@@ -92,7 +92,7 @@ fn check_config_states_the_overload_limits() {
         ),
     );
     assert!(
-        out.contains("new calls refused with 503 from 1000 open transactions, all but emergency calls from 750"),
+        out.contains("new calls refused with 503 from 1000 open transactions, all but emergency calls from 750, requests within calls from 1100"),
         "{out}"
     );
     let out = passes(

@@ -1021,6 +1021,20 @@ impl Core {
             }
             return;
         }
+        // Requests that pass the overload limits (CANCEL, requests within a
+        // dialog or routed on by their Route headers) stop at the ceiling,
+        // so that memory stays bounded even when those are the flood. New
+        // requests are refused below, long before it.
+        if method != Method::Ack
+            && self.txns.len() >= self.cfg.overload.ceiling
+            && (method == Method::Cancel
+                || msg.to().and_then(|t| t.tag()).is_some()
+                || self.routes_beyond_us(&msg) > 0)
+        {
+            let why = (overload::Class::InDialog, overload::Refusal::Ceiling);
+            self.refuse_for_overload(now, &msg, source, why, None);
+            return;
+        }
         let loop_hash = loop_hash(&msg);
         match method {
             Method::Ack => return self.forward_ack(now, msg, source, loop_hash),

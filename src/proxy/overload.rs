@@ -71,6 +71,9 @@ pub enum Class {
     Emergency,
     Test,
     Other,
+    /// A request within a dialog (a To tag) or routed on by its Route
+    /// headers: admitted past the limit, up to the ceiling.
+    InDialog,
 }
 
 impl Class {
@@ -79,6 +82,7 @@ impl Class {
             Class::Emergency => "emergency",
             Class::Test => "test",
             Class::Other => "other",
+            Class::InDialog => "in_dialog",
         }
     }
 }
@@ -90,6 +94,10 @@ pub struct OverloadLimits {
     pub shed_at: usize,
     /// From this many on, no new call is admitted.
     pub refuse_at: usize,
+    /// From this many on, no request at all but ACK: requests within a
+    /// dialog pass the limit above, since they end calls and free the
+    /// room, but not without bound.
+    pub ceiling: usize,
     /// The `Retry-After` of the refusal, in seconds (0: none).
     pub retry_after: u32,
 }
@@ -100,6 +108,7 @@ impl OverloadLimits {
             return OverloadLimits {
                 shed_at: usize::MAX,
                 refuse_at: usize::MAX,
+                ceiling: usize::MAX,
                 retry_after: c.retry_after_s,
             };
         }
@@ -108,6 +117,9 @@ impl OverloadLimits {
         OverloadLimits {
             shed_at: c.max_transactions - kept,
             refuse_at: c.max_transactions,
+            ceiling: c
+                .max_transactions
+                .saturating_add(c.max_transactions.div_ceil(10)),
             retry_after: c.retry_after_s,
         }
     }
@@ -160,6 +172,8 @@ pub enum Refusal {
     Reserved,
     /// An emergency call from an address holding more than its share.
     OverShare,
+    /// A request within a dialog, at the ceiling.
+    Ceiling,
 }
 
 impl Refusal {
@@ -169,6 +183,7 @@ impl Refusal {
             Refusal::Full => "full",
             Refusal::Reserved => "reserved",
             Refusal::OverShare => "over_share",
+            Refusal::Ceiling => "ceiling",
         }
     }
 }
@@ -251,7 +266,7 @@ pub struct Admission {
     peak: Load,
     gauge: Option<metrics::Gauge>,
     /// By class and reason.
-    refused: [[Option<metrics::Counter>; 3]; 3],
+    refused: [[Option<metrics::Counter>; 4]; 4],
     /// When to warn about emergency calls refused.
     warn: crate::logbuf::Throttle,
     /// Emergency calls refused in the current episode.
@@ -395,6 +410,22 @@ mod tests {
                 want,
                 "max {max}, reserve {reserve}%, {open} open"
             );
+        }
+    }
+
+    #[test]
+    fn the_ceiling_is_a_tenth_above_the_limit() {
+        // (max, ceiling)
+        let cases = [
+            (100, 110),
+            (4, 5),
+            (1, 2),
+            (400_000, 440_000),
+            (0, usize::MAX),
+            (usize::MAX, usize::MAX),
+        ];
+        for (max, want) in cases {
+            assert_eq!(limits(max, 20).ceiling, want, "max {max}");
         }
     }
 

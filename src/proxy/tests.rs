@@ -803,6 +803,62 @@ fn past_the_shedding_point_only_emergency_calls_are_admitted() {
 }
 
 #[test]
+fn requests_within_a_dialog_pass_the_limit_but_stop_at_the_ceiling() {
+    // max_transactions 4: the ceiling is 10 % above it, 5.
+    let mut h = overloaded();
+    h.deliver(CALLER, &invite("ce1"));
+    h.deliver(CALLER, &invite("ce2"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 2);
+    h.take(CALLER);
+    assert_eq!(h.core.open().0, 4);
+    assert_eq!(h.core.load(), Load::Full);
+    // A BYE of some dialog (a To tag; no route to follow, so the router
+    // answers it itself): past the limit, it still passes...
+    let bye = |n: u32| {
+        invite(&format!("ceb{n}"))
+            .replace("INVITE sip:911", "BYE sip:911")
+            .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
+            .replace("To: <sip:911@127.0.0.1>", "To: <sip:911@127.0.0.1>;tag=d1")
+    };
+    h.deliver(CALLER, &bye(1));
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1);
+    assert_ne!(status(&up[0]), "503", "{}", up[0]);
+    assert_eq!(h.core.open().0, 5);
+    // ...but not beyond the ceiling: it gets a 503 holding nothing, and so
+    // does a CANCEL.
+    h.deliver(CALLER, &bye(2));
+    let cancel = invite("ce9")
+        .replace("INVITE sip:911", "CANCEL sip:911")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    h.deliver(CALLER, &cancel);
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 2);
+    assert!(
+        up.iter()
+            .all(|m| m.starts_with("SIP/2.0 503 Overloaded\r\n")),
+        "{up:?}"
+    );
+    assert_eq!(
+        header(&up[0], "To"),
+        Some("<sip:911@127.0.0.1>;tag=d1"),
+        "the dialog's own To tag"
+    );
+    assert_eq!(h.core.open().0, 5);
+    // Once transactions end, they pass again.
+    h.advance(Duration::from_secs(40));
+    h.take(CALLER);
+    h.take("127.0.0.1:5070");
+    h.take("127.0.0.1:5080");
+    h.take("127.0.0.1:5095");
+    assert!(h.core.open().0 < 4, "{:?}", h.core.open());
+    h.deliver(CALLER, &bye(3));
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1);
+    assert_ne!(status(&up[0]), "503", "{}", up[0]);
+}
+
+#[test]
 fn when_full_a_new_emergency_call_gets_a_stateless_503_and_its_ack_ends_here() {
     let mut h = overloaded();
     h.deliver(CALLER, &invite("ol3"));
