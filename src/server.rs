@@ -1,6 +1,7 @@
 //! The router process: binds the listeners, spawns the I/O tasks and drives
 //! the proxy core on one task, until the shutdown future completes.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -545,9 +546,22 @@ struct Dereferencer {
     /// `emergency.location_servers`.
     servers: Option<Arc<[String]>>,
     refused: Arc<crate::logbuf::SharedThrottle>,
-    /// The INVITEs being fetched for (Call-ID and top Via branch): their
-    /// retransmissions are dropped meanwhile, not fetched for again.
-    fetching: Arc<std::sync::Mutex<std::collections::HashSet<Vec<u8>>>>,
+    /// The INVITEs being fetched for, by [`fetch_key`]: their
+    /// retransmissions are answered 100 meanwhile, not fetched for again,
+    /// and a CANCEL of one waits here to follow it into the core.
+    fetching: Arc<std::sync::Mutex<HashMap<Vec<u8>, Option<Held>>>>,
+}
+
+/// A message held back until the INVITE it refers to reaches the core.
+type Held = (crate::sip::Message, crate::proxy::Source);
+
+/// What ties an INVITE, its retransmissions and its CANCEL together:
+/// Call-ID and top Via branch (RFC 3261 section 9.1).
+fn fetch_key(msg: &crate::sip::Message) -> Vec<u8> {
+    let mut key = msg.call_id().unwrap_or_default().to_vec();
+    key.push(b'\n');
+    key.extend_from_slice(msg.top_via().and_then(|v| v.branch()).unwrap_or_default());
+    key
 }
 
 impl Dereferencer {
@@ -588,6 +602,9 @@ impl Dereferencer {
         let Some(client) = &self.client else {
             return Some((msg, source));
         };
+        if msg.method() == crate::sip::Method::Cancel {
+            return self.hold_cancel(msg, source);
+        }
         let initial_invite =
             msg.method() == crate::sip::Method::Invite && msg.to().and_then(|t| t.tag()).is_none();
         let uri = initial_invite
@@ -605,10 +622,8 @@ impl Dereferencer {
             }
             return Some((msg, source));
         }
-        let mut key = msg.call_id().unwrap_or_default().to_vec();
-        key.push(b'\n');
-        key.extend_from_slice(msg.top_via().and_then(|v| v.branch()).unwrap_or_default());
-        if self.fetching.lock().is_ok_and(|f| f.contains(&key)) {
+        let key = fetch_key(&msg);
+        if self.fetching.lock().is_ok_and(|f| f.contains_key(&key)) {
             tracing::debug!(call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "retransmission of an INVITE whose location is being fetched; answered 100 and dropped");
             core.trying(&msg, &source);
             return None;
@@ -621,11 +636,10 @@ impl Dereferencer {
             return Some((msg, source));
         };
         if let Ok(mut f) = self.fetching.lock() {
-            f.insert(key.clone());
+            f.insert(key, None);
         }
         core.trying(&msg, &source);
         let (client, deadline, tx) = (client.clone(), self.deadline, self.tx.clone());
-        let fetching = self.fetching.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();
@@ -642,11 +656,40 @@ impl Dereferencer {
             let _ = tx
                 .send(Inbound::Dereferenced(Box::new(msg), source, doc))
                 .await;
-            if let Ok(mut f) = fetching.lock() {
-                f.remove(&key);
-            }
         });
         None
+    }
+
+    /// A CANCEL of an INVITE whose location is being fetched waits for it:
+    /// the core would answer it 481 now, and then route the call the caller
+    /// gave up on. Its retransmissions meanwhile are dropped (the first
+    /// one gets the core's answer). Any other CANCEL is given back.
+    fn hold_cancel(&self, msg: crate::sip::Message, source: crate::proxy::Source) -> Option<Held> {
+        let Ok(mut fetching) = self.fetching.lock() else {
+            return Some((msg, source));
+        };
+        if fetching.is_empty() {
+            return Some((msg, source));
+        }
+        match fetching.get_mut(&fetch_key(&msg)) {
+            Some(held @ None) => {
+                tracing::debug!(call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "CANCEL of an INVITE whose location is being fetched; held until the INVITE reaches the core");
+                *held = Some((msg, source));
+                None
+            }
+            Some(Some(_)) => None,
+            None => Some((msg, source)),
+        }
+    }
+
+    /// The fetch for `invite` is over and the INVITE goes to the core now:
+    /// gives back the CANCEL held for it, to follow it.
+    fn done(&self, invite: &crate::sip::Message) -> Option<Held> {
+        self.fetching
+            .lock()
+            .ok()
+            .and_then(|mut f| f.remove(&fetch_key(invite)))
+            .flatten()
     }
 }
 
@@ -706,7 +749,15 @@ fn handle(
 ) {
     match inbound {
         Inbound::Message(msg, source) => handle_message(core, now, *msg, source, deref),
-        Inbound::Dereferenced(msg, source, doc) => core.handle_message_with(now, *msg, source, doc),
+        Inbound::Dereferenced(msg, source, doc) => {
+            // Every message reaches the core through this driver, so no
+            // CANCEL can slip in between the INVITE and the one held for it.
+            let held = deref.done(&msg);
+            core.handle_message_with(now, *msg, source, doc);
+            if let Some((cancel, source)) = held {
+                core.handle_message(now, cancel, source);
+            }
+        }
         Inbound::SendFailed { token } => core.handle_send_failure(now, token),
         Inbound::Resolved { host, port, addr } => {
             let a = names.answer(&host, port, addr, now);

@@ -569,46 +569,72 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
     );
 }
 
+/// A location server that counts requests and holds each answer (a 404)
+/// until the test lets it go, so a fetch is surely still running while the
+/// test acts (past the router's deadline the call goes on without it).
+struct HeldLocationServer {
+    port: u16,
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl HeldLocationServer {
+    fn start() -> HeldLocationServer {
+        use std::io::Read;
+        use std::sync::atomic::Ordering;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = asked.clone();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(held));
+        std::thread::spawn(move || {
+            while let Ok((mut s, _)) = l.accept() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let held = held.clone();
+                std::thread::spawn(move || {
+                    s.set_read_timeout(Some(Duration::from_millis(300)))
+                        .unwrap();
+                    let mut chunk = [0u8; 4096];
+                    let _ = s.read(&mut chunk);
+                    let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(5));
+                    let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                });
+            }
+        });
+        HeldLocationServer {
+            port,
+            asked,
+            release,
+        }
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The next datagram a caller's socket receives, as text.
+fn next_answer(udp: &UdpSocket, what: &str, lab: &Lab) -> String {
+    let mut buf = [0u8; 65536];
+    let (n, _) = udp
+        .recv_from(&mut buf)
+        .unwrap_or_else(|e| panic!("no answer to the {what}: {e}\n{}", lab.router.log()));
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 #[test]
 fn a_retransmission_during_the_fetch_is_answered_100_and_not_fetched_for_again() {
-    use std::io::Read;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    // A location server that counts requests and holds its answer until the
-    // test lets it go, so the fetch is surely still running while the caller
-    // listens (past the router's deadline the call goes on without it).
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let asked = std::sync::Arc::new(AtomicUsize::new(0));
-    let count = asked.clone();
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let held = std::sync::Arc::new(std::sync::Mutex::new(held));
-    std::thread::spawn(move || {
-        while let Ok((mut s, _)) = l.accept() {
-            count.fetch_add(1, Ordering::SeqCst);
-            let held = held.clone();
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_millis(300)))
-                    .unwrap();
-                let mut chunk = [0u8; 4096];
-                let _ = s.read(&mut chunk);
-                let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(5));
-                let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-            });
-        }
-    });
+    let lis = HeldLocationServer::start();
     let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
-    let invite = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
+    let invite = c11_with_reference(&format!("http://127.0.0.1:{}/locations/c11", lis.port));
     let cid = call_id(&invite);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     // The caller hears 100 Trying at once, not after the fetch: a caller
     // that hears nothing retransmits, and may fail the call over.
     let trying = |what: &str| {
-        let mut buf = [0u8; 65536];
-        let (n, _) = udp
-            .recv_from(&mut buf)
-            .unwrap_or_else(|e| panic!("no 100 to the {what}: {e}\n{}", lab.router.log()));
-        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let answer = next_answer(&udp, what, &lab);
         assert!(answer.starts_with("SIP/2.0 100 "), "{answer}");
         assert_eq!(call_id(&answer), cid);
         assert!(!header(&answer, "To")[0].contains("tag="), "{answer}");
@@ -619,12 +645,95 @@ fn a_retransmission_during_the_fetch_is_answered_100_and_not_fetched_for_again()
     udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
         .unwrap();
     trying("retransmission");
-    release.send(()).unwrap();
+    lis.release.send(()).unwrap();
     invite_for(&lab.psap, &cid, Duration::from_secs(5))
         .unwrap_or_else(|| panic!("{}", lab.router.log()));
     assert!(
         invite_for(&lab.psap, &cid, Duration::from_millis(500)).is_none(),
         "the call was forwarded twice"
     );
-    assert_eq!(asked.load(Ordering::SeqCst), 1, "{}", lab.router.log());
+    assert_eq!(lis.asked(), 1, "{}", lab.router.log());
+}
+
+/// A caller who hangs up while the location is being fetched: the CANCEL
+/// waits for its INVITE and then cancels the call, as it would have a
+/// moment later; it is not answered 481 while the call goes on regardless.
+#[test]
+fn a_cancel_during_the_fetch_cancels_the_call() {
+    let lis = HeldLocationServer::start();
+    let lab = lab(
+        Answer::Silent,
+        Answer::Silent,
+        Answer::Silent,
+        Answer::Silent,
+    );
+    let invite = c11_with_reference(&format!("http://127.0.0.1:{}/locations/c11", lis.port));
+    let cid = call_id(&invite);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    let trying = next_answer(&udp, "INVITE", &lab);
+    assert!(trying.starts_with("SIP/2.0 100 "), "{trying}");
+    // The CANCEL: the INVITE's request line, top Via, From, To, Call-ID
+    // and CSeq number (RFC 3261 section 9.1).
+    let head = invite.split("\r\n\r\n").next().unwrap();
+    let mut cancel = String::new();
+    for (i, line) in head.split("\r\n").enumerate() {
+        let name = line
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if i == 0 {
+            cancel.push_str(&line.replacen("INVITE", "CANCEL", 1));
+        } else if [
+            "via",
+            "v",
+            "from",
+            "f",
+            "to",
+            "t",
+            "call-id",
+            "i",
+            "max-forwards",
+        ]
+        .contains(&name.as_str())
+        {
+            cancel.push_str(line);
+        } else if name == "cseq" {
+            cancel.push_str(&line.replace("INVITE", "CANCEL"));
+        } else {
+            continue;
+        }
+        cancel.push_str("\r\n");
+    }
+    cancel.push_str("Content-Length: 0\r\n\r\n");
+    udp.send_to(cancel.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    lis.release.send(()).unwrap();
+    let mut statuses = Vec::new();
+    while statuses.len() < 3 {
+        let answer = next_answer(&udp, "CANCEL", &lab);
+        let status = answer.split(' ').nth(1).unwrap_or("").to_string();
+        let method = header(&answer, "CSeq")[0]
+            .split(' ')
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        statuses.push(format!("{status} {method}"));
+    }
+    statuses.sort();
+    // The core's own 100 to the INVITE, 200 to the CANCEL, 487 to the INVITE.
+    assert_eq!(
+        statuses,
+        ["100 INVITE", "200 CANCEL", "487 INVITE"],
+        "{}",
+        lab.router.log()
+    );
+    // The call was routed before the CANCEL ended it, as it would have been
+    // had the CANCEL come a moment later.
+    invite_for(&lab.psap, &cid, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", lab.router.log()));
 }
