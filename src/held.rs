@@ -36,7 +36,18 @@ pub fn client(servers: Option<std::sync::Arc<[String]>>) -> reqwest::Result<reqw
     reqwest::Client::builder().redirect(policy).build()
 }
 
-/// Fetches the location document behind `uri` within `deadline`.
+/// The host a reference names, for the log: the whole URI is itself a key
+/// to the caller's location (whoever holds it may fetch it, RFC 6753), so
+/// it stays out of logs below debug, as the location does.
+pub fn host_of(uri: &str) -> String {
+    reqwest::Url::parse(uri)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "(not a URL)".into())
+}
+
+/// Fetches the location document behind `uri` within `deadline`. Errors
+/// name what failed, never the URI.
 pub async fn dereference(
     client: &reqwest::Client,
     uri: &str,
@@ -50,7 +61,7 @@ pub async fn dereference(
             .body(REQUEST)
             .send()
             .await
-            .map_err(|e| format!("request failed: {}", chain(&e)))?;
+            .map_err(|e| format!("request failed: {}", chain(&e.without_url())))?;
         if !resp.status().is_success() {
             return Err(format!(
                 "location server answered {}",
@@ -60,7 +71,7 @@ pub async fn dereference(
         let body = resp
             .bytes()
             .await
-            .map_err(|e| format!("reading the answer: {}", chain(&e)))?;
+            .map_err(|e| format!("reading the answer: {}", chain(&e.without_url())))?;
         if body.len() > MAX_DOCUMENT {
             return Err("location document too large".into());
         }
@@ -187,6 +198,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.contains("location_servers"), "{e}");
+        assert!(
+            !e.contains("/loc"),
+            "the reference stays out of the error: {e}"
+        );
         assert_eq!(target_asked.load(std::sync::atomic::Ordering::SeqCst), 0);
         // The same redirection to a listed server is followed.
         let both: Option<std::sync::Arc<[String]>> =

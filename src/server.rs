@@ -618,7 +618,7 @@ impl Dereferencer {
         };
         if !crate::held::host_allowed(&uri, self.servers.as_deref()) {
             if let Some(calls) = self.refused.hit() {
-                tracing::warn!(calls, %uri, call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched: not one of emergency.location_servers; routing without it (count since the last such line)");
+                tracing::warn!(calls, host = %crate::held::host_of(&uri), call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched: not one of emergency.location_servers; routing without it (count since the last such line)");
             }
             return Some((msg, source));
         }

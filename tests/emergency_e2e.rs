@@ -567,6 +567,13 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
         1,
         Duration::from_secs(5),
     );
+    // The reference is a key to the caller's location: the log names its
+    // host only.
+    assert!(
+        !lab.router.log().contains("/locations/c11"),
+        "{}",
+        lab.router.log()
+    );
 }
 
 /// A location server that counts requests and holds each answer (a 404)
