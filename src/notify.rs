@@ -210,34 +210,20 @@ fn notice(ev: &CallEvent) -> Option<(&str, serde_json::Value)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::{Proto, RouteDetails, Source};
     use std::time::Instant;
 
     fn started(tenant: Option<&str>, refused: bool) -> CallEvent {
-        CallEvent::Started {
-            call: 1,
-            at: Instant::now(),
-            call_id: "cid-1".into(),
-            source: Source {
-                proto: Proto::Udp,
-                peer: "192.0.2.10:5060".parse().unwrap(),
-                local: "127.0.0.1:5060".parse().unwrap(),
-                conn: None,
-            },
-            from: "<sip:+14155550177@example.com>;tag=1".into(),
-            pai: None,
-            user_agent: None,
-            request_uri: "sip:911@router".into(),
-            route: "psap",
-            reason: "common-area-phone",
-            details: Some(Box::new(RouteDetails {
-                tenant: tenant.map(Into::into),
-                caller: Some("+14155550177".into()),
-                dialed: "911".into(),
-                ..Default::default()
-            })),
-            refused,
+        let mut ev = crate::proxy::events::example_started(1, Instant::now());
+        if let CallEvent::Started {
+            details: Some(d),
+            refused: r,
+            ..
+        } = &mut ev
+        {
+            d.tenant = tenant.map(Into::into);
+            *r = refused;
         }
+        ev
     }
 
     #[test]
@@ -245,7 +231,7 @@ mod tests {
         let ev = started(Some("acme"), false);
         let (tenant, body) = notice(&ev).unwrap();
         assert_eq!(tenant, "acme");
-        assert_eq!(body["caller"], "+14155550177");
+        assert_eq!(body["caller"], "+12125550142");
         assert_eq!(body["route"], "psap");
         assert_eq!(body["refused"], false);
         // Refused for overload: the caller did dial, and the call was not

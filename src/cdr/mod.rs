@@ -277,37 +277,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::{Proto, RouteDetails, Source};
 
-    fn started(call: CallKey, at: Instant) -> CallEvent {
-        CallEvent::Started {
-            call,
-            at,
-            call_id: format!("cid-{call}"),
-            source: Source {
-                proto: Proto::Udp,
-                peer: "192.0.2.10:5060".parse().unwrap(),
-                local: "127.0.0.1:5060".parse().unwrap(),
-                conn: None,
-            },
-            from: "<sip:+12125550142@example.com>;tag=1".into(),
-            pai: None,
-            user_agent: Some("phone/1".into()),
-            request_uri: "sip:911@router".into(),
-            route: "psap",
-            reason: "dynamic-location",
-            refused: false,
-            details: Some(Box::new(RouteDetails {
-                kind: "emergency",
-                dialed: "911".into(),
-                caller: Some("+12125550142".into()),
-                tenant: Some("acme".into()),
-                location_source: "pidf-geo",
-                psap_id: Some("SYN-US-08031".into()),
-                ..Default::default()
-            })),
-        }
-    }
+    use crate::proxy::events::example_started as started;
 
     #[test]
     fn an_answered_call_is_written_at_its_bye_with_times_and_duration() {

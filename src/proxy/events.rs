@@ -55,3 +55,37 @@ pub enum CallEvent {
     /// A BYE ended the dialog of an answered call.
     Ended { call_id: String, at: Instant },
 }
+
+/// An emergency call from acme's +12125550142 routed to a PSAP by its
+/// dynamic location: the event the tests of what consumes events start
+/// from.
+#[cfg(test)]
+pub fn example_started(call: CallKey, at: Instant) -> CallEvent {
+    CallEvent::Started {
+        call,
+        at,
+        call_id: format!("cid-{call}"),
+        source: Source {
+            proto: super::Proto::Udp,
+            peer: "192.0.2.10:5060".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            conn: None,
+        },
+        from: "<sip:+12125550142@example.com>;tag=1".into(),
+        pai: None,
+        user_agent: Some("phone/1".into()),
+        request_uri: "sip:911@router".into(),
+        route: "psap",
+        reason: "dynamic-location",
+        refused: false,
+        details: Some(Box::new(RouteDetails {
+            kind: "emergency",
+            dialed: "911".into(),
+            caller: Some("+12125550142".into()),
+            tenant: Some("acme".into()),
+            location_source: "pidf-geo",
+            psap_id: Some("SYN-US-08031".into()),
+            ..Default::default()
+        })),
+    }
+}

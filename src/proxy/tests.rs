@@ -770,6 +770,17 @@ fn overloaded() -> Harness {
     Harness::with(c)
 }
 
+/// [`overloaded`] with two calls ringing on: full.
+fn full() -> Harness {
+    let mut h = overloaded();
+    h.deliver(CALLER, &invite("full1"));
+    h.deliver(CALLER, &invite("full2"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 2);
+    h.take(CALLER);
+    assert_eq!(h.core.load(), Load::Full);
+    h
+}
+
 fn options(branch: &str) -> String {
     format!(
         "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\nFrom: <sip:ping@example.com>;tag=o1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
@@ -805,13 +816,8 @@ fn past_the_shedding_point_only_emergency_calls_are_admitted() {
 #[test]
 fn requests_within_a_dialog_pass_the_limit_but_stop_at_the_ceiling() {
     // max_transactions 4: the ceiling is 10 % above it, 5.
-    let mut h = overloaded();
-    h.deliver(CALLER, &invite("ce1"));
-    h.deliver(CALLER, &invite("ce2"));
-    assert_eq!(h.take("127.0.0.1:5070").len(), 2);
-    h.take(CALLER);
+    let mut h = full();
     assert_eq!(h.core.open().0, 4);
-    assert_eq!(h.core.load(), Load::Full);
     // A BYE of some dialog (a To tag; no route to follow, so the router
     // answers it itself): past the limit, it still passes...
     let bye = |n: u32| {
@@ -847,10 +853,7 @@ fn requests_within_a_dialog_pass_the_limit_but_stop_at_the_ceiling() {
     assert_eq!(h.core.open().0, 5);
     // Once transactions end, they pass again.
     h.advance(Duration::from_secs(40));
-    h.take(CALLER);
-    h.take("127.0.0.1:5070");
-    h.take("127.0.0.1:5080");
-    h.take("127.0.0.1:5095");
+    h.sent.clear();
     assert!(h.core.open().0 < 4, "{:?}", h.core.open());
     h.deliver(CALLER, &bye(3));
     let up = h.take(CALLER);
@@ -860,12 +863,7 @@ fn requests_within_a_dialog_pass_the_limit_but_stop_at_the_ceiling() {
 
 #[test]
 fn when_full_a_new_emergency_call_gets_a_stateless_503_and_its_ack_ends_here() {
-    let mut h = overloaded();
-    h.deliver(CALLER, &invite("ol3"));
-    h.deliver(CALLER, &invite("ol4"));
-    assert_eq!(h.take("127.0.0.1:5070").len(), 2);
-    h.take(CALLER);
-    assert_eq!(h.core.load(), Load::Full);
+    let mut h = full();
 
     let refused = invite("ol5");
     h.deliver(CALLER, &refused);
