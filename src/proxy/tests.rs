@@ -134,6 +134,13 @@ fn invite(call_id: &str) -> String {
     )
 }
 
+/// The CANCEL of [`invite`]`(call_id)`.
+fn cancel(call_id: &str) -> String {
+    invite(call_id)
+        .replace("INVITE sip", "CANCEL sip")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+}
+
 /// A response to a forwarded request, echoing its Via headers.
 fn answer(forwarded: &str, code: u16, reason: &str, to_tag: &str) -> String {
     let mut out = format!("SIP/2.0 {code} {reason}\r\n");
@@ -322,9 +329,7 @@ fn cancel_before_any_provisional_answers_487_at_once() {
     h.deliver(CALLER, &invite("c7"));
     h.take(CALLER);
     h.take("127.0.0.1:5070");
-    let cancel = invite("c7")
-        .replace("INVITE sip", "CANCEL sip")
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel("c7");
     h.deliver(CALLER, &cancel);
     let up = h.take(CALLER);
     let mut got: Vec<(&str, bool)> = up
@@ -347,9 +352,7 @@ fn cancel_before_any_provisional_answers_487_at_once() {
 #[test]
 fn cancel_for_an_unknown_transaction_gets_481() {
     let mut h = Harness::new();
-    let cancel = invite("c8")
-        .replace("INVITE sip", "CANCEL sip")
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel("c8");
     h.deliver(CALLER, &cancel);
     let up = h.take(CALLER);
     assert_eq!(status(&up[0]), "481");
@@ -834,9 +837,7 @@ fn requests_within_a_dialog_pass_the_limit_but_stop_at_the_ceiling() {
     // ...but not beyond the ceiling: it gets a 503 holding nothing, and so
     // does a CANCEL.
     h.deliver(CALLER, &bye(2));
-    let cancel = invite("ce9")
-        .replace("INVITE sip:911", "CANCEL sip:911")
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel("ce9");
     h.deliver(CALLER, &cancel);
     let up = h.take(CALLER);
     assert_eq!(up.len(), 2);
@@ -1095,9 +1096,7 @@ fn a_stranger_gets_403_and_leaves_nothing_behind() {
     assert_eq!(h.take(STRANGER), [up[0].clone()]);
 
     // A CANCEL copying the real call's Via, from the stranger's address.
-    let cancel = invite("sc1")
-        .replace("INVITE sip:911", "CANCEL sip:911")
-        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL");
+    let cancel = cancel("sc1");
     h.deliver(STRANGER, &cancel);
     let up = h.take(STRANGER);
     assert_eq!(up.len(), 1);
