@@ -109,7 +109,15 @@ impl SecurityDesk {
 
     /// Looks at a call event; a call's start notifies its tenant's desk.
     pub fn on_event(&self, ev: &CallEvent) {
-        let Some((tenant, body)) = notice(ev) else {
+        // The desk is looked up first: the notice is built only for a tenant
+        // that has one.
+        let tenant = match ev {
+            CallEvent::Started {
+                details: Some(d), ..
+            } => d.tenant.as_deref(),
+            _ => None,
+        };
+        let Some(tenant) = tenant else {
             return;
         };
         let url = self
@@ -117,7 +125,7 @@ impl SecurityDesk {
             .as_ref()
             .and_then(|h| h.security_desk(tenant))
             .or_else(|| self.webhooks.load().get(tenant).cloned());
-        let Some(url) = url else {
+        let (Some(url), Some(body)) = (url, notice(ev)) else {
             return;
         };
         self.queue(Notice { url, body });
@@ -171,8 +179,8 @@ pub fn from_config(c: &crate::config::Config) -> HashMap<String, String> {
         .collect()
 }
 
-/// The tenant to tell of an emergency call, and what to tell it.
-fn notice(ev: &CallEvent) -> Option<(&str, serde_json::Value)> {
+/// What to tell the desk of the tenant of an emergency call.
+fn notice(ev: &CallEvent) -> Option<serde_json::Value> {
     let CallEvent::Started {
         call_id,
         route,
@@ -204,7 +212,7 @@ fn notice(ev: &CallEvent) -> Option<(&str, serde_json::Value)> {
         "location": d.location.as_ref().map(|l| l.to_json()),
         "registered_address": d.registered_address.as_ref().map(|l| l.to_json()),
     });
-    Some((tenant, body))
+    Some(body)
 }
 
 #[cfg(test)]
@@ -229,14 +237,14 @@ mod tests {
     #[test]
     fn the_desk_hears_of_every_call_of_its_tenant_refused_ones_marked() {
         let ev = started(Some("acme"), false);
-        let (tenant, body) = notice(&ev).unwrap();
-        assert_eq!(tenant, "acme");
+        let body = notice(&ev).unwrap();
+        assert_eq!(body["tenant"], "acme");
         assert_eq!(body["caller"], "+12125550142");
         assert_eq!(body["route"], "psap");
         assert_eq!(body["refused"], false);
         // Refused for overload: the caller did dial, and the call was not
         // sent on from here.
-        let (_, body) = notice(&started(Some("acme"), true)).unwrap();
+        let body = notice(&started(Some("acme"), true)).unwrap();
         assert_eq!(body["refused"], true);
         assert!(
             notice(&started(None, false)).is_none(),

@@ -70,9 +70,10 @@ pub enum Received {
 
 /// Takes one datagram without waiting. `Err(WouldBlock)` once the socket is
 /// empty; `Ok(None)` for a datagram that needs nothing (a keep-alive, a
-/// message that does not parse and gets no answer, a receive error). Each datagram is copied once into a buffer of its own
-/// size: the parser borrows from it, and a message kept by a transaction
-/// pins only its own bytes.
+/// message that does not parse and gets no answer, a receive error). Each
+/// datagram is copied once into a buffer of its own size: the parser
+/// borrows from it, and a message kept by a transaction pins only its own
+/// bytes.
 ///
 /// When the core falls behind, datagrams wait in the socket's receive
 /// buffer; when that is full, the kernel drops them and the sender's
