@@ -33,7 +33,7 @@ pub fn check(config: &Config, inventory: Option<&std::path::Path>) -> Result<Vec
     out.push(match (e.dereference_timeout_ms.unwrap_or(1000), &e.location_servers) {
         (0, _) => "location by reference: not fetched (dereference_timeout_ms = 0)".to_string(),
         (ms, None) => format!(
-            "location by reference: fetched within {ms} ms from any host a caller names (set emergency.location_servers to limit it)"
+            "location by reference: fetched within {ms} ms from any host a caller names but the router's own and link-local addresses (set emergency.location_servers to limit it)"
         ),
         (ms, Some(list)) => format!(
             "location by reference: fetched within {ms} ms from {} listed location server(s) only",

@@ -3,6 +3,7 @@
 //! locationRequest (RFC 5985), under a short deadline. The call never waits
 //! past it: whatever comes back, or nothing, the call is routed.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,8 +23,10 @@ const MAX_REDIRECTS: usize = 3;
 /// The HTTP client for fetches. A redirection is followed only to a server
 /// that `servers` (`emergency.location_servers`) allows: without that
 /// check, a listed server (or whoever answers in its name) could point the
-/// router at any address it can reach.
+/// router at any address it can reach. With no list, names are resolved
+/// to outside addresses only ([`address_reserved`]).
 pub fn client(servers: Option<std::sync::Arc<[String]>>) -> reqwest::Result<reqwest::Client> {
+    let listed = servers.is_some();
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {
             attempt.error("too many redirections")
@@ -33,7 +36,63 @@ pub fn client(servers: Option<std::sync::Arc<[String]>>) -> reqwest::Result<reqw
             attempt.error("redirected to a server not in emergency.location_servers")
         }
     });
-    reqwest::Client::builder().redirect(policy).build()
+    let builder = reqwest::Client::builder().redirect(policy);
+    if listed {
+        // The operator named the servers, and the addresses they resolve
+        // to are theirs to choose.
+        builder.build()
+    } else {
+        builder
+            .dns_resolver(std::sync::Arc::new(OutsideOnly))
+            .build()
+    }
+}
+
+/// Whether `ip` is one the router asks only when `emergency.location_servers`
+/// names it: its own host (loopback, unspecified), link-local addresses
+/// (where cloud metadata services answer, 169.254.169.254), multicast and
+/// broadcast. Private networks are not among them: carriers' location
+/// servers often live there.
+pub fn address_reserved(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_link_local()
+                || a.is_multicast()
+                || a.is_broadcast()
+        }
+        IpAddr::V6(a) => {
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (a.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Name resolution that leaves out [`address_reserved`] addresses, so that
+/// a name a caller picks cannot lead the fetch to them either.
+struct OutsideOnly;
+
+impl reqwest::dns::Resolve for OutsideOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| !address_reserved(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(format!(
+                    "{host} resolves to no address the router fetches from (loopback, link-local and the like need emergency.location_servers)"
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
 }
 
 /// The host a reference names, for the log: the whole URI is itself a key
@@ -96,17 +155,26 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Whether the location server named by `uri` may be asked: any when
-/// `hosts` is `None`, else only a host in the list or, for an entry that
-/// starts with a dot, any host below that domain. The URI comes from the
-/// caller's INVITE, so an operator who knows its carriers' location servers
-/// names them, and the router then sends nothing to hosts the caller picks.
+/// Whether the location server named by `uri` may be asked. With `hosts`
+/// `None`, any host but an [`address_reserved`] address (names are checked
+/// when resolved, see [`client`]). Else only a host in the list or, for an
+/// entry that starts with a dot, any host below that domain. The URI comes
+/// from the caller's INVITE, so an operator who knows its carriers'
+/// location servers names them, and the router then sends nothing to hosts
+/// the caller picks.
 pub fn host_allowed(uri: &str, hosts: Option<&[String]>) -> bool {
-    let Some(hosts) = hosts else {
-        return true;
-    };
     let Ok(url) = reqwest::Url::parse(uri) else {
         return false;
+    };
+    let Some(hosts) = hosts else {
+        // The URL parser writes an IP address in its plain form (an IPv6
+        // one in brackets), however the caller spelled it.
+        return url.host_str().is_some_and(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_or(true, |ip| !address_reserved(ip))
+        });
     };
     let Some(host) = url.host_str() else {
         return false;
@@ -156,8 +224,32 @@ mod tests {
         for (uri, want) in cases {
             assert_eq!(host_allowed(uri, Some(&list)), want, "{uri}");
         }
-        assert!(host_allowed("http://127.0.0.1/anything", None));
         assert!(!host_allowed("http://lis.carrier.example/", Some(&[])));
+        // With no list: anything but the router's own host, link-local
+        // (metadata services), multicast and broadcast, unless listed.
+        let open = [
+            ("https://lis.carrier.example/loc/1", true),
+            ("http://10.1.2.3:8080/held", true),
+            ("http://192.0.2.7/held", true),
+            ("http://[2001:db8::7]/held", true),
+            ("http://127.0.0.1:8080/v1/reload", false),
+            ("http://127.9.9.9/", false),
+            ("http://0.0.0.0/", false),
+            ("http://169.254.169.254/latest/meta-data", false),
+            ("http://[::1]:9090/metrics", false),
+            ("http://[::ffff:127.0.0.1]/", false),
+            ("http://[fe80::1]/", false),
+            ("http://224.0.0.1/", false),
+            ("http://255.255.255.255/", false),
+            ("not a uri", false),
+        ];
+        for (uri, want) in open {
+            assert_eq!(host_allowed(uri, None), want, "{uri}");
+        }
+        assert!(host_allowed(
+            "http://127.0.0.1:8080/held",
+            Some(&["127.0.0.1".to_string()])
+        ));
     }
 
     /// A server that answers every request with `answer` and counts them.
@@ -176,6 +268,28 @@ mod tests {
             }
         });
         (port, asked)
+    }
+
+    /// With no list, a name that resolves only to the router's own host is
+    /// not fetched from; listed, it is.
+    #[tokio::test]
+    async fn a_name_for_the_routers_own_host_is_fetched_from_only_when_listed() {
+        let (port, asked) = server(
+            "127.0.0.1",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".into(),
+        );
+        let uri = format!("http://localhost:{port}/loc");
+        let deadline = Duration::from_secs(5);
+        let e = dereference(&client(None).unwrap(), &uri, deadline)
+            .await
+            .unwrap_err();
+        assert!(e.contains("no address the router fetches from"), "{e}");
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let listed: Option<std::sync::Arc<[String]>> = Some(vec!["localhost".to_string()].into());
+        let doc = dereference(&client(listed).unwrap(), &uri, deadline)
+            .await
+            .unwrap();
+        assert_eq!(&doc[..], b"ok");
     }
 
     #[tokio::test]

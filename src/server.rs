@@ -618,7 +618,12 @@ impl Dereferencer {
         };
         if !crate::held::host_allowed(&uri, self.servers.as_deref()) {
             if let Some(calls) = self.refused.hit() {
-                tracing::warn!(calls, host = %crate::held::host_of(&uri), call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched: not one of emergency.location_servers; routing without it (count since the last such line)");
+                let why = if self.servers.is_some() {
+                    "not one of emergency.location_servers"
+                } else {
+                    "the router's own host, link-local or multicast, which only emergency.location_servers can allow"
+                };
+                tracing::warn!(calls, host = %crate::held::host_of(&uri), why, call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched; routing without it (count since the last such line)");
             }
             return Some((msg, source));
         }

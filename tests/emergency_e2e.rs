@@ -72,6 +72,21 @@ fn lab(psap: Answer, screening: Answer, test: Answer, last: Answer) -> Lab {
     lab_with(psap, screening, test, last, "")
 }
 
+/// Lab configuration text that lets the router fetch locations from the
+/// test's location servers on loopback, which it never asks unless listed.
+fn loopback_lis(text: String) -> String {
+    text.replacen(
+        "[emergency]\n",
+        "[emergency]\nlocation_servers = [\"127.0.0.1\", \"127.0.0.9\"]\n",
+        1,
+    )
+}
+
+/// The lab with its trunks answering as told and [`loopback_lis`].
+fn lab_lis(answers: [Answer; 4]) -> Lab {
+    lab_edited(answers, loopback_lis)
+}
+
 /// c11 as sent, but with its location reference pointing at `uri`.
 fn c11_with_reference(uri: &str) -> String {
     let text = std::fs::read_to_string(
@@ -443,7 +458,7 @@ fn a_location_by_reference_is_fetched_and_routes_the_call() {
         "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nContent-Length: {}\r\n\r\n{doc}",
         doc.len()
     ));
-    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let lab = lab_lis([Answer::Ok; 4]);
     // c11 as sent, but its reference points at the test's location server.
     let text = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -481,7 +496,7 @@ fn a_location_by_reference_is_fetched_and_routes_the_call() {
 
 #[test]
 fn an_unreachable_location_server_does_not_hold_the_call_past_its_deadline() {
-    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let lab = lab_lis([Answer::Ok; 4]);
     // Nothing listens on port 9: the fetch fails at once or at the deadline.
     let text = c11_with_reference("http://127.0.0.9:9/never");
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -516,7 +531,7 @@ fn a_stranger_cannot_make_the_router_fetch_a_location() {
     let (port, rx) = location_server_not_to_ask();
     // Only 127.0.0.1 may send; 127.0.0.2 is on loopback too.
     let lab = lab_edited([Answer::Ok; 4], |text| {
-        text.replace(r#"["127.0.0.0/8", "::1/128"]"#, r#"["127.0.0.1/32"]"#)
+        loopback_lis(text.replace(r#"["127.0.0.0/8", "::1/128"]"#, r#"["127.0.0.1/32"]"#))
     });
     let invite = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
     let udp = UdpSocket::bind("127.0.0.2:0").unwrap();
@@ -563,7 +578,7 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
         "a location server not listed was asked"
     );
     lab.router.wait_log(
-        "not one of emergency.location_servers",
+        "why=\"not one of emergency.location_servers\"",
         1,
         Duration::from_secs(5),
     );
@@ -573,6 +588,30 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
         !lab.router.log().contains("/locations/c11"),
         "{}",
         lab.router.log()
+    );
+}
+
+/// With no `location_servers`, the router still never asks its own host
+/// (nor link-local addresses, where cloud metadata services answer): a
+/// caller's reference must not reach the admin API or the metrics.
+#[test]
+fn with_no_list_a_reference_to_the_routers_own_host_is_not_fetched() {
+    let (port, rx) = location_server_not_to_ask();
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let invite = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    // Routed at once by the Common Area Phone's registered address.
+    let fwd = invite_for(&lab.psap, &call_id(&invite), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", lab.router.log()));
+    assert!(
+        header(&fwd, "Route").iter().any(|r| r.contains("us-06075")),
+        "{fwd}"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the router's own host was asked"
     );
 }
 
@@ -633,7 +672,7 @@ fn next_answer(udp: &UdpSocket, what: &str, lab: &Lab) -> String {
 #[test]
 fn a_retransmission_during_the_fetch_is_answered_100_and_not_fetched_for_again() {
     let lis = HeldLocationServer::start();
-    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    let lab = lab_lis([Answer::Ok; 4]);
     let invite = c11_with_reference(&format!("http://127.0.0.1:{}/locations/c11", lis.port));
     let cid = call_id(&invite);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -668,12 +707,7 @@ fn a_retransmission_during_the_fetch_is_answered_100_and_not_fetched_for_again()
 #[test]
 fn a_cancel_during_the_fetch_cancels_the_call() {
     let lis = HeldLocationServer::start();
-    let lab = lab(
-        Answer::Silent,
-        Answer::Silent,
-        Answer::Silent,
-        Answer::Silent,
-    );
+    let lab = lab_lis([Answer::Silent; 4]);
     let invite = c11_with_reference(&format!("http://127.0.0.1:{}/locations/c11", lis.port));
     let cid = call_id(&invite);
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
