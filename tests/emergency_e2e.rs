@@ -552,6 +552,26 @@ fn a_stranger_cannot_make_the_router_fetch_a_location() {
         .is_none());
 }
 
+/// c11 with its reference pointing at the location server on `port`, which
+/// must not be asked: the call is routed at once by the Common Area Phone's
+/// registered address, and the server hears nothing.
+fn routed_without_asking(lab: &Lab, port: u16, rx: &std::sync::mpsc::Receiver<String>) {
+    let invite = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    let fwd = invite_for(&lab.psap, &call_id(&invite), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", lab.router.log()));
+    assert!(
+        header(&fwd, "Route").iter().any(|r| r.contains("us-06075")),
+        "{fwd}"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a location server the router may not ask was asked"
+    );
+}
+
 #[test]
 fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
     let (port, rx) = location_server_not_to_ask();
@@ -562,21 +582,7 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
             1,
         )
     });
-    let invite = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
-        .unwrap();
-    // Routed at once by the Common Area Phone's registered address.
-    let fwd = invite_for(&lab.psap, &call_id(&invite), Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("{}", lab.router.log()));
-    assert!(
-        header(&fwd, "Route").iter().any(|r| r.contains("us-06075")),
-        "{fwd}"
-    );
-    assert!(
-        rx.recv_timeout(Duration::from_millis(500)).is_err(),
-        "a location server not listed was asked"
-    );
+    routed_without_asking(&lab, port, &rx);
     lab.router.wait_log(
         "why=\"not one of emergency.location_servers\"",
         1,
@@ -598,21 +604,9 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
 fn with_no_list_a_reference_to_the_routers_own_host_is_not_fetched() {
     let (port, rx) = location_server_not_to_ask();
     let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
-    let invite = c11_with_reference(&format!("http://127.0.0.1:{port}/locations/c11"));
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
-        .unwrap();
-    // Routed at once by the Common Area Phone's registered address.
-    let fwd = invite_for(&lab.psap, &call_id(&invite), Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("{}", lab.router.log()));
-    assert!(
-        header(&fwd, "Route").iter().any(|r| r.contains("us-06075")),
-        "{fwd}"
-    );
-    assert!(
-        rx.recv_timeout(Duration::from_millis(500)).is_err(),
-        "the router's own host was asked"
-    );
+    routed_without_asking(&lab, port, &rx);
+    lab.router
+        .wait_log("the router's own host", 1, Duration::from_secs(5));
 }
 
 /// A location server that counts requests and holds each answer (a 404)
@@ -655,6 +649,16 @@ impl HeldLocationServer {
         }
     }
 
+    /// c11 with its reference pointing here, its Call-ID, and a caller's
+    /// socket to send it from.
+    fn caller(&self) -> (String, String, UdpSocket) {
+        let invite = c11_with_reference(&format!("http://127.0.0.1:{}/locations/c11", self.port));
+        let cid = call_id(&invite);
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        (invite, cid, udp)
+    }
+
     fn asked(&self) -> usize {
         self.asked.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -673,10 +677,7 @@ fn next_answer(udp: &UdpSocket, what: &str, lab: &Lab) -> String {
 fn a_retransmission_during_the_fetch_is_answered_100_and_not_fetched_for_again() {
     let lis = HeldLocationServer::start();
     let lab = lab_lis([Answer::Ok; 4]);
-    let invite = c11_with_reference(&format!("http://127.0.0.1:{}/locations/c11", lis.port));
-    let cid = call_id(&invite);
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let (invite, cid, udp) = lis.caller();
     // The caller hears 100 Trying at once, not after the fetch: a caller
     // that hears nothing retransmits, and may fail the call over.
     let trying = |what: &str| {
@@ -708,10 +709,7 @@ fn a_retransmission_during_the_fetch_is_answered_100_and_not_fetched_for_again()
 fn a_cancel_during_the_fetch_cancels_the_call() {
     let lis = HeldLocationServer::start();
     let lab = lab_lis([Answer::Silent; 4]);
-    let invite = c11_with_reference(&format!("http://127.0.0.1:{}/locations/c11", lis.port));
-    let cid = call_id(&invite);
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let (invite, cid, udp) = lis.caller();
     udp.send_to(invite.as_bytes(), ("127.0.0.1", lab.router.port))
         .unwrap();
     let trying = next_answer(&udp, "INVITE", &lab);
