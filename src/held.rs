@@ -105,13 +105,41 @@ pub fn host_of(uri: &str) -> String {
         .unwrap_or_else(|| "(not a URL)".into())
 }
 
-/// Fetches the location document behind `uri` within `deadline`. Errors
-/// name what failed, never the URI.
+/// Why a fetch brought no document. The text names what failed, never the
+/// URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// Nothing came back within the deadline.
+    Timeout(Duration),
+    /// The server could not be reached or asked, or answered with an error.
+    Failed(String),
+}
+
+impl FetchError {
+    /// The `outcome` label of `sosrouter_location_fetches_total`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            FetchError::Timeout(_) => "timeout",
+            FetchError::Failed(_) => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Timeout(d) => write!(f, "no answer within {} ms", d.as_millis()),
+            FetchError::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Fetches the location document behind `uri` within `deadline`.
 pub async fn dereference(
     client: &reqwest::Client,
     uri: &str,
     deadline: Duration,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, FetchError> {
     let fetch = async {
         let resp = client
             .post(uri)
@@ -137,8 +165,8 @@ pub async fn dereference(
         Ok(body)
     };
     match tokio::time::timeout(deadline, fetch).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no answer within {} ms", deadline.as_millis())),
+        Ok(r) => r.map_err(FetchError::Failed),
+        Err(_) => Err(FetchError::Timeout(deadline)),
     }
 }
 
@@ -282,7 +310,8 @@ mod tests {
         let deadline = Duration::from_secs(5);
         let e = dereference(&client(None).unwrap(), &uri, deadline)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no address the router fetches from"), "{e}");
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
         let listed: Option<std::sync::Arc<[String]>> = Some(vec!["localhost".to_string()].into());
@@ -310,7 +339,8 @@ mod tests {
         let listed: Option<std::sync::Arc<[String]>> = Some(vec!["127.0.0.1".to_string()].into());
         let e = dereference(&client(listed).unwrap(), &uri, deadline)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("location_servers"), "{e}");
         assert!(
             !e.contains("/loc"),

@@ -100,7 +100,11 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         DEREFERENCE_SKIPPED,
-        "Calls with a location reference routed without fetching it because every fetch was busy",
+        "Calls whose only location was a reference, routed without fetching it; labels: reason (busy, not_listed, reserved)",
+    ),
+    (
+        DEREFERENCES,
+        "Locations fetched by reference (RFC 6753) before routing; labels: outcome (ok, failed, timeout)",
     ),
     (
         STRANGERS_UNANSWERED,
@@ -139,6 +143,7 @@ pub const SECURITY_DESK: &str = "sosrouter_security_desk_notifications_total";
 pub const CONFIG_RELOADS: &str = "sosrouter_config_reloads_total";
 pub const TCP_REFUSED: &str = "sosrouter_tcp_connections_refused_total";
 pub const STRANGERS_UNANSWERED: &str = "sosrouter_stranger_requests_unanswered_total";
+pub const DEREFERENCES: &str = "sosrouter_location_fetches_total";
 pub const DEREFERENCE_SKIPPED: &str = "sosrouter_location_fetches_skipped_total";
 
 /// Histogram buckets (seconds) for call setup and routing time.

@@ -617,12 +617,13 @@ impl Dereferencer {
             return Some((msg, source));
         };
         if !crate::held::host_allowed(&uri, self.servers.as_deref()) {
+            let (reason, why) = if self.servers.is_some() {
+                ("not_listed", "not one of emergency.location_servers")
+            } else {
+                ("reserved", "the router's own host, link-local or multicast, which only emergency.location_servers can allow")
+            };
+            metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => reason).increment(1);
             if let Some(calls) = self.refused.hit() {
-                let why = if self.servers.is_some() {
-                    "not one of emergency.location_servers"
-                } else {
-                    "the router's own host, link-local or multicast, which only emergency.location_servers can allow"
-                };
                 tracing::warn!(calls, host = %crate::held::host_of(&uri), why, call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched; routing without it (count since the last such line)");
             }
             return Some((msg, source));
@@ -634,7 +635,7 @@ impl Dereferencer {
             return None;
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            metrics::counter!(m::DEREFERENCE_SKIPPED).increment(1);
+            metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => "busy").increment(1);
             if let Some(calls) = self.busy.hit() {
                 tracing::warn!(calls, in_flight = DEREFERENCE_IN_FLIGHT, call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched: every fetch busy; routing without it (count since the last such line)");
             }
@@ -648,7 +649,10 @@ impl Dereferencer {
         tokio::spawn(async move {
             let _permit = permit;
             let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();
-            let doc = match crate::held::dereference(&client, &uri, deadline).await {
+            let fetched = crate::held::dereference(&client, &uri, deadline).await;
+            let outcome = fetched.as_ref().map_or_else(|e| e.outcome(), |_| "ok");
+            metrics::counter!(m::DEREFERENCES, "outcome" => outcome).increment(1);
+            let doc = match fetched {
                 Ok(doc) => {
                     tracing::info!(%call_id, "location fetched by reference");
                     Some(doc)

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{root, uac, Answer, RawTrunk, Router};
+use common::{get, http_port, metric, root, uac, Answer, RawTrunk, Router};
 
 struct Lab {
     router: Router,
@@ -85,6 +85,20 @@ fn loopback_lis(text: String) -> String {
 /// The lab with its trunks answering as told and [`loopback_lis`].
 fn lab_lis(answers: [Answer; 4]) -> Lab {
     lab_edited(answers, loopback_lis)
+}
+
+/// The router's metrics, once `series` has a sample with `labels` (or
+/// after 5 s), as Prometheus text.
+fn metrics_once(lab: &Lab, series: &str, labels: &[(&str, &str)]) -> String {
+    let port = http_port(&lab.router, "metrics");
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, text) = get(port, "/metrics");
+        if metric(&text, series, labels) > 0.0 || std::time::Instant::now() > end {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// c11 as sent, but with its location reference pointing at `uri`.
@@ -492,6 +506,13 @@ fn a_location_by_reference_is_fetched_and_routes_the_call() {
     // so it may trail the forwarded INVITE by a moment.
     lab.router
         .wait_log("location fetched by reference", 1, Duration::from_secs(5));
+    let ok = [("outcome", "ok")];
+    let text = metrics_once(&lab, "sosrouter_location_fetches_total", &ok);
+    assert_eq!(
+        metric(&text, "sosrouter_location_fetches_total", &ok),
+        1.0,
+        "{text}"
+    );
 }
 
 #[test]
@@ -509,6 +530,20 @@ fn an_unreachable_location_server_does_not_hold_the_call_past_its_deadline() {
         start.elapsed() < Duration::from_secs(4),
         "{:?}",
         start.elapsed()
+    );
+    let text = metrics_once(&lab, "sosrouter_location_fetches_total", &[]);
+    assert_eq!(
+        metric(
+            &text,
+            "sosrouter_location_fetches_total",
+            &[("outcome", "failed")]
+        ) + metric(
+            &text,
+            "sosrouter_location_fetches_total",
+            &[("outcome", "timeout")]
+        ),
+        1.0,
+        "{text}"
     );
     // Routed by the registered address of the Common Area Phone.
     assert!(
@@ -583,6 +618,21 @@ fn a_reference_to_a_server_not_listed_is_not_fetched_and_the_call_still_goes() {
         )
     });
     routed_without_asking(&lab, port, &rx);
+    let not_listed = [("reason", "not_listed")];
+    let text = metrics_once(
+        &lab,
+        "sosrouter_location_fetches_skipped_total",
+        &not_listed,
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "sosrouter_location_fetches_skipped_total",
+            &not_listed
+        ),
+        1.0,
+        "{text}"
+    );
     lab.router.wait_log(
         "why=\"not one of emergency.location_servers\"",
         1,
@@ -605,6 +655,13 @@ fn with_no_list_a_reference_to_the_routers_own_host_is_not_fetched() {
     let (port, rx) = location_server_not_to_ask();
     let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
     routed_without_asking(&lab, port, &rx);
+    let reserved = [("reason", "reserved")];
+    let text = metrics_once(&lab, "sosrouter_location_fetches_skipped_total", &reserved);
+    assert_eq!(
+        metric(&text, "sosrouter_location_fetches_skipped_total", &reserved),
+        1.0,
+        "{text}"
+    );
     lab.router
         .wait_log("the router's own host", 1, Duration::from_secs(5));
 }

@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{free_port, lab_config, uac, Router, Uas};
+use common::{free_port, get, http_port, lab_config, metric, uac, Router, Uas};
 
 const HTTP: &str = r#"
 [admin]
@@ -17,58 +16,6 @@ listen = "127.0.0.1:0"
 [metrics]
 listen = "127.0.0.1:0"
 "#;
-
-fn http_port(router: &Router, what: &str) -> u16 {
-    router.wait_log(
-        &format!("listening {what} http 127.0.0.1:"),
-        1,
-        Duration::from_secs(5),
-    );
-    router
-        .log()
-        .lines()
-        .find_map(|l| l.split(&format!("listening {what} http 127.0.0.1:")).nth(1))
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap()
-}
-
-/// A plain HTTP GET: (status, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The value of one series in Prometheus text (0 when absent).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| {
-            let rest = &l[name.len()..];
-            (rest.starts_with('{') || rest.starts_with(' '))
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// A trunk given by host name: its address is looked up once and reused,
 /// and every call reaches it.

@@ -4,8 +4,8 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, UdpSocket};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -364,6 +364,59 @@ pub fn uac(
 }
 
 /// A throwaway directory removed on drop.
+/// The port the router's `what` (admin or metrics) HTTP listener took.
+pub fn http_port(router: &Router, what: &str) -> u16 {
+    router.wait_log(
+        &format!("listening {what} http 127.0.0.1:"),
+        1,
+        Duration::from_secs(5),
+    );
+    router
+        .log()
+        .lines()
+        .find_map(|l| l.split(&format!("listening {what} http 127.0.0.1:")).nth(1))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap()
+}
+
+/// A plain HTTP GET: (status, body).
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one series in Prometheus text (0 when absent).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| {
+            let rest = &l[name.len()..];
+            (rest.starts_with('{') || rest.starts_with(' '))
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub mod tempdir {
     use std::path::{Path, PathBuf};
 
@@ -442,7 +495,6 @@ impl RawTrunk {
                     Ok((mut conn, _)) => {
                         let (s3, tx3) = (s2.clone(), tx.clone());
                         std::thread::spawn(move || {
-                            use std::io::{Read, Write};
                             conn.set_nonblocking(false).unwrap();
                             conn.set_read_timeout(Some(Duration::from_millis(100)))
                                 .unwrap();
