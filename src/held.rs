@@ -63,10 +63,7 @@ pub fn address_reserved(ip: IpAddr) -> bool {
                 || a.is_broadcast()
         }
         IpAddr::V6(a) => {
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || (a.segments()[0] & 0xffc0) == 0xfe80
+            a.is_loopback() || a.is_unspecified() || a.is_multicast() || a.is_unicast_link_local()
         }
     }
 }

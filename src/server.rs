@@ -536,20 +536,21 @@ fn reload_signal() -> Hup {
 const DEREFERENCE_IN_FLIGHT: usize = 256;
 
 /// Fetches locations given by reference before their calls reach the core.
-#[derive(Clone)]
+/// The driver alone holds it; the fetches it spawns take only what they
+/// need.
 struct Dereferencer {
     client: Option<reqwest::Client>,
     deadline: Duration,
     tx: mpsc::Sender<Inbound>,
     permits: Arc<tokio::sync::Semaphore>,
-    busy: Arc<crate::logbuf::SharedThrottle>,
+    busy: crate::logbuf::SharedThrottle,
     /// `emergency.location_servers`.
     servers: Option<Arc<[String]>>,
-    refused: Arc<crate::logbuf::SharedThrottle>,
+    refused: crate::logbuf::SharedThrottle,
     /// The INVITEs being fetched for, by [`fetch_key`]: their
     /// retransmissions are answered 100 meanwhile, not fetched for again,
     /// and a CANCEL of one waits here to follow it into the core.
-    fetching: Arc<std::sync::Mutex<HashMap<Vec<u8>, Option<Held>>>>,
+    fetching: std::sync::Mutex<HashMap<Vec<u8>, Option<Held>>>,
 }
 
 /// A message held back until the INVITE it refers to reaches the core.
@@ -580,10 +581,10 @@ impl Dereferencer {
             deadline: Duration::from_millis(ms),
             tx,
             permits: Arc::new(tokio::sync::Semaphore::new(DEREFERENCE_IN_FLIGHT)),
-            busy: Arc::default(),
+            busy: Default::default(),
             servers,
-            refused: Arc::default(),
-            fetching: Arc::default(),
+            refused: Default::default(),
+            fetching: Default::default(),
         }
     }
 

@@ -2247,11 +2247,7 @@ impl Core {
             // A 2xx after the caller's transaction ended (a CANCEL raced
             // the answer): it still goes upstream, so the caller can
             // acknowledge it and hang up (RFC 6026).
-            self.out.push_back(Transmit {
-                dest: Dest::reply_to(&source),
-                bytes,
-                token: None,
-            });
+            self.send_back(&source, bytes);
         } else if refused {
             debug!(
                 status,
@@ -2435,11 +2431,7 @@ impl Core {
     /// within the same budget as its 403.
     pub fn answer_unparsed(&mut self, now: Instant, bytes: Bytes, source: &Source) {
         if self.source_allowed(source) || self.stranger_budget.take(now) {
-            self.out.push_back(Transmit {
-                dest: Dest::reply_to(source),
-                bytes,
-                token: None,
-            });
+            self.send_back(source, bytes);
         } else {
             metrics::counter!(m::STRANGERS_UNANSWERED).increment(1);
         }
@@ -2451,9 +2443,15 @@ impl Core {
     /// sees the router alive. No state is kept; the server transaction the
     /// INVITE opens later sends its own 100 as well, which is harmless.
     pub fn trying(&mut self, msg: &Message, source: &Source) {
+        self.send_back(source, build::response(msg, 100, "Trying", None, &[], None));
+    }
+
+    /// Sends `bytes` back to where `source`'s message came from, outside
+    /// any transaction.
+    fn send_back(&mut self, source: &Source, bytes: Bytes) {
         self.out.push_back(Transmit {
             dest: Dest::reply_to(source),
-            bytes: build::response(msg, 100, "Trying", None, &[], None),
+            bytes,
             token: None,
         });
     }
@@ -2471,11 +2469,8 @@ impl Core {
         let tag = self.stateless_tag(msg);
         // Hex digits after an ASCII prefix, so always UTF-8.
         let tag = std::str::from_utf8(&tag).unwrap_or_default();
-        self.out.push_back(Transmit {
-            dest: Dest::reply_to(&source),
-            bytes: build::response(msg, code, reason, Some(tag), extra, None),
-            token: None,
-        });
+        let bytes = build::response(msg, code, reason, Some(tag), extra, None);
+        self.send_back(&source, bytes);
     }
 
     /// The To tag of a response sent without a transaction: the same for a
