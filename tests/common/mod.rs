@@ -363,7 +363,6 @@ pub fn uac(
     }
 }
 
-/// A throwaway directory removed on drop.
 /// The port the router's `what` (admin or metrics) HTTP listener took.
 pub fn http_port(router: &Router, what: &str) -> u16 {
     router.wait_log(
@@ -420,6 +419,7 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 pub mod tempdir {
     use std::path::{Path, PathBuf};
 
+    /// A throwaway directory removed on drop.
     pub struct Dir(PathBuf);
 
     impl Dir {
