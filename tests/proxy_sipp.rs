@@ -41,6 +41,33 @@ fn basic_call_over_tcp() {
     assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
 }
 
+/// A mobile network's emergency call (IMS): a reliable 183 acknowledged with
+/// PRACK, an UPDATE within the early dialog, the answer, and the PSAP hanging
+/// up. Every request after the INVITE is routed by its Route set alone.
+fn reliable_provisionals_an_update_and_the_psap_hanging_up(tcp: bool) {
+    let (psap, scr, test, last) = ports();
+    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
+    let uas = Uas::start("uas_prack.xml", &[], psap, false, 2);
+    let r = uac("uac_prack.xml", &[], router.port, "911", CALLER, 2, 10, tcp);
+    assert_eq!((r.successful, r.failed), (2, 0), "{r:?}\n{}", router.log());
+    assert_eq!(
+        uas.wait(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        router.log()
+    );
+}
+
+#[test]
+fn reliable_provisionals_an_update_and_the_psap_hanging_up_over_udp() {
+    reliable_provisionals_an_update_and_the_psap_hanging_up(false);
+}
+
+#[test]
+fn reliable_provisionals_an_update_and_the_psap_hanging_up_over_tcp() {
+    reliable_provisionals_an_update_and_the_psap_hanging_up(true);
+}
+
 #[test]
 fn cancel_during_ringing() {
     let (psap, scr, test, last) = ports();
