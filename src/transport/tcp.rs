@@ -4,6 +4,7 @@
 //! A connection from an address the router takes no requests from is closed
 //! as soon as it is accepted, so that strangers cannot hold its slots.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -224,14 +225,22 @@ impl TcpPool {
         let (mut rd, mut wr) = stream.into_split();
         let pool = self.clone();
         let writer = tokio::spawn(async move {
-            while let Some((bytes, token)) = rx.recv().await {
-                if wr.write_all(&bytes).await.is_err() {
-                    pool.failed(token);
+            // Whatever queued while the last write ran leaves in one
+            // writev: under load the writer keeps up with fewer wake-ups
+            // and system calls instead of falling behind one message at a
+            // time until the queue is full.
+            let mut batch = Vec::with_capacity(WRITE_BATCH);
+            while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+                if write_batch(&mut wr, &batch).await.is_err() {
+                    for (_, token) in batch.drain(..) {
+                        pool.failed(token);
+                    }
                     while let Ok((_, t)) = rx.try_recv() {
                         pool.failed(t);
                     }
                     return;
                 }
+                batch.clear();
             }
         });
         let idle = Duration::from_secs(self.inner.cfg.idle_timeout_s.max(1));
@@ -316,6 +325,33 @@ impl TcpPool {
     }
 }
 
+/// The most queued messages written in one system call.
+const WRITE_BATCH: usize = 64;
+
+/// Writes every message of `batch`, in order, with as few `writev` calls as
+/// the socket allows.
+async fn write_batch<W>(wr: &mut W, batch: &[Outgoing]) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
+    let n = batch.len().min(WRITE_BATCH);
+    for (slice, (bytes, _)) in slices.iter_mut().zip(batch) {
+        *slice = IoSlice::new(bytes);
+    }
+    let mut rest = &mut slices[..n];
+    // Empty messages would read as a closed socket below.
+    IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        let written = wr.write_vectored(rest).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, written);
+    }
+    Ok(())
+}
+
 /// Binds a TCP listener with address reuse.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = socket2::Socket::new(
@@ -331,4 +367,50 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A pipe that takes a few bytes per write forces partial writes in the
+    /// middle of messages; empty messages in between change nothing.
+    #[tokio::test]
+    async fn a_batch_arrives_whole_and_in_order_through_short_writes() {
+        let (mut wr, mut rd) = tokio::io::duplex(7);
+        let batch: Vec<Outgoing> = vec![
+            (Bytes::from_static(b""), None),
+            (
+                Bytes::from_static(b"INVITE sip:911@host SIP/2.0\r\n"),
+                Some(1),
+            ),
+            (Bytes::from_static(b""), None),
+            (Bytes::from_static(b"\r\n"), None),
+            (
+                Bytes::from_static(b"BYE sip:psap@host SIP/2.0\r\n"),
+                Some(2),
+            ),
+            (Bytes::from_static(b""), None),
+        ];
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            rd.read_to_end(&mut got).await.map(|_| got)
+        });
+        write_batch(&mut wr, &batch).await.unwrap();
+        drop(wr);
+        let got = reader.await.unwrap().unwrap();
+        assert_eq!(
+            got,
+            b"INVITE sip:911@host SIP/2.0\r\n\r\nBYE sip:psap@host SIP/2.0\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_peer_fails_the_batch() {
+        let (mut wr, rd) = tokio::io::duplex(7);
+        drop(rd);
+        let batch: Vec<Outgoing> = vec![(Bytes::from_static(b"OPTIONS"), Some(1))];
+        assert!(write_batch(&mut wr, &batch).await.is_err());
+    }
 }
