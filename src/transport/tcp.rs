@@ -231,8 +231,8 @@ impl TcpPool {
             // time until the queue is full.
             let mut batch = Vec::with_capacity(WRITE_BATCH);
             while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-                if write_batch(&mut wr, &batch).await.is_err() {
-                    for (_, token) in batch.drain(..) {
+                if let Err(sent) = write_batch(&mut wr, &batch).await {
+                    for (_, token) in batch.drain(sent..) {
                         pool.failed(token);
                     }
                     while let Ok((_, t)) = rx.try_recv() {
@@ -329,8 +329,9 @@ impl TcpPool {
 const WRITE_BATCH: usize = 64;
 
 /// Writes every message of `batch`, in order, with as few `writev` calls as
-/// the socket allows.
-async fn write_batch<W>(wr: &mut W, batch: &[Outgoing]) -> std::io::Result<()>
+/// the socket allows. On a failure, how many messages went out whole before
+/// it: only the others are reported as not sent.
+async fn write_batch<W>(wr: &mut W, batch: &[Outgoing]) -> Result<(), usize>
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
@@ -342,11 +343,24 @@ where
     let mut rest = &mut slices[..n];
     // Empty messages would read as a closed socket below.
     IoSlice::advance_slices(&mut rest, 0);
+    let mut total = 0;
     while !rest.is_empty() {
-        let written = wr.write_vectored(rest).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
+        let written = match wr.write_vectored(rest).await {
+            Ok(0) | Err(_) => {
+                let mut whole = 0;
+                let mut end = 0;
+                for (bytes, _) in &batch[..n] {
+                    end += bytes.len();
+                    if end > total {
+                        break;
+                    }
+                    whole += 1;
+                }
+                return Err(whole);
+            }
+            Ok(written) => written,
+        };
+        total += written;
         IoSlice::advance_slices(&mut rest, written);
     }
     Ok(())
@@ -411,6 +425,25 @@ mod tests {
         let (mut wr, rd) = tokio::io::duplex(7);
         drop(rd);
         let batch: Vec<Outgoing> = vec![(Bytes::from_static(b"OPTIONS"), Some(1))];
-        assert!(write_batch(&mut wr, &batch).await.is_err());
+        assert_eq!(write_batch(&mut wr, &batch).await, Err(0));
+    }
+
+    /// A peer that goes away after reading part of the batch: the messages
+    /// that went out whole are not reported as failed, the one cut short
+    /// and those after it are.
+    #[tokio::test]
+    async fn a_peer_gone_mid_batch_fails_only_what_did_not_go_out_whole() {
+        let (mut wr, mut rd) = tokio::io::duplex(7);
+        let batch: Vec<Outgoing> = vec![
+            (Bytes::from_static(b"abc"), Some(1)),
+            (Bytes::from_static(b"defghijkl"), Some(2)),
+            (Bytes::from_static(b"mno"), Some(3)),
+        ];
+        let reader = tokio::spawn(async move {
+            let mut seven = [0; 7];
+            rd.read_exact(&mut seven).await.map(|_| seven)
+        });
+        assert_eq!(write_batch(&mut wr, &batch).await, Err(1));
+        assert_eq!(&reader.await.unwrap().unwrap(), b"abcdefg");
     }
 }
