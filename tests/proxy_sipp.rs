@@ -41,14 +41,14 @@ fn basic_call_over_tcp() {
     assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
 }
 
-/// A mobile network's emergency call (IMS): a reliable 183 acknowledged with
-/// PRACK, an UPDATE within the early dialog, the answer, and the PSAP hanging
-/// up. Every request after the INVITE is routed by its Route set alone.
-fn reliable_provisionals_an_update_and_the_psap_hanging_up(tcp: bool) {
+/// One call through the router between the caller scenario `uac` (over TCP
+/// or UDP) and the PSAP scenario `uas` (over UDP, as the lab trunks are):
+/// both must complete two calls.
+fn call_flow(uac_file: &str, uas_file: &str, tcp: bool) {
     let (psap, scr, test, last) = ports();
     let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
-    let uas = Uas::start("uas_prack.xml", &[], psap, false, 2);
-    let r = uac("uac_prack.xml", &[], router.port, "911", CALLER, 2, 10, tcp);
+    let uas = Uas::start(uas_file, &[], psap, false, 2);
+    let r = uac(uac_file, &[], router.port, "911", CALLER, 2, 10, tcp);
     assert_eq!((r.successful, r.failed), (2, 0), "{r:?}\n{}", router.log());
     assert_eq!(
         uas.wait(Duration::from_secs(10)),
@@ -58,14 +58,30 @@ fn reliable_provisionals_an_update_and_the_psap_hanging_up(tcp: bool) {
     );
 }
 
+/// A mobile network's emergency call (IMS): a reliable 183 acknowledged with
+/// PRACK, an UPDATE within the early dialog, the answer, and the PSAP hanging
+/// up. Every request after the INVITE is routed by its Route set alone.
 #[test]
 fn reliable_provisionals_an_update_and_the_psap_hanging_up_over_udp() {
-    reliable_provisionals_an_update_and_the_psap_hanging_up(false);
+    call_flow("uac_prack.xml", "uas_prack.xml", false);
 }
 
 #[test]
 fn reliable_provisionals_an_update_and_the_psap_hanging_up_over_tcp() {
-    reliable_provisionals_an_update_and_the_psap_hanging_up(true);
+    call_flow("uac_prack.xml", "uas_prack.xml", true);
+}
+
+/// The PSAP puts the caller on hold: its re-INVITE goes back to the caller
+/// through the router (which answers it 100 Trying and relays the 200), its
+/// ACK follows the route set; then the caller sends INFO and hangs up.
+#[test]
+fn the_psap_holds_the_caller_with_a_reinvite_then_info_and_bye_over_udp() {
+    call_flow("uac_reinvite.xml", "uas_reinvite.xml", false);
+}
+
+#[test]
+fn the_psap_holds_the_caller_with_a_reinvite_then_info_and_bye_over_tcp() {
+    call_flow("uac_reinvite.xml", "uas_reinvite.xml", true);
 }
 
 #[test]
