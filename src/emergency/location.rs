@@ -212,16 +212,15 @@ pub fn add_dereferenced(loc: &mut Location, doc: &[u8]) {
     }
     let from = loc.reference.clone().unwrap_or_else(|| "reference".into());
     // A HELD locationResponse wraps the presence document.
-    let start =
-        memchr::memmem::find(doc, b"<presence").or_else(|| memchr::memmem::find(doc, b":presence"));
-    let inner = match (start, memchr::memmem::rfind(doc, b"presence>")) {
-        (Some(s), Some(e)) => {
-            // Back up to the '<' of a prefixed start tag.
-            let s = doc[..s + 1].iter().rposition(|&b| b == b'<').unwrap_or(s);
-            &doc[s..e + "presence>".len()]
-        }
-        _ => doc,
-    };
+    // The end tag is looked for after the start tag only: the document
+    // comes from the network, and may have them in any order.
+    const END: &[u8] = b"presence>";
+    let inner = memchr::memmem::find(doc, b"<presence")
+        .or_else(|| memchr::memmem::find(doc, b":presence"))
+        // Back up to the '<' of a prefixed start tag.
+        .map(|s| doc[..s + 1].iter().rposition(|&b| b == b'<').unwrap_or(s))
+        .and_then(|s| memchr::memmem::rfind(&doc[s..], END).map(|e| &doc[s..s + e + END.len()]))
+        .unwrap_or(doc);
     read_pidf(loc, inner, format!("{from} (dereferenced)"));
 }
 
@@ -404,6 +403,43 @@ mod tests {
         );
         let loc = dynamic_location(&m);
         assert_eq!(loc.errors.len(), 2, "{:?}", loc.errors);
+    }
+
+    fn fetched(doc: &str) -> Location {
+        let m = msg("Geolocation: <https://lis.example.com/l/1>\r\n", None, "");
+        let mut loc = dynamic_location(&m);
+        add_dereferenced(&mut loc, doc.as_bytes());
+        loc
+    }
+
+    #[test]
+    fn a_fetched_document_is_read_inside_its_held_envelope() {
+        let held = format!(
+            "<?xml version=\"1.0\"?><locationResponse xmlns=\"urn:ietf:params:xml:ns:geopriv:held\">{}</locationResponse>",
+            CIVIC.trim_start_matches("<?xml version=\"1.0\"?>")
+        );
+        let loc = fetched(&held);
+        assert_eq!(loc.source, LocationSource::PidfCivic, "{:?}", loc.errors);
+        assert_eq!(loc.civic.as_ref().and_then(|c| c.get("A3")), Some("Denver"));
+    }
+
+    /// A fetched document is network input: an end tag before the start tag
+    /// (found by fuzzing) is an error in the record, not a panic of the core.
+    #[test]
+    fn a_fetched_document_with_its_end_tag_first_is_an_error() {
+        for doc in [
+            "</presence> <presence xmlns=\"urn:ietf:params:xml:ns:pidf\">",
+            "</p:presence><p:presence xmlns:p=\"urn:ietf:params:xml:ns:pidf\">",
+            "presence><presence",
+        ] {
+            let loc = fetched(doc);
+            assert!(!loc.is_usable(), "{doc}");
+            assert!(
+                loc.errors.iter().any(|e| e.contains("(dereferenced)")),
+                "{doc}: {:?}",
+                loc.errors
+            );
+        }
     }
 
     #[test]
