@@ -56,6 +56,10 @@ pub const ALL: &[(&str, &str)] = &[
         SEND_FAILURES,
         "Messages that could not be sent; labels: transport",
     ),
+    (
+        INTERNAL_ERRORS,
+        "Messages dropped because handling them hit a bug (a panic caught in the core); any is a page",
+    ),
     (TRANSACTIONS, "Transactions open"),
     (
         OVERLOAD,
@@ -127,6 +131,7 @@ pub const CALL_SETUP: &str = "sosrouter_call_setup_seconds";
 pub const ROUTING_DECISION: &str = "sosrouter_routing_decision_seconds";
 pub const NAME_LOOKUPS: &str = "sosrouter_name_lookups_total";
 pub const SEND_FAILURES: &str = "sosrouter_send_failures_total";
+pub const INTERNAL_ERRORS: &str = "sosrouter_internal_errors_total";
 pub const TRANSACTIONS: &str = "sosrouter_transactions_open";
 pub const OVERLOAD: &str = "sosrouter_overload_state";
 pub const OVERLOAD_REFUSED: &str = "sosrouter_overload_refused_total";

@@ -743,8 +743,54 @@ fn handle_message(
     source: crate::proxy::Source,
     deref: &Dereferencer,
 ) {
-    if let Some((msg, source)) = deref.take(msg, source, core) {
-        core.handle_message(now, msg, source);
+    let buf = msg.buf().clone();
+    guarded(core, now, &buf, source, |core| {
+        if let Some((msg, source)) = deref.take(msg, source, core) {
+            core.handle_message(now, msg, source);
+        }
+    });
+}
+
+/// Runs the core on one message. A panic there is a bug, never an expected
+/// outcome, but one message must not stop every call the router carries:
+/// the panic is logged (its text just before, by the panic hook) with the
+/// message's Call-ID and counted in `sosrouter_internal_errors_total`,
+/// which pages, and the router goes on. A request other than ACK is
+/// answered `500`, so that the carrier fails the call over to its other
+/// router at once instead of waiting on one that sent `100 Trying`. Timers
+/// are not guarded: a timer that panicked would panic again at once.
+fn guarded(
+    core: &mut Core,
+    now: Instant,
+    buf: &bytes::Bytes,
+    source: crate::proxy::Source,
+    f: impl FnOnce(&mut Core),
+) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(core))).is_ok() {
+        return;
+    }
+    metrics::counter!(m::INTERNAL_ERRORS).increment(1);
+    let msg = crate::sip::parse_lenient(buf.clone(), &Limits::default());
+    let call_id = msg
+        .as_ref()
+        .and_then(|m| m.call_id())
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .unwrap_or_default();
+    tracing::error!(
+        %call_id,
+        "internal error while handling a message: message dropped, the router goes on"
+    );
+    crate::logbuf::flush();
+    if let Some(req) = msg.filter(|m| m.is_request() && m.method() != crate::sip::Method::Ack) {
+        let answer = crate::sip::build::response(
+            &req,
+            500,
+            "Server Internal Error",
+            Some("sos-err"),
+            &[],
+            None,
+        );
+        core.answer_unparsed(now, answer, &source);
     }
 }
 
@@ -763,9 +809,15 @@ fn handle(
             // Every message reaches the core through this driver, so no
             // CANCEL can slip in between the INVITE and the one held for it.
             let held = deref.done(&msg);
-            core.handle_message_with(now, *msg, source, doc);
+            let buf = msg.buf().clone();
+            guarded(core, now, &buf, source, |core| {
+                core.handle_message_with(now, *msg, source, doc)
+            });
             if let Some((cancel, source)) = held {
-                core.handle_message(now, cancel, source);
+                let buf = cancel.buf().clone();
+                guarded(core, now, &buf, source, |core| {
+                    core.handle_message(now, cancel, source)
+                });
             }
         }
         Inbound::SendFailed { token } => core.handle_send_failure(now, token),
@@ -955,5 +1007,96 @@ fn send_to(
             }
         }
         Proto::Tcp => pool.send(addr, dest.conn, bytes, token),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::{Decision, RouteContext, Source, StaticRouter, Target};
+
+    /// The table router, except that a call to 666 hits a bug.
+    struct Buggy(StaticRouter);
+
+    impl Router for Buggy {
+        fn route(&self, req: &crate::sip::Message, ctx: &RouteContext<'_>) -> Decision {
+            if req.request_uri_bytes().starts_with(b"sip:666@") {
+                panic!("a bug in the routing phase");
+            }
+            self.0.route(req, ctx)
+        }
+    }
+
+    fn invite(number: &str, call_id: &str) -> crate::sip::Message {
+        let text = format!(
+            "INVITE sip:{number}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-{call_id}\r\n\
+             Max-Forwards: 70\r\nTo: <sip:{number}@127.0.0.1>\r\nFrom: <sip:+13035550117@127.0.0.1>;tag=1\r\n\
+             Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+13035550117@127.0.0.1:5061>\r\nContent-Length: 0\r\n\r\n"
+        );
+        crate::sip::receive(bytes::Bytes::from(text), false, &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn a_bug_met_by_one_message_costs_that_message_only() {
+        let c = Config::from_toml(
+            r#"
+[sip]
+listen = ["udp:127.0.0.1:5060"]
+allow = ["127.0.0.1/32"]
+[[trunk]]
+name = "psap"
+kind = "psap"
+uri = "sip:127.0.0.1:5070"
+[[route]]
+numbers = ["911", "666"]
+targets = ["psap"]
+"#,
+        )
+        .unwrap();
+        let local: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let cfg = CoreConfig::from_config(&c, vec![local], 7);
+        let mut core = Core::new(cfg, Arc::new(Buggy(StaticRouter::new(&c))));
+        let source = Source {
+            proto: Proto::Udp,
+            peer: "127.0.0.1:5061".parse().unwrap(),
+            local,
+            conn: None,
+        };
+        let now = Instant::now();
+        let psap = Target::Addr("127.0.0.1:5070".parse().unwrap());
+        let forwarded = |core: &mut Core| {
+            std::iter::from_fn(|| core.poll_transmit())
+                .filter(|t| t.dest.target == psap && t.bytes.starts_with(b"INVITE "))
+                .count()
+        };
+
+        let bad = invite("666", "bug-1");
+        let buf = bad.buf().clone();
+        guarded(&mut core, now, &buf, source, |core| {
+            core.handle_message(now, bad, source)
+        });
+        let sent: Vec<Transmit> = std::iter::from_fn(|| core.poll_transmit()).collect();
+        assert!(
+            sent.iter().all(|t| t.dest.target != psap),
+            "nothing reaches the PSAP"
+        );
+        let answers: Vec<String> = sent
+            .iter()
+            .map(|t| String::from_utf8_lossy(&t.bytes).into_owned())
+            .collect();
+        assert!(
+            answers
+                .iter()
+                .any(|a| a.starts_with("SIP/2.0 500 Server Internal Error\r\n")
+                    && a.contains("Call-ID: bug-1\r\n")),
+            "the caller is told at once, so its carrier fails over: {answers:?}"
+        );
+
+        let good = invite("911", "call-2");
+        let buf = good.buf().clone();
+        guarded(&mut core, now, &buf, source, |core| {
+            core.handle_message(now, good, source)
+        });
+        assert_eq!(forwarded(&mut core), 1, "the next call is routed as ever");
     }
 }
