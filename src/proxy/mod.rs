@@ -1613,9 +1613,29 @@ impl Core {
             return;
         };
         let value = req.bytes_of(span);
+        // Where the parameters start in this value. A Via without any (RFC
+        // 2543) has them empty, and an empty slice may point anywhere: the
+        // value's end is where they would go. A value the parsed Via does
+        // not lie in (a list that starts with an empty element) is left as
+        // it is.
+        let (at, end) = (
+            value.as_ptr() as usize,
+            value.as_ptr() as usize + value.len(),
+        );
+        let inside = |part: &[u8]| {
+            let p = part.as_ptr() as usize;
+            p >= at && p + part.len() <= end
+        };
+        if !inside(via.host) {
+            return;
+        }
+        let params_at = match via.params {
+            [] => value.len(),
+            params if inside(params) => params.as_ptr() as usize - at,
+            _ => return,
+        };
         let mut new = Vec::with_capacity(value.len() + 48);
         // Drop an empty rport (it is filled in) and keep every other parameter.
-        let params_at = via.params.as_ptr() as usize - value.as_ptr() as usize;
         new.extend_from_slice(&value[..params_at]);
         for p in text::params(via.params).flatten() {
             if wants_rport && p.0.eq_ignore_ascii_case(b"rport") {

@@ -400,6 +400,40 @@ fn via_gets_received_and_rport_for_callers_behind_nat() {
     assert_eq!(status(&up[0]), "100");
 }
 
+/// An RFC 2543 caller's Via has no parameters at all (no branch), and the
+/// packet came from another address than the one it names: the router
+/// adds `received` and forwards the call. This once panicked the core
+/// (found by fuzzing).
+#[test]
+fn a_via_without_parameters_from_another_address_gets_received() {
+    for via in [
+        "Via: SIP/2.0/UDP 198.51.100.3",
+        "Via: SIP/2.0/UDP 198.51.100.3:5060",
+        "Via: SIP/2.0/UDP 198.51.100.3 ",
+        "Via: SIP/2.0/UDP [2001:db8::3]:5060",
+    ] {
+        let mut h = Harness::new();
+        let req = invite("c2543").replace(
+            &format!("Via: SIP/2.0/UDP {CALLER};branch=z9hG4bKc2543"),
+            via,
+        );
+        h.deliver(CALLER, &req);
+        let fwd = h.take("127.0.0.1:5070");
+        assert_eq!(fwd.len(), 1, "{via}: {fwd:?}");
+        // The caller's own Via, below the router's (trailing blanks of the
+        // line stay where they were).
+        let expected = format!("{};received=127.0.0.1", via.trim_end());
+        assert_eq!(
+            fwd[0].lines().nth(2).map(str::trim_end),
+            Some(expected.as_str()),
+            "{via}: {}",
+            fwd[0]
+        );
+        let up = h.take(CALLER);
+        assert_eq!(status(&up[0]), "100", "{via}");
+    }
+}
+
 #[test]
 fn probes_mark_a_silent_trunk_down_and_routing_tries_it_last() {
     let mut c = config();
