@@ -169,6 +169,45 @@ fn a_stranger_is_answered_only_within_its_budget() {
     assert_eq!(status_of(&resp), "400", "{resp}");
 }
 
+/// An RFC 2543 phone: its Via has no branch nor any other parameter, and
+/// names an address the packet did not come from. The call reaches the
+/// PSAP with `received` added, and the answer comes back to the phone.
+#[test]
+fn a_call_from_an_rfc_2543_phone_behind_nat_is_routed_and_answered() {
+    let (router, trunk) = router_with_trunk();
+    let caller = udp("127.0.0.1");
+    let to = ("127.0.0.1", router.port);
+    let local = caller.local_addr().unwrap();
+    let req = invite("rfc2543-1", "unused", local, "").replace(
+        &format!("Via: SIP/2.0/UDP {local};branch=unused"),
+        "Via: SIP/2.0/UDP 198.51.100.3",
+    );
+    caller.send_to(req.as_bytes(), to).unwrap();
+    let (fwd, from) = recv(&trunk);
+    assert!(fwd.starts_with("INVITE sip:"), "{fwd}");
+    assert!(
+        fwd.contains("\r\nVia: SIP/2.0/UDP 198.51.100.3;received=127.0.0.1\r\n"),
+        "{fwd}"
+    );
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for l in fwd.lines() {
+        if ["Via:", "From:", "Call-ID:", "CSeq:", "Record-Route:"]
+            .iter()
+            .any(|h| l.starts_with(h))
+        {
+            ok.push_str(l);
+            ok.push_str("\r\n");
+        } else if l.starts_with("To:") {
+            ok.push_str(&format!("{l};tag=psap1\r\n"));
+        }
+    }
+    ok.push_str("Contact: <sip:psap@127.0.0.1>\r\nContent-Length: 0\r\n\r\n");
+    trunk.send_to(ok.as_bytes(), from).unwrap();
+    let (answer, _) = recv(&caller);
+    assert_eq!(status_of(&answer), "200", "{answer}\n{}", router.log());
+    assert_eq!(header(&answer, "Call-ID"), Some("rfc2543-1"));
+}
+
 #[test]
 fn a_request_that_does_not_parse_gets_400_naming_the_fault() {
     let (router, _trunk) = router_with_trunk();
