@@ -457,6 +457,8 @@ pub struct Core {
     sources: overload::Sources,
     /// When to log requests refused for their source.
     strangers: crate::logbuf::Throttle,
+    /// When to log responses dropped for want of the caller's Via.
+    stripped_vias: crate::logbuf::Throttle,
     /// How many of those requests may still be answered.
     stranger_budget: allow::ReplyBudget,
     events: VecDeque<CallEvent>,
@@ -688,6 +690,7 @@ impl Core {
             admission: overload::Admission::new(cfg.overload),
             sources: overload::Sources::default(),
             strangers: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
+            stripped_vias: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
             stranger_budget: allow::ReplyBudget::new(cfg.stranger_replies_per_s),
             events: VecDeque::new(),
             dereferenced: None,
@@ -1875,7 +1878,7 @@ impl Core {
 
     // ----- responses -----
 
-    fn on_response(&mut self, now: Instant, msg: Message, _source: Source) {
+    fn on_response(&mut self, now: Instant, msg: Message, source: Source) {
         let Some(status) = msg.status() else { return };
         let Some(branch) = msg.top_via().and_then(|v| v.branch()) else {
             return;
@@ -1886,6 +1889,23 @@ impl Core {
             debug!(status, call_id = %lossy(msg.call_id()), "response matches no transaction; dropped");
             return;
         };
+        // A response to a request the router relayed goes upstream with its
+        // own Via removed: the peer must have copied the Vias below it
+        // (RFC 3261 section 8.2.6.2). Without them it would reach the
+        // caller with no Via at all, which no caller can match; it is
+        // dropped here like any other invalid response.
+        let relayed = match self.txns.get(&id) {
+            Some(Txn::ClientInvite { .. }) => true,
+            Some(Txn::ClientNonInvite { server, .. }) => server.is_some(),
+            _ => false,
+        };
+        if relayed && msg.list(HeaderName::Via).nth(1).is_none() {
+            metrics::counter!(m::PARSE_ERRORS, "transport" => source.proto.lower(), "kind" => "via-missing-upstream").increment(1);
+            if let Some(dropped) = self.stripped_vias.hit(now) {
+                warn!(dropped, status, call_id = %lossy(msg.call_id()), peer = %source.peer, "response carries only the router's Via, not the caller's: dropped (count since the last such line; the latest named)");
+            }
+            return;
+        }
         self.response = Some(msg);
         match self.txns.get_mut(&id) {
             Some(Txn::ClientInvite { m, .. }) => {

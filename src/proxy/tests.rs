@@ -434,6 +434,44 @@ fn a_via_without_parameters_from_another_address_gets_received() {
     }
 }
 
+/// A trunk that answers with the router's Via alone (the caller's dropped):
+/// upstream the answer would have no Via, so it is dropped; the same
+/// answer with both Vias goes through.
+#[test]
+fn a_response_without_the_callers_via_is_dropped() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c-via"));
+    let fwd = h.take("127.0.0.1:5070").remove(0);
+    assert_eq!(h.take(CALLER).len(), 1, "100 Trying");
+    let whole = answer(&fwd, 180, "Ringing", "t1");
+    let mut seen_via = false;
+    let stripped: String = whole
+        .split_inclusive("\r\n")
+        .filter(|l| {
+            let drop = l.starts_with("Via:") && seen_via;
+            seen_via |= l.starts_with("Via:");
+            !drop
+        })
+        .collect();
+    assert_eq!(stripped.matches("Via:").count(), 1, "{stripped}");
+    h.deliver("127.0.0.1:5070", &stripped);
+    assert!(
+        h.take(CALLER).is_empty(),
+        "nothing without a Via goes upstream"
+    );
+    h.deliver("127.0.0.1:5070", &whole);
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1);
+    assert_eq!(status(&up[0]), "180");
+    assert!(
+        up[0].contains(&format!(
+            "Via: SIP/2.0/UDP {CALLER};branch=z9hG4bKc-via\r\n"
+        )),
+        "{}",
+        up[0]
+    );
+}
+
 #[test]
 fn probes_mark_a_silent_trunk_down_and_routing_tries_it_last() {
     let mut c = config();
