@@ -459,6 +459,8 @@ pub struct Core {
     strangers: crate::logbuf::Throttle,
     /// When to log responses dropped for want of the caller's Via.
     stripped_vias: crate::logbuf::Throttle,
+    /// The response being handled lacks the Vias below the router's.
+    response_unrelayable: bool,
     /// How many of those requests may still be answered.
     stranger_budget: allow::ReplyBudget,
     events: VecDeque<CallEvent>,
@@ -691,6 +693,7 @@ impl Core {
             sources: overload::Sources::default(),
             strangers: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
             stripped_vias: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
+            response_unrelayable: false,
             stranger_budget: allow::ReplyBudget::new(cfg.stranger_replies_per_s),
             events: VecDeque::new(),
             dereferenced: None,
@@ -1892,8 +1895,10 @@ impl Core {
         // A response to a request the router relayed goes upstream with its
         // own Via removed: the peer must have copied the Vias below it
         // (RFC 3261 section 8.2.6.2). Without them it would reach the
-        // caller with no Via at all, which no caller can match; it is
-        // dropped here like any other invalid response.
+        // caller with no Via at all, which no caller can match. The client
+        // transaction still takes it (a non-2xx is acknowledged, a failure
+        // fails over or is answered by the router itself); only the copy
+        // for upstream is withheld.
         let relayed = match self.txns.get(&id) {
             Some(Txn::ClientInvite { .. }) => true,
             Some(Txn::ClientNonInvite { server, .. }) => server.is_some(),
@@ -1902,9 +1907,9 @@ impl Core {
         if relayed && msg.list(HeaderName::Via).nth(1).is_none() {
             metrics::counter!(m::PARSE_ERRORS, "transport" => source.proto.lower(), "kind" => "via-missing-upstream").increment(1);
             if let Some(dropped) = self.stripped_vias.hit(now) {
-                warn!(dropped, status, call_id = %lossy(msg.call_id()), peer = %source.peer, "response carries only the router's Via, not the caller's: dropped (count since the last such line; the latest named)");
+                warn!(dropped, status, call_id = %lossy(msg.call_id()), peer = %source.peer, "response carries only the router's Via, not the caller's: not relayed (count since the last such line; the latest named)");
             }
-            return;
+            self.response_unrelayable = true;
         }
         self.response = Some(msg);
         match self.txns.get_mut(&id) {
@@ -1918,10 +1923,14 @@ impl Core {
         }
         self.pump(now, id);
         self.response = None;
+        self.response_unrelayable = false;
     }
 
     /// The response being handled, with our Via removed, for upstream.
     fn upstream_bytes(&self) -> Option<(u16, Bytes)> {
+        if self.response_unrelayable {
+            return None;
+        }
         let r = self.response.as_ref()?;
         let mut e = Editor::new(r);
         e.remove_top_via();
