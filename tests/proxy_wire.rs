@@ -41,6 +41,25 @@ fn invite(call_id: &str, branch: &str, local: SocketAddr, extra: &str) -> String
     )
 }
 
+/// The start of a trunk's 200 OK to a forwarded request: its Via, From,
+/// Call-ID, CSeq and Record-Route lines, and its To with a tag; the caller
+/// adds Contact and ends it.
+fn ok_headers(fwd: &str) -> String {
+    let mut ok = String::from("SIP/2.0 200 OK\r\n");
+    for l in fwd.lines() {
+        if ["Via:", "From:", "Call-ID:", "CSeq:", "Record-Route:"]
+            .iter()
+            .any(|h| l.starts_with(h))
+        {
+            ok.push_str(l);
+            ok.push_str("\r\n");
+        } else if l.starts_with("To:") {
+            ok.push_str(&format!("{l};tag=psap1\r\n"));
+        }
+    }
+    ok
+}
+
 fn status_of(msg: &str) -> &str {
     msg.split(' ').nth(1).unwrap_or("")
 }
@@ -189,18 +208,7 @@ fn a_call_from_an_rfc_2543_phone_behind_nat_is_routed_and_answered() {
         fwd.contains("\r\nVia: SIP/2.0/UDP 198.51.100.3;received=127.0.0.1\r\n"),
         "{fwd}"
     );
-    let mut ok = String::from("SIP/2.0 200 OK\r\n");
-    for l in fwd.lines() {
-        if ["Via:", "From:", "Call-ID:", "CSeq:", "Record-Route:"]
-            .iter()
-            .any(|h| l.starts_with(h))
-        {
-            ok.push_str(l);
-            ok.push_str("\r\n");
-        } else if l.starts_with("To:") {
-            ok.push_str(&format!("{l};tag=psap1\r\n"));
-        }
-    }
+    let mut ok = ok_headers(&fwd);
     ok.push_str("Contact: <sip:psap@127.0.0.1>\r\nContent-Length: 0\r\n\r\n");
     trunk.send_to(ok.as_bytes(), from).unwrap();
     let (answer, _) = recv(&caller);
@@ -391,18 +399,7 @@ fn a_psap_hangs_up_on_a_tcp_caller_through_the_double_record_route() {
     assert!(!rr[0].contains("transport="), "{fwd}");
     assert!(rr[1].contains(";transport=tcp"), "{fwd}");
 
-    let mut ok = String::from("SIP/2.0 200 OK\r\n");
-    for l in fwd.lines() {
-        if ["Via:", "From:", "Call-ID:", "CSeq:", "Record-Route:"]
-            .iter()
-            .any(|h| l.starts_with(h))
-        {
-            ok.push_str(l);
-            ok.push_str("\r\n");
-        } else if l.starts_with("To:") {
-            ok.push_str(&format!("{l};tag=psap1\r\n"));
-        }
-    }
+    let mut ok = ok_headers(&fwd);
     let psap = trunk.local_addr().unwrap();
     ok.push_str(&format!(
         "Contact: <sip:psap@{psap}>\r\nContent-Length: 0\r\n\r\n"
