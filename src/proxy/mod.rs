@@ -1624,21 +1624,15 @@ impl Core {
         // value's end is where they would go. A value the parsed Via does
         // not lie in (a list that starts with an empty element) is left as
         // it is.
-        let (at, end) = (
-            value.as_ptr() as usize,
-            value.as_ptr() as usize + value.len(),
-        );
-        let inside = |part: &[u8]| {
-            let p = part.as_ptr() as usize;
-            p >= at && p + part.len() <= end
-        };
-        if !inside(via.host) {
+        if Span::within(value, via.host).is_none() {
             return;
         }
         let params_at = match via.params {
             [] => value.len(),
-            params if inside(params) => params.as_ptr() as usize - at,
-            _ => return,
+            params => match Span::within(value, params) {
+                Some(span) => span.range().start,
+                None => return,
+            },
         };
         let mut new = Vec::with_capacity(value.len() + 48);
         // Drop an empty rport (it is filled in) and keep every other parameter.
