@@ -346,6 +346,11 @@ pub struct StaticRoute {
     /// Dialed numbers (digits as dialed, `*` for any).
     pub numbers: Vec<String>,
     pub targets: Vec<String>,
+    /// Whether calls on this route are emergency calls (the default): an
+    /// emergency call fails over on every final non-2xx answer and gets a
+    /// call record; any other call fails over on `routing.failover_codes`.
+    #[serde(default = "yes")]
+    pub emergency: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -32,6 +32,10 @@ pub const ALL: &[(&str, &str)] = &[
         "Emergency INVITEs routed although a header the router only passes on is malformed; labels: kind (error kind)",
     ),
     (
+        EMERGENCY_ROUTES_REMOVED,
+        "Initial emergency requests that came with a preloaded Route set, removed so that the emergency decision alone picks the next hop",
+    ),
+    (
         FAILOVERS,
         "Failovers from one target to the next; labels: trunk (the one that failed), cause",
     ),
@@ -124,6 +128,7 @@ pub const PARSE_PATH: &str = "sosrouter_sip_parsed_total";
 pub const REQUESTS_REJECTED: &str = "sosrouter_requests_rejected_total";
 pub const EMERGENCY_CALLS: &str = "sosrouter_emergency_calls_total";
 pub const EMERGENCY_FAULTS_FORGIVEN: &str = "sosrouter_emergency_malformed_routed_total";
+pub const EMERGENCY_ROUTES_REMOVED: &str = "sosrouter_emergency_preloaded_routes_removed_total";
 pub const FAILOVERS: &str = "sosrouter_failovers_total";
 pub const CALLS: &str = "sosrouter_calls_total";
 pub const HOPS: &str = "sosrouter_hops_total";

@@ -800,6 +800,7 @@ const CSV_COLUMNS: &[&str] = &[
     "source_port",
     "transport",
     "user_agent",
+    "warnings",
 ];
 
 fn csv_row(fields: &[String]) -> String {
@@ -849,6 +850,7 @@ fn csv_line(out: &mut String, r: &CallRecord) {
         r.source_port.to_string(),
         r.transport.clone(),
         o(&r.user_agent),
+        r.warnings.join("; "),
     ];
     out.push_str(&csv_row(&fields));
 }

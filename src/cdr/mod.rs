@@ -62,6 +62,10 @@ pub struct CallRecord {
     pub source_port: u16,
     pub transport: String,
     pub user_agent: Option<String>,
+    /// What the router tolerated or changed to route the call (a malformed
+    /// header passed on, a preloaded Route removed...), one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Builds records from call events. Pure: wall-clock times come from an
@@ -117,6 +121,7 @@ impl Assembler {
                 reason,
                 details,
                 refused: _,
+                warnings,
             } => {
                 self.seq += 1;
                 let d = details.map(|d| *d).unwrap_or_default();
@@ -170,6 +175,7 @@ impl Assembler {
                     source_port: source.peer.port(),
                     transport: source.proto.lower().to_string(),
                     user_agent,
+                    warnings: warnings.into_vec(),
                 };
                 self.open.insert(call, rec);
                 None

@@ -30,6 +30,10 @@ pub enum CallEvent {
         /// Refused for overload (answered 503, never sent on): the carrier
         /// tries its other router, and the caller did dial.
         refused: bool,
+        /// What the router tolerated or changed to route the call: a
+        /// malformed header passed on, a preloaded Route removed, an
+        /// unsupported option tag (empty for most calls: no allocation).
+        warnings: Box<[String]>,
     },
     /// One target tried and what came of it.
     Attempt {
@@ -78,6 +82,7 @@ pub fn example_started(call: CallKey, at: Instant) -> CallEvent {
         route: "psap",
         reason: "dynamic-location",
         refused: false,
+        warnings: Box::default(),
         details: Some(Box::new(RouteDetails {
             kind: "emergency",
             dialed: "911".into(),

@@ -472,6 +472,7 @@ pub struct Core {
 }
 
 /// The event that opens an emergency or test call's record.
+#[allow(clippy::too_many_arguments)]
 fn started(
     call: CallKey,
     at: Instant,
@@ -480,6 +481,7 @@ fn started(
     route: &'static str,
     reason: &'static str,
     details: Option<Box<RouteDetails>>,
+    warnings: Vec<String>,
 ) -> CallEvent {
     let text = |h: HeaderName| {
         req.and_then(|r| r.get(h))
@@ -500,6 +502,7 @@ fn started(
         reason,
         details,
         refused: false,
+        warnings: warnings.into_boxed_slice(),
     }
 }
 
@@ -1051,8 +1054,32 @@ impl Core {
         // In-dialog requests and requests with a route set beyond us follow
         // their Route headers.
         let in_dialog = !initial;
-        let more_routes = self.routes_beyond_us(&msg) > 0;
+        let mut more_routes = self.routes_beyond_us(&msg) > 0;
         let mut decided = None;
+        let mut warnings = Vec::new();
+        // The emergency decision alone chooses where a new emergency call
+        // goes: a Route set preloaded by the sender would let anyone allowed
+        // to send relay 911 calls anywhere through the router. It is
+        // removed when the call is forwarded.
+        if initial && more_routes && matches!(method, Method::Invite | Method::Message) {
+            let d = self.decide(&msg, &source);
+            if matches!(
+                d,
+                Decision::Route {
+                    emergency: true,
+                    ..
+                }
+            ) {
+                more_routes = false;
+                metrics::counter!(m::EMERGENCY_ROUTES_REMOVED).increment(1);
+                warn!(call_id = %lossy(msg.call_id()), peer = %source.peer, routes = %lossy(msg.get(HeaderName::Route)), "emergency call with a preloaded Route: removed, the emergency decision picks the next hop");
+                warnings.push(format!(
+                    "preloaded Route removed: {}",
+                    lossy(msg.get(HeaderName::Route))
+                ));
+            }
+            decided = Some(d);
+        }
         // Past the overload limits, a new request is refused before it
         // holds any state: without a transaction, its retransmissions get
         // the same answer and the ACK is absorbed by its To tag.
@@ -1060,7 +1087,7 @@ impl Core {
             let load = self.admission.update(self.txns.len());
             if load != Load::Normal {
                 let class = if method == Method::Invite {
-                    let d = self.decide(&msg, &source);
+                    let d = decided.take().unwrap_or_else(|| self.decide(&msg, &source));
                     let class = admission_class(&d);
                     decided = Some(d);
                     class
@@ -1106,6 +1133,7 @@ impl Core {
                     warn!(call_id = %lossy(msg.call_id()), fault = %fault.reason(), peer = %source.peer, "emergency call with a malformed header: routed anyway");
                     metrics::counter!(m::EMERGENCY_FAULTS_FORGIVEN, "kind" => fault.kind())
                         .increment(1);
+                    warnings.push(format!("malformed header passed on: {}", fault.reason()));
                     decided = Some(d);
                 }
                 _ => {
@@ -1166,6 +1194,7 @@ impl Core {
                 if let Some(unsupported) = self.unsupported_option_tags(&msg) {
                     if emergency {
                         warn!(call_id = %lossy(msg.call_id()), tags = %unsupported, "emergency call with unsupported Proxy-Require tags: routed anyway");
+                        warnings.push(format!("unsupported Proxy-Require: {unsupported}"));
                     } else {
                         self.respond(
                             now,
@@ -1200,7 +1229,7 @@ impl Core {
                         self.metrics
                             .emergency_call(country, route, reason, loc_source);
                         let req = self.calls[&call].request.as_deref();
-                        let ev = started(call, now, req, source, route, reason, details);
+                        let ev = started(call, now, req, source, route, reason, details, warnings);
                         self.events.push_back(ev);
                     }
                     self.try_next(now, call);
@@ -1220,6 +1249,7 @@ impl Core {
                                 trunk,
                                 &augment,
                                 false,
+                                emergency,
                             );
                             self.new_client_non_invite(
                                 now,
@@ -1461,6 +1491,7 @@ impl Core {
                 trunk,
                 &call.augment,
                 true,
+                call.emergency,
             );
             let proto = dest.proto;
             let (trunk_name, label) = (trunk.name.clone(), target.label.clone());
@@ -1496,10 +1527,15 @@ impl Core {
         trunk: &Trunk,
         augment: &Augment,
         record_route: bool,
+        emergency: bool,
     ) -> (Bytes, Dest, Branch) {
         let mut e = Editor::new(req);
         self.stamp_received(req, source, &mut e);
-        if req
+        if emergency {
+            // The emergency decision alone picks the next hop: the router's
+            // own Route entries and any preloaded one go.
+            e.remove_header(HeaderName::Route);
+        } else if req
             .name_addrs(HeaderName::Route)
             .next()
             .flatten()
@@ -2039,7 +2075,12 @@ impl Core {
         status: u16,
         bytes: Option<Bytes>,
     ) {
-        let failover = self.cfg.failover_codes.contains(&status) || bytes.is_none();
+        // An emergency call moves on after every final non-2xx a target
+        // sends (a PSAP that checks the Request-URI answers 404, one whose
+        // call takers are all busy 486): only the caller's CANCEL ends it
+        // early. Other calls fail over on the configured codes only.
+        let emergency = self.calls.get(&call_id).is_some_and(|c| c.emergency);
+        let failover = emergency || self.cfg.failover_codes.contains(&status) || bytes.is_none();
         let cancelled = self.calls.get(&call_id).is_some_and(|c| c.cancelled);
         let outcome = match (&bytes, status) {
             _ if cancelled => "cancelled",
@@ -2061,10 +2102,13 @@ impl Core {
         };
         call.current = None;
         if let Some(b) = bytes {
-            let better = call
-                .best
-                .as_ref()
-                .is_none_or(|(s, _)| rank(status) < rank(*s));
+            // An emergency call answers the caller with what its last
+            // target said; other calls with the best answer of all.
+            let better = call.emergency
+                || call
+                    .best
+                    .as_ref()
+                    .is_none_or(|(s, _)| rank(status) < rank(*s));
             if better {
                 call.best = Some((status, b));
             }
@@ -2411,7 +2455,16 @@ impl Core {
         }) = decision
         {
             let call = self.id();
-            let mut ev = started(call, now, Some(msg), source, route, reason, details);
+            let mut ev = started(
+                call,
+                now,
+                Some(msg),
+                source,
+                route,
+                reason,
+                details,
+                Vec::new(),
+            );
             if let CallEvent::Started { refused, .. } = &mut ev {
                 *refused = true;
             }

@@ -103,7 +103,8 @@ pub trait Router: Send + Sync {
 
 /// Routes by the dialed number against the `[[route]]` table.
 pub struct StaticRouter {
-    routes: Vec<(Vec<String>, Vec<String>)>,
+    /// Numbers, targets, and whether the route carries emergency calls.
+    routes: Vec<(Vec<String>, Vec<String>, bool)>,
     reject_status: u16,
 }
 
@@ -113,7 +114,7 @@ impl StaticRouter {
             routes: config
                 .routes
                 .iter()
-                .map(|r| (r.numbers.clone(), r.targets.clone()))
+                .map(|r| (r.numbers.clone(), r.targets.clone(), r.emergency))
                 .collect(),
             reject_status: config.routing.non_emergency_status,
         }
@@ -141,7 +142,7 @@ impl Router for StaticRouter {
                 reason: "Not An Emergency Call",
             };
         };
-        for (numbers, targets) in &self.routes {
+        for (numbers, targets, emergency) in &self.routes {
             let hit = numbers.iter().any(|n| {
                 n == "*"
                     || *n == number
@@ -158,7 +159,7 @@ impl Router for StaticRouter {
                         })
                         .collect(),
                     augment: Augment::default(),
-                    emergency: true,
+                    emergency: *emergency,
                     route: "static",
                     reason: "static-route",
                     details: None,

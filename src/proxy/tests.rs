@@ -215,9 +215,18 @@ fn no_provisional_within_the_timer_moves_to_the_next_target() {
     assert!(h.take("127.0.0.1:5070").is_empty());
 }
 
+/// [`config`] with the 911 route marked as not carrying emergency calls.
+fn non_emergency_config() -> Config {
+    let mut c = config();
+    for r in &mut c.routes {
+        r.emergency = false;
+    }
+    c
+}
+
 #[test]
-fn a_503_fails_over_and_a_486_goes_upstream() {
-    let mut h = Harness::new();
+fn a_503_fails_over_and_a_486_goes_upstream_on_a_route_that_is_not_an_emergency() {
+    let mut h = Harness::with(non_emergency_config());
     h.deliver(CALLER, &invite("c4"));
     h.take(CALLER);
     let fwd = h.take("127.0.0.1:5070").remove(0);
@@ -236,6 +245,61 @@ fn a_503_fails_over_and_a_486_goes_upstream() {
     // Our Via is gone from what goes upstream.
     assert_eq!(up[0].matches("Via:").count(), 1);
     assert!(h.take("127.0.0.1:5095").is_empty(), "a 486 is final");
+}
+
+/// An emergency call moves on after any final non-2xx: a PSAP that checks
+/// the Request-URI (404), one whose call takers are all busy (486), one
+/// that declines (603). The caller hears only from the target that answers.
+#[test]
+fn an_emergency_call_moves_on_after_every_final_refusal() {
+    for (code, reason) in [
+        (404, "Not Found"),
+        (486, "Busy Here"),
+        (603, "Decline"),
+        (403, "Forbidden"),
+        (302, "Moved Temporarily"),
+    ] {
+        let mut h = Harness::new();
+        h.deliver(CALLER, &invite("c4e"));
+        h.take(CALLER);
+        let fwd = h.take("127.0.0.1:5070").remove(0);
+        h.deliver("127.0.0.1:5070", &answer(&fwd, code, reason, "p1"));
+        let ack = h.take("127.0.0.1:5070");
+        assert!(ack[0].starts_with("ACK "), "{code}: {ack:?}");
+        assert!(h.take(CALLER).is_empty(), "{code} went upstream");
+        let fwd2 = h.take("127.0.0.1:5080").remove(0);
+        h.deliver("127.0.0.1:5080", &answer(&fwd2, 200, "OK", "s1"));
+        let up = h.take(CALLER);
+        assert_eq!(
+            up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+            vec!["200"],
+            "{code}"
+        );
+        assert_eq!(h.core.stats().failovers, 1, "{code}");
+    }
+}
+
+/// When every target of an emergency call refuses, the caller gets the last
+/// target's answer, not the first one's.
+#[test]
+fn an_emergency_call_refused_by_every_target_gets_the_last_answer() {
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("c4l"));
+    h.take(CALLER);
+    for (port, code, reason) in [
+        (5070, 603, "Decline"),
+        (5080, 486, "Busy Here"),
+        (5095, 404, "Not Found"),
+    ] {
+        let to = format!("127.0.0.1:{port}");
+        let fwd = h.take(&to).remove(0);
+        h.deliver(&to, &answer(&fwd, code, reason, "t"));
+    }
+    let up = h.take(CALLER);
+    assert_eq!(
+        up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+        vec!["404"]
+    );
 }
 
 #[test]
@@ -1222,4 +1286,40 @@ fn a_new_call_while_draining_gets_a_stateless_503() {
         .replace("To: <sip:911@127.0.0.1>", &format!("To: {to}"));
     h.deliver(CALLER, &ack);
     assert!(h.sent.is_empty(), "{:?}", h.sent);
+}
+
+/// A Route set preloaded on a new emergency call does not steer it: the
+/// call goes where the emergency decision says, the preloaded entries are
+/// removed, and the call record says so. A non-emergency route still
+/// follows the Route set (RFC 3261 section 16.4).
+#[test]
+fn a_preloaded_route_never_steers_an_emergency_call() {
+    let mut h = Harness::new();
+    let inv = invite("pre1").replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nRoute: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:6000;lr>\r\nRoute: <sip:10.0.0.9;lr>\r\n",
+    );
+    h.deliver(CALLER, &inv);
+    assert!(
+        h.take("127.0.0.1:6000").is_empty(),
+        "went to the preloaded Route"
+    );
+    let fwd = h.take("127.0.0.1:5070");
+    assert_eq!(fwd.len(), 1, "{:?}", h.sent);
+    assert!(!fwd[0].contains("\nRoute:"), "{}", fwd[0]);
+    let warnings = std::iter::from_fn(|| h.core.poll_event())
+        .find_map(|ev| match ev {
+            CallEvent::Started { warnings, .. } => Some(warnings),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("127.0.0.1:6000"), "{warnings:?}");
+
+    // The same INVITE on a route that carries no emergency calls follows
+    // its Route set.
+    let mut h = Harness::with(non_emergency_config());
+    h.deliver(CALLER, &inv.replace("pre1", "pre2"));
+    assert!(h.take("127.0.0.1:5070").is_empty());
+    assert_eq!(h.take("127.0.0.1:6000").len(), 1);
 }
