@@ -108,6 +108,12 @@ pub struct SipConfig {
     /// listener's address.
     #[serde(default)]
     pub advertise: Option<String>,
+    /// Other names of the router itself (the FQDNs carriers' health checks
+    /// and Route headers use): a URI with one of them as host, with any
+    /// user part and with no port or one of the router's ports, names the
+    /// router.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Source networks allowed to send requests, besides the trunks'
     /// own addresses.
     #[serde(default)]

@@ -79,6 +79,8 @@ pub struct CoreConfig {
     /// Host and port written into Via and Record-Route.
     pub host: String,
     pub port: u16,
+    /// Other host names of the router (`sip.aliases`), lower case.
+    pub aliases: Vec<String>,
     /// Every local address the router listens on (to recognize itself in
     /// Request-URIs and Route headers).
     pub local: Vec<SocketAddr>,
@@ -134,6 +136,12 @@ impl CoreConfig {
         CoreConfig {
             host,
             port,
+            aliases: c
+                .sip
+                .aliases
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect(),
             local,
             timers: TimerConfig::new(
                 Duration::from_millis(c.sip.timers.t1_ms),
@@ -199,6 +207,20 @@ fn uri_proto(uri: &Uri<'_>) -> Proto {
 }
 
 type Id = u64;
+
+/// The headers of the router's own `200` to OPTIONS (the first, `Allow`,
+/// also goes with a `405`).
+const OPTIONS_ANSWER: &[(&str, &[u8])] = &[
+    (
+        "Allow",
+        b"INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK, MESSAGE",
+    ),
+    (
+        "Accept",
+        b"application/sdp, application/pidf+xml, multipart/mixed",
+    ),
+    ("Supported", b"geolocation"),
+];
 
 /// A call: one proxied INVITE and the targets it walks.
 struct Call {
@@ -1150,24 +1172,7 @@ impl Core {
             self.respond(now, id, &msg, 100, "Trying", &[]);
         }
         if method == Method::Options && self.is_for_us(&msg) {
-            self.respond(
-                now,
-                id,
-                &msg,
-                200,
-                "OK",
-                &[
-                    (
-                        "Allow",
-                        b"INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO, PRACK, MESSAGE",
-                    ),
-                    (
-                        "Accept",
-                        b"application/sdp, application/pidf+xml, multipart/mixed",
-                    ),
-                    ("Supported", b"geolocation"),
-                ],
-            );
+            self.respond(now, id, &msg, 200, "OK", OPTIONS_ANSWER);
             return;
         }
         if in_dialog || more_routes {
@@ -1191,6 +1196,27 @@ impl Core {
                 reason,
                 details,
             } => {
+                // Only calls (INVITE) and texts (MESSAGE, RFC 8876) to an
+                // emergency number go to the emergency trunks. The router
+                // answers anything else itself: a scanner or a misconfigured
+                // phone must neither load a PSAP nor learn its trunks.
+                if emergency && !matches!(method, Method::Invite | Method::Message) {
+                    let (code, reason, extra): (u16, &str, &[(&str, &[u8])]) = match method {
+                        Method::Options => (200, "OK", OPTIONS_ANSWER),
+                        Method::Bye | Method::Info | Method::Update | Method::Prack => {
+                            (481, "Call/Transaction Does Not Exist", &[])
+                        }
+                        _ => (405, "Method Not Allowed", &OPTIONS_ANSWER[..1]),
+                    };
+                    if code != 200 {
+                        self.stats.rejected += 1;
+                        metrics::counter!(m::REQUESTS_REJECTED, "status" => code.to_string())
+                            .increment(1);
+                    }
+                    info!(call_id = %lossy(msg.call_id()), method = %lossy(Some(msg.method_bytes())), code, peer = %source.peer, "not a call: answered by the router, not sent to an emergency trunk");
+                    self.respond(now, id, &msg, code, reason, extra);
+                    return;
+                }
                 if let Some(unsupported) = self.unsupported_option_tags(&msg) {
                     if emergency {
                         warn!(call_id = %lossy(msg.call_id()), tags = %unsupported, "emergency call with unsupported Proxy-Require tags: routed anyway");
@@ -1328,6 +1354,19 @@ impl Core {
         if host.eq_ignore_ascii_case(self.cfg.host.as_bytes()) && port == self.cfg.port {
             return true;
         }
+        // A name of the router's: with no port (a health check by FQDN, or
+        // DNS would pick the port), or with one the router listens on.
+        let named = |name: &[u8]| {
+            host.eq_ignore_ascii_case(name)
+                && (uri.port.is_none()
+                    || port == self.cfg.port
+                    || self.cfg.local.iter().any(|a| a.port() == port))
+        };
+        if self.cfg.aliases.iter().any(|a| named(a.as_bytes()))
+            || (self.cfg.host.parse::<IpAddr>().is_err() && named(self.cfg.host.as_bytes()))
+        {
+            return true;
+        }
         let bare = String::from_utf8_lossy(host);
         let bare = bare.trim_start_matches('[').trim_end_matches(']');
         match bare.parse::<IpAddr>() {
@@ -1338,10 +1377,11 @@ impl Core {
         }
     }
 
-    /// A request addressed to the router itself (no user part, our address).
+    /// A request addressed to the router itself: one of its addresses or
+    /// names, with or without a user part (a carrier's health check may
+    /// send `OPTIONS sip:ping@router.example.net`).
     fn is_for_us(&self, msg: &Message) -> bool {
-        msg.request_uri()
-            .is_some_and(|u| u.user.is_none() && self.is_us(&u))
+        msg.request_uri().is_some_and(|u| self.is_us(&u))
     }
 
     /// How many Route values remain after removing ours at the top.

@@ -1323,3 +1323,93 @@ fn a_preloaded_route_never_steers_an_emergency_call() {
     assert!(h.take("127.0.0.1:5070").is_empty());
     assert_eq!(h.take("127.0.0.1:6000").len(), 1);
 }
+
+/// A request to an emergency number that is not a call is answered by the
+/// router and never reaches an emergency trunk; a text (MESSAGE) is routed
+/// like a call.
+#[test]
+fn requests_to_an_emergency_number_that_are_not_calls_stay_at_the_router() {
+    let mut h = Harness::new();
+    for (method, want) in [
+        ("OPTIONS", "200"),
+        ("REGISTER", "405"),
+        ("SUBSCRIBE", "405"),
+        ("NOTIFY", "405"),
+        ("PUBLISH", "405"),
+        ("INFO", "481"),
+        ("BYE", "481"),
+    ] {
+        let req = invite(&format!("nc-{method}"))
+            .replace(
+                "INVITE sip:911@127.0.0.1:5060",
+                &format!("{method} sip:911@192.0.2.1"),
+            )
+            .replace("CSeq: 1 INVITE", &format!("CSeq: 1 {method}"));
+        h.deliver(CALLER, &req);
+        let up = h.take(CALLER);
+        assert_eq!(
+            up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+            vec![want],
+            "{method}"
+        );
+        if want == "405" {
+            assert!(header(&up[0], "Allow").is_some(), "{}", up[0]);
+        }
+        assert!(h.sent.is_empty(), "{method} went on: {:?}", h.sent);
+    }
+    let msg = invite("nc-msg")
+        .replace("INVITE sip:", "MESSAGE sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 MESSAGE");
+    h.deliver(CALLER, &msg);
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1, "a text to 911 is routed");
+}
+
+/// A carrier's health check by the router's host name, with or without a
+/// user part or port, is answered 200 by the router (`sip.aliases`).
+#[test]
+fn options_to_any_name_of_the_router_is_answered_200() {
+    let mut c = config();
+    c.sip.aliases = vec!["SOS.example.net".into()];
+    let mut h = Harness::with(c);
+    for uri in [
+        "sip:sos.example.net",
+        "sip:ping@sos.example.net:5060",
+        "sip:sos.example.net:5060",
+        "sip:ping@sos.example.net",
+        "sip:127.0.0.1:5060",
+        "sip:ping@127.0.0.1:5060",
+    ] {
+        let req = invite("al")
+            .replace("INVITE sip:911@127.0.0.1:5060", &format!("OPTIONS {uri}"))
+            .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS")
+            .replace(
+                "branch=z9hG4bKal",
+                &format!("branch=z9hG4bKal{}", uri.len()),
+            );
+        h.deliver(CALLER, &req);
+        let up = h.take(CALLER);
+        assert_eq!(
+            up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+            vec!["200"],
+            "{uri}"
+        );
+    }
+    // Another name, or the alias with a port the router does not listen on,
+    // is not the router: such an OPTIONS is no emergency call either.
+    for uri in ["sip:other.example.net", "sip:sos.example.net:5099"] {
+        let req = invite("al2")
+            .replace("INVITE sip:911@127.0.0.1:5060", &format!("OPTIONS {uri}"))
+            .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS")
+            .replace(
+                "branch=z9hG4bKal2",
+                &format!("branch=z9hG4bKal2{}", uri.len()),
+            );
+        h.deliver(CALLER, &req);
+        let up = h.take(CALLER);
+        assert_eq!(
+            up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+            vec!["403"],
+            "{uri}"
+        );
+    }
+}
