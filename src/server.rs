@@ -781,9 +781,22 @@ fn guarded(
         "internal error while handling a message: message dropped, the router goes on"
     );
     crate::logbuf::flush();
+    // The 500 goes out from a server transaction, so that a retransmission
+    // of the request gets it again if the first is lost. Should that panic
+    // too, it is sent once, outside any transaction.
+    let stream = source.proto == crate::proxy::Proto::Tcp;
+    if let Ok(req) = crate::sip::receive(buf.clone(), stream, &Limits::default()) {
+        let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            core.answer_internal_error(now, &req, source)
+        }));
+        if answered.is_ok() {
+            return;
+        }
+    }
     if let Some(req) = msg.filter(|m| m.is_request() && m.method() != crate::sip::Method::Ack) {
         let answer = crate::sip::build::response(
             &req,
+            Some(source.peer),
             500,
             "Server Internal Error",
             Some("sos-err"),
@@ -1090,6 +1103,32 @@ targets = ["psap"]
                 .any(|a| a.starts_with("SIP/2.0 500 Server Internal Error\r\n")
                     && a.contains("Call-ID: bug-1\r\n")),
             "the caller is told at once, so its carrier fails over: {answers:?}"
+        );
+        // The 500 came from a server transaction: when its datagram is lost,
+        // the INVITE's retransmission gets it again (and does not meet the
+        // bug again), and Timer G repeats it until the ACK.
+        let again = invite("666", "bug-1");
+        let buf = again.buf().clone();
+        guarded(&mut core, now, &buf, source, |core| {
+            core.handle_message(now, again, source)
+        });
+        let repeated: Vec<String> = std::iter::from_fn(|| core.poll_transmit())
+            .map(|t| String::from_utf8_lossy(&t.bytes).into_owned())
+            .collect();
+        assert_eq!(
+            repeated
+                .iter()
+                .filter(|a| a.starts_with("SIP/2.0 500 Server Internal Error\r\n"))
+                .count(),
+            1,
+            "{repeated:?}"
+        );
+        let later = now + std::time::Duration::from_millis(600);
+        core.handle_timeout(later);
+        assert!(
+            std::iter::from_fn(|| core.poll_transmit())
+                .any(|t| t.bytes.starts_with(b"SIP/2.0 500 ")),
+            "Timer G retransmits the 500"
         );
 
         let good = invite("911", "call-2");

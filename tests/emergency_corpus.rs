@@ -634,7 +634,7 @@ fn test_call_goes_to_the_test_trunk_only() {
     assert_eq!(fwd.body_parts().unwrap().len(), 2);
     // The test trunk failing ends the call: it never reaches a PSAP.
     let resp = sip::parse_datagram(
-        sip::build::response(&fwd, 503, "Unavailable", Some("t1"), &[], None),
+        sip::build::response(&fwd, None, 503, "Unavailable", Some("t1"), &[], None),
         &Default::default(),
     )
     .unwrap();
@@ -657,7 +657,15 @@ fn test_source(from: &str) -> Source {
 fn psap_failure_fails_over_to_the_screening_center() {
     let (_, fwd, mut core) = forward("c02-us-geo-point.sip", PSAP);
     let resp = sip::parse_datagram(
-        sip::build::response(&fwd, 503, "Service Unavailable", Some("p1"), &[], None),
+        sip::build::response(
+            &fwd,
+            None,
+            503,
+            "Service Unavailable",
+            Some("p1"),
+            &[],
+            None,
+        ),
         &Default::default(),
     )
     .unwrap();

@@ -455,6 +455,7 @@ fn built_messages_from_a_forwarded_request() {
     ));
     let resp = parse(&sip::build::response(
         &fwd,
+        None,
         486,
         "Busy Here",
         Some("psap-1"),

@@ -134,7 +134,7 @@ fn forward(m: &Message, limits: &Limits) {
     assert_eq!(again.as_bytes().len(), out.len());
     assert_eq!(again.call_id(), m.call_id());
     assert_eq!(again.parse_path(), ParsePath::Fast);
-    let _ = sip::build::response(m, 503, "Service Unavailable", Some("t"), &[], None);
+    let _ = sip::build::response(m, None, 503, "Service Unavailable", Some("t"), &[], None);
     if m.is_request() {
         let _ = sip::build::cancel_for(m);
         let _ = sip::build::ack_for(m, &again);

@@ -1678,63 +1678,9 @@ impl Core {
     /// RFC 3261 section 18.2.1 and RFC 3581: note where the request really
     /// came from in its top Via.
     fn stamp_received(&self, req: &Message, source: &Source, e: &mut Editor<'_>) {
-        let Some(via) = req.top_via() else { return };
-        let peer_ip = source.peer.ip();
-        let host = String::from_utf8_lossy(via.host);
-        let same_host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .ok()
-            == Some(peer_ip);
-        let wants_rport = matches!(via.rport(), Some(None));
-        if same_host && !wants_rport {
-            return;
+        if let Some((span, value)) = crate::sip::edit::received_via(req, source.peer) {
+            e.replace_span(span, value);
         }
-        let Some(span) = first_value_span(req, HeaderName::Via) else {
-            return;
-        };
-        let value = req.bytes_of(span);
-        // Where the parameters start in this value. A Via without any (RFC
-        // 2543) has them empty, and an empty slice may point anywhere: the
-        // value's end is where they would go. A value the parsed Via does
-        // not lie in (a list that starts with an empty element) is left as
-        // it is.
-        if Span::within(value, via.host).is_none() {
-            return;
-        }
-        let params_at = match via.params {
-            [] => value.len(),
-            params => match Span::within(value, params) {
-                Some(span) => span.range().start,
-                None => return,
-            },
-        };
-        let mut new = Vec::with_capacity(value.len() + 48);
-        // Drop an empty rport (it is filled in) and keep every other parameter.
-        new.extend_from_slice(&value[..params_at]);
-        for p in text::params(via.params).flatten() {
-            if wants_rport && p.0.eq_ignore_ascii_case(b"rport") {
-                continue;
-            }
-            if p.0.eq_ignore_ascii_case(b"received") {
-                continue;
-            }
-            new.push(b';');
-            new.extend_from_slice(p.0);
-            if let Some(v) = p.1 {
-                new.push(b'=');
-                new.extend_from_slice(v);
-            }
-        }
-        if !same_host || wants_rport {
-            new.extend_from_slice(b";received=");
-            new.extend_from_slice(peer_ip.to_string().as_bytes());
-        }
-        if wants_rport {
-            new.extend_from_slice(format!(";rport={}", source.peer.port()).as_bytes());
-        }
-        e.replace_span(span, new);
     }
 
     /// A branch unique to this client transaction, starting with the
@@ -2573,13 +2519,48 @@ impl Core {
         }
     }
 
+    /// Answers `500 Server Internal Error` to a request whose handling hit
+    /// a bug (the driver caught the panic), from its server transaction:
+    /// the transaction the request opened if there is one, else a new one,
+    /// so that a retransmission of the request gets the 500 again when the
+    /// first is lost. A call the request had started is finished with it.
+    /// The carrier then sends the call to its other router.
+    pub fn answer_internal_error(&mut self, now: Instant, req: &Message, source: Source) {
+        if !req.is_request() || req.method() == Method::Ack {
+            return;
+        }
+        let key = server_key(req, None);
+        let id = match self.server_index.get(&key) {
+            Some(&id) if self.txns.contains_key(&id) => id,
+            _ if self.source_allowed(&source) => {
+                self.new_server(now, key, req, source, loop_hash(req))
+            }
+            _ => return self.refuse_stranger(now, req, source),
+        };
+        if let Some(Txn::ServerInvite {
+            call: Some(call), ..
+        }) = self.txns.get(&id)
+        {
+            let call = *call;
+            if self.calls.contains_key(&call) {
+                self.stats.calls_failed += 1;
+                self.metrics.call_ended("failed");
+                return self.finish_with_own(now, call, 500, "Server Internal Error");
+            }
+        }
+        self.respond(now, id, req, 500, "Server Internal Error", &[]);
+    }
+
     /// `100 Trying` to an INVITE that waits outside the core (its location
     /// being fetched by reference), and to each retransmission of it
     /// meanwhile: the caller stops retransmitting and its own failover timer
     /// sees the router alive. No state is kept; the server transaction the
     /// INVITE opens later sends its own 100 as well, which is harmless.
     pub fn trying(&mut self, msg: &Message, source: &Source) {
-        self.send_back(source, build::response(msg, 100, "Trying", None, &[], None));
+        self.send_back(
+            source,
+            build::response(msg, Some(source.peer), 100, "Trying", None, &[], None),
+        );
     }
 
     /// Sends `bytes` back to where `source`'s message came from, outside
@@ -2605,7 +2586,7 @@ impl Core {
         let tag = self.stateless_tag(msg);
         // Hex digits after an ASCII prefix, so always UTF-8.
         let tag = std::str::from_utf8(&tag).unwrap_or_default();
-        let bytes = build::response(msg, code, reason, Some(tag), extra, None);
+        let bytes = build::response(msg, Some(source.peer), code, reason, Some(tag), extra, None);
         self.send_back(&source, bytes);
     }
 
@@ -2631,17 +2612,20 @@ impl Core {
         reason: &str,
         extra: &[(&str, &[u8])],
     ) {
-        let tag = match self.txns.get(&server) {
-            Some(Txn::ServerInvite { to_tag, .. } | Txn::ServerNonInvite { to_tag, .. }) => {
+        let (tag, peer) = match self.txns.get(&server) {
+            Some(
+                Txn::ServerInvite { to_tag, source, .. }
+                | Txn::ServerNonInvite { to_tag, source, .. },
+            ) => {
                 let mut tag = Branch::new();
                 push_hex(&mut tag, *to_tag, 16);
-                tag
+                (tag, source.peer)
             }
             _ => return,
         };
         // Hex digits only, so always UTF-8.
         let tag = std::str::from_utf8(&tag).unwrap_or_default();
-        let bytes = build::response(req, code, reason, Some(tag), extra, None);
+        let bytes = build::response(req, Some(peer), code, reason, Some(tag), extra, None);
         match self.txns.get_mut(&server) {
             Some(Txn::ServerInvite { m, .. }) => {
                 let _ = m.send_response(now, code, bytes);
@@ -2838,15 +2822,6 @@ fn server_key(msg: &Message, method: Option<&[u8]>) -> TransactionKey {
 }
 
 /// The span of the first element of a list header.
-fn first_value_span(msg: &Message, name: HeaderName) -> Option<Span> {
-    let h = msg.header(name)?;
-    let value = msg.value(h);
-    let first = text::split_commas(value).next()?;
-    let off = first.as_ptr() as usize - value.as_ptr() as usize;
-    let start = h.value.start as usize + off;
-    Some(Span::new(start, start + first.len()))
-}
-
 /// Every Route value: its span when it is alone on its line (so it can be
 /// removed), and its URI.
 fn route_values(msg: &Message) -> SmallVec<[(Span, &[u8]); 4]> {

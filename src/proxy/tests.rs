@@ -1413,3 +1413,49 @@ fn options_to_any_name_of_the_router_is_answered_200() {
         );
     }
 }
+
+/// RFC 3581 on the router's own answers: a caller behind NAT that asks for
+/// `rport` gets its public address and port in every response the router
+/// writes itself (100, 403, 483, 200 to OPTIONS), as in relayed ones.
+#[test]
+fn the_routers_own_answers_carry_received_and_rport() {
+    let mut h = Harness::new();
+    let nat = |req: String, branch: &str| {
+        req.replace(
+            &format!("Via: SIP/2.0/UDP {CALLER};branch=z9hG4bK{branch}"),
+            &format!("Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK{branch};rport"),
+        )
+    };
+    let cases = [
+        (nat(invite("rp1"), "rp1"), vec!["100"]),
+        (
+            nat(invite("rp2"), "rp2").replace("sip:911@", "sip:5551234@"),
+            vec!["100", "403"],
+        ),
+        (
+            nat(invite("rp3"), "rp3").replace("Max-Forwards: 70", "Max-Forwards: 0"),
+            vec!["483"],
+        ),
+        (
+            nat(invite("rp4"), "rp4")
+                .replace(
+                    "INVITE sip:911@127.0.0.1:5060",
+                    "OPTIONS sip:127.0.0.1:5060",
+                )
+                .replace("CSeq: 1 INVITE", "CSeq: 1 OPTIONS"),
+            vec!["200"],
+        ),
+    ];
+    for (req, want) in cases {
+        h.deliver(CALLER, &req);
+        let up = h.take(CALLER);
+        assert_eq!(up.iter().map(|m| status(m)).collect::<Vec<_>>(), want);
+        for m in &up {
+            let via = header(m, "Via").unwrap();
+            assert!(
+                via.ends_with(";received=127.0.0.1;rport=5061"),
+                "{via}\n{m}"
+            );
+        }
+    }
+}

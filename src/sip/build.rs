@@ -2,8 +2,11 @@
 //! responses (100, 400, 403, 408, 483, 500, 503 ...), the ACK for a non-2xx
 //! final response, and CANCEL.
 
+use std::net::SocketAddr;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::edit::received_via;
 use super::header::HeaderName;
 use super::message::Message;
 
@@ -14,11 +17,14 @@ fn put_line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b"\r\n");
 }
 
-/// A response to `req`. Via, From, Call-ID and CSeq are copied; To gets
-/// `to_tag` when it has no tag and the response is not 100. `extra` headers
-/// follow; the body, if any, gets its Content-Type.
+/// A response to `req`, received from `peer`. Via, From, Call-ID and CSeq
+/// are copied, the top Via with `received` and `rport` filled in as RFC
+/// 3581 asks (see [`received_via`]); To gets `to_tag` when it has no tag
+/// and the response is not 100. `extra` headers follow; the body, if any,
+/// gets its Content-Type.
 pub fn response(
     req: &Message,
+    peer: Option<SocketAddr>,
     code: u16,
     reason: &str,
     to_tag: Option<&str>,
@@ -31,8 +37,20 @@ pub fn response(
     out.put_slice(b" ");
     out.put_slice(reason.as_bytes());
     out.put_slice(b"\r\n");
+    let mut stamped = peer.and_then(|p| received_via(req, p));
     for h in req.headers() {
         match h.name {
+            HeaderName::Via if stamped.as_ref().is_some_and(|(s, _)| h.value.contains(*s)) => {
+                let (span, new) = stamped.take().unwrap_or_default();
+                let value = req.value(h);
+                let at = (span.start - h.value.start) as usize;
+                let end = (span.end - h.value.start) as usize;
+                out.put_slice(b"Via: ");
+                out.put_slice(&value[..at]);
+                out.put_slice(&new);
+                out.put_slice(&value[end..]);
+                out.put_slice(b"\r\n");
+            }
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
                 put_line(&mut out, h.name.as_str().as_bytes(), req.value(h));
             }

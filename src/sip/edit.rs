@@ -1,6 +1,8 @@
 //! Outgoing messages as the received bytes plus a list of edits. Headers the
 //! router does not touch are copied as they came, never re-serialized.
 
+use std::net::{IpAddr, SocketAddr};
+
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
 
@@ -20,6 +22,74 @@ impl Edit {
             Edit::Replace { span, .. } => *span,
         }
     }
+}
+
+/// The top Via of `req` as the router must see it once the request came
+/// from `peer` (RFC 3261 section 18.2.1, RFC 3581): `received` when the
+/// sent-by host is not the peer's address, and `received` and a filled-in
+/// `rport` when the Via asks for it. `None`: the Via stays as it is. The
+/// span is the top Via value's, the bytes its new text; relayed requests
+/// and every response the router writes use it.
+pub fn received_via(req: &Message, peer: SocketAddr) -> Option<(Span, Vec<u8>)> {
+    let via = req.top_via()?;
+    let peer_ip = peer.ip();
+    let host = String::from_utf8_lossy(via.host);
+    let same_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()
+        == Some(peer_ip);
+    let wants_rport = matches!(via.rport(), Some(None));
+    if same_host && !wants_rport {
+        return None;
+    }
+    let span = first_value_span(req, HeaderName::Via)?;
+    let value = req.bytes_of(span);
+    // Where the parameters start in this value. A Via without any (RFC
+    // 2543) has them empty, and an empty slice may point anywhere: the
+    // value's end is where they would go. A value the parsed Via does not
+    // lie in (a list that starts with an empty element) is left as it is.
+    Span::within(value, via.host)?;
+    let params_at = match via.params {
+        [] => value.len(),
+        params => Span::within(value, params)?.range().start,
+    };
+    let mut new = Vec::with_capacity(value.len() + 48);
+    // Drop an empty rport (it is filled in) and any received (it is
+    // written again), and keep every other parameter.
+    new.extend_from_slice(&value[..params_at]);
+    for p in text::params(via.params).flatten() {
+        if wants_rport && p.0.eq_ignore_ascii_case(b"rport") {
+            continue;
+        }
+        if p.0.eq_ignore_ascii_case(b"received") {
+            continue;
+        }
+        new.push(b';');
+        new.extend_from_slice(p.0);
+        if let Some(v) = p.1 {
+            new.push(b'=');
+            new.extend_from_slice(v);
+        }
+    }
+    new.extend_from_slice(b";received=");
+    new.extend_from_slice(peer_ip.to_string().as_bytes());
+    if wants_rport {
+        new.extend_from_slice(b";rport=");
+        new.extend_from_slice(peer.port().to_string().as_bytes());
+    }
+    Some((span, new))
+}
+
+/// The span of the first value of a list header.
+fn first_value_span(msg: &Message, name: HeaderName) -> Option<Span> {
+    let h = msg.header(name)?;
+    let value = msg.value(h);
+    let first = text::split_commas(value).next()?;
+    let off = first.as_ptr() as usize - value.as_ptr() as usize;
+    let start = h.value.start as usize + off;
+    Some(Span::new(start, start + first.len()))
 }
 
 /// Collects edits against one message, then builds the outgoing bytes in a
@@ -545,6 +615,7 @@ mod tests {
         let m = parse(INVITE.as_bytes());
         let r = parse(&crate::sip::build::response(
             &m,
+            None,
             503,
             "Service Unavailable",
             Some("rt1"),
@@ -557,6 +628,7 @@ mod tests {
         assert_eq!(r.get_by_name("retry-after"), Some(&b"5"[..]));
         let t = parse(&crate::sip::build::response(
             &m,
+            None,
             100,
             "Trying",
             Some("rt1"),

@@ -30,6 +30,11 @@ impl Span {
     pub fn len(self) -> usize {
         (self.end - self.start) as usize
     }
+    /// Whether `other` lies inside this span.
+    pub fn contains(self, other: Span) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
+
     pub fn is_empty(self) -> bool {
         self.end == self.start
     }

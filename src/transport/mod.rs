@@ -117,6 +117,7 @@ fn error_response(data: &Bytes, e: &ParseError, source: &Source, limits: &Limits
     }
     Some(build::response(
         &lenient,
+        Some(source.peer),
         e.status(),
         &e.reason(),
         Some("sos-bad"),

@@ -299,6 +299,7 @@ impl TcpPool {
                                 id,
                                 sip::build::response(
                                     &req,
+                                    Some(peer),
                                     e.status(),
                                     &e.reason(),
                                     Some("sos-bad"),
