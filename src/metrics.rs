@@ -87,6 +87,14 @@ pub const ALL: &[(&str, &str)] = &[
         "Round trip of the last answered OPTIONS probe, seconds; labels: trunk",
     ),
     (TRUNK_TRANSITIONS, "Trunk state changes; labels: trunk, to"),
+    (
+        TRUNK_UDP_FALLBACKS,
+        "Requests sent to a trunk over UDP after it refused the TCP connection they were switched to for their size (RFC 3261 section 18.1.1); labels: trunk",
+    ),
+    (
+        TRUNK_TCP_REFUSED,
+        "1 while the trunk is remembered to refuse TCP (its requests go over UDP whatever their size); labels: trunk",
+    ),
     (INVENTORY_NUMBERS, "Numbers in the inventory snapshot"),
     (CDR_QUEUE, "Call records waiting to be written"),
     (CDR_WRITTEN, "Call records written"),
@@ -145,6 +153,8 @@ pub const TRUNK_UP: &str = "sosrouter_trunk_up";
 pub const TRUNK_STATE: &str = "sosrouter_trunk_state";
 pub const TRUNK_PROBE_LATENCY: &str = "sosrouter_trunk_probe_latency_seconds";
 pub const TRUNK_TRANSITIONS: &str = "sosrouter_trunk_state_changes_total";
+pub const TRUNK_UDP_FALLBACKS: &str = "sosrouter_trunk_udp_fallbacks_total";
+pub const TRUNK_TCP_REFUSED: &str = "sosrouter_trunk_tcp_refused";
 pub const INVENTORY_NUMBERS: &str = "sosrouter_inventory_numbers";
 pub const CDR_QUEUE: &str = "sosrouter_cdr_queue_depth";
 pub const CDR_WRITTEN: &str = "sosrouter_cdr_written_total";

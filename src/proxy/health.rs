@@ -65,6 +65,13 @@ pub struct TrunkHealth {
     /// Why it is in this state.
     pub reason: String,
     pub last_latency_ms: Option<f64>,
+    /// The trunk refused a TCP connection for a request sent over TCP only
+    /// for its size: requests go to it over UDP for a while (filled in
+    /// when reported).
+    pub tcp_refused: bool,
+    /// Until when requests go over UDP whatever their size.
+    #[serde(skip)]
+    pub tcp_refused_until: Option<Instant>,
     #[serde(skip)]
     fails: u32,
     #[serde(skip)]
@@ -106,6 +113,8 @@ impl TrunkHealth {
                 "probing off".into()
             },
             last_latency_ms: None,
+            tcp_refused: false,
+            tcp_refused_until: None,
             fails: 0,
             oks: 0,
         }

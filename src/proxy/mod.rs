@@ -166,10 +166,6 @@ impl CoreConfig {
         }
     }
 
-    fn trunk(&self, name: &str) -> Option<&Trunk> {
-        self.trunks.iter().find(|t| t.name == name)
-    }
-
     fn trunk_index(&self, name: &str) -> Option<usize> {
         self.trunks.iter().position(|t| t.name == name)
     }
@@ -330,6 +326,9 @@ enum Txn {
         provisional: bool,
         abandoned: bool,
         cancel_sent: bool,
+        /// The trunk's index when the request went over TCP only for its
+        /// size: a refused connection sends it over UDP instead.
+        size_switch: Option<usize>,
     },
     ClientNonInvite {
         key: TransactionKey,
@@ -340,6 +339,8 @@ enum Txn {
         /// The server transaction its responses are relayed to (none for
         /// CANCELs the router sends on its own).
         server: Option<Id>,
+        /// As for [`Txn::ClientInvite`].
+        size_switch: Option<usize>,
     },
 }
 
@@ -825,7 +826,7 @@ impl Core {
         for (k, &i) in outbound.iter().enumerate() {
             let t = &self.cfg.trunks[i];
             let h = TrunkHealth::new(&t.name, trunk_kind(t.kind), now, probing);
-            publish_health(&h);
+            publish_health(&h, now);
             self.health[i] = Some(h);
             if probing {
                 let at = now + self.cfg.health.interval / n * k as u32;
@@ -842,6 +843,7 @@ impl Core {
             .map(|h| {
                 let mut h = h.clone();
                 h.since_s = now.saturating_duration_since(h.since).as_secs_f64();
+                h.tcp_refused = h.tcp_refused_until.is_some_and(|u| u > now);
                 h
             })
             .collect()
@@ -931,7 +933,7 @@ impl Core {
             }
             metrics::counter!(m::TRUNK_TRANSITIONS, "trunk" => t.trunk.clone(), "to" => t.to.as_str()).increment(1);
         }
-        publish_health(h);
+        publish_health(h, now);
     }
 
     pub fn stats(&self) -> CoreStats {
@@ -982,6 +984,10 @@ impl Core {
 
     /// The transport layer could not send a message carrying `token`.
     pub fn handle_send_failure(&mut self, now: Instant, token: u64) {
+        if self.fall_back_to_udp(now, token) {
+            self.pump(now, token);
+            return;
+        }
         if let Some(t) = self.txns.get_mut(&token) {
             t.on_transport_error();
             self.pump(now, token);
@@ -1262,29 +1268,31 @@ impl Core {
                 } else {
                     // Non-INVITE requests go to the first target, without failover.
                     let target = targets.first().and_then(|t| {
-                        let trunk = self.cfg.trunk(&t.trunk)?;
-                        Some((t, trunk))
+                        let ti = self.cfg.trunk_index(&t.trunk)?;
+                        Some((t, &self.cfg.trunks[ti], ti))
                     });
                     match target {
-                        Some((t, trunk)) => {
-                            let (bytes, dest, branch) = self.build_forward(
+                        Some((t, trunk, ti)) => {
+                            let fwd = self.build_forward(
                                 &msg,
                                 loop_hash,
                                 &source,
                                 Some(t),
-                                trunk,
+                                (trunk, Some(ti)),
                                 &augment,
                                 false,
                                 emergency,
+                                now,
                             );
-                            self.new_client_non_invite(
+                            let client = self.new_client_non_invite(
                                 now,
                                 Some(id),
-                                dest,
-                                bytes,
+                                fwd.dest,
+                                fwd.bytes,
                                 msg.method_bytes(),
-                                &branch,
+                                &fwd.branch,
                             );
+                            self.set_size_switch(client, fwd.size_switch);
                         }
                         None => self.respond(now, id, &msg, 503, "No Route", &[]),
                     }
@@ -1523,19 +1531,29 @@ impl Core {
             let Some(request) = call.request.as_deref() else {
                 return;
             };
-            let (bytes, dest, branch) = self.build_forward(
+            let fwd = self.build_forward(
                 request,
                 call.loop_hash,
                 &call.source,
                 Some(target),
-                trunk,
+                (trunk, Some(ti)),
                 &call.augment,
                 true,
                 call.emergency,
+                now,
             );
-            let proto = dest.proto;
+            let proto = fwd.dest.proto;
             let (trunk_name, label) = (trunk.name.clone(), target.label.clone());
-            let id = self.new_client_invite(now, call_id, dest, bytes, &branch, trunk_name, label);
+            let id = self.new_client_invite(
+                now,
+                call_id,
+                fwd.dest,
+                fwd.bytes,
+                &fwd.branch,
+                trunk_name,
+                label,
+            );
+            self.set_size_switch(id, fwd.size_switch);
             let Some(call) = self.calls.get_mut(&call_id) else {
                 return;
             };
@@ -1564,11 +1582,12 @@ impl Core {
         loop_hash: u64,
         source: &Source,
         target: Option<&RouteTarget>,
-        trunk: &Trunk,
+        (trunk, trunk_index): (&Trunk, Option<usize>),
         augment: &Augment,
         record_route: bool,
         emergency: bool,
-    ) -> (Bytes, Dest, Branch) {
+        now: Instant,
+    ) -> Forward {
         let mut e = Editor::new(req);
         self.stamp_received(req, source, &mut e);
         if emergency {
@@ -1588,20 +1607,6 @@ impl Core {
             e.add_header_first(HeaderName::Route, format!("<{route};lr>").as_bytes());
         }
         e.set_max_forwards(req.max_forwards().map_or(70, |m| m.saturating_sub(1)));
-        let extra: usize = augment
-            .headers
-            .iter()
-            .chain(&augment.headers_first)
-            .map(|(_, v)| v.len() + 32)
-            .sum::<usize>()
-            + augment.body_part.as_ref().map_or(0, |(_, b)| b.len() + 200);
-        let size = req.as_bytes().len() + extra + 300;
-        let proto =
-            if trunk.proto == Proto::Udp && trunk.tcp_fallback && size > self.cfg.udp_max_request {
-                Proto::Tcp
-            } else {
-                trunk.proto
-            };
         if record_route {
             // The trunk's transport as configured: a large INVITE sent over
             // TCP to a UDP trunk leaves the dialog on UDP.
@@ -1626,13 +1631,108 @@ impl Core {
             e.add_body_part(&hs, content);
         }
         let branch = self.new_branch(loop_hash);
-        e.prepend_via(&self.wire.via(proto, &branch));
-        let dest = Dest {
-            proto,
-            target: trunk.target.clone().unwrap_or(Target::Addr(source.peer)),
-            conn: None,
+        let via = self.wire.via(trunk.proto, &branch);
+        e.prepend_via(&via);
+        let mut bytes = e.build();
+        // RFC 3261 section 18.1.1: a request larger than the path can take
+        // in one datagram goes over TCP, unless the trunk is known to refuse
+        // TCP (then UDP it is, whatever the size). The size is the real one:
+        // the Via's transport is the only thing that changes.
+        let mut proto = trunk.proto;
+        let mut size_switch = None;
+        if proto == Proto::Udp
+            && trunk.tcp_fallback
+            && bytes.len() > self.cfg.udp_max_request
+            && !self.tcp_refused(trunk_index, now)
+        {
+            proto = Proto::Tcp;
+            bytes = with_via_transport(bytes, &via, Proto::Tcp);
+            size_switch = trunk_index;
+        }
+        Forward {
+            bytes,
+            dest: Dest {
+                proto,
+                target: trunk.target.clone().unwrap_or(Target::Addr(source.peer)),
+                conn: None,
+            },
+            branch,
+            size_switch,
+        }
+    }
+
+    /// Whether the trunk at `index` is remembered to refuse TCP.
+    fn tcp_refused(&self, index: Option<usize>, now: Instant) -> bool {
+        index
+            .and_then(|i| self.health.get(i))
+            .and_then(Option::as_ref)
+            .and_then(|h| h.tcp_refused_until)
+            .is_some_and(|u| u > now)
+    }
+
+    /// A request switched to TCP for its size could not be sent: the trunk
+    /// may well speak UDP only (RFC 3261 section 18.1.1). It goes over UDP
+    /// at once, in the same client transaction, and the trunk is
+    /// remembered to refuse TCP for a while. Whether that was the case.
+    fn fall_back_to_udp(&mut self, now: Instant, id: Id) -> bool {
+        let trunk = match self.txns.get_mut(&id) {
+            Some(Txn::ClientInvite {
+                m,
+                dest,
+                request,
+                size_switch: Some(ti),
+                ..
+            }) if dest.proto == Proto::Tcp => {
+                let udp = with_via_udp(request.clone());
+                if !m.fall_back_to_udp(now, udp.clone()) {
+                    return false;
+                }
+                dest.proto = Proto::Udp;
+                *request = udp;
+                *ti
+            }
+            Some(Txn::ClientNonInvite {
+                m,
+                dest,
+                size_switch: Some(ti),
+                ..
+            }) if dest.proto == Proto::Tcp => {
+                let udp = with_via_udp(m.request().clone());
+                if !m.fall_back_to_udp(now, udp) {
+                    return false;
+                }
+                dest.proto = Proto::Udp;
+                *ti
+            }
+            _ => return false,
         };
-        (e.build(), dest, branch)
+        let name = self
+            .cfg
+            .trunks
+            .get(trunk)
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
+        metrics::counter!(m::TRUNK_UDP_FALLBACKS, "trunk" => name.clone()).increment(1);
+        if let Some(h) = self.health.get_mut(trunk).and_then(Option::as_mut) {
+            let known = h.tcp_refused_until.is_some_and(|u| u > now);
+            h.tcp_refused_until = Some(now + TCP_REFUSED_FOR);
+            if !known {
+                warn!(trunk = %name, for_s = TCP_REFUSED_FOR.as_secs(), "trunk refused TCP for a large request: sent over UDP, and its requests go over UDP for a while");
+            }
+            publish_health(h, now);
+        }
+        true
+    }
+
+    /// Notes that a client transaction's request goes over TCP only for its
+    /// size, to the trunk at index `trunk`.
+    fn set_size_switch(&mut self, id: Id, trunk: Option<usize>) {
+        if let Some(
+            Txn::ClientInvite { size_switch, .. } | Txn::ClientNonInvite { size_switch, .. },
+        ) = self.txns.get_mut(&id)
+        {
+            *size_switch = trunk;
+        }
     }
 
     /// A client INVITE transaction for one target of a call.
@@ -1670,6 +1770,7 @@ impl Core {
                 provisional: false,
                 abandoned: false,
                 cancel_sent: false,
+                size_switch: None,
             },
         );
         id
@@ -1716,6 +1817,7 @@ impl Core {
                 m: machine,
                 dest,
                 server,
+                size_switch: None,
             },
         );
         self.pump(now, id);
@@ -2756,6 +2858,48 @@ impl Core {
     }
 }
 
+/// How long a trunk that refused TCP for a large request gets its
+/// requests over UDP before TCP is tried again.
+const TCP_REFUSED_FOR: Duration = Duration::from_secs(600);
+
+/// A request built for one hop.
+struct Forward {
+    bytes: Bytes,
+    dest: Dest,
+    branch: Branch,
+    /// The trunk's index, when the request goes over TCP only because of
+    /// its size (the trunk is a UDP trunk).
+    size_switch: Option<usize>,
+}
+
+/// `bytes` with the transport of the Via value `via` (the router's own,
+/// which names UDP) set to `to`: the two are the same length, so only
+/// those three bytes change.
+fn with_via_transport(bytes: Bytes, via: &[u8], to: Proto) -> Bytes {
+    let Some(at) = memchr::memmem::find(&bytes, via) else {
+        return bytes;
+    };
+    let mut out = bytes::BytesMut::from(&bytes[..]);
+    let name = match to {
+        Proto::Udp => b"UDP",
+        Proto::Tcp => b"TCP",
+    };
+    out[at + b"SIP/2.0/".len()..at + b"SIP/2.0/UDP".len()].copy_from_slice(name);
+    out.freeze()
+}
+
+/// A request the router sent over TCP, with its top Via (the router's own)
+/// naming UDP instead.
+fn with_via_udp(bytes: Bytes) -> Bytes {
+    let Some(at) = memchr::memmem::find(&bytes, b"\nVia: SIP/2.0/TCP ") else {
+        return bytes;
+    };
+    let mut out = bytes::BytesMut::from(&bytes[..]);
+    let from = at + b"\nVia: SIP/2.0/".len();
+    out[from..from + 3].copy_from_slice(b"UDP");
+    out.freeze()
+}
+
 /// An INVITE the router sent, parsed back to build its ACK or CANCEL.
 fn parse_sent(bytes: &Bytes) -> Option<Message> {
     let unlimited = crate::sip::Limits {
@@ -2912,8 +3056,14 @@ fn trunk_kind(k: TrunkKind) -> &'static str {
 }
 
 /// Exports one trunk's health as gauges.
-fn publish_health(h: &TrunkHealth) {
+fn publish_health(h: &TrunkHealth, now: Instant) {
     let (trunk, kind) = (h.trunk.clone(), h.kind.clone());
+    let refused = h.tcp_refused_until.is_some_and(|u| u > now);
+    metrics::gauge!(m::TRUNK_TCP_REFUSED, "trunk" => trunk.clone()).set(if refused {
+        1.0
+    } else {
+        0.0
+    });
     metrics::gauge!(m::TRUNK_UP, "trunk" => trunk.clone(), "kind" => kind.clone())
         .set(if h.state == TrunkState::Up { 1.0 } else { 0.0 });
     for st in [TrunkState::Up, TrunkState::Down, TrunkState::Probing] {

@@ -1459,3 +1459,105 @@ fn the_routers_own_answers_carry_received_and_rport() {
         }
     }
 }
+
+/// An INVITE with `pad` bytes of body, so that it is as large as a located
+/// emergency call.
+fn large_invite(call_id: &str, pad: usize) -> String {
+    invite(call_id).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: text/plain\r\nContent-Length: {pad}\r\n\r\n{}",
+            "x".repeat(pad)
+        ),
+    )
+}
+
+/// RFC 3261 section 18.1.1 with a UDP-only PSAP: a large INVITE goes over
+/// TCP; the trunk refuses the connection; the same transaction sends it over
+/// UDP at once, and later large requests to the trunk go straight to UDP.
+#[test]
+fn a_trunk_that_refuses_tcp_gets_large_requests_over_udp() {
+    let mut c = config();
+    c.health.interval_s = 0;
+    let mut h = Harness::with(c);
+    h.core.start(h.now);
+    // Just under the limit stays on UDP: the size is the real one.
+    h.deliver(CALLER, &large_invite("lg0", 880));
+    let sent = h.take_sent("127.0.0.1:5070");
+    assert!(sent[0].bytes.len() <= 1300, "{}", sent[0].bytes.len());
+    assert_eq!(sent[0].dest.proto, Proto::Udp);
+
+    h.deliver(CALLER, &large_invite("lg1", 1500));
+    let sent = h.take_sent("127.0.0.1:5070");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].dest.proto, Proto::Tcp);
+    let tcp = String::from_utf8_lossy(&sent[0].bytes).into_owned();
+    assert!(
+        tcp.contains("\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch="),
+        "{tcp}"
+    );
+    // The connection is refused.
+    h.core.handle_send_failure(h.now, sent[0].token.unwrap());
+    h.drain();
+    let sent = h.take_sent("127.0.0.1:5070");
+    assert_eq!(sent.len(), 1, "sent again at once");
+    assert_eq!(sent[0].dest.proto, Proto::Udp);
+    let udp = String::from_utf8_lossy(&sent[0].bytes).into_owned();
+    assert_eq!(
+        udp,
+        tcp.replacen(
+            "SIP/2.0/TCP 127.0.0.1:5060",
+            "SIP/2.0/UDP 127.0.0.1:5060",
+            1
+        )
+    );
+    assert!(h.take("127.0.0.1:5080").is_empty(), "no failover");
+    assert_eq!(h.core.stats().failovers, 0);
+    // Timer A retransmits it over UDP until the PSAP answers.
+    h.advance(Duration::from_millis(501));
+    let again: Vec<Transmit> = h
+        .take_sent("127.0.0.1:5070")
+        .into_iter()
+        .filter(|t| String::from_utf8_lossy(&t.bytes).contains("Call-ID: lg1\r\n"))
+        .collect();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].dest.proto, Proto::Udp);
+    h.deliver("127.0.0.1:5070", &answer(&udp, 200, "OK", "p1"));
+    assert!(h.take(CALLER).iter().any(|m| status(m) == "200"));
+    let health = h.core.trunk_health(h.now);
+    let psap = health.iter().find(|t| t.trunk == "psap").unwrap();
+    assert!(psap.tcp_refused);
+
+    // The next large call goes over UDP at once.
+    h.deliver(CALLER, &large_invite("lg2", 1500));
+    let sent = h.take_sent("127.0.0.1:5070");
+    assert_eq!(sent[0].dest.proto, Proto::Udp);
+    assert!(String::from_utf8_lossy(&sent[0].bytes).contains("Via: SIP/2.0/UDP 127.0.0.1:5060"));
+    // Ten minutes on, TCP is tried again.
+    h.advance(Duration::from_secs(601));
+    h.take_sent("127.0.0.1:5070");
+    h.deliver(CALLER, &large_invite("lg3", 1500));
+    let sent: Vec<Transmit> = h
+        .take_sent("127.0.0.1:5070")
+        .into_iter()
+        .filter(|t| String::from_utf8_lossy(&t.bytes).contains("Call-ID: lg3\r\n"))
+        .collect();
+    assert_eq!(sent[0].dest.proto, Proto::Tcp);
+    assert!(!h.core.trunk_health(h.now)[0].tcp_refused);
+}
+
+/// A TCP trunk, or a send failure after the trunk answered, is a failure
+/// as ever: the call moves to the next target.
+#[test]
+fn a_tcp_trunk_that_cannot_be_reached_is_failed_over() {
+    let mut c = config();
+    c.trunks[0].transport = crate::config::TransportName::Tcp;
+    let mut h = Harness::with(c);
+    h.deliver(CALLER, &invite("tc1"));
+    let sent = h.take_sent("127.0.0.1:5070");
+    assert_eq!(sent[0].dest.proto, Proto::Tcp);
+    h.core.handle_send_failure(h.now, sent[0].token.unwrap());
+    h.drain();
+    assert!(h.take_sent("127.0.0.1:5070").is_empty());
+    assert_eq!(h.take("127.0.0.1:5080").len(), 1);
+}

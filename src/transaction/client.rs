@@ -248,6 +248,25 @@ impl ClientInvite {
         }
     }
 
+    /// Sends the request again over UDP, in this same transaction, after
+    /// the reliable transport it was sent on could not carry it (RFC 3261
+    /// section 18.1.1: a switch to TCP made only for the request's size,
+    /// then refused). `request` is the request with its Via naming UDP.
+    /// Only in `Calling`, before any response: returns whether it was done.
+    /// Timer A starts now; Timer B keeps running from the first attempt.
+    pub fn fall_back_to_udp(&mut self, now: Instant, request: Bytes) -> bool {
+        if self.state != ClientInviteState::Calling || self.transport != Transport::Reliable {
+            return false;
+        }
+        self.transport = Transport::Unreliable;
+        self.request = request;
+        self.timer_a_interval = self.config.timer_a().max(MIN_RETRANSMIT_INTERVAL);
+        self.timers
+            .arm(ClientInviteTimer::A, now, self.timer_a_interval);
+        self.out.transmit(&self.request);
+        true
+    }
+
     /// Fires every timer due at `now`, in deadline order.
     pub fn handle_timeout(&mut self, now: Instant) {
         use ClientInviteState::*;
@@ -448,6 +467,26 @@ impl ClientNonInvite {
         }
     }
 
+    /// The request as it is sent.
+    pub fn request(&self) -> &Bytes {
+        &self.request
+    }
+
+    /// As [`ClientInvite::fall_back_to_udp`]: only in `Trying`; Timer E
+    /// starts now, Timer F keeps running.
+    pub fn fall_back_to_udp(&mut self, now: Instant, request: Bytes) -> bool {
+        if self.state != ClientNonInviteState::Trying || self.transport != Transport::Reliable {
+            return false;
+        }
+        self.transport = Transport::Unreliable;
+        self.request = request;
+        self.timer_e_interval = self.config.timer_e().max(MIN_RETRANSMIT_INTERVAL);
+        self.timers
+            .arm(ClientNonInviteTimer::E, now, self.timer_e_interval);
+        self.out.transmit(&self.request);
+        true
+    }
+
     /// Fires every timer due at `now`, in deadline order.
     pub fn handle_timeout(&mut self, now: Instant) {
         use ClientNonInviteState::*;
@@ -630,6 +669,43 @@ mod tests {
         assert_eq!(tx.poll_transmit(), None);
         assert_eq!(tx.poll_event(), Some(ClientInviteEvent::Timeout));
         assert!(tx.is_terminated());
+    }
+
+    /// A request switched to TCP for its size, whose connection was refused,
+    /// goes out over UDP in the same transaction: Timer A from the fallback,
+    /// Timer B still from the first attempt.
+    #[test]
+    fn a_refused_reliable_invite_falls_back_to_udp_and_retransmits() {
+        let t0 = origin();
+        let mut tx = invite(t0, Transport::Reliable);
+        const UDP: &[u8] = b"INVITE sip:112@example.net SIP/2.0\r\nVia: SIP/2.0/UDP x\r\n\r\n";
+        assert!(tx.fall_back_to_udp(t0 + ms(10), Bytes::from_static(UDP)));
+        assert_eq!(drain(|| tx.poll_transmit()), vec![UDP]);
+        assert_eq!(tx.poll_event(), None, "no transport error reported");
+        let log = run_invite(&mut tx, t0, t0 + ms(60_000));
+        assert_eq!(log[0], (ms(510), 1));
+        assert_eq!(log[1], (ms(1_510), 1));
+        assert_eq!(*log.last().unwrap(), (ms(32_000), 0));
+        assert_eq!(drain(|| tx.poll_event()), vec![ClientInviteEvent::Timeout]);
+        // Only once, and never on a transaction already on UDP.
+        let mut udp = invite(t0, Transport::Unreliable);
+        assert!(!udp.fall_back_to_udp(t0, Bytes::from_static(UDP)));
+    }
+
+    /// Once the peer has answered over TCP, TCP works: no fallback.
+    #[test]
+    fn no_fallback_after_a_response() {
+        let t0 = origin();
+        let mut tx = invite(t0, Transport::Reliable);
+        tx.on_response(t0 + ms(5), 100).unwrap();
+        assert!(!tx.fall_back_to_udp(t0 + ms(10), Bytes::from_static(INVITE)));
+        let mut n = non_invite(t0, Transport::Reliable);
+        n.on_response(t0 + ms(5), 100).unwrap();
+        assert!(!n.fall_back_to_udp(t0 + ms(10), Bytes::from_static(OPTIONS)));
+        let mut n = non_invite(t0, Transport::Reliable);
+        assert!(n.fall_back_to_udp(t0 + ms(10), Bytes::from_static(OPTIONS)));
+        assert_eq!(drain(|| n.poll_transmit()), vec![OPTIONS]);
+        assert_eq!(n.next_deadline(), Some(t0 + ms(510)));
     }
 
     #[test]
