@@ -244,6 +244,9 @@ struct Call {
     started: Instant,
     /// Every log line about the call carries its Call-ID, route and reason.
     span: tracing::Span,
+    /// The caller's Vias, kept once a target's 2xx came back without them
+    /// (its retransmissions need them after the request is freed).
+    upstream_vias: Option<Bytes>,
 }
 
 impl Call {
@@ -276,6 +279,7 @@ impl Call {
             emergency,
             started: now,
             span: tracing::Span::none(),
+            upstream_vias: None,
         }
     }
 
@@ -2025,7 +2029,7 @@ impl Core {
         if relayed && msg.list(HeaderName::Via).nth(1).is_none() {
             metrics::counter!(m::PARSE_ERRORS, "transport" => source.proto.lower(), "kind" => "via-missing-upstream").increment(1);
             if let Some(dropped) = self.stripped_vias.hit(now) {
-                warn!(dropped, status, call_id = %lossy(msg.call_id()), peer = %source.peer, "response carries only the router's Via, not the caller's: not relayed (count since the last such line; the latest named)");
+                warn!(dropped, status, call_id = %lossy(msg.call_id()), peer = %source.peer, "response carries only the router's Via, not the caller's: a 2xx goes upstream with the caller's Vias put back, any other is not relayed (count since the last such line; the latest named)");
             }
             self.response_unrelayable = true;
         }
@@ -2042,6 +2046,29 @@ impl Core {
         self.pump(now, id);
         self.response = None;
         self.response_unrelayable = false;
+    }
+
+    /// A 2xx that came back with only the router's Via (a trunk that does
+    /// not copy the Vias it received): the caller's Vias are put back from
+    /// its request, so that the answer reaches the caller instead of
+    /// leaving it retransmitting while the PSAP thinks the call is up.
+    fn rebuilt_upstream(&mut self, call_id: Id) -> Option<(u16, Bytes)> {
+        let r = self.response.as_ref()?;
+        let call = self.calls.get_mut(&call_id)?;
+        let vias = match &call.upstream_vias {
+            Some(v) => v.clone(),
+            None => {
+                let req = call.request.as_deref()?;
+                let v = Bytes::from(crate::sip::edit::upstream_vias(req, call.source.peer));
+                call.upstream_vias = Some(v.clone());
+                v
+            }
+        };
+        let via = r.header(HeaderName::Via)?;
+        let mut e = Editor::new(r);
+        e.set_header_value(via, vias);
+        info!(call_id = %lossy(r.call_id()), "2xx without the caller's Via: relayed with the Vias of the caller's request");
+        Some((r.status()?, e.build()))
     }
 
     /// The response being handled, with our Via removed, for upstream.
@@ -2096,7 +2123,10 @@ impl Core {
                 self.release_request(id);
                 // Every 2xx goes upstream, even from a target given up on:
                 // the caller acknowledges each and hangs up the extra ones.
-                if let Some((_, bytes)) = self.upstream_bytes() {
+                let upstream = self
+                    .upstream_bytes()
+                    .or_else(|| self.rebuilt_upstream(call_id));
+                if let Some((_, bytes)) = upstream {
                     if let Some(call) = self.calls.get_mut(&call_id) {
                         if !call.answered {
                             call.answered = true;

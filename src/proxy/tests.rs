@@ -1561,3 +1561,41 @@ fn a_tcp_trunk_that_cannot_be_reached_is_failed_over() {
     assert!(h.take_sent("127.0.0.1:5070").is_empty());
     assert_eq!(h.take("127.0.0.1:5080").len(), 1);
 }
+
+/// A PSAP that answers 200 with only the router's Via (it does not copy the
+/// Vias it received) still answers the caller: the Vias of the caller's
+/// request are put back, on the 2xx and on its retransmissions.
+#[test]
+fn a_2xx_without_the_callers_via_reaches_the_caller() {
+    let mut h = Harness::new();
+    let inv = invite("c-2xx").replace(
+        &format!("Via: SIP/2.0/UDP {CALLER};branch=z9hG4bKc-2xx"),
+        "Via: SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKc-2xx;rport\r\nVia: SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKedge",
+    );
+    h.deliver(CALLER, &inv);
+    let fwd = h.take("127.0.0.1:5070").remove(0);
+    h.take(CALLER);
+    let whole = answer(&fwd, 200, "OK", "t1");
+    let mut seen_via = false;
+    let stripped: String = whole
+        .split_inclusive("\r\n")
+        .filter(|l| {
+            let drop = l.starts_with("Via:") && seen_via;
+            seen_via |= l.starts_with("Via:");
+            !drop
+        })
+        .collect();
+    assert_eq!(stripped.matches("Via:").count(), 1, "{stripped}");
+    for _ in 0..2 {
+        h.deliver("127.0.0.1:5070", &stripped);
+        let up = h.take(CALLER);
+        assert_eq!(up.len(), 1, "{up:?}");
+        assert_eq!(status(&up[0]), "200");
+        assert_eq!(
+            header(&up[0], "Via").unwrap(),
+            "SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKc-2xx;received=127.0.0.1;rport=5061, SIP/2.0/UDP 10.1.1.1;branch=z9hG4bKedge",
+            "{}",
+            up[0]
+        );
+    }
+}

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::edit::received_via;
+use super::edit::{put_via_value, received_via};
 use super::header::HeaderName;
 use super::message::Message;
 
@@ -37,21 +37,15 @@ pub fn response(
     out.put_slice(b" ");
     out.put_slice(reason.as_bytes());
     out.put_slice(b"\r\n");
-    let mut stamped = peer.and_then(|p| received_via(req, p));
+    let stamped = peer.and_then(|p| received_via(req, p));
     for h in req.headers() {
         match h.name {
-            HeaderName::Via if stamped.as_ref().is_some_and(|(s, _)| h.value.contains(*s)) => {
-                let (span, new) = stamped.take().unwrap_or_default();
-                let value = req.value(h);
-                let at = (span.start - h.value.start) as usize;
-                let end = (span.end - h.value.start) as usize;
+            HeaderName::Via => {
                 out.put_slice(b"Via: ");
-                out.put_slice(&value[..at]);
-                out.put_slice(&new);
-                out.put_slice(&value[end..]);
+                put_via_value(&mut out, req, h, stamped.as_ref());
                 out.put_slice(b"\r\n");
             }
-            HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+            HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
                 put_line(&mut out, h.name.as_str().as_bytes(), req.value(h));
             }
             HeaderName::To => {

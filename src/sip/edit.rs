@@ -82,6 +82,41 @@ pub fn received_via(req: &Message, peer: SocketAddr) -> Option<(Span, Vec<u8>)> 
     Some((span, new))
 }
 
+/// The Via values of `req`, received from `peer`, as one header value
+/// (`a, b, c`), the top one with `received` and `rport` filled in: what a
+/// response to it carries upstream. For a response that came back from the
+/// next hop without them.
+pub fn upstream_vias(req: &Message, peer: SocketAddr) -> Vec<u8> {
+    let stamped = received_via(req, peer);
+    let mut out = Vec::with_capacity(128);
+    for h in req.all(HeaderName::Via) {
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        put_via_value(&mut out, req, h, stamped.as_ref());
+    }
+    out
+}
+
+/// One Via header's value, with the stamped top value in place when it
+/// lies in this header.
+pub(super) fn put_via_value(
+    out: &mut impl BufMut,
+    req: &Message,
+    h: &super::message::Header,
+    stamped: Option<&(Span, Vec<u8>)>,
+) {
+    let value = req.value(h);
+    match stamped {
+        Some((span, new)) if h.value.contains(*span) => {
+            out.put_slice(&value[..(span.start - h.value.start) as usize]);
+            out.put_slice(new);
+            out.put_slice(&value[(span.end - h.value.start) as usize..]);
+        }
+        _ => out.put_slice(value),
+    }
+}
+
 /// The span of the first value of a list header.
 fn first_value_span(msg: &Message, name: HeaderName) -> Option<Span> {
     let h = msg.header(name)?;
