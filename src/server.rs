@@ -770,7 +770,7 @@ fn guarded(
         return;
     }
     metrics::counter!(m::INTERNAL_ERRORS).increment(1);
-    let msg = crate::sip::parse_lenient(buf.clone(), &Limits::default());
+    let msg = crate::sip::parse_lenient(buf.clone());
     let call_id = msg
         .as_ref()
         .and_then(|m| m.call_id())

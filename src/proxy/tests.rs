@@ -1599,3 +1599,40 @@ fn a_2xx_without_the_callers_via_reaches_the_caller() {
         );
     }
 }
+
+/// A header line with no colon in an emergency INVITE (a carrier's debug
+/// line) costs nothing: the call is routed with the line passed on as it
+/// came, and the record says what was wrong. Any other call gets 400.
+#[test]
+fn an_emergency_invite_with_a_garbage_line_is_routed_with_the_line_untouched() {
+    let mut h = Harness::new();
+    let inv = invite("gl1").replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nX-Carrier-Debug\r\n",
+    );
+    h.deliver(CALLER, &inv);
+    let fwd = h.take("127.0.0.1:5070");
+    assert_eq!(fwd.len(), 1, "{:?}", h.sent);
+    assert!(fwd[0].contains("\r\nX-Carrier-Debug\r\n"), "{}", fwd[0]);
+    let warnings = std::iter::from_fn(|| h.core.poll_event())
+        .find_map(|ev| match ev {
+            CallEvent::Started { warnings, .. } => Some(warnings),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+
+    let mut h = Harness::with(non_emergency_config());
+    h.deliver(CALLER, &inv.replace("gl1", "gl2"));
+    assert!(h.take("127.0.0.1:5070").is_empty());
+    let up = h.take(CALLER);
+    assert_eq!(
+        up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+        vec!["400"]
+    );
+    assert!(
+        up[0].starts_with("SIP/2.0 400 Bad Header Line"),
+        "{}",
+        up[0]
+    );
+}

@@ -138,6 +138,9 @@ pub(crate) enum Indexed {
 
 fn parse_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
     let mut msg = index_framed(buf, stream, limits)?;
+    if let Some(e) = msg.fault.take() {
+        return Err(e);
+    }
     validate(&mut msg)?;
     Ok(msg)
 }
@@ -180,10 +183,12 @@ pub fn receive(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, Par
     };
     if let Ok(msg) = &mut received {
         check_transaction(msg)?;
-        match check_strict(msg) {
-            Ok(()) => {}
-            Err(e) if msg.method() == Method::Invite => msg.fault = Some(e),
-            Err(e) => return Err(e),
+        let strict = check_strict(msg);
+        match (msg.fault.take(), strict) {
+            (None, Ok(())) => {}
+            // The first fault is the one reported.
+            (Some(e), _) | (None, Err(e)) if msg.method() == Method::Invite => msg.fault = Some(e),
+            (Some(e), _) | (None, Err(e)) => return Err(e),
         }
     }
     received
@@ -227,6 +232,11 @@ pub(crate) fn index_with(
     let mut headers = Headers::new();
     let mut first = [ABSENT; KNOWN_NAMES];
     let mut content_length: Option<usize> = None;
+    // The first line that is no header (no colon, or a name that is not a
+    // token): left out of the index, and reported as the message's fault.
+    // It stays in the bytes, so a message forwarded despite it carries it
+    // on untouched.
+    let mut bad_line = None;
     let headers_end;
     loop {
         let rest = &b[pos..];
@@ -247,7 +257,11 @@ pub(crate) fn index_with(
         let colon = match text::find2::<b':', b'\n'>(rest, 0) {
             Some(c) if rest[c] == b':' => c,
             Some(nl) if nl > limits.max_line => return Err(ParseError::LineTooLong),
-            Some(_) => return Err(ParseError::BadHeaderLine),
+            Some(nl) => {
+                bad_line.get_or_insert(ParseError::BadHeaderLine);
+                pos += nl + 1;
+                continue;
+            }
             None if rest.len() > limits.max_line => return Err(ParseError::LineTooLong),
             None => return Err(ParseError::NoEndOfHeaders),
         };
@@ -259,7 +273,16 @@ pub(crate) fn index_with(
         if name_len == 0
             || (name == HeaderName::Other && !rest[..name_len].iter().all(|&c| is_token(c)))
         {
-            return Err(ParseError::BadHeaderLine);
+            let Some(nl) = text::find_newline(rest, colon + 1) else {
+                return Err(if rest.len() > limits.max_line {
+                    ParseError::LineTooLong
+                } else {
+                    ParseError::NoEndOfHeaders
+                });
+            };
+            bad_line.get_or_insert(ParseError::BadHeaderLine);
+            pos += nl + 1;
+            continue;
         }
         let Some(nl) = text::find_newline(rest, colon + 1) else {
             return Err(if rest.len() > limits.max_line {
@@ -338,7 +361,7 @@ pub(crate) fn index_with(
         path,
         first,
         parsed: Parsed::default(),
-        fault: None,
+        fault: bad_line,
     }))
 }
 
@@ -555,9 +578,14 @@ pub fn check_strict(msg: &Message) -> Result<(), ParseError> {
 
 /// Indexes a message without validating it, to answer a request that failed
 /// validation with a response carrying its Via, From, To, Call-ID and CSeq.
-pub fn parse_lenient(buf: Bytes, limits: &Limits) -> Option<Message> {
-    let mut lim = *limits;
-    lim.max_message = usize::MAX;
+pub fn parse_lenient(buf: Bytes) -> Option<Message> {
+    // Past the limits too: a request refused for its size or its number of
+    // header lines is still answered (513, 400), not dropped unanswered.
+    let lim = Limits {
+        max_message: usize::MAX,
+        max_headers: usize::from(ABSENT) - 1,
+        max_line: usize::MAX,
+    };
     match index_with(buf.clone(), false, &lim, ParsePath::Fast, true).ok()? {
         Indexed::Done(m) => Some(m),
         Indexed::Folded => {
@@ -573,6 +601,39 @@ pub fn parse_lenient(buf: Bytes, limits: &Limits) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line that is no header (no colon, or a name with a space) is left
+    /// out of the index and reported: strict parsing refuses the message,
+    /// the receive path keeps an INVITE with the fault (it may be an
+    /// emergency call) and refuses anything else, and the lenient parse
+    /// still finds what an answer needs.
+    #[test]
+    fn a_line_that_is_no_header_is_a_fault_not_the_end() {
+        for line in ["X-Carrier-Debug", "Bad Name: x", ": no name"] {
+            for method in ["INVITE", "OPTIONS"] {
+                let text = format!(
+                    "{method} sip:911@b SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n{line}\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:911@b>\r\nCall-ID: c\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+                );
+                let buf = Bytes::from(text);
+                assert_eq!(
+                    parse_datagram(buf.clone(), &Limits::default()).err(),
+                    Some(ParseError::BadHeaderLine),
+                    "{line}"
+                );
+                let received = receive(buf.clone(), false, &Limits::default());
+                if method == "INVITE" {
+                    let m = received.unwrap();
+                    assert_eq!(m.fault(), Some(&ParseError::BadHeaderLine));
+                    assert_eq!(m.call_id(), Some(&b"c"[..]));
+                    assert_eq!(m.headers().len(), 6, "{line}");
+                } else {
+                    assert_eq!(received.err(), Some(ParseError::BadHeaderLine));
+                }
+                let lenient = parse_lenient(buf).unwrap();
+                assert!(lenient.top_via().is_some());
+            }
+        }
+    }
 
     /// `check_strict` reads the Vias after the top one from where
     /// `check_transaction` stopped; the same answers as reading them all.

@@ -78,7 +78,7 @@ pub fn parse_received(
         Err(e) => {
             metrics::counter!(m::PARSE_ERRORS, "transport" => proto.lower(), "kind" => e.kind())
                 .increment(1);
-            Err(error_response(&data, &e, source, limits))
+            Err(error_response(&data, &e, source))
         }
     }
 }
@@ -101,8 +101,8 @@ pub fn accept(
 
 /// The answer to a request that failed to parse, when it looks like a
 /// request and has enough headers to answer.
-fn error_response(data: &Bytes, e: &ParseError, source: &Source, limits: &Limits) -> Option<Bytes> {
-    let lenient = sip::parse_lenient(data.clone(), limits)?;
+fn error_response(data: &Bytes, e: &ParseError, source: &Source) -> Option<Bytes> {
+    let lenient = sip::parse_lenient(data.clone())?;
     if !lenient.is_request() || lenient.method() == sip::Method::Ack {
         tracing::debug!(peer = %source.peer, error = %e, "unparsable response dropped");
         return None;

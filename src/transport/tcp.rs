@@ -292,9 +292,7 @@ impl TcpPool {
                         // can, then close.
                         metrics::counter!(crate::metrics::PARSE_ERRORS, "transport" => "tcp", "kind" => e.kind()).increment(1);
                         let head = buf.split().freeze();
-                        if let Some(req) =
-                            sip::parse_lenient(head, &limits).filter(|m| m.is_request())
-                        {
+                        if let Some(req) = sip::parse_lenient(head).filter(|m| m.is_request()) {
                             self.reply(
                                 id,
                                 sip::build::response(
