@@ -1,10 +1,16 @@
 //! `sosrouter inspect`: what the router makes of a message, as one JSON
 //! object per file. Field names are stable; scripts rely on them.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
+use crate::config::Config;
 use crate::emergency::EmergencyRouter;
+use crate::proxy::{CallEvent, ConnId, Core, CoreConfig, Proto, Router, Source, Target};
 use crate::sip::{self, text::lossy, HeaderName, Message, ParseError, Status};
 
 /// Parses one file's bytes as a datagram (or as stream bytes) and describes
@@ -13,26 +19,36 @@ pub fn describe(file: &str, data: Bytes, stream: bool) -> Value {
     describe_inner(file, data, stream, None)
 }
 
-/// As [`describe`], plus what the emergency router makes of a request:
-/// `emergency` (`null`, or the dial string, the caller's country and the
-/// kind), `location` (the dynamic location when usable, else the registered
-/// address, else none) and `decision` (route, what it rests on, PSAP, area,
-/// trunk, reason, fallbacks). No inbound trunk is assumed.
-pub fn describe_with_router(
-    file: &str,
-    data: Bytes,
-    stream: bool,
-    router: &EmergencyRouter,
-) -> Value {
-    describe_inner(file, data, stream, Some(router))
+/// What `inspect` runs a message through: the configuration, its
+/// emergency router (for the decision and its reasons), the routing phase
+/// the router runs with that configuration, and where the message is taken
+/// to come from.
+pub struct Inspector<'a> {
+    pub config: &'a Config,
+    pub emergency: &'a EmergencyRouter,
+    pub router: Arc<dyn Router>,
+    pub source: SocketAddr,
 }
 
-fn describe_inner(
-    file: &str,
-    data: Bytes,
-    stream: bool,
-    router: Option<&EmergencyRouter>,
-) -> Value {
+/// As [`describe`], plus what the router does with the message and why:
+/// `verdict` (see [`verdict`]: the same receive path and proxy core as the
+/// running router), and for a request `emergency` (`null`, or the dial
+/// string, the caller's country and the kind), `location` (the dynamic
+/// location when usable, else the registered address, else none) and
+/// `decision` (route, what it rests on, PSAP, area, trunk, reason,
+/// fallbacks), for the inbound trunk of the source. A message the router
+/// takes despite faults in what it passes on is `ok`, with the faults
+/// listed in `faults`.
+pub fn describe_with_router(file: &str, data: Bytes, stream: bool, ins: &Inspector<'_>) -> Value {
+    let mut v = describe_inner(file, data.clone(), stream, Some(ins));
+    if let Value::Object(o) = &mut v {
+        let verdict = verdict(ins.config, ins.router.clone(), data, stream, ins.source);
+        o.insert("verdict".into(), verdict);
+    }
+    v
+}
+
+fn describe_inner(file: &str, data: Bytes, stream: bool, ins: Option<&Inspector<'_>>) -> Value {
     let limits = sip::Limits::default();
     let parsed = if stream {
         match sip::parse_stream(&data, &limits) {
@@ -46,23 +62,34 @@ fn describe_inner(
     match parsed {
         Ok(m) => {
             let mut v = message_json(file, &m);
-            if let (Some(router), Value::Object(o)) = (router, &mut v) {
-                add_emergency(o, &m, router);
+            if let (Some(ins), Value::Object(o)) = (ins, &mut v) {
+                add_emergency(o, &m, ins);
             }
             v
         }
         Err(Some(e)) => {
-            let mut v = error_json(file, &e);
-            // An INVITE whose only fault is in a header the router passes on:
+            // An INVITE whose only faults are in what the router passes on:
             // the router keeps it, routes it if it is an emergency call and
-            // answers 400 otherwise.
-            if let (Some(m), Value::Object(o)) = (kept_at_receipt(&data, stream, &limits), &mut v) {
-                o.insert("kept_at_receipt".into(), Value::Bool(true));
-                if let Some(router) = router {
-                    add_emergency(o, &m, router);
+            // answers 400 otherwise (the verdict says which).
+            match (kept_at_receipt(&data, stream, &limits), ins) {
+                (Some(m), Some(ins)) => {
+                    let mut v = message_json(file, &m);
+                    if let Value::Object(o) = &mut v {
+                        o.insert("kept_at_receipt".into(), Value::Bool(true));
+                        o.insert("faults".into(), json!([fault_json(&e)]));
+                        add_emergency(o, &m, ins);
+                    }
+                    v
                 }
+                (Some(_), None) => {
+                    let mut v = error_json(file, &e);
+                    if let Value::Object(o) = &mut v {
+                        o.insert("kept_at_receipt".into(), Value::Bool(true));
+                    }
+                    v
+                }
+                (None, _) => error_json(file, &e),
             }
-            v
         }
         Err(None) => json!({"file": file, "ok": false, "partial": true,
             "error": {"status": null, "reason": "incomplete message"}}),
@@ -85,15 +112,25 @@ fn kept_at_receipt(data: &Bytes, stream: bool, limits: &sip::Limits) -> Option<M
         .filter(|m| m.fault().is_some())
 }
 
-fn add_emergency(o: &mut Map<String, Value>, m: &Message, router: &EmergencyRouter) {
+fn add_emergency(o: &mut Map<String, Value>, m: &Message, ins: &Inspector<'_>) {
     if !m.is_request() {
         for key in ["emergency", "location", "decision"] {
             o.insert(key.into(), Value::Null);
         }
         return;
     }
+    let router = ins.emergency;
     let inventory = router.inventory();
-    let ev = router.evaluate(&inventory, m, None, true);
+    let ip = ins.source.ip();
+    let inbound = ins
+        .config
+        .trunks
+        .iter()
+        .find(|t| {
+            t.kind == crate::config::TrunkKind::Inbound && t.sources.iter().any(|n| n.contains(&ip))
+        })
+        .map(|t| t.name.as_str());
+    let ev = router.evaluate(&inventory, m, inbound, true);
     o.insert("emergency".into(), ev.emergency_json());
     o.insert("location".into(), ev.location_json());
     o.insert("decision".into(), ev.decision_json());
@@ -103,8 +140,12 @@ fn error_json(file: &str, e: &ParseError) -> Value {
     json!({
         "file": file,
         "ok": false,
-        "error": {"status": e.status(), "reason": e.reason(), "kind": e.kind()},
+        "error": fault_json(e),
     })
+}
+
+fn fault_json(e: &ParseError) -> Value {
+    json!({"status": e.status(), "reason": e.reason(), "kind": e.kind()})
 }
 
 fn s(b: &[u8]) -> Value {
@@ -199,4 +240,115 @@ pub fn message_json(file: &str, m: &Message) -> Value {
     }
     o.insert("parse_path".into(), json!(m.parse_path().as_str()));
     Value::Object(o)
+}
+
+/// Where `inspect` takes a message to come from when not told: an address
+/// the configuration takes requests from (the first inbound trunk's first
+/// network, else the first `sip.allow` network), else 127.0.0.1. A network
+/// stands for its first address, port 5060.
+pub fn default_source(config: &Config) -> SocketAddr {
+    let net = config
+        .trunks
+        .iter()
+        .filter(|t| t.kind == crate::config::TrunkKind::Inbound)
+        .flat_map(|t| t.sources.iter())
+        .chain(config.sip.allow.iter())
+        .next();
+    let ip = net.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |n| {
+        n.hosts().next().unwrap_or(n.addr())
+    });
+    SocketAddr::new(ip, 5060)
+}
+
+/// What the router does with these bytes, found out the way the router
+/// itself does it: the receive path (parse, the answer to what does not
+/// parse) and the proxy core the router runs, with this configuration and
+/// routing phase, as if the bytes came from `source` (over TCP when
+/// `stream`). A location by reference is not fetched.
+///
+/// `{"action": "forwarded", "to", "trunk", "transport", "method"}`, or
+/// `{"action": "answered", "status", "reason"}` (the final answer the
+/// sender gets), or `{"action": "dropped"}`; with `warnings`, what the
+/// router tolerated in an emergency call it routes.
+pub fn verdict(
+    config: &Config,
+    router: Arc<dyn Router>,
+    data: Bytes,
+    stream: bool,
+    source: SocketAddr,
+) -> Value {
+    let local: Vec<SocketAddr> = config
+        .listeners()
+        .map(|ls| ls.iter().map(|l| l.addr).collect())
+        .unwrap_or_default();
+    let cfg = CoreConfig::from_config(config, local.clone(), 0);
+    let trunks: Vec<(String, Option<Target>)> = cfg
+        .trunks
+        .iter()
+        .map(|t| (t.name.clone(), t.target.clone()))
+        .collect();
+    let mut core = Core::new(cfg, router);
+    let proto = if stream { Proto::Tcp } else { Proto::Udp };
+    let src = Source {
+        proto,
+        peer: source,
+        local: local
+            .first()
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060))),
+        conn: stream.then_some(ConnId(1)),
+    };
+    let data = if stream {
+        match sip::frame_stream(&data, &sip::Limits::default()) {
+            Ok(Status::Complete((), n)) => data.slice(..n),
+            _ => data,
+        }
+    } else {
+        data
+    };
+    let now = Instant::now();
+    let mut counters = crate::metrics::MessageCounters::default();
+    let limits = sip::Limits::default();
+    match crate::transport::parse_received(data, &src, stream, &limits, &mut counters) {
+        Ok(msg) => core.handle_message(now, msg, src),
+        Err(Some(reply)) => core.answer_unparsed(now, reply, &src),
+        Err(None) => {}
+    }
+    let sent: Vec<_> = std::iter::from_fn(|| core.poll_transmit()).collect();
+    let warnings: Vec<String> = std::iter::from_fn(|| core.poll_event())
+        .find_map(|ev| match ev {
+            CallEvent::Started { warnings, .. } => Some(warnings.into_vec()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let back = Target::Addr(source);
+    let mut v = if let Some(t) = sent
+        .iter()
+        .find(|t| t.dest.target != back && !t.bytes.starts_with(b"SIP/2.0 "))
+    {
+        let to = match &t.dest.target {
+            Target::Addr(a) => a.to_string(),
+            Target::Host(h, p) => format!("{h}:{p}"),
+        };
+        let trunk = trunks
+            .iter()
+            .find(|(_, target)| target.as_ref() == Some(&t.dest.target))
+            .map(|(n, _)| n.clone());
+        let method = t.bytes.split(|&b| b == b' ').next().unwrap_or_default();
+        json!({"action": "forwarded", "method": s(method), "to": to, "trunk": trunk,
+            "transport": t.dest.proto.lower()})
+    } else if let Some(m) = sent
+        .iter()
+        .filter(|t| t.dest.target == back)
+        .filter_map(|t| sip::parse_datagram(t.bytes.clone(), &limits).ok())
+        .find(|m| m.status().is_some_and(|s| s >= 200))
+    {
+        json!({"action": "answered", "status": m.status(), "reason": s(m.reason())})
+    } else {
+        json!({"action": "dropped"})
+    };
+    if let (Value::Object(o), false) = (&mut v, warnings.is_empty()) {
+        o.insert("warnings".into(), json!(warnings));
+    }
+    v
 }

@@ -51,6 +51,11 @@ enum Command {
         /// Number inventory (TSV or CSV); replaces `emergency.inventory`.
         #[arg(long)]
         inventory: Option<PathBuf>,
+        /// Where the messages are taken to come from (IP:PORT); default: an
+        /// address the configuration takes requests from (the first inbound
+        /// trunk's network, else the first `sip.allow` network).
+        #[arg(long)]
+        from: Option<std::net::SocketAddr>,
         /// Message files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -108,16 +113,33 @@ fn main() -> ExitCode {
             stream,
             config,
             inventory,
+            from,
             files,
         } => {
-            let router = match load_config(config.as_ref()).and_then(|c| {
-                sosrouter::emergency::EmergencyRouter::from_config(&c, inventory.as_deref())
-            }) {
+            let built = load_config(config.as_ref()).and_then(|c| {
+                let r =
+                    sosrouter::emergency::EmergencyRouter::from_config(&c, inventory.as_deref())?;
+                Ok((c, std::sync::Arc::new(r)))
+            });
+            let (config, router) = match built {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("sosrouter: {e}");
                     return ExitCode::from(2);
                 }
+            };
+            let routing: std::sync::Arc<dyn sosrouter::proxy::Router> =
+                if config.routing.mode == sosrouter::config::RoutingMode::Static {
+                    std::sync::Arc::new(sosrouter::proxy::StaticRouter::new(&config))
+                } else {
+                    router.clone()
+                };
+            let source = from.unwrap_or_else(|| sosrouter::inspect::default_source(&config));
+            let ins = sosrouter::inspect::Inspector {
+                config: &config,
+                emergency: &router,
+                router: routing,
+                source,
             };
             let mut failed = false;
             for f in files {
@@ -128,7 +150,7 @@ fn main() -> ExitCode {
                             &name,
                             data.into(),
                             stream,
-                            &router,
+                            &ins,
                         );
                         println!("{v}");
                     }

@@ -323,12 +323,17 @@ fn inspect_without_inventory_and_on_other_messages() {
     )
     .unwrap();
     let lines = inspect([&bad_date, &plain]);
-    assert_eq!(lines[0]["ok"], false);
-    assert_eq!(lines[0]["error"]["reason"], "Bad Date Header");
+    assert_eq!(lines[0]["ok"], true);
+    assert_eq!(lines[0]["faults"][0]["reason"], "Bad Date Header");
     assert_eq!(lines[0]["kept_at_receipt"], true);
     assert_eq!(lines[0]["decision"]["route"], "psap");
+    // The verdict is the router's own: the same receive path and core.
+    assert_eq!(lines[0]["verdict"]["action"], "forwarded");
+    assert_eq!(lines[0]["verdict"]["trunk"], "psap");
     assert_eq!(lines[1]["ok"], true);
     assert_eq!(lines[1].get("kept_at_receipt"), None);
+    assert_eq!(lines[1]["verdict"]["action"], "answered");
+    assert_eq!(lines[1]["verdict"]["status"], 403);
     // A bad inventory row stops inspect with the line number.
     let bad = dir.join("bad.tsv");
     std::fs::write(&bad, "number\tcountry\n+12125550142\tUS\nnope\tUS\n").unwrap();
