@@ -744,6 +744,49 @@ fn inventory_file_is_imported_once() {
     assert_eq!(numbers_of(api, &t.operator, "acme").len(), acme.len() - 1);
 }
 
+/// `sosrouter_inventory_numbers` from the metrics listener, waiting up to
+/// five seconds for it to read `want`.
+fn inventory_gauge(port: u16, want: f64) -> f64 {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, text) = common::get(port, "/metrics");
+        assert_eq!(code, 200, "{text}");
+        let got = common::metric(&text, "sosrouter_inventory_numbers", &[]);
+        if got == want || Instant::now() > end {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// With a database, the inventory gauge is exported from the start (the
+/// snapshot is loaded before the metrics recorder exists) and follows
+/// every change.
+#[test]
+fn inventory_gauge_is_exported_with_a_database() {
+    let db = Db::sqlite();
+    let t = tokens();
+    let trunks = (free_port(), free_port(), free_port(), free_port());
+    let cfg = emergency_config(trunks, &db, &t) + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let corpus = common::root().join("tests/corpus/emergency-invites/inventory.tsv");
+    let loaded = sosrouter::inventory::Inventory::load(&corpus)
+        .unwrap()
+        .len() as f64;
+    assert!(loaded > 5.0);
+    let router = Router::start(&cfg, &["--inventory", corpus.to_str().unwrap()]);
+    let port = common::http_port(&router, "metrics");
+    assert_eq!(inventory_gauge(port, loaded), loaded);
+    let api = Api::of(&router);
+    let r = api.delete("/v1/tenants/acme/numbers/+12125550142", &t.operator);
+    assert_eq!(r.status, 204, "{r}");
+    assert_eq!(inventory_gauge(port, loaded - 1.0), loaded - 1.0);
+    drop(router);
+    // Started again on the same database, without the file.
+    let router = Router::start(&cfg, &[]);
+    let port = common::http_port(&router, "metrics");
+    assert_eq!(inventory_gauge(port, loaded - 1.0), loaded - 1.0);
+}
+
 fn numbers_of(api: Api, token: &str, tenant: &str) -> Vec<Value> {
     api.get(&format!("/v1/tenants/{tenant}/numbers"), token)
         .json()
