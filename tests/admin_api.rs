@@ -692,6 +692,104 @@ fn postgres_roles_and_tenants() {
     }
 }
 
+/// Addresses are bounded (256 bytes per element, 1024 for the whole): the
+/// API refuses a larger one with a 422 naming the field and the limit, in
+/// a single PUT, a location and an upload (all or nothing); one exactly at
+/// the limits is taken.
+fn oversized_addresses_are_refused(db: Db) {
+    let lab = start(&db);
+    let (api, t) = (lab.api, &lab.t);
+    seed(&lab);
+    let put = |v: &Value| {
+        api.send_json(
+            "PUT",
+            &format!("/v1/tenants/acme/numbers/{A}/address"),
+            &t.acme,
+            v,
+        )
+    };
+    let at = "x".repeat(256);
+    let over = "x".repeat(257);
+    let mut too_long = ny();
+    too_long["RD"] = json!(over);
+    let r = put(&too_long);
+    assert_eq!(r.status, 422, "{r}");
+    let want = "RD is 257 bytes, over the limit of 256 bytes for one address element";
+    assert_eq!(r.json()["error"], want, "{r}");
+    assert_eq!(r.json()["errors"], json!([want]), "{r}");
+    // A huge one (the body limit here is 64 KiB), and the language tag.
+    let mut huge = ny();
+    huge["RD"] = json!("x".repeat(60_000));
+    huge["lang"] = json!(over);
+    let r = put(&huge);
+    assert_eq!(r.status, 422, "{r}");
+    let errors = r.json()["errors"].clone();
+    assert_eq!(errors.as_array().unwrap().len(), 2, "{r}");
+    assert!(
+        errors[0].as_str().unwrap().starts_with("RD is 60000 bytes"),
+        "{r}"
+    );
+    assert!(
+        errors[1].as_str().unwrap().starts_with("lang is 257 bytes"),
+        "{r}"
+    );
+    // Every element within its limit, the whole over 1024 bytes.
+    let mut whole = ny();
+    for k in ["A3", "RD", "NAM"] {
+        whole[k] = json!(at);
+    }
+    // country 2, A1 2, STS 2, HNO 2, PC 5, three elements 768: 781 so far.
+    whole["LOC"] = json!("x".repeat(1024 - 781 + 1));
+    let r = put(&whole);
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(
+        r.json()["error"],
+        "the address is 1025 bytes in all, over the limit of 1024 bytes for a whole address"
+    );
+    assert_eq!(number(&lab, "acme", A)["address"]["A3"], "New York");
+    // At both limits.
+    whole["LOC"] = json!("x".repeat(1024 - 781));
+    let r = put(&whole);
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(number(&lab, "acme", A)["address"]["RD"], json!(at));
+
+    // A tenant location.
+    let loc = json!({"id": "tower", "address": too_long});
+    let r = api.send_json("POST", "/v1/tenants/acme/locations", &t.acme, &loc);
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(r.json()["error"], want, "{r}");
+
+    // An upload: the bad row is named, the good one not applied.
+    let before = numbers(&lab, "acme", &t.operator);
+    let up = json!([
+        {"number": "+12125550160", "country": "US", "reg_A1": "NY", "reg_A3": "New York",
+         "reg_RD": "Broadway", "reg_HNO": "1"},
+        {"number": "+12125550161", "country": "US", "reg_A1": "NY", "reg_A3": "New York",
+         "reg_RD": over, "reg_HNO": "2"},
+    ]);
+    let r = api.send_json("POST", "/v1/tenants/acme/numbers", &t.operator, &up);
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(
+        r.json()["rows"],
+        json!([{"index": 1, "number": "+12125550161", "errors": [
+            "reg_RD is 257 bytes, over the limit of 256 bytes for one address element"
+        ]}])
+    );
+    assert_eq!(numbers(&lab, "acme", &t.operator), before);
+}
+
+#[test]
+fn sqlite_oversized_addresses_are_refused() {
+    oversized_addresses_are_refused(Db::sqlite());
+}
+
+#[test]
+fn postgres_oversized_addresses_are_refused() {
+    if let Some(db) = Db::postgres("postgres_oversized_addresses_are_refused") {
+        oversized_addresses_are_refused(db);
+    }
+}
+
 #[test]
 fn sqlite_upload_all_or_nothing() {
     upload_all_or_nothing(Db::sqlite());
@@ -742,6 +840,49 @@ fn inventory_file_is_imported_once() {
     router.wait_log("the file is not imported", 1, Duration::from_secs(10));
     let api = Api::of(&router);
     assert_eq!(numbers_of(api, &t.operator, "acme").len(), acme.len() - 1);
+}
+
+/// `sosrouter_inventory_numbers` from the metrics listener, waiting up to
+/// five seconds for it to read `want`.
+fn inventory_gauge(port: u16, want: f64) -> f64 {
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, text) = common::get(port, "/metrics");
+        assert_eq!(code, 200, "{text}");
+        let got = common::metric(&text, "sosrouter_inventory_numbers", &[]);
+        if got == want || Instant::now() > end {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// With a database, the inventory gauge is exported from the start (the
+/// snapshot is loaded before the metrics recorder exists) and follows
+/// every change.
+#[test]
+fn inventory_gauge_is_exported_with_a_database() {
+    let db = Db::sqlite();
+    let t = tokens();
+    let trunks = (free_port(), free_port(), free_port(), free_port());
+    let cfg = emergency_config(trunks, &db, &t) + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let corpus = common::root().join("tests/corpus/emergency-invites/inventory.tsv");
+    let loaded = sosrouter::inventory::Inventory::load(&corpus)
+        .unwrap()
+        .len() as f64;
+    assert!(loaded > 5.0);
+    let router = Router::start(&cfg, &["--inventory", corpus.to_str().unwrap()]);
+    let port = common::http_port(&router, "metrics");
+    assert_eq!(inventory_gauge(port, loaded), loaded);
+    let api = Api::of(&router);
+    let r = api.delete("/v1/tenants/acme/numbers/+12125550142", &t.operator);
+    assert_eq!(r.status, 204, "{r}");
+    assert_eq!(inventory_gauge(port, loaded - 1.0), loaded - 1.0);
+    drop(router);
+    // Started again on the same database, without the file.
+    let router = Router::start(&cfg, &[]);
+    let port = common::http_port(&router, "metrics");
+    assert_eq!(inventory_gauge(port, loaded - 1.0), loaded - 1.0);
 }
 
 fn numbers_of(api: Api, token: &str, tenant: &str) -> Vec<Value> {

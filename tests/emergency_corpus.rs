@@ -884,3 +884,127 @@ fn a_new_inventory_snapshot_takes_effect_at_once() {
     let d = sosrouter::proxy::Router::route(&router, &msg, &ctx);
     assert_eq!(city(d).as_deref(), Some("Cambridge"));
 }
+
+/// A PIDF-LO holding a character XML forbids is not well-formed, so it is
+/// no location: the call is routed as if it carried none (here on the
+/// caller's registered address, to screening), and the location kept with
+/// the call, which the call record is written from, says why.
+#[test]
+fn a_pidf_with_a_character_xml_forbids_is_not_a_location() {
+    let router = router();
+    let inv = router.inventory();
+    let source = source();
+    let ctx = sosrouter::proxy::RouteContext {
+        source: &source,
+        inbound_trunk: Some("carrier"),
+        dereferenced: None,
+    };
+    let data = std::fs::read(corpus().join("c06-sip-user-phone.sip")).unwrap();
+    let split = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let body = &data[split + 4..];
+    let replace = |from: &[u8], to: &[u8]| -> Vec<u8> {
+        let at = body
+            .windows(from.len())
+            .position(|w| w == from)
+            .expect("in the body");
+        [&body[..at], to, &body[at + from.len()..]].concat()
+    };
+    let route = |body: &[u8]| {
+        let msg = with_body("c06-sip-user-phone.sip", body, "").expect("the INVITE parses");
+        match sosrouter::proxy::Router::route(&router, &msg, &ctx) {
+            Decision::Route {
+                targets,
+                route,
+                reason,
+                details,
+                ..
+            } => {
+                let details = details.expect("details");
+                let location = details.location.as_ref().expect("location").to_json();
+                let ev = router.evaluate(&inv, &msg, Some("carrier"), false);
+                (
+                    targets[0].trunk.clone(),
+                    route,
+                    reason,
+                    details.routed_by,
+                    details.location_source,
+                    location,
+                    ev.decision_json(),
+                )
+            }
+            Decision::Reject { status, .. } => panic!("refused with {status}"),
+        }
+    };
+    // As received, the location is trusted and routes to its PSAP.
+    let (trunk, route_name, reason, routed_by, source_name, location, _) = route(body);
+    assert_eq!(
+        (trunk.as_str(), route_name, reason, routed_by, source_name),
+        ("psap", "psap", "dynamic-location", "dynamic", "pidf-civic")
+    );
+    assert_eq!(location["civic"]["A1"], "IL");
+    for (what, from, to, shown) in [
+        (
+            "NUL in a civic element",
+            &b"<ca:A1>IL</ca:A1>"[..],
+            &b"<ca:A1>IL\0</ca:A1>"[..],
+            "U+0000",
+        ),
+        (
+            "U+0001 in an attribute",
+            b"<dm:device id=\"d1\">",
+            b"<dm:device id=\"d\x011\">",
+            "U+0001",
+        ),
+        (
+            "U+000B in a civic element",
+            b"<ca:RD>Wacker</ca:RD>",
+            b"<ca:RD>Wa\x0bcker</ca:RD>",
+            "U+000B",
+        ),
+        (
+            "U+FFFE in a civic element",
+            b"<ca:A3>Chicago</ca:A3>",
+            "<ca:A3>Chicago\u{FFFE}</ca:A3>".as_bytes(),
+            "U+FFFE",
+        ),
+        (
+            "invalid UTF-8 in a civic element",
+            b"<ca:A3>Chicago</ca:A3>",
+            b"<ca:A3>Chic\xe1go</ca:A3>",
+            "UTF-8",
+        ),
+    ] {
+        let (trunk, route_name, reason, routed_by, source_name, location, decision) =
+            route(&replace(from, to));
+        assert_eq!(
+            (trunk.as_str(), route_name, reason, routed_by, source_name),
+            (
+                "screening",
+                "screening",
+                "screening-no-location",
+                "registered",
+                "registered"
+            ),
+            "{what}: {location:#}"
+        );
+        assert_eq!(decision["reason"], "screening-no-location", "{what}");
+        // The registered address is the location shown and recorded ...
+        assert_eq!(location["source"], "registered", "{what}");
+        assert_eq!(location["civic"]["A3"], "Chicago", "{what}");
+        assert_eq!(location["method"], Value::Null, "{what}");
+        // ... and the document's fault is kept with it.
+        let errors: Vec<&str> = location["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            errors.iter().any(
+                |e| e.starts_with("cid:loc-c06@ua6.example.com: not-well-formed")
+                    && e.contains(shown)
+            ),
+            "{what}: {errors:?}"
+        );
+    }
+}

@@ -18,14 +18,16 @@
 //! | `reg_lat`, `reg_lon` | the address's point in degrees, both or neither |
 //!
 //! Booleans are `yes`/`no`, `true`/`false`, `y`/`n`, `1`/`0`; empty is no.
-//! Values are trimmed. The whole file is refused at the first bad row, with
-//! the row's line number.
+//! Values are trimmed. An address is bounded as [`super::limits`] says (256
+//! bytes per element, 1024 for the whole address). The whole file is
+//! refused at the first bad row, with the row's line number.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use crate::emergency::pidf::{CivicAddress, RFC5139_ELEMENTS};
 
+use super::limits::check_address_size;
 use super::{normalize_e164, Address, Capabilities, Inventory, NumberEntry, TenantLocation};
 
 /// Why an inventory file was refused.
@@ -294,6 +296,15 @@ fn read_row(columns: &[Column], record: &csv::StringRecord, line: u64) -> Result
         _ => return Err("reg_lat and reg_lon go together".into()),
     };
     if !civic.is_empty() {
+        let elements = civic
+            .iter()
+            .map(|(i, v)| (RFC5139_ELEMENTS[*i], v.as_str()));
+        check_address_size(elements, lang.as_deref()).map_err(|e| {
+            e.iter()
+                .map(|e| e.describe("reg_"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
         // RFC 5139 order; the country first, from the row when not given.
         civic.sort_by_key(|(i, _)| *i);
         let mut address = CivicAddress::new();
@@ -516,6 +527,64 @@ mod tests {
         assert!(e.message.contains("not defined"), "{e}");
         let e = error("number,country,reg_A3,reg_lat\n+12125550142,US,Denver,39.7\n");
         assert!(e.message.contains("together"), "{e}");
+    }
+
+    /// An address over the size limits refuses the file, naming the line,
+    /// the column and the limit; one at the limits loads.
+    #[test]
+    fn oversized_addresses_refuse_the_file() {
+        use crate::inventory::{MAX_ADDRESS_BYTES, MAX_ADDRESS_ELEMENT_BYTES};
+        let head = "number\ttenant\tcountry\treg_A1\treg_A3\treg_RD\treg_NAM\treg_lang\n";
+        let at = "x".repeat(MAX_ADDRESS_ELEMENT_BYTES);
+        let over = "x".repeat(MAX_ADDRESS_ELEMENT_BYTES + 1);
+        let big = "x".repeat(200 * 1024);
+        // Three full elements, the country from the row (two letters) and
+        // an A1 that fills the rest make an address at the whole limit.
+        let rest = MAX_ADDRESS_BYTES - 3 * MAX_ADDRESS_ELEMENT_BYTES - 2;
+        let a1 = "x".repeat(rest);
+        let a1_over = "x".repeat(rest + 1);
+        let fine = "+12125550100\tacme\tUS\tNY\tNew York\tW 34th\t\ten\n";
+        for (bad, want) in [
+            (
+                format!("+12125550142\tacme\tUS\tNY\tNew York\t{big}\t\t\n"),
+                "reg_RD is 204800 bytes, over the limit of 256 bytes for one address element"
+                    .to_string(),
+            ),
+            (
+                format!("+12125550142\tacme\tUS\tNY\tNew York\tW 34th\t{over}\t\n"),
+                "reg_NAM is 257 bytes, over the limit of 256 bytes".into(),
+            ),
+            (
+                format!("+12125550142\tacme\tUS\tNY\tNew York\tW 34th\t\t{over}\n"),
+                "reg_lang is 257 bytes".into(),
+            ),
+            (
+                format!("+12125550142\tacme\tUS\t{a1_over}\t{at}\t{at}\t{at}\t\n"),
+                format!(
+                    "the address is {} bytes in all, over the limit of 1024 bytes",
+                    MAX_ADDRESS_BYTES + 1
+                ),
+            ),
+        ] {
+            let text = format!("{head}{fine}{bad}");
+            let e = error(&text);
+            assert_eq!(e.line, Some(3), "{want}: {e}");
+            assert!(e.message.contains(&want), "{want}: {e}");
+        }
+        let text = format!("{head}{fine}+12125550142\tacme\tUS\t{a1}\t{at}\t{at}\t{at}\t\n");
+        let inv = Inventory::parse(&text, Format::Tsv).unwrap();
+        let a = inv
+            .get("+12125550142")
+            .unwrap()
+            .registered
+            .as_ref()
+            .unwrap();
+        assert_eq!(a.civic.get("RD"), Some(at.as_str()));
+        // CSV the same.
+        let csv = format!("number,country,reg_A3,reg_RD\n+12125550142,US,Denver,{over}\n");
+        let e = Inventory::parse(&csv, Format::Csv).unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.message.contains("reg_RD is 257 bytes"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! [`caller_number`] finds the caller's number in a request and
 //! [`normalize_e164`] puts a number into E.164 form.
 
+pub mod limits;
 pub mod load;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use crate::emergency::location::Location;
 use crate::emergency::pidf::CivicAddress;
 use crate::sip::{HeaderName, Message, NameAddr};
 
+pub use limits::{AddressTooLarge, MAX_ADDRESS_BYTES, MAX_ADDRESS_ELEMENT_BYTES};
 pub use load::InventoryError;
 
 /// A snapshot shared between the router's threads.

@@ -1,7 +1,9 @@
 //! Trunk health from SIP OPTIONS probes, sans-IO.
 //!
 //! Each outbound trunk is in exactly one state: `probing` (not known yet, or
-//! coming back), `up` or `down`, with the time it last changed and why. A
+//! coming back), `up` or `down`, with the time it last changed and the
+//! outcome of its last probe (with, while the state holds against that
+//! outcome, how many more like it would change the state). A
 //! trunk goes down after `down_after` failed probes in a row, and up again
 //! after `up_after` answered probes in a row. Any final response proves the
 //! trunk's SIP stack is alive, except 503 (it says it cannot take calls)
@@ -62,7 +64,9 @@ pub struct TrunkHealth {
     pub since_s: f64,
     #[serde(skip)]
     pub since: Instant,
-    /// Why it is in this state.
+    /// The last probe's outcome (`OPTIONS answered 200`, `no answer to
+    /// OPTIONS within 2000 ms`), followed, while the state holds against
+    /// it, by the count towards the next state.
     pub reason: String,
     pub last_latency_ms: Option<f64>,
     /// The trunk refused a TCP connection for a request sent over TCP only
@@ -159,19 +163,40 @@ impl TrunkHealth {
         } else {
             next
         };
-        if next == self.state {
-            return None;
-        }
-        let t = Transition {
+        let transition = (next != self.state).then(|| Transition {
             trunk: self.trunk.clone(),
             from: self.state,
             to: next,
             reason: why.clone(),
+        });
+        if transition.is_some() {
+            self.state = next;
+            self.since = now;
+        }
+        // The reason always tells the last probe's outcome, and how far the
+        // trunk is from changing state when that outcome goes against it.
+        self.reason = match self.state {
+            TrunkState::Up if !ok => {
+                format!(
+                    "{why} ({} of {} failures before down)",
+                    self.fails, cfg.down_after
+                )
+            }
+            TrunkState::Probing if ok => {
+                format!(
+                    "{why} ({} of {} answers needed to be up)",
+                    self.oks, cfg.up_after
+                )
+            }
+            TrunkState::Probing => {
+                format!(
+                    "{why} ({} of {} failures before down)",
+                    self.fails, cfg.down_after
+                )
+            }
+            _ => why,
         };
-        self.state = next;
-        self.since = now;
-        self.reason = why;
-        Some(t)
+        transition
     }
 
     /// Whether routing should put this trunk behind the others.
@@ -263,6 +288,100 @@ mod tests {
             )
             .unwrap();
         assert_eq!(t.to, TrunkState::Up);
+    }
+
+    fn answered(status: u16) -> ProbeResult {
+        ProbeResult::Answered {
+            status,
+            latency: Duration::from_millis(2),
+        }
+    }
+
+    /// The reason always tells the last probe's outcome, whether or not it
+    /// changed the state, and how far the trunk is from its next state.
+    #[test]
+    fn the_reason_follows_every_probe() {
+        let t0 = Instant::now();
+        let c = cfg();
+        let mut h = TrunkHealth::new("psap", "psap", t0, true);
+        assert_eq!(h.reason, "no probe answered yet");
+        let steps: &[(ProbeResult, TrunkState, &str)] = &[
+            (
+                ok(),
+                TrunkState::Probing,
+                "OPTIONS answered 200 (1 of 2 answers needed to be up)",
+            ),
+            (ok(), TrunkState::Up, "OPTIONS answered 200"),
+            (ok(), TrunkState::Up, "OPTIONS answered 200"),
+            (
+                ProbeResult::TimedOut,
+                TrunkState::Up,
+                "no answer to OPTIONS within 1000 ms (1 of 3 failures before down)",
+            ),
+            (
+                answered(503),
+                TrunkState::Up,
+                "OPTIONS answered 503 (2 of 3 failures before down)",
+            ),
+            (answered(404), TrunkState::Up, "OPTIONS answered 404"),
+            (
+                answered(408),
+                TrunkState::Up,
+                "OPTIONS answered 408 (1 of 3 failures before down)",
+            ),
+            (
+                ProbeResult::SendFailed,
+                TrunkState::Up,
+                "OPTIONS could not be sent (2 of 3 failures before down)",
+            ),
+            (
+                ProbeResult::TimedOut,
+                TrunkState::Down,
+                "no answer to OPTIONS within 1000 ms",
+            ),
+            (answered(503), TrunkState::Down, "OPTIONS answered 503"),
+            (
+                ok(),
+                TrunkState::Probing,
+                "OPTIONS answered 200 (1 of 2 answers needed to be up)",
+            ),
+            (
+                ProbeResult::TimedOut,
+                TrunkState::Probing,
+                "no answer to OPTIONS within 1000 ms (1 of 3 failures before down)",
+            ),
+            (
+                ok(),
+                TrunkState::Probing,
+                "OPTIONS answered 200 (1 of 2 answers needed to be up)",
+            ),
+            (ok(), TrunkState::Up, "OPTIONS answered 200"),
+        ];
+        for (n, (result, state, reason)) in steps.iter().enumerate() {
+            h.record(t0 + Duration::from_secs(n as u64), *result, &c);
+            assert_eq!((h.state, h.reason.as_str()), (*state, *reason), "step {n}");
+        }
+    }
+
+    /// A transition reports the outcome that caused it, and the state's
+    /// age counts from the transition, not from later probes.
+    #[test]
+    fn transitions_carry_the_outcome_and_since_stays() {
+        let t0 = Instant::now();
+        let c = cfg();
+        let mut h = TrunkHealth::new("sc", "screening", t0, true);
+        h.record(t0, ok(), &c);
+        let t = h.record(t0 + Duration::from_secs(1), ok(), &c).unwrap();
+        assert_eq!(t.reason, "OPTIONS answered 200");
+        h.record(t0 + Duration::from_secs(2), ProbeResult::TimedOut, &c);
+        assert_eq!(h.since, t0 + Duration::from_secs(1));
+        assert_eq!(h.state, TrunkState::Up);
+        // Probing off: the reason says so and nothing changes it.
+        let h = TrunkHealth::new("sc", "screening", t0, false);
+        assert_eq!(
+            (h.state, h.reason.as_str()),
+            (TrunkState::Up, "probing off")
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::emergency::pidf::{CivicAddress, RFC5139_ELEMENTS};
+use crate::inventory::limits::check_address_size;
 use crate::inventory::Address;
 
 /// The API form of an address.
@@ -59,7 +60,8 @@ pub fn from_db(civic: &str, lat: Option<f64>, lon: Option<f64>) -> anyhow::Resul
 }
 
 /// Reads an address from its API form. `default_country` fills a missing
-/// `country`. Every problem is reported, not just the first.
+/// `country`. Every problem is reported, not just the first; the size
+/// limits of [`crate::inventory::limits`] are checked before the values.
 pub fn from_json(v: &Value, default_country: Option<&str>) -> Result<Address, Vec<String>> {
     let Value::Object(o) = v else {
         return Err(vec![
@@ -103,6 +105,11 @@ pub fn from_json(v: &Value, default_country: Option<&str>) -> Result<Address, Ve
     if !errors.is_empty() {
         return Err(errors);
     }
+    let elements = fields
+        .iter()
+        .map(|(i, v)| (RFC5139_ELEMENTS[*i], v.as_str()));
+    check_address_size(elements, lang.as_deref())
+        .map_err(|e| e.iter().map(|e| e.describe("")).collect::<Vec<_>>())?;
     build(fields, lang, point, default_country).map_err(|e| vec![e])
 }
 

@@ -57,10 +57,18 @@ impl Hub {
     }
 
     /// Makes `router` route on the current snapshot and on every later one.
+    ///
+    /// Also sets the inventory gauge: the first snapshot is published when
+    /// the database opens, before the metrics recorder is installed, and a
+    /// gauge set without a recorder is lost. Routers are built (and
+    /// attached) once the recorder exists, at the start and on every
+    /// reload.
     pub fn attach(&self, router: &Arc<EmergencyRouter>) {
         let mut routers = self.routers.lock().unwrap_or_else(|e| e.into_inner());
         routers.retain(|r| r.strong_count() > 0);
-        router.set_inventory(self.inventory());
+        let inventory = self.inventory();
+        set_gauge(&inventory);
+        router.set_inventory(inventory);
         routers.push(Arc::downgrade(router));
     }
 
@@ -68,7 +76,7 @@ impl Hub {
     pub fn publish(&self, inventory: Inventory, desks: SecurityDesks, version: i64) {
         let inventory = Arc::new(inventory);
         let mut routers = self.routers.lock().unwrap_or_else(|e| e.into_inner());
-        metrics::gauge!(m::INVENTORY_NUMBERS).set(inventory.len() as f64);
+        set_gauge(&inventory);
         self.inventory.store(inventory.clone());
         self.desks.store(Arc::new(desks));
         self.version.store(version, Ordering::Release);
@@ -81,4 +89,9 @@ impl Hub {
             None => false,
         });
     }
+}
+
+/// Exports the size of the snapshot the routers use.
+fn set_gauge(inventory: &Inventory) {
+    metrics::gauge!(m::INVENTORY_NUMBERS).set(inventory.len() as f64);
 }

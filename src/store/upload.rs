@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::emergency::pidf::RFC5139_ELEMENTS;
+use crate::inventory::limits::check_address_size;
 use crate::inventory::load::{boolean, column, Column};
 use crate::inventory::{normalize_e164, Address};
 
@@ -424,6 +426,12 @@ fn read_row(raw: &RawRow, tenant: &str) -> Result<ReadRow, Vec<String>> {
             None
         }
     };
+    let elements = fields
+        .iter()
+        .map(|(i, v)| (RFC5139_ELEMENTS[*i], v.as_str()));
+    if let Err(e) = check_address_size(elements, lang.as_deref()) {
+        errors.extend(e.iter().map(|e| e.describe("reg_")));
+    }
     let partial = if fields.is_empty() {
         if point.is_some() {
             errors.push("a point without a civic address (reg_country and the rest)".into());
@@ -561,6 +569,66 @@ mod tests {
         assert_eq!(e[1].at.line, Some(4));
         assert_eq!(e[1].errors.len(), 3, "{:?}", e[1].errors);
         assert!(e[2].errors[0].contains("already listed at line 2"));
+    }
+
+    /// Addresses over the size limits are row errors naming the column and
+    /// the limit, in CSV and JSON, for numbers and locations alike.
+    #[test]
+    fn oversized_addresses_are_row_errors() {
+        use crate::inventory::{MAX_ADDRESS_BYTES, MAX_ADDRESS_ELEMENT_BYTES};
+        let at = "x".repeat(MAX_ADDRESS_ELEMENT_BYTES);
+        let over = "x".repeat(MAX_ADDRESS_ELEMENT_BYTES + 1);
+        let big = "x".repeat(200 * 1024);
+        let rest = "x".repeat(MAX_ADDRESS_BYTES - 3 * MAX_ADDRESS_ELEMENT_BYTES - 2);
+        let text = format!(
+            "number,country,location_id,reg_A1,reg_A3,reg_RD,reg_NAM\n\
+             +12125550100,US,,NY,New York,{big},\n\
+             +12125550101,US,,NY,New York,W 34th,\n\
+             ,US,hq,NY,{over},W 34th,\n\
+             +12125550102,US,,{rest}y,{at},{at},{at}\n\
+             +12125550103,US,,{rest},{at},{at},{at}\n"
+        );
+        let e = rows(parse(text.as_bytes(), Format::Csv, "acme").unwrap_err());
+        let joined: Vec<(Option<u64>, String)> =
+            e.iter().map(|r| (r.at.line, r.errors.join("; "))).collect();
+        let got: Vec<(Option<u64>, &str)> = joined.iter().map(|(l, m)| (*l, m.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    Some(2),
+                    "reg_RD is 204800 bytes, over the limit of 256 bytes for one address element"
+                ),
+                (
+                    Some(4),
+                    "reg_A3 is 257 bytes, over the limit of 256 bytes for one address element"
+                ),
+                (
+                    Some(5),
+                    "the address is 1025 bytes in all, over the limit of 1024 bytes for a whole address"
+                ),
+            ]
+        );
+        // At the limits, the rows are taken.
+        let text = format!(
+            "number,country,reg_A1,reg_A3,reg_RD,reg_NAM\n+12125550103,US,{rest},{at},{at},{at}\n"
+        );
+        assert_eq!(
+            parse(text.as_bytes(), Format::Csv, "acme")
+                .unwrap()
+                .numbers
+                .len(),
+            1
+        );
+        let body = serde_json::json!([
+            {"number": "+12125550104", "country": "US", "reg_A3": "Denver", "reg_lang": over},
+        ]);
+        let e = rows(parse(body.to_string().as_bytes(), Format::Json, "acme").unwrap_err());
+        assert_eq!(e[0].at.index, Some(0));
+        assert_eq!(
+            e[0].errors,
+            ["reg_lang is 257 bytes, over the limit of 256 bytes for one address element"]
+        );
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! split by entity or character references, CDATA sections or comments is
 //! copied. Entity references other than the five predefined ones and character
 //! references are refused: a DTD is never read, so nothing can expand.
+//!
+//! The whole input is checked first to be UTF-8 made only of characters XML
+//! 1.0 allows ([`check_chars`]), and so is every character a reference
+//! stands for, in text and in attribute values: a document with a NUL or
+//! another control character in it is not well-formed, so it is no location.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -288,6 +293,58 @@ fn not_wf(msg: impl Into<String>) -> PidfError {
     PidfError::NotWellFormed(msg.into())
 }
 
+/// Whether XML 1.0 allows `c` anywhere in a document (production [2]
+/// `Char`): tab, LF, CR, U+0020-U+D7FF, U+E000-U+FFFD and U+10000 up.
+/// Surrogates cannot be a `char` at all.
+pub(crate) fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+fn forbidden(c: char, at: usize) -> PidfError {
+    not_wf(format!(
+        "character U+{:04X} is not allowed in XML (byte {at})",
+        u32::from(c)
+    ))
+}
+
+/// Checks that `xml` is UTF-8 holding only characters XML 1.0 allows, so
+/// that no name, attribute value, text, comment or anything else carries a
+/// control character, U+FFFE or U+FFFF. Valid UTF-8 encodes no surrogate, so
+/// those are refused as invalid UTF-8. Byte offsets count from the start of
+/// `xml`.
+fn check_chars(xml: &[u8]) -> Result<(), PidfError> {
+    let text = std::str::from_utf8(xml).map_err(|e| {
+        not_wf(format!(
+            "the document is not valid UTF-8 (byte {})",
+            e.valid_up_to()
+        ))
+    })?;
+    // The forbidden characters below U+0080 are single bytes, and U+FFFE and
+    // U+FFFF are EF BF BE and EF BF BF: looking at bytes finds them without
+    // decoding the rest.
+    for (at, &b) in xml.iter().enumerate() {
+        let suspect = (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')) || b == 0xEF;
+        if suspect {
+            if let Some(c) = text[at..].chars().next().filter(|&c| !is_xml_char(c)) {
+                return Err(forbidden(c, at));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the characters `s` got from references (the input itself has
+/// passed [`check_chars`]).
+fn check_resolved(s: &str, what: &str) -> Result<(), PidfError> {
+    match s.chars().find(|&c| !is_xml_char(c)) {
+        Some(c) => Err(not_wf(format!(
+            "{what}: a reference to U+{:04X}, which XML does not allow",
+            u32::from(c)
+        ))),
+        None => Ok(()),
+    }
+}
+
 struct Builder<'i> {
     nodes: Vec<Node<'i>>,
     attrs: Vec<AttrValue>,
@@ -354,10 +411,17 @@ impl<'i> Builder<'i> {
         // Every attribute is checked for syntax; only those read are kept.
         for a in e.attributes() {
             let a = a.map_err(|err| not_wf(format!("attribute of <{name}>: {err}")))?;
-            if let Some(key) = Attr::from_key(a.key.as_ref()) {
+            let key = Attr::from_key(a.key.as_ref());
+            // A value with a reference is resolved even when it is not
+            // read, to check what the reference stands for.
+            if key.is_some() || a.value.contains(&b'&') {
                 let v = a
                     .decode_and_unescape_value(decoder)
                     .map_err(|err| not_wf(format!("attribute of <{name}>: {err}")))?;
+                check_resolved(&v, &format!("attribute of <{name}>"))?;
+                let Some(key) = key else {
+                    continue;
+                };
                 let start = self.strings.len();
                 self.strings.push_str(&v);
                 self.attrs.push(AttrValue {
@@ -440,6 +504,7 @@ pub(crate) fn read<'i>(xml: &'i [u8], limits: &Limits) -> Result<Dom<'i>, PidfEr
             limit: limits.max_bytes,
         });
     }
+    check_chars(xml)?;
     let xml = xml.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(xml);
     // Namespaces are resolved here rather than by `NsReader`, which also
     // resolves every end tag: an end tag only closes the open element.
@@ -508,7 +573,11 @@ pub(crate) fn read<'i>(xml: &'i [u8], limits: &Limits) -> Result<Dom<'i>, PidfEr
             Event::GeneralRef(r) => {
                 let resolved: String = if r.is_char_ref() {
                     match r.resolve_char_ref() {
-                        Ok(Some(c)) => c.to_string(),
+                        Ok(Some(c)) => {
+                            let s = c.to_string();
+                            check_resolved(&s, "text")?;
+                            s
+                        }
                         _ => return Err(not_wf("invalid character reference")),
                     }
                 } else {

@@ -47,7 +47,10 @@
 //! [`Limits`] caps the input size, nesting depth and element count; reading
 //! stops at the first excess. No DTD is read and no entity other than the
 //! five predefined ones and character references is expanded. Nothing
-//! recurses.
+//! recurses. A document that is not UTF-8, or holds a character XML 1.0
+//! forbids (a control character other than tab, CR and LF, U+FFFE, U+FFFF),
+//! written out or as a reference, anywhere, is not well-formed: it gives no
+//! location, as any other broken document.
 
 mod civic;
 mod dom;

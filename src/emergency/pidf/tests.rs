@@ -535,3 +535,168 @@ fn entity_expansion_is_never_performed() {
         Some("NSW")
     );
 }
+
+/// A device document whose `id`, `A1` and `RD` are the given bytes, as they
+/// arrive in a SIP body (not necessarily UTF-8).
+fn civic_bytes(id: &[u8], a1: &[u8], rd: &[u8]) -> Vec<u8> {
+    let mut xml = format!(r#"<presence {DECLS}><dm:device id=""#).into_bytes();
+    xml.extend_from_slice(id);
+    xml.extend_from_slice(
+        br#""><gp:geopriv><gp:location-info><ca:civicAddress xml:lang="en-US"><ca:country>US</ca:country><ca:A1>"#,
+    );
+    xml.extend_from_slice(a1);
+    xml.extend_from_slice(b"</ca:A1><ca:RD>");
+    xml.extend_from_slice(rd);
+    xml.extend_from_slice(
+        b"</ca:RD></ca:civicAddress></gp:location-info></gp:geopriv></dm:device></presence>",
+    );
+    xml
+}
+
+/// XML 1.0 allows only tab, LF, CR, U+0020-U+D7FF, U+E000-U+FFFD and
+/// U+10000 up (production [2] `Char`), written directly or as a character
+/// reference; a document with anything else is not well-formed, so it gives
+/// no location. Everything XML allows still reads.
+#[test]
+fn characters_xml_forbids_make_the_document_not_well_formed() {
+    // (what, id, A1, RD, the A1 and RD read, or None for not well-formed)
+    type Case = (
+        &'static str,
+        &'static [u8],
+        &'static [u8],
+        &'static [u8],
+        Option<(&'static str, &'static str)>,
+    );
+    let cases: &[Case] = &[
+        ("NUL in a civic element", b"d", b"NY\0", b"Main", None),
+        ("NUL in an attribute", b"d\0", b"NY", b"Main", None),
+        ("U+0001 in a civic element", b"d", b"NY", b"Ma\x01in", None),
+        ("U+000B in a civic element", b"d", b"NY", b"Ma\x0bin", None),
+        ("U+001F in a civic element", b"d", b"NY", b"Main\x1f", None),
+        ("U+0001 in an attribute", b"\x01", b"NY", b"Main", None),
+        ("U+FFFE", b"d", b"NY", "Main\u{FFFE}".as_bytes(), None),
+        ("U+FFFF", b"d", "N\u{FFFF}Y".as_bytes(), b"Main", None),
+        (
+            "U+FFFE in an attribute",
+            "d\u{FFFE}".as_bytes(),
+            b"NY",
+            b"Main",
+            None,
+        ),
+        ("invalid UTF-8", b"d", b"NY", b"Ma\xffin", None),
+        ("truncated UTF-8", b"d", b"NY", b"Main\xc3", None),
+        (
+            "invalid UTF-8 in an attribute",
+            b"d\xfe",
+            b"NY",
+            b"Main",
+            None,
+        ),
+        (
+            "an encoded surrogate",
+            b"d",
+            b"NY",
+            b"Main\xed\xa0\x80",
+            None,
+        ),
+        ("reference to U+0000", b"d", b"NY&#0;", b"Main", None),
+        ("reference to U+0001", b"d", b"NY", b"Main&#1;", None),
+        ("reference to U+001B", b"d", b"NY", b"Main&#x1b;", None),
+        ("reference to U+FFFE", b"d", b"NY", b"Main&#xFFFE;", None),
+        ("reference to U+FFFF", b"d", b"NY", b"Main&#65535;", None),
+        (
+            "reference to a lone surrogate",
+            b"d",
+            b"NY",
+            b"Main&#xD800;",
+            None,
+        ),
+        (
+            "reference to U+0001 in an attribute",
+            b"d&#x1;",
+            b"NY",
+            b"Main",
+            None,
+        ),
+        // Allowed.
+        ("plain", b"d", b"NY", b"Main", Some(("NY", "Main"))),
+        (
+            "tab, CR and LF inside",
+            b"d\t1",
+            b"N\tY",
+            b"Main\r\nStreet\rEast",
+            Some(("N\tY", "Main\nStreet\nEast")),
+        ),
+        (
+            "non-ASCII letters",
+            b"d",
+            "Île-de-France".as_bytes(),
+            "Münchner Straße 東京 Ωμέγα \u{10348}".as_bytes(),
+            Some(("Île-de-France", "Münchner Straße 東京 Ωμέγα \u{10348}")),
+        ),
+        (
+            "the edges of the allowed ranges",
+            b"d",
+            "\u{20}\u{7f}\u{85}\u{D7FF}".as_bytes(),
+            "\u{E000}\u{FFFD}\u{10000}\u{10FFFF}".as_bytes(),
+            Some((
+                "\u{7f}\u{85}\u{D7FF}",
+                "\u{E000}\u{FFFD}\u{10000}\u{10FFFF}",
+            )),
+        ),
+        (
+            "allowed references",
+            b"d&#9;",
+            b"N&#x9;Y",
+            b"M&#xE9;&#10;&#x10FFFF;",
+            Some(("N\tY", "M\u{e9}\n\u{10FFFF}")),
+        ),
+    ];
+    for (what, id, a1, rd, want) in cases {
+        let got = parse(&civic_bytes(id, a1, rd));
+        match (want, got) {
+            (Some((a1, rd)), Ok(pidf)) => {
+                let civic = pidf.selected().civic.as_ref().unwrap();
+                assert_eq!(
+                    (civic.get("A1"), civic.get("RD")),
+                    (Some(*a1), Some(*rd)),
+                    "{what}"
+                );
+            }
+            (None, Err(e)) => {
+                assert_eq!(e.kind(), "not-well-formed", "{what}: {e}");
+            }
+            (want, got) => panic!("{what}: wanted {want:?}, got {got:?}"),
+        }
+    }
+}
+
+/// Forbidden characters are refused wherever they are: in names, in
+/// attributes that are never read, in comments and outside the root.
+#[test]
+fn characters_xml_forbids_are_refused_anywhere_in_the_document() {
+    let good = civic_bytes(b"d", b"NY", b"Main");
+    assert!(parse(&good).is_ok());
+    let text = String::from_utf8(good).unwrap();
+    for (what, from, to) in [
+        ("in an element name", "<ca:RD>", "<ca:R\u{1}D>"),
+        ("in an attribute name", " id=", " i\u{0}d="),
+        ("in an unread attribute", " id=", " x=\"\u{1}\" id="),
+        (
+            "referenced in an unread attribute",
+            " id=",
+            " x=\"&#1;\" id=",
+        ),
+        ("in a comment", "<ca:A1>", "<!-- \u{0} --><ca:A1>"),
+        ("in CDATA", "<ca:A1>NY", "<ca:A1><![CDATA[N\u{1}]]>NY"),
+        ("after the root", "</presence>", "</presence>\u{FFFF}"),
+    ] {
+        let bad = text.replacen(from, to, 1);
+        assert_ne!(bad, text, "{what}");
+        let e = parse(bad.as_bytes()).expect_err(what);
+        assert_eq!(e.kind(), "not-well-formed", "{what}: {e}");
+    }
+    // The message says what and where.
+    let e = parse(&civic_bytes(b"d", b"NY\0", b"Main")).unwrap_err();
+    assert!(e.to_string().contains("U+0000"), "{e}");
+}

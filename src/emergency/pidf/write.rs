@@ -5,12 +5,7 @@ use std::fmt::Write as _;
 use quick_xml::escape::escape;
 
 use super::civic::{CivicAddress, EXTENSION_NS, EXTENSION_PREFIX};
-use super::dom::{NS_CIVIC, NS_GEOPRIV, NS_PIDF};
-
-/// Characters XML 1.0 cannot carry at all, even escaped.
-fn xml_char(c: char) -> bool {
-    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
-}
+use super::dom::{is_xml_char as xml_char, NS_CIVIC, NS_GEOPRIV, NS_PIDF};
 
 /// Escapes `s` for text or a quoted attribute, dropping characters XML 1.0
 /// cannot represent.
