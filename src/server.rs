@@ -317,6 +317,11 @@ pub async fn run(
         }
         flush(&mut core, &udps, &pool, &tx, &mut counters, &mut names);
         drain_events(&mut core, recorder.as_ref(), &desk);
+        // A probe answered or missed, a trunk found to refuse TCP: /readyz
+        // says so now, not at the next tick.
+        if core.take_health_changed() {
+            shared.set_trunks(core.trunk_health(Instant::now()));
+        }
         if let Some(until) = drain_until {
             let left = core.calls_in_progress();
             if left == 0 || tokio::time::Instant::now() >= until {

@@ -367,7 +367,7 @@ fn a_non_emergency_static_route_returns_the_trunks_404_to_the_caller() {
         t.screening,
         t.test,
         t.last_resort,
-        "\n[[route]]\nnumbers = [\"5551234\"]\ntargets = [\"psap\", \"screening\"]\n",
+        "\n[[route]]\nnumbers = [\"5551234\"]\ntargets = [\"psap\", \"screening\"]\nemergency = false\n",
     );
     let router = Router::start(&config, &[]);
     let call = sipp_call(

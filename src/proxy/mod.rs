@@ -478,6 +478,8 @@ pub struct Core {
     /// Shutting down: new calls are refused with 503 so the carrier tries
     /// another router; calls in progress finish.
     draining: bool,
+    /// A trunk's health changed since the driver last asked.
+    health_changed: bool,
     /// Refuses new calls when the transactions open reach the limits.
     admission: overload::Admission,
     /// Server transactions open by source address, to share the reserve.
@@ -719,6 +721,7 @@ impl Core {
             probes: IdMap::default(),
             probe_seq: 0,
             draining: false,
+            health_changed: false,
             admission: overload::Admission::new(cfg.overload),
             sources: overload::Sources::default(),
             strangers: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
@@ -938,6 +941,13 @@ impl Core {
             metrics::counter!(m::TRUNK_TRANSITIONS, "trunk" => t.trunk.clone(), "to" => t.to.as_str()).increment(1);
         }
         publish_health(h, now);
+        self.health_changed = true;
+    }
+
+    /// Whether a trunk's health changed (a probe came back or went
+    /// unanswered, a trunk refused TCP) since the last call.
+    pub fn take_health_changed(&mut self) -> bool {
+        std::mem::take(&mut self.health_changed)
     }
 
     pub fn stats(&self) -> CoreStats {
@@ -1392,8 +1402,26 @@ impl Core {
     /// A request addressed to the router itself: one of its addresses or
     /// names, with or without a user part (a carrier's health check may
     /// send `OPTIONS sip:ping@router.example.net`).
+    /// An address of the router's with no port counts too (a health check
+    /// to `sip:192.0.2.5` reached it, whatever port it listens on); in a
+    /// Route header it does not, since a peer on the same host may be
+    /// meant.
     fn is_for_us(&self, msg: &Message) -> bool {
-        msg.request_uri().is_some_and(|u| self.is_us(&u))
+        msg.request_uri().is_some_and(|u| {
+            self.is_us(&u) || (u.is_sip() && u.port.is_none() && self.is_our_address(u.host))
+        })
+    }
+
+    /// Whether `host` is an IP address the router listens on.
+    fn is_our_address(&self, host: &[u8]) -> bool {
+        let bare = String::from_utf8_lossy(host);
+        let bare = bare.trim_start_matches('[').trim_end_matches(']');
+        bare.parse::<IpAddr>().is_ok_and(|ip| {
+            self.cfg
+                .local
+                .iter()
+                .any(|a| a.ip() == ip || (a.ip().is_unspecified() && ip.is_loopback()))
+        })
     }
 
     /// How many Route values remain after removing ours at the top.
@@ -1725,6 +1753,7 @@ impl Core {
             }
             publish_health(h, now);
         }
+        self.health_changed = true;
         true
     }
 
