@@ -371,7 +371,7 @@ async fn open_store(
             let n = store.import(&inv, &actor).await?;
             tracing::info!(numbers = n, file = %path.display(), "inventory file imported into the empty database");
         } else {
-            tracing::info!(file = %path.display(), "the database holds an inventory already; the file is not imported");
+            tracing::info!(file = %path.display(), "the database holds an inventory already: the file is not imported, now or on reload (change numbers through the API)");
         }
     }
     store.refresh().await?;
