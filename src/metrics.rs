@@ -36,6 +36,10 @@ pub const ALL: &[(&str, &str)] = &[
         "Initial emergency requests that came with a preloaded Route set, removed so that the emergency decision alone picks the next hop",
     ),
     (
+        ADDITIONS_SKIPPED,
+        "Emergency requests too large for the router to add the registered address to (forwarded without it, which the call record says)",
+    ),
+    (
         FAILOVERS,
         "Failovers from one target to the next; labels: trunk (the one that failed), cause",
     ),
@@ -137,6 +141,7 @@ pub const REQUESTS_REJECTED: &str = "sosrouter_requests_rejected_total";
 pub const EMERGENCY_CALLS: &str = "sosrouter_emergency_calls_total";
 pub const EMERGENCY_FAULTS_FORGIVEN: &str = "sosrouter_emergency_malformed_routed_total";
 pub const EMERGENCY_ROUTES_REMOVED: &str = "sosrouter_emergency_preloaded_routes_removed_total";
+pub const ADDITIONS_SKIPPED: &str = "sosrouter_emergency_additions_skipped_total";
 pub const FAILOVERS: &str = "sosrouter_failovers_total";
 pub const CALLS: &str = "sosrouter_calls_total";
 pub const HOPS: &str = "sosrouter_hops_total";

@@ -1253,6 +1253,22 @@ impl Core {
                         return;
                     }
                 }
+                // The router's own additions never make a request too large
+                // for the next hop to take: past that, the registered
+                // address travels in the record only, not in the INVITE.
+                let mut augment = augment;
+                let added = augment.body_part.as_ref().map_or(0, |(h, b)| {
+                    b.len() + h.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + 128
+                });
+                if added > 0 && msg.as_bytes().len() + added + ADDITIONS_MARGIN > MAX_FORWARDED {
+                    augment.body_part = None;
+                    metrics::counter!(m::ADDITIONS_SKIPPED).increment(1);
+                    warn!(call_id = %lossy(msg.call_id()), size = msg.as_bytes().len(), added, "request too large to add the registered address to: forwarded without it");
+                    warnings.push(format!(
+                        "registered address not added: the request ({} bytes) would pass {MAX_FORWARDED} bytes",
+                        msg.as_bytes().len()
+                    ));
+                }
                 info!(call_id = %lossy(msg.call_id()), route, reason, targets = targets.len(), "routing");
                 let targets = self.order_by_health(targets, msg.call_id());
                 if method == Method::Invite {
@@ -2916,6 +2932,15 @@ impl Core {
         }
     }
 }
+
+/// The largest request the router forwards with additions of its own: what
+/// one UDP datagram can carry (65,507 bytes over IPv4), and under the
+/// 65,536 bytes that SIP stacks (this one included) take at most.
+const MAX_FORWARDED: usize = 65_000;
+
+/// Room kept for the router's Via, Record-Route, Call-Info entries and a
+/// Max-Forwards rewrite.
+const ADDITIONS_MARGIN: usize = 1_024;
 
 /// How long a trunk that refused TCP for a large request gets its
 /// requests over UDP before TCP is tried again.

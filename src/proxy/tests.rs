@@ -1636,3 +1636,116 @@ fn an_emergency_invite_with_a_garbage_line_is_routed_with_the_line_untouched() {
         up[0]
     );
 }
+
+/// A routing phase that adds a registered address of `n` bytes to every
+/// call, as the emergency router does when it routes by it.
+struct AddsAddress(usize);
+
+impl Router for AddsAddress {
+    fn route(&self, _req: &Message, _ctx: &RouteContext<'_>) -> Decision {
+        Decision::Route {
+            targets: vec![RouteTarget {
+                trunk: "psap".into(),
+                route: None,
+                label: "psap".into(),
+            }],
+            augment: Augment {
+                body_part: Some((
+                    vec![("Content-Type".into(), "application/pidf+xml".into())],
+                    Bytes::from(vec![b'a'; self.0]),
+                )),
+                ..Augment::default()
+            },
+            emergency: true,
+            route: "screening",
+            reason: "registered-address",
+            details: None,
+        }
+    }
+}
+
+/// The router's own additions never push a request past what the next hop
+/// can take: an INVITE already near the size limit is forwarded without
+/// the registered address (the record says so), a normal one with it.
+#[test]
+fn the_routers_additions_never_make_a_request_too_large_to_forward() {
+    let c = config();
+    let cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
+    let mut h = Harness {
+        core: Core::new(cfg, Arc::new(AddsAddress(3_000))),
+        now: Instant::now(),
+        sent: Vec::new(),
+    };
+    h.deliver_over(
+        Proto::Tcp,
+        CALLER,
+        &large_invite("big", 63_000).replace("SIP/2.0/UDP", "SIP/2.0/TCP"),
+    );
+    let fwd = h.take("127.0.0.1:5070");
+    assert_eq!(fwd.len(), 1);
+    assert!(fwd[0].len() < 65_000, "{}", fwd[0].len());
+    assert!(!fwd[0].contains("application/pidf+xml"));
+    let warnings = std::iter::from_fn(|| h.core.poll_event())
+        .find_map(|ev| match ev {
+            CallEvent::Started { warnings, .. } => Some(warnings),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        warnings[0].contains("registered address not added"),
+        "{warnings:?}"
+    );
+
+    h.deliver_over(
+        Proto::Tcp,
+        CALLER,
+        &large_invite("small", 500).replace("SIP/2.0/UDP", "SIP/2.0/TCP"),
+    );
+    let fwd = h.take("127.0.0.1:5070");
+    assert!(fwd[0].contains("application/pidf+xml"), "{}", fwd[0]);
+}
+
+/// The router's own refusals that no other test shows: a Request-URI
+/// scheme it cannot route on (416), a route with no target (503 No Route),
+/// and every target's 503 answered as 500 All Targets Failed (RFC 3261
+/// section 16.7).
+#[test]
+fn the_routers_last_word_on_calls_it_cannot_place() {
+    let mut h = Harness::new();
+    h.deliver(
+        CALLER,
+        &invite("sch").replace("INVITE sip:911@127.0.0.1:5060", "INVITE im:911@example.net"),
+    );
+    let up = h.take(CALLER);
+    assert_eq!(
+        up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+        vec!["416"]
+    );
+
+    let mut c = config();
+    c.routes[0].targets.clear();
+    let mut h = Harness::with(c);
+    h.deliver(CALLER, &invite("nr"));
+    let up = h.take(CALLER);
+    assert_eq!(
+        up.iter().map(|m| status(m)).collect::<Vec<_>>(),
+        vec!["100", "503"]
+    );
+    assert!(up[1].starts_with("SIP/2.0 503 No Route\r\n"), "{}", up[1]);
+
+    let mut h = Harness::new();
+    h.deliver(CALLER, &invite("all5"));
+    h.take(CALLER);
+    for port in [5070, 5080, 5095] {
+        let to = format!("127.0.0.1:{port}");
+        let fwd = h.take(&to).remove(0);
+        h.deliver(&to, &answer(&fwd, 503, "Service Unavailable", "t"));
+    }
+    let up = h.take(CALLER);
+    assert_eq!(up.len(), 1);
+    assert!(
+        up[0].starts_with("SIP/2.0 500 All Targets Failed\r\n"),
+        "{}",
+        up[0]
+    );
+}

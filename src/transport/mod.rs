@@ -147,3 +147,43 @@ pub struct Senders {
     pub udp: Arc<Vec<udp::UdpEndpoint>>,
     pub tcp: tcp::TcpPool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request past the header limits is answered, not dropped: the
+    /// answer is built from a reading of the header block that ignores them.
+    #[test]
+    fn a_request_past_the_header_limits_is_answered() {
+        let source = Source {
+            proto: Proto::Udp,
+            peer: "127.0.0.1:5061".parse().unwrap(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+            conn: None,
+        };
+        let many: String = (0..300).map(|i| format!("X-H{i}: {i}\r\n")).collect();
+        let long = format!("X-Long: {}\r\n", "a".repeat(20_000));
+        for extra in [many, long] {
+            let text = format!(
+                "INVITE sip:911@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKlim;rport\r\n{extra}From: <sip:a@b>;tag=1\r\nTo: <sip:911@b>\r\nCall-ID: lim\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            );
+            let mut counters = m::MessageCounters::default();
+            let reply = match parse_received(
+                Bytes::from(text),
+                &source,
+                false,
+                &Limits::default(),
+                &mut counters,
+            ) {
+                Err(Some(reply)) => String::from_utf8_lossy(&reply).into_owned(),
+                other => panic!("{:?}", other.map(|_| ())),
+            };
+            assert!(reply.starts_with("SIP/2.0 "), "{reply}");
+            let code: u16 = reply[8..11].parse().unwrap();
+            assert!((400..600).contains(&code), "{reply}");
+            assert!(reply.contains("Call-ID: lim\r\n"));
+            assert!(reply.contains(";received=127.0.0.1;rport=5061"), "{reply}");
+        }
+    }
+}
