@@ -147,6 +147,11 @@ pub struct SipConfig {
     /// `0`: a stranger is never answered.
     #[serde(default = "default_stranger_replies")]
     pub stranger_replies_per_s: u32,
+    /// Most answers a second to one allowed source for requests the router
+    /// routes nowhere (refusals, its own 200 to OPTIONS), sent without a
+    /// transaction; past it such requests are dropped unanswered.
+    #[serde(default = "default_answers_per_source")]
+    pub answers_per_source_per_s: u32,
 }
 
 impl SipConfig {
@@ -172,6 +177,9 @@ fn default_drain() -> u64 {
 
 fn default_stranger_replies() -> u32 {
     50
+}
+fn default_answers_per_source() -> u32 {
+    1000
 }
 fn default_udp_mtu() -> usize {
     1300

@@ -127,6 +127,10 @@ pub const ALL: &[(&str, &str)] = &[
         "Locations fetched by reference (RFC 6753) before routing; labels: outcome (ok, failed, timeout)",
     ),
     (
+        ANSWERS_WITHHELD,
+        "Requests from allowed sources that the router routes nowhere (refused, or OPTIONS to it) and left unanswered, past sip.answers_per_source_per_s",
+    ),
+    (
         STRANGERS_UNANSWERED,
         "Requests from sources not allowed that got no answer, past sip.stranger_replies_per_s",
     ),
@@ -142,6 +146,7 @@ pub const EMERGENCY_CALLS: &str = "sosrouter_emergency_calls_total";
 pub const EMERGENCY_FAULTS_FORGIVEN: &str = "sosrouter_emergency_malformed_routed_total";
 pub const EMERGENCY_ROUTES_REMOVED: &str = "sosrouter_emergency_preloaded_routes_removed_total";
 pub const ADDITIONS_SKIPPED: &str = "sosrouter_emergency_additions_skipped_total";
+pub const ANSWERS_WITHHELD: &str = "sosrouter_answers_withheld_total";
 pub const FAILOVERS: &str = "sosrouter_failovers_total";
 pub const CALLS: &str = "sosrouter_calls_total";
 pub const HOPS: &str = "sosrouter_hops_total";

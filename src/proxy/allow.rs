@@ -81,6 +81,42 @@ impl ReplyBudget {
     }
 }
 
+/// A [`ReplyBudget`] per source address, for answers to sources that are
+/// allowed: a fixed table of buckets picked by a hash of the address, so
+/// that memory stays the same however many addresses send (two that share
+/// a bucket share its budget).
+#[derive(Debug, Clone)]
+pub struct SourceBudgets {
+    buckets: Vec<ReplyBudget>,
+    seed: u64,
+}
+
+/// Buckets in a [`SourceBudgets`] table.
+const SOURCE_BUCKETS: usize = 4096;
+
+impl SourceBudgets {
+    pub fn new(per_second: u32, seed: u64) -> SourceBudgets {
+        SourceBudgets {
+            buckets: vec![ReplyBudget::new(per_second); SOURCE_BUCKETS],
+            seed,
+        }
+    }
+
+    pub fn set_rate(&mut self, per_second: u32) {
+        for b in &mut self.buckets {
+            b.set_rate(per_second);
+        }
+    }
+
+    /// Whether one more answer may go to `ip` at `now`.
+    pub fn take(&mut self, ip: IpAddr, now: Instant) -> bool {
+        use std::hash::BuildHasher;
+        let h = foldhash::fast::FixedState::with_seed(self.seed).hash_one(ip);
+        let i = (h as usize) % self.buckets.len();
+        self.buckets[i].take(now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +147,18 @@ mod tests {
         let mut cut = ReplyBudget::new(100);
         cut.set_rate(2);
         assert_eq!((0..10).filter(|_| cut.take(t0)).count(), 2);
+    }
+
+    /// One source's flood spends its own budget, not another's.
+    #[test]
+    fn each_source_has_its_own_budget() {
+        let t0 = Instant::now();
+        let mut b = SourceBudgets::new(100, 7);
+        let flood: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!((0..1000).filter(|_| b.take(flood, t0)).count(), 100);
+        assert_eq!((0..50).filter(|_| b.take(other, t0)).count(), 50);
+        assert!(b.take(flood, t0 + Duration::from_millis(20)));
     }
 
     fn trunk(target: Option<Target>, sources: &[&str]) -> Trunk {

@@ -100,6 +100,8 @@ pub struct CoreConfig {
     pub overload: OverloadLimits,
     /// `sip.stranger_replies_per_s`.
     pub stranger_replies_per_s: u32,
+    /// `sip.answers_per_source_per_s`.
+    pub answers_per_source_per_s: u32,
 }
 
 impl CoreConfig {
@@ -163,6 +165,7 @@ impl CoreConfig {
             },
             overload: OverloadLimits::new(&c.sip.overload),
             stranger_replies_per_s: c.sip.stranger_replies_per_s,
+            answers_per_source_per_s: c.sip.answers_per_source_per_s,
         }
     }
 
@@ -470,6 +473,8 @@ pub struct Core {
     /// addressed to the router with no route set (clients that ignore
     /// Record-Route).
     dialogs: KeyMap<Bytes, Dialog>,
+    /// Calls in progress by Call-ID (how many: a re-INVITE is a call too).
+    live_calls: KeyMap<Bytes, u32>,
     /// Health of each outbound trunk, by its index in `cfg.trunks`.
     health: Vec<Option<TrunkHealth>>,
     /// Probes in flight: client transaction id to (trunk index, sent at).
@@ -492,6 +497,10 @@ pub struct Core {
     response_unrelayable: bool,
     /// How many of those requests may still be answered.
     stranger_budget: allow::ReplyBudget,
+    /// Answers to allowed sources for requests routed nowhere.
+    answer_budgets: allow::SourceBudgets,
+    /// Refusals of allowed sources' requests, for throttled log lines.
+    refusals: crate::logbuf::Throttle,
     events: VecDeque<CallEvent>,
     /// The fetched location document of the request being routed.
     dereferenced: Option<Bytes>,
@@ -728,6 +737,8 @@ impl Core {
             stripped_vias: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
             response_unrelayable: false,
             stranger_budget: allow::ReplyBudget::new(cfg.stranger_replies_per_s),
+            answer_budgets: allow::SourceBudgets::new(cfg.answers_per_source_per_s, cfg.seed),
+            refusals: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
             events: VecDeque::new(),
             dereferenced: None,
             wire: WireText::new(&cfg),
@@ -745,6 +756,7 @@ impl Core {
             stats: CoreStats::default(),
             branch_counter: std::cell::Cell::new(0),
             dialogs: KeyMap::default(),
+            live_calls: KeyMap::default(),
         }
     }
 
@@ -768,6 +780,7 @@ impl Core {
         self.wire = WireText::new(&cfg);
         self.admission.set_limits(cfg.overload);
         self.stranger_budget.set_rate(cfg.stranger_replies_per_s);
+        self.answer_budgets.set_rate(cfg.answers_per_source_per_s);
         // Trunk indices change with the configuration.
         self.metrics.hops.clear();
         self.cfg = cfg;
@@ -1095,7 +1108,6 @@ impl Core {
         let initial = msg.to().and_then(|t| t.tag()).is_none();
         // In-dialog requests and requests with a route set beyond us follow
         // their Route headers.
-        let in_dialog = !initial;
         let mut more_routes = self.routes_beyond_us(&msg) > 0;
         let mut decided = None;
         let mut warnings = Vec::new();
@@ -1145,6 +1157,14 @@ impl Core {
                     return;
                 }
             }
+        } else if self.admission.update(self.txns.len()) != Load::Normal && !self.knows_call(&msg) {
+            // Past the shedding point, a request within a dialog or routed on
+            // by its Route set passes only when it belongs to a call the
+            // router relays: nothing but emergency calls and their dialogs
+            // may hold the room kept for them.
+            let why = (overload::Class::InDialog, overload::Refusal::Reserved);
+            self.refuse_for_overload(now, &msg, source, why, None);
+            return;
         }
         // Shutting down: a new call is refused without a transaction, which
         // would only hold up the drain.
@@ -1153,6 +1173,25 @@ impl Core {
             self.answer_statelessly(&msg, source, 503, "Shutting Down", &[("Retry-After", b"0")]);
             return;
         }
+        // A new request the routing phase decides: every refusal is
+        // answered without a transaction, so that a flood of what the
+        // router refuses holds no state; only what it routes opens one.
+        if initial && !more_routes {
+            return self.on_new_request(now, key, msg, source, loop_hash, decided, warnings);
+        }
+        self.on_routed_request(now, key, msg, source, loop_hash);
+    }
+
+    /// A request within a dialog, or one whose Route set goes beyond the
+    /// router: it follows its Route headers, in a transaction.
+    fn on_routed_request(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        msg: Message,
+        source: Source,
+        loop_hash: u64,
+    ) {
         let id = self.new_server(now, key, &msg, source, loop_hash);
         if let Some((code, reason)) = self.check_request(&msg, loop_hash) {
             self.stats.rejected += 1;
@@ -1161,52 +1200,67 @@ impl Core {
             self.respond(now, id, &msg, code, reason, &[]);
             return;
         }
-        // A fault in a header the proxy only passes on: an emergency call is
-        // routed all the same, anything else is refused.
+        // Requests within a dialog are held to the whole grammar.
         if let Some(fault) = msg.fault() {
-            let decision = (!in_dialog && !more_routes)
-                .then(|| decided.take().unwrap_or_else(|| self.decide(&msg, &source)));
-            match decision {
-                Some(
-                    d @ Decision::Route {
-                        emergency: true, ..
-                    },
-                ) => {
-                    warn!(call_id = %lossy(msg.call_id()), fault = %fault.reason(), peer = %source.peer, "emergency call with a malformed header: routed anyway");
-                    metrics::counter!(m::EMERGENCY_FAULTS_FORGIVEN, "kind" => fault.kind())
-                        .increment(1);
-                    warnings.push(format!("malformed header passed on: {}", fault.reason()));
-                    decided = Some(d);
-                }
-                _ => {
-                    let reason = fault.reason();
-                    self.stats.rejected += 1;
-                    metrics::counter!(m::REQUESTS_REJECTED, "status" => "400").increment(1);
-                    info!(call_id = %lossy(msg.call_id()), code = 400, reason = %reason, peer = %source.peer, "request refused");
-                    self.respond(now, id, &msg, 400, &reason, &[]);
-                    return;
-                }
-            }
+            let reason = fault.reason();
+            self.stats.rejected += 1;
+            metrics::counter!(m::REQUESTS_REJECTED, "status" => "400").increment(1);
+            info!(call_id = %lossy(msg.call_id()), code = 400, reason = %reason, peer = %source.peer, "request refused");
+            self.respond(now, id, &msg, 400, &reason, &[]);
+            return;
         }
-        if method == Method::Invite {
+        if msg.method() == Method::Invite {
             self.respond(now, id, &msg, 100, "Trying", &[]);
         }
-        if method == Method::Options && self.is_for_us(&msg) {
+        if msg.method() == Method::Options && self.is_for_us(&msg) {
             self.respond(now, id, &msg, 200, "OK", OPTIONS_ANSWER);
             return;
         }
-        if in_dialog || more_routes {
-            self.forward_by_route(now, id, msg, source, loop_hash);
-            return;
+        self.forward_by_route(now, id, msg, source, loop_hash);
+    }
+
+    /// A new request (no To tag, no Route set beyond the router): checked,
+    /// decided by the routing phase, then refused or answered statelessly,
+    /// or routed in a new server transaction.
+    #[allow(clippy::too_many_arguments)]
+    fn on_new_request(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        msg: Message,
+        source: Source,
+        loop_hash: u64,
+        decided: Option<Decision>,
+        mut warnings: Vec<String>,
+    ) {
+        let method = msg.method();
+        if let Some((code, reason)) = self.check_request(&msg, loop_hash) {
+            return self.refuse(now, &msg, source, code, reason, &[]);
+        }
+        if method == Method::Options && self.is_for_us(&msg) {
+            return self.refuse(now, &msg, source, 200, "OK", OPTIONS_ANSWER);
         }
         let decision = decided.unwrap_or_else(|| self.decide(&msg, &source));
-        match decision {
+        // A fault in what the router passes on: an emergency call is routed
+        // all the same, anything else is refused.
+        if let Some(fault) = msg.fault() {
+            if !matches!(
+                decision,
+                Decision::Route {
+                    emergency: true,
+                    ..
+                }
+            ) {
+                let reason = fault.reason();
+                return self.refuse(now, &msg, source, 400, &reason, &[]);
+            }
+            warn!(call_id = %lossy(msg.call_id()), fault = %fault.reason(), peer = %source.peer, "emergency call with a malformed header: routed anyway");
+            metrics::counter!(m::EMERGENCY_FAULTS_FORGIVEN, "kind" => fault.kind()).increment(1);
+            warnings.push(format!("malformed header passed on: {}", fault.reason()));
+        }
+        let (targets, augment, emergency, route, reason, details) = match decision {
             Decision::Reject { status, reason } => {
-                self.stats.rejected += 1;
-                metrics::counter!(m::REQUESTS_REJECTED, "status" => status.to_string())
-                    .increment(1);
-                info!(call_id = %lossy(msg.call_id()), status, reason, "not routed");
-                self.respond(now, id, &msg, status, reason, &[]);
+                return self.refuse(now, &msg, source, status, reason, &[]);
             }
             Decision::Route {
                 targets,
@@ -1215,119 +1269,143 @@ impl Core {
                 route,
                 reason,
                 details,
-            } => {
-                // Only calls (INVITE) and texts (MESSAGE, RFC 8876) to an
-                // emergency number go to the emergency trunks. The router
-                // answers anything else itself: a scanner or a misconfigured
-                // phone must neither load a PSAP nor learn its trunks.
-                if emergency && !matches!(method, Method::Invite | Method::Message) {
-                    let (code, reason, extra): (u16, &str, &[(&str, &[u8])]) = match method {
-                        Method::Options => (200, "OK", OPTIONS_ANSWER),
-                        Method::Bye | Method::Info | Method::Update | Method::Prack => {
-                            (481, "Call/Transaction Does Not Exist", &[])
-                        }
-                        _ => (405, "Method Not Allowed", &OPTIONS_ANSWER[..1]),
-                    };
-                    if code != 200 {
-                        self.stats.rejected += 1;
-                        metrics::counter!(m::REQUESTS_REJECTED, "status" => code.to_string())
-                            .increment(1);
-                    }
-                    info!(call_id = %lossy(msg.call_id()), method = %lossy(Some(msg.method_bytes())), code, peer = %source.peer, "not a call: answered by the router, not sent to an emergency trunk");
-                    self.respond(now, id, &msg, code, reason, extra);
-                    return;
+            } => (targets, augment, emergency, route, reason, details),
+        };
+        // Only calls (INVITE) and texts (MESSAGE, RFC 8876) to an emergency
+        // number go to the emergency trunks. The router answers anything
+        // else itself: a scanner or a misconfigured phone must neither load
+        // a PSAP nor learn its trunks.
+        if emergency && !matches!(method, Method::Invite | Method::Message) {
+            let (code, reason, extra): (u16, &str, &[(&str, &[u8])]) = match method {
+                Method::Options => (200, "OK", OPTIONS_ANSWER),
+                Method::Bye | Method::Info | Method::Update | Method::Prack => {
+                    (481, "Call/Transaction Does Not Exist", &[])
                 }
-                if let Some(unsupported) = self.unsupported_option_tags(&msg) {
-                    if emergency {
-                        warn!(call_id = %lossy(msg.call_id()), tags = %unsupported, "emergency call with unsupported Proxy-Require tags: routed anyway");
-                        warnings.push(format!("unsupported Proxy-Require: {unsupported}"));
-                    } else {
-                        self.respond(
-                            now,
-                            id,
-                            &msg,
-                            420,
-                            "Bad Extension",
-                            &[("Unsupported", unsupported.as_bytes())],
-                        );
-                        return;
-                    }
-                }
-                // The router's own additions never make a request too large
-                // for the next hop to take: past that, the registered
-                // address travels in the record only, not in the INVITE.
-                let mut augment = augment;
-                let added = augment.body_part.as_ref().map_or(0, |(h, b)| {
-                    b.len() + h.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + 128
-                });
-                if added > 0 && msg.as_bytes().len() + added + ADDITIONS_MARGIN > MAX_FORWARDED {
-                    augment.body_part = None;
-                    metrics::counter!(m::ADDITIONS_SKIPPED).increment(1);
-                    warn!(call_id = %lossy(msg.call_id()), size = msg.as_bytes().len(), added, "request too large to add the registered address to: forwarded without it");
-                    warnings.push(format!(
-                        "registered address not added: the request ({} bytes) would pass {MAX_FORWARDED} bytes",
-                        msg.as_bytes().len()
-                    ));
-                }
-                info!(call_id = %lossy(msg.call_id()), route, reason, targets = targets.len(), "routing");
-                let targets = self.order_by_health(targets, msg.call_id());
-                if method == Method::Invite {
-                    let call = self.id();
-                    self.calls.insert(
-                        call,
-                        Call::new(id, msg, loop_hash, source, targets, augment, emergency, now),
-                    );
-                    if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&id) {
-                        *c = Some(call);
-                    }
-                    if let Some(c) = self.calls.get_mut(&call) {
-                        c.span = tracing::info_span!("call", call_id = %lossy(Some(&c.call_id[..])), route, reason);
-                    }
-                    if emergency {
-                        let (country, loc_source) = details
-                            .as_ref()
-                            .map(|d| (d.country.as_deref().unwrap_or_default(), d.location_source))
-                            .unwrap_or_default();
-                        self.metrics
-                            .emergency_call(country, route, reason, loc_source);
-                        let req = self.calls[&call].request.as_deref();
-                        let ev = started(call, now, req, source, route, reason, details, warnings);
-                        self.events.push_back(ev);
-                    }
-                    self.try_next(now, call);
-                } else {
-                    // Non-INVITE requests go to the first target, without failover.
-                    let target = targets.first().and_then(|t| {
-                        let ti = self.cfg.trunk_index(&t.trunk)?;
-                        Some((t, &self.cfg.trunks[ti], ti))
-                    });
-                    match target {
-                        Some((t, trunk, ti)) => {
-                            let fwd = self.build_forward(
-                                &msg,
-                                loop_hash,
-                                &source,
-                                Some(t),
-                                (trunk, Some(ti)),
-                                &augment,
-                                false,
-                                emergency,
-                                now,
-                            );
-                            let client = self.new_client_non_invite(
-                                now,
-                                Some(id),
-                                fwd.dest,
-                                fwd.bytes,
-                                msg.method_bytes(),
-                                &fwd.branch,
-                            );
-                            self.set_size_switch(client, fwd.size_switch);
-                        }
-                        None => self.respond(now, id, &msg, 503, "No Route", &[]),
-                    }
-                }
+                _ => (405, "Method Not Allowed", &OPTIONS_ANSWER[..1]),
+            };
+            return self.refuse(now, &msg, source, code, reason, extra);
+        }
+        if let Some(unsupported) = self.unsupported_option_tags(&msg) {
+            if !emergency {
+                let extra = [("Unsupported", unsupported.as_bytes())];
+                return self.refuse(now, &msg, source, 420, "Bad Extension", &extra);
             }
+            warn!(call_id = %lossy(msg.call_id()), tags = %unsupported, "emergency call with unsupported Proxy-Require tags: routed anyway");
+            warnings.push(format!("unsupported Proxy-Require: {unsupported}"));
+        }
+        // The router's own additions never make a request too large
+        // for the next hop to take: past that, the registered
+        // address travels in the record only, not in the INVITE.
+        let mut augment = augment;
+        let added = augment.body_part.as_ref().map_or(0, |(h, b)| {
+            b.len() + h.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>() + 128
+        });
+        if added > 0 && msg.as_bytes().len() + added + ADDITIONS_MARGIN > MAX_FORWARDED {
+            augment.body_part = None;
+            // ... and the Geolocation value that would have pointed at it.
+            augment
+                .headers_first
+                .retain(|(name, _)| *name != HeaderName::Geolocation);
+            metrics::counter!(m::ADDITIONS_SKIPPED).increment(1);
+            warn!(call_id = %lossy(msg.call_id()), size = msg.as_bytes().len(), added, "request too large to add the registered address to: forwarded without it");
+            warnings.push(format!(
+                "registered address not added: the request ({} bytes) would pass {MAX_FORWARDED} bytes",
+                msg.as_bytes().len()
+            ));
+        }
+        let id = self.new_server(now, key, &msg, source, loop_hash);
+        if method == Method::Invite {
+            self.respond(now, id, &msg, 100, "Trying", &[]);
+        }
+        info!(call_id = %lossy(msg.call_id()), route, reason, targets = targets.len(), "routing");
+        let targets = self.order_by_health(targets, msg.call_id());
+        if method == Method::Invite {
+            let call = self.id();
+            self.insert_call(
+                call,
+                Call::new(id, msg, loop_hash, source, targets, augment, emergency, now),
+            );
+            if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&id) {
+                *c = Some(call);
+            }
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.span = tracing::info_span!("call", call_id = %lossy(Some(&c.call_id[..])), route, reason);
+            }
+            if emergency {
+                let (country, loc_source) = details
+                    .as_ref()
+                    .map(|d| (d.country.as_deref().unwrap_or_default(), d.location_source))
+                    .unwrap_or_default();
+                self.metrics
+                    .emergency_call(country, route, reason, loc_source);
+                let req = self.calls[&call].request.as_deref();
+                let ev = started(call, now, req, source, route, reason, details, warnings);
+                self.events.push_back(ev);
+            }
+            self.try_next(now, call);
+        } else {
+            // Non-INVITE requests go to the first target, without failover.
+            let target = targets.first().and_then(|t| {
+                let ti = self.cfg.trunk_index(&t.trunk)?;
+                Some((t, &self.cfg.trunks[ti], ti))
+            });
+            match target {
+                Some((t, trunk, ti)) => {
+                    let fwd = self.build_forward(
+                        &msg,
+                        loop_hash,
+                        &source,
+                        Some(t),
+                        (trunk, Some(ti)),
+                        &augment,
+                        false,
+                        emergency,
+                        now,
+                    );
+                    let client = self.new_client_non_invite(
+                        now,
+                        Some(id),
+                        fwd.dest,
+                        fwd.bytes,
+                        msg.method_bytes(),
+                        &fwd.branch,
+                    );
+                    self.set_size_switch(client, fwd.size_switch);
+                }
+                None => self.respond(now, id, &msg, 503, "No Route", &[]),
+            }
+        }
+    }
+
+    /// The router's answer to a new request it routes nowhere: a refusal
+    /// (403, 400, 405, 416, 420, 481, 482, 483) or its own 200 to OPTIONS,
+    /// sent without a transaction. A retransmission gets the same answer
+    /// (the To tag is derived from the request), and the ACK of a refused
+    /// INVITE is absorbed by that tag. Each source gets at most
+    /// `sip.answers_per_source_per_s` such answers a second; past that the
+    /// request is dropped unanswered, as a flood deserves.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        msg: &Message,
+        source: Source,
+        code: u16,
+        reason: &str,
+        extra: &[(&str, &[u8])],
+    ) {
+        if code >= 300 {
+            self.stats.rejected += 1;
+            metrics::counter!(m::REQUESTS_REJECTED, "status" => code.to_string()).increment(1);
+            if let Some(refused) = self.refusals.hit(now) {
+                info!(refused, call_id = %lossy(msg.call_id()), code, reason, method = %lossy(Some(msg.method_bytes())), peer = %source.peer, "request refused (count since the last such line; the latest named)");
+            } else {
+                debug!(call_id = %lossy(msg.call_id()), code, reason, peer = %source.peer, "request refused");
+            }
+        }
+        if self.answer_budgets.take(source.peer.ip(), now) {
+            self.answer_statelessly(msg, source, code, reason, extra);
+        } else {
+            metrics::counter!(m::ANSWERS_WITHHELD).increment(1);
         }
     }
 
@@ -1907,7 +1985,7 @@ impl Core {
         if msg.method() == Method::Invite {
             // A re-INVITE: one target, no failover.
             let call = self.id();
-            self.calls.insert(
+            self.insert_call(
                 call,
                 Call::new(
                     server,
@@ -2914,6 +2992,19 @@ impl Core {
         }
     }
 
+    /// A new call, known by its Call-ID until its transaction ends.
+    fn insert_call(&mut self, id: Id, call: Call) {
+        *self.live_calls.entry(call.call_id.clone()).or_default() += 1;
+        self.calls.insert(id, call);
+    }
+
+    /// Whether a request within a dialog belongs to a call the router
+    /// relays: one in progress, or one answered and not yet ended.
+    fn knows_call(&self, msg: &Message) -> bool {
+        msg.call_id()
+            .is_some_and(|c| self.live_calls.contains_key(c) || self.dialogs.contains_key(c))
+    }
+
     fn remove_txn(&mut self, id: Id) {
         let Some(t) = self.txns.remove(&id) else {
             return;
@@ -2925,7 +3016,14 @@ impl Core {
                 call: Some(call), ..
             } = t
             {
-                self.calls.remove(&call);
+                if let Some(c) = self.calls.remove(&call) {
+                    if let Some(n) = self.live_calls.get_mut(&c.call_id) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.live_calls.remove(&c.call_id);
+                        }
+                    }
+                }
             }
         } else {
             self.client_index.remove(t.key());

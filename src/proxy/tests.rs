@@ -957,14 +957,21 @@ fn requests_within_a_dialog_pass_the_limit_but_stop_at_the_ceiling() {
     // max_transactions 4: the ceiling is 10 % above it, 5.
     let mut h = full();
     assert_eq!(h.core.open().0, 4);
-    // A BYE of some dialog (a To tag; no route to follow, so the router
-    // answers it itself): past the limit, it still passes...
+    // A BYE within one of the calls (a To tag; no route to follow, so the
+    // router answers it itself): past the limit, it still passes...
     let bye = |n: u32| {
         invite(&format!("ceb{n}"))
             .replace("INVITE sip:911", "BYE sip:911")
             .replace("CSeq: 1 INVITE", "CSeq: 2 BYE")
+            .replace(&format!("Call-ID: ceb{n}"), "Call-ID: full1")
             .replace("To: <sip:911@127.0.0.1>", "To: <sip:911@127.0.0.1>;tag=d1")
     };
+    // ...but one of a dialog the router knows nothing of does not: only
+    // emergency calls and their dialogs may hold the reserve.
+    h.deliver(CALLER, &bye(0).replace("Call-ID: full1", "Call-ID: stray"));
+    let up = h.take(CALLER);
+    assert!(up[0].starts_with("SIP/2.0 503 Overloaded\r\n"), "{}", up[0]);
+    assert_eq!(h.core.open().0, 4);
     h.deliver(CALLER, &bye(1));
     let up = h.take(CALLER);
     assert_eq!(up.len(), 1);
@@ -1056,9 +1063,9 @@ fn when_full_a_new_emergency_call_gets_a_stateless_503_and_its_ack_ends_here() {
     assert_eq!(up.len(), 1);
     assert_eq!(status(&up[0]), "403", "{}", up[0]);
 
-    // A request within a dialog still passes: it may end a call.
+    // A request within one of the calls still passes: it may end a call.
     let bye = format!(
-        "BYE sip:trunk@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKolbye\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=p9\r\nCall-ID: ol0\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        "BYE sip:trunk@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bKolbye\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:+12125550142@example.com>;tag=f1\r\nTo: <sip:911@127.0.0.1>;tag=p9\r\nCall-ID: full2\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
     );
     h.deliver(CALLER, &bye);
     let down = h.take("127.0.0.1:5070");
@@ -1430,7 +1437,7 @@ fn the_routers_own_answers_carry_received_and_rport() {
         (nat(invite("rp1"), "rp1"), vec!["100"]),
         (
             nat(invite("rp2"), "rp2").replace("sip:911@", "sip:5551234@"),
-            vec!["100", "403"],
+            vec!["403"],
         ),
         (
             nat(invite("rp3"), "rp3").replace("Max-Forwards: 70", "Max-Forwards: 0"),
@@ -1654,6 +1661,7 @@ impl Router for AddsAddress {
                     vec![("Content-Type".into(), "application/pidf+xml".into())],
                     Bytes::from(vec![b'a'; self.0]),
                 )),
+                headers_first: vec![(HeaderName::Geolocation, Bytes::from_static(b"<cid:ra@x>"))],
                 ..Augment::default()
             },
             emergency: true,
@@ -1685,6 +1693,10 @@ fn the_routers_additions_never_make_a_request_too_large_to_forward() {
     assert_eq!(fwd.len(), 1);
     assert!(fwd[0].len() < 65_000, "{}", fwd[0].len());
     assert!(!fwd[0].contains("application/pidf+xml"));
+    assert!(
+        !fwd[0].contains("cid:ra@x"),
+        "a Geolocation to a part not there"
+    );
     let warnings = std::iter::from_fn(|| h.core.poll_event())
         .find_map(|ev| match ev {
             CallEvent::Started { warnings, .. } => Some(warnings),
@@ -1703,6 +1715,7 @@ fn the_routers_additions_never_make_a_request_too_large_to_forward() {
     );
     let fwd = h.take("127.0.0.1:5070");
     assert!(fwd[0].contains("application/pidf+xml"), "{}", fwd[0]);
+    assert!(fwd[0].contains("Geolocation: <cid:ra@x>"), "{}", fwd[0]);
 }
 
 /// The router's own refusals that no other test shows: a Request-URI
@@ -1748,4 +1761,49 @@ fn the_routers_last_word_on_calls_it_cannot_place() {
         "{}",
         up[0]
     );
+}
+
+/// A request the router refuses holds no state: its answer goes without a
+/// transaction (a retransmission gets the same one, its ACK ends here), and
+/// a source flooding such requests is answered only within its budget,
+/// while another source is answered as ever.
+#[test]
+fn refusals_hold_no_state_and_each_source_has_a_budget_for_them() {
+    let mut c = config();
+    c.sip.answers_per_source_per_s = 10;
+    c.sip.allow = vec!["127.0.0.0/8".parse().unwrap()];
+    let mut h = Harness::with(c);
+    let not_911 = |n: u32| invite(&format!("ne{n}")).replace("sip:911@", "sip:5551234@");
+    h.deliver(CALLER, &not_911(0));
+    let up = h.take(CALLER);
+    assert_eq!(up.iter().map(|m| status(m)).collect::<Vec<_>>(), ["403"]);
+    assert_eq!(h.core.open(), (0, 0), "no transaction for a refusal");
+    h.deliver(CALLER, &not_911(0));
+    let again = h.take(CALLER);
+    assert_eq!(header(&again[0], "To"), header(&up[0], "To"));
+    let ack = not_911(0)
+        .replace("INVITE sip:", "ACK sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .replace(
+            "To: <sip:911@127.0.0.1>",
+            &format!("To: {}", header(&up[0], "To").unwrap()),
+        );
+    h.deliver(CALLER, &ack);
+    assert!(h.sent.is_empty(), "{:?}", h.sent);
+
+    for n in 1..=50 {
+        h.deliver(CALLER, &not_911(n));
+    }
+    assert_eq!(h.take(CALLER).len(), 8, "the rest of a burst of 10");
+    assert_eq!(h.core.open(), (0, 0));
+    // Another carrier is still answered, and emergency calls are not
+    // refusals: they go through whatever the budget.
+    h.deliver("127.0.0.9:5061", &not_911(99));
+    let other = h.take("127.0.0.9:5061");
+    assert!(
+        other[0].starts_with("SIP/2.0 403 Not An Emergency Call\r\n"),
+        "{other:?}"
+    );
+    h.deliver(CALLER, &invite("still-911"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
 }
