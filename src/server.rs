@@ -630,20 +630,20 @@ impl Dereferencer {
             };
             metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => reason).increment(1);
             if let Some(calls) = self.refused.hit() {
-                tracing::warn!(calls, host = %crate::held::host_of(&uri), why, call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched; routing without it (count since the last such line)");
+                tracing::warn!(calls, host = %crate::held::host_of(&uri), why, call_id = %crate::sip::text::Printable(msg.call_id().unwrap_or_default()), "location by reference not fetched; routing without it (count since the last such line)");
             }
             return Some((msg, source));
         }
         let key = fetch_key(&msg);
         if self.fetching.lock().is_ok_and(|f| f.contains_key(&key)) {
-            tracing::debug!(call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "retransmission of an INVITE whose location is being fetched; answered 100 and dropped");
+            tracing::debug!(call_id = %crate::sip::text::Printable(msg.call_id().unwrap_or_default()), "retransmission of an INVITE whose location is being fetched; answered 100 and dropped");
             core.trying(&msg, &source);
             return None;
         }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => "busy").increment(1);
             if let Some(calls) = self.busy.hit() {
-                tracing::warn!(calls, in_flight = DEREFERENCE_IN_FLIGHT, call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "location by reference not fetched: every fetch busy; routing without it (count since the last such line)");
+                tracing::warn!(calls, in_flight = DEREFERENCE_IN_FLIGHT, call_id = %crate::sip::text::Printable(msg.call_id().unwrap_or_default()), "location by reference not fetched: every fetch busy; routing without it (count since the last such line)");
             }
             return Some((msg, source));
         };
@@ -654,7 +654,8 @@ impl Dereferencer {
         let (client, deadline, tx) = (client.clone(), self.deadline, self.tx.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();
+            let call_id =
+                crate::sip::text::Printable(msg.call_id().unwrap_or_default()).to_string();
             let fetched = crate::held::dereference(&client, &uri, deadline).await;
             let outcome = fetched.as_ref().map_or_else(|e| e.outcome(), |_| "ok");
             metrics::counter!(m::DEREFERENCES, "outcome" => outcome).increment(1);
@@ -688,7 +689,7 @@ impl Dereferencer {
         }
         match fetching.get_mut(&fetch_key(&msg)) {
             Some(held @ None) => {
-                tracing::debug!(call_id = %String::from_utf8_lossy(msg.call_id().unwrap_or_default()), "CANCEL of an INVITE whose location is being fetched; held until the INVITE reaches the core");
+                tracing::debug!(call_id = %crate::sip::text::Printable(msg.call_id().unwrap_or_default()), "CANCEL of an INVITE whose location is being fetched; held until the INVITE reaches the core");
                 *held = Some((msg, source));
                 None
             }
@@ -779,7 +780,7 @@ fn guarded(
     let call_id = msg
         .as_ref()
         .and_then(|m| m.call_id())
-        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .map(|c| crate::sip::text::Printable(c).to_string())
         .unwrap_or_default();
     tracing::error!(
         %call_id,

@@ -573,3 +573,25 @@ fn one_peer_holds_no_more_than_its_share_of_tcp_connections() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Control characters in what a caller sends never reach the text log as
+/// they are: a Call-ID with ESC and backspace (a terminal escape, a
+/// rewritten line) is logged escaped, and the call is still routed.
+#[test]
+fn control_characters_from_the_wire_are_escaped_in_the_log() {
+    let (router, trunk) = router_with_trunk();
+    let c = udp("127.0.0.1");
+    let local = c.local_addr().unwrap();
+    let call_id = "esc\x1b[2J\x08\x07-1";
+    let req = invite(call_id, "z9hG4bKesc1", local, "");
+    c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let (fwd, _) = recv(&trunk);
+    assert!(
+        fwd.contains(&format!("Call-ID: {call_id}\r\n")),
+        "forwarded as it came"
+    );
+    router.wait_log("esc\\x1b[2J\\x08\\x07-1", 1, Duration::from_secs(5));
+    let log = router.log();
+    assert!(!log.contains('\x1b') && !log.contains('\x08') && !log.contains('\x07'));
+}

@@ -638,7 +638,7 @@ impl EmergencyRouter {
             registered_address,
         };
         tracing::debug!(
-            call_id = %String::from_utf8_lossy(req.call_id().unwrap_or_default()),
+            call_id = %crate::sip::text::Printable(req.call_id().unwrap_or_default()),
             ?details,
             "emergency call"
         );

@@ -1290,8 +1290,11 @@ impl Core {
                 let extra = [("Unsupported", unsupported.as_bytes())];
                 return self.refuse(now, &msg, source, 420, "Bad Extension", &extra);
             }
-            warn!(call_id = %lossy(msg.call_id()), tags = %unsupported, "emergency call with unsupported Proxy-Require tags: routed anyway");
-            warnings.push(format!("unsupported Proxy-Require: {unsupported}"));
+            warn!(call_id = %lossy(msg.call_id()), tags = %text::Printable(unsupported.as_bytes()), "emergency call with unsupported Proxy-Require tags: routed anyway");
+            warnings.push(format!(
+                "unsupported Proxy-Require: {}",
+                text::Printable(unsupported.as_bytes())
+            ));
         }
         // The router's own additions never make a request too large
         // for the next hop to take: past that, the registered
@@ -3121,8 +3124,10 @@ fn rank(status: u16) -> u16 {
     }
 }
 
-fn lossy(v: Option<&[u8]>) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(v.unwrap_or(b"-"))
+/// A value off the wire, for a log line or a record: control characters
+/// escaped (see [`text::Printable`]); `-` when absent.
+fn lossy(v: Option<&[u8]>) -> text::Printable<'_> {
+    text::Printable(v.unwrap_or(b"-"))
 }
 
 fn server_key(msg: &Message, method: Option<&[u8]>) -> TransactionKey {

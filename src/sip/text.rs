@@ -531,6 +531,74 @@ pub fn lossy(s: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(s)
 }
 
+/// Bytes from the network as they may go into a log line or a record:
+/// printable text as it is, anything else (control characters such as ESC,
+/// NUL or backspace, DEL, bytes that are not UTF-8) as `\xNN`, and a
+/// backslash as `\\`, so that nobody can write terminal escapes or forge
+/// log lines through a Call-ID or a header value.
+#[derive(Clone, Copy)]
+pub struct Printable<'a>(pub &'a [u8]);
+
+impl std::fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            let text = chunk.valid();
+            let mut from = 0;
+            for (i, c) in text.char_indices() {
+                if c == '\\' || c.is_control() {
+                    f.write_str(&text[from..i])?;
+                    if c == '\\' {
+                        f.write_str("\\\\")?;
+                    } else {
+                        let mut buf = [0u8; 4];
+                        for b in c.encode_utf8(&mut buf).bytes() {
+                            write!(f, "\\x{b:02x}")?;
+                        }
+                    }
+                    from = i + c.len_utf8();
+                }
+            }
+            f.write_str(&text[from..])?;
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Printable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::Printable;
+
+    #[test]
+    fn what_came_off_the_wire_is_printed_harmless() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"a84b4c76e66710@pc33.atlanta.com",
+                "a84b4c76e66710@pc33.atlanta.com",
+            ),
+            (b"id\x1b[31mred\x1b[0m", "id\\x1b[31mred\\x1b[0m"),
+            (b"nul\x00bs\x08del\x7f", "nul\\x00bs\\x08del\\x7f"),
+            (b"line\r\nforged INFO", "line\\x0d\\x0aforged INFO"),
+            (b"tab\there", "tab\\x09here"),
+            (b"back\\slash", "back\\\\slash"),
+            ("Zo\u{eb} \u{2603}".as_bytes(), "Zo\u{eb} \u{2603}"),
+            (b"bad\xffutf8\xc3", "bad\\xffutf8\\xc3"),
+            ("c1\u{85}".as_bytes(), "c1\\xc2\\x85"),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(Printable(raw).to_string(), *shown);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
