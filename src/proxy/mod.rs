@@ -1235,7 +1235,12 @@ impl Core {
     ) {
         let method = msg.method();
         if let Some((code, reason)) = self.check_request(&msg, loop_hash) {
-            return self.refuse(now, &msg, source, code, reason, &[]);
+            // Not held to the budget: such a request may be an emergency
+            // call, and its carrier must learn at once to try elsewhere.
+            self.stats.rejected += 1;
+            metrics::counter!(m::REQUESTS_REJECTED, "status" => code.to_string()).increment(1);
+            info!(call_id = %lossy(msg.call_id()), code, reason, peer = %source.peer, "request refused");
+            return self.answer_statelessly(&msg, source, code, reason, &[]);
         }
         if method == Method::Options && self.is_for_us(&msg) {
             return self.refuse(now, &msg, source, 200, "OK", OPTIONS_ANSWER);
@@ -1380,8 +1385,9 @@ impl Core {
         }
     }
 
-    /// The router's answer to a new request it routes nowhere: a refusal
-    /// (403, 400, 405, 416, 420, 481, 482, 483) or its own 200 to OPTIONS,
+    /// The router's answer to a new request it routes nowhere and that is no
+    /// emergency call: a refusal (403, 400, 405, 420, 481) or its own 200
+    /// to OPTIONS,
     /// sent without a transaction. A retransmission gets the same answer
     /// (the To tag is derived from the request), and the ACK of a refused
     /// INVITE is absorbed by that tag. Each source gets at most
