@@ -21,10 +21,12 @@ pub struct UdpEndpoint {
     pub local: SocketAddr,
 }
 
-/// Binds with address reuse and large buffers.
+/// Binds with large buffers. Without address reuse: on UDP it would let a
+/// second process bind the same address and port (a second router started
+/// by mistake, or two given the same ephemeral port) and take part of the
+/// traffic in silence; the second bind must fail instead.
 pub fn bind(addr: SocketAddr, buffer: usize) -> io::Result<UdpEndpoint> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -137,5 +139,19 @@ pub fn send(endpoints: &[UdpEndpoint], dest: SocketAddr, bytes: Bytes) -> io::Re
             Ok(())
         }
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A second bind of the address a router holds fails, as it must: two
+    /// processes on one UDP port would each get part of the calls.
+    #[tokio::test]
+    async fn a_second_bind_of_the_same_port_fails() {
+        let first = bind("127.0.0.1:0".parse().unwrap(), 1 << 16).unwrap();
+        let again = bind(first.local, 1 << 16);
+        assert!(again.is_err(), "bound twice to {}", first.local);
     }
 }
