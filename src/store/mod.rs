@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "call records",
         include_str!("migrations/0002_call_records.sql"),
     ),
+    (
+        3,
+        "open call records",
+        include_str!("migrations/0003_open_records.sql"),
+    ),
 ];
 
 #[derive(Debug)]
