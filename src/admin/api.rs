@@ -816,6 +816,21 @@ fn csv_header() -> String {
     csv_row(&cols)
 }
 
+/// A cell as exported: one that a spreadsheet would read as a formula
+/// (first character `=`, `+`, `-`, `@`, tab or carriage return) gets a
+/// leading `'`, so that it is shown as text and never evaluated. Every
+/// column goes through here, whoever filled it: the caller chooses the
+/// User-Agent, the From and more. E.164 numbers begin with `+` and are
+/// quoted too (`'+12125550142`), which keeps them from being read as
+/// numbers that lose their `+` and leading digits.
+fn csv_cell(v: String) -> String {
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v
+    }
+}
+
 fn csv_line(out: &mut String, r: &CallRecord) {
     let o = |v: &Option<String>| v.clone().unwrap_or_default();
     let n = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -852,6 +867,7 @@ fn csv_line(out: &mut String, r: &CallRecord) {
         o(&r.user_agent),
         r.warnings.join("; "),
     ];
+    let fields: Vec<String> = fields.into_iter().map(csv_cell).collect();
     out.push_str(&csv_row(&fields));
 }
 
@@ -957,5 +973,62 @@ mod tests {
     fn csv_header_matches_rows() {
         let h = csv_header();
         assert_eq!(h.trim_end().split(',').count(), CSV_COLUMNS.len());
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_evaluate_are_quoted() {
+        // (cell, as exported)
+        let table = [
+            (
+                "=HYPERLINK(\"http://x/\",\"y\")",
+                "'=HYPERLINK(\"http://x/\",\"y\")",
+            ),
+            ("+12125550142", "'+12125550142"),
+            ("-2+3 <sip:a@b>", "'-2+3 <sip:a@b>"),
+            ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+            ("\t=1+1", "'\t=1+1"),
+            ("\r=1+1", "'\r=1+1"),
+            ("'=already", "'=already"),
+            ("phone/1 =x", "phone/1 =x"),
+            (" =1+1", " =1+1"),
+            (
+                "sip:+12125550142@example.com",
+                "sip:+12125550142@example.com",
+            ),
+            ("2024-05-01T00:00:00Z", "2024-05-01T00:00:00Z"),
+            ("200", "200"),
+            ("", ""),
+        ];
+        for (cell, want) in table {
+            assert_eq!(csv_cell(cell.to_string()), want, "{cell:?}");
+        }
+        // Through a whole line: every column, the CSV quoting on top.
+        let mut r: CallRecord = serde_json::from_value(json!({
+            "id": "1", "tenant": "=t", "kind": "emergency", "call_id": "-c",
+            "caller_number": "+12125550142", "caller_uri": "sip:x@h", "from": "@f",
+            "pai": "+p", "dialed": "911", "request_uri": "sip:911@h", "invite_ms": 0,
+            "answer_ms": null, "end_ms": null, "duration_ms": null, "final_status": null,
+            "outcome": "open", "route": "psap", "reason": "r", "trunk": "=HYPERLINK(1)",
+            "psap_id": null, "attempts": [], "country": "US", "location_source": "none",
+            "location": null, "registered_address": null, "source_ip": "127.0.0.1",
+            "source_port": 5060, "transport": "udp", "user_agent": "=cmd|' /C calc'!A0",
+        }))
+        .unwrap();
+        r.warnings = vec!["-x".into()];
+        let mut line = String::new();
+        csv_line(&mut line, &r);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line.as_bytes());
+        let row = reader.records().next().unwrap().unwrap();
+        assert_eq!(row.len(), CSV_COLUMNS.len());
+        for (name, cell) in CSV_COLUMNS.iter().zip(row.iter()) {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{name}: {cell:?}"
+            );
+        }
+        assert_eq!(&row[28], "'=cmd|' /C calc'!A0");
+        assert_eq!(&row[4], "'+12125550142");
     }
 }
