@@ -14,6 +14,7 @@
 //! follow each other's changes within a second.
 
 pub mod address;
+pub mod audit;
 pub mod hub;
 pub mod numbers;
 pub mod records;
