@@ -93,15 +93,25 @@ impl Recorder {
             // router ever takes this one's records for abandoned.
             let lease = Lease::start(store.clone(), node.clone()).await;
             let (records, writer) = writer::start(store.clone(), cfg.queue, cfg.batch);
+            // The records changed by the events at hand, the latest of each:
+            // the events of one call often come together (an attempt and
+            // the final response), and one write of it is enough.
+            let mut changed = writer::Batch::new(64);
             let mut sweep = tokio::time::interval(Duration::from_secs(60));
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     ev = rx.recv() => match ev {
                         Some(ev) => {
-                            if let Some(r) = asm.on_event(ev) {
+                            changed.add_some(asm.on_event(ev));
+                            for _ in 0..256 {
+                                let Ok(ev) = rx.try_recv() else { break };
+                                changed.add_some(asm.on_event(ev));
+                            }
+                            for r in changed.records.drain(..) {
                                 records.push(r);
                             }
+                            changed.clear();
                         }
                         None => break,
                     },

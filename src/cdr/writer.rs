@@ -111,13 +111,13 @@ pub fn start(
 }
 
 /// Records to write together, the latest of each id only.
-struct Batch {
-    records: Vec<CallRecord>,
+pub(super) struct Batch {
+    pub(super) records: Vec<CallRecord>,
     at: HashMap<String, usize>,
 }
 
 impl Batch {
-    fn new(batch: usize) -> Batch {
+    pub(super) fn new(batch: usize) -> Batch {
         Batch {
             records: Vec::with_capacity(batch),
             at: HashMap::with_capacity(batch),
@@ -125,7 +125,7 @@ impl Batch {
     }
 
     /// Adds a record, or replaces the earlier one of its id.
-    fn add(&mut self, r: CallRecord) {
+    pub(super) fn add(&mut self, r: CallRecord) {
         match self.at.get(&r.id) {
             Some(&i) => self.records[i] = r,
             None => {
@@ -135,11 +135,17 @@ impl Batch {
         }
     }
 
+    pub(super) fn add_some(&mut self, r: Option<CallRecord>) {
+        if let Some(r) = r {
+            self.add(r);
+        }
+    }
+
     fn len(&self) -> usize {
         self.records.len()
     }
 
-    fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.records.clear();
         self.at.clear();
     }
