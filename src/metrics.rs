@@ -101,7 +101,10 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (INVENTORY_NUMBERS, "Numbers in the inventory snapshot"),
     (CDR_QUEUE, "Call records waiting to be written"),
-    (CDR_WRITTEN, "Call records written"),
+    (
+        CDR_WRITTEN,
+        "Call record writes (a record is written when its call is routed and again as it changes)",
+    ),
     (
         CDR_DROPPED,
         "Call records dropped because the queue was full",

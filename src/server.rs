@@ -259,7 +259,9 @@ pub async fn run(
                 drain_until = Some(tokio::time::Instant::now() + drain_timeout);
             }
             again = &mut hup => {
-                reloads.ask(None, &opts, &locals, seed);
+                // In the audit log, as a reload over the API is.
+                let reply = store.as_ref().map(|s| s.audited_reload(Actor { name: "SIGHUP".into(), role: "system" }, "SIGHUP"));
+                reloads.ask(reply, &opts, &locals, seed);
                 hup = Woken::new(again.next());
             }
             Some(reply) = reload_rx.recv() => {

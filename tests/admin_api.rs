@@ -953,3 +953,172 @@ fn operators_reload_the_configuration_over_the_api() {
     lab.router
         .wait_log("configuration reloaded", 1, Duration::from_secs(5));
 }
+
+/// The audit log, polled until `done` holds for its entries.
+fn audit_until(api: Api, token: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = api.get("/v1/audit", token);
+        assert_eq!(r.status, 200, "{r}");
+        let entries = r.json().as_array().unwrap().clone();
+        if done(&entries) || Instant::now() > end {
+            return entries;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn entries_of<'a>(entries: &'a [Value], field: &str, action: &str) -> Vec<&'a Value> {
+    entries
+        .iter()
+        .filter(|e| e["field"] == field && e["action"] == action)
+        .collect()
+}
+
+#[test]
+fn reloads_and_exports_are_audited() {
+    let db = Db::sqlite();
+    let lab = start(&db);
+    let (api, t) = (lab.api, &lab.t);
+    // A reload over the API, one by SIGHUP, and one refused.
+    let r = api.send_json("POST", "/v1/reload", &t.operator, &json!({}));
+    assert_eq!(r.status, 200, "{r}");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &lab.router.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    lab.router
+        .wait_log("configuration reloaded", 2, Duration::from_secs(10));
+    let good = std::fs::read_to_string(lab.router.config_path()).unwrap();
+    std::fs::write(lab.router.config_path(), "[sip\n").unwrap();
+    let r = api.send_json("POST", "/v1/reload", &t.operator, &json!({}));
+    assert_eq!(r.status, 422, "{r}");
+    std::fs::write(lab.router.config_path(), good).unwrap();
+    // Exports: who, which filter, how many records.
+    let r = api.get(
+        "/v1/records?format=csv&tenant=acme&from=2024-01-01T00:00:00Z",
+        &t.operator,
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let r = api.get("/v1/records", &t.acme);
+    assert_eq!(r.status, 200, "{r}");
+
+    let entries = audit_until(api, &t.operator, |e| {
+        entries_of(e, "configuration", "reload").len() == 3
+            && entries_of(e, "records", "export")
+                .iter()
+                .all(|x| x["new"]["rows"].is_number())
+            && entries_of(e, "records", "export").len() == 2
+    });
+    let reloads = entries_of(&entries, "configuration", "reload");
+    assert_eq!(reloads.len(), 3, "{entries:#?}");
+    assert_eq!(
+        (reloads[0]["actor"].clone(), reloads[0]["role"].clone()),
+        (json!("ops"), json!("operator"))
+    );
+    assert_eq!(reloads[0]["new"]["applied"], true);
+    assert_eq!(reloads[0]["new"]["via"], "api");
+    let by_signal = reloads
+        .iter()
+        .find(|e| e["new"]["via"] == "SIGHUP")
+        .unwrap();
+    assert_eq!(by_signal["role"], "system");
+    assert_eq!(by_signal["new"]["applied"], true);
+    let refused = reloads
+        .iter()
+        .find(|e| e["new"]["applied"] == false)
+        .unwrap();
+    assert_eq!(refused["actor"], "ops");
+    assert!(refused["new"]["error"].as_str().is_some(), "{refused:#}");
+    assert!(reloads.iter().all(|e| e["tenant"] == "*"));
+
+    let exports = entries_of(&entries, "records", "export");
+    assert_eq!(exports.len(), 2, "{entries:#?}");
+    assert_eq!(exports[0]["actor"], "ops");
+    assert_eq!(exports[0]["tenant"], "acme");
+    assert_eq!(exports[0]["new"]["format"], "csv");
+    assert_eq!(exports[0]["new"]["from"], "2024-01-01T00:00:00Z");
+    assert_eq!(exports[0]["new"]["to"], Value::Null);
+    assert_eq!(exports[0]["new"]["rows"], 0);
+    assert_eq!(exports[0]["new"]["complete"], true);
+    assert_eq!(exports[1]["actor"], "acme-admin");
+    assert_eq!(exports[1]["role"], "tenant-admin");
+    assert_eq!(exports[1]["tenant"], "acme");
+    assert_eq!(exports[1]["new"]["format"], "json");
+    // A tenant's view of the log shows who exported its records.
+    let acme = api.get("/v1/audit?tenant=acme", &t.operator).json();
+    assert_eq!(
+        entries_of(acme.as_array().unwrap(), "records", "export").len(),
+        2
+    );
+}
+
+#[test]
+fn refused_requests_are_audited_without_flooding_the_log() {
+    let db = Db::sqlite();
+    let lab = start(&db);
+    let (api, t) = (lab.api, &lab.t);
+    // Another tenant's numbers, the audit log, no token, a wrong token.
+    assert_eq!(api.get("/v1/tenants/globex/numbers", &t.acme).status, 403);
+    assert_eq!(api.get("/v1/audit", &t.acme).status, 403);
+    assert_eq!(api.call("GET", "/v1/records", None, None, b"").status, 401);
+    assert_eq!(api.get("/v1/records", "not-a-token").status, 401);
+    // A flood of wrong tokens.
+    const FLOOD: usize = 200;
+    for i in 0..FLOOD {
+        let r = api.get(&format!("/v1/tenants/acme/numbers?n={i}"), "guess");
+        assert_eq!(r.status, 401);
+    }
+    let total = FLOOD + 4;
+    let counted = |e: &[Value]| -> u64 {
+        entries_of(e, "request", "refused")
+            .iter()
+            .map(|x| x["new"]["count"].as_u64().unwrap_or(1))
+            .sum()
+    };
+    let entries = audit_until(api, &t.operator, |e| counted(e) == total as u64);
+    let refusals = entries_of(&entries, "request", "refused");
+    assert_eq!(counted(&entries), total as u64, "{refusals:#?}");
+    // A few one by one, the rest counted in one entry.
+    let single: Vec<&&Value> = refusals
+        .iter()
+        .filter(|e| e["new"]["count"].is_null())
+        .collect();
+    assert!(single.len() <= 10, "{} entries one by one", single.len());
+    assert!(refusals.len() <= single.len() + 2, "{refusals:#?}");
+    let other = single
+        .iter()
+        .find(|e| e["subject"] == "GET /v1/tenants/globex/numbers")
+        .unwrap_or_else(|| panic!("{refusals:#?}"));
+    assert_eq!(other["actor"], "acme-admin");
+    assert_eq!(other["role"], "tenant-admin");
+    assert_eq!(other["tenant"], "globex");
+    assert_eq!(other["new"]["status"], 403);
+    assert!(other["new"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("own tenant"));
+    let audit = single
+        .iter()
+        .find(|e| e["subject"] == "GET /v1/audit")
+        .unwrap();
+    assert_eq!(audit["new"]["status"], 403);
+    let anonymous = single
+        .iter()
+        .find(|e| e["subject"] == "GET /v1/records" && e["actor"] == "(no token)")
+        .unwrap_or_else(|| panic!("{refusals:#?}"));
+    assert_eq!(anonymous["new"]["status"], 401);
+    assert!(single
+        .iter()
+        .any(|e| e["actor"] == "(unknown token)" && e["subject"] == "GET /v1/records"));
+    // globex's view shows the attempt on its numbers.
+    let globex = api.get("/v1/audit?tenant=globex", &t.operator).json();
+    assert_eq!(
+        entries_of(globex.as_array().unwrap(), "request", "refused").len(),
+        1
+    );
+    // Nothing secret is kept: the token tried is never written.
+    let text = api.get("/v1/audit", &t.operator).text();
+    assert!(!text.contains("guess") && !text.contains("not-a-token"));
+}

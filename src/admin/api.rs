@@ -8,15 +8,22 @@
 //! paths), and a number of another tenant is "not found" exactly as a
 //! number that does not exist. Errors are JSON: `{"error": "..."}` plus
 //! details (`rows`, `capability`, `missing`).
+//!
+//! Besides the inventory changes, the audit log gets every reload, every
+//! export of call records (who, which filter, how many records) and the
+//! refused requests (401, 403), the latter within limits ([`refusals`]).
+
+mod refusals;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -30,6 +37,7 @@ use crate::cdr::{parse_rfc3339, rfc3339, CallRecord};
 use crate::config::AdminConfig;
 use crate::inventory::normalize_e164;
 use crate::store::address::{self, RequiredFields};
+use crate::store::audit::Note;
 use crate::store::numbers::{not_found, AuditFilter};
 use crate::store::records::RecordFilter;
 use crate::store::upload::{self, UploadError};
@@ -49,6 +57,7 @@ pub struct Api {
     tokens: ArcSwap<Vec<Token>>,
     required: ArcSwap<RequiredFields>,
     max_body: usize,
+    refusals: Mutex<refusals::Limiter>,
 }
 
 impl Api {
@@ -59,6 +68,7 @@ impl Api {
             tokens: ArcSwap::from_pointee(auth::tokens(&admin.tokens)),
             required: ArcSwap::from_pointee(RequiredFields::new(&admin.required_address)),
             max_body: admin.max_body_bytes,
+            refusals: Mutex::new(refusals::Limiter::default()),
         })
     }
 
@@ -117,7 +127,172 @@ pub fn routes(api: Arc<Api>) -> axum::Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(max))
         .layer(axum::middleware::from_fn_with_state(max, declared_length))
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            audit_refusals,
+        ))
         .with_state(api)
+}
+
+/// Why a request was refused (401, 403), for the audit log.
+#[derive(Clone)]
+struct RefusalReason(String);
+
+/// Writes the requests answered 401 or 403 to the audit log, within the
+/// limits of [`refusals`]: who (the token's name, or whether a token came
+/// at all; never the token), from where, what, and why. Off the request:
+/// the answer never waits on the database.
+async fn audit_refusals(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let tenant = refused_tenant(req.uri());
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().ok().and_then(auth::bearer).map(str::to_string));
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+        return resp;
+    }
+    let actor = match token {
+        None => Actor {
+            name: "(no token)".into(),
+            role: "none",
+        },
+        Some(t) => match t.and_then(|t| auth::authenticate(&api.tokens.load(), &t)) {
+            Some(p) => actor(&p),
+            None => Actor {
+                name: "(unknown token)".into(),
+                role: "none",
+            },
+        },
+    };
+    let reason = resp
+        .extensions()
+        .get::<RefusalReason>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let source = source.unwrap_or_else(|| "unknown".into());
+    let now = crate::store::now_ms();
+    let verdict = api
+        .refusals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .refused(&source, now);
+    match verdict {
+        refusals::Verdict::Write => {
+            let mut what = what;
+            if what.len() > 200 {
+                let mut end = 200;
+                while !what.is_char_boundary(end) {
+                    end -= 1;
+                }
+                what.truncate(end);
+            }
+            let note = Note {
+                actor,
+                tenant,
+                subject: what,
+                field: "request",
+                action: "refused",
+                new: json!({"status": status.as_u16(), "source": source, "error": reason}),
+            };
+            let store = api.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.audit_note(&note).await {
+                    tracing::error!(error = %e, "a refused request could not be written to the audit log");
+                }
+            });
+        }
+        refusals::Verdict::Count {
+            window,
+            source,
+            first: true,
+        } => {
+            tokio::spawn(keep_refusal_count(api.clone(), window, source));
+        }
+        refusals::Verdict::Count { .. } => {}
+    }
+    resp
+}
+
+/// The tenant a refused request aimed at (its path's, or its `tenant`
+/// parameter's), or `*`.
+fn refused_tenant(uri: &axum::http::Uri) -> String {
+    let from_path = uri
+        .path()
+        .strip_prefix("/v1/tenants/")
+        .and_then(|rest| rest.split('/').next());
+    let from_query = || {
+        uri.query()?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("tenant="))
+    };
+    from_path
+        .or_else(from_query)
+        .filter(|t| valid_tenant(t))
+        .unwrap_or("*")
+        .to_string()
+}
+
+/// Keeps the entry counting the refusals of `source` in the minute at
+/// `window` up to date: written a few seconds after the first, rewritten
+/// while more come, final once the minute is over.
+async fn keep_refusal_count(api: Arc<Api>, window: i64, source: String) {
+    let mut id: Option<String> = None;
+    let mut written = 0;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let (count, over) = api
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .count(window, &source, crate::store::now_ms());
+        if count != written {
+            let new = json!({
+                "source": source,
+                "count": count,
+                "from": rfc3339(window),
+                "to": rfc3339(window + refusals::WINDOW_MS),
+                "note": format!(
+                    "refused requests past {} from one source, or {} from all, in a minute: counted here, not written one by one",
+                    refusals::PER_SOURCE,
+                    refusals::OVERALL
+                ),
+            });
+            let done = match &id {
+                None => api
+                    .store
+                    .audit_note(&Note {
+                        actor: Actor {
+                            name: "(counted)".into(),
+                            role: "none",
+                        },
+                        tenant: "*".into(),
+                        subject: "refused requests".into(),
+                        field: "request",
+                        action: "refused",
+                        new,
+                    })
+                    .await
+                    .map(|n| id = Some(n)),
+                Some(id) => api.store.audit_complete(id, &new).await,
+            };
+            match done {
+                Ok(()) => written = count,
+                Err(e) => {
+                    tracing::error!(error = %e, "refused requests could not be counted in the audit log")
+                }
+            }
+        }
+        if over {
+            return;
+        }
+    }
 }
 
 /// Refuses a body whose declared length is over the limit before reading
@@ -168,7 +343,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let reason = matches!(
+            self.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        )
+        .then(|| self.body["error"].as_str().unwrap_or_default().to_string());
         let mut r = (self.status, Json(self.body)).into_response();
+        if let Some(reason) = reason {
+            r.extensions_mut().insert(RefusalReason(reason));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -664,6 +847,41 @@ async fn export_records(
         to_ms,
     };
     tracing::info!(by = %p.name, tenant = ?filter.tenant, csv, "call records exported");
+    // In the audit log before the first record leaves; the number of
+    // records sent is added when the export ends.
+    let bound = |ms: i64| (ms != i64::MIN && ms != i64::MAX).then(|| rfc3339(ms));
+    let mut what = json!({
+        "format": if csv { "csv" } else { "json" },
+        "tenant": filter.tenant,
+        "from": bound(from_ms),
+        "to": bound(to_ms),
+        "rows": null,
+    });
+    let note = Note {
+        actor: actor(&p),
+        tenant: filter.tenant.clone().unwrap_or_else(|| "*".into()),
+        subject: "call-records".into(),
+        field: "records",
+        action: "export",
+        new: what.clone(),
+    };
+    let entry = api.store.audit_note(&note).await.map_err(|e| {
+        tracing::error!(error = %e, "admin API: an export could not be written to the audit log");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the export could not be written to the audit log; nothing was exported",
+        )
+    })?;
+    let audit_store = api.store.clone();
+    let done = move |rows: u64, complete: bool| {
+        what["rows"] = json!(rows);
+        what["complete"] = json!(complete);
+        tokio::spawn(async move {
+            if let Err(e) = audit_store.audit_complete(&entry, &what).await {
+                tracing::error!(error = %e, "the size of an export could not be written to the audit log");
+            }
+        });
+    };
     let store = api.store.clone();
     let fetch = move |after: (i64, String)| {
         let (store, filter) = (store.clone(), filter.clone());
@@ -671,9 +889,14 @@ async fn export_records(
     };
     let start = (i64::MIN, String::new());
     if csv {
-        let body = stream_pages(start, fetch, csv_header(), String::new(), |out, r, _| {
-            csv_line(out, r)
-        });
+        let body = stream_pages(
+            start,
+            fetch,
+            csv_header(),
+            String::new(),
+            |out, r, _| csv_line(out, r),
+            done,
+        );
         Ok((
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
@@ -686,12 +909,19 @@ async fn export_records(
         )
             .into_response())
     } else {
-        let body = stream_pages(start, fetch, "[".into(), "]\n".into(), |out, r, first| {
-            if !first {
-                out.push(',');
-            }
-            out.push_str(&record_json(r).to_string());
-        });
+        let body = stream_pages(
+            start,
+            fetch,
+            "[".into(),
+            "]\n".into(),
+            |out, r, first| {
+                if !first {
+                    out.push(',');
+                }
+                out.push_str(&record_json(r).to_string());
+            },
+            done,
+        );
         Ok(json_stream_response(body))
     }
 }
@@ -732,15 +962,18 @@ async fn reload(State(api): State<Arc<Api>>, p: Principal) -> ApiResult {
             "the router is stopping",
         ));
     }
-    match answer.await {
-        Ok(Ok(())) => Ok(ok_json(StatusCode::OK, json!({"reloaded": true}))),
-        Ok(Err(e)) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("new configuration refused; the running one stays: {e}"),
-        )),
-        Err(_) => Err(ApiError::new(
+    let Ok(result) = answer.await else {
+        return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the router is stopping",
+        ));
+    };
+    api.store.audit_reload(actor(&p), "api", &result).await;
+    match result {
+        Ok(()) => Ok(ok_json(StatusCode::OK, json!({"reloaded": true}))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("new configuration refused; the running one stays: {e}"),
         )),
     }
 }
@@ -816,6 +1049,21 @@ fn csv_header() -> String {
     csv_row(&cols)
 }
 
+/// A cell as exported: one that a spreadsheet would read as a formula
+/// (first character `=`, `+`, `-`, `@`, tab or carriage return) gets a
+/// leading `'`, so that it is shown as text and never evaluated. Every
+/// column goes through here, whoever filled it: the caller chooses the
+/// User-Agent, the From and more. E.164 numbers begin with `+` and are
+/// quoted too (`'+12125550142`), which keeps them from being read as
+/// numbers that lose their `+` and leading digits.
+fn csv_cell(v: String) -> String {
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v
+    }
+}
+
 fn csv_line(out: &mut String, r: &CallRecord) {
     let o = |v: &Option<String>| v.clone().unwrap_or_default();
     let n = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -852,6 +1100,7 @@ fn csv_line(out: &mut String, r: &CallRecord) {
         o(&r.user_agent),
         r.warnings.join("; "),
     ];
+    let fields: Vec<String> = fields.into_iter().map(csv_cell).collect();
     out.push_str(&csv_row(&fields));
 }
 
@@ -866,62 +1115,85 @@ where
     F: Fn(C) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Vec<(C, Value)>, StoreError>> + Send,
 {
-    stream_pages(start, fetch, "[".into(), "]\n".into(), |out, v, first| {
-        if !first {
-            out.push(',');
-        }
-        out.push_str(&v.to_string());
-    })
+    stream_pages(
+        start,
+        fetch,
+        "[".into(),
+        "]\n".into(),
+        |out, v, first| {
+            if !first {
+                out.push(',');
+            }
+            out.push_str(&v.to_string());
+        },
+        |_, _| {},
+    )
 }
 
 /// A body written by a task that pages through the database: `head`,
-/// each item through `render` (told whether it is the first), `tail`.
-/// At most a few pages wait in memory; a client that goes away stops the
-/// task. A database failure midway cuts the body short (the client sees
-/// an incomplete transfer, never a complete-looking one).
-fn stream_pages<C, T, F, Fut, R>(start: C, fetch: F, head: String, tail: String, render: R) -> Body
+/// each item through `render` (told whether it is the first), `tail`;
+/// then `done` learns how many items were sent and whether the body was
+/// complete. At most a few pages wait in memory; a client that goes away
+/// stops the task. A database failure midway cuts the body short (the
+/// client sees an incomplete transfer, never a complete-looking one).
+fn stream_pages<C, T, F, Fut, R, D>(
+    start: C,
+    fetch: F,
+    head: String,
+    tail: String,
+    render: R,
+    done: D,
+) -> Body
 where
     C: Send + 'static,
     T: Send + 'static,
     F: Fn(C) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Vec<(C, T)>, StoreError>> + Send,
     R: Fn(&mut String, &T, bool) + Send + 'static,
+    D: FnOnce(u64, bool) + Send + 'static,
 {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
     tokio::spawn(async move {
-        if tx.send(Ok(Bytes::from(head))).await.is_err() {
-            return;
-        }
-        let mut cursor = start;
-        let mut first = true;
-        loop {
-            let page = match fetch(cursor).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(error = %e, "export stopped by a database failure");
-                    let _ = tx
-                        .send(Err(std::io::Error::other("database failure")))
-                        .await;
-                    return;
+        let (sent, complete) = async move {
+            let mut sent = 0u64;
+            if tx.send(Ok(Bytes::from(head))).await.is_err() {
+                return (sent, false);
+            }
+            let mut cursor = start;
+            let mut first = true;
+            loop {
+                let page = match fetch(cursor).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "export stopped by a database failure");
+                        let _ = tx
+                            .send(Err(std::io::Error::other("database failure")))
+                            .await;
+                        return (sent, false);
+                    }
+                };
+                let full = page.len() as i64 >= PAGE;
+                let mut out = String::new();
+                let mut last = None;
+                let n = page.len() as u64;
+                for (c, item) in page {
+                    render(&mut out, &item, first);
+                    first = false;
+                    last = Some(c);
                 }
-            };
-            let full = page.len() as i64 >= PAGE;
-            let mut out = String::new();
-            let mut last = None;
-            for (c, item) in page {
-                render(&mut out, &item, first);
-                first = false;
-                last = Some(c);
+                if !out.is_empty() && tx.send(Ok(Bytes::from(out))).await.is_err() {
+                    return (sent, false);
+                }
+                sent += n;
+                match (full, last) {
+                    (true, Some(c)) => cursor = c,
+                    _ => break,
+                }
             }
-            if !out.is_empty() && tx.send(Ok(Bytes::from(out))).await.is_err() {
-                return;
-            }
-            match (full, last) {
-                (true, Some(c)) => cursor = c,
-                _ => break,
-            }
+            (sent, tx.send(Ok(Bytes::from(tail))).await.is_ok())
         }
-        let _ = tx.send(Ok(Bytes::from(tail))).await;
+        .await;
+        done(sent, complete);
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -957,5 +1229,62 @@ mod tests {
     fn csv_header_matches_rows() {
         let h = csv_header();
         assert_eq!(h.trim_end().split(',').count(), CSV_COLUMNS.len());
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_evaluate_are_quoted() {
+        // (cell, as exported)
+        let table = [
+            (
+                "=HYPERLINK(\"http://x/\",\"y\")",
+                "'=HYPERLINK(\"http://x/\",\"y\")",
+            ),
+            ("+12125550142", "'+12125550142"),
+            ("-2+3 <sip:a@b>", "'-2+3 <sip:a@b>"),
+            ("@SUM(A1:A9)", "'@SUM(A1:A9)"),
+            ("\t=1+1", "'\t=1+1"),
+            ("\r=1+1", "'\r=1+1"),
+            ("'=already", "'=already"),
+            ("phone/1 =x", "phone/1 =x"),
+            (" =1+1", " =1+1"),
+            (
+                "sip:+12125550142@example.com",
+                "sip:+12125550142@example.com",
+            ),
+            ("2024-05-01T00:00:00Z", "2024-05-01T00:00:00Z"),
+            ("200", "200"),
+            ("", ""),
+        ];
+        for (cell, want) in table {
+            assert_eq!(csv_cell(cell.to_string()), want, "{cell:?}");
+        }
+        // Through a whole line: every column, the CSV quoting on top.
+        let mut r: CallRecord = serde_json::from_value(json!({
+            "id": "1", "tenant": "=t", "kind": "emergency", "call_id": "-c",
+            "caller_number": "+12125550142", "caller_uri": "sip:x@h", "from": "@f",
+            "pai": "+p", "dialed": "911", "request_uri": "sip:911@h", "invite_ms": 0,
+            "answer_ms": null, "end_ms": null, "duration_ms": null, "final_status": null,
+            "outcome": "open", "route": "psap", "reason": "r", "trunk": "=HYPERLINK(1)",
+            "psap_id": null, "attempts": [], "country": "US", "location_source": "none",
+            "location": null, "registered_address": null, "source_ip": "127.0.0.1",
+            "source_port": 5060, "transport": "udp", "user_agent": "=cmd|' /C calc'!A0",
+        }))
+        .unwrap();
+        r.warnings = vec!["-x".into()];
+        let mut line = String::new();
+        csv_line(&mut line, &r);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(line.as_bytes());
+        let row = reader.records().next().unwrap().unwrap();
+        assert_eq!(row.len(), CSV_COLUMNS.len());
+        for (name, cell) in CSV_COLUMNS.iter().zip(row.iter()) {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{name}: {cell:?}"
+            );
+        }
+        assert_eq!(&row[28], "'=cmd|' /C calc'!A0");
+        assert_eq!(&row[4], "'+12125550142");
     }
 }

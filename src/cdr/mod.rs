@@ -1,6 +1,13 @@
 //! Call records: one per emergency or test call, assembled from the core's
 //! call events, written off the hot path through a bounded queue in
 //! batches, exported by operators.
+//!
+//! A record is written as soon as its call is routed (outcome `open`) and
+//! written again, whole and under the same id, each time the call changes
+//! (an attempt, the answer, the end): a router that dies loses at most
+//! what was not yet written, never the calls in progress. Records that a
+//! stopped router left `open` are closed as `interrupted` (see
+//! [`store`]).
 
 pub mod store;
 pub mod writer;
@@ -45,8 +52,10 @@ pub struct CallRecord {
     pub end_ms: Option<i64>,
     pub duration_ms: Option<i64>,
     pub final_status: Option<u16>,
-    /// `answered`, `failed`, `cancelled`, or `open` for a record flushed
-    /// before its call ended.
+    /// `answered`, `failed`, `cancelled`, `refused`; `open` while the call
+    /// is in progress (answered or not: `answer_ms` and `final_status`
+    /// say); `interrupted` when the router stopped, or was killed, before
+    /// the call ended.
     pub outcome: String,
     pub route: String,
     pub reason: String,
@@ -68,8 +77,25 @@ pub struct CallRecord {
     pub warnings: Vec<String>,
 }
 
+impl CallRecord {
+    /// The router process that wrote the record: the first 16 hex digits
+    /// of its id (see [`Assembler`]).
+    pub fn node(&self) -> &str {
+        self.id.get(..16).unwrap_or(&self.id)
+    }
+}
+
+/// Outcome of a record whose call is in progress.
+pub const OPEN: &str = "open";
+/// Outcome of a record whose router stopped before the call ended.
+pub const INTERRUPTED: &str = "interrupted";
+
 /// Builds records from call events. Pure: wall-clock times come from an
 /// anchor pair (an `Instant` and the epoch milliseconds at that instant).
+///
+/// Ids are the node (16 hex digits, one per router process), the INVITE
+/// time and a sequence number, so that records of several routers sharing
+/// a database never collide.
 pub struct Assembler {
     anchor: Instant,
     anchor_ms: i64,
@@ -105,7 +131,21 @@ impl Assembler {
         self.open.len()
     }
 
-    /// Applies one event; returns a record when its call is over.
+    /// This assembler's node, as it begins every record id.
+    pub fn node(&self) -> String {
+        format!("{:016x}", self.node)
+    }
+
+    /// What to write of a call in progress: the record as it stands, with
+    /// outcome `open` (an answered call keeps `answered` only once over).
+    fn in_progress(rec: &CallRecord) -> CallRecord {
+        let mut r = rec.clone();
+        r.outcome = OPEN.into();
+        r
+    }
+
+    /// Applies one event; returns the record to write when the event
+    /// changed it: the call in progress (outcome `open`) or over.
     pub fn on_event(&mut self, ev: CallEvent) -> Option<CallRecord> {
         match ev {
             CallEvent::Started {
@@ -120,7 +160,7 @@ impl Assembler {
                 route,
                 reason,
                 details,
-                refused: _,
+                refused,
                 warnings,
             } => {
                 self.seq += 1;
@@ -177,8 +217,11 @@ impl Assembler {
                     user_agent,
                     warnings: warnings.into_vec(),
                 };
+                // A call refused for overload ends at once (its `Finished`
+                // follows): one write, not two, when refusals come in floods.
+                let out = (!refused).then(|| rec.clone());
                 self.open.insert(call, rec);
-                None
+                out
             }
             CallEvent::Attempt {
                 call,
@@ -198,7 +241,7 @@ impl Assembler {
                     status,
                     at_ms,
                 });
-                None
+                Some(Self::in_progress(rec))
             }
             CallEvent::Finished {
                 call,
@@ -213,8 +256,9 @@ impl Assembler {
                 if outcome == "answered" {
                     rec.answer_ms = Some(ms);
                     let call_id = rec.call_id.clone();
+                    let out = Self::in_progress(rec);
                     self.answered.insert(call_id, call);
-                    None
+                    Some(out)
                 } else {
                     let mut rec = self.open.remove(&call)?;
                     rec.end_ms = Some(ms);
@@ -233,7 +277,9 @@ impl Assembler {
     }
 
     /// Answered calls that saw no BYE for `max_age` are written as they
-    /// are (end unknown), so a lost BYE cannot hold a record forever.
+    /// are (outcome `answered`, end unknown), so a lost BYE cannot hold a
+    /// record forever; a call that never had a final response is written
+    /// `interrupted`.
     pub fn expire(&mut self, now: Instant, max_age: Duration) -> Vec<CallRecord> {
         let cutoff = self.ms(now) - max_age.as_millis() as i64;
         let old: Vec<CallKey> = self
@@ -242,13 +288,25 @@ impl Assembler {
             .filter(|(_, r)| r.invite_ms < cutoff)
             .map(|(k, _)| *k)
             .collect();
-        self.take(old)
+        let mut out = self.take(old);
+        for r in &mut out {
+            if r.outcome == OPEN {
+                r.outcome = INTERRUPTED.into();
+            }
+        }
+        out
     }
 
-    /// Everything still open, for a shutdown: nothing is lost.
+    /// Everything still held, for a shutdown, with outcome `interrupted`:
+    /// this router will never see those calls end (an answered call goes
+    /// on without it: `answer_ms` and `final_status` say it was answered).
     pub fn flush_all(&mut self) -> Vec<CallRecord> {
         let all: Vec<CallKey> = self.open.keys().copied().collect();
-        self.take(all)
+        let mut out = self.take(all);
+        for r in &mut out {
+            r.outcome = INTERRUPTED.into();
+        }
+        out
     }
 
     fn take(&mut self, keys: Vec<CallKey>) -> Vec<CallRecord> {
@@ -287,29 +345,42 @@ mod tests {
     use crate::proxy::events::example_started as started;
 
     #[test]
-    fn an_answered_call_is_written_at_its_bye_with_times_and_duration() {
+    fn an_answered_call_is_written_open_as_it_goes_then_whole_at_its_bye() {
         let t0 = Instant::now();
         let mut a = Assembler::new(t0, 1_700_000_000_000, 1);
-        assert!(a.on_event(started(1, t0)).is_none());
+        // Routed: written at once, `open`.
+        let r = a.on_event(started(1, t0)).unwrap();
+        assert_eq!(r.outcome, "open");
+        assert_eq!(r.node(), "0000000000000001");
+        assert_eq!(r.id.len(), 32);
+        assert_eq!((r.final_status, r.end_ms), (None, None));
+        let id = r.id.clone();
         let at = |ms| t0 + Duration::from_millis(ms);
-        assert!(a
+        let r = a
             .on_event(CallEvent::Attempt {
                 call: 1,
                 at: at(100),
                 trunk: "psap".into(),
                 label: "SYN-US-08031".into(),
                 outcome: "answered",
-                status: Some(200)
+                status: Some(200),
             })
-            .is_none());
-        assert!(a
+            .unwrap();
+        assert_eq!((r.outcome.as_str(), r.attempts.len()), ("open", 1));
+        // Answered: still `open` (the call is up), with its answer.
+        let r = a
             .on_event(CallEvent::Finished {
                 call: 1,
                 at: at(150),
                 status: 200,
-                outcome: "answered"
+                outcome: "answered",
             })
-            .is_none());
+            .unwrap();
+        assert_eq!(r.id, id);
+        assert_eq!(r.outcome, "open");
+        assert_eq!(r.final_status, Some(200));
+        assert_eq!(r.answer_ms, Some(1_700_000_000_150));
+        assert_eq!(r.end_ms, None);
         assert_eq!(a.open(), 1);
         let r = a
             .on_event(CallEvent::Ended {
@@ -317,6 +388,7 @@ mod tests {
                 at: at(60_150),
             })
             .unwrap();
+        assert_eq!(r.id, id);
         assert_eq!(r.invite_ms, 1_700_000_000_000);
         assert_eq!(r.answer_ms, Some(1_700_000_000_150));
         assert_eq!(r.end_ms, Some(1_700_000_060_150));
@@ -338,10 +410,10 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_call_is_written_at_once_and_open_ones_on_flush() {
+    fn a_failed_call_is_written_at_once_and_calls_up_at_shutdown_as_interrupted() {
         let t0 = Instant::now();
         let mut a = Assembler::new(t0, 0, 1);
-        a.on_event(started(1, t0));
+        assert_eq!(a.on_event(started(1, t0)).unwrap().outcome, "open");
         let r = a
             .on_event(CallEvent::Finished {
                 call: 1,
@@ -351,6 +423,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(r.outcome, "failed");
+        assert_eq!(r.end_ms, Some(0));
         a.on_event(started(2, t0));
         a.on_event(CallEvent::Finished {
             call: 2,
@@ -359,9 +432,23 @@ mod tests {
             outcome: "answered",
         });
         a.on_event(started(3, t0));
-        let flushed = a.flush_all();
+        let mut flushed = a.flush_all();
+        flushed.sort_by(|x, y| x.call_id.cmp(&y.call_id));
         assert_eq!(flushed.len(), 2);
         assert_eq!(a.open(), 0);
+        // Answered and still up; routed and not answered: both interrupted,
+        // the first with its answer, neither with an end.
+        assert_eq!(flushed[0].call_id, "cid-2");
+        assert_eq!(
+            (flushed[0].outcome.as_str(), flushed[0].final_status),
+            ("interrupted", Some(200))
+        );
+        assert!(flushed[0].answer_ms.is_some());
+        assert_eq!(
+            (flushed[1].outcome.as_str(), flushed[1].final_status),
+            ("interrupted", None)
+        );
+        assert!(flushed.iter().all(|r| r.end_ms.is_none()));
         // An unknown BYE is nobody's business.
         assert!(a
             .on_event(CallEvent::Ended {
@@ -369,5 +456,47 @@ mod tests {
                 at: t0
             })
             .is_none());
+    }
+
+    #[test]
+    fn a_call_refused_for_overload_is_written_once() {
+        let t0 = Instant::now();
+        let mut a = Assembler::new(t0, 0, 1);
+        let mut ev = started(1, t0);
+        if let CallEvent::Started { refused, .. } = &mut ev {
+            *refused = true;
+        }
+        assert!(a.on_event(ev).is_none());
+        let r = a
+            .on_event(CallEvent::Finished {
+                call: 1,
+                at: t0,
+                status: 503,
+                outcome: "refused",
+            })
+            .unwrap();
+        assert_eq!((r.outcome.as_str(), r.final_status), ("refused", Some(503)));
+    }
+
+    #[test]
+    fn calls_past_the_longest_call_are_written_as_they_stand() {
+        let t0 = Instant::now();
+        let mut a = Assembler::new(t0, 0, 1);
+        a.on_event(started(1, t0));
+        a.on_event(CallEvent::Finished {
+            call: 1,
+            at: t0,
+            status: 200,
+            outcome: "answered",
+        });
+        a.on_event(started(2, t0));
+        let max = Duration::from_secs(3600);
+        assert!(a.expire(t0 + max, max).is_empty());
+        let mut old = a.expire(t0 + max + Duration::from_secs(1), max);
+        old.sort_by(|x, y| x.call_id.cmp(&y.call_id));
+        let outcomes: Vec<&str> = old.iter().map(|r| r.outcome.as_str()).collect();
+        assert_eq!(outcomes, ["answered", "interrupted"]);
+        assert!(old.iter().all(|r| r.end_ms.is_none()));
+        assert_eq!(a.open(), 0);
     }
 }

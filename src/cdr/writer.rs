@@ -1,6 +1,13 @@
 //! The record writer: a bounded queue in front of the store, batched
 //! writes, counted drops, and a flush on shutdown.
+//!
+//! A record comes through several times as its call goes on (routed,
+//! answered, ended), always whole and under the same id. Within a batch
+//! only the latest of each id is written; across batches the store
+//! replaces what it holds (an upsert), and batches are written one after
+//! the other, so the last one written is always the latest.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +22,30 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where records go: the database, or anything else that stores them.
 pub trait RecordStore: Send + Sync {
+    /// Writes each record, replacing one already stored under its id.
     fn write<'a>(&'a self, records: &'a [CallRecord]) -> BoxFuture<'a, anyhow::Result<()>>;
+
+    /// Says that the router process `node` is running and writing records
+    /// (at its start, then every few seconds).
+    fn renew<'a>(&'a self, _node: &'a str, _started_ms: i64) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Closes, as `interrupted`, the records left `open` by every process
+    /// other than `node` that has not said it runs since `stale_before_ms`;
+    /// how many.
+    fn close_abandoned<'a>(
+        &'a self,
+        _node: &'a str,
+        _stale_before_ms: i64,
+    ) -> BoxFuture<'a, anyhow::Result<u64>> {
+        Box::pin(async { Ok(0) })
+    }
+
+    /// The process `node` stopped, every record of it written.
+    fn release<'a>(&'a self, _node: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The sending side, used by the driver. Never blocks: a full queue drops
@@ -52,22 +82,22 @@ pub fn start(
 ) -> (Records, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<CallRecord>(capacity.max(1));
     let handle = tokio::spawn(async move {
-        let mut buf: Vec<CallRecord> = Vec::with_capacity(batch);
+        let mut buf = Batch::new(batch);
         loop {
             let Some(first) = rx.recv().await else { break };
-            buf.push(first);
+            buf.add(first);
             // Gather what else is ready, up to a batch, without waiting long.
             let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
-            while buf.len() < batch {
+            while buf.records.len() < batch {
                 match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(r)) => buf.push(r),
+                    Ok(Some(r)) => buf.add(r),
                     _ => break,
                 }
             }
             write_with_retry(&*store, &mut buf).await;
             metrics::gauge!(m::CDR_QUEUE).set(rx.len() as f64);
         }
-        if !buf.is_empty() {
+        if !buf.records.is_empty() {
             write_with_retry(&*store, &mut buf).await;
         }
     });
@@ -80,10 +110,51 @@ pub fn start(
     )
 }
 
-async fn write_with_retry(store: &dyn RecordStore, buf: &mut Vec<CallRecord>) {
+/// Records to write together, the latest of each id only.
+pub(super) struct Batch {
+    pub(super) records: Vec<CallRecord>,
+    at: HashMap<String, usize>,
+}
+
+impl Batch {
+    pub(super) fn new(batch: usize) -> Batch {
+        Batch {
+            records: Vec::with_capacity(batch),
+            at: HashMap::with_capacity(batch),
+        }
+    }
+
+    /// Adds a record, or replaces the earlier one of its id.
+    pub(super) fn add(&mut self, r: CallRecord) {
+        match self.at.get(&r.id) {
+            Some(&i) => self.records[i] = r,
+            None => {
+                self.at.insert(r.id.clone(), self.records.len());
+                self.records.push(r);
+            }
+        }
+    }
+
+    pub(super) fn add_some(&mut self, r: Option<CallRecord>) {
+        if let Some(r) = r {
+            self.add(r);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.records.clear();
+        self.at.clear();
+    }
+}
+
+async fn write_with_retry(store: &dyn RecordStore, buf: &mut Batch) {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=5 {
-        match store.write(buf).await {
+        match store.write(&buf.records).await {
             Ok(()) => {
                 metrics::counter!(m::CDR_WRITTEN).increment(buf.len() as u64);
                 buf.clear();
@@ -102,4 +173,53 @@ async fn write_with_retry(store: &dyn RecordStore, buf: &mut Vec<CallRecord>) {
         "call records could not be written: dropped"
     );
     buf.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::cdr::Assembler;
+    use crate::proxy::events::{example_started, CallEvent};
+
+    /// Keeps every batch written.
+    #[derive(Default)]
+    struct Memory(Mutex<Vec<Vec<CallRecord>>>);
+
+    impl RecordStore for Memory {
+        fn write<'a>(&'a self, records: &'a [CallRecord]) -> BoxFuture<'a, anyhow::Result<()>> {
+            self.0.lock().unwrap().push(records.to_vec());
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_versions_of_a_record_in_one_batch_are_written_once_the_latest() {
+        let t0 = Instant::now();
+        let mut a = Assembler::new(t0, 0, 7);
+        let mut versions = vec![a.on_event(example_started(1, t0)).unwrap()];
+        versions.push(a.on_event(example_started(2, t0)).unwrap());
+        versions.extend(a.on_event(CallEvent::Finished {
+            call: 1,
+            at: t0,
+            status: 486,
+            outcome: "failed",
+        }));
+        let store = Arc::new(Memory::default());
+        let (records, writer) = start(store.clone(), 16, 16);
+        for v in versions {
+            records.push(v);
+        }
+        drop(records);
+        writer.await.unwrap();
+        let batches = store.0.lock().unwrap();
+        let written: Vec<(&str, &str)> = batches
+            .iter()
+            .flatten()
+            .map(|r| (r.call_id.as_str(), r.outcome.as_str()))
+            .collect();
+        assert_eq!(written, [("cid-1", "failed"), ("cid-2", "open")]);
+    }
 }

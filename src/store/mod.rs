@@ -14,6 +14,7 @@
 //! follow each other's changes within a second.
 
 pub mod address;
+pub mod audit;
 pub mod hub;
 pub mod numbers;
 pub mod records;
@@ -47,6 +48,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "call records",
         include_str!("migrations/0002_call_records.sql"),
+    ),
+    (
+        3,
+        "open call records",
+        include_str!("migrations/0003_open_records.sql"),
     ),
 ];
 

@@ -1,12 +1,15 @@
-//! Call records in the database: written in batches (a record already
-//! there is left alone, so a retried batch never doubles one), read back
-//! page by page for exports, deleted after the retention period.
+//! Call records in the database: written in batches, each record replacing
+//! the one stored under its id (a record is written as its call goes on,
+//! and a retried batch never doubles one), read back page by page for
+//! exports, deleted after the retention period. The routers writing
+//! records hold leases in `record_writers`; the `open` records of a router
+//! whose lease ran out are closed as `interrupted` (see `cdr::store`).
 
 use sqlx::Row;
 
 use crate::cdr::CallRecord;
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 
 /// Which records to export: a tenant (or all), and the INVITE time range
 /// `[from_ms, to_ms)`.
@@ -21,15 +24,19 @@ pub struct RecordFilter {
 pub type Cursor = (i64, String);
 
 impl Store {
-    /// Writes records in one transaction.
+    /// Writes records in one transaction, each replacing the one stored
+    /// under its id.
     pub async fn write_records(&self, records: &[CallRecord]) -> Result<(), StoreError> {
         let _g = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         for r in records {
             let json = serde_json::to_string(r).map_err(anyhow::Error::from)?;
             sqlx::query(
-                "INSERT INTO call_records (id, tenant, invite_ms, call_id, caller_number, outcome, record) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO call_records (id, tenant, invite_ms, call_id, caller_number, outcome, record, node) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
+                 tenant = excluded.tenant, invite_ms = excluded.invite_ms, call_id = excluded.call_id, \
+                 caller_number = excluded.caller_number, outcome = excluded.outcome, \
+                 record = excluded.record, node = excluded.node",
             )
             .bind(r.id.clone())
             .bind(r.tenant.clone())
@@ -38,11 +45,72 @@ impl Store {
             .bind(r.caller_number.clone())
             .bind(r.outcome.clone())
             .bind(json)
+            .bind(r.node().to_string())
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Says that the router process `node` runs (its lease). Not behind
+    /// the write lock: a long upload must not make a live router look
+    /// stopped.
+    pub async fn renew_writer(&self, node: &str, started_ms: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO record_writers (node, started_ms, seen_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (node) DO UPDATE SET seen_ms = excluded.seen_ms",
+        )
+        .bind(node.to_string())
+        .bind(started_ms)
+        .bind(super::now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The router process `node` stopped with every record written.
+    pub async fn release_writer(&self, node: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM record_writers WHERE node = $1")
+            .bind(node.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Closes as `interrupted` the `open` records of every router but
+    /// `node` whose lease was last renewed before `stale_before_ms` (or
+    /// that has none: stopped, or older than leases), and forgets those
+    /// leases; how many records.
+    pub async fn close_abandoned_records(
+        &self,
+        node: &str,
+        stale_before_ms: i64,
+    ) -> Result<u64, StoreError> {
+        // The record's JSON says the outcome too.
+        let record = match self.backend {
+            Backend::Sqlite => "json_set(record, '$.outcome', 'interrupted')",
+            Backend::Postgres => "(record::jsonb || '{\"outcome\": \"interrupted\"}'::jsonb)::text",
+        };
+        let _g = self.write_lock.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let closed = sqlx::query(&format!(
+            "UPDATE call_records SET outcome = 'interrupted', record = {record} \
+             WHERE outcome = 'open' AND (node IS NULL OR (node <> $1 AND node NOT IN \
+             (SELECT node FROM record_writers WHERE seen_ms >= $2)))"
+        ))
+        .bind(node.to_string())
+        .bind(stale_before_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM record_writers WHERE seen_ms < $1 AND node <> $2")
+            .bind(stale_before_ms)
+            .bind(node.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(closed)
     }
 
     /// The next page of records after `after`, in INVITE time order.
@@ -191,5 +259,162 @@ mod tests {
         assert_eq!(left[0].1.id, "d");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    async fn outcomes(store: &Store) -> Vec<(String, String)> {
+        let all = RecordFilter {
+            tenant: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+        };
+        let page = store
+            .records_page(&all, &(i64::MIN, String::new()), 100)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for (_, r) in page {
+            let column: String =
+                sqlx::query_scalar("SELECT outcome FROM call_records WHERE id = $1")
+                    .bind(r.id.clone())
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(column, r.outcome, "{}", r.id);
+            out.push((r.id, r.outcome));
+        }
+        out
+    }
+
+    /// `store` (SQLite here, PostgreSQL when SOSROUTER_TEST_PG_URL is set).
+    async fn records_are_replaced_and_closed_when_their_router_is_gone(store: &Store) {
+        let (a, b) = ("a".repeat(16), "b".repeat(16));
+        let open = |node: &str, n: u32| {
+            let mut r = record(&format!("{node}{n:016x}"), "acme", 1000 + i64::from(n));
+            r.outcome = "open".into();
+            r
+        };
+        // Written open, then again when over: one record, the latest.
+        store
+            .write_records(&[open(&a, 1), open(&a, 2)])
+            .await
+            .unwrap();
+        let mut over = open(&a, 1);
+        over.outcome = "failed".into();
+        store.write_records(&[over]).await.unwrap();
+        store.write_records(&[open(&b, 3)]).await.unwrap();
+        let mut legacy = open("old", 4);
+        legacy.id = "legacy".into();
+        store.write_records(&[legacy]).await.unwrap();
+        sqlx::query("UPDATE call_records SET node = NULL WHERE id = 'legacy'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let now = crate::store::now_ms();
+        store.renew_writer(&a, now).await.unwrap();
+        store.renew_writer(&b, now).await.unwrap();
+        // Both routers alive: only the record older than leases is closed.
+        assert_eq!(
+            store
+                .close_abandoned_records(&b, now - 15_000)
+                .await
+                .unwrap(),
+            1
+        );
+        let ids = |v: &[(String, String)]| {
+            v.iter()
+                .map(|(i, o)| format!("{}:{o}", &i[..3]))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(&outcomes(store).await),
+            ["aaa:failed", "aaa:open", "bbb:open", "leg:interrupted"]
+        );
+        // a's lease runs out: b closes a's open record, never its own.
+        assert_eq!(
+            store
+                .close_abandoned_records(&b, now + 60_000)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            ids(&outcomes(store).await),
+            [
+                "aaa:failed",
+                "aaa:interrupted",
+                "bbb:open",
+                "leg:interrupted"
+            ]
+        );
+        let writers: Vec<String> = sqlx::query_scalar("SELECT node FROM record_writers")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(writers, vec![b.clone()]);
+        // b stops cleanly: its lease goes; a later router closes the rest.
+        store.release_writer(&b).await.unwrap();
+        assert_eq!(
+            store
+                .close_abandoned_records(&a, now - 15_000)
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            ids(&outcomes(store).await),
+            [
+                "aaa:failed",
+                "aaa:interrupted",
+                "bbb:interrupted",
+                "leg:interrupted"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_records_are_replaced_and_closed_when_their_router_is_gone() {
+        let dir = std::env::temp_dir().join(format!(
+            "sosrouter-store-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let db = DatabaseConfig {
+            data_dir: dir.clone(),
+            ..DatabaseConfig::default()
+        };
+        let store = Store::open(&db, Hub::new()).await.unwrap();
+        records_are_replaced_and_closed_when_their_router_is_gone(&store).await;
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn postgres_records_are_replaced_and_closed_when_their_router_is_gone() {
+        let Ok(admin) = std::env::var("SOSROUTER_TEST_PG_URL") else {
+            eprintln!("skipped: SOSROUTER_TEST_PG_URL is not set");
+            return;
+        };
+        use sqlx::{Connection, Executor};
+        let name = format!(
+            "sosrouter_unit_{}_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let mut c = sqlx::postgres::PgConnection::connect(&admin).await.unwrap();
+        c.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+        let db = DatabaseConfig {
+            url: Some(url),
+            ..DatabaseConfig::default()
+        };
+        let store = Store::open(&db, Hub::new()).await.unwrap();
+        records_are_replaced_and_closed_when_their_router_is_gone(&store).await;
+        store.pool().close().await;
+        drop(store);
+        c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
     }
 }

@@ -301,6 +301,38 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Every call record as stored: (outcome column, the record), read
+    /// straight from the database (the router may be dead).
+    pub fn stored_records(&self) -> Vec<(String, Value)> {
+        use sqlx::{Connection, Row};
+        sqlx::any::install_default_drivers();
+        let url = self.url();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = sqlx::AnyConnection::connect(&url)
+                .await
+                .expect("connect to the test database");
+            let rows =
+                sqlx::query("SELECT outcome, record FROM call_records ORDER BY invite_ms, id")
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap();
+            let _ = c.close().await;
+            rows.iter()
+                .map(|r| {
+                    let outcome: String = r.get(0);
+                    let text: String = r.get(1);
+                    (outcome, serde_json::from_str(&text).unwrap())
+                })
+                .collect()
+        })
+    }
+}
+
 impl Drop for Db {
     fn drop(&mut self) {
         if let Db::Postgres { admin_url, name } = self {
@@ -358,16 +390,31 @@ impl Caller {
 
     /// Sends an INVITE to 911 from `caller`.
     pub fn invite(&self, router_port: u16, caller: &str, call_id: &str) {
+        self.invite_with(router_port, "911", caller, call_id, "", "");
+    }
+
+    /// Sends an INVITE to `dialed` from `caller`, the From with a display
+    /// name (`""` for none) and `extra` header lines (each ending in CRLF).
+    pub fn invite_with(
+        &self,
+        router_port: u16,
+        dialed: &str,
+        caller: &str,
+        call_id: &str,
+        display: &str,
+        extra: &str,
+    ) {
         let me = self.sock.local_addr().unwrap();
         let msg = format!(
-            "INVITE sip:911@127.0.0.1:{router_port} SIP/2.0\r\n\
+            "INVITE sip:{dialed}@127.0.0.1:{router_port} SIP/2.0\r\n\
              Via: SIP/2.0/UDP {me};branch=z9hG4bK{call_id}\r\n\
              Max-Forwards: 70\r\n\
-             To: <sip:911@127.0.0.1>\r\n\
-             From: <sip:{caller}@127.0.0.1>;tag=t{call_id}\r\n\
+             To: <sip:{dialed}@127.0.0.1>\r\n\
+             From: {display}<sip:{caller}@127.0.0.1>;tag=t{call_id}\r\n\
              Call-ID: {call_id}\r\n\
              CSeq: 1 INVITE\r\n\
              Contact: <sip:{caller}@{me}>\r\n\
+             {extra}\
              Content-Length: 0\r\n\r\n"
         );
         self.sock

@@ -168,6 +168,11 @@ impl Router {
         self.child.id()
     }
 
+    /// The configuration file it was started with (a reload reads it).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("sosrouter.toml")
+    }
+
     /// Waits for the process to exit by itself; its exit code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<Option<i32>> {
         let end = Instant::now() + within;
@@ -360,6 +365,61 @@ pub fn uac(
         failed,
         errors,
         elapsed,
+    }
+}
+
+/// A SIPp caller running in the background (ended by its PID on drop),
+/// for calls that must still be up when the test acts.
+pub struct UacBackground {
+    child: Child,
+    _dir: tempdir::Dir,
+}
+
+impl UacBackground {
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        file: &str,
+        replace: &[(&str, &str)],
+        router_port: u16,
+        service: &str,
+        caller: &str,
+        calls: u32,
+        rate: u32,
+    ) -> UacBackground {
+        require_sipp();
+        let dir = tempdir::Dir::new("uac-bg");
+        let sf = scenario(file, replace, dir.path());
+        let port = free_port();
+        let child = Command::new("sipp")
+            .arg(format!("127.0.0.1:{router_port}"))
+            .arg("-sf")
+            .arg(&sf)
+            .args([
+                "-s",
+                service,
+                "-key",
+                "caller",
+                caller,
+                "-i",
+                "127.0.0.1",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
+            .args(["-timeout", "120s", "-nostdin", "-t", "u1"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sipp uac");
+        UacBackground { child, _dir: dir }
+    }
+}
+
+impl Drop for UacBackground {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
