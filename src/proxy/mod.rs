@@ -20,6 +20,8 @@
 //!    transaction.
 
 pub mod allow;
+mod branch;
+mod call;
 pub mod events;
 pub mod health;
 pub mod overload;
@@ -46,6 +48,8 @@ use crate::metrics as m;
 use crate::sip::edit::Editor;
 use crate::sip::{build, text, HeaderName, Message, Method, Scheme, Span, Uri};
 use crate::transaction::{ClientInviteEvent, ClientNonInviteEvent, TimerConfig, TransactionKey};
+use branch::{branch_prefix, loop_hash, push_hex, stateless_branch, Branch, STATELESS_TAG};
+use call::{started, Call};
 use txn::{parse_sent, server_key, Txn};
 use wheel::Wheel;
 
@@ -219,77 +223,6 @@ const OPTIONS_ANSWER: &[(&str, &[u8])] = &[
     ("Supported", b"geolocation"),
 ];
 
-/// A call: one proxied INVITE and the targets it walks.
-struct Call {
-    server: Id,
-    /// The caller's INVITE, until the call's final response has gone
-    /// upstream: the server transaction outlives it by 64*T1 after a 2xx,
-    /// and nothing after the answer needs the request again.
-    request: Option<Box<Message>>,
-    /// For log lines after the request is freed.
-    call_id: Bytes,
-    /// The request's loop-detection hash, computed once.
-    loop_hash: u64,
-    source: Source,
-    targets: Vec<RouteTarget>,
-    augment: Augment,
-    next: usize,
-    current: Option<Id>,
-    /// The best final response so far (status, bytes for upstream).
-    best: Option<(u16, Bytes)>,
-    cancelled: bool,
-    answered: bool,
-    /// A final response has gone upstream.
-    finished: bool,
-    emergency: bool,
-    started: Instant,
-    /// Every log line about the call carries its Call-ID, route and reason.
-    span: tracing::Span,
-    /// The caller's Vias, kept once a target's 2xx came back without them
-    /// (its retransmissions need them after the request is freed).
-    upstream_vias: Option<Bytes>,
-}
-
-impl Call {
-    /// A call not yet sent anywhere.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        server: Id,
-        request: Message,
-        loop_hash: u64,
-        source: Source,
-        targets: Vec<RouteTarget>,
-        augment: Augment,
-        emergency: bool,
-        now: Instant,
-    ) -> Call {
-        Call {
-            server,
-            call_id: Bytes::copy_from_slice(request.call_id().unwrap_or_default()),
-            request: Some(Box::new(request)),
-            loop_hash,
-            source,
-            targets,
-            augment,
-            next: 0,
-            current: None,
-            best: None,
-            cancelled: false,
-            answered: false,
-            finished: false,
-            emergency,
-            started: now,
-            span: tracing::Span::none(),
-            upstream_vias: None,
-        }
-    }
-
-    /// Whether call events are reported for it (emergency and test calls).
-    fn recorded(&self) -> bool {
-        self.emergency
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerRef {
     Txn(Id),
@@ -374,41 +307,6 @@ pub struct Core {
     /// Text every forwarded request carries, written once per configuration.
     wire: WireText,
     metrics: CoreMetrics,
-}
-
-/// The event that opens an emergency or test call's record.
-#[allow(clippy::too_many_arguments)]
-fn started(
-    call: CallKey,
-    at: Instant,
-    req: Option<&Message>,
-    source: Source,
-    route: &'static str,
-    reason: &'static str,
-    details: Option<Box<RouteDetails>>,
-    warnings: Vec<String>,
-) -> CallEvent {
-    let text = |h: HeaderName| {
-        req.and_then(|r| r.get(h))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    CallEvent::Started {
-        call,
-        at,
-        call_id: text(HeaderName::CallId).unwrap_or_default(),
-        source,
-        from: text(HeaderName::From).unwrap_or_default(),
-        pai: text(HeaderName::PAssertedIdentity),
-        user_agent: text(HeaderName::UserAgent),
-        request_uri: req
-            .map(|r| String::from_utf8_lossy(r.request_uri_bytes()).into_owned())
-            .unwrap_or_default(),
-        route,
-        reason,
-        details,
-        refused: false,
-        warnings: warnings.into_boxed_slice(),
-    }
 }
 
 /// How a routing decision is admitted under overload; `None` for a
@@ -1746,18 +1644,6 @@ impl Core {
         }
     }
 
-    /// A branch unique to this client transaction, starting with the
-    /// request's loop-detection prefix.
-    fn new_branch(&self, loop_hash: u64) -> Branch {
-        let n = self.branch_counter.get().wrapping_add(1);
-        self.branch_counter.set(n);
-        let mut b = Branch::from_slice(&branch_prefix(loop_hash));
-        b.push(b'.');
-        push_hex(&mut b, self.cfg.seed & 0xffff_ffff, 1);
-        push_hex(&mut b, n, 1);
-        b
-    }
-
     /// In-dialog requests, and requests carrying a route set: the next hop
     /// is the next Route value, else the Request-URI.
     fn forward_by_route(
@@ -2289,73 +2175,6 @@ impl Core {
         }
     }
 
-    /// The call's final response goes upstream now: the setup time is
-    /// measured and the call reported, once.
-    fn mark_finished(&mut self, now: Instant, call_id: Id, status: u16) {
-        let Some(call) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        if call.finished {
-            return;
-        }
-        call.finished = true;
-        call.request = None;
-        call.best = None;
-        self.metrics
-            .setup(now.saturating_duration_since(call.started).as_secs_f64());
-        if call.recorded() {
-            let outcome = match status {
-                200..=299 => "answered",
-                487 if call.cancelled => "cancelled",
-                _ if call.cancelled => "cancelled",
-                _ => "failed",
-            };
-            self.events.push_back(CallEvent::Finished {
-                call: call_id,
-                at: now,
-                status,
-                outcome,
-            });
-        }
-    }
-
-    /// Reports one target's outcome for a recorded call.
-    fn attempt(
-        &mut self,
-        now: Instant,
-        call_id: Id,
-        trunk: &str,
-        label: String,
-        outcome: &'static str,
-        status: Option<u16>,
-    ) {
-        if self.calls.get(&call_id).is_some_and(Call::recorded) {
-            self.events.push_back(CallEvent::Attempt {
-                call: call_id,
-                at: now,
-                trunk: trunk.to_string(),
-                label,
-                outcome,
-                status,
-            });
-        }
-    }
-
-    /// The call's span, entered for the handlers of its events.
-    fn call_span(&self, call_id: Id) -> tracing::Span {
-        self.calls
-            .get(&call_id)
-            .map_or_else(tracing::Span::none, |c| c.span.clone())
-    }
-
-    /// The label (PSAP id, queue) of the target a client transaction serves.
-    fn txn_label(&self, id: Id) -> String {
-        match self.txns.get(&id) {
-            Some(Txn::ClientInvite { label, .. }) => label.clone(),
-            _ => String::new(),
-        }
-    }
-
     /// What the core reports about recorded calls, oldest first.
     pub fn poll_event(&mut self) -> Option<CallEvent> {
         self.events.pop_front()
@@ -2616,19 +2435,6 @@ impl Core {
         self.send_back(&source, bytes);
     }
 
-    /// The To tag of a response sent without a transaction: the same for a
-    /// request, its retransmissions and the ACK of its answer.
-    fn stateless_tag(&self, msg: &Message) -> Branch {
-        let mut h = Fnv::new();
-        h.write(msg.call_id().unwrap_or_default());
-        h.write(msg.from().and_then(|f| f.tag()).unwrap_or_default());
-        h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
-        h.write(&self.cfg.seed.to_le_bytes());
-        let mut tag = Branch::from_slice(STATELESS_TAG);
-        push_hex(&mut tag, h.finish(), 16);
-        tag
-    }
-
     fn respond(
         &mut self,
         now: Instant,
@@ -2665,19 +2471,6 @@ impl Core {
     }
 
     // ----- the pump: outputs, events, deadlines, clean-up -----
-
-    /// A new call, known by its Call-ID until its transaction ends.
-    fn insert_call(&mut self, id: Id, call: Call) {
-        *self.live_calls.entry(call.call_id.clone()).or_default() += 1;
-        self.calls.insert(id, call);
-    }
-
-    /// Whether a request within a dialog belongs to a call the router
-    /// relays: one in progress, or one answered and not yet ended.
-    fn knows_call(&self, msg: &Message) -> bool {
-        msg.call_id()
-            .is_some_and(|c| self.live_calls.contains_key(c) || self.dialogs.contains_key(c))
-    }
 }
 
 /// The largest request the router forwards with additions of its own: what
@@ -2731,18 +2524,6 @@ fn with_via_udp(bytes: Bytes) -> Bytes {
     out.freeze()
 }
 
-/// A branch the router writes: `z9hG4bKsos`, the loop hash and a counter.
-type Branch = SmallVec<[u8; 64]>;
-
-/// `v` in lower-case hex, at least `width` digits.
-fn push_hex(out: &mut Branch, v: u64, width: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = (64 - v.leading_zeros() as usize).div_ceil(4);
-    for i in (0..digits.max(width).clamp(1, 16)).rev() {
-        out.push(HEX[((v >> (i * 4)) & 0xf) as usize]);
-    }
-}
-
 /// Orders final responses for "best response" (RFC 3261 section 16.7):
 /// 6xx first, then 2xx-4xx by class, 5xx last.
 fn rank(status: u16) -> u16 {
@@ -2780,62 +2561,6 @@ fn route_values(msg: &Message) -> SmallVec<[(Span, &[u8]); 4]> {
         }
     }
     out
-}
-
-/// A hash of what identifies a request for loop detection (RFC 3261 section
-/// 16.3 item 4): Request-URI, tags, Call-ID and CSeq. A request that comes
-/// back with these unchanged and one of our Via values carrying the same
-/// hash has looped; a spiral changes the Request-URI and passes.
-fn loop_hash(msg: &Message) -> u64 {
-    let mut h = Fnv::new();
-    h.write(msg.request_uri_bytes());
-    h.write(msg.from().and_then(|f| f.tag()).unwrap_or_default());
-    h.write(msg.to().and_then(|t| t.tag()).unwrap_or_default());
-    h.write(msg.call_id().unwrap_or_default());
-    h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
-    h.finish()
-}
-
-/// How the To tag of a response sent without a transaction begins.
-const STATELESS_TAG: &[u8] = b"sosol";
-
-fn branch_prefix(loop_hash: u64) -> Branch {
-    let mut b = Branch::from_slice(b"z9hG4bKsos");
-    push_hex(&mut b, loop_hash, 16);
-    b
-}
-
-/// The same branch for every retransmission of a request forwarded without
-/// a transaction (the ACK for a 2xx).
-fn stateless_branch(msg: &Message, loop_hash: u64) -> Branch {
-    let mut h = Fnv::new();
-    h.write(msg.list(HeaderName::Via).next().unwrap_or_default());
-    h.write(msg.call_id().unwrap_or_default());
-    h.write(&msg.cseq().map_or(0, |c| c.seq).to_le_bytes());
-    let mut b = branch_prefix(loop_hash);
-    b.extend_from_slice(b".a");
-    push_hex(&mut b, h.finish(), 16);
-    b
-}
-
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf29ce484222325)
-    }
-    fn write(&mut self, data: &[u8]) {
-        for &b in data {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x100000001b3);
-        }
-        // A separator, so that ("ab","c") and ("a","bc") differ.
-        self.0 ^= 0xff;
-        self.0 = self.0.wrapping_mul(0x100000001b3);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 fn trunk_kind(k: TrunkKind) -> &'static str {
