@@ -1,16 +1,16 @@
-//! The router's own answers: from a server transaction ([`Core::respond`])
-//! or, for a request it routes nowhere, refuses for overload or takes from
-//! a stranger, without one, sent back where the request came from.
+//! The router's own answers: from a server transaction (`respond`), or
+//! without one for a request it routes nowhere, refuses for overload or
+//! takes from a stranger, sent back where the request came from.
 
 use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
-use super::{
-    lossy, overload, push_hex, started, Branch, CallEvent, Core, Decision, Dest, Id, Source,
-    Transmit, Txn,
-};
+use super::branch::{push_hex, Branch};
+use super::call::started;
+use super::txn::Txn;
+use super::{lossy, overload, CallEvent, Core, Decision, Dest, Id, Source, Transmit};
 use crate::metrics as m;
 use crate::sip::{build, text, Message};
 

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Augment, CallEvent, CallKey, Core, Id, RouteDetails, RouteTarget, Source, Txn};
+use super::txn::Txn;
+use super::{Augment, CallEvent, CallKey, Core, Id, RouteDetails, RouteTarget, Source};
 use crate::sip::{HeaderName, Message};
 
 /// A call: one proxied INVITE and the targets it walks.

@@ -1,13 +1,15 @@
-//! The caller's CANCEL: answered at once, and the call's current target
-//! cancelled in turn (once it has sent a provisional response, RFC 3261
-//! section 9.1), or the call ended with 487 when nothing rang yet.
+//! Phase 2 for the caller's CANCEL: answered at once, and the call's
+//! current target cancelled in turn (once it has sent a provisional
+//! response, RFC 3261 section 9.1), or the call ended with 487 when nothing
+//! rang yet.
 
 use std::time::Instant;
 
 use smallvec::SmallVec;
 use tracing::{info, warn};
 
-use super::{lossy, parse_sent, server_key, Core, Id, Source, TimerRef, Txn};
+use super::txn::{parse_sent, server_key, Txn};
+use super::{lossy, Core, Id, Source, TimerRef};
 use crate::sip::{build, Message};
 
 impl Core {

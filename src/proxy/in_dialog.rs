@@ -1,8 +1,8 @@
-//! Phase 3 for a request within a dialog, or any other whose Route set goes
-//! beyond the router: it follows its Route headers (loose routing, RFC 3261
-//! section 16.4), in a transaction of its own; the ACK of a 2xx goes on
-//! without one. A dialog the router answered is remembered for requests
-//! that come back addressed to the router with no route set.
+//! Phase 2, route, for a request within a dialog, or any other whose Route
+//! set goes beyond the router: it follows its Route headers (loose routing,
+//! RFC 3261 section 16.4), in a transaction of its own; the ACK of a 2xx
+//! goes on without one. A dialog the router answered is remembered for
+//! requests that come back addressed to the router with no route set.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -11,10 +11,11 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 use tracing::info;
 
-use super::{
-    lossy, stateless_branch, uri_target, Augment, Branch, Call, CallEvent, Core, Dest, Id, Proto,
-    Source, Transmit, Txn, OPTIONS_ANSWER, STATELESS_TAG,
-};
+use super::answer::OPTIONS_ANSWER;
+use super::branch::{stateless_branch, Branch, STATELESS_TAG};
+use super::call::Call;
+use super::txn::Txn;
+use super::{lossy, uri_target, Augment, CallEvent, Core, Dest, Id, Proto, Source, Transmit};
 use crate::metrics as m;
 use crate::sip::edit::Editor;
 use crate::sip::{text, HeaderName, Message, Method, Span, Uri};

@@ -5,19 +5,47 @@
 //! again ([`Core::next_deadline`]). It never touches a socket or reads the
 //! clock, so tests drive it with plain values and a simulated clock.
 //!
-//! The phases of a request, each in one place:
-//! 1. match: a retransmission or an ACK goes to its transaction
-//!    ([`Core::on_request`]);
-//! 2. validate: source (a stranger's request is answered 403 without a
-//!    transaction), Max-Forwards, loops, scheme ([`Core::check_request`]);
-//! 3. route: in-dialog requests follow their Route set, initial ones ask
-//!    the [`Router`] for an ordered list of targets;
-//! 4. forward: one client transaction per target ([`Core::try_next`]);
-//! 5. on failure: a failover code, a timeout, a transport error or the
-//!    no-answer timer move the call to the next target
-//!    ([`Core::on_client_invite_event`]);
-//! 6. respond: the best response goes upstream through the server
+//! # A request's path, one file per phase
+//!
+//! 1. Receive and validate (`receive.rs`): a retransmission or an ACK goes
+//!    to its transaction; a stranger's request is answered 403 without
+//!    one; the overload limits and the drain apply before anything is
+//!    held; the scheme, Max-Forwards and loops are checked
+//!    (`check_request`).
+//! 2. Route: a new request (no To tag, no Route set beyond the router) is
+//!    decided by the [`Router`] and then refused without a transaction or
+//!    opened as a call (`new_request.rs`); a request within a dialog
+//!    follows its Route set (`in_dialog.rs`); a CANCEL cancels its call
+//!    (`cancel.rs`).
+//! 3. Forward (`forward.rs`): a call tries its targets one at a time, each
+//!    in a client transaction of its own, with the request edited for the
+//!    hop; too large for UDP, it goes over TCP.
+//! 4. Failover (`failover.rs`): a failure, a timeout, a transport error,
+//!    the ring timer or the no-answer timer move the call to its next
+//!    target; with none left, the best response goes upstream.
+//! 5. Responses (`responses.rs`): a response from the next hop is matched
+//!    to its client transaction and relayed upstream through the server
 //!    transaction.
+//!
+//! The router's own answers, from a server transaction or without one,
+//! are in `answer.rs`. A location by reference is fetched by the driver
+//! and handed in with the request ([`Core::handle_message_with`]).
+//!
+//! What the phases share:
+//! - `txn.rs`: the transaction table; each machine's pump (transmits,
+//!   events, deadline, removal).
+//! - `call.rs`: the call table and the events a call record is made of.
+//! - `branch.rs`: branches, the To tags of stateless answers and the loop
+//!   hash, whose bytes must not change.
+//! - `probes.rs`: OPTIONS probes to the trunks, their health as gauges;
+//!   the targets of a down trunk are tried last.
+//! - `route.rs` (the routing phase's interface and the static router),
+//!   `overload.rs` (admission), `allow.rs` (who may send), `health.rs`
+//!   (trunk states), `events.rs` (call events), `wire.rs` (sources and
+//!   transmits), `wheel.rs` (the timers).
+//!
+//! This file holds the configuration, the [`Core`] and everything the
+//! driver calls: its inputs, its outputs and the state it reports.
 
 pub mod allow;
 mod answer;
@@ -25,11 +53,15 @@ mod branch;
 mod call;
 mod cancel;
 pub mod events;
+mod failover;
+mod forward;
 pub mod health;
 mod in_dialog;
 mod new_request;
 pub mod overload;
+mod probes;
 mod receive;
+mod responses;
 pub mod route;
 #[cfg(test)]
 mod tests;
@@ -45,19 +77,17 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ipnet::IpNet;
-use smallvec::SmallVec;
-use tracing::{debug, info, warn};
 
 use crate::config::{Config, TransportName, TrunkKind};
 use crate::metrics as m;
-use crate::sip::edit::Editor;
-use crate::sip::{build, text, HeaderName, Message, Method, Uri};
-use crate::transaction::{ClientInviteEvent, ClientNonInviteEvent, TimerConfig, TransactionKey};
-use answer::OPTIONS_ANSWER;
-use branch::{branch_prefix, loop_hash, push_hex, stateless_branch, Branch, STATELESS_TAG};
-use call::{started, Call};
-use in_dialog::{Dialog, DIALOG_SWEEP, DIALOG_TTL};
-use txn::{parse_sent, server_key, Txn};
+use crate::sip::{build, text, Message, Method, Uri};
+use crate::transaction::{TimerConfig, TransactionKey};
+use branch::loop_hash;
+use call::Call;
+use forward::WireText;
+use in_dialog::{Dialog, DIALOG_SWEEP};
+use probes::{publish_health, trunk_kind};
+use txn::{server_key, Txn};
 use wheel::Wheel;
 
 pub use events::{CallEvent, CallKey};
@@ -324,57 +354,6 @@ type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
 /// a fraction of the default hasher's cost per byte.
 type KeyMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// The Via prefixes (up to the branch value) and the Record-Route values.
-///
-/// When the caller's leg and the trunk's use the same transport, one
-/// Record-Route serves both and names no transport (UDP by default, TCP for
-/// a large request; the router listens on both). When they differ, the
-/// router adds two (RFC 5658): the top one, which the trunk's side reaches,
-/// names the trunk's transport, and the one below, which the caller's side
-/// reaches, names the caller's. Each side then sends in-dialog requests
-/// over its own transport, and the router sends them on over the other's.
-struct WireText {
-    via_udp: Vec<u8>,
-    via_tcp: Vec<u8>,
-    record_route: Vec<u8>,
-    record_route_tcp: Vec<u8>,
-}
-
-impl WireText {
-    fn new(cfg: &CoreConfig) -> WireText {
-        let via = |p: Proto| {
-            format!("SIP/2.0/{} {}:{};branch=", p.as_str(), cfg.host, cfg.port).into_bytes()
-        };
-        WireText {
-            via_udp: via(Proto::Udp),
-            via_tcp: via(Proto::Tcp),
-            record_route: format!("<sip:{}:{};lr>", cfg.host, cfg.port).into_bytes(),
-            record_route_tcp: format!("<sip:{}:{};transport=tcp;lr>", cfg.host, cfg.port)
-                .into_bytes(),
-        }
-    }
-
-    /// The Record-Route value a leg over `proto` reaches the router by.
-    fn record_route(&self, proto: Proto) -> &[u8] {
-        match proto {
-            Proto::Udp => &self.record_route,
-            Proto::Tcp => &self.record_route_tcp,
-        }
-    }
-
-    /// The value of the Via the router adds.
-    fn via(&self, proto: Proto, branch: &[u8]) -> SmallVec<[u8; 128]> {
-        let prefix = match proto {
-            Proto::Udp => &self.via_udp,
-            Proto::Tcp => &self.via_tcp,
-        };
-        let mut v = SmallVec::with_capacity(prefix.len() + branch.len());
-        v.extend_from_slice(prefix);
-        v.extend_from_slice(branch);
-        v
-    }
-}
-
 /// Handles of the counters the core bumps for every call, taken on first
 /// use instead of looked up by name and labels each time.
 /// Route, reason and location source of an emergency call.
@@ -442,6 +421,8 @@ impl CoreMetrics {
 }
 
 impl Core {
+    // ----- lifecycle -----
+
     pub fn new(cfg: CoreConfig, router: Arc<dyn Router>) -> Core {
         let health = vec![None; cfg.trunks.len()];
         Core {
@@ -535,22 +516,6 @@ impl Core {
         replaced
     }
 
-    /// Refuses new calls from now on (shutdown).
-    pub fn set_draining(&mut self, draining: bool) {
-        self.draining = draining;
-    }
-
-    /// How full the core is, by its open transactions (noting a change in
-    /// the log and the metrics).
-    pub fn load(&mut self) -> Load {
-        self.admission.update(self.txns.len())
-    }
-
-    /// Calls that have not had their final response yet.
-    pub fn calls_in_progress(&self) -> usize {
-        self.calls.values().filter(|c| !c.finished).count()
-    }
-
     /// Starts the clock-driven work: trunk probes, spread over the first
     /// interval so they do not all leave at once.
     pub fn start(&mut self, now: Instant) {
@@ -574,134 +539,9 @@ impl Core {
         }
     }
 
-    /// Every outbound trunk's health, with the age of its state.
-    pub fn trunk_health(&self, now: Instant) -> Vec<TrunkHealth> {
-        self.health
-            .iter()
-            .flatten()
-            .map(|h| {
-                let mut h = h.clone();
-                h.since_s = now.saturating_duration_since(h.since).as_secs_f64();
-                h.tcp_refused = h.tcp_refused_until.is_some_and(|u| u > now);
-                h
-            })
-            .collect()
-    }
-
-    /// Puts targets whose trunk is down behind the others, keeping the
-    /// order within each group: a down trunk is still tried, last.
-    fn order_by_health(
-        &self,
-        targets: Vec<RouteTarget>,
-        call_id: Option<&[u8]>,
-    ) -> Vec<RouteTarget> {
-        if !targets.iter().any(|t| self.trunk_is_down(&t.trunk)) {
-            return targets;
-        }
-        let (up, down): (Vec<_>, Vec<_>) = targets
-            .into_iter()
-            .partition(|t| !self.trunk_is_down(&t.trunk));
-        info!(call_id = %lossy(call_id), skipped = %down.iter().map(|t| t.trunk.as_str()).collect::<Vec<_>>().join(","), "trunks down: tried last");
-        up.into_iter().chain(down).collect()
-    }
-
-    fn trunk_is_down(&self, name: &str) -> bool {
-        self.cfg
-            .trunks
-            .iter()
-            .position(|t| t.name == name)
-            .and_then(|i| self.health[i].as_ref())
-            .is_some_and(TrunkHealth::is_down)
-    }
-
-    fn send_probe(&mut self, now: Instant, i: usize) {
-        let Some(trunk) = self.cfg.trunks.get(i) else {
-            return;
-        };
-        let Some(target) = trunk.target.clone() else {
-            return;
-        };
-        self.probe_seq += 1;
-        let n = self.probe_seq;
-        let (host, port) = (&self.cfg.host, self.cfg.port);
-        let uri = match &target {
-            Target::Addr(a) => format!("sip:{}:{}", host_text(a.ip()), a.port()),
-            Target::Host(h, p) => format!("sip:{h}:{p}"),
-        };
-        let proto = trunk.proto;
-        let branch = format!("z9hG4bKsosprobe{:x}.{n:x}", self.cfg.seed & 0xffff_ffff);
-        let req = format!(
-            "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/{} {host}:{port};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:sosrouter@{host}:{port}>;tag=probe{n:x}\r\nTo: <{uri}>\r\nCall-ID: probe-{n:x}-{:x}@{host}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            proto.as_str(),
-            self.cfg.seed & 0xffff_ffff,
-        );
-        let dest = Dest {
-            proto,
-            target,
-            conn: None,
-        };
-        let id = self.new_client_non_invite(
-            now,
-            None,
-            dest,
-            Bytes::from(req),
-            b"OPTIONS",
-            branch.as_bytes(),
-        );
-        self.probes.insert(id, (i, now));
-        self.timers
-            .push(now + self.cfg.health.timeout, TimerRef::ProbeTimeout(id));
-        self.timers
-            .push(now + self.cfg.health.interval, TimerRef::Probe(i));
-    }
-
-    fn probe_result(&mut self, now: Instant, probe: Id, result: ProbeResult) {
-        let Some((i, _)) = self.probes.remove(&probe) else {
-            return;
-        };
-        let cfg = self.cfg.health;
-        let Some(h) = self.health.get_mut(i).and_then(Option::as_mut) else {
-            return;
-        };
-        if let Some(t) = h.record(now, result, &cfg) {
-            let level_down = t.to == TrunkState::Down;
-            if level_down {
-                warn!(trunk = %t.trunk, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "trunk state changed");
-            } else {
-                info!(trunk = %t.trunk, from = t.from.as_str(), to = t.to.as_str(), reason = %t.reason, "trunk state changed");
-            }
-            metrics::counter!(m::TRUNK_TRANSITIONS, "trunk" => t.trunk.clone(), "to" => t.to.as_str()).increment(1);
-        }
-        publish_health(h, now);
-        self.health_changed = true;
-    }
-
-    /// Whether a trunk's health changed (a probe came back or went
-    /// unanswered, a trunk refused TCP) since the last call.
-    pub fn take_health_changed(&mut self) -> bool {
-        std::mem::take(&mut self.health_changed)
-    }
-
-    pub fn stats(&self) -> CoreStats {
-        self.stats
-    }
-
-    /// Live transactions and calls, for tests and gauges.
-    pub fn open(&self) -> (usize, usize) {
-        (self.txns.len(), self.calls.len())
-    }
-
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
-    }
-
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.timers.next_deadline()
-    }
-
-    fn id(&mut self) -> Id {
-        self.next_id += 1;
-        self.next_id
+    /// Refuses new calls from now on (shutdown).
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
     }
 
     // ----- inputs -----
@@ -779,705 +619,6 @@ impl Core {
         }
     }
 
-    // ----- requests -----
-
-    /// Whether requests from `source` are taken at all (`sip.allow`, a
-    /// trunk's `sources`, a trunk's own address).
-    pub fn source_allowed(&self, source: &Source) -> bool {
-        self.cfg.allowed.contains(source.peer.ip())
-    }
-
-    // ----- forwarding -----
-
-    /// Sends the call to its next target, or answers upstream when none is
-    /// left.
-    fn try_next(&mut self, now: Instant, call_id: Id) {
-        let _span = self.call_span(call_id).entered();
-        loop {
-            let Some(call) = self.calls.get_mut(&call_id) else {
-                return;
-            };
-            if call.cancelled || call.finished {
-                return;
-            }
-            if call.next >= call.targets.len() {
-                self.finish_failed(now, call_id);
-                return;
-            }
-            let t = call.next;
-            call.next += 1;
-            let call = &self.calls[&call_id];
-            let target = &call.targets[t];
-            let Some(ti) = self.cfg.trunk_index(&target.trunk) else {
-                warn!(trunk = %target.trunk, "route names an unknown trunk; skipped");
-                continue;
-            };
-            let trunk = &self.cfg.trunks[ti];
-            if trunk.target.is_none() {
-                continue;
-            }
-            let Some(request) = call.request.as_deref() else {
-                return;
-            };
-            let fwd = self.build_forward(
-                request,
-                call.loop_hash,
-                &call.source,
-                Some(target),
-                (trunk, Some(ti)),
-                &call.augment,
-                true,
-                call.emergency,
-                now,
-            );
-            let proto = fwd.dest.proto;
-            let (trunk_name, label) = (trunk.name.clone(), target.label.clone());
-            let id = self.new_client_invite(
-                now,
-                call_id,
-                fwd.dest,
-                fwd.bytes,
-                &fwd.branch,
-                trunk_name,
-                label,
-            );
-            self.set_size_switch(id, fwd.size_switch);
-            let Some(call) = self.calls.get_mut(&call_id) else {
-                return;
-            };
-            call.current = Some(id);
-            self.timers.push(
-                now + self.cfg.no_answer,
-                TimerRef::NoAnswer {
-                    call: call_id,
-                    client: id,
-                },
-            );
-            let call = &self.calls[&call_id];
-            let target = &call.targets[t];
-            self.metrics.hop(ti, &target.trunk);
-            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %target.trunk, target = %target.label, transport = proto.as_str(), "forwarding");
-            self.pump(now, id);
-            return;
-        }
-    }
-
-    /// Builds the request for one hop (RFC 3261 section 16.6).
-    #[allow(clippy::too_many_arguments)]
-    fn build_forward(
-        &self,
-        req: &Message,
-        loop_hash: u64,
-        source: &Source,
-        target: Option<&RouteTarget>,
-        (trunk, trunk_index): (&Trunk, Option<usize>),
-        augment: &Augment,
-        record_route: bool,
-        emergency: bool,
-        now: Instant,
-    ) -> Forward {
-        let mut e = Editor::new(req);
-        self.stamp_received(req, source, &mut e);
-        if emergency {
-            // The emergency decision alone picks the next hop: the router's
-            // own Route entries and any preloaded one go.
-            e.remove_header(HeaderName::Route);
-        } else if req
-            .name_addrs(HeaderName::Route)
-            .next()
-            .flatten()
-            .and_then(|r| r.uri())
-            .is_some_and(|u| self.is_us(&u))
-        {
-            e.remove_top_route();
-        }
-        if let Some(route) = target.and_then(|t| t.route.as_deref()) {
-            e.add_header_first(HeaderName::Route, format!("<{route};lr>").as_bytes());
-        }
-        e.set_max_forwards(req.max_forwards().map_or(70, |m| m.saturating_sub(1)));
-        if record_route {
-            // The trunk's transport as configured: a large INVITE sent over
-            // TCP to a UDP trunk leaves the dialog on UDP.
-            if source.proto == trunk.proto {
-                e.add_record_route(&self.wire.record_route);
-            } else {
-                e.add_record_route(self.wire.record_route(trunk.proto));
-                e.add_record_route(self.wire.record_route(source.proto));
-            }
-        }
-        for (name, value) in &augment.headers {
-            e.add_header(name.as_str(), value);
-        }
-        for (name, value) in &augment.headers_first {
-            e.add_header_first(*name, value);
-        }
-        if let Some((headers, content)) = &augment.body_part {
-            let hs: SmallVec<[(&str, &str); 4]> = headers
-                .iter()
-                .map(|(a, b)| (a.as_str(), b.as_str()))
-                .collect();
-            e.add_body_part(&hs, content);
-        }
-        let branch = self.new_branch(loop_hash);
-        let via = self.wire.via(trunk.proto, &branch);
-        e.prepend_via(&via);
-        let mut bytes = e.build();
-        // RFC 3261 section 18.1.1: a request larger than the path can take
-        // in one datagram goes over TCP, unless the trunk is known to refuse
-        // TCP (then UDP it is, whatever the size). The size is the real one:
-        // the Via's transport is the only thing that changes.
-        let mut proto = trunk.proto;
-        let mut size_switch = None;
-        if proto == Proto::Udp
-            && trunk.tcp_fallback
-            && bytes.len() > self.cfg.udp_max_request
-            && !self.tcp_refused(trunk_index, now)
-        {
-            proto = Proto::Tcp;
-            bytes = with_via_transport(bytes, &via, Proto::Tcp);
-            size_switch = trunk_index;
-        }
-        Forward {
-            bytes,
-            dest: Dest {
-                proto,
-                target: trunk.target.clone().unwrap_or(Target::Addr(source.peer)),
-                conn: None,
-            },
-            branch,
-            size_switch,
-        }
-    }
-
-    /// Whether the trunk at `index` is remembered to refuse TCP.
-    fn tcp_refused(&self, index: Option<usize>, now: Instant) -> bool {
-        index
-            .and_then(|i| self.health.get(i))
-            .and_then(Option::as_ref)
-            .and_then(|h| h.tcp_refused_until)
-            .is_some_and(|u| u > now)
-    }
-
-    /// A request switched to TCP for its size could not be sent: the trunk
-    /// may well speak UDP only (RFC 3261 section 18.1.1). It goes over UDP
-    /// at once, in the same client transaction, and the trunk is
-    /// remembered to refuse TCP for a while. Whether that was the case.
-    fn fall_back_to_udp(&mut self, now: Instant, id: Id) -> bool {
-        let trunk = match self.txns.get_mut(&id) {
-            Some(Txn::ClientInvite {
-                m,
-                dest,
-                request,
-                size_switch: Some(ti),
-                ..
-            }) if dest.proto == Proto::Tcp => {
-                let udp = with_via_udp(request.clone());
-                if !m.fall_back_to_udp(now, udp.clone()) {
-                    return false;
-                }
-                dest.proto = Proto::Udp;
-                *request = udp;
-                *ti
-            }
-            Some(Txn::ClientNonInvite {
-                m,
-                dest,
-                size_switch: Some(ti),
-                ..
-            }) if dest.proto == Proto::Tcp => {
-                let udp = with_via_udp(m.request().clone());
-                if !m.fall_back_to_udp(now, udp) {
-                    return false;
-                }
-                dest.proto = Proto::Udp;
-                *ti
-            }
-            _ => return false,
-        };
-        let name = self
-            .cfg
-            .trunks
-            .get(trunk)
-            .map(|t| t.name.clone())
-            .unwrap_or_default();
-        metrics::counter!(m::TRUNK_UDP_FALLBACKS, "trunk" => name.clone()).increment(1);
-        if let Some(h) = self.health.get_mut(trunk).and_then(Option::as_mut) {
-            let known = h.tcp_refused_until.is_some_and(|u| u > now);
-            h.tcp_refused_until = Some(now + TCP_REFUSED_FOR);
-            if !known {
-                warn!(trunk = %name, for_s = TCP_REFUSED_FOR.as_secs(), "trunk refused TCP for a large request: sent over UDP, and its requests go over UDP for a while");
-            }
-            publish_health(h, now);
-        }
-        self.health_changed = true;
-        true
-    }
-
-    /// Notes that a client transaction's request goes over TCP only for its
-    /// size, to the trunk at index `trunk`.
-    fn set_size_switch(&mut self, id: Id, trunk: Option<usize>) {
-        if let Some(
-            Txn::ClientInvite { size_switch, .. } | Txn::ClientNonInvite { size_switch, .. },
-        ) = self.txns.get_mut(&id)
-        {
-            *size_switch = trunk;
-        }
-    }
-
-    /// RFC 3261 section 18.2.1 and RFC 3581: note where the request really
-    /// came from in its top Via.
-    fn stamp_received(&self, req: &Message, source: &Source, e: &mut Editor<'_>) {
-        if let Some((span, value)) = crate::sip::edit::received_via(req, source.peer) {
-            e.replace_span(span, value);
-        }
-    }
-
-    // ----- responses -----
-
-    fn on_response(&mut self, now: Instant, msg: Message, source: Source) {
-        let Some(status) = msg.status() else { return };
-        let Some(branch) = msg.top_via().and_then(|v| v.branch()) else {
-            return;
-        };
-        let Some(cseq) = msg.cseq() else { return };
-        let key = TransactionKey::client(branch, cseq.method);
-        let Some(&id) = self.client_index.get(&key) else {
-            debug!(status, call_id = %lossy(msg.call_id()), "response matches no transaction; dropped");
-            return;
-        };
-        // A response to a request the router relayed goes upstream with its
-        // own Via removed: the peer must have copied the Vias below it
-        // (RFC 3261 section 8.2.6.2). Without them it would reach the
-        // caller with no Via at all, which no caller can match. The client
-        // transaction still takes it (a non-2xx is acknowledged, a failure
-        // fails over or is answered by the router itself); only the copy
-        // for upstream is withheld.
-        let relayed = match self.txns.get(&id) {
-            Some(Txn::ClientInvite { .. }) => true,
-            Some(Txn::ClientNonInvite { server, .. }) => server.is_some(),
-            _ => false,
-        };
-        if relayed && msg.list(HeaderName::Via).nth(1).is_none() {
-            metrics::counter!(m::PARSE_ERRORS, "transport" => source.proto.lower(), "kind" => "via-missing-upstream").increment(1);
-            if let Some(dropped) = self.stripped_vias.hit(now) {
-                warn!(dropped, status, call_id = %lossy(msg.call_id()), peer = %source.peer, "response carries only the router's Via, not the caller's: a 2xx goes upstream with the caller's Vias put back, any other is not relayed (count since the last such line; the latest named)");
-            }
-            self.response_unrelayable = true;
-        }
-        self.response = Some(msg);
-        match self.txns.get_mut(&id) {
-            Some(Txn::ClientInvite { m, .. }) => {
-                let _ = m.on_response(now, status);
-            }
-            Some(Txn::ClientNonInvite { m, .. }) => {
-                let _ = m.on_response(now, status);
-            }
-            _ => {}
-        }
-        self.pump(now, id);
-        self.response = None;
-        self.response_unrelayable = false;
-    }
-
-    /// A 2xx that came back with only the router's Via (a trunk that does
-    /// not copy the Vias it received): the caller's Vias are put back from
-    /// its request, so that the answer reaches the caller instead of
-    /// leaving it retransmitting while the PSAP thinks the call is up.
-    fn rebuilt_upstream(&mut self, call_id: Id) -> Option<(u16, Bytes)> {
-        let r = self.response.as_ref()?;
-        let call = self.calls.get_mut(&call_id)?;
-        let vias = match &call.upstream_vias {
-            Some(v) => v.clone(),
-            None => {
-                let req = call.request.as_deref()?;
-                let v = Bytes::from(crate::sip::edit::upstream_vias(req, call.source.peer));
-                call.upstream_vias = Some(v.clone());
-                v
-            }
-        };
-        let via = r.header(HeaderName::Via)?;
-        let mut e = Editor::new(r);
-        e.set_header_value(via, vias);
-        info!(call_id = %lossy(r.call_id()), "2xx without the caller's Via: relayed with the Vias of the caller's request");
-        Some((r.status()?, e.build()))
-    }
-
-    /// The response being handled, with our Via removed, for upstream.
-    fn upstream_bytes(&self) -> Option<(u16, Bytes)> {
-        if self.response_unrelayable {
-            return None;
-        }
-        let r = self.response.as_ref()?;
-        let mut e = Editor::new(r);
-        e.remove_top_via();
-        Some((r.status()?, e.build()))
-    }
-
-    fn on_client_invite_event(&mut self, now: Instant, id: Id, ev: ClientInviteEvent) {
-        let Some(Txn::ClientInvite {
-            call,
-            abandoned,
-            trunk,
-            ..
-        }) = self.txns.get(&id)
-        else {
-            return;
-        };
-        let (call_id, abandoned, trunk) = (*call, *abandoned, trunk.clone());
-        let _span = self.call_span(call_id).entered();
-        let current = self.calls.get(&call_id).and_then(|c| c.current) == Some(id);
-        match ev {
-            ClientInviteEvent::Provisional { status } => {
-                if let Some(Txn::ClientInvite { provisional, .. }) = self.txns.get_mut(&id) {
-                    if !*provisional && !self.cfg.ring_timeout.is_zero() {
-                        let at = now + self.cfg.ring_timeout;
-                        self.timers.push(
-                            at,
-                            TimerRef::RingTimeout {
-                                call: call_id,
-                                client: id,
-                            },
-                        );
-                    }
-                    *provisional = true;
-                }
-                let cancelled = self.calls.get(&call_id).is_none_or(|c| c.cancelled);
-                if abandoned || cancelled || !current {
-                    self.send_cancel(now, id);
-                } else if status > 100 {
-                    if let Some((status, bytes)) = self.upstream_bytes() {
-                        self.relay_upstream(now, call_id, status, bytes);
-                    }
-                }
-            }
-            ClientInviteEvent::Success { status } => {
-                self.release_request(id);
-                // Every 2xx goes upstream, even from a target given up on:
-                // the caller acknowledges each and hangs up the extra ones.
-                let upstream = self
-                    .upstream_bytes()
-                    .or_else(|| self.rebuilt_upstream(call_id));
-                if let Some((_, bytes)) = upstream {
-                    if let Some(call) = self.calls.get_mut(&call_id) {
-                        if !call.answered {
-                            call.answered = true;
-                            if let Some(Txn::ClientInvite { dest, .. }) = self.txns.get(&id) {
-                                self.dialogs.insert(
-                                    call.call_id.clone(),
-                                    Dialog {
-                                        caller: call.source.peer,
-                                        caller_dest: Dest::reply_to(&call.source),
-                                        callee: dest.clone(),
-                                        expires: now + DIALOG_TTL,
-                                    },
-                                );
-                            }
-                            self.stats.calls_answered += 1;
-                            self.metrics.call_ended("answered");
-                            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %trunk, status, setup_ms = now.duration_since(call.started).as_millis() as u64, emergency = call.emergency, "answered");
-                            let label = self.txn_label(id);
-                            self.attempt(now, call_id, &trunk, label, "answered", Some(status));
-                        }
-                    }
-                    self.relay_upstream(now, call_id, status, bytes);
-                }
-            }
-            ClientInviteEvent::Failure { status } => {
-                let invite = match self.txns.get(&id) {
-                    Some(Txn::ClientInvite { request, .. }) => parse_sent(request),
-                    _ => None,
-                };
-                if let (Some(resp), Some(invite)) = (self.response.as_ref(), invite) {
-                    let ack = build::ack_for(&invite, resp);
-                    if let Some(Txn::ClientInvite { m, .. }) = self.txns.get_mut(&id) {
-                        let _ = m.send_ack(ack);
-                    }
-                }
-                self.release_request(id);
-                if abandoned || !current {
-                    return;
-                }
-                let bytes = self.upstream_bytes().map(|(_, b)| b);
-                self.target_failed(now, call_id, id, &trunk, status, bytes);
-            }
-            ClientInviteEvent::Timeout => {
-                if current && !abandoned {
-                    self.target_failed(now, call_id, id, &trunk, 408, None);
-                }
-            }
-            ClientInviteEvent::TransportError => {
-                if current && !abandoned {
-                    self.target_failed(now, call_id, id, &trunk, 503, None);
-                }
-            }
-        }
-    }
-
-    /// The current target failed with `status` (`bytes`: its response for
-    /// upstream, when it sent one).
-    fn target_failed(
-        &mut self,
-        now: Instant,
-        call_id: Id,
-        client: Id,
-        trunk: &str,
-        status: u16,
-        bytes: Option<Bytes>,
-    ) {
-        // An emergency call moves on after every final non-2xx a target
-        // sends (a PSAP that checks the Request-URI answers 404, one whose
-        // call takers are all busy 486): only the caller's CANCEL ends it
-        // early. Other calls fail over on the configured codes only.
-        let emergency = self.calls.get(&call_id).is_some_and(|c| c.emergency);
-        let failover = emergency || self.cfg.failover_codes.contains(&status) || bytes.is_none();
-        let cancelled = self.calls.get(&call_id).is_some_and(|c| c.cancelled);
-        let outcome = match (&bytes, status) {
-            _ if cancelled => "cancelled",
-            (None, 408) => "timeout",
-            (None, _) => "unreachable",
-            _ => "failed",
-        };
-        let label = self.txn_label(client);
-        self.attempt(
-            now,
-            call_id,
-            trunk,
-            label,
-            outcome,
-            bytes.as_ref().map(|_| status),
-        );
-        let Some(call) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        call.current = None;
-        if let Some(b) = bytes {
-            // An emergency call answers the caller with what its last
-            // target said; other calls with the best answer of all.
-            let better = call.emergency
-                || call
-                    .best
-                    .as_ref()
-                    .is_none_or(|(s, _)| rank(status) < rank(*s));
-            if better {
-                call.best = Some((status, b));
-            }
-        }
-        if call.cancelled {
-            // The caller gave up: the 487 (or whatever came) goes upstream.
-            match call.best.clone() {
-                Some((s, b)) => self.relay_upstream(now, call_id, s, b),
-                None => self.finish_with_own(now, call_id, 487, "Request Terminated"),
-            }
-            return;
-        }
-        if failover {
-            let cause = match outcome {
-                "timeout" => "timeout",
-                "unreachable" => "unreachable",
-                _ if status >= 500 => "server-error",
-                _ => "failure-code",
-            };
-            self.stats.failovers += 1;
-            metrics::counter!(m::FAILOVERS, "trunk" => trunk.to_string(), "cause" => cause)
-                .increment(1);
-            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %trunk, status, cause, "target failed; trying the next one");
-            self.try_next(now, call_id);
-        } else {
-            let (s, b) = call.best.clone().unwrap_or((status, Bytes::new()));
-            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %trunk, status, "final response from target");
-            self.stats.calls_failed += 1;
-            self.metrics.call_ended("failed");
-            self.relay_upstream(now, call_id, s, b);
-        }
-    }
-
-    /// A target that rings and rings: cancelled, and the call moves on.
-    fn on_ring_timeout(&mut self, now: Instant, call_id: Id, client: Id) {
-        let Some(call) = self.calls.get(&call_id) else {
-            return;
-        };
-        if call.current != Some(client) || call.finished || call.cancelled {
-            return;
-        }
-        let _span = self.call_span(call_id).entered();
-        let Some(Txn::ClientInvite { trunk, .. }) = self.txns.get(&client) else {
-            return;
-        };
-        let trunk = trunk.clone();
-        if let Some(Txn::ClientInvite { abandoned, .. }) = self.txns.get_mut(&client) {
-            *abandoned = true;
-        }
-        self.send_cancel(now, client);
-        let label = self.txn_label(client);
-        self.attempt(now, call_id, &trunk, label, "ring-timeout", None);
-        self.stats.failovers += 1;
-        metrics::counter!(m::FAILOVERS, "trunk" => trunk.clone(), "cause" => "ring-timeout")
-            .increment(1);
-        info!(trunk = %trunk, after_ms = self.cfg.ring_timeout.as_millis() as u64, "rang without an answer; cancelled, trying the next target");
-        if let Some(call) = self.calls.get_mut(&call_id) {
-            call.current = None;
-        }
-        self.try_next(now, call_id);
-    }
-
-    fn on_no_answer(&mut self, now: Instant, call_id: Id, client: Id) {
-        let _span = self.call_span(call_id).entered();
-        let Some(call) = self.calls.get(&call_id) else {
-            return;
-        };
-        if call.current != Some(client) || call.finished || call.cancelled {
-            return;
-        }
-        let Some(Txn::ClientInvite {
-            provisional, trunk, ..
-        }) = self.txns.get(&client)
-        else {
-            return;
-        };
-        if *provisional {
-            return;
-        }
-        let trunk = trunk.clone();
-        if let Some(Txn::ClientInvite { abandoned, .. }) = self.txns.get_mut(&client) {
-            *abandoned = true;
-        }
-        let label = self.txn_label(client);
-        self.attempt(now, call_id, &trunk, label, "no-answer", None);
-        self.stats.failovers += 1;
-        metrics::counter!(m::FAILOVERS, "trunk" => trunk.clone(), "cause" => "no-answer")
-            .increment(1);
-        info!(call_id = %lossy(Some(&self.calls[&call_id].call_id[..])), trunk = %trunk, after_ms = self.cfg.no_answer.as_millis() as u64, "no provisional response; trying the next target");
-        if let Some(call) = self.calls.get_mut(&call_id) {
-            call.current = None;
-        }
-        self.try_next(now, call_id);
-    }
-
-    /// No target left: the best response goes upstream (a 503 becomes 500,
-    /// RFC 3261 section 16.7), or 408 when no target answered at all.
-    fn finish_failed(&mut self, now: Instant, call_id: Id) {
-        let _span = self.call_span(call_id).entered();
-        let Some(call) = self.calls.get(&call_id) else {
-            return;
-        };
-        self.stats.calls_failed += 1;
-        self.metrics.call_ended("failed");
-        warn!(call_id = %lossy(Some(&call.call_id[..])), tried = call.next, "every target failed");
-        match call.best.clone() {
-            Some((503, _)) => self.finish_with_own(now, call_id, 500, "All Targets Failed"),
-            Some((s, b)) => self.relay_upstream(now, call_id, s, b),
-            None if call.targets.is_empty() => self.finish_with_own(now, call_id, 503, "No Route"),
-            None => self.finish_with_own(now, call_id, 408, "No Target Answered"),
-        }
-    }
-
-    /// A final response the router writes itself for a call.
-    fn finish_with_own(&mut self, now: Instant, call_id: Id, code: u16, reason: &str) {
-        let Some(call) = self.calls.get(&call_id) else {
-            return;
-        };
-        if call.finished {
-            return;
-        }
-        if code == 487 {
-            self.stats.calls_cancelled += 1;
-            self.metrics.call_ended("cancelled");
-        }
-        let (server, req) = (call.server, call.request.clone());
-        self.mark_finished(now, call_id, code);
-        if let Some(req) = req {
-            self.respond(now, server, &req, code, reason, &[]);
-        }
-    }
-
-    /// What the core reports about recorded calls, oldest first.
-    pub fn poll_event(&mut self) -> Option<CallEvent> {
-        self.events.pop_front()
-    }
-
-    fn relay_upstream(&mut self, now: Instant, call_id: Id, status: u16, bytes: Bytes) {
-        let Some(call) = self.calls.get_mut(&call_id) else {
-            return;
-        };
-        if status >= 300 && call.finished {
-            return;
-        }
-        let (server, source) = (call.server, call.source);
-        if status >= 200 {
-            self.mark_finished(now, call_id, status);
-        }
-        let refused = match self.txns.get_mut(&server) {
-            Some(Txn::ServerInvite { m, .. }) => {
-                m.send_response(now, status, bytes.clone()).is_err()
-            }
-            _ => true,
-        };
-        if refused && (200..300).contains(&status) {
-            // A 2xx after the caller's transaction ended (a CANCEL raced
-            // the answer): it still goes upstream, so the caller can
-            // acknowledge it and hang up (RFC 6026).
-            self.send_back(&source, bytes);
-        } else if refused {
-            debug!(
-                status,
-                "response not allowed in the server transaction's state; dropped"
-            );
-        }
-        self.pump(now, server);
-    }
-
-    fn on_client_non_invite_event(&mut self, now: Instant, id: Id, ev: ClientNonInviteEvent) {
-        if let Some(&(_, sent)) = self.probes.get(&id) {
-            let result = match ev {
-                ClientNonInviteEvent::Provisional { .. } => return,
-                ClientNonInviteEvent::Final { status } => ProbeResult::Answered {
-                    status,
-                    latency: now.saturating_duration_since(sent),
-                },
-                ClientNonInviteEvent::Timeout => ProbeResult::TimedOut,
-                ClientNonInviteEvent::TransportError => ProbeResult::SendFailed,
-            };
-            self.probe_result(now, id, result);
-            return;
-        }
-        let Some(Txn::ClientNonInvite { server, .. }) = self.txns.get(&id) else {
-            return;
-        };
-        let Some(server) = *server else { return };
-        let (status, bytes) = match ev {
-            ClientNonInviteEvent::Provisional { status } if status > 100 => {
-                match self.upstream_bytes() {
-                    Some(r) => r,
-                    None => return,
-                }
-            }
-            ClientNonInviteEvent::Provisional { .. } => return,
-            ClientNonInviteEvent::Final { .. } => match self.upstream_bytes() {
-                Some(r) => r,
-                None => return,
-            },
-            ClientNonInviteEvent::Timeout | ClientNonInviteEvent::TransportError => {
-                let request = match self.txns.get_mut(&server) {
-                    Some(Txn::ServerNonInvite { request, .. }) => request.take(),
-                    _ => None,
-                };
-                if let Some(request) = request {
-                    self.respond(now, server, &request, 408, "Request Timeout", &[]);
-                }
-                return;
-            }
-        };
-        if let Some(Txn::ServerNonInvite { m, request, .. }) = self.txns.get_mut(&server) {
-            if status >= 200 {
-                *request = None;
-            }
-            let _ = m.send_response(now, status, bytes);
-        }
-        self.pump(now, server);
-    }
-
-    // ----- server transactions and responses of our own -----
-
     /// The answer the receive path built for a request that does not parse
     /// (400, 505 or 513): sent to an allowed source, and to a stranger
     /// within the same budget as its 403.
@@ -1533,58 +674,72 @@ impl Core {
         );
     }
 
-    // ----- the pump: outputs, events, deadlines, clean-up -----
-}
+    // ----- outputs -----
 
-/// How long a trunk that refused TCP for a large request gets its
-/// requests over UDP before TCP is tried again.
-const TCP_REFUSED_FOR: Duration = Duration::from_secs(600);
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
 
-/// A request built for one hop.
-struct Forward {
-    bytes: Bytes,
-    dest: Dest,
-    branch: Branch,
-    /// The trunk's index, when the request goes over TCP only because of
-    /// its size (the trunk is a UDP trunk).
-    size_switch: Option<usize>,
-}
+    /// What the core reports about recorded calls, oldest first.
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
 
-/// `bytes` with the transport of the Via value `via` (the router's own,
-/// which names UDP) set to `to`: the two are the same length, so only
-/// those three bytes change.
-fn with_via_transport(bytes: Bytes, via: &[u8], to: Proto) -> Bytes {
-    let Some(at) = memchr::memmem::find(&bytes, via) else {
-        return bytes;
-    };
-    let mut out = bytes::BytesMut::from(&bytes[..]);
-    let name = match to {
-        Proto::Udp => b"UDP",
-        Proto::Tcp => b"TCP",
-    };
-    out[at + b"SIP/2.0/".len()..at + b"SIP/2.0/UDP".len()].copy_from_slice(name);
-    out.freeze()
-}
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
 
-/// A request the router sent over TCP, with its top Via (the router's own)
-/// naming UDP instead.
-fn with_via_udp(bytes: Bytes) -> Bytes {
-    let Some(at) = memchr::memmem::find(&bytes, b"\nVia: SIP/2.0/TCP ") else {
-        return bytes;
-    };
-    let mut out = bytes::BytesMut::from(&bytes[..]);
-    let from = at + b"\nVia: SIP/2.0/".len();
-    out[from..from + 3].copy_from_slice(b"UDP");
-    out.freeze()
-}
+    // ----- state, for the driver, the status page and tests -----
 
-/// Orders final responses for "best response" (RFC 3261 section 16.7):
-/// 6xx first, then 2xx-4xx by class, 5xx last.
-fn rank(status: u16) -> u16 {
-    match status {
-        600..=699 => 0,
-        500..=599 => 900 + status,
-        s => s,
+    /// Whether requests from `source` are taken at all (`sip.allow`, a
+    /// trunk's `sources`, a trunk's own address).
+    pub fn source_allowed(&self, source: &Source) -> bool {
+        self.cfg.allowed.contains(source.peer.ip())
+    }
+
+    /// How full the core is, by its open transactions (noting a change in
+    /// the log and the metrics).
+    pub fn load(&mut self) -> Load {
+        self.admission.update(self.txns.len())
+    }
+
+    /// Calls that have not had their final response yet.
+    pub fn calls_in_progress(&self) -> usize {
+        self.calls.values().filter(|c| !c.finished).count()
+    }
+
+    pub fn stats(&self) -> CoreStats {
+        self.stats
+    }
+
+    /// Live transactions and calls, for tests and gauges.
+    pub fn open(&self) -> (usize, usize) {
+        (self.txns.len(), self.calls.len())
+    }
+
+    /// Every outbound trunk's health, with the age of its state.
+    pub fn trunk_health(&self, now: Instant) -> Vec<TrunkHealth> {
+        self.health
+            .iter()
+            .flatten()
+            .map(|h| {
+                let mut h = h.clone();
+                h.since_s = now.saturating_duration_since(h.since).as_secs_f64();
+                h.tcp_refused = h.tcp_refused_until.is_some_and(|u| u > now);
+                h
+            })
+            .collect()
+    }
+
+    /// Whether a trunk's health changed (a probe came back or went
+    /// unanswered, a trunk refused TCP) since the last call.
+    pub fn take_health_changed(&mut self) -> bool {
+        std::mem::take(&mut self.health_changed)
+    }
+
+    fn id(&mut self) -> Id {
+        self.next_id += 1;
+        self.next_id
     }
 }
 
@@ -1592,35 +747,4 @@ fn rank(status: u16) -> u16 {
 /// escaped (see [`text::Printable`]); `-` when absent.
 fn lossy(v: Option<&[u8]>) -> text::Printable<'_> {
     text::Printable(v.unwrap_or(b"-"))
-}
-
-fn trunk_kind(k: TrunkKind) -> &'static str {
-    match k {
-        TrunkKind::Inbound => "inbound",
-        TrunkKind::Psap => "psap",
-        TrunkKind::Screening => "screening",
-        TrunkKind::Test => "test",
-        TrunkKind::LastResort => "last-resort",
-        TrunkKind::Outbound => "outbound",
-    }
-}
-
-/// Exports one trunk's health as gauges.
-fn publish_health(h: &TrunkHealth, now: Instant) {
-    let (trunk, kind) = (h.trunk.clone(), h.kind.clone());
-    let refused = h.tcp_refused_until.is_some_and(|u| u > now);
-    metrics::gauge!(m::TRUNK_TCP_REFUSED, "trunk" => trunk.clone()).set(if refused {
-        1.0
-    } else {
-        0.0
-    });
-    metrics::gauge!(m::TRUNK_UP, "trunk" => trunk.clone(), "kind" => kind.clone())
-        .set(if h.state == TrunkState::Up { 1.0 } else { 0.0 });
-    for st in [TrunkState::Up, TrunkState::Down, TrunkState::Probing] {
-        metrics::gauge!(m::TRUNK_STATE, "trunk" => trunk.clone(), "kind" => kind.clone(), "state" => st.as_str())
-            .set(if h.state == st { 1.0 } else { 0.0 });
-    }
-    if let Some(ms) = h.last_latency_ms {
-        metrics::gauge!(m::TRUNK_PROBE_LATENCY, "trunk" => trunk).set(ms / 1000.0);
-    }
 }

@@ -1,15 +1,16 @@
-//! Phase 3 for a new request (no To tag, no Route set beyond the router):
-//! the [`Router`](super::Router) decides, and the core refuses the request
-//! without a transaction or opens one and, for an INVITE, a call that walks
-//! the targets decided.
+//! Phase 2, route, for a new request (no To tag, no Route set beyond the
+//! router): the [`Router`](super::Router) decides, and the core refuses the
+//! request without a transaction or opens one and, for an INVITE, a call
+//! that walks the targets decided.
 
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{
-    lossy, started, Call, Core, Decision, RouteContext, Source, Trunk, Txn, OPTIONS_ANSWER,
-};
+use super::answer::OPTIONS_ANSWER;
+use super::call::{started, Call};
+use super::txn::Txn;
+use super::{lossy, Core, Decision, RouteContext, Source, Trunk};
 use crate::config::TrunkKind;
 use crate::metrics as m;
 use crate::sip::{text, HeaderName, Message, Method};

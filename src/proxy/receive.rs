@@ -1,22 +1,20 @@
-//! Phases 1 and 2 of a request: match and validate.
+//! Phase 1: receive and validate.
 //!
 //! A retransmission or an ACK goes to its transaction; a stranger's request
-//! is answered 403 without one; the overload limits and the drain are
-//! applied before anything is held; then a new request goes to the routing
-//! phase (`new_request.rs`) and any other follows its Route set
-//! (`in_dialog.rs`). [`Core::check_request`] holds the checks of RFC 3261
-//! section 16.3 both apply, and the tests of whether a URI names the
-//! router.
+//! is answered 403 without one; the overload limits and the drain apply
+//! before anything is held. Then a new request goes to the routing phase
+//! (`new_request.rs`) and any other follows its Route set (`in_dialog.rs`).
+//! Both apply `check_request` (RFC 3261 section 16.3) and the tests here
+//! of whether a URI names the router.
 
 use std::net::IpAddr;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{
-    branch_prefix, loop_hash, lossy, overload, server_key, Core, Decision, Load, OverloadLimits,
-    Source, Txn,
-};
+use super::branch::{branch_prefix, loop_hash};
+use super::txn::{server_key, Txn};
+use super::{lossy, overload, Core, Decision, Load, OverloadLimits, Source};
 use crate::metrics as m;
 use crate::sip::{HeaderName, Message, Method, Scheme, Uri};
 
