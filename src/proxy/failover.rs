@@ -119,7 +119,7 @@ impl Core {
 
     /// The current target failed with `status` (`bytes`: its response for
     /// upstream, when it sent one).
-    pub(super) fn target_failed(
+    fn target_failed(
         &mut self,
         now: Instant,
         call_id: Id,

@@ -51,7 +51,7 @@ impl WireText {
     }
 
     /// The Record-Route value a leg over `proto` reaches the router by.
-    pub(super) fn record_route(&self, proto: Proto) -> &[u8] {
+    fn record_route(&self, proto: Proto) -> &[u8] {
         match proto {
             Proto::Udp => &self.record_route,
             Proto::Tcp => &self.record_route_tcp,

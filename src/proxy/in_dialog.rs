@@ -76,7 +76,7 @@ impl Core {
 
     /// In-dialog requests, and requests carrying a route set: the next hop
     /// is the next Route value, else the Request-URI.
-    pub(super) fn forward_by_route(
+    fn forward_by_route(
         &mut self,
         now: Instant,
         server: Id,
@@ -146,7 +146,7 @@ impl Core {
     /// a strict-routing previous hop is undone first, RFC 3261 16.4).
     /// `stateful`: a branch of its own; else the branch is the same for
     /// every retransmission.
-    pub(super) fn build_route_hop(
+    fn build_route_hop(
         &mut self,
         msg: &Message,
         source: &Source,

@@ -194,7 +194,7 @@ impl Core {
         self.router.route(msg, &ctx)
     }
 
-    pub(super) fn unsupported_option_tags(&self, msg: &Message) -> Option<String> {
+    fn unsupported_option_tags(&self, msg: &Message) -> Option<String> {
         let tags: Vec<String> = msg
             .list(HeaderName::ProxyRequire)
             .filter(|t| !t.eq_ignore_ascii_case(b"geolocation") && !t.is_empty())

@@ -33,7 +33,7 @@ impl Core {
         up.into_iter().chain(down).collect()
     }
 
-    pub(super) fn trunk_is_down(&self, name: &str) -> bool {
+    fn trunk_is_down(&self, name: &str) -> bool {
         self.cfg
             .trunks
             .iter()

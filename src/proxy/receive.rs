@@ -207,7 +207,7 @@ impl Core {
     }
 
     /// Whether `host` is an IP address the router listens on.
-    pub(super) fn is_our_address(&self, host: &[u8]) -> bool {
+    fn is_our_address(&self, host: &[u8]) -> bool {
         let bare = String::from_utf8_lossy(host);
         let bare = bare.trim_start_matches('[').trim_end_matches(']');
         bare.parse::<IpAddr>().is_ok_and(|ip| {
@@ -219,7 +219,7 @@ impl Core {
     }
 
     /// How many Route values remain after removing ours at the top.
-    pub(super) fn routes_beyond_us(&self, msg: &Message) -> usize {
+    fn routes_beyond_us(&self, msg: &Message) -> usize {
         let mut routes = msg.name_addrs(HeaderName::Route).flatten().peekable();
         let mut n = 0;
         // Ours: one value, or the pair of a dialog across transports.
@@ -240,7 +240,7 @@ impl Core {
 
     /// Loop detection (RFC 3261 section 16.3 item 4): one of our own Via
     /// values carries the branch prefix this very request would get.
-    pub(super) fn is_loop(&self, msg: &Message, loop_hash: u64) -> bool {
+    fn is_loop(&self, msg: &Message, loop_hash: u64) -> bool {
         let prefix = branch_prefix(loop_hash);
         msg.vias().flatten().any(|v| {
             v.branch().is_some_and(|b| b.starts_with(&prefix))

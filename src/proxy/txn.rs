@@ -350,7 +350,7 @@ impl Core {
         }
     }
 
-    pub(super) fn remove_txn(&mut self, id: Id) {
+    fn remove_txn(&mut self, id: Id) {
         let Some(t) = self.txns.remove(&id) else {
             return;
         };
@@ -398,7 +398,7 @@ pub(super) fn server_key(msg: &Message, method: Option<&[u8]>) -> TransactionKey
     TransactionKey::server(&parts)
 }
 
-pub(super) fn transport_of(p: Proto) -> Transport {
+fn transport_of(p: Proto) -> Transport {
     if p.is_reliable() {
         Transport::Reliable
     } else {
