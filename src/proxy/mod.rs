@@ -318,8 +318,6 @@ pub struct Core {
     /// Refusals of allowed sources' requests, for throttled log lines.
     refusals: crate::logbuf::Throttle,
     events: VecDeque<CallEvent>,
-    /// The fetched location document of the request being routed.
-    dereferenced: Option<Bytes>,
     /// Text every forwarded request carries, written once per configuration.
     wire: WireText,
     metrics: CoreMetrics,
@@ -440,7 +438,6 @@ impl Core {
             answer_budgets: allow::SourceBudgets::new(cfg.answers_per_source_per_s, cfg.seed),
             refusals: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
             events: VecDeque::new(),
-            dereferenced: None,
             wire: WireText::new(&cfg),
             metrics: CoreMetrics::default(),
             cfg,
@@ -560,9 +557,7 @@ impl Core {
         dereferenced: Option<Bytes>,
     ) {
         if msg.is_request() {
-            self.dereferenced = dereferenced;
-            self.on_request(now, msg, source);
-            self.dereferenced = None;
+            self.on_request(now, msg, source, dereferenced.as_deref());
         } else {
             self.on_response(now, msg, source);
         }

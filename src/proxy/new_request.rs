@@ -30,6 +30,7 @@ impl Core {
         loop_hash: u64,
         decided: Option<Decision>,
         mut warnings: Vec<String>,
+        dereferenced: Option<&[u8]>,
     ) {
         let method = msg.method();
         if let Some((code, reason)) = self.check_request(&msg, loop_hash) {
@@ -43,7 +44,7 @@ impl Core {
         if method == Method::Options && self.is_for_us(&msg) {
             return self.refuse(now, &msg, source, 200, "OK", OPTIONS_ANSWER);
         }
-        let decision = decided.unwrap_or_else(|| self.decide(&msg, &source));
+        let decision = decided.unwrap_or_else(|| self.decide(&msg, &source, dereferenced));
         // A fault in what the router passes on: an emergency call is routed
         // all the same, anything else is refused.
         if let Some(fault) = msg.fault() {
@@ -183,13 +184,19 @@ impl Core {
         }
     }
 
-    /// The routing phase for an initial request.
-    pub(super) fn decide(&self, msg: &Message, source: &Source) -> Decision {
+    /// The routing phase for an initial request, with the location
+    /// document fetched by reference for it, if any.
+    pub(super) fn decide(
+        &self,
+        msg: &Message,
+        source: &Source,
+        dereferenced: Option<&[u8]>,
+    ) -> Decision {
         let inbound = self.inbound_trunk(source).map(|t| t.name.as_str());
         let ctx = RouteContext {
             source,
             inbound_trunk: inbound,
-            dereferenced: self.dereferenced.as_deref(),
+            dereferenced,
         };
         self.router.route(msg, &ctx)
     }

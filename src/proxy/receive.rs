@@ -19,7 +19,15 @@ use crate::metrics as m;
 use crate::sip::{HeaderName, Message, Method, Scheme, Uri};
 
 impl Core {
-    pub(super) fn on_request(&mut self, now: Instant, msg: Message, source: Source) {
+    /// A request from the network; `dereferenced`: the location document
+    /// fetched by reference for it, if any.
+    pub(super) fn on_request(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        source: Source,
+        dereferenced: Option<&[u8]>,
+    ) {
         let method = msg.method();
         let key = server_key(&msg, None);
         if let Some(&id) = self.server_index.get(&key) {
@@ -73,7 +81,7 @@ impl Core {
         // to send relay 911 calls anywhere through the router. It is
         // removed when the call is forwarded.
         if initial && more_routes && matches!(method, Method::Invite | Method::Message) {
-            let d = self.decide(&msg, &source);
+            let d = self.decide(&msg, &source, dereferenced);
             if matches!(
                 d,
                 Decision::Route {
@@ -98,7 +106,9 @@ impl Core {
             let load = self.admission.update(self.txns.len());
             if load != Load::Normal {
                 let class = if method == Method::Invite {
-                    let d = decided.take().unwrap_or_else(|| self.decide(&msg, &source));
+                    let d = decided
+                        .take()
+                        .unwrap_or_else(|| self.decide(&msg, &source, dereferenced));
                     let class = admission_class(&d);
                     decided = Some(d);
                     class
@@ -134,7 +144,16 @@ impl Core {
         // answered without a transaction, so that a flood of what the
         // router refuses holds no state; only what it routes opens one.
         if initial && !more_routes {
-            return self.on_new_request(now, key, msg, source, loop_hash, decided, warnings);
+            return self.on_new_request(
+                now,
+                key,
+                msg,
+                source,
+                loop_hash,
+                decided,
+                warnings,
+                dereferenced,
+            );
         }
         self.on_routed_request(now, key, msg, source, loop_hash);
     }
