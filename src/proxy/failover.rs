@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::in_dialog::{Dialog, DIALOG_TTL};
+use super::responses::Response;
 use super::txn::{parse_sent, Txn};
 use super::{lossy, Core, Dest, Id, TimerRef};
 use crate::metrics as m;
@@ -17,7 +18,13 @@ use crate::sip::build;
 use crate::transaction::ClientInviteEvent;
 
 impl Core {
-    pub(super) fn on_client_invite_event(&mut self, now: Instant, id: Id, ev: ClientInviteEvent) {
+    pub(super) fn on_client_invite_event(
+        &mut self,
+        now: Instant,
+        id: Id,
+        ev: ClientInviteEvent,
+        response: Option<Response<'_>>,
+    ) {
         let Some(Txn::ClientInvite {
             call,
             abandoned,
@@ -49,7 +56,7 @@ impl Core {
                 if abandoned || cancelled || !current {
                     self.send_cancel(now, id);
                 } else if status > 100 {
-                    if let Some((status, bytes)) = self.upstream_bytes() {
+                    if let Some((status, bytes)) = response.and_then(Response::upstream_bytes) {
                         self.relay_upstream(now, call_id, status, bytes);
                     }
                 }
@@ -58,9 +65,9 @@ impl Core {
                 self.release_request(id);
                 // Every 2xx goes upstream, even from a target given up on:
                 // the caller acknowledges each and hangs up the extra ones.
-                let upstream = self
-                    .upstream_bytes()
-                    .or_else(|| self.rebuilt_upstream(call_id));
+                let upstream = response
+                    .and_then(Response::upstream_bytes)
+                    .or_else(|| self.rebuilt_upstream(call_id, response));
                 if let Some((_, bytes)) = upstream {
                     if let Some(call) = self.calls.get_mut(&call_id) {
                         if !call.answered {
@@ -91,7 +98,7 @@ impl Core {
                     Some(Txn::ClientInvite { request, .. }) => parse_sent(request),
                     _ => None,
                 };
-                if let (Some(resp), Some(invite)) = (self.response.as_ref(), invite) {
+                if let (Some(resp), Some(invite)) = (response.map(|r| r.msg), invite) {
                     let ack = build::ack_for(&invite, resp);
                     if let Some(Txn::ClientInvite { m, .. }) = self.txns.get_mut(&id) {
                         let _ = m.send_ack(ack);
@@ -101,7 +108,7 @@ impl Core {
                 if abandoned || !current {
                     return;
                 }
-                let bytes = self.upstream_bytes().map(|(_, b)| b);
+                let bytes = response.and_then(Response::upstream_bytes).map(|(_, b)| b);
                 self.target_failed(now, call_id, id, &trunk, status, bytes);
             }
             ClientInviteEvent::Timeout => {

@@ -281,8 +281,6 @@ pub struct Core {
     timers: Wheel<TimerRef>,
     out: VecDeque<Transmit>,
     next_id: Id,
-    /// The response being handled, for the event handlers.
-    response: Option<Message>,
     stats: CoreStats,
     branch_counter: std::cell::Cell<u64>,
     /// Answered calls by Call-ID, for in-dialog requests that arrive
@@ -309,8 +307,6 @@ pub struct Core {
     strangers: crate::logbuf::Throttle,
     /// When to log responses dropped for want of the caller's Via.
     stripped_vias: crate::logbuf::Throttle,
-    /// The response being handled lacks the Vias below the router's.
-    response_unrelayable: bool,
     /// How many of those requests may still be answered.
     stranger_budget: allow::ReplyBudget,
     /// Answers to allowed sources for requests routed nowhere.
@@ -433,7 +429,6 @@ impl Core {
             sources: overload::Sources::default(),
             strangers: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
             stripped_vias: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
-            response_unrelayable: false,
             stranger_budget: allow::ReplyBudget::new(cfg.stranger_replies_per_s),
             answer_budgets: allow::SourceBudgets::new(cfg.answers_per_source_per_s, cfg.seed),
             refusals: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
@@ -449,7 +444,6 @@ impl Core {
             timers: Wheel::new(Instant::now()),
             out: VecDeque::new(),
             next_id: 1,
-            response: None,
             stats: CoreStats::default(),
             branch_counter: std::cell::Cell::new(0),
             dialogs: KeyMap::default(),

@@ -15,6 +15,28 @@ use crate::sip::edit::Editor;
 use crate::sip::{HeaderName, Message};
 use crate::transaction::{ClientNonInviteEvent, TransactionKey};
 
+/// A response from the next hop, while the events its client transaction
+/// gives back are handled: what they relay upstream.
+#[derive(Clone, Copy)]
+pub(super) struct Response<'a> {
+    pub(super) msg: &'a Message,
+    /// It lacks the Vias below the router's: not relayed as it is.
+    unrelayable: bool,
+}
+
+impl Response<'_> {
+    /// The response, with our Via removed, for upstream.
+    pub(super) fn upstream_bytes(self) -> Option<(u16, Bytes)> {
+        if self.unrelayable {
+            return None;
+        }
+        let r = self.msg;
+        let mut e = Editor::new(r);
+        e.remove_top_via();
+        Some((r.status()?, e.build()))
+    }
+}
+
 impl Core {
     pub(super) fn on_response(&mut self, now: Instant, msg: Message, source: Source) {
         let Some(status) = msg.status() else { return };
@@ -39,14 +61,18 @@ impl Core {
             Some(Txn::ClientNonInvite { server, .. }) => server.is_some(),
             _ => false,
         };
+        let mut unrelayable = false;
         if relayed && msg.list(HeaderName::Via).nth(1).is_none() {
             metrics::counter!(m::PARSE_ERRORS, "transport" => source.proto.lower(), "kind" => "via-missing-upstream").increment(1);
             if let Some(dropped) = self.stripped_vias.hit(now) {
                 warn!(dropped, status, call_id = %lossy(msg.call_id()), peer = %source.peer, "response carries only the router's Via, not the caller's: a 2xx goes upstream with the caller's Vias put back, any other is not relayed (count since the last such line; the latest named)");
             }
-            self.response_unrelayable = true;
+            unrelayable = true;
         }
-        self.response = Some(msg);
+        let response = Response {
+            msg: &msg,
+            unrelayable,
+        };
         match self.txns.get_mut(&id) {
             Some(Txn::ClientInvite { m, .. }) => {
                 let _ = m.on_response(now, status);
@@ -56,17 +82,19 @@ impl Core {
             }
             _ => {}
         }
-        self.pump(now, id);
-        self.response = None;
-        self.response_unrelayable = false;
+        self.pump_with(now, id, Some(response));
     }
 
     /// A 2xx that came back with only the router's Via (a trunk that does
     /// not copy the Vias it received): the caller's Vias are put back from
     /// its request, so that the answer reaches the caller instead of
     /// leaving it retransmitting while the PSAP thinks the call is up.
-    pub(super) fn rebuilt_upstream(&mut self, call_id: Id) -> Option<(u16, Bytes)> {
-        let r = self.response.as_ref()?;
+    pub(super) fn rebuilt_upstream(
+        &mut self,
+        call_id: Id,
+        response: Option<Response<'_>>,
+    ) -> Option<(u16, Bytes)> {
+        let r = response?.msg;
         let call = self.calls.get_mut(&call_id)?;
         let vias = match &call.upstream_vias {
             Some(v) => v.clone(),
@@ -81,17 +109,6 @@ impl Core {
         let mut e = Editor::new(r);
         e.set_header_value(via, vias);
         info!(call_id = %lossy(r.call_id()), "2xx without the caller's Via: relayed with the Vias of the caller's request");
-        Some((r.status()?, e.build()))
-    }
-
-    /// The response being handled, with our Via removed, for upstream.
-    pub(super) fn upstream_bytes(&self) -> Option<(u16, Bytes)> {
-        if self.response_unrelayable {
-            return None;
-        }
-        let r = self.response.as_ref()?;
-        let mut e = Editor::new(r);
-        e.remove_top_via();
         Some((r.status()?, e.build()))
     }
 
@@ -131,6 +148,7 @@ impl Core {
         now: Instant,
         id: Id,
         ev: ClientNonInviteEvent,
+        response: Option<Response<'_>>,
     ) {
         if let Some(&(_, sent)) = self.probes.get(&id) {
             let result = match ev {
@@ -149,15 +167,14 @@ impl Core {
             return;
         };
         let Some(server) = *server else { return };
+        let upstream = || response.and_then(Response::upstream_bytes);
         let (status, bytes) = match ev {
-            ClientNonInviteEvent::Provisional { status } if status > 100 => {
-                match self.upstream_bytes() {
-                    Some(r) => r,
-                    None => return,
-                }
-            }
+            ClientNonInviteEvent::Provisional { status } if status > 100 => match upstream() {
+                Some(r) => r,
+                None => return,
+            },
             ClientNonInviteEvent::Provisional { .. } => return,
-            ClientNonInviteEvent::Final { .. } => match self.upstream_bytes() {
+            ClientNonInviteEvent::Final { .. } => match upstream() {
                 Some(r) => r,
                 None => return,
             },

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 use tracing::debug;
 
+use super::responses::Response;
 use super::{Core, Dest, Id, Proto, Source, TimerRef, Transmit};
 use crate::sip::{text, HeaderName, Message, Method};
 use crate::transaction::{
@@ -254,6 +255,12 @@ impl Core {
     }
 
     pub(super) fn pump(&mut self, now: Instant, id: Id) {
+        self.pump_with(now, id, None);
+    }
+
+    /// Pumps the machine `id`; `response`: the response from the next hop
+    /// it was just given, for the handlers of the events it gives back.
+    pub(super) fn pump_with(&mut self, now: Instant, id: Id, response: Option<Response<'_>>) {
         let mut events: SmallVec<[Event; 2]> = SmallVec::new();
         let Some(t) = self.txns.get_mut(&id) else {
             return;
@@ -292,8 +299,8 @@ impl Core {
         let terminated = t.is_terminated();
         for ev in events {
             match ev {
-                Event::ClientInvite(e) => self.on_client_invite_event(now, id, e),
-                Event::ClientNonInvite(e) => self.on_client_non_invite_event(now, id, e),
+                Event::ClientInvite(e) => self.on_client_invite_event(now, id, e, response),
+                Event::ClientNonInvite(e) => self.on_client_non_invite_event(now, id, e, response),
                 Event::ServerInvite(ServerInviteEvent::AckTimeout) => {
                     debug!(id, "no ACK for a final response (Timer H)");
                 }
@@ -324,7 +331,7 @@ impl Core {
                     bytes,
                     token: Some(id),
                 });
-                self.pump(now, id);
+                self.pump_with(now, id, response);
             }
         }
     }
