@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::branch::{branch_prefix, push_hex, Branch};
 use super::*;
 use crate::config::Config;
+use crate::sip::HeaderName;
 
 const CALLER: &str = "127.0.0.1:5061";
 

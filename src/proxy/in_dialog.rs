@@ -1,0 +1,285 @@
+//! Phase 2, route, for a request within a dialog, or any other whose Route
+//! set goes beyond the router: it follows its Route headers (loose routing,
+//! RFC 3261 section 16.4), in a transaction of its own; the ACK of a 2xx
+//! goes on without one. A dialog the router answered is remembered for
+//! requests that come back addressed to the router with no route set.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+use tracing::info;
+
+use super::answer::OPTIONS_ANSWER;
+use super::branch::{stateless_branch, Branch, STATELESS_TAG};
+use super::call::Call;
+use super::txn::Txn;
+use super::{lossy, uri_target, Augment, CallEvent, Core, Dest, Id, Proto, Source, Transmit};
+use crate::metrics as m;
+use crate::sip::edit::Editor;
+use crate::sip::{text, HeaderName, Message, Method, Span, Uri};
+use crate::transaction::TransactionKey;
+
+/// The two ends of an answered call.
+pub(super) struct Dialog {
+    pub(super) caller: SocketAddr,
+    pub(super) caller_dest: Dest,
+    pub(super) callee: Dest,
+    /// Forgotten after this without a BYE.
+    pub(super) expires: Instant,
+}
+
+/// How often forgotten dialogs are swept (one timer for all of them).
+pub(super) const DIALOG_SWEEP: Duration = Duration::from_secs(60);
+
+/// How long a dialog is remembered without a BYE.
+pub(super) const DIALOG_TTL: Duration = Duration::from_secs(4 * 3600);
+
+impl Core {
+    /// A request within a dialog, or one whose Route set goes beyond the
+    /// router: it follows its Route headers, in a transaction.
+    pub(super) fn on_routed_request(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        msg: Message,
+        source: Source,
+        loop_hash: u64,
+    ) {
+        let id = self.new_server(now, key, &msg, source, loop_hash);
+        if let Some((code, reason)) = self.check_request(&msg, loop_hash) {
+            self.stats.rejected += 1;
+            metrics::counter!(m::REQUESTS_REJECTED, "status" => code.to_string()).increment(1);
+            info!(call_id = %lossy(msg.call_id()), code, reason, peer = %source.peer, "request refused");
+            self.respond(now, id, &msg, code, reason, &[]);
+            return;
+        }
+        // Requests within a dialog are held to the whole grammar.
+        if let Some(fault) = msg.fault() {
+            let reason = fault.reason();
+            self.stats.rejected += 1;
+            metrics::counter!(m::REQUESTS_REJECTED, "status" => "400").increment(1);
+            info!(call_id = %lossy(msg.call_id()), code = 400, reason = %reason, peer = %source.peer, "request refused");
+            self.respond(now, id, &msg, 400, &reason, &[]);
+            return;
+        }
+        if msg.method() == Method::Invite {
+            self.respond(now, id, &msg, 100, "Trying", &[]);
+        }
+        if msg.method() == Method::Options && self.is_for_us(&msg) {
+            self.respond(now, id, &msg, 200, "OK", OPTIONS_ANSWER);
+            return;
+        }
+        self.forward_by_route(now, id, msg, source, loop_hash);
+    }
+
+    /// In-dialog requests, and requests carrying a route set: the next hop
+    /// is the next Route value, else the Request-URI.
+    fn forward_by_route(
+        &mut self,
+        now: Instant,
+        server: Id,
+        msg: Message,
+        source: Source,
+        loop_hash: u64,
+    ) {
+        let hop = self.build_route_hop(&msg, &source, loop_hash, true);
+        if msg.method() == Method::Bye {
+            if let Some(cid) = msg.call_id() {
+                self.dialogs.remove(cid);
+                self.events.push_back(CallEvent::Ended {
+                    call_id: String::from_utf8_lossy(cid).into_owned(),
+                    at: now,
+                });
+            }
+        }
+        let Some((bytes, dest, branch)) = hop else {
+            info!(
+                call_id = %lossy(msg.call_id()),
+                method = %String::from_utf8_lossy(msg.method_bytes()),
+                request_uri = %String::from_utf8_lossy(msg.request_uri_bytes()),
+                routes = msg.list(HeaderName::Route).count(),
+                "no next hop for an in-dialog request"
+            );
+            self.respond(now, server, &msg, 404, "No Next Hop", &[]);
+            return;
+        };
+        if msg.method() == Method::Invite {
+            // A re-INVITE: one target, no failover.
+            let call = self.id();
+            self.insert_call(
+                call,
+                Call::new(
+                    server,
+                    msg.clone(),
+                    loop_hash,
+                    source,
+                    Vec::new(),
+                    Augment::default(),
+                    false,
+                    now,
+                ),
+            );
+            if let Some(Txn::ServerInvite { call: c, .. }) = self.txns.get_mut(&server) {
+                *c = Some(call);
+            }
+            let id = self.new_client_invite(
+                now,
+                call,
+                dest,
+                bytes,
+                &branch,
+                String::new(),
+                String::new(),
+            );
+            if let Some(c) = self.calls.get_mut(&call) {
+                c.current = Some(id);
+            }
+            self.pump(now, id);
+        } else {
+            self.new_client_non_invite(now, Some(server), dest, bytes, msg.method_bytes(), &branch);
+        }
+    }
+
+    /// The request for the next hop along the Route set (loose routing;
+    /// a strict-routing previous hop is undone first, RFC 3261 16.4).
+    /// `stateful`: a branch of its own; else the branch is the same for
+    /// every retransmission.
+    fn build_route_hop(
+        &mut self,
+        msg: &Message,
+        source: &Source,
+        loop_hash: u64,
+        stateful: bool,
+    ) -> Option<(Bytes, Dest, Branch)> {
+        let mut e = Editor::new(msg);
+        self.stamp_received(msg, source, &mut e);
+        let routes = route_values(msg);
+        let mut remaining: &[(Span, &[u8])] = &routes;
+        let mut request_uri: Option<&[u8]> = None;
+        let ruri_is_us = msg
+            .request_uri()
+            .is_some_and(|u| u.user.is_none() && self.is_us(&u));
+        if ruri_is_us && !routes.is_empty() {
+            // Strict routing upstream: the real Request-URI is the last Route.
+            let &(span, last) = routes.last()?;
+            e.set_request_uri(Bytes::copy_from_slice(last));
+            e.replace_span(span, Bytes::new());
+            request_uri = Some(last);
+            remaining = &routes[..routes.len() - 1];
+        }
+        // Our own Route values at the top: one, or the pair of a dialog
+        // whose legs use different transports. The second of a pair is the
+        // one the far leg reaches us by: its transport is the far leg's.
+        let mut far_leg = None;
+        let ours = remaining
+            .iter()
+            .take(2)
+            .map_while(|&(_, r)| Uri::parse(r).ok().filter(|u| self.is_us(u)))
+            .map(|u| uri_proto(&u))
+            .collect::<SmallVec<[Proto; 2]>>();
+        if !ours.is_empty() {
+            e.remove_top_routes(ours.len());
+            remaining = &remaining[ours.len()..];
+            if ours.len() == 2 {
+                far_leg = Some(ours[1]);
+            }
+        }
+        let next_uri: &[u8] = match remaining.first() {
+            Some(&(_, u)) => u,
+            None => request_uri.unwrap_or_else(|| msg.request_uri_bytes()),
+        };
+        let uri = Uri::parse(next_uri).ok()?;
+        let (proto, target) = if uri.is_sip() && !self.is_us(&uri) {
+            let proto = match (uri.param("transport").flatten(), far_leg) {
+                (None, Some(p)) => p,
+                _ => uri_proto(&uri),
+            };
+            (proto, uri_target(&uri))
+        } else {
+            // Addressed to us with nothing beyond: the other end of the
+            // dialog this request belongs to.
+            let d = self.dialogs.get(msg.call_id()?)?;
+            let dest = if d.caller == source.peer {
+                d.callee.clone()
+            } else {
+                d.caller_dest.clone()
+            };
+            (dest.proto, dest.target)
+        };
+        e.set_max_forwards(msg.max_forwards().map_or(70, |m| m.saturating_sub(1)));
+        let branch = if stateful {
+            self.new_branch(loop_hash)
+        } else {
+            stateless_branch(msg, loop_hash)
+        };
+        e.prepend_via(&self.wire.via(proto, &branch));
+        Some((
+            e.build(),
+            Dest {
+                proto,
+                target,
+                conn: None,
+            },
+            branch,
+        ))
+    }
+
+    /// The ACK for a 2xx travels end to end: forwarded without a
+    /// transaction, along its Route set.
+    pub(super) fn forward_ack(
+        &mut self,
+        _now: Instant,
+        msg: Message,
+        source: Source,
+        loop_hash: u64,
+    ) {
+        if !self.source_allowed(&source) || msg.max_forwards() == Some(0) {
+            return;
+        }
+        // The ACK of a response the router sent without a transaction ends
+        // here.
+        let to_tag = msg.to().and_then(|t| t.tag()).unwrap_or_default();
+        if to_tag.starts_with(STATELESS_TAG) && to_tag == &self.stateless_tag(&msg)[..] {
+            return;
+        }
+        if let Some((bytes, dest, _)) = self.build_route_hop(&msg, &source, loop_hash, false) {
+            self.out.push_back(Transmit {
+                dest,
+                bytes,
+                token: None,
+            });
+        }
+    }
+}
+
+/// The span of the first element of a list header.
+/// Every Route value: its span when it is alone on its line (so it can be
+/// removed), and its URI.
+fn route_values(msg: &Message) -> SmallVec<[(Span, &[u8]); 4]> {
+    let mut out = SmallVec::new();
+    for h in msg.all(HeaderName::Route) {
+        let value = msg.value(h);
+        let mut items = text::split_commas(value).peekable();
+        let mut first = true;
+        while let Some(item) = items.next() {
+            // A header line holding a single value: removable as a whole.
+            let alone = first && items.peek().is_none();
+            first = false;
+            let Some(na) = crate::sip::NameAddr::parse(item) else {
+                continue;
+            };
+            let span = if alone { h.line } else { Span::default() };
+            out.push((span, na.uri_text));
+        }
+    }
+    out
+}
+
+fn uri_proto(uri: &Uri<'_>) -> Proto {
+    match uri.param("transport").flatten() {
+        Some(t) if t.eq_ignore_ascii_case(b"tcp") => Proto::Tcp,
+        _ => Proto::Udp,
+    }
+}
