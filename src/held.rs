@@ -49,23 +49,15 @@ pub fn client(servers: Option<std::sync::Arc<[String]>>) -> reqwest::Result<reqw
 }
 
 /// Whether `ip` is one the router asks only when `emergency.location_servers`
-/// names it: its own host (loopback, unspecified), link-local addresses
-/// (where cloud metadata services answer, 169.254.169.254), multicast and
-/// broadcast. Private networks are not among them: carriers' location
-/// servers often live there.
+/// names it: its own host (loopback, unspecified, the addresses of its own
+/// interfaces), link-local addresses (where cloud metadata services answer,
+/// 169.254.169.254), multicast, broadcast and reserved addresses, in every
+/// spelling (`::ffff:127.0.0.1`, `::127.0.0.1` and the like): see
+/// [`crate::outbound::refused`], the policy webhooks follow too. Private
+/// networks are not among them: carriers' location servers often live
+/// there.
 pub fn address_reserved(ip: IpAddr) -> bool {
-    match ip.to_canonical() {
-        IpAddr::V4(a) => {
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_link_local()
-                || a.is_multicast()
-                || a.is_broadcast()
-        }
-        IpAddr::V6(a) => {
-            a.is_loopback() || a.is_unspecified() || a.is_multicast() || a.is_unicast_link_local()
-        }
-    }
+    crate::outbound::refused(ip).is_some()
 }
 
 /// Name resolution that leaves out [`address_reserved`] addresses, so that
@@ -263,6 +255,14 @@ mod tests {
             ("http://169.254.169.254/latest/meta-data", false),
             ("http://[::1]:9090/metrics", false),
             ("http://[::ffff:127.0.0.1]/", false),
+            ("http://[::127.0.0.1]/", false),
+            ("http://[::169.254.169.254]/", false),
+            ("http://[64:ff9b::7f00:1]/", false),
+            ("http://2130706433/", false),
+            ("http://0x7f.1/", false),
+            ("http://0177.0.0.1/", false),
+            ("http://127.0.0.1./", false),
+            ("http://0.1.2.3/", false),
             ("http://[fe80::1]/", false),
             ("http://224.0.0.1/", false),
             ("http://255.255.255.255/", false),

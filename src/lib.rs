@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod logbuf;
 pub mod metrics;
 pub mod notify;
+pub mod outbound;
 pub mod proxy;
 pub mod server;
 pub mod sip;
