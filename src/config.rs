@@ -72,6 +72,9 @@ pub struct EmergencyConfig {
     /// The location servers a reference may name: host names, IP
     /// addresses, or `.domain` for every host below it. Absent: any.
     pub location_servers: Option<Vec<String>>,
+    /// Fetches from one location server at once; a call whose server has
+    /// as many under way is routed at once without its location. Default 4.
+    pub location_fetches_per_server: Option<usize>,
 }
 
 /// Trunk health probes (SIP OPTIONS).

@@ -17,6 +17,10 @@ const REQUEST: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 /// Largest document accepted from a location server.
 const MAX_DOCUMENT: usize = 1 << 20;
 
+/// Fetches from one location server at once, by default
+/// (`emergency.location_fetches_per_server`).
+pub const PER_SERVER: usize = 4;
+
 /// Most redirections followed in one fetch.
 const MAX_REDIRECTS: usize = 3;
 
@@ -100,6 +104,9 @@ pub fn host_of(uri: &str) -> String {
 pub enum FetchError {
     /// Nothing came back within the deadline.
     Timeout(Duration),
+    /// The answer was larger than [`MAX_DOCUMENT`]: announced so, or
+    /// past it while read (the rest is not read).
+    TooLarge,
     /// The server could not be reached or asked, or answered with an error.
     Failed(String),
 }
@@ -109,6 +116,7 @@ impl FetchError {
     pub fn outcome(&self) -> &'static str {
         match self {
             FetchError::Timeout(_) => "timeout",
+            FetchError::TooLarge => "too_large",
             FetchError::Failed(_) => "failed",
         }
     }
@@ -118,44 +126,118 @@ impl std::fmt::Display for FetchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FetchError::Timeout(d) => write!(f, "no answer within {} ms", d.as_millis()),
+            FetchError::TooLarge => write!(
+                f,
+                "location document larger than {MAX_DOCUMENT} bytes; the rest was not read"
+            ),
             FetchError::Failed(why) => f.write_str(why),
         }
     }
 }
 
-/// Fetches the location document behind `uri` within `deadline`.
+/// Fetches the location document behind `uri` within `deadline`. The
+/// answer is read as it arrives and the fetch ends as soon as it passes
+/// [`MAX_DOCUMENT`] (at once when its Content-Length says it will): a
+/// server the caller names decides what it sends, and the router holds no
+/// more than the limit of it.
 pub async fn dereference(
     client: &reqwest::Client,
     uri: &str,
     deadline: Duration,
 ) -> Result<Bytes, FetchError> {
     let fetch = async {
-        let resp = client
+        let mut resp = client
             .post(uri)
             .header("Content-Type", "application/held+xml;charset=utf-8")
             .header("Accept", "application/held+xml, application/pidf+xml")
             .body(REQUEST)
             .send()
             .await
-            .map_err(|e| format!("request failed: {}", chain(&e.without_url())))?;
+            .map_err(|e| {
+                FetchError::Failed(format!("request failed: {}", chain(&e.without_url())))
+            })?;
         if !resp.status().is_success() {
-            return Err(format!(
+            return Err(FetchError::Failed(format!(
                 "location server answered {}",
                 resp.status().as_u16()
-            ));
+            )));
         }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("reading the answer: {}", chain(&e.without_url())))?;
-        if body.len() > MAX_DOCUMENT {
-            return Err("location document too large".into());
+        let announced = resp.content_length();
+        if announced.is_some_and(|n| n > MAX_DOCUMENT as u64) {
+            return Err(FetchError::TooLarge);
         }
-        Ok(body)
+        let mut body = bytes::BytesMut::with_capacity(announced.map_or(16 * 1024, |n| n as usize));
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            FetchError::Failed(format!("reading the answer: {}", chain(&e.without_url())))
+        })? {
+            if body.len() + chunk.len() > MAX_DOCUMENT {
+                return Err(FetchError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
     };
     match tokio::time::timeout(deadline, fetch).await {
-        Ok(r) => r.map_err(FetchError::Failed),
+        Ok(r) => r,
         Err(_) => Err(FetchError::Timeout(deadline)),
+    }
+}
+
+/// Fetches under way by location server (the host of the reference), at
+/// most `per_server` at once for any one of them, so that servers a caller
+/// names cannot take every fetch (and the memory of their answers) from
+/// the others. Taken with [`ServerSlots::try_take`]; a call that finds its
+/// server's slots all taken is routed at once without the fetch.
+pub struct ServerSlots {
+    per_server: usize,
+    taken: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// A fetch's place among its server's; given back when dropped.
+pub struct ServerSlot {
+    host: String,
+    taken: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl ServerSlots {
+    /// At most `per_server` fetches at once from one server (1 at least).
+    pub fn new(per_server: usize) -> ServerSlots {
+        ServerSlots {
+            per_server: per_server.max(1),
+            taken: Default::default(),
+        }
+    }
+
+    /// A slot for a fetch of `uri`, or `None` when its server already has
+    /// every slot. Hosts are compared as the URL parser writes them (an IP
+    /// address in its plain form), case and a trailing dot aside; the port
+    /// does not make another server.
+    pub fn try_take(&self, uri: &str) -> Option<ServerSlot> {
+        let url = reqwest::Url::parse(uri).ok()?;
+        let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+        let mut taken = self.taken.lock().ok()?;
+        let n = taken.entry(host.clone()).or_insert(0);
+        if *n >= self.per_server {
+            return None;
+        }
+        *n += 1;
+        Some(ServerSlot {
+            host,
+            taken: self.taken.clone(),
+        })
+    }
+}
+
+impl Drop for ServerSlot {
+    fn drop(&mut self) {
+        if let Ok(mut taken) = self.taken.lock() {
+            if let Some(n) = taken.get_mut(&self.host) {
+                *n -= 1;
+                if *n == 0 {
+                    taken.remove(&self.host);
+                }
+            }
+        }
     }
 }
 
@@ -352,5 +434,148 @@ mod tests {
             .unwrap();
         assert_eq!(&doc[..], pidf.as_bytes());
         assert_eq!(target_asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A location server that answers 200 with `head` (status line and
+    /// headers, blank line included), then writes `body` bytes of filler in
+    /// 64 KiB chunks, a little apart, until done or the connection is gone.
+    /// Counts what it managed to write.
+    fn streaming_server(
+        head: &'static str,
+        body: usize,
+        chunked: bool,
+    ) -> (
+        u16,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        std::thread::JoinHandle<()>,
+    ) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = written.clone();
+        let done = std::thread::spawn(move || {
+            let Ok((mut s, _)) = l.accept() else { return };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+            // Never stuck, whatever the client does.
+            let _ = s.set_write_timeout(Some(Duration::from_secs(20)));
+            let _ = s.read(&mut [0u8; 4096]);
+            if s.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            let framed = [
+                format!("{:x}\r\n", chunk.len()).into_bytes(),
+                chunk,
+                b"\r\n".to_vec(),
+            ]
+            .concat();
+            let mut sent = 0;
+            while sent < body {
+                let w = if chunked {
+                    s.write_all(&framed)
+                } else {
+                    s.write_all(&framed[6..6 + 64 * 1024])
+                };
+                if w.is_err() {
+                    return;
+                }
+                sent += 64 * 1024;
+                count.store(sent, std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if chunked {
+                let _ = s.write_all(b"0\r\n\r\n");
+            }
+            // Held open until the client is done with it.
+            let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+            let _ = s.read(&mut [0u8; 1]);
+        });
+        (port, written, done)
+    }
+
+    /// A 100 MB answer is read up to the limit and no further: the fetch
+    /// ends with `TooLarge` long before the server is done, and the router
+    /// held at most the limit of it.
+    #[tokio::test]
+    async fn a_huge_answer_is_read_no_further_than_the_limit() {
+        const HUNDRED_MB: usize = 100 << 20;
+        for chunked in [true, false] {
+            let head = if chunked {
+                "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nTransfer-Encoding: chunked\r\n\r\n"
+            } else {
+                // No length: the body runs until the server closes.
+                "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nConnection: close\r\n\r\n"
+            };
+            let (port, written, done) = streaming_server(head, HUNDRED_MB, chunked);
+            let uri = format!("http://127.0.0.1:{port}/loc");
+            let listed: Option<std::sync::Arc<[String]>> =
+                Some(vec!["127.0.0.1".to_string()].into());
+            let e = dereference(&client(listed).unwrap(), &uri, Duration::from_secs(30))
+                .await
+                .unwrap_err();
+            assert_eq!(e, FetchError::TooLarge, "chunked {chunked}");
+            assert_eq!(e.outcome(), "too_large");
+            tokio::task::spawn_blocking(move || done.join().unwrap())
+                .await
+                .unwrap();
+            let sent = written.load(std::sync::atomic::Ordering::SeqCst);
+            // The limit, and what the sockets' buffers took meanwhile.
+            assert!(
+                sent < 16 << 20,
+                "chunked {chunked}: the server wrote {sent} bytes before the router hung up"
+            );
+        }
+    }
+
+    /// An answer that announces more than the limit is refused before any
+    /// of it is read.
+    #[tokio::test]
+    async fn an_answer_announced_too_large_is_refused_unread() {
+        let (port, written, done) = streaming_server(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nContent-Length: 104857600\r\n\r\n",
+            0,
+            false,
+        );
+        let uri = format!("http://127.0.0.1:{port}/loc");
+        let listed: Option<std::sync::Arc<[String]>> = Some(vec!["127.0.0.1".to_string()].into());
+        let started = std::time::Instant::now();
+        let e = dereference(&client(listed).unwrap(), &uri, Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert_eq!(e, FetchError::TooLarge);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        tokio::task::spawn_blocking(move || done.join().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(written.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn one_server_gets_no_more_than_its_share_of_fetches() {
+        let slots = ServerSlots::new(2);
+        let a1 = slots.try_take("http://lis.example/a").unwrap();
+        let _a2 = slots.try_take("https://LIS.example.:8443/b").unwrap();
+        // The same server by another spelling of its name, or another port.
+        assert!(slots.try_take("http://lis.example:8080/c").is_none());
+        assert!(slots.try_take("http://lis.EXAMPLE./c").is_none());
+        // Other servers are not held up.
+        let _b = slots.try_take("http://192.0.2.7/held").unwrap();
+        assert!(
+            slots.try_take("http://3221225991/held").is_some(),
+            "192.0.2.7 again, one slot left"
+        );
+        drop(a1);
+        assert!(slots.try_take("http://lis.example/d").is_some());
+        assert!(slots.try_take("not a uri").is_none());
+        assert_eq!(ServerSlots::new(0).per_server, 1);
+        // Every slot given back leaves nothing behind.
+        drop(_a2);
+        drop(_b);
+        assert!(slots.taken.lock().unwrap().is_empty());
     }
 }

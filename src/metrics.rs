@@ -123,11 +123,11 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         DEREFERENCE_SKIPPED,
-        "Calls whose only location was a reference, routed without fetching it; labels: reason (busy, not_listed, reserved)",
+        "Calls whose only location was a reference, routed without fetching it; labels: reason (busy, server_busy, not_listed, reserved)",
     ),
     (
         DEREFERENCES,
-        "Locations fetched by reference (RFC 6753) before routing; labels: outcome (ok, failed, timeout)",
+        "Locations fetched by reference (RFC 6753) before routing; labels: outcome (ok, failed, timeout, too_large)",
     ),
     (
         ANSWERS_WITHHELD,

@@ -553,6 +553,8 @@ struct Dereferencer {
     busy: crate::logbuf::SharedThrottle,
     /// `emergency.location_servers`.
     servers: Option<Arc<[String]>>,
+    /// `emergency.location_fetches_per_server`.
+    per_server: crate::held::ServerSlots,
     refused: crate::logbuf::SharedThrottle,
     /// The INVITEs being fetched for, by [`fetch_key`]: their
     /// retransmissions are answered 100 meanwhile, not fetched for again,
@@ -590,6 +592,12 @@ impl Dereferencer {
             permits: Arc::new(tokio::sync::Semaphore::new(DEREFERENCE_IN_FLIGHT)),
             busy: Default::default(),
             servers,
+            per_server: crate::held::ServerSlots::new(
+                config
+                    .emergency
+                    .location_fetches_per_server
+                    .unwrap_or(crate::held::PER_SERVER),
+            ),
             refused: Default::default(),
             fetching: Default::default(),
         }
@@ -642,6 +650,13 @@ impl Dereferencer {
             core.trying(&msg, &source);
             return None;
         }
+        let Some(slot) = self.per_server.try_take(&uri) else {
+            metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => "server_busy").increment(1);
+            if let Some(calls) = self.busy.hit() {
+                tracing::warn!(calls, host = %crate::held::host_of(&uri), call_id = %crate::sip::text::Printable(msg.call_id().unwrap_or_default()), "location by reference not fetched: its server has emergency.location_fetches_per_server fetches under way; routing without it (count since the last such line)");
+            }
+            return Some((msg, source));
+        };
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => "busy").increment(1);
             if let Some(calls) = self.busy.hit() {
@@ -655,7 +670,7 @@ impl Dereferencer {
         core.trying(&msg, &source);
         let (client, deadline, tx) = (client.clone(), self.deadline, self.tx.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, slot);
             let call_id =
                 crate::sip::text::Printable(msg.call_id().unwrap_or_default()).to_string();
             let fetched = crate::held::dereference(&client, &uri, deadline).await;

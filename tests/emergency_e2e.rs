@@ -709,6 +709,76 @@ impl HeldLocationServer {
     }
 }
 
+/// One location server gets no more than `location_fetches_per_server`
+/// fetches at once: a call past them is routed at once without its
+/// location, counted as `server_busy`, while the others wait for theirs.
+#[test]
+fn a_location_server_gets_no_more_than_its_share_of_fetches() {
+    let lis = HeldLocationServer::start();
+    let lab = lab_edited([Answer::Ok; 4], |text| {
+        text.replacen(
+            "[emergency]\n",
+            "[emergency]\nlocation_servers = [\"127.0.0.1\"]\nlocation_fetches_per_server = 2\ndereference_timeout_ms = 8000\n",
+            1,
+        )
+    });
+    let (invite, cid, udp) = lis.caller();
+    let calls: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            let text = invite
+                .replace(&cid, &format!("{i}-{cid}"))
+                .replace("branch=z9hG4bKc11a", &format!("branch=z9hG4bKc11a{i}"));
+            (text, format!("{i}-{cid}"))
+        })
+        .collect();
+    for (text, _) in &calls[..2] {
+        udp.send_to(text.as_bytes(), ("127.0.0.1", lab.router.port))
+            .unwrap();
+    }
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while lis.asked() < 2 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lis.asked(), 2, "{}", lab.router.log());
+    // The third finds its server's fetches all under way: routed at once,
+    // by the Common Area Phone's registered address.
+    let start = std::time::Instant::now();
+    udp.send_to(calls[2].0.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    let fwd = invite_for(&lab.psap, &calls[2].1, Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", lab.router.log()));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        header(&fwd, "Route").iter().any(|r| r.contains("us-06075")),
+        "{fwd}"
+    );
+    assert_eq!(lis.asked(), 2, "{}", lab.router.log());
+    let busy = [("reason", "server_busy")];
+    assert_eq!(
+        metric_when_seen(&lab, "sosrouter_location_fetches_skipped_total", &busy),
+        1.0,
+        "{}",
+        lab.router.log()
+    );
+    // The two held calls go on once their server answers.
+    lis.release.send(()).unwrap();
+    lis.release.send(()).unwrap();
+    let mut held: Vec<String> = calls[..2].iter().map(|c| c.1.clone()).collect();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !held.is_empty() {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        let m = lab
+            .psap
+            .next("INVITE", left)
+            .unwrap_or_else(|| panic!("{held:?} not forwarded\n{}", lab.router.log()));
+        held.retain(|c| *c != call_id(&m));
+    }
+}
+
 /// The next datagram a caller's socket receives, as text.
 fn next_answer(udp: &UdpSocket, what: &str, lab: &Lab) -> String {
     let mut buf = [0u8; 65536];
