@@ -75,6 +75,10 @@ pub struct EmergencyConfig {
     /// Fetches from one location server at once; a call whose server has
     /// as many under way is routed at once without its location. Default 4.
     pub location_fetches_per_server: Option<usize>,
+    /// Security desk webhooks set through the admin API may go only to
+    /// outside addresses; these destinations (IP addresses, networks, host
+    /// names, `.domain`) are allowed besides. Default: none.
+    pub webhook_destinations: Vec<crate::outbound::Destination>,
 }
 
 /// Trunk health probes (SIP OPTIONS).

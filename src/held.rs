@@ -243,7 +243,7 @@ impl Drop for ServerSlot {
 
 /// An error and its causes, which say what actually went wrong (reqwest's
 /// own text names only the step).
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -2,6 +2,12 @@
 //! caller's tenant's webhook with who called, when, from where and where
 //! the call went. Sent off the call's path, with retries and a deadline; a
 //! notification never delays a call. Counted and logged.
+//!
+//! A webhook a tenant admin sets through the API goes only where the
+//! outbound policy allows ([`crate::outbound`]: not the router's own host,
+//! link-local, multicast... unless `emergency.webhook_destinations` allows
+//! it), checked when set and again on each send, names as they resolve
+//! then. No webhook request follows a redirection.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,15 +20,27 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::metrics as m;
 use crate::proxy::CallEvent;
 
-/// Webhook URLs by tenant; swapped whole when the configuration or the
-/// database changes.
-pub type Webhooks = Arc<ArcSwap<HashMap<String, String>>>;
+/// What the configuration says of security desks; swapped whole when it
+/// is reloaded.
+#[derive(Debug, Clone, Default)]
+pub struct Desks {
+    /// Webhook URLs by tenant (`emergency.security_desk`): the operator's
+    /// own, sent to as written.
+    pub urls: HashMap<String, String>,
+    /// Where webhooks set through the API may go besides outside addresses
+    /// (`emergency.webhook_destinations`).
+    pub allowed: crate::outbound::Allowed,
+}
+
+pub type Webhooks = Arc<ArcSwap<Desks>>;
 
 /// What is posted.
 #[derive(Debug, Clone)]
 struct Notice {
     url: String,
     body: serde_json::Value,
+    /// Set through the API: sent only where the outbound policy allows.
+    checked: bool,
 }
 
 /// Notices waiting for a sender.
@@ -74,8 +92,22 @@ impl SecurityDesk {
     ) -> SecurityDesk {
         let (tx, mut rx) = mpsc::channel::<Notice>(QUEUE);
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+        let desks = webhooks.clone();
         tokio::spawn(async move {
-            let client = match reqwest::Client::builder().timeout(policy.timeout).build() {
+            // A redirection is an answer like any other: the desk is the URL
+            // set, and a redirection could lead anywhere.
+            let builder = || {
+                reqwest::Client::builder()
+                    .timeout(policy.timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+            };
+            let clients = builder().build().and_then(|trusted| {
+                let checked = builder()
+                    .dns_resolver(Arc::new(AllowedOnly(desks.clone())))
+                    .build()?;
+                Ok(Clients { trusted, checked })
+            });
+            let clients = match clients {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "security desk notifications disabled: no HTTP client");
@@ -86,11 +118,16 @@ impl SecurityDesk {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let client = client.clone();
+                let client = if n.checked {
+                    clients.checked.clone()
+                } else {
+                    clients.trusted.clone()
+                };
+                let desks = desks.clone();
                 // Each notice on its own task, so one slow desk does not
                 // hold up the others.
                 tokio::spawn(async move {
-                    send(client, n, policy).await;
+                    send(client, &desks, n, policy).await;
                     drop(permit);
                 });
             }
@@ -120,15 +157,13 @@ impl SecurityDesk {
         let Some(tenant) = tenant else {
             return;
         };
-        let url = self
-            .hub
-            .as_ref()
-            .and_then(|h| h.security_desk(tenant))
-            .or_else(|| self.webhooks.load().get(tenant).cloned());
+        let set = self.hub.as_ref().and_then(|h| h.security_desk(tenant));
+        let checked = set.is_some();
+        let url = set.or_else(|| self.webhooks.load().urls.get(tenant).cloned());
         let (Some(url), Some(body)) = (url, notice(ev)) else {
             return;
         };
-        self.queue(Notice { url, body });
+        self.queue(Notice { url, body, checked });
     }
 
     /// Queues a notice; false when the queue is full and it is dropped.
@@ -145,9 +180,44 @@ impl SecurityDesk {
     }
 }
 
-async fn send(client: reqwest::Client, n: Notice, policy: Policy) {
+/// The HTTP clients of notices: for the operator's webhooks, and for the
+/// tenants' ones, whose names resolve only to addresses the policy allows.
+struct Clients {
+    trusted: reqwest::Client,
+    checked: reqwest::Client,
+}
+
+/// Name resolution for webhooks set through the API: only addresses the
+/// outbound policy allows, as configured now.
+struct AllowedOnly(Webhooks);
+
+impl reqwest::dns::Resolve for AllowedOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allowed = self.0.load().allowed.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: reqwest::dns::Addrs = Box::new(allowed.resolve(&host).await?.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+async fn send(client: reqwest::Client, desks: &Webhooks, n: Notice, policy: Policy) {
     let mut delay = policy.backoff;
     for attempt in 1..=policy.attempts.max(1) {
+        if n.checked {
+            // Again at each attempt: the configuration may have changed.
+            // An IP address is checked here; a name, as it resolves.
+            let allowed = desks.load().allowed.clone();
+            let verdict = reqwest::Url::parse(&n.url)
+                .map_err(|e| e.to_string())
+                .and_then(|u| allowed.check_url(&u));
+            if let Err(why) = verdict {
+                metrics::counter!(m::SECURITY_DESK, "outcome" => "failed").increment(1);
+                tracing::error!(tenant = %n.body["tenant"], call_id = %n.body["call_id"], why, "security desk notification not sent: the webhook's destination is refused (emergency.webhook_destinations can allow it)");
+                return;
+            }
+        }
         match client.post(&n.url).json(&n.body).send().await {
             Ok(r) if r.status().is_success() => {
                 metrics::counter!(m::SECURITY_DESK, "outcome" => "sent").increment(1);
@@ -159,7 +229,9 @@ async fn send(client: reqwest::Client, n: Notice, policy: Policy) {
                 attempt,
                 "security desk webhook refused the notification"
             ),
-            Err(e) => tracing::warn!(error = %e, attempt, "security desk webhook unreachable"),
+            Err(e) => {
+                tracing::warn!(error = %crate::held::chain(&e.without_url()), attempt, "security desk webhook unreachable")
+            }
         }
         if attempt < policy.attempts {
             tokio::time::sleep(delay).await;
@@ -170,13 +242,17 @@ async fn send(client: reqwest::Client, n: Notice, policy: Policy) {
     tracing::error!(tenant = %n.body["tenant"], call_id = %n.body["call_id"], "security desk notification failed after every attempt");
 }
 
-/// Webhooks from the configuration.
-pub fn from_config(c: &crate::config::Config) -> HashMap<String, String> {
-    c.emergency
-        .security_desk
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// Webhooks and their allowed destinations from the configuration.
+pub fn from_config(c: &crate::config::Config) -> Desks {
+    Desks {
+        urls: c
+            .emergency
+            .security_desk
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        allowed: crate::outbound::Allowed::new(&c.emergency.webhook_destinations),
+    }
 }
 
 /// What to tell the desk of the tenant of an emergency call.
@@ -281,6 +357,7 @@ mod tests {
             if desk.queue(Notice {
                 url: url.clone(),
                 body,
+                checked: false,
             }) {
                 queued += 1;
             }
@@ -308,5 +385,122 @@ mod tests {
         );
         assert!(queued >= QUEUE, "{queued} of {total} queued");
         held.abort();
+    }
+
+    /// A web server that counts requests and answers each with `answer`.
+    fn http_server(answer: String) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = asked.clone();
+        std::thread::spawn(move || {
+            while let Ok((mut s, _)) = l.accept() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+                let _ = s.read(&mut [0u8; 8192]);
+                let _ = s.write_all(answer.as_bytes());
+            }
+        });
+        (port, asked)
+    }
+
+    fn desks(allowed: &[&str]) -> Webhooks {
+        let list: Vec<crate::outbound::Destination> =
+            allowed.iter().map(|d| d.parse().unwrap()).collect();
+        Arc::new(ArcSwap::from_pointee(Desks {
+            urls: HashMap::new(),
+            allowed: crate::outbound::Allowed::new(&list),
+        }))
+    }
+
+    fn quick() -> Policy {
+        Policy {
+            attempts: 2,
+            timeout: Duration::from_secs(2),
+            backoff: Duration::from_millis(10),
+        }
+    }
+
+    async fn wait_for(n: &std::sync::atomic::AtomicUsize, want: usize) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while n.load(std::sync::atomic::Ordering::SeqCst) < want && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A desk the policy allows answers 307 to another port of the
+    /// router's own host: the redirection is not followed.
+    #[tokio::test]
+    async fn a_redirection_from_a_desk_is_not_followed() {
+        let (target, target_asked) =
+            http_server("HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into());
+        let (hook, hook_asked) = http_server(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{target}/v1/reload\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ));
+        let desk = SecurityDesk::start(desks(&["127.0.0.1"]), quick(), None);
+        for checked in [true, false] {
+            assert!(desk.queue(Notice {
+                url: format!("http://127.0.0.1:{hook}/sos"),
+                body: json!({"tenant": "acme", "call_id": "c1"}),
+                checked,
+            }));
+        }
+        wait_for(&hook_asked, 4).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(hook_asked.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(target_asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// A webhook set through the API is checked again when sent: to the
+    /// router's own host, by address or by name, nothing is sent unless
+    /// the operator allows it; the operator's own webhooks go as written.
+    #[tokio::test]
+    async fn a_tenants_webhook_to_the_routers_own_host_is_not_sent_to() {
+        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let (port, asked) = http_server(ok.into());
+        let desk = SecurityDesk::start(desks(&[]), quick(), None);
+        for url in [
+            format!("http://127.0.0.1:{port}/v1/reload"),
+            format!("http://[::ffff:127.0.0.1]:{port}/v1/reload"),
+            format!("http://2130706433:{port}/v1/reload"),
+            format!("http://localhost:{port}/v1/reload"),
+            format!("http://localhost.:{port}/v1/reload"),
+        ] {
+            assert!(desk.queue(Notice {
+                url,
+                body: json!({"tenant": "acme", "call_id": "c1"}),
+                checked: true,
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // The operator's webhook in the configuration goes as written.
+        assert!(desk.queue(Notice {
+            url: format!("http://127.0.0.1:{port}/sos"),
+            body: json!({"tenant": "acme", "call_id": "c2"}),
+            checked: false,
+        }));
+        wait_for(&asked, 1).await;
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Allowed by the operator, by network or by name.
+        for (allowed, url) in [
+            ("127.0.0.0/8", format!("http://localhost:{port}/sos")),
+            ("localhost", format!("http://localhost:{port}/sos")),
+        ] {
+            let before = asked.load(std::sync::atomic::Ordering::SeqCst);
+            let desk = SecurityDesk::start(desks(&[allowed]), quick(), None);
+            assert!(desk.queue(Notice {
+                url,
+                body: json!({"tenant": "acme", "call_id": "c3"}),
+                checked: true,
+            }));
+            wait_for(&asked, before + 1).await;
+            assert_eq!(
+                asked.load(std::sync::atomic::Ordering::SeqCst),
+                before + 1,
+                "{allowed}"
+            );
+        }
     }
 }

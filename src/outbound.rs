@@ -121,6 +121,14 @@ pub fn refused(ip: IpAddr) -> Option<&'static str> {
     })
 }
 
+/// `localhost` and the names below it, which name the router's own host
+/// whatever a resolver makes of them (RFC 6761 section 6.3), a trailing
+/// dot or not.
+fn loopback_name(host: &str) -> bool {
+    let h = host.trim_end_matches('.').to_ascii_lowercase();
+    h == "localhost" || h.ends_with(".localhost")
+}
+
 /// One entry of an operator's list of allowed destinations: an IP address
 /// or network (`"10.0.0.0/8"`, `"192.0.2.7"`, `"[2001:db8::7]"`), a host
 /// name, or `.domain` for every host below it. Names are compared as
@@ -210,6 +218,15 @@ impl Allowed {
         })
     }
 
+    /// Whether `host` is `localhost` or below it, and the operator allows
+    /// neither the name nor a loopback address.
+    fn loopback_name_refused(&self, host: &str) -> bool {
+        loopback_name(host)
+            && !self.host_listed(host)
+            && !self.address_listed(Ipv4Addr::LOCALHOST.into())
+            && !self.address_listed(Ipv6Addr::LOCALHOST.into())
+    }
+
     /// Why the router may not send to `ip`, or `None` when it may.
     pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
         if self.address_listed(ip) {
@@ -243,6 +260,9 @@ impl Allowed {
         if self.host_listed(host) {
             return Ok(None);
         }
+        if self.loopback_name_refused(host) {
+            return Err(format!("{host} is a loopback name (the router's own host)"));
+        }
         Ok(Some(host.to_string()))
     }
 
@@ -273,6 +293,12 @@ impl Allowed {
     /// The addresses `name` resolves to that the policy allows (all of
     /// them for a listed name); an error when none is left.
     pub async fn resolve(&self, name: &str) -> std::io::Result<Vec<SocketAddr>> {
+        if self.loopback_name_refused(name) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{name} is a loopback name (the router's own host)"),
+            ));
+        }
         let all = tokio::net::lookup_host((name, 0)).await?;
         if self.host_listed(name) {
             return Ok(all.collect());
@@ -305,9 +331,12 @@ mod tests {
         let cases = [
             ("http://127.0.0.1:8080/v1/reload", true),
             ("http://127.9.9.9/", true),
-            ("http://localhost./x", false), // a name: checked when resolved
-            ("http://2130706433/", true),   // decimal
-            ("http://0x7f000001/", true),   // hex
+            ("http://localhost./x", true), // RFC 6761: the host itself
+            ("http://LocalHost/x", true),
+            ("http://admin.localhost/x", true),
+            ("http://localhost.example/x", false), // a name: checked when resolved
+            ("http://2130706433/", true),          // decimal
+            ("http://0x7f000001/", true),          // hex
             ("http://0x7f.0.0.1/", true),
             ("http://0177.0.0.1/", true), // octal
             ("http://017700000001/", true),
@@ -430,7 +459,7 @@ mod tests {
             )
             .await
             .unwrap_err();
-        assert!(e.contains("resolves to") && e.contains("loopback"), "{e}");
+        assert!(e.contains("loopback name"), "{e}");
         assert!(none.resolve("localhost").await.is_err());
         let listed = Allowed::new(&["localhost".parse().unwrap()]);
         assert!(listed

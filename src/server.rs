@@ -189,6 +189,9 @@ pub async fn run(
         crate::notify::Policy::default(),
         opts.hub.clone(),
     );
+    if let Some(api) = &api {
+        api.set_webhooks(webhooks.clone());
+    }
     let core_cfg = CoreConfig::from_config(&config, locals.to_vec(), seed);
     let allowed = core_cfg.allowed.clone();
     let mut core = Core::new(core_cfg, router);

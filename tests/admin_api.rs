@@ -1122,3 +1122,112 @@ fn refused_requests_are_audited_without_flooding_the_log() {
     let text = api.get("/v1/audit", &t.operator).text();
     assert!(!text.contains("guess") && !text.contains("not-a-token"));
 }
+
+/// An address of this host other than loopback, if it has one: the source
+/// of its route outwards.
+fn own_outside_address() -> Option<std::net::IpAddr> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect("192.0.2.1:9").ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// A tenant admin cannot point the security desk webhook at the router's
+/// own host, link-local (metadata) or multicast addresses, however the
+/// address is spelled: 422 naming why, and the webhook stays as it was.
+/// The operator can allow destinations in the configuration.
+#[test]
+fn a_webhook_to_the_routers_own_host_is_refused_in_every_spelling() {
+    let db = Db::sqlite();
+    let lab = start(&db);
+    let (api, t) = (&lab.api, &lab.t);
+    let desk = "/v1/tenants/acme/security-desk";
+    // (URL, a word of the reason)
+    let mut refused: Vec<(String, &str)> = [
+        ("http://127.0.0.1:8080/v1/reload", "loopback"),
+        ("http://127.9.9.9/", "loopback"),
+        ("http://localhost:8080/v1/reload", "loopback"),
+        ("http://LocalHost.:8080/v1/reload", "loopback"),
+        ("http://user:pw@127.0.0.1:8080/", "loopback"),
+        ("http://2130706433:8080/v1/reload", "loopback"),
+        ("http://0x7f000001:8080/", "loopback"),
+        ("http://0x7f.0.0.1/", "loopback"),
+        ("http://0177.0.0.1/", "loopback"),
+        ("http://127.1/", "loopback"),
+        ("http://127.0.0.1./", "loopback"),
+        ("http://[::1]:9090/metrics", "loopback"),
+        ("http://[0:0:0:0:0:0:0:1]/", "loopback"),
+        ("http://[::ffff:127.0.0.1]:8080/", "loopback"),
+        ("http://[::127.0.0.1]:8080/", "loopback"),
+        ("http://[64:ff9b::127.0.0.1]/", "loopback"),
+        ("http://0.0.0.0:8080/", "unspecified"),
+        ("http://0/", "unspecified"),
+        ("http://[::]:8080/", "unspecified"),
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://[::ffff:169.254.169.254]/", "link-local"),
+        ("http://[fe80::1]/", "link-local"),
+        ("http://224.0.0.1/", "multicast"),
+        ("http://[ff02::1]/", "multicast"),
+        ("http://255.255.255.255/", "broadcast"),
+    ]
+    .into_iter()
+    .map(|(u, w)| (u.to_string(), w))
+    .collect();
+    if let Some(ip) = own_outside_address() {
+        let host = match ip {
+            std::net::IpAddr::V4(a) => a.to_string(),
+            std::net::IpAddr::V6(a) => format!("[{a}]"),
+        };
+        refused.push((format!("http://{host}:8080/v1/reload"), "own addresses"));
+    }
+    for (url, why) in &refused {
+        for token in [&t.acme, &t.operator] {
+            let r = api.send_json("PUT", desk, token, &json!({ "url": url }));
+            assert_eq!(r.status, 422, "{url}: {r}");
+            let e = r.json()["error"].as_str().unwrap().to_string();
+            assert!(
+                e.starts_with("url: refused: ") && e.contains(why),
+                "{url}: {e}"
+            );
+            assert!(e.contains("emergency.webhook_destinations"), "{e}");
+        }
+    }
+    assert_eq!(api.get(desk, &t.acme).status, 404, "nothing was stored");
+    // Outside addresses, private networks and names that do not resolve
+    // (yet) are taken; each send checks again.
+    for url in [
+        "https://desk.acme.example/hooks/911",
+        "http://10.1.2.3:8080/hook",
+        "http://192.0.2.10/hook",
+        "http://[2001:db8::10]/hook",
+    ] {
+        let r = api.send_json("PUT", desk, &t.acme, &json!({ "url": url }));
+        assert_eq!(r.status, 200, "{url}: {r}");
+    }
+    drop(lab);
+
+    // The operator allows a loopback address and a name.
+    let db = Db::sqlite();
+    let t = tokens();
+    let trunks = (free_port(), free_port(), free_port(), free_port());
+    let config = emergency_config(trunks, &db, &t)
+        + "\n[emergency]\nwebhook_destinations = [\"127.0.0.1\", \"localhost\"]\n";
+    let router = Router::start(&config, &[]);
+    let api = Api::of(&router);
+    for url in [
+        "http://127.0.0.1:9000/hook",
+        "http://[::ffff:127.0.0.1]:9000/hook",
+        "http://localhost:9000/hook",
+    ] {
+        let r = api.send_json("PUT", desk, &t.acme, &json!({ "url": url }));
+        assert_eq!(r.status, 200, "{url}: {r}");
+    }
+    for url in [
+        "http://127.0.0.2/",
+        "http://[::1]/",
+        "http://169.254.169.254/",
+    ] {
+        let r = api.send_json("PUT", desk, &t.acme, &json!({ "url": url }));
+        assert_eq!(r.status, 422, "{url}: {r}");
+    }
+}

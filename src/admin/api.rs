@@ -58,6 +58,8 @@ pub struct Api {
     required: ArcSwap<RequiredFields>,
     max_body: usize,
     refusals: Mutex<refusals::Limiter>,
+    /// The security desk configuration, for where webhooks may go.
+    desks: std::sync::OnceLock<crate::notify::Webhooks>,
 }
 
 impl Api {
@@ -69,7 +71,15 @@ impl Api {
             required: ArcSwap::from_pointee(RequiredFields::new(&admin.required_address)),
             max_body: admin.max_body_bytes,
             refusals: Mutex::new(refusals::Limiter::default()),
+            desks: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Connects the security desk configuration (reloads included): a
+    /// webhook is accepted only where `emergency.webhook_destinations` and
+    /// the outbound policy allow. Until then, outside addresses only.
+    pub fn set_webhooks(&self, desks: crate::notify::Webhooks) {
+        let _ = self.desks.set(desks);
     }
 
     /// Connects `POST /v1/reload` to the router's reload.
@@ -725,6 +735,9 @@ async fn delete_location(
 
 // ----- security desk -----
 
+/// How long setting a webhook may wait for its name to resolve.
+const WEBHOOK_LOOKUP: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn valid_webhook(url: &str) -> bool {
     let rest = url
         .strip_prefix("https://")
@@ -766,10 +779,25 @@ async fn put_desk(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .trim();
-    if !valid_webhook(url) {
+    let parsed = reqwest::Url::parse(url).ok();
+    let Some(parsed) = parsed.filter(|_| valid_webhook(url)) else {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "url: an http:// or https:// URL with a host",
+        ));
+    };
+    // The router will POST the caller's location there: not to its own
+    // host, link-local (metadata) or multicast addresses, in any spelling,
+    // unless the operator allows it. Checked again on each send.
+    let allowed = api
+        .desks
+        .get()
+        .map(|d| d.load().allowed.clone())
+        .unwrap_or_default();
+    if let Err(why) = allowed.check_url_resolved(&parsed, WEBHOOK_LOOKUP).await {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("url: refused: {why}; the router does not send to its own host, link-local, multicast, broadcast or reserved addresses unless the operator allows the destination (emergency.webhook_destinations)"),
         ));
     }
     api.store
