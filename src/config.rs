@@ -73,7 +73,9 @@ pub struct EmergencyConfig {
     /// addresses, or `.domain` for every host below it. Absent: any.
     pub location_servers: Option<Vec<String>>,
     /// Fetches from one location server at once; a call whose server has
-    /// as many under way is routed at once without its location. Default 4.
+    /// as many under way is routed at once without its location. Default
+    /// 4 when any server may be named (no `location_servers`), else only
+    /// the overall cap of 256.
     pub location_fetches_per_server: Option<usize>,
     /// Security desk webhooks set through the admin API may go only to
     /// outside addresses; these destinations (IP addresses, networks, host

@@ -595,11 +595,18 @@ impl Dereferencer {
             permits: Arc::new(tokio::sync::Semaphore::new(DEREFERENCE_IN_FLIGHT)),
             busy: Default::default(),
             servers,
+            // Servers the operator listed are its carriers' own: a surge of
+            // calls through one of them must not lose their locations, so
+            // only the overall cap holds them. A server the caller names
+            // gets a small share.
             per_server: crate::held::ServerSlots::new(
-                config
-                    .emergency
-                    .location_fetches_per_server
-                    .unwrap_or(crate::held::PER_SERVER),
+                config.emergency.location_fetches_per_server.unwrap_or(
+                    if config.emergency.location_servers.is_some() {
+                        DEREFERENCE_IN_FLIGHT
+                    } else {
+                        crate::held::PER_SERVER
+                    },
+                ),
             ),
             refused: Default::default(),
             fetching: Default::default(),
