@@ -264,6 +264,13 @@ pub struct TcpConfig {
     /// Most simultaneous connections accepted from one IP address (0: no
     /// limit but `max_connections`).
     pub max_connections_per_peer: usize,
+    /// How long a message may take to arrive whole, from its first byte;
+    /// past it the connection is closed (`0`: no limit).
+    pub message_timeout_ms: u64,
+    /// How long an accepted connection may stay open without a complete
+    /// message (keep-alives do not count) before it is closed (`0`: no
+    /// limit). Connections the router opened are never closed for this.
+    pub first_message_timeout_ms: u64,
 }
 
 impl Default for TcpConfig {
@@ -273,6 +280,8 @@ impl Default for TcpConfig {
             connect_timeout_ms: 2000,
             max_connections: 4096,
             max_connections_per_peer: 512,
+            message_timeout_ms: 5000,
+            first_message_timeout_ms: 10_000,
         }
     }
 }

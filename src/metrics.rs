@@ -122,6 +122,10 @@ pub const ALL: &[(&str, &str)] = &[
         "TCP connections closed as soon as accepted; labels: reason (not_allowed, peer_limit)",
     ),
     (
+        TCP_CLOSED,
+        "TCP connections the router closed; labels: reason (idle, message_timeout: a message not whole within sip.tcp.message_timeout_ms of its first byte, first_message_timeout: no message within sip.tcp.first_message_timeout_ms of the accept, evicted: the least recently used idle one, closed for a new connection when every slot was taken)",
+    ),
+    (
         DEREFERENCE_SKIPPED,
         "Calls whose only location was a reference, routed without fetching it; labels: reason (busy, server_busy, not_listed, reserved)",
     ),
@@ -175,6 +179,7 @@ pub const CDR_DROPPED: &str = "sosrouter_cdr_dropped_total";
 pub const SECURITY_DESK: &str = "sosrouter_security_desk_notifications_total";
 pub const CONFIG_RELOADS: &str = "sosrouter_config_reloads_total";
 pub const TCP_REFUSED: &str = "sosrouter_tcp_connections_refused_total";
+pub const TCP_CLOSED: &str = "sosrouter_tcp_connections_closed_total";
 pub const STRANGERS_UNANSWERED: &str = "sosrouter_stranger_requests_unanswered_total";
 pub const DEREFERENCES: &str = "sosrouter_location_fetches_total";
 pub const DEREFERENCE_SKIPPED: &str = "sosrouter_location_fetches_skipped_total";
