@@ -387,6 +387,42 @@ pub struct StaticRoute {
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     pub listen: SocketAddr,
+    /// Most connections open at once; past it the least recently used one
+    /// with no request in progress is closed, or the new one.
+    #[serde(default = "default_metrics_connections")]
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address (`0`: no limit
+    /// but `max_connections`).
+    #[serde(default = "default_http_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// How long a request's header block may take to arrive, from its first
+    /// byte (on a new connection, from the accept).
+    #[serde(default = "default_http_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress and nothing received for
+    /// this long is closed.
+    #[serde(default = "default_http_idle_timeout")]
+    pub idle_timeout_s: u64,
+}
+
+fn default_metrics_connections() -> usize {
+    64
+}
+
+fn default_admin_connections() -> usize {
+    256
+}
+
+fn default_http_connections_per_peer() -> usize {
+    32
+}
+
+fn default_http_header_read_timeout() -> u64 {
+    5000
+}
+
+fn default_http_idle_timeout() -> u64 {
+    30
 }
 
 /// The admin listener: health endpoints, and the operators' API when a
@@ -406,6 +442,22 @@ pub struct AdminConfig {
     /// other country). Replaces the built-in table for the countries named.
     #[serde(default)]
     pub required_address: BTreeMap<String, Vec<String>>,
+    /// Most connections open at once; past it the least recently used one
+    /// with no request in progress is closed, or the new one.
+    #[serde(default = "default_admin_connections")]
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address (`0`: no limit
+    /// but `max_connections`).
+    #[serde(default = "default_http_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// How long a request's header block may take to arrive, from its first
+    /// byte (on a new connection, from the accept).
+    #[serde(default = "default_http_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress and nothing received for
+    /// this long is closed.
+    #[serde(default = "default_http_idle_timeout")]
+    pub idle_timeout_s: u64,
 }
 
 fn default_max_body() -> usize {
@@ -661,6 +713,31 @@ impl Config {
                         ));
                     }
                 }
+            }
+        }
+        let http = [
+            self.admin.as_ref().map(|a| {
+                (
+                    "admin",
+                    a.max_connections,
+                    a.header_read_timeout_ms,
+                    a.idle_timeout_s,
+                )
+            }),
+            self.metrics.as_ref().map(|m| {
+                (
+                    "metrics",
+                    m.max_connections,
+                    m.header_read_timeout_ms,
+                    m.idle_timeout_s,
+                )
+            }),
+        ];
+        for (table, max, header, idle) in http.into_iter().flatten() {
+            if max == 0 || header == 0 || idle == 0 {
+                return bad(format!(
+                    "{table}: max_connections, header_read_timeout_ms and idle_timeout_s must be above 0"
+                ));
             }
         }
         if let Some(d) = &self.database {

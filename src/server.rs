@@ -153,8 +153,10 @@ pub async fn run(
         if opts.install_metrics {
             let handle = admin::install_metrics()?;
             let addr = admin::serve(
+                "metrics",
                 m.listen,
                 admin::metrics_routes(handle),
+                admin::http::HttpLimits::metrics(m),
                 stop_signal(http_stop.clone()),
             )
             .await
@@ -167,9 +169,15 @@ pub async fn run(
         if let Some(api) = &api {
             app = app.merge(admin::api::routes(api.clone()));
         }
-        let addr = admin::serve(a.listen, app, stop_signal(http_stop.clone()))
-            .await
-            .with_context(|| format!("binding admin {}", a.listen))?;
+        let addr = admin::serve(
+            "admin",
+            a.listen,
+            app,
+            admin::http::HttpLimits::admin(a),
+            stop_signal(http_stop.clone()),
+        )
+        .await
+        .with_context(|| format!("binding admin {}", a.listen))?;
         bound.admin = Some(addr);
     }
     // Installed before anyone learns the addresses, so an early SIGHUP

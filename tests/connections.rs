@@ -183,3 +183,122 @@ fn an_emergency_call_on_a_new_connection_gets_a_slot_when_all_are_taken() {
     }
     assert_eq!(closed_count(&router, "evicted"), 1.0);
 }
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `from`.
+fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::from((from, 0)).into())
+        .unwrap();
+    sock.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    s
+}
+
+/// Reads an HTTP response's status line and headers off `s`.
+fn http_head(s: &mut TcpStream) -> String {
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + Duration::from_secs(5);
+    while !got.contains("\r\n\r\n") {
+        assert!(Instant::now() < end, "no HTTP answer: {got:?}");
+        match s.read(&mut buf) {
+            Ok(0) => panic!("closed before an answer: {got:?}"),
+            Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\nmax_connections = 8\nmax_connections_per_peer = 4\nheader_read_timeout_ms = 1000\nidle_timeout_s = 3\n";
+
+/// More idle connections than the admin listener takes: past the per-peer
+/// cap they are closed at once, past the listener's cap the least
+/// recently used is closed for the new one, so `/healthz` answers on a
+/// fresh connection at once; what stays is closed at the header-read
+/// timeout, a trickled header block too.
+#[test]
+fn idle_admin_connections_neither_hold_the_listener_nor_stay() {
+    let (router, _trunk) = router(ADMIN);
+    let port = http_port(&router, "admin");
+    let start = Instant::now();
+    let mut first: Vec<TcpStream> = (0..5).map(|_| connect_from([127, 0, 0, 2], port)).collect();
+    assert!(
+        closed_within(&mut first[4], Duration::from_millis(500)),
+        "the fifth from one address is closed at once"
+    );
+    let mut more: Vec<TcpStream> = (3..=4u8)
+        .flat_map(|ip| (0..4).map(move |_| connect_from([127, 0, 0, ip], port)))
+        .collect();
+    let (status, body) = get(port, "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    // The oldest, from 127.0.0.2, made room for the others and the probe.
+    for (n, s) in first.iter_mut().take(4).enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(2)),
+            "connection {n} from 127.0.0.2"
+        );
+    }
+    // A header block sent a byte at a time.
+    let mut slow = connect_from([127, 0, 0, 5], port);
+    let slow_start = Instant::now();
+    let mut slow_closed = false;
+    for b in b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+        if slow.write_all(&[*b]).is_err() || closed_within(&mut slow, Duration::from_millis(200)) {
+            slow_closed = true;
+            break;
+        }
+    }
+    assert!(slow_closed);
+    assert!(slow_start.elapsed() < Duration::from_millis(2500));
+    for s in more.iter_mut() {
+        assert!(
+            closed_within(s, Duration::from_secs(2)),
+            "idle past the header-read timeout"
+        );
+    }
+    let (_, text) = get(http_port(&router, "metrics"), "/metrics");
+    let count = |name: &str, reason: &str| {
+        metric(&text, name, &[("listener", "admin"), ("reason", reason)])
+    };
+    assert_eq!(
+        count("sosrouter_http_connections_refused_total", "peer_limit"),
+        1.0
+    );
+    assert!(
+        count("sosrouter_http_connections_closed_total", "evicted") >= 4.0,
+        "{text}"
+    );
+    assert!(
+        count("sosrouter_http_connections_closed_total", "header_timeout") >= 4.0,
+        "{text}"
+    );
+}
+
+/// A keep-alive connection that has been answered may wait for its next
+/// request longer than a header block may take, up to the idle timeout.
+#[test]
+fn an_answered_admin_connection_stays_until_the_idle_timeout() {
+    let (router, _trunk) = router(ADMIN);
+    let port = http_port(&router, "admin");
+    let mut s = connect(port);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    assert!(http_head(&mut s).starts_with("HTTP/1.1 200 "));
+    assert!(!closed_within(&mut s, Duration::from_millis(1800)));
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    assert!(http_head(&mut s).starts_with("HTTP/1.1 200 "));
+    let answered = Instant::now();
+    assert!(closed_within(&mut s, Duration::from_secs(5)));
+    let took = answered.elapsed();
+    assert!(took >= Duration::from_millis(2800), "{took:?}");
+}
