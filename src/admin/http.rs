@@ -218,7 +218,9 @@ pub async fn serve(
     limits: HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
+    // The SIP listeners' backlog (1,024): a burst of connections waits
+    // for the accept loop rather than have its SYNs dropped.
+    let listener = crate::transport::tcp::bind(addr)?;
     let local = listener.local_addr()?;
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
