@@ -17,12 +17,14 @@
 #       having sent one OPTIONS, then places an emergency call with SIPp
 #       over a new TCP connection. Must show: the call is answered (within
 #       2 s) and an idle connection was closed for it.
+#
 #   bash benches/attack.sh slowloris [--conns N] [--interval S] [--seconds S]
 #       N connections (default 200) from 127.0.0.2 each send a SIP message
 #       one byte every S seconds (default 1), for at most --seconds
 #       (default 30); meanwhile an emergency call over TCP. Must show:
 #       every connection is closed at sip.tcp.message_timeout_ms (5 s) from
 #       its first byte, and the call is answered.
+#
 #   bash benches/attack.sh admin-idle [--conns N] [--addrs K] [--hold S] [--nofile N]
 #       N idle connections (default 5,000) to the admin listener from K
 #       loopback addresses (127.0.1.1 on, default 64), held S seconds
@@ -30,10 +32,11 @@
 #       with the connections open, and at the end (/proc/PID/status,
 #       /proc/PID/fd), whether /healthz answers, and whether an emergency
 #       call over a new TCP connection is answered. --nofile runs the
-#       router with that descriptor limit (soft and hard), as the 4,096 of
-#       the report. Must show: at most admin.max_connections (256) held,
-#       none past the header-read timeout (5 s), /healthz and the call
-#       answered throughout.
+#       router with that descriptor limit (soft and hard; 4,096 is where
+#       the problem was found). Must show: at most admin.max_connections
+#       (256) held, none past the header-read timeout (5 s), /healthz and
+#       the call answered throughout.
+#
 #   These three hold at most 20,000 connections and 120 s each, need
 #   python3 (standard library) besides SIPp, and run the router on a
 #   configuration of their own: 911 routed to a SIPp trunk by the static
