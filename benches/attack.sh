@@ -10,6 +10,38 @@
 #       Must show: every 911 call completes, and the router's RSS stays
 #       within twice its idle value.
 #
+#   bash benches/attack.sh tcp-slots [--per N] [--addrs K] [--hold S]
+#       Fills the SIP TCP slots with idle connections from K loopback
+#       addresses (127.0.0.2 on, default 8) x N each (default 512: with the
+#       default sip.tcp.max_connections of 4,096 every slot is taken), each
+#       having sent one OPTIONS, then places an emergency call with SIPp
+#       over a new TCP connection. Must show: the call is answered (within
+#       2 s) and an idle connection was closed for it.
+#
+#   bash benches/attack.sh slowloris [--conns N] [--interval S] [--seconds S]
+#       N connections (default 200) from 127.0.0.2 each send a SIP message
+#       one byte every S seconds (default 1), for at most --seconds
+#       (default 30); meanwhile an emergency call over TCP. Must show:
+#       every connection is closed at sip.tcp.message_timeout_ms (5 s) from
+#       its first byte, and the call is answered.
+#
+#   bash benches/attack.sh admin-idle [--conns N] [--addrs K] [--hold S] [--nofile N]
+#       N idle connections (default 5,000) to the admin listener from K
+#       loopback addresses (127.0.1.1 on, default 64), held S seconds
+#       (default 20). Reports the router's RSS and open descriptors before,
+#       with the connections open, and at the end (/proc/PID/status,
+#       /proc/PID/fd), whether /healthz answers, and whether an emergency
+#       call over a new TCP connection is answered. --nofile runs the
+#       router with that descriptor limit (soft and hard; 4,096 is where
+#       the problem was found). Must show: at most admin.max_connections
+#       (256) held, none past the header-read timeout (5 s), /healthz and
+#       the call answered throughout.
+#
+#   These three hold at most 20,000 connections and 120 s each, need
+#   python3 (standard library) besides SIPp, and run the router on a
+#   configuration of their own: 911 routed to a SIPp trunk by the static
+#   table, SIP over UDP and TCP, the admin and metrics listeners.
+#
 #   bash benches/attack.sh huge-location [CALLS] [MEGABYTES]
 #       A location server on 127.0.0.1 answers every HELD request with
 #       MEGABYTES (default 100) of filler, every other answer announcing its
@@ -359,9 +391,556 @@ webhook_ssrf() {
     fi
 }
 
+# ---------------------------------------------------------------------------
+# Connection attacks: tcp-slots, slowloris, admin-idle. Helpers are named
+# conn_* and used by these three only; the processes they start go in PIDS
+# and their files under WORK, both ended or removed on exit.
+
+CONN_ROOT="$(pwd)"
+
+conn_say() { echo "attack: $*" >&2; }
+
+# conn_setup: checks the tools, finds or builds the binary, makes a work
+# directory and the helper; sets CONN_BIN, CONN_WORK, CONN_PY.
+conn_setup() {
+    local tool
+    for tool in sipp python3 ss; do
+        command -v "$tool" >/dev/null 2>&1 || { conn_say "needs $tool"; exit 2; }
+    done
+    [ -r /proc/self/status ] || { conn_say "needs Linux /proc"; exit 2; }
+    if [ -n "${SOSROUTER_BIN:-}" ]; then
+        CONN_BIN="$SOSROUTER_BIN"
+    else
+        (cd "$CONN_ROOT" && cargo build --release --locked --quiet)
+        CONN_BIN="${CARGO_TARGET_DIR:-$CONN_ROOT/target}/release/sosrouter"
+    fi
+    [ -x "$CONN_BIN" ] || { conn_say "no binary at $CONN_BIN"; exit 2; }
+    CONN_WORK="$WORK/conn"
+    mkdir -p "$CONN_WORK"
+    # A copy, so that a build running meanwhile cannot swap it mid-run.
+    cp "$CONN_BIN" "$CONN_WORK/sosrouter"
+    CONN_BIN="$CONN_WORK/sosrouter"
+    CONN_PY="$CONN_WORK/conn.py"
+    conn_write_helper "$CONN_PY"
+    conn_say "binary ${SOSROUTER_BIN:-target/release/sosrouter}; work directory $CONN_WORK"
+}
+
+# conn_bounded NAME VALUE MAX: exits 2 unless 1 <= VALUE <= MAX.
+conn_bounded() {
+    if ! [[ "$2" =~ ^[0-9]+$ ]] || [ "$2" -lt 1 ] || [ "$2" -gt "$3" ]; then
+        conn_say "$1 must be a whole number from 1 to $3"
+        exit 2
+    fi
+}
+
+conn_free_port() { python3 "$CONN_PY" free-port; }
+
+# conn_start_router [NOFILE]: a router on free ports with SIP over UDP and
+# TCP on 127.0.0.1, calls to 911 routed to a SIPp trunk, the admin and
+# metrics listeners; sets ROUTER_PID, SIP_PORT, ADMIN_PORT, METRICS_PORT,
+# PSAP_PORT. Extra configuration lines come from CONN_EXTRA.
+conn_start_router() {
+    local nofile="${1:-}" cfg="$CONN_WORK/router.toml" n=0 wrap=()
+    SIP_PORT="$(conn_free_port)"
+    PSAP_PORT="$(conn_free_port)"
+    ADMIN_PORT="$(conn_free_port)"
+    METRICS_PORT="$(conn_free_port)"
+    cat >"$cfg" <<EOF
+# Written by benches/attack.sh.
+[sip]
+listen = ["udp:127.0.0.1:$SIP_PORT", "tcp:127.0.0.1:$SIP_PORT"]
+advertise = "127.0.0.1:$SIP_PORT"
+allow = ["127.0.0.0/8"]
+
+[log]
+level = "info"
+
+[routing]
+mode = "static"
+
+[health]
+interval_s = 0
+
+[[trunk]]
+name = "carrier"
+kind = "inbound"
+sources = ["127.0.0.0/8"]
+country = "US"
+
+[[trunk]]
+name = "psap"
+kind = "psap"
+uri = "sip:127.0.0.1:$PSAP_PORT"
+
+[[route]]
+numbers = ["911"]
+targets = ["psap"]
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+
+[metrics]
+listen = "127.0.0.1:$METRICS_PORT"
+${CONN_EXTRA:-}
+EOF
+    sed 's/@CHECK@//' "$CONN_ROOT/tests/sipp/uas.xml" >"$CONN_WORK/uas.xml"
+    (cd "$CONN_WORK" && exec sipp -sf uas.xml -i 127.0.0.1 -p "$PSAP_PORT" -t u1 \
+        -timeout 300s -nostdin >/dev/null 2>&1) &
+    PIDS+=("$!")
+    [ -n "$nofile" ] && wrap=(prlimit "--nofile=$nofile:$nofile")
+    env -u SOSROUTER_DATABASE_URL "${wrap[@]}" "$CONN_BIN" run --config "$cfg" \
+        >"$CONN_WORK/router.log" 2>&1 &
+    ROUTER_PID=$!
+    PIDS+=("$ROUTER_PID")
+    until grep -q "listening admin http" "$CONN_WORK/router.log" 2>/dev/null; do
+        sleep 0.1
+        n=$((n + 1))
+        if ! kill -0 "$ROUTER_PID" 2>/dev/null || [ $n -gt 200 ]; then
+            conn_say "the router did not start:"
+            cat "$CONN_WORK/router.log" >&2
+            exit 1
+        fi
+    done
+    sleep 0.3
+    grep -m2 "open file limit" "$CONN_WORK/router.log" | sed 's/^[^ ]* *//' >&2 || true
+}
+
+conn_check_router() {
+    if ! kill -0 "$ROUTER_PID" 2>/dev/null; then
+        conn_say "THE ROUTER DIED (pid $ROUTER_PID); its log ends with:"
+        tail -20 "$CONN_WORK/router.log" >&2
+        exit 1
+    fi
+}
+
+conn_rss_mb() { awk '/^VmRSS:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+conn_fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+
+# conn_metric NAME [LABEL_FILTER]: the sum of the series of NAME whose
+# labels contain LABEL_FILTER (e.g. 'reason="evicted"').
+conn_metric() {
+    python3 "$CONN_PY" http "$METRICS_PORT" /metrics --body 2>/dev/null |
+        awk -v name="$1" -v filter="${2:-}" '
+            $0 !~ /^#/ && index($0, name) == 1 {
+                rest = substr($0, length(name) + 1)
+                if ((rest ~ /^[{ ]/) && index($0, filter) > 0) sum += $NF
+            }
+            END { printf "%d", sum }'
+}
+
+# conn_call: one emergency call (911) with SIPp over a new TCP connection
+# from 127.0.0.1; prints "answered in N ms" or "NOT answered (...)".
+conn_call() {
+    local port start end rc
+    port="$(conn_free_port)"
+    start=$(date +%s%N)
+    rc=0
+    # Unanswered for 10 s is a failed call (-recv_timeout); timeout(1)
+    # bounds the rest (SIPp's own -timeout waits on a connect in progress).
+    (cd "$CONN_WORK" && exec timeout -k 2 20 sipp "127.0.0.1:$SIP_PORT" \
+        -sf "$CONN_ROOT/tests/sipp/uac.xml" -s 911 -key caller +12125550142 \
+        -i 127.0.0.1 -p "$port" -t t1 -m 1 -recv_timeout 10000 -timeout 15s \
+        -nostdin >/dev/null 2>&1) &
+    PIDS+=("$!")
+    wait "$!" || rc=$?
+    end=$(date +%s%N)
+    if [ "$rc" -eq 0 ]; then
+        echo "answered, call completed in $(((end - start) / 1000000)) ms"
+    else
+        echo "NOT answered (SIPp exit $rc after $(((end - start) / 1000000)) ms)"
+    fi
+}
+
+# conn_answered_within CALL MS: whether CALL (a conn_call line) says the
+# call was answered and completed within MS milliseconds.
+conn_answered_within() {
+    [[ "$1" == answered* ]] && [ "${1//[^0-9]/}" -le "$2" ]
+}
+
+# conn_verdict COND...: PASS when every condition (true or false) is true;
+# FAIL returns 1.
+conn_verdict() {
+    local c
+    for c in "$@"; do
+        if [ "$c" != true ]; then
+            echo "FAIL"
+            return 1
+        fi
+    done
+    echo "PASS"
+}
+
+conn_bool() { if "$@"; then echo true; else echo false; fi; }
+conn_starts() { [[ "$1" == "$2"* ]]; }
+
+# conn_wait_ready FILE: waits for the helper's "ready" line (bounded).
+conn_wait_ready() {
+    local n=0
+    until grep -q '^ready' "$1" 2>/dev/null; do
+        sleep 0.2
+        n=$((n + 1))
+        [ $n -gt 900 ] && { conn_say "the connections never opened"; exit 1; }
+        conn_check_router
+    done
+    grep '^ready' "$1" | sed 's/^ready /  /'
+}
+
+attack_tcp_slots() {
+    local per=512 addrs=8 hold=30 ips=() i status call evicted
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --per) per="${2:-}"; shift ;;
+            --addrs) addrs="${2:-}"; shift ;;
+            --hold) hold="${2:-}"; shift ;;
+            *) conn_say "tcp-slots: unknown option $1"; exit 2 ;;
+        esac
+        shift
+    done
+    conn_bounded --addrs "$addrs" 8
+    conn_bounded --per "$per" $((20000 / addrs))
+    conn_bounded --hold "$hold" 120
+    conn_setup
+    conn_start_router
+    for i in $(seq 2 $((addrs + 1))); do ips+=("127.0.0.$i"); done
+    status="$CONN_WORK/hold.status"
+    echo "== tcp-slots: $addrs addresses x $per idle connections (one OPTIONS each), held ${hold} s"
+    echo "router RSS at rest: $(conn_rss_mb "$ROUTER_PID") MB, descriptors: $(conn_fds "$ROUTER_PID")"
+    echo "emergency call over TCP at rest: $(conn_call)"
+    python3 "$CONN_PY" hold --to "127.0.0.1:$SIP_PORT" --from "$(IFS=,; echo "${ips[*]}")" \
+        --per "$per" --send options --hold "$hold" --status "$status" >"$CONN_WORK/hold.out" 2>&1 &
+    PIDS+=("$!")
+    local holder=$!
+    conn_wait_ready "$status"
+    conn_check_router
+    echo "router: $(conn_metric sosrouter_tcp_connections_open) TCP connections open; RSS $(conn_rss_mb "$ROUTER_PID") MB, descriptors: $(conn_fds "$ROUTER_PID")"
+    call="$(conn_call)"
+    echo "emergency call over a new TCP connection: $call"
+    conn_check_router
+    evicted="$(conn_metric sosrouter_tcp_connections_closed_total 'reason="evicted"')"
+    echo "closed by the router for a new connection (evicted): $evicted"
+    touch "$CONN_WORK/stop"
+    wait "$holder" 2>/dev/null || true
+    sed 's/^/  /' "$CONN_WORK/hold.out"
+    conn_check_router
+    # Must show: the call answered within 2 s, an idle connection closed for it.
+    conn_verdict "$(conn_bool conn_answered_within "$call" 2000)" "$(conn_bool [ "$evicted" -ge 1 ])"
+}
+
+attack_slowloris() {
+    local conns=200 interval=1 seconds=30 holder call closed
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --conns) conns="${2:-}"; shift ;;
+            --interval) interval="${2:-}"; shift ;;
+            --seconds) seconds="${2:-}"; shift ;;
+            *) conn_say "slowloris: unknown option $1"; exit 2 ;;
+        esac
+        shift
+    done
+    conn_bounded --conns "$conns" 512
+    conn_bounded --interval "$interval" 60
+    conn_bounded --seconds "$seconds" 120
+    conn_setup
+    conn_start_router
+    echo "== slowloris: $conns connections from 127.0.0.2, one byte of a SIP message every $interval s, at most $seconds s"
+    python3 "$CONN_PY" trickle --to "127.0.0.1:$SIP_PORT" --from 127.0.0.2 --conns "$conns" \
+        --interval "$interval" --seconds "$seconds" >"$CONN_WORK/trickle.out" 2>&1 &
+    PIDS+=("$!")
+    holder=$!
+    sleep 2
+    call="$(conn_call)"
+    echo "emergency call over TCP meanwhile: $call"
+    wait "$holder" 2>/dev/null || true
+    cat "$CONN_WORK/trickle.out"
+    closed="$(conn_metric sosrouter_tcp_connections_closed_total 'reason="message_timeout"')"
+    echo "router: closed for message_timeout: $closed; RSS $(conn_rss_mb "$ROUTER_PID") MB"
+    conn_check_router
+    # Must show: every trickling connection closed at its deadline, the call answered.
+    conn_verdict "$(conn_bool [ "$closed" -eq "$conns" ])" "$(conn_bool conn_answered_within "$call" 2000)"
+}
+
+attack_admin_idle() {
+    local conns=5000 addrs=64 hold=20 nofile="" ips=() i status holder rest ready
+    local fds_rest fds_open health call health_end
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --conns) conns="${2:-}"; shift ;;
+            --addrs) addrs="${2:-}"; shift ;;
+            --hold) hold="${2:-}"; shift ;;
+            --nofile) nofile="${2:-}"; shift ;;
+            *) conn_say "admin-idle: unknown option $1"; exit 2 ;;
+        esac
+        shift
+    done
+    conn_bounded --conns "$conns" 20000
+    conn_bounded --addrs "$addrs" 250
+    conn_bounded --hold "$hold" 120
+    [ "$hold" -ge 5 ] || { conn_say "admin-idle: --hold must be at least 5"; exit 2; }
+    [ -z "$nofile" ] || conn_bounded --nofile "$nofile" 1048576
+    conn_setup
+    conn_start_router "$nofile"
+    for i in $(seq 1 "$addrs"); do ips+=("127.0.1.$i"); done
+    status="$CONN_WORK/hold.status"
+    echo "== admin-idle: $conns idle connections to the admin listener from $addrs addresses, held $hold s${nofile:+, router descriptor limit $nofile}"
+    rest="$(conn_rss_mb "$ROUTER_PID")"
+    fds_rest="$(conn_fds "$ROUTER_PID")"
+    echo "router at rest: RSS $rest MB, descriptors $fds_rest"
+    python3 "$CONN_PY" hold --to "127.0.0.1:$ADMIN_PORT" --from "$(IFS=,; echo "${ips[*]}")" \
+        --per $(((conns + addrs - 1) / addrs)) --total "$conns" --send none --hold "$hold" \
+        --status "$status" >"$CONN_WORK/hold.out" 2>&1 &
+    PIDS+=("$!")
+    holder=$!
+    conn_wait_ready "$status"
+    ready=$SECONDS
+    sleep 1
+    conn_check_router
+    fds_open="$(conn_fds "$ROUTER_PID")"
+    echo "with the connections open: RSS $(conn_rss_mb "$ROUTER_PID") MB (at rest $rest), descriptors $fds_open"
+    health="$(python3 "$CONN_PY" http "$ADMIN_PORT" /healthz)"
+    echo "/healthz on a fresh connection: $health"
+    call="$(conn_call)"
+    echo "emergency call over a new TCP connection: $call"
+    # The last look while the attacker still holds what it opened.
+    while [ $((SECONDS - ready)) -lt $((hold - 2)) ]; do sleep 0.5; done
+    conn_check_router
+    health_end="$(python3 "$CONN_PY" http "$ADMIN_PORT" /healthz)"
+    echo "after $((SECONDS - ready)) s of holding: RSS $(conn_rss_mb "$ROUTER_PID") MB, descriptors $(conn_fds "$ROUTER_PID"); /healthz: $health_end"
+    wait "$holder" 2>/dev/null || true
+    sed 's/^/  /' "$CONN_WORK/hold.out"
+    echo "router counted: refused $(conn_metric sosrouter_http_connections_refused_total 'listener="admin"') (peer_limit $(conn_metric sosrouter_http_connections_refused_total 'reason="peer_limit"'), full $(conn_metric sosrouter_http_connections_refused_total 'reason="full"')), closed: evicted $(conn_metric sosrouter_http_connections_closed_total 'reason="evicted"'), header_timeout $(conn_metric sosrouter_http_connections_closed_total 'reason="header_timeout"')"
+    # Must show: /healthz and the call answered while the connections are
+    # held, and no more held than admin.max_connections (256) allows.
+    conn_verdict "$(conn_bool conn_starts "$health" "200 ")" "$(conn_bool conn_starts "$health_end" "200 ")" \
+        "$(conn_bool conn_answered_within "$call" 2000)" "$(conn_bool [ $((fds_open - fds_rest)) -le 264 ])"
+}
+
+# conn_write_helper FILE: the connection driver (Python, standard library).
+conn_write_helper() {
+    cat >"$1" <<'PY'
+import resource, selectors, socket, statistics, sys, time, os, argparse
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+def addr(s):
+    host, port = s.rsplit(":", 1)
+    return host, int(port)
+
+def options(local, n):
+    return ("OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/TCP {local[0]}:{local[1]};branch=z9hG4bKatk{n}\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:probe@example.com>;tag=atk\r\n"
+            "To: <sip:127.0.0.1>\r\n"
+            f"Call-ID: attack-{n}-{os.getpid()}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+
+def summary(times):
+    if not times:
+        return "none"
+    return (f"{len(times)}, after {min(times):.1f} s (min) / "
+            f"{statistics.median(times):.1f} s (median) / {max(times):.1f} s (max)")
+
+def hold(a):
+    raise_nofile()
+    to = addr(a.to)
+    ips = a.__dict__["from"].split(",")
+    sel = selectors.DefaultSelector()
+    opened = answered = failed = 0
+    start = time.monotonic()
+    conns = {}
+    total = a.total or a.per * len(ips)
+    n = 0
+    gave_up = False
+    for i in range(a.per):
+        for ip in ips:
+            if n >= total:
+                break
+            if time.monotonic() - start > a.open_seconds:
+                gave_up = True
+                break
+            n += 1
+            s = socket.socket()
+            try:
+                s.bind((ip, 0))
+                s.settimeout(0.5)
+                s.connect(to)
+            except OSError:
+                failed += 1
+                s.close()
+                continue
+            opened += 1
+            if a.send == "options":
+                try:
+                    s.sendall(options(s.getsockname(), n))
+                    got = b""
+                    while b"\r\n\r\n" not in got:
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        got += chunk
+                    if got.startswith(b"SIP/2.0 200"):
+                        answered += 1
+                except OSError:
+                    pass
+            s.setblocking(False)
+            conns[s] = time.monotonic()
+            sel.register(s, selectors.EVENT_READ)
+    took = time.monotonic() - start
+    line = f"ready opened={opened} failed_to_connect={failed} in {took:.1f} s"
+    if gave_up:
+        line += f" (stopped opening after {a.open_seconds:.0f} s)"
+    if a.send == "options":
+        line += f" answered={answered}"
+    with open(a.status + ".tmp", "w") as f:
+        f.write(line + "\n")
+    os.rename(a.status + ".tmp", a.status)
+    closed = []
+    end = time.monotonic() + a.hold
+    stop = os.path.join(os.path.dirname(a.status), "stop")
+    while time.monotonic() < end and not os.path.exists(stop) and conns:
+        for key, _ in sel.select(timeout=0.2):
+            s = key.fileobj
+            try:
+                data = s.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                closed.append(time.monotonic() - conns.pop(s))
+                sel.unregister(s)
+                s.close()
+    print(f"held: {opened} opened, {len(conns)} still open at the end; closed by the router: {summary(closed)} (from each one's connect)")
+
+def trickle(a):
+    raise_nofile()
+    to = addr(a.to)
+    sel = selectors.DefaultSelector()
+    conns = {}
+    for n in range(a.conns):
+        s = socket.socket()
+        s.bind((a.__dict__["from"], 0))
+        s.settimeout(2)
+        s.connect(to)
+        s.setblocking(False)
+        conns[s] = [options(s.getsockname(), n), 0, None]
+        sel.register(s, selectors.EVENT_READ)
+    start = time.monotonic()
+    closed = []
+    sent_whole = 0
+    next_byte = start
+    while conns and time.monotonic() - start < a.seconds:
+        now = time.monotonic()
+        if now >= next_byte:
+            for s, st in list(conns.items()):
+                msg, i, first = st
+                if i >= len(msg):
+                    continue
+                try:
+                    s.send(msg[i:i + 1])
+                except OSError:
+                    closed.append(now - (first or now))
+                    sel.unregister(s)
+                    del conns[s]
+                    s.close()
+                    continue
+                st[1] += 1
+                if first is None:
+                    st[2] = now
+                if st[1] == len(msg):
+                    sent_whole += 1
+            next_byte = now + a.interval
+        for key, _ in sel.select(timeout=max(0.0, min(0.2, next_byte - time.monotonic()))):
+            s = key.fileobj
+            try:
+                data = s.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data and s in conns:
+                first = conns[s][2] or time.monotonic()
+                closed.append(time.monotonic() - first)
+                sel.unregister(s)
+                del conns[s]
+                s.close()
+    print(f"trickled: {a.conns} connections; closed by the router: {summary(closed)} (from each one's first byte); "
+          f"still open after {time.monotonic() - start:.0f} s: {len(conns)}; messages that got through whole: {sent_whole}")
+
+def http(a):
+    start = time.monotonic()
+    try:
+        s = socket.create_connection(("127.0.0.1", a.port), timeout=5)
+        s.sendall(f"GET {a.path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        got = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        s.close()
+    except OSError as e:
+        print(f"FAILED after {(time.monotonic() - start) * 1000:.0f} ms ({e.__class__.__name__}: {e})")
+        return
+    if a.body:
+        sys.stdout.write(got.split(b"\r\n\r\n", 1)[-1].decode(errors="replace"))
+        return
+    status = got.split(b" ", 2)[1].decode() if got.startswith(b"HTTP/") else "no answer"
+    print(f"{status} in {(time.monotonic() - start) * 1000:.0f} ms")
+
+def free_port():
+    while True:
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+        t = socket.socket()
+        try:
+            t.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            t.close()
+            u.close()
+        print(port)
+        return
+
+p = argparse.ArgumentParser()
+sub = p.add_subparsers(dest="cmd", required=True)
+h = sub.add_parser("hold")
+h.add_argument("--to", required=True)
+h.add_argument("--from", required=True)
+h.add_argument("--per", type=int, required=True)
+h.add_argument("--total", type=int, default=0)
+h.add_argument("--send", choices=["none", "options"], default="none")
+h.add_argument("--hold", type=float, required=True)
+h.add_argument("--open-seconds", type=float, default=60)
+h.add_argument("--status", required=True)
+t = sub.add_parser("trickle")
+t.add_argument("--to", required=True)
+t.add_argument("--from", required=True)
+t.add_argument("--conns", type=int, required=True)
+t.add_argument("--interval", type=float, required=True)
+t.add_argument("--seconds", type=float, required=True)
+g = sub.add_parser("http")
+g.add_argument("port", type=int)
+g.add_argument("path")
+g.add_argument("--body", action="store_true")
+sub.add_parser("free-port")
+a = p.parse_args()
+{"hold": hold, "trickle": trickle, "http": http, "free-port": lambda _: free_port()}[a.cmd](a)
+PY
+}
+
+# End of the connection attacks.
+# ---------------------------------------------------------------------------
+
 case "${1:-}" in
     invite-flood) shift; invite_flood "$@" ;;
     huge-location) shift; huge_location "$@" ;;
     webhook-ssrf) shift; webhook_ssrf "$@" ;;
+    tcp-slots) shift; attack_tcp_slots "$@" ;;
+    slowloris) shift; attack_slowloris "$@" ;;
+    admin-idle) shift; attack_admin_idle "$@" ;;
     *) usage ;;
 esac

@@ -266,6 +266,13 @@ pub struct TcpConfig {
     /// Most simultaneous connections accepted from one IP address (0: no
     /// limit but `max_connections`).
     pub max_connections_per_peer: usize,
+    /// How long a message may take to arrive whole, from its first byte;
+    /// past it the connection is closed (`0`: no limit).
+    pub message_timeout_ms: u64,
+    /// How long an accepted connection may stay open without a complete
+    /// message (keep-alives do not count) before it is closed (`0`: no
+    /// limit). Connections the router opened are never closed for this.
+    pub first_message_timeout_ms: u64,
 }
 
 impl Default for TcpConfig {
@@ -275,6 +282,8 @@ impl Default for TcpConfig {
             connect_timeout_ms: 2000,
             max_connections: 4096,
             max_connections_per_peer: 512,
+            message_timeout_ms: 5000,
+            first_message_timeout_ms: 10_000,
         }
     }
 }
@@ -380,6 +389,42 @@ pub struct StaticRoute {
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     pub listen: SocketAddr,
+    /// Most connections open at once; past it the least recently used one
+    /// with no request in progress is closed, or the new one.
+    #[serde(default = "default_metrics_connections")]
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address (`0`: no limit
+    /// but `max_connections`).
+    #[serde(default = "default_http_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// How long a request's header block may take to arrive, from its first
+    /// byte (on a new connection, from the accept).
+    #[serde(default = "default_http_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress and nothing received for
+    /// this long is closed.
+    #[serde(default = "default_http_idle_timeout")]
+    pub idle_timeout_s: u64,
+}
+
+fn default_metrics_connections() -> usize {
+    64
+}
+
+fn default_admin_connections() -> usize {
+    256
+}
+
+fn default_http_connections_per_peer() -> usize {
+    32
+}
+
+fn default_http_header_read_timeout() -> u64 {
+    5000
+}
+
+fn default_http_idle_timeout() -> u64 {
+    30
 }
 
 /// The admin listener: health endpoints, and the operators' API when a
@@ -399,6 +444,22 @@ pub struct AdminConfig {
     /// other country). Replaces the built-in table for the countries named.
     #[serde(default)]
     pub required_address: BTreeMap<String, Vec<String>>,
+    /// Most connections open at once; past it the least recently used one
+    /// with no request in progress is closed, or the new one.
+    #[serde(default = "default_admin_connections")]
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address (`0`: no limit
+    /// but `max_connections`).
+    #[serde(default = "default_http_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// How long a request's header block may take to arrive, from its first
+    /// byte (on a new connection, from the accept).
+    #[serde(default = "default_http_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in progress and nothing received for
+    /// this long is closed.
+    #[serde(default = "default_http_idle_timeout")]
+    pub idle_timeout_s: u64,
 }
 
 fn default_max_body() -> usize {
@@ -654,6 +715,31 @@ impl Config {
                         ));
                     }
                 }
+            }
+        }
+        let http = [
+            self.admin.as_ref().map(|a| {
+                (
+                    "admin",
+                    a.max_connections,
+                    a.header_read_timeout_ms,
+                    a.idle_timeout_s,
+                )
+            }),
+            self.metrics.as_ref().map(|m| {
+                (
+                    "metrics",
+                    m.max_connections,
+                    m.header_read_timeout_ms,
+                    m.idle_timeout_s,
+                )
+            }),
+        ];
+        for (table, max, header, idle) in http.into_iter().flatten() {
+            if max == 0 || header == 0 || idle == 0 {
+                return bad(format!(
+                    "{table}: max_connections, header_read_timeout_ms and idle_timeout_s must be above 0"
+                ));
             }
         }
         if let Some(d) = &self.database {

@@ -17,6 +17,7 @@ pub mod cdr;
 pub mod check;
 pub mod config;
 pub mod emergency;
+pub mod fds;
 pub mod held;
 pub mod inspect;
 pub mod inventory;

@@ -314,6 +314,7 @@ fn run(config_path: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
         }
     };
     let (log_handle, log_base) = init_logging(&config.log.level, config.log.json);
+    sosrouter::fds::raise();
     let hub =
         sosrouter::config::DatabaseConfig::effective(&config).map(|_| sosrouter::store::Hub::new());
     let make_router = router_factory(inventory.clone(), hub.clone());

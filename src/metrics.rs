@@ -122,6 +122,22 @@ pub const ALL: &[(&str, &str)] = &[
         "TCP connections closed as soon as accepted; labels: reason (not_allowed, peer_limit)",
     ),
     (
+        TCP_CLOSED,
+        "TCP connections the router closed; labels: reason (idle, message_timeout: a message not whole within sip.tcp.message_timeout_ms of its first byte, first_message_timeout: no message within sip.tcp.first_message_timeout_ms of the accept, evicted: the least recently used idle one, closed for a new connection when every slot was taken)",
+    ),
+    (
+        HTTP_CONNECTIONS,
+        "Connections open on an HTTP listener; labels: listener (admin, metrics)",
+    ),
+    (
+        HTTP_REFUSED,
+        "HTTP connections closed as soon as accepted; labels: listener, reason (full: every slot held by a request in progress, peer_limit)",
+    ),
+    (
+        HTTP_CLOSED,
+        "HTTP connections the router closed; labels: listener, reason (header_timeout, idle, evicted: the least recently used with no request in progress, closed for a new connection when every slot was taken)",
+    ),
+    (
         DEREFERENCE_SKIPPED,
         "Calls whose only location was a reference, routed without fetching it; labels: reason (busy, server_busy, not_listed, reserved)",
     ),
@@ -175,6 +191,10 @@ pub const CDR_DROPPED: &str = "sosrouter_cdr_dropped_total";
 pub const SECURITY_DESK: &str = "sosrouter_security_desk_notifications_total";
 pub const CONFIG_RELOADS: &str = "sosrouter_config_reloads_total";
 pub const TCP_REFUSED: &str = "sosrouter_tcp_connections_refused_total";
+pub const TCP_CLOSED: &str = "sosrouter_tcp_connections_closed_total";
+pub const HTTP_CONNECTIONS: &str = "sosrouter_http_connections_open";
+pub const HTTP_REFUSED: &str = "sosrouter_http_connections_refused_total";
+pub const HTTP_CLOSED: &str = "sosrouter_http_connections_closed_total";
 pub const STRANGERS_UNANSWERED: &str = "sosrouter_stranger_requests_unanswered_total";
 pub const DEREFERENCES: &str = "sosrouter_location_fetches_total";
 pub const DEREFERENCE_SKIPPED: &str = "sosrouter_location_fetches_skipped_total";

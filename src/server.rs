@@ -149,12 +149,30 @@ pub async fn run(
         let _ = rx.wait_for(|v| *v).await;
     };
     let mut bound = bound;
+    // The HTTP listeners' caps fit in the open file limit beside SIP's.
+    let (caps, cut) = crate::fds::fit(
+        crate::fds::limit().map(|l| l.soft),
+        crate::fds::Caps {
+            sip_tcp: config.sip.tcp.max_connections,
+            admin: config.admin.as_ref().map(|a| a.max_connections),
+            metrics: config.metrics.as_ref().map(|m| m.max_connections),
+        },
+    );
+    if let Some(cut) = cut {
+        tracing::warn!("{cut}");
+    }
     if let Some(m) = &config.metrics {
         if opts.install_metrics {
             let handle = admin::install_metrics()?;
+            let limits = admin::http::HttpLimits {
+                max_connections: caps.metrics.unwrap_or(m.max_connections),
+                ..admin::http::HttpLimits::metrics(m)
+            };
             let addr = admin::serve(
+                "metrics",
                 m.listen,
                 admin::metrics_routes(handle),
+                limits,
                 stop_signal(http_stop.clone()),
             )
             .await
@@ -167,9 +185,19 @@ pub async fn run(
         if let Some(api) = &api {
             app = app.merge(admin::api::routes(api.clone()));
         }
-        let addr = admin::serve(a.listen, app, stop_signal(http_stop.clone()))
-            .await
-            .with_context(|| format!("binding admin {}", a.listen))?;
+        let limits = admin::http::HttpLimits {
+            max_connections: caps.admin.unwrap_or(a.max_connections),
+            ..admin::http::HttpLimits::admin(a)
+        };
+        let addr = admin::serve(
+            "admin",
+            a.listen,
+            app,
+            limits,
+            stop_signal(http_stop.clone()),
+        )
+        .await
+        .with_context(|| format!("binding admin {}", a.listen))?;
         bound.admin = Some(addr);
     }
     // Installed before anyone learns the addresses, so an early SIGHUP
@@ -199,7 +227,11 @@ pub async fn run(
     shared.set_trunks(core.trunk_health(Instant::now()));
 
     let (tx, mut rx) = mpsc::channel::<Inbound>(65536);
-    let pool = tcp::TcpPool::new(tx.clone(), limits, config.sip.tcp.clone());
+    let tcp_cfg = crate::config::TcpConfig {
+        max_connections: caps.sip_tcp,
+        ..config.sip.tcp.clone()
+    };
+    let pool = tcp::TcpPool::new(tx.clone(), limits, tcp_cfg);
     pool.set_allowed(allowed);
     let deref = Dereferencer::new(&config, tx.clone());
     let mut tasks = tokio::task::JoinSet::new();

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod http;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -102,23 +103,16 @@ pub fn metrics_routes(handle: PrometheusHandle) -> axum::Router {
     )
 }
 
-/// Serves `app` on `addr` until `shutdown` completes.
+/// Serves `app` on `addr` within `limits` until `shutdown` completes
+/// (see [`http`]); `name` labels its metrics and log lines.
 pub async fn serve(
+    name: &'static str,
     addr: SocketAddr,
     app: axum::Router,
+    limits: http::HttpLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "http listener stopped");
-        }
-    });
-    Ok(local)
+    http::serve(name, addr, app, limits, shutdown).await
 }
 
 /// Installs the Prometheus recorder with the router's histograms and help

@@ -3,10 +3,17 @@
 //! destination, responses sent back on the connection the request came on.
 //! A connection from an address the router takes no requests from is closed
 //! as soon as it is accepted, so that strangers cannot hold its slots.
+//!
+//! Allowed peers cannot hold slots for nothing either: a message must arrive
+//! whole within `message_timeout_ms` of its first byte, an accepted
+//! connection must carry a message within `first_message_timeout_ms`, and
+//! when every slot is taken, the accepted connection least recently used
+//! for a message (and with none arriving) is closed to make room for the
+//! new one, so that a caller on a new connection always gets in.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +22,8 @@ use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::time::Instant;
 
 use super::{accept, Accepted, Inbound, InboundTx};
 use crate::config::TcpConfig;
@@ -27,6 +35,23 @@ type Outgoing = (Bytes, Option<u64>);
 
 struct Conn {
     out: mpsc::Sender<Outgoing>,
+    state: Arc<ConnState>,
+}
+
+/// What the accept loop weighs when it must close a connection for a new
+/// one.
+struct ConnState {
+    /// Accepted (not opened by the router to a trunk or a caller).
+    inbound: bool,
+    /// When a message last went either way, in milliseconds since the
+    /// pool's epoch (the accept, before any).
+    last_used: AtomicU64,
+    /// Part of a message has arrived, or a message is on its way to the
+    /// core.
+    busy: AtomicBool,
+    /// Chosen to be closed for a new connection.
+    evicting: AtomicBool,
+    close: Notify,
 }
 
 struct Inner {
@@ -42,6 +67,8 @@ struct Inner {
     /// Accepted connections open by peer address.
     per_peer: DashMap<std::net::IpAddr, usize>,
     refused: crate::logbuf::SharedThrottle,
+    closed: crate::logbuf::SharedThrottle,
+    epoch: Instant,
 }
 
 /// Every TCP connection, inbound and outbound.
@@ -65,6 +92,8 @@ impl TcpPool {
                 allowed: ArcSwap::from_pointee(AllowList::default()),
                 per_peer: DashMap::new(),
                 refused: Default::default(),
+                closed: Default::default(),
+                epoch: Instant::now(),
             }),
         }
     }
@@ -105,10 +134,6 @@ impl TcpPool {
             Err(_) => return,
         };
         loop {
-            let permit = match self.inner.slots.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return,
-            };
             let (stream, peer) = match listener.accept().await {
                 Ok(s) => s,
                 Err(e) => {
@@ -132,8 +157,12 @@ impl TcpPool {
                 }
                 continue;
             }
+            let Some(permit) = self.slot().await else {
+                self.release_peer_slot(peer.ip());
+                return;
+            };
             let _ = stream.set_nodelay(true);
-            let (id, rx) = self.register(peer);
+            let (id, rx) = self.register(peer, true);
             let pool = self.clone();
             tokio::spawn(async move {
                 pool.run(id, stream, peer, local, rx).await;
@@ -143,10 +172,72 @@ impl TcpPool {
         }
     }
 
-    fn register(&self, peer: SocketAddr) -> (ConnId, mpsc::Receiver<Outgoing>) {
+    /// A slot of `max_connections` for a connection just accepted. When
+    /// every slot is taken, the accepted connection least recently used
+    /// with no message arriving is closed for it; while there is none such,
+    /// the wait goes on (the connections that have one in progress end it
+    /// or are closed within `message_timeout_ms`). `None` when the pool is
+    /// gone.
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        loop {
+            match self.inner.slots.clone().try_acquire_owned() {
+                Ok(p) => return Some(p),
+                Err(TryAcquireError::Closed) => return None,
+                Err(TryAcquireError::NoPermits) => {}
+            }
+            let wait = if self.evict_one() {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(100)
+            };
+            match tokio::time::timeout(wait, self.inner.slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => return Some(p),
+                Ok(Err(_)) => return None,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Asks the accepted connection least recently used, of those with no
+    /// message arriving, to close; false when there is none.
+    fn evict_one(&self) -> bool {
+        let mut victim: Option<(u64, Arc<ConnState>)> = None;
+        for e in self.inner.conns.iter() {
+            let s = &e.value().state;
+            if !s.inbound || s.busy.load(Ordering::Relaxed) || s.evicting.load(Ordering::Relaxed) {
+                continue;
+            }
+            let used = s.last_used.load(Ordering::Relaxed);
+            if victim.as_ref().is_none_or(|(u, _)| used < *u) {
+                victim = Some((used, s.clone()));
+            }
+        }
+        match victim {
+            Some((_, s)) => {
+                s.evicting.store(true, Ordering::Relaxed);
+                s.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Milliseconds since the pool's epoch.
+    fn now_ms(&self) -> u64 {
+        self.inner.epoch.elapsed().as_millis() as u64
+    }
+
+    fn register(&self, peer: SocketAddr, inbound: bool) -> (ConnId, mpsc::Receiver<Outgoing>) {
         let id = ConnId(self.inner.next.fetch_add(1, Ordering::Relaxed));
         let (out, rx) = mpsc::channel(1024);
-        self.inner.conns.insert(id, Conn { out });
+        let state = Arc::new(ConnState {
+            inbound,
+            last_used: AtomicU64::new(self.now_ms()),
+            busy: AtomicBool::new(false),
+            evicting: AtomicBool::new(false),
+            close: Notify::new(),
+        });
+        self.inner.conns.insert(id, Conn { out, state });
         self.inner.by_peer.insert(peer, id);
         let _ = self.inner.tx.try_send(Inbound::ConnOpened(id));
         (id, rx)
@@ -167,6 +258,7 @@ impl TcpPool {
         if let Some(id) = id {
             if let Some(c) = self.inner.conns.get(&id) {
                 if c.out.try_send((bytes, token)).is_ok() {
+                    c.state.last_used.store(self.now_ms(), Ordering::Relaxed);
                     return;
                 }
             }
@@ -174,7 +266,7 @@ impl TcpPool {
             return;
         }
         // A new outbound connection; messages queue until it is up.
-        let (id, rx) = self.register(dest);
+        let (id, rx) = self.register(dest, false);
         if let Some(c) = self.inner.conns.get(&id) {
             let _ = c.out.try_send((bytes, token));
         }
@@ -243,7 +335,22 @@ impl TcpPool {
                 batch.clear();
             }
         });
-        let idle = Duration::from_secs(self.inner.cfg.idle_timeout_s.max(1));
+        let cfg = &self.inner.cfg;
+        let idle = Duration::from_secs(cfg.idle_timeout_s.max(1));
+        let message_timeout =
+            (cfg.message_timeout_ms > 0).then(|| Duration::from_millis(cfg.message_timeout_ms));
+        let state = match self.inner.conns.get(&id) {
+            Some(c) => c.state.clone(),
+            None => return,
+        };
+        let start = Instant::now();
+        // Only an accepted connection must carry a message soon: one the
+        // router opened waits for the router's own requests.
+        let mut first_deadline = (state.inbound && cfg.first_message_timeout_ms > 0)
+            .then(|| start + Duration::from_millis(cfg.first_message_timeout_ms));
+        let mut idle_deadline = start + idle;
+        let mut message_deadline: Option<Instant> = None;
+        let mut closed_for: Option<&'static str> = None;
         let limits = self.inner.limits;
         let source = Source {
             proto: Proto::Tcp,
@@ -254,14 +361,32 @@ impl TcpPool {
         let mut buf = BytesMut::with_capacity(16 * 1024);
         let mut counters = crate::metrics::MessageCounters::default();
         'conn: loop {
-            match tokio::time::timeout(idle, rd.read_buf(&mut buf)).await {
+            let mut deadline = (idle_deadline, "idle");
+            for (at, why) in [
+                (message_deadline, "message_timeout"),
+                (first_deadline, "first_message_timeout"),
+            ] {
+                if let Some(at) = at.filter(|at| *at < deadline.0) {
+                    deadline = (at, why);
+                }
+            }
+            let read = tokio::select! {
+                biased;
+                _ = state.close.notified() => {
+                    closed_for = Some("evicted");
+                    break;
+                }
+                read = tokio::time::timeout_at(deadline.0, rd.read_buf(&mut buf)) => read,
+            };
+            match read {
                 Ok(Ok(0)) | Ok(Err(_)) => break,
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => idle_deadline = Instant::now() + idle,
                 Err(_) => {
-                    tracing::debug!(%peer, "tcp connection idle; closed");
+                    closed_for = Some(deadline.1);
                     break;
                 }
             }
+            state.busy.store(true, Ordering::Relaxed);
             loop {
                 // RFC 5626 keep-alive: a double CRLF ping gets a CRLF pong.
                 while buf.starts_with(b"\r\n\r\n") {
@@ -275,6 +400,9 @@ impl TcpPool {
                     Ok(Status::Partial) => break,
                     Ok(Status::Complete((), n)) => {
                         let data = buf.split_to(n).freeze();
+                        first_deadline = None;
+                        message_deadline = None;
+                        state.last_used.store(self.now_ms(), Ordering::Relaxed);
                         match accept(data, source, true, &limits, &mut counters) {
                             // Nothing over TCP is sent twice: a full core
                             // queue holds this connection back instead.
@@ -312,9 +440,36 @@ impl TcpPool {
                     }
                 }
             }
+            // What is left is the start of the next message: its deadline
+            // runs from now, and no byte that follows moves it.
+            let arriving = !buf.is_empty();
+            state.busy.store(arriving, Ordering::Relaxed);
+            if !arriving {
+                message_deadline = None;
+            } else if message_deadline.is_none() {
+                message_deadline = message_timeout.map(|t| Instant::now() + t);
+            }
+        }
+        if let Some(reason) = closed_for {
+            self.closed(peer, reason, start.elapsed());
         }
         self.unregister(id, peer);
         writer.abort();
+    }
+
+    /// Counts and logs a connection the router closed.
+    fn closed(&self, peer: SocketAddr, reason: &'static str, open: Duration) {
+        metrics::counter!(crate::metrics::TCP_CLOSED, "reason" => reason).increment(1);
+        if reason == "idle" {
+            tracing::debug!(%peer, "tcp connection idle; closed");
+            return;
+        }
+        let open_ms = open.as_millis() as u64;
+        if let Some(closed) = self.inner.closed.hit() {
+            tracing::info!(closed, %peer, reason, open_ms, "tcp connection closed by the router (count since the last such line; the latest named)");
+        } else {
+            tracing::debug!(%peer, reason, open_ms, "tcp connection closed");
+        }
     }
 
     fn reply(&self, id: ConnId, bytes: Bytes) {
@@ -386,6 +541,168 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKslot\r\nMax-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: slot\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+    /// A pool listening on 127.0.0.1 that takes connections from loopback;
+    /// the messages it hands to the core come out of the receiver.
+    async fn pool(cfg: TcpConfig) -> (TcpPool, SocketAddr, mpsc::Receiver<Bytes>) {
+        let (tx, mut rx) = mpsc::channel(64);
+        let pool = TcpPool::new(tx, Limits::default(), cfg);
+        pool.set_allowed(Arc::new(AllowList::new(
+            &["127.0.0.0/8".parse().unwrap()],
+            &[],
+        )));
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(pool.clone().listen(listener));
+        let (msgs, out) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(inbound) = rx.recv().await {
+                if let Inbound::Message(m, _) = inbound {
+                    let _ = msgs.send(m.buf().clone()).await;
+                }
+            }
+        });
+        (pool, addr, out)
+    }
+
+    fn config(f: impl FnOnce(&mut TcpConfig)) -> TcpConfig {
+        let mut cfg = TcpConfig::default();
+        f(&mut cfg);
+        cfg
+    }
+
+    /// Whether the router closed `s` within `within` (end of stream or a
+    /// reset); whatever else arrives (pongs) is read past.
+    async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+        let end = Instant::now() + within;
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::time::timeout_at(end, s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Whether `s` is open: a CRLF ping gets its pong.
+    async fn pongs(s: &mut TcpStream) -> bool {
+        if s.write_all(b"\r\n\r\n").await.is_err() {
+            return false;
+        }
+        let mut pong = [0u8; 2];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut pong)).await,
+            Ok(Ok(_))
+        ) && &pong == b"\r\n"
+    }
+
+    /// One byte at a time, each well within the idle timeout: the message
+    /// deadline runs from its first byte and closes the connection.
+    #[tokio::test]
+    async fn a_message_that_trickles_in_is_cut_off_at_its_deadline() {
+        let (_pool, addr, _rx) = pool(config(|c| c.message_timeout_ms = 500)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let start = Instant::now();
+        let mut closed = false;
+        for b in OPTIONS {
+            if s.write_all(&[*b]).await.is_err()
+                || closed_within(&mut s, Duration::from_millis(100)).await
+            {
+                closed = true;
+                break;
+            }
+        }
+        let took = start.elapsed();
+        assert!(closed, "the whole message went out a byte at a time");
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
+    /// An accepted connection that carries no message, only keep-alives,
+    /// is closed at `first_message_timeout_ms`; one that has carried a
+    /// message and is quiet is not.
+    #[tokio::test]
+    async fn a_connection_that_never_sends_a_message_is_closed() {
+        let (_pool, addr, mut rx) = pool(config(|c| c.first_message_timeout_ms = 400)).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut pinging = TcpStream::connect(addr).await.unwrap();
+        let mut used = TcpStream::connect(addr).await.unwrap();
+        used.write_all(OPTIONS).await.unwrap();
+        assert!(rx.recv().await.is_some());
+        let start = Instant::now();
+        let mut pinging_closed = false;
+        while start.elapsed() < Duration::from_millis(1500) {
+            if !pongs(&mut pinging).await {
+                pinging_closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(pinging_closed, "keep-alives are no message");
+        assert!(closed_within(&mut silent, Duration::from_secs(2)).await);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            pongs(&mut used).await,
+            "a quiet connection that carried a message stays"
+        );
+    }
+
+    /// With every slot taken, a new connection gets in: the accepted
+    /// connection least recently used, of those with no message arriving,
+    /// is closed for it.
+    #[tokio::test]
+    async fn a_new_connection_takes_the_slot_of_the_least_recently_used() {
+        let (_pool, addr, mut rx) = pool(config(|c| c.max_connections = 3)).await;
+        let step = Duration::from_millis(30);
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(step).await;
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(step).await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(step).await;
+        // a is the oldest but has just been used; b is older than c but
+        // has a message on its way.
+        a.write_all(OPTIONS).await.unwrap();
+        assert!(rx.recv().await.is_some());
+        b.write_all(&OPTIONS[..20]).await.unwrap();
+        tokio::time::sleep(step).await;
+        let mut d = TcpStream::connect(addr).await.unwrap();
+        d.write_all(OPTIONS).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await;
+        assert!(matches!(got, Ok(Some(_))), "the new connection is served");
+        assert!(closed_within(&mut c, Duration::from_secs(2)).await);
+        assert!(pongs(&mut a).await);
+        assert!(pongs(&mut d).await);
+        b.write_all(&OPTIONS[20..]).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await;
+        assert!(
+            matches!(got, Ok(Some(_))),
+            "the message in progress arrives"
+        );
+    }
+
+    /// A connection the router opened is never closed for carrying no
+    /// message of the far end's.
+    #[tokio::test]
+    async fn an_outbound_connection_waits_for_the_routers_requests() {
+        let (pool, _addr, _rx) = pool(config(|c| c.first_message_timeout_ms = 200)).await;
+        let trunk = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        pool.send(
+            trunk.local_addr().unwrap(),
+            None,
+            Bytes::from_static(OPTIONS),
+            None,
+        );
+        let (mut s, _) = trunk.accept().await.unwrap();
+        let mut got = vec![0u8; OPTIONS.len()];
+        s.read_exact(&mut got).await.unwrap();
+        assert!(!closed_within(&mut s, Duration::from_millis(800)).await);
+    }
 
     /// A pipe that takes a few bytes per write forces partial writes in the
     /// middle of messages; empty messages in between change nothing.
