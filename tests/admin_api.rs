@@ -1109,6 +1109,8 @@ fn refused_requests_are_audited_without_flooding_the_log() {
         .find(|e| e["subject"] == "GET /v1/records" && e["actor"] == "(no token)")
         .unwrap_or_else(|| panic!("{refusals:#?}"));
     assert_eq!(anonymous["new"]["status"], 401);
+    // Each names where it came from, so a flood is bounded per source.
+    assert_eq!(anonymous["new"]["source"], "127.0.0.1", "{anonymous}");
     assert!(single
         .iter()
         .any(|e| e["actor"] == "(unknown token)" && e["subject"] == "GET /v1/records"));

@@ -297,10 +297,17 @@ async fn connection(
         state: state.clone(),
         shared: shared.clone(),
     });
+    // The peer's address travels with each request, so that the API can
+    // name (and bound per source) the requests it refuses.
+    let peer = stream_peer(&io);
     let inner = TowerToHyperService::new(app);
     let service = {
         let (state, shared) = (state.clone(), shared.clone());
-        hyper::service::service_fn(move |req| {
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if let Some(peer) = peer {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+            }
             let guard = InFlight::start(&state, &shared);
             let answer = hyper::service::Service::call(&inner, req);
             async move {
@@ -429,4 +436,9 @@ impl AsyncWrite for Tracked {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+/// The remote address of an accepted connection.
+fn stream_peer(io: &TokioIo<Tracked>) -> Option<std::net::SocketAddr> {
+    io.inner().inner.peer_addr().ok()
 }
