@@ -214,7 +214,7 @@ fn bench(c: &mut Criterion) {
         assert!(fast(data, &limits) > 0);
         assert_eq!(fast(data, &limits), fast_checked(data, &limits));
         assert!(rsip_fields(data) > 0);
-        sip::full::rsip_accepts(data).expect("rsip parses");
+        rsip::SipMessage::try_from(data).expect("rsip parses");
         let http = as_http(data);
         httparse_headers(&http);
 
