@@ -6,8 +6,9 @@ use super::message::{opt_within, Span};
 use super::text::{self, find_param, is_token, trim, unquote};
 use super::uri::Uri;
 
+/// The straightforward parsers the fast ones are checked against.
 #[cfg(test)]
-mod old;
+mod reference_oracle;
 
 /// One Via value (RFC 3261 section 20.42), with RFC 3581 `rport`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
