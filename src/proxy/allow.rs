@@ -6,7 +6,7 @@
 //! source address may be forged, and the router must not become a
 //! reflector for a flood aimed at someone else.
 
-use std::net::IpAddr;
+use core::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;

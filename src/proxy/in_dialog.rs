@@ -4,7 +4,7 @@
 //! goes on without one. A dialog the router answered is remembered for
 //! requests that come back addressed to the router with no route set.
 
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -69,9 +69,9 @@ mod txn;
 mod wheel;
 pub mod wire;
 
+use core::net::{IpAddr, SocketAddr};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -441,7 +441,7 @@ impl Core {
             server_index: KeyMap::default(),
             client_index: KeyMap::default(),
             calls: IdMap::default(),
-            timers: Wheel::new(Instant::now()),
+            timers: Wheel::unanchored(),
             out: VecDeque::new(),
             next_id: 1,
             stats: CoreStats::default(),

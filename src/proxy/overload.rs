@@ -18,8 +18,8 @@
 //! carrier's flood (a misconfigured switch, an attack through one trunk)
 //! cannot take the reserve from every other carrier's callers.
 
+use core::net::IpAddr;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::Instant;
 
 use tracing::{info, warn};

@@ -7,7 +7,7 @@
 //! Both apply `check_request` (RFC 3261 section 16.3) and the tests here
 //! of whether a URI names the router.
 
-use std::net::IpAddr;
+use core::net::IpAddr;
 use std::time::Instant;
 
 use tracing::{info, warn};

@@ -31,7 +31,9 @@ const WORDS: usize = SLOTS / 64;
 const KEEP: usize = 16;
 
 pub struct Wheel<T> {
-    origin: Instant,
+    /// The instant tick 0 starts at: given, or the first deadline pushed
+    /// (so that the wheel never needs to read the clock).
+    origin: Option<Instant>,
     /// The tick of the slot under the cursor: every entry on the wheel has
     /// a tick in `cursor .. cursor + SLOTS`, entries already due at
     /// insertion included (they go under the cursor).
@@ -47,9 +49,18 @@ pub struct Wheel<T> {
 }
 
 impl<T: Ord + Copy> Wheel<T> {
+    #[cfg(test)]
     pub fn new(origin: Instant) -> Wheel<T> {
         Wheel {
-            origin,
+            origin: Some(origin),
+            ..Wheel::unanchored()
+        }
+    }
+
+    /// A wheel whose ticks start at the first deadline pushed.
+    pub fn unanchored() -> Wheel<T> {
+        Wheel {
+            origin: None,
             cursor: 0,
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             occupied: Box::new([0; WORDS]),
@@ -70,7 +81,8 @@ impl<T: Ord + Copy> Wheel<T> {
     }
 
     fn tick(&self, at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(self.origin).as_nanos();
+        let Some(origin) = self.origin else { return 0 };
+        let nanos = at.saturating_duration_since(origin).as_nanos();
         u64::try_from(nanos / SLOT.as_nanos()).unwrap_or(u64::MAX)
     }
 
@@ -80,6 +92,7 @@ impl<T: Ord + Copy> Wheel<T> {
                 .set(Some(Some(known.map_or(at, |e| e.min(at)))));
         }
         self.len += 1;
+        self.origin.get_or_insert(at);
         let tick = self.tick(at).max(self.cursor);
         if tick - self.cursor >= SLOTS as u64 {
             self.far.push(Reverse((at, value)));

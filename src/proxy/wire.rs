@@ -1,7 +1,7 @@
 //! Where messages come from and go to, as plain values: the core names
 //! addresses and connections, the transport layer owns the sockets.
 
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 
 use bytes::Bytes;
 

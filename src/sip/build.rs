@@ -2,7 +2,7 @@
 //! responses (100, 400, 403, 408, 483, 500, 503 ...), the ACK for a non-2xx
 //! final response, and CANCEL.
 
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
 

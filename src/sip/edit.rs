@@ -1,7 +1,7 @@
 //! Outgoing messages as the received bytes plus a list of edits. Headers the
 //! router does not touch are copied as they came, never re-serialized.
 
-use std::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, SocketAddr};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use smallvec::SmallVec;
