@@ -462,6 +462,7 @@ impl Core {
         cfg: CoreConfig,
         router: Arc<dyn Router>,
     ) -> Arc<dyn Router> {
+        self.timers.anchor(now);
         let old: HashMap<String, TrunkHealth> = self
             .health
             .drain(..)
@@ -510,6 +511,7 @@ impl Core {
     /// Starts the clock-driven work: trunk probes, spread over the first
     /// interval so they do not all leave at once.
     pub fn start(&mut self, now: Instant) {
+        self.timers.anchor(now);
         self.timers.push(now + DIALOG_SWEEP, TimerRef::DialogSweep);
         let probing = !self.cfg.health.interval.is_zero();
         let outbound: Vec<usize> = (0..self.cfg.trunks.len())
@@ -550,6 +552,7 @@ impl Core {
         source: Source,
         dereferenced: Option<Bytes>,
     ) {
+        self.timers.anchor(now);
         if msg.is_request() {
             self.on_request(now, msg, source, dereferenced.as_deref());
         } else {
@@ -559,6 +562,7 @@ impl Core {
 
     /// The transport layer could not send a message carrying `token`.
     pub fn handle_send_failure(&mut self, now: Instant, token: u64) {
+        self.timers.anchor(now);
         if self.fall_back_to_udp(now, token) {
             self.pump(now, token);
             return;
@@ -571,6 +575,7 @@ impl Core {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.timers.anchor(now);
         while let Some((at, r)) = self.timers.pop_due(now) {
             match r {
                 TimerRef::Txn(id) => {

@@ -57,7 +57,16 @@ impl<T: Ord + Copy> Wheel<T> {
         }
     }
 
-    /// A wheel whose ticks start at the first deadline pushed.
+    /// Sets where tick 0 is, once: the core calls it with the `now` of
+    /// every input, so the first one anchors the wheel at the time it was
+    /// given, never later than a deadline pushed after it. (Anchored later,
+    /// at a far deadline, every nearer entry would pile into one slot.)
+    pub fn anchor(&mut self, now: Instant) {
+        self.origin.get_or_insert(now);
+    }
+
+    /// A wheel whose ticks start at the `now` of [`Wheel::anchor`], else at
+    /// the first deadline pushed.
     pub fn unanchored() -> Wheel<T> {
         Wheel {
             origin: None,
@@ -271,6 +280,23 @@ mod tests {
         assert_eq!(w.pop_due(t0 + ms(3)), None);
         assert_eq!(w.next_deadline(), Some(t0 + ms(5)));
         assert_eq!(w.pop_due(t0 + ms(5)), Some((t0 + ms(5), 2)));
+    }
+
+    /// Anchored at the time of the first input, a wheel whose first entry
+    /// is far off still spreads the nearer ones over their own slots (one
+    /// slot holding them all would make every pop a scan of all).
+    #[test]
+    fn an_anchored_wheel_spreads_entries_pushed_after_a_far_one() {
+        let t0 = Instant::now();
+        let mut w = Wheel::unanchored();
+        w.anchor(t0);
+        w.push(t0 + ms(60_000), 1);
+        for i in 1..=5u64 {
+            w.push(t0 + ms(10 * i), i as u32 + 1);
+        }
+        let slots: u32 = w.occupied.iter().map(|b| b.count_ones()).sum();
+        assert_eq!(slots, 6);
+        assert_eq!(w.pop_due(t0 + ms(10)), Some((t0 + ms(10), 2)));
     }
 
     #[test]
