@@ -27,8 +27,9 @@ use std::path::Path;
 
 use crate::emergency::pidf::{CivicAddress, RFC5139_ELEMENTS};
 
-use super::limits::check_address_size;
-use super::{normalize_e164, Address, Capabilities, Inventory, NumberEntry, TenantLocation};
+pub use super::row::Format;
+use super::row::{Cells, Column, Table, POINT_WITHOUT_CIVIC};
+use super::{Address, Capabilities, Inventory, NumberEntry, TenantLocation};
 
 /// Why an inventory file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,75 +40,6 @@ pub struct InventoryError {
     /// The line of the offending row (1 is the header line).
     pub line: Option<u64>,
     pub message: String,
-}
-
-/// The separator between fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Tsv,
-    Csv,
-}
-
-impl Format {
-    /// TSV when the first line holds a tab, else CSV.
-    pub fn sniff(text: &str) -> Format {
-        let first = text.lines().next().unwrap_or("");
-        if first.contains('\t') {
-            Format::Tsv
-        } else {
-            Format::Csv
-        }
-    }
-}
-
-/// A column of the inventory format (the file and the API's CSV/JSON
-/// uploads share it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Column {
-    Number,
-    Tenant,
-    Country,
-    CommonAreaPhone,
-    MayEdit,
-    MaySet,
-    MayChange,
-    MayDelete,
-    LocationId,
-    Lat,
-    Lon,
-    Lang,
-    /// A civic element, by its index in RFC5139_ELEMENTS.
-    Civic(usize),
-}
-
-pub(crate) fn column(name: &str) -> Option<Column> {
-    Some(match name {
-        "number" => Column::Number,
-        "tenant" => Column::Tenant,
-        "country" => Column::Country,
-        "common_area_phone" => Column::CommonAreaPhone,
-        "tenant_may_edit_address" => Column::MayEdit,
-        "tenant_may_set_address" => Column::MaySet,
-        "tenant_may_change_address" => Column::MayChange,
-        "tenant_may_delete_address" => Column::MayDelete,
-        "location_id" => Column::LocationId,
-        "reg_lat" => Column::Lat,
-        "reg_lon" => Column::Lon,
-        "reg_lang" => Column::Lang,
-        other => {
-            let element = other.strip_prefix("reg_")?;
-            Column::Civic(RFC5139_ELEMENTS.iter().position(|e| *e == element)?)
-        }
-    })
-}
-
-/// A yes/no cell: empty means no.
-pub(crate) fn boolean(v: &str) -> Option<bool> {
-    match v.to_ascii_lowercase().as_str() {
-        "" | "no" | "n" | "false" | "0" => Some(false),
-        "yes" | "y" | "true" | "1" => Some(true),
-        _ => None,
-    }
 }
 
 /// One row as read, before cross-row checks.
@@ -154,49 +86,14 @@ impl Inventory {
             line,
             message,
         };
-        let mut builder = csv::ReaderBuilder::new();
-        builder
-            .has_headers(true)
-            .flexible(false)
-            .trim(csv::Trim::All)
-            .comment(None);
-        match format {
-            Format::Tsv => builder.delimiter(b'\t').quoting(false),
-            Format::Csv => builder.delimiter(b','),
-        };
-        let mut reader = builder.from_reader(text.as_bytes());
-        let headers = reader
-            .headers()
-            .map_err(|e| err(Some(1), e.to_string()))?
-            .clone();
-        let mut columns = Vec::with_capacity(headers.len());
-        for name in headers.iter() {
-            let c = column(name).ok_or_else(|| err(Some(1), format!("unknown column {name:?}")))?;
-            if columns.contains(&c) {
-                return Err(err(Some(1), format!("column {name:?} appears twice")));
-            }
-            columns.push(c);
-        }
-        if !columns.contains(&Column::Number) {
+        let table = Table::new(text, format).map_err(|e| err(e.line, e.message))?;
+        if !table.columns.contains(&Column::Number) {
             return Err(err(Some(1), "no \"number\" column".into()));
         }
-
+        let columns = table.columns.clone();
         let mut rows = Vec::new();
-        for record in reader.records() {
-            let record = record.map_err(|e| {
-                let line = e.position().map(|p| p.line());
-                let message = match e.kind() {
-                    csv::ErrorKind::UnequalLengths {
-                        expected_len, len, ..
-                    } => format!("{len} fields where the header has {expected_len}"),
-                    _ => e.to_string(),
-                };
-                err(line, message)
-            })?;
-            let line = record.position().map_or(0, |p| p.line());
-            if record.iter().all(str::is_empty) {
-                continue;
-            }
+        for record in table.rows() {
+            let (line, record) = record.map_err(|e| err(e.line, e.message))?;
             let row = read_row(&columns, &record, line).map_err(|m| err(Some(line), m))?;
             rows.push(row);
         }
@@ -204,111 +101,40 @@ impl Inventory {
     }
 }
 
+/// A row of the file: its cells, then what a file requires of a row (the
+/// first problem refuses the file).
 fn read_row(columns: &[Column], record: &csv::StringRecord, line: u64) -> Result<Row, String> {
-    let mut row = Row {
-        line,
-        number: None,
-        tenant: String::new(),
-        country: None,
-        common_area_phone: false,
-        capabilities: Capabilities::default(),
-        location_id: None,
-        address: None,
-    };
-    let mut edit: Option<bool> = None;
-    let (mut set, mut change, mut delete) = (None, None, None);
-    let (mut lat, mut lon) = (None, None);
-    let mut lang = None;
-    let mut civic: Vec<(usize, String)> = Vec::new();
-    for (c, value) in columns.iter().zip(record.iter()) {
-        let flag = |name: &str| {
-            boolean(value).ok_or_else(|| format!("{name}: {value:?} is not yes or no"))
-        };
-        match c {
-            Column::Number => {
-                if !value.is_empty() {
-                    let n = normalize_e164(value, None, None)
-                        .filter(|_| value.trim_start().starts_with('+'))
-                        .ok_or_else(|| {
-                            format!(
-                                "number {value:?} is not an E.164 number (+ and 7 to 15 digits)"
-                            )
-                        })?;
-                    row.number = Some(n);
-                }
-            }
-            Column::Tenant => row.tenant = value.to_string(),
-            Column::Country => {
-                if !value.is_empty() {
-                    if value.len() != 2 || !value.bytes().all(|b| b.is_ascii_alphabetic()) {
-                        return Err(format!(
-                            "country {value:?} is not an ISO 3166-1 alpha-2 code"
-                        ));
-                    }
-                    row.country = Some(value.to_ascii_uppercase());
-                }
-            }
-            Column::CommonAreaPhone => row.common_area_phone = flag("common_area_phone")?,
-            Column::MayEdit => edit = Some(flag("tenant_may_edit_address")?),
-            Column::MaySet => set = Some(flag("tenant_may_set_address")?),
-            Column::MayChange => change = Some(flag("tenant_may_change_address")?),
-            Column::MayDelete => delete = Some(flag("tenant_may_delete_address")?),
-            Column::LocationId => {
-                row.location_id = (!value.is_empty()).then(|| value.to_string());
-            }
-            Column::Lat | Column::Lon => {
-                if !value.is_empty() {
-                    let v: f64 = value
-                        .parse()
-                        .ok()
-                        .filter(|v: &f64| v.is_finite())
-                        .ok_or_else(|| format!("{value:?} is not a number of degrees"))?;
-                    if *c == Column::Lat {
-                        if !(-90.0..=90.0).contains(&v) {
-                            return Err(format!("reg_lat {v} is out of range"));
-                        }
-                        lat = Some(v);
-                    } else {
-                        if !(-180.0..=180.0).contains(&v) {
-                            return Err(format!("reg_lon {v} is out of range"));
-                        }
-                        lon = Some(v);
-                    }
-                }
-            }
-            Column::Lang => lang = (!value.is_empty()).then(|| value.to_string()),
-            Column::Civic(i) => {
-                if !value.is_empty() {
-                    civic.push((*i, value.to_string()));
-                }
-            }
+    let (cells, errors) = Cells::read(columns.iter().copied().zip(record.iter()), |_, _| None);
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    if !cells.fields.is_empty() {
+        let too_large = cells.size_errors();
+        if !too_large.is_empty() {
+            return Err(too_large.join("; "));
         }
     }
-    let edit = edit.unwrap_or(false);
-    row.capabilities = Capabilities {
-        set_address: set.unwrap_or(edit),
-        change_address: change.unwrap_or(edit),
-        delete_address: delete.unwrap_or(edit),
+    let edit = cells.may_edit.unwrap_or(false);
+    let mut row = Row {
+        line,
+        number: cells.number,
+        tenant: cells.tenant.unwrap_or_default(),
+        country: cells.country,
+        common_area_phone: cells.common_area_phone.unwrap_or(false),
+        capabilities: Capabilities {
+            set_address: cells.may_set.unwrap_or(edit),
+            change_address: cells.may_change.unwrap_or(edit),
+            delete_address: cells.may_delete.unwrap_or(edit),
+        },
+        location_id: cells.location_id.filter(|id| !id.is_empty()),
+        address: None,
     };
-    let point = match (lat, lon) {
-        (Some(a), Some(b)) => Some((a, b)),
-        (None, None) => None,
-        _ => return Err("reg_lat and reg_lon go together".into()),
-    };
-    if !civic.is_empty() {
-        let elements = civic
-            .iter()
-            .map(|(i, v)| (RFC5139_ELEMENTS[*i], v.as_str()));
-        check_address_size(elements, lang.as_deref()).map_err(|e| {
-            e.iter()
-                .map(|e| e.describe("reg_"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+    if !cells.fields.is_empty() {
+        let mut civic = cells.fields;
         // RFC 5139 order; the country first, from the row when not given.
         civic.sort_by_key(|(i, _)| *i);
         let mut address = CivicAddress::new();
-        address.set_lang(lang);
+        address.set_lang(cells.lang);
         let country_key = RFC5139_ELEMENTS.iter().position(|e| *e == "country");
         if !civic.iter().any(|(i, _)| Some(*i) == country_key) {
             let country = row
@@ -327,10 +153,10 @@ fn read_row(columns: &[Column], record: &csv::StringRecord, line: u64) -> Result
         }
         row.address = Some(Address {
             civic: address,
-            point,
+            point: cells.point,
         });
-    } else if point.is_some() {
-        return Err("a point without a civic address (reg_country and the rest)".into());
+    } else if cells.point.is_some() {
+        return Err(POINT_WITHOUT_CIVIC.into());
     }
     match (&row.number, &row.location_id, &row.address) {
         (None, None, _) => return Err("no number and no location_id".into()),

@@ -11,6 +11,7 @@
 
 pub mod limits;
 pub mod load;
+pub(crate) mod row;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -15,10 +15,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::emergency::pidf::RFC5139_ELEMENTS;
-use crate::inventory::limits::check_address_size;
-use crate::inventory::load::{boolean, column, Column};
-use crate::inventory::{normalize_e164, Address};
+use crate::inventory::row::{self, column, Cells, Column, Table, POINT_WITHOUT_CIVIC};
+use crate::inventory::Address;
 
 use super::address;
 
@@ -269,51 +267,23 @@ fn json_rows(body: &[u8]) -> Result<Vec<RawRow>, UploadError> {
 fn text_rows(body: &[u8], format: Format) -> Result<Vec<RawRow>, UploadError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| UploadError::Malformed(format!("the body is not UTF-8: {e}")))?;
-    let mut b = csv::ReaderBuilder::new();
-    b.has_headers(true)
-        .flexible(false)
-        .trim(csv::Trim::All)
-        .comment(None);
-    if format == Format::Tsv {
-        b.delimiter(b'\t').quoting(false);
-    }
-    let mut reader = b.from_reader(text.as_bytes());
-    let headers = reader
-        .headers()
-        .map_err(|e| UploadError::Malformed(format!("line 1: {e}")))?
-        .clone();
-    let mut columns = Vec::with_capacity(headers.len());
-    for name in headers.iter() {
-        let c = column(name)
-            .ok_or_else(|| UploadError::Malformed(format!("line 1: unknown column {name:?}")))?;
-        if columns.contains(&c) {
-            return Err(UploadError::Malformed(format!(
-                "line 1: column {name:?} appears twice"
-            )));
-        }
-        columns.push(c);
-    }
-    if !columns.contains(&Column::Number) && !columns.contains(&Column::LocationId) {
+    let format = match format {
+        Format::Tsv => row::Format::Tsv,
+        Format::Csv | Format::Json => row::Format::Csv,
+    };
+    let malformed = |e: row::TableError| {
+        UploadError::Malformed(format!("line {}: {}", e.line.unwrap_or(0), e.message))
+    };
+    let table = Table::new(text, format).map_err(malformed)?;
+    if !table.columns.contains(&Column::Number) && !table.columns.contains(&Column::LocationId) {
         return Err(UploadError::Malformed(
             "line 1: no \"number\" column (nor \"location_id\")".into(),
         ));
     }
+    let columns = table.columns.clone();
     let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
-            let what = match e.kind() {
-                csv::ErrorKind::UnequalLengths {
-                    expected_len, len, ..
-                } => format!("{len} fields where the header has {expected_len}"),
-                _ => e.to_string(),
-            };
-            UploadError::Malformed(format!("line {line}: {what}"))
-        })?;
-        if record.iter().all(str::is_empty) {
-            continue;
-        }
-        let line = record.position().map_or(0, |p| p.line());
+    for record in table.rows() {
+        let (line, record) = record.map_err(malformed)?;
         rows.push(RawRow {
             at: RowRef {
                 line: Some(line),
@@ -332,121 +302,40 @@ fn text_rows(body: &[u8], format: Format) -> Result<Vec<RawRow>, UploadError> {
 
 type ReadRow = (Option<LocationDef>, Option<NumberPatch>);
 
+/// A row of an upload: its cells, with the upload's own rules for the
+/// tenant and the location id, and every problem reported.
 fn read_row(raw: &RawRow, tenant: &str) -> Result<ReadRow, Vec<String>> {
-    let mut errors = Vec::new();
-    let mut number = None;
-    let mut country = None;
-    let (mut cap, mut edit, mut set, mut change, mut delete) = (None, None, None, None, None);
-    let mut location_id: Change<Option<String>> = Change::Keep;
-    let (mut lat, mut lon, mut lang) = (None, None, None);
-    let mut fields: Vec<(usize, String)> = Vec::new();
-    let mut has_address_column = false;
-    for (c, v) in &raw.cells {
-        let v = v.as_str();
-        let mut flag = |name: &str, slot: &mut Option<bool>| match boolean(v) {
-            Some(b) => *slot = Some(b),
-            None => errors.push(format!("{name}: {v:?} is not yes or no")),
-        };
-        match c {
-            Column::Number => {
-                if !v.is_empty() {
-                    match normalize_e164(v, None, None).filter(|_| v.starts_with('+')) {
-                        Some(n) => number = Some(n),
-                        None => errors.push(format!(
-                            "number {v:?} is not an E.164 number (+ and 7 to 15 digits)"
-                        )),
-                    }
-                }
-            }
-            Column::Tenant => {
-                if !v.is_empty() && v != tenant {
-                    errors.push(format!(
-                        "tenant {v:?} differs from the tenant of the request, {tenant:?}"
-                    ));
-                }
-            }
-            Column::Country => {
-                if !v.is_empty() {
-                    if v.len() == 2 && v.bytes().all(|b| b.is_ascii_alphabetic()) {
-                        country = Some(v.to_ascii_uppercase());
-                    } else {
-                        errors.push(format!("country {v:?} is not an ISO 3166-1 alpha-2 code"));
-                    }
-                }
-            }
-            Column::CommonAreaPhone => flag("common_area_phone", &mut cap),
-            Column::MayEdit => flag("tenant_may_edit_address", &mut edit),
-            Column::MaySet => flag("tenant_may_set_address", &mut set),
-            Column::MayChange => flag("tenant_may_change_address", &mut change),
-            Column::MayDelete => flag("tenant_may_delete_address", &mut delete),
-            Column::LocationId => {
-                if v.is_empty() {
-                    location_id = Change::Set(None);
-                } else if valid_id(v) {
-                    location_id = Change::Set(Some(v.to_string()));
-                } else {
-                    errors.push(format!(
-                        "location_id {v:?}: 1 to 64 letters, digits, '.', '_', '-' or ':'"
-                    ));
-                }
-            }
-            Column::Lat | Column::Lon => {
-                has_address_column = true;
-                if !v.is_empty() {
-                    match v.parse::<f64>().ok().filter(|x| x.is_finite()) {
-                        Some(x) if *c == Column::Lat => lat = Some(x),
-                        Some(x) => lon = Some(x),
-                        None => errors.push(format!("{v:?} is not a number of degrees")),
-                    }
-                }
-            }
-            Column::Lang => {
-                has_address_column = true;
-                lang = (!v.is_empty()).then(|| v.to_string());
-            }
-            Column::Civic(i) => {
-                has_address_column = true;
-                if !v.is_empty() {
-                    fields.push((*i, v.to_string()));
-                }
-            }
-        }
-    }
-    let point = match (lat, lon) {
-        (Some(a), Some(b)) => match address::check_point(a, b) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                errors.push(e);
-                None
-            }
-        },
-        (None, None) => None,
-        _ => {
-            errors.push("reg_lat and reg_lon go together".into());
-            None
-        }
-    };
-    let elements = fields
-        .iter()
-        .map(|(i, v)| (RFC5139_ELEMENTS[*i], v.as_str()));
-    if let Err(e) = check_address_size(elements, lang.as_deref()) {
-        errors.extend(e.iter().map(|e| e.describe("reg_")));
-    }
-    let partial = if fields.is_empty() {
-        if point.is_some() {
-            errors.push("a point without a civic address (reg_country and the rest)".into());
+    let cells = raw.cells.iter().map(|(c, v)| (*c, v.as_str()));
+    let (cells, mut errors) = Cells::read(cells, |c, v| match c {
+        Column::Tenant if !v.is_empty() && v != tenant => Some(format!(
+            "tenant {v:?} differs from the tenant of the request, {tenant:?}"
+        )),
+        Column::LocationId if !v.is_empty() && !valid_id(v) => Some(format!(
+            "location_id {v:?}: 1 to 64 letters, digits, '.', '_', '-' or ':'"
+        )),
+        _ => None,
+    });
+    errors.extend(cells.size_errors());
+    let partial = if cells.fields.is_empty() {
+        if cells.point.is_some() {
+            errors.push(POINT_WITHOUT_CIVIC.into());
         }
         None
     } else {
         Some(PartialAddress {
-            fields,
-            lang,
-            point,
+            fields: cells.fields,
+            lang: cells.lang,
+            point: cells.point,
         })
     };
     if !errors.is_empty() {
         return Err(errors);
     }
+    let location_id = match cells.location_id {
+        None => Change::Keep,
+        Some(id) => Change::Set((!id.is_empty()).then_some(id)),
+    };
+    let (number, country, edit) = (cells.number, cells.country, cells.may_edit);
     let at = raw.at;
     let location_named = match &location_id {
         Change::Set(Some(id)) => Some(id.clone()),
@@ -482,7 +371,7 @@ fn read_row(raw: &RawRow, tenant: &str) -> Result<ReadRow, Vec<String>> {
         Change::Set(None)
     } else if location_named.is_some() && partial.is_none() {
         Change::Set(None)
-    } else if has_address_column {
+    } else if cells.has_address_column {
         Change::Set(partial)
     } else {
         Change::Keep
@@ -491,10 +380,10 @@ fn read_row(raw: &RawRow, tenant: &str) -> Result<ReadRow, Vec<String>> {
         number,
         at,
         country,
-        common_area_phone: cap.map_or(Change::Keep, Change::Set),
-        may_set: edit_all(set),
-        may_change: edit_all(change),
-        may_delete: edit_all(delete),
+        common_area_phone: cells.common_area_phone.map_or(Change::Keep, Change::Set),
+        may_set: edit_all(cells.may_set),
+        may_change: edit_all(cells.may_change),
+        may_delete: edit_all(cells.may_delete),
         location_id,
         address,
     };
@@ -629,6 +518,48 @@ mod tests {
             e[0].errors,
             ["reg_lang is 257 bytes, over the limit of 256 bytes for one address element"]
         );
+    }
+
+    /// The inventory file and an upload read cells with the same reader:
+    /// the same bad cell gives the same (first) message on both.
+    #[test]
+    fn the_file_and_the_upload_refuse_a_cell_alike() {
+        use crate::inventory::{load, Inventory};
+        for (text, want) in [
+            (
+                "number,country\n12125550142,US\n",
+                "number \"12125550142\" is not an E.164 number (+ and 7 to 15 digits)",
+            ),
+            (
+                "number,country\n+12125550142,USA\n",
+                "country \"USA\" is not an ISO 3166-1 alpha-2 code",
+            ),
+            (
+                "number,country,tenant_may_set_address\n+12125550142,US,maybe\n",
+                "tenant_may_set_address: \"maybe\" is not yes or no",
+            ),
+            (
+                "number,country,reg_A3,reg_lat,reg_lon\n+12125550142,US,Denver,91,0\n",
+                "reg_lat 91 is out of range",
+            ),
+            (
+                "number,country,reg_A3,reg_lat,reg_lon\n+12125550142,US,Denver,0,x\n",
+                "\"x\" is not a number of degrees",
+            ),
+            (
+                "number,country,reg_A3,reg_lat\n+12125550142,US,Denver,9\n",
+                "reg_lat and reg_lon go together",
+            ),
+            (
+                "number,country,reg_lat,reg_lon\n+12125550142,US,9,9\n",
+                POINT_WITHOUT_CIVIC,
+            ),
+        ] {
+            let file = Inventory::parse(text, load::Format::Csv).unwrap_err();
+            assert_eq!(file.message, want);
+            let e = rows(parse(text.as_bytes(), Format::Csv, "acme").unwrap_err());
+            assert_eq!(e[0].errors[0], want);
+        }
     }
 
     #[test]
