@@ -2,16 +2,62 @@
 //! object per file. Field names are stable; scripts rely on them.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::config::Config;
+use crate::config::{Config, RoutingMode};
 use crate::emergency::EmergencyRouter;
-use crate::proxy::{CallEvent, ConnId, Core, CoreConfig, Proto, Router, Source, Target};
+use crate::proxy::{
+    CallEvent, ConnId, Core, CoreConfig, Proto, Router, Source, StaticRouter, Target,
+};
 use crate::sip::{self, text::lossy, HeaderName, Message, ParseError, Status};
+
+/// The `inspect` command: builds the routing phase `config` runs with (the
+/// emergency router, its inventory replaced by `inventory` when given, or
+/// the static table when `routing.mode = "static"`), then prints
+/// [`describe_with_router`] of each file on stdout, one JSON object a line,
+/// in order, as if the messages came from `from` (default:
+/// [`default_source`]). A file that cannot be read is named on stderr and
+/// the others still run.
+///
+/// Returns how many files could not be read, or why the router could not
+/// be built (nothing is printed then).
+pub fn run(
+    config: &Config,
+    inventory: Option<&Path>,
+    from: Option<SocketAddr>,
+    stream: bool,
+    files: &[PathBuf],
+) -> Result<usize, String> {
+    let emergency = Arc::new(EmergencyRouter::from_config(config, inventory)?);
+    let router: Arc<dyn Router> = if config.routing.mode == RoutingMode::Static {
+        Arc::new(StaticRouter::new(config))
+    } else {
+        emergency.clone()
+    };
+    let ins = Inspector {
+        config,
+        emergency: &emergency,
+        router,
+        source: from.unwrap_or_else(|| default_source(config)),
+    };
+    let mut unreadable = 0;
+    for f in files {
+        let name = f.display().to_string();
+        match std::fs::read(f) {
+            Ok(data) => println!("{}", describe_with_router(&name, data.into(), stream, &ins)),
+            Err(e) => {
+                eprintln!("sosrouter: {name}: {e}");
+                unreadable += 1;
+            }
+        }
+    }
+    Ok(unreadable)
+}
 
 /// Parses one file's bytes as a datagram (or as stream bytes) and describes
 /// the result: the message-layer fields only.

@@ -29,5 +29,6 @@ pub mod proxy;
 pub mod server;
 pub mod sip;
 pub mod store;
+pub mod token;
 pub mod transaction;
 pub mod transport;

@@ -108,7 +108,22 @@ fn main() -> ExitCode {
         Command::Run { config, inventory } => run(config, inventory),
         Command::Token {
             command: TokenCommand::New { role, tenant, name },
-        } => new_token(&role, tenant, &name),
+        } => {
+            let role = match role.as_str() {
+                "operator" => sosrouter::config::Role::Operator,
+                _ => sosrouter::config::Role::TenantAdmin,
+            };
+            match sosrouter::token::new(role, tenant.as_deref(), &name) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sosrouter: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Inspect {
             stream,
             config,
@@ -116,94 +131,19 @@ fn main() -> ExitCode {
             from,
             files,
         } => {
-            let built = load_config(config.as_ref()).and_then(|c| {
-                let r =
-                    sosrouter::emergency::EmergencyRouter::from_config(&c, inventory.as_deref())?;
-                Ok((c, std::sync::Arc::new(r)))
+            let result = load_config(config.as_ref()).and_then(|c| {
+                sosrouter::inspect::run(&c, inventory.as_deref(), from, stream, &files)
             });
-            let (config, router) = match built {
-                Ok(r) => r,
+            match result {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_unreadable) => ExitCode::FAILURE,
                 Err(e) => {
                     eprintln!("sosrouter: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let routing: std::sync::Arc<dyn sosrouter::proxy::Router> =
-                if config.routing.mode == sosrouter::config::RoutingMode::Static {
-                    std::sync::Arc::new(sosrouter::proxy::StaticRouter::new(&config))
-                } else {
-                    router.clone()
-                };
-            let source = from.unwrap_or_else(|| sosrouter::inspect::default_source(&config));
-            let ins = sosrouter::inspect::Inspector {
-                config: &config,
-                emergency: &router,
-                router: routing,
-                source,
-            };
-            let mut failed = false;
-            for f in files {
-                let name = f.display().to_string();
-                match std::fs::read(&f) {
-                    Ok(data) => {
-                        let v = sosrouter::inspect::describe_with_router(
-                            &name,
-                            data.into(),
-                            stream,
-                            &ins,
-                        );
-                        println!("{v}");
-                    }
-                    Err(e) => {
-                        eprintln!("sosrouter: {name}: {e}");
-                        failed = true;
-                    }
+                    ExitCode::from(2)
                 }
             }
-            if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
         }
     }
-}
-
-fn new_token(role: &str, tenant: Option<String>, name: &str) -> ExitCode {
-    use sosrouter::config::Role;
-    let role = if role == "operator" {
-        Role::Operator
-    } else {
-        Role::TenantAdmin
-    };
-    let tenant = tenant.filter(|t| !t.trim().is_empty());
-    match (role, &tenant) {
-        (Role::TenantAdmin, None) => {
-            eprintln!("sosrouter: a tenant-admin token needs --tenant");
-            return ExitCode::from(2);
-        }
-        (Role::Operator, Some(_)) => {
-            eprintln!("sosrouter: an operator token has no tenant");
-            return ExitCode::from(2);
-        }
-        _ => {}
-    }
-    if name.trim().is_empty() {
-        eprintln!("sosrouter: --name must not be empty");
-        return ExitCode::from(2);
-    }
-    let (token, digest) = sosrouter::admin::auth::new_token();
-    // The token alone on the first line, for scripts; it is not stored
-    // anywhere and cannot be shown again.
-    println!("{token}");
-    println!();
-    println!("# Add this table to the configuration, then reload (SIGHUP).");
-    println!("# The token above is shown once; the configuration keeps its SHA-256.");
-    print!(
-        "{}",
-        sosrouter::admin::auth::toml_table(name, role, tenant.as_deref(), &digest)
-    );
-    ExitCode::SUCCESS
 }
 
 /// Builds the routing phase for a configuration: the emergency router, or
