@@ -231,7 +231,7 @@ impl Core {
             && !self.tcp_refused(trunk_index, now)
         {
             proto = Proto::Tcp;
-            bytes = with_via_transport(bytes, &via, Proto::Tcp);
+            bytes = with_top_via_transport(bytes, Proto::Tcp);
             size_switch = trunk_index;
         }
         Forward {
@@ -268,7 +268,7 @@ impl Core {
                 size_switch: Some(ti),
                 ..
             }) if dest.proto == Proto::Tcp => {
-                let udp = with_via_udp(request.clone());
+                let udp = with_top_via_transport(request.clone(), Proto::Udp);
                 if !m.fall_back_to_udp(now, udp.clone()) {
                     return false;
                 }
@@ -282,7 +282,7 @@ impl Core {
                 size_switch: Some(ti),
                 ..
             }) if dest.proto == Proto::Tcp => {
-                let udp = with_via_udp(m.request().clone());
+                let udp = with_top_via_transport(m.request().clone(), Proto::Udp);
                 if !m.fall_back_to_udp(now, udp) {
                     return false;
                 }
@@ -330,30 +330,24 @@ impl Core {
     }
 }
 
-/// `bytes` with the transport of the Via value `via` (the router's own,
-/// which names UDP) set to `to`: the two are the same length, so only
-/// those three bytes change.
-fn with_via_transport(bytes: Bytes, via: &[u8], to: Proto) -> Bytes {
-    let Some(at) = memchr::memmem::find(&bytes, via) else {
+/// A request the router built, with the transport of its top Via (the
+/// router's own, above every other: `Editor::prepend_via` puts it there)
+/// set to `to`. UDP and TCP are the same length, so only those three bytes
+/// change, in place when nobody else holds the buffer (a request just
+/// built), else in a copy (one a transaction kept).
+fn with_top_via_transport(bytes: Bytes, to: Proto) -> Bytes {
+    const VIA: &[u8] = b"\nVia: SIP/2.0/";
+    let Some(at) = memchr::memmem::find(&bytes, VIA).map(|i| i + VIA.len()) else {
         return bytes;
     };
-    let mut out = bytes::BytesMut::from(&bytes[..]);
-    let name = match to {
-        Proto::Udp => b"UDP",
-        Proto::Tcp => b"TCP",
-    };
-    out[at + b"SIP/2.0/".len()..at + b"SIP/2.0/UDP".len()].copy_from_slice(name);
-    out.freeze()
-}
-
-/// A request the router sent over TCP, with its top Via (the router's own)
-/// naming UDP instead.
-fn with_via_udp(bytes: Bytes) -> Bytes {
-    let Some(at) = memchr::memmem::find(&bytes, b"\nVia: SIP/2.0/TCP ") else {
-        return bytes;
-    };
-    let mut out = bytes::BytesMut::from(&bytes[..]);
-    let from = at + b"\nVia: SIP/2.0/".len();
-    out[from..from + 3].copy_from_slice(b"UDP");
+    let mut out = bytes
+        .try_into_mut()
+        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+    if let Some(name) = out.get_mut(at..at + 3) {
+        name.copy_from_slice(match to {
+            Proto::Udp => b"UDP",
+            Proto::Tcp => b"TCP",
+        });
+    }
     out.freeze()
 }
