@@ -118,7 +118,8 @@ pub struct CoreConfig {
     /// Host and port written into Via and Record-Route.
     pub host: String,
     pub port: u16,
-    /// Other host names of the router (`sip.aliases`), lower case.
+    /// The router's host names: `sip.aliases`, and the advertised host when
+    /// it is a name.
     pub aliases: Vec<String>,
     /// Every local address the router listens on (to recognize itself in
     /// Request-URIs and Route headers).
@@ -174,15 +175,13 @@ impl CoreConfig {
                 }
             })
             .collect();
+        let aliases = (c.sip.aliases.iter().cloned())
+            .chain(host.parse::<IpAddr>().is_err().then(|| host.clone()))
+            .collect();
         CoreConfig {
             host,
             port,
-            aliases: c
-                .sip
-                .aliases
-                .iter()
-                .map(|a| a.to_ascii_lowercase())
-                .collect(),
+            aliases,
             local,
             timers: TimerConfig::new(
                 Duration::from_millis(c.sip.timers.t1_ms),

@@ -191,25 +191,13 @@ impl Core {
         }
         // A name of the router's: with no port (a health check by FQDN, or
         // DNS would pick the port), or with one the router listens on.
-        let named = |name: &[u8]| {
-            host.eq_ignore_ascii_case(name)
+        let named = |name: &String| {
+            host.eq_ignore_ascii_case(name.as_bytes())
                 && (uri.port.is_none()
                     || port == self.cfg.port
                     || self.cfg.local.iter().any(|a| a.port() == port))
         };
-        if self.cfg.aliases.iter().any(|a| named(a.as_bytes()))
-            || (self.cfg.host.parse::<IpAddr>().is_err() && named(self.cfg.host.as_bytes()))
-        {
-            return true;
-        }
-        let bare = String::from_utf8_lossy(host);
-        let bare = bare.trim_start_matches('[').trim_end_matches(']');
-        match bare.parse::<IpAddr>() {
-            Ok(ip) => self.cfg.local.iter().any(|a| {
-                a.port() == port && (a.ip() == ip || (a.ip().is_unspecified() && ip.is_loopback()))
-            }),
-            Err(_) => false,
-        }
+        self.cfg.aliases.iter().any(named) || self.is_our_address(host, Some(port))
     }
 
     /// A request addressed to the router itself: one of its addresses or
@@ -221,19 +209,20 @@ impl Core {
     /// meant.
     pub(super) fn is_for_us(&self, msg: &Message) -> bool {
         msg.request_uri().is_some_and(|u| {
-            self.is_us(&u) || (u.is_sip() && u.port.is_none() && self.is_our_address(u.host))
+            self.is_us(&u) || (u.is_sip() && u.port.is_none() && self.is_our_address(u.host, None))
         })
     }
 
-    /// Whether `host` is an IP address the router listens on.
-    fn is_our_address(&self, host: &[u8]) -> bool {
+    /// Whether `host` is an IP address the router listens on, at `port`
+    /// (`None`: at any of its ports).
+    fn is_our_address(&self, host: &[u8], port: Option<u16>) -> bool {
         let bare = String::from_utf8_lossy(host);
         let bare = bare.trim_start_matches('[').trim_end_matches(']');
         bare.parse::<IpAddr>().is_ok_and(|ip| {
-            self.cfg
-                .local
-                .iter()
-                .any(|a| a.ip() == ip || (a.ip().is_unspecified() && ip.is_loopback()))
+            self.cfg.local.iter().any(|a| {
+                port.is_none_or(|p| a.port() == p)
+                    && (a.ip() == ip || (a.ip().is_unspecified() && ip.is_loopback()))
+            })
         })
     }
 
