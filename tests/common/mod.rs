@@ -284,6 +284,45 @@ pub struct UacResult {
     pub elapsed: Duration,
 }
 
+/// A SIPp caller of scenario `file` to the router, `calls` at `rate` a
+/// second, run in `dir`; the caller adds timeout, transport and output.
+fn uac_command(
+    file: &str,
+    replace: &[(&str, &str)],
+    router_port: u16,
+    service: &str,
+    caller: &str,
+    (calls, rate): (u32, u32),
+    dir: &tempdir::Dir,
+) -> Command {
+    require_sipp();
+    let sf = scenario(file, replace, dir.path());
+    let mut cmd = Command::new("sipp");
+    cmd.arg(format!("127.0.0.1:{router_port}"))
+        .arg("-sf")
+        .arg(&sf)
+        .args([
+            "-s",
+            service,
+            "-key",
+            "caller",
+            caller,
+            "-i",
+            "127.0.0.1",
+            "-p",
+        ])
+        .arg(free_port().to_string())
+        .args([
+            "-m",
+            &calls.to_string(),
+            "-r",
+            &rate.to_string(),
+            "-nostdin",
+        ])
+        .current_dir(dir.path());
+    cmd
+}
+
 /// Runs a SIPp caller against the router to completion (bounded by
 /// `calls` and a timeout).
 #[allow(clippy::too_many_arguments)]
@@ -297,40 +336,21 @@ pub fn uac(
     rate: u32,
     tcp: bool,
 ) -> UacResult {
-    require_sipp();
     let dir = tempdir::Dir::new("uac");
-    let sf = scenario(file, replace, dir.path());
-    let port = free_port();
     let start = Instant::now();
-    let out = Command::new("sipp")
-        .arg(format!("127.0.0.1:{router_port}"))
-        .arg("-sf")
-        .arg(&sf)
-        .args([
-            "-s",
-            service,
-            "-key",
-            "caller",
-            caller,
-            "-i",
-            "127.0.0.1",
-            "-p",
-        ])
-        .arg(port.to_string())
-        .args([
-            "-m",
-            &calls.to_string(),
-            "-r",
-            &rate.to_string(),
-            "-timeout",
-            "60s",
-            "-nostdin",
-        ])
-        .args(["-trace_err", "-trace_stat", "-fd", "1"])
-        .args(["-t", if tcp { "t1" } else { "u1" }])
-        .current_dir(dir.path())
-        .output()
-        .expect("run sipp uac");
+    let out = uac_command(
+        file,
+        replace,
+        router_port,
+        service,
+        caller,
+        (calls, rate),
+        &dir,
+    )
+    .args(["-timeout", "60s", "-trace_err", "-trace_stat", "-fd", "1"])
+    .args(["-t", if tcp { "t1" } else { "u1" }])
+    .output()
+    .expect("run sipp uac");
     let elapsed = start.elapsed();
     let mut errors = String::new();
     let mut successful = 0;
@@ -386,32 +406,21 @@ impl UacBackground {
         calls: u32,
         rate: u32,
     ) -> UacBackground {
-        require_sipp();
         let dir = tempdir::Dir::new("uac-bg");
-        let sf = scenario(file, replace, dir.path());
-        let port = free_port();
-        let child = Command::new("sipp")
-            .arg(format!("127.0.0.1:{router_port}"))
-            .arg("-sf")
-            .arg(&sf)
-            .args([
-                "-s",
-                service,
-                "-key",
-                "caller",
-                caller,
-                "-i",
-                "127.0.0.1",
-                "-p",
-            ])
-            .arg(port.to_string())
-            .args(["-m", &calls.to_string(), "-r", &rate.to_string()])
-            .args(["-timeout", "120s", "-nostdin", "-t", "u1"])
-            .current_dir(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start sipp uac");
+        let child = uac_command(
+            file,
+            replace,
+            router_port,
+            service,
+            caller,
+            (calls, rate),
+            &dir,
+        )
+        .args(["-timeout", "120s", "-t", "u1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sipp uac");
         UacBackground { child, _dir: dir }
     }
 }
