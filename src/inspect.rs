@@ -360,6 +360,14 @@ pub fn verdict(
         Err(Some(reply)) => core.answer_unparsed(now, reply, &src),
         Err(None) => {}
     }
+    // Inspect reaches no location server: a location given by reference
+    // is reported as not fetched, and the verdict is the one the router
+    // gives a call whose fetch fails.
+    let mut unfetched = Vec::new();
+    while let Some(fetch) = core.poll_fetch() {
+        unfetched.push(crate::held::host_of(&fetch.uri));
+        core.handle_fetched(now, fetch.id, None);
+    }
     let sent: Vec<_> = std::iter::from_fn(|| core.poll_transmit()).collect();
     let warnings: Vec<String> = std::iter::from_fn(|| core.poll_event())
         .find_map(|ev| match ev {
@@ -395,6 +403,9 @@ pub fn verdict(
     };
     if let (Value::Object(o), false) = (&mut v, warnings.is_empty()) {
         o.insert("warnings".into(), json!(warnings));
+    }
+    if let (Value::Object(o), false) = (&mut v, unfetched.is_empty()) {
+        o.insert("location_not_fetched_from".into(), json!(unfetched));
     }
     v
 }

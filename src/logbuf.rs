@@ -4,7 +4,7 @@
 //! call logs about three lines, each a system call (and on a pipe, a wake-up
 //! of the reader). While the driver holds the buffer, info and debug lines
 //! collect in memory and leave together: the driver writes them out once
-//! they have waited [`crate::server`]'s timer step (10 ms), or at once when
+//! they have waited the driver's timer step (10 ms), or at once when
 //! they pass [`FLUSH_AT`] bytes. Warnings and errors are written at once,
 //! after what was gathered before them, so the order of lines is kept. Lines
 //! are written through unheld when no driver runs (start, stop, the other

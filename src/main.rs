@@ -154,7 +154,7 @@ fn main() -> ExitCode {
 fn router_factory(
     inventory: Option<PathBuf>,
     hub: Option<std::sync::Arc<sosrouter::store::Hub>>,
-) -> sosrouter::server::RouterFactory {
+) -> sosrouter::driver::RouterFactory {
     std::sync::Arc::new(move |c: &sosrouter::config::Config| {
         let r: std::sync::Arc<dyn sosrouter::proxy::Router> = match c.routing.mode {
             sosrouter::config::RoutingMode::Static => {
@@ -281,14 +281,14 @@ fn run(config_path: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         tokio::spawn(log_level_signals(log_handle, log_base));
-        let opts = sosrouter::server::Options {
+        let opts = sosrouter::driver::Options {
             config_path: config_path.clone(),
             make_router,
             install_metrics: true,
             hub,
             inventory,
         };
-        sosrouter::server::run(config, opts, shutdown_signal(), |bound| {
+        sosrouter::driver::run(config, opts, shutdown_signal(), |bound| {
             for a in &bound.udp {
                 tracing::info!("listening sip udp {a}");
             }

@@ -665,4 +665,9 @@ impl Router for EmergencyRouter {
         );
         self.decide_with(req, ev, Some(&snapshot.documents))
     }
+
+    /// Any initial INVITE whose location is given only by reference.
+    fn location_reference(&self, req: &Message) -> Option<String> {
+        location::reference_to_fetch(req)
+    }
 }

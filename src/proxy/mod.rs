@@ -27,9 +27,13 @@
 //!    to its client transaction and relayed upstream through the server
 //!    transaction.
 //!
+//! Between the first two, an INVITE whose location is given by reference
+//! waits in `location.rs` while the driver fetches it: the core asks for
+//! the fetch ([`Core::poll_fetch`]) and takes the document back
+//! ([`Core::handle_fetched`]).
+//!
 //! The router's own answers, from a server transaction or without one,
-//! are in `answer.rs`. A location by reference is fetched by the driver
-//! and handed in with the request ([`Core::handle_message_with`]).
+//! are in `answer.rs`.
 //!
 //! What the phases share:
 //! - `txn.rs`: the transaction table; each machine's pump (transmits,
@@ -57,6 +61,7 @@ mod failover;
 mod forward;
 pub mod health;
 mod in_dialog;
+mod location;
 mod new_request;
 pub mod overload;
 mod probes;
@@ -92,6 +97,7 @@ use wheel::Wheel;
 
 pub use events::{CallEvent, CallKey};
 pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
+pub use location::{FetchConfig, LocationFetch};
 pub use overload::{Load, OverloadLimits};
 pub use route::{
     Augment, Decision, LocationRecord, RouteContext, RouteDetails, RouteTarget, Router,
@@ -142,6 +148,8 @@ pub struct CoreConfig {
     pub stranger_replies_per_s: u32,
     /// `sip.answers_per_source_per_s`.
     pub answers_per_source_per_s: u32,
+    /// Locations by reference: how long a fetch may take, how many run.
+    pub fetch: FetchConfig,
 }
 
 impl CoreConfig {
@@ -204,6 +212,7 @@ impl CoreConfig {
             overload: OverloadLimits::new(&c.sip.overload),
             stranger_replies_per_s: c.sip.stranger_replies_per_s,
             answers_per_source_per_s: c.sip.answers_per_source_per_s,
+            fetch: FetchConfig::from_config(&c.emergency),
         }
     }
 
@@ -257,6 +266,8 @@ enum TimerRef {
     Probe(usize),
     /// A probe's answer is due.
     ProbeTimeout(Id),
+    /// The driver has not reported this location fetch in time.
+    Fetch(Id),
 }
 
 /// Counters the core keeps for tests and the status page.
@@ -316,6 +327,8 @@ pub struct Core {
     /// Text every forwarded request carries, written once per configuration.
     wire: WireText,
     metrics: CoreMetrics,
+    /// INVITEs waiting for their location, and the fetches to ask for.
+    fetches: location::Fetches,
 }
 
 /// The core's own ids are sequential and never come from the network: one
@@ -447,6 +460,7 @@ impl Core {
             branch_counter: std::cell::Cell::new(0),
             dialogs: KeyMap::default(),
             live_calls: KeyMap::default(),
+            fetches: location::Fetches::default(),
         }
     }
 
@@ -540,20 +554,9 @@ impl Core {
 
     /// A parsed message from the network.
     pub fn handle_message(&mut self, now: Instant, msg: Message, source: Source) {
-        self.handle_message_with(now, msg, source, None);
-    }
-
-    /// A request with a location document fetched by reference for it.
-    pub fn handle_message_with(
-        &mut self,
-        now: Instant,
-        msg: Message,
-        source: Source,
-        dereferenced: Option<Bytes>,
-    ) {
         self.timers.anchor(now);
         if msg.is_request() {
-            self.on_request(now, msg, source, dereferenced.as_deref());
+            self.on_request(now, msg, source);
         } else {
             self.on_response(now, msg, source);
         }
@@ -598,6 +601,7 @@ impl Core {
                 TimerRef::RingTimeout { call, client } => self.on_ring_timeout(now, call, client),
                 TimerRef::Probe(i) => self.send_probe(now, i),
                 TimerRef::ProbeTimeout(id) => self.probe_result(now, id, ProbeResult::TimedOut),
+                TimerRef::Fetch(id) => self.on_fetch_timeout(now, id),
                 TimerRef::DialogSweep => {
                     self.dialogs.retain(|_, d| d.expires > now);
                     self.timers.push(now + DIALOG_SWEEP, TimerRef::DialogSweep);
@@ -655,12 +659,12 @@ impl Core {
         self.respond(now, id, req, 500, "Server Internal Error", &[]);
     }
 
-    /// `100 Trying` to an INVITE that waits outside the core (its location
-    /// being fetched by reference), and to each retransmission of it
-    /// meanwhile: the caller stops retransmitting and its own failover timer
-    /// sees the router alive. No state is kept; the server transaction the
-    /// INVITE opens later sends its own 100 as well, which is harmless.
-    pub fn trying(&mut self, msg: &Message, source: &Source) {
+    /// `100 Trying` to an INVITE that waits for its location, and to each
+    /// retransmission of it meanwhile: the caller stops retransmitting and
+    /// its own failover timer sees the router alive. No state is kept; the
+    /// server transaction the INVITE opens later sends its own 100 as well,
+    /// which is harmless.
+    fn trying(&mut self, msg: &Message, source: &Source) {
         self.send_back(
             source,
             build::response(msg, Some(source.peer), 100, "Trying", None, &[], None),
@@ -684,9 +688,15 @@ impl Core {
 
     // ----- state, for the driver, the status page and tests -----
 
+    /// Who may send: the transport layer refuses anyone else's
+    /// connections.
+    pub fn allowed(&self) -> Arc<allow::AllowList> {
+        self.cfg.allowed.clone()
+    }
+
     /// Whether requests from `source` are taken at all (`sip.allow`, a
     /// trunk's `sources`, a trunk's own address).
-    pub fn source_allowed(&self, source: &Source) -> bool {
+    fn source_allowed(&self, source: &Source) -> bool {
         self.cfg.allowed.contains(source.peer.ip())
     }
 
@@ -696,9 +706,10 @@ impl Core {
         self.admission.update(self.txns.len())
     }
 
-    /// Calls that have not had their final response yet.
+    /// Calls that have not had their final response yet, those waiting
+    /// for their location included.
     pub fn calls_in_progress(&self) -> usize {
-        self.calls.values().filter(|c| !c.finished).count()
+        self.calls.values().filter(|c| !c.finished).count() + self.fetches.len()
     }
 
     pub fn stats(&self) -> CoreStats {

@@ -17,22 +17,15 @@ use super::txn::{server_key, Txn};
 use super::{lossy, overload, Core, Decision, Load, OverloadLimits, Source};
 use crate::metrics as m;
 use crate::sip::{HeaderName, Message, Method, Scheme, Uri};
+use crate::transaction::TransactionKey;
 
 impl Core {
-    /// A request from the network; `dereferenced`: the location document
-    /// fetched by reference for it, if any.
-    pub(super) fn on_request(
-        &mut self,
-        now: Instant,
-        msg: Message,
-        source: Source,
-        dereferenced: Option<&[u8]>,
-    ) {
-        let method = msg.method();
+    /// A request from the network.
+    pub(super) fn on_request(&mut self, now: Instant, msg: Message, source: Source) {
         let key = server_key(&msg, None);
         if let Some(&id) = self.server_index.get(&key) {
             match self.txns.get_mut(&id) {
-                Some(Txn::ServerInvite { m, .. }) if method == Method::Ack => m.on_ack(now),
+                Some(Txn::ServerInvite { m, .. }) if msg.method() == Method::Ack => m.on_ack(now),
                 Some(Txn::ServerInvite { m, .. }) => m.on_request(),
                 Some(Txn::ServerNonInvite { m, .. }) => m.on_request(),
                 _ => {}
@@ -45,11 +38,31 @@ impl Core {
         // the transaction table (and push the router into refusing
         // emergency calls) nor cancel a call; its ACKs are dropped.
         if !self.source_allowed(&source) {
-            if method != Method::Ack {
+            if msg.method() != Method::Ack {
                 self.refuse_stranger(now, &msg, source);
             }
             return;
         }
+        // An INVITE whose location is to be fetched first waits in the
+        // location phase, and so do its retransmissions and its CANCEL.
+        let Some((msg, source)) = self.take_for_location(now, msg, source, &key) else {
+            return;
+        };
+        self.on_located(now, key, msg, source, None);
+    }
+
+    /// A request from an allowed source, past the location phase;
+    /// `dereferenced`: the location document fetched by reference for it,
+    /// if any.
+    pub(super) fn on_located(
+        &mut self,
+        now: Instant,
+        key: TransactionKey,
+        msg: Message,
+        source: Source,
+        dereferenced: Option<&[u8]>,
+    ) {
+        let method = msg.method();
         // Requests that pass the overload limits (CANCEL, requests within a
         // dialog or routed on by their Route headers) stop at the ceiling,
         // so that memory stays bounded even when those are the flood. New

@@ -14,8 +14,8 @@ pub struct RouteContext<'a> {
     pub source: &'a Source,
     /// The inbound trunk the request came from, when its source matches one.
     pub inbound_trunk: Option<&'a str>,
-    /// A location document fetched for the request's location reference
-    /// before it reached the core (RFC 6753), if any.
+    /// The location document fetched for the request's location reference
+    /// (RFC 6753), if any.
     pub dereferenced: Option<&'a [u8]>,
 }
 
@@ -99,6 +99,14 @@ pub enum Decision {
 
 pub trait Router: Send + Sync {
     fn route(&self, req: &Message, ctx: &RouteContext<'_>) -> Decision;
+
+    /// The location reference (an `http` or `https` URI) to fetch before
+    /// an initial INVITE is routed, if the routing phase needs one: the
+    /// document then comes in [`RouteContext::dereferenced`]. Cheap: asked
+    /// of every initial INVITE.
+    fn location_reference(&self, _req: &Message) -> Option<String> {
+        None
+    }
 }
 
 /// Routes by the dialed number against the `[[route]]` table.

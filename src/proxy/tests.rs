@@ -1789,3 +1789,209 @@ fn refusals_hold_no_state_and_each_source_has_a_budget_for_them() {
     h.deliver(CALLER, &invite("still-911"));
     assert_eq!(h.take("127.0.0.1:5070").len(), 1);
 }
+
+// ----- location by reference -----
+
+/// The table router, asking for the location of every INVITE that carries
+/// an `http(s)` Geolocation reference, and noting the document each
+/// decision was given.
+struct FetchesReferences {
+    table: StaticRouter,
+    given: std::sync::Mutex<Vec<Option<Vec<u8>>>>,
+}
+
+impl Router for FetchesReferences {
+    fn route(&self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
+        self.given
+            .lock()
+            .unwrap()
+            .push(ctx.dereferenced.map(<[u8]>::to_vec));
+        self.table.route(req, ctx)
+    }
+
+    fn location_reference(&self, req: &Message) -> Option<String> {
+        let v = req.get(HeaderName::Geolocation)?;
+        let v = std::str::from_utf8(v).ok()?.trim_matches(['<', '>']);
+        v.starts_with("http").then(|| v.to_string())
+    }
+}
+
+/// A harness whose router fetches references, with `per_server` fetches
+/// at most from one server.
+fn fetching(per_server: usize) -> (Harness, Arc<FetchesReferences>) {
+    let c = config();
+    let mut cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
+    cfg.fetch.per_server = per_server;
+    let router = Arc::new(FetchesReferences {
+        table: StaticRouter::new(&c),
+        given: Default::default(),
+    });
+    let h = Harness {
+        core: Core::new(cfg, router.clone()),
+        now: Instant::now(),
+        sent: Vec::new(),
+    };
+    (h, router)
+}
+
+fn invite_by_reference(call_id: &str, uri: &str) -> String {
+    invite(call_id).replace(
+        "Content-Length: 0\r\n",
+        &format!("Geolocation: <{uri}>\r\nContent-Length: 0\r\n"),
+    )
+}
+
+const LIS: &str = "https://lis.carrier.example/loc/1";
+
+#[test]
+fn an_invite_by_reference_waits_for_its_location_and_is_routed_with_it() {
+    let (mut h, router) = fetching(4);
+    h.deliver(CALLER, &invite_by_reference("r1", LIS));
+    let fetch = h.core.poll_fetch().expect("the core asks for the location");
+    assert_eq!(fetch.uri, LIS);
+    assert_eq!(fetch.timeout, Duration::from_millis(1000));
+    assert_eq!(fetch.call_id, "r1");
+    assert_eq!(h.core.poll_fetch(), None, "one fetch per call");
+    // The caller hears from the router at once; nothing goes on yet.
+    let up = h.take(CALLER);
+    assert_eq!(up.iter().map(|m| status(m)).collect::<Vec<_>>(), ["100"]);
+    assert!(h.take("127.0.0.1:5070").is_empty());
+    assert_eq!(h.core.calls_in_progress(), 1, "a drain waits for it");
+    // A retransmission meanwhile is answered 100 again, not fetched again.
+    h.deliver(CALLER, &invite_by_reference("r1", LIS));
+    assert_eq!(h.take(CALLER).len(), 1);
+    assert_eq!(h.core.poll_fetch(), None);
+
+    h.core
+        .handle_fetched(h.now, fetch.id, Some(Bytes::from_static(b"<presence/>")));
+    h.drain();
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1, "routed now");
+    assert_eq!(
+        *router.given.lock().unwrap(),
+        [Some(b"<presence/>".to_vec())],
+        "with the document"
+    );
+    // A late second report of the same fetch changes nothing.
+    h.core.handle_fetched(h.now, fetch.id, None);
+    h.drain();
+    assert!(h.take("127.0.0.1:5070").is_empty());
+    assert_eq!(router.given.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn a_cancel_during_the_fetch_follows_the_invite_into_the_proxy() {
+    let (mut h, _) = fetching(4);
+    h.deliver(CALLER, &invite_by_reference("r2", LIS));
+    let fetch = h.core.poll_fetch().unwrap();
+    h.take(CALLER);
+    // Answered now, it would get 481 and leave the call to be routed.
+    let cancel = cancel("r2").replace(
+        "Content-Length: 0\r\n",
+        &format!("Geolocation: <{LIS}>\r\nContent-Length: 0\r\n"),
+    );
+    h.deliver(CALLER, &cancel);
+    h.deliver(CALLER, &cancel);
+    assert!(
+        h.take(CALLER).is_empty(),
+        "held, and its retransmission too"
+    );
+
+    h.core.handle_fetched(h.now, fetch.id, None);
+    h.drain();
+    let mut up: Vec<String> = h
+        .take(CALLER)
+        .iter()
+        .map(|m| {
+            let cseq = header(m, "CSeq").unwrap_or_default().to_string();
+            format!("{} {cseq}", status(m))
+        })
+        .collect();
+    up.sort();
+    assert_eq!(up, ["100 1 INVITE", "200 1 CANCEL", "487 1 INVITE"]);
+    assert_eq!(h.core.calls_in_progress(), 0);
+}
+
+#[test]
+fn with_no_word_from_the_driver_the_call_is_routed_at_the_cores_deadline() {
+    let (mut h, router) = fetching(4);
+    h.deliver(CALLER, &invite_by_reference("r3", LIS));
+    let fetch = h.core.poll_fetch().unwrap();
+    h.advance(fetch.timeout);
+    assert!(
+        h.take("127.0.0.1:5070").is_empty(),
+        "the driver's own deadline comes first"
+    );
+    h.advance(Duration::from_millis(300));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1, "routed without it");
+    assert_eq!(*router.given.lock().unwrap(), [None]);
+    // The report that comes after is dropped.
+    h.core
+        .handle_fetched(h.now, fetch.id, Some(Bytes::from_static(b"<presence/>")));
+    h.drain();
+    assert!(h.take("127.0.0.1:5070").is_empty());
+}
+
+#[test]
+fn a_server_with_every_slot_taken_gets_no_more_fetches_and_its_calls_go_on() {
+    let (mut h, router) = fetching(2);
+    for i in 0..3 {
+        h.deliver(CALLER, &invite_by_reference(&format!("s{i}"), LIS));
+    }
+    let fetches: Vec<LocationFetch> = std::iter::from_fn(|| h.core.poll_fetch()).collect();
+    assert_eq!(fetches.len(), 2);
+    assert_eq!(
+        h.take("127.0.0.1:5070").len(),
+        1,
+        "the third is routed at once"
+    );
+    // Another server still has its own slots, in any spelling of its name.
+    h.deliver(
+        CALLER,
+        &invite_by_reference("s3", "http://LIS.other.example./x"),
+    );
+    assert_eq!(
+        h.core.poll_fetch().map(|f| f.call_id),
+        Some("s3".to_string())
+    );
+    // A slot comes back when its fetch is over.
+    h.core.handle_fetched(h.now, fetches[0].id, None);
+    h.deliver(CALLER, &invite_by_reference("s4", LIS));
+    assert_eq!(
+        h.core.poll_fetch().map(|f| f.call_id),
+        Some("s4".to_string())
+    );
+    assert_eq!(router.given.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_stranger_or_a_call_without_a_reference_fetches_nothing() {
+    let (mut h, _) = fetching(4);
+    h.deliver("127.0.0.9:5061", &invite_by_reference("x1", LIS));
+    assert_eq!(h.core.poll_fetch(), None);
+    assert_eq!(status(&h.take("127.0.0.9:5061")[0]), "403");
+    h.deliver(CALLER, &invite("x2"));
+    assert_eq!(h.core.poll_fetch(), None);
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+    // With fetches off (a zero timeout), a reference is routed at once.
+    let mut c = config();
+    c.emergency.dereference_timeout_ms = Some(0);
+    let mut h = Harness::with(c);
+    h.deliver(CALLER, &invite_by_reference("x3", LIS));
+    assert_eq!(h.core.poll_fetch(), None);
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+}
+
+#[test]
+fn a_bug_met_by_a_located_invite_is_answered_500() {
+    let (mut h, _) = fetching(4);
+    h.deliver(CALLER, &invite_by_reference("b1", LIS));
+    let fetch = h.core.poll_fetch().unwrap();
+    h.take(CALLER);
+    // What the driver does when routing the fetched call panicked.
+    h.core.abandon_fetch(h.now, fetch.id);
+    h.drain();
+    let up = h.take(CALLER);
+    assert_eq!(up.iter().map(|m| status(m)).collect::<Vec<_>>(), ["500"]);
+    assert_eq!(h.core.calls_in_progress(), 0);
+    assert!(h.take("127.0.0.1:5070").is_empty());
+}

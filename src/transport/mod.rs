@@ -20,9 +20,12 @@ use crate::sip::{self, build, Limits, Message, ParseError};
 #[derive(Debug)]
 pub enum Inbound {
     Message(Box<Message>, Source),
-    /// An INVITE whose location reference was dereferenced (or tried):
-    /// the document, if one came back in time.
-    Dereferenced(Box<Message>, Source, Option<bytes::Bytes>),
+    /// A location fetch the core asked for is over: the document, if one
+    /// came back in time.
+    Fetched {
+        id: u64,
+        document: Option<Bytes>,
+    },
     /// A message could not be sent; the token names the transaction.
     SendFailed {
         token: u64,

@@ -11,7 +11,7 @@
 //! proxy turns into failover to the next target.
 //!
 //! The cache is sans-IO: time is an input, lookups are requested and their
-//! answers handed back by the driver (`server.rs`).
+//! answers handed back by the driver (`driver/sip_loop.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

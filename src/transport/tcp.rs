@@ -69,6 +69,10 @@ struct Inner {
     refused: crate::logbuf::SharedThrottle,
     closed: crate::logbuf::SharedThrottle,
     epoch: Instant,
+    /// Held by every connection's writer: the receiver below sees the
+    /// channel close once the last writer is done ([`TcpPool::close`]).
+    writers: std::sync::Mutex<Option<mpsc::Sender<()>>>,
+    writers_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
 }
 
 /// Every TCP connection, inbound and outbound.
@@ -80,6 +84,7 @@ pub struct TcpPool {
 impl TcpPool {
     pub fn new(tx: InboundTx, limits: Limits, cfg: TcpConfig) -> TcpPool {
         let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+        let (writers, writers_done) = mpsc::channel(1);
         TcpPool {
             inner: Arc::new(Inner {
                 conns: DashMap::new(),
@@ -94,6 +99,8 @@ impl TcpPool {
                 refused: Default::default(),
                 closed: Default::default(),
                 epoch: Instant::now(),
+                writers: std::sync::Mutex::new(Some(writers)),
+                writers_done: tokio::sync::Mutex::new(writers_done),
             }),
         }
     }
@@ -125,6 +132,21 @@ impl TcpPool {
 
     pub fn open(&self) -> usize {
         self.inner.conns.len()
+    }
+
+    /// Lets every connection write out what is queued for it, then
+    /// closes them, waiting at most `within`; nothing new is sent after.
+    /// The last answers of a drain leave this way before the process
+    /// ends.
+    pub async fn close(&self, within: Duration) {
+        if let Ok(mut w) = self.inner.writers.lock() {
+            w.take();
+        }
+        // Each writer ends once its queue is empty and its sender gone.
+        self.inner.conns.clear();
+        self.inner.by_peer.clear();
+        let mut done = self.inner.writers_done.lock().await;
+        let _ = tokio::time::timeout(within, done.recv()).await;
     }
 
     /// Accepts connections until the listener fails.
@@ -316,7 +338,9 @@ impl TcpPool {
     ) {
         let (mut rd, mut wr) = stream.into_split();
         let pool = self.clone();
+        let alive = self.inner.writers.lock().ok().and_then(|w| w.clone());
         let writer = tokio::spawn(async move {
+            let _alive = alive;
             // Whatever queued while the last write ran leaves in one
             // writev: under load the writer keeps up with fewer wake-ups
             // and system calls instead of falling behind one message at a

@@ -1,0 +1,88 @@
+//! The HTTP side of location by reference: the core decides which INVITE
+//! waits for a fetch and for how long (`proxy/location.rs`); this performs
+//! the fetches it asks for.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::metrics as m;
+use crate::proxy::{Core, LocationFetch};
+use crate::transport::Inbound;
+
+/// Performs the location fetches the core asks for ([`Core::poll_fetch`]):
+/// checks where each may go (`emergency.location_servers`, or no address of
+/// the router's own host, link-local or reserved), sends the HELD request
+/// off the driver's task, and hands the result back as
+/// [`Inbound::Fetched`].
+pub(super) struct Fetcher {
+    client: Option<reqwest::Client>,
+    /// `emergency.location_servers`.
+    servers: Option<Arc<[String]>>,
+    refused: crate::logbuf::Throttle,
+    tx: mpsc::Sender<Inbound>,
+}
+
+impl Fetcher {
+    pub(super) fn new(config: &Config, tx: mpsc::Sender<Inbound>) -> Fetcher {
+        let servers: Option<Arc<[String]>> = config
+            .emergency
+            .location_servers
+            .as_ref()
+            .map(|v| v.clone().into());
+        let client = match crate::held::client(servers.clone()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "no HTTP client for location fetches: calls are routed without locations given by reference");
+                None
+            }
+        };
+        Fetcher {
+            client,
+            servers,
+            refused: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
+            tx,
+        }
+    }
+
+    /// Starts `fetch`, or reports at once that there is no document when
+    /// its server may not be asked.
+    pub(super) fn start(&mut self, fetch: LocationFetch, core: &mut Core, now: Instant) {
+        let Some(client) = &self.client else {
+            return core.handle_fetched(now, fetch.id, None);
+        };
+        if !crate::held::host_allowed(&fetch.uri, self.servers.as_deref()) {
+            let (reason, why) = if self.servers.is_some() {
+                ("not_listed", "not one of emergency.location_servers")
+            } else {
+                ("reserved", "the router's own host, link-local or multicast, which only emergency.location_servers can allow")
+            };
+            metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => reason).increment(1);
+            if let Some(calls) = self.refused.hit(now) {
+                tracing::warn!(calls, host = %crate::held::host_of(&fetch.uri), why, call_id = %fetch.call_id, "location by reference not fetched; routing without it (count since the last such line)");
+            }
+            return core.handle_fetched(now, fetch.id, None);
+        }
+        let (client, tx) = (client.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let fetched = crate::held::dereference(&client, &fetch.uri, fetch.timeout).await;
+            let outcome = fetched.as_ref().map_or_else(|e| e.outcome(), |_| "ok");
+            metrics::counter!(m::DEREFERENCES, "outcome" => outcome).increment(1);
+            let document = match fetched {
+                Ok(doc) => Some(doc),
+                Err(e) => {
+                    tracing::warn!(call_id = %fetch.call_id, error = %e, "location by reference not fetched; routing without it");
+                    None
+                }
+            };
+            let _ = tx
+                .send(Inbound::Fetched {
+                    id: fetch.id,
+                    document,
+                })
+                .await;
+        });
+    }
+}

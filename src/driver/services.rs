@@ -1,0 +1,205 @@
+//! What runs beside the SIP loop, wired once at start: the database (the
+//! inventory and its changes, call records, the audit log), the
+//! operators' API and health pages, `/metrics`, the call record pipeline
+//! and the security desk webhooks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use super::control::ReloadReply;
+use super::{Bound, Options};
+use crate::admin;
+use crate::cdr::store::{DbRecords, Recorder, RecorderConfig};
+use crate::config::{Config, DatabaseConfig};
+use crate::notify::{SecurityDesk, Webhooks};
+use crate::proxy::CallEvent;
+use crate::store::{Actor, Store};
+
+/// The services, for the loop to feed and, at the end, to stop.
+pub(super) struct Services {
+    pub(super) store: Option<Arc<Store>>,
+    pub(super) api: Option<Arc<admin::api::Api>>,
+    /// What the health pages show (trunks, overload, draining).
+    pub(super) shared: Arc<admin::Shared>,
+    pub(super) webhooks: Webhooks,
+    desk: SecurityDesk,
+    recorder: Option<Recorder>,
+    http_stop: tokio::sync::watch::Sender<bool>,
+    /// The TCP connections SIP may keep, fitted to the open file limit
+    /// beside the HTTP listeners'.
+    pub(super) sip_tcp_connections: usize,
+}
+
+impl Services {
+    /// Opens the database and starts the HTTP listeners (their addresses
+    /// go into `bound`). Gives back where `POST /v1/reload` asks too.
+    pub(super) async fn start(
+        config: &Config,
+        opts: &Options,
+        bound: &mut Bound,
+    ) -> anyhow::Result<(Services, mpsc::Receiver<ReloadReply>)> {
+        let database = DatabaseConfig::effective(config);
+        let store = match &database {
+            Some(db) => Some(open_store(config, db, opts).await?),
+            None => None,
+        };
+        let api = match (&config.admin, &store) {
+            (Some(a), Some(s)) => Some(admin::api::Api::new(s.clone(), a)),
+            _ => None,
+        };
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        if let Some(api) = &api {
+            api.set_reload(reload_tx);
+        }
+        let recorder = match (&store, &database) {
+            (Some(s), Some(db)) => Some(Recorder::start(
+                Arc::new(DbRecords(s.clone())),
+                RecorderConfig {
+                    events: 65536,
+                    queue: db.record_queue,
+                    batch: db.record_batch,
+                    open_call_max: Duration::from_secs(db.open_call_max_s),
+                },
+            )),
+            _ => None,
+        };
+        let shared = Arc::new(admin::Shared::default());
+        let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
+        let stop_signal = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        // The HTTP listeners' caps fit in the open file limit beside SIP's.
+        let (caps, cut) = crate::fds::fit(
+            crate::fds::limit().map(|l| l.soft),
+            crate::fds::Caps {
+                sip_tcp: config.sip.tcp.max_connections,
+                admin: config.admin.as_ref().map(|a| a.max_connections),
+                metrics: config.metrics.as_ref().map(|m| m.max_connections),
+            },
+        );
+        if let Some(cut) = cut {
+            tracing::warn!("{cut}");
+        }
+        if let Some(m) = &config.metrics {
+            if opts.install_metrics {
+                let handle = admin::install_metrics()?;
+                let limits = admin::http::HttpLimits {
+                    max_connections: caps.metrics.unwrap_or(m.max_connections),
+                    ..admin::http::HttpLimits::metrics(m)
+                };
+                let addr = admin::serve(
+                    "metrics",
+                    m.listen,
+                    admin::metrics_routes(handle),
+                    limits,
+                    stop_signal(http_stopped.clone()),
+                )
+                .await
+                .with_context(|| format!("binding metrics {}", m.listen))?;
+                bound.metrics = Some(addr);
+            }
+        }
+        if let Some(a) = &config.admin {
+            let mut app = admin::health_routes(shared.clone());
+            if let Some(api) = &api {
+                app = app.merge(admin::api::routes(api.clone()));
+            }
+            let limits = admin::http::HttpLimits {
+                max_connections: caps.admin.unwrap_or(a.max_connections),
+                ..admin::http::HttpLimits::admin(a)
+            };
+            let addr = admin::serve(
+                "admin",
+                a.listen,
+                app,
+                limits,
+                stop_signal(http_stopped.clone()),
+            )
+            .await
+            .with_context(|| format!("binding admin {}", a.listen))?;
+            bound.admin = Some(addr);
+        }
+        let webhooks: Webhooks = Arc::new(arc_swap::ArcSwap::from_pointee(
+            crate::notify::from_config(config),
+        ));
+        let desk = SecurityDesk::start(
+            webhooks.clone(),
+            crate::notify::Policy::default(),
+            opts.hub.clone(),
+        );
+        if let Some(api) = &api {
+            api.set_webhooks(webhooks.clone());
+        }
+        let services = Services {
+            store,
+            api,
+            shared,
+            webhooks,
+            desk,
+            recorder,
+            http_stop,
+            sip_tcp_connections: caps.sip_tcp,
+        };
+        Ok((services, reload_rx))
+    }
+
+    /// A call event from the core: to the security desk and to the record
+    /// pipeline (or let go when there is none), so that none piles up in
+    /// the core.
+    pub(super) fn on_event(&self, ev: CallEvent) {
+        self.desk.on_event(&ev);
+        if let Some(r) = &self.recorder {
+            r.push(ev);
+        }
+    }
+
+    /// Stops the HTTP listeners and writes the last records, calls still
+    /// open included: a restart loses no record.
+    pub(super) async fn finish(self) {
+        let _ = self.http_stop.send(true);
+        if let Some(r) = self.recorder {
+            r.finish().await;
+        }
+    }
+}
+
+/// Opens the database, imports the inventory file into an empty one, loads
+/// the snapshot, and starts following changes and deleting old records.
+async fn open_store(
+    config: &Config,
+    db: &DatabaseConfig,
+    opts: &Options,
+) -> anyhow::Result<Arc<Store>> {
+    let hub = opts.hub.clone().unwrap_or_default();
+    let store = Store::open(db, hub).await?;
+    let file = opts
+        .inventory
+        .as_ref()
+        .or(config.emergency.inventory.as_ref());
+    if let Some(path) = file {
+        if store.inventory_is_empty().await? {
+            let inv =
+                crate::inventory::Inventory::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let actor = Actor {
+                name: format!("import:{}", path.display()),
+                role: "system",
+            };
+            let n = store.import(&inv, &actor).await?;
+            tracing::info!(numbers = n, file = %path.display(), "inventory file imported into the empty database");
+        } else {
+            tracing::info!(file = %path.display(), "the database holds an inventory already: the file is not imported, now or on reload (change numbers through the API)");
+        }
+    }
+    store.refresh().await?;
+    store.spawn_follower(Duration::from_millis(db.poll_interval_ms));
+    store.spawn_retention(db.retention_days);
+    tracing::info!(
+        backend = store.backend().as_str(),
+        numbers = store.hub().inventory().len(),
+        "database ready"
+    );
+    Ok(store)
+}

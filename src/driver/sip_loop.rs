@@ -1,0 +1,464 @@
+//! The SIP loop: the one task that owns the proxy core. It reads UDP
+//! itself (a datagram reaches the core with no hand-off to wake it, and
+//! the answers leave in the same turn), takes what the TCP, name lookup
+//! and fetch tasks queue, fires the core's timers, and after each turn
+//! sends what the core wrote, starts what it asked for and hands its call
+//! events on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::control::{Built, Control, Reloads};
+use super::fetch::Fetcher;
+use super::guard::{guarded, handle_message};
+use super::services::Services;
+use super::{Options, TimedRouter};
+use crate::config::Config;
+use crate::metrics as m;
+use crate::proxy::{Core, Proto, Transmit};
+use crate::sip::Limits;
+use crate::transport::names::{NameCache, Next};
+use crate::transport::{tcp, udp, Inbound};
+
+/// How many datagrams are read from one socket before the loop looks at
+/// its other inputs.
+const BATCH: usize = 256;
+
+/// The loop's own clock-driven work (health page, gauges).
+const TICK: Duration = Duration::from_secs(1);
+
+/// The core's timers wake the loop on a grid of this step: one wake-up
+/// serves every timer due within it, instead of one per millisecond when
+/// thousands of transactions linger. A timer fires at most this late (the
+/// shortest SIP timer, T1, is 500 ms); timers that come due while the
+/// loop is awake for messages are served then, on time.
+const TIMER_GRID: Duration = Duration::from_millis(10);
+
+/// How long the last answers of a drain get to leave over TCP.
+const LAST_WRITES: Duration = Duration::from_secs(1);
+
+/// The loop's state: the core and everything it talks to.
+pub(super) struct SipLoop {
+    core: Core,
+    udps: Vec<udp::UdpEndpoint>,
+    /// A receive buffer per UDP socket.
+    bufs: Vec<Vec<u8>>,
+    limits: Limits,
+    pool: tcp::TcpPool,
+    /// The TCP listeners' accept loops.
+    tasks: tokio::task::JoinSet<()>,
+    /// What the I/O tasks hand to the loop.
+    tx: mpsc::Sender<Inbound>,
+    rx: mpsc::Receiver<Inbound>,
+    names: NameCache,
+    fetcher: Fetcher,
+    counters: m::MessageCounters,
+    tcp_gauge: metrics::Gauge,
+    transactions_gauge: metrics::Gauge,
+    services: Services,
+    reloads: Reloads,
+    opts: Arc<Options>,
+    /// The router's own addresses, for the configurations reloads build.
+    locals: Arc<[SocketAddr]>,
+    seed: u64,
+    drain_timeout: Duration,
+}
+
+impl SipLoop {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        config: &Config,
+        core: Core,
+        udps: Vec<udp::UdpEndpoint>,
+        tcps: Vec<tokio::net::TcpListener>,
+        services: Services,
+        opts: Arc<Options>,
+        locals: Arc<[SocketAddr]>,
+        seed: u64,
+    ) -> SipLoop {
+        let limits = Limits::default();
+        let (tx, rx) = mpsc::channel::<Inbound>(65536);
+        let tcp_cfg = crate::config::TcpConfig {
+            max_connections: services.sip_tcp_connections,
+            ..config.sip.tcp.clone()
+        };
+        let pool = tcp::TcpPool::new(tx.clone(), limits, tcp_cfg);
+        pool.set_allowed(core.allowed());
+        let mut tasks = tokio::task::JoinSet::new();
+        for l in tcps {
+            tasks.spawn(pool.clone().listen(l));
+        }
+        let bufs = udps.iter().map(|_| udp::receive_buffer(&limits)).collect();
+        SipLoop {
+            core,
+            bufs,
+            udps,
+            limits,
+            pool,
+            tasks,
+            fetcher: Fetcher::new(config, tx.clone()),
+            tx,
+            rx,
+            names: NameCache::new(config.sip.name_settings()),
+            counters: m::MessageCounters::default(),
+            tcp_gauge: metrics::gauge!(m::TCP_CONNECTIONS),
+            transactions_gauge: metrics::gauge!(m::TRANSACTIONS),
+            services,
+            reloads: Reloads::new(),
+            opts,
+            locals,
+            seed,
+            drain_timeout: Duration::from_secs(config.sip.drain_timeout_s),
+        }
+    }
+
+    /// Runs until told to shut down and the drain is over; gives the
+    /// services back to be stopped.
+    pub(super) async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Services {
+        self.services
+            .shared
+            .set_trunks(self.core.trunk_health(Instant::now()));
+        // One timer for the core's deadlines and the once-a-second tick,
+        // moved only when the next deadline changes.
+        let origin = tokio::time::Instant::now();
+        let mut next_tick = origin + TICK;
+        let mut armed = next_tick;
+        let sleep = tokio::time::sleep_until(armed);
+        tokio::pin!(sleep);
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        // Log lines below warning gather while the loop runs and are
+        // written out together, at most one timer step after the first of
+        // them.
+        crate::logbuf::hold(true);
+        let _release = LogRelease;
+        let mut log_flush_at: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(at) = log_flush_at {
+                if tokio::time::Instant::now() >= at {
+                    crate::logbuf::flush();
+                    log_flush_at = None;
+                }
+            }
+            if log_flush_at.is_none() && crate::logbuf::pending() {
+                log_flush_at = Some(tokio::time::Instant::now() + TIMER_GRID);
+            }
+            let due = self
+                .core
+                .next_deadline()
+                .map(|d| on_grid(origin, tokio::time::Instant::from_std(d)))
+                .map_or(next_tick, |d| d.min(next_tick));
+            let due = log_flush_at.map_or(due, |at| due.min(at));
+            if due != armed {
+                sleep.as_mut().reset(due);
+                armed = due;
+            }
+            tokio::select! {
+                biased;
+                Some(word) = control.recv() => match word {
+                    Control::Shutdown if drain_until.is_none() => {
+                        let n = self.core.calls_in_progress();
+                        tracing::info!(calls_in_progress = n, timeout_s = self.drain_timeout.as_secs(), "shutting down: refusing new calls, letting calls in progress finish");
+                        self.services.shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                        self.core.set_draining(true);
+                        drain_until = Some(tokio::time::Instant::now() + self.drain_timeout);
+                    }
+                    Control::Shutdown => {}
+                    Control::Reload(reply) => {
+                        self.reloads.ask(reply, &self.opts, &self.locals, self.seed);
+                    }
+                },
+                Some(built) = self.reloads.done_rx.recv() => {
+                    let r = self.apply_reload(built);
+                    self.reloads.finished(r, &self.opts, &self.locals, self.seed);
+                }
+                first = std::future::poll_fn(|cx| udp::poll_any_readable(&self.udps, cx)) => {
+                    let now = Instant::now();
+                    self.read_datagrams(now, first);
+                    // A steady stream of datagrams must not hold back the
+                    // rest.
+                    self.drain_inbound(now);
+                    if self.core.next_deadline().is_some_and(|d| d <= now) {
+                        self.core.handle_timeout(now);
+                    }
+                }
+                inbound = self.rx.recv() => {
+                    let Some(first) = inbound else { break };
+                    let now = Instant::now();
+                    self.handle(now, first);
+                    // Take what else is queued before sending, in one batch.
+                    self.drain_inbound(now);
+                    if self.core.next_deadline().is_some_and(|d| d <= now) {
+                        self.core.handle_timeout(now);
+                    }
+                }
+                () = &mut sleep => {
+                    let now = Instant::now();
+                    if tokio::time::Instant::from_std(now) >= next_tick {
+                        next_tick = tokio::time::Instant::from_std(now) + TICK;
+                        self.tick(now);
+                    }
+                    self.core.handle_timeout(now);
+                }
+            }
+            self.flush();
+            // A probe answered or missed, a trunk found to refuse TCP:
+            // /readyz says so now, not at the next tick.
+            if self.core.take_health_changed() {
+                self.services
+                    .shared
+                    .set_trunks(self.core.trunk_health(Instant::now()));
+            }
+            if let Some(until) = drain_until {
+                let left = self.core.calls_in_progress();
+                if left == 0 || tokio::time::Instant::now() >= until {
+                    if left > 0 {
+                        tracing::warn!(
+                            calls_in_progress = left,
+                            "drain deadline reached with calls in progress"
+                        );
+                    }
+                    break;
+                }
+            }
+        }
+        // The last answers leave before the sockets close.
+        self.pool.close(LAST_WRITES).await;
+        self.tasks.abort_all();
+        self.drain_events();
+        self.services
+    }
+
+    /// Up to a batch from each socket, the first one ready first.
+    fn read_datagrams(&mut self, now: Instant, first: usize) {
+        let n = self.udps.len();
+        for k in 0..n {
+            let i = (first + k) % n;
+            for _ in 0..BATCH {
+                match udp::try_receive(
+                    &self.udps[i],
+                    &mut self.bufs[i],
+                    &self.limits,
+                    &mut self.counters,
+                ) {
+                    Ok(Some(udp::Received::Message(msg, source))) => {
+                        handle_message(&mut self.core, now, msg, source)
+                    }
+                    Ok(Some(udp::Received::Unparsed(answer, source))) => {
+                        self.core.answer_unparsed(now, answer, &source)
+                    }
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// The once-a-second work: the health page and the gauges.
+    fn tick(&mut self, now: Instant) {
+        let shared = &self.services.shared;
+        shared.set_trunks(self.core.trunk_health(now));
+        let (txns, _) = self.core.open();
+        self.transactions_gauge.set(txns as f64);
+        // Overload eases as transactions end, with no request needed to
+        // notice it.
+        let load = self.core.load();
+        shared
+            .overload
+            .store(load.level(), std::sync::atomic::Ordering::Relaxed);
+        self.tcp_gauge.set(self.pool.open() as f64);
+    }
+
+    fn handle(&mut self, now: Instant, inbound: Inbound) {
+        match inbound {
+            Inbound::Message(msg, source) => handle_message(&mut self.core, now, *msg, source),
+            Inbound::Fetched { id, document } => guarded(
+                &mut self.core,
+                |core| core.handle_fetched(now, id, document),
+                |core| {
+                    tracing::error!(
+                        "internal error while routing a call with its fetched location: answered 500, the router goes on"
+                    );
+                    core.abandon_fetch(now, id);
+                },
+            ),
+            Inbound::SendFailed { token } => self.core.handle_send_failure(now, token),
+            Inbound::Resolved { host, port, addr } => {
+                let a = self.names.answer(&host, port, addr, now);
+                let result = if addr.is_some() { "ok" } else { "failed" };
+                metrics::counter!(m::NAME_LOOKUPS, "result" => result).increment(1);
+                if a.kept_stale {
+                    tracing::warn!(%host, port, addr = ?a.addr, "could not resolve a next hop: its last address stays in use");
+                } else if a.addr.is_none() {
+                    tracing::warn!(%host, port, failed = a.failed.len(), "could not resolve a next hop");
+                } else if a.moved {
+                    tracing::info!(%host, port, addr = ?a.addr, "a next hop's address changed");
+                }
+                for token in a.failed.into_iter().filter_map(|t| t.token) {
+                    self.core.handle_send_failure(now, token);
+                }
+            }
+            Inbound::ConnOpened(_) | Inbound::ConnClosed(_) => {
+                self.tcp_gauge.set(self.pool.open() as f64)
+            }
+        }
+    }
+
+    /// Takes what the I/O tasks have queued, up to a batch, without
+    /// waiting.
+    fn drain_inbound(&mut self, now: Instant) {
+        for _ in 0..BATCH {
+            match self.rx.try_recv() {
+                Ok(more) => self.handle(now, more),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Carries out what the core asked for in this turn: fetches started
+    /// (a refused one is answered at once), messages sent, names looked
+    /// up; then its call events are handed on.
+    fn flush(&mut self) {
+        let now = Instant::now();
+        while let Some(fetch) = self.core.poll_fetch() {
+            self.fetcher.start(fetch, &mut self.core, now);
+        }
+        // What waited for a host name goes first, in the order it came.
+        for (addr, t) in self.names.take_ready() {
+            self.send_to(addr, t);
+        }
+        while let Some(t) = self.core.poll_transmit() {
+            match self.names.route(t, now) {
+                Next::Send(addr, t) => self.send_to(addr, t),
+                Next::Queued => {}
+                Next::Full(t) => {
+                    tracing::warn!(target = ?t.dest.target, "next hop's name: too many names, or too many messages waiting for its address");
+                    let transport = match t.dest.proto {
+                        Proto::Udp => "udp",
+                        Proto::Tcp => "tcp",
+                    };
+                    fail(t.token, transport, &self.tx);
+                }
+            }
+        }
+        start_lookups(&mut self.names, &self.udps, &self.tx);
+        self.drain_events();
+    }
+
+    fn drain_events(&mut self) {
+        while let Some(ev) = self.core.poll_event() {
+            self.services.on_event(ev);
+        }
+    }
+
+    fn send_to(&mut self, addr: SocketAddr, t: Transmit) {
+        let Transmit { dest, bytes, token } = t;
+        self.counters.sent(dest.proto);
+        match dest.proto {
+            Proto::Udp => {
+                if let Err(e) = udp::send(&self.udps, addr, bytes) {
+                    tracing::debug!(%addr, error = %e, "udp send failed");
+                    fail(token, "udp", &self.tx);
+                }
+            }
+            Proto::Tcp => self.pool.send(addr, dest.conn, bytes, token),
+        }
+    }
+
+    /// Reloads the configuration file (SIGHUP or `POST /v1/reload`): applied
+    /// whole, or refused whole with the running one kept. `built` comes from
+    /// [`Reloads`], which reads and builds off the driver.
+    fn apply_reload(&mut self, built: Built) -> Result<(), String> {
+        match built {
+            Ok((cfg, core_cfg, router)) => {
+                self.pool.set_allowed(core_cfg.allowed.clone());
+                let old =
+                    self.core
+                        .reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
+                // Freeing the old routing data takes milliseconds: not here.
+                tokio::task::spawn_blocking(move || drop(old));
+                self.fetcher = Fetcher::new(&cfg, self.tx.clone());
+                self.services
+                    .webhooks
+                    .store(Arc::new(crate::notify::from_config(&cfg)));
+                self.drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
+                self.names.set_settings(cfg.sip.name_settings());
+                if let Some(api) = &self.services.api {
+                    api.reconfigure(cfg.admin.as_ref());
+                }
+                metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
+                tracing::info!("configuration reloaded; calls in progress keep their routes");
+                Ok(())
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                metrics::counter!(m::CONFIG_RELOADS, "outcome" => "refused").increment(1);
+                tracing::error!(error = %e, "new configuration refused; the running one stays");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Lets go of the log buffer (writing out what it gathered) however the
+/// loop ends.
+struct LogRelease;
+
+impl Drop for LogRelease {
+    fn drop(&mut self) {
+        crate::logbuf::hold(false);
+    }
+}
+
+/// `at` rounded up to the timer grid that starts at `origin`.
+fn on_grid(origin: tokio::time::Instant, at: tokio::time::Instant) -> tokio::time::Instant {
+    let step = TIMER_GRID.as_nanos();
+    let since = at.saturating_duration_since(origin).as_nanos();
+    let slots = since.div_ceil(step);
+    let nanos = u64::try_from(slots * step).unwrap_or(u64::MAX);
+    origin + Duration::from_nanos(nanos)
+}
+
+/// Looks up each name the cache asks for off the driver task; the answer
+/// comes back as [`Inbound::Resolved`]. An address of a family the router
+/// has a UDP socket for is preferred.
+fn start_lookups(names: &mut NameCache, udps: &[udp::UdpEndpoint], tx: &mpsc::Sender<Inbound>) {
+    let timeout = names.settings().timeout;
+    for (host, port) in names.take_lookups() {
+        let v4 = udps.iter().any(|u| u.local.is_ipv4());
+        let v6 = udps.iter().any(|u| u.local.is_ipv6());
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let found =
+                match tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port)))
+                    .await
+                {
+                    Ok(Ok(addrs)) => {
+                        let addrs: Vec<SocketAddr> = addrs.collect();
+                        addrs
+                            .iter()
+                            .find(|a| if a.is_ipv4() { v4 } else { v6 })
+                            .or(addrs.first())
+                            .copied()
+                    }
+                    _ => None,
+                };
+            let _ = tx
+                .send(Inbound::Resolved {
+                    host,
+                    port,
+                    addr: found,
+                })
+                .await;
+        });
+    }
+}
+
+fn fail(token: Option<u64>, transport: &'static str, tx: &mpsc::Sender<Inbound>) {
+    metrics::counter!(m::SEND_FAILURES, "transport" => transport).increment(1);
+    if let Some(token) = token {
+        let _ = tx.try_send(Inbound::SendFailed { token });
+    }
+}

@@ -1,0 +1,311 @@
+//! Phase 1b: location by reference (RFC 6753).
+//!
+//! An initial INVITE whose only location is a reference (an `http(s)` URI
+//! in its Geolocation header, as the routing phase finds it with
+//! [`Router::location_reference`](super::Router::location_reference)) waits
+//! here while the driver fetches the document: the core asks for the fetch
+//! ([`Core::poll_fetch`]), answers the INVITE `100 Trying`, and routes it
+//! when the result comes in ([`Core::handle_fetched`]) or when its own
+//! deadline passes, whichever is first. The call never waits longer than
+//! `emergency.dereference_timeout_ms` plus a margin.
+//!
+//! Meanwhile a retransmission of the INVITE is answered `100` again and a
+//! CANCEL of it waits here, so that it follows the INVITE into the proxy
+//! instead of being answered 481 before the call exists. Both are matched
+//! by the INVITE's server transaction key.
+//!
+//! How many fetches run is bounded here too: at most `in_flight` in all and
+//! `per_server` from one server; a call that finds no room is routed at
+//! once without its location. Where the document may come from (the
+//! destination policy) and the HTTP itself are the driver's.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use super::txn::server_key;
+use super::{lossy, Core, Id, IdMap, KeyMap, Load, Source, TimerRef};
+use crate::logbuf::Throttle;
+use crate::metrics as m;
+use crate::sip::{Message, Method};
+use crate::transaction::TransactionKey;
+
+/// The core's answer wait past the fetch deadline it gives the driver: the
+/// driver's own report (a document, or why there is none) normally comes
+/// first; this only ends the wait when it never comes.
+const MARGIN: Duration = Duration::from_millis(250);
+
+/// `emergency.dereference_timeout_ms` and the limits on fetches.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// How long a fetch may take; zero: locations by reference are not
+    /// fetched.
+    pub timeout: Duration,
+    /// At most this many fetches at once.
+    pub in_flight: usize,
+    /// At most this many at once from one server
+    /// (`emergency.location_fetches_per_server`).
+    pub per_server: usize,
+    /// `emergency.location_servers`: the only servers asked, when set.
+    pub servers: Option<Arc<[String]>>,
+}
+
+impl FetchConfig {
+    /// Fetches at most this many locations at once. A flood of calls
+    /// carrying references must not become a flood of connections.
+    pub const IN_FLIGHT: usize = 256;
+
+    /// Fetches from one server at once when any server may be named.
+    pub const PER_SERVER: usize = 4;
+
+    pub fn from_config(c: &crate::config::EmergencyConfig) -> FetchConfig {
+        let servers: Option<Arc<[String]>> = c.location_servers.as_ref().map(|v| v.clone().into());
+        FetchConfig {
+            timeout: Duration::from_millis(c.dereference_timeout_ms.unwrap_or(1000)),
+            in_flight: FetchConfig::IN_FLIGHT,
+            // Servers the operator listed are its carriers' own: a surge of
+            // calls through one of them must not lose their locations, so
+            // only the overall cap holds them. A server the caller names
+            // gets a small share.
+            per_server: c
+                .location_fetches_per_server
+                .unwrap_or(if servers.is_some() {
+                    FetchConfig::IN_FLIGHT
+                } else {
+                    FetchConfig::PER_SERVER
+                })
+                .max(1),
+            servers,
+        }
+    }
+
+    /// No fetches at all.
+    pub fn off() -> FetchConfig {
+        FetchConfig {
+            timeout: Duration::ZERO,
+            in_flight: 0,
+            per_server: 0,
+            servers: None,
+        }
+    }
+}
+
+/// A fetch the driver is to perform: an HTTP request to `uri` (a HELD
+/// locationRequest, RFC 5985), given up after `timeout`. The result goes
+/// back with [`Core::handle_fetched`] and the same `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocationFetch {
+    pub id: u64,
+    /// The reference. It is itself a key to the caller's location: it
+    /// stays out of logs below debug level.
+    pub uri: String,
+    pub timeout: Duration,
+    /// The call's Call-ID, printable, for the driver's log lines.
+    pub call_id: String,
+}
+
+/// An INVITE waiting for its location.
+struct Waiting {
+    key: TransactionKey,
+    invite: Message,
+    source: Source,
+    /// Its CANCEL, when one came meanwhile.
+    cancel: Option<(Message, Source)>,
+    /// The server the reference names (lower case, no trailing dot).
+    host: Box<str>,
+}
+
+/// The fetches under way and what waits for them.
+#[derive(Default)]
+pub(super) struct Fetches {
+    waiting: IdMap<Waiting>,
+    by_key: KeyMap<TransactionKey, Id>,
+    /// Fetches under way by server.
+    per_host: KeyMap<Box<str>, usize>,
+    out: VecDeque<LocationFetch>,
+    /// When to log calls routed without their fetch for want of room.
+    busy: Option<Throttle>,
+}
+
+impl Fetches {
+    pub(super) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    fn remove(&mut self, id: Id) -> Option<Waiting> {
+        let w = self.waiting.remove(&id)?;
+        self.by_key.remove(&w.key);
+        if let Some(n) = self.per_host.get_mut(&w.host) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_host.remove(&w.host);
+            }
+        }
+        Some(w)
+    }
+}
+
+/// The server a reference names, as compared for the per-server limit:
+/// the host as the URL parser writes it (an IP address in its plain
+/// form), lower case, without a trailing dot; the port does not make
+/// another server.
+fn server_of(uri: &str) -> Option<Box<str>> {
+    let url = url::Url::parse(uri).ok()?;
+    let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+    Some(host.into())
+}
+
+impl Core {
+    /// Takes a request into the location phase when it is an INVITE
+    /// waiting for its location (a retransmission of one, or a CANCEL of
+    /// one), or an initial INVITE whose location is to be fetched; gives
+    /// every other request back. A router refusing every new call, or
+    /// shutting down, fetches nothing: the INVITE goes on to be answered.
+    pub(super) fn take_for_location(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        source: Source,
+        key: &TransactionKey,
+    ) -> Option<(Message, Source)> {
+        if self.cfg.fetch.timeout.is_zero() {
+            return Some((msg, source));
+        }
+        match msg.method() {
+            Method::Cancel if self.fetches.len() > 0 => {
+                return self.hold_cancel(msg, source);
+            }
+            Method::Invite if msg.to().and_then(|t| t.tag()).is_none() => {}
+            _ => return Some((msg, source)),
+        }
+        if self.fetches.by_key.contains_key(key) {
+            debug!(call_id = %lossy(msg.call_id()), "retransmission of an INVITE whose location is being fetched; answered 100");
+            self.trying(&msg, &source);
+            return None;
+        }
+        let Some(uri) = self.router.location_reference(&msg) else {
+            return Some((msg, source));
+        };
+        if self.draining || self.load() == Load::Full {
+            return Some((msg, source));
+        }
+        let Some(host) = server_of(&uri) else {
+            metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => "not_url").increment(1);
+            return Some((msg, source));
+        };
+        let full = if self.fetches.len() >= self.cfg.fetch.in_flight {
+            Some(("busy", "every fetch busy"))
+        } else if self.fetches.per_host.get(&host).copied().unwrap_or(0)
+            >= self.cfg.fetch.per_server
+        {
+            Some((
+                "server_busy",
+                "its server has emergency.location_fetches_per_server fetches under way",
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, why)) = full {
+            metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => reason).increment(1);
+            let throttle = self
+                .fetches
+                .busy
+                .get_or_insert_with(|| Throttle::new(crate::logbuf::TELL_EVERY));
+            if let Some(calls) = throttle.hit(now) {
+                warn!(calls, host = %host, why, call_id = %lossy(msg.call_id()), "location by reference not fetched; routing without it (count since the last such line)");
+            }
+            return Some((msg, source));
+        }
+        let id = self.id();
+        self.trying(&msg, &source);
+        *self.fetches.per_host.entry(host.clone()).or_insert(0) += 1;
+        self.fetches.by_key.insert(key.clone(), id);
+        self.fetches.out.push_back(LocationFetch {
+            id,
+            uri,
+            timeout: self.cfg.fetch.timeout,
+            call_id: lossy(msg.call_id()).to_string(),
+        });
+        self.timers
+            .push(now + self.cfg.fetch.timeout + MARGIN, TimerRef::Fetch(id));
+        self.fetches.waiting.insert(
+            id,
+            Waiting {
+                key: key.clone(),
+                invite: msg,
+                source,
+                cancel: None,
+                host,
+            },
+        );
+        None
+    }
+
+    /// A CANCEL of an INVITE whose location is being fetched waits for it:
+    /// answered now, it would get 481, and the call the caller gave up on
+    /// would then be routed. Its retransmissions meanwhile are dropped (the
+    /// first one gets the proxy's answer). Any other CANCEL is given back.
+    fn hold_cancel(&mut self, msg: Message, source: Source) -> Option<(Message, Source)> {
+        let invite_key = server_key(&msg, Some(b"INVITE"));
+        let Some(id) = self.fetches.by_key.get(&invite_key) else {
+            return Some((msg, source));
+        };
+        let waiting = self.fetches.waiting.get_mut(id)?;
+        if waiting.cancel.is_none() {
+            debug!(call_id = %lossy(msg.call_id()), "CANCEL of an INVITE whose location is being fetched; held until the INVITE is routed");
+            waiting.cancel = Some((msg, source));
+        }
+        None
+    }
+
+    /// The fetch `id` is over: `document` is what came back in time, if
+    /// anything. The INVITE is routed now, with it, and a CANCEL held for
+    /// it follows. A result that comes after the core stopped waiting is
+    /// dropped.
+    pub fn handle_fetched(&mut self, now: Instant, id: u64, document: Option<Bytes>) {
+        self.timers.anchor(now);
+        let Some(w) = self.fetches.waiting.get(&id) else {
+            debug!(
+                fetch = id,
+                "location fetched after its call was routed; dropped"
+            );
+            return;
+        };
+        if document.is_some() {
+            info!(call_id = %lossy(w.invite.call_id()), "location fetched by reference");
+        }
+        // Kept waiting until the INVITE has been handled: should that hit a
+        // bug, the driver answers it with [`Core::abandon_fetch`].
+        let (key, invite, source) = (w.key.clone(), w.invite.clone(), w.source);
+        self.on_located(now, key, invite, source, document.as_deref());
+        if let Some((cancel, source)) = self.fetches.remove(id).and_then(|w| w.cancel) {
+            self.on_request(now, cancel, source);
+        }
+    }
+
+    /// The core's own deadline for a fetch passed with no word from the
+    /// driver: the call is routed without the location.
+    pub(super) fn on_fetch_timeout(&mut self, now: Instant, id: Id) {
+        if let Some(w) = self.fetches.waiting.get(&id) {
+            warn!(call_id = %lossy(w.invite.call_id()), "location fetch not reported in time; routing without it");
+            self.handle_fetched(now, id, None);
+        }
+    }
+
+    /// Handling the INVITE of fetch `id` hit a bug (the driver caught the
+    /// panic): the INVITE is answered 500 from its server transaction, as
+    /// any request that met a bug is, and forgotten with its CANCEL.
+    pub fn abandon_fetch(&mut self, now: Instant, id: u64) {
+        if let Some(w) = self.fetches.remove(id) {
+            self.answer_internal_error(now, &w.invite, w.source);
+        }
+    }
+
+    /// The next location the driver is to fetch.
+    pub fn poll_fetch(&mut self) -> Option<LocationFetch> {
+        self.fetches.out.pop_front()
+    }
+}
