@@ -36,7 +36,7 @@ fn router() -> EmergencyRouter {
 }
 
 fn route(c: &mut Criterion) {
-    let router = router();
+    let mut router = router();
     let addr: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let source = Source {
         proto: Proto::Udp,
@@ -48,9 +48,10 @@ fn route(c: &mut Criterion) {
         source: &source,
         inbound_trunk: Some("carrier"),
         dereferenced: None,
+        unique: 1,
     };
     let limits = sip::Limits::default();
-    let decide = |bytes: &'static [u8]| {
+    let mut decide = |bytes: &'static [u8]| {
         let msg = sip::parse_datagram(Bytes::from_static(bytes), &limits).expect("parses");
         router.route(&msg, &ctx)
     };

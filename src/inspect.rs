@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -33,16 +32,10 @@ pub fn run(
     stream: bool,
     files: &[PathBuf],
 ) -> Result<usize, String> {
-    let emergency = Arc::new(EmergencyRouter::from_config(config, inventory)?);
-    let router: Arc<dyn Router> = if config.routing.mode == RoutingMode::Static {
-        Arc::new(StaticRouter::new(config))
-    } else {
-        emergency.clone()
-    };
+    let emergency = EmergencyRouter::from_config(config, inventory)?;
     let ins = Inspector {
         config,
         emergency: &emergency,
-        router,
         source: from.unwrap_or_else(|| default_source(config)),
     };
     let mut unreadable = 0;
@@ -66,14 +59,24 @@ pub fn describe(file: &str, data: Bytes, stream: bool) -> Value {
 }
 
 /// What `inspect` runs a message through: the configuration, its
-/// emergency router (for the decision and its reasons), the routing phase
-/// the router runs with that configuration, and where the message is taken
-/// to come from.
+/// emergency router (for the decision and its reasons, and as the routing
+/// phase unless the configuration routes by its static table), and where
+/// the message is taken to come from.
 pub struct Inspector<'a> {
     pub config: &'a Config,
     pub emergency: &'a EmergencyRouter,
-    pub router: Arc<dyn Router>,
     pub source: SocketAddr,
+}
+
+impl Inspector<'_> {
+    /// The routing phase the router runs with this configuration.
+    fn router(&self) -> Box<dyn Router> {
+        if self.config.routing.mode == RoutingMode::Static {
+            Box::new(StaticRouter::new(self.config))
+        } else {
+            Box::new(self.emergency.clone())
+        }
+    }
 }
 
 /// As [`describe`], plus what the router does with the message and why:
@@ -88,7 +91,7 @@ pub struct Inspector<'a> {
 pub fn describe_with_router(file: &str, data: Bytes, stream: bool, ins: &Inspector<'_>) -> Value {
     let mut v = describe_inner(file, data.clone(), stream, Some(ins));
     if let Value::Object(o) = &mut v {
-        let verdict = verdict(ins.config, ins.router.clone(), data, stream, ins.source);
+        let verdict = verdict(ins.config, ins.router(), data, stream, ins.source);
         o.insert("verdict".into(), verdict);
     }
     v
@@ -318,7 +321,7 @@ pub fn default_source(config: &Config) -> SocketAddr {
 /// router tolerated in an emergency call it routes.
 pub fn verdict(
     config: &Config,
-    router: Arc<dyn Router>,
+    router: Box<dyn Router>,
     data: Bytes,
     stream: bool,
     source: SocketAddr,

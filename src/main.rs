@@ -146,44 +146,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Builds the routing phase for a configuration: the emergency router, or
-/// the static table when `routing.mode = "static"`. `inventory` overrides
-/// the config's inventory path (the `--inventory` option). With a database
-/// (`hub`), the emergency router routes on the database's snapshot instead
-/// of reading the inventory file.
-fn router_factory(
-    inventory: Option<PathBuf>,
-    hub: Option<std::sync::Arc<sosrouter::store::Hub>>,
-) -> sosrouter::driver::RouterFactory {
-    std::sync::Arc::new(move |c: &sosrouter::config::Config| {
-        let r: std::sync::Arc<dyn sosrouter::proxy::Router> = match c.routing.mode {
-            sosrouter::config::RoutingMode::Static => {
-                std::sync::Arc::new(sosrouter::proxy::StaticRouter::new(c))
-            }
-            sosrouter::config::RoutingMode::Emergency if hub.is_some() => {
-                let mut c = c.clone();
-                c.emergency.inventory = None;
-                let r = sosrouter::emergency::EmergencyRouter::from_config(&c, None)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let r = std::sync::Arc::new(r);
-                if let Some(hub) = &hub {
-                    hub.attach(&r);
-                }
-                r
-            }
-            sosrouter::config::RoutingMode::Emergency => {
-                let r = sosrouter::emergency::EmergencyRouter::from_config(c, inventory.as_deref())
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                tracing::info!(numbers = r.inventory().len(), "emergency router ready");
-                metrics::gauge!(sosrouter::metrics::INVENTORY_NUMBERS)
-                    .set(r.inventory().len() as f64);
-                std::sync::Arc::new(r)
-            }
-        };
-        Ok(r)
-    })
-}
-
 fn load_config(path: Option<&PathBuf>) -> Result<sosrouter::config::Config, String> {
     match path {
         Some(p) => sosrouter::config::Config::load(p).map_err(|e| e.to_string()),
@@ -257,7 +219,7 @@ fn run(config_path: Option<PathBuf>, inventory: Option<PathBuf>) -> ExitCode {
     sosrouter::fds::raise();
     let hub =
         sosrouter::config::DatabaseConfig::effective(&config).map(|_| sosrouter::store::Hub::new());
-    let make_router = router_factory(inventory.clone(), hub.clone());
+    let make_router = sosrouter::driver::routers(inventory.clone(), hub.is_some());
     // Build once here so a bad inventory or rules file stops the start with
     // a clear message, before any socket is bound.
     if let Err(e) = make_router(&config) {

@@ -133,7 +133,7 @@ fn expected(row: &Row) -> [String; 7] {
 
 #[test]
 fn manifest_through_the_library() {
-    let router = router();
+    let mut router = router();
     let inv = router.inventory();
     for row in manifest() {
         let msg = load(&row.file);
@@ -150,8 +150,9 @@ fn manifest_through_the_library() {
             source: &ctx_source,
             inbound_trunk: Some("carrier"),
             dereferenced: None,
+            unique: 1,
         };
-        match sosrouter::proxy::Router::route(&router, &msg, &ctx) {
+        match sosrouter::proxy::Router::route(&mut router, &msg, &ctx) {
             Decision::Route {
                 targets,
                 emergency,
@@ -374,7 +375,7 @@ fn source() -> Source {
 fn core() -> Core {
     let config = Config::embedded();
     let cfg = CoreConfig::from_config(&config, vec![addr(ROUTER)], 7);
-    Core::new(cfg, Arc::new(router()))
+    Core::new(cfg, Box::new(router()))
 }
 
 fn drain(core: &mut Core) -> Vec<Transmit> {
@@ -706,7 +707,7 @@ fn existing_identifiers_are_not_added_again() {
     let router = router();
     let inv = router.inventory();
     let ev = router.evaluate(&inv, &msg, None, false);
-    let a = router.augment(&msg, &ev);
+    let a = router.augment(&msg, &ev, 1);
     assert_eq!(a.headers.len(), 1);
     assert!(a.headers[0]
         .1
@@ -769,22 +770,23 @@ fn with_body(file: &str, body: &[u8], extra_header: &str) -> Option<Message> {
 
 #[test]
 fn hostile_bodies_and_headers_never_refuse_an_emergency() {
-    let router = router();
+    let mut router = router();
     let inv = router.inventory();
     let source = source();
     let ctx = sosrouter::proxy::RouteContext {
         source: &source,
         inbound_trunk: Some("carrier"),
         dereferenced: None,
+        unique: 1,
     };
-    let check = |msg: &Message, what: &str| {
+    let mut check = |msg: &Message, what: &str| {
         let ev = router.evaluate(&inv, msg, Some("carrier"), false);
         let d = ev
             .decision
             .as_ref()
             .unwrap_or_else(|| panic!("{what}: no decision"));
         assert!(!d.targets.is_empty(), "{what}");
-        match sosrouter::proxy::Router::route(&router, msg, &ctx) {
+        match sosrouter::proxy::Router::route(&mut router, msg, &ctx) {
             Decision::Route { emergency, .. } => assert!(emergency, "{what}"),
             Decision::Reject { status, .. } => panic!("{what}: refused with {status}"),
         }
@@ -853,7 +855,7 @@ fn torture_corpus_requests_never_panic() {
         let data = std::fs::read(&path).unwrap();
         if let Some(m) = sip::parse_lenient(Bytes::from(data)) {
             let ev = router.evaluate(&inv, &m, Some("carrier"), true);
-            let _ = router.decision(&m, ev);
+            let _ = router.decision(&m, ev, 1);
             seen += 1;
         }
     }
@@ -862,13 +864,14 @@ fn torture_corpus_requests_never_panic() {
 
 #[test]
 fn a_new_inventory_snapshot_takes_effect_at_once() {
-    let router = router();
+    let mut router = router();
     let msg = load("c04-us-no-location.sip");
     let source = source();
     let ctx = sosrouter::proxy::RouteContext {
         source: &source,
         inbound_trunk: Some("carrier"),
         dereferenced: None,
+        unique: 1,
     };
     let city = |d: Decision| match d {
         Decision::Route { augment, .. } => {
@@ -879,15 +882,15 @@ fn a_new_inventory_snapshot_takes_effect_at_once() {
         Decision::Reject { .. } => None,
     };
     for _ in 0..2 {
-        let d = sosrouter::proxy::Router::route(&router, &msg, &ctx);
+        let d = sosrouter::proxy::Router::route(&mut router, &msg, &ctx);
         assert_eq!(city(d).as_deref(), Some("Boston"));
     }
     let text = std::fs::read_to_string(corpus().join("inventory.tsv"))
         .unwrap()
         .replace("MA\tBoston\tBoylston", "MA\tCambridge\tMassachusetts");
     let updated = Inventory::parse(&text, sosrouter::inventory::load::Format::Tsv).unwrap();
-    router.set_inventory(Arc::new(updated));
-    let d = sosrouter::proxy::Router::route(&router, &msg, &ctx);
+    sosrouter::proxy::Router::set_inventory(&mut router, Arc::new(updated));
+    let d = sosrouter::proxy::Router::route(&mut router, &msg, &ctx);
     assert_eq!(city(d).as_deref(), Some("Cambridge"));
 }
 
@@ -897,13 +900,14 @@ fn a_new_inventory_snapshot_takes_effect_at_once() {
 /// the call, which the call record is written from, says why.
 #[test]
 fn a_pidf_with_a_character_xml_forbids_is_not_a_location() {
-    let router = router();
+    let mut router = router();
     let inv = router.inventory();
     let source = source();
     let ctx = sosrouter::proxy::RouteContext {
         source: &source,
         inbound_trunk: Some("carrier"),
         dereferenced: None,
+        unique: 1,
     };
     let data = std::fs::read(corpus().join("c06-sip-user-phone.sip")).unwrap();
     let split = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
@@ -915,9 +919,9 @@ fn a_pidf_with_a_character_xml_forbids_is_not_a_location() {
             .expect("in the body");
         [&body[..at], to, &body[at + from.len()..]].concat()
     };
-    let route = |body: &[u8]| {
+    let mut route = |body: &[u8]| {
         let msg = with_body("c06-sip-user-phone.sip", body, "").expect("the INVITE parses");
-        match sosrouter::proxy::Router::route(&router, &msg, &ctx) {
+        match sosrouter::proxy::Router::route(&mut router, &msg, &ctx) {
             Decision::Route {
                 targets,
                 route,

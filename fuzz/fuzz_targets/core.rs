@@ -27,26 +27,24 @@ use sosrouter::emergency::detect::Countries;
 use sosrouter::emergency::psap::ServiceAreas;
 use sosrouter::emergency::EmergencyRouter;
 use sosrouter::inventory::Inventory;
-use sosrouter::proxy::{Core, CoreConfig, Proto, Router, Source, Target};
+use sosrouter::proxy::{Core, CoreConfig, Proto, Source, Target};
 use sosrouter::sip::{self, Limits};
 
 static CONFIG: LazyLock<Config> = LazyLock::new(Config::embedded);
 
-static ROUTER: LazyLock<Arc<dyn Router>> = LazyLock::new(|| {
+static ROUTER: LazyLock<EmergencyRouter> = LazyLock::new(|| {
     let inventory = Inventory::load(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../tests/corpus/emergency-invites/inventory.tsv"),
     )
     .expect("inventory loads");
-    Arc::new(
-        EmergencyRouter::new(
-            &CONFIG,
-            Countries::shipped(),
-            Arc::new(inventory),
-            Arc::new(ServiceAreas::embedded().expect("service areas load")),
-        )
-        .expect("router builds"),
+    EmergencyRouter::new(
+        &CONFIG,
+        Countries::shipped(),
+        Arc::new(inventory),
+        Arc::new(ServiceAreas::embedded().expect("service areas load")),
     )
+    .expect("router builds")
 });
 
 const LOCAL: &str = "127.0.0.1:5060";
@@ -78,7 +76,7 @@ fuzz_target!(|input: &[u8]| {
     let local: SocketAddr = LOCAL.parse().unwrap();
     let mut core = Core::new(
         CoreConfig::from_config(&CONFIG, vec![local], 7),
-        ROUTER.clone(),
+        Box::new(ROUTER.clone()),
     );
     let limits = Limits::default();
     let roomy = Limits {

@@ -60,7 +60,7 @@ fn in_c01(doc: &[u8]) -> Bytes {
 }
 
 fn route(msg: &Message, inbound_trunk: Option<&str>, dereferenced: Option<&[u8]>) {
-    let router = &*ROUTER;
+    let mut router = ROUTER.clone();
     let inventory = router.inventory();
     let ev = router.evaluate_with(&inventory, msg, inbound_trunk, true, dereferenced);
     for v in [ev.emergency_json(), ev.location_json(), ev.decision_json()] {
@@ -76,6 +76,7 @@ fn route(msg: &Message, inbound_trunk: Option<&str>, dereferenced: Option<&[u8]>
         source: &source,
         inbound_trunk,
         dereferenced,
+        unique: 1,
     };
     let _ = router.route(msg, &ctx);
 }

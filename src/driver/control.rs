@@ -69,7 +69,7 @@ pub(super) fn watch(
     rx
 }
 
-pub(super) type Built = anyhow::Result<(Config, CoreConfig, Arc<dyn Router>)>;
+pub(super) type Built = anyhow::Result<(Config, CoreConfig, Box<dyn Router>)>;
 pub(super) type ReloadReply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// Reloads (SIGHUP, `POST /v1/reload`) read the files and build the routing

@@ -82,7 +82,6 @@ fn answer_internal_error(core: &mut Core, now: Instant, buf: &bytes::Bytes, sour
 mod tests {
     use super::*;
     use std::net::SocketAddr;
-    use std::sync::Arc;
 
     use crate::config::Config;
     use crate::proxy::{
@@ -93,7 +92,7 @@ mod tests {
     struct Buggy(StaticRouter);
 
     impl Router for Buggy {
-        fn route(&self, req: &crate::sip::Message, ctx: &RouteContext<'_>) -> Decision {
+        fn route(&mut self, req: &crate::sip::Message, ctx: &RouteContext<'_>) -> Decision {
             if req.request_uri_bytes().starts_with(b"sip:666@") {
                 panic!("a bug in the routing phase");
             }
@@ -129,7 +128,7 @@ targets = ["psap"]
         .unwrap();
         let local: SocketAddr = "127.0.0.1:5060".parse().unwrap();
         let cfg = CoreConfig::from_config(&c, vec![local], 7);
-        let mut core = Core::new(cfg, Arc::new(Buggy(StaticRouter::new(&c))));
+        let mut core = Core::new(cfg, Box::new(Buggy(StaticRouter::new(&c))));
         let source = Source {
             proto: Proto::Udp,
             peer: "127.0.0.1:5061".parse().unwrap(),

@@ -27,15 +27,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, RoutingMode};
+use crate::emergency::EmergencyRouter;
 use crate::metrics as m;
-use crate::proxy::{Core, CoreConfig, Router};
+use crate::proxy::{Core, CoreConfig, Router, StaticRouter};
 use crate::store::Hub;
 
 pub use listen::{bind, Bound};
 
 /// Builds the routing phase from a configuration (at start and on reload).
-pub type RouterFactory = Arc<dyn Fn(&Config) -> anyhow::Result<Arc<dyn Router>> + Send + Sync>;
+pub type RouterFactory = Arc<dyn Fn(&Config) -> anyhow::Result<Box<dyn Router>> + Send + Sync>;
 
 /// How to run: the config file (for reloads) and how to build the router.
 pub struct Options {
@@ -43,9 +44,9 @@ pub struct Options {
     pub make_router: RouterFactory,
     /// Install the global Prometheus recorder (once per process).
     pub install_metrics: bool,
-    /// With a database: where the inventory snapshot is published (the
-    /// router factory attaches the routers it builds to it). `None` makes
-    /// one that no router follows.
+    /// With a database: where the inventory snapshot is published. The
+    /// loop hands each new one to the core. `None` makes one nobody
+    /// follows.
     pub hub: Option<Arc<Hub>>,
     /// An inventory file to import into an empty database (the
     /// `--inventory` option; else `emergency.inventory`).
@@ -54,11 +55,11 @@ pub struct Options {
 
 /// Times the routing phase for the histogram, at the I/O edge so the core
 /// itself never reads the clock.
-struct TimedRouter(Arc<dyn Router>);
+struct TimedRouter(Box<dyn Router>);
 
 impl Router for TimedRouter {
     fn route(
-        &self,
+        &mut self,
         req: &crate::sip::Message,
         ctx: &crate::proxy::RouteContext<'_>,
     ) -> crate::proxy::Decision {
@@ -71,6 +72,41 @@ impl Router for TimedRouter {
     fn location_reference(&self, req: &crate::sip::Message) -> Option<String> {
         self.0.location_reference(req)
     }
+
+    fn set_inventory(
+        &mut self,
+        inventory: crate::inventory::SharedInventory,
+    ) -> Option<crate::inventory::SharedInventory> {
+        self.0.set_inventory(inventory)
+    }
+}
+
+/// The routing phase for a configuration: the emergency router, or the
+/// static table when `routing.mode = "static"`. `inventory` overrides the
+/// config's inventory path (the `--inventory` option). With a database,
+/// the emergency router starts empty and the loop hands it the database's
+/// snapshot, before any call and after every change.
+pub fn routers(inventory: Option<PathBuf>, database: bool) -> RouterFactory {
+    Arc::new(move |c: &Config| {
+        let r: Box<dyn Router> = match c.routing.mode {
+            RoutingMode::Static => Box::new(StaticRouter::new(c)),
+            RoutingMode::Emergency if database => {
+                let mut c = c.clone();
+                c.emergency.inventory = None;
+                let r =
+                    EmergencyRouter::from_config(&c, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+                Box::new(r)
+            }
+            RoutingMode::Emergency => {
+                let r = EmergencyRouter::from_config(c, inventory.as_deref())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                tracing::info!(numbers = r.inventory().len(), "emergency router ready");
+                metrics::gauge!(m::INVENTORY_NUMBERS).set(r.inventory().len() as f64);
+                Box::new(r)
+            }
+        };
+        Ok(r)
+    })
 }
 
 /// Runs the router until `shutdown` completes, then drains: new calls are
@@ -90,7 +126,7 @@ pub async fn run(
     locals.extend(&bound.tcp);
     let locals: Arc<[SocketAddr]> = locals.into();
     let seed: u64 = rand::random();
-    let router: Arc<dyn Router> = Arc::new(TimedRouter((opts.make_router)(&config)?));
+    let router: Box<dyn Router> = Box::new(TimedRouter((opts.make_router)(&config)?));
     let mut core = Core::new(
         CoreConfig::from_config(&config, locals.to_vec(), seed),
         router,

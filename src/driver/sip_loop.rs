@@ -60,6 +60,8 @@ pub(super) struct SipLoop {
     transactions_gauge: metrics::Gauge,
     services: Services,
     reloads: Reloads,
+    /// New inventory snapshots, with a database.
+    inventory: Option<tokio::sync::watch::Receiver<crate::inventory::SharedInventory>>,
     opts: Arc<Options>,
     /// The router's own addresses, for the configurations reloads build.
     locals: Arc<[SocketAddr]>,
@@ -108,6 +110,7 @@ impl SipLoop {
             transactions_gauge: metrics::gauge!(m::TRANSACTIONS),
             services,
             reloads: Reloads::new(),
+            inventory: opts.hub.as_ref().map(|h| h.subscribe()),
             opts,
             locals,
             seed,
@@ -118,6 +121,7 @@ impl SipLoop {
     /// Runs until told to shut down and the drain is over; gives the
     /// services back to be stopped.
     pub(super) async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Services {
+        self.take_inventory();
         self.services
             .shared
             .set_trunks(self.core.trunk_health(Instant::now()));
@@ -170,6 +174,7 @@ impl SipLoop {
                         self.reloads.ask(reply, &self.opts, &self.locals, self.seed);
                     }
                 },
+                Some(()) = changed(&mut self.inventory) => self.take_inventory(),
                 Some(built) = self.reloads.done_rx.recv() => {
                     let r = self.apply_reload(built);
                     self.reloads.finished(r, &self.opts, &self.locals, self.seed);
@@ -229,6 +234,18 @@ impl SipLoop {
         self.tasks.abort_all();
         self.drain_events();
         self.services
+    }
+
+    /// Hands the database's current inventory snapshot to the core.
+    fn take_inventory(&mut self) {
+        if let Some(rx) = &mut self.inventory {
+            let inventory = rx.borrow_and_update().clone();
+            metrics::gauge!(m::INVENTORY_NUMBERS).set(inventory.len() as f64);
+            // Freeing a carrier's inventory takes a while: not here.
+            if let Some(old) = self.core.set_inventory(inventory) {
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+        }
     }
 
     /// Up to a batch from each socket, the first one ready first.
@@ -376,9 +393,12 @@ impl SipLoop {
                 self.pool.set_allowed(core_cfg.allowed.clone());
                 let old =
                     self.core
-                        .reconfigure(Instant::now(), core_cfg, Arc::new(TimedRouter(router)));
+                        .reconfigure(Instant::now(), core_cfg, Box::new(TimedRouter(router)));
                 // Freeing the old routing data takes milliseconds: not here.
                 tokio::task::spawn_blocking(move || drop(old));
+                // Built with the snapshot of its time: the one published since
+                // comes in now.
+                self.take_inventory();
                 self.fetcher = Fetcher::new(&cfg, self.tx.clone());
                 self.services
                     .webhooks
@@ -400,6 +420,14 @@ impl SipLoop {
             }
         }
     }
+}
+
+/// Completes when a new inventory snapshot is published; `None` when
+/// there is no database (the branch then waits no more).
+async fn changed(
+    inventory: &mut Option<tokio::sync::watch::Receiver<crate::inventory::SharedInventory>>,
+) -> Option<()> {
+    inventory.as_mut()?.changed().await.ok()
 }
 
 /// Lets go of the log buffer (writing out what it gathered) however the

@@ -27,9 +27,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
-use dashmap::DashMap;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, TrunkKind};
@@ -69,27 +67,16 @@ struct Inbound {
     strip_prefixes: Vec<String>,
 }
 
-/// An inventory snapshot with the registered-address documents written for
-/// it so far (each is written once per snapshot).
-struct Snapshot {
-    inventory: SharedInventory,
-    /// Number → PIDF-LO document of its registered address.
-    documents: DashMap<String, Bytes>,
-}
-
-impl Snapshot {
-    fn new(inventory: SharedInventory) -> Snapshot {
-        Snapshot {
-            inventory,
-            documents: DashMap::new(),
-        }
-    }
-}
-
-/// The emergency routing phase.
+/// The emergency routing phase. The proxy core owns it and alone calls
+/// it; a new inventory snapshot comes in through the core
+/// ([`Router::set_inventory`]), so it needs no lock.
+#[derive(Clone)]
 pub struct EmergencyRouter {
-    countries: Countries,
-    snapshot: ArcSwap<Snapshot>,
+    countries: Arc<Countries>,
+    inventory: SharedInventory,
+    /// Number → PIDF-LO document of its registered address, written once
+    /// per snapshot.
+    documents: HashMap<String, Bytes>,
     areas: Arc<ServiceAreas>,
     psap_trunks: PsapTrunks,
     inbound: HashMap<String, Inbound>,
@@ -100,7 +87,7 @@ pub struct EmergencyRouter {
 impl std::fmt::Debug for EmergencyRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmergencyRouter")
-            .field("numbers", &self.snapshot.load().inventory.len())
+            .field("numbers", &self.inventory.len())
             .field("domain", &self.domain)
             .finish_non_exhaustive()
     }
@@ -247,6 +234,26 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// The bits of one of a call's identifiers (`kind`: `callid`,
+/// `incidentid`, `content-id`), from the decision's `unique` value: a
+/// bijection of it per kind, so that no two decisions share an identifier
+/// and none can be read back to the value.
+fn identifier_bits(unique: u128, kind: &str) -> u128 {
+    let salt = kind.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    let mut x = unique ^ (u128::from(salt) << 64 | u128::from(salt));
+    // Odd multipliers and xor-shifts are each invertible on 128 bits.
+    for k in [
+        0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835_u128,
+        0xd6e8_feb8_6659_fd93_a5b3_5f6f_8a2e_c4ad,
+    ] {
+        x ^= x >> 67;
+        x = x.wrapping_mul(k | 1);
+    }
+    x ^ (x >> 61)
+}
+
 impl EmergencyRouter {
     /// Builds the router from the configuration and its parts. Checks that
     /// every trunk the country rules and the PSAP table name exists.
@@ -324,8 +331,9 @@ impl EmergencyRouter {
             })
             .unwrap_or_else(|| "sosrouter.invalid".into());
         Ok(EmergencyRouter {
-            countries,
-            snapshot: ArcSwap::from_pointee(Snapshot::new(inventory)),
+            countries: Arc::new(countries),
+            inventory,
+            documents: HashMap::new(),
             areas,
             psap_trunks,
             inbound,
@@ -357,14 +365,9 @@ impl EmergencyRouter {
         EmergencyRouter::new(config, countries, Arc::new(inv), Arc::new(areas))
     }
 
-    /// Replaces the inventory snapshot; calls in progress keep theirs.
-    pub fn set_inventory(&self, inventory: SharedInventory) {
-        self.snapshot.store(Arc::new(Snapshot::new(inventory)));
-    }
-
     /// The inventory snapshot in use.
     pub fn inventory(&self) -> SharedInventory {
-        self.snapshot.load().inventory.clone()
+        self.inventory.clone()
     }
 
     pub fn countries(&self) -> &Countries {
@@ -476,15 +479,16 @@ impl EmergencyRouter {
     /// The changes made to the forwarded request: Call-Info identifiers
     /// when absent, and the registered address when the decision rests on
     /// it.
-    pub fn augment(&self, req: &Message, ev: &Evaluation<'_>) -> Augment {
-        self.augment_with(req, ev, None)
+    pub fn augment(&self, req: &Message, ev: &Evaluation<'_>, unique: u128) -> Augment {
+        self.augment_with(req, ev, None, unique)
     }
 
     fn augment_with(
         &self,
         req: &Message,
         ev: &Evaluation<'_>,
-        documents: Option<&DashMap<String, Bytes>>,
+        documents: Option<&mut HashMap<String, Bytes>>,
+        unique: u128,
     ) -> Augment {
         let mut a = Augment::default();
         let (mut has_call, mut has_incident) = (false, false);
@@ -506,7 +510,7 @@ impl EmergencyRouter {
             v.push_str(URN);
             v.push_str(kind);
             v.push(':');
-            push_hex(&mut v, &rand::random::<[u8; 16]>());
+            push_hex(&mut v, &identifier_bits(unique, kind).to_be_bytes());
             v.push(':');
             v.push_str(domain);
             v.push_str(PURPOSE);
@@ -530,7 +534,10 @@ impl EmergencyRouter {
             let mut content_id = String::with_capacity(PREFIX.len() + 16 + domain.len() + 3);
             content_id.push('<');
             content_id.push_str(PREFIX);
-            push_hex(&mut content_id, &rand::random::<[u8; 8]>());
+            push_hex(
+                &mut content_id,
+                &(identifier_bits(unique, "content-id") as u64).to_be_bytes(),
+            );
             content_id.push('@');
             content_id.push_str(domain);
             content_id.push('>');
@@ -549,7 +556,7 @@ impl EmergencyRouter {
                 ))
             };
             let doc = match (documents, &ev.caller) {
-                (Some(cache), Some(number)) => match cache.get(number) {
+                (Some(cache), Some(number)) => match cache.get(number.as_str()) {
                     Some(d) => d.clone(),
                     None => {
                         let d = write();
@@ -581,20 +588,23 @@ impl EmergencyRouter {
     }
 
     /// The proxy's answer for an evaluated request.
-    pub fn decision(&self, req: &Message, ev: Evaluation<'_>) -> Decision {
-        self.decide_with(req, ev, None)
+    /// `unique`: a value never given for another decision, which the
+    /// call's identifiers are made from.
+    pub fn decision(&self, req: &Message, ev: Evaluation<'_>, unique: u128) -> Decision {
+        self.decide_with(req, ev, None, unique)
     }
 
     fn decide_with(
         &self,
         req: &Message,
         ev: Evaluation<'_>,
-        documents: Option<&DashMap<String, Bytes>>,
+        documents: Option<&mut HashMap<String, Bytes>>,
+        unique: u128,
     ) -> Decision {
         if ev.detected.is_none() || ev.decision.is_none() {
             return self.not_emergency();
         }
-        let augment = self.augment_with(req, &ev, documents);
+        let augment = self.augment_with(req, &ev, documents, unique);
         // The evaluation is spent here: its parts move into the details
         // rather than being copied.
         let registered = ev.registered();
@@ -654,16 +664,20 @@ impl EmergencyRouter {
 }
 
 impl Router for EmergencyRouter {
-    fn route(&self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
-        let snapshot = self.snapshot.load();
-        let ev = self.evaluate_with(
-            &snapshot.inventory,
-            req,
-            ctx.inbound_trunk,
-            false,
-            ctx.dereferenced,
-        );
-        self.decide_with(req, ev, Some(&snapshot.documents))
+    fn route(&mut self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
+        let inventory = self.inventory.clone();
+        let ev = self.evaluate_with(&inventory, req, ctx.inbound_trunk, false, ctx.dereferenced);
+        let mut documents = std::mem::take(&mut self.documents);
+        let d = self.decide_with(req, ev, Some(&mut documents), ctx.unique);
+        self.documents = documents;
+        d
+    }
+
+    /// Calls routed from now on use `inventory`; the documents written for
+    /// the last one go with it.
+    fn set_inventory(&mut self, inventory: SharedInventory) -> Option<SharedInventory> {
+        self.documents = HashMap::new();
+        Some(std::mem::replace(&mut self.inventory, inventory))
     }
 
     /// Any initial INVITE whose location is given only by reference.

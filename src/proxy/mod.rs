@@ -283,7 +283,9 @@ pub struct CoreStats {
 /// The proxy core.
 pub struct Core {
     cfg: CoreConfig,
-    router: Arc<dyn Router>,
+    router: Box<dyn Router>,
+    /// Decisions made so far: with the seed, what makes each unique.
+    decisions: u64,
     txns: IdMap<Txn>,
     server_index: KeyMap<TransactionKey, Id>,
     client_index: KeyMap<TransactionKey, Id>,
@@ -429,7 +431,7 @@ impl CoreMetrics {
 impl Core {
     // ----- lifecycle -----
 
-    pub fn new(cfg: CoreConfig, router: Arc<dyn Router>) -> Core {
+    pub fn new(cfg: CoreConfig, router: Box<dyn Router>) -> Core {
         let health = vec![None; cfg.trunks.len()];
         Core {
             health,
@@ -449,6 +451,7 @@ impl Core {
             metrics: CoreMetrics::default(),
             cfg,
             router,
+            decisions: 0,
             txns: IdMap::default(),
             server_index: KeyMap::default(),
             client_index: KeyMap::default(),
@@ -473,8 +476,8 @@ impl Core {
         &mut self,
         now: Instant,
         cfg: CoreConfig,
-        router: Arc<dyn Router>,
-    ) -> Arc<dyn Router> {
+        router: Box<dyn Router>,
+    ) -> Box<dyn Router> {
         self.timers.anchor(now);
         let old: HashMap<String, TrunkHealth> = self
             .health
@@ -543,6 +546,16 @@ impl Core {
                 self.timers.push(at, TimerRef::Probe(i));
             }
         }
+    }
+
+    /// A new inventory snapshot for the routing phase: calls routed from
+    /// now on use it, calls in progress keep the targets they were given.
+    /// Gives back the snapshot it replaced, if the routing phase had one.
+    pub fn set_inventory(
+        &mut self,
+        inventory: crate::inventory::SharedInventory,
+    ) -> Option<crate::inventory::SharedInventory> {
+        self.router.set_inventory(inventory)
     }
 
     /// Refuses new calls from now on (shutdown).

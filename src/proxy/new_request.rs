@@ -187,16 +187,17 @@ impl Core {
     /// The routing phase for an initial request, with the location
     /// document fetched by reference for it, if any.
     pub(super) fn decide(
-        &self,
+        &mut self,
         msg: &Message,
         source: &Source,
         dereferenced: Option<&[u8]>,
     ) -> Decision {
-        let inbound = self.inbound_trunk(source).map(|t| t.name.as_str());
+        self.decisions += 1;
         let ctx = RouteContext {
             source,
-            inbound_trunk: inbound,
+            inbound_trunk: inbound_trunk(&self.cfg, source).map(|t| t.name.as_str()),
             dereferenced,
+            unique: u128::from(self.cfg.seed) << 64 | u128::from(self.decisions),
         };
         self.router.route(msg, &ctx)
     }
@@ -209,14 +210,14 @@ impl Core {
             .collect();
         (!tags.is_empty()).then(|| tags.join(", "))
     }
+}
 
-    pub(super) fn inbound_trunk(&self, source: &Source) -> Option<&Trunk> {
-        let ip = source.peer.ip();
-        self.cfg
-            .trunks
-            .iter()
-            .find(|t| t.kind == TrunkKind::Inbound && t.sources.iter().any(|n| n.contains(&ip)))
-    }
+/// The inbound trunk whose sources hold the request's source address.
+pub(super) fn inbound_trunk<'a>(cfg: &'a super::CoreConfig, source: &Source) -> Option<&'a Trunk> {
+    let ip = source.peer.ip();
+    cfg.trunks
+        .iter()
+        .find(|t| t.kind == TrunkKind::Inbound && t.sources.iter().any(|n| n.contains(&ip)))
 }
 
 /// The largest request the router forwards with additions of its own: what

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::inventory::SharedInventory;
 use crate::sip::{HeaderName, Message};
 
 use super::wire::Source;
@@ -17,6 +18,9 @@ pub struct RouteContext<'a> {
     /// The location document fetched for the request's location reference
     /// (RFC 6753), if any.
     pub dereferenced: Option<&'a [u8]>,
+    /// A value the core gives no other decision (from its seeded
+    /// generator): what identifiers the router writes are made from.
+    pub unique: u128,
 }
 
 /// One place to send the request.
@@ -97,8 +101,16 @@ pub enum Decision {
     Reject { status: u16, reason: &'static str },
 }
 
-pub trait Router: Send + Sync {
-    fn route(&self, req: &Message, ctx: &RouteContext<'_>) -> Decision;
+/// The routing phase. The core owns it and calls it on its own task.
+pub trait Router: Send {
+    fn route(&mut self, req: &Message, ctx: &RouteContext<'_>) -> Decision;
+
+    /// A new inventory snapshot, for the calls routed from now on. Gives
+    /// back the one it replaces, for the caller to let go of where freeing
+    /// it costs no call anything.
+    fn set_inventory(&mut self, _inventory: SharedInventory) -> Option<SharedInventory> {
+        None
+    }
 
     /// The location reference (an `http` or `https` URI) to fetch before
     /// an initial INVITE is routed, if the routing phase needs one: the
@@ -143,7 +155,7 @@ pub fn dialed(req: &Message) -> Option<String> {
 }
 
 impl Router for StaticRouter {
-    fn route(&self, req: &Message, _ctx: &RouteContext<'_>) -> Decision {
+    fn route(&mut self, req: &Message, _ctx: &RouteContext<'_>) -> Decision {
         let Some(number) = dialed(req) else {
             return Decision::Reject {
                 status: self.reject_status,

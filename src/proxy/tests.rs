@@ -59,7 +59,7 @@ impl Harness {
 
     fn with(c: Config) -> Harness {
         let cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
-        let router = Arc::new(StaticRouter::new(&c));
+        let router = Box::new(StaticRouter::new(&c));
         Harness {
             core: Core::new(cfg, router),
             now: Instant::now(),
@@ -551,7 +551,7 @@ fn probes_mark_a_silent_trunk_down_and_routing_tries_it_last() {
     c.health.down_after = 2;
     let cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
     let mut h = Harness {
-        core: Core::new(cfg, Arc::new(StaticRouter::new(&c))),
+        core: Core::new(cfg, Box::new(StaticRouter::new(&c))),
         now: Instant::now(),
         sent: Vec::new(),
     };
@@ -1631,7 +1631,7 @@ fn an_emergency_invite_with_a_garbage_line_is_routed_with_the_line_untouched() {
 struct AddsAddress(usize);
 
 impl Router for AddsAddress {
-    fn route(&self, _req: &Message, _ctx: &RouteContext<'_>) -> Decision {
+    fn route(&mut self, _req: &Message, _ctx: &RouteContext<'_>) -> Decision {
         Decision::Route {
             targets: vec![RouteTarget {
                 trunk: "psap".into(),
@@ -1662,7 +1662,7 @@ fn the_routers_additions_never_make_a_request_too_large_to_forward() {
     let c = config();
     let cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
     let mut h = Harness {
-        core: Core::new(cfg, Arc::new(AddsAddress(3_000))),
+        core: Core::new(cfg, Box::new(AddsAddress(3_000))),
         now: Instant::now(),
         sent: Vec::new(),
     };
@@ -1797,11 +1797,14 @@ fn refusals_hold_no_state_and_each_source_has_a_budget_for_them() {
 /// decision was given.
 struct FetchesReferences {
     table: StaticRouter,
-    given: std::sync::Mutex<Vec<Option<Vec<u8>>>>,
+    given: Given,
 }
 
+/// The documents the routing phase was given, one entry a decision.
+type Given = Arc<std::sync::Mutex<Vec<Option<Vec<u8>>>>>;
+
 impl Router for FetchesReferences {
-    fn route(&self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
+    fn route(&mut self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
         self.given
             .lock()
             .unwrap()
@@ -1818,20 +1821,21 @@ impl Router for FetchesReferences {
 
 /// A harness whose router fetches references, with `per_server` fetches
 /// at most from one server.
-fn fetching(per_server: usize) -> (Harness, Arc<FetchesReferences>) {
+fn fetching(per_server: usize) -> (Harness, Given) {
     let c = config();
     let mut cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
     cfg.fetch.per_server = per_server;
-    let router = Arc::new(FetchesReferences {
+    let given = Given::default();
+    let router = Box::new(FetchesReferences {
         table: StaticRouter::new(&c),
-        given: Default::default(),
+        given: given.clone(),
     });
     let h = Harness {
-        core: Core::new(cfg, router.clone()),
+        core: Core::new(cfg, router),
         now: Instant::now(),
         sent: Vec::new(),
     };
-    (h, router)
+    (h, given)
 }
 
 fn invite_by_reference(call_id: &str, uri: &str) -> String {
@@ -1867,7 +1871,7 @@ fn an_invite_by_reference_waits_for_its_location_and_is_routed_with_it() {
     h.drain();
     assert_eq!(h.take("127.0.0.1:5070").len(), 1, "routed now");
     assert_eq!(
-        *router.given.lock().unwrap(),
+        *router.lock().unwrap(),
         [Some(b"<presence/>".to_vec())],
         "with the document"
     );
@@ -1875,7 +1879,7 @@ fn an_invite_by_reference_waits_for_its_location_and_is_routed_with_it() {
     h.core.handle_fetched(h.now, fetch.id, None);
     h.drain();
     assert!(h.take("127.0.0.1:5070").is_empty());
-    assert_eq!(router.given.lock().unwrap().len(), 1);
+    assert_eq!(router.lock().unwrap().len(), 1);
 }
 
 #[test]
@@ -1923,7 +1927,7 @@ fn with_no_word_from_the_driver_the_call_is_routed_at_the_cores_deadline() {
     );
     h.advance(Duration::from_millis(300));
     assert_eq!(h.take("127.0.0.1:5070").len(), 1, "routed without it");
-    assert_eq!(*router.given.lock().unwrap(), [None]);
+    assert_eq!(*router.lock().unwrap(), [None]);
     // The report that comes after is dropped.
     h.core
         .handle_fetched(h.now, fetch.id, Some(Bytes::from_static(b"<presence/>")));
@@ -1960,7 +1964,7 @@ fn a_server_with_every_slot_taken_gets_no_more_fetches_and_its_calls_go_on() {
         h.core.poll_fetch().map(|f| f.call_id),
         Some("s4".to_string())
     );
-    assert_eq!(router.given.lock().unwrap().len(), 2);
+    assert_eq!(router.lock().unwrap().len(), 2);
 }
 
 #[test]
