@@ -32,3 +32,4 @@ pub mod store;
 pub mod token;
 pub mod transaction;
 pub mod transport;
+pub mod wire;

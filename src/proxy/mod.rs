@@ -67,7 +67,6 @@ pub mod route;
 mod tests;
 mod txn;
 mod wheel;
-pub mod wire;
 
 use core::net::{IpAddr, SocketAddr};
 use std::collections::{HashMap, VecDeque};
@@ -90,6 +89,7 @@ use probes::{publish_health, trunk_kind};
 use txn::{server_key, Txn};
 use wheel::Wheel;
 
+pub use crate::wire::{ConnId, Dest, Proto, Source, Target, Transmit};
 pub use events::{CallEvent, CallKey};
 pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
 pub use overload::{Load, OverloadLimits};
@@ -97,7 +97,6 @@ pub use route::{
     Augment, Decision, LocationRecord, RouteContext, RouteDetails, RouteTarget, Router,
     StaticRouter,
 };
-pub use wire::{ConnId, Dest, Proto, Source, Target, Transmit};
 
 /// A trunk as the core sees it.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::sip::{HeaderName, Message};
 
-use super::wire::Source;
+use crate::wire::Source;
 
 /// What the routing phase knows besides the message.
 #[derive(Debug, Clone, Copy)]

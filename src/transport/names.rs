@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::proxy::{Target, Transmit};
+use crate::wire::{Target, Transmit};
 
 /// Messages that may wait for one name's first answer; past that they
 /// fail at once.
@@ -198,7 +198,7 @@ impl NameCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::{Dest, Proto};
+    use crate::wire::{Dest, Proto};
     use bytes::Bytes;
 
     fn to(host: &str, port: u16, token: u64) -> Transmit {
