@@ -729,7 +729,7 @@ impl Config {
             check_tokens(&a.tokens)?;
             for (country, fields) in &a.required_address {
                 for f in fields {
-                    if !crate::emergency::pidf::RFC5139_ELEMENTS.contains(&f.as_str()) {
+                    if !crate::pidf::RFC5139_ELEMENTS.contains(&f.as_str()) {
                         return bad(format!(
                             "admin.required_address {country:?}: {f:?} is not an RFC 5139 element"
                         ));

@@ -18,7 +18,7 @@ use crate::sip::body::{self, BodyPart, Parts};
 use crate::sip::uri::Scheme;
 use crate::sip::{HeaderName, Message, NameAddr, Uri};
 
-use super::pidf::{self, CivicAddress, Geo, Pidf};
+use crate::pidf::{self, CivicAddress, Geo, Pidf};
 
 /// Where the location used came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

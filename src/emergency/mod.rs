@@ -19,7 +19,6 @@
 
 pub mod detect;
 pub mod location;
-pub mod pidf;
 pub mod psap;
 pub mod rules;
 
@@ -34,6 +33,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Config, TrunkKind};
 use crate::inventory::{self, Address, Inventory, NumberEntry, SharedInventory};
+use crate::pidf;
 use crate::proxy::{Augment, Decision, LocationRecord, RouteContext, RouteDetails, Router};
 use crate::sip::{HeaderName, Message, NameAddr};
 

@@ -258,7 +258,7 @@ fn choose(m: Option<psap::Match<'_>>, ctx: &RulesContext<'_>) -> Option<PsapChoi
 
 fn civic_lookup<'s>(
     areas: &'s ServiceAreas,
-    civic: &crate::emergency::pidf::CivicAddress,
+    civic: &crate::pidf::CivicAddress,
 ) -> Option<psap::Match<'s>> {
     let get = |k: &str| civic.get(k).unwrap_or("");
     areas.lookup_civic(&psap::CivicAddress {

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::emergency::location::Location;
-use crate::emergency::pidf::CivicAddress;
+use crate::pidf::CivicAddress;
 use crate::sip::{HeaderName, Message, NameAddr};
 
 pub use limits::{AddressTooLarge, MAX_ADDRESS_BYTES, MAX_ADDRESS_ELEMENT_BYTES};
@@ -386,9 +386,9 @@ mod tests {
         loc.civic = Some(civic(&[("country", "US"), ("A3", "New York")]));
         assert!(matching_location(&defined, &loc).is_none());
         loc.civic = None;
-        let geo = |lat, lon| crate::emergency::pidf::Geo {
-            shape: crate::emergency::pidf::Shape::Point {
-                pos: crate::emergency::pidf::Position {
+        let geo = |lat, lon| crate::pidf::Geo {
+            shape: crate::pidf::Shape::Point {
+                pos: crate::pidf::Position {
                     lat,
                     lon,
                     alt: None,
