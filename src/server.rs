@@ -12,11 +12,12 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use crate::admin;
-use crate::cdr::store::{DbRecords, Recorder, RecorderConfig};
+use crate::cdr::store::{Recorder, RecorderConfig};
 use crate::config::{Config, DatabaseConfig, TransportName};
 use crate::metrics as m;
 use crate::proxy::{Core, CoreConfig, Proto, Router, Transmit};
 use crate::sip::Limits;
+use crate::store::records::DbRecords;
 use crate::store::{Actor, Hub, Store};
 use crate::transport::names::{NameCache, Next};
 use crate::transport::{tcp, udp, Inbound};
