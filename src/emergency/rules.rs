@@ -26,9 +26,9 @@
 //! target at all is found the call goes to the last resort (`last-resort`).
 
 use crate::emergency::detect::{CallKind, CountryRules};
-use crate::emergency::location::Location;
+use crate::emergency::location::{matching_location, Location};
 use crate::emergency::psap::{self, MatchKind, ServiceAreas};
-use crate::inventory::{self, Address, NumberEntry, TenantLocation};
+use crate::inventory::{Address, NumberEntry, TenantLocation};
 use crate::proxy::RouteTarget;
 
 /// Where the call goes first.
@@ -317,7 +317,7 @@ pub fn judge_dynamic(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> DynamicUs
     }
     let basis = match loc.method.as_deref() {
         Some(m) if ctx.rules.trusts_method(m) => Some(format!("method:{}", m.trim())),
-        _ => inventory::matching_location(facts.tenant_locations, loc)
+        _ => matching_location(facts.tenant_locations, loc)
             .map(|t| format!("tenant-location:{}", t.id)),
     };
     match basis {
