@@ -82,7 +82,7 @@ fn route(c: &mut Criterion) {
     let parts = msg.body_parts().expect("multipart");
     let xml = msg.bytes_of(parts[1].body).to_vec();
     group.bench_function("c01_pidf_part_parse", |b| {
-        b.iter(|| sosrouter::emergency::pidf::parse(black_box(&xml)))
+        b.iter(|| sosrouter::pidf::parse(black_box(&xml)))
     });
     group.bench_function("not_emergency_bytes_to_reject", |b| {
         b.iter(|| decide(black_box(plain)))

@@ -164,10 +164,30 @@ pub struct SipConfig {
 }
 
 impl SipConfig {
-    pub fn name_settings(&self) -> crate::transport::names::NameSettings {
-        crate::transport::names::NameSettings {
+    pub fn name_settings(&self) -> NameSettings {
+        NameSettings {
             refresh: std::time::Duration::from_secs(self.name_refresh_s),
             timeout: std::time::Duration::from_millis(self.name_timeout_ms.max(1)),
+        }
+    }
+}
+
+/// How next hops given by host name are looked up (`sip.name_refresh_s`,
+/// `sip.name_timeout_ms`), as the name cache in `transport::names` takes
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameSettings {
+    /// How long an address is used before it is looked up again.
+    pub refresh: Duration,
+    /// How long a lookup may take before it counts as failed.
+    pub timeout: Duration,
+}
+
+impl Default for NameSettings {
+    fn default() -> Self {
+        NameSettings {
+            refresh: Duration::from_secs(60),
+            timeout: Duration::from_secs(2),
         }
     }
 }
@@ -709,7 +729,7 @@ impl Config {
             check_tokens(&a.tokens)?;
             for (country, fields) in &a.required_address {
                 for f in fields {
-                    if !crate::emergency::pidf::RFC5139_ELEMENTS.contains(&f.as_str()) {
+                    if !crate::pidf::RFC5139_ELEMENTS.contains(&f.as_str()) {
                         return bad(format!(
                             "admin.required_address {country:?}: {f:?} is not an RFC 5139 element"
                         ));

@@ -6,6 +6,8 @@
 //!
 //! - [`sip`]: the message layer: zero-copy parser, URIs, bodies, edits.
 //! - [`transaction`]: RFC 3261 transaction state machines, time as an input.
+//! - [`pidf`]: PIDF-LO location documents, read and written; a format layer
+//!   beside [`sip`].
 //! - [`emergency`]: detection, location (PIDF-LO), country rules, PSAP lookup,
 //!   and the router that plugs them into the proxy.
 //! - [`inventory`]: the number inventory snapshot.
@@ -26,9 +28,11 @@ pub mod logbuf;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;
+pub mod pidf;
 pub mod proxy;
 pub mod sip;
 pub mod store;
 pub mod token;
 pub mod transaction;
 pub mod transport;
+pub mod wire;

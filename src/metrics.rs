@@ -3,8 +3,8 @@
 
 use metrics::Counter;
 
-use crate::proxy::Proto;
 use crate::sip::{Message, Method};
+use crate::wire::Proto;
 
 /// (name, help) pairs, described to the exporter at start.
 pub const ALL: &[(&str, &str)] = &[

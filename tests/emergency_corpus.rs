@@ -16,8 +16,9 @@ use serde_json::Value;
 use sosrouter::config::Config;
 use sosrouter::emergency::detect::Countries;
 use sosrouter::emergency::psap::ServiceAreas;
-use sosrouter::emergency::{pidf, EmergencyRouter};
+use sosrouter::emergency::EmergencyRouter;
 use sosrouter::inventory::Inventory;
+use sosrouter::pidf;
 use sosrouter::proxy::{Core, CoreConfig, Decision, Proto, Source, Target, Transmit};
 use sosrouter::sip::{self, HeaderName, Message, NameAddr};
 

@@ -9,12 +9,12 @@ use std::sync::OnceLock;
 
 use sosrouter::emergency::detect::{CallKind, Countries, CountryRules};
 use sosrouter::emergency::location::{Location, LocationSource};
-use sosrouter::emergency::pidf::{CivicAddress, Geo, Position, Shape};
 use sosrouter::emergency::psap::ServiceAreas;
 use sosrouter::emergency::rules::{
     decide, CallFacts, PsapTrunks, Reason, RouteKind, RoutedBy, RulesContext,
 };
 use sosrouter::inventory::{Address, Capabilities, NumberEntry, TenantLocation};
+use sosrouter::pidf::{CivicAddress, Geo, Position, Shape};
 
 fn areas() -> &'static ServiceAreas {
     static DATA: OnceLock<ServiceAreas> = OnceLock::new();

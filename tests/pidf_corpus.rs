@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use sosrouter::emergency::pidf::{parse, Element, LocationInfo, Pidf, Shape, RFC5139_ELEMENTS};
+use sosrouter::pidf::{parse, Element, LocationInfo, Pidf, Shape, RFC5139_ELEMENTS};
 
 fn corpus(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

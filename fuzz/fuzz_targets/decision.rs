@@ -19,8 +19,9 @@ use libfuzzer_sys::fuzz_target;
 use sosrouter::config::Config;
 use sosrouter::emergency::detect::Countries;
 use sosrouter::emergency::psap::ServiceAreas;
-use sosrouter::emergency::{pidf, EmergencyRouter};
+use sosrouter::emergency::EmergencyRouter;
 use sosrouter::inventory::Inventory;
+use sosrouter::pidf;
 use sosrouter::proxy::{Proto, RouteContext, Router, Source};
 use sosrouter::sip::{self, Limits, Message};
 

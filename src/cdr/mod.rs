@@ -321,6 +321,15 @@ impl Assembler {
     }
 }
 
+/// Milliseconds since the Unix epoch, now: the clock of the records, of
+/// the writers' leases and of the store's timestamps.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// RFC 3339 text for epoch milliseconds (UTC).
 pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)

@@ -18,51 +18,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::writer::{self, BoxFuture, RecordStore};
-use super::{Assembler, CallRecord};
+use super::writer::{self, RecordStore};
+use super::{now_ms, Assembler};
 use crate::metrics as m;
 use crate::proxy::CallEvent;
-use crate::store::Store;
 
 /// How often a router says it runs.
 pub const RENEW_EVERY: Duration = Duration::from_secs(3);
 /// Silent this long, a router is taken for stopped.
 pub const STALE_AFTER: Duration = Duration::from_secs(15);
-
-/// Call records go to the database.
-pub struct DbRecords(pub Arc<Store>);
-
-impl RecordStore for DbRecords {
-    fn write<'a>(&'a self, records: &'a [CallRecord]) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move { self.0.write_records(records).await.map_err(Into::into) })
-    }
-
-    fn renew<'a>(&'a self, node: &'a str, started_ms: i64) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move {
-            self.0
-                .renew_writer(node, started_ms)
-                .await
-                .map_err(Into::into)
-        })
-    }
-
-    fn close_abandoned<'a>(
-        &'a self,
-        node: &'a str,
-        stale_before_ms: i64,
-    ) -> BoxFuture<'a, anyhow::Result<u64>> {
-        Box::pin(async move {
-            self.0
-                .close_abandoned_records(node, stale_before_ms)
-                .await
-                .map_err(Into::into)
-        })
-    }
-
-    fn release<'a>(&'a self, node: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move { self.0.release_writer(node).await.map_err(Into::into) })
-    }
-}
 
 /// How the record pipeline runs.
 #[derive(Debug, Clone)]
@@ -87,7 +51,7 @@ impl Recorder {
     pub fn start(store: Arc<dyn RecordStore>, cfg: RecorderConfig) -> Recorder {
         let (tx, mut rx) = mpsc::channel::<CallEvent>(cfg.events.max(1));
         let task = tokio::spawn(async move {
-            let mut asm = Assembler::new(Instant::now(), crate::store::now_ms(), rand::random());
+            let mut asm = Assembler::new(Instant::now(), now_ms(), rand::random());
             let node = asm.node();
             // The lease comes before the first record, so that no other
             // router ever takes this one's records for abandoned.
@@ -167,7 +131,7 @@ struct Lease {
 
 impl Lease {
     async fn start(store: Arc<dyn RecordStore>, node: String) -> Lease {
-        let started_ms = crate::store::now_ms();
+        let started_ms = now_ms();
         let mut healthy_since = match store.renew(&node, started_ms).await {
             Ok(()) => Some(Instant::now()),
             Err(e) => {
@@ -203,7 +167,7 @@ impl Lease {
                 if healthy_since.is_none_or(|t| t.elapsed() < STALE_AFTER) {
                     continue;
                 }
-                let stale_before = crate::store::now_ms() - STALE_AFTER.as_millis() as i64;
+                let stale_before = now_ms() - STALE_AFTER.as_millis() as i64;
                 match store.close_abandoned(&node, stale_before).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(

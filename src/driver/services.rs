@@ -12,10 +12,11 @@ use tokio::sync::mpsc;
 use super::control::ReloadReply;
 use super::{Bound, Options};
 use crate::admin;
-use crate::cdr::store::{DbRecords, Recorder, RecorderConfig};
+use crate::cdr::store::{Recorder, RecorderConfig};
 use crate::config::{Config, DatabaseConfig};
 use crate::notify::{SecurityDesk, Webhooks};
 use crate::proxy::CallEvent;
+use crate::store::records::DbRecords;
 use crate::store::{Actor, Store};
 
 /// The services, for the loop to feed and, at the end, to stop.

@@ -4,9 +4,10 @@
 //!
 //! - [`detect`]: country rules and which dial strings are emergency or test
 //!   calls.
-//! - [`location`]: the location an INVITE carries (RFC 6442).
+//! - [`location`]: the location an INVITE carries (RFC 6442), read with
+//!   the PIDF-LO layer ([`crate::pidf`]).
 //! - [`rules`]: the routing decision, a pure function.
-//! - [`pidf`]: PIDF-LO documents; [`psap`]: service areas and PSAPs.
+//! - [`psap`]: service areas and PSAPs.
 //!
 //! For each request the router reads the Request-URI first; only a dial
 //! string that may be an emergency or test call goes further (caller,
@@ -19,7 +20,6 @@
 
 pub mod detect;
 pub mod location;
-pub mod pidf;
 pub mod psap;
 pub mod rules;
 
@@ -32,6 +32,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::{Config, TrunkKind};
 use crate::inventory::{self, Address, Inventory, NumberEntry, SharedInventory};
+use crate::pidf;
 use crate::proxy::{Augment, Decision, LocationRecord, RouteContext, RouteDetails, Router};
 use crate::sip::{HeaderName, Message, NameAddr};
 

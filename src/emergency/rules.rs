@@ -26,9 +26,9 @@
 //! target at all is found the call goes to the last resort (`last-resort`).
 
 use crate::emergency::detect::{CallKind, CountryRules};
-use crate::emergency::location::Location;
+use crate::emergency::location::{matching_location, Location};
 use crate::emergency::psap::{self, MatchKind, ServiceAreas};
-use crate::inventory::{self, Address, NumberEntry, TenantLocation};
+use crate::inventory::{Address, NumberEntry, TenantLocation};
 use crate::proxy::RouteTarget;
 
 /// Where the call goes first.
@@ -258,7 +258,7 @@ fn choose(m: Option<psap::Match<'_>>, ctx: &RulesContext<'_>) -> Option<PsapChoi
 
 fn civic_lookup<'s>(
     areas: &'s ServiceAreas,
-    civic: &crate::emergency::pidf::CivicAddress,
+    civic: &crate::pidf::CivicAddress,
 ) -> Option<psap::Match<'s>> {
     let get = |k: &str| civic.get(k).unwrap_or("");
     areas.lookup_civic(&psap::CivicAddress {
@@ -317,7 +317,7 @@ pub fn judge_dynamic(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> DynamicUs
     }
     let basis = match loc.method.as_deref() {
         Some(m) if ctx.rules.trusts_method(m) => Some(format!("method:{}", m.trim())),
-        _ => inventory::matching_location(facts.tenant_locations, loc)
+        _ => matching_location(facts.tenant_locations, loc)
             .map(|t| format!("tenant-location:{}", t.id)),
     };
     match basis {

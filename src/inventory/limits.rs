@@ -2,7 +2,7 @@
 //!
 //! The router writes a number's registered address into every emergency
 //! call from it, as a PIDF-LO body part (see
-//! [`crate::emergency::pidf::civic_document`]), so the address's size is
+//! [`crate::pidf::civic_document`]), so the address's size is
 //! added to each of those INVITEs. The limits are far above any real civic
 //! address and keep that part under 4 KiB. The admin API, uploads and the
 //! inventory file all check them here.
@@ -115,7 +115,7 @@ impl Address {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emergency::pidf::{civic_document, CivicAddress, RFC5139_ELEMENTS};
+    use crate::pidf::{civic_document, CivicAddress, RFC5139_ELEMENTS};
 
     fn address(fields: &[(&str, String)], lang: Option<&str>) -> Address {
         let mut civic: CivicAddress = fields.iter().map(|(k, v)| (*k, v.clone())).collect();

@@ -25,7 +25,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::emergency::pidf::{CivicAddress, RFC5139_ELEMENTS};
+use crate::pidf::{CivicAddress, RFC5139_ELEMENTS};
 
 pub use super::row::Format;
 use super::row::{Cells, Column, Table, POINT_WITHOUT_CIVIC};

@@ -16,8 +16,7 @@ pub(crate) mod row;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::emergency::location::Location;
-use crate::emergency::pidf::CivicAddress;
+use crate::pidf::CivicAddress;
 use crate::sip::{HeaderName, Message, NameAddr};
 
 pub use limits::{AddressTooLarge, MAX_ADDRESS_BYTES, MAX_ADDRESS_ELEMENT_BYTES};
@@ -25,10 +24,6 @@ pub use load::InventoryError;
 
 /// A snapshot shared between the router's threads.
 pub type SharedInventory = Arc<Inventory>;
-
-/// How far a geodetic location may lie from a tenant-defined location's
-/// point and still be that location, in metres.
-pub const LOCATION_MATCH_RADIUS_M: f64 = 50.0;
 
 /// What a tenant admin may do with a number's registered address.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -124,73 +119,6 @@ impl Inventory {
             .or_default()
             .push(location);
     }
-
-    /// The tenant location a caller's location matches, if any.
-    pub fn matching_location<'a>(
-        &'a self,
-        tenant: &str,
-        location: &Location,
-    ) -> Option<&'a TenantLocation> {
-        matching_location(self.tenant_locations(tenant), location)
-    }
-}
-
-/// The first of `defined` that `location` matches: a civic address that
-/// agrees on every street-level field both name (country, road and house
-/// number required on both sides), or a point within
-/// [`LOCATION_MATCH_RADIUS_M`] of the defined point.
-pub fn matching_location<'a>(
-    defined: &'a [TenantLocation],
-    location: &Location,
-) -> Option<&'a TenantLocation> {
-    defined.iter().find(|d| {
-        let civic_match = location
-            .civic
-            .as_ref()
-            .is_some_and(|c| civic_matches(&d.address.civic, c));
-        let point_match = match (d.address.point, location.geo.as_ref()) {
-            (Some((lat, lon)), Some(g)) => {
-                distance_m(lat, lon, g.lat, g.lon) <= LOCATION_MATCH_RADIUS_M
-            }
-            _ => false,
-        };
-        civic_match || point_match
-    })
-}
-
-const MATCH_KEYS: [&str; 11] = [
-    "country", "A1", "A2", "A3", "PRD", "RD", "STS", "POD", "HNO", "HNS", "PC",
-];
-const REQUIRED_KEYS: [&str; 3] = ["country", "RD", "HNO"];
-
-fn norm(s: &str) -> String {
-    s.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
-}
-
-fn civic_matches(defined: &CivicAddress, got: &CivicAddress) -> bool {
-    for key in REQUIRED_KEYS {
-        if defined.get(key).is_none() || got.get(key).is_none() {
-            return false;
-        }
-    }
-    MATCH_KEYS
-        .iter()
-        .all(|k| match (defined.get(k), got.get(k)) {
-            (Some(a), Some(b)) => norm(a) == norm(b),
-            _ => true,
-        })
-}
-
-/// Great-circle distance in metres.
-fn distance_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
-    2.0 * 6_371_008.8 * a.sqrt().min(1.0).asin()
 }
 
 /// Puts a dialed or presented number into E.164 form (`+` and 7 to 15
@@ -347,61 +275,5 @@ mod tests {
         assert_eq!(caller_number(&m, None).as_deref(), Some("+13035550117"));
         let m = msg("From: <sip:anonymous@anonymous.invalid>;tag=1\r\n");
         assert_eq!(caller_number(&m, Some("1")), None);
-    }
-
-    fn civic(fields: &[(&str, &str)]) -> CivicAddress {
-        fields.iter().copied().collect()
-    }
-
-    #[test]
-    fn tenant_locations_match_by_civic_or_point() {
-        let defined = vec![TenantLocation {
-            id: "hq".into(),
-            address: Address {
-                civic: civic(&[
-                    ("country", "US"),
-                    ("A1", "NY"),
-                    ("A3", "New York"),
-                    ("RD", "34th"),
-                    ("HNO", "20"),
-                ]),
-                point: Some((40.7484, -73.9857)),
-            },
-        }];
-        let mut loc = Location::none();
-        loc.civic = Some(civic(&[
-            ("country", "us"),
-            ("A1", "NY"),
-            ("A3", "new  york"),
-            ("RD", "34th"),
-            ("HNO", "20"),
-            ("FLR", "34"),
-        ]));
-        assert_eq!(
-            matching_location(&defined, &loc).map(|l| l.id.as_str()),
-            Some("hq")
-        );
-        loc.civic = Some(civic(&[("country", "US"), ("RD", "34th"), ("HNO", "22")]));
-        assert!(matching_location(&defined, &loc).is_none());
-        loc.civic = Some(civic(&[("country", "US"), ("A3", "New York")]));
-        assert!(matching_location(&defined, &loc).is_none());
-        loc.civic = None;
-        let geo = |lat, lon| crate::emergency::pidf::Geo {
-            shape: crate::emergency::pidf::Shape::Point {
-                pos: crate::emergency::pidf::Position {
-                    lat,
-                    lon,
-                    alt: None,
-                },
-            },
-            lat,
-            lon,
-            alt: None,
-            radius_m: None,
-        };
-        loc.geo = Some(geo(40.7486, -73.9855));
-        assert!(matching_location(&defined, &loc).is_some());
-        loc.geo = Some(geo(40.7584, -73.9857));
-        assert!(matching_location(&defined, &loc).is_none());
     }
 }

@@ -5,7 +5,7 @@
 //! replaces everything, an upload changes what it names), so each path
 //! builds its own row from the [`Cells`] read here.
 
-use crate::emergency::pidf::RFC5139_ELEMENTS;
+use crate::pidf::RFC5139_ELEMENTS;
 
 use super::limits::check_address_size;
 

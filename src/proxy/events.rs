@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::route::RouteDetails;
-use super::wire::Source;
+use crate::wire::Source;
 
 /// Identifies a call inside one router process.
 pub type CallKey = u64;

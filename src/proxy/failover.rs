@@ -10,8 +10,7 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::in_dialog::{Dialog, DIALOG_TTL};
-use super::responses::Response;
-use super::txn::{parse_sent, Txn};
+use super::txn::{parse_sent, Response, Txn};
 use super::{lossy, Core, Dest, Id, TimerRef};
 use crate::metrics as m;
 use crate::sip::build;

@@ -45,8 +45,9 @@
 //!   the targets of a down trunk are tried last.
 //! - `route.rs` (the routing phase's interface and the static router),
 //!   `overload.rs` (admission), `allow.rs` (who may send), `health.rs`
-//!   (trunk states), `events.rs` (call events), `wire.rs` (sources and
-//!   transmits), `wheel.rs` (the timers).
+//!   (trunk states), `events.rs` (call events), `wheel.rs` (the timers).
+//!   Sources and transmits, the core's words with the driver, are in
+//!   [`crate::wire`].
 //!
 //! This file holds the configuration, the [`Core`] and everything the
 //! driver calls: its inputs, its outputs and the state it reports.
@@ -72,7 +73,6 @@ pub mod route;
 mod tests;
 mod txn;
 mod wheel;
-pub mod wire;
 
 use core::net::{IpAddr, SocketAddr};
 use std::collections::{HashMap, VecDeque};
@@ -95,6 +95,7 @@ use probes::{publish_health, trunk_kind};
 use txn::{server_key, Txn};
 use wheel::Wheel;
 
+pub use crate::wire::{ConnId, Dest, Proto, Source, Target, Transmit};
 pub use events::{CallEvent, CallKey};
 pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
 pub use location::{FetchConfig, LocationFetch};
@@ -103,7 +104,6 @@ pub use route::{
     Augment, Decision, LocationRecord, RouteContext, RouteDetails, RouteTarget, Router,
     StaticRouter,
 };
-pub use wire::{ConnId, Dest, Proto, Source, Target, Transmit};
 
 /// A trunk as the core sees it.
 #[derive(Debug, Clone)]

@@ -8,34 +8,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{debug, info, warn};
 
-use super::txn::Txn;
+use super::txn::{Response, Txn};
 use super::{lossy, Core, Id, ProbeResult, Source};
 use crate::metrics as m;
 use crate::sip::edit::Editor;
 use crate::sip::{HeaderName, Message};
 use crate::transaction::{ClientNonInviteEvent, TransactionKey};
-
-/// A response from the next hop, while the events its client transaction
-/// gives back are handled: what they relay upstream.
-#[derive(Clone, Copy)]
-pub(super) struct Response<'a> {
-    pub(super) msg: &'a Message,
-    /// It lacks the Vias below the router's: not relayed as it is.
-    unrelayable: bool,
-}
-
-impl Response<'_> {
-    /// The response, with our Via removed, for upstream.
-    pub(super) fn upstream_bytes(self) -> Option<(u16, Bytes)> {
-        if self.unrelayable {
-            return None;
-        }
-        let r = self.msg;
-        let mut e = Editor::new(r);
-        e.remove_top_via();
-        Some((r.status()?, e.build()))
-    }
-}
 
 impl Core {
     pub(super) fn on_response(&mut self, now: Instant, msg: Message, source: Source) {
@@ -69,10 +47,7 @@ impl Core {
             }
             unrelayable = true;
         }
-        let response = Response {
-            msg: &msg,
-            unrelayable,
-        };
+        let response = Response::new(&msg, unrelayable);
         match self.txns.get_mut(&id) {
             Some(Txn::ClientInvite { m, .. }) => {
                 let _ = m.on_response(now, status);

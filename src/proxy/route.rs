@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::inventory::SharedInventory;
 use crate::sip::{HeaderName, Message};
 
-use super::wire::Source;
+use crate::wire::Source;
 
 /// What the routing phase knows besides the message.
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,7 @@
 //! The transaction table: the four RFC 3261 machines the core holds, how
 //! each is opened, pumped (its transmits queued, its events handled, its
-//! deadline armed) and removed once it ends.
+//! deadline armed) and removed once it ends; and the [`Response`] from the
+//! next hop that a pump hands to the handlers of those events.
 
 use std::time::Instant;
 
@@ -8,14 +9,40 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 use tracing::debug;
 
-use super::responses::Response;
 use super::{Core, Dest, Id, Proto, Source, TimerRef, Transmit};
+use crate::sip::edit::Editor;
 use crate::sip::{text, HeaderName, Message, Method};
 use crate::transaction::{
     ClientInvite, ClientInviteEvent, ClientNonInvite, ClientNonInviteEvent, RequestKeyParts,
     ServerInvite, ServerInviteEvent, ServerNonInvite, ServerNonInviteEvent, TransactionKey,
     Transport,
 };
+
+/// A response from the next hop, while the events its client transaction
+/// gives back are handled: what they relay upstream.
+#[derive(Clone, Copy)]
+pub(super) struct Response<'a> {
+    pub(super) msg: &'a Message,
+    /// It lacks the Vias below the router's: not relayed as it is.
+    unrelayable: bool,
+}
+
+impl<'a> Response<'a> {
+    pub(super) fn new(msg: &'a Message, unrelayable: bool) -> Response<'a> {
+        Response { msg, unrelayable }
+    }
+
+    /// The response, with our Via removed, for upstream.
+    pub(super) fn upstream_bytes(self) -> Option<(u16, Bytes)> {
+        if self.unrelayable {
+            return None;
+        }
+        let r = self.msg;
+        let mut e = Editor::new(r);
+        e.remove_top_via();
+        Some((r.status()?, e.build()))
+    }
+}
 
 #[allow(clippy::enum_variant_names)] // named after the RFC 3261 machines
 pub(super) enum Txn {

@@ -1,25 +1,13 @@
-//! The full path, for messages the fast path declines (folded header lines).
+//! The full path's text, for messages the fast path declines (folded
+//! header lines).
 //!
 //! The message is normalized as RFC 3261 section 7.3.1 allows (each fold,
 //! a line end followed by whitespace, becomes one space; the body is kept
-//! byte for byte) and indexed by the fast indexer over that text. (rsip,
-//! once the parser of this path, is now only the oracle the torture tests
-//! compare verdicts with.)
+//! byte for byte); `parse.rs` then runs the fast indexer over that text.
+//! (rsip, once the parser of this path, is now only the oracle the torture
+//! tests compare verdicts with.)
 
 use bytes::{Bytes, BytesMut};
-
-use super::error::ParseError;
-use super::message::{Message, ParsePath};
-use super::parse::{index, Indexed, Limits};
-
-pub(crate) fn parse(buf: &Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
-    let normalized = unfold(buf);
-    match index(normalized, stream, limits, ParsePath::Full)? {
-        Indexed::Done(m) => Ok(m),
-        // Unfolding leaves no line starting with whitespace in the headers.
-        Indexed::Folded => Err(ParseError::BadHeaderLine),
-    }
-}
 
 /// Joins folded header lines: every line end followed by a space or tab
 /// inside the header section becomes a single space.

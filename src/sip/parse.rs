@@ -9,6 +9,7 @@ use bytes::Bytes;
 use memchr::memchr;
 
 use super::error::ParseError;
+use super::full::unfold;
 use super::header::HeaderName;
 use super::message::{
     Header, Headers, Message, Method, ParsePath, Parsed, Span, StartLine, ABSENT, KNOWN_NAMES,
@@ -152,8 +153,18 @@ fn parse_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, Pa
 fn index_framed(buf: Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
     match index(buf.clone(), stream, limits, ParsePath::Fast) {
         Ok(Indexed::Done(m)) => Ok(m),
-        Ok(Indexed::Folded) => super::full::parse(&buf, stream, limits),
+        Ok(Indexed::Folded) => parse_full(&buf, stream, limits),
         Err(e) => Err(e),
+    }
+}
+
+/// The full path: the message unfolded ([`unfold`]), then indexed again.
+fn parse_full(buf: &Bytes, stream: bool, limits: &Limits) -> Result<Message, ParseError> {
+    let normalized = unfold(buf);
+    match index(normalized, stream, limits, ParsePath::Full)? {
+        Indexed::Done(m) => Ok(m),
+        // Unfolding leaves no line starting with whitespace in the headers.
+        Indexed::Folded => Err(ParseError::BadHeaderLine),
     }
 }
 
@@ -589,7 +600,7 @@ pub fn parse_lenient(buf: Bytes) -> Option<Message> {
     match index_with(buf.clone(), false, &lim, ParsePath::Fast, true).ok()? {
         Indexed::Done(m) => Some(m),
         Indexed::Folded => {
-            let unfolded = super::full::unfold(&buf);
+            let unfolded = unfold(&buf);
             match index_with(unfolded, false, &lim, ParsePath::Full, true).ok()? {
                 Indexed::Done(m) => Some(m),
                 Indexed::Folded => None,

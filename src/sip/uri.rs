@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use super::message::{opt_within, Span};
+use super::span::{opt_within, Span};
 use super::text::{self, find_param};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

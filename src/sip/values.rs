@@ -2,7 +2,7 @@
 //! P-Asserted-Identity, Geolocation, Call-Info), CSeq and media types. Each
 //! is parsed on demand from the borrowed value text.
 
-use super::message::{opt_within, Span};
+use super::span::{opt_within, Span};
 use super::text::{self, find_param, is_token, trim, unquote};
 use super::uri::Uri;
 

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::emergency::pidf::{CivicAddress, RFC5139_ELEMENTS};
 use crate::inventory::limits::check_address_size;
 use crate::inventory::Address;
+use crate::pidf::{CivicAddress, RFC5139_ELEMENTS};
 
 /// The API form of an address.
 pub fn to_json(a: &Address) -> Value {

@@ -35,6 +35,7 @@ use sqlx::Row;
 use crate::config::DatabaseConfig;
 use crate::inventory::{Address, Capabilities, Inventory, NumberEntry, TenantLocation};
 
+pub use crate::cdr::now_ms;
 pub use hub::{Hub, SecurityDesks};
 
 /// The migrations, in order: (version, description, SQL).
@@ -128,14 +129,6 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The open database.

@@ -5,8 +5,11 @@
 //! records hold leases in `record_writers`; the `open` records of a router
 //! whose lease ran out are closed as `interrupted` (see `cdr::store`).
 
+use std::sync::Arc;
+
 use sqlx::Row;
 
+use crate::cdr::writer::{BoxFuture, RecordStore};
 use crate::cdr::CallRecord;
 
 use super::{Backend, Store, StoreError};
@@ -176,6 +179,42 @@ impl Store {
                 }
             }
         })
+    }
+}
+
+/// Call records go to the database: the store behind a
+/// [`Recorder`](crate::cdr::store::Recorder).
+pub struct DbRecords(pub Arc<Store>);
+
+impl RecordStore for DbRecords {
+    fn write<'a>(&'a self, records: &'a [CallRecord]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { self.0.write_records(records).await.map_err(Into::into) })
+    }
+
+    fn renew<'a>(&'a self, node: &'a str, started_ms: i64) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.0
+                .renew_writer(node, started_ms)
+                .await
+                .map_err(Into::into)
+        })
+    }
+
+    fn close_abandoned<'a>(
+        &'a self,
+        node: &'a str,
+        stale_before_ms: i64,
+    ) -> BoxFuture<'a, anyhow::Result<u64>> {
+        Box::pin(async move {
+            self.0
+                .close_abandoned_records(node, stale_before_ms)
+                .await
+                .map_err(Into::into)
+        })
+    }
+
+    fn release<'a>(&'a self, node: &'a str) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { self.0.release_writer(node).await.map_err(Into::into) })
     }
 }
 

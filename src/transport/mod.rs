@@ -13,8 +13,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::metrics as m;
-use crate::proxy::{ConnId, Proto, Source};
 use crate::sip::{self, build, Limits, Message, ParseError};
+use crate::wire::{ConnId, Proto, Source};
 
 /// What the I/O tasks hand to the core's task.
 #[derive(Debug)]

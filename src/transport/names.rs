@@ -15,9 +15,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::proxy::{Target, Transmit};
+pub use crate::config::NameSettings;
+use crate::wire::{Target, Transmit};
 
 /// Messages that may wait for one name's first answer; past that they
 /// fail at once.
@@ -26,23 +27,6 @@ pub const MAX_WAITING: usize = 1024;
 /// new name past that fails its message (names come from configuration
 /// and from Route headers of allowed peers, so this is far above need).
 pub const MAX_NAMES: usize = 4096;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NameSettings {
-    /// How long an address is used before it is looked up again.
-    pub refresh: Duration,
-    /// How long a lookup may take before it counts as failed.
-    pub timeout: Duration,
-}
-
-impl Default for NameSettings {
-    fn default() -> Self {
-        NameSettings {
-            refresh: Duration::from_secs(60),
-            timeout: Duration::from_secs(2),
-        }
-    }
-}
 
 /// What to do with a message now.
 #[derive(Debug, PartialEq, Eq)]
@@ -198,8 +182,9 @@ impl NameCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::{Dest, Proto};
+    use crate::wire::{Dest, Proto};
     use bytes::Bytes;
+    use std::time::Duration;
 
     fn to(host: &str, port: u16, token: u64) -> Transmit {
         Transmit {

@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use super::{accept, Accepted, Inbound, InboundTx};
 use crate::config::TcpConfig;
 use crate::proxy::allow::AllowList;
-use crate::proxy::{ConnId, Proto, Source};
 use crate::sip::{self, Limits, Status};
+use crate::wire::{ConnId, Proto, Source};
 
 type Outgoing = (Bytes, Option<u64>);
 

@@ -12,8 +12,8 @@ use tokio::net::UdpSocket;
 
 use super::parse_received;
 use crate::metrics::MessageCounters;
-use crate::proxy::{Proto, Source};
 use crate::sip::{Limits, Message};
+use crate::wire::{Proto, Source};
 
 #[derive(Clone)]
 pub struct UdpEndpoint {

@@ -85,7 +85,7 @@ pub fn civic_document(entity: &str, tuple_id: &str, civic: &CivicAddress, method
 mod tests {
     use super::super::{parse, Element};
     use super::*;
-    use crate::emergency::pidf::civic::RFC5139_ELEMENTS;
+    use crate::pidf::civic::RFC5139_ELEMENTS;
 
     #[test]
     fn every_rfc5139_element_round_trips() {

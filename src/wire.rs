@@ -1,5 +1,8 @@
 //! Where messages come from and go to, as plain values: the core names
 //! addresses and connections, the transport layer owns the sockets.
+//!
+//! Below the proxy core, the transport layer and the metrics, which all
+//! speak of them; `proxy` re-exports them.
 
 use core::net::SocketAddr;
 
