@@ -226,6 +226,13 @@ impl LocationRecord for CallLocation {
     }
 }
 
+/// A registered address, as the call record's `registered_address`.
+impl LocationRecord for Address {
+    fn to_json(&self) -> Value {
+        Address::to_json(self)
+    }
+}
+
 /// Appends `bytes` as lower-case hex digits.
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";

@@ -193,9 +193,10 @@ pub fn caller_number(req: &Message, country_code: Option<&str>) -> Option<String
         })
 }
 
-impl crate::proxy::LocationRecord for Address {
-    /// `{"civic": {RFC 5139 keys}, "point": {"lat", "lon"}}`.
-    fn to_json(&self) -> serde_json::Value {
+impl Address {
+    /// `{"civic": {RFC 5139 keys}, "point": {"lat", "lon"}}`, as call
+    /// records show it.
+    pub fn to_json(&self) -> serde_json::Value {
         let civic: serde_json::Map<String, serde_json::Value> = self
             .civic
             .iter()
