@@ -25,6 +25,7 @@ pub mod held;
 pub mod inspect;
 pub mod inventory;
 pub mod logbuf;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;

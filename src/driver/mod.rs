@@ -13,11 +13,13 @@
 //! - `fetch.rs`: the HTTP fetches of locations by reference the core asks
 //!   for.
 //! - `guard.rs`: a bug met by one message costs that message only.
+//! - `process.rs`: `sosrouter run`: logging, the runtime, the signals.
 
 mod control;
 mod fetch;
 mod guard;
 mod listen;
+pub mod process;
 mod services;
 mod sip_loop;
 
