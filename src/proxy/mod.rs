@@ -76,7 +76,6 @@ mod wheel;
 
 use core::net::{IpAddr, SocketAddr};
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -333,29 +332,10 @@ pub struct Core {
     fetches: location::Fetches,
 }
 
-/// The core's own ids are sequential and never come from the network: one
-/// multiplication spreads them over a hash table (the default hasher is
-/// made for keys an attacker chooses, and costs more).
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
+/// Tables keyed by the core's own ids, which never come from the network:
+/// foldhash with a fixed seed, so that the same inputs give the same
+/// table order in every run.
+type IdMap<V> = HashMap<Id, V, foldhash::fast::FixedState>;
 
 /// Tables keyed by what the network sends (branches, Call-IDs): foldhash
 /// with a seed drawn at start-up, so keys cannot be chosen to collide, at
