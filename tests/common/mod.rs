@@ -92,14 +92,59 @@ targets = ["test", "last-resort"]
 /// A running router.
 pub struct Router {
     child: Child,
+    /// Its SIP port on 127.0.0.1: over UDP, and over TCP when it listens
+    /// on TCP there.
     pub port: u16,
     pub log: Arc<Mutex<String>>,
     _dir: tempdir::Dir,
 }
 
+/// The lines the router logs for its SIP listeners on 127.0.0.1.
+const LISTENING_UDP: &str = "listening sip udp 127.0.0.1:";
+const LISTENING_TCP: &str = "listening sip tcp 127.0.0.1:";
+
+/// The port a `listening ...` log line names after `prefix`.
+fn listening_port(line: &str, prefix: &str) -> Option<u16> {
+    line.split(prefix).nth(1)?.trim().parse().ok()
+}
+
 impl Router {
     /// Starts `sosrouter run` on a config text; waits until it listens.
     pub fn start(config: &str, args: &[&str]) -> Router {
+        Router::try_start(config, args).unwrap_or_else(|log| panic!("router did not start: {log}"))
+    }
+
+    /// As `start`, but gives back the router's log when it did not start
+    /// (it stopped, as on a port of the configuration that was taken, or
+    /// it did not listen within 60 s).
+    ///
+    /// The tests configure port 0 and read the ports the router got from
+    /// its log. Its TCP listener on port 0 takes the port of its UDP twin,
+    /// unless something holds that port over TCP (an outgoing connection
+    /// may): then it takes another. The tests speak to one port over both,
+    /// so such a router is stopped and started again, on new ports.
+    pub fn try_start(config: &str, args: &[&str]) -> Result<Router, String> {
+        let text = match args.iter().position(|a| *a == "--config") {
+            Some(i) => std::fs::read_to_string(args[i + 1]).unwrap_or_default(),
+            None => config.to_string(),
+        };
+        let tcp = text.contains("\"tcp:127.0.0.1:");
+        let mut log = String::new();
+        for _ in 0..5 {
+            let (router, tcp_port) = Router::spawn(config, args, tcp)?;
+            if tcp_port.is_none_or(|p| p == router.port) {
+                return Ok(router);
+            }
+            log = router.log();
+        }
+        Err(format!(
+            "its TCP listener never got the port of its UDP one:\n{log}"
+        ))
+    }
+
+    /// Starts the router and waits for its UDP port on 127.0.0.1 and, when
+    /// `tcp`, its TCP port there.
+    fn spawn(config: &str, args: &[&str], tcp: bool) -> Result<(Router, Option<u16>), String> {
         let dir = tempdir::Dir::new("router");
         let path = dir.path().join("sosrouter.toml");
         std::fs::write(&path, config).unwrap();
@@ -118,13 +163,13 @@ impl Router {
         let (tx, rx) = std::sync::mpsc::channel();
         let log2 = log.clone();
         std::thread::spawn(move || {
-            let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(p) = line.split("listening sip udp 127.0.0.1:").nth(1) {
-                    if let (Some(tx), Ok(port)) = (tx.take(), p.trim().parse::<u16>()) {
-                        let _ = tx.send(port);
-                    }
+                if let Some(port) = listening_port(&line, LISTENING_UDP) {
+                    let _ = tx.send((false, port));
+                }
+                if let Some(port) = listening_port(&line, LISTENING_TCP) {
+                    let _ = tx.send((true, port));
                 }
                 let mut l = log2.lock().unwrap();
                 l.push_str(&line);
@@ -133,19 +178,34 @@ impl Router {
         });
         // Generous: with every test binary running in parallel on two
         // cores, a start-up once took longer than 20 s.
-        let port = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(p) => p,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("router did not start: {}", log.lock().unwrap());
+        let end = Instant::now() + Duration::from_secs(60);
+        let (mut udp_port, mut tcp_port) = (None, None);
+        while udp_port.is_none() || (tcp && tcp_port.is_none()) {
+            let left = end.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((false, port)) => {
+                    udp_port.get_or_insert(port);
+                }
+                Ok((true, port)) => {
+                    tcp_port.get_or_insert(port);
+                }
+                // It stopped (the reader saw the end of its output), or
+                // the time is up.
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = log.lock().unwrap().clone();
+                    return Err(log);
+                }
             }
-        };
-        Router {
+        }
+        let router = Router {
             child,
-            port,
+            port: udp_port.unwrap(),
             log,
             _dir: dir,
-        }
+        };
+        Ok((router, tcp_port))
     }
 
     pub fn log(&self) -> String {
