@@ -596,11 +596,17 @@ pub struct RawTrunk {
 impl RawTrunk {
     pub fn start(answer: Answer) -> RawTrunk {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let port = free_port();
-        let udp = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        // Port 0 over UDP, then the same port over TCP; should something
+        // hold that one over TCP (an outgoing connection may), another.
+        let (port, udp, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) {
+                break (port, udp, tcp);
+            }
+        };
         udp.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let tcp = TcpListener::bind(("127.0.0.1", port)).unwrap();
         tcp.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
