@@ -7,7 +7,7 @@ mod common;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, http_port, lab_config, metric, uac, Router, Uas};
+use common::{free_port, get, http_port, lab_config, metric, uac, Router, Trunks, Uas};
 
 const HTTP: &str = r#"
 [admin]
@@ -26,7 +26,8 @@ fn a_trunk_given_by_name_is_looked_up_once_for_many_calls() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let psap = trunk.local_addr().unwrap().port();
-    let cfg = lab_config(psap, free_port(), free_port(), free_port(), HTTP).replace(
+    let trunks = Trunks::new().with_psap(psap);
+    let cfg = trunks.lab_config(HTTP).replace(
         &format!("uri = \"sip:127.0.0.1:{psap}\""),
         &format!("uri = \"sip:localhost:{psap}\""),
     );
@@ -155,14 +156,12 @@ fn readiness_follows_the_screening_and_last_resort_probes() {
     let extra = format!(
         "{HTTP}\n[health]\ninterval_s = 1\ntimeout_ms = 300\ndown_after = 2\nup_after = 1\n"
     );
-    let cfg = lab_config(
-        free_port(),
-        scr.local_addr().unwrap().port(),
-        free_port(),
-        last.local_addr().unwrap().port(),
-        &extra,
-    )
-    .replace("[health]\ninterval_s = 0\n", "");
+    let trunks = Trunks::new()
+        .with_screening(scr.local_addr().unwrap().port())
+        .with_last_resort(last.local_addr().unwrap().port());
+    let cfg = trunks
+        .lab_config(&extra)
+        .replace("[health]\ninterval_s = 0\n", "");
     let router = Router::start(&cfg, &[]);
     let aport = http_port(&router, "admin");
     assert_eq!(get(aport, "/healthz").0, 200);
@@ -271,10 +270,10 @@ fn calls_are_relayed_while_a_reload_is_stuck_reading_its_file() {
     trunk
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let psap = trunk.local_addr().unwrap().port();
+    let trunks = Trunks::new().with_psap(trunk.local_addr().unwrap().port());
     let dir = common::tempdir::Dir::new("reload-stuck");
     let path = dir.path().join("r.toml");
-    let cfg = lab_config(psap, free_port(), free_port(), free_port(), "");
+    let cfg = trunks.lab_config("");
     std::fs::write(&path, &cfg).unwrap();
     let router = Router::start(&cfg, &["--config", path.to_str().unwrap()]);
     std::fs::remove_file(&path).unwrap();
@@ -314,13 +313,8 @@ fn sigterm_refuses_new_calls_lets_the_current_one_finish_and_exits_0() {
     trunk
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let cfg = lab_config(
-        trunk.local_addr().unwrap().port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        "",
-    );
+    let trunks = Trunks::new().with_psap(trunk.local_addr().unwrap().port());
+    let cfg = trunks.lab_config("");
     let mut router = Router::start(&cfg, &[]);
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     caller
@@ -403,7 +397,8 @@ fn sigterm_refuses_new_calls_lets_the_current_one_finish_and_exits_0() {
 
 #[test]
 fn sigusr1_turns_debug_logging_on_and_sigusr2_off() {
-    let cfg = lab_config(free_port(), free_port(), free_port(), free_port(), "");
+    let trunks = Trunks::new();
+    let cfg = trunks.lab_config("");
     let router = Router::start(&cfg, &[]);
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     // A response that matches no transaction is logged at debug only.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use adminhttp::{emergency_config, tokens, Api, Caller, Db, Tokens, Trunk};
-use common::{free_port, uac, Answer, RawTrunk, Router, UacBackground, Uas};
+use common::{free_port, uac, Answer, RawTrunk, Router, Trunks, UacBackground, Uas};
 
 const CAP: &str = "+14155550177";
 
@@ -57,9 +57,11 @@ fn export(api: Api, token: &str, query: &str) -> Vec<Value> {
 fn calls_survive_a_restart(db: Db) {
     common::require_sipp();
     let t = tokens();
-    let trunks = (free_port(), free_port(), free_port(), free_port());
-    let (psap, scr) = (trunks.0, trunks.1);
-    let cfg = emergency_config(trunks, &db, &t);
+    let trunks = Trunks::new()
+        .with_psap(free_port())
+        .with_screening(free_port());
+    let (psap, scr) = (trunks.psap, trunks.screening);
+    let cfg = emergency_config(&trunks, &db, &t);
     let mut router = Router::start(&cfg, &[]);
     let api = Api::of(&router);
     upload(api, &t);
@@ -220,9 +222,12 @@ fn calls_up_at_shutdown_are_written_as_interrupted() {
     let psap = RawTrunk::start(Answer::Ok);
     let scr = Trunk::new();
     let test = Trunk::new();
-    let trunks = (psap.port, scr.port, test.port, free_port());
+    let trunks = Trunks::new()
+        .with_psap(psap.port)
+        .with_screening(scr.port)
+        .with_test(test.port);
     // No time for calls in progress to finish.
-    let cfg = emergency_config(trunks, &db, &t).replace("[sip]\n", "[sip]\ndrain_timeout_s = 0\n");
+    let cfg = emergency_config(&trunks, &db, &t).replace("[sip]\n", "[sip]\ndrain_timeout_s = 0\n");
     let mut router = Router::start(&cfg, &[]);
     let api = Api::of(&router);
     upload(api, &t);
@@ -268,12 +273,12 @@ const HELD: usize = 20;
 fn records_survive_sigkill(db: Db) {
     common::require_sipp();
     let t = tokens();
-    let trunks = (free_port(), free_port(), free_port(), free_port());
-    let cfg = emergency_config(trunks, &db, &t);
+    let trunks = Trunks::new().with_psap(free_port());
+    let cfg = emergency_config(&trunks, &db, &t);
     let mut router = Router::start(&cfg, &[]);
     let api = Api::of(&router);
     upload(api, &t);
-    let uas = Uas::start("uas.xml", &[], trunks.0, false, HELD as u32 + 1);
+    let uas = Uas::start("uas.xml", &[], trunks.psap, false, HELD as u32 + 1);
     // One call over before the crash.
     let r = uac("uac.xml", &[], router.port, "911", CAP, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
@@ -397,8 +402,12 @@ fn csv_cells_never_start_a_formula() {
     let db = Db::sqlite();
     let t = tokens();
     let refuse = RawTrunk::start(Answer::Code(486));
-    let trunks = (refuse.port, refuse.port, refuse.port, refuse.port);
-    let cfg = emergency_config(trunks, &db, &t);
+    let trunks = Trunks::new()
+        .with_psap(refuse.port)
+        .with_screening(refuse.port)
+        .with_test(refuse.port)
+        .with_last_resort(refuse.port);
+    let cfg = emergency_config(&trunks, &db, &t);
     let router = Router::start(&cfg, &[]);
     let api = Api::of(&router);
     upload(api, &t);

@@ -28,6 +28,117 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A UDP socket on 127.0.0.1:`port` (0: any) that takes nothing: it is
+/// connected to itself, so a datagram from anyone else finds no socket and
+/// is refused (ICMP port unreachable) as at a closed port, while no other
+/// socket can bind the port.
+pub fn closed_udp(port: u16) -> std::io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(("127.0.0.1", port))?;
+    sock.connect(sock.local_addr()?)?;
+    Ok(sock)
+}
+
+/// A TCP socket bound to 127.0.0.1 that does not listen: a connection to
+/// it is refused (RST) as at a closed port. It has no SO_REUSEADDR, so no
+/// other socket can bind the port while it lives.
+pub struct ClosedTcp {
+    pub port: u16,
+    _sock: socket2::Socket,
+}
+
+impl ClosedTcp {
+    pub fn bind(port: u16) -> std::io::Result<ClosedTcp> {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+        Ok(ClosedTcp { port, _sock: sock })
+    }
+}
+
+/// A port on 127.0.0.1 where nothing answers, held by the test: UDP and
+/// TCP to it are refused as at a closed port (a trunk that is down), and
+/// no other socket, of this test or another, can take it while this lives.
+pub struct ClosedPort {
+    pub port: u16,
+    _udp: UdpSocket,
+    _tcp: ClosedTcp,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        loop {
+            let udp = closed_udp(0).expect("bind udp");
+            let port = udp.local_addr().unwrap().port();
+            // Should something hold the port over TCP (an outgoing
+            // connection may), another.
+            if let Ok(tcp) = ClosedTcp::bind(port) {
+                return ClosedPort {
+                    port,
+                    _udp: udp,
+                    _tcp: tcp,
+                };
+            }
+        }
+    }
+}
+
+/// The ports of the lab's four outbound trunks. Each starts as a closed
+/// port held while this lives (a trunk that is down: a call or a probe
+/// sent there is refused), until the test puts a trunk of its own there.
+pub struct Trunks {
+    pub psap: u16,
+    pub screening: u16,
+    pub test: u16,
+    pub last_resort: u16,
+    _closed: [ClosedPort; 4],
+}
+
+impl Trunks {
+    pub fn new() -> Trunks {
+        let closed = [(); 4].map(|_| ClosedPort::new());
+        Trunks {
+            psap: closed[0].port,
+            screening: closed[1].port,
+            test: closed[2].port,
+            last_resort: closed[3].port,
+            _closed: closed,
+        }
+    }
+
+    pub fn with_psap(self, port: u16) -> Trunks {
+        Trunks { psap: port, ..self }
+    }
+
+    pub fn with_screening(self, port: u16) -> Trunks {
+        Trunks {
+            screening: port,
+            ..self
+        }
+    }
+
+    pub fn with_test(self, port: u16) -> Trunks {
+        Trunks { test: port, ..self }
+    }
+
+    pub fn with_last_resort(self, port: u16) -> Trunks {
+        Trunks {
+            last_resort: port,
+            ..self
+        }
+    }
+
+    /// `lab_config` on these trunks.
+    pub fn lab_config(&self, extra: &str) -> String {
+        lab_config(
+            self.psap,
+            self.screening,
+            self.test,
+            self.last_resort,
+            extra,
+        )
+    }
+}
+
 /// The lab configuration with the router on port 0 and the trunks on the
 /// given ports. `extra` is appended (routes, sections).
 pub fn lab_config(psap: u16, screening: u16, test: u16, last_resort: u16, extra: &str) -> String {
