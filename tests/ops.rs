@@ -7,7 +7,7 @@ mod common;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, http_port, lab_config, metric, uac, Router, Trunks, Uas};
+use common::{get, http_port, metric, uac, Router, Trunks, Uas};
 
 const HTTP: &str = r#"
 [admin]
@@ -69,11 +69,13 @@ fn a_trunk_given_by_name_is_looked_up_once_for_many_calls() {
 
 #[test]
 fn metrics_count_calls_failovers_and_messages() {
-    let (psap, scr, test, last) = (free_port(), free_port(), free_port(), free_port());
-    let router = Router::start(&lab_config(psap, scr, test, last, HTTP), &[]);
+    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], false, 2);
+    let screening = Uas::start("uas.xml", &[], false, 2);
+    let trunks = Trunks::new()
+        .with_psap(failing.port)
+        .with_screening(screening.port);
+    let router = Router::start(&trunks.lab_config(HTTP), &[]);
     let mport = http_port(&router, "metrics");
-    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], psap, false, 2);
-    let screening = Uas::start("uas.xml", &[], scr, false, 2);
     let r = uac(
         "uac.xml",
         &[],
@@ -226,10 +228,12 @@ fn kill(pid: u32, sig: &str) {
 
 #[test]
 fn sighup_reloads_routes_and_refuses_a_bad_file() {
-    let (psap, scr, test, last) = (free_port(), free_port(), free_port(), free_port());
+    // The screening trunk answers the call once the reload moves 911 there.
+    let screening = Uas::start("uas.xml", &[], false, 1);
+    let trunks = Trunks::new().with_screening(screening.port);
     let dir = common::tempdir::Dir::new("reload");
     let path = dir.path().join("r.toml");
-    let cfg = lab_config(psap, scr, test, last, "");
+    let cfg = trunks.lab_config("");
     std::fs::write(&path, &cfg).unwrap();
     let router = Router::start(&cfg, &["--config", path.to_str().unwrap()]);
     // A broken file is refused; the running routes stay.
@@ -244,7 +248,6 @@ fn sighup_reloads_routes_and_refuses_a_bad_file() {
     std::fs::write(&path, moved).unwrap();
     kill(router.pid(), "-HUP");
     router.wait_log("configuration reloaded", 1, Duration::from_secs(5));
-    let screening = Uas::start("uas.xml", &[], scr, false, 1);
     let r = uac(
         "uac.xml",
         &[],

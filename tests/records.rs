@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use adminhttp::{emergency_config, tokens, Api, Caller, Db, Tokens, Trunk};
-use common::{free_port, uac, Answer, RawTrunk, Router, Trunks, UacBackground, Uas};
+use common::{uac, Answer, ClosedTcp, RawTrunk, Router, Trunks, UacBackground, Uas};
 
 const CAP: &str = "+14155550177";
 
@@ -57,17 +57,17 @@ fn export(api: Api, token: &str, query: &str) -> Vec<Value> {
 fn calls_survive_a_restart(db: Db) {
     common::require_sipp();
     let t = tokens();
-    let trunks = Trunks::new()
-        .with_psap(free_port())
-        .with_screening(free_port());
-    let (psap, scr) = (trunks.psap, trunks.screening);
+    // The PSAP trunk is three SIPp runs in turn, the screening trunk one
+    // after the restart: their ports are the test's from the start.
+    let (psap, scr) = (ClosedTcp::reserve(), ClosedTcp::reserve());
+    let trunks = Trunks::new().with_psap(psap.port).with_screening(scr.port);
     let cfg = emergency_config(&trunks, &db, &t);
     let mut router = Router::start(&cfg, &[]);
     let api = Api::of(&router);
     upload(api, &t);
 
     // Answered by the PSAP of the registered address.
-    let uas = Uas::start("uas.xml", &[], psap, false, 1);
+    let uas = Uas::start_on(&psap, "uas.xml", &[], 1);
     let r = uac("uac.xml", &[], router.port, "911", CAP, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
     assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
@@ -78,14 +78,14 @@ fn calls_survive_a_restart(db: Db) {
     let api = Api::of(&router);
 
     // Cancelled while ringing.
-    let uas = Uas::start("uas_ring.xml", &[], psap, false, 1);
+    let uas = Uas::start_on(&psap, "uas_ring.xml", &[], 1);
     let r = uac("uac_cancel.xml", &[], router.port, "911", CAP, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
     assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
 
     // The PSAP fails; the screening center answers.
-    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], psap, false, 1);
-    let screening = Uas::start("uas.xml", &[], scr, false, 1);
+    let failing = Uas::start_on(&psap, "uas_fail.xml", &[("@CODE@", "503")], 1);
+    let screening = Uas::start_on(&scr, "uas.xml", &[], 1);
     let r = uac("uac.xml", &[], router.port, "911", CAP, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
     assert_eq!(failing.wait(Duration::from_secs(10)), Some(0));
@@ -273,12 +273,12 @@ const HELD: usize = 20;
 fn records_survive_sigkill(db: Db) {
     common::require_sipp();
     let t = tokens();
-    let trunks = Trunks::new().with_psap(free_port());
+    let uas = Uas::start("uas.xml", &[], false, HELD as u32 + 1);
+    let trunks = Trunks::new().with_psap(uas.port);
     let cfg = emergency_config(&trunks, &db, &t);
     let mut router = Router::start(&cfg, &[]);
     let api = Api::of(&router);
     upload(api, &t);
-    let uas = Uas::start("uas.xml", &[], trunks.psap, false, HELD as u32 + 1);
     // One call over before the crash.
     let r = uac("uac.xml", &[], router.port, "911", CAP, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");

@@ -53,6 +53,14 @@ impl ClosedTcp {
         sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
         Ok(ClosedTcp { port, _sock: sock })
     }
+
+    /// A chosen port (see `CHOSEN_PORTS`) kept for the test, TCP held
+    /// closed there, for the programs it starts there over UDP.
+    pub fn reserve() -> ClosedTcp {
+        on_a_chosen_port("a port for the test", CHOSEN_PORTS, |port| {
+            ClosedTcp::bind(port).map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// A port on 127.0.0.1 where nothing answers, held by the test: UDP and
@@ -138,6 +146,72 @@ impl Trunks {
         )
     }
 }
+
+/// Ports for the programs that cannot bind port 0 and say which port they
+/// got (SIPp, Kamailio, baresip): below the range the kernel hands out for
+/// port 0 (32768-60999 by default), so that no socket bound to port 0 ever
+/// takes one, and above the RTP ports baresip is given (10000-29999). No
+/// port is tried by binding and closing it first: the program is started
+/// on it, and when the program finds it taken, another is picked
+/// (`on_a_chosen_port`).
+///
+/// Among the tests, the TCP side of a chosen port is its reservation: a
+/// program started on one binds TCP there itself, or the test holds TCP
+/// there closed (`ClosedTcp`) as long as the program runs, so that two
+/// tests never share a chosen port even when one uses UDP only.
+pub const CHOSEN_PORTS: std::ops::Range<u16> = 30000..32768;
+
+/// Calls `start` with ports picked at random in `range` until one is not
+/// taken: `start` returns Err, saying why, when the port was taken, and
+/// panics on any other failure. `what` names the program for the message
+/// when every try fails.
+pub fn on_a_chosen_port<T>(
+    what: &str,
+    range: std::ops::Range<u16>,
+    mut start: impl FnMut(u16) -> Result<T, String>,
+) -> T {
+    const TRIES: usize = 20;
+    let mut why = String::new();
+    for _ in 0..TRIES {
+        let port = rand::random_range(range.clone());
+        match start(port) {
+            Ok(t) => return t,
+            Err(e) => why = format!("port {port}: {e}"),
+        }
+    }
+    panic!("{what}: {TRIES} ports in {range:?} were taken; the last: {why}");
+}
+
+/// Whether process `pid`, or a process of the group it leads, has port
+/// `port` bound on 127.0.0.1 over `proto` ("u" for UDP, "t" for TCP, where
+/// it must listen), as `ss` shows.
+pub fn held_by(proto: &str, port: u16, pid: u32) -> bool {
+    let out = Command::new("ss")
+        .args([&format!("-Hln{proto}p"), &format!("sport = :{port}")])
+        .output()
+        .expect("run ss (Debian package iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.contains(&format!("127.0.0.1:{port} ")))
+        .flat_map(|l| l.split("pid=").skip(1))
+        .filter_map(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .any(|p: u32| p == pid || process_group(p) == Some(pid))
+}
+
+/// The process group of `pid`, from /proc.
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid pgrp ...; comm may hold spaces.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// SIPp's exit code when it could not bind a socket (-2).
+pub const SIPP_BIND_FAILED: i32 = 254;
 
 /// The lab configuration with the router on port 0 and the trunks on the
 /// given ports. `extra` is appended (routes, sections).
@@ -390,11 +464,60 @@ pub fn scenario(name: &str, replace: &[(&str, &str)], dir: &Path) -> PathBuf {
 pub struct Uas {
     child: Child,
     pub port: u16,
+    /// The other transport of its port, held closed: a request sent there
+    /// is refused, and no other test takes the port.
+    _closed: Option<Closed>,
     _dir: tempdir::Dir,
 }
 
+/// One transport of a port, held closed.
+enum Closed {
+    Udp(UdpSocket),
+    Tcp(ClosedTcp),
+}
+
 impl Uas {
-    pub fn start(file: &str, replace: &[(&str, &str)], port: u16, tcp: bool, calls: u32) -> Uas {
+    /// A trunk on a chosen port of its own, over UDP or TCP (`tcp`), the
+    /// other transport held closed there; for up to `calls` calls and 60 s.
+    pub fn start(file: &str, replace: &[(&str, &str)], tcp: bool, calls: u32) -> Uas {
+        on_a_chosen_port("SIPp trunk", CHOSEN_PORTS, |port| {
+            let closed = if tcp {
+                closed_udp(port).map(Closed::Udp)
+            } else {
+                ClosedTcp::bind(port).map(Closed::Tcp)
+            };
+            let closed = closed.map_err(|e| e.to_string())?;
+            let mut uas = Uas::spawn(file, replace, port, tcp, calls)?;
+            uas._closed = Some(closed);
+            Ok(uas)
+        })
+    }
+
+    /// A trunk over UDP on the port `held` keeps closed over TCP, for a
+    /// test that puts one trunk after another where the router's
+    /// configuration says. Between them the port stays the test's among
+    /// the tests (see `CHOSEN_PORTS`); should another program hold it for
+    /// a moment, the start is tried again for up to 5 s.
+    pub fn start_on(held: &ClosedTcp, file: &str, replace: &[(&str, &str)], calls: u32) -> Uas {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Uas::spawn(file, replace, held.port, false, calls) {
+                Ok(uas) => return uas,
+                Err(e) if Instant::now() > end => panic!("SIPp trunk on port {}: {e}", held.port),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Starts SIPp on `port` and waits until it holds it; Err when the port
+    /// was taken.
+    fn spawn(
+        file: &str,
+        replace: &[(&str, &str)],
+        port: u16,
+        tcp: bool,
+        calls: u32,
+    ) -> Result<Uas, String> {
         require_sipp();
         let dir = tempdir::Dir::new("uas");
         let sf = scenario(file, replace, dir.path());
@@ -416,12 +539,29 @@ impl Uas {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn().expect("start sipp uas");
-        // Give it time to bind.
-        std::thread::sleep(Duration::from_millis(300));
-        Uas {
+        let mut uas = Uas {
             child,
             port,
+            _closed: None,
             _dir: dir,
+        };
+        let proto = if tcp { "t" } else { "u" };
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = uas.child.try_wait() {
+                if status.code() == Some(SIPP_BIND_FAILED) {
+                    return Err(format!("SIPp could not bind port {port}"));
+                }
+                panic!("the SIPp trunk {file} on port {port} ended at once: {status}");
+            }
+            if held_by(proto, port, uas.child.id()) {
+                return Ok(uas);
+            }
+            assert!(
+                Instant::now() < end,
+                "the SIPp trunk {file} did not bind port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -456,7 +596,9 @@ pub struct UacResult {
 }
 
 /// A SIPp caller of scenario `file` to the router, `calls` at `rate` a
-/// second, run in `dir`; the caller adds timeout, transport and output.
+/// second, from local port `port`, run in `dir`; the caller adds timeout,
+/// transport and output.
+#[allow(clippy::too_many_arguments)]
 fn uac_command(
     file: &str,
     replace: &[(&str, &str)],
@@ -464,6 +606,7 @@ fn uac_command(
     service: &str,
     caller: &str,
     (calls, rate): (u32, u32),
+    port: u16,
     dir: &tempdir::Dir,
 ) -> Command {
     require_sipp();
@@ -482,7 +625,7 @@ fn uac_command(
             "127.0.0.1",
             "-p",
         ])
-        .arg(free_port().to_string())
+        .arg(port.to_string())
         .args([
             "-m",
             &calls.to_string(),
@@ -492,6 +635,16 @@ fn uac_command(
         ])
         .current_dir(dir.path());
     cmd
+}
+
+/// The reservation of a SIPp caller's chosen port (see `CHOSEN_PORTS`):
+/// over TCP, SIPp listens there itself; over UDP, the test holds TCP there
+/// closed.
+fn reserve_caller_port(port: u16, tcp: bool) -> Result<Option<ClosedTcp>, String> {
+    if tcp {
+        return Ok(None);
+    }
+    ClosedTcp::bind(port).map(Some).map_err(|e| e.to_string())
 }
 
 /// Runs a SIPp caller against the router to completion (bounded by
@@ -507,22 +660,29 @@ pub fn uac(
     rate: u32,
     tcp: bool,
 ) -> UacResult {
-    let dir = tempdir::Dir::new("uac");
-    let start = Instant::now();
-    let out = uac_command(
-        file,
-        replace,
-        router_port,
-        service,
-        caller,
-        (calls, rate),
-        &dir,
-    )
-    .args(["-timeout", "60s", "-trace_err", "-trace_stat", "-fd", "1"])
-    .args(["-t", if tcp { "t1" } else { "u1" }])
-    .output()
-    .expect("run sipp uac");
-    let elapsed = start.elapsed();
+    let (out, dir, elapsed) = on_a_chosen_port("SIPp caller", CHOSEN_PORTS, |port| {
+        let _reserved = reserve_caller_port(port, tcp)?;
+        let dir = tempdir::Dir::new("uac");
+        let start = Instant::now();
+        let out = uac_command(
+            file,
+            replace,
+            router_port,
+            service,
+            caller,
+            (calls, rate),
+            port,
+            &dir,
+        )
+        .args(["-timeout", "60s", "-trace_err", "-trace_stat", "-fd", "1"])
+        .args(["-t", if tcp { "t1" } else { "u1" }])
+        .output()
+        .expect("run sipp uac");
+        if out.status.code() == Some(SIPP_BIND_FAILED) {
+            return Err("SIPp could not bind it".to_string());
+        }
+        Ok((out, dir, start.elapsed()))
+    });
     let mut errors = String::new();
     let mut successful = 0;
     let mut failed = 0;
@@ -563,6 +723,7 @@ pub fn uac(
 /// for calls that must still be up when the test acts.
 pub struct UacBackground {
     child: Child,
+    _reserved: Option<ClosedTcp>,
     _dir: tempdir::Dir,
 }
 
@@ -577,22 +738,47 @@ impl UacBackground {
         calls: u32,
         rate: u32,
     ) -> UacBackground {
-        let dir = tempdir::Dir::new("uac-bg");
-        let child = uac_command(
-            file,
-            replace,
-            router_port,
-            service,
-            caller,
-            (calls, rate),
-            &dir,
-        )
-        .args(["-timeout", "120s", "-t", "u1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sipp uac");
-        UacBackground { child, _dir: dir }
+        on_a_chosen_port("SIPp caller", CHOSEN_PORTS, |port| {
+            let reserved = reserve_caller_port(port, false)?;
+            let dir = tempdir::Dir::new("uac-bg");
+            let child = uac_command(
+                file,
+                replace,
+                router_port,
+                service,
+                caller,
+                (calls, rate),
+                port,
+                &dir,
+            )
+            .args(["-timeout", "120s", "-t", "u1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sipp uac");
+            let mut uac = UacBackground {
+                child,
+                _reserved: reserved,
+                _dir: dir,
+            };
+            let end = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(status)) = uac.child.try_wait() {
+                    if status.code() == Some(SIPP_BIND_FAILED) {
+                        return Err("SIPp could not bind it".to_string());
+                    }
+                    panic!("the SIPp caller {file} ended at once: {status}");
+                }
+                if held_by("u", port, uac.child.id()) {
+                    return Ok(uac);
+                }
+                assert!(
+                    Instant::now() < end,
+                    "the SIPp caller {file} did not bind port {port}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
     }
 }
 
