@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use common::{get, http_port, metric, root, tempdir::Dir, Router, Trunks, BIN};
 use peers::{
-    assert_udp_only, emergency_router, free_low_port, header, request, sipp_call, sipsak, status,
-    wait_until, Baresip, Kamailio, RawUdp, Setup, SippCall, SippUas, Transport, UdpOnlyFront,
+    assert_udp_only, emergency_router, emergency_router_below_10000, header, request, sipp_call,
+    sipsak, status, wait_until, Baresip, Kamailio, RawUdp, Setup, SippCall, SippUas, Transport,
+    UdpOnlyFront,
 };
 
 const SDP: &str =
@@ -712,15 +713,14 @@ fn nothing_reached(trunks: &[SippUas]) -> Result<(), String> {
 #[test]
 fn sipsak_options_to_emergency_numbers_are_answered_by_the_router_alone() {
     let (trunks, t) = probe_answering_trunks();
-    let port = free_low_port();
-    let router = emergency_router(
+    let router = emergency_router_below_10000(
         &t,
         &Setup {
-            sip_port: port,
             tcp_fallback: Some(false),
             ..Setup::default()
         },
     );
+    let port = router.port;
     let mut failures = Vec::new();
     for number in ["911", "112", "933"] {
         let run = sipsak(&["-s", &format!("sip:{number}@127.0.0.1:{port}")]);
@@ -860,14 +860,8 @@ fn a_message_to_911_is_routed_to_the_screening_center() {
 #[test]
 fn options_to_the_routers_address_with_a_user_part_or_without_a_port_get_200() {
     let t = Trunks::new();
-    let port = free_low_port();
-    let router = emergency_router(
-        &t,
-        &Setup {
-            sip_port: port,
-            ..Setup::default()
-        },
-    );
+    let router = emergency_router_below_10000(&t, &Setup::default());
+    let port = router.port;
     let p = port.to_string();
     let cases: [(&str, Vec<String>); 3] = [
         (

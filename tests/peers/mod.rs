@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::net::{TcpListener, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -188,32 +188,13 @@ pub fn assert_udp_only(port: u16) {
     );
 }
 
-/// A port below 10000 free on UDP and TCP: sipsak 0.9.8.1 cuts the last
-/// digit off a five-digit port in the URIs it writes.
-pub fn free_low_port() -> u16 {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().wrapping_mul(2_654_435_761);
-    for i in 0..4000u32 {
-        let port = 2000 + ((seed.wrapping_add(i.wrapping_mul(7919))) % 7999) as u16;
-        let udp = UdpSocket::bind(("127.0.0.1", port));
-        let tcp = TcpListener::bind(("127.0.0.1", port));
-        if udp.is_ok() && tcp.is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below 10000");
-}
-
 // ---------------------------------------------------------------------
 // The router
 
 /// How a test's router differs from the lab defaults.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Setup<'a> {
-    /// The router's SIP port (UDP and TCP); 0: any free one.
+    /// The router's SIP port (UDP and TCP); 0: the one the system gives.
     pub sip_port: u16,
     /// `tcp_fallback` of every outbound trunk; None leaves the key out (on
     /// by default). Tests about something other than item 1 turn it off,
@@ -324,11 +305,37 @@ pub fn inventory() -> PathBuf {
 /// The router in emergency mode on the test's trunks, with the corpus
 /// inventory.
 pub fn emergency_router(t: &Trunks, s: &Setup) -> Router {
+    try_emergency_router(t, s).unwrap_or_else(|log| panic!("router did not start: {log}"))
+}
+
+/// As `emergency_router`; the router's log when it did not start.
+fn try_emergency_router(t: &Trunks, s: &Setup) -> Result<Router, String> {
     let inventory = inventory();
-    Router::start(
+    Router::try_start(
         &emergency_config(t, s),
         &["--inventory", inventory.to_str().unwrap()],
     )
+}
+
+/// `emergency_router` on a SIP port below 10000, which port 0 cannot ask
+/// for (sipsak 0.9.8.1 cuts the last digit off a five-digit port in the
+/// URIs it writes): a port of 2000-9999 picked at random, another when the
+/// router finds it taken. `s.sip_port` is not read; `Router::port` is the
+/// port.
+pub fn emergency_router_below_10000(t: &Trunks, s: &Setup) -> Router {
+    on_a_chosen_port("the router", 2000..10000, |port| {
+        let s = Setup {
+            sip_port: port,
+            ..*s
+        };
+        try_emergency_router(t, &s).map_err(|log| {
+            assert!(
+                log.contains("Address already in use"),
+                "router did not start: {log}"
+            );
+            log
+        })
+    })
 }
 
 // ---------------------------------------------------------------------
