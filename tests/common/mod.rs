@@ -17,17 +17,6 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A UDP and TCP port free on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// A UDP socket on 127.0.0.1:`port` (0: any) that takes nothing: it is
 /// connected to itself, so a datagram from anyone else finds no socket and
 /// is refused (ICMP port unreachable) as at a closed port, while no other
