@@ -12,20 +12,27 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use adminhttp::{emergency_config, sip_header, tokens, Api, Caller, Db, Tokens, Trunk};
-use common::{free_port, Router};
+use common::{Router, Trunks};
 
 struct Lab {
     router: Router,
     api: Api,
     t: Tokens,
+    /// Down; dropped after the router.
+    _trunks: Trunks,
 }
 
 fn start(db: &Db) -> Lab {
     let t = tokens();
-    let trunks = (free_port(), free_port(), free_port(), free_port());
-    let router = Router::start(&emergency_config(trunks, db, &t), &[]);
+    let trunks = Trunks::new();
+    let router = Router::start(&emergency_config(&trunks, db, &t), &[]);
     let api = Api::of(&router);
-    Lab { router, api, t }
+    Lab {
+        router,
+        api,
+        t,
+        _trunks: trunks,
+    }
 }
 
 fn ny() -> Value {
@@ -631,8 +638,8 @@ fn next_call_follows_the_api(db: Db, second_instance: bool) {
     let t = tokens();
     let psap = Trunk::new();
     let scr = Trunk::new();
-    let trunks = (psap.port, scr.port, free_port(), free_port());
-    let router = Router::start(&emergency_config(trunks, &db, &t), &[]);
+    let trunks = Trunks::new().with_psap(psap.port).with_screening(scr.port);
+    let router = Router::start(&emergency_config(&trunks, &db, &t), &[]);
     let api = Api::of(&router);
     let cap = "+14155550177";
     let r = api.send_json(
@@ -644,7 +651,7 @@ fn next_call_follows_the_api(db: Db, second_instance: bool) {
     );
     assert_eq!(r.status, 200, "{r}");
     // A second router on the same database routes the calls here, when asked.
-    let other = second_instance.then(|| Router::start(&emergency_config(trunks, &db, &t), &[]));
+    let other = second_instance.then(|| Router::start(&emergency_config(&trunks, &db, &t), &[]));
     let (calls_to, other_api) = match &other {
         Some(o) => (o.port, Some(Api::of(o))),
         None => (router.port, None),
@@ -825,8 +832,8 @@ fn postgres_other_instance_follows_the_change() {
 fn inventory_file_is_imported_once() {
     let db = Db::sqlite();
     let t = tokens();
-    let trunks = (free_port(), free_port(), free_port(), free_port());
-    let cfg = emergency_config(trunks, &db, &t);
+    let trunks = Trunks::new();
+    let cfg = emergency_config(&trunks, &db, &t);
     let corpus = common::root().join("tests/corpus/emergency-invites/inventory.tsv");
     let router = Router::start(&cfg, &["--inventory", corpus.to_str().unwrap()]);
     let api = Api::of(&router);
@@ -864,8 +871,8 @@ fn inventory_gauge(port: u16, want: f64) -> f64 {
 fn inventory_gauge_is_exported_with_a_database() {
     let db = Db::sqlite();
     let t = tokens();
-    let trunks = (free_port(), free_port(), free_port(), free_port());
-    let cfg = emergency_config(trunks, &db, &t) + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
+    let trunks = Trunks::new();
+    let cfg = emergency_config(&trunks, &db, &t) + "\n[metrics]\nlisten = \"127.0.0.1:0\"\n";
     let corpus = common::root().join("tests/corpus/emergency-invites/inventory.tsv");
     let loaded = sosrouter::inventory::Inventory::load(&corpus)
         .unwrap()
@@ -924,8 +931,8 @@ fn token_new_prints_a_token_and_its_table() {
     let db = Db::sqlite();
     let mut t = tokens();
     t.config.push_str(table);
-    let trunks = (free_port(), free_port(), free_port(), free_port());
-    let router = Router::start(&emergency_config(trunks, &db, &t), &[]);
+    let trunks = Trunks::new();
+    let router = Router::start(&emergency_config(&trunks, &db, &t), &[]);
     let api = Api::of(&router);
     assert_eq!(api.get("/v1/tenants/acme/numbers", token).status, 200);
     assert_eq!(api.get("/v1/tenants/globex/numbers", token).status, 403);
@@ -1211,8 +1218,8 @@ fn a_webhook_to_the_routers_own_host_is_refused_in_every_spelling() {
     // The operator allows a loopback address and a name.
     let db = Db::sqlite();
     let t = tokens();
-    let trunks = (free_port(), free_port(), free_port(), free_port());
-    let config = emergency_config(trunks, &db, &t)
+    let trunks = Trunks::new();
+    let config = emergency_config(&trunks, &db, &t)
         + "\n[emergency]\nwebhook_destinations = [\"127.0.0.1\", \"localhost\"]\n";
     let router = Router::start(&config, &[]);
     let api = Api::of(&router);

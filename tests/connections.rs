@@ -8,20 +8,18 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, http_port, lab_config, metric, Answer, RawTrunk, Router};
+use common::{get, http_port, metric, Answer, RawTrunk, Router, Trunks};
 
 /// A router whose emergency calls go to a raw trunk that answers 200, with
-/// `extra` appended to the lab configuration and a metrics listener.
-fn router(extra: &str) -> (Router, RawTrunk) {
+/// `extra` appended to the lab configuration and a metrics listener; the
+/// other trunks are down. Given back in that order, so that the router is
+/// the first dropped.
+fn router(extra: &str) -> (Trunks, RawTrunk, Router) {
     let trunk = RawTrunk::start(Answer::Ok);
-    let cfg = lab_config(
-        trunk.port,
-        free_port(),
-        free_port(),
-        free_port(),
-        &format!("{extra}\n[metrics]\nlisten = \"127.0.0.1:0\"\n"),
-    );
-    (Router::start(&cfg, &[]), trunk)
+    let trunks = Trunks::new().with_psap(trunk.port);
+    let cfg = trunks.lab_config(&format!("{extra}\n[metrics]\nlisten = \"127.0.0.1:0\"\n"));
+    let router = Router::start(&cfg, &[]);
+    (trunks, trunk, router)
 }
 
 fn connect(port: u16) -> TcpStream {
@@ -95,7 +93,7 @@ fn options(s: &TcpStream, n: usize) -> String {
 /// its reason.
 #[test]
 fn a_message_sent_a_byte_at_a_time_is_cut_off() {
-    let (router, _trunk) = router("[sip.tcp]\nmessage_timeout_ms = 1000\n");
+    let (_trunks, _trunk, router) = router("[sip.tcp]\nmessage_timeout_ms = 1000\n");
     let mut s = connect(router.port);
     let text = options(&s, 1);
     let start = Instant::now();
@@ -119,7 +117,7 @@ fn a_message_sent_a_byte_at_a_time_is_cut_off() {
 /// A connection that sends nothing is closed at the first-message timeout.
 #[test]
 fn a_connection_that_sends_nothing_is_closed() {
-    let (router, _trunk) = router("[sip.tcp]\nfirst_message_timeout_ms = 1000\n");
+    let (_trunks, _trunk, router) = router("[sip.tcp]\nfirst_message_timeout_ms = 1000\n");
     let start = Instant::now();
     let mut s = connect(router.port);
     assert!(closed_within(&mut s, Duration::from_secs(5)));
@@ -136,7 +134,7 @@ fn a_connection_that_sends_nothing_is_closed() {
 /// is closed for it.
 #[test]
 fn an_emergency_call_on_a_new_connection_gets_a_slot_when_all_are_taken() {
-    let (router, trunk) = router("[sip.tcp]\nmax_connections = 8\n");
+    let (_trunks, trunk, router) = router("[sip.tcp]\nmax_connections = 8\n");
     let mut idle: Vec<TcpStream> = Vec::new();
     for n in 0..8 {
         let mut s = connect(router.port);
@@ -222,7 +220,7 @@ const ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\nmax_connections = 8\nmax
 /// timeout, a trickled header block too.
 #[test]
 fn idle_admin_connections_neither_hold_the_listener_nor_stay() {
-    let (router, _trunk) = router(ADMIN);
+    let (_trunks, _trunk, router) = router(ADMIN);
     let port = http_port(&router, "admin");
     let start = Instant::now();
     let mut first: Vec<TcpStream> = (0..5).map(|_| connect_from([127, 0, 0, 2], port)).collect();
@@ -287,7 +285,7 @@ fn idle_admin_connections_neither_hold_the_listener_nor_stay() {
 /// request longer than a header block may take, up to the idle timeout.
 #[test]
 fn an_answered_admin_connection_stays_until_the_idle_timeout() {
-    let (router, _trunk) = router(ADMIN);
+    let (_trunks, _trunk, router) = router(ADMIN);
     let port = http_port(&router, "admin");
     let mut s = connect(port);
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")

@@ -7,7 +7,7 @@ mod common;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use common::{free_port, get, http_port, lab_config, metric, uac, Router, Uas};
+use common::{get, http_port, metric, uac, Router, Trunks, Uas};
 
 const HTTP: &str = r#"
 [admin]
@@ -26,7 +26,8 @@ fn a_trunk_given_by_name_is_looked_up_once_for_many_calls() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let psap = trunk.local_addr().unwrap().port();
-    let cfg = lab_config(psap, free_port(), free_port(), free_port(), HTTP).replace(
+    let trunks = Trunks::new().with_psap(psap);
+    let cfg = trunks.lab_config(HTTP).replace(
         &format!("uri = \"sip:127.0.0.1:{psap}\""),
         &format!("uri = \"sip:localhost:{psap}\""),
     );
@@ -68,11 +69,13 @@ fn a_trunk_given_by_name_is_looked_up_once_for_many_calls() {
 
 #[test]
 fn metrics_count_calls_failovers_and_messages() {
-    let (psap, scr, test, last) = (free_port(), free_port(), free_port(), free_port());
-    let router = Router::start(&lab_config(psap, scr, test, last, HTTP), &[]);
+    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], false, 2);
+    let screening = Uas::start("uas.xml", &[], false, 2);
+    let trunks = Trunks::new()
+        .with_psap(failing.port)
+        .with_screening(screening.port);
+    let router = Router::start(&trunks.lab_config(HTTP), &[]);
     let mport = http_port(&router, "metrics");
-    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], psap, false, 2);
-    let screening = Uas::start("uas.xml", &[], scr, false, 2);
     let r = uac(
         "uac.xml",
         &[],
@@ -155,14 +158,12 @@ fn readiness_follows_the_screening_and_last_resort_probes() {
     let extra = format!(
         "{HTTP}\n[health]\ninterval_s = 1\ntimeout_ms = 300\ndown_after = 2\nup_after = 1\n"
     );
-    let cfg = lab_config(
-        free_port(),
-        scr.local_addr().unwrap().port(),
-        free_port(),
-        last.local_addr().unwrap().port(),
-        &extra,
-    )
-    .replace("[health]\ninterval_s = 0\n", "");
+    let trunks = Trunks::new()
+        .with_screening(scr.local_addr().unwrap().port())
+        .with_last_resort(last.local_addr().unwrap().port());
+    let cfg = trunks
+        .lab_config(&extra)
+        .replace("[health]\ninterval_s = 0\n", "");
     let router = Router::start(&cfg, &[]);
     let aport = http_port(&router, "admin");
     assert_eq!(get(aport, "/healthz").0, 200);
@@ -227,10 +228,12 @@ fn kill(pid: u32, sig: &str) {
 
 #[test]
 fn sighup_reloads_routes_and_refuses_a_bad_file() {
-    let (psap, scr, test, last) = (free_port(), free_port(), free_port(), free_port());
+    // The screening trunk answers the call once the reload moves 911 there.
+    let screening = Uas::start("uas.xml", &[], false, 1);
+    let trunks = Trunks::new().with_screening(screening.port);
     let dir = common::tempdir::Dir::new("reload");
     let path = dir.path().join("r.toml");
-    let cfg = lab_config(psap, scr, test, last, "");
+    let cfg = trunks.lab_config("");
     std::fs::write(&path, &cfg).unwrap();
     let router = Router::start(&cfg, &["--config", path.to_str().unwrap()]);
     // A broken file is refused; the running routes stay.
@@ -245,7 +248,6 @@ fn sighup_reloads_routes_and_refuses_a_bad_file() {
     std::fs::write(&path, moved).unwrap();
     kill(router.pid(), "-HUP");
     router.wait_log("configuration reloaded", 1, Duration::from_secs(5));
-    let screening = Uas::start("uas.xml", &[], scr, false, 1);
     let r = uac(
         "uac.xml",
         &[],
@@ -271,10 +273,10 @@ fn calls_are_relayed_while_a_reload_is_stuck_reading_its_file() {
     trunk
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let psap = trunk.local_addr().unwrap().port();
+    let trunks = Trunks::new().with_psap(trunk.local_addr().unwrap().port());
     let dir = common::tempdir::Dir::new("reload-stuck");
     let path = dir.path().join("r.toml");
-    let cfg = lab_config(psap, free_port(), free_port(), free_port(), "");
+    let cfg = trunks.lab_config("");
     std::fs::write(&path, &cfg).unwrap();
     let router = Router::start(&cfg, &["--config", path.to_str().unwrap()]);
     std::fs::remove_file(&path).unwrap();
@@ -314,13 +316,8 @@ fn sigterm_refuses_new_calls_lets_the_current_one_finish_and_exits_0() {
     trunk
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let cfg = lab_config(
-        trunk.local_addr().unwrap().port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        "",
-    );
+    let trunks = Trunks::new().with_psap(trunk.local_addr().unwrap().port());
+    let cfg = trunks.lab_config("");
     let mut router = Router::start(&cfg, &[]);
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     caller
@@ -403,7 +400,8 @@ fn sigterm_refuses_new_calls_lets_the_current_one_finish_and_exits_0() {
 
 #[test]
 fn sigusr1_turns_debug_logging_on_and_sigusr2_off() {
-    let cfg = lab_config(free_port(), free_port(), free_port(), free_port(), "");
+    let trunks = Trunks::new();
+    let cfg = trunks.lab_config("");
     let router = Router::start(&cfg, &[]);
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     // A response that matches no transaction is logged at debug only.

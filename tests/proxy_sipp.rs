@@ -5,19 +5,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, lab_config, uac, Router, Uas};
+use common::{uac, Router, Trunks, Uas};
 
 const CALLER: &str = "+12125550142";
 
-fn ports() -> (u16, u16, u16, u16) {
-    (free_port(), free_port(), free_port(), free_port())
-}
-
 #[test]
 fn basic_call_over_udp() {
-    let (psap, scr, test, last) = ports();
-    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
-    let uas = Uas::start("uas.xml", &[], psap, false, 3);
+    let uas = Uas::start("uas.xml", &[], false, 3);
+    let trunks = Trunks::new().with_psap(uas.port);
+    let router = Router::start(&trunks.lab_config(""), &[]);
     let r = uac("uac.xml", &[], router.port, "911", CALLER, 3, 10, false);
     assert_eq!((r.successful, r.failed), (3, 0), "{r:?}\n{}", router.log());
     assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
@@ -33,9 +29,9 @@ fn basic_call_over_udp() {
 
 #[test]
 fn basic_call_over_tcp() {
-    let (psap, scr, test, last) = ports();
-    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
-    let uas = Uas::start("uas.xml", &[], psap, false, 3);
+    let uas = Uas::start("uas.xml", &[], false, 3);
+    let trunks = Trunks::new().with_psap(uas.port);
+    let router = Router::start(&trunks.lab_config(""), &[]);
     let r = uac("uac.xml", &[], router.port, "911", CALLER, 3, 10, true);
     assert_eq!((r.successful, r.failed), (3, 0), "{r:?}\n{}", router.log());
     assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
@@ -45,9 +41,9 @@ fn basic_call_over_tcp() {
 /// or UDP) and the PSAP scenario `uas` (over UDP, as the lab trunks are):
 /// both must complete two calls.
 fn call_flow(uac_file: &str, uas_file: &str, tcp: bool) {
-    let (psap, scr, test, last) = ports();
-    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
-    let uas = Uas::start(uas_file, &[], psap, false, 2);
+    let uas = Uas::start(uas_file, &[], false, 2);
+    let trunks = Trunks::new().with_psap(uas.port);
+    let router = Router::start(&trunks.lab_config(""), &[]);
     let r = uac(uac_file, &[], router.port, "911", CALLER, 2, 10, tcp);
     assert_eq!((r.successful, r.failed), (2, 0), "{r:?}\n{}", router.log());
     assert_eq!(
@@ -86,9 +82,9 @@ fn the_psap_holds_the_caller_with_a_reinvite_then_info_and_bye_over_tcp() {
 
 #[test]
 fn cancel_during_ringing() {
-    let (psap, scr, test, last) = ports();
-    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
-    let uas = Uas::start("uas_ring.xml", &[], psap, false, 2);
+    let uas = Uas::start("uas_ring.xml", &[], false, 2);
+    let trunks = Trunks::new().with_psap(uas.port);
+    let router = Router::start(&trunks.lab_config(""), &[]);
     let r = uac(
         "uac_cancel.xml",
         &[],
@@ -111,10 +107,12 @@ fn cancel_during_ringing() {
 
 #[test]
 fn first_target_503_then_second_answers() {
-    let (psap, scr, test, last) = ports();
-    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
-    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], psap, false, 2);
-    let screening = Uas::start("uas.xml", &[], scr, false, 2);
+    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], false, 2);
+    let screening = Uas::start("uas.xml", &[], false, 2);
+    let trunks = Trunks::new()
+        .with_psap(failing.port)
+        .with_screening(screening.port);
+    let router = Router::start(&trunks.lab_config(""), &[]);
     let r = uac("uac.xml", &[], router.port, "911", CALLER, 2, 10, false);
     assert_eq!((r.successful, r.failed), (2, 0), "{r:?}\n{}", router.log());
     assert_eq!(failing.wait(Duration::from_secs(10)), Some(0));
@@ -128,10 +126,10 @@ fn first_target_503_then_second_answers() {
 
 #[test]
 fn first_target_silent_then_second_answers_within_the_no_answer_timer() {
-    let (psap, scr, test, last) = ports();
+    let screening = Uas::start("uas.xml", &[], false, 1);
     // Nothing listens on the PSAP port: the INVITE gets no answer at all.
-    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
-    let screening = Uas::start("uas.xml", &[], scr, false, 1);
+    let trunks = Trunks::new().with_screening(screening.port);
+    let router = Router::start(&trunks.lab_config(""), &[]);
     let r = uac("uac.xml", &[], router.port, "911", CALLER, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}\n{}", router.log());
     assert_eq!(screening.wait(Duration::from_secs(10)), Some(0));
@@ -147,11 +145,14 @@ fn first_target_silent_then_second_answers_within_the_no_answer_timer() {
 
 #[test]
 fn every_trunk_down_the_last_resort_is_tried() {
-    let (psap, scr, test, last) = ports();
-    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
-    let p = Uas::start("uas_fail.xml", &[("@CODE@", "503")], psap, false, 1);
-    let s = Uas::start("uas_fail.xml", &[("@CODE@", "500")], scr, false, 1);
-    let l = Uas::start("uas.xml", &[], last, false, 1);
+    let p = Uas::start("uas_fail.xml", &[("@CODE@", "503")], false, 1);
+    let s = Uas::start("uas_fail.xml", &[("@CODE@", "500")], false, 1);
+    let l = Uas::start("uas.xml", &[], false, 1);
+    let trunks = Trunks::new()
+        .with_psap(p.port)
+        .with_screening(s.port)
+        .with_last_resort(l.port);
+    let router = Router::start(&trunks.lab_config(""), &[]);
     let r = uac("uac.xml", &[], router.port, "911", CALLER, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}\n{}", router.log());
     for u in [p, s, l] {
@@ -161,10 +162,10 @@ fn every_trunk_down_the_last_resort_is_tried() {
 
 #[test]
 fn a_60_kb_invite_over_tcp() {
-    let (psap, scr, test, last) = ports();
-    let router = Router::start(&lab_config(psap, scr, test, last, ""), &[]);
     // The forwarded INVITE is far over 1300 bytes, so it leaves over TCP.
-    let uas = Uas::start("uas.xml", &[], psap, true, 1);
+    let uas = Uas::start("uas.xml", &[], true, 1);
+    let trunks = Trunks::new().with_psap(uas.port);
+    let router = Router::start(&trunks.lab_config(""), &[]);
     let pad: String = (0..600)
         .map(|i| format!("a=x-pad-{i:04}:{}\n", "p".repeat(84)))
         .collect();

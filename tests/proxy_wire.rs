@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use common::{free_port, lab_config, Router};
+use common::{Router, Trunks};
 
 fn udp(ip: &str) -> UdpSocket {
     let s = UdpSocket::bind((ip, 0)).unwrap();
@@ -16,11 +16,13 @@ fn udp(ip: &str) -> UdpSocket {
     s
 }
 
-fn router_with_trunk() -> (Router, UdpSocket) {
+/// The other trunks (down), the PSAP trunk's socket and the router, in
+/// the order they are given back, so that the router is the first dropped.
+fn router_with_trunk() -> (Trunks, UdpSocket, Router) {
     let trunk = udp("127.0.0.1");
-    let psap = trunk.local_addr().unwrap().port();
-    let cfg = lab_config(psap, free_port(), free_port(), free_port(), "");
-    (Router::start(&cfg, &[]), trunk)
+    let trunks = Trunks::new().with_psap(trunk.local_addr().unwrap().port());
+    let router = Router::start(&trunks.lab_config(""), &[]);
+    (trunks, trunk, router)
 }
 
 /// Receives the next message that is not a 100 Trying.
@@ -73,7 +75,7 @@ fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn options_to_the_router_is_answered_with_its_capabilities() {
-    let (router, _trunk) = router_with_trunk();
+    let (_trunks, _trunk, router) = router_with_trunk();
     let c = udp("127.0.0.1");
     let local = c.local_addr().unwrap();
     let req = format!(
@@ -91,7 +93,7 @@ fn options_to_the_router_is_answered_with_its_capabilities() {
 
 #[test]
 fn max_forwards_zero_gets_483() {
-    let (router, _trunk) = router_with_trunk();
+    let (_trunks, _trunk, router) = router_with_trunk();
     let c = udp("127.0.0.1");
     let req = invite("mf-0", "z9hG4bKmf0", c.local_addr().unwrap(), "")
         .replace("Max-Forwards: 70", "Max-Forwards: 0");
@@ -103,7 +105,7 @@ fn max_forwards_zero_gets_483() {
 
 #[test]
 fn a_request_that_comes_back_gets_482() {
-    let (router, trunk) = router_with_trunk();
+    let (_trunks, trunk, router) = router_with_trunk();
     let c = udp("127.0.0.1");
     c.send_to(
         invite("loop-1", "z9hG4bKloop1", c.local_addr().unwrap(), "").as_bytes(),
@@ -122,7 +124,7 @@ fn a_request_that_comes_back_gets_482() {
 
 #[test]
 fn an_unknown_source_gets_403() {
-    let (router, _trunk) = router_with_trunk();
+    let (_trunks, _trunk, router) = router_with_trunk();
     // The lab config allows 127.0.0.1 only; 127.0.0.2 is on loopback too.
     let c = udp("127.0.0.2");
     c.send_to(
@@ -141,8 +143,8 @@ fn an_unknown_source_gets_403() {
 #[test]
 fn a_stranger_is_answered_only_within_its_budget() {
     let trunk = udp("127.0.0.1");
-    let psap = trunk.local_addr().unwrap().port();
-    let cfg = lab_config(psap, free_port(), free_port(), free_port(), "").replace(
+    let trunks = Trunks::new().with_psap(trunk.local_addr().unwrap().port());
+    let cfg = trunks.lab_config("").replace(
         "allow = [\"127.0.0.1/32\"]\n",
         "allow = [\"127.0.0.1/32\"]\nstranger_replies_per_s = 3\n",
     );
@@ -193,7 +195,7 @@ fn a_stranger_is_answered_only_within_its_budget() {
 /// PSAP with `received` added, and the answer comes back to the phone.
 #[test]
 fn a_call_from_an_rfc_2543_phone_behind_nat_is_routed_and_answered() {
-    let (router, trunk) = router_with_trunk();
+    let (_trunks, trunk, router) = router_with_trunk();
     let caller = udp("127.0.0.1");
     let to = ("127.0.0.1", router.port);
     let local = caller.local_addr().unwrap();
@@ -218,7 +220,7 @@ fn a_call_from_an_rfc_2543_phone_behind_nat_is_routed_and_answered() {
 
 #[test]
 fn a_request_that_does_not_parse_gets_400_naming_the_fault() {
-    let (router, _trunk) = router_with_trunk();
+    let (_trunks, _trunk, router) = router_with_trunk();
     let c = udp("127.0.0.1");
     let req = invite("", "z9hG4bKbad1", c.local_addr().unwrap(), "").replace("Call-ID: \r\n", "");
     c.send_to(req.as_bytes(), ("127.0.0.1", router.port))
@@ -252,7 +254,7 @@ fn a_request_that_does_not_parse_gets_400_naming_the_fault() {
 /// naming it.
 #[test]
 fn an_emergency_call_with_a_malformed_date_still_reaches_the_psap() {
-    let (router, trunk) = router_with_trunk();
+    let (_trunks, trunk, router) = router_with_trunk();
     let c = udp("127.0.0.1");
     let local = c.local_addr().unwrap();
     let bad_date = "Date: Sat, 13 Nov 2010 23:29:00 PST\r\n";
@@ -278,7 +280,7 @@ fn an_emergency_call_with_a_malformed_date_still_reaches_the_psap() {
 
 #[test]
 fn a_call_that_is_not_an_emergency_is_refused() {
-    let (router, _trunk) = router_with_trunk();
+    let (_trunks, _trunk, router) = router_with_trunk();
     let c = udp("127.0.0.1");
     let req = invite("ne-1", "z9hG4bKne1", c.local_addr().unwrap(), "")
         .replace("sip:911@127.0.0.1 SIP", "sip:alice@127.0.0.1 SIP");
@@ -290,7 +292,7 @@ fn a_call_that_is_not_an_emergency_is_refused() {
 
 #[test]
 fn a_cancel_racing_the_answer_leaves_the_call_answered() {
-    let (router, trunk) = router_with_trunk();
+    let (_trunks, trunk, router) = router_with_trunk();
     let c = udp("127.0.0.1");
     let local = c.local_addr().unwrap();
     let inv = invite("race-1", "z9hG4bKrace1", local, "");
@@ -347,7 +349,7 @@ fn a_cancel_racing_the_answer_leaves_the_call_answered() {
 
 #[test]
 fn an_oversized_tcp_message_gets_513_and_the_connection_closes() {
-    let (router, _trunk) = router_with_trunk();
+    let (_trunks, _trunk, router) = router_with_trunk();
     let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let local = s.local_addr().unwrap();
@@ -383,7 +385,7 @@ fn read_tcp_until(s: &mut TcpStream, start: &str) -> String {
 /// reaches the caller over the caller's own TCP connection.
 #[test]
 fn a_psap_hangs_up_on_a_tcp_caller_through_the_double_record_route() {
-    let (router, trunk) = router_with_trunk();
+    let (_trunks, trunk, router) = router_with_trunk();
     let mut s = TcpStream::connect(("127.0.0.1", router.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let local = s.local_addr().unwrap();
@@ -435,13 +437,15 @@ fn connect_and_ping(port: u16) -> (TcpStream, bool) {
 
 #[test]
 fn tcp_keepalive_ping_gets_a_pong() {
-    let (router, _trunk) = router_with_trunk();
+    let (_trunks, _trunk, router) = router_with_trunk();
     assert!(connect_and_ping(router.port).1);
 }
 
 #[test]
 fn ipv6_listeners_answer_over_udp_and_tcp() {
-    let cfg = lab_config(free_port(), free_port(), free_port(), free_port(), "")
+    let trunks = Trunks::new();
+    let cfg = trunks
+        .lab_config("")
         .replace(
             r#"listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]"#,
             r#"listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0", "udp:[::1]:0", "tcp:[::1]:0"]"#,
@@ -480,10 +484,10 @@ fn ipv6_listeners_answer_over_udp_and_tcp() {
 #[test]
 fn past_its_transaction_limit_the_router_answers_503_with_retry_after() {
     let trunk = udp("127.0.0.1");
-    let psap = trunk.local_addr().unwrap().port();
+    let trunks = Trunks::new().with_psap(trunk.local_addr().unwrap().port());
     let extra =
         "[sip.overload]\nmax_transactions = 2\nemergency_reserve_percent = 0\nretry_after_s = 9\n";
-    let cfg = lab_config(psap, free_port(), free_port(), free_port(), extra);
+    let cfg = trunks.lab_config(extra);
     let router = Router::start(&cfg, &[]);
     let c = udp("127.0.0.1");
     let local = c.local_addr().unwrap();
@@ -515,7 +519,7 @@ fn past_its_transaction_limit_the_router_answers_503_with_retry_after() {
 /// hold the router's connection slots; an allowed peer's stays open.
 #[test]
 fn a_tcp_connection_from_a_stranger_is_closed_at_once() {
-    let (router, _trunk) = router_with_trunk();
+    let (_trunks, _trunk, router) = router_with_trunk();
     // The lab config allows 127.0.0.1 only; 127.0.0.2 is on loopback too.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
@@ -546,14 +550,8 @@ fn a_tcp_connection_from_a_stranger_is_closed_at_once() {
 #[test]
 fn one_peer_holds_no_more_than_its_share_of_tcp_connections() {
     let trunk = udp("127.0.0.1");
-    let psap = trunk.local_addr().unwrap().port();
-    let cfg = lab_config(
-        psap,
-        free_port(),
-        free_port(),
-        free_port(),
-        "[sip.tcp]\nmax_connections_per_peer = 2\n",
-    );
+    let trunks = Trunks::new().with_psap(trunk.local_addr().unwrap().port());
+    let cfg = trunks.lab_config("[sip.tcp]\nmax_connections_per_peer = 2\n");
     let router = Router::start(&cfg, &[]);
     let open = || connect_and_ping(router.port);
     let (first, a) = open();
@@ -579,7 +577,7 @@ fn one_peer_holds_no_more_than_its_share_of_tcp_connections() {
 /// rewritten line) is logged escaped, and the call is still routed.
 #[test]
 fn control_characters_from_the_wire_are_escaped_in_the_log() {
-    let (router, trunk) = router_with_trunk();
+    let (_trunks, trunk, router) = router_with_trunk();
     let c = udp("127.0.0.1");
     let local = c.local_addr().unwrap();
     let call_id = "esc\x1b[2J\x08\x07-1";

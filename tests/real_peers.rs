@@ -16,10 +16,10 @@ mod peers;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{free_port, get, http_port, lab_config, metric, root, tempdir::Dir, Router, BIN};
+use common::{get, http_port, metric, root, tempdir::Dir, Router, Trunks, BIN};
 use peers::{
-    assert_udp_only, emergency_router, free_low_port, header, request, sipp_call, sipsak, status,
-    wait_until, Baresip, Kamailio, RawUdp, Setup, SippCall, SippUas, Transport, Trunks,
+    assert_udp_only, emergency_router, emergency_router_below_10000, header, request, sipp_call,
+    sipsak, status, wait_until, Baresip, Kamailio, RawUdp, Setup, SippCall, SippUas, Transport,
     UdpOnlyFront,
 };
 
@@ -149,9 +149,11 @@ fn report(failures: Vec<String>) {
 /// switch back to UDP and `/readyz` says the PSAP takes no TCP.
 #[test]
 fn a_located_911_call_reaches_a_udp_only_psap_and_is_answered() {
-    let t = Trunks::new();
-    let mut psap = SippUas::answering(t.psap, 2);
-    let screening = SippUas::answering(t.screening, 2);
+    let mut psap = SippUas::answering(2);
+    let screening = SippUas::answering(2);
+    let t = Trunks::new()
+        .with_psap(psap.port)
+        .with_screening(screening.port);
     let router = emergency_router(&t, &Setup::default());
     for n in 1..=2 {
         let call = chicago_call(&router);
@@ -199,13 +201,9 @@ fn a_located_911_call_reaches_a_udp_only_psap_and_is_answered() {
 /// end when the caller hangs up.
 #[test]
 fn baresips_911_call_through_kamailio_reaches_a_udp_only_baresip_psap() {
-    let t = Trunks::new();
     let answering = Baresip::psap("911", 20);
     let front = UdpOnlyFront::start(answering.port);
-    let t = Trunks {
-        screening: front.port,
-        ..t
-    };
+    let t = Trunks::new().with_screening(front.port);
     let router = emergency_router(&t, &Setup::default());
     let edge = Kamailio::start(router.port, Transport::Udp);
     let mut caller = Baresip::call(STRANGER, &format!("sip:911@127.0.0.1:{}", edge.port), 5);
@@ -252,9 +250,11 @@ fn baresips_911_call_through_kamailio_reaches_a_udp_only_baresip_psap() {
 /// center (UDP, answering) is tried next and answers; the caller gets its
 /// 200, never the PSAP's code.
 fn psap_refusal_fails_over(code: u16) {
-    let t = Trunks::new();
-    let psap = SippUas::refusing(t.psap, code);
-    let mut screening = SippUas::answering(t.screening, 1);
+    let psap = SippUas::refusing(code);
+    let mut screening = SippUas::answering(1);
+    let t = Trunks::new()
+        .with_psap(psap.port)
+        .with_screening(screening.port);
     let router = emergency_router(
         &t,
         &Setup {
@@ -300,14 +300,12 @@ fn an_emergency_call_refused_603_by_the_psap_is_answered_by_the_screening_center
 #[test]
 fn an_emergency_call_refused_by_a_baresip_psap_checking_the_request_uri_is_answered_by_the_screening_center(
 ) {
-    let t = Trunks::new();
     let phone = Baresip::psap("psap", 20);
     let front = UdpOnlyFront::start(phone.port);
-    let t = Trunks {
-        psap: front.port,
-        ..t
-    };
-    let mut screening = SippUas::answering(t.screening, 1);
+    let mut screening = SippUas::answering(1);
+    let t = Trunks::new()
+        .with_psap(front.port)
+        .with_screening(screening.port);
     let router = emergency_router(
         &t,
         &Setup {
@@ -332,9 +330,11 @@ fn an_emergency_call_refused_by_a_baresip_psap_checking_the_request_uri_is_answe
 /// time the screening center answers the caller.
 #[test]
 fn an_emergency_call_to_a_silent_psap_is_answered_by_the_screening_center() {
-    let t = Trunks::new();
-    let psap = SippUas::silent(t.psap);
-    let mut screening = SippUas::answering(t.screening, 1);
+    let psap = SippUas::silent();
+    let mut screening = SippUas::answering(1);
+    let t = Trunks::new()
+        .with_psap(psap.port)
+        .with_screening(screening.port);
     let router = emergency_router(
         &t,
         &Setup {
@@ -359,14 +359,12 @@ fn an_emergency_call_to_a_silent_psap_is_answered_by_the_screening_center() {
 /// is not tried.
 #[test]
 fn a_non_emergency_static_route_returns_the_trunks_404_to_the_caller() {
-    let t = Trunks::new();
-    let psap = SippUas::refusing(t.psap, 404);
-    let screening = SippUas::answering(t.screening, 1);
-    let config = lab_config(
-        t.psap,
-        t.screening,
-        t.test,
-        t.last_resort,
+    let psap = SippUas::refusing(404);
+    let screening = SippUas::answering(1);
+    let t = Trunks::new()
+        .with_psap(psap.port)
+        .with_screening(screening.port);
+    let config = t.lab_config(
         "\n[[route]]\nnumbers = [\"5551234\"]\ntargets = [\"psap\", \"screening\"]\nemergency = false\n",
     );
     let router = Router::start(&config, &[]);
@@ -453,8 +451,8 @@ fn ugly_invites(from: &RawUdp) -> Vec<(&'static str, String)> {
 /// Sends `invite` (a corpus INVITE routed to the PSAP) and checks that the
 /// PSAP gets it and the carrier gets the PSAP's answer.
 fn ugly_invite_is_routed(which: usize) {
-    let t = Trunks::new();
-    let psap = SippUas::answering(t.psap, 1);
+    let psap = SippUas::answering(1);
+    let t = Trunks::new().with_psap(psap.port);
     let router = emergency_router(
         &t,
         &Setup {
@@ -547,10 +545,13 @@ fn inspect_gives_the_verdict_the_router_acts_on_for_ugly_emergency_invites() {
 /// another SIPp UAS: the call goes where the emergency decision says, and
 /// the Route's target receives nothing.
 fn preloaded_route_is_ignored(file: &str, to_psap: bool) {
-    let t = Trunks::new();
-    let port = if to_psap { t.psap } else { t.screening };
-    let trunk = SippUas::answering(port, 1);
-    let elsewhere = SippUas::answering(free_port(), 1);
+    let trunk = SippUas::answering(1);
+    let t = if to_psap {
+        Trunks::new().with_psap(trunk.port)
+    } else {
+        Trunks::new().with_screening(trunk.port)
+    };
+    let elsewhere = SippUas::answering(1);
     let router = emergency_router(
         &t,
         &Setup {
@@ -607,9 +608,11 @@ fn a_preloaded_route_does_not_steer_a_911_call_away_from_the_psap() {
 /// back to the source.
 #[test]
 fn the_routers_own_responses_carry_rport_and_received() {
-    let t = Trunks::new();
-    let _psap = SippUas::answering(t.psap, 1);
-    let _screening = SippUas::answering(t.screening, 1);
+    let psap = SippUas::answering(1);
+    let screening = SippUas::answering(1);
+    let t = Trunks::new()
+        .with_psap(psap.port)
+        .with_screening(screening.port);
     let router = emergency_router(
         &t,
         &Setup {
@@ -681,13 +684,14 @@ fn the_routers_own_responses_carry_rport_and_received() {
 
 /// Every trunk a SIPp UAS on UDP that would answer OPTIONS, INFO and
 /// NOTIFY itself (`-aa`): whatever reaches one shows in its trace.
-fn probe_answering_trunks(t: &Trunks) -> Vec<SippUas> {
-    vec![
-        SippUas::answering_probes(t.psap),
-        SippUas::answering_probes(t.screening),
-        SippUas::answering_probes(t.test),
-        SippUas::answering_probes(t.last_resort),
-    ]
+fn probe_answering_trunks() -> (Vec<SippUas>, Trunks) {
+    let uas: Vec<SippUas> = (0..4).map(|_| SippUas::answering_probes()).collect();
+    let t = Trunks::new()
+        .with_psap(uas[0].port)
+        .with_screening(uas[1].port)
+        .with_test(uas[2].port)
+        .with_last_resort(uas[3].port);
+    (uas, t)
 }
 
 fn nothing_reached(trunks: &[SippUas]) -> Result<(), String> {
@@ -708,17 +712,15 @@ fn nothing_reached(trunks: &[SippUas]) -> Result<(), String> {
 /// Contact comes back.
 #[test]
 fn sipsak_options_to_emergency_numbers_are_answered_by_the_router_alone() {
-    let t = Trunks::new();
-    let trunks = probe_answering_trunks(&t);
-    let port = free_low_port();
-    let router = emergency_router(
+    let (trunks, t) = probe_answering_trunks();
+    let router = emergency_router_below_10000(
         &t,
         &Setup {
-            sip_port: port,
             tcp_fallback: Some(false),
             ..Setup::default()
         },
     );
+    let port = router.port;
     let mut failures = Vec::new();
     for number in ["911", "112", "933"] {
         let run = sipsak(&["-s", &format!("sip:{number}@127.0.0.1:{port}")]);
@@ -752,8 +754,7 @@ fn sipsak_options_to_emergency_numbers_are_answered_by_the_router_alone() {
 /// 4xx or 5xx) and none reaches a trunk.
 #[test]
 fn register_subscribe_notify_and_info_to_emergency_numbers_are_answered_by_the_router() {
-    let t = Trunks::new();
-    let trunks = probe_answering_trunks(&t);
+    let (trunks, t) = probe_answering_trunks();
     let router = emergency_router(
         &t,
         &Setup {
@@ -810,14 +811,8 @@ fn register_subscribe_notify_and_info_to_emergency_numbers_are_answered_by_the_r
 /// the screening center takes it and its 200 comes back.
 #[test]
 fn a_message_to_911_is_routed_to_the_screening_center() {
-    let t = Trunks::new();
-    let screening = SippUas::start(
-        &peers::peer_file("uas_message.xml"),
-        &[],
-        t.screening,
-        1,
-        &[],
-    );
+    let screening = SippUas::start(&peers::peer_file("uas_message.xml"), &[], 1, &[]);
+    let t = Trunks::new().with_screening(screening.port);
     let router = emergency_router(
         &t,
         &Setup {
@@ -865,14 +860,8 @@ fn a_message_to_911_is_routed_to_the_screening_center() {
 #[test]
 fn options_to_the_routers_address_with_a_user_part_or_without_a_port_get_200() {
     let t = Trunks::new();
-    let port = free_low_port();
-    let router = emergency_router(
-        &t,
-        &Setup {
-            sip_port: port,
-            ..Setup::default()
-        },
-    );
+    let router = emergency_router_below_10000(&t, &Setup::default());
+    let port = router.port;
     let p = port.to_string();
     let cases: [(&str, Vec<String>); 3] = [
         (
@@ -965,8 +954,8 @@ fn options_to_a_configured_host_name_get_200() {
 /// has gone unanswered, it no longer says "answered 200".
 #[test]
 fn readyz_reason_follows_the_last_probe() {
-    let t = Trunks::new();
-    let trunk = SippUas::answering_probes(t.psap);
+    let trunk = SippUas::answering_probes();
+    let t = Trunks::new().with_psap(trunk.port);
     let router = emergency_router(
         &t,
         &Setup {
@@ -1055,8 +1044,8 @@ fn the_inventory_size_is_exported_when_a_database_is_configured() {
 /// answered; the caller's ACK and BYE follow the route set through both
 /// proxies and the BYE reaches the PSAP.
 fn call_through_kamailio(to_router: Transport, tcp_fallback: Option<bool>) {
-    let t = Trunks::new();
-    let mut psap = SippUas::answering(t.psap, 1);
+    let mut psap = SippUas::answering(1);
+    let t = Trunks::new().with_psap(psap.port);
     let router = emergency_router(
         &t,
         &Setup {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use adminhttp::{emergency_config, tokens, Api, Caller, Db, Tokens, Trunk};
-use common::{free_port, uac, Answer, RawTrunk, Router, UacBackground, Uas};
+use common::{uac, Answer, ClosedTcp, RawTrunk, Router, Trunks, UacBackground, Uas};
 
 const CAP: &str = "+14155550177";
 
@@ -57,15 +57,17 @@ fn export(api: Api, token: &str, query: &str) -> Vec<Value> {
 fn calls_survive_a_restart(db: Db) {
     common::require_sipp();
     let t = tokens();
-    let trunks = (free_port(), free_port(), free_port(), free_port());
-    let (psap, scr) = (trunks.0, trunks.1);
-    let cfg = emergency_config(trunks, &db, &t);
+    // The PSAP trunk is three SIPp runs in turn, the screening trunk one
+    // after the restart: their ports are the test's from the start.
+    let (psap, scr) = (ClosedTcp::reserve(), ClosedTcp::reserve());
+    let trunks = Trunks::new().with_psap(psap.port).with_screening(scr.port);
+    let cfg = emergency_config(&trunks, &db, &t);
     let mut router = Router::start(&cfg, &[]);
     let api = Api::of(&router);
     upload(api, &t);
 
     // Answered by the PSAP of the registered address.
-    let uas = Uas::start("uas.xml", &[], psap, false, 1);
+    let uas = Uas::start_on(&psap, "uas.xml", &[], 1);
     let r = uac("uac.xml", &[], router.port, "911", CAP, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
     assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
@@ -76,14 +78,14 @@ fn calls_survive_a_restart(db: Db) {
     let api = Api::of(&router);
 
     // Cancelled while ringing.
-    let uas = Uas::start("uas_ring.xml", &[], psap, false, 1);
+    let uas = Uas::start_on(&psap, "uas_ring.xml", &[], 1);
     let r = uac("uac_cancel.xml", &[], router.port, "911", CAP, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
     assert_eq!(uas.wait(Duration::from_secs(10)), Some(0));
 
     // The PSAP fails; the screening center answers.
-    let failing = Uas::start("uas_fail.xml", &[("@CODE@", "503")], psap, false, 1);
-    let screening = Uas::start("uas.xml", &[], scr, false, 1);
+    let failing = Uas::start_on(&psap, "uas_fail.xml", &[("@CODE@", "503")], 1);
+    let screening = Uas::start_on(&scr, "uas.xml", &[], 1);
     let r = uac("uac.xml", &[], router.port, "911", CAP, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
     assert_eq!(failing.wait(Duration::from_secs(10)), Some(0));
@@ -220,9 +222,12 @@ fn calls_up_at_shutdown_are_written_as_interrupted() {
     let psap = RawTrunk::start(Answer::Ok);
     let scr = Trunk::new();
     let test = Trunk::new();
-    let trunks = (psap.port, scr.port, test.port, free_port());
+    let trunks = Trunks::new()
+        .with_psap(psap.port)
+        .with_screening(scr.port)
+        .with_test(test.port);
     // No time for calls in progress to finish.
-    let cfg = emergency_config(trunks, &db, &t).replace("[sip]\n", "[sip]\ndrain_timeout_s = 0\n");
+    let cfg = emergency_config(&trunks, &db, &t).replace("[sip]\n", "[sip]\ndrain_timeout_s = 0\n");
     let mut router = Router::start(&cfg, &[]);
     let api = Api::of(&router);
     upload(api, &t);
@@ -268,12 +273,12 @@ const HELD: usize = 20;
 fn records_survive_sigkill(db: Db) {
     common::require_sipp();
     let t = tokens();
-    let trunks = (free_port(), free_port(), free_port(), free_port());
-    let cfg = emergency_config(trunks, &db, &t);
+    let uas = Uas::start("uas.xml", &[], false, HELD as u32 + 1);
+    let trunks = Trunks::new().with_psap(uas.port);
+    let cfg = emergency_config(&trunks, &db, &t);
     let mut router = Router::start(&cfg, &[]);
     let api = Api::of(&router);
     upload(api, &t);
-    let uas = Uas::start("uas.xml", &[], trunks.0, false, HELD as u32 + 1);
     // One call over before the crash.
     let r = uac("uac.xml", &[], router.port, "911", CAP, 1, 1, false);
     assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
@@ -397,8 +402,12 @@ fn csv_cells_never_start_a_formula() {
     let db = Db::sqlite();
     let t = tokens();
     let refuse = RawTrunk::start(Answer::Code(486));
-    let trunks = (refuse.port, refuse.port, refuse.port, refuse.port);
-    let cfg = emergency_config(trunks, &db, &t);
+    let trunks = Trunks::new()
+        .with_psap(refuse.port)
+        .with_screening(refuse.port)
+        .with_test(refuse.port)
+        .with_last_resort(refuse.port);
+    let cfg = emergency_config(&trunks, &db, &t);
     let router = Router::start(&cfg, &[]);
     let api = Api::of(&router);
     upload(api, &t);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::common::{self, Router};
+use crate::common::{self, Router, Trunks};
 
 /// An HTTP response.
 #[derive(Debug)]
@@ -359,10 +359,9 @@ fn pg_exec(url: &str, sql: &str) {
     });
 }
 
-/// The lab configuration in emergency mode, with the admin API, the tokens
-/// and the database.
-pub fn emergency_config(trunks: (u16, u16, u16, u16), db: &Db, tokens: &Tokens) -> String {
-    let (psap, scr, test, last) = trunks;
+/// The lab configuration in emergency mode on `trunks`, with the admin API,
+/// the tokens and the database.
+pub fn emergency_config(trunks: &Trunks, db: &Db, tokens: &Tokens) -> String {
     let extra = format!(
         "[admin]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 65536\n{}\n{}\n",
         tokens.config,
@@ -370,7 +369,8 @@ pub fn emergency_config(trunks: (u16, u16, u16, u16), db: &Db, tokens: &Tokens) 
     );
     // The registered address added as a body part makes INVITEs too big
     // for UDP by default; the SIPp and raw trunks here listen on UDP only.
-    common::lab_config(psap, scr, test, last, &extra)
+    trunks
+        .lab_config(&extra)
         .replace("mode = \"static\"", "mode = \"emergency\"")
         .replace("[sip]\n", "[sip]\nudp_max_request = 65000\n")
 }

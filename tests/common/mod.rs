@@ -17,16 +17,190 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A UDP and TCP port free on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = u.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+/// A UDP socket on 127.0.0.1:`port` (0: any) that takes nothing: it is
+/// connected to itself, so a datagram from anyone else finds no socket and
+/// is refused (ICMP port unreachable) as at a closed port, while no other
+/// socket can bind the port.
+pub fn closed_udp(port: u16) -> std::io::Result<UdpSocket> {
+    let sock = UdpSocket::bind(("127.0.0.1", port))?;
+    sock.connect(sock.local_addr()?)?;
+    Ok(sock)
+}
+
+/// A TCP socket bound to 127.0.0.1 that does not listen: a connection to
+/// it is refused (RST) as at a closed port. It has no SO_REUSEADDR, so no
+/// other socket can bind the port while it lives.
+pub struct ClosedTcp {
+    pub port: u16,
+    _sock: socket2::Socket,
+}
+
+impl ClosedTcp {
+    pub fn bind(port: u16) -> std::io::Result<ClosedTcp> {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+        Ok(ClosedTcp { port, _sock: sock })
+    }
+
+    /// A chosen port (see `CHOSEN_PORTS`) kept for the test, TCP held
+    /// closed there, for the programs it starts there over UDP.
+    pub fn reserve() -> ClosedTcp {
+        on_a_chosen_port("a port for the test", CHOSEN_PORTS, |port| {
+            ClosedTcp::bind(port).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// A port on 127.0.0.1 where nothing answers, held by the test: UDP and
+/// TCP to it are refused as at a closed port (a trunk that is down), and
+/// no other socket, of this test or another, can take it while this lives.
+pub struct ClosedPort {
+    pub port: u16,
+    _udp: UdpSocket,
+    _tcp: ClosedTcp,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        loop {
+            let udp = closed_udp(0).expect("bind udp");
+            let port = udp.local_addr().unwrap().port();
+            // Should something hold the port over TCP (an outgoing
+            // connection may), another.
+            if let Ok(tcp) = ClosedTcp::bind(port) {
+                return ClosedPort {
+                    port,
+                    _udp: udp,
+                    _tcp: tcp,
+                };
+            }
         }
     }
 }
+
+/// The ports of the lab's four outbound trunks. Each starts as a closed
+/// port held while this lives (a trunk that is down: a call or a probe
+/// sent there is refused), until the test puts a trunk of its own there.
+pub struct Trunks {
+    pub psap: u16,
+    pub screening: u16,
+    pub test: u16,
+    pub last_resort: u16,
+    _closed: [ClosedPort; 4],
+}
+
+impl Trunks {
+    pub fn new() -> Trunks {
+        let closed = [(); 4].map(|_| ClosedPort::new());
+        Trunks {
+            psap: closed[0].port,
+            screening: closed[1].port,
+            test: closed[2].port,
+            last_resort: closed[3].port,
+            _closed: closed,
+        }
+    }
+
+    pub fn with_psap(self, port: u16) -> Trunks {
+        Trunks { psap: port, ..self }
+    }
+
+    pub fn with_screening(self, port: u16) -> Trunks {
+        Trunks {
+            screening: port,
+            ..self
+        }
+    }
+
+    pub fn with_test(self, port: u16) -> Trunks {
+        Trunks { test: port, ..self }
+    }
+
+    pub fn with_last_resort(self, port: u16) -> Trunks {
+        Trunks {
+            last_resort: port,
+            ..self
+        }
+    }
+
+    /// `lab_config` on these trunks.
+    pub fn lab_config(&self, extra: &str) -> String {
+        lab_config(
+            self.psap,
+            self.screening,
+            self.test,
+            self.last_resort,
+            extra,
+        )
+    }
+}
+
+/// Ports for the programs that cannot bind port 0 and say which port they
+/// got (SIPp, Kamailio, baresip): below the range the kernel hands out for
+/// port 0 (32768-60999 by default), so that no socket bound to port 0 ever
+/// takes one, and above the RTP ports baresip is given (10000-29999). No
+/// port is tried by binding and closing it first: the program is started
+/// on it, and when the program finds it taken, another is picked
+/// (`on_a_chosen_port`).
+///
+/// Among the tests, the TCP side of a chosen port is its reservation: a
+/// program started on one binds TCP there itself, or the test holds TCP
+/// there closed (`ClosedTcp`) as long as the program runs, so that two
+/// tests never share a chosen port even when one uses UDP only.
+pub const CHOSEN_PORTS: std::ops::Range<u16> = 30000..32768;
+
+/// Calls `start` with ports picked at random in `range` until one is not
+/// taken: `start` returns Err, saying why, when the port was taken, and
+/// panics on any other failure. `what` names the program for the message
+/// when every try fails.
+pub fn on_a_chosen_port<T>(
+    what: &str,
+    range: std::ops::Range<u16>,
+    mut start: impl FnMut(u16) -> Result<T, String>,
+) -> T {
+    const TRIES: usize = 20;
+    let mut why = String::new();
+    for _ in 0..TRIES {
+        let port = rand::random_range(range.clone());
+        match start(port) {
+            Ok(t) => return t,
+            Err(e) => why = format!("port {port}: {e}"),
+        }
+    }
+    panic!("{what}: {TRIES} ports in {range:?} were taken; the last: {why}");
+}
+
+/// Whether process `pid`, or a process of the group it leads, has port
+/// `port` bound on 127.0.0.1 over `proto` ("u" for UDP, "t" for TCP, where
+/// it must listen), as `ss` shows.
+pub fn held_by(proto: &str, port: u16, pid: u32) -> bool {
+    let out = Command::new("ss")
+        .args([&format!("-Hln{proto}p"), &format!("sport = :{port}")])
+        .output()
+        .expect("run ss (Debian package iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.contains(&format!("127.0.0.1:{port} ")))
+        .flat_map(|l| l.split("pid=").skip(1))
+        .filter_map(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .any(|p: u32| p == pid || process_group(p) == Some(pid))
+}
+
+/// The process group of `pid`, from /proc.
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // pid (comm) state ppid pgrp ...; comm may hold spaces.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(2)?
+        .parse()
+        .ok()
+}
+
+/// SIPp's exit code when it could not bind a socket (-2).
+pub const SIPP_BIND_FAILED: i32 = 254;
 
 /// The lab configuration with the router on port 0 and the trunks on the
 /// given ports. `extra` is appended (routes, sections).
@@ -92,14 +266,59 @@ targets = ["test", "last-resort"]
 /// A running router.
 pub struct Router {
     child: Child,
+    /// Its SIP port on 127.0.0.1: over UDP, and over TCP when it listens
+    /// on TCP there.
     pub port: u16,
     pub log: Arc<Mutex<String>>,
     _dir: tempdir::Dir,
 }
 
+/// The lines the router logs for its SIP listeners on 127.0.0.1.
+const LISTENING_UDP: &str = "listening sip udp 127.0.0.1:";
+const LISTENING_TCP: &str = "listening sip tcp 127.0.0.1:";
+
+/// The port a `listening ...` log line names after `prefix`.
+fn listening_port(line: &str, prefix: &str) -> Option<u16> {
+    line.split(prefix).nth(1)?.trim().parse().ok()
+}
+
 impl Router {
     /// Starts `sosrouter run` on a config text; waits until it listens.
     pub fn start(config: &str, args: &[&str]) -> Router {
+        Router::try_start(config, args).unwrap_or_else(|log| panic!("router did not start: {log}"))
+    }
+
+    /// As `start`, but gives back the router's log when it did not start
+    /// (it stopped, as on a port of the configuration that was taken, or
+    /// it did not listen within 60 s).
+    ///
+    /// The tests configure port 0 and read the ports the router got from
+    /// its log. Its TCP listener on port 0 takes the port of its UDP twin,
+    /// unless something holds that port over TCP (an outgoing connection
+    /// may): then it takes another. The tests speak to one port over both,
+    /// so such a router is stopped and started again, on new ports.
+    pub fn try_start(config: &str, args: &[&str]) -> Result<Router, String> {
+        let text = match args.iter().position(|a| *a == "--config") {
+            Some(i) => std::fs::read_to_string(args[i + 1]).unwrap_or_default(),
+            None => config.to_string(),
+        };
+        let tcp = text.contains("\"tcp:127.0.0.1:");
+        let mut log = String::new();
+        for _ in 0..5 {
+            let (router, tcp_port) = Router::spawn(config, args, tcp)?;
+            if tcp_port.is_none_or(|p| p == router.port) {
+                return Ok(router);
+            }
+            log = router.log();
+        }
+        Err(format!(
+            "its TCP listener never got the port of its UDP one:\n{log}"
+        ))
+    }
+
+    /// Starts the router and waits for its UDP port on 127.0.0.1 and, when
+    /// `tcp`, its TCP port there.
+    fn spawn(config: &str, args: &[&str], tcp: bool) -> Result<(Router, Option<u16>), String> {
         let dir = tempdir::Dir::new("router");
         let path = dir.path().join("sosrouter.toml");
         std::fs::write(&path, config).unwrap();
@@ -118,13 +337,13 @@ impl Router {
         let (tx, rx) = std::sync::mpsc::channel();
         let log2 = log.clone();
         std::thread::spawn(move || {
-            let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(p) = line.split("listening sip udp 127.0.0.1:").nth(1) {
-                    if let (Some(tx), Ok(port)) = (tx.take(), p.trim().parse::<u16>()) {
-                        let _ = tx.send(port);
-                    }
+                if let Some(port) = listening_port(&line, LISTENING_UDP) {
+                    let _ = tx.send((false, port));
+                }
+                if let Some(port) = listening_port(&line, LISTENING_TCP) {
+                    let _ = tx.send((true, port));
                 }
                 let mut l = log2.lock().unwrap();
                 l.push_str(&line);
@@ -133,19 +352,34 @@ impl Router {
         });
         // Generous: with every test binary running in parallel on two
         // cores, a start-up once took longer than 20 s.
-        let port = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(p) => p,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("router did not start: {}", log.lock().unwrap());
+        let end = Instant::now() + Duration::from_secs(60);
+        let (mut udp_port, mut tcp_port) = (None, None);
+        while udp_port.is_none() || (tcp && tcp_port.is_none()) {
+            let left = end.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((false, port)) => {
+                    udp_port.get_or_insert(port);
+                }
+                Ok((true, port)) => {
+                    tcp_port.get_or_insert(port);
+                }
+                // It stopped (the reader saw the end of its output), or
+                // the time is up.
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = log.lock().unwrap().clone();
+                    return Err(log);
+                }
             }
-        };
-        Router {
+        }
+        let router = Router {
             child,
-            port,
+            port: udp_port.unwrap(),
             log,
             _dir: dir,
-        }
+        };
+        Ok((router, tcp_port))
     }
 
     pub fn log(&self) -> String {
@@ -219,11 +453,60 @@ pub fn scenario(name: &str, replace: &[(&str, &str)], dir: &Path) -> PathBuf {
 pub struct Uas {
     child: Child,
     pub port: u16,
+    /// The other transport of its port, held closed: a request sent there
+    /// is refused, and no other test takes the port.
+    _closed: Option<Closed>,
     _dir: tempdir::Dir,
 }
 
+/// One transport of a port, held closed.
+enum Closed {
+    Udp(UdpSocket),
+    Tcp(ClosedTcp),
+}
+
 impl Uas {
-    pub fn start(file: &str, replace: &[(&str, &str)], port: u16, tcp: bool, calls: u32) -> Uas {
+    /// A trunk on a chosen port of its own, over UDP or TCP (`tcp`), the
+    /// other transport held closed there; for up to `calls` calls and 60 s.
+    pub fn start(file: &str, replace: &[(&str, &str)], tcp: bool, calls: u32) -> Uas {
+        on_a_chosen_port("SIPp trunk", CHOSEN_PORTS, |port| {
+            let closed = if tcp {
+                closed_udp(port).map(Closed::Udp)
+            } else {
+                ClosedTcp::bind(port).map(Closed::Tcp)
+            };
+            let closed = closed.map_err(|e| e.to_string())?;
+            let mut uas = Uas::spawn(file, replace, port, tcp, calls)?;
+            uas._closed = Some(closed);
+            Ok(uas)
+        })
+    }
+
+    /// A trunk over UDP on the port `held` keeps closed over TCP, for a
+    /// test that puts one trunk after another where the router's
+    /// configuration says. Between them the port stays the test's among
+    /// the tests (see `CHOSEN_PORTS`); should another program hold it for
+    /// a moment, the start is tried again for up to 5 s.
+    pub fn start_on(held: &ClosedTcp, file: &str, replace: &[(&str, &str)], calls: u32) -> Uas {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Uas::spawn(file, replace, held.port, false, calls) {
+                Ok(uas) => return uas,
+                Err(e) if Instant::now() > end => panic!("SIPp trunk on port {}: {e}", held.port),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    /// Starts SIPp on `port` and waits until it holds it; Err when the port
+    /// was taken.
+    fn spawn(
+        file: &str,
+        replace: &[(&str, &str)],
+        port: u16,
+        tcp: bool,
+        calls: u32,
+    ) -> Result<Uas, String> {
         require_sipp();
         let dir = tempdir::Dir::new("uas");
         let sf = scenario(file, replace, dir.path());
@@ -245,12 +528,29 @@ impl Uas {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = cmd.spawn().expect("start sipp uas");
-        // Give it time to bind.
-        std::thread::sleep(Duration::from_millis(300));
-        Uas {
+        let mut uas = Uas {
             child,
             port,
+            _closed: None,
             _dir: dir,
+        };
+        let proto = if tcp { "t" } else { "u" };
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = uas.child.try_wait() {
+                if status.code() == Some(SIPP_BIND_FAILED) {
+                    return Err(format!("SIPp could not bind port {port}"));
+                }
+                panic!("the SIPp trunk {file} on port {port} ended at once: {status}");
+            }
+            if held_by(proto, port, uas.child.id()) {
+                return Ok(uas);
+            }
+            assert!(
+                Instant::now() < end,
+                "the SIPp trunk {file} did not bind port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -285,7 +585,9 @@ pub struct UacResult {
 }
 
 /// A SIPp caller of scenario `file` to the router, `calls` at `rate` a
-/// second, run in `dir`; the caller adds timeout, transport and output.
+/// second, from local port `port`, run in `dir`; the caller adds timeout,
+/// transport and output.
+#[allow(clippy::too_many_arguments)]
 fn uac_command(
     file: &str,
     replace: &[(&str, &str)],
@@ -293,6 +595,7 @@ fn uac_command(
     service: &str,
     caller: &str,
     (calls, rate): (u32, u32),
+    port: u16,
     dir: &tempdir::Dir,
 ) -> Command {
     require_sipp();
@@ -311,7 +614,7 @@ fn uac_command(
             "127.0.0.1",
             "-p",
         ])
-        .arg(free_port().to_string())
+        .arg(port.to_string())
         .args([
             "-m",
             &calls.to_string(),
@@ -321,6 +624,16 @@ fn uac_command(
         ])
         .current_dir(dir.path());
     cmd
+}
+
+/// The reservation of a SIPp caller's chosen port (see `CHOSEN_PORTS`):
+/// over TCP, SIPp listens there itself; over UDP, the test holds TCP there
+/// closed.
+fn reserve_caller_port(port: u16, tcp: bool) -> Result<Option<ClosedTcp>, String> {
+    if tcp {
+        return Ok(None);
+    }
+    ClosedTcp::bind(port).map(Some).map_err(|e| e.to_string())
 }
 
 /// Runs a SIPp caller against the router to completion (bounded by
@@ -336,22 +649,29 @@ pub fn uac(
     rate: u32,
     tcp: bool,
 ) -> UacResult {
-    let dir = tempdir::Dir::new("uac");
-    let start = Instant::now();
-    let out = uac_command(
-        file,
-        replace,
-        router_port,
-        service,
-        caller,
-        (calls, rate),
-        &dir,
-    )
-    .args(["-timeout", "60s", "-trace_err", "-trace_stat", "-fd", "1"])
-    .args(["-t", if tcp { "t1" } else { "u1" }])
-    .output()
-    .expect("run sipp uac");
-    let elapsed = start.elapsed();
+    let (out, dir, elapsed) = on_a_chosen_port("SIPp caller", CHOSEN_PORTS, |port| {
+        let _reserved = reserve_caller_port(port, tcp)?;
+        let dir = tempdir::Dir::new("uac");
+        let start = Instant::now();
+        let out = uac_command(
+            file,
+            replace,
+            router_port,
+            service,
+            caller,
+            (calls, rate),
+            port,
+            &dir,
+        )
+        .args(["-timeout", "60s", "-trace_err", "-trace_stat", "-fd", "1"])
+        .args(["-t", if tcp { "t1" } else { "u1" }])
+        .output()
+        .expect("run sipp uac");
+        if out.status.code() == Some(SIPP_BIND_FAILED) {
+            return Err("SIPp could not bind it".to_string());
+        }
+        Ok((out, dir, start.elapsed()))
+    });
     let mut errors = String::new();
     let mut successful = 0;
     let mut failed = 0;
@@ -392,6 +712,7 @@ pub fn uac(
 /// for calls that must still be up when the test acts.
 pub struct UacBackground {
     child: Child,
+    _reserved: Option<ClosedTcp>,
     _dir: tempdir::Dir,
 }
 
@@ -406,22 +727,47 @@ impl UacBackground {
         calls: u32,
         rate: u32,
     ) -> UacBackground {
-        let dir = tempdir::Dir::new("uac-bg");
-        let child = uac_command(
-            file,
-            replace,
-            router_port,
-            service,
-            caller,
-            (calls, rate),
-            &dir,
-        )
-        .args(["-timeout", "120s", "-t", "u1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sipp uac");
-        UacBackground { child, _dir: dir }
+        on_a_chosen_port("SIPp caller", CHOSEN_PORTS, |port| {
+            let reserved = reserve_caller_port(port, false)?;
+            let dir = tempdir::Dir::new("uac-bg");
+            let child = uac_command(
+                file,
+                replace,
+                router_port,
+                service,
+                caller,
+                (calls, rate),
+                port,
+                &dir,
+            )
+            .args(["-timeout", "120s", "-t", "u1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sipp uac");
+            let mut uac = UacBackground {
+                child,
+                _reserved: reserved,
+                _dir: dir,
+            };
+            let end = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(status)) = uac.child.try_wait() {
+                    if status.code() == Some(SIPP_BIND_FAILED) {
+                        return Err("SIPp could not bind it".to_string());
+                    }
+                    panic!("the SIPp caller {file} ended at once: {status}");
+                }
+                if held_by("u", port, uac.child.id()) {
+                    return Ok(uac);
+                }
+                assert!(
+                    Instant::now() < end,
+                    "the SIPp caller {file} did not bind port {port}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
     }
 }
 
@@ -536,11 +882,17 @@ pub struct RawTrunk {
 impl RawTrunk {
     pub fn start(answer: Answer) -> RawTrunk {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let port = free_port();
-        let udp = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        // Port 0 over UDP, then the same port over TCP; should something
+        // hold that one over TCP (an outgoing connection may), another.
+        let (port, udp, tcp) = loop {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)) {
+                break (port, udp, tcp);
+            }
+        };
         udp.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        let tcp = TcpListener::bind(("127.0.0.1", port)).unwrap();
         tcp.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();

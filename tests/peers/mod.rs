@@ -3,15 +3,16 @@
 //! caller and as a PSAP, SIPp trunks that listen on UDP only, sipsak, and
 //! raw UDP for what no tool sends.
 //!
-//! Every peer is started by the test on 127.0.0.1 with free ports, in its
-//! own process group, with its output in a file the test reads; it is ended
+//! Every peer is started by the test on 127.0.0.1 on a chosen port (see
+//! `common::CHOSEN_PORTS`; another is tried when the peer finds it taken),
+//! in its own process group, with its output in a file the test reads; it is ended
 //! by that process group's id (its own PID) when its handle drops, and each
 //! has a time bound of its own as well.
 
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,7 +20,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, root, tempdir::Dir, Router};
+use crate::common::{
+    held_by, on_a_chosen_port, root, tempdir::Dir, ClosedTcp, Router, Trunks, CHOSEN_PORTS,
+    SIPP_BIND_FAILED,
+};
 
 /// Where `program` is installed: on PATH, or in an sbin directory
 /// (Kamailio's is not on a user's PATH on Debian).
@@ -110,6 +114,15 @@ impl Proc {
         wait_until(within, || self.log().contains(needle))
     }
 
+    /// Whether the process has ended; its exit code then (None when ended
+    /// by a signal).
+    pub fn ended(&mut self) -> Option<Option<i32>> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.code()),
+            _ => None,
+        }
+    }
+
     /// Waits for the process to exit by itself; its exit code (None when
     /// it is still running, or ended by a signal).
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
@@ -175,66 +188,13 @@ pub fn assert_udp_only(port: u16) {
     );
 }
 
-/// A port below 10000 free on UDP and TCP: sipsak 0.9.8.1 cuts the last
-/// digit off a five-digit port in the URIs it writes.
-pub fn free_low_port() -> u16 {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-        ^ std::process::id().wrapping_mul(2_654_435_761);
-    for i in 0..4000u32 {
-        let port = 2000 + ((seed.wrapping_add(i.wrapping_mul(7919))) % 7999) as u16;
-        let udp = UdpSocket::bind(("127.0.0.1", port));
-        let tcp = TcpListener::bind(("127.0.0.1", port));
-        if udp.is_ok() && tcp.is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below 10000");
-}
-
-/// Two consecutive ports free on UDP and TCP (baresip takes TCP on the
-/// port after its SIP port for TLS).
-pub fn free_port_pair() -> u16 {
-    loop {
-        let p = free_port();
-        if p < u16::MAX
-            && UdpSocket::bind(("127.0.0.1", p + 1)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 1)).is_ok()
-        {
-            return p;
-        }
-    }
-}
-
 // ---------------------------------------------------------------------
 // The router
 
-/// The ports of the router's four outbound trunks.
-#[derive(Debug, Clone, Copy)]
-pub struct Trunks {
-    pub psap: u16,
-    pub screening: u16,
-    pub test: u16,
-    pub last_resort: u16,
-}
-
-impl Trunks {
-    pub fn new() -> Trunks {
-        Trunks {
-            psap: free_port(),
-            screening: free_port(),
-            test: free_port(),
-            last_resort: free_port(),
-        }
-    }
-}
-
 /// How a test's router differs from the lab defaults.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Setup<'a> {
-    /// The router's SIP port (UDP and TCP); 0: any free one.
+    /// The router's SIP port (UDP and TCP); 0: the one the system gives.
     pub sip_port: u16,
     /// `tcp_fallback` of every outbound trunk; None leaves the key out (on
     /// by default). Tests about something other than item 1 turn it off,
@@ -345,11 +305,37 @@ pub fn inventory() -> PathBuf {
 /// The router in emergency mode on the test's trunks, with the corpus
 /// inventory.
 pub fn emergency_router(t: &Trunks, s: &Setup) -> Router {
+    try_emergency_router(t, s).unwrap_or_else(|log| panic!("router did not start: {log}"))
+}
+
+/// As `emergency_router`; the router's log when it did not start.
+fn try_emergency_router(t: &Trunks, s: &Setup) -> Result<Router, String> {
     let inventory = inventory();
-    Router::start(
+    Router::try_start(
         &emergency_config(t, s),
         &["--inventory", inventory.to_str().unwrap()],
     )
+}
+
+/// `emergency_router` on a SIP port below 10000, which port 0 cannot ask
+/// for (sipsak 0.9.8.1 cuts the last digit off a five-digit port in the
+/// URIs it writes): a port of 2000-9999 picked at random, another when the
+/// router finds it taken. `s.sip_port` is not read; `Router::port` is the
+/// port.
+pub fn emergency_router_below_10000(t: &Trunks, s: &Setup) -> Router {
+    on_a_chosen_port("the router", 2000..10000, |port| {
+        let s = Setup {
+            sip_port: port,
+            ..*s
+        };
+        try_emergency_router(t, &s).map_err(|log| {
+            assert!(
+                log.contains("Address already in use"),
+                "router did not start: {log}"
+            );
+            log
+        })
+    })
 }
 
 // ---------------------------------------------------------------------
@@ -400,39 +386,50 @@ pub struct Kamailio {
 impl Kamailio {
     pub fn start(router_port: u16, to_router: Transport) -> Kamailio {
         let kamailio = require("kamailio", "kamailio");
-        let dir = Dir::new("kamailio");
-        let port = free_port();
         let modules = kamailio_modules();
-        let cfg = template(
-            "kamailio.cfg",
-            &[
-                ("@PORT@", &port.to_string()),
-                ("@ROUTER@", &format!("127.0.0.1:{router_port}")),
-                ("@TRANSPORT@", to_router.name()),
-                ("@MODULES@", &format!("{}/", modules.display())),
-            ],
-        );
-        let path = dir.path().join("kamailio.cfg");
-        std::fs::write(&path, cfg).unwrap();
-        let mut cmd = Command::new(kamailio);
-        cmd.arg("-f")
-            .arg(&path)
-            .args(["-DD", "-E", "-m", "32", "-M", "4"])
-            .arg("-P")
-            .arg(dir.path().join("kamailio.pid"))
-            .arg("-w")
-            .arg(dir.path())
-            .current_dir(dir.path());
-        let proc = Proc::spawn("kamailio", &mut cmd, dir.path().join("kamailio.log"));
-        let up = wait_until(Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "kamailio did not start:\n{}", proc.log());
-        Kamailio {
-            port,
-            proc,
-            _dir: dir,
-        }
+        on_a_chosen_port("kamailio", CHOSEN_PORTS, |port| {
+            let dir = Dir::new("kamailio");
+            let cfg = template(
+                "kamailio.cfg",
+                &[
+                    ("@PORT@", &port.to_string()),
+                    ("@ROUTER@", &format!("127.0.0.1:{router_port}")),
+                    ("@TRANSPORT@", to_router.name()),
+                    ("@MODULES@", &format!("{}/", modules.display())),
+                ],
+            );
+            let path = dir.path().join("kamailio.cfg");
+            std::fs::write(&path, cfg).unwrap();
+            let mut cmd = Command::new(&kamailio);
+            cmd.arg("-f")
+                .arg(&path)
+                .args(["-DD", "-E", "-m", "32", "-M", "4"])
+                .arg("-P")
+                .arg(dir.path().join("kamailio.pid"))
+                .arg("-w")
+                .arg(dir.path())
+                .current_dir(dir.path());
+            let mut proc = Proc::spawn("kamailio", &mut cmd, dir.path().join("kamailio.log"));
+            // Up when its processes hold the port over UDP and TCP; it
+            // stops at once when it cannot bind either.
+            let pid = proc.pid();
+            let up = wait_until(Duration::from_secs(10), || {
+                proc.ended().is_some() || (held_by("u", port, pid) && held_by("t", port, pid))
+            });
+            if proc.ended().is_some() {
+                let log = proc.log();
+                if log.contains("Address already in use") {
+                    return Err(log);
+                }
+                panic!("kamailio stopped:\n{log}");
+            }
+            assert!(up, "kamailio did not start:\n{}", proc.log());
+            Ok(Kamailio {
+                port,
+                proc,
+                _dir: dir,
+            })
+        })
     }
 
     pub fn log(&self) -> String {
@@ -470,39 +467,54 @@ pub struct Baresip {
 impl Baresip {
     fn start(tag: &str, user: &str, params: &str, args: &[&str]) -> Baresip {
         let baresip = require("baresip", "baresip-core");
-        let dir = Dir::new(tag);
-        let port = free_port_pair();
-        // RTP on a range of its own, away from the ephemeral ports.
-        let rtp = 10000 + (port % 400) * 50;
-        let replace = [
-            ("@SIP_PORT@", port.to_string()),
-            ("@RTP_PORTS@", format!("{rtp}-{}", rtp + 49)),
-            ("@MODULES@", baresip_modules().display().to_string()),
-            ("@USER@", user.to_string()),
-            ("@PARAMS@", params.to_string()),
-        ];
-        let replace: Vec<(&str, &str)> = replace.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        std::fs::write(
-            dir.path().join("config"),
-            template("baresip.config", &replace),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("accounts"),
-            template("baresip.accounts", &replace),
-        )
-        .unwrap();
-        let mut cmd = Command::new(baresip);
-        cmd.arg("-f").arg(dir.path()).args(args);
-        cmd.current_dir(dir.path());
-        let proc = Proc::spawn(tag, &mut cmd, dir.path().join("baresip.log"));
-        let ready = proc.wait_log("baresip is ready.", Duration::from_secs(10));
-        assert!(ready, "baresip did not start:\n{}", proc.log());
-        Baresip {
-            port,
-            proc,
-            _dir: dir,
-        }
+        // It takes the port after its SIP port too.
+        let ports = CHOSEN_PORTS.start..CHOSEN_PORTS.end - 1;
+        on_a_chosen_port("baresip", ports, |port| {
+            let dir = Dir::new(tag);
+            // RTP on a range of its own, away from the ephemeral ports.
+            let rtp = 10000 + (port % 400) * 50;
+            let replace = [
+                ("@SIP_PORT@", port.to_string()),
+                ("@RTP_PORTS@", format!("{rtp}-{}", rtp + 49)),
+                ("@MODULES@", baresip_modules().display().to_string()),
+                ("@USER@", user.to_string()),
+                ("@PARAMS@", params.to_string()),
+            ];
+            let replace: Vec<(&str, &str)> =
+                replace.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            std::fs::write(
+                dir.path().join("config"),
+                template("baresip.config", &replace),
+            )
+            .unwrap();
+            std::fs::write(
+                dir.path().join("accounts"),
+                template("baresip.accounts", &replace),
+            )
+            .unwrap();
+            let mut cmd = Command::new(&baresip);
+            cmd.arg("-f").arg(dir.path()).args(args);
+            cmd.current_dir(dir.path());
+            let mut proc = Proc::spawn(tag, &mut cmd, dir.path().join("baresip.log"));
+            // It binds its ports before it is ready, and stops at once
+            // when it cannot.
+            let ready = wait_until(Duration::from_secs(10), || {
+                proc.ended().is_some() || proc.log().contains("baresip is ready.")
+            });
+            let log = proc.log();
+            if proc.ended().is_some() && !log.contains("baresip is ready.") {
+                if log.contains("Address already in use") {
+                    return Err(log);
+                }
+                panic!("baresip stopped:\n{log}");
+            }
+            assert!(ready, "baresip did not start:\n{log}");
+            Ok(Baresip {
+                port,
+                proc,
+                _dir: dir,
+            })
+        })
     }
 
     /// A PSAP answering every call to `user` at once (answermode=auto);
@@ -569,12 +581,21 @@ impl Baresip {
 pub struct UdpOnlyFront {
     pub port: u16,
     stop: Arc<AtomicBool>,
+    /// TCP at `port`, held closed.
+    _tcp: ClosedTcp,
 }
 
 impl UdpOnlyFront {
     pub fn start(to: u16) -> UdpOnlyFront {
-        let port = free_port();
-        let sock = UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        // Port 0 over UDP; the same port held closed over TCP (should
+        // something hold that one over TCP, another).
+        let (port, sock, tcp) = loop {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = sock.local_addr().unwrap().port();
+            if let Ok(tcp) = ClosedTcp::bind(port) {
+                break (port, sock, tcp);
+            }
+        };
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -587,7 +608,11 @@ impl UdpOnlyFront {
                 }
             }
         });
-        UdpOnlyFront { port, stop }
+        UdpOnlyFront {
+            port,
+            stop,
+            _tcp: tcp,
+        }
     }
 }
 
@@ -601,89 +626,89 @@ impl Drop for UdpOnlyFront {
 // SIPp trunks on UDP only
 
 /// A SIPp trunk (UAS) listening on UDP only (`-t u1`), with every message
-/// it sends and receives traced to a file the test reads.
+/// it sends and receives traced to a file the test reads. TCP at its port
+/// is held closed.
 pub struct SippUas {
     pub port: u16,
     proc: Proc,
     trace: PathBuf,
+    _tcp: ClosedTcp,
     _dir: Dir,
 }
 
 impl SippUas {
     /// Runs `scenario` (a path) with `@KEY@` placeholders replaced, for up
-    /// to `calls` calls and 50 s; `extra` are more SIPp arguments.
-    pub fn start(
-        scenario: &Path,
-        replace: &[(&str, &str)],
-        port: u16,
-        calls: u32,
-        extra: &[&str],
-    ) -> SippUas {
+    /// to `calls` calls and 50 s, on a chosen port; `extra` are more SIPp
+    /// arguments.
+    pub fn start(scenario: &Path, replace: &[(&str, &str)], calls: u32, extra: &[&str]) -> SippUas {
         require("sipp", "sip-tester");
-        let dir = Dir::new("sipp-uas");
         let mut text = std::fs::read_to_string(scenario).unwrap();
         for (k, v) in replace {
             text = text.replace(k, v);
         }
         let text = text.replace("@CHECK@", "");
-        let sf = dir.path().join("scenario.xml");
-        std::fs::write(&sf, text).unwrap();
-        let trace = dir.path().join("messages.log");
-        let mut cmd = Command::new("sipp");
-        cmd.arg("-sf")
-            .arg(&sf)
-            .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", "u1"])
-            .args(["-m", &calls.to_string(), "-timeout", "50s", "-nostdin"])
-            .args(["-trace_msg", "-message_file"])
-            .arg(&trace)
-            .args(extra)
-            .current_dir(dir.path());
-        let proc = Proc::spawn("sipp", &mut cmd, dir.path().join("sipp.out"));
-        let bound = wait_until(Duration::from_secs(5), || {
-            !listeners("u", port).trim().is_empty()
-        });
-        assert!(bound, "SIPp did not bind UDP {port}:\n{}", proc.log());
-        assert_udp_only(port);
-        SippUas {
-            port,
-            proc,
-            trace,
-            _dir: dir,
-        }
+        on_a_chosen_port("SIPp trunk", CHOSEN_PORTS, |port| {
+            let tcp = ClosedTcp::bind(port).map_err(|e| e.to_string())?;
+            let dir = Dir::new("sipp-uas");
+            let sf = dir.path().join("scenario.xml");
+            std::fs::write(&sf, &text).unwrap();
+            let trace = dir.path().join("messages.log");
+            let mut cmd = Command::new("sipp");
+            cmd.arg("-sf")
+                .arg(&sf)
+                .args(["-i", "127.0.0.1", "-p", &port.to_string(), "-t", "u1"])
+                .args(["-m", &calls.to_string(), "-timeout", "50s", "-nostdin"])
+                .args(["-trace_msg", "-message_file"])
+                .arg(&trace)
+                .args(extra)
+                .current_dir(dir.path());
+            let mut proc = Proc::spawn("sipp", &mut cmd, dir.path().join("sipp.out"));
+            let pid = proc.pid();
+            let bound = wait_until(Duration::from_secs(5), || {
+                proc.ended().is_some() || held_by("u", port, pid)
+            });
+            match proc.ended() {
+                Some(Some(SIPP_BIND_FAILED)) => return Err(proc.log()),
+                Some(code) => panic!("SIPp stopped ({code:?}):\n{}", proc.log()),
+                None => {}
+            }
+            assert!(bound, "SIPp did not bind UDP {port}:\n{}", proc.log());
+            assert_udp_only(port);
+            Ok(SippUas {
+                port,
+                proc,
+                trace,
+                _tcp: tcp,
+                _dir: dir,
+            })
+        })
     }
 
     /// A trunk answering each INVITE 180, 200, then taking ACK and BYE
     /// (tests/sipp/uas.xml).
-    pub fn answering(port: u16, calls: u32) -> SippUas {
-        SippUas::start(&root().join("tests/sipp/uas.xml"), &[], port, calls, &[])
+    pub fn answering(calls: u32) -> SippUas {
+        SippUas::start(&root().join("tests/sipp/uas.xml"), &[], calls, &[])
     }
 
     /// A trunk refusing each INVITE with `code` (tests/sipp/uas_fail.xml).
-    pub fn refusing(port: u16, code: u16) -> SippUas {
+    pub fn refusing(code: u16) -> SippUas {
         SippUas::start(
             &root().join("tests/sipp/uas_fail.xml"),
             &[("@CODE@", &code.to_string())],
-            port,
             1,
             &[],
         )
     }
 
     /// A trunk that takes an INVITE and never answers.
-    pub fn silent(port: u16) -> SippUas {
-        SippUas::start(&peer_file("uas_silent.xml"), &[], port, 1, &[])
+    pub fn silent() -> SippUas {
+        SippUas::start(&peer_file("uas_silent.xml"), &[], 1, &[])
     }
 
     /// A trunk answering calls as `answering` does, and OPTIONS, INFO,
     /// NOTIFY and UPDATE with 200 (`-aa`). SIPp counts each as a call.
-    pub fn answering_probes(port: u16) -> SippUas {
-        SippUas::start(
-            &root().join("tests/sipp/uas.xml"),
-            &[],
-            port,
-            10000,
-            &["-aa"],
-        )
+    pub fn answering_probes() -> SippUas {
+        SippUas::start(&root().join("tests/sipp/uas.xml"), &[], 10000, &["-aa"])
     }
 
     /// Everything traced so far.
@@ -791,44 +816,55 @@ pub fn sipp_call(
     transport: Transport,
 ) -> SippCall {
     require("sipp", "sip-tester");
-    let dir = Dir::new("sipp-uac");
     let mut text = std::fs::read_to_string(scenario).unwrap();
     for (k, v) in replace {
         text = text.replace(k, v);
     }
-    let sf = dir.path().join("scenario.xml");
-    std::fs::write(&sf, text).unwrap();
-    let trace = dir.path().join("messages.log");
-    let err = dir.path().join("errors.log");
-    let mut cmd = Command::new("sipp");
-    cmd.arg(format!("127.0.0.1:{to_port}"))
-        .arg("-sf")
-        .arg(&sf)
-        .args(["-s", service, "-key", "caller", caller])
-        .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
-        .args([
-            "-t",
-            if transport == Transport::Tcp {
-                "t1"
-            } else {
-                "u1"
-            },
-        ])
-        .args(["-m", "1", "-timeout", "30s", "-nostdin"])
-        .args(["-trace_msg", "-message_file"])
-        .arg(&trace)
-        .args(["-trace_err", "-error_file"])
-        .arg(&err)
-        .current_dir(dir.path());
-    let mut proc = Proc::spawn("sipp-uac", &mut cmd, dir.path().join("sipp.out"));
-    let exit = proc.wait_exit(Duration::from_secs(40));
-    let read =
-        |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
-    SippCall {
-        exit,
-        received: traced_received(&read(&trace)),
-        errors: read(&err),
-    }
+    on_a_chosen_port("SIPp caller", CHOSEN_PORTS, |port| {
+        // Over TCP SIPp listens at its port; over UDP, TCP there is held
+        // closed (see `common::CHOSEN_PORTS`).
+        let _reserved = match transport {
+            Transport::Tcp => None,
+            Transport::Udp => Some(ClosedTcp::bind(port).map_err(|e| e.to_string())?),
+        };
+        let dir = Dir::new("sipp-uac");
+        let sf = dir.path().join("scenario.xml");
+        std::fs::write(&sf, &text).unwrap();
+        let trace = dir.path().join("messages.log");
+        let err = dir.path().join("errors.log");
+        let mut cmd = Command::new("sipp");
+        cmd.arg(format!("127.0.0.1:{to_port}"))
+            .arg("-sf")
+            .arg(&sf)
+            .args(["-s", service, "-key", "caller", caller])
+            .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-t",
+                if transport == Transport::Tcp {
+                    "t1"
+                } else {
+                    "u1"
+                },
+            ])
+            .args(["-m", "1", "-timeout", "30s", "-nostdin"])
+            .args(["-trace_msg", "-message_file"])
+            .arg(&trace)
+            .args(["-trace_err", "-error_file"])
+            .arg(&err)
+            .current_dir(dir.path());
+        let mut proc = Proc::spawn("sipp-uac", &mut cmd, dir.path().join("sipp.out"));
+        let exit = proc.wait_exit(Duration::from_secs(40));
+        if exit == Some(SIPP_BIND_FAILED) {
+            return Err(proc.log());
+        }
+        let read =
+            |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+        Ok(SippCall {
+            exit,
+            received: traced_received(&read(&trace)),
+            errors: read(&err),
+        })
+    })
 }
 
 // ---------------------------------------------------------------------
