@@ -19,10 +19,29 @@ pub struct Bound {
 }
 
 /// Binds every listener. A TCP listener on port 0 takes the port its UDP
-/// twin got, so that one port serves both, as SIP expects.
+/// twin got, so that one port serves both, as SIP expects: the router
+/// writes one port into its Via and Record-Route. When another socket
+/// holds that port for TCP, every port-0 listener is bound again, on
+/// fresh ports, a few times before giving up.
 pub async fn bind(
     config: &Config,
 ) -> anyhow::Result<(Vec<udp::UdpEndpoint>, Vec<tokio::net::TcpListener>, Bound)> {
+    const TRIES: usize = 16;
+    for _ in 1..TRIES {
+        if let Some(bound) = bind_once(config, false)? {
+            return Ok(bound);
+        }
+    }
+    bind_once(config, true).map(|b| b.expect("a last try always binds or fails"))
+}
+
+/// One try of [`bind`]; `None` when a TCP twin could not get its UDP
+/// port, unless this is the `last` try (it then takes any port).
+#[allow(clippy::type_complexity)]
+fn bind_once(
+    config: &Config,
+    last: bool,
+) -> anyhow::Result<Option<(Vec<udp::UdpEndpoint>, Vec<tokio::net::TcpListener>, Bound)>> {
     let mut udps = Vec::new();
     let mut tcps = Vec::new();
     let mut bound = Bound::default();
@@ -41,18 +60,42 @@ pub async fn bind(
         .filter(|l| l.transport == TransportName::Tcp)
     {
         let mut addr = l.addr;
-        if addr.port() == 0 {
-            if let Some(twin) = bound.udp.iter().find(|u| u.ip() == addr.ip()) {
-                addr.set_port(twin.port());
-            }
+        let twin = (addr.port() == 0)
+            .then(|| bound.udp.iter().find(|u| u.ip() == addr.ip()))
+            .flatten();
+        if let Some(twin) = twin {
+            addr.set_port(twin.port());
         }
         let listener = match tcp::bind(addr) {
             Ok(t) => t,
+            Err(_) if twin.is_some() && !last => return Ok(None),
             Err(_) if l.addr.port() == 0 => tcp::bind(l.addr)?,
             Err(e) => return Err(e).with_context(|| format!("binding tcp {addr}")),
         };
         bound.tcp.push(listener.local_addr()?);
         tcps.push(listener);
     }
-    Ok((udps, tcps, bound))
+    Ok(Some((udps, tcps, bound)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Port 0 for both transports: one port serves both, every time.
+    #[tokio::test]
+    async fn udp_and_tcp_on_port_0_share_one_port() {
+        let config = Config::from_toml(
+            r#"
+[sip]
+listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]
+"#,
+        )
+        .unwrap();
+        for _ in 0..50 {
+            let (_udps, _tcps, bound) = bind(&config).await.unwrap();
+            assert_eq!(bound.udp.len(), 1);
+            assert_eq!(bound.udp[0].port(), bound.tcp[0].port(), "{bound:?}");
+        }
+    }
 }
