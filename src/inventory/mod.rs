@@ -72,6 +72,26 @@ pub struct TenantLocation {
     pub address: Address,
 }
 
+/// What changed between two snapshots: numbers added or replaced (whole
+/// entries, their registered address resolved), numbers removed, tenant
+/// locations added or replaced, and tenant locations removed (tenant, id).
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub numbers: Vec<NumberEntry>,
+    pub removed: Vec<String>,
+    pub locations: Vec<(String, TenantLocation)>,
+    pub removed_locations: Vec<(String, String)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.numbers.is_empty()
+            && self.removed.is_empty()
+            && self.locations.is_empty()
+            && self.removed_locations.is_empty()
+    }
+}
+
 /// An immutable inventory snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {
@@ -110,6 +130,32 @@ impl Inventory {
     /// Adds or replaces a number (building a snapshot).
     pub fn insert(&mut self, entry: NumberEntry) {
         self.numbers.insert(entry.number.clone(), entry);
+    }
+
+    /// A new snapshot: this one with `changes` applied. Numbers and
+    /// locations the changes do not name are shared with this snapshot,
+    /// not copied.
+    pub fn with_changes(&self, changes: &Changes) -> Inventory {
+        let mut next = self.clone();
+        for n in &changes.removed {
+            next.numbers.remove(n);
+        }
+        for e in &changes.numbers {
+            next.numbers.insert(e.number.clone(), e.clone());
+        }
+        for (tenant, id) in &changes.removed_locations {
+            if let Some(ls) = next.locations.get_mut(tenant) {
+                ls.retain(|l| &l.id != id);
+            }
+        }
+        for (tenant, l) in &changes.locations {
+            let ls = next.locations.entry(tenant.clone()).or_default();
+            match ls.iter_mut().find(|x| x.id == l.id) {
+                Some(x) => *x = l.clone(),
+                None => ls.push(l.clone()),
+            }
+        }
+        next
     }
 
     /// Adds a tenant-defined location (building a snapshot).
@@ -276,5 +322,70 @@ mod tests {
         assert_eq!(caller_number(&m, None).as_deref(), Some("+13035550117"));
         let m = msg("From: <sip:anonymous@anonymous.invalid>;tag=1\r\n");
         assert_eq!(caller_number(&m, Some("1")), None);
+    }
+
+    fn entry(number: &str, tenant: &str, city: Option<&str>) -> NumberEntry {
+        NumberEntry {
+            number: number.into(),
+            tenant: tenant.into(),
+            country: "US".into(),
+            common_area_phone: false,
+            capabilities: Capabilities::default(),
+            location_id: None,
+            registered: city.map(|c| {
+                let mut civic = CivicAddress::new();
+                civic.push("country", "US");
+                civic.push("A3", c);
+                Address { civic, point: None }
+            }),
+        }
+    }
+
+    fn city(inv: &Inventory, number: &str) -> Option<String> {
+        let a = inv.get(number)?.registered.as_ref()?;
+        a.civic.get("A3").map(str::to_string)
+    }
+
+    #[test]
+    fn changes_make_a_new_snapshot_and_leave_the_old_one_whole() {
+        let mut old = Inventory::empty();
+        old.insert(entry("+12125550100", "acme", Some("New York")));
+        old.insert(entry("+12125550101", "acme", Some("New York")));
+        old.insert(entry("+12125550102", "acme", None));
+        let hq = TenantLocation {
+            id: "hq".into(),
+            address: entry("+1", "acme", Some("Denver")).registered.unwrap(),
+        };
+        old.add_location("acme", hq.clone());
+        let changes = Changes {
+            numbers: vec![
+                entry("+12125550100", "acme", Some("Boston")),
+                entry("+12125550199", "beta", Some("Miami")),
+            ],
+            removed: vec!["+12125550101".into(), "+19995550000".into()],
+            locations: vec![(
+                "beta".into(),
+                TenantLocation {
+                    id: "b1".into(),
+                    ..hq.clone()
+                },
+            )],
+            removed_locations: vec![("acme".into(), "hq".into())],
+        };
+        assert!(!changes.is_empty());
+        let new = old.with_changes(&changes);
+        assert_eq!(city(&new, "+12125550100").as_deref(), Some("Boston"));
+        assert_eq!(city(&new, "+12125550199").as_deref(), Some("Miami"));
+        assert!(new.get("+12125550101").is_none());
+        assert!(new.get("+12125550102").is_some(), "untouched");
+        assert_eq!(new.len(), 3);
+        assert!(new.tenant_locations("acme").is_empty());
+        assert_eq!(new.tenant_locations("beta")[0].id, "b1");
+        // Calls routed on the old snapshot still see it as it was.
+        assert_eq!(city(&old, "+12125550100").as_deref(), Some("New York"));
+        assert!(old.get("+12125550101").is_some());
+        assert_eq!(old.len(), 3);
+        assert_eq!(old.tenant_locations("acme").len(), 1);
+        assert!(Changes::default().is_empty());
     }
 }
