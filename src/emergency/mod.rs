@@ -31,7 +31,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Config, TrunkKind};
-use crate::inventory::{self, Address, Inventory, NumberEntry, SharedInventory};
+use crate::inventory::{self, Address, Inventory, NumberEntry, SharedInventory, TenantLocation};
 use crate::pidf;
 use crate::proxy::{Augment, Decision, LocationRecord, RouteContext, RouteDetails, Router};
 use crate::sip::{HeaderName, Message, NameAddr};
@@ -100,7 +100,9 @@ pub struct Evaluation<'a> {
     pub detected: Option<Detected>,
     /// The caller's number in E.164 form.
     pub caller: Option<String>,
-    pub entry: Option<&'a NumberEntry>,
+    pub entry: Option<NumberEntry>,
+    /// The locations the caller's tenant defined.
+    pub tenant_locations: &'a [TenantLocation],
     pub country: Option<String>,
     pub country_source: CountrySource,
     /// The location sent with the call (`none` when the request was not
@@ -112,7 +114,7 @@ pub struct Evaluation<'a> {
 
 impl Evaluation<'_> {
     fn registered(&self) -> Option<&Address> {
-        self.entry.and_then(|e| e.registered.as_ref())
+        self.entry.as_ref().and_then(|e| e.registered.as_ref())
     }
 
     /// The location shown and recorded: the dynamic one when usable, else
@@ -417,6 +419,7 @@ impl EmergencyRouter {
             detected: None,
             caller: None,
             entry: None,
+            tenant_locations: &[],
             country: None,
             country_source: CountrySource::Unknown,
             dynamic: Location::none(),
@@ -442,7 +445,7 @@ impl EmergencyRouter {
             .and_then(|r| r.calling_code.as_deref());
         ev.caller = inventory::caller_number(req, trunk_code);
         ev.entry = ev.caller.as_deref().and_then(|n| inventory.get(n));
-        (ev.country, ev.country_source) = if let Some(e) = ev.entry {
+        (ev.country, ev.country_source) = if let Some(e) = &ev.entry {
             (Some(e.country.clone()), CountrySource::Inventory)
         } else if let Some(c) = trunk_country {
             (Some(c.to_string()), CountrySource::Trunk)
@@ -471,13 +474,14 @@ impl EmergencyRouter {
             areas: &self.areas,
             psap_trunks: &self.psap_trunks,
         };
-        let tenant_locations = ev
+        ev.tenant_locations = ev
             .entry
+            .as_ref()
             .map_or(&[][..], |e| inventory.tenant_locations(&e.tenant));
         let facts = CallFacts {
             kind: detected.kind,
-            entry: ev.entry,
-            tenant_locations,
+            entry: ev.entry.as_ref(),
+            tenant_locations: ev.tenant_locations,
             location: &ev.dynamic,
         };
         ev.decision = Some(rules::decide(&facts, &ctx));
@@ -623,7 +627,7 @@ impl EmergencyRouter {
         let shown_registered = (!ev.dynamic.is_usable())
             .then(|| registered.cloned())
             .flatten();
-        let tenant = ev.entry.map(|e| e.tenant.clone());
+        let tenant = ev.entry.as_ref().map(|e| e.tenant.clone());
         let Evaluation {
             detected,
             caller,

@@ -399,12 +399,7 @@ mod tests {
         }
         let text = format!("{head}{fine}+12125550142\tacme\tUS\t{a1}\t{at}\t{at}\t{at}\t\n");
         let inv = Inventory::parse(&text, Format::Tsv).unwrap();
-        let a = inv
-            .get("+12125550142")
-            .unwrap()
-            .registered
-            .as_ref()
-            .unwrap();
+        let a = inv.get("+12125550142").unwrap().registered.unwrap();
         assert_eq!(a.civic.get("RD"), Some(at.as_str()));
         // CSV the same.
         let csv = format!("number,country,reg_A3,reg_RD\n+12125550142,US,Denver,{over}\n");

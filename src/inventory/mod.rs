@@ -11,6 +11,7 @@
 
 pub mod limits;
 pub mod load;
+mod packed;
 pub(crate) mod row;
 
 use std::collections::HashMap;
@@ -92,11 +93,51 @@ impl Changes {
     }
 }
 
-/// An immutable inventory snapshot.
-#[derive(Debug, Clone, Default)]
+/// Encoded tenant location addresses, by interned tenant and location id.
+type LocationCodes = HashMap<(u32, u32), Arc<[u8]>>;
+
+/// An immutable inventory snapshot, held compactly (see [`packed`]):
+/// cloning one, or making one from another and a few changes, copies
+/// almost nothing.
+#[derive(Clone)]
 pub struct Inventory {
-    numbers: HashMap<String, NumberEntry>,
-    locations: HashMap<String, Vec<TenantLocation>>,
+    shards: Vec<Arc<packed::Shard>>,
+    names: Arc<packed::Names>,
+    /// Numbers the compact form cannot hold as they are (not E.164, or a
+    /// country code that is not two letters): kept whole.
+    odd: Arc<HashMap<String, NumberEntry>>,
+    locations: Arc<HashMap<String, Vec<TenantLocation>>>,
+    /// The encoded address of each tenant location, shared by the numbers
+    /// whose address is their location's.
+    location_codes: Arc<LocationCodes>,
+    len: usize,
+    /// The last address encoded while building: numbers written one after
+    /// the other with the same address share it.
+    last_address: Option<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory")
+            .field("numbers", &self.len)
+            .field("tenants_with_locations", &self.locations.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Inventory {
+    fn default() -> Inventory {
+        let empty = Arc::new(packed::Shard::default());
+        Inventory {
+            shards: vec![empty; packed::SHARDS],
+            names: Default::default(),
+            odd: Default::default(),
+            locations: Default::default(),
+            location_codes: Default::default(),
+            len: 0,
+            last_address: None,
+        }
+    }
 }
 
 impl Inventory {
@@ -104,9 +145,15 @@ impl Inventory {
         Inventory::default()
     }
 
-    /// The entry of an E.164 number.
-    pub fn get(&self, number: &str) -> Option<&NumberEntry> {
-        self.numbers.get(number)
+    /// The entry of an E.164 number, unpacked.
+    pub fn get(&self, number: &str) -> Option<NumberEntry> {
+        match packed::key_of(number) {
+            Some(key) => self.shards[packed::shard_of(key)]
+                .get(&key)
+                .map(|slot| self.unpack(key, slot)),
+            None => self.odd.get(number).cloned(),
+        }
+        .or_else(|| self.odd.get(number).cloned())
     }
 
     /// The locations a tenant defined.
@@ -115,55 +162,204 @@ impl Inventory {
     }
 
     pub fn len(&self) -> usize {
-        self.numbers.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.numbers.is_empty()
+        self.len == 0
     }
 
-    /// Every number, in no particular order.
-    pub fn numbers(&self) -> impl Iterator<Item = &NumberEntry> {
-        self.numbers.values()
+    /// Every number, unpacked, in no particular order.
+    pub fn numbers(&self) -> impl Iterator<Item = NumberEntry> + '_ {
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(&key, slot)| self.unpack(key, slot)))
+            .chain(self.odd.values().cloned())
     }
 
     /// Adds or replaces a number (building a snapshot).
     pub fn insert(&mut self, entry: NumberEntry) {
-        self.numbers.insert(entry.number.clone(), entry);
+        let key = packed::key_of(&entry.number);
+        let country = match entry.country.as_bytes() {
+            &[a, b] => Some([a, b]),
+            _ => None,
+        };
+        let (Some(key), Some(country)) = (key, country) else {
+            self.remove(&entry.number);
+            Arc::make_mut(&mut self.odd).insert(entry.number.clone(), entry);
+            self.len += 1;
+            return;
+        };
+        let slot = self.pack(&entry, country);
+        if self.odd.contains_key(&entry.number) {
+            Arc::make_mut(&mut self.odd).remove(&entry.number);
+            self.len -= 1;
+        }
+        let shard = Arc::make_mut(&mut self.shards[packed::shard_of(key)]);
+        if shard.insert(key, slot).is_none() {
+            self.len += 1;
+        }
     }
 
-    /// A new snapshot: this one with `changes` applied. Numbers and
-    /// locations the changes do not name are shared with this snapshot,
-    /// not copied.
+    /// Removes a number; whether it was there.
+    fn remove(&mut self, number: &str) -> bool {
+        let removed = match packed::key_of(number) {
+            Some(key) => {
+                let i = packed::shard_of(key);
+                self.shards[i].contains_key(&key)
+                    && Arc::make_mut(&mut self.shards[i]).remove(&key).is_some()
+            }
+            None => false,
+        } || (self.odd.contains_key(number)
+            && Arc::make_mut(&mut self.odd).remove(number).is_some());
+        if removed {
+            self.len -= 1;
+        }
+        removed
+    }
+
+    /// A new snapshot: this one with `changes` applied. Only the shards
+    /// holding the numbers the changes name are copied; the rest are
+    /// shared with this snapshot, which stays as it was.
     pub fn with_changes(&self, changes: &Changes) -> Inventory {
         let mut next = self.clone();
+        next.last_address = None;
+        if !changes.removed_locations.is_empty() || !changes.locations.is_empty() {
+            let locations = Arc::make_mut(&mut next.locations);
+            for (tenant, id) in &changes.removed_locations {
+                if let Some(ls) = locations.get_mut(tenant) {
+                    ls.retain(|l| &l.id != id);
+                }
+            }
+            for (tenant, l) in &changes.locations {
+                let ls = locations.entry(tenant.clone()).or_default();
+                match ls.iter_mut().find(|x| x.id == l.id) {
+                    Some(x) => *x = l.clone(),
+                    None => ls.push(l.clone()),
+                }
+            }
+            // Encoded again when next asked for.
+            let codes = Arc::make_mut(&mut next.location_codes);
+            let names = &next.names;
+            let changed = |tenant: &str, id: &str| names.find(tenant).zip(names.find(id));
+            for key in changes
+                .removed_locations
+                .iter()
+                .map(|(t, id)| (t.as_str(), id.as_str()))
+                .chain(
+                    changes
+                        .locations
+                        .iter()
+                        .map(|(t, l)| (t.as_str(), l.id.as_str())),
+                )
+                .filter_map(|(t, id)| changed(t, id))
+            {
+                codes.remove(&key);
+            }
+        }
         for n in &changes.removed {
-            next.numbers.remove(n);
+            next.remove(n);
         }
         for e in &changes.numbers {
-            next.numbers.insert(e.number.clone(), e.clone());
+            next.insert(e.clone());
         }
-        for (tenant, id) in &changes.removed_locations {
-            if let Some(ls) = next.locations.get_mut(tenant) {
-                ls.retain(|l| &l.id != id);
-            }
-        }
-        for (tenant, l) in &changes.locations {
-            let ls = next.locations.entry(tenant.clone()).or_default();
-            match ls.iter_mut().find(|x| x.id == l.id) {
-                Some(x) => *x = l.clone(),
-                None => ls.push(l.clone()),
-            }
-        }
+        next.last_address = None;
         next
     }
 
     /// Adds a tenant-defined location (building a snapshot).
     pub fn add_location(&mut self, tenant: &str, location: TenantLocation) {
-        self.locations
+        Arc::make_mut(&mut self.locations)
             .entry(tenant.to_string())
             .or_default()
             .push(location);
+    }
+
+    /// An entry in its compact form (interning its names).
+    fn pack(&mut self, e: &NumberEntry, country: [u8; 2]) -> packed::Slot {
+        let tenant = self.intern(&e.tenant);
+        let location = e
+            .location_id
+            .as_deref()
+            .map_or(packed::NONE, |id| self.intern(id));
+        let address = e
+            .registered
+            .as_ref()
+            .map(|a| self.encode(a, &e.tenant, tenant, location));
+        let c = e.capabilities;
+        let flags = [
+            (e.common_area_phone, packed::COMMON_AREA_PHONE),
+            (c.set_address, packed::SET_ADDRESS),
+            (c.change_address, packed::CHANGE_ADDRESS),
+            (c.delete_address, packed::DELETE_ADDRESS),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |f, (_, bit)| f | bit);
+        packed::Slot {
+            tenant,
+            location,
+            address,
+            country,
+            flags,
+        }
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        match self.names.find(name) {
+            Some(i) => i,
+            None => Arc::make_mut(&mut self.names).intern(name),
+        }
+    }
+
+    /// `a` encoded: shared with the number's tenant location when it is
+    /// that location's address, and with the number written last when it
+    /// is the same.
+    fn encode(&mut self, a: &Address, tenant_name: &str, tenant: u32, location: u32) -> Arc<[u8]> {
+        if location != packed::NONE {
+            if let Some(code) = self.location_codes.get(&(tenant, location)) {
+                if packed::decode_address(code).as_ref() == Some(a) {
+                    return code.clone();
+                }
+            }
+            let id = self.names.get(location).to_string();
+            let own = self
+                .tenant_locations(tenant_name)
+                .iter()
+                .find(|l| l.id == id)
+                .is_some_and(|l| &l.address == a);
+            if own {
+                let code = packed::encode_address(a);
+                Arc::make_mut(&mut self.location_codes).insert((tenant, location), code.clone());
+                return code;
+            }
+        }
+        let code = packed::encode_address(a);
+        match &self.last_address {
+            Some(last) if **last == *code => last.clone(),
+            _ => {
+                self.last_address = Some(code.clone());
+                code
+            }
+        }
+    }
+
+    fn unpack(&self, key: u64, slot: &packed::Slot) -> NumberEntry {
+        let f = |bit| slot.flags & bit != 0;
+        NumberEntry {
+            number: format!("+{key}"),
+            tenant: self.names.get(slot.tenant).to_string(),
+            country: String::from_utf8_lossy(&slot.country).into_owned(),
+            common_area_phone: f(packed::COMMON_AREA_PHONE),
+            capabilities: Capabilities {
+                set_address: f(packed::SET_ADDRESS),
+                change_address: f(packed::CHANGE_ADDRESS),
+                delete_address: f(packed::DELETE_ADDRESS),
+            },
+            location_id: (slot.location != packed::NONE)
+                .then(|| self.names.get(slot.location).to_string()),
+            registered: slot.address.as_deref().and_then(packed::decode_address),
+        }
     }
 }
 
@@ -342,7 +538,7 @@ mod tests {
     }
 
     fn city(inv: &Inventory, number: &str) -> Option<String> {
-        let a = inv.get(number)?.registered.as_ref()?;
+        let a = inv.get(number)?.registered?;
         a.civic.get("A3").map(str::to_string)
     }
 
@@ -387,5 +583,137 @@ mod tests {
         assert_eq!(old.len(), 3);
         assert_eq!(old.tenant_locations("acme").len(), 1);
         assert!(Changes::default().is_empty());
+    }
+
+    #[test]
+    fn entries_come_back_as_they_went_in() {
+        let mut civic = CivicAddress::new();
+        civic.set_lang(Some("de".into()));
+        civic.push("country", "DE");
+        civic.push("A3", "München");
+        civic.push("cae:XYZ", "ext value");
+        civic.push("{urn:example}Other", "");
+        civic.push("HNO", "12");
+        let a = Address {
+            civic,
+            point: Some((48.137, 11.575)),
+        };
+        let whole = NumberEntry {
+            number: "+498912345678".into(),
+            tenant: "münchen-gmbh".into(),
+            country: "DE".into(),
+            common_area_phone: true,
+            capabilities: Capabilities {
+                set_address: true,
+                change_address: false,
+                delete_address: true,
+            },
+            location_id: Some("hq".into()),
+            registered: Some(a.clone()),
+        };
+        // Not E.164, or a country that is not two letters: kept whole.
+        let odd = NumberEntry {
+            number: "12345".into(),
+            ..whole.clone()
+        };
+        let odd_country = NumberEntry {
+            number: "+498912345679".into(),
+            country: "DEU".into(),
+            ..whole.clone()
+        };
+        let mut inv = Inventory::empty();
+        for e in [&whole, &odd, &odd_country] {
+            inv.insert(e.clone());
+        }
+        assert_eq!(inv.len(), 3);
+        for e in [&whole, &odd, &odd_country] {
+            assert_eq!(inv.get(&e.number).as_ref(), Some(e));
+        }
+        assert_eq!(inv.get("+498912345678").unwrap().registered, Some(a));
+        let mut all: Vec<NumberEntry> = inv.numbers().collect();
+        all.sort_by(|x, y| x.number.cmp(&y.number));
+        assert_eq!(all, [whole.clone(), odd_country.clone(), odd.clone()]);
+        // A number moving between the two forms is counted once.
+        inv.insert(NumberEntry {
+            country: "DE".into(),
+            ..odd_country.clone()
+        });
+        assert_eq!(inv.len(), 3);
+        inv.insert(odd_country.clone());
+        assert_eq!(inv.len(), 3);
+        assert_eq!(inv.get("+498912345679").as_ref(), Some(&odd_country));
+        let gone = inv.with_changes(&Changes {
+            removed: vec![odd.number.clone(), odd_country.number.clone()],
+            ..Changes::default()
+        });
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone.numbers().count(), 1);
+        assert_eq!(inv.len(), 3);
+    }
+
+    #[test]
+    fn numbers_at_their_locations_address_share_it_and_keep_their_own() {
+        let mut inv = Inventory::empty();
+        let hq = entry("+1", "acme", Some("Denver")).registered.unwrap();
+        inv.add_location(
+            "acme",
+            TenantLocation {
+                id: "hq".into(),
+                address: hq.clone(),
+            },
+        );
+        let at_hq = |n: &str, a: Option<&str>| NumberEntry {
+            location_id: Some("hq".into()),
+            ..entry(n, "acme", a)
+        };
+        inv.insert(at_hq("+13035550100", Some("Denver")));
+        inv.insert(at_hq("+13035550101", Some("Denver")));
+        inv.insert(at_hq("+13035550102", Some("Aurora")));
+        let slot = |inv: &Inventory, n: &str| {
+            let key = packed::key_of(n).unwrap();
+            inv.shards[packed::shard_of(key)][&key]
+                .address
+                .clone()
+                .unwrap()
+        };
+        assert!(Arc::ptr_eq(
+            &slot(&inv, "+13035550100"),
+            &slot(&inv, "+13035550101")
+        ));
+        assert_eq!(city(&inv, "+13035550102").as_deref(), Some("Aurora"));
+        // The location moves: a number keeps the address it was given until
+        // a change names it (the database resolves which numbers follow).
+        let moved = TenantLocation {
+            id: "hq".into(),
+            address: entry("+1", "acme", Some("Boulder")).registered.unwrap(),
+        };
+        let next = inv.with_changes(&Changes {
+            locations: vec![("acme".into(), moved.clone())],
+            numbers: vec![at_hq("+13035550100", Some("Boulder"))],
+            ..Changes::default()
+        });
+        assert_eq!(city(&next, "+13035550100").as_deref(), Some("Boulder"));
+        assert_eq!(city(&next, "+13035550101").as_deref(), Some("Denver"));
+        assert_eq!(next.tenant_locations("acme")[0], moved);
+        assert_eq!(city(&inv, "+13035550100").as_deref(), Some("Denver"));
+    }
+
+    #[test]
+    fn only_e164_numbers_have_a_compact_key() {
+        assert_eq!(packed::key_of("+12125550142"), Some(12_125_550_142));
+        assert_eq!(
+            packed::key_of("+999999999999999"),
+            Some(999_999_999_999_999)
+        );
+        for bad in [
+            "",
+            "+",
+            "+0123",
+            "12125550142",
+            "+1212555014x",
+            "+1234567890123456",
+        ] {
+            assert_eq!(packed::key_of(bad), None, "{bad}");
+        }
     }
 }

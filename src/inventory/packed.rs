@@ -1,0 +1,197 @@
+//! How a snapshot holds millions of numbers: compact entries in shards that
+//! snapshots share.
+//!
+//! - A number is its E.164 digits as an integer (the `+` and the length
+//!   follow from it: E.164 numbers never start with 0).
+//! - Tenant names and location ids are interned: an entry holds their
+//!   index.
+//! - A registered address is encoded into one byte string
+//!   ([`encode_address`]); the numbers whose address is their tenant
+//!   location's share its encoding, and numbers written one after the
+//!   other with the same address share one.
+//! - The entries are spread over [`SHARDS`] hash tables by number. A
+//!   snapshot made from the last one and a few changes copies only the
+//!   shards the changes touch; every other shard is shared, so a change
+//!   costs microseconds and no memory beyond its shards, and calls routed
+//!   on the last snapshot keep it whole.
+//!
+//! Why not a bounded cache with the database behind it: a call must never
+//! wait on the database, and a cache miss would be exactly that.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::pidf::{CivicAddress, RFC5139_ELEMENTS};
+
+use super::Address;
+
+/// Shards per snapshot: a change copies one, about 1/4096 of the numbers.
+pub(super) const SHARDS: usize = 4096;
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// One number, packed.
+#[derive(Debug, Clone)]
+pub(super) struct Slot {
+    pub(super) tenant: u32,
+    /// Interned location id; [`NONE`] when the number has none.
+    pub(super) location: u32,
+    /// Its registered address, encoded; shared with its location's when
+    /// it is that address.
+    pub(super) address: Option<Arc<[u8]>>,
+    pub(super) country: [u8; 2],
+    pub(super) flags: u8,
+}
+
+pub(super) const NONE: u32 = u32::MAX;
+
+pub(super) const COMMON_AREA_PHONE: u8 = 1;
+pub(super) const SET_ADDRESS: u8 = 2;
+pub(super) const CHANGE_ADDRESS: u8 = 4;
+pub(super) const DELETE_ADDRESS: u8 = 8;
+
+/// A shard: numbers by their E.164 integer.
+pub(super) type Shard = Map<u64, Slot>;
+
+/// The shard of a number.
+pub(super) fn shard_of(key: u64) -> usize {
+    (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+/// The integer of an E.164 number (`+` and 1 to 15 digits, the first not
+/// 0); `None` for anything else.
+pub(super) fn key_of(number: &str) -> Option<u64> {
+    let digits = number.strip_prefix('+')?;
+    if digits.is_empty()
+        || digits.len() > 15
+        || digits.starts_with('0')
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Interned names (tenants, location ids), shared between snapshots and
+/// copied only when a change brings a new one.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Names {
+    names: Vec<Arc<str>>,
+    index: Map<Arc<str>, u32>,
+}
+
+impl Names {
+    pub(super) fn get(&self, i: u32) -> &str {
+        self.names.get(i as usize).map_or("", |s| s)
+    }
+
+    pub(super) fn find(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
+    pub(super) fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = u32::try_from(self.names.len()).unwrap_or(NONE - 1);
+        let name: Arc<str> = name.into();
+        self.names.push(name.clone());
+        self.index.insert(name, i);
+        i
+    }
+}
+
+/// An address as one byte string: a flags byte (1: a point follows, 2: a
+/// language follows), the point as two little-endian `f64`, the language
+/// (a length byte and its bytes), then each field: a byte that is the
+/// RFC 5139 element's index, or 0xff, a 2-byte length and the key for any
+/// other key; then a 2-byte length and the value. About a third of the
+/// memory of the parsed address, in one allocation.
+pub(super) fn encode_address(a: &Address) -> Arc<[u8]> {
+    let mut out = Vec::with_capacity(64);
+    let lang = a.civic.lang().filter(|l| l.len() <= 255);
+    out.push(u8::from(a.point.is_some()) | (u8::from(lang.is_some()) << 1));
+    if let Some((lat, lon)) = a.point {
+        out.extend_from_slice(&lat.to_le_bytes());
+        out.extend_from_slice(&lon.to_le_bytes());
+    }
+    if let Some(l) = lang {
+        out.push(l.len() as u8);
+        out.extend_from_slice(l.as_bytes());
+    }
+    for (k, v) in a.civic.iter() {
+        match RFC5139_ELEMENTS.iter().position(|e| *e == k) {
+            Some(i) => out.push(i as u8),
+            None => {
+                out.push(OTHER_KEY);
+                push_text(&mut out, k);
+            }
+        }
+        push_text(&mut out, v);
+    }
+    out.into()
+}
+
+/// The marker of a key that is no RFC 5139 element.
+const OTHER_KEY: u8 = 0xff;
+
+/// A 2-byte length and the text (cut, on a character boundary, at 65,535
+/// bytes; addresses in the inventory are held to 1,024).
+fn push_text(out: &mut Vec<u8>, s: &str) {
+    let mut n = s.len().min(u16::MAX as usize);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    out.extend_from_slice(&(n as u16).to_le_bytes());
+    out.extend_from_slice(&s.as_bytes()[..n]);
+}
+
+/// The address [`encode_address`] wrote.
+pub(super) fn decode_address(b: &[u8]) -> Option<Address> {
+    let mut r = Reader(b);
+    let flags = r.byte()?;
+    let point = if flags & 1 != 0 {
+        let lat = f64::from_le_bytes(r.take(8)?.try_into().ok()?);
+        let lon = f64::from_le_bytes(r.take(8)?.try_into().ok()?);
+        Some((lat, lon))
+    } else {
+        None
+    };
+    let mut civic = CivicAddress::new();
+    if flags & 2 != 0 {
+        let n = r.byte()? as usize;
+        civic.set_lang(Some(std::str::from_utf8(r.take(n)?).ok()?.to_string()));
+    }
+    while !r.0.is_empty() {
+        let key = match r.byte()? {
+            OTHER_KEY => r.text()?,
+            i => RFC5139_ELEMENTS.get(usize::from(i))?,
+        };
+        civic.push(key, r.text()?);
+    }
+    Some(Address { civic, point })
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(a)
+    }
+
+    fn text(&mut self) -> Option<&'a str> {
+        let n = u16::from_le_bytes(self.take(2)?.try_into().ok()?) as usize;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+}
