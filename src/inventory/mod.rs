@@ -94,7 +94,7 @@ impl Changes {
 }
 
 /// Encoded tenant location addresses, by interned tenant and location id.
-type LocationCodes = HashMap<(u32, u32), Arc<[u8]>>;
+type LocationCodes = HashMap<(u32, u32), u32>;
 
 /// An immutable inventory snapshot, held compactly (see [`packed`]):
 /// cloning one, or making one from another and a few changes, copies
@@ -107,13 +107,13 @@ pub struct Inventory {
     /// country code that is not two letters): kept whole.
     odd: Arc<HashMap<String, NumberEntry>>,
     locations: Arc<HashMap<String, Vec<TenantLocation>>>,
-    /// The encoded address of each tenant location, shared by the numbers
-    /// whose address is their location's.
+    /// Encoded addresses many numbers share: their tenant locations'.
+    /// Only ever added to, so that a number keeps the address it was
+    /// given when its location moves.
+    shared: Arc<Vec<Arc<[u8]>>>,
+    /// Each tenant location's current entry in `shared`.
     location_codes: Arc<LocationCodes>,
     len: usize,
-    /// The last address encoded while building: numbers written one after
-    /// the other with the same address share it.
-    last_address: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for Inventory {
@@ -133,9 +133,9 @@ impl Default for Inventory {
             names: Default::default(),
             odd: Default::default(),
             locations: Default::default(),
+            shared: Default::default(),
             location_codes: Default::default(),
             len: 0,
-            last_address: None,
         }
     }
 }
@@ -148,9 +148,10 @@ impl Inventory {
     /// The entry of an E.164 number, unpacked.
     pub fn get(&self, number: &str) -> Option<NumberEntry> {
         match packed::key_of(number) {
-            Some(key) => self.shards[packed::shard_of(key)]
-                .get(&key)
-                .map(|slot| self.unpack(key, slot)),
+            Some(key) => {
+                let shard = &self.shards[packed::shard_of(key)];
+                shard.get(key).map(|slot| self.unpack(shard, key, slot))
+            }
             None => self.odd.get(number).cloned(),
         }
         .or_else(|| self.odd.get(number).cloned())
@@ -173,7 +174,7 @@ impl Inventory {
     pub fn numbers(&self) -> impl Iterator<Item = NumberEntry> + '_ {
         self.shards
             .iter()
-            .flat_map(|s| s.iter().map(|(&key, slot)| self.unpack(key, slot)))
+            .flat_map(|s| s.iter().map(|(key, slot)| self.unpack(s, key, slot)))
             .chain(self.odd.values().cloned())
     }
 
@@ -190,13 +191,13 @@ impl Inventory {
             self.len += 1;
             return;
         };
-        let slot = self.pack(&entry, country);
+        let (slot, own) = self.pack(&entry, country);
         if self.odd.contains_key(&entry.number) {
             Arc::make_mut(&mut self.odd).remove(&entry.number);
             self.len -= 1;
         }
         let shard = Arc::make_mut(&mut self.shards[packed::shard_of(key)]);
-        if shard.insert(key, slot).is_none() {
+        if shard.insert(key, slot, own.as_deref()) {
             self.len += 1;
         }
     }
@@ -206,8 +207,7 @@ impl Inventory {
         let removed = match packed::key_of(number) {
             Some(key) => {
                 let i = packed::shard_of(key);
-                self.shards[i].contains_key(&key)
-                    && Arc::make_mut(&mut self.shards[i]).remove(&key).is_some()
+                self.shards[i].contains(key) && Arc::make_mut(&mut self.shards[i]).remove(key)
             }
             None => false,
         } || (self.odd.contains_key(number)
@@ -223,7 +223,6 @@ impl Inventory {
     /// shared with this snapshot, which stays as it was.
     pub fn with_changes(&self, changes: &Changes) -> Inventory {
         let mut next = self.clone();
-        next.last_address = None;
         if !changes.removed_locations.is_empty() || !changes.locations.is_empty() {
             let locations = Arc::make_mut(&mut next.locations);
             for (tenant, id) in &changes.removed_locations {
@@ -238,24 +237,6 @@ impl Inventory {
                     None => ls.push(l.clone()),
                 }
             }
-            // Encoded again when next asked for.
-            let codes = Arc::make_mut(&mut next.location_codes);
-            let names = &next.names;
-            let changed = |tenant: &str, id: &str| names.find(tenant).zip(names.find(id));
-            for key in changes
-                .removed_locations
-                .iter()
-                .map(|(t, id)| (t.as_str(), id.as_str()))
-                .chain(
-                    changes
-                        .locations
-                        .iter()
-                        .map(|(t, l)| (t.as_str(), l.id.as_str())),
-                )
-                .filter_map(|(t, id)| changed(t, id))
-            {
-                codes.remove(&key);
-            }
         }
         for n in &changes.removed {
             next.remove(n);
@@ -263,7 +244,6 @@ impl Inventory {
         for e in &changes.numbers {
             next.insert(e.clone());
         }
-        next.last_address = None;
         next
     }
 
@@ -275,17 +255,25 @@ impl Inventory {
             .push(location);
     }
 
-    /// An entry in its compact form (interning its names).
-    fn pack(&mut self, e: &NumberEntry, country: [u8; 2]) -> packed::Slot {
+    /// An entry in its compact form (interning its names), and its own
+    /// encoded address when it does not share one.
+    fn pack(&mut self, e: &NumberEntry, country: [u8; 2]) -> (packed::Slot, Option<Vec<u8>>) {
         let tenant = self.intern(&e.tenant);
         let location = e
             .location_id
             .as_deref()
             .map_or(packed::NONE, |id| self.intern(id));
-        let address = e
-            .registered
-            .as_ref()
-            .map(|a| self.encode(a, &e.tenant, tenant, location));
+        let mut own = None;
+        let address = match &e.registered {
+            None => packed::NONE,
+            Some(a) => match self.shared_code(a, &e.tenant, tenant, location) {
+                Some(i) => i | packed::SHARED,
+                None => {
+                    own = Some(packed::encode_address(a));
+                    packed::NONE
+                }
+            },
+        };
         let c = e.capabilities;
         let flags = [
             (e.common_area_phone, packed::COMMON_AREA_PHONE),
@@ -296,13 +284,14 @@ impl Inventory {
         .iter()
         .filter(|(on, _)| *on)
         .fold(0, |f, (_, bit)| f | bit);
-        packed::Slot {
+        let slot = packed::Slot {
             tenant,
             location,
             address,
             country,
             flags,
-        }
+        };
+        (slot, own)
     }
 
     fn intern(&mut self, name: &str) -> u32 {
@@ -312,40 +301,54 @@ impl Inventory {
         }
     }
 
-    /// `a` encoded: shared with the number's tenant location when it is
-    /// that location's address, and with the number written last when it
-    /// is the same.
-    fn encode(&mut self, a: &Address, tenant_name: &str, tenant: u32, location: u32) -> Arc<[u8]> {
-        if location != packed::NONE {
-            if let Some(code) = self.location_codes.get(&(tenant, location)) {
-                if packed::decode_address(code).as_ref() == Some(a) {
-                    return code.clone();
-                }
-            }
-            let id = self.names.get(location).to_string();
-            let own = self
-                .tenant_locations(tenant_name)
-                .iter()
-                .find(|l| l.id == id)
-                .is_some_and(|l| &l.address == a);
-            if own {
-                let code = packed::encode_address(a);
-                Arc::make_mut(&mut self.location_codes).insert((tenant, location), code.clone());
-                return code;
+    /// The shared entry of `a` when it is the address of the number's
+    /// tenant location (written to the shared addresses the first time).
+    fn shared_code(
+        &mut self,
+        a: &Address,
+        tenant_name: &str,
+        tenant: u32,
+        location: u32,
+    ) -> Option<u32> {
+        if location == packed::NONE {
+            return None;
+        }
+        if let Some(&i) = self.location_codes.get(&(tenant, location)) {
+            let same = self
+                .shared
+                .get(i as usize)
+                .and_then(|code| packed::decode_address(code))
+                .is_some_and(|known| &known == a);
+            if same {
+                return Some(i);
             }
         }
-        let code = packed::encode_address(a);
-        match &self.last_address {
-            Some(last) if **last == *code => last.clone(),
-            _ => {
-                self.last_address = Some(code.clone());
-                code
-            }
+        let id = self.names.get(location);
+        let at_location = self
+            .tenant_locations(tenant_name)
+            .iter()
+            .any(|l| l.id == id && &l.address == a);
+        if !at_location {
+            return None;
         }
+        let i = u32::try_from(self.shared.len())
+            .ok()
+            .filter(|i| i & packed::SHARED == 0)?;
+        Arc::make_mut(&mut self.shared).push(packed::encode_address(a).into());
+        Arc::make_mut(&mut self.location_codes).insert((tenant, location), i);
+        Some(i)
     }
 
-    fn unpack(&self, key: u64, slot: &packed::Slot) -> NumberEntry {
+    fn unpack(&self, shard: &packed::Shard, key: u64, slot: &packed::Slot) -> NumberEntry {
         let f = |bit| slot.flags & bit != 0;
+        let code = match slot.address {
+            packed::NONE => None,
+            i if i & packed::SHARED != 0 => self
+                .shared
+                .get((i & !packed::SHARED) as usize)
+                .map(|c| &c[..]),
+            offset => shard.own_address(offset),
+        };
         NumberEntry {
             number: format!("+{key}"),
             tenant: self.names.get(slot.tenant).to_string(),
@@ -358,7 +361,7 @@ impl Inventory {
             },
             location_id: (slot.location != packed::NONE)
                 .then(|| self.names.get(slot.location).to_string()),
-            registered: slot.address.as_deref().and_then(packed::decode_address),
+            registered: code.and_then(packed::decode_address),
         }
     }
 }
@@ -671,15 +674,12 @@ mod tests {
         inv.insert(at_hq("+13035550102", Some("Aurora")));
         let slot = |inv: &Inventory, n: &str| {
             let key = packed::key_of(n).unwrap();
-            inv.shards[packed::shard_of(key)][&key]
-                .address
-                .clone()
-                .unwrap()
+            *inv.shards[packed::shard_of(key)].get(key).unwrap()
         };
-        assert!(Arc::ptr_eq(
-            &slot(&inv, "+13035550100"),
-            &slot(&inv, "+13035550101")
-        ));
+        let (a, b) = (slot(&inv, "+13035550100"), slot(&inv, "+13035550101"));
+        assert_eq!(a.address, b.address);
+        assert_ne!(a.address & packed::SHARED, 0, "one copy, the location's");
+        assert_eq!(slot(&inv, "+13035550102").address & packed::SHARED, 0);
         assert_eq!(city(&inv, "+13035550102").as_deref(), Some("Aurora"));
         // The location moves: a number keeps the address it was given until
         // a change names it (the database resolves which numbers follow).

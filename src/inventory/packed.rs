@@ -30,28 +30,100 @@ pub(super) const SHARDS: usize = 4096;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
 
-/// One number, packed.
-#[derive(Debug, Clone)]
+/// One number, packed: 16 bytes.
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Slot {
     pub(super) tenant: u32,
     /// Interned location id; [`NONE`] when the number has none.
     pub(super) location: u32,
-    /// Its registered address, encoded; shared with its location's when
-    /// it is that address.
-    pub(super) address: Option<Arc<[u8]>>,
+    /// Its registered address: [`NONE`]; or, with [`SHARED`] set, an index
+    /// into the snapshot's shared addresses (its tenant location's); or
+    /// else an offset into its shard's arena.
+    pub(super) address: u32,
     pub(super) country: [u8; 2],
     pub(super) flags: u8,
 }
 
 pub(super) const NONE: u32 = u32::MAX;
+pub(super) const SHARED: u32 = 1 << 31;
 
 pub(super) const COMMON_AREA_PHONE: u8 = 1;
 pub(super) const SET_ADDRESS: u8 = 2;
 pub(super) const CHANGE_ADDRESS: u8 = 4;
 pub(super) const DELETE_ADDRESS: u8 = 8;
 
-/// A shard: numbers by their E.164 integer.
-pub(super) type Shard = Map<u64, Slot>;
+/// A shard: numbers by their E.164 integer, and the addresses of its own
+/// numbers back to back (each a 2-byte length and its encoding), so that
+/// an address costs its bytes and no allocation of its own.
+#[derive(Debug, Default)]
+pub(super) struct Shard {
+    map: Map<u64, Slot>,
+    arena: Vec<u8>,
+}
+
+impl Shard {
+    pub(super) fn get(&self, key: u64) -> Option<&Slot> {
+        self.map.get(&key)
+    }
+
+    pub(super) fn contains(&self, key: u64) -> bool {
+        self.map.contains_key(&key)
+    }
+
+    /// Whether it was there. Its address stays in the arena until the
+    /// shard is next copied.
+    pub(super) fn remove(&mut self, key: u64) -> bool {
+        self.map.remove(&key).is_some()
+    }
+
+    /// Adds or replaces a number, with its own encoded address when
+    /// `own`; whether it is new.
+    pub(super) fn insert(&mut self, key: u64, mut slot: Slot, own: Option<&[u8]>) -> bool {
+        if let Some(code) = own {
+            slot.address = self.push(code);
+        }
+        self.map.insert(key, slot).is_none()
+    }
+
+    fn push(&mut self, code: &[u8]) -> u32 {
+        let at = u32::try_from(self.arena.len()).unwrap_or(NONE);
+        debug_assert!(at < SHARED && code.len() <= usize::from(u16::MAX));
+        self.arena
+            .extend_from_slice(&(code.len() as u16).to_le_bytes());
+        self.arena.extend_from_slice(code);
+        at
+    }
+
+    /// The encoding at `offset` in the arena.
+    pub(super) fn own_address(&self, offset: u32) -> Option<&[u8]> {
+        let at = offset as usize;
+        let len = u16::from_le_bytes(self.arena.get(at..at + 2)?.try_into().ok()?) as usize;
+        self.arena.get(at + 2..at + 2 + len)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &Slot)> {
+        self.map.iter().map(|(&k, s)| (k, s))
+    }
+}
+
+/// A copy holds only the addresses its numbers still use: a shard is
+/// copied when a change names one of its numbers, and the addresses that
+/// change replaced are left behind then.
+impl Clone for Shard {
+    fn clone(&self) -> Shard {
+        let mut copy = Shard {
+            map: Map::with_capacity_and_hasher(self.map.len(), Default::default()),
+            arena: Vec::with_capacity(self.arena.len()),
+        };
+        for (&key, slot) in &self.map {
+            let own = (slot.address & SHARED == 0)
+                .then(|| self.own_address(slot.address))
+                .flatten();
+            copy.insert(key, *slot, own);
+        }
+        copy
+    }
+}
 
 /// The shard of a number.
 pub(super) fn shard_of(key: u64) -> usize {
@@ -107,7 +179,7 @@ impl Names {
 /// RFC 5139 element's index, or 0xff, a 2-byte length and the key for any
 /// other key; then a 2-byte length and the value. About a third of the
 /// memory of the parsed address, in one allocation.
-pub(super) fn encode_address(a: &Address) -> Arc<[u8]> {
+pub(super) fn encode_address(a: &Address) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     let lang = a.civic.lang().filter(|l| l.len() <= 255);
     out.push(u8::from(a.point.is_some()) | (u8::from(lang.is_some()) << 1));
@@ -129,7 +201,7 @@ pub(super) fn encode_address(a: &Address) -> Arc<[u8]> {
         }
         push_text(&mut out, v);
     }
-    out.into()
+    out
 }
 
 /// The marker of a key that is no RFC 5139 element.
@@ -193,5 +265,58 @@ impl<'a> Reader<'a> {
     fn text(&mut self) -> Option<&'a str> {
         let n = u16::from_le_bytes(self.take(2)?.try_into().ok()?) as usize;
         std::str::from_utf8(self.take(n)?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> Slot {
+        Slot {
+            tenant: 0,
+            location: NONE,
+            address: NONE,
+            country: *b"US",
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn a_copied_shard_keeps_only_the_addresses_its_numbers_use() {
+        let mut shard = Shard::default();
+        for k in 0..10u8 {
+            shard.insert(u64::from(k), slot(), Some(&[k; 40]));
+        }
+        // Every number given a new address: the old ones stay behind.
+        for k in 0..10u8 {
+            shard.insert(u64::from(k), slot(), Some(&[k + 100; 40]));
+        }
+        shard.remove(9);
+        assert_eq!(shard.arena.len(), 20 * 42);
+        let copy = shard.clone();
+        assert_eq!(copy.arena.len(), 9 * 42);
+        for k in 0..9u8 {
+            let s = copy.get(u64::from(k)).unwrap();
+            assert_eq!(copy.own_address(s.address), Some(&[k + 100; 40][..]));
+        }
+        assert!(copy.get(9).is_none());
+    }
+
+    #[test]
+    fn an_address_is_read_back_as_it_was_written() {
+        let mut civic = CivicAddress::new();
+        civic.push("country", "US");
+        civic.push("{urn:x}Y", "z");
+        civic.push("RD", "Main");
+        let a = Address {
+            civic,
+            point: Some((40.7, -74.0)),
+        };
+        assert_eq!(decode_address(&encode_address(&a)), Some(a));
+        // A cut encoding is no address, not a wrong one.
+        let code = encode_address(&decode_address(&[0]).unwrap());
+        assert_eq!(code, [0]);
+        assert_eq!(decode_address(&[1, 0, 0]), None);
     }
 }
