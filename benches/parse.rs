@@ -9,6 +9,9 @@
 //! - `fast-checked`: `sip::parse_datagram`, which also runs every check the
 //!   proxy runs on receipt (`check_transaction` and `check_strict`), plus
 //!   the same fields;
+//! - `receive`: `sip::receive`, the router's own receive path for a
+//!   datagram (index, both tiers of checks, an INVITE kept with its fault),
+//!   plus the same fields: what the router runs per message it receives;
 //! - `rsip`: `rsip::SipMessage::try_from`, rsip's parse into owned header
 //!   text;
 //! - `rsip-fields`: the same, plus the same fields through rsip's typed
@@ -17,11 +20,32 @@
 //!   `GET / HTTP/1.1`, as the floor for tokenizing header lines.
 //!
 //! `cargo bench --bench parse -- --warm-up-time 1 --measurement-time 3`
+//!
+//! With `PARSE_COUNT=n` set, the binary runs no benchmark: it runs the
+//! `receive` row `n` times on each message (or on the one named by
+//! `PARSE_MESSAGE`) inside `receive_loop`, for an instruction count that
+//! does not depend on the machine's load:
+//!
+//! ```text
+//! bin=$(cargo bench --bench parse --no-run 2>&1 | grep -o '/[^ )]*/deps/parse-[0-9a-f]*')
+//! PARSE_COUNT=10000 PARSE_MESSAGE=emergency-c01 valgrind --tool=callgrind \
+//!     --toggle-collect='*receive_loop*' --callgrind-out-file=/dev/null "$bin"
+//! ```
+//!
+//! callgrind's `Collected` figure divided by `n` is the instructions per
+//! message.
+//!
+//! With `PARSE_CLOCK=cpu` set, criterion times the thread's CPU time instead
+//! of the wall clock: on a machine shared with other work the time spent
+//! waiting for a core is then left out, and runs of two builds can be
+//! compared while the machine is busy.
 
 use std::hint::black_box;
+use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{Criterion, Throughput};
 use sosrouter::sip::{self, HeaderName, Limits, Message};
 
 const PLAIN_INVITE: &[u8] = b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n\
@@ -122,6 +146,23 @@ fn fast_checked(data: &'static [u8], limits: &Limits) -> usize {
     routing_fields(&m)
 }
 
+/// What the router runs on a datagram it receives (`transport::
+/// parse_received` calls `sip::receive`), then the fields it routes on.
+fn receive(data: &'static [u8], limits: &Limits) -> usize {
+    let m = sip::receive(Bytes::from_static(data), false, limits).expect("parses");
+    routing_fields(&m)
+}
+
+/// The `receive` row `n` times, as one function callgrind can count alone.
+#[inline(never)]
+fn receive_loop(data: &'static [u8], n: u64, limits: &Limits) -> usize {
+    let mut acc = 0;
+    for _ in 0..n {
+        acc += receive(black_box(data), limits);
+    }
+    acc
+}
+
 /// rsip's parse plus the same fields through its typed headers. rsip has
 /// no P-Asserted-Identity or Geolocation type: those are read as text from
 /// its untyped headers and the caller's URI is then parsed by rsip.
@@ -202,17 +243,23 @@ fn httparse_headers(data: &[u8]) -> usize {
     }
 }
 
-fn bench(c: &mut Criterion) {
+/// The messages of every group: a plain INVITE, the emergency INVITE c01
+/// (SDP and a PIDF-LO in a multipart body, 2 KB), a response, and a small
+/// in-dialog request.
+const MESSAGES: [(&str, &[u8]); 4] = [
+    ("invite-sdp", PLAIN_INVITE),
+    ("emergency-c01", EMERGENCY),
+    ("200-ok-sdp", OK_200),
+    ("ack", ACK),
+];
+
+fn bench<M: Measurement>(c: &mut Criterion<M>) {
     let limits = Limits::default();
-    for (name, data) in [
-        ("invite-sdp", PLAIN_INVITE),
-        ("emergency-c01", EMERGENCY),
-        ("200-ok-sdp", OK_200),
-        ("ack", ACK),
-    ] {
+    for (name, data) in MESSAGES {
         // Every parser must accept the message before it is timed.
         assert!(fast(data, &limits) > 0);
         assert_eq!(fast(data, &limits), fast_checked(data, &limits));
+        assert_eq!(fast(data, &limits), receive(data, &limits));
         assert!(rsip_fields(data) > 0);
         rsip::SipMessage::try_from(data).expect("rsip parses");
         let http = as_http(data);
@@ -227,6 +274,7 @@ fn bench(c: &mut Criterion) {
         g.bench_function("fast-checked", |b| {
             b.iter(|| fast_checked(black_box(data), &limits))
         });
+        g.bench_function("receive", |b| b.iter(|| receive(black_box(data), &limits)));
         g.bench_function("rsip", |b| {
             b.iter(|| rsip::SipMessage::try_from(black_box(data)).is_ok())
         });
@@ -238,5 +286,73 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+/// `PARSE_COUNT=n` (see the top of this file): the `receive` row `n` times
+/// per message, no timing.
+fn count(n: &str) {
+    let n: u64 = n.parse().expect("PARSE_COUNT is a number");
+    let only = std::env::var("PARSE_MESSAGE").ok();
+    let limits = Limits::default();
+    for (name, data) in MESSAGES {
+        if only.as_deref().is_none_or(|o| o == name) {
+            println!("{name}: {}", receive_loop(data, n, &limits));
+        }
+    }
+}
+
+/// The CPU time of the calling thread (`PARSE_CLOCK=cpu`).
+struct CpuTime;
+
+fn thread_cpu_time() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec for the call's duration,
+    // and the clock id is a constant the kernel knows.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_time() - start
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Nanoseconds either way: the wall clock's units and throughputs.
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
+    }
+}
+
+fn run<M: Measurement>(c: Criterion<M>) {
+    let mut c = c.configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+}
+
+fn main() {
+    if let Ok(n) = std::env::var("PARSE_COUNT") {
+        return count(&n);
+    }
+    if std::env::var("PARSE_CLOCK").is_ok_and(|c| c == "cpu") {
+        run(Criterion::default().with_measurement(CpuTime));
+    } else {
+        run(Criterion::default());
+    }
+}

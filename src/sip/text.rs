@@ -85,144 +85,56 @@ pub fn is_host_char(b: u8) -> bool {
     CLASS[usize::from(b)] & HOST_BIT != 0
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-
-/// A word with the high bit set in each byte of `x` that is zero, and
-/// possibly in bytes above the first such one (a borrow runs upwards only),
-/// so the lowest set bit always marks the first zero byte.
-#[inline(always)]
-const fn zero_bytes(x: u64) -> u64 {
-    x.wrapping_sub(ONES) & !x & HIGH
-}
-
-#[inline(always)]
-fn load(chunk: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(chunk);
-    u64::from_le_bytes(w)
-}
-
-/// A bit set for each byte of `chunk` (sixteen bytes) that is one of `set`,
-/// bit `k` for byte `k`: one SSE2 comparison per byte of `set`.
+// The byte searches below are memchr's. On x86_64 they use its SSE2
+// searchers by name rather than `memchr::memchr` and its kin: those pick
+// AVX2 or SSE2 at run time and reach the search through a function
+// pointer, a call that costs more than the search itself on the short
+// values of a SIP message (a header name, a URI, a parameter), about a
+// fifth of the whole receive path (docs/performance.md). SSE2 is part of
+// every x86_64 processor, so the searcher is chosen when compiling
+// (`new` always answers `Some` there) and inlined.
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn eq16(chunk: &[u8], set: &[u8]) -> u32 {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8, _mm_set_epi64x,
-        _mm_setzero_si128,
-    };
-    let lo = load(&chunk[..8]) as i64;
-    let hi = load(&chunk[8..16]) as i64;
-    // SAFETY: these intrinsics only need SSE2, which every x86_64
-    // processor has (it is part of the target's baseline); they touch no
-    // memory.
-    unsafe {
-        let v = _mm_set_epi64x(hi, lo);
-        let mut m = _mm_setzero_si128();
-        for &c in set {
-            m = _mm_or_si128(m, _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8)));
-        }
-        _mm_movemask_epi8(m) as u32
-    }
-}
+use memchr::arch::x86_64::sse2::memchr::{One, Three, Two};
 
-/// Where the first byte of `set` at or after `from` is. On x86_64 sixteen
-/// bytes at a time with SSE2, then eight at a time as words: `hit` takes
-/// eight bytes as a word and sets the high bit of each byte of `set` (and
-/// maybe of bytes above the first such one). The last bytes of a buffer of
-/// eight bytes or more are read as its last word shifted down, with zero
-/// bytes above them, which `hit` must never mark; a shorter buffer is
-/// looked at byte by byte.
-#[inline(always)]
-fn search(b: &[u8], from: usize, set: &[u8], hit: impl Fn(u64) -> u64) -> Option<usize> {
-    let mut i = from;
-    #[cfg(target_arch = "x86_64")]
-    while let Some(chunk) = b.get(i..i + 16) {
-        let found = eq16(chunk, set);
-        if found != 0 {
-            return Some(i + found.trailing_zeros() as usize);
-        }
-        i += 16;
-    }
-    while let Some(chunk) = b.get(i..i + 8) {
-        let found = hit(load(chunk));
-        if found != 0 {
-            return Some(i + (found.trailing_zeros() / 8) as usize);
-        }
-        i += 8;
-    }
-    let n = b.len();
-    if i >= n {
-        return None;
-    }
-    if n >= 8 {
-        // 1 to 7 bytes of the last word were looked at already.
-        let seen = i + 8 - n;
-        let found = hit(load(&b[n - 8..]) >> (8 * seen));
-        return (found != 0).then(|| i + (found.trailing_zeros() / 8) as usize);
-    }
-    b[i..].iter().position(|x| set.contains(x)).map(|k| i + k)
-}
-
-/// Where the first of the bytes `A` or `B` at or after `from` is, eight
-/// bytes at a time. The values in a SIP message are short, and this beats a
-/// general search's set-up cost on them. Neither byte may be zero.
+/// Where the first of the bytes `A` or `B` at or after `from` is (`None`
+/// also when `from` is past the end).
 #[inline]
 pub fn find2<const A: u8, const B: u8>(b: &[u8], from: usize) -> Option<usize> {
-    const { assert!(A != 0 && B != 0) };
-    let a = ONES * A as u64;
-    let c = ONES * B as u64;
-    search(b, from, &[A, B], |w| zero_bytes(w ^ a) | zero_bytes(w ^ c))
+    let s = b.get(from..)?;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(searcher) = Two::new(A, B) {
+        return searcher.find(s).map(|k| from + k);
+    }
+    memchr::memchr2(A, B, s).map(|k| from + k)
 }
 
 /// Where the first of the bytes `A`, `B` or `C` at or after `from` is (see
 /// [`find2`]).
 #[inline]
 pub fn find3<const A: u8, const B: u8, const C: u8>(b: &[u8], from: usize) -> Option<usize> {
-    const { assert!(A != 0 && B != 0 && C != 0) };
-    let a = ONES * A as u64;
-    let c = ONES * B as u64;
-    let d = ONES * C as u64;
-    search(b, from, &[A, B, C], |w| {
-        zero_bytes(w ^ a) | zero_bytes(w ^ c) | zero_bytes(w ^ d)
-    })
-}
-
-/// Whether `s` holds a space, tab, CR or LF. On x86_64 sixteen bytes at a
-/// time with SSE2 first; then eight bytes at a time look for any byte below
-/// `!`, and only a word that has one is looked at closely.
-#[inline]
-pub fn has_ws(s: &[u8]) -> bool {
-    const BELOW_BANG: u64 = ONES * 0x21;
+    let s = b.get(from..)?;
     #[cfg(target_arch = "x86_64")]
-    let s = {
-        let mut wide = s.chunks_exact(16);
-        for chunk in &mut wide {
-            if eq16(chunk, b" \t\r\n") != 0 {
-                return true;
-            }
-        }
-        wide.remainder()
-    };
-    let mut chunks = s.chunks_exact(8);
-    for chunk in &mut chunks {
-        let w = load(chunk);
-        // High bit set in a byte below 0x21 (bytes of 0x80 and above are
-        // masked out by `!w`).
-        if w.wrapping_sub(BELOW_BANG) & !w & HIGH != 0 && chunk.iter().any(|&b| is_ws(b)) {
-            return true;
-        }
+    if let Some(searcher) = Three::new(A, B, C) {
+        return searcher.find(s).map(|k| from + k);
     }
-    chunks.remainder().iter().any(|&b| is_ws(b))
+    memchr::memchr3(A, B, C, s).map(|k| from + k)
 }
 
 /// Where the first byte `A` at or after `from` is (see [`find2`]).
 #[inline]
 pub fn find<const A: u8>(b: &[u8], from: usize) -> Option<usize> {
-    const { assert!(A != 0) };
-    let a = ONES * A as u64;
-    search(b, from, &[A], |w| zero_bytes(w ^ a))
+    let s = b.get(from..)?;
+    #[cfg(target_arch = "x86_64")]
+    if let Some(searcher) = One::new(A) {
+        return searcher.find(s).map(|k| from + k);
+    }
+    memchr::memchr(A, s).map(|k| from + k)
+}
+
+/// Whether `s` holds a space, tab, CR or LF.
+#[inline]
+pub fn has_ws(s: &[u8]) -> bool {
+    find3::<b' ', b'\t', b'\r'>(s, 0).is_some() || find::<b'\n'>(s, 0).is_some()
 }
 
 /// Where the first `\n` at or after `from` is (see [`find2`]).
@@ -298,7 +210,7 @@ impl<'a> Iterator for CommaSplit<'a> {
     fn next(&mut self) -> Option<&'a [u8]> {
         let s = self.rest?;
         // Outside brackets only a comma, a quote or a `<` matters; inside,
-        // only the `>` that closes them. Each is found eight bytes at a time.
+        // only the `>` that closes them.
         let mut i = 0;
         while let Some(j) = find3::<b',', b'"', b'<'>(s, i) {
             match s[j] {
