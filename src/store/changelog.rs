@@ -547,3 +547,584 @@ async fn listen(url: String, wake: Arc<tokio::sync::Notify>) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::DatabaseConfig;
+    use crate::inventory::{Address, Capabilities, Inventory, NumberEntry};
+    use crate::pidf::CivicAddress;
+    use crate::store::address::RequiredFields;
+    use crate::store::upload::{self, Format};
+    use crate::store::{Actor, Hub};
+
+    fn actor() -> Actor {
+        Actor {
+            name: "test".into(),
+            role: "operator",
+        }
+    }
+
+    fn addr(street: &str, hno: u32) -> Address {
+        let mut civic = CivicAddress::new();
+        civic.push("country", "US");
+        civic.push("A1", "NY");
+        civic.push("A3", "New York");
+        civic.push("RD", street);
+        civic.push("HNO", hno.to_string());
+        Address { civic, point: None }
+    }
+
+    fn number(i: u32) -> String {
+        format!("+1212555{i:04}")
+    }
+
+    /// 40 numbers of acme: even ones take their address from location
+    /// `hq`, odd ones have their own; number 1 is linked to `hq` with its
+    /// own address. Tenant globex has one number and location `g1`.
+    fn inventory() -> Inventory {
+        let mut inv = Inventory::empty();
+        inv.add_location(
+            "acme",
+            TenantLocation {
+                id: "hq".into(),
+                address: addr("34th", 20),
+            },
+        );
+        inv.add_location(
+            "acme",
+            TenantLocation {
+                id: "lab".into(),
+                address: addr("Lab Rd", 1),
+            },
+        );
+        inv.add_location(
+            "globex",
+            TenantLocation {
+                id: "g1".into(),
+                address: addr("Globe Ave", 9),
+            },
+        );
+        for i in 0..40 {
+            let linked = i % 2 == 0 || i == 1;
+            inv.insert(NumberEntry {
+                number: number(i),
+                tenant: "acme".into(),
+                country: "US".into(),
+                common_area_phone: false,
+                capabilities: Capabilities::default(),
+                location_id: linked.then(|| "hq".into()),
+                registered: Some(if i % 2 == 0 {
+                    addr("34th", 20)
+                } else {
+                    addr("Broadway", i)
+                }),
+            });
+        }
+        inv.insert(NumberEntry {
+            number: "+13035550100".into(),
+            tenant: "globex".into(),
+            country: "US".into(),
+            common_area_phone: true,
+            capabilities: Capabilities::default(),
+            location_id: Some("g1".into()),
+            registered: Some(addr("Globe Ave", 9)),
+        });
+        inv
+    }
+
+    /// A fresh SQLite database.
+    fn sqlite() -> (DatabaseConfig, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "sosrouter-changelog-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let db = DatabaseConfig {
+            data_dir: dir.clone(),
+            ..DatabaseConfig::default()
+        };
+        (db, dir)
+    }
+
+    /// A fresh database on the PostgreSQL test cluster, or `None` when
+    /// SOSROUTER_TEST_PG_URL is not set (outside CI).
+    async fn postgres(test: &str) -> Option<(DatabaseConfig, PgDrop)> {
+        use sqlx::Connection;
+        let Ok(url) = std::env::var("SOSROUTER_TEST_PG_URL") else {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("SOSROUTER_TEST_PG_URL is not set: .ci/run starts PostgreSQL and sets it");
+            }
+            eprintln!(
+                "{test}: skipped: SOSROUTER_TEST_PG_URL is not set (.ci/postgres starts a cluster)"
+            );
+            return None;
+        };
+        let name = format!(
+            "sosrouter_cl_{}_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let mut c = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let _ = c.close().await;
+        let (base, _) = url.rsplit_once('/').unwrap();
+        let db = DatabaseConfig {
+            url: Some(format!("{base}/{name}")),
+            ..DatabaseConfig::default()
+        };
+        Some((db, PgDrop { admin: url, name }))
+    }
+
+    /// Drops the test database.
+    struct PgDrop {
+        admin: String,
+        name: String,
+    }
+
+    impl PgDrop {
+        async fn drop_now(self) {
+            use sqlx::Connection;
+            if let Ok(mut c) = sqlx::postgres::PgConnection::connect(&self.admin).await {
+                let _ = sqlx::query(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .execute(&mut c)
+                .await;
+                let _ = c.close().await;
+            }
+        }
+    }
+
+    async fn whole_loads(store: &Store) -> usize {
+        store.follow.lock().await.whole_loads
+    }
+
+    /// The two snapshots hold the same entries and the same tenant
+    /// locations, in the same order.
+    fn assert_same(a: &Inventory, b: &Inventory) {
+        assert_eq!(a.len(), b.len());
+        for e in a.numbers() {
+            assert_eq!(Some(e), b.get(&e.number), "{}", e.number);
+        }
+        for t in ["acme", "globex", "initech"] {
+            assert_eq!(a.tenant_locations(t), b.tenant_locations(t), "{t}");
+        }
+    }
+
+    /// What a whole load of the database gives.
+    async fn loaded(db: &DatabaseConfig) -> Inventory {
+        let hub = Hub::new();
+        let store = Store::open(db, hub.clone()).await.unwrap();
+        store.refresh().await.unwrap();
+        let inv = (*hub.inventory()).clone();
+        store.pool.close().await;
+        inv
+    }
+
+    fn city_street(inv: &Inventory, n: &str) -> Option<String> {
+        let a = inv.get(n)?.registered.as_ref()?;
+        a.civic.get("RD").map(str::to_string)
+    }
+
+    async fn upload(store: &Store, tenant: &str, csv: &str) -> super::numbers::UploadSummary {
+        let up = upload::parse(csv.as_bytes(), Format::Csv, tenant).unwrap();
+        store
+            .apply_upload(
+                tenant,
+                &up,
+                &actor(),
+                &RequiredFields::new(&BTreeMap::new()),
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn log_rows(store: &Store) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM inventory_changes")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_address_change_replaces_one_entry() {
+        let (db, dir) = sqlite();
+        let hub = Hub::new();
+        let store = Store::open(&db, hub.clone()).await.unwrap();
+        store.import(&inventory(), &actor()).await.unwrap();
+        assert_eq!(whole_loads(&store).await, 1);
+        // One row per number and per location, in the import's transaction.
+        assert_eq!(log_rows(&store).await, 41 + 3);
+        let before = hub.inventory();
+        let version = hub.version();
+        let seen = hub.subscribe();
+
+        let n = number(7);
+        store
+            .set_address("acme", &n, Some(addr("Lexington", 5)), &actor(), false)
+            .await
+            .unwrap();
+        assert!(seen.has_changed().unwrap(), "a new snapshot was published");
+        let after = hub.inventory();
+        assert_eq!(whole_loads(&store).await, 1, "no whole load");
+        assert_eq!(log_rows(&store).await, 45, "one row for one number");
+        assert_eq!(hub.version(), version + 1);
+        assert_eq!(store.version().await.unwrap(), hub.version());
+        assert_eq!(city_street(&after, &n).as_deref(), Some("Lexington"));
+        assert_eq!(city_street(&before, &n).as_deref(), Some("Broadway"));
+        assert_eq!(after.len(), before.len());
+        for e in before.numbers().filter(|e| e.number != n) {
+            assert_eq!(Some(e), after.get(&e.number), "{} is the same", e.number);
+        }
+        assert_same(&after, &loaded(&db).await);
+
+        // An upload that changes nothing publishes nothing but keeps the
+        // version the API reports in step.
+        let seen = hub.subscribe();
+        upload(
+            &store,
+            "acme",
+            &format!("number,country\n{},US\n", number(3)),
+        )
+        .await;
+        assert!(!seen.has_changed().unwrap());
+        assert_eq!(store.version().await.unwrap(), hub.version());
+        store.pool.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_location_change_moves_the_numbers_that_take_its_address() {
+        let (db, dir) = sqlite();
+        let hub = Hub::new();
+        let store = Store::open(&db, hub.clone()).await.unwrap();
+        store.import(&inventory(), &actor()).await.unwrap();
+        let before = hub.inventory();
+
+        store
+            .put_location("acme", "hq", &addr("35th", 1), &actor())
+            .await
+            .unwrap();
+        let after = hub.inventory();
+        assert_eq!(whole_loads(&store).await, 1, "no whole load");
+        for i in 0..40 {
+            let n = number(i);
+            let want = if i % 2 == 0 {
+                "35th".to_string()
+            } else {
+                // Its own address, linked or not.
+                "Broadway".to_string()
+            };
+            assert_eq!(city_street(&after, &n), Some(want), "{n}");
+        }
+        assert_eq!(
+            after.get("+13035550100"),
+            before.get("+13035550100"),
+            "another tenant's number"
+        );
+        assert_eq!(after.tenant_locations("acme")[0].address, addr("35th", 1));
+        assert_same(&after, &loaded(&db).await);
+
+        // A new location sorts where a whole load puts it; an unused one
+        // can go.
+        store
+            .put_location("acme", "annex", &addr("Annex St", 2), &actor())
+            .await
+            .unwrap();
+        let ids: Vec<String> = hub
+            .inventory()
+            .tenant_locations("acme")
+            .iter()
+            .map(|l| l.id.clone())
+            .collect();
+        assert_eq!(ids, ["annex", "hq", "lab"]);
+        store
+            .delete_location("acme", "lab", &actor())
+            .await
+            .unwrap();
+        let ids: Vec<String> = hub
+            .inventory()
+            .tenant_locations("acme")
+            .iter()
+            .map(|l| l.id.clone())
+            .collect();
+        assert_eq!(ids, ["annex", "hq"]);
+        // Putting the same address again changes nothing and logs nothing.
+        let rows = log_rows(&store).await;
+        store
+            .put_location("acme", "annex", &addr("Annex St", 2), &actor())
+            .await
+            .unwrap();
+        assert_eq!(log_rows(&store).await, rows);
+        assert_eq!(whole_loads(&store).await, 1, "no whole load");
+        assert_same(&hub.inventory(), &loaded(&db).await);
+        store.pool.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn numbers_deleted_and_uploaded() {
+        let (db, dir) = sqlite();
+        let hub = Hub::new();
+        let store = Store::open(&db, hub.clone()).await.unwrap();
+        store.import(&inventory(), &actor()).await.unwrap();
+
+        store
+            .delete_number("acme", &number(4), &actor())
+            .await
+            .unwrap();
+        assert!(hub.inventory().get(&number(4)).is_none());
+        assert_eq!(hub.inventory().len(), 40);
+
+        let rows = log_rows(&store).await;
+        let s = upload(
+            &store,
+            "acme",
+            "number,country,location_id,reg_A1,reg_A3,reg_RD,reg_HNO\n\
+             +12125559001,US,lab,,,,\n\
+             +12125559002,US,,NY,New York,Wall St,11\n\
+             +12125550005,US,hq,,,,\n\
+             +12125550003,US,,,,,\n",
+        )
+        .await;
+        assert_eq!((s.created, s.updated, s.unchanged), (2, 2, 0));
+        assert_eq!(
+            log_rows(&store).await,
+            rows + 4,
+            "one row per number written"
+        );
+        let inv = hub.inventory();
+        assert_eq!(inv.len(), 42);
+        assert_eq!(city_street(&inv, "+12125559001").as_deref(), Some("Lab Rd"));
+        assert_eq!(
+            city_street(&inv, "+12125559002").as_deref(),
+            Some("Wall St")
+        );
+        // Blank address columns remove a number's own address: number 5
+        // takes its new location's, number 3 has none.
+        assert_eq!(city_street(&inv, &number(5)).as_deref(), Some("34th"));
+        assert_eq!(inv.get(&number(3)).unwrap().registered, None);
+        assert_eq!(whole_loads(&store).await, 1, "no whole load");
+        assert_same(&inv, &loaded(&db).await);
+        store.pool.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Changes of every kind made through `a` while `b` does not look;
+    /// then `b` catches up and holds what a whole load gives.
+    async fn catches_up(db: &DatabaseConfig) {
+        let hub_a = Hub::new();
+        let a = Store::open(db, hub_a.clone()).await.unwrap();
+        a.import(&inventory(), &actor()).await.unwrap();
+        let hub_b = Hub::new();
+        let b = Store::open(db, hub_b.clone()).await.unwrap();
+        assert_eq!(b.catch_up().await.unwrap(), Refreshed::Full);
+        assert_eq!(b.catch_up().await.unwrap(), Refreshed::Nothing);
+
+        a.set_address(
+            "acme",
+            &number(9),
+            Some(addr("Park Ave", 3)),
+            &actor(),
+            false,
+        )
+        .await
+        .unwrap();
+        a.delete_number("acme", &number(11), &actor())
+            .await
+            .unwrap();
+        a.put_location("acme", "hq", &addr("36th", 4), &actor())
+            .await
+            .unwrap();
+        a.put_location("initech", "one", &addr("Initech Way", 1), &actor())
+            .await
+            .unwrap();
+        a.set_security_desk("acme", Some("https://desk.example/hook"), &actor())
+            .await
+            .unwrap();
+        upload(
+            &a,
+            "initech",
+            "number,country,location_id\n+14155550100,US,one\n+14155550101,US,\n",
+        )
+        .await;
+        assert_eq!(hub_b.inventory().len(), 41, "b did not look yet");
+
+        // Two rows per query: the batches follow each other.
+        assert_eq!(b.catch_up_by(2).await.unwrap(), Refreshed::Changes(7));
+        let inv = hub_b.inventory();
+        assert_same(&inv, &hub_a.inventory());
+        assert_same(&inv, &loaded(db).await);
+        assert_eq!(city_street(&inv, &number(2)).as_deref(), Some("36th"));
+        assert_eq!(
+            city_street(&inv, "+14155550100").as_deref(),
+            Some("Initech Way")
+        );
+        assert!(inv.get(&number(11)).is_none());
+        assert_eq!(
+            hub_b.security_desk("acme").as_deref(),
+            Some("https://desk.example/hook")
+        );
+        assert_eq!(hub_b.version(), a.version().await.unwrap());
+        assert_eq!(whole_loads(&b).await, 1);
+        a.pool.close().await;
+        b.pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_was_not_looking_catches_up() {
+        let (db, dir) = sqlite();
+        catches_up(&db).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_was_not_looking_catches_up_on_postgres() {
+        let Some((db, pg)) =
+            postgres("an_instance_that_was_not_looking_catches_up_on_postgres").await
+        else {
+            return;
+        };
+        catches_up(&db).await;
+        pg.drop_now().await;
+    }
+
+    /// `b` misses changes whose rows are trimmed, and loads the whole
+    /// inventory.
+    async fn trimmed(db: &DatabaseConfig) {
+        let hub_a = Hub::new();
+        let a = Store::open(db, hub_a.clone()).await.unwrap();
+        a.import(&inventory(), &actor()).await.unwrap();
+        let hub_b = Hub::new();
+        let b = Store::open(db, hub_b.clone()).await.unwrap();
+        b.refresh().await.unwrap();
+
+        // Rows younger than the cut stay.
+        assert_eq!(a.trim_change_log(now_ms() - 3_600_000).await.unwrap(), 0);
+        a.set_address(
+            "acme",
+            &number(13),
+            Some(addr("Elm St", 8)),
+            &actor(),
+            false,
+        )
+        .await
+        .unwrap();
+        a.delete_number("acme", &number(15), &actor())
+            .await
+            .unwrap();
+        assert_eq!(a.trim_change_log(now_ms() + 1000).await.unwrap(), 46);
+        assert_eq!(log_rows(&a).await, 0);
+
+        // b missed two changes the log no longer has.
+        assert_eq!(b.catch_up().await.unwrap(), Refreshed::Full);
+        assert_eq!(whole_loads(&b).await, 2);
+        let inv = hub_b.inventory();
+        assert_eq!(city_street(&inv, &number(13)).as_deref(), Some("Elm St"));
+        assert!(inv.get(&number(15)).is_none());
+        assert_same(&inv, &hub_a.inventory());
+        // a had applied them: nothing to do, and the log goes on.
+        assert_eq!(a.catch_up().await.unwrap(), Refreshed::Nothing);
+        a.set_address(
+            "acme",
+            &number(17),
+            Some(addr("Oak St", 2)),
+            &actor(),
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!(b.catch_up().await.unwrap(), Refreshed::Changes(1));
+        assert_same(&hub_b.inventory(), &hub_a.inventory());
+        assert_eq!(whole_loads(&a).await, 1);
+        a.pool.close().await;
+        b.pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_trimmed_log_means_a_whole_load() {
+        let (db, dir) = sqlite();
+        trimmed(&db).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_trimmed_log_means_a_whole_load_on_postgres() {
+        let Some((db, pg)) = postgres("a_trimmed_log_means_a_whole_load_on_postgres").await else {
+            return;
+        };
+        trimmed(&db).await;
+        pg.drop_now().await;
+    }
+
+    /// Two instances on one PostgreSQL database, each following it: a
+    /// change made through one reaches the other's hub within a second.
+    /// Polling is set to a minute, so only the notification can bring it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_instance_sees_a_change_within_a_second_on_postgres() {
+        let Some((mut db, pg)) =
+            postgres("another_instance_sees_a_change_within_a_second_on_postgres").await
+        else {
+            return;
+        };
+        db.poll_interval_ms = 60_000;
+        let hub_a = Hub::new();
+        let a = Store::open(&db, hub_a.clone()).await.unwrap();
+        a.import(&inventory(), &actor()).await.unwrap();
+        let hub_b = Hub::new();
+        let b = Store::open(&db, hub_b.clone()).await.unwrap();
+        b.refresh().await.unwrap();
+        let follower_a = a.spawn_follower(Duration::from_millis(db.poll_interval_ms));
+        let follower_b = b.spawn_follower(Duration::from_millis(db.poll_interval_ms));
+        // The followers' first round (and the listener's connection).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+
+        for (k, (from, to)) in [(&a, &hub_b), (&b, &hub_a), (&a, &hub_b)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut seen = to.subscribe();
+            let n = number(21 + 2 * k as u32);
+            let t = Instant::now();
+            from.set_address(
+                "acme",
+                &n,
+                Some(addr("Maple St", k as u32)),
+                &actor(),
+                false,
+            )
+            .await
+            .unwrap();
+            tokio::time::timeout(Duration::from_secs(1), async {
+                loop {
+                    seen.changed().await.unwrap();
+                    if city_street(&seen.borrow_and_update(), &n).as_deref() == Some("Maple St") {
+                        break;
+                    }
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("change {k} not seen within a second"));
+            eprintln!(
+                "change {k} seen by the other instance after {:?}",
+                t.elapsed()
+            );
+        }
+        assert_same(&hub_a.inventory(), &hub_b.inventory());
+        assert_eq!(whole_loads(&a).await, 1);
+        assert_eq!(whole_loads(&b).await, 1);
+        follower_a.abort();
+        follower_b.abort();
+        let _ = follower_a.await;
+        let _ = follower_b.await;
+        a.pool.close().await;
+        b.pool.close().await;
+        pg.drop_now().await;
+    }
+}
