@@ -147,6 +147,7 @@ enum Why {
     First,
     Trimmed,
     Many,
+    Unknown,
 }
 
 impl Why {
@@ -155,6 +156,7 @@ impl Why {
             Why::First => "first load",
             Why::Trimmed => "the change log was trimmed past this instance's last change",
             Why::Many => "more changes than a whole load costs",
+            Why::Unknown => "a kind of change this version does not know",
         }
     }
 }
@@ -233,12 +235,8 @@ impl Store {
                     other => {
                         // Written by a later version of the router: only a
                         // whole load is sure to take it in.
-                        tracing::warn!(
-                            kind = other,
-                            seq,
-                            "unknown kind of inventory change; loading the whole inventory"
-                        );
-                        return self.load_whole(&mut follow, Why::Many).await;
+                        tracing::warn!(kind = other, seq, "unknown kind of inventory change");
+                        return self.load_whole(&mut follow, Why::Unknown).await;
                     }
                 }
                 cursor = seq;
@@ -252,8 +250,8 @@ impl Store {
             }
         }
         if rows_read == 0 {
-            // The rows seen by the first statement were trimmed since: the
-            // check above reloaded; or the version moved alone.
+            // The rows the first statement saw are gone, and not by a
+            // trim (that reloads above): only the version to record.
             self.hub.set_version(head.version);
             return Ok(Refreshed::Nothing);
         }
@@ -519,31 +517,33 @@ impl Drop for AbortOnDrop {
 async fn listen(url: String, wake: Arc<tokio::sync::Notify>) {
     let mut failing = false;
     loop {
-        let result = async {
-            let mut l = sqlx::postgres::PgListener::connect(&url).await?;
-            l.listen(CHANNEL).await?;
-            if failing {
-                tracing::info!("listening for inventory change notifications again");
-            }
-            failing = false;
-            // Changes committed while (re)connecting were not notified.
-            wake.notify_one();
-            loop {
-                l.recv().await?;
-                while l.next_buffered().is_some() {}
-                wake.notify_one();
-            }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
+        let Err(e) = listen_once(&url, &wake, &mut failing).await;
+        if !failing {
+            tracing::warn!(error = %e, "cannot listen for inventory change notifications; polling only until it can");
         }
-        .await;
-        if let Err(e) = result {
-            if !failing {
-                tracing::warn!(error = %e, "cannot listen for inventory change notifications; polling only until it can");
-            }
-            failing = true;
-        }
+        failing = true;
         tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// One connection of [`listen`]: returns only when it fails.
+async fn listen_once(
+    url: &str,
+    wake: &tokio::sync::Notify,
+    failing: &mut bool,
+) -> Result<std::convert::Infallible, sqlx::Error> {
+    let mut l = sqlx::postgres::PgListener::connect(url).await?;
+    l.listen(CHANNEL).await?;
+    if *failing {
+        tracing::info!("listening for inventory change notifications again");
+        *failing = false;
+    }
+    // Changes committed while (re)connecting were not notified.
+    wake.notify_one();
+    loop {
+        l.recv().await?;
+        while l.next_buffered().is_some() {}
+        wake.notify_one();
     }
 }
 
