@@ -536,6 +536,10 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How often other instances' inventory changes are looked for, in ms.
     pub poll_interval_ms: u64,
+    /// Inventory change log rows older than this many days are deleted
+    /// (hourly); an instance that had not applied them reloads the whole
+    /// inventory.
+    pub change_log_days: u32,
     /// Call records waiting to be written at most; more are dropped and
     /// counted.
     pub record_queue: usize,
@@ -554,6 +558,7 @@ impl Default for DatabaseConfig {
             retention_days: 365,
             max_connections: 8,
             poll_interval_ms: 500,
+            change_log_days: 7,
             record_queue: 10_000,
             record_batch: 200,
             open_call_max_s: 4 * 3600,
@@ -765,6 +770,9 @@ impl Config {
         if let Some(d) = &self.database {
             if d.retention_days == 0 {
                 return bad("database.retention_days must be at least 1".into());
+            }
+            if d.change_log_days == 0 {
+                return bad("database.change_log_days must be at least 1".into());
             }
             if d.max_connections == 0 || d.poll_interval_ms == 0 || d.record_batch == 0 {
                 return bad(

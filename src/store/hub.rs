@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::inventory::{Inventory, SharedInventory};
+use crate::inventory::{Changes, Inventory, SharedInventory};
 
 /// Security desk webhook URLs by tenant.
 pub type SecurityDesks = HashMap<String, String>;
@@ -77,5 +77,20 @@ impl Hub {
         self.version.store(version, Ordering::Release);
         self.loaded.store(true, Ordering::Release);
         self.inventory.send_replace(Arc::new(inventory));
+    }
+
+    /// Publishes the current snapshot with `changes` applied (numbers and
+    /// locations not named are shared with it), the webhooks when they
+    /// were reloaded (`None` keeps them), built from `version`.
+    pub fn apply(&self, changes: &Changes, desks: Option<SecurityDesks>, version: i64) {
+        let next = self.inventory().with_changes(changes);
+        let desks = desks.unwrap_or_else(|| (*self.security_desks()).clone());
+        self.publish(next, desks, version);
+    }
+
+    /// Records that the database's version moved with nothing to apply (a
+    /// write that changed nothing).
+    pub fn set_version(&self, version: i64) {
+        self.version.store(version, Ordering::Release);
     }
 }

@@ -3,18 +3,23 @@
 //!
 //! SQLite (a file under `database.data_dir`, WAL mode) unless the URL is a
 //! `postgres://` one; both run the same migrations (plain SQL written for
-//! both, in `migrations/`), recorded in sqlx's `_sqlx_migrations` table.
+//! both, in `migrations/`; where the two cannot share a statement, a
+//! migration has one file for each), recorded in sqlx's `_sqlx_migrations`
+//! table.
 //!
 //! The call path never waits on the database: the router routes on an
 //! in-memory snapshot published through the [`Hub`]. Every change commits
-//! first, then the snapshot is rebuilt from the database and swapped in.
-//! Every change also bumps the one-row `inventory_version` table; each
-//! instance polls it (every `database.poll_interval_ms`, 500 ms by default)
-//! and reloads when it moved, so instances sharing a PostgreSQL database
-//! follow each other's changes within a second.
+//! first, then the snapshot is updated and swapped in. Every change bumps
+//! the one-row `inventory_version` table and appends what it changed to
+//! the change log ([`changelog`]); each instance applies the log rows it
+//! has not applied yet to its snapshot, right after its own writes, when
+//! PostgreSQL notifies it of another instance's, and every
+//! `database.poll_interval_ms` (500 ms by default), so instances sharing a
+//! PostgreSQL database follow each other's changes within a second.
 
 pub mod address;
 pub mod audit;
+pub mod changelog;
 pub mod hub;
 pub mod numbers;
 pub mod records;
@@ -33,32 +38,50 @@ use sqlx::AnyPool;
 use sqlx::Row;
 
 use crate::config::DatabaseConfig;
-use crate::inventory::{Address, Capabilities, Inventory, NumberEntry, TenantLocation};
+use crate::inventory::{Address, Capabilities, Inventory, TenantLocation};
 
 pub use crate::cdr::now_ms;
 pub use hub::{Hub, SecurityDesks};
 
+/// A migration's SQL: one text for both databases, or one for each.
+enum Sql {
+    Both(&'static str),
+    Each {
+        sqlite: &'static str,
+        postgres: &'static str,
+    },
+}
+
 /// The migrations, in order: (version, description, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[
+const MIGRATIONS: &[(i64, &str, Sql)] = &[
     (
         1,
         "inventory",
-        include_str!("migrations/0001_inventory.sql"),
+        Sql::Both(include_str!("migrations/0001_inventory.sql")),
     ),
     (
         2,
         "call records",
-        include_str!("migrations/0002_call_records.sql"),
+        Sql::Both(include_str!("migrations/0002_call_records.sql")),
     ),
     (
         3,
         "open call records",
-        include_str!("migrations/0003_open_records.sql"),
+        Sql::Both(include_str!("migrations/0003_open_records.sql")),
+    ),
+    (
+        4,
+        "inventory change log",
+        Sql::Each {
+            sqlite: include_str!("migrations/0004_change_log.sqlite.sql"),
+            postgres: include_str!("migrations/0004_change_log.postgres.sql"),
+        },
     ),
 ];
 
+/// The migrations of one database.
 #[derive(Debug)]
-struct Embedded;
+struct Embedded(Backend);
 
 type BoxDynError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -66,15 +89,20 @@ impl<'s> MigrationSource<'s> for Embedded {
     fn resolve(
         self,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 's>> {
-        Box::pin(async {
+        Box::pin(async move {
             Ok(MIGRATIONS
                 .iter()
                 .map(|(v, d, sql)| {
+                    let sql = match (sql, self.0) {
+                        (Sql::Both(s), _) => *s,
+                        (Sql::Each { sqlite, .. }, Backend::Sqlite) => *sqlite,
+                        (Sql::Each { postgres, .. }, Backend::Postgres) => *postgres,
+                    };
                     Migration::new(
                         *v,
                         Cow::Borrowed(*d),
                         MigrationType::Simple,
-                        Cow::Borrowed(*sql),
+                        Cow::Borrowed(sql),
                         false,
                     )
                 })
@@ -139,7 +167,13 @@ pub struct Store {
     /// Writes from this process, one at a time: SQLite allows one writer,
     /// and a read-then-write transaction must not meet another.
     write_lock: tokio::sync::Mutex<()>,
-    refresh_lock: tokio::sync::Mutex<()>,
+    /// How far this process follows the change log; held while the
+    /// snapshot is brought up to date.
+    follow: tokio::sync::Mutex<changelog::Follow>,
+    /// The database URL, for PostgreSQL's notifications.
+    url: String,
+    /// Change log rows older than this many days are trimmed.
+    change_log_days: u32,
 }
 
 impl Store {
@@ -185,7 +219,7 @@ impl Store {
                 .await
                 .context("switching SQLite to WAL mode")?;
         }
-        Migrator::new(Embedded)
+        Migrator::new(Embedded(backend))
             .await
             .context("reading the migrations")?
             .run(&pool)
@@ -196,7 +230,9 @@ impl Store {
             backend,
             hub,
             write_lock: tokio::sync::Mutex::new(()),
-            refresh_lock: tokio::sync::Mutex::new(()),
+            follow: tokio::sync::Mutex::new(changelog::Follow::default()),
+            url,
+            change_log_days: db.change_log_days,
         }))
     }
 
@@ -228,24 +264,6 @@ impl Store {
             .await
     }
 
-    /// Reloads the snapshot when the database moved past the published one.
-    /// Returns whether it did.
-    pub async fn refresh(&self) -> Result<bool, StoreError> {
-        let _g = self.refresh_lock.lock().await;
-        let version = self.version().await?;
-        if self.hub.loaded() && version == self.hub.version() {
-            return Ok(false);
-        }
-        let (inventory, desks) = self.load_snapshot().await?;
-        tracing::info!(
-            numbers = inventory.len(),
-            version,
-            "inventory snapshot loaded from the database"
-        );
-        self.hub.publish(inventory, desks, version);
-        Ok(true)
-    }
-
     /// Builds a snapshot from the tables.
     async fn load_snapshot(&self) -> Result<(Inventory, SecurityDesks), StoreError> {
         let mut inv = Inventory::empty();
@@ -268,21 +286,19 @@ impl Store {
             .await?;
         for r in rows {
             let n = numbers::NumberRow::from_row(&r)?;
-            let registered = match (&n.address, &n.location_id) {
-                (Some(a), _) => Some(a.clone()),
-                (None, Some(id)) => located.get(&(n.tenant.clone(), id.clone())).cloned(),
-                (None, None) => None,
+            let location = match &n.location_id {
+                Some(id) => located.get(&(n.tenant.clone(), id.clone())),
+                None => None,
             };
-            inv.insert(NumberEntry {
-                number: n.number,
-                tenant: n.tenant,
-                country: n.country,
-                common_area_phone: n.common_area_phone,
-                capabilities: n.capabilities,
-                location_id: n.location_id,
-                registered,
-            });
+            let entry = n.entry(location);
+            inv.insert(entry);
         }
+        let desks = self.load_desks().await?;
+        Ok((inv, desks))
+    }
+
+    /// Every tenant's security desk webhook.
+    async fn load_desks(&self) -> Result<SecurityDesks, StoreError> {
         let mut desks = SecurityDesks::new();
         let rows = sqlx::query("SELECT tenant, webhook_url FROM security_desks")
             .fetch_all(&self.pool)
@@ -290,22 +306,7 @@ impl Store {
         for r in rows {
             desks.insert(r.try_get(0)?, r.try_get(1)?);
         }
-        Ok((inv, desks))
-    }
-
-    /// Polls the inventory version forever (see the module documentation).
-    pub fn spawn_follower(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        let store = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = store.refresh().await {
-                    tracing::warn!(error = %e, "could not check the database for inventory changes");
-                }
-            }
-        })
+        Ok(desks)
     }
 
     /// Whether the inventory tables hold nothing yet.
@@ -358,6 +359,19 @@ impl Store {
             });
         }
         numbers::put_number_rows(&mut tx, &rows, now).await?;
+        let changed: Vec<changelog::Changed> = tenants
+            .iter()
+            .flat_map(|t| {
+                inv.tenant_locations(t)
+                    .iter()
+                    .map(move |l| changelog::Changed::Location(t, &l.id))
+            })
+            .chain(
+                rows.iter()
+                    .map(|r| changelog::Changed::Number(&r.tenant, &r.number)),
+            )
+            .collect();
+        changelog::append(&mut tx, self.backend, &changed).await?;
         numbers::audit(
             &mut tx,
             &[numbers::AuditEntry {

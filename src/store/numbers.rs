@@ -8,15 +8,40 @@ use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use crate::inventory::{Address, Capabilities};
+use crate::inventory::{Address, Capabilities, NumberEntry};
 
 use super::address::{self, RequiredFields};
+use super::changelog::{self, Changed};
 use super::upload::{Change, RowError, Upload};
 use super::{bump_version, capabilities_json, now_ms, Actor, Store, StoreError};
 
 /// The columns [`NumberRow::from_row`] reads, in its order.
 pub const NUMBER_COLUMNS: &str = "number, tenant, country, common_area_phone, may_set_address, \
      may_change_address, may_delete_address, location_id, address_civic, address_lat, address_lon";
+
+/// `SELECT` of [`NUMBER_COLUMNS`] from `numbers n`, then the address
+/// columns of the location it is linked to (`l`, when it exists), as
+/// [`joined_location`] reads them.
+pub fn joined_select() -> String {
+    let cols = NUMBER_COLUMNS
+        .split(", ")
+        .map(|c| format!("n.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT {cols}, l.address_civic, l.address_lat, l.address_lon FROM numbers n \
+         LEFT JOIN locations l ON l.tenant = n.tenant AND l.id = n.location_id"
+    )
+}
+
+/// The address of the number's location in a row of [`joined_select`].
+pub fn joined_location(r: &AnyRow) -> Result<Option<Address>, StoreError> {
+    let civic: Option<String> = r.try_get(11)?;
+    Ok(match civic {
+        Some(c) => Some(address::from_db(&c, r.try_get(12)?, r.try_get(13)?)?),
+        None => None,
+    })
+}
 
 /// A number as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +76,26 @@ impl NumberRow {
                 None => None,
             },
         })
+    }
+
+    /// The snapshot's entry: the registered address is the number's own,
+    /// else its location's (`location`, the address of the location it is
+    /// linked to, if that exists), else none.
+    pub fn entry(self, location: Option<&Address>) -> NumberEntry {
+        let registered = match (self.address, &self.location_id) {
+            (Some(a), _) => Some(a),
+            (None, Some(_)) => location.cloned(),
+            (None, None) => None,
+        };
+        NumberEntry {
+            number: self.number,
+            tenant: self.tenant,
+            country: self.country,
+            common_area_phone: self.common_area_phone,
+            capabilities: self.capabilities,
+            location_id: self.location_id,
+            registered,
+        }
     }
 
     /// The API form; `location` is the address of its location, if any.
@@ -336,15 +381,9 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> Result<Vec<(String, Value)>, StoreError> {
-        let cols = NUMBER_COLUMNS
-            .split(", ")
-            .map(|c| format!("n.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let rows = sqlx::query(&format!(
-            "SELECT {cols}, l.address_civic, l.address_lat, l.address_lon FROM numbers n \
-             LEFT JOIN locations l ON l.tenant = n.tenant AND l.id = n.location_id \
-             WHERE n.tenant = $1 AND n.number > $2 ORDER BY n.number LIMIT $3"
+            "{} WHERE n.tenant = $1 AND n.number > $2 ORDER BY n.number LIMIT $3",
+            joined_select()
         ))
         .bind(tenant.to_string())
         .bind(after.to_string())
@@ -354,11 +393,7 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let n = NumberRow::from_row(&r)?;
-            let loc: Option<String> = r.try_get(11)?;
-            let loc = match loc {
-                Some(c) => Some(address::from_db(&c, r.try_get(12)?, r.try_get(13)?)?),
-                None => None,
-            };
+            let loc = joined_location(&r)?;
             out.push((n.number.clone(), n.to_json(loc.as_ref())));
         }
         Ok(out)
@@ -379,6 +414,7 @@ impl Store {
         let mut entries = Vec::new();
         let mut errors: Vec<RowError> = Vec::new();
         let mut summary = UploadSummary::default();
+        let mut changed_locations: Vec<&str> = Vec::new();
 
         for l in &up.locations {
             if let Err(e) = required.check(&l.address) {
@@ -392,6 +428,7 @@ impl Store {
             let old = self.location_address(&mut tx, tenant, &l.id).await?;
             if old.as_ref() != Some(&l.address) {
                 put_location_row(&mut tx, tenant, &l.id, &l.address, now).await?;
+                changed_locations.push(l.id.as_str());
                 entries.extend(AuditEntry::of(
                     actor,
                     tenant,
@@ -550,6 +587,12 @@ impl Store {
         }
         let rows: Vec<NumberRow> = writes.into_iter().map(|(_, n)| n).collect();
         put_number_rows(&mut tx, &rows, now).await?;
+        let changed: Vec<Changed> = changed_locations
+            .iter()
+            .map(|id| Changed::Location(tenant, id))
+            .chain(rows.iter().map(|r| Changed::Number(tenant, &r.number)))
+            .collect();
+        changelog::append(&mut tx, self.backend, &changed).await?;
         audit(&mut tx, &entries).await?;
         tx.commit().await?;
         drop(g);
@@ -603,6 +646,7 @@ impl Store {
             .bind(tenant.to_string())
             .execute(&mut *tx)
             .await?;
+        changelog::append(&mut tx, self.backend, &[Changed::Number(tenant, number)]).await?;
         let entries: Vec<AuditEntry> = [
             AuditEntry::of(
                 actor,
@@ -695,6 +739,7 @@ impl Store {
             ..old.clone()
         };
         put_number_rows(&mut tx, std::slice::from_ref(&row), now_ms()).await?;
+        changelog::append(&mut tx, self.backend, &[Changed::Number(tenant, number)]).await?;
         let entries: Vec<AuditEntry> = AuditEntry::of(
             actor,
             tenant,
@@ -764,6 +809,9 @@ impl Store {
         bump_version(&mut tx).await?;
         let old = self.location_address(&mut tx, tenant, id).await?;
         put_location_row(&mut tx, tenant, id, a, now_ms()).await?;
+        if old.as_ref() != Some(a) {
+            changelog::append(&mut tx, self.backend, &[Changed::Location(tenant, id)]).await?;
+        }
         let entries: Vec<AuditEntry> = AuditEntry::of(
             actor,
             tenant,
@@ -813,6 +861,7 @@ impl Store {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        changelog::append(&mut tx, self.backend, &[Changed::Location(tenant, id)]).await?;
         let entries: Vec<AuditEntry> =
             AuditEntry::of(actor, tenant, id, "location", addr_json(Some(&old)), None)
                 .into_iter()
@@ -873,6 +922,7 @@ impl Store {
                     .await?;
             }
         }
+        changelog::append(&mut tx, self.backend, &[Changed::Desk(tenant)]).await?;
         let entries: Vec<AuditEntry> = AuditEntry::of(
             actor,
             tenant,
