@@ -516,7 +516,7 @@ print_summary() {
         }
         { k = $1; sub(/^[^ ]+ ?/, ""); r[k] = $0 }
         END {
-            printf "inventory: %s numbers (%s rows with the location rows), %s tenants, %s with an address of their own, %s via a tenant location, %s distinct addresses; %.1f MB of TSV, written in %s s\n",
+            printf "inventory: %s numbers (%s rows with the location rows), %s tenants; %s numbers with an address on their row, %s taking it from a tenant location; %s distinct addresses; %.1f MB of TSV, written in %s s\n",
                 v("numbers"), v("inventory_rows"), v("tenants"), v("own_address"), v("via_location"), v("distinct_addresses"), v("inventory_bytes") / 1048576, v("gen_s")
             if ("first_ready_s" in r)
                 printf "1. first start, --inventory into an empty database: ready after %s s (HTTP listening after %s s), router CPU %s s, peak RSS %s, RSS 5 s after ready %s; database %.1f MB; stop took %s s\n",
@@ -612,7 +612,7 @@ done
 ch_rc=0
 wait "$CH_PID" || ch_rc=$?
 forget "$CH_PID"
-put_result "changes_wall_s $(since "$t0")"
+put_result "changes_step_s $(since "$t0")"
 [ "$ch_rc" = 0 ] || { say "changes.py ended with status $ch_rc$([ "$ch_rc" = 124 ] && echo " (its time limit)")"; put_result "changes_rc $ch_rc"; }
 grep -v '^changes.py: [0-9]* changes' "$WORK/changes.err" | head -n 5 >&2 || true
 while IFS='=' read -r k v; do put_result "changes_$k $v"; done <"$WORK/changes.out"
