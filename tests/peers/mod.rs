@@ -847,6 +847,10 @@ pub fn sipp_call(
                 },
             ])
             .args(["-m", "1", "-timeout", "30s", "-nostdin"])
+            // As a phone does, a stray response (a 180 an edge proxy's
+            // workers passed on behind its 200) is dropped, not a reason to
+            // abort the call.
+            .args(["-default_behaviors", "all,-abortunexp"])
             .args(["-trace_msg", "-message_file"])
             .arg(&trace)
             .args(["-trace_err", "-error_file"])
