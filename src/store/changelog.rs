@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::inventory::{Changes, TenantLocation};
+use crate::inventory::Changes;
 
 use super::numbers::{self, NumberRow, NUMBER_COLUMNS};
-use super::{address, now_ms, Backend, Store, StoreError};
+use super::{now_ms, Backend, Store, StoreError};
 
 /// The PostgreSQL notification channel of inventory changes.
 pub const CHANNEL: &str = "sosrouter_inventory";
@@ -333,24 +333,7 @@ impl Store {
             by_tenant.entry(t).or_default().push(id);
         }
         for (tenant, ids) in by_tenant {
-            let rows = sqlx::query(
-                "SELECT id, address_civic, address_lat, address_lon FROM locations \
-                 WHERE tenant = $1 ORDER BY id",
-            )
-            .bind(tenant.to_string())
-            .fetch_all(&mut *conn)
-            .await?;
-            let mut stored = Vec::with_capacity(rows.len());
-            for r in rows {
-                stored.push(TenantLocation {
-                    id: r.try_get(0)?,
-                    address: address::from_db(
-                        &r.try_get::<String, _>(1)?,
-                        r.try_get(2)?,
-                        r.try_get(3)?,
-                    )?,
-                });
-            }
+            let stored = super::numbers::read_locations(&mut *conn, tenant).await?;
             let have = current.tenant_locations(tenant);
             let new_id = ids
                 .iter()
@@ -553,7 +536,7 @@ mod tests {
 
     use super::*;
     use crate::config::DatabaseConfig;
-    use crate::inventory::{Address, Capabilities, Inventory, NumberEntry};
+    use crate::inventory::{Address, Capabilities, Inventory, NumberEntry, TenantLocation};
     use crate::pidf::CivicAddress;
     use crate::store::address::RequiredFields;
     use crate::store::upload::{self, Format};

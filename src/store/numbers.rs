@@ -759,24 +759,14 @@ impl Store {
 
     /// A tenant's locations.
     pub async fn locations(&self, tenant: &str) -> Result<Vec<LocationRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, address_civic, address_lat, address_lon FROM locations WHERE tenant = $1 ORDER BY id",
-        )
-        .bind(tenant.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push(LocationRow {
-                id: r.try_get(0)?,
-                address: address::from_db(
-                    &r.try_get::<String, _>(1)?,
-                    r.try_get(2)?,
-                    r.try_get(3)?,
-                )?,
-            });
-        }
-        Ok(out)
+        Ok(read_locations(&self.pool, tenant)
+            .await?
+            .into_iter()
+            .map(|l| LocationRow {
+                id: l.id,
+                address: l.address,
+            })
+            .collect())
     }
 
     /// One location of a tenant.
@@ -1004,4 +994,29 @@ pub struct AuditFilter {
 /// elsewhere or nowhere.
 pub fn not_found(tenant: &str, number: &str) -> StoreError {
     StoreError::NotFound(format!("no number {number} in tenant {tenant:?}"))
+}
+
+/// A tenant's locations, in id order, through `exec` (the pool, or a
+/// connection the caller holds).
+pub(super) async fn read_locations<'c, E>(
+    exec: E,
+    tenant: &str,
+) -> Result<Vec<crate::inventory::TenantLocation>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = Any>,
+{
+    let rows = sqlx::query(
+        "SELECT id, address_civic, address_lat, address_lon FROM locations WHERE tenant = $1 ORDER BY id",
+    )
+    .bind(tenant.to_string())
+    .fetch_all(exec)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(crate::inventory::TenantLocation {
+            id: r.try_get(0)?,
+            address: address::from_db(&r.try_get::<String, _>(1)?, r.try_get(2)?, r.try_get(3)?)?,
+        });
+    }
+    Ok(out)
 }
