@@ -527,8 +527,14 @@ pub struct DatabaseConfig {
     /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB`. Default:
     /// SQLite in `data_dir`. `SOSROUTER_DATABASE_URL` overrides it.
     pub url: Option<String>,
-    /// Where the default SQLite file (`sosrouter.db`) lives.
+    /// Where the default SQLite file (`sosrouter.db`) lives, and this
+    /// instance's inventory checkpoint (`inventory.checkpoint`).
     pub data_dir: PathBuf,
+    /// Keep a copy of the inventory snapshot in `data_dir`
+    /// (`inventory.checkpoint`), so that a restart reads it and the changes
+    /// made since, in seconds, instead of the whole inventory from the
+    /// database.
+    pub inventory_checkpoint: bool,
     /// Call records older than this many days are deleted (at start and
     /// daily).
     pub retention_days: u32,
@@ -555,6 +561,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: None,
             data_dir: PathBuf::from("./sosrouter-data"),
+            inventory_checkpoint: true,
             retention_days: 365,
             max_connections: 8,
             poll_interval_ms: 500,

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -29,6 +29,29 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// The core's admission state ([`Load::level`]), once a second.
     pub overload: AtomicU8,
+    /// With a database: where its inventory snapshot is published.
+    pub inventory: Option<Arc<crate::store::Hub>>,
+}
+
+/// How far the inventory is, for the health pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InventoryState {
+    /// No database: the inventory, if any, was read from its file at start.
+    Static,
+    /// The database's inventory is being read: calls are routed meanwhile,
+    /// those without a location by the country defaults.
+    Loading,
+    Loaded,
+}
+
+impl InventoryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InventoryState::Static => "file",
+            InventoryState::Loading => "loading",
+            InventoryState::Loaded => "loaded",
+        }
+    }
 }
 
 impl Shared {
@@ -42,10 +65,33 @@ impl Shared {
         Load::from_level(self.overload.load(Ordering::Relaxed))
     }
 
+    pub fn inventory_state(&self) -> InventoryState {
+        match &self.inventory {
+            None => InventoryState::Static,
+            Some(h) if h.loaded() => InventoryState::Loaded,
+            Some(_) => InventoryState::Loading,
+        }
+    }
+
     /// Ready: not draining, not refusing every new call for overload, and
     /// a screening or last-resort trunk is up, so every emergency call has
-    /// somewhere to go.
-    pub fn ready(&self) -> (bool, String) {
+    /// somewhere to go. While the database's inventory loads the router
+    /// routes calls (see [`InventoryState::Loading`]) and counts as ready,
+    /// saying so; with `strict`, it does not until the inventory is loaded
+    /// (for a fleet whose balancer should prefer loaded instances).
+    pub fn ready(&self, strict: bool) -> (bool, String) {
+        let (ready, reason) = self.routes_calls();
+        if !ready || self.inventory_state() != InventoryState::Loading {
+            return (ready, reason);
+        }
+        let why = match self.inventory.as_ref().and_then(|h| h.load_error()) {
+            Some(e) => format!("the inventory could not be loaded yet ({e}); calls without a location are routed by the country defaults"),
+            None => "the inventory is loading: calls without a location are routed by the country defaults".into(),
+        };
+        (!strict, why)
+    }
+
+    fn routes_calls(&self) -> (bool, String) {
         if self.draining.load(Ordering::Relaxed) {
             return (false, "shutting down".into());
         }
@@ -72,8 +118,21 @@ pub fn health_routes(shared: Arc<Shared>) -> axum::Router {
         .with_state(shared)
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let (ready, reason) = shared.ready();
+async fn readyz(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let strict = q.get("inventory").is_some_and(|v| v == "loaded");
+    let (ready, reason) = shared.ready(strict);
+    let state = shared.inventory_state();
+    let inventory = match &shared.inventory {
+        None => json!({"state": state.as_str()}),
+        Some(h) => json!({
+            "state": state.as_str(),
+            "numbers": h.progress(),
+            "error": h.load_error(),
+        }),
+    };
     let trunks = shared.trunks.read().map(|t| t.clone()).unwrap_or_default();
     let code = if ready {
         StatusCode::OK
@@ -86,6 +145,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             "ready": ready,
             "reason": reason,
             "overload": shared.load().as_str(),
+            "inventory": inventory,
             "trunks": trunks,
         })),
     )
@@ -156,11 +216,41 @@ mod tests {
         // (overload level, ready)
         for (level, want) in [(0, true), (1, true), (2, false), (0, true)] {
             shared.overload.store(level, Ordering::Relaxed);
-            let (ready, reason) = shared.ready();
+            let (ready, reason) = shared.ready(false);
             assert_eq!(ready, want, "level {level}: {reason}");
             if !want {
                 assert!(reason.contains("overloaded"), "{reason}");
             }
         }
+    }
+
+    #[test]
+    fn while_the_inventory_loads_the_router_is_ready_only_when_not_strict() {
+        let hub = crate::store::Hub::new();
+        let shared = Shared {
+            inventory: Some(hub.clone()),
+            ..Shared::default()
+        };
+        shared.set_trunks(vec![TrunkHealth::new(
+            "screening",
+            "screening",
+            std::time::Instant::now(),
+            false,
+        )]);
+        assert_eq!(shared.inventory_state(), InventoryState::Loading);
+        let (ready, reason) = shared.ready(false);
+        assert!(ready, "{reason}");
+        assert!(reason.contains("country defaults"), "{reason}");
+        assert!(!shared.ready(true).0);
+        hub.set_load_error(Some("database: connection refused".into()));
+        let (_, reason) = shared.ready(true);
+        assert!(reason.contains("connection refused"), "{reason}");
+        hub.publish(crate::inventory::Inventory::empty(), Default::default(), 1);
+        assert_eq!(shared.inventory_state(), InventoryState::Loaded);
+        assert_eq!(shared.ready(true), (true, "ok".to_string()));
+        assert_eq!(hub.load_error(), None);
+        // Draining wins over everything.
+        shared.draining.store(true, Ordering::Relaxed);
+        assert!(!shared.ready(false).0);
     }
 }

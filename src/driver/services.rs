@@ -67,7 +67,10 @@ impl Services {
             )),
             _ => None,
         };
-        let shared = Arc::new(admin::Shared::default());
+        let shared = Arc::new(admin::Shared {
+            inventory: store.as_ref().map(|s| s.hub().clone()),
+            ..admin::Shared::default()
+        });
         let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
         let stop_signal = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
@@ -167,8 +170,10 @@ impl Services {
     }
 }
 
-/// Opens the database, imports the inventory file into an empty one, loads
-/// the snapshot, and starts following changes and deleting old records.
+/// Opens the database and starts loading its inventory, off the start:
+/// the router takes calls from its first second, routing those without a
+/// location by the country defaults until the inventory is loaded (see
+/// [`load_inventory`]).
 async fn open_store(
     config: &Config,
     db: &DatabaseConfig,
@@ -178,29 +183,78 @@ async fn open_store(
     let store = Store::open(db, hub).await?;
     let file = opts
         .inventory
-        .as_ref()
-        .or(config.emergency.inventory.as_ref());
-    if let Some(path) = file {
-        if store.inventory_is_empty().await? {
-            let inv =
-                crate::inventory::Inventory::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let actor = Actor {
-                name: format!("import:{}", path.display()),
-                role: "system",
-            };
-            let n = store.import(&inv, &actor).await?;
-            tracing::info!(numbers = n, file = %path.display(), "inventory file imported into the empty database");
-        } else {
-            tracing::info!(file = %path.display(), "the database holds an inventory already: the file is not imported, now or on reload (change numbers through the API)");
+        .clone()
+        .or_else(|| config.emergency.inventory.clone());
+    let poll = Duration::from_millis(db.poll_interval_ms);
+    tokio::spawn(load_inventory(store.clone(), file, poll));
+    store.spawn_retention(db.retention_days);
+    Ok(store)
+}
+
+/// Imports the inventory file into an empty database, loads the snapshot
+/// (retrying while the database fails), then follows the changes. A file
+/// that cannot be imported leaves the router on the country defaults, the
+/// reason on `/readyz`, until it is fixed and the router restarted.
+async fn load_inventory(store: Arc<Store>, file: Option<std::path::PathBuf>, poll: Duration) {
+    let started = std::time::Instant::now();
+    let mut wait = Duration::from_millis(500);
+    let mut imported = file.is_none();
+    loop {
+        let step = async {
+            if !imported {
+                if let Some(path) = &file {
+                    import_file(&store, path).await?;
+                }
+                imported = true;
+            }
+            store.refresh().await.map_err(anyhow::Error::from)
+        };
+        match step.await {
+            Ok(_) => break,
+            Err(e) if e.is::<FileRefused>() => {
+                let e = format!("{e:#}");
+                tracing::error!(error = %e, "the inventory file was not imported: calls without a location are routed by the country defaults");
+                store.hub().set_load_error(Some(e));
+                return;
+            }
+            Err(e) => {
+                let e = format!("{e:#}");
+                tracing::error!(error = %e, retry_ms = wait.as_millis() as u64, "the inventory could not be loaded: calls without a location are routed by the country defaults meanwhile");
+                store.hub().set_load_error(Some(e));
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
         }
     }
-    store.refresh().await?;
-    store.spawn_follower(Duration::from_millis(db.poll_interval_ms));
-    store.spawn_retention(db.retention_days);
+    store.spawn_follower(poll);
     tracing::info!(
         backend = store.backend().as_str(),
         numbers = store.hub().inventory().len(),
-        "database ready"
+        load_ms = started.elapsed().as_millis() as u64,
+        "inventory ready: calls are routed on the database's inventory"
     );
-    Ok(store)
+}
+
+/// An inventory file that cannot be read: retrying would not help.
+#[derive(Debug, thiserror::Error)]
+#[error("inventory file {0}")]
+struct FileRefused(String);
+
+/// Imports the inventory file when the database holds no inventory yet.
+async fn import_file(store: &Store, path: &std::path::Path) -> anyhow::Result<()> {
+    if !store.inventory_is_empty().await? {
+        tracing::info!(file = %path.display(), "the database holds an inventory already: the file is not imported, now or on reload (change numbers through the API)");
+        return Ok(());
+    }
+    let p = path.to_path_buf();
+    let inv = tokio::task::spawn_blocking(move || crate::inventory::Inventory::load(&p))
+        .await?
+        .map_err(|e| FileRefused(format!("{}: {e}", path.display())))?;
+    let actor = Actor {
+        name: format!("import:{}", path.display()),
+        role: "system",
+    };
+    let n = store.import(&inv, &actor).await?;
+    tracing::info!(numbers = n, file = %path.display(), "inventory file imported into the empty database");
+    Ok(())
 }

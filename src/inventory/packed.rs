@@ -104,6 +104,25 @@ impl Shard {
     pub(super) fn iter(&self) -> impl Iterator<Item = (u64, &Slot)> {
         self.map.iter().map(|(&k, s)| (k, s))
     }
+
+    pub(super) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Its addresses, as [`Shard::from_parts`] takes them back.
+    pub(super) fn arena(&self) -> &[u8] {
+        &self.arena
+    }
+
+    /// A shard from its numbers and the arena their offsets point into.
+    pub(super) fn from_parts(
+        entries: impl ExactSizeIterator<Item = (u64, Slot)>,
+        arena: Vec<u8>,
+    ) -> Shard {
+        let mut map = Map::with_capacity_and_hasher(entries.len(), Default::default());
+        map.extend(entries);
+        Shard { map, arena }
+    }
 }
 
 /// A copy holds only the addresses its numbers still use: a shard is
@@ -155,6 +174,10 @@ pub(super) struct Names {
 impl Names {
     pub(super) fn get(&self, i: u32) -> &str {
         self.names.get(i as usize).map_or("", |s| s)
+    }
+
+    pub(super) fn all(&self) -> &[Arc<str>] {
+        &self.names
     }
 
     pub(super) fn find(&self, name: &str) -> Option<u32> {

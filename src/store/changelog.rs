@@ -115,9 +115,11 @@ pub async fn append(
 pub struct Follow {
     /// The last log row applied to the published snapshot; `None` before
     /// the first load.
-    applied: Option<i64>,
+    pub(super) applied: Option<i64>,
     /// Whole loads so far.
     whole_loads: usize,
+    /// When the next checkpoint is due.
+    pub(super) due: super::checkpoint::Due,
 }
 
 /// What bringing the snapshot up to date did.
@@ -177,8 +179,16 @@ impl Store {
     async fn catch_up_by(&self, batch: i64) -> Result<Refreshed, StoreError> {
         let mut follow = self.follow.lock().await;
         let head = self.head().await?;
-        let Some(applied) = follow.applied else {
-            return self.load_whole(&mut follow, Why::First).await;
+        let applied = match follow.applied {
+            Some(a) => a,
+            None => match self.read_checkpoint(head.trimmed, head.last).await {
+                Some(seq) => {
+                    follow.applied = Some(seq);
+                    follow.due.at = Some(Instant::now());
+                    seq
+                }
+                None => return self.load_whole(&mut follow, Why::First).await,
+            },
         };
         if head.trimmed > applied {
             return self.load_whole(&mut follow, Why::Trimmed).await;
@@ -264,6 +274,7 @@ impl Store {
         let t = Instant::now();
         self.hub.apply(&changes, desks, head.version);
         follow.applied = Some(cursor);
+        follow.due.rows += rows_read;
         tracing::debug!(
             rows = rows_read,
             numbers = changes.numbers.len(),
@@ -311,6 +322,7 @@ impl Store {
         self.hub.publish(inventory, desks, head.version);
         follow.applied = Some(head.last);
         follow.whole_loads += 1;
+        follow.due.stale = true;
         Ok(Refreshed::Full)
     }
 
@@ -464,6 +476,14 @@ impl Store {
                 }
                 if let Err(e) = store.refresh().await {
                     tracing::warn!(error = %e, "could not check the database for inventory changes");
+                }
+                if store.checkpoint_due().await {
+                    let s = store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = s.write_checkpoint().await {
+                            tracing::warn!(error = %e, "the inventory checkpoint was not written");
+                        }
+                    });
                 }
                 if trimmed_at.is_none_or(|t| t.elapsed() >= TRIM_EVERY) {
                     trimmed_at = Some(Instant::now());
@@ -658,6 +678,7 @@ mod tests {
         let (base, _) = url.rsplit_once('/').unwrap();
         let db = DatabaseConfig {
             url: Some(format!("{base}/{name}")),
+            data_dir: std::env::temp_dir().join(format!("sosrouter-changelog-{name}")),
             ..DatabaseConfig::default()
         };
         Some((db, PgDrop { admin: url, name }))
@@ -1033,6 +1054,84 @@ mod tests {
         assert_eq!(whole_loads(&a).await, 1);
         a.pool.close().await;
         b.pool.close().await;
+    }
+
+    /// A restart reads its checkpoint and the log rows written after it;
+    /// a checkpoint that does not fit the database is not used.
+    async fn restarts_from_its_checkpoint(db: &DatabaseConfig) {
+        let hub_a = Hub::new();
+        let a = Store::open(db, hub_a.clone()).await.unwrap();
+        a.import(&inventory(), &actor()).await.unwrap();
+        assert!(a.checkpoint_due().await, "due after a whole load");
+        a.write_checkpoint().await.unwrap();
+        assert!(!a.checkpoint_due().await);
+        a.set_address("acme", &number(7), Some(addr("Elm St", 8)), &actor(), false)
+            .await
+            .unwrap();
+        a.delete_number("acme", &number(9), &actor()).await.unwrap();
+        assert!(!a.checkpoint_due().await, "two changes make none due");
+
+        let restarted = |db: DatabaseConfig| async move {
+            let hub = Hub::new();
+            let s = Store::open(&db, hub.clone()).await.unwrap();
+            s.refresh().await.unwrap();
+            let loads = whole_loads(&s).await;
+            s.pool.close().await;
+            (loads, hub.inventory())
+        };
+        let (loads, inv) = restarted(db.clone()).await;
+        assert_eq!(loads, 0, "no whole load");
+        assert_eq!(city_street(&inv, &number(7)).as_deref(), Some("Elm St"));
+        assert!(inv.get(&number(9)).is_none());
+        assert_same(&inv, &hub_a.inventory());
+
+        // The log row the checkpoint ends at is not what it was (a
+        // database restored from a backup): a whole load.
+        sqlx::query("UPDATE inventory_changes SET at_ms = at_ms + 1 WHERE seq = (SELECT MAX(seq) - 2 FROM inventory_changes)")
+            .execute(&a.pool)
+            .await
+            .unwrap();
+        let (loads, inv) = restarted(db.clone()).await;
+        assert_eq!(loads, 1);
+        assert_same(&inv, &hub_a.inventory());
+
+        // A damaged file: a whole load.
+        a.write_checkpoint().await.unwrap();
+        let file = db.data_dir.join(super::super::checkpoint::FILE);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&file, &bytes).unwrap();
+        let (loads, inv) = restarted(db.clone()).await;
+        assert_eq!(loads, 1);
+        assert_same(&inv, &hub_a.inventory());
+
+        // Another database's checkpoint: a whole load of this one.
+        a.write_checkpoint().await.unwrap();
+        let (other, other_dir) = sqlite();
+        std::fs::create_dir_all(&other_dir).unwrap();
+        std::fs::copy(&file, other_dir.join(super::super::checkpoint::FILE)).unwrap();
+        let (loads, inv) = restarted(other).await;
+        assert_eq!((loads, inv.len()), (1, 0));
+        let _ = std::fs::remove_dir_all(other_dir);
+        a.pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_restart_reads_its_checkpoint() {
+        let (db, dir) = sqlite();
+        restarts_from_its_checkpoint(&db).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_restart_reads_its_checkpoint_on_postgres() {
+        let Some((db, pg)) = postgres("a_restart_reads_its_checkpoint_on_postgres").await else {
+            return;
+        };
+        restarts_from_its_checkpoint(&db).await;
+        let _ = std::fs::remove_dir_all(&db.data_dir);
+        pg.drop_now().await;
     }
 
     #[tokio::test]

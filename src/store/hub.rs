@@ -5,8 +5,8 @@
 //! they were given.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
@@ -22,6 +22,10 @@ pub struct Hub {
     desks: ArcSwap<SecurityDesks>,
     version: AtomicI64,
     loaded: AtomicBool,
+    /// Numbers read so far by the first load.
+    progress: AtomicU64,
+    /// Why the first load has not succeeded yet, when it failed.
+    load_error: Mutex<Option<String>>,
 }
 
 impl Default for Hub {
@@ -31,6 +35,8 @@ impl Default for Hub {
             desks: Default::default(),
             version: AtomicI64::new(0),
             loaded: AtomicBool::new(false),
+            progress: AtomicU64::new(0),
+            load_error: Mutex::new(None),
         }
     }
 }
@@ -71,12 +77,39 @@ impl Hub {
         self.loaded.load(Ordering::Acquire)
     }
 
+    /// Numbers read so far by the first load (the total once loaded).
+    pub fn progress(&self) -> u64 {
+        self.progress.load(Ordering::Relaxed)
+    }
+
+    /// Counts numbers read by the first load.
+    pub fn add_progress(&self, n: u64) {
+        if !self.loaded() {
+            self.progress.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Why the first load failed, while it has not succeeded.
+    pub fn load_error(&self) -> Option<String> {
+        self.load_error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// Records why a load failed (`None` once one succeeded).
+    pub fn set_load_error(&self, error: Option<String>) {
+        if let Ok(mut e) = self.load_error.lock() {
+            *e = error;
+        }
+    }
+
     /// Publishes a new snapshot and webhooks, built from `version`.
     pub fn publish(&self, inventory: Inventory, desks: SecurityDesks, version: i64) {
         self.desks.store(Arc::new(desks));
         self.version.store(version, Ordering::Release);
-        self.loaded.store(true, Ordering::Release);
+        self.progress
+            .store(inventory.len() as u64, Ordering::Relaxed);
         self.inventory.send_replace(Arc::new(inventory));
+        self.loaded.store(true, Ordering::Release);
+        self.set_load_error(None);
     }
 
     /// Publishes the current snapshot with `changes` applied (numbers and

@@ -20,10 +20,12 @@
 pub mod address;
 pub mod audit;
 pub mod changelog;
+mod checkpoint;
 pub mod hub;
 pub mod numbers;
 pub mod records;
 pub mod upload;
+mod worker;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -174,6 +176,9 @@ pub struct Store {
     url: String,
     /// Change log rows older than this many days are trimmed.
     change_log_days: u32,
+    /// Where this instance keeps its inventory checkpoint, if it does.
+    checkpoint: Option<std::path::PathBuf>,
+    checkpoint_writing: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -233,6 +238,10 @@ impl Store {
             follow: tokio::sync::Mutex::new(changelog::Follow::default()),
             url,
             change_log_days: db.change_log_days,
+            checkpoint: db
+                .inventory_checkpoint
+                .then(|| db.data_dir.join(checkpoint::FILE)),
+            checkpoint_writing: Default::default(),
         }))
     }
 
@@ -264,49 +273,24 @@ impl Store {
             .await
     }
 
-    /// Builds a snapshot from the tables.
+    /// Builds a snapshot from the tables, on a thread and a connection of
+    /// its own ([`worker`]), reading the numbers as a stream; the hub
+    /// counts them as they come.
     async fn load_snapshot(&self) -> Result<(Inventory, SecurityDesks), StoreError> {
-        let mut inv = Inventory::empty();
-        let mut located: std::collections::HashMap<(String, String), Address> =
-            std::collections::HashMap::new();
-        let rows = sqlx::query(
-            "SELECT tenant, id, address_civic, address_lat, address_lon FROM locations ORDER BY tenant, id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for r in rows {
-            let tenant: String = r.try_get(0)?;
-            let id: String = r.try_get(1)?;
-            let a = address::from_db(&r.try_get::<String, _>(2)?, r.try_get(3)?, r.try_get(4)?)?;
-            located.insert((tenant.clone(), id.clone()), a.clone());
-            inv.add_location(&tenant, TenantLocation { id, address: a });
-        }
-        let rows = sqlx::query(&format!("SELECT {} FROM numbers", numbers::NUMBER_COLUMNS))
-            .fetch_all(&self.pool)
-            .await?;
-        for r in rows {
-            let n = numbers::NumberRow::from_row(&r)?;
-            let location = match &n.location_id {
-                Some(id) => located.get(&(n.tenant.clone(), id.clone())),
-                None => None,
-            };
-            let entry = n.entry(location);
-            inv.insert(entry);
-        }
-        let desks = self.load_desks().await?;
-        Ok((inv, desks))
+        let hub = self.hub.clone();
+        worker::run(&self.url, "inventory-load", move |mut conn| async move {
+            let inv = read_inventory(&mut conn, &hub).await?;
+            let desks = read_desks(&mut conn).await?;
+            let _ = sqlx::Connection::close(conn).await;
+            Ok((inv, desks))
+        })
+        .await
     }
 
     /// Every tenant's security desk webhook.
     async fn load_desks(&self) -> Result<SecurityDesks, StoreError> {
-        let mut desks = SecurityDesks::new();
-        let rows = sqlx::query("SELECT tenant, webhook_url FROM security_desks")
-            .fetch_all(&self.pool)
-            .await?;
-        for r in rows {
-            desks.insert(r.try_get(0)?, r.try_get(1)?);
-        }
-        Ok(desks)
+        let mut conn = self.pool.acquire().await?;
+        read_desks(&mut conn).await
     }
 
     /// Whether the inventory tables hold nothing yet.
@@ -390,6 +374,58 @@ impl Store {
         self.refresh().await?;
         Ok(rows.len())
     }
+}
+
+/// Reads the whole inventory: the tenant locations, then the numbers as a
+/// stream (counted in `hub` as they come).
+async fn read_inventory(
+    conn: &mut sqlx::AnyConnection,
+    hub: &Hub,
+) -> Result<Inventory, StoreError> {
+    use futures_util::TryStreamExt;
+    let mut inv = Inventory::empty();
+    let mut located: std::collections::HashMap<(String, String), Address> =
+        std::collections::HashMap::new();
+    let rows = sqlx::query(
+        "SELECT tenant, id, address_civic, address_lat, address_lon FROM locations ORDER BY tenant, id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let tenant: String = r.try_get(0)?;
+        let id: String = r.try_get(1)?;
+        let a = address::from_db(&r.try_get::<String, _>(2)?, r.try_get(3)?, r.try_get(4)?)?;
+        located.insert((tenant.clone(), id.clone()), a.clone());
+        inv.add_location(&tenant, TenantLocation { id, address: a });
+    }
+    let sql = format!("SELECT {} FROM numbers", numbers::NUMBER_COLUMNS);
+    let mut rows = sqlx::query(&sql).fetch(&mut *conn);
+    let mut counted = 0u64;
+    while let Some(r) = rows.try_next().await? {
+        let n = numbers::NumberRow::from_row(&r)?;
+        let location = match &n.location_id {
+            Some(id) if n.address.is_none() => located.get(&(n.tenant.clone(), id.clone())),
+            _ => None,
+        };
+        inv.insert(n.entry(location));
+        counted += 1;
+        if counted.is_multiple_of(16_384) {
+            hub.add_progress(16_384);
+        }
+    }
+    Ok(inv)
+}
+
+/// Every tenant's security desk webhook.
+async fn read_desks(conn: &mut sqlx::AnyConnection) -> Result<SecurityDesks, StoreError> {
+    let mut desks = SecurityDesks::new();
+    let rows = sqlx::query("SELECT tenant, webhook_url FROM security_desks")
+        .fetch_all(&mut *conn)
+        .await?;
+    for r in rows {
+        desks.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    Ok(desks)
 }
 
 /// Moves the inventory version on; in PostgreSQL this also takes the row

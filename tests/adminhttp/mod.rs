@@ -247,7 +247,13 @@ pub fn tokens() -> Tokens {
 /// Where a test's data lives.
 pub enum Db {
     Sqlite(common::tempdir::Dir),
-    Postgres { admin_url: String, name: String },
+    /// The database, and the router's data directory (its inventory
+    /// checkpoint).
+    Postgres {
+        admin_url: String,
+        name: String,
+        dir: common::tempdir::Dir,
+    },
 }
 
 impl Db {
@@ -273,6 +279,7 @@ impl Db {
         Some(Db::Postgres {
             admin_url: url,
             name,
+            dir: common::tempdir::Dir::new("data"),
         })
     }
 
@@ -283,9 +290,10 @@ impl Db {
                 "[database]\ndata_dir = \"{}\"\npoll_interval_ms = 200\n",
                 dir.path().display()
             ),
-            Db::Postgres { .. } => format!(
-                "[database]\nurl = \"{}\"\npoll_interval_ms = 200\n",
-                self.url()
+            Db::Postgres { dir, .. } => format!(
+                "[database]\nurl = \"{}\"\ndata_dir = \"{}\"\npoll_interval_ms = 200\n",
+                self.url(),
+                dir.path().display()
             ),
         }
     }
@@ -293,7 +301,9 @@ impl Db {
     pub fn url(&self) -> String {
         match self {
             Db::Sqlite(dir) => format!("sqlite://{}/sosrouter.db", dir.path().display()),
-            Db::Postgres { admin_url, name } => {
+            Db::Postgres {
+                admin_url, name, ..
+            } => {
                 let base = admin_url.rsplit_once('/').unwrap().0;
                 format!("{base}/{name}")
             }
@@ -335,7 +345,10 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
-        if let Db::Postgres { admin_url, name } = self {
+        if let Db::Postgres {
+            admin_url, name, ..
+        } = self
+        {
             pg_exec(
                 admin_url,
                 &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),

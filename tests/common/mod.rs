@@ -276,6 +276,9 @@ pub struct Router {
 /// The lines the router logs for its SIP listeners on 127.0.0.1.
 const LISTENING_UDP: &str = "listening sip udp 127.0.0.1:";
 const LISTENING_TCP: &str = "listening sip tcp 127.0.0.1:";
+/// What a router with a database logs once its inventory is loaded, or
+/// once it knows it cannot be.
+const INVENTORY_SETTLED: [&str; 2] = ["inventory ready", "the inventory file was not imported"];
 
 /// The port a `listening ...` log line names after `prefix`.
 fn listening_port(line: &str, prefix: &str) -> Option<u16> {
@@ -305,7 +308,7 @@ impl Router {
         let tcp = text.contains("\"tcp:127.0.0.1:");
         let mut log = String::new();
         for _ in 0..5 {
-            let (router, tcp_port) = Router::spawn(config, args, tcp)?;
+            let (router, tcp_port) = Router::spawn(config, args, tcp, &text)?;
             if tcp_port.is_none_or(|p| p == router.port) {
                 return Ok(router);
             }
@@ -318,7 +321,12 @@ impl Router {
 
     /// Starts the router and waits for its UDP port on 127.0.0.1 and, when
     /// `tcp`, its TCP port there.
-    fn spawn(config: &str, args: &[&str], tcp: bool) -> Result<(Router, Option<u16>), String> {
+    fn spawn(
+        config: &str,
+        args: &[&str],
+        tcp: bool,
+        text: &str,
+    ) -> Result<(Router, Option<u16>), String> {
         let dir = tempdir::Dir::new("router");
         let path = dir.path().join("sosrouter.toml");
         std::fs::write(&path, config).unwrap();
@@ -379,6 +387,24 @@ impl Router {
             log,
             _dir: dir,
         };
+        // With a database the router takes calls at once and loads its
+        // inventory beside them: the tests start calling once it is loaded
+        // (or has said why not).
+        let database =
+            text.contains("[database]") || std::env::var_os("SOSROUTER_DATABASE_URL").is_some();
+        if database {
+            let end = Instant::now() + Duration::from_secs(60);
+            loop {
+                let l = router.log();
+                if INVENTORY_SETTLED.iter().any(|m| l.contains(m)) {
+                    break;
+                }
+                if Instant::now() > end {
+                    return Err(format!("the inventory never loaded:\n{l}"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         Ok((router, tcp_port))
     }
 

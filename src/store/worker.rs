@@ -1,0 +1,45 @@
+//! Heavy database work (a whole inventory load, a bulk upload) on a thread
+//! of its own, with a connection of its own: the router's runtime is one
+//! thread that also relays every SIP message, and not one row of a
+//! ten-million-row read is decoded there.
+
+use std::future::Future;
+
+use sqlx::{AnyConnection, Connection};
+
+use super::StoreError;
+
+/// Runs `work` on a new thread with its own runtime and a new connection
+/// to `url`, and gives back what it returned.
+pub(super) async fn run<T, F, Fut>(url: &str, name: &str, work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(AnyConnection) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let url = url.to_string();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let result = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(async move {
+                    let conn = AnyConnection::connect(&url).await?;
+                    work(conn).await
+                }),
+                Err(e) => Err(StoreError::Other(anyhow::anyhow!(
+                    "cannot start a runtime for the database work: {e}"
+                ))),
+            };
+            let _ = tx.send(result);
+        })
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("cannot start a thread: {e}")))?;
+    rx.await.map_err(|_| {
+        StoreError::Other(anyhow::anyhow!(
+            "the database work's thread ended without an answer"
+        ))
+    })?
+}
