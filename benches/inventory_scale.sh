@@ -334,7 +334,7 @@ LIMIT_BODY="$(awk -F' = ' '$1 == "max_body_bytes" {print $2}' "$CFG")"
 # start_router TAG: starts the router (with --inventory), waits for
 # /readyz; records TAG_ready_s, TAG_cpu_s, TAG_hwm_kb, TAG_rss_kb.
 start_router() {
-    local tag="$1" t0 n=$SECONDS code limit
+    local tag="$1" t0 n=$SECONDS code limit routing=""
     ROUTER_LOG="$WORK/router-$tag.log"
     t0="$(now)"
     env -u RUST_LOG SOSROUTER_DATABASE_URL="$DB_URL" \
@@ -358,7 +358,13 @@ start_router() {
             [ -n "$ADMIN" ] && put_result "${tag}_listening_s $(since "$t0")"
         fi
         if [ -n "$ADMIN" ]; then
-            code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$ADMIN/readyz" || true)"
+            # Routing (by the country defaults while the inventory loads)
+            # once /readyz answers 200; ready once the inventory is loaded.
+            if [ -z "$routing" ]; then
+                code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$ADMIN/readyz" || true)"
+                [ "$code" = 200 ] && { routing=1; put_result "${tag}_routing_s $(since "$t0")"; }
+            fi
+            code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$ADMIN/readyz?inventory=loaded" || true)"
             [ "$code" = 200 ] && break
         fi
         if [ $((SECONDS - n)) -ge 30 ]; then

@@ -1240,3 +1240,135 @@ fn a_webhook_to_the_routers_own_host_is_refused_in_every_spelling() {
         assert_eq!(r.status, 422, "{url}: {r}");
     }
 }
+
+/// A bulk upload bigger than the API's body limit, streamed, applied whole;
+/// one with bad rows applied not at all; progress and outcome at
+/// `/v1/uploads/{id}`; operators only.
+fn bulk_uploads(db: Db) {
+    let lab = start(&db);
+    let (api, t) = (&lab.api, &lab.t);
+    // 6,000 rows of two tenants (each row names its own), over the
+    // 64 KiB body limit of the tests' configuration.
+    let mut tsv = String::from(
+        "number\ttenant\tcountry\ttenant_may_edit_address\treg_A1\treg_A3\treg_RD\treg_HNO\n",
+    );
+    for i in 0..6_000u32 {
+        let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+        tsv.push_str(&format!(
+            "+1212{i:07}\t{tenant}\tUS\tyes\tNY\tNew York\tBroadway\t{}\n",
+            i % 900 + 1
+        ));
+    }
+    assert!(tsv.len() > 4 << 16, "{} bytes", tsv.len());
+    let r = api.call(
+        "POST",
+        "/v1/uploads?wait=true",
+        Some(&t.operator),
+        Some("text/tab-separated-values"),
+        tsv.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let s = r.json();
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["summary"]["created"], 6_000, "{s}");
+    assert_eq!(s["rows_checked"], 6_000);
+    assert_eq!(s["bytes"], tsv.len());
+    assert_eq!(number(&lab, "globex", "+12120000001")["tenant"], "globex");
+    let n = number(&lab, "acme", "+12120005998");
+    assert_eq!(n["address"]["RD"], "Broadway", "{n}");
+
+    // Two rows for acme, the second a number of globex: refused when
+    // applied, and the first is not applied either.
+    let mut one = String::from("number\tcountry\treg_A1\treg_A3\treg_RD\treg_HNO\n");
+    one.push_str("+12120000000\tUS\tNY\tNew York\tFifth Ave\t1\n");
+    one.push_str("+12120000001\tUS\tNY\tNew York\tFifth Ave\t2\n");
+
+    let r = api.call(
+        "POST",
+        "/v1/uploads?tenant=acme",
+        Some(&t.operator),
+        Some("text/tab-separated-values"),
+        one.as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{r}");
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.header("Location").as_deref(),
+        Some(format!("/v1/uploads/{id}").as_str())
+    );
+    let end = Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let s = api.get(&format!("/v1/uploads/{id}"), &t.operator).json();
+        if s["state"] == "done" || s["state"] == "failed" {
+            break s;
+        }
+        assert!(Instant::now() < end, "never finished: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(s["state"], "failed", "{s}");
+    assert_eq!(s["row_errors"], 1, "{s}");
+    let lines: Vec<u64> = s["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [3], "{s}");
+    assert!(
+        s["rows"][0]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("another tenant"),
+        "{s}"
+    );
+    assert_eq!(
+        number(&lab, "acme", "+12120000000")["address"]["RD"],
+        "Broadway"
+    );
+
+    // Tenant admins cannot; unknown uploads are 404; a body that is no
+    // upload says why.
+    let r = api.call(
+        "POST",
+        "/v1/uploads?tenant=acme",
+        Some(&t.acme),
+        Some("text/csv"),
+        b"number,country\n+12125550100,US\n",
+    );
+    assert_eq!(r.status, 403, "{r}");
+    assert_eq!(
+        api.get("/v1/uploads/0123456789abcdef", &t.operator).status,
+        404
+    );
+    let r = api.call(
+        "POST",
+        "/v1/uploads?wait=true",
+        Some(&t.operator),
+        Some("text/csv"),
+        b"colour\nred\n",
+    );
+    assert_eq!(r.status, 400, "{r}");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown column"),
+        "{r}"
+    );
+    // The audit log names the upload.
+    let audit = api.get("/v1/audit?tenant=*", &t.operator);
+    assert_eq!(audit.status, 200, "{audit}");
+    assert!(audit.text().contains("\"created\":6000"), "{audit}");
+}
+
+#[test]
+fn sqlite_bulk_uploads() {
+    bulk_uploads(Db::sqlite());
+}
+
+#[test]
+fn postgres_bulk_uploads() {
+    if let Some(db) = Db::postgres("postgres_bulk_uploads") {
+        bulk_uploads(db);
+    }
+}

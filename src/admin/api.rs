@@ -14,6 +14,7 @@
 //! refused requests (401, 403), the latter within limits ([`refusals`]).
 
 mod refusals;
+mod uploads;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -60,6 +61,7 @@ pub struct Api {
     refusals: Mutex<refusals::Limiter>,
     /// The security desk configuration, for where webhooks may go.
     desks: std::sync::OnceLock<crate::notify::Webhooks>,
+    uploads: uploads::Uploads,
 }
 
 impl Api {
@@ -72,6 +74,7 @@ impl Api {
             max_body: admin.max_body_bytes,
             refusals: Mutex::new(refusals::Limiter::default()),
             desks: std::sync::OnceLock::new(),
+            uploads: Default::default(),
         })
     }
 
@@ -137,6 +140,13 @@ pub fn routes(api: Arc<Api>) -> axum::Router {
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(max))
         .layer(axum::middleware::from_fn_with_state(max, declared_length))
+        // Bulk uploads take bodies of any size, as a stream.
+        .merge(
+            axum::Router::new()
+                .route("/v1/uploads", axum::routing::post(uploads::post_upload))
+                .route("/v1/uploads/{id}", get(uploads::get_upload))
+                .layer(DefaultBodyLimit::disable()),
+        )
         .layer(axum::middleware::from_fn_with_state(
             api.clone(),
             audit_refusals,
@@ -443,10 +453,7 @@ fn actor(p: &Principal) -> Actor {
 
 /// A tenant name: 1 to 64 letters, digits, `.`, `_` or `-`.
 fn valid_tenant(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 64
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    upload::valid_tenant(t)
 }
 
 /// The tenant is well formed and within the token's reach.
@@ -524,29 +531,7 @@ async fn upload_numbers(
 ) -> ApiResult {
     scope(&p, &tenant)?;
     operator_only(&p, "upload numbers")?;
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let essence = ctype
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let format = match essence.as_str() {
-        "application/json" => upload::Format::Json,
-        "text/csv" => upload::Format::Csv,
-        "text/tab-separated-values" => upload::Format::Tsv,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "Content-Type {other:?}: send application/json, text/csv or text/tab-separated-values"
-                ),
-            ))
-        }
-    };
+    let format = upload_format(&headers)?;
     let body = body?;
     let t = tenant.clone();
     let parsed = tokio::task::spawn_blocking(move || upload::parse(&body, format, &t))
@@ -570,6 +555,31 @@ async fn upload_numbers(
         "numbers uploaded"
     );
     Ok(ok_json(StatusCode::OK, json!(summary)))
+}
+
+/// An upload's format, from its Content-Type (JSON when it has none).
+fn upload_format(headers: &HeaderMap) -> ApiResult<upload::Format> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let essence = ctype
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(upload::Format::Json),
+        "text/csv" => Ok(upload::Format::Csv),
+        "text/tab-separated-values" => Ok(upload::Format::Tsv),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "Content-Type {other:?}: send application/json, text/csv or text/tab-separated-values"
+            ),
+        )),
+    }
 }
 
 async fn get_number(

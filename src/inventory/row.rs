@@ -87,14 +87,22 @@ pub(crate) struct TableError {
 
 /// CSV or TSV text with a header line naming inventory columns, in any
 /// order; unknown and repeated names are refused. Values are trimmed.
-pub(crate) struct Table<'a> {
+pub(crate) struct Table<R> {
     pub columns: Vec<Column>,
-    reader: csv::Reader<&'a [u8]>,
+    reader: csv::Reader<R>,
 }
 
-impl<'a> Table<'a> {
-    /// Reads the header line.
-    pub fn new(text: &'a str, format: Format) -> Result<Table<'a>, TableError> {
+impl<'a> Table<&'a [u8]> {
+    /// Reads the header line of `text`.
+    pub fn new(text: &'a str, format: Format) -> Result<Table<&'a [u8]>, TableError> {
+        Table::from_reader(text.as_bytes(), format)
+    }
+}
+
+impl<R: std::io::Read> Table<R> {
+    /// Reads the header line from `input`; the rows are read as they are
+    /// asked for, so a table of any size is read in bounded memory.
+    pub fn from_reader(input: R, format: Format) -> Result<Table<R>, TableError> {
         let at_header = |message: String| TableError {
             line: Some(1),
             message,
@@ -108,7 +116,7 @@ impl<'a> Table<'a> {
         if format == Format::Tsv {
             builder.delimiter(b'\t').quoting(false);
         }
-        let mut reader = builder.from_reader(text.as_bytes());
+        let mut reader = builder.from_reader(input);
         let headers = reader
             .headers()
             .map_err(|e| at_header(e.to_string()))?
@@ -126,7 +134,7 @@ impl<'a> Table<'a> {
 
     /// The rows that are not all empty, with their line, in order; an
     /// error for a row that cannot be read (too few or many fields).
-    pub fn rows(self) -> impl Iterator<Item = Result<(u64, csv::StringRecord), TableError>> + 'a {
+    pub fn rows(self) -> impl Iterator<Item = Result<(u64, csv::StringRecord), TableError>> {
         self.reader.into_records().filter_map(|record| {
             let record = match record {
                 Ok(r) => r,

@@ -81,16 +81,10 @@ pub async fn append(
         return Ok(());
     }
     let at = now_ms();
-    for chunk in changed.chunks(250) {
+    for chunk in changed.chunks(2000) {
         let mut sql =
             String::from("INSERT INTO inventory_changes (kind, tenant, subject, at_ms) VALUES ");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            let b = i * 4;
-            sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
-        }
+        numbers::push_marks(&mut sql, chunk.len(), 4);
         let mut q = sqlx::query(&sql);
         for c in chunk {
             let (kind, tenant, subject) = c.columns();

@@ -19,6 +19,7 @@
 
 pub mod address;
 pub mod audit;
+pub mod bulk;
 pub mod changelog;
 mod checkpoint;
 pub mod hub;
@@ -179,6 +180,7 @@ pub struct Store {
     /// Where this instance keeps its inventory checkpoint, if it does.
     checkpoint: Option<std::path::PathBuf>,
     checkpoint_writing: std::sync::atomic::AtomicBool,
+    data_dir: std::path::PathBuf,
 }
 
 impl Store {
@@ -242,6 +244,7 @@ impl Store {
                 .inventory_checkpoint
                 .then(|| db.data_dir.join(checkpoint::FILE)),
             checkpoint_writing: Default::default(),
+            data_dir: db.data_dir.clone(),
         }))
     }
 
@@ -251,6 +254,12 @@ impl Store {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Where this instance keeps its files (the SQLite database by
+    /// default, the inventory checkpoint, bulk uploads being applied).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     pub fn pool(&self) -> &AnyPool {

@@ -2,7 +2,7 @@
 //! locations and security desk webhooks, each written with its audit
 //! entries in one transaction, then published (see [`super::Store`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde_json::{json, Value};
 use sqlx::any::AnyRow;
@@ -11,8 +11,9 @@ use sqlx::{Any, Row, Transaction};
 use crate::inventory::{Address, Capabilities, NumberEntry};
 
 use super::address::{self, RequiredFields};
+use super::bulk::{effective, Apply};
 use super::changelog::{self, Changed};
-use super::upload::{Change, RowError, Upload};
+use super::upload::Upload;
 use super::{bump_version, capabilities_json, now_ms, Actor, Store, StoreError};
 
 /// The columns [`NumberRow::from_row`] reads, in its order.
@@ -156,7 +157,7 @@ fn action(old: &Option<Value>, new: &Option<Value>) -> &'static str {
 }
 
 impl AuditEntry {
-    fn of(
+    pub(super) fn of(
         actor: &Actor,
         tenant: &str,
         subject: &str,
@@ -176,33 +177,55 @@ impl AuditEntry {
     }
 }
 
-/// Writes audit entries (ids sort by time, then by order of writing).
+/// Writes audit entries (ids sort by time, then by order of writing), many
+/// rows per statement.
 pub async fn audit(
     tx: &mut Transaction<'_, Any>,
     entries: &[AuditEntry],
 ) -> Result<(), sqlx::Error> {
+    const COLS: usize = 10;
     let at = now_ms();
     let salt: u32 = rand::random();
-    for (i, e) in entries.iter().enumerate() {
-        let id = format!("{at:013x}-{salt:08x}-{i:06x}");
-        sqlx::query(
-            "INSERT INTO audit_log (id, at_ms, actor, role, tenant, subject, field, action, old_value, new_value) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(id)
-        .bind(at)
-        .bind(e.actor.name.clone())
-        .bind(e.actor.role)
-        .bind(e.tenant.clone())
-        .bind(e.subject.clone())
-        .bind(e.field)
-        .bind(e.action)
-        .bind(e.old.as_ref().map(Value::to_string))
-        .bind(e.new.as_ref().map(Value::to_string))
-        .execute(&mut **tx)
-        .await?;
+    for (c, chunk) in entries.chunks(500).enumerate() {
+        let mut sql = String::from(
+            "INSERT INTO audit_log (id, at_ms, actor, role, tenant, subject, field, action, old_value, new_value) VALUES ",
+        );
+        push_marks(&mut sql, chunk.len(), COLS);
+        let mut q = sqlx::query(&sql);
+        for (i, e) in chunk.iter().enumerate() {
+            let i = c * 500 + i;
+            q = q
+                .bind(format!("{at:013x}-{salt:08x}-{i:08x}"))
+                .bind(at)
+                .bind(e.actor.name.clone())
+                .bind(e.actor.role)
+                .bind(e.tenant.clone())
+                .bind(e.subject.clone())
+                .bind(e.field)
+                .bind(e.action)
+                .bind(e.old.as_ref().map(Value::to_string))
+                .bind(e.new.as_ref().map(Value::to_string));
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// Appends `rows` groups of `cols` numbered placeholders (`($1,$2),($3,$4)`).
+pub(super) fn push_marks(sql: &mut String, rows: usize, cols: usize) {
+    use std::fmt::Write;
+    for i in 0..rows {
+        sql.push_str(if i == 0 { "(" } else { ",(" });
+        for c in 0..cols {
+            let _ = write!(
+                sql,
+                "{}${}",
+                if c == 0 { "" } else { "," },
+                i * cols + c + 1
+            );
+        }
+        sql.push(')');
+    }
 }
 
 /// Inserts or replaces numbers, many rows per statement.
@@ -212,25 +235,13 @@ pub async fn put_number_rows(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     const COLS: usize = 12;
-    for chunk in rows.chunks(200) {
+    for chunk in rows.chunks(1000) {
         let mut sql = String::from(
             "INSERT INTO numbers (number, tenant, country, common_area_phone, may_set_address, \
              may_change_address, may_delete_address, location_id, address_civic, address_lat, \
              address_lon, updated_ms) VALUES ",
         );
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            for c in 0..COLS {
-                if c > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("${}", i * COLS + c + 1));
-            }
-            sql.push(')');
-        }
+        push_marks(&mut sql, chunk.len(), COLS);
         sql.push_str(
             " ON CONFLICT (number) DO UPDATE SET tenant = excluded.tenant, country = excluded.country, \
              common_area_phone = excluded.common_area_phone, may_set_address = excluded.may_set_address, \
@@ -285,6 +296,29 @@ pub async fn put_location_row(
     Ok(())
 }
 
+/// The address of a tenant location, if it exists.
+pub(super) async fn location_address_in(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    id: &str,
+) -> Result<Option<Address>, StoreError> {
+    let row = sqlx::query(
+            "SELECT address_civic, address_lat, address_lon FROM locations WHERE tenant = $1 AND id = $2",
+        )
+        .bind(tenant.to_string())
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(r) => Ok(Some(address::from_db(
+            &r.try_get::<String, _>(0)?,
+            r.try_get(1)?,
+            r.try_get(2)?,
+        )?)),
+        None => Ok(None),
+    }
+}
+
 /// What an upload did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct UploadSummary {
@@ -294,7 +328,7 @@ pub struct UploadSummary {
     pub locations: usize,
 }
 
-fn addr_json(a: Option<&Address>) -> Option<Value> {
+pub(super) fn addr_json(a: Option<&Address>) -> Option<Value> {
     a.map(address::to_json)
 }
 
@@ -332,21 +366,7 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> Result<Option<Address>, StoreError> {
-        let row = sqlx::query(
-            "SELECT address_civic, address_lat, address_lon FROM locations WHERE tenant = $1 AND id = $2",
-        )
-        .bind(tenant.to_string())
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
-        match row {
-            Some(r) => Ok(Some(address::from_db(
-                &r.try_get::<String, _>(0)?,
-                r.try_get(1)?,
-                r.try_get(2)?,
-            )?)),
-            None => Ok(None),
-        }
+        location_address_in(conn, tenant, id).await
     }
 
     /// One number of a tenant (a number of another tenant is not found),
@@ -410,219 +430,22 @@ impl Store {
         let g = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         bump_version(&mut tx).await?;
-        let now = now_ms();
-        let mut entries = Vec::new();
-        let mut errors: Vec<RowError> = Vec::new();
-        let mut summary = UploadSummary::default();
-        let mut changed_locations: Vec<&str> = Vec::new();
-
-        for l in &up.locations {
-            if let Err(e) = required.check(&l.address) {
-                errors.push(RowError {
-                    at: l.at,
-                    number: None,
-                    errors: vec![format!("location {:?}: {e}", l.id)],
-                });
-                continue;
-            }
-            let old = self.location_address(&mut tx, tenant, &l.id).await?;
-            if old.as_ref() != Some(&l.address) {
-                put_location_row(&mut tx, tenant, &l.id, &l.address, now).await?;
-                changed_locations.push(l.id.as_str());
-                entries.extend(AuditEntry::of(
-                    actor,
-                    tenant,
-                    &l.id,
-                    "location",
-                    addr_json(old.as_ref()),
-                    addr_json(Some(&l.address)),
-                ));
-            }
-            summary.locations += 1;
-        }
-
-        let mut known_locations: HashSet<String> = HashSet::new();
-        let rows = sqlx::query("SELECT id FROM locations WHERE tenant = $1")
-            .bind(tenant.to_string())
-            .fetch_all(&mut *tx)
-            .await?;
-        for r in rows {
-            known_locations.insert(r.try_get(0)?);
-        }
-        known_locations.extend(up.locations.iter().map(|l| l.id.clone()));
-
-        let mut existing: HashMap<String, NumberRow> = HashMap::new();
-        for chunk in up.numbers.chunks(500) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT {NUMBER_COLUMNS} FROM numbers WHERE number IN ({}){}",
-                marks.join(","),
-                self.for_update()
-            );
-            let mut q = sqlx::query(&sql);
-            for p in chunk {
-                q = q.bind(p.number.clone());
-            }
-            for r in q.fetch_all(&mut *tx).await? {
-                let n = NumberRow::from_row(&r)?;
-                existing.insert(n.number.clone(), n);
-            }
-        }
-
-        let mut writes = Vec::new();
-        for p in &up.numbers {
-            let mut row_errors = Vec::new();
-            let old = existing.get(&p.number);
-            if let Some(o) = old {
-                if o.tenant != tenant {
-                    row_errors.push(format!(
-                        "number {} belongs to another tenant; delete it there first",
-                        p.number
-                    ));
-                }
-            }
-            let country = p.country.clone().or_else(|| old.map(|o| o.country.clone()));
-            if country.is_none() {
-                row_errors.push("no country for a new number".into());
-            }
-            let location_id = p
-                .location_id
-                .clone()
-                .or_keep(old.and_then(|o| o.location_id.clone()));
-            if let Change::Set(Some(id)) = &p.location_id {
-                if !known_locations.contains(id) {
-                    row_errors.push(format!("location {id:?} is not defined for this tenant"));
-                }
-            }
-            let own = match &p.address {
-                Change::Keep => old.and_then(|o| o.address.clone()),
-                Change::Set(None) => None,
-                Change::Set(Some(partial)) => {
-                    match partial.complete(country.as_deref()).and_then(|a| {
-                        required.check(&a)?;
-                        Ok(a)
-                    }) {
-                        Ok(a) => Some(a),
-                        Err(e) => {
-                            row_errors.push(e);
-                            None
-                        }
-                    }
-                }
-            };
-            if !row_errors.is_empty() {
-                errors.push(RowError {
-                    at: p.at,
-                    number: Some(p.number.clone()),
-                    errors: row_errors,
-                });
-                continue;
-            }
-            let base = old.map(|o| o.capabilities).unwrap_or_default();
-            let new = NumberRow {
-                number: p.number.clone(),
-                tenant: tenant.to_string(),
-                country: country.unwrap_or_default(),
-                common_area_phone: p
-                    .common_area_phone
-                    .clone()
-                    .or_keep(old.is_some_and(|o| o.common_area_phone)),
-                capabilities: Capabilities {
-                    set_address: p.may_set.clone().or_keep(base.set_address),
-                    change_address: p.may_change.clone().or_keep(base.change_address),
-                    delete_address: p.may_delete.clone().or_keep(base.delete_address),
-                },
-                location_id,
-                address: own,
-            };
-            if old == Some(&new) {
-                summary.unchanged += 1;
-                continue;
-            }
-            if old.is_some() {
-                summary.updated += 1;
-            } else {
-                summary.created += 1;
-            }
-            writes.push((old.cloned(), new));
-        }
-        if !errors.is_empty() {
+        let mut apply = Apply::new(actor, required, self.backend);
+        apply.locations(&mut tx, tenant, &up.locations).await?;
+        apply.numbers(&mut tx, tenant, &up.numbers).await?;
+        if !apply.errors.listed.is_empty() {
             tx.rollback().await?;
-            return Err(StoreError::Rows(errors));
+            return Err(StoreError::Rows(apply.errors.listed));
         }
-
-        // The effective address (own, else the location's) before and after.
-        let mut loc_cache: HashMap<String, Option<Address>> = HashMap::new();
-        for (old, new) in &writes {
-            let old_addr = match old {
-                Some(o) => self.effective(&mut tx, &mut loc_cache, o).await?,
-                None => None,
-            };
-            let new_addr = self.effective(&mut tx, &mut loc_cache, new).await?;
-            let subject = &new.number;
-            entries.extend(AuditEntry::of(
-                actor,
-                tenant,
-                subject,
-                "address",
-                addr_json(old_addr.as_ref()),
-                addr_json(new_addr.as_ref()),
-            ));
-            entries.extend(AuditEntry::of(
-                actor,
-                tenant,
-                subject,
-                "capabilities",
-                old.as_ref().map(|o| capabilities_json(&o.capabilities)),
-                Some(capabilities_json(&new.capabilities)),
-            ));
-            entries.extend(AuditEntry::of(
-                actor,
-                tenant,
-                subject,
-                "common_area_phone",
-                old.as_ref().map(|o| json!(o.common_area_phone)),
-                Some(json!(new.common_area_phone)),
-            ));
-        }
-        let rows: Vec<NumberRow> = writes.into_iter().map(|(_, n)| n).collect();
-        put_number_rows(&mut tx, &rows, now).await?;
-        let changed: Vec<Changed> = changed_locations
-            .iter()
-            .map(|id| Changed::Location(tenant, id))
-            .chain(rows.iter().map(|r| Changed::Number(tenant, &r.number)))
-            .collect();
-        changelog::append(&mut tx, self.backend, &changed).await?;
-        audit(&mut tx, &entries).await?;
         tx.commit().await?;
         drop(g);
         self.refresh_after_write().await;
-        Ok(summary)
-    }
-
-    async fn effective(
-        &self,
-        tx: &mut Transaction<'_, Any>,
-        cache: &mut HashMap<String, Option<Address>>,
-        n: &NumberRow,
-    ) -> Result<Option<Address>, StoreError> {
-        if let Some(a) = &n.address {
-            return Ok(Some(a.clone()));
-        }
-        let Some(id) = &n.location_id else {
-            return Ok(None);
-        };
-        if let Some(a) = cache.get(id) {
-            return Ok(a.clone());
-        }
-        let a = self.location_address(tx, &n.tenant, id).await?;
-        cache.insert(id.clone(), a.clone());
-        Ok(a)
+        Ok(apply.summary)
     }
 
     /// After a commit: publish the new snapshot. A failure here leaves the
     /// change committed; the follower loads it on its next poll.
-    async fn refresh_after_write(&self) {
+    pub async fn refresh_after_write(&self) {
         if let Err(e) = self.refresh().await {
             tracing::error!(error = %e, "a change was committed but the snapshot could not be rebuilt yet");
         }
@@ -640,7 +463,7 @@ impl Store {
         bump_version(&mut tx).await?;
         let old = self.locked_number(&mut tx, tenant, number).await?;
         let mut cache = HashMap::new();
-        let old_addr = self.effective(&mut tx, &mut cache, &old).await?;
+        let old_addr = effective(&mut tx, &mut cache, &old).await?;
         sqlx::query("DELETE FROM numbers WHERE number = $1 AND tenant = $2")
             .bind(number.to_string())
             .bind(tenant.to_string())
@@ -712,7 +535,7 @@ impl Store {
         bump_version(&mut tx).await?;
         let old = self.locked_number(&mut tx, tenant, number).await?;
         let mut cache = HashMap::new();
-        let old_addr = self.effective(&mut tx, &mut cache, &old).await?;
+        let old_addr = effective(&mut tx, &mut cache, &old).await?;
         let change = match (&old_addr, &new) {
             (None, Some(_)) => AddressChange::Set,
             (Some(_), Some(_)) => AddressChange::Change,

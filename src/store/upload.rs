@@ -195,6 +195,139 @@ pub fn parse(body: &[u8], format: Format, tenant: &str) -> Result<Upload, Upload
     }
 }
 
+/// One row of a bulk upload, checked on its own: whose it is, and the
+/// location and number it defines.
+#[derive(Debug)]
+pub struct Row {
+    pub tenant: String,
+    pub at: RowRef,
+    pub location: Option<LocationDef>,
+    pub number: Option<NumberPatch>,
+}
+
+/// A tenant name: 1 to 64 letters, digits and `.`, `_`, `-`.
+pub fn valid_tenant(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// The rows of the upload in the file at `path`, one at a time: CSV and
+/// TSV are read as a stream (any size in bounded memory), JSON whole.
+/// Each row is checked on its own (see [`parse`] for what is checked
+/// across rows); an `Err` before any row means the file cannot be read
+/// as an upload at all.
+pub fn rows_of_file(
+    path: &std::path::Path,
+    format: Format,
+    tenants: &super::bulk::Tenants,
+) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, String> {
+    let tenant = match tenants {
+        super::bulk::Tenants::One(t) => Some(t.clone()),
+        super::bulk::Tenants::PerRow => None,
+    };
+    let raw: Box<dyn Iterator<Item = Result<RawRow, RowError>> + Send> = match format {
+        Format::Json => {
+            let body = std::fs::read(path).map_err(|e| format!("reading the upload: {e}"))?;
+            Box::new(
+                json_rows(&body)
+                    .map_err(malformed_text)?
+                    .into_iter()
+                    .map(Ok),
+            )
+        }
+        Format::Csv | Format::Tsv => {
+            let f = std::fs::File::open(path).map_err(|e| format!("reading the upload: {e}"))?;
+            let f = std::io::BufReader::with_capacity(1 << 20, f);
+            let table = Table::from_reader(f, text_format(format))
+                .map_err(|e| format!("line {}: {}", e.line.unwrap_or(0), e.message))?;
+            check_columns(&table.columns).map_err(malformed_text)?;
+            let columns = table.columns.clone();
+            Box::new(table.rows().map(move |record| {
+                match record {
+                    Ok((line, record)) => Ok(RawRow {
+                        at: RowRef {
+                            line: Some(line),
+                            index: None,
+                        },
+                        cells: columns
+                            .iter()
+                            .copied()
+                            .zip(record.iter().map(str::to_string))
+                            .collect(),
+                        errors: Vec::new(),
+                    }),
+                    Err(e) => Err(RowError {
+                        at: RowRef {
+                            line: e.line,
+                            index: None,
+                        },
+                        number: None,
+                        errors: vec![e.message],
+                    }),
+                }
+            }))
+        }
+    };
+    Ok(Box::new(raw.map(move |raw| {
+        let raw = raw?;
+        let owner = match &tenant {
+            Some(t) => t.clone(),
+            None => match raw.get(Column::Tenant) {
+                Some(t) if valid_tenant(t) => t.to_string(),
+                Some(t) if !t.is_empty() => {
+                    return Err(raw.error(format!(
+                        "tenant {t:?}: 1 to 64 letters, digits, '.', '_' or '-'"
+                    )))
+                }
+                _ => {
+                    return Err(
+                        raw.error("no tenant: the upload names none, so each row does".into())
+                    )
+                }
+            },
+        };
+        let mut errors = raw.errors.clone();
+        match read_row(&raw, &owner) {
+            Ok((location, number)) if errors.is_empty() => Ok(Row {
+                tenant: owner,
+                at: raw.at,
+                location,
+                number,
+            }),
+            Ok(_) => Err(raw.error_list(errors)),
+            Err(mut e) => {
+                errors.append(&mut e);
+                Err(raw.error_list(errors))
+            }
+        }
+    })))
+}
+
+fn malformed_text(e: UploadError) -> String {
+    match e {
+        UploadError::Malformed(m) => m,
+        UploadError::Rows(r) => format!("{} rows cannot be read", r.len()),
+    }
+}
+
+fn text_format(format: Format) -> row::Format {
+    match format {
+        Format::Tsv => row::Format::Tsv,
+        Format::Csv | Format::Json => row::Format::Csv,
+    }
+}
+
+fn check_columns(columns: &[Column]) -> Result<(), UploadError> {
+    if !columns.contains(&Column::Number) && !columns.contains(&Column::LocationId) {
+        return Err(UploadError::Malformed(
+            "line 1: no \"number\" column (nor \"location_id\")".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// One row as cells, before checking.
 struct RawRow {
     at: RowRef,
@@ -209,6 +342,18 @@ impl RawRow {
             .iter()
             .find(|(k, _)| *k == c)
             .map(|(_, v)| v.as_str())
+    }
+
+    fn error(&self, message: String) -> RowError {
+        self.error_list(vec![message])
+    }
+
+    fn error_list(&self, errors: Vec<String>) -> RowError {
+        RowError {
+            at: self.at,
+            number: self.number_text(),
+            errors,
+        }
     }
 
     fn number_text(&self) -> Option<String> {
@@ -267,19 +412,12 @@ fn json_rows(body: &[u8]) -> Result<Vec<RawRow>, UploadError> {
 fn text_rows(body: &[u8], format: Format) -> Result<Vec<RawRow>, UploadError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| UploadError::Malformed(format!("the body is not UTF-8: {e}")))?;
-    let format = match format {
-        Format::Tsv => row::Format::Tsv,
-        Format::Csv | Format::Json => row::Format::Csv,
-    };
+    let format = text_format(format);
     let malformed = |e: row::TableError| {
         UploadError::Malformed(format!("line {}: {}", e.line.unwrap_or(0), e.message))
     };
     let table = Table::new(text, format).map_err(malformed)?;
-    if !table.columns.contains(&Column::Number) && !table.columns.contains(&Column::LocationId) {
-        return Err(UploadError::Malformed(
-            "line 1: no \"number\" column (nor \"location_id\")".into(),
-        ));
-    }
+    check_columns(&table.columns)?;
     let columns = table.columns.clone();
     let mut rows = Vec::new();
     for record in table.rows() {
