@@ -60,10 +60,48 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// The number inventory against the database the configuration names
+    /// (or SOSROUTER_DATABASE_URL): running routers follow an import
+    /// within a second.
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
     /// Admin API tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InventoryCommand {
+    /// Add or change the numbers and tenant locations of a file (TSV, CSV
+    /// or JSON, in the columns of an upload), all of them or, when a row
+    /// cannot be applied, none. Numbers the file does not list are left
+    /// as they are.
+    Import {
+        /// The inventory file.
+        file: PathBuf,
+        /// Configuration file (TOML); default: the shipped one.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Every row is this tenant's (else each row names its tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Write the inventory as a file `import` reads back: tenant locations
+    /// first, then the numbers.
+    Export {
+        /// Configuration file (TOML); default: the shipped one.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Where to write (default: standard output).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// CSV instead of TSV.
+        #[arg(long)]
+        csv: bool,
     },
 }
 
@@ -112,6 +150,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Inventory { command } => inventory(command),
         Command::Token {
             command: TokenCommand::New { role, tenant, name },
         } => {
@@ -148,6 +187,82 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+fn inventory(command: InventoryCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sosrouter: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    use sosrouter::store::transfer;
+    let result = match command {
+        InventoryCommand::Import {
+            file,
+            config,
+            tenant,
+        } => load_config(config.as_ref()).and_then(|c| {
+            let s = runtime.block_on(transfer::import(&c, &file, tenant))?;
+            Ok(format!(
+                "{}: {} created, {} updated, {} unchanged, {} locations",
+                file.display(),
+                s.created,
+                s.updated,
+                s.unchanged,
+                s.locations
+            ))
+        }),
+        InventoryCommand::Export {
+            config,
+            output,
+            csv,
+        } => load_config(config.as_ref()).and_then(|c| {
+            let e = match &output {
+                Some(p) => {
+                    let f =
+                        std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                    runtime.block_on(transfer::export(&c, f, csv))?
+                }
+                None => runtime.block_on(transfer::export(&c, std::io::stdout().lock(), csv))?,
+            };
+            Ok(format!(
+                "exported {} numbers and {} tenant locations{}{}",
+                e.numbers,
+                e.locations,
+                if e.dropped_elements > 0 {
+                    format!(
+                        "; {} address elements that are no RFC 5139 element left out",
+                        e.dropped_elements
+                    )
+                } else {
+                    String::new()
+                },
+                if e.dropped_links > 0 {
+                    format!(
+                        "; {} numbers with their own address written without their location link",
+                        e.dropped_links
+                    )
+                } else {
+                    String::new()
+                }
+            ))
+        }),
+    };
+    match result {
+        Ok(line) => {
+            eprintln!("sosrouter: {line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sosrouter: {e}");
+            ExitCode::from(2)
         }
     }
 }

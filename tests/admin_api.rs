@@ -1372,3 +1372,124 @@ fn postgres_bulk_uploads() {
         bulk_uploads(db);
     }
 }
+
+/// `sosrouter inventory import` and `export` against the database of a
+/// running router: the router follows the import; an export imported into
+/// another database exports the same; a file with a bad row changes
+/// nothing and says which row.
+fn inventory_command(db: Db) {
+    let lab = start(&db);
+    let dir = common::tempdir::Dir::new("files");
+    let file = dir.path().join("inventory.tsv");
+    std::fs::write(
+        &file,
+        "number\ttenant\tcountry\ttenant_may_edit_address\tlocation_id\treg_country\treg_A1\treg_A3\treg_RD\treg_HNO\n\
+         \tacme\t\t\thq\tUS\tNY\tNew York\tW 34th\t20\n\
+         +12125550101\tacme\tUS\tyes\thq\t\t\t\t\t\n\
+         +12125550102\tacme\tUS\tno\t\tUS\tNY\tNew York\tBroadway\t1\n\
+         +13125550103\tglobex\tUS\tyes\t\tUS\tIL\tChicago\tState St\t2\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::BIN)
+            .args(args)
+            .env_remove("SOSROUTER_DATABASE_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.stdout,
+        )
+    };
+    let config = lab.router.config_path();
+    let config = config.to_str().unwrap();
+    let (code, err, _) = run(&[
+        "inventory",
+        "import",
+        file.to_str().unwrap(),
+        "--config",
+        config,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("3 created, 0 updated, 0 unchanged, 1 locations"),
+        "{err}"
+    );
+    // The running router follows.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = lab
+            .api
+            .get("/v1/tenants/acme/numbers/+12125550101", &lab.t.operator);
+        if r.status == 200 {
+            assert_eq!(r.json()["address"]["RD"], "W 34th", "{r}");
+            break;
+        }
+        assert!(Instant::now() < end, "the router never saw the import: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (code, err, first) = run(&["inventory", "export", "--config", config]);
+    assert_eq!(code, Some(0), "{err}");
+    let first = String::from_utf8(first).unwrap();
+    assert_eq!(first.lines().count(), 5, "{first}");
+    assert!(
+        first.lines().nth(1).unwrap().starts_with("\tacme\t"),
+        "locations first: {first}"
+    );
+    // Into another database and out again: the same file.
+    let other = Db::sqlite();
+    let other_config = dir.path().join("other.toml");
+    std::fs::write(
+        &other_config,
+        emergency_config(&Trunks::new(), &other, &lab.t),
+    )
+    .unwrap();
+    let exported = dir.path().join("exported.tsv");
+    std::fs::write(&exported, &first).unwrap();
+    let other_config = other_config.to_str().unwrap();
+    let (code, err, _) = run(&[
+        "inventory",
+        "import",
+        exported.to_str().unwrap(),
+        "--config",
+        other_config,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err, again) = run(&["inventory", "export", "--config", other_config]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(String::from_utf8(again).unwrap(), first);
+
+    // A bad row: nothing changes, and the row is named.
+    std::fs::write(
+        &file,
+        "number\ttenant\tcountry\treg_A1\treg_A3\treg_RD\treg_HNO\n\
+         +12125550101\tacme\tUS\tNY\tNew York\tElm St\t5\n\
+         +12125550199\tacme\tUSA\tNY\tNew York\tElm St\t6\n",
+    )
+    .unwrap();
+    let (code, err, _) = run(&[
+        "inventory",
+        "import",
+        file.to_str().unwrap(),
+        "--config",
+        config,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+    let (_, _, after) = run(&["inventory", "export", "--config", config]);
+    assert_eq!(String::from_utf8(after).unwrap(), first);
+}
+
+#[test]
+fn sqlite_inventory_command() {
+    inventory_command(Db::sqlite());
+}
+
+#[test]
+fn postgres_inventory_command() {
+    if let Some(db) = Db::postgres("postgres_inventory_command") {
+        inventory_command(db);
+    }
+}

@@ -255,6 +255,8 @@ async fn import_file(store: &Store, path: &std::path::Path) -> anyhow::Result<()
         role: "system",
     };
     let n = store.import(&inv, &actor).await?;
+    drop(inv);
+    tokio::task::spawn_blocking(crate::store::worker::give_back_memory);
     tracing::info!(numbers = n, file = %path.display(), "inventory file imported into the empty database");
     Ok(())
 }

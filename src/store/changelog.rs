@@ -314,6 +314,7 @@ impl Store {
             "inventory snapshot loaded from the database"
         );
         self.hub.publish(inventory, desks, head.version);
+        tokio::task::spawn_blocking(super::worker::give_back_memory);
         follow.applied = Some(head.last);
         follow.whole_loads += 1;
         follow.due.stale = true;

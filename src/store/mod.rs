@@ -25,8 +25,9 @@ mod checkpoint;
 pub mod hub;
 pub mod numbers;
 pub mod records;
+pub mod transfer;
 pub mod upload;
-mod worker;
+pub(crate) mod worker;
 
 use std::borrow::Cow;
 use std::future::Future;
