@@ -14,10 +14,12 @@
 #      location_id and reg_UNIT; 3,000 tenants of Zipf sizes, three numbers
 #      in four with an address of their own, the others sharing a site's)
 #      and an upload body of N more numbers for one tenant.
-#   1. first start: `sosrouter run --inventory FILE` on an empty SQLite
-#      database; seconds until /readyz answers 200, the router's CPU time
-#      by then, peak RSS (VmHWM) and RSS 5 s after ready (VmRSS), the
-#      database's size.
+#   1. first start: `sosrouter run --inventory FILE` on an empty
+#      database; seconds until /readyz answers 200 (calls routed, by the
+#      country defaults while the inventory loads) and until
+#      /readyz?inventory=loaded does (routed on the inventory), the
+#      router's CPU time by then, peak RSS (VmHWM) and RSS 5 s after ready
+#      (VmRSS), the database's size.
 #   2. restart on the filled database (same command line: the file is
 #      then not read): the same figures.
 #   3. calls alone: 911 calls from numbers of the inventory (SIPp: the
@@ -38,10 +40,10 @@
 #      Each PUT times out after --put-timeout s; no PUT starts after
 #      --changes-budget s, and the figures are then those of the changes
 #      made, said as such.
-#   5. a bulk upload of N rows (POST /v1/tenants/bulk-upload/numbers, TSV):
-#      made when the body fits admin.max_body_bytes, else reported as
-#      impossible with the limit and the 413 the router answers; then the
-#      largest prefix of it that fits is uploaded and timed.
+#   5. a bulk upload of --upload-rows new numbers (default N, at most
+#      1,000,000) for one tenant: POST /v1/uploads?tenant=bulk-upload&
+#      wait=true, the TSV body streamed; its time, the router's peak RSS,
+#      and the same calls meanwhile.
 # A summary block ends the run.
 #
 # Options:
@@ -56,6 +58,10 @@
 #   --max-body BYTES     admin.max_body_bytes of the run (default: as in
 #                        config/loopback.toml, 8 MiB)
 #   --tenants T          tenants in the inventory (default 3000)
+#   --upload-rows U      rows of the bulk upload (default N, at most 1,000,000)
+#   --backend B          sqlite (default: a file in the work directory) or
+#                        postgres (a cluster of .ci/postgres started for the
+#                        run, with fsync and synchronous commits on)
 #   --located            calls with the load caller's located INVITE (see
 #                        step 3) instead of an SDP-only one
 #   --keep               keep the work directory (inventory, database, logs)
@@ -94,6 +100,8 @@ MAX_BODY=
 TENANTS=3000
 KEEP=0
 LOCATED=0
+BACKEND=sqlite
+UPLOAD_ROWS=
 num() { case "$2" in "" | *[!0-9]*) echo "inventory_scale.sh: $1 takes a whole number" >&2; exit 2 ;; esac; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -107,6 +115,10 @@ while [ $# -gt 0 ]; do
         --limit) num "$1" "${2:-}"; LIMIT="$2"; shift ;;
         --max-body) num "$1" "${2:-}"; MAX_BODY="$2"; shift ;;
         --tenants) num "$1" "${2:-}"; TENANTS="$2"; shift ;;
+        --upload-rows) num "$1" "${2:-}"; UPLOAD_ROWS="$2"; shift ;;
+        --backend)
+            case "${2:-}" in sqlite | postgres) BACKEND="$2" ;; *) echo "inventory_scale.sh: --backend is sqlite or postgres" >&2; exit 2 ;; esac
+            shift ;;
         --keep) KEEP=1 ;;
         --located) LOCATED=1 ;;
         -h | --help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
@@ -122,6 +134,7 @@ fi
 [ "$CALL_RATE" -ge 1 ] || { echo "inventory_scale.sh: --call-rate is at least 1" >&2; exit 2; }
 [ "$TENANTS" -ge 1 ] || { echo "inventory_scale.sh: --tenants is at least 1" >&2; exit 2; }
 READY_TIMEOUT="${READY_TIMEOUT:-$((300 + N / 1000))}"
+UPLOAD_ROWS="${UPLOAD_ROWS:-$((N < 1000000 ? N : 1000000))}"
 LIMIT="${LIMIT:-$((3600 + 3 * N / 1000))}"
 DEADLINE=$((SECONDS + LIMIT))
 # The first start at N=1,000,000 peaked at 3.1 GB (docs/performance.md):
@@ -257,9 +270,9 @@ put_result "tenants $(awk -F'\t' 'NR > 1 {t[$2]} END {print length(t)}' "$INV")"
 put_result "own_address $(awk -F'\t' 'NR > 1 && $1 != "" && $7 != "" {n++} END {print n + 0}' "$INV")"
 put_result "via_location $(awk -F'\t' 'NR > 1 && $1 != "" && $6 != "" {n++} END {print n + 0}' "$INV")"
 put_result "distinct_addresses $(awk -F'\t' 'NR > 1 && $7 != "" {a[$8 FS $9 FS $10 FS $11 FS $12 FS $13 FS $14]} END {print length(a)}' "$INV")"
-say "generating the upload body of $N numbers"
-timeout --kill-after=10 "$(cap $((600 + N / 2000)))" \
-    python3 "$ROOT/benches/inventory/gen.py" "$N" "$BULK" --single-tenant bulk-upload --block 1 ||
+say "generating the upload body of $UPLOAD_ROWS numbers"
+timeout --kill-after=10 "$(cap $((600 + UPLOAD_ROWS / 2000)))" \
+    python3 "$ROOT/benches/inventory/gen.py" "$UPLOAD_ROWS" "$BULK" --single-tenant bulk-upload --block 1 ||
     { over "the generation of the upload body"; echo "inventory_scale.sh: gen.py failed" >&2; exit 2; }
 over "the generation of the inputs"
 
@@ -291,6 +304,23 @@ TOKEN_FILE="$WORK/operator.token"
 TOKEN="$(head -n 1 "$TOKEN_FILE")"
 DB="$WORK/db/inventory.db"
 DB_URL="sqlite://$DB"
+if [ "$BACKEND" = postgres ]; then
+    command -v psql >/dev/null || { echo "inventory_scale.sh: psql is needed (Debian package postgresql-client)" >&2; exit 2; }
+    # A cluster of its own, durable as a deployment's; stopped on exit.
+    # shellcheck source=/dev/null
+    SOSROUTER_PG_FSYNC=on source "$ROOT/.ci/postgres" >&2 || { echo "inventory_scale.sh: cannot start PostgreSQL" >&2; exit 2; }
+    DB_URL="$SOSROUTER_TEST_PG_URL"
+    # The cluster stops after the router (sourcing set its own trap).
+    # shellcheck disable=SC2064
+    trap "cleanup; $_SOSROUTER_PG_STOP" EXIT
+fi
+db_bytes() {
+    if [ "$BACKEND" = postgres ]; then
+        psql -qtA "$DB_URL" -c 'SELECT pg_database_size(current_database())' 2>/dev/null || echo 0
+    else
+        du -cb "$DB"* 2>/dev/null | awk 'END {print $1}'
+    fi
+}
 CFG="$WORK/router.toml"
 # config/loopback.toml with its listeners on port 0, its trunks on the
 # SIPp trunk, the database in the work directory; each rewrite is counted,
@@ -386,7 +416,7 @@ start_router() {
     put_result "${tag}_hwm_kb $(kb "$ROUTER_PID" VmHWM)"
     sleep 5
     put_result "${tag}_rss_kb $(kb "$ROUTER_PID" VmRSS)"
-    put_result "${tag}_db_bytes $(du -cb "$DB"* 2>/dev/null | awk 'END {print $1}')"
+    put_result "${tag}_db_bytes $(db_bytes)"
     say "  $tag: ready after $(result "${tag}_ready_s") s; SIP $SIP, admin $ADMIN, metrics $METRICS"
 }
 
@@ -503,7 +533,7 @@ print_summary() {
     echo "sosrouter inventory at carrier scale, N=$N, $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: $cpu_model, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r);" \
         "load average at start $(result loadavg_start), at end $(result loadavg_end)"
-    echo "router: $("$BIN" --version 2>/dev/null | head -n 1), SQLite in $WORK, log level info"
+    echo "router: $("$BIN" --version 2>/dev/null | head -n 1), $([ "$BACKEND" = postgres ] && echo "PostgreSQL $(psql -qtA "$DB_URL" -c 'SHOW server_version' 2>/dev/null) on loopback (fsync on)" || echo "SQLite in $WORK"), log level info"
     awk -v N="$N" -v rate="$CALL_RATE" -v uac="${UAC_DESC:-}" '
         function v(k) { return (k in r && r[k] != "") ? r[k] : "-" }
         function mb(k) { return (k in r) ? sprintf("%.1f MB", r[k] / 1024) : "-" }
@@ -525,11 +555,14 @@ print_summary() {
             printf "inventory: %s numbers (%s rows with the location rows), %s tenants; %s numbers with an address on their row, %s taking it from a tenant location; %s distinct addresses; %.1f MB of TSV, written in %s s\n",
                 v("numbers"), v("inventory_rows"), v("tenants"), v("own_address"), v("via_location"), v("distinct_addresses"), v("inventory_bytes") / 1048576, v("gen_s")
             if ("first_ready_s" in r)
-                printf "1. first start, --inventory into an empty database: ready after %s s (HTTP listening after %s s), router CPU %s s, peak RSS %s, RSS 5 s after ready %s; database %.1f MB; stop took %s s\n",
-                    v("first_ready_s"), v("first_listening_s"), v("first_cpu_s"), mb("first_hwm_kb"), mb("first_rss_kb"), v("first_db_bytes") / 1048576, v("stop_s_first")
+                printf "1. first start, --inventory into an empty database: routing calls after %s s (by the country defaults until the inventory is in), inventory loaded (ready) after %s s, router CPU %s s, peak RSS %s, RSS 5 s after ready %s; database %.1f MB; stop took %s s\n",
+                    v("first_routing_s"), v("first_ready_s"), v("first_cpu_s"), mb("first_hwm_kb"), mb("first_rss_kb"), v("first_db_bytes") / 1048576, v("stop_s_first")
             if ("restart_ready_s" in r)
-                printf "2. restart on the filled database: ready after %s s (HTTP listening after %s s), router CPU %s s, peak RSS %s, RSS 5 s after ready %s\n",
-                    v("restart_ready_s"), v("restart_listening_s"), v("restart_cpu_s"), mb("restart_hwm_kb"), mb("restart_rss_kb")
+                printf "2. restart on the filled database: routing calls after %s s, inventory loaded (ready) after %s s (%s), router CPU %s s, peak RSS %s, RSS 5 s after ready %s (%.0f bytes per number)\n",
+                    v("restart_routing_s"), v("restart_ready_s"), v("restart_source"), v("restart_cpu_s"), mb("restart_hwm_kb"), mb("restart_rss_kb"), r["restart_rss_kb"] * 1024 / N
+            if ("cold_ready_s" in r)
+                printf "2b. restart without its checkpoint (a new instance on the filled database): routing calls after %s s, inventory loaded (ready) after %s s, router CPU %s s, peak RSS %s, RSS 5 s after ready %s (%.0f bytes per number)\n",
+                    v("cold_routing_s"), v("cold_ready_s"), v("cold_cpu_s"), mb("cold_hwm_kb"), mb("cold_rss_kb"), r["cold_rss_kb"] * 1024 / N
             if ("changes_done" in r) {
                 stopped = r["changes_stopped"]; gsub(/_/, " ", stopped)
                 printf "3. single changes, one after another: %s of %s made (%s ok, %s failed, %s timed out) in %s s%s\n",
@@ -541,25 +574,17 @@ print_summary() {
                 printf "   router RSS during the changes: max %s (sampled each second), peak %s, after %s; snapshots loaded: %s\n",
                     mb("changes_rss_max_kb"), mb("changes_hwm_kb"), mb("changes_rss_after_kb"), v("snapshot_loads")
             }
-            if ("bulk_bytes" in r) {
-                if ("upload_all" in r) {
-                    printf "4. bulk upload of %d rows (%.1f MB, admin.max_body_bytes %d): ", N, r["bulk_bytes"] / 1048576, r["body_limit"]
-                    upload("upload_all")
-                } else {
-                    split(r["upload_refused"], u, " ")
-                    printf "4. bulk upload of %d rows: CANNOT, the body is %.1f MB and admin.max_body_bytes is %d (%.1f MiB); the router answered HTTP %s in %s s\n",
-                        N, r["bulk_bytes"] / 1048576, r["body_limit"], r["body_limit"] / 1048576, u[1], u[2]
-                    if ("upload_fit" in r) {
-                        printf "   the largest prefix that fits, %s rows (%.1f MB): ", v("bulk_fit_rows"), r["bulk_fit_bytes"] / 1048576
-                        upload("upload_fit")
-                    }
-                }
+            if ("upload_all" in r) {
+                printf "4. bulk upload of %s rows (%.1f MB TSV, streamed, POST /v1/uploads?wait=true): ", v("upload_rows"), r["bulk_bytes"] / 1048576
+                upload("upload_all")
+                printf "   router RSS during the upload: max %s (sampled each second)\n", mb("upload_rss_max_kb")
                 printf "   inventory after the upload: %s\n", v("inventory_after_upload")
             }
             if ("calls_baseline" in r || "calls_changes" in r) {
                 printf "5. 911 calls from inventory numbers at %s calls/s over UDP (SIPp caller %s; trunk on UDP); routes: %s\n", rate, uac, v("routes")
                 calls("calls_baseline", "alone, before the changes")
                 calls("calls_changes", "during the changes")
+                calls("calls_upload", "during the bulk upload")
             }
             if ("changes_rc" in r) printf "NOTE: changes.py ended with status %s\n", r["changes_rc"]
             if ("stop_killed" in r) print "NOTE: the router did not stop within 60 s of SIGTERM and was killed"
@@ -579,10 +604,21 @@ grep -q 'inventory file imported into the empty database' "$ROUTER_LOG" ||
 stop_router first
 over "the first stop"
 
-say "step 2: restart with the database filled"
-start_router restart
+say "step 2: restarts with the database filled: without the router's checkpoint, then with it"
+rm -f "$WORK/db/inventory.checkpoint"
+start_router cold
 grep -q 'the database holds an inventory already' "$ROUTER_LOG" ||
     say "NOTE: the restart's log does not say the database held the inventory"
+# Its checkpoint written (it is, right after the load), it stops.
+for _ in $(seq 1 600); do [ -s "$WORK/db/inventory.checkpoint" ] && break; sleep 0.1; done
+stop_router cold
+over "the restart without a checkpoint"
+start_router restart
+if grep -q 'inventory snapshot read from its checkpoint' "$ROUTER_LOG"; then
+    put_result "restart_source its checkpoint and the change log"
+else
+    put_result "restart_source the whole database"
+fi
 over "the restart"
 
 CALL_SECS=$((BASELINE_S + CHANGES_BUDGET + 2 * PUT_TIMEOUT + 120))
@@ -634,40 +670,42 @@ put_result "changes_hwm_kb $(kb "$ROUTER_PID" VmHWM)"
 put_result "changes_rss_after_kb $(kb "$ROUTER_PID" VmRSS)"
 put_result "routes $(grep -o 'forwarding call_id=[^ ]* trunk=[^ ]*' "$ROUTER_LOG" | awk '{sub("trunk=", "", $3); n[$3]++} END {for (t in n) printf "%s%s %d", (s++ ? ", " : ""), t, n[t]}')"
 put_result "snapshot_loads $(grep -c 'inventory snapshot loaded from the database' "$ROUTER_LOG" || true)"
+over "the changes"
+
+say "step 5: a bulk upload of $UPLOAD_ROWS rows, calls at $CALL_RATE calls/s meanwhile"
+BULK_BYTES="$(stat -c %s "$BULK")"
+put_result "bulk_bytes $BULK_BYTES"
+put_result "upload_rows $UPLOAD_ROWS"
+start_caller upload $(((UPLOAD_TIMEOUT + 60) * CALL_RATE)) "$(cap $((UPLOAD_TIMEOUT + 90)))"
+sleep 2
+out="$WORK/upload.json"
+(curl -s -o "$out" -w '%{http_code} %{time_total}\n' --max-time "$(cap "$UPLOAD_TIMEOUT")" -X POST \
+    -H "Authorization: Bearer $TOKEN" -H 'Content-Type: text/tab-separated-values' \
+    -T "$BULK" "http://$ADMIN/v1/uploads?tenant=bulk-upload&wait=true" >"$WORK/upload.code" || echo "000 -" >"$WORK/upload.code") &
+UP_PID=$!
+STARTED+=("$UP_PID")
+rss_max=0
+while alive "$UP_PID"; do
+    check_router "the bulk upload"
+    r="$(kb "$ROUTER_PID" VmRSS)"
+    [ "$r" -gt "$rss_max" ] && rss_max=$r
+    sleep 1
+done
+wait "$UP_PID" 2>/dev/null || true
+forget "$UP_PID"
+read -r code t <"$WORK/upload.code" || true
+put_result "upload_all ${code:-000} ${t:--} $(head -c 400 "$out" 2>/dev/null | tr -d '\n' || true)"
+put_result "upload_all_hwm_kb $(kb "$ROUTER_PID" VmHWM)"
+put_result "upload_all_rss_kb $(kb "$ROUTER_PID" VmRSS)"
+put_result "upload_rss_max_kb $rss_max"
+sleep 2
+if alive "$UAC_PID"; then kill -USR1 "$UAC_PID" 2>/dev/null || true; fi
+wait_caller 20
+check_router "the bulk upload"
+put_result "calls_upload $(calls_summary upload) 0 $(call_timeouts upload)"
 if alive "$UAS_PID"; then kill "$UAS_PID" 2>/dev/null || true; fi
 wait "$UAS_PID" 2>/dev/null || true
 forget "$UAS_PID"
-over "the changes"
-
-say "step 5: a bulk upload of $N rows"
-# upload FILE TAG: POSTs FILE; records TAG "http_code seconds answer".
-upload() {
-    local file="$1" tag="$2" out code t
-    out="$WORK/upload-$tag.json"
-    read -r code t < <(curl -s -o "$out" -w '%{http_code} %{time_total}\n' \
-        --max-time "$(cap "$UPLOAD_TIMEOUT")" -X POST \
-        -H "Authorization: Bearer $TOKEN" -H 'Content-Type: text/tab-separated-values' \
-        -T "$file" "http://$ADMIN/v1/tenants/bulk-upload/numbers" || echo "000 -")
-    put_result "upload_$tag $code $t $(head -c 300 "$out" 2>/dev/null | tr -d '\n' || true)"
-    put_result "upload_${tag}_hwm_kb $(kb "$ROUTER_PID" VmHWM)"
-    put_result "upload_${tag}_rss_kb $(kb "$ROUTER_PID" VmRSS)"
-}
-BULK_BYTES="$(stat -c %s "$BULK")"
-put_result "bulk_bytes $BULK_BYTES"
-put_result "body_limit $LIMIT_BODY"
-if [ "$BULK_BYTES" -le "$LIMIT_BODY" ]; then
-    upload "$BULK" all
-else
-    say "  the body of $N rows is $BULK_BYTES bytes, over admin.max_body_bytes ($LIMIT_BODY): it cannot be uploaded in one request"
-    # What the router answers to it (the declared length alone refuses it).
-    upload "$BULK" refused
-    # The largest prefix of it that fits.
-    awk -v max="$LIMIT_BODY" '{b += length($0) + 1; if (b > max) exit; print}' "$BULK" >"$WORK/bulk-fit.tsv"
-    put_result "bulk_fit_rows $(($(wc -l <"$WORK/bulk-fit.tsv") - 1))"
-    put_result "bulk_fit_bytes $(stat -c %s "$WORK/bulk-fit.tsv")"
-    upload "$WORK/bulk-fit.tsv" fit
-fi
-check_router "the bulk upload"
 put_result "inventory_after_upload $(curl -s --max-time 30 -H "Authorization: Bearer $TOKEN" "http://$ADMIN/v1/inventory" || true)"
 stop_router last
 put_result "loadavg_end $(cut -d' ' -f1-3 /proc/loadavg)"
