@@ -1525,3 +1525,64 @@ fn postgres_inventory_command() {
         inventory_command(db);
     }
 }
+
+/// While the inventory loads (here held up by a lock on the numbers
+/// table), calls are routed: one without a location by the country
+/// defaults, and `/readyz` says so; once it is loaded, by the caller's
+/// registered address.
+#[test]
+fn postgres_calls_are_routed_while_the_inventory_loads() {
+    let Some(db) = Db::postgres("postgres_calls_are_routed_while_the_inventory_loads") else {
+        return;
+    };
+    let t = tokens();
+    let psap = Trunk::new();
+    let scr = Trunk::new();
+    let trunks = Trunks::new().with_psap(psap.port).with_screening(scr.port);
+    let cfg = emergency_config(&trunks, &db, &t);
+    let cap = "+14155550177";
+    {
+        let router = Router::start(&cfg, &[]);
+        let r = Api::of(&router).send_json(
+            "POST",
+            "/v1/tenants/acme/numbers",
+            &t.operator,
+            &json!([{"number": cap, "country": "US", "common_area_phone": true,
+                     "reg_A1": "NY", "reg_A3": "New York", "reg_RD": "W 34th", "reg_STS": "St", "reg_HNO": "20"}]),
+        );
+        assert_eq!(r.status, 200, "{r}");
+    }
+    // No checkpoint: the restart reads the database, and waits for the lock.
+    let _ = std::fs::remove_file(db.data_dir().join("inventory.checkpoint"));
+    let lock = adminhttp::NumbersLocked::hold(&db.url());
+    let router = Router::start_loading(&cfg);
+    let api = Api::of(&router);
+    let caller = Caller::new();
+    caller.invite(router.port, cap, "while-loading");
+    let fwd = scr.invite("while-loading", Duration::from_secs(10), &router);
+    assert!(fwd.starts_with("INVITE "), "{fwd}");
+    let (code, body) = common::get(api.port, "/readyz");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["inventory"]["state"], "loading", "{code} {body}");
+    if code == 200 {
+        assert!(
+            v["reason"].as_str().unwrap().contains("country defaults"),
+            "{body}"
+        );
+    }
+    assert_eq!(common::get(api.port, "/readyz?inventory=loaded").0, 503);
+    assert!(!router.log().contains("inventory ready"));
+
+    drop(lock);
+    router.wait_log("inventory ready", 1, Duration::from_secs(20));
+    let (_, body) = common::get(api.port, "/readyz");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["inventory"]["state"], "loaded", "{body}");
+    assert_eq!(v["inventory"]["numbers"], 1, "{body}");
+    caller.invite(router.port, cap, "loaded");
+    let fwd = psap.invite("loaded", Duration::from_secs(10), &router);
+    assert_eq!(
+        sip_header(&fwd, "Route").as_deref(),
+        Some("<sip:sos@us-36061.psap.example;lr>")
+    );
+}

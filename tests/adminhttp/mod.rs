@@ -298,6 +298,14 @@ impl Db {
         }
     }
 
+    /// The router's data directory (its inventory checkpoint).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        match self {
+            Db::Sqlite(dir) => dir.path().to_path_buf(),
+            Db::Postgres { dir, .. } => dir.path().to_path_buf(),
+        }
+    }
+
     pub fn url(&self) -> String {
         match self {
             Db::Sqlite(dir) => format!("sqlite://{}/sosrouter.db", dir.path().display()),
@@ -353,6 +361,55 @@ impl Drop for Db {
                 admin_url,
                 &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
             );
+        }
+    }
+}
+
+/// A lock on the `numbers` table, held by another session until dropped:
+/// a router reading the inventory waits for it.
+pub struct NumbersLocked {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NumbersLocked {
+    pub fn hold(url: &str) -> NumbersLocked {
+        use sqlx::{Connection, Executor};
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let url = url.to_string();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut c = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+                c.execute("BEGIN").await.unwrap();
+                c.execute("LOCK TABLE numbers IN ACCESS EXCLUSIVE MODE")
+                    .await
+                    .unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = tokio::task::spawn_blocking(move || release_rx.recv()).await;
+                c.execute("COMMIT").await.unwrap();
+                let _ = c.close().await;
+            });
+        });
+        locked_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the numbers table locked");
+        NumbersLocked {
+            release: Some(release),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NumbersLocked {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -301,6 +301,17 @@ impl Router {
     /// may): then it takes another. The tests speak to one port over both,
     /// so such a router is stopped and started again, on new ports.
     pub fn try_start(config: &str, args: &[&str]) -> Result<Router, String> {
+        Router::start_with(config, args, true)
+    }
+
+    /// Starts the router without waiting for its inventory to load (with
+    /// a database, it takes calls meanwhile).
+    pub fn start_loading(config: &str) -> Router {
+        Router::start_with(config, &[], false)
+            .unwrap_or_else(|log| panic!("router did not start: {log}"))
+    }
+
+    fn start_with(config: &str, args: &[&str], wait_inventory: bool) -> Result<Router, String> {
         let text = match args.iter().position(|a| *a == "--config") {
             Some(i) => std::fs::read_to_string(args[i + 1]).unwrap_or_default(),
             None => config.to_string(),
@@ -308,7 +319,7 @@ impl Router {
         let tcp = text.contains("\"tcp:127.0.0.1:");
         let mut log = String::new();
         for _ in 0..5 {
-            let (router, tcp_port) = Router::spawn(config, args, tcp, &text)?;
+            let (router, tcp_port) = Router::spawn(config, args, tcp, &text, wait_inventory)?;
             if tcp_port.is_none_or(|p| p == router.port) {
                 return Ok(router);
             }
@@ -326,6 +337,7 @@ impl Router {
         args: &[&str],
         tcp: bool,
         text: &str,
+        wait_inventory: bool,
     ) -> Result<(Router, Option<u16>), String> {
         let dir = tempdir::Dir::new("router");
         let path = dir.path().join("sosrouter.toml");
@@ -392,7 +404,7 @@ impl Router {
         // (or has said why not).
         let database =
             text.contains("[database]") || std::env::var_os("SOSROUTER_DATABASE_URL").is_some();
-        if database {
+        if database && wait_inventory {
             let end = Instant::now() + Duration::from_secs(60);
             loop {
                 let l = router.log();
