@@ -245,7 +245,7 @@ impl<'a> Apply<'a> {
         let mut existing: HashMap<String, NumberRow> = HashMap::with_capacity(patches.len());
         for chunk in patches.chunks(1000) {
             let mut sql = format!("SELECT {NUMBER_COLUMNS} FROM numbers WHERE number IN ");
-            super::numbers::push_marks(&mut sql, 1, chunk.len());
+            super::numbers::push_marks(&mut sql, 1, chunk.len(), tx);
             sql.push_str(for_update);
             let mut q = sqlx::query(&sql);
             for p in chunk {

@@ -38,7 +38,7 @@ pub const CHANNEL: &str = "sosrouter_inventory";
 /// Log rows read per query.
 const BATCH: i64 = 10_000;
 /// Numbers read per query.
-const NUMBERS_PER_QUERY: usize = 500;
+const NUMBERS_PER_QUERY: usize = 1000;
 /// Log rows deleted per transaction by the trim.
 const TRIM_BATCH: i64 = 10_000;
 /// With more log rows than this (or than a quarter of the inventory)
@@ -84,7 +84,7 @@ pub async fn append(
     for chunk in changed.chunks(2000) {
         let mut sql =
             String::from("INSERT INTO inventory_changes (kind, tenant, subject, at_ms) VALUES ");
-        numbers::push_marks(&mut sql, chunk.len(), 4);
+        numbers::push_marks(&mut sql, chunk.len(), 4, tx);
         let mut q = sqlx::query(&sql);
         for c in chunk {
             let (kind, tenant, subject) = c.columns();
@@ -386,9 +386,9 @@ impl Store {
 
         let named: Vec<&String> = numbers.iter().filter(|n| !done.contains(*n)).collect();
         for chunk in named.chunks(NUMBERS_PER_QUERY) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let mut q_sql = numbers::joined_select();
-            q_sql.push_str(&format!(" WHERE n.number IN ({})", marks.join(",")));
+            q_sql.push_str(" WHERE n.number IN ");
+            numbers::push_marks(&mut q_sql, 1, chunk.len(), &conn);
             let mut q = sqlx::query(&q_sql);
             for n in chunk {
                 q = q.bind(n.to_string());

@@ -190,7 +190,7 @@ pub async fn audit(
         let mut sql = String::from(
             "INSERT INTO audit_log (id, at_ms, actor, role, tenant, subject, field, action, old_value, new_value) VALUES ",
         );
-        push_marks(&mut sql, chunk.len(), COLS);
+        push_marks(&mut sql, chunk.len(), COLS, tx);
         let mut q = sqlx::query(&sql);
         for (i, e) in chunk.iter().enumerate() {
             let i = c * 500 + i;
@@ -211,18 +211,24 @@ pub async fn audit(
     Ok(())
 }
 
-/// Appends `rows` groups of `cols` numbered placeholders (`($1,$2),($3,$4)`).
-pub(super) fn push_marks(sql: &mut String, rows: usize, cols: usize) {
+/// Appends `rows` groups of `cols` placeholders: `($1,$2),($3,$4)` for
+/// PostgreSQL, `(?,?),(?,?)` for SQLite, where a numbered parameter costs
+/// a walk through every name of the statement to bind (a statement of
+/// thousands of them took minutes).
+pub(super) fn push_marks(sql: &mut String, rows: usize, cols: usize, conn: &sqlx::AnyConnection) {
     use std::fmt::Write;
+    let numbered = conn.backend_name() != "SQLite";
     for i in 0..rows {
         sql.push_str(if i == 0 { "(" } else { ",(" });
         for c in 0..cols {
-            let _ = write!(
-                sql,
-                "{}${}",
-                if c == 0 { "" } else { "," },
-                i * cols + c + 1
-            );
+            if c > 0 {
+                sql.push(',');
+            }
+            if numbered {
+                let _ = write!(sql, "${}", i * cols + c + 1);
+            } else {
+                sql.push('?');
+            }
         }
         sql.push(')');
     }
@@ -241,7 +247,7 @@ pub async fn put_number_rows(
              may_change_address, may_delete_address, location_id, address_civic, address_lat, \
              address_lon, updated_ms) VALUES ",
         );
-        push_marks(&mut sql, chunk.len(), COLS);
+        push_marks(&mut sql, chunk.len(), COLS, tx);
         sql.push_str(
             " ON CONFLICT (number) DO UPDATE SET tenant = excluded.tenant, country = excluded.country, \
              common_area_phone = excluded.common_area_phone, may_set_address = excluded.may_set_address, \
