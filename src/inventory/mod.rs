@@ -203,8 +203,8 @@ impl Inventory {
         }
     }
 
-    /// Removes a number; whether it was there.
-    fn remove(&mut self, number: &str) -> bool {
+    /// Removes a number (building a snapshot); whether it was there.
+    pub fn remove(&mut self, number: &str) -> bool {
         let removed = match packed::key_of(number) {
             Some(key) => {
                 let i = packed::shard_of(key);

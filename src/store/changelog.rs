@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::{Any, Row, Transaction};
 
-use crate::inventory::Changes;
+use crate::inventory::{Changes, Inventory};
 
 use super::numbers::{self, NumberRow, NUMBER_COLUMNS};
 use super::{now_ms, Backend, Store, StoreError};
@@ -41,9 +41,12 @@ const BATCH: i64 = 10_000;
 const NUMBERS_PER_QUERY: usize = 1000;
 /// Log rows deleted per transaction by the trim.
 const TRIM_BATCH: i64 = 10_000;
-/// With more log rows than this (or than a quarter of the inventory)
+/// With more log rows than this (and than numbers in the inventory)
 /// waiting, the whole inventory is loaded instead.
 const FULL_LOAD_ROWS: usize = 100_000;
+/// With more log rows than this waiting, the changed numbers are read as
+/// one stream, joined to the log, on a worker thread.
+const STREAM_ROWS: i64 = 20_000;
 /// How often the follower trims the log.
 const TRIM_EVERY: Duration = Duration::from_secs(3600);
 
@@ -116,6 +119,18 @@ pub struct Follow {
     pub(super) due: super::checkpoint::Due,
 }
 
+/// What the streamed catch-up found.
+enum Streamed {
+    Done {
+        next: Inventory,
+        locations: BTreeSet<(String, String)>,
+        desks: bool,
+        read: usize,
+    },
+    Trimmed,
+    Unknown,
+}
+
 /// What bringing the snapshot up to date did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refreshed {
@@ -166,11 +181,11 @@ impl Store {
 
     /// [`Store::refresh`], saying what it did.
     pub async fn catch_up(&self) -> Result<Refreshed, StoreError> {
-        self.catch_up_by(BATCH).await
+        self.catch_up_by(BATCH, STREAM_ROWS).await
     }
 
     /// [`Store::catch_up`], reading `batch` log rows per query.
-    async fn catch_up_by(&self, batch: i64) -> Result<Refreshed, StoreError> {
+    async fn catch_up_by(&self, batch: i64, stream_rows: i64) -> Result<Refreshed, StoreError> {
         let mut follow = self.follow.lock().await;
         let head = self.head().await?;
         let applied = match follow.applied {
@@ -194,9 +209,12 @@ impl Store {
             }
             return Ok(Refreshed::Nothing);
         }
-        let most = FULL_LOAD_ROWS.max(self.hub.inventory().len() / 4);
+        let most = FULL_LOAD_ROWS.max(self.hub.inventory().len());
         if usize::try_from(head.last - applied).unwrap_or(usize::MAX) > most {
             return self.load_whole(&mut follow, Why::Many).await;
+        }
+        if head.last - applied > stream_rows {
+            return self.catch_up_streamed(&mut follow, applied, &head).await;
         }
 
         let mut numbers: BTreeSet<String> = BTreeSet::new();
@@ -259,7 +277,9 @@ impl Store {
             self.hub.set_version(head.version);
             return Ok(Refreshed::Nothing);
         }
-        let changes = self.read_changes(&numbers, &locations).await?;
+        let changes = self
+            .read_changes(&self.hub.inventory(), &numbers, &locations)
+            .await?;
         let desks = if desks {
             Some(self.load_desks().await?)
         } else {
@@ -280,6 +300,122 @@ impl Store {
             "inventory changes applied"
         );
         Ok(Refreshed::Changes(rows_read))
+    }
+
+    /// Applies many log rows at once (an upload's): the numbers they name
+    /// are read in one statement joined to the log, as a stream, on a
+    /// worker thread that builds the next snapshot; tenant locations and
+    /// webhooks as in [`Store::catch_up`]. One snapshot is published.
+    async fn catch_up_streamed(
+        &self,
+        follow: &mut Follow,
+        applied: i64,
+        head: &Head,
+    ) -> Result<Refreshed, StoreError> {
+        let t = Instant::now();
+        let current = self.hub.inventory();
+        let last = head.last;
+        let streamed =
+            super::worker::run(&self.url, "inventory-follow", move |mut conn| async move {
+                use futures_util::TryStreamExt;
+                let mut locations: BTreeSet<(String, String)> = BTreeSet::new();
+                let mut desks = false;
+                let others = sqlx::query(
+                    "SELECT kind, tenant, subject FROM inventory_changes \
+                 WHERE seq > $1 AND seq <= $2 AND kind <> 'number'",
+                )
+                .bind(applied)
+                .bind(last)
+                .fetch_all(&mut conn)
+                .await?;
+                for r in others {
+                    let kind: String = r.try_get(0)?;
+                    match kind.as_str() {
+                        "location" => {
+                            locations.insert((r.try_get(1)?, r.try_get(2)?));
+                        }
+                        "desk" => desks = true,
+                        _ => return Ok(Streamed::Unknown),
+                    }
+                }
+                let mut next = (*current).clone();
+                drop(current);
+                let sql = format!(
+                    "{}, c.subject FROM inventory_changes c \
+                 LEFT JOIN numbers n ON n.number = c.subject \
+                 LEFT JOIN locations l ON l.tenant = n.tenant AND l.id = n.location_id \
+                 WHERE c.seq > $1 AND c.seq <= $2 AND c.kind = 'number' ORDER BY c.seq",
+                    numbers::joined_columns()
+                );
+                let mut rows = sqlx::query(&sql).bind(applied).bind(last).fetch(&mut conn);
+                let mut read = 0usize;
+                while let Some(r) = rows.try_next().await? {
+                    read += 1;
+                    let number: Option<String> = r.try_get(0)?;
+                    if number.is_none() {
+                        let subject: String = r.try_get(14)?;
+                        next.remove(&subject);
+                        continue;
+                    }
+                    let n = NumberRow::from_row(&r)?;
+                    let location = numbers::joined_location(&r)?;
+                    next.insert(n.entry(location.as_ref()));
+                }
+                drop(rows);
+                // Read after the rows: a trim that removed rows still needed
+                // shows here.
+                let trimmed: i64 =
+                    sqlx::query_scalar("SELECT trimmed_seq FROM inventory_version WHERE id = 1")
+                        .fetch_one(&mut conn)
+                        .await?;
+                if trimmed > applied {
+                    return Ok(Streamed::Trimmed);
+                }
+                Ok(Streamed::Done {
+                    next,
+                    locations,
+                    desks,
+                    read,
+                })
+            })
+            .await?;
+        let (next, locations, desks, read) = match streamed {
+            Streamed::Unknown => return self.load_whole(follow, Why::Unknown).await,
+            Streamed::Trimmed => return self.load_whole(follow, Why::Trimmed).await,
+            Streamed::Done {
+                next,
+                locations,
+                desks,
+                read,
+            } => (next, locations, desks, read),
+        };
+        let changes = self
+            .read_changes(&next, &BTreeSet::new(), &locations)
+            .await?;
+        let next = if changes.is_empty() {
+            next
+        } else {
+            next.with_changes(&changes)
+        };
+        let desks = if desks {
+            self.load_desks().await?
+        } else {
+            (*self.hub.security_desks()).clone()
+        };
+        self.hub.publish(next, desks, head.version);
+        tokio::task::spawn_blocking(super::worker::give_back_memory);
+        let rows = usize::try_from(last - applied).unwrap_or(usize::MAX);
+        follow.applied = Some(last);
+        follow.due.rows += rows;
+        tracing::info!(
+            rows,
+            numbers = read,
+            locations = locations.len(),
+            seq = last,
+            apply_ms = t.elapsed().as_millis() as u64,
+            "inventory changes applied as one stream"
+        );
+        Ok(Refreshed::Changes(rows))
     }
 
     async fn head(&self) -> Result<Head, StoreError> {
@@ -327,10 +463,10 @@ impl Store {
     /// take their address from a changed location are replaced too.
     async fn read_changes(
         &self,
+        current: &Inventory,
         numbers: &BTreeSet<String>,
         locations: &BTreeSet<(String, String)>,
     ) -> Result<Changes, StoreError> {
-        let current = self.hub.inventory();
         let mut changes = Changes::default();
         let mut done: HashSet<String> = HashSet::new();
         let mut conn = self.pool.acquire().await?;
@@ -922,7 +1058,7 @@ mod tests {
 
     /// Changes of every kind made through `a` while `b` does not look;
     /// then `b` catches up and holds what a whole load gives.
-    async fn catches_up(db: &DatabaseConfig) {
+    async fn catches_up(db: &DatabaseConfig, stream_rows: i64) {
         let hub_a = Hub::new();
         let a = Store::open(db, hub_a.clone()).await.unwrap();
         a.import(&inventory(), &actor()).await.unwrap();
@@ -960,8 +1096,12 @@ mod tests {
         .await;
         assert_eq!(hub_b.inventory().len(), 41, "b did not look yet");
 
-        // Two rows per query: the batches follow each other.
-        assert_eq!(b.catch_up_by(2).await.unwrap(), Refreshed::Changes(7));
+        // Two rows per query: the batches follow each other; or all of
+        // them read as one stream.
+        assert_eq!(
+            b.catch_up_by(2, stream_rows).await.unwrap(),
+            Refreshed::Changes(7)
+        );
         let inv = hub_b.inventory();
         assert_same(&inv, &hub_a.inventory());
         assert_same(&inv, &loaded(db).await);
@@ -984,8 +1124,25 @@ mod tests {
     #[tokio::test]
     async fn an_instance_that_was_not_looking_catches_up() {
         let (db, dir) = sqlite();
-        catches_up(&db).await;
+        catches_up(&db, STREAM_ROWS).await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn many_changes_are_read_as_one_stream() {
+        let (db, dir) = sqlite();
+        catches_up(&db, 0).await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn many_changes_are_read_as_one_stream_on_postgres() {
+        let Some((db, pg)) = postgres("many_changes_are_read_as_one_stream_on_postgres").await
+        else {
+            return;
+        };
+        catches_up(&db, 0).await;
+        pg.drop_now().await;
     }
 
     #[tokio::test]
@@ -995,7 +1152,7 @@ mod tests {
         else {
             return;
         };
-        catches_up(&db).await;
+        catches_up(&db, STREAM_ROWS).await;
         pg.drop_now().await;
     }
 

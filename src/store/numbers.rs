@@ -24,15 +24,21 @@ pub const NUMBER_COLUMNS: &str = "number, tenant, country, common_area_phone, ma
 /// columns of the location it is linked to (`l`, when it exists), as
 /// [`joined_location`] reads them.
 pub fn joined_select() -> String {
+    format!(
+        "{} FROM numbers n \
+         LEFT JOIN locations l ON l.tenant = n.tenant AND l.id = n.location_id",
+        joined_columns()
+    )
+}
+
+/// `SELECT` and the columns of [`joined_select`], without its tables.
+pub fn joined_columns() -> String {
     let cols = NUMBER_COLUMNS
         .split(", ")
         .map(|c| format!("n.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    format!(
-        "SELECT {cols}, l.address_civic, l.address_lat, l.address_lon FROM numbers n \
-         LEFT JOIN locations l ON l.tenant = n.tenant AND l.id = n.location_id"
-    )
+    format!("SELECT {cols}, l.address_civic, l.address_lat, l.address_lon")
 }
 
 /// The address of the number's location in a row of [`joined_select`].
