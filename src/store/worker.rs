@@ -27,7 +27,16 @@ where
                 .build()
             {
                 Ok(rt) => rt.block_on(async move {
-                    let conn = AnyConnection::connect(&url).await?;
+                    let mut conn = AnyConnection::connect(&url).await?;
+                    if conn.backend_name() == "SQLite" {
+                        // A transaction of a million rows spills pages
+                        // from SQLite's default cache (2 MB) again and
+                        // again: 256 MB for this connection, while it
+                        // lasts.
+                        sqlx::query("PRAGMA cache_size = -262144")
+                            .execute(&mut conn)
+                            .await?;
+                    }
                     work(conn).await
                 }),
                 Err(e) => Err(StoreError::Other(anyhow::anyhow!(
