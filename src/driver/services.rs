@@ -246,17 +246,40 @@ async fn import_file(store: &Store, path: &std::path::Path) -> anyhow::Result<()
         tracing::info!(file = %path.display(), "the database holds an inventory already: the file is not imported, now or on reload (change numbers through the API)");
         return Ok(());
     }
-    let p = path.to_path_buf();
-    let inv = tokio::task::spawn_blocking(move || crate::inventory::Inventory::load(&p))
-        .await?
-        .map_err(|e| FileRefused(format!("{}: {e}", path.display())))?;
+    let format = crate::store::transfer::file_format(path).map_err(FileRefused)?;
     let actor = Actor {
         name: format!("import:{}", path.display()),
         role: "system",
     };
-    let n = store.import(&inv, &actor).await?;
-    drop(inv);
-    tokio::task::spawn_blocking(crate::store::worker::give_back_memory);
+    // Off the SIP thread, as every bulk upload (see store::bulk).
+    let summary = store
+        .bulk_upload(
+            path,
+            format,
+            crate::store::bulk::Tenants::PerRow,
+            &actor,
+            &crate::store::address::RequiredFields::new(&Default::default()),
+            Default::default(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::store::bulk::Refused::Store(e) => anyhow::Error::from(e),
+            crate::store::bulk::Refused::Malformed(m) => {
+                FileRefused(format!("{}: {m}", path.display())).into()
+            }
+            crate::store::bulk::Refused::Rows { listed, count } => {
+                let first = listed
+                    .first()
+                    .map(|r| format!(": {}: {}", r.at, r.errors.join("; ")))
+                    .unwrap_or_default();
+                FileRefused(format!(
+                    "{}: {count} row(s) cannot be imported{first}",
+                    path.display()
+                ))
+                .into()
+            }
+        })?;
+    let n = summary.created;
     tracing::info!(numbers = n, file = %path.display(), "inventory file imported into the empty database");
     Ok(())
 }

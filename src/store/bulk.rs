@@ -9,7 +9,10 @@
 //! and their change log rows. [`Store::bulk_upload`] feeds it from a file
 //! (the body an operator streamed to `data_dir/uploads`) in two passes: the
 //! first checks every row and collects the tenant locations the file
-//! defines, the second applies them, then the numbers. It runs on a thread
+//! defines, the second applies them, then the numbers. Its audit entries
+//! are one for the upload (who, when, how many created, changed,
+//! unchanged) and, for each number it changed, one per field changed: the
+//! numbers it created are in the upload's entry, not one by one. It runs on a thread
 //! and a connection of its own ([`super::worker`]); [`Progress`] says how
 //! far it is.
 
@@ -148,6 +151,9 @@ pub(super) struct Apply<'a> {
     pub(super) errors: Errors,
     /// Each tenant's location ids: stored, or defined by this upload.
     known: HashMap<String, HashSet<String>>,
+    /// Audit entries for the numbers created too (not in bulk: there the
+    /// upload's own entry stands for them).
+    audit_created: bool,
 }
 
 impl<'a> Apply<'a> {
@@ -160,6 +166,7 @@ impl<'a> Apply<'a> {
             summary: UploadSummary::default(),
             errors: Errors::default(),
             known: HashMap::new(),
+            audit_created: true,
         }
     }
 
@@ -284,6 +291,9 @@ impl<'a> Apply<'a> {
         let mut entries = Vec::with_capacity(writes.len() * 3);
         let mut loc_cache: HashMap<String, Option<Address>> = HashMap::new();
         for (old, new) in &writes {
+            if old.is_none() && !self.audit_created {
+                continue;
+            }
             let old_addr = match old {
                 Some(o) => effective(tx, &mut loc_cache, o).await?,
                 None => None,
@@ -556,6 +566,7 @@ async fn apply_file(
     let mut tx = conn.begin().await?;
     bump_version(&mut tx).await?;
     let mut apply = Apply::new(actor, required, backend);
+    apply.audit_created = false;
     let mut by_tenant: HashMap<String, Vec<LocationDef>> = HashMap::new();
     for (t, l) in locations {
         by_tenant.entry(t).or_default().push(l);
