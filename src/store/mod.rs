@@ -396,17 +396,9 @@ async fn read_inventory(
     let mut inv = Inventory::empty();
     let mut located: std::collections::HashMap<(String, String), Address> =
         std::collections::HashMap::new();
-    let rows = sqlx::query(
-        "SELECT tenant, id, address_civic, address_lat, address_lon FROM locations ORDER BY tenant, id",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    for r in rows {
-        let tenant: String = r.try_get(0)?;
-        let id: String = r.try_get(1)?;
-        let a = address::from_db(&r.try_get::<String, _>(2)?, r.try_get(3)?, r.try_get(4)?)?;
-        located.insert((tenant.clone(), id.clone()), a.clone());
-        inv.add_location(&tenant, TenantLocation { id, address: a });
+    for (tenant, l) in all_locations(conn).await? {
+        located.insert((tenant.clone(), l.id.clone()), l.address.clone());
+        inv.add_location(&tenant, l);
     }
     let sql = format!("SELECT {} FROM numbers", numbers::NUMBER_COLUMNS);
     let mut rows = sqlx::query(&sql).fetch(&mut *conn);
@@ -424,6 +416,25 @@ async fn read_inventory(
         }
     }
     Ok(inv)
+}
+
+/// Every tenant location, by tenant and id.
+pub(super) async fn all_locations(
+    conn: &mut sqlx::AnyConnection,
+) -> Result<Vec<(String, TenantLocation)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT tenant, id, address_civic, address_lat, address_lon FROM locations ORDER BY tenant, id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut all = Vec::with_capacity(rows.len());
+    for r in rows {
+        let tenant: String = r.try_get(0)?;
+        let id: String = r.try_get(1)?;
+        let address = address::from_db(&r.try_get::<String, _>(2)?, r.try_get(3)?, r.try_get(4)?)?;
+        all.push((tenant, TenantLocation { id, address }));
+    }
+    Ok(all)
 }
 
 /// Every tenant's security desk webhook.

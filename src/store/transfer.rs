@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use sqlx::Row;
 
-use super::address::{self, RequiredFields};
+use super::address::RequiredFields;
 use super::bulk::{Progress, Refused, Tenants};
 use super::numbers::{NumberRow, UploadSummary, NUMBER_COLUMNS};
 use super::upload::Format;
@@ -191,15 +190,8 @@ pub(super) async fn export_from(
     w.write_record(header()).map_err(io)?;
     let mut done = Exported::default();
     let mut conn = store.pool().acquire().await?;
-    let rows = sqlx::query(
-        "SELECT tenant, id, address_civic, address_lat, address_lon FROM locations ORDER BY tenant, id",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    for r in rows {
-        let tenant: String = r.try_get(0)?;
-        let id: String = r.try_get(1)?;
-        let a = address::from_db(&r.try_get::<String, _>(2)?, r.try_get(3)?, r.try_get(4)?)?;
+    for (tenant, l) in super::all_locations(&mut conn).await? {
+        let (id, a) = (l.id, l.address);
         let mut rec = vec![
             String::new(),
             tenant,

@@ -244,29 +244,16 @@ pub fn rows_of_file(
                 .map_err(|e| format!("line {}: {}", e.line.unwrap_or(0), e.message))?;
             check_columns(&table.columns).map_err(malformed_text)?;
             let columns = table.columns.clone();
-            Box::new(table.rows().map(move |record| {
-                match record {
-                    Ok((line, record)) => Ok(RawRow {
-                        at: RowRef {
-                            line: Some(line),
-                            index: None,
-                        },
-                        cells: columns
-                            .iter()
-                            .copied()
-                            .zip(record.iter().map(str::to_string))
-                            .collect(),
-                        errors: Vec::new(),
-                    }),
-                    Err(e) => Err(RowError {
-                        at: RowRef {
-                            line: e.line,
-                            index: None,
-                        },
-                        number: None,
-                        errors: vec![e.message],
-                    }),
-                }
+            Box::new(table.rows().map(move |record| match record {
+                Ok((line, record)) => Ok(RawRow::of_record(line, &columns, &record)),
+                Err(e) => Err(RowError {
+                    at: RowRef {
+                        line: e.line,
+                        index: None,
+                    },
+                    number: None,
+                    errors: vec![e.message],
+                }),
             }))
         }
     };
@@ -342,6 +329,22 @@ impl RawRow {
             .iter()
             .find(|(k, _)| *k == c)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// A CSV/TSV record at `line`, its cells under `columns`.
+    fn of_record(line: u64, columns: &[Column], record: &csv::StringRecord) -> RawRow {
+        RawRow {
+            at: RowRef {
+                line: Some(line),
+                index: None,
+            },
+            cells: columns
+                .iter()
+                .copied()
+                .zip(record.iter().map(str::to_string))
+                .collect(),
+            errors: Vec::new(),
+        }
     }
 
     fn error(&self, message: String) -> RowError {
@@ -422,18 +425,7 @@ fn text_rows(body: &[u8], format: Format) -> Result<Vec<RawRow>, UploadError> {
     let mut rows = Vec::new();
     for record in table.rows() {
         let (line, record) = record.map_err(malformed)?;
-        rows.push(RawRow {
-            at: RowRef {
-                line: Some(line),
-                index: None,
-            },
-            cells: columns
-                .iter()
-                .copied()
-                .zip(record.iter().map(str::to_string))
-                .collect(),
-            errors: Vec::new(),
-        });
+        rows.push(RawRow::of_record(line, &columns, &record));
     }
     Ok(rows)
 }
