@@ -13,6 +13,8 @@ use bytes::Bytes;
 pub enum Proto {
     Udp,
     Tcp,
+    /// TCP with TLS (RFC 3261 section 26.2, RFC 5630).
+    Tls,
 }
 
 impl Proto {
@@ -20,6 +22,7 @@ impl Proto {
         match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
         }
     }
 
@@ -27,15 +30,16 @@ impl Proto {
         match self {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
         }
     }
 
     pub fn is_reliable(self) -> bool {
-        self == Proto::Tcp
+        matches!(self, Proto::Tcp | Proto::Tls)
     }
 }
 
-/// A TCP connection, named by the transport layer.
+/// A TCP or TLS connection, named by the transport layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnId(pub u64);
 
@@ -46,7 +50,7 @@ pub struct Source {
     pub peer: SocketAddr,
     /// The listener or socket address it arrived on.
     pub local: SocketAddr,
-    /// The connection, for TCP.
+    /// The connection, for TCP and TLS.
     pub conn: Option<ConnId>,
 }
 

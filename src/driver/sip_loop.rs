@@ -20,7 +20,9 @@ use crate::config::Config;
 use crate::metrics as m;
 use crate::proxy::{Core, Proto, Transmit};
 use crate::sip::Limits;
+use crate::proxy::Target;
 use crate::transport::names::{NameCache, Next};
+use crate::transport::tls::{TlsContext, TlsSetup};
 use crate::transport::{tcp, udp, Inbound};
 
 /// How many datagrams are read from one socket before the loop looks at
@@ -48,7 +50,11 @@ pub(super) struct SipLoop {
     bufs: Vec<Vec<u8>>,
     limits: Limits,
     pool: tcp::TcpPool,
-    /// The TCP listeners' accept loops.
+    /// The TLS connections, once anything uses TLS, with their setup.
+    tls: Option<(tcp::TcpPool, Arc<TlsContext>)>,
+    tcp_cfg: crate::config::TcpConfig,
+    tls_gauge: metrics::Gauge,
+    /// The TCP and TLS listeners' accept loops.
     tasks: tokio::task::JoinSet<()>,
     /// What the I/O tasks hand to the loop.
     tx: mpsc::Sender<Inbound>,
@@ -75,7 +81,7 @@ impl SipLoop {
         config: &Config,
         core: Core,
         udps: Vec<udp::UdpEndpoint>,
-        tcps: Vec<tokio::net::TcpListener>,
+        streams: super::listen::Streams,
         services: Services,
         opts: Arc<Options>,
         locals: Arc<[SocketAddr]>,
@@ -87,12 +93,25 @@ impl SipLoop {
             max_connections: services.sip_tcp_connections,
             ..config.sip.tcp.clone()
         };
-        let pool = tcp::TcpPool::new(tx.clone(), limits, tcp_cfg);
+        let pool = tcp::TcpPool::new(tx.clone(), limits, tcp_cfg.clone());
         pool.set_allowed(core.allowed());
         let mut tasks = tokio::task::JoinSet::new();
-        for l in tcps {
+        for l in streams.tcp {
             tasks.spawn(pool.clone().listen(l));
         }
+        let tls = streams.tls_setup.map(|setup| {
+            let ctx = TlsContext::new(setup);
+            let pool = tcp::TcpPool::new_tls(tx.clone(), limits, tcp_cfg.clone(), ctx.clone());
+            pool.set_allowed(core.allowed());
+            (pool, ctx)
+        });
+        if let Some((tls_pool, _)) = &tls {
+            for l in streams.tls {
+                tasks.spawn(tls_pool.clone().listen(l));
+            }
+        }
+        let mut reloads = Reloads::new();
+        reloads.tls_port = streams.tls_port;
         let bufs = udps.iter().map(|_| udp::receive_buffer(&limits)).collect();
         SipLoop {
             core,
@@ -100,6 +119,9 @@ impl SipLoop {
             udps,
             limits,
             pool,
+            tls,
+            tcp_cfg,
+            tls_gauge: metrics::gauge!(m::TLS_CONNECTIONS),
             tasks,
             fetcher: Fetcher::new(config, tx.clone()),
             tx,
@@ -109,7 +131,7 @@ impl SipLoop {
             tcp_gauge: metrics::gauge!(m::TCP_CONNECTIONS),
             transactions_gauge: metrics::gauge!(m::TRANSACTIONS),
             services,
-            reloads: Reloads::new(),
+            reloads,
             inventory: opts.hub.as_ref().map(|h| h.subscribe()),
             opts,
             locals,
@@ -230,7 +252,12 @@ impl SipLoop {
             }
         }
         // The last answers leave before the sockets close.
-        self.pool.close(LAST_WRITES).await;
+        match &self.tls {
+            Some((tls, _)) => {
+                tokio::join!(self.pool.close(LAST_WRITES), tls.close(LAST_WRITES));
+            }
+            None => self.pool.close(LAST_WRITES).await,
+        }
         self.tasks.abort_all();
         self.drain_events();
         self.services
@@ -286,6 +313,13 @@ impl SipLoop {
             .overload
             .store(load.level(), std::sync::atomic::Ordering::Relaxed);
         self.tcp_gauge.set(self.pool.open() as f64);
+        if let Some((tls, ctx)) = &self.tls {
+            self.tls_gauge.set(tls.open() as f64);
+            let unix = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            ctx.current().publish_expiry(unix);
+        }
     }
 
     fn handle(&mut self, now: Instant, inbound: Inbound) {
@@ -317,9 +351,12 @@ impl SipLoop {
                     self.core.handle_send_failure(now, token);
                 }
             }
-            Inbound::ConnOpened(_) | Inbound::ConnClosed(_) => {
-                self.tcp_gauge.set(self.pool.open() as f64)
+            Inbound::ConnOpened(_) => self.tcp_gauge.set(self.pool.open() as f64),
+            Inbound::ConnClosed(id) => {
+                self.core.conn_closed(id);
+                self.tcp_gauge.set(self.pool.open() as f64);
             }
+            Inbound::Identified { conn, trunk } => self.core.conn_identified(conn, trunk),
         }
     }
 
@@ -352,11 +389,7 @@ impl SipLoop {
                 Next::Queued => {}
                 Next::Full(t) => {
                     tracing::warn!(target = ?t.dest.target, "next hop's name: too many names, or too many messages waiting for its address");
-                    let transport = match t.dest.proto {
-                        Proto::Udp => "udp",
-                        Proto::Tcp => "tcp",
-                    };
-                    fail(t.token, transport, &self.tx);
+                    fail(t.token, t.dest.proto.lower(), &self.tx);
                 }
             }
         }
@@ -381,6 +414,16 @@ impl SipLoop {
                 }
             }
             Proto::Tcp => self.pool.send(addr, dest.conn, bytes, token),
+            Proto::Tls => match &self.tls {
+                Some((tls, _)) => {
+                    let host = match &dest.target {
+                        Target::Host(h, _) => Some(h.as_str()),
+                        Target::Addr(_) => None,
+                    };
+                    tls.send_named(addr, host, dest.conn, bytes, token);
+                }
+                None => fail(token, "tls", &self.tx),
+            },
         }
     }
 
@@ -389,8 +432,9 @@ impl SipLoop {
     /// [`Reloads`], which reads and builds off the driver.
     fn apply_reload(&mut self, built: Built) -> Result<(), String> {
         match built {
-            Ok((cfg, core_cfg, router)) => {
+            Ok((cfg, core_cfg, router, tls)) => {
                 self.pool.set_allowed(core_cfg.allowed.clone());
+                self.set_tls(tls, &core_cfg);
                 let old =
                     self.core
                         .reconfigure(Instant::now(), core_cfg, Box::new(TimedRouter(router)));
@@ -419,6 +463,34 @@ impl SipLoop {
                 Err(e)
             }
         }
+    }
+}
+
+impl SipLoop {
+    /// The TLS setup of a reload: handshakes from now on use it; open
+    /// connections keep what they were made with.
+    fn set_tls(&mut self, setup: Option<TlsSetup>, core_cfg: &crate::proxy::CoreConfig) {
+        let Some(setup) = setup else {
+            return;
+        };
+        match &self.tls {
+            Some((pool, ctx)) => {
+                ctx.replace(setup);
+                pool.set_allowed(core_cfg.allowed.clone());
+            }
+            None => {
+                let ctx = TlsContext::new(setup);
+                let pool = tcp::TcpPool::new_tls(
+                    self.tx.clone(),
+                    self.limits,
+                    self.tcp_cfg.clone(),
+                    ctx.clone(),
+                );
+                pool.set_allowed(core_cfg.allowed.clone());
+                self.tls = Some((pool, ctx));
+            }
+        }
+        tracing::info!("tls certificates reloaded: new handshakes use them, open connections stay");
     }
 }
 

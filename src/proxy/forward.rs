@@ -24,7 +24,8 @@ use crate::sip::{HeaderName, Message};
 ///
 /// When the caller's leg and the trunk's use the same transport, one
 /// Record-Route serves both and names no transport (UDP by default, TCP for
-/// a large request; the router listens on both). When they differ, the
+/// a large request; the router listens on both), or names TLS and the TLS
+/// listener's port when both legs are over TLS. When they differ, the
 /// router adds two (RFC 5658): the top one, which the trunk's side reaches,
 /// names the trunk's transport, and the one below, which the caller's side
 /// reaches, names the caller's. Each side then sends in-dialog requests
@@ -32,20 +33,27 @@ use crate::sip::{HeaderName, Message};
 pub(super) struct WireText {
     via_udp: Vec<u8>,
     via_tcp: Vec<u8>,
+    via_tls: Vec<u8>,
     record_route: Vec<u8>,
     record_route_tcp: Vec<u8>,
+    record_route_tls: Vec<u8>,
 }
 
 impl WireText {
     pub(super) fn new(cfg: &CoreConfig) -> WireText {
-        let via = |p: Proto| {
-            format!("SIP/2.0/{} {}:{};branch=", p.as_str(), cfg.host, cfg.port).into_bytes()
+        let via = |p: Proto, port: u16| {
+            format!("SIP/2.0/{} {}:{port};branch=", p.as_str(), cfg.host).into_bytes()
         };
+        // A leg over TLS reaches the router on its TLS listener.
+        let tls_port = cfg.tls_port.unwrap_or(cfg.port);
         WireText {
-            via_udp: via(Proto::Udp),
-            via_tcp: via(Proto::Tcp),
+            via_udp: via(Proto::Udp, cfg.port),
+            via_tcp: via(Proto::Tcp, cfg.port),
+            via_tls: via(Proto::Tls, tls_port),
             record_route: format!("<sip:{}:{};lr>", cfg.host, cfg.port).into_bytes(),
             record_route_tcp: format!("<sip:{}:{};transport=tcp;lr>", cfg.host, cfg.port)
+                .into_bytes(),
+            record_route_tls: format!("<sip:{}:{tls_port};transport=tls;lr>", cfg.host)
                 .into_bytes(),
         }
     }
@@ -55,6 +63,7 @@ impl WireText {
         match proto {
             Proto::Udp => &self.record_route,
             Proto::Tcp => &self.record_route_tcp,
+            Proto::Tls => &self.record_route_tls,
         }
     }
 
@@ -63,6 +72,7 @@ impl WireText {
         let prefix = match proto {
             Proto::Udp => &self.via_udp,
             Proto::Tcp => &self.via_tcp,
+            Proto::Tls => &self.via_tls,
         };
         let mut v = SmallVec::with_capacity(prefix.len() + branch.len());
         v.extend_from_slice(prefix);
@@ -195,8 +205,12 @@ impl Core {
         if record_route {
             // The trunk's transport as configured: a large INVITE sent over
             // TCP to a UDP trunk leaves the dialog on UDP.
-            if source.proto == trunk.proto {
+            if source.proto == trunk.proto && source.proto != Proto::Tls {
                 e.add_record_route(&self.wire.record_route);
+            } else if source.proto == trunk.proto {
+                // Both legs over TLS: one entry, which names TLS and the
+                // TLS listener's port.
+                e.add_record_route(self.wire.record_route(Proto::Tls));
             } else {
                 e.add_record_route(self.wire.record_route(trunk.proto));
                 e.add_record_route(self.wire.record_route(source.proto));
@@ -347,6 +361,7 @@ fn with_top_via_transport(bytes: Bytes, to: Proto) -> Bytes {
         name.copy_from_slice(match to {
             Proto::Udp => b"UDP",
             Proto::Tcp => b"TCP",
+            Proto::Tls => b"TLS",
         });
     }
     out.freeze()

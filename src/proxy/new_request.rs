@@ -195,7 +195,8 @@ impl Core {
         self.decisions += 1;
         let ctx = RouteContext {
             source,
-            inbound_trunk: inbound_trunk(&self.cfg, source).map(|t| t.name.as_str()),
+            inbound_trunk: super::inbound_trunk(&self.cfg, &self.identified, source)
+                .map(|t| t.name.as_str()),
             dereferenced,
             unique: u128::from(self.cfg.seed) << 64 | u128::from(self.decisions),
         };
@@ -217,7 +218,11 @@ pub(super) fn inbound_trunk<'a>(cfg: &'a super::CoreConfig, source: &Source) -> 
     let ip = source.peer.ip();
     cfg.trunks
         .iter()
-        .find(|t| t.kind == TrunkKind::Inbound && t.sources.iter().any(|n| n.contains(&ip)))
+        .find(|t| {
+            t.kind == TrunkKind::Inbound
+                && !t.by_certificate
+                && t.sources.iter().any(|n| n.contains(&ip))
+        })
 }
 
 /// The largest request the router forwards with additions of its own: what

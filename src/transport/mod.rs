@@ -4,6 +4,7 @@
 
 pub mod names;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::net::SocketAddr;
@@ -40,6 +41,12 @@ pub enum Inbound {
     /// A TCP connection opened or closed (for the gauge).
     ConnOpened(ConnId),
     ConnClosed(ConnId),
+    /// The client certificate of a TLS connection names an inbound trunk;
+    /// sent before any message of the connection.
+    Identified {
+        conn: ConnId,
+        trunk: Arc<str>,
+    },
 }
 
 pub type InboundTx = mpsc::Sender<Inbound>;
