@@ -18,9 +18,9 @@ use super::services::Services;
 use super::{Options, TimedRouter};
 use crate::config::Config;
 use crate::metrics as m;
+use crate::proxy::Target;
 use crate::proxy::{Core, Proto, Transmit};
 use crate::sip::Limits;
-use crate::proxy::Target;
 use crate::transport::names::{NameCache, Next};
 use crate::transport::tls::{TlsContext, TlsSetup};
 use crate::transport::{tcp, udp, Inbound};
@@ -100,6 +100,7 @@ impl SipLoop {
             tasks.spawn(pool.clone().listen(l));
         }
         let tls = streams.tls_setup.map(|setup| {
+            setup.publish_expiry_now();
             let ctx = TlsContext::new(setup);
             let pool = tcp::TcpPool::new_tls(tx.clone(), limits, tcp_cfg.clone(), ctx.clone());
             pool.set_allowed(core.allowed());
@@ -315,10 +316,7 @@ impl SipLoop {
         self.tcp_gauge.set(self.pool.open() as f64);
         if let Some((tls, ctx)) = &self.tls {
             self.tls_gauge.set(tls.open() as f64);
-            let unix = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
-            ctx.current().publish_expiry(unix);
+            ctx.current().publish_expiry_now();
         }
     }
 
@@ -473,6 +471,7 @@ impl SipLoop {
         let Some(setup) = setup else {
             return;
         };
+        setup.publish_expiry_now();
         match &self.tls {
             Some((pool, ctx)) => {
                 ctx.replace(setup);

@@ -199,10 +199,7 @@ impl CoreConfig {
         let tls_port = c
             .listeners()
             .ok()
-            .and_then(|ls| {
-                ls.into_iter()
-                    .find(|l| l.transport == TransportName::Tls)
-            })
+            .and_then(|ls| ls.into_iter().find(|l| l.transport == TransportName::Tls))
             .map(|l| l.addr.port())
             .filter(|p| *p != 0);
         CoreConfig {
@@ -760,7 +757,6 @@ impl Core {
     pub fn conn_closed(&mut self, conn: ConnId) {
         self.identified.remove(&conn);
     }
-
 }
 
 /// The inbound trunk a request came from: the trunk its TLS connection's
@@ -782,7 +778,6 @@ fn inbound_trunk<'a>(
 }
 
 impl Core {
-
     /// How full the core is, by its open transactions (noting a change in
     /// the log and the metrics).
     pub fn load(&mut self) -> Load {

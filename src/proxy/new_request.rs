@@ -216,13 +216,11 @@ impl Core {
 /// The inbound trunk whose sources hold the request's source address.
 pub(super) fn inbound_trunk<'a>(cfg: &'a super::CoreConfig, source: &Source) -> Option<&'a Trunk> {
     let ip = source.peer.ip();
-    cfg.trunks
-        .iter()
-        .find(|t| {
-            t.kind == TrunkKind::Inbound
-                && !t.by_certificate
-                && t.sources.iter().any(|n| n.contains(&ip))
-        })
+    cfg.trunks.iter().find(|t| {
+        t.kind == TrunkKind::Inbound
+            && !t.by_certificate
+            && t.sources.iter().any(|n| n.contains(&ip))
+    })
 }
 
 /// The largest request the router forwards with additions of its own: what

@@ -97,12 +97,7 @@ impl TcpPool {
 
     /// A pool of TLS connections: the limits of `cfg` apply to them apart
     /// from the TCP pool's.
-    pub fn new_tls(
-        tx: InboundTx,
-        limits: Limits,
-        cfg: TcpConfig,
-        tls: Arc<TlsContext>,
-    ) -> TcpPool {
+    pub fn new_tls(tx: InboundTx, limits: Limits, cfg: TcpConfig, tls: Arc<TlsContext>) -> TcpPool {
         TcpPool::with(tx, limits, cfg, Some(tls))
     }
 
@@ -119,7 +114,11 @@ impl TcpPool {
         let first_id = if tls.is_some() { 1 << 48 } else { 1 };
         TcpPool {
             inner: Arc::new(Inner {
-                proto: if tls.is_some() { Proto::Tls } else { Proto::Tcp },
+                proto: if tls.is_some() {
+                    Proto::Tls
+                } else {
+                    Proto::Tcp
+                },
                 tls,
                 conns: DashMap::new(),
                 by_peer: DashMap::new(),

@@ -444,6 +444,15 @@ impl TlsSetup {
     }
 
     /// Sets the expiry gauge: seconds left for each certificate file
+    /// (negative once expired), as of now.
+    pub fn publish_expiry_now(&self) {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.publish_expiry(unix);
+    }
+
+    /// Sets the expiry gauge: seconds left for each certificate file
     /// (negative once expired).
     pub fn publish_expiry(&self, now_unix: i64) {
         for e in &self.expiries {
@@ -516,19 +525,37 @@ pub fn failure_reason(e: &std::io::Error) -> &'static str {
     }
 }
 
+/// The reasons a handshake fails that get log lines of their own: each is
+/// throttled apart, so that a flood of one does not hide another.
+const REASONS: [&str; 8] = [
+    "unknown_ca",
+    "expired",
+    "name_mismatch",
+    "name_not_allowed",
+    "no_certificate",
+    "timeout",
+    "peer_refused_certificate",
+    "",
+];
+
 /// Counts and logs a handshake that failed; `direction` is `inbound` or
-/// `outbound`.
+/// `outbound`. At most one line per reason and direction every
+/// [`crate::logbuf::TELL_EVERY`], the others at debug.
 pub fn handshake_failed(
     direction: &'static str,
     peer: std::net::SocketAddr,
     reason: &'static str,
     detail: &str,
 ) {
-    metrics::counter!(m::TLS_HANDSHAKES, "direction" => direction, "result" => reason)
-        .increment(1);
-    static TELL: std::sync::LazyLock<crate::logbuf::SharedThrottle> =
+    metrics::counter!(m::TLS_HANDSHAKES, "direction" => direction, "result" => reason).increment(1);
+    static TELL: std::sync::LazyLock<[crate::logbuf::SharedThrottle; 2 * REASONS.len()]> =
         std::sync::LazyLock::new(Default::default);
-    if let Some(failed) = TELL.hit() {
+    let kind = REASONS
+        .iter()
+        .position(|r| *r == reason)
+        .unwrap_or(REASONS.len() - 1);
+    let slot = kind + usize::from(direction == "outbound") * REASONS.len();
+    if let Some(failed) = TELL[slot].hit() {
         tracing::warn!(failed, direction, %peer, reason, error = detail, "tls handshake failed: connection closed (count since the last such line; the latest named)");
     } else {
         tracing::debug!(direction, %peer, reason, error = detail, "tls handshake failed");
@@ -548,8 +575,19 @@ pub fn check(cfg: &Config, now_unix: i64) -> Result<Vec<String>, String> {
         return Ok(vec!["tls: not used".into()]);
     };
     let mut out = Vec::new();
-    if let (Some(tls), Some(server)) = (&cfg.sip.tls, &setup.server) {
-        let _ = server;
+    for e in &setup.expiries {
+        let left = e.not_after - now_unix;
+        if left <= 0 {
+            return Err(format!("{} {}: expired", e.role, e.path.display()));
+        }
+        out.push(format!(
+            "tls: {} {} expires in {} days",
+            e.role,
+            e.path.display(),
+            left / 86_400
+        ));
+    }
+    if let Some(tls) = &cfg.sip.tls {
         if let (Some(cp), Some(ca)) = (&tls.certificate, &tls.ca) {
             let chain = read_certs(cp, "sip.tls.certificate")?;
             let roots = Arc::new(read_roots(ca, "sip.tls.ca")?);
@@ -576,18 +614,6 @@ pub fn check(cfg: &Config, now_unix: i64) -> Result<Vec<String>, String> {
                     )
                 })?;
         }
-    }
-    for e in &setup.expiries {
-        let left = e.not_after - now_unix;
-        if left <= 0 {
-            return Err(format!("{} {}: expired", e.role, e.path.display()));
-        }
-        out.push(format!(
-            "tls: {} {} expires in {} days",
-            e.role,
-            e.path.display(),
-            left / 86_400
-        ));
     }
     out.push(format!(
         "tls: {} inbound trunk(s) identified by certificate",
