@@ -11,97 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::pki::{Ca, Leaf};
 use common::{get, http_port, metric, tempdir, Router};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 // ----- certificates -----
-
-/// A certificate authority of the test.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate with its key, as PEM and DER.
-struct Leaf {
-    cert_pem: String,
-    key_pem: String,
-    der: CertificateDer<'static>,
-    key_der: Vec<u8>,
-}
-
-impl Leaf {
-    fn key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(self.key_der.clone().into())
-    }
-
-    fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let cert = dir.join(format!("{name}.pem"));
-        let key = dir.join(format!("{name}.key"));
-        std::fs::write(&cert, &self.cert_pem).unwrap();
-        std::fs::write(&key, &self.key_pem).unwrap();
-        (cert, key)
-    }
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        Ca {
-            issuer: CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap(),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    fn der(&self) -> CertificateDer<'static> {
-        self.issuer.der().clone()
-    }
-
-    /// A certificate for `names` (DNS names or IP addresses), valid for
-    /// server and client authentication from `from_days` to `to_days`
-    /// days from now.
-    fn issue(&self, names: &[&str], from_days: i64, to_days: i64) -> Leaf {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut p = CertificateParams::new(names.clone()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, &names[0]);
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now + time::Duration::days(from_days);
-        p.not_after = now + time::Duration::days(to_days);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().clone(),
-            key_der: key.serialize_der(),
-        }
-    }
-
-    fn valid(&self, names: &[&str]) -> Leaf {
-        self.issue(names, -1, 30)
-    }
-}
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

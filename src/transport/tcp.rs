@@ -287,7 +287,7 @@ impl TcpPool {
         tls::handshake_ok("inbound");
         let (id, rx) = self.register(peer, true);
         if let Some(trunk) = trunk {
-            tracing::debug!(%peer, %trunk, "tls peer identified by its certificate");
+            tracing::info!(%peer, %trunk, "tls peer identified by its certificate");
             // Before any message of the connection, on the same queue.
             if self
                 .inner
