@@ -213,7 +213,8 @@ impl Carrier {
 }
 
 /// A PSAP over TLS: its certificate, and the client certificate it
-/// requires of the router (from `ca`). Answers INVITE and BYE with 200;
+/// requires of the router (from `ca`). Answers INVITE, BYE and OPTIONS
+/// with 200;
 /// every request reaches the test.
 struct TlsPsap {
     port: u16,
@@ -248,7 +249,10 @@ impl TlsPsap {
                     let mut msgs = reader(rd);
                     let contact = format!("sip:psap@127.0.0.1:{port};transport=tls");
                     while let Some(m) = msgs.recv().await {
-                        if m.starts_with("INVITE ") || m.starts_with("BYE ") {
+                        if ["INVITE ", "BYE ", "OPTIONS "]
+                            .iter()
+                            .any(|s| m.starts_with(s))
+                        {
                             let _ = wr.write_all(response(&m, 200, &contact).as_bytes()).await;
                         }
                         if tx.send(m).await.is_err() {
@@ -308,7 +312,7 @@ no_answer_ms = 3000
 mode = "static"
 
 [health]
-interval_s = 0
+{health}
 
 [metrics]
 listen = "127.0.0.1:0"
@@ -321,7 +325,8 @@ country = "US"
 "#,
         f.cert.display(),
         f.key.display(),
-        f.ca.display()
+        f.ca.display(),
+        health = "interval_s = 0"
     );
     for (name, body) in trunks {
         text.push_str(&format!(
@@ -755,4 +760,42 @@ fn check_config_checks_the_certificates() {
         assert!(!ok, "{what}: passed:\n{out}");
         assert!(out.contains(says), "{what}: {out}");
     }
+}
+
+/// OPTIONS probes go over the trunk's own transport: a TLS PSAP gets them
+/// over TLS and is up; one whose certificate the router refuses is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_go_over_tls_and_a_refused_certificate_takes_the_trunk_down() {
+    let ca = Ca::new("Interconnect CA");
+    let f = files(&ca, &ca.valid(&["router.test", "127.0.0.1"]));
+    let mut good = TlsPsap::start(&ca.valid(&["psap.test"]), &ca).await;
+    let bad = TlsPsap::start(&ca.valid(&["elsewhere.test"]), &ca).await;
+    let trunk = |p: u16| format!("uri = \"sips:127.0.0.1:{p}\"\ntls_server_name = \"psap.test\"");
+    let cfg = config(&f, &[("good", trunk(good.port)), ("bad", trunk(bad.port))]).replace(
+        "[health]\ninterval_s = 0",
+        "[health]\ninterval_s = 1\ntimeout_ms = 1000\ndown_after = 2\nup_after = 1",
+    );
+    let (router, _) = start(cfg).await;
+    let probe = next(&mut good.rx, "OPTIONS ")
+        .await
+        .expect("a probe over TLS");
+    assert!(
+        header(&probe, "via")[0].starts_with("SIP/2.0/TLS "),
+        "{probe}"
+    );
+    let up = |trunk: &str| metric(&metrics(&router), "sosrouter_trunk_up", &[("trunk", trunk)]);
+    let mut seen = (0.0, 1.0, 0.0);
+    for _ in 0..100 {
+        let refused = handshakes(&router, "outbound", "name_mismatch");
+        seen = (up("good"), up("bad"), refused);
+        if seen.0 == 1.0 && seen.1 == 0.0 && refused >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.0 == 1.0 && seen.1 == 0.0 && seen.2 >= 2.0,
+        "(good up, bad up, handshakes refused) {seen:?}\n{}",
+        router.log()
+    );
 }
