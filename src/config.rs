@@ -155,6 +155,10 @@ pub struct SipConfig {
     /// How long a host-name lookup may take before it counts as failed.
     #[serde(default = "default_name_timeout")]
     pub name_timeout_ms: u64,
+    /// DNS servers for next hops given by name (`ADDR:PORT`); empty: the
+    /// system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
     /// Most answers per second to requests from sources not allowed (their
     /// 403, or 400 when they do not parse); past it they go unanswered.
     /// `0`: a stranger is never answered.
@@ -174,6 +178,15 @@ impl SipConfig {
             timeout: std::time::Duration::from_millis(self.name_timeout_ms.max(1)),
         }
     }
+
+    /// The DNS setup for next hops: the servers of `nameservers`, or the
+    /// system's.
+    pub fn dns_settings(&self) -> DnsSettings {
+        DnsSettings {
+            nameservers: self.nameservers.clone(),
+            timeout: std::time::Duration::from_millis(self.name_timeout_ms.max(1)),
+        }
+    }
 }
 
 /// How next hops given by host name are looked up (`sip.name_refresh_s`,
@@ -184,6 +197,14 @@ pub struct NameSettings {
     /// How long an address is used before it is looked up again.
     pub refresh: Duration,
     /// How long a lookup may take before it counts as failed.
+    pub timeout: Duration,
+}
+
+/// Where next hops' names are looked up (`sip.nameservers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Empty: the system's servers.
+    pub nameservers: Vec<SocketAddr>,
     pub timeout: Duration,
 }
 

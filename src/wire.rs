@@ -58,8 +58,23 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Addr(SocketAddr),
-    /// A host name the transport layer resolves.
+    /// A host name the transport layer resolves. Port 0: none was given,
+    /// and RFC 3263 applies (NAPTR and SRV records name the targets and
+    /// their ports).
     Host(String, u16),
+    /// The same name's `n`th target (from 0) in the order its lookup gave
+    /// them: the next SRV target once the ones before it have failed.
+    HostAlt(String, u16, usize),
+}
+
+impl Target {
+    /// The host name, for a target given by name.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Target::Addr(_) => None,
+            Target::Host(h, _) | Target::HostAlt(h, _, _) => Some(h),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

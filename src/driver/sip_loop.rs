@@ -18,10 +18,10 @@ use super::services::Services;
 use super::{Options, TimedRouter};
 use crate::config::Config;
 use crate::metrics as m;
-use crate::proxy::Target;
 use crate::proxy::{Core, Proto, Transmit};
 use crate::sip::Limits;
 use crate::transport::names::{NameCache, Next};
+use crate::transport::rfc3263::Dns;
 use crate::transport::tls::{TlsContext, TlsSetup};
 use crate::transport::{tcp, udp, Inbound};
 
@@ -60,6 +60,7 @@ pub(super) struct SipLoop {
     tx: mpsc::Sender<Inbound>,
     rx: mpsc::Receiver<Inbound>,
     names: NameCache,
+    dns: Dns,
     fetcher: Fetcher,
     counters: m::MessageCounters,
     tcp_gauge: metrics::Gauge,
@@ -128,6 +129,7 @@ impl SipLoop {
             tx,
             rx,
             names: NameCache::new(config.sip.name_settings()),
+            dns: Dns::new(&config.sip.dns_settings()),
             counters: m::MessageCounters::default(),
             tcp_gauge: metrics::gauge!(m::TCP_CONNECTIONS),
             transactions_gauge: metrics::gauge!(m::TRANSACTIONS),
@@ -334,10 +336,17 @@ impl SipLoop {
                 },
             ),
             Inbound::SendFailed { token } => self.core.handle_send_failure(now, token),
-            Inbound::Resolved { host, port, addr } => {
-                let a = self.names.answer(&host, port, addr, now);
-                let result = if addr.is_some() { "ok" } else { "failed" };
+            Inbound::Resolved { host, port, found } => {
+                let result = if found.is_some() { "ok" } else { "failed" };
+                let (addrs, ttl) = found.map(|f| (f.addrs, f.ttl)).unzip();
+                let a = self
+                    .names
+                    .answer_all(&host, port, addrs, ttl.flatten(), now);
                 metrics::counter!(m::NAME_LOOKUPS, "result" => result).increment(1);
+                self.core.next_hops_resolved(&host, port, a.targets);
+                if a.first {
+                    tracing::info!(%host, port, addr = ?a.addr, targets = a.targets, "next hop resolved");
+                }
                 if a.kept_stale {
                     tracing::warn!(%host, port, addr = ?a.addr, "could not resolve a next hop: its last address stays in use");
                 } else if a.addr.is_none() {
@@ -391,7 +400,7 @@ impl SipLoop {
                 }
             }
         }
-        start_lookups(&mut self.names, &self.udps, &self.tx);
+        start_lookups(&mut self.names, &self.dns, &self.udps, &self.tx);
         self.drain_events();
     }
 
@@ -414,10 +423,7 @@ impl SipLoop {
             Proto::Tcp => self.pool.send(addr, dest.conn, bytes, token),
             Proto::Tls => match &self.tls {
                 Some((tls, _)) => {
-                    let host = match &dest.target {
-                        Target::Host(h, _) => Some(h.as_str()),
-                        Target::Addr(_) => None,
-                    };
+                    let host = dest.target.host();
                     tls.send_named(addr, host, dest.conn, bytes, token);
                 }
                 None => fail(token, "tls", &self.tx),
@@ -447,6 +453,7 @@ impl SipLoop {
                     .store(Arc::new(crate::notify::from_config(&cfg)));
                 self.drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
                 self.names.set_settings(cfg.sip.name_settings());
+                self.dns = Dns::new(&cfg.sip.dns_settings());
                 if let Some(api) = &self.services.api {
                     api.reconfigure(cfg.admin.as_ref());
                 }
@@ -520,37 +527,30 @@ fn on_grid(origin: tokio::time::Instant, at: tokio::time::Instant) -> tokio::tim
     origin + Duration::from_nanos(nanos)
 }
 
-/// Looks up each name the cache asks for off the driver task; the answer
-/// comes back as [`Inbound::Resolved`]. An address of a family the router
-/// has a UDP socket for is preferred.
-fn start_lookups(names: &mut NameCache, udps: &[udp::UdpEndpoint], tx: &mpsc::Sender<Inbound>) {
+/// Looks up each name the cache asks for off the driver task (RFC 3263,
+/// [`Dns::resolve`]); the answer comes back as [`Inbound::Resolved`].
+/// Addresses of a family the router has a UDP socket for come first. Each
+/// lookup as a whole is bounded by the name timeout, twice over for the
+/// NAPTR, SRV and address steps of a name without a port.
+fn start_lookups(
+    names: &mut NameCache,
+    dns: &Dns,
+    udps: &[udp::UdpEndpoint],
+    tx: &mpsc::Sender<Inbound>,
+) {
     let timeout = names.settings().timeout;
     for (host, port) in names.take_lookups() {
+        let proto = names.proto_of(&host, port);
         let v4 = udps.iter().any(|u| u.local.is_ipv4());
         let v6 = udps.iter().any(|u| u.local.is_ipv6());
-        let tx = tx.clone();
+        let (tx, dns) = (tx.clone(), dns.clone());
+        let bound = if port == 0 { timeout * 4 } else { timeout * 2 };
         tokio::spawn(async move {
-            let found =
-                match tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port)))
-                    .await
-                {
-                    Ok(Ok(addrs)) => {
-                        let addrs: Vec<SocketAddr> = addrs.collect();
-                        addrs
-                            .iter()
-                            .find(|a| if a.is_ipv4() { v4 } else { v6 })
-                            .or(addrs.first())
-                            .copied()
-                    }
-                    _ => None,
-                };
-            let _ = tx
-                .send(Inbound::Resolved {
-                    host,
-                    port,
-                    addr: found,
-                })
-                .await;
+            let found = tokio::time::timeout(bound, dns.resolve(&host, port, proto, v4, v6))
+                .await
+                .ok()
+                .flatten();
+            let _ = tx.send(Inbound::Resolved { host, port, found }).await;
         });
     }
 }

@@ -101,18 +101,36 @@ impl Core {
     pub(super) fn try_next(&mut self, now: Instant, call_id: Id) {
         let _span = self.call_span(call_id).entered();
         loop {
-            let Some(call) = self.calls.get_mut(&call_id) else {
+            let Some(call) = self.calls.get(&call_id) else {
                 return;
             };
             if call.cancelled || call.finished {
                 return;
             }
-            if call.next >= call.targets.len() {
-                self.finish_failed(now, call_id);
+            // The next target of the name tried last, if it has one (RFC
+            // 3263: each SRV target is a failover step of its own).
+            let more = call.attempt.and_then(|(t, alt)| {
+                let trunk = self
+                    .cfg
+                    .trunk_index(&call.targets.get(t)?.trunk)
+                    .map(|i| &self.cfg.trunks[i])?;
+                (alt + 1 < self.hop_count(trunk.target.as_ref())).then_some((t, alt + 1))
+            });
+            let Some(call) = self.calls.get_mut(&call_id) else {
                 return;
-            }
-            let t = call.next;
-            call.next += 1;
+            };
+            let (t, alt) = match more {
+                Some(next) => next,
+                None if call.next >= call.targets.len() => {
+                    self.finish_failed(now, call_id);
+                    return;
+                }
+                None => {
+                    call.next += 1;
+                    (call.next - 1, 0)
+                }
+            };
+            call.attempt = Some((t, alt));
             let call = &self.calls[&call_id];
             let target = &call.targets[t];
             let Some(ti) = self.cfg.trunk_index(&target.trunk) else {
@@ -126,7 +144,7 @@ impl Core {
             let Some(request) = call.request.as_deref() else {
                 return;
             };
-            let fwd = self.build_forward(
+            let mut fwd = self.build_forward(
                 request,
                 call.loop_hash,
                 &call.source,
@@ -137,6 +155,9 @@ impl Core {
                 call.emergency,
                 now,
             );
+            if let (Target::Host(h, p), true) = (&fwd.dest.target, alt > 0) {
+                fwd.dest.target = Target::HostAlt(h.clone(), *p, alt);
+            }
             let proto = fwd.dest.proto;
             let (trunk_name, label) = (trunk.name.clone(), target.label.clone());
             let id = self.new_client_invite(
@@ -163,7 +184,7 @@ impl Core {
             let call = &self.calls[&call_id];
             let target = &call.targets[t];
             self.metrics.hop(ti, &target.trunk);
-            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %target.trunk, target = %target.label, transport = proto.as_str(), "forwarding");
+            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %target.trunk, target = %target.label, transport = proto.as_str(), hop = alt, "forwarding");
             self.pump(now, id);
             return;
         }

@@ -275,17 +275,20 @@ fn uri_wants_tls(uri: &Uri<'_>) -> bool {
             .is_some_and(|t| t.eq_ignore_ascii_case(b"tls"))
 }
 
-/// The address a URI names: an IP literal as is, a name for the transport
-/// layer to resolve. Port 5060 when none is given (5061 for TLS).
+/// The address a URI names: an IP literal as is, port 5060 when none is
+/// given (5061 for TLS); a name for the transport layer to resolve, with
+/// port 0 when none is given, so that its SRV records say (RFC 3263).
 fn uri_target(uri: &Uri<'_>) -> Target {
     let host = String::from_utf8_lossy(uri.host);
-    let port = uri
-        .port
-        .unwrap_or(if uri_wants_tls(uri) { 5061 } else { 5060 });
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<IpAddr>() {
-        Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
-        Err(_) => Target::Host(host.into_owned(), port),
+        Ok(ip) => {
+            let port = uri
+                .port
+                .unwrap_or(if uri_wants_tls(uri) { 5061 } else { 5060 });
+            Target::Addr(SocketAddr::new(ip, port))
+        }
+        Err(_) => Target::Host(host.into_owned(), uri.port.unwrap_or(0)),
     }
 }
 
@@ -348,6 +351,10 @@ pub struct Core {
     /// TLS connections whose client certificate named an inbound trunk
     /// (`tls_names`), as the transport layer reported them.
     identified: HashMap<ConnId, Arc<str>>,
+    /// How many targets each next hop given by name has, as its last
+    /// lookup said (its SRV targets' addresses, RFC 3263): each is a
+    /// failover step of its own.
+    hop_targets: HashMap<(String, u16), usize>,
     /// Health of each outbound trunk, by its index in `cfg.trunks`.
     health: Vec<Option<TrunkHealth>>,
     /// Probes in flight: client transaction id to (trunk index, sent at).
@@ -463,6 +470,7 @@ impl Core {
         let health = vec![None; cfg.trunks.len()];
         Core {
             identified: HashMap::new(),
+            hop_targets: HashMap::new(),
             health,
             probes: IdMap::default(),
             probe_seq: 0,
@@ -751,6 +759,29 @@ impl Core {
     /// are that trunk's, wherever it comes from.
     pub fn conn_identified(&mut self, conn: ConnId, trunk: Arc<str>) {
         self.identified.insert(conn, trunk);
+    }
+
+    /// A lookup of the next hop `host:port` gave `targets` targets (0: it
+    /// failed, and the last answer stays).
+    pub fn next_hops_resolved(&mut self, host: &str, port: u16, targets: usize) {
+        if targets > 0 {
+            self.hop_targets
+                .insert((host.to_ascii_lowercase(), port), targets);
+        }
+    }
+
+    /// How many targets a trunk's next hop has: those of its name's
+    /// lookup, else one.
+    pub(super) fn hop_count(&self, target: Option<&Target>) -> usize {
+        match target {
+            Some(Target::Host(h, p)) => self
+                .hop_targets
+                .get(&(h.to_ascii_lowercase(), *p))
+                .copied()
+                .unwrap_or(1)
+                .max(1),
+            _ => 1,
+        }
     }
 
     /// A TCP or TLS connection closed.

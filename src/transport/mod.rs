@@ -3,6 +3,7 @@
 //! bytes out to the socket the core names.
 
 pub mod names;
+pub mod rfc3263;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
@@ -36,7 +37,7 @@ pub enum Inbound {
     Resolved {
         host: String,
         port: u16,
-        addr: Option<std::net::SocketAddr>,
+        found: Option<rfc3263::Found>,
     },
     /// A TCP connection opened or closed (for the gauge).
     ConnOpened(ConnId),
