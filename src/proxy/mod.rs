@@ -765,6 +765,12 @@ impl Core {
     /// failed, and the last answer stays).
     pub fn next_hops_resolved(&mut self, host: &str, port: u16, targets: usize) {
         if targets > 0 {
+            // As many names as the transport layer keeps, 4,096 (they
+            // come from the configuration and allowed peers' Route
+            // headers); past that, the counts start again.
+            if self.hop_targets.len() >= 4096 {
+                self.hop_targets.clear();
+            }
             self.hop_targets
                 .insert((host.to_ascii_lowercase(), port), targets);
         }
