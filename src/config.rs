@@ -77,6 +77,12 @@ pub struct EmergencyConfig {
     /// 4 when any server may be named (no `location_servers`), else only
     /// the overall cap of 256.
     pub location_fetches_per_server: Option<usize>,
+    /// Present the router's certificate (`[sip.tls]`) to location servers
+    /// that ask for a client certificate.
+    pub location_client_certificate: bool,
+    /// A CA bundle (PEM) location servers' certificates may chain to,
+    /// besides the public web PKI roots.
+    pub location_ca: Option<PathBuf>,
     /// Security desk webhooks set through the admin API may go only to
     /// outside addresses; these destinations (IP addresses, networks, host
     /// names, `.domain`) are allowed besides. Default: none.
@@ -882,6 +888,14 @@ impl Config {
             if t.handshake_timeout_ms == 0 {
                 return bad("sip.tls.handshake_timeout_ms: must be more than 0".into());
             }
+        }
+        if self.emergency.location_client_certificate
+            && tls.and_then(|t| t.certificate.as_ref()).is_none()
+        {
+            return bad(
+                "emergency.location_client_certificate: needs sip.tls.certificate and sip.tls.key"
+                    .into(),
+            );
         }
         if has_listener && tls.and_then(|t| t.certificate.as_ref()).is_none() {
             return bad(

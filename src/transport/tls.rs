@@ -173,6 +173,11 @@ impl TlsSetup {
     /// router's certificate and key (the key must match the certificate),
     /// the CA bundles. `Ok(None)` when nothing uses TLS.
     pub fn load(cfg: &Config) -> Result<Option<TlsSetup>, String> {
+        // The CAs of location servers: read here too, so that a bad file
+        // stops a start or a reload with its reason.
+        if let Some(p) = &cfg.emergency.location_ca {
+            read_certs(p, "emergency.location_ca")?;
+        }
         let listens = cfg
             .listeners()
             .map_err(|e| e.to_string())?
