@@ -148,11 +148,13 @@ fn response(req: &str, code: u16, contact: &str) -> String {
 /// A carrier edge: a TLS connection to the router from 127.0.0.2, as a
 /// stranger's address (only its certificate lets it in).
 struct Carrier {
-    wr: tokio::io::WriteHalf<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    wr: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
     rx: mpsc::Receiver<String>,
     local: SocketAddr,
     /// The certificate the router served.
     served: CertificateDer<'static>,
+    /// `TLS`, or `TCP` for a plain connection.
+    proto: &'static str,
 }
 
 impl Carrier {
@@ -173,10 +175,26 @@ impl Carrier {
         let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
         let (rd, wr) = tokio::io::split(tls);
         Ok(Carrier {
-            wr,
+            wr: Box::new(wr),
             rx: reader(rd),
             local,
             served,
+            proto: "TLS",
+        })
+    }
+
+    /// A plain TCP connection from 127.0.0.1 (allowed by address).
+    async fn connect_tcp(port: u16) -> std::io::Result<Carrier> {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        tcp.set_nodelay(true)?;
+        let local = tcp.local_addr()?;
+        let (rd, wr) = tcp.into_split();
+        Ok(Carrier {
+            wr: Box::new(wr),
+            rx: reader(rd),
+            local,
+            served: CertificateDer::from(Vec::new()),
+            proto: "TCP",
         })
     }
 
@@ -186,9 +204,14 @@ impl Carrier {
     }
 
     fn invite(&self, call_id: &str, router_tls: u16) -> String {
-        let l = self.local;
+        self.invite_to("911", call_id, router_tls)
+    }
+
+    fn invite_to(&self, number: &str, call_id: &str, router_port: u16) -> String {
+        let (l, p) = (self.local, self.proto);
+        let t = p.to_ascii_lowercase();
         format!(
-            "INVITE sip:911@127.0.0.1:{router_tls} SIP/2.0\r\nVia: SIP/2.0/TLS {l};branch=z9hG4bK-{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:+12025550142@carrier.test>;tag=c1\r\nTo: <sip:911@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+12025550142@{l};transport=tls>\r\nContent-Length: 0\r\n\r\n"
+            "INVITE sip:{number}@127.0.0.1:{router_port} SIP/2.0\r\nVia: SIP/2.0/{p} {l};branch=z9hG4bK-{call_id}\r\nMax-Forwards: 70\r\nFrom: <sip:+12025550142@carrier.test>;tag=c1\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:+12025550142@{l};transport={t}>\r\nContent-Length: 0\r\n\r\n"
         )
     }
 
@@ -206,8 +229,9 @@ impl Carrier {
             .rev()
             .map(|r| format!("Route: {}\r\n", r.trim()))
             .collect();
+        let p = self.proto;
         format!(
-            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/TLS {l};branch=z9hG4bK-{method}{cseq}\r\nMax-Forwards: 70\r\n{routes}From: <sip:+12025550142@carrier.test>;tag=c1\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/{p} {l};branch=z9hG4bK-{method}{cseq}-{call_id}\r\nMax-Forwards: 70\r\n{routes}From: <sip:+12025550142@carrier.test>;tag=c1\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
         )
     }
 }
@@ -223,31 +247,52 @@ struct TlsPsap {
 
 impl TlsPsap {
     async fn start(leaf: &Leaf, ca: &Ca) -> TlsPsap {
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(roots(&[ca]), provider())
-                .build()
-                .unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![leaf.der.clone()], leaf.key())
+        TlsPsap::start_on(Some((leaf, ca)), true).await
+    }
+
+    /// Over TLS with `tls`, else over plain TCP; the requests reach the
+    /// test only when `report`.
+    async fn start_on(tls: Option<(&Leaf, &Ca)>, report: bool) -> TlsPsap {
+        let acceptor = tls.map(|(leaf, ca)| {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                roots(&[ca]),
+                provider(),
+            )
+            .build()
             .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let config = rustls::ServerConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(vec![leaf.der.clone()], leaf.key())
+                .unwrap();
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
+                let _ = tcp.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let Ok(Ok(tls)) = timeout(Duration::from_secs(5), acceptor.accept(tcp)).await
-                    else {
-                        return;
+                    type Half = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+                    let (rd, mut wr, t): (mpsc::Receiver<String>, Half, &str) = match acceptor {
+                        Some(a) => {
+                            let Ok(Ok(tls)) = timeout(Duration::from_secs(5), a.accept(tcp)).await
+                            else {
+                                return;
+                            };
+                            let (rd, wr) = tokio::io::split(tls);
+                            (reader(rd), Box::new(wr), "tls")
+                        }
+                        None => {
+                            let (rd, wr) = tcp.into_split();
+                            (reader(rd), Box::new(wr), "tcp")
+                        }
                     };
-                    let (rd, mut wr) = tokio::io::split(tls);
-                    let mut msgs = reader(rd);
-                    let contact = format!("sip:psap@127.0.0.1:{port};transport=tls");
+                    let mut msgs = rd;
+                    let contact = format!("sip:psap@127.0.0.1:{port};transport={t}");
                     while let Some(m) = msgs.recv().await {
                         if ["INVITE ", "BYE ", "OPTIONS "]
                             .iter()
@@ -255,7 +300,7 @@ impl TlsPsap {
                         {
                             let _ = wr.write_all(response(&m, 200, &contact).as_bytes()).await;
                         }
-                        if tx.send(m).await.is_err() {
+                        if report && tx.send(m).await.is_err() {
                             return;
                         }
                     }
@@ -798,4 +843,215 @@ async fn probes_go_over_tls_and_a_refused_certificate_takes_the_trunk_down() {
         "(good up, bad up, handshakes refused) {seen:?}\n{}",
         router.log()
     );
+}
+
+// ----- figures for docs/performance.md -----
+
+/// The CPU time a process has used (user and system), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    // Fields after the command: state is the 3rd of the line, utime the
+    // 14th, stime the 15th.
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum()
+}
+
+/// Calls of `number` at about `rate` a second for `seconds`, over `conns`
+/// connections made by `connect`, each call INVITE, 200, ACK, BYE, 200;
+/// (calls completed, calls failed).
+async fn calls_at<F, Fut>(
+    connect: F,
+    conns: u32,
+    number: &'static str,
+    port: u16,
+    rate: u32,
+    seconds: u64,
+) -> (u64, u64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<Carrier>>,
+{
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let mut carrier = connect().await.unwrap();
+        let gap = Duration::from_micros(1_000_000 * u64::from(conns) / u64::from(rate));
+        tasks.push(tokio::spawn(async move {
+            let (mut done, mut failed) = (0u64, 0u64);
+            let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
+            let mut tick = tokio::time::interval(gap);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n = 0u64;
+            while tokio::time::Instant::now() < end {
+                tick.tick().await;
+                n += 1;
+                let id = format!("load-{number}-{c}-{n}");
+                let ok = async {
+                    carrier
+                        .send(&carrier.invite_to(number, &id, port))
+                        .await
+                        .ok()?;
+                    let ok = next(&mut carrier.rx, "SIP/2.0 200").await?;
+                    carrier.send(&carrier.in_dialog("ACK", 1, &ok)).await.ok()?;
+                    carrier.send(&carrier.in_dialog("BYE", 2, &ok)).await.ok()?;
+                    next(&mut carrier.rx, "SIP/2.0 200").await
+                }
+                .await;
+                if ok.is_some() {
+                    done += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+            (done, failed)
+        }));
+    }
+    let mut total = (0, 0);
+    for t in tasks {
+        let (d, f) = t.await.unwrap();
+        total = (total.0 + d, total.1 + f);
+    }
+    total
+}
+
+/// Handshakes per second with mutual TLS, and the router's CPU per call
+/// at 500 calls/s over TLS against TCP. A measurement, run by hand:
+/// `cargo test --release --test tls figures -- --ignored --nocapture`
+/// (the release router binary then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for docs/performance.md, run by hand"]
+async fn figures_tls_against_tcp() {
+    let ca = Ca::new("Interconnect CA");
+    let f = files(&ca, &ca.valid(&["router.test", "127.0.0.1"]));
+    let psap_tcp = TlsPsap::start_on(None, false).await;
+    let psap_leaf = ca.valid(&["psap.test"]);
+    let psap_tls = TlsPsap::start_on(Some((&psap_leaf, &ca)), false).await;
+    let cfg = format!(
+        r#"
+[sip]
+listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0", "tls:127.0.0.1:0"]
+allow = ["127.0.0.1/32"]
+
+[sip.tls]
+certificate = "{}"
+key = "{}"
+ca = "{}"
+
+[routing]
+mode = "static"
+
+[health]
+interval_s = 0
+
+[log]
+level = "warn,sosrouter::driver::process=info"
+
+[[trunk]]
+name = "carrier"
+kind = "inbound"
+sources = ["127.0.0.1/32"]
+tls_names = ["edge.carrier.test"]
+country = "US"
+
+[[trunk]]
+name = "psap-tcp"
+kind = "psap"
+uri = "sip:127.0.0.1:{}"
+transport = "tcp"
+
+[[trunk]]
+name = "psap-tls"
+kind = "psap"
+uri = "sips:127.0.0.1:{}"
+tls_server_name = "psap.test"
+
+[[route]]
+numbers = ["911"]
+targets = ["psap-tcp"]
+
+[[route]]
+numbers = ["912"]
+targets = ["psap-tls"]
+"#,
+        f.cert.display(),
+        f.key.display(),
+        f.ca.display(),
+        psap_tcp.port,
+        psap_tls.port
+    );
+    let (router, tls_port) = start(cfg).await;
+    let tcp_port = router.port;
+    let pid = router.pid();
+    let edge = ca.valid(&["edge.carrier.test"]);
+    let client = client_config(&ca, Some(&edge));
+
+    // Handshakes: two clients one after another for 5 s.
+    let before = cpu_ticks(pid);
+    let start = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while start.elapsed() < Duration::from_secs(5) {
+                let c = Carrier::connect(tls_port, client.clone()).await;
+                assert!(c.is_ok(), "{c:?}", c = c.err());
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut handshakes = 0;
+    for t in tasks {
+        handshakes += t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let ticks = cpu_ticks(pid) - before;
+    println!(
+        "handshakes: {handshakes} in {secs:.1} s = {:.0}/s; router CPU {:.0} µs per handshake",
+        handshakes as f64 / secs,
+        ticks as f64 * 10_000.0 / handshakes as f64
+    );
+    assert!(handshakes > 0);
+
+    // Calls at 500/s, 10 s each way, on 10 connections.
+    for (name, number) in [("tcp", "911"), ("tls", "912")] {
+        let before = cpu_ticks(pid);
+        let start = std::time::Instant::now();
+        let (done, failed) = if name == "tls" {
+            let client = client.clone();
+            calls_at(
+                || Carrier::connect(tls_port, client.clone()),
+                10,
+                number,
+                tls_port,
+                500,
+                10,
+            )
+            .await
+        } else {
+            calls_at(
+                || Carrier::connect_tcp(tcp_port),
+                10,
+                number,
+                tcp_port,
+                500,
+                10,
+            )
+            .await
+        };
+        let secs = start.elapsed().as_secs_f64();
+        let ticks = cpu_ticks(pid) - before;
+        println!(
+            "{name}: {done} calls in {secs:.1} s = {:.0}/s, {failed} failed; router CPU {:.0} µs per call",
+            done as f64 / secs,
+            ticks as f64 * 10_000.0 / done.max(1) as f64
+        );
+        assert_eq!(failed, 0, "{name}");
+    }
 }

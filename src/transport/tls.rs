@@ -356,6 +356,12 @@ impl TlsSetup {
                 clients.insert(name, client_config(r.clone())?);
             }
         }
+        let now = UnixTime::now().as_secs() as i64;
+        for e in expiries.iter().filter(|e| e.not_after <= now) {
+            // Loaded all the same: UDP and TCP go on, and the alert on the
+            // gauge says it before this line does.
+            tracing::warn!(role = %e.role, path = %e.path.display(), "tls: certificate file expired: peers will refuse handshakes that rely on it");
+        }
         Ok(Some(TlsSetup {
             server,
             default_client,
