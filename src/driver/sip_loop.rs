@@ -103,9 +103,9 @@ impl SipLoop {
         let tls = streams.tls_setup.map(|setup| {
             setup.publish_expiry_now();
             let ctx = TlsContext::new(setup);
-            let pool = tcp::TcpPool::new_tls(tx.clone(), limits, tcp_cfg.clone(), ctx.clone());
-            pool.set_allowed(core.allowed());
-            (pool, ctx)
+            let tls_pool = tcp::TcpPool::new_tls(&pool, tcp_cfg.clone(), ctx.clone());
+            tls_pool.set_allowed(core.allowed());
+            (tls_pool, ctx)
         });
         if let Some((tls_pool, _)) = &tls {
             for l in streams.tls {
@@ -486,12 +486,7 @@ impl SipLoop {
             }
             None => {
                 let ctx = TlsContext::new(setup);
-                let pool = tcp::TcpPool::new_tls(
-                    self.tx.clone(),
-                    self.limits,
-                    self.tcp_cfg.clone(),
-                    ctx.clone(),
-                );
+                let pool = tcp::TcpPool::new_tls(&self.pool, self.tcp_cfg.clone(), ctx.clone());
                 pool.set_allowed(core_cfg.allowed.clone());
                 self.tls = Some((pool, ctx));
             }

@@ -28,6 +28,11 @@ use hickory_resolver::{Resolver, TokioResolver};
 use crate::config::DnsSettings;
 use crate::wire::Proto;
 
+/// The most targets kept for one name: each is a failover step of every
+/// call to it, so a name that lists more (or an answer built to) must not
+/// hold a call for ever before the next trunk.
+pub const MAX_TARGETS: usize = 16;
+
 /// The targets of a name, in the order to try them, and how long the
 /// answer holds (the shortest TTL of the records it came from).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +117,7 @@ impl Dns {
             // A stable sort: the SRV order stays within each family.
             f.addrs
                 .sort_by_key(|a| !(if a.is_ipv4() { v4 } else { v6 }));
+            f.addrs.truncate(MAX_TARGETS);
             f
         })
     }

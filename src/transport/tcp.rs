@@ -95,19 +95,30 @@ impl TcpPool {
         TcpPool::with(tx, limits, cfg, None)
     }
 
-    /// A pool of TLS connections: the limits of `cfg` apply to them apart
-    /// from the TCP pool's.
-    pub fn new_tls(tx: InboundTx, limits: Limits, cfg: TcpConfig, tls: Arc<TlsContext>) -> TcpPool {
-        TcpPool::with(tx, limits, cfg, Some(tls))
+    /// A pool of TLS connections beside `plain`, the TCP pool: they share
+    /// its `max_connections` slots (the open file limit was fitted to
+    /// them), each pool closing its own least recently used connection for
+    /// a new one of its own.
+    pub fn new_tls(plain: &TcpPool, cfg: TcpConfig, tls: Arc<TlsContext>) -> TcpPool {
+        let inner = &plain.inner;
+        TcpPool::with(
+            inner.tx.clone(),
+            inner.limits,
+            cfg,
+            Some((tls, inner.slots.clone())),
+        )
     }
 
     fn with(
         tx: InboundTx,
         limits: Limits,
         cfg: TcpConfig,
-        tls: Option<Arc<TlsContext>>,
+        tls: Option<(Arc<TlsContext>, Arc<Semaphore>)>,
     ) -> TcpPool {
-        let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+        let (tls, slots) = match tls {
+            Some((t, s)) => (Some(t), s),
+            None => (None, Arc::new(Semaphore::new(cfg.max_connections.max(1)))),
+        };
         let (writers, writers_done) = mpsc::channel(1);
         // Connection ids of the two pools never meet: the core keeps
         // some by id.
