@@ -846,6 +846,57 @@ async fn probes_go_over_tls_and_a_refused_certificate_takes_the_trunk_down() {
     );
 }
 
+/// TLS and TCP share the connection slots: with every slot held by idle
+/// TCP connections, a carrier connecting over TLS still gets in, and the
+/// least recently used TCP connection makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_gets_a_slot_held_by_idle_tcp() {
+    let ca = Ca::new("Interconnect CA");
+    let f = files(&ca, &ca.valid(&["router.test", "127.0.0.1"]));
+    let cfg = config(&f, &[("psap", "uri = \"sip:127.0.0.1:9\"".to_string())])
+        .replace(
+            "listen = [\"udp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]",
+            "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]\n\n[sip.tcp]\nmax_connections = 2",
+        );
+    let (router, tls_port) = start(cfg).await;
+    let options = |c: &Carrier, n: u32| {
+        format!(
+            "OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/{} {};branch=z9hG4bK-slot{n}\r\nMax-Forwards: 70\r\nFrom: <sip:edge@carrier.test>;tag=s{n}\r\nTo: <sip:127.0.0.1>\r\nCall-ID: slot-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            c.proto, c.local
+        )
+    };
+    let mut tcp = Vec::new();
+    for n in 0..2 {
+        let mut c = Carrier::connect_tcp(router.port).await.unwrap();
+        c.send(&options(&c, n)).await.unwrap();
+        assert!(
+            next(&mut c.rx, "SIP/2.0 200").await.is_some(),
+            "{}",
+            router.log()
+        );
+        tcp.push(c);
+    }
+    let edge = ca.valid(&["edge.carrier.test"]);
+    let mut tls = Carrier::connect(tls_port, client_config(&ca, Some(&edge)))
+        .await
+        .unwrap();
+    tls.send(&options(&tls, 9)).await.unwrap();
+    assert!(
+        next(&mut tls.rx, "SIP/2.0 200").await.is_some(),
+        "the TLS connection got no slot:\n{}",
+        router.log()
+    );
+    // The older TCP connection was closed for it: its reader ends.
+    let closed = timeout(Duration::from_secs(3), async {
+        while tcp[0].rx.recv().await.is_some() {}
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the least recently used TCP connection stays open"
+    );
+}
+
 // ----- figures for docs/performance.md -----
 
 /// The CPU time a process has used (user and system), in clock ticks.

@@ -82,6 +82,9 @@ struct Inner {
     /// channel close once the last writer is done ([`TcpPool::close`]).
     writers: std::sync::Mutex<Option<mpsc::Sender<()>>>,
     writers_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// The other pool sharing `slots` (TCP and TLS), whose idle
+    /// connections make room when this one has none to close.
+    sibling: std::sync::OnceLock<std::sync::Weak<Inner>>,
 }
 
 /// Every TCP connection, inbound and outbound.
@@ -101,12 +104,15 @@ impl TcpPool {
     /// a new one of its own.
     pub fn new_tls(plain: &TcpPool, cfg: TcpConfig, tls: Arc<TlsContext>) -> TcpPool {
         let inner = &plain.inner;
-        TcpPool::with(
+        let pool = TcpPool::with(
             inner.tx.clone(),
             inner.limits,
             cfg,
             Some((tls, inner.slots.clone())),
-        )
+        );
+        let _ = pool.inner.sibling.set(Arc::downgrade(&plain.inner));
+        let _ = plain.inner.sibling.set(Arc::downgrade(&pool.inner));
+        pool
     }
 
     fn with(
@@ -145,6 +151,7 @@ impl TcpPool {
                 epoch: Instant::now(),
                 writers: std::sync::Mutex::new(Some(writers)),
                 writers_done: tokio::sync::Mutex::new(writers_done),
+                sibling: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -317,7 +324,8 @@ impl TcpPool {
 
     /// A slot of `max_connections` for a connection just accepted. When
     /// every slot is taken, the accepted connection least recently used
-    /// with no message arriving is closed for it; while there is none such,
+    /// with no message arriving is closed for it (one of this pool's, else
+    /// of the pool sharing the slots); while there is none such,
     /// the wait goes on (the connections that have one in progress end it
     /// or are closed within `message_timeout_ms`). `None` when the pool is
     /// gone.
@@ -328,7 +336,7 @@ impl TcpPool {
                 Err(TryAcquireError::Closed) => return None,
                 Err(TryAcquireError::NoPermits) => {}
             }
-            let wait = if self.evict_one() {
+            let wait = if self.evict_one() || self.evict_in_sibling() {
                 Duration::from_secs(1)
             } else {
                 Duration::from_millis(100)
@@ -343,6 +351,13 @@ impl TcpPool {
 
     /// Asks the accepted connection least recently used, of those with no
     /// message arriving, to close; false when there is none.
+    /// [`TcpPool::evict_one`] in the other pool that shares the slots (TCP
+    /// for TLS, TLS for TCP), when this one has no connection to close.
+    fn evict_in_sibling(&self) -> bool {
+        let sibling = self.inner.sibling.get().and_then(std::sync::Weak::upgrade);
+        sibling.is_some_and(|inner| TcpPool { inner }.evict_one())
+    }
+
     fn evict_one(&self) -> bool {
         let mut victim: Option<(u64, Arc<ConnState>)> = None;
         for e in self.inner.conns.iter() {
