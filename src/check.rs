@@ -40,6 +40,10 @@ pub fn check(config: &Config, inventory: Option<&std::path::Path>) -> Result<Vec
             list.len()
         ),
     });
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    out.extend(crate::transport::tls::check(config, unix)?);
     if config.routing.mode == RoutingMode::Static {
         out.push(format!("static routes: {}", config.routes.len()));
         return Ok(out);

@@ -77,6 +77,12 @@ pub struct EmergencyConfig {
     /// 4 when any server may be named (no `location_servers`), else only
     /// the overall cap of 256.
     pub location_fetches_per_server: Option<usize>,
+    /// Present the router's certificate (`[sip.tls]`) to location servers
+    /// that ask for a client certificate.
+    pub location_client_certificate: bool,
+    /// A CA bundle (PEM) location servers' certificates may chain to,
+    /// besides the public web PKI roots.
+    pub location_ca: Option<PathBuf>,
     /// Security desk webhooks set through the admin API may go only to
     /// outside addresses; these destinations (IP addresses, networks, host
     /// names, `.domain`) are allowed besides. Default: none.
@@ -111,7 +117,8 @@ impl Default for HealthSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipConfig {
-    /// Listeners as `udp:ADDR:PORT` / `tcp:ADDR:PORT` (`[v6]:port` for IPv6).
+    /// Listeners as `udp:ADDR:PORT` / `tcp:ADDR:PORT` / `tls:ADDR:PORT`
+    /// (`[v6]:port` for IPv6).
     pub listen: Vec<String>,
     /// `host:port` written into Via and Record-Route; default: the first
     /// listener's address.
@@ -131,6 +138,9 @@ pub struct SipConfig {
     pub timers: TimersConfig,
     #[serde(default)]
     pub tcp: TcpConfig,
+    /// Certificates for SIP over TLS.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub overload: OverloadConfig,
     /// Requests larger than this leave over TCP instead of UDP where the
@@ -151,6 +161,10 @@ pub struct SipConfig {
     /// How long a host-name lookup may take before it counts as failed.
     #[serde(default = "default_name_timeout")]
     pub name_timeout_ms: u64,
+    /// DNS servers for next hops given by name (`ADDR:PORT`); empty: the
+    /// system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
     /// Most answers per second to requests from sources not allowed (their
     /// 403, or 400 when they do not parse); past it they go unanswered.
     /// `0`: a stranger is never answered.
@@ -170,6 +184,15 @@ impl SipConfig {
             timeout: std::time::Duration::from_millis(self.name_timeout_ms.max(1)),
         }
     }
+
+    /// The DNS setup for next hops: the servers of `nameservers`, or the
+    /// system's.
+    pub fn dns_settings(&self) -> DnsSettings {
+        DnsSettings {
+            nameservers: self.nameservers.clone(),
+            timeout: std::time::Duration::from_millis(self.name_timeout_ms.max(1)),
+        }
+    }
 }
 
 /// How next hops given by host name are looked up (`sip.name_refresh_s`,
@@ -180,6 +203,14 @@ pub struct NameSettings {
     /// How long an address is used before it is looked up again.
     pub refresh: Duration,
     /// How long a lookup may take before it counts as failed.
+    pub timeout: Duration,
+}
+
+/// Where next hops' names are looked up (`sip.nameservers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// Empty: the system's servers.
+    pub nameservers: Vec<SocketAddr>,
     pub timeout: Duration,
 }
 
@@ -308,6 +339,40 @@ impl Default for TcpConfig {
     }
 }
 
+/// `[sip.tls]`: the router's certificate and the authorities it trusts,
+/// for `tls:` listeners and `transport = "tls"` trunks. Files are read at
+/// start and again on every reload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The router's certificate chain (PEM, leaf first): served to peers
+    /// that connect, and presented to peers that ask for a client
+    /// certificate.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    /// The private key of `certificate` (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The CA bundle (PEM) that peers' certificates must chain to, unless
+    /// a trunk names its own; none: the public web PKI roots for servers
+    /// the router connects to, and no client certificate accepted.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Whether a peer connecting over TLS must present a certificate;
+    /// otherwise only the trunks with `tls_names` need one.
+    #[serde(default)]
+    pub require_client_certificate: bool,
+    /// How long a TLS handshake may take, inbound or outbound (after the
+    /// TCP connect); past it the connection is closed, and an outbound one
+    /// counts as the target failing.
+    #[serde(default = "default_tls_handshake")]
+    pub handshake_timeout_ms: u64,
+}
+
+fn default_tls_handshake() -> u64 {
+    3000
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
@@ -360,6 +425,7 @@ pub enum TransportName {
     #[default]
     Udp,
     Tcp,
+    Tls,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -378,6 +444,20 @@ pub struct TrunkConfig {
     /// Inbound trunks: the source networks it sends from.
     #[serde(default)]
     pub sources: Vec<IpNet>,
+    /// Inbound trunks: the names (DNS subjectAltName, or the subject's
+    /// common name) of which the client certificate of a TLS peer must
+    /// carry one; such a peer is this trunk wherever it connects from
+    /// (within `sources` when both are given).
+    #[serde(default)]
+    pub tls_names: Vec<String>,
+    /// Outbound trunks over TLS: the name the server's certificate must
+    /// carry; default: the host of `uri`.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// A CA bundle (PEM) for this trunk's certificates instead of
+    /// `sip.tls.ca`.
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
     /// Inbound trunks: the country of its callers (ISO 3166 alpha-2).
     #[serde(default)]
     pub country: Option<String>,
@@ -679,9 +759,9 @@ impl Config {
             }
             match (t.kind, &t.uri) {
                 (TrunkKind::Inbound, _) => {
-                    if t.sources.is_empty() {
+                    if t.sources.is_empty() && t.tls_names.is_empty() {
                         return bad(format!(
-                            "trunk {:?}: an inbound trunk needs sources",
+                            "trunk {:?}: an inbound trunk needs sources or tls_names",
                             t.name
                         ));
                     }
@@ -703,6 +783,7 @@ impl Config {
                 }
             }
         }
+        self.check_tls()?;
         for r in &self.routes {
             for target in &r.targets {
                 if !names.contains(target.as_str()) {
@@ -794,6 +875,66 @@ impl Config {
         Ok(())
     }
 
+    /// What TLS needs that serde cannot see: a `tls:` listener needs the
+    /// router's certificate and key, the one needs the other, and a trunk
+    /// identified by certificate needs a CA to check it against. The files
+    /// themselves are read by [`crate::transport::tls::TlsSetup::load`].
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let tls = self.sip.tls.as_ref();
+        let has_listener = self
+            .listeners()?
+            .iter()
+            .any(|l| l.transport == TransportName::Tls);
+        if let Some(t) = tls {
+            match (&t.certificate, &t.key) {
+                (Some(_), None) => return bad("sip.tls: certificate given without key".into()),
+                (None, Some(_)) => return bad("sip.tls: key given without certificate".into()),
+                _ => {}
+            }
+            if t.handshake_timeout_ms == 0 {
+                return bad("sip.tls.handshake_timeout_ms: must be more than 0".into());
+            }
+        }
+        if self.emergency.location_client_certificate
+            && tls.and_then(|t| t.certificate.as_ref()).is_none()
+        {
+            return bad(
+                "emergency.location_client_certificate: needs sip.tls.certificate and sip.tls.key"
+                    .into(),
+            );
+        }
+        if has_listener && tls.and_then(|t| t.certificate.as_ref()).is_none() {
+            return bad(
+                "sip.listen: a tls: listener needs sip.tls.certificate and sip.tls.key".into(),
+            );
+        }
+        for t in &self.trunks {
+            if t.tls_names.is_empty() {
+                continue;
+            }
+            if t.kind != TrunkKind::Inbound {
+                return bad(format!(
+                    "trunk {:?}: tls_names identify inbound trunks; an outbound trunk's server name is tls_server_name",
+                    t.name
+                ));
+            }
+            if !has_listener {
+                return bad(format!(
+                    "trunk {:?}: tls_names needs a tls: listener in sip.listen",
+                    t.name
+                ));
+            }
+            if t.tls_ca.is_none() && tls.and_then(|t| t.ca.as_ref()).is_none() {
+                return bad(format!(
+                    "trunk {:?}: tls_names needs a CA to check client certificates against (tls_ca, or sip.tls.ca)",
+                    t.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn listeners(&self) -> Result<Vec<Listen>, ConfigError> {
         self.sip.listen.iter().map(|l| parse_listen(l)).collect()
     }
@@ -863,15 +1004,16 @@ fn check_tokens(tokens: &[TokenConfig]) -> Result<(), ConfigError> {
 fn parse_listen(s: &str) -> Result<Listen, ConfigError> {
     let (t, addr) = s.split_once(':').ok_or_else(|| {
         ConfigError::Invalid(format!(
-            "sip.listen {s:?}: expected udp:ADDR:PORT or tcp:ADDR:PORT"
+            "sip.listen {s:?}: expected udp:ADDR:PORT, tcp:ADDR:PORT or tls:ADDR:PORT"
         ))
     })?;
     let transport = match t {
         "udp" => TransportName::Udp,
         "tcp" => TransportName::Tcp,
+        "tls" => TransportName::Tls,
         _ => {
             return Err(ConfigError::Invalid(format!(
-                "sip.listen {s:?}: transport must be udp or tcp"
+                "sip.listen {s:?}: transport must be udp, tcp or tls"
             )))
         }
     };

@@ -29,7 +29,10 @@ const MAX_REDIRECTS: usize = 3;
 /// check, a listed server (or whoever answers in its name) could point the
 /// router at any address it can reach. With no list, names are resolved
 /// to outside addresses only ([`address_reserved`]).
-pub fn client(servers: Option<std::sync::Arc<[String]>>) -> reqwest::Result<reqwest::Client> {
+pub fn client(
+    servers: Option<std::sync::Arc<[String]>>,
+    tls: &ClientTls,
+) -> reqwest::Result<reqwest::Client> {
     let listed = servers.is_some();
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {
@@ -40,7 +43,15 @@ pub fn client(servers: Option<std::sync::Arc<[String]>>) -> reqwest::Result<reqw
             attempt.error("redirected to a server not in emergency.location_servers")
         }
     });
-    let builder = reqwest::Client::builder().redirect(policy);
+    let mut builder = reqwest::Client::builder().redirect(policy);
+    if let Some(pem) = &tls.identity {
+        builder = builder.identity(reqwest::Identity::from_pem(pem)?);
+    }
+    if let Some(pem) = &tls.roots {
+        for c in reqwest::Certificate::from_pem_bundle(pem)? {
+            builder = builder.add_root_certificate(c);
+        }
+    }
     if listed {
         // The operator named the servers, and the addresses they resolve
         // to are theirs to choose.
@@ -49,6 +60,41 @@ pub fn client(servers: Option<std::sync::Arc<[String]>>) -> reqwest::Result<reqw
         builder
             .dns_resolver(std::sync::Arc::new(OutsideOnly))
             .build()
+    }
+}
+
+/// What the fetches' TLS adds to the public web PKI: the router's client
+/// certificate and key (PEM, chain then key), and more CAs (PEM).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    pub identity: Option<Vec<u8>>,
+    pub roots: Option<Vec<u8>>,
+}
+
+impl ClientTls {
+    /// From `emergency.location_client_certificate` (the files of
+    /// `[sip.tls]`) and `emergency.location_ca`.
+    pub fn from_config(c: &crate::config::Config) -> Result<ClientTls, String> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()))
+        };
+        let identity = match (&c.emergency.location_client_certificate, &c.sip.tls) {
+            (true, Some(t)) => match (&t.certificate, &t.key) {
+                (Some(cp), Some(kp)) => {
+                    let mut pem = read(cp, "sip.tls.certificate")?;
+                    pem.push(b'\n');
+                    pem.extend(read(kp, "sip.tls.key")?);
+                    Some(pem)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let roots = match &c.emergency.location_ca {
+            Some(p) => Some(read(p, "emergency.location_ca")?),
+            None => None,
+        };
+        Ok(ClientTls { identity, roots })
     }
 }
 
@@ -387,16 +433,24 @@ mod tests {
         );
         let uri = format!("http://localhost:{port}/loc");
         let deadline = Duration::from_secs(5);
-        let e = dereference(&client(None).unwrap(), &uri, deadline)
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = dereference(
+            &client(None, &ClientTls::default()).unwrap(),
+            &uri,
+            deadline,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no address the router fetches from"), "{e}");
         assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
         let listed: Option<std::sync::Arc<[String]>> = Some(vec!["localhost".to_string()].into());
-        let doc = dereference(&client(listed).unwrap(), &uri, deadline)
-            .await
-            .unwrap();
+        let doc = dereference(
+            &client(listed, &ClientTls::default()).unwrap(),
+            &uri,
+            deadline,
+        )
+        .await
+        .unwrap();
         assert_eq!(&doc[..], b"ok");
     }
 
@@ -416,10 +470,14 @@ mod tests {
         let uri = format!("http://127.0.0.1:{lis}/loc");
         let deadline = Duration::from_secs(5);
         let listed: Option<std::sync::Arc<[String]>> = Some(vec!["127.0.0.1".to_string()].into());
-        let e = dereference(&client(listed).unwrap(), &uri, deadline)
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = dereference(
+            &client(listed, &ClientTls::default()).unwrap(),
+            &uri,
+            deadline,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("location_servers"), "{e}");
         assert!(
             !e.contains("/loc"),
@@ -429,9 +487,13 @@ mod tests {
         // The same redirection to a listed server is followed.
         let both: Option<std::sync::Arc<[String]>> =
             Some(vec!["127.0.0.1".to_string(), "127.0.0.2".to_string()].into());
-        let doc = dereference(&client(both).unwrap(), &uri, deadline)
-            .await
-            .unwrap();
+        let doc = dereference(
+            &client(both, &ClientTls::default()).unwrap(),
+            &uri,
+            deadline,
+        )
+        .await
+        .unwrap();
         assert_eq!(&doc[..], pidf.as_bytes());
         assert_eq!(target_asked.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
@@ -511,9 +573,13 @@ mod tests {
             let uri = format!("http://127.0.0.1:{port}/loc");
             let listed: Option<std::sync::Arc<[String]>> =
                 Some(vec!["127.0.0.1".to_string()].into());
-            let e = dereference(&client(listed).unwrap(), &uri, Duration::from_secs(30))
-                .await
-                .unwrap_err();
+            let e = dereference(
+                &client(listed, &ClientTls::default()).unwrap(),
+                &uri,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_err();
             assert_eq!(e, FetchError::TooLarge, "chunked {chunked}");
             assert_eq!(e.outcome(), "too_large");
             tokio::task::spawn_blocking(move || done.join().unwrap())
@@ -540,9 +606,13 @@ mod tests {
         let uri = format!("http://127.0.0.1:{port}/loc");
         let listed: Option<std::sync::Arc<[String]>> = Some(vec!["127.0.0.1".to_string()].into());
         let started = std::time::Instant::now();
-        let e = dereference(&client(listed).unwrap(), &uri, Duration::from_secs(10))
-            .await
-            .unwrap_err();
+        let e = dereference(
+            &client(listed, &ClientTls::default()).unwrap(),
+            &uri,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(e, FetchError::TooLarge);
         assert!(
             started.elapsed() < Duration::from_secs(5),

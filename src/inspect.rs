@@ -385,7 +385,7 @@ pub fn verdict(
     {
         let to = match &t.dest.target {
             Target::Addr(a) => a.to_string(),
-            Target::Host(h, p) => format!("{h}:{p}"),
+            Target::Host(h, p) | Target::HostAlt(h, p, _) => format!("{h}:{p}"),
         };
         let trunk = trunks
             .iter()

@@ -78,6 +78,15 @@ pub const ALL: &[(&str, &str)] = &[
         "New requests refused with 503 for overload; labels: class (emergency, test, other), reason (full, reserved, over_share)",
     ),
     (TCP_CONNECTIONS, "TCP connections open"),
+    (TLS_CONNECTIONS, "TLS connections open (handshake done)"),
+    (
+        TLS_HANDSHAKES,
+        "TLS handshakes; labels: direction (inbound, outbound), result (ok; the router refused the peer's certificate: unknown_ca, expired, not_yet_valid, name_mismatch, bad_certificate, no_certificate, name_not_allowed (no inbound trunk's tls_names); the peer refused the router's: peer_refused_unknown_ca, peer_refused_expired, peer_refused_certificate; protocol_version, timeout, closed, io, other)",
+    ),
+    (
+        TLS_CERT_EXPIRY,
+        "Seconds until a certificate file the router uses for TLS expires (the earliest certificate in the file; negative once expired); labels: role (sip.tls.certificate, sip.tls.ca, trunk NAME tls_ca), path",
+    ),
     (
         TRUNK_UP,
         "1 when the trunk is up, 0 otherwise; labels: trunk, kind",
@@ -119,11 +128,11 @@ pub const ALL: &[(&str, &str)] = &[
     ),
     (
         TCP_REFUSED,
-        "TCP connections closed as soon as accepted; labels: reason (not_allowed, peer_limit)",
+        "TCP and TLS connections closed as soon as accepted; labels: reason (not_allowed, peer_limit), transport (tcp, tls)",
     ),
     (
         TCP_CLOSED,
-        "TCP connections the router closed; labels: reason (idle, message_timeout: a message not whole within sip.tcp.message_timeout_ms of its first byte, first_message_timeout: no message within sip.tcp.first_message_timeout_ms of the accept, evicted: the least recently used idle one, closed for a new connection when every slot was taken)",
+        "TCP and TLS connections the router closed; labels: transport (tcp, tls), reason (idle, message_timeout: a message not whole within sip.tcp.message_timeout_ms of its first byte, first_message_timeout: no message within sip.tcp.first_message_timeout_ms of the accept, evicted: the least recently used idle one, closed for a new connection when every slot was taken)",
     ),
     (
         HTTP_CONNECTIONS,
@@ -178,6 +187,9 @@ pub const TRANSACTIONS: &str = "sosrouter_transactions_open";
 pub const OVERLOAD: &str = "sosrouter_overload_state";
 pub const OVERLOAD_REFUSED: &str = "sosrouter_overload_refused_total";
 pub const TCP_CONNECTIONS: &str = "sosrouter_tcp_connections_open";
+pub const TLS_CONNECTIONS: &str = "sosrouter_tls_connections_open";
+pub const TLS_HANDSHAKES: &str = "sosrouter_tls_handshakes_total";
+pub const TLS_CERT_EXPIRY: &str = "sosrouter_tls_certificate_expiry_seconds";
 pub const TRUNK_UP: &str = "sosrouter_trunk_up";
 pub const TRUNK_STATE: &str = "sosrouter_trunk_state";
 pub const TRUNK_PROBE_LATENCY: &str = "sosrouter_trunk_probe_latency_seconds";
@@ -215,6 +227,7 @@ fn transport_index(p: Proto) -> usize {
     match p {
         Proto::Udp => 0,
         Proto::Tcp => 1,
+        Proto::Tls => 2,
     }
 }
 
@@ -244,9 +257,9 @@ fn kind_of(msg: &Message) -> (usize, &'static str) {
 /// recorder is installed (a handle taken before stays a no-op).
 #[derive(Default)]
 pub struct MessageCounters {
-    received: [[Option<Counter>; KINDS]; 2],
+    received: [[Option<Counter>; KINDS]; 3],
     parsed: [Option<Counter>; 2],
-    sent: [Option<Counter>; 2],
+    sent: [Option<Counter>; 3],
 }
 
 impl MessageCounters {

@@ -13,6 +13,8 @@ use bytes::Bytes;
 pub enum Proto {
     Udp,
     Tcp,
+    /// TCP with TLS (RFC 3261 section 26.2, RFC 5630).
+    Tls,
 }
 
 impl Proto {
@@ -20,6 +22,7 @@ impl Proto {
         match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
         }
     }
 
@@ -27,15 +30,16 @@ impl Proto {
         match self {
             Proto::Udp => "udp",
             Proto::Tcp => "tcp",
+            Proto::Tls => "tls",
         }
     }
 
     pub fn is_reliable(self) -> bool {
-        self == Proto::Tcp
+        matches!(self, Proto::Tcp | Proto::Tls)
     }
 }
 
-/// A TCP connection, named by the transport layer.
+/// A TCP or TLS connection, named by the transport layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnId(pub u64);
 
@@ -46,7 +50,7 @@ pub struct Source {
     pub peer: SocketAddr,
     /// The listener or socket address it arrived on.
     pub local: SocketAddr,
-    /// The connection, for TCP.
+    /// The connection, for TCP and TLS.
     pub conn: Option<ConnId>,
 }
 
@@ -54,8 +58,23 @@ pub struct Source {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Addr(SocketAddr),
-    /// A host name the transport layer resolves.
+    /// A host name the transport layer resolves. Port 0: none was given,
+    /// and RFC 3263 applies (NAPTR and SRV records name the targets and
+    /// their ports).
     Host(String, u16),
+    /// The same name's `n`th target (from 0) in the order its lookup gave
+    /// them: the next SRV target once the ones before it have failed.
+    HostAlt(String, u16, usize),
+}
+
+impl Target {
+    /// The host name, for a target given by name.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Target::Addr(_) => None,
+            Target::Host(h, _) | Target::HostAlt(h, _, _) => Some(h),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -516,6 +516,137 @@ fn a_location_by_reference_is_fetched_and_routes_the_call() {
     );
 }
 
+/// An HTTPS location server on loopback with `leaf` as its certificate,
+/// requiring a client certificate from `ca`: it answers one request with
+/// `response` and hands the test the request's body and the names of the
+/// client certificate it got.
+fn https_once(
+    leaf: &common::pki::Leaf,
+    ca: &common::pki::Ca,
+    response: String,
+) -> (u16, std::sync::mpsc::Receiver<(String, String)>) {
+    use std::io::Read;
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der()).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![leaf.der.clone()], leaf.key())
+            .unwrap(),
+    );
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((s, _)) = l.accept() else { return };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let conn = rustls::ServerConnection::new(config).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, s);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = tls.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                let names = tls
+                    .conn
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| String::from_utf8_lossy(c.as_ref()).into_owned())
+                    .unwrap_or_default();
+                let _ = tls.write_all(response.as_bytes());
+                let _ = tls.flush();
+                let _ = tx.send((body.to_string(), names));
+                break;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// A location server that requires a client certificate (mutual TLS):
+/// the router presents its own (`[sip.tls]`) and trusts the server's CA
+/// (`emergency.location_ca`); the fetched location routes the call.
+#[test]
+fn a_location_server_asking_for_a_client_certificate_gets_the_routers() {
+    let ca = common::pki::Ca::new("Location CA");
+    let dir = common::tempdir::Dir::new("lis-tls");
+    let (cert, key) = ca.valid(&["router.test"]).write(dir.path(), "router");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let doc = format!(
+        "<?xml version=\"1.0\"?>\n<locationResponse xmlns=\"urn:ietf:params:xml:ns:geopriv:held\">\n{}</locationResponse>\n",
+        point(39.7392, -104.9903, "GPS").replace("<?xml version=\"1.0\"?>\n", "")
+    );
+    let (port, rx) = https_once(
+        &ca.valid(&["127.0.0.1"]),
+        &ca,
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/held+xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{doc}",
+            doc.len()
+        ),
+    );
+    let lab = lab_edited([Answer::Ok; 4], |text| {
+        let text = loopback_lis(text).replacen(
+            "[emergency]\n",
+            &format!(
+                "[emergency]\nlocation_client_certificate = true\nlocation_ca = \"{}\"\n",
+                ca_path.display()
+            ),
+            1,
+        );
+        format!(
+            "{text}\n[sip.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    });
+    let text = c11_with_reference(&format!("https://127.0.0.1:{port}/locations/c11"));
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(text.as_bytes(), ("127.0.0.1", lab.router.port))
+        .unwrap();
+    let (request, client_cert) = rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("the location server was not asked:\n{}", lab.router.log()));
+    assert!(request.contains("locationRequest"), "{request}");
+    assert!(
+        client_cert.contains("router.test"),
+        "the router presented its certificate"
+    );
+    let fwd = invite_for(&lab.psap, &call_id(&text), Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", lab.router.log()));
+    assert!(
+        header(&fwd, "Route").iter().any(|r| r.contains("us-08031")),
+        "the fetched location routed the call: {:?}\n{}",
+        header(&fwd, "Route"),
+        lab.router.log()
+    );
+}
+
 #[test]
 fn an_unreachable_location_server_does_not_hold_the_call_past_its_deadline() {
     let lab = lab_lis([Answer::Ok; 4]);

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use common::{get, http_port, metric, root, tempdir::Dir, Router, Trunks, BIN};
 use peers::{
-    assert_udp_only, emergency_router, emergency_router_below_10000, header, request, sipp_call,
-    sipsak, status, wait_until, Baresip, Kamailio, RawUdp, Setup, SippCall, SippUas, Transport,
-    UdpOnlyFront,
+    assert_udp_only, emergency_config, emergency_router, emergency_router_below_10000, header,
+    request, sipp_call, sipsak, status, wait_until, Baresip, Kamailio, KamailioTls, RawUdp, Setup,
+    SippCall, SippUas, Transport, UdpOnlyFront,
 };
 
 const SDP: &str =
@@ -1113,4 +1113,199 @@ fn with_tcp_fallback_off_a_911_call_through_kamailio_over_udp_is_answered_and_it
 #[test]
 fn with_tcp_fallback_off_a_911_call_through_kamailio_over_tcp_is_answered_and_its_bye_follows() {
     call_through_kamailio(Transport::Tcp, Some(false));
+}
+
+// ---------------------------------------------------------------------
+// SIP over TLS between carriers, the router and PSAPs
+
+/// The certificates of a TLS interconnect, made for the test: one CA, the
+/// router's, the carrier edge's and the PSAP side's (each also names
+/// 127.0.0.1, the address its peers reach it by).
+struct Interconnect {
+    dir: Dir,
+    ca: PathBuf,
+}
+
+impl Interconnect {
+    fn new() -> Interconnect {
+        let dir = Dir::new("interconnect");
+        let ca = common::pki::Ca::new("Interconnect CA");
+        for (name, san) in [
+            ("router", "router.test"),
+            ("edge", "edge.carrier.test"),
+            ("psap", "psap.test"),
+        ] {
+            ca.valid(&[san, "127.0.0.1"]).write(dir.path(), name);
+        }
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, ca.pem()).unwrap();
+        Interconnect { dir, ca: path }
+    }
+
+    fn cert(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.pem"))
+    }
+
+    fn key(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.key"))
+    }
+}
+
+/// A located 911 call from Chicago through Kamailio over mutual TLS: the
+/// SIPp caller sends to Kamailio as the carrier's edge over UDP; the edge
+/// relays over TLS, presenting `edge.carrier.test`, which is how the
+/// router knows the carrier; the router relays over TLS, presenting its
+/// own certificate, to Kamailio on the PSAP side, which relays over UDP to
+/// the SIPp PSAP. `psap_hangs_up` picks who sends the BYE.
+fn call_over_tls_through_kamailio(psap_hangs_up: bool) {
+    let pki = Interconnect::new();
+    let mut psap = if psap_hangs_up {
+        SippUas::start(&peers::peer_file("uas_hangup.xml"), &[], 1, &[])
+    } else {
+        SippUas::answering(1)
+    };
+    let psap_side = KamailioTls::start(
+        "psap-side",
+        &pki.cert("psap"),
+        &pki.key("psap"),
+        &pki.ca,
+        &format!("127.0.0.1:{}", psap.port),
+        "udp",
+    );
+    let t = Trunks::new().with_psap(psap_side.port);
+    let mut cfg = emergency_config(&t, &Setup::default());
+    cfg = cfg.replacen(
+        "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\"]",
+        "listen = [\"udp:127.0.0.1:0\", \"tcp:127.0.0.1:0\", \"tls:127.0.0.1:0\"]",
+        1,
+    );
+    // The carrier is known by its certificate alone; the PSAP trunk is a
+    // sips: URI, checked against the PSAP side's certificate.
+    cfg = cfg.replacen(
+        "sources = [\"127.0.0.0/8\"]\ncountry = \"US\"",
+        "tls_names = [\"edge.carrier.test\"]\ncountry = \"US\"",
+        1,
+    );
+    cfg = cfg.replacen(
+        &format!("uri = \"sip:127.0.0.1:{}\"", psap_side.port),
+        &format!("uri = \"sips:127.0.0.1:{}\"", psap_side.port),
+        1,
+    );
+    cfg.push_str(&format!(
+        "\n[sip.tls]\ncertificate = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
+        pki.cert("router").display(),
+        pki.key("router").display(),
+        pki.ca.display()
+    ));
+    let inventory = peers::inventory();
+    let router = Router::start(&cfg, &["--inventory", inventory.to_str().unwrap()]);
+    router.wait_log("listening sip tls 127.0.0.1:", 1, Duration::from_secs(5));
+    let tls_port: u16 = router
+        .log()
+        .lines()
+        .find_map(|l| l.split("listening sip tls 127.0.0.1:").nth(1))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap();
+    let edge = KamailioTls::start(
+        "edge",
+        &pki.cert("edge"),
+        &pki.key("edge"),
+        &pki.ca,
+        &format!("127.0.0.1:{tls_port}"),
+        "tls",
+    );
+    let pidf = chicago_pidf();
+    let scenario = if psap_hangs_up {
+        peers::peer_file("uac_hungup.xml")
+    } else {
+        sipp_scenario("uac_emergency.xml")
+    };
+    let call = sipp_call(
+        &scenario,
+        &[
+            (
+                "@HEADERS@",
+                "Geolocation: <cid:loc@caller.example>\n      Geolocation-Routing: yes\n      Priority: emergency",
+            ),
+            ("@CONTENT_TYPE@", "multipart/mixed;boundary=sipp-b"),
+            (
+                "@BODY@",
+                &format!("--sipp-b\nContent-Type: application/sdp\n\n{SDP}\n--sipp-b\nContent-Type: application/pidf+xml\nContent-ID: <loc@caller.example>\n\n{pidf}\n--sipp-b--\n"),
+            ),
+        ],
+        edge.port,
+        "911",
+        CHICAGO,
+        Transport::Udp,
+    );
+    let logs = |psap: &SippUas| {
+        format!(
+            "PSAP {}\nrouter:\n{}\nedge:\n{}\npsap side:\n{}",
+            psap.summary(),
+            call_lines(&router),
+            edge.log(),
+            psap_side.log()
+        )
+    };
+    assert!(
+        call.ok(),
+        "the call failed: {}\n{}",
+        call.summary(),
+        logs(&psap)
+    );
+    let exit = psap.wait_exit(Duration::from_secs(10));
+    assert_eq!(exit, Some(0), "{}", logs(&psap));
+    let invite = &psap.requests("INVITE")[0];
+    // The PSAP side's Via and the router's: the router's names TLS.
+    assert!(
+        header(invite, "Via")
+            .iter()
+            .any(|v| v.starts_with(&format!("SIP/2.0/TLS 127.0.0.1:{tls_port};"))),
+        "{invite}"
+    );
+    let rr = header(invite, "Record-Route").join(",");
+    assert!(
+        rr.contains(&format!("127.0.0.1:{tls_port};transport=tls;lr")),
+        "the router record-routes with its TLS listener: {rr}"
+    );
+    assert!(
+        router.log().contains("trunk=carrier") || router.log().contains("trunk=\"carrier\""),
+        "the edge was known by its certificate:\n{}",
+        router.log()
+    );
+    assert!(
+        psap_side
+            .log()
+            .lines()
+            .any(|l| l.contains("psap-side: INVITE ") && l.trim_end().ends_with("/tls")),
+        "the INVITE reached the PSAP side over TLS:\n{}",
+        psap_side.log()
+    );
+    let bye_from = if psap_hangs_up { "psap-side" } else { "edge" };
+    assert!(
+        edge.relayed("BYE") >= 1 && psap_side.relayed("BYE") >= 1,
+        "the BYE from the {bye_from} went through both Kamailios: {}",
+        logs(&psap)
+    );
+    let text = metrics(&router);
+    for direction in ["inbound", "outbound"] {
+        assert!(
+            metric(
+                &text,
+                "sosrouter_tls_handshakes_total",
+                &[("direction", direction), ("result", "ok")]
+            ) >= 1.0,
+            "{direction}"
+        );
+    }
+}
+
+#[test]
+fn a_911_call_over_mutual_tls_through_kamailio_both_ways_the_caller_hangs_up() {
+    call_over_tls_through_kamailio(false);
+}
+
+#[test]
+fn a_911_call_over_mutual_tls_through_kamailio_both_ways_the_psap_hangs_up() {
+    call_over_tls_through_kamailio(true);
 }

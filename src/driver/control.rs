@@ -69,7 +69,12 @@ pub(super) fn watch(
     rx
 }
 
-pub(super) type Built = anyhow::Result<(Config, CoreConfig, Box<dyn Router>)>;
+pub(super) type Built = anyhow::Result<(
+    Config,
+    CoreConfig,
+    Box<dyn Router>,
+    Option<crate::transport::tls::TlsSetup>,
+)>;
 pub(super) type ReloadReply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// Reloads (SIGHUP, `POST /v1/reload`) read the files and build the routing
@@ -85,6 +90,8 @@ pub(super) struct Reloads {
     next: Option<Vec<ReloadReply>>,
     done_tx: mpsc::Sender<Built>,
     pub(super) done_rx: mpsc::Receiver<Built>,
+    /// The TLS listener's port as bound, for the configurations built.
+    pub(super) tls_port: Option<u16>,
 }
 
 impl Reloads {
@@ -95,6 +102,7 @@ impl Reloads {
             next: None,
             done_tx,
             done_rx,
+            tls_port: None,
         }
     }
 
@@ -112,8 +120,9 @@ impl Reloads {
         self.running = Some(reply.into_iter().collect());
         tracing::info!("reloading the configuration");
         let (opts, locals, tx) = (opts.clone(), locals.clone(), self.done_tx.clone());
+        let tls_port = self.tls_port;
         tokio::task::spawn_blocking(move || {
-            let _ = tx.blocking_send(reload(&opts, &locals, seed));
+            let _ = tx.blocking_send(reload(&opts, &locals, seed, tls_port));
         });
     }
 
@@ -139,13 +148,15 @@ impl Reloads {
     }
 }
 
-fn reload(opts: &Options, locals: &[SocketAddr], seed: u64) -> Built {
+fn reload(opts: &Options, locals: &[SocketAddr], seed: u64, tls_port: Option<u16>) -> Built {
     let path = opts
         .config_path
         .as_ref()
         .context("running on the built-in configuration: nothing to reload from")?;
     let cfg = Config::load(path)?;
+    // Certificates and keys are read again, and checked, with the rest.
+    let tls = crate::transport::tls::TlsSetup::load(&cfg).map_err(anyhow::Error::msg)?;
     let router = (opts.make_router)(&cfg)?;
-    let core_cfg = CoreConfig::from_config(&cfg, locals.to_vec(), seed);
-    Ok((cfg, core_cfg, router))
+    let core_cfg = CoreConfig::from_config(&cfg, locals.to_vec(), seed).with_tls_port(tls_port);
+    Ok((cfg, core_cfg, router, tls))
 }

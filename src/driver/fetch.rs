@@ -32,7 +32,11 @@ impl Fetcher {
             .location_servers
             .as_ref()
             .map(|v| v.clone().into());
-        let client = match crate::held::client(servers.clone()) {
+        let tls = crate::held::ClientTls::from_config(config).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "location fetches: the TLS files could not be read; fetches go without them");
+            crate::held::ClientTls::default()
+        });
+        let client = match crate::held::client(servers.clone(), &tls) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::error!(error = %e, "no HTTP client for location fetches: calls are routed without locations given by reference");

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use crate::metrics as m;
-use crate::proxy::{Core, Proto, Source};
+use crate::proxy::{Core, Source};
 use crate::sip::Limits;
 
 pub(super) fn handle_message(
@@ -55,7 +55,7 @@ fn answer_internal_error(core: &mut Core, now: Instant, buf: &bytes::Bytes, sour
     // The 500 goes out from a server transaction, so that a retransmission
     // of the request gets it again if the first is lost. Should that panic
     // too, it is sent once, outside any transaction.
-    let stream = source.proto == Proto::Tcp;
+    let stream = source.proto.is_reliable();
     if let Ok(req) = crate::sip::receive(buf.clone(), stream, &Limits::default()) {
         let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             core.answer_internal_error(now, &req, source)
@@ -84,6 +84,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use crate::config::Config;
+    use crate::proxy::Proto;
     use crate::proxy::{
         CoreConfig, Decision, RouteContext, Router, StaticRouter, Target, Transmit,
     };

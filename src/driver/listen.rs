@@ -6,7 +6,18 @@ use std::net::SocketAddr;
 use anyhow::Context;
 
 use crate::config::{Config, TransportName};
+use crate::transport::tls::TlsSetup;
 use crate::transport::{tcp, udp};
+
+/// The stream listeners bound, and what TLS needs (read and checked before
+/// anything is bound, so that a bad certificate stops the start).
+pub struct Streams {
+    pub tcp: Vec<tokio::net::TcpListener>,
+    pub tls: Vec<tokio::net::TcpListener>,
+    pub tls_setup: Option<TlsSetup>,
+    /// The first TLS listener's port.
+    pub tls_port: Option<u16>,
+}
 
 /// The sockets a running router bound (ports are real even when the config
 /// said 0).
@@ -14,6 +25,7 @@ use crate::transport::{tcp, udp};
 pub struct Bound {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
 }
@@ -23,16 +35,37 @@ pub struct Bound {
 /// writes one port into its Via and Record-Route. When another socket
 /// holds that port for TCP, every port-0 listener is bound again, on
 /// fresh ports, a few times before giving up.
-pub async fn bind(
-    config: &Config,
-) -> anyhow::Result<(Vec<udp::UdpEndpoint>, Vec<tokio::net::TcpListener>, Bound)> {
+pub async fn bind(config: &Config) -> anyhow::Result<(Vec<udp::UdpEndpoint>, Streams, Bound)> {
     const TRIES: usize = 16;
+    let tls_setup = TlsSetup::load(config).map_err(anyhow::Error::msg)?;
+    let mut found = None;
     for _ in 1..TRIES {
         if let Some(bound) = bind_once(config, false)? {
-            return Ok(bound);
+            found = Some(bound);
+            break;
         }
     }
-    bind_once(config, true).map(|b| b.expect("a last try always binds or fails"))
+    let (udps, tcp, mut bound) = match found {
+        Some(b) => b,
+        None => bind_once(config, true)?.expect("a last try always binds or fails"),
+    };
+    let mut tls = Vec::new();
+    for l in config
+        .listeners()?
+        .iter()
+        .filter(|l| l.transport == TransportName::Tls)
+    {
+        let listener = tcp::bind(l.addr).with_context(|| format!("binding tls {}", l.addr))?;
+        bound.tls.push(listener.local_addr()?);
+        tls.push(listener);
+    }
+    let streams = Streams {
+        tcp,
+        tls,
+        tls_setup,
+        tls_port: bound.tls.first().map(|a| a.port()),
+    };
+    Ok((udps, streams, bound))
 }
 
 /// One try of [`bind`]; `None` when a TCP twin could not get its UDP

@@ -125,12 +125,13 @@ pub async fn run(
     let control = control::watch(shutdown, services.store.clone(), api_reloads);
     on_bound(&bound);
     let mut locals: Vec<SocketAddr> = bound.udp.clone();
-    locals.extend(&bound.tcp);
+    locals.extend(bound.tcp.iter().chain(&bound.tls));
     let locals: Arc<[SocketAddr]> = locals.into();
     let seed: u64 = rand::random();
     let router: Box<dyn Router> = Box::new(TimedRouter((opts.make_router)(&config)?));
     let mut core = Core::new(
-        CoreConfig::from_config(&config, locals.to_vec(), seed),
+        CoreConfig::from_config(&config, locals.to_vec(), seed)
+            .with_tls_port(bound.tls.first().map(|a| a.port())),
         router,
     );
     core.start(Instant::now());

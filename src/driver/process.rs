@@ -50,6 +50,9 @@ pub fn run(config: Config, config_path: Option<PathBuf>, inventory: Option<PathB
             for a in &bound.tcp {
                 tracing::info!("listening sip tcp {a}");
             }
+            for a in &bound.tls {
+                tracing::info!("listening sip tls {a}");
+            }
             if let Some(a) = bound.admin {
                 tracing::info!("listening admin http {a}");
             }

@@ -21,6 +21,8 @@ use crate::metrics as m;
 use crate::proxy::{Core, Proto, Transmit};
 use crate::sip::Limits;
 use crate::transport::names::{NameCache, Next};
+use crate::transport::rfc3263::Dns;
+use crate::transport::tls::{TlsContext, TlsSetup};
 use crate::transport::{tcp, udp, Inbound};
 
 /// How many datagrams are read from one socket before the loop looks at
@@ -48,12 +50,17 @@ pub(super) struct SipLoop {
     bufs: Vec<Vec<u8>>,
     limits: Limits,
     pool: tcp::TcpPool,
-    /// The TCP listeners' accept loops.
+    /// The TLS connections, once anything uses TLS, with their setup.
+    tls: Option<(tcp::TcpPool, Arc<TlsContext>)>,
+    tcp_cfg: crate::config::TcpConfig,
+    tls_gauge: metrics::Gauge,
+    /// The TCP and TLS listeners' accept loops.
     tasks: tokio::task::JoinSet<()>,
     /// What the I/O tasks hand to the loop.
     tx: mpsc::Sender<Inbound>,
     rx: mpsc::Receiver<Inbound>,
     names: NameCache,
+    dns: Dns,
     fetcher: Fetcher,
     counters: m::MessageCounters,
     tcp_gauge: metrics::Gauge,
@@ -75,7 +82,7 @@ impl SipLoop {
         config: &Config,
         core: Core,
         udps: Vec<udp::UdpEndpoint>,
-        tcps: Vec<tokio::net::TcpListener>,
+        streams: super::listen::Streams,
         services: Services,
         opts: Arc<Options>,
         locals: Arc<[SocketAddr]>,
@@ -87,12 +94,26 @@ impl SipLoop {
             max_connections: services.sip_tcp_connections,
             ..config.sip.tcp.clone()
         };
-        let pool = tcp::TcpPool::new(tx.clone(), limits, tcp_cfg);
+        let pool = tcp::TcpPool::new(tx.clone(), limits, tcp_cfg.clone());
         pool.set_allowed(core.allowed());
         let mut tasks = tokio::task::JoinSet::new();
-        for l in tcps {
+        for l in streams.tcp {
             tasks.spawn(pool.clone().listen(l));
         }
+        let tls = streams.tls_setup.map(|setup| {
+            setup.publish_expiry_now();
+            let ctx = TlsContext::new(setup);
+            let tls_pool = tcp::TcpPool::new_tls(&pool, tcp_cfg.clone(), ctx.clone());
+            tls_pool.set_allowed(core.allowed());
+            (tls_pool, ctx)
+        });
+        if let Some((tls_pool, _)) = &tls {
+            for l in streams.tls {
+                tasks.spawn(tls_pool.clone().listen(l));
+            }
+        }
+        let mut reloads = Reloads::new();
+        reloads.tls_port = streams.tls_port;
         let bufs = udps.iter().map(|_| udp::receive_buffer(&limits)).collect();
         SipLoop {
             core,
@@ -100,16 +121,20 @@ impl SipLoop {
             udps,
             limits,
             pool,
+            tls,
+            tcp_cfg,
+            tls_gauge: metrics::gauge!(m::TLS_CONNECTIONS),
             tasks,
             fetcher: Fetcher::new(config, tx.clone()),
             tx,
             rx,
             names: NameCache::new(config.sip.name_settings()),
+            dns: Dns::new(&config.sip.dns_settings()),
             counters: m::MessageCounters::default(),
             tcp_gauge: metrics::gauge!(m::TCP_CONNECTIONS),
             transactions_gauge: metrics::gauge!(m::TRANSACTIONS),
             services,
-            reloads: Reloads::new(),
+            reloads,
             inventory: opts.hub.as_ref().map(|h| h.subscribe()),
             opts,
             locals,
@@ -230,7 +255,12 @@ impl SipLoop {
             }
         }
         // The last answers leave before the sockets close.
-        self.pool.close(LAST_WRITES).await;
+        match &self.tls {
+            Some((tls, _)) => {
+                tokio::join!(self.pool.close(LAST_WRITES), tls.close(LAST_WRITES));
+            }
+            None => self.pool.close(LAST_WRITES).await,
+        }
         self.tasks.abort_all();
         self.drain_events();
         self.services
@@ -286,6 +316,10 @@ impl SipLoop {
             .overload
             .store(load.level(), std::sync::atomic::Ordering::Relaxed);
         self.tcp_gauge.set(self.pool.open() as f64);
+        if let Some((tls, ctx)) = &self.tls {
+            self.tls_gauge.set(tls.open() as f64);
+            ctx.current().publish_expiry_now();
+        }
     }
 
     fn handle(&mut self, now: Instant, inbound: Inbound) {
@@ -302,10 +336,17 @@ impl SipLoop {
                 },
             ),
             Inbound::SendFailed { token } => self.core.handle_send_failure(now, token),
-            Inbound::Resolved { host, port, addr } => {
-                let a = self.names.answer(&host, port, addr, now);
-                let result = if addr.is_some() { "ok" } else { "failed" };
+            Inbound::Resolved { host, port, found } => {
+                let result = if found.is_some() { "ok" } else { "failed" };
+                let (addrs, ttl) = found.map(|f| (f.addrs, f.ttl)).unzip();
+                let a = self
+                    .names
+                    .answer_all(&host, port, addrs, ttl.flatten(), now);
                 metrics::counter!(m::NAME_LOOKUPS, "result" => result).increment(1);
+                self.core.next_hops_resolved(&host, port, a.targets);
+                if a.first {
+                    tracing::info!(%host, port, addr = ?a.addr, targets = a.targets, "next hop resolved");
+                }
                 if a.kept_stale {
                     tracing::warn!(%host, port, addr = ?a.addr, "could not resolve a next hop: its last address stays in use");
                 } else if a.addr.is_none() {
@@ -317,9 +358,12 @@ impl SipLoop {
                     self.core.handle_send_failure(now, token);
                 }
             }
-            Inbound::ConnOpened(_) | Inbound::ConnClosed(_) => {
-                self.tcp_gauge.set(self.pool.open() as f64)
+            Inbound::ConnOpened(_) => self.tcp_gauge.set(self.pool.open() as f64),
+            Inbound::ConnClosed(id) => {
+                self.core.conn_closed(id);
+                self.tcp_gauge.set(self.pool.open() as f64);
             }
+            Inbound::Identified { conn, trunk } => self.core.conn_identified(conn, trunk),
         }
     }
 
@@ -352,15 +396,11 @@ impl SipLoop {
                 Next::Queued => {}
                 Next::Full(t) => {
                     tracing::warn!(target = ?t.dest.target, "next hop's name: too many names, or too many messages waiting for its address");
-                    let transport = match t.dest.proto {
-                        Proto::Udp => "udp",
-                        Proto::Tcp => "tcp",
-                    };
-                    fail(t.token, transport, &self.tx);
+                    fail(t.token, t.dest.proto.lower(), &self.tx);
                 }
             }
         }
-        start_lookups(&mut self.names, &self.udps, &self.tx);
+        start_lookups(&mut self.names, &self.dns, &self.udps, &self.tx);
         self.drain_events();
     }
 
@@ -381,6 +421,13 @@ impl SipLoop {
                 }
             }
             Proto::Tcp => self.pool.send(addr, dest.conn, bytes, token),
+            Proto::Tls => match &self.tls {
+                Some((tls, _)) => {
+                    let host = dest.target.host();
+                    tls.send_named(addr, host, dest.conn, bytes, token);
+                }
+                None => fail(token, "tls", &self.tx),
+            },
         }
     }
 
@@ -389,8 +436,9 @@ impl SipLoop {
     /// [`Reloads`], which reads and builds off the driver.
     fn apply_reload(&mut self, built: Built) -> Result<(), String> {
         match built {
-            Ok((cfg, core_cfg, router)) => {
+            Ok((cfg, core_cfg, router, tls)) => {
                 self.pool.set_allowed(core_cfg.allowed.clone());
+                self.set_tls(tls, &core_cfg);
                 let old =
                     self.core
                         .reconfigure(Instant::now(), core_cfg, Box::new(TimedRouter(router)));
@@ -405,6 +453,7 @@ impl SipLoop {
                     .store(Arc::new(crate::notify::from_config(&cfg)));
                 self.drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
                 self.names.set_settings(cfg.sip.name_settings());
+                self.dns = Dns::new(&cfg.sip.dns_settings());
                 if let Some(api) = &self.services.api {
                     api.reconfigure(cfg.admin.as_ref());
                 }
@@ -419,6 +468,30 @@ impl SipLoop {
                 Err(e)
             }
         }
+    }
+}
+
+impl SipLoop {
+    /// The TLS setup of a reload: handshakes from now on use it; open
+    /// connections keep what they were made with.
+    fn set_tls(&mut self, setup: Option<TlsSetup>, core_cfg: &crate::proxy::CoreConfig) {
+        let Some(setup) = setup else {
+            return;
+        };
+        setup.publish_expiry_now();
+        match &self.tls {
+            Some((pool, ctx)) => {
+                ctx.replace(setup);
+                pool.set_allowed(core_cfg.allowed.clone());
+            }
+            None => {
+                let ctx = TlsContext::new(setup);
+                let pool = tcp::TcpPool::new_tls(&self.pool, self.tcp_cfg.clone(), ctx.clone());
+                pool.set_allowed(core_cfg.allowed.clone());
+                self.tls = Some((pool, ctx));
+            }
+        }
+        tracing::info!("tls certificates reloaded: new handshakes use them, open connections stay");
     }
 }
 
@@ -449,37 +522,30 @@ fn on_grid(origin: tokio::time::Instant, at: tokio::time::Instant) -> tokio::tim
     origin + Duration::from_nanos(nanos)
 }
 
-/// Looks up each name the cache asks for off the driver task; the answer
-/// comes back as [`Inbound::Resolved`]. An address of a family the router
-/// has a UDP socket for is preferred.
-fn start_lookups(names: &mut NameCache, udps: &[udp::UdpEndpoint], tx: &mpsc::Sender<Inbound>) {
+/// Looks up each name the cache asks for off the driver task (RFC 3263,
+/// [`Dns::resolve`]); the answer comes back as [`Inbound::Resolved`].
+/// Addresses of a family the router has a UDP socket for come first. Each
+/// lookup as a whole is bounded by the name timeout, twice over for the
+/// NAPTR, SRV and address steps of a name without a port.
+fn start_lookups(
+    names: &mut NameCache,
+    dns: &Dns,
+    udps: &[udp::UdpEndpoint],
+    tx: &mpsc::Sender<Inbound>,
+) {
     let timeout = names.settings().timeout;
     for (host, port) in names.take_lookups() {
+        let proto = names.proto_of(&host, port);
         let v4 = udps.iter().any(|u| u.local.is_ipv4());
         let v6 = udps.iter().any(|u| u.local.is_ipv6());
-        let tx = tx.clone();
+        let (tx, dns) = (tx.clone(), dns.clone());
+        let bound = if port == 0 { timeout * 4 } else { timeout * 2 };
         tokio::spawn(async move {
-            let found =
-                match tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port)))
-                    .await
-                {
-                    Ok(Ok(addrs)) => {
-                        let addrs: Vec<SocketAddr> = addrs.collect();
-                        addrs
-                            .iter()
-                            .find(|a| if a.is_ipv4() { v4 } else { v6 })
-                            .or(addrs.first())
-                            .copied()
-                    }
-                    _ => None,
-                };
-            let _ = tx
-                .send(Inbound::Resolved {
-                    host,
-                    port,
-                    addr: found,
-                })
-                .await;
+            let found = tokio::time::timeout(bound, dns.resolve(&host, port, proto, v4, v6))
+                .await
+                .ok()
+                .flatten();
+            let _ = tx.send(Inbound::Resolved { host, port, found }).await;
         });
     }
 }

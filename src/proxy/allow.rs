@@ -22,7 +22,11 @@ impl AllowList {
     pub fn new(allow: &[IpNet], trunks: &[Trunk]) -> AllowList {
         let mut nets = allow.to_vec();
         for t in trunks {
-            nets.extend_from_slice(&t.sources);
+            // A trunk identified by certificate is let in by its
+            // certificate, not by its address.
+            if !t.by_certificate {
+                nets.extend_from_slice(&t.sources);
+            }
             if let Some(Target::Addr(a)) = &t.target {
                 nets.push(IpNet::from(a.ip()));
             }
@@ -169,6 +173,7 @@ mod tests {
             proto: Proto::Udp,
             tcp_fallback: false,
             sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
+            by_certificate: false,
         }
     }
 

@@ -25,6 +25,10 @@ pub(super) struct Call {
     pub(super) targets: Vec<RouteTarget>,
     pub(super) augment: Augment,
     pub(super) next: usize,
+    /// The target tried last, and which of its name's targets (RFC 3263
+    /// SRV targets) it went to: the next of them comes before the next
+    /// target.
+    pub(super) attempt: Option<(usize, usize)>,
     pub(super) current: Option<Id>,
     /// The best final response so far (status, bytes for upstream).
     pub(super) best: Option<(u16, Bytes)>,
@@ -63,6 +67,7 @@ impl Call {
             targets,
             augment,
             next: 0,
+            attempt: None,
             current: None,
             best: None,
             cancelled: false,

@@ -24,7 +24,8 @@ use crate::sip::{HeaderName, Message};
 ///
 /// When the caller's leg and the trunk's use the same transport, one
 /// Record-Route serves both and names no transport (UDP by default, TCP for
-/// a large request; the router listens on both). When they differ, the
+/// a large request; the router listens on both), or names TLS and the TLS
+/// listener's port when both legs are over TLS. When they differ, the
 /// router adds two (RFC 5658): the top one, which the trunk's side reaches,
 /// names the trunk's transport, and the one below, which the caller's side
 /// reaches, names the caller's. Each side then sends in-dialog requests
@@ -32,20 +33,27 @@ use crate::sip::{HeaderName, Message};
 pub(super) struct WireText {
     via_udp: Vec<u8>,
     via_tcp: Vec<u8>,
+    via_tls: Vec<u8>,
     record_route: Vec<u8>,
     record_route_tcp: Vec<u8>,
+    record_route_tls: Vec<u8>,
 }
 
 impl WireText {
     pub(super) fn new(cfg: &CoreConfig) -> WireText {
-        let via = |p: Proto| {
-            format!("SIP/2.0/{} {}:{};branch=", p.as_str(), cfg.host, cfg.port).into_bytes()
+        let via = |p: Proto, port: u16| {
+            format!("SIP/2.0/{} {}:{port};branch=", p.as_str(), cfg.host).into_bytes()
         };
+        // A leg over TLS reaches the router on its TLS listener.
+        let tls_port = cfg.tls_port.unwrap_or(cfg.port);
         WireText {
-            via_udp: via(Proto::Udp),
-            via_tcp: via(Proto::Tcp),
+            via_udp: via(Proto::Udp, cfg.port),
+            via_tcp: via(Proto::Tcp, cfg.port),
+            via_tls: via(Proto::Tls, tls_port),
             record_route: format!("<sip:{}:{};lr>", cfg.host, cfg.port).into_bytes(),
             record_route_tcp: format!("<sip:{}:{};transport=tcp;lr>", cfg.host, cfg.port)
+                .into_bytes(),
+            record_route_tls: format!("<sip:{}:{tls_port};transport=tls;lr>", cfg.host)
                 .into_bytes(),
         }
     }
@@ -55,6 +63,7 @@ impl WireText {
         match proto {
             Proto::Udp => &self.record_route,
             Proto::Tcp => &self.record_route_tcp,
+            Proto::Tls => &self.record_route_tls,
         }
     }
 
@@ -63,6 +72,7 @@ impl WireText {
         let prefix = match proto {
             Proto::Udp => &self.via_udp,
             Proto::Tcp => &self.via_tcp,
+            Proto::Tls => &self.via_tls,
         };
         let mut v = SmallVec::with_capacity(prefix.len() + branch.len());
         v.extend_from_slice(prefix);
@@ -91,18 +101,36 @@ impl Core {
     pub(super) fn try_next(&mut self, now: Instant, call_id: Id) {
         let _span = self.call_span(call_id).entered();
         loop {
-            let Some(call) = self.calls.get_mut(&call_id) else {
+            let Some(call) = self.calls.get(&call_id) else {
                 return;
             };
             if call.cancelled || call.finished {
                 return;
             }
-            if call.next >= call.targets.len() {
-                self.finish_failed(now, call_id);
+            // The next target of the name tried last, if it has one (RFC
+            // 3263: each SRV target is a failover step of its own).
+            let more = call.attempt.and_then(|(t, alt)| {
+                let trunk = self
+                    .cfg
+                    .trunk_index(&call.targets.get(t)?.trunk)
+                    .map(|i| &self.cfg.trunks[i])?;
+                (alt + 1 < self.hop_count(trunk.target.as_ref())).then_some((t, alt + 1))
+            });
+            let Some(call) = self.calls.get_mut(&call_id) else {
                 return;
-            }
-            let t = call.next;
-            call.next += 1;
+            };
+            let (t, alt) = match more {
+                Some(next) => next,
+                None if call.next >= call.targets.len() => {
+                    self.finish_failed(now, call_id);
+                    return;
+                }
+                None => {
+                    call.next += 1;
+                    (call.next - 1, 0)
+                }
+            };
+            call.attempt = Some((t, alt));
             let call = &self.calls[&call_id];
             let target = &call.targets[t];
             let Some(ti) = self.cfg.trunk_index(&target.trunk) else {
@@ -116,7 +144,7 @@ impl Core {
             let Some(request) = call.request.as_deref() else {
                 return;
             };
-            let fwd = self.build_forward(
+            let mut fwd = self.build_forward(
                 request,
                 call.loop_hash,
                 &call.source,
@@ -127,6 +155,9 @@ impl Core {
                 call.emergency,
                 now,
             );
+            if let (Target::Host(h, p), true) = (&fwd.dest.target, alt > 0) {
+                fwd.dest.target = Target::HostAlt(h.clone(), *p, alt);
+            }
             let proto = fwd.dest.proto;
             let (trunk_name, label) = (trunk.name.clone(), target.label.clone());
             let id = self.new_client_invite(
@@ -153,7 +184,7 @@ impl Core {
             let call = &self.calls[&call_id];
             let target = &call.targets[t];
             self.metrics.hop(ti, &target.trunk);
-            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %target.trunk, target = %target.label, transport = proto.as_str(), "forwarding");
+            info!(call_id = %lossy(Some(&call.call_id[..])), trunk = %target.trunk, target = %target.label, transport = proto.as_str(), hop = alt, "forwarding");
             self.pump(now, id);
             return;
         }
@@ -195,8 +226,12 @@ impl Core {
         if record_route {
             // The trunk's transport as configured: a large INVITE sent over
             // TCP to a UDP trunk leaves the dialog on UDP.
-            if source.proto == trunk.proto {
+            if source.proto == trunk.proto && source.proto != Proto::Tls {
                 e.add_record_route(&self.wire.record_route);
+            } else if source.proto == trunk.proto {
+                // Both legs over TLS: one entry, which names TLS and the
+                // TLS listener's port.
+                e.add_record_route(self.wire.record_route(Proto::Tls));
             } else {
                 e.add_record_route(self.wire.record_route(trunk.proto));
                 e.add_record_route(self.wire.record_route(source.proto));
@@ -347,6 +382,7 @@ fn with_top_via_transport(bytes: Bytes, to: Proto) -> Bytes {
         name.copy_from_slice(match to {
             Proto::Udp => b"UDP",
             Proto::Tcp => b"TCP",
+            Proto::Tls => b"TLS",
         });
     }
     out.freeze()

@@ -278,6 +278,9 @@ fn route_values(msg: &Message) -> SmallVec<[(Span, &[u8]); 4]> {
 }
 
 fn uri_proto(uri: &Uri<'_>) -> Proto {
+    if super::uri_wants_tls(uri) {
+        return Proto::Tls;
+    }
     match uri.param("transport").flatten() {
         Some(t) if t.eq_ignore_ascii_case(b"tcp") => Proto::Tcp,
         _ => Proto::Udp,

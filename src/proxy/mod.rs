@@ -115,6 +115,10 @@ pub struct Trunk {
     pub tcp_fallback: bool,
     /// Inbound trunks: the networks it sends from.
     pub sources: Vec<IpNet>,
+    /// Inbound trunks identified by their TLS client certificate
+    /// (`tls_names`): never by address alone, and their sources let no one
+    /// in without the certificate.
+    pub by_certificate: bool,
 }
 
 /// What the core needs from the configuration.
@@ -123,6 +127,10 @@ pub struct CoreConfig {
     /// Host and port written into Via and Record-Route.
     pub host: String,
     pub port: u16,
+    /// The port of the router's TLS listener, written into the Via and
+    /// Record-Route of a leg over TLS (none: no TLS listener, and such
+    /// values carry `port`).
+    pub tls_port: Option<u16>,
     /// The router's host names: `sip.aliases`, and the advertised host when
     /// it is a name.
     pub aliases: Vec<String>,
@@ -174,20 +182,30 @@ impl CoreConfig {
                     kind: t.kind,
                     target,
                     proto: match t.transport {
+                        _ if uri_is_tls(t.uri.as_deref()) => Proto::Tls,
                         TransportName::Udp => Proto::Udp,
                         TransportName::Tcp => Proto::Tcp,
+                        TransportName::Tls => Proto::Tls,
                     },
                     tcp_fallback: t.tcp_fallback,
                     sources: t.sources.clone(),
+                    by_certificate: !t.tls_names.is_empty(),
                 }
             })
             .collect();
         let aliases = (c.sip.aliases.iter().cloned())
             .chain(host.parse::<IpAddr>().is_err().then(|| host.clone()))
             .collect();
+        let tls_port = c
+            .listeners()
+            .ok()
+            .and_then(|ls| ls.into_iter().find(|l| l.transport == TransportName::Tls))
+            .map(|l| l.addr.port())
+            .filter(|p| *p != 0);
         CoreConfig {
             host,
             port,
+            tls_port,
             aliases,
             local,
             timers: TimerConfig::new(
@@ -215,6 +233,15 @@ impl CoreConfig {
         }
     }
 
+    /// The TLS listener's port as bound (a `tls:` listener on port 0 gets
+    /// one only when bound).
+    pub fn with_tls_port(mut self, port: Option<u16>) -> CoreConfig {
+        if port.is_some() {
+            self.tls_port = port;
+        }
+        self
+    }
+
     fn trunk_index(&self, name: &str) -> Option<usize> {
         self.trunks.iter().position(|t| t.name == name)
     }
@@ -232,15 +259,36 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
     Some((h.to_string(), p.parse().ok()?))
 }
 
-/// The address a URI names: an IP literal as is, a name for the transport
-/// layer to resolve. Port 5060 when none is given.
+/// Whether a trunk's URI asks for TLS: a `sips:` URI, or
+/// `;transport=tls`.
+fn uri_is_tls(uri: Option<&str>) -> bool {
+    uri.and_then(|u| Uri::parse(u.as_bytes()).ok())
+        .is_some_and(|u| uri_wants_tls(&u))
+}
+
+/// `sips:`, or `;transport=tls`.
+fn uri_wants_tls(uri: &Uri<'_>) -> bool {
+    uri.scheme == crate::sip::uri::Scheme::Sips
+        || uri
+            .param("transport")
+            .flatten()
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"tls"))
+}
+
+/// The address a URI names: an IP literal as is, port 5060 when none is
+/// given (5061 for TLS); a name for the transport layer to resolve, with
+/// port 0 when none is given, so that its SRV records say (RFC 3263).
 fn uri_target(uri: &Uri<'_>) -> Target {
     let host = String::from_utf8_lossy(uri.host);
-    let port = uri.port.unwrap_or(5060);
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<IpAddr>() {
-        Ok(ip) => Target::Addr(SocketAddr::new(ip, port)),
-        Err(_) => Target::Host(host.into_owned(), port),
+        Ok(ip) => {
+            let port = uri
+                .port
+                .unwrap_or(if uri_wants_tls(uri) { 5061 } else { 5060 });
+            Target::Addr(SocketAddr::new(ip, port))
+        }
+        Err(_) => Target::Host(host.into_owned(), uri.port.unwrap_or(0)),
     }
 }
 
@@ -300,6 +348,13 @@ pub struct Core {
     dialogs: KeyMap<Bytes, Dialog>,
     /// Calls in progress by Call-ID (how many: a re-INVITE is a call too).
     live_calls: KeyMap<Bytes, u32>,
+    /// TLS connections whose client certificate named an inbound trunk
+    /// (`tls_names`), as the transport layer reported them.
+    identified: HashMap<ConnId, Arc<str>>,
+    /// How many targets each next hop given by name has, as its last
+    /// lookup said (its SRV targets' addresses, RFC 3263): each is a
+    /// failover step of its own.
+    hop_targets: HashMap<(String, u16), usize>,
     /// Health of each outbound trunk, by its index in `cfg.trunks`.
     health: Vec<Option<TrunkHealth>>,
     /// Probes in flight: client transaction id to (trunk index, sent at).
@@ -414,6 +469,8 @@ impl Core {
     pub fn new(cfg: CoreConfig, router: Box<dyn Router>) -> Core {
         let health = vec![None; cfg.trunks.len()];
         Core {
+            identified: HashMap::new(),
+            hop_targets: HashMap::new(),
             health,
             probes: IdMap::default(),
             probe_seq: 0,
@@ -688,11 +745,76 @@ impl Core {
     }
 
     /// Whether requests from `source` are taken at all (`sip.allow`, a
-    /// trunk's `sources`, a trunk's own address).
+    /// trunk's `sources`, a trunk's own address, a TLS connection whose
+    /// certificate names an inbound trunk).
     fn source_allowed(&self, source: &Source) -> bool {
         self.cfg.allowed.contains(source.peer.ip())
+            || source
+                .conn
+                .is_some_and(|c| self.identified.contains_key(&c))
     }
 
+    /// The transport layer checked the client certificate of TLS
+    /// connection `conn`: it names inbound trunk `trunk`. Requests on it
+    /// are that trunk's, wherever it comes from.
+    pub fn conn_identified(&mut self, conn: ConnId, trunk: Arc<str>) {
+        self.identified.insert(conn, trunk);
+    }
+
+    /// A lookup of the next hop `host:port` gave `targets` targets (0: it
+    /// failed, and the last answer stays).
+    pub fn next_hops_resolved(&mut self, host: &str, port: u16, targets: usize) {
+        if targets > 0 {
+            // As many names as the transport layer keeps, 4,096 (they
+            // come from the configuration and allowed peers' Route
+            // headers); past that, the counts start again.
+            if self.hop_targets.len() >= 4096 {
+                self.hop_targets.clear();
+            }
+            self.hop_targets
+                .insert((host.to_ascii_lowercase(), port), targets);
+        }
+    }
+
+    /// How many targets a trunk's next hop has: those of its name's
+    /// lookup, else one.
+    pub(super) fn hop_count(&self, target: Option<&Target>) -> usize {
+        match target {
+            Some(Target::Host(h, p)) => self
+                .hop_targets
+                .get(&(h.to_ascii_lowercase(), *p))
+                .copied()
+                .unwrap_or(1)
+                .max(1),
+            _ => 1,
+        }
+    }
+
+    /// A TCP or TLS connection closed.
+    pub fn conn_closed(&mut self, conn: ConnId) {
+        self.identified.remove(&conn);
+    }
+}
+
+/// The inbound trunk a request came from: the trunk its TLS connection's
+/// certificate names, else the one whose sources hold its address.
+fn inbound_trunk<'a>(
+    cfg: &'a CoreConfig,
+    identified: &HashMap<ConnId, Arc<str>>,
+    source: &Source,
+) -> Option<&'a Trunk> {
+    let by_cert = source
+        .conn
+        .and_then(|c| identified.get(&c))
+        .and_then(|name| {
+            cfg.trunks
+                .iter()
+                .find(|t| t.kind == TrunkKind::Inbound && *t.name == **name)
+        });
+    by_cert.or_else(|| new_request::inbound_trunk(cfg, source))
+}
+
+impl Core {
     /// How full the core is, by its open transactions (noting a change in
     /// the log and the metrics).
     pub fn load(&mut self) -> Load {

@@ -195,7 +195,8 @@ impl Core {
         self.decisions += 1;
         let ctx = RouteContext {
             source,
-            inbound_trunk: inbound_trunk(&self.cfg, source).map(|t| t.name.as_str()),
+            inbound_trunk: super::inbound_trunk(&self.cfg, &self.identified, source)
+                .map(|t| t.name.as_str()),
             dereferenced,
             unique: u128::from(self.cfg.seed) << 64 | u128::from(self.decisions),
         };
@@ -215,9 +216,11 @@ impl Core {
 /// The inbound trunk whose sources hold the request's source address.
 pub(super) fn inbound_trunk<'a>(cfg: &'a super::CoreConfig, source: &Source) -> Option<&'a Trunk> {
     let ip = source.peer.ip();
-    cfg.trunks
-        .iter()
-        .find(|t| t.kind == TrunkKind::Inbound && t.sources.iter().any(|n| n.contains(&ip)))
+    cfg.trunks.iter().find(|t| {
+        t.kind == TrunkKind::Inbound
+            && !t.by_certificate
+            && t.sources.iter().any(|n| n.contains(&ip))
+    })
 }
 
 /// The largest request the router forwards with additions of its own: what

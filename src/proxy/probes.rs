@@ -51,10 +51,15 @@ impl Core {
         };
         self.probe_seq += 1;
         let n = self.probe_seq;
-        let (host, port) = (&self.cfg.host, self.cfg.port);
+        let host = &self.cfg.host;
+        let port = match trunk.proto {
+            crate::wire::Proto::Tls => self.cfg.tls_port.unwrap_or(self.cfg.port),
+            _ => self.cfg.port,
+        };
         let uri = match &target {
             Target::Addr(a) => format!("sip:{}:{}", host_text(a.ip()), a.port()),
-            Target::Host(h, p) => format!("sip:{h}:{p}"),
+            Target::Host(h, 0) | Target::HostAlt(h, 0, _) => format!("sip:{h}"),
+            Target::Host(h, p) | Target::HostAlt(h, p, _) => format!("sip:{h}:{p}"),
         };
         let proto = trunk.proto;
         let branch = format!("z9hG4bKsosprobe{:x}.{n:x}", self.cfg.seed & 0xffff_ffff);

@@ -199,7 +199,9 @@ impl Core {
         }
         let port = uri.port.unwrap_or(5060);
         let host = uri.host;
-        if host.eq_ignore_ascii_case(self.cfg.host.as_bytes()) && port == self.cfg.port {
+        if host.eq_ignore_ascii_case(self.cfg.host.as_bytes())
+            && (port == self.cfg.port || Some(port) == self.cfg.tls_port)
+        {
             return true;
         }
         // A name of the router's: with no port (a health check by FQDN, or

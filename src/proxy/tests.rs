@@ -81,12 +81,12 @@ impl Harness {
 
     /// [`Harness::deliver_over`] of a buffer the test may keep a handle on.
     fn deliver_bytes(&mut self, proto: Proto, from: &str, bytes: Bytes) {
-        let msg = crate::sip::receive(bytes, proto == Proto::Tcp, &Default::default()).unwrap();
+        let msg = crate::sip::receive(bytes, proto.is_reliable(), &Default::default()).unwrap();
         let source = Source {
             proto,
             peer: addr(from),
             local: addr("127.0.0.1:5060"),
-            conn: (proto == Proto::Tcp).then_some(ConnId(1)),
+            conn: proto.is_reliable().then_some(ConnId(1)),
         };
         self.core.handle_message(self.now, msg, source);
         self.drain();
@@ -1998,4 +1998,93 @@ fn a_bug_met_by_a_located_invite_is_answered_500() {
     assert_eq!(up.iter().map(|m| status(m)).collect::<Vec<_>>(), ["500"]);
     assert_eq!(h.core.calls_in_progress(), 0);
     assert!(h.take("127.0.0.1:5070").is_empty());
+}
+
+/// A trunk given by a name without a port: its lookup's targets (RFC 3263
+/// SRV targets) are failover steps of their own, in order, before the next
+/// trunk.
+#[test]
+fn each_target_of_a_trunks_name_is_tried_before_the_next_trunk() {
+    let mut c = config();
+    c.trunks[0].uri = Some("sip:psap.example.net".into());
+    let mut h = Harness::with(c);
+    h.deliver(CALLER, &invite("srv1"));
+    let named = |h: &mut Harness| {
+        let i = h.sent.iter().position(|t| t.dest.target.host().is_some())?;
+        Some(h.sent.remove(i))
+    };
+    let first = named(&mut h).expect("the INVITE to the PSAP's name");
+    assert_eq!(
+        first.dest.target,
+        Target::Host("psap.example.net".into(), 0),
+        "no port: its SRV records say"
+    );
+    // The lookup found two targets; the first fails.
+    h.core.next_hops_resolved("PSAP.example.net", 0, 2);
+    h.core.handle_send_failure(h.now, first.token.unwrap());
+    h.drain();
+    let second = named(&mut h).expect("the INVITE to the second target");
+    assert_eq!(
+        second.dest.target,
+        Target::HostAlt("psap.example.net".into(), 0, 1)
+    );
+    assert!(
+        h.take("127.0.0.1:5080").is_empty(),
+        "not the next trunk yet"
+    );
+    // The second fails too: now the screening trunk.
+    h.core.handle_send_failure(h.now, second.token.unwrap());
+    h.drain();
+    assert_eq!(h.take("127.0.0.1:5080").len(), 1);
+}
+
+/// Over TLS: the router's Via names TLS and the TLS listener's port; legs
+/// both over TLS get one Record-Route naming TLS, legs on different
+/// transports two (RFC 5658), the top one for the trunk's side.
+#[test]
+fn legs_over_tls_are_record_routed_with_the_tls_listener() {
+    let text = r#"
+[sip]
+listen = ["udp:127.0.0.1:5060", "tls:127.0.0.1:5061"]
+allow = ["127.0.0.1/32"]
+[sip.tls]
+certificate = "router.pem"
+key = "router.key"
+[[trunk]]
+name = "psap"
+kind = "psap"
+uri = "sips:127.0.0.1:5071"
+[[route]]
+numbers = ["911"]
+targets = ["psap"]
+"#;
+    let c = Config::from_toml(text).unwrap();
+    let mut h = Harness::with(c);
+    let rr = |t: &Transmit| {
+        String::from_utf8_lossy(&t.bytes)
+            .lines()
+            .filter(|l| l.starts_with("Record-Route:"))
+            .map(|l| l["Record-Route:".len()..].trim().to_string())
+            .collect::<Vec<_>>()
+    };
+    h.deliver_over(
+        Proto::Tls,
+        CALLER,
+        &invite("tls1").replace("SIP/2.0/UDP", "SIP/2.0/TLS"),
+    );
+    let sent = h.take_sent("127.0.0.1:5071");
+    assert_eq!(sent[0].dest.proto, Proto::Tls);
+    assert!(
+        String::from_utf8_lossy(&sent[0].bytes).contains("Via: SIP/2.0/TLS 127.0.0.1:5061;branch=")
+    );
+    assert_eq!(rr(&sent[0]), ["<sip:127.0.0.1:5061;transport=tls;lr>"]);
+    h.deliver(CALLER, &invite("tls2"));
+    let sent = h.take_sent("127.0.0.1:5071");
+    assert_eq!(
+        rr(&sent[0]),
+        [
+            "<sip:127.0.0.1:5061;transport=tls;lr>",
+            "<sip:127.0.0.1:5060;lr>"
+        ]
+    );
 }

@@ -3,7 +3,9 @@
 //! bytes out to the socket the core names.
 
 pub mod names;
+pub mod rfc3263;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::net::SocketAddr;
@@ -35,11 +37,17 @@ pub enum Inbound {
     Resolved {
         host: String,
         port: u16,
-        addr: Option<std::net::SocketAddr>,
+        found: Option<rfc3263::Found>,
     },
     /// A TCP connection opened or closed (for the gauge).
     ConnOpened(ConnId),
     ConnClosed(ConnId),
+    /// The client certificate of a TLS connection names an inbound trunk;
+    /// sent before any message of the connection.
+    Identified {
+        conn: ConnId,
+        trunk: Arc<str>,
+    },
 }
 
 pub type InboundTx = mpsc::Sender<Inbound>;

@@ -10,15 +10,21 @@
 //! for its first answer; if that answer is a failure they fail, which the
 //! proxy turns into failover to the next target.
 //!
+//! A lookup may give several targets in order (RFC 3263: the SRV targets
+//! of a name by priority and weight): a message goes to the first, and the
+//! proxy, when it fails over, names the next one ([`Target::HostAlt`]). An
+//! answer that says how long it holds (the DNS records' TTL) is used that
+//! long, at most `refresh`.
+//!
 //! The cache is sans-IO: time is an input, lookups are requested and their
 //! answers handed back by the driver (`driver/sip_loop.rs`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use crate::config::NameSettings;
-use crate::wire::{Target, Transmit};
+use crate::wire::{Proto, Target, Transmit};
 
 /// Messages that may wait for one name's first answer; past that they
 /// fail at once.
@@ -41,11 +47,29 @@ pub enum Next {
 
 #[derive(Debug, Default)]
 struct Entry {
-    addr: Option<SocketAddr>,
-    /// When `addr` was last confirmed by a lookup.
+    /// The targets, in the order to try them; the first is the address.
+    addrs: Vec<SocketAddr>,
+    /// When `addrs` was last confirmed by a lookup.
     confirmed: Option<Instant>,
+    /// How long the last answer holds (its TTL), when it said.
+    ttl: Option<Duration>,
     looking_up: bool,
     waiting: Vec<Transmit>,
+    /// The transport of the first message for it: which SRV records name
+    /// its targets.
+    proto: Option<Proto>,
+}
+
+impl Entry {
+    fn refresh(&self, settings: &NameSettings) -> Duration {
+        match self.ttl {
+            Some(ttl) => ttl.clamp(
+                Duration::from_secs(1),
+                settings.refresh.max(Duration::from_secs(1)),
+            ),
+            None => settings.refresh,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +94,10 @@ pub struct Answered {
     pub moved: bool,
     /// Messages that waited and have nowhere to go: they fail.
     pub failed: Vec<Transmit>,
+    /// How many targets the name has now.
+    pub targets: usize,
+    /// The name had no address before this answer.
+    pub first: bool,
 }
 
 impl NameCache {
@@ -91,9 +119,10 @@ impl NameCache {
     /// Where `t` goes now: straight to its address, or, bound for a host
     /// name, to the name's address if it has one.
     pub fn route(&mut self, t: Transmit, now: Instant) -> Next {
-        let key = match &t.dest.target {
+        let (key, nth) = match &t.dest.target {
             Target::Addr(a) => return Next::Send(*a, t),
-            Target::Host(host, port) => (host.to_ascii_lowercase(), *port),
+            Target::Host(host, port) => ((host.to_ascii_lowercase(), *port), 0),
+            Target::HostAlt(host, port, n) => ((host.to_ascii_lowercase(), *port), *n),
         };
         if !self.entries.contains_key(&key) && self.entries.len() >= MAX_NAMES {
             let refresh = self.settings.refresh;
@@ -108,15 +137,19 @@ impl NameCache {
             }
         }
         let e = self.entries.entry(key.clone()).or_default();
+        e.proto.get_or_insert(t.dest.proto);
+        let refresh = e.refresh(&self.settings);
         let due = e
             .confirmed
-            .is_none_or(|at| now.saturating_duration_since(at) >= self.settings.refresh);
+            .is_none_or(|at| now.saturating_duration_since(at) >= refresh);
         if due && !e.looking_up {
             e.looking_up = true;
             self.lookups.push(key);
         }
-        match e.addr {
-            Some(a) => Next::Send(a, t),
+        match e.addrs.get(nth) {
+            Some(a) => Next::Send(*a, t),
+            // A later target the name no longer has.
+            None if !e.addrs.is_empty() => Next::Full(t),
             None if e.waiting.len() >= MAX_WAITING => Next::Full(t),
             None => {
                 e.waiting.push(t);
@@ -130,6 +163,14 @@ impl NameCache {
         std::mem::take(&mut self.lookups)
     }
 
+    /// The transport a name is looked up for (its SRV records).
+    pub fn proto_of(&self, host: &str, port: u16) -> Proto {
+        self.entries
+            .get(&(host.to_ascii_lowercase(), port))
+            .and_then(|e| e.proto)
+            .unwrap_or(Proto::Udp)
+    }
+
     /// A lookup for `host:port` came back with `found` (`None`: it failed
     /// or timed out).
     pub fn answer(
@@ -139,28 +180,55 @@ impl NameCache {
         found: Option<SocketAddr>,
         now: Instant,
     ) -> Answered {
+        self.answer_all(host, port, found.map(|a| vec![a]), None, now)
+    }
+
+    /// A lookup for `host:port` came back with its targets in order
+    /// (`None` or none: it failed or timed out), good for `ttl` when the
+    /// answer says.
+    pub fn answer_all(
+        &mut self,
+        host: &str,
+        port: u16,
+        found: Option<Vec<SocketAddr>>,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) -> Answered {
         let e = self
             .entries
             .entry((host.to_ascii_lowercase(), port))
             .or_default();
         e.looking_up = false;
-        let kept_stale = found.is_none() && e.addr.is_some();
-        let moved = found.is_some() && e.addr.is_some() && found != e.addr;
-        if let Some(a) = found {
-            e.addr = Some(a);
+        let found = found.filter(|f| !f.is_empty());
+        let first = e.addrs.is_empty() && found.is_some();
+        let kept_stale = found.is_none() && !e.addrs.is_empty();
+        let moved = found
+            .as_ref()
+            .is_some_and(|f| !e.addrs.is_empty() && f.first() != e.addrs.first());
+        if let Some(f) = found {
+            e.addrs = f;
             e.confirmed = Some(now);
+            e.ttl = ttl;
         }
         let waiting = std::mem::take(&mut e.waiting);
         let mut failed = Vec::new();
-        match e.addr {
-            Some(a) => self.ready.extend(waiting.into_iter().map(|t| (a, t))),
-            None => failed = waiting,
+        for t in waiting {
+            let nth = match &t.dest.target {
+                Target::HostAlt(_, _, n) => *n,
+                _ => 0,
+            };
+            match e.addrs.get(nth) {
+                Some(a) => self.ready.push((*a, t)),
+                None => failed.push(t),
+            }
         }
         Answered {
-            addr: e.addr,
+            addr: e.addrs.first().copied(),
             kept_stale,
             moved,
             failed,
+            targets: e.addrs.len(),
+            first,
         }
     }
 
@@ -354,5 +422,48 @@ mod tests {
         let later = now + Duration::from_secs(61);
         assert_eq!(c.route(to("new.example.net", 5060, 4), later), Next::Queued);
         assert!(c.len() < MAX_NAMES);
+    }
+
+    /// A name with several targets (its SRV targets): a message goes to
+    /// the first, and one that names the `n`th goes there; a target the
+    /// name does not have fails. The answer is used for its TTL.
+    #[test]
+    fn each_target_of_a_name_is_reached_by_its_place() {
+        let mut c = NameCache::new(NameSettings::default());
+        let now = Instant::now();
+        assert_eq!(c.route(to(HOST, 0, 1), now), Next::Queued);
+        let mut second = to(HOST, 0, 2);
+        second.dest.target = Target::HostAlt(HOST.into(), 0, 1);
+        assert_eq!(c.route(second.clone(), now), Next::Queued);
+        assert_eq!(c.take_lookups(), vec![(HOST.to_string(), 0)]);
+        let a = c.answer_all(
+            HOST,
+            0,
+            Some(vec![addr("192.0.2.1:5070"), addr("192.0.2.2:5080")]),
+            Some(Duration::from_secs(5)),
+            now,
+        );
+        assert!(a.first && a.targets == 2);
+        assert_eq!(
+            c.take_ready()
+                .iter()
+                .map(|(a, t)| (*a, t.token))
+                .collect::<Vec<_>>(),
+            vec![
+                (addr("192.0.2.1:5070"), Some(1)),
+                (addr("192.0.2.2:5080"), Some(2))
+            ]
+        );
+        let mut third = to(HOST, 0, 3);
+        third.dest.target = Target::HostAlt(HOST.into(), 0, 2);
+        assert!(matches!(c.route(third, now), Next::Full(_)));
+        // Looked up again when the TTL is out, well before `refresh`.
+        assert_eq!(
+            sent(c.route(second, now + Duration::from_secs(4))),
+            Some(addr("192.0.2.2:5080"))
+        );
+        assert!(c.take_lookups().is_empty());
+        c.route(to(HOST, 0, 4), now + Duration::from_secs(6));
+        assert_eq!(c.take_lookups().len(), 1);
     }
 }

@@ -10,6 +10,11 @@
 //! when every slot is taken, the accepted connection least recently used
 //! for a message (and with none arriving) is closed to make room for the
 //! new one, so that a caller on a new connection always gets in.
+//!
+//! A pool made with [`TcpPool::new_tls`] runs the same connections over TLS
+//! ([`super::tls`]): the handshake comes between the accept (or connect)
+//! and the first byte of SIP, within `sip.tls.handshake_timeout_ms`, and
+//! off the core's task; everything after it is shared.
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -20,11 +25,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
+use super::tls::{self, TlsContext, Verdict};
 use super::{accept, Accepted, Inbound, InboundTx};
 use crate::config::TcpConfig;
 use crate::proxy::allow::AllowList;
@@ -55,6 +61,9 @@ struct ConnState {
 }
 
 struct Inner {
+    /// TCP, or TLS with its setup.
+    proto: Proto,
+    tls: Option<Arc<TlsContext>>,
     conns: DashMap<ConnId, Conn>,
     by_peer: DashMap<SocketAddr, ConnId>,
     next: AtomicU64,
@@ -73,6 +82,9 @@ struct Inner {
     /// channel close once the last writer is done ([`TcpPool::close`]).
     writers: std::sync::Mutex<Option<mpsc::Sender<()>>>,
     writers_done: tokio::sync::Mutex<mpsc::Receiver<()>>,
+    /// The other pool sharing `slots` (TCP and TLS), whose idle
+    /// connections make room when this one has none to close.
+    sibling: std::sync::OnceLock<std::sync::Weak<Inner>>,
 }
 
 /// Every TCP connection, inbound and outbound.
@@ -83,13 +95,51 @@ pub struct TcpPool {
 
 impl TcpPool {
     pub fn new(tx: InboundTx, limits: Limits, cfg: TcpConfig) -> TcpPool {
-        let slots = Arc::new(Semaphore::new(cfg.max_connections.max(1)));
+        TcpPool::with(tx, limits, cfg, None)
+    }
+
+    /// A pool of TLS connections beside `plain`, the TCP pool: they share
+    /// its `max_connections` slots (the open file limit was fitted to
+    /// them), each pool closing its own least recently used connection for
+    /// a new one of its own.
+    pub fn new_tls(plain: &TcpPool, cfg: TcpConfig, tls: Arc<TlsContext>) -> TcpPool {
+        let inner = &plain.inner;
+        let pool = TcpPool::with(
+            inner.tx.clone(),
+            inner.limits,
+            cfg,
+            Some((tls, inner.slots.clone())),
+        );
+        let _ = pool.inner.sibling.set(Arc::downgrade(&plain.inner));
+        let _ = plain.inner.sibling.set(Arc::downgrade(&pool.inner));
+        pool
+    }
+
+    fn with(
+        tx: InboundTx,
+        limits: Limits,
+        cfg: TcpConfig,
+        tls: Option<(Arc<TlsContext>, Arc<Semaphore>)>,
+    ) -> TcpPool {
+        let (tls, slots) = match tls {
+            Some((t, s)) => (Some(t), s),
+            None => (None, Arc::new(Semaphore::new(cfg.max_connections.max(1)))),
+        };
         let (writers, writers_done) = mpsc::channel(1);
+        // Connection ids of the two pools never meet: the core keeps
+        // some by id.
+        let first_id = if tls.is_some() { 1 << 48 } else { 1 };
         TcpPool {
             inner: Arc::new(Inner {
+                proto: if tls.is_some() {
+                    Proto::Tls
+                } else {
+                    Proto::Tcp
+                },
+                tls,
                 conns: DashMap::new(),
                 by_peer: DashMap::new(),
-                next: AtomicU64::new(1),
+                next: AtomicU64::new(first_id),
                 tx,
                 limits,
                 cfg,
@@ -101,6 +151,7 @@ impl TcpPool {
                 epoch: Instant::now(),
                 writers: std::sync::Mutex::new(Some(writers)),
                 writers_done: tokio::sync::Mutex::new(writers_done),
+                sibling: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -164,7 +215,11 @@ impl TcpPool {
                     continue;
                 }
             };
-            let refusal = if !self.inner.allowed.load().contains(peer.ip()) {
+            // Over TLS, a trunk identified by its certificate may connect
+            // from an address nobody else may: its handshake decides.
+            let may = self.inner.allowed.load().contains(peer.ip())
+                || (self.inner.tls.as_ref()).is_some_and(|t| t.current().may_connect(peer.ip()));
+            let refusal = if !may {
                 Some("not_allowed")
             } else if !self.take_peer_slot(peer.ip()) {
                 Some("peer_limit")
@@ -173,7 +228,7 @@ impl TcpPool {
             };
             if let Some(reason) = refusal {
                 drop(stream);
-                metrics::counter!(crate::metrics::TCP_REFUSED, "reason" => reason).increment(1);
+                metrics::counter!(crate::metrics::TCP_REFUSED, "reason" => reason, "transport" => self.inner.proto.lower()).increment(1);
                 if let Some(refused) = self.inner.refused.hit() {
                     tracing::info!(refused, %peer, reason, "tcp connection refused: closed at once (count since the last such line; the latest named)");
                 }
@@ -184,19 +239,93 @@ impl TcpPool {
                 return;
             };
             let _ = stream.set_nodelay(true);
-            let (id, rx) = self.register(peer, true);
             let pool = self.clone();
+            if let Some(tls) = self.inner.tls.clone() {
+                tokio::spawn(async move {
+                    pool.accept_tls(&tls, stream, peer, local).await;
+                    pool.release_peer_slot(peer.ip());
+                    drop(permit);
+                });
+                continue;
+            }
+            let (id, rx) = self.register(peer, true);
             tokio::spawn(async move {
-                pool.run(id, stream, peer, local, rx).await;
+                let (rd, wr) = stream.into_split();
+                pool.run(id, rd, wr, peer, local, rx).await;
                 pool.release_peer_slot(peer.ip());
                 drop(permit);
             });
         }
     }
 
+    /// The handshake of an accepted TLS connection, then the connection,
+    /// when its certificate (or its address) lets it in.
+    async fn accept_tls(
+        &self,
+        tls: &TlsContext,
+        stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) {
+        let setup = tls.current();
+        let Some(server) = setup.server() else {
+            return;
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let stream =
+            match tokio::time::timeout(setup.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tls::handshake_failed("inbound", peer, tls::failure_reason(&e), &e.to_string());
+                    return;
+                }
+                Err(_) => {
+                    tls::handshake_failed("inbound", peer, "timeout", "handshake timed out");
+                    return;
+                }
+            };
+        let verdict = setup.identify(
+            peer.ip(),
+            stream.get_ref().1.peer_certificates(),
+            &self.inner.allowed.load(),
+        );
+        let trunk = match verdict {
+            Verdict::Refused(reason) => {
+                tls::handshake_failed(
+                    "inbound",
+                    peer,
+                    reason,
+                    "the certificate names no inbound trunk allowed from this address",
+                );
+                return;
+            }
+            Verdict::Trunk(t) => Some(t),
+            Verdict::ByAddress => None,
+        };
+        tls::handshake_ok("inbound");
+        let (id, rx) = self.register(peer, true);
+        if let Some(trunk) = trunk {
+            tracing::info!(%peer, %trunk, "tls peer identified by its certificate");
+            // Before any message of the connection, on the same queue.
+            if self
+                .inner
+                .tx
+                .send(Inbound::Identified { conn: id, trunk })
+                .await
+                .is_err()
+            {
+                self.unregister(id, peer);
+                return;
+            }
+        }
+        let (rd, wr) = tokio::io::split(stream);
+        self.run(id, rd, wr, peer, local, rx).await;
+    }
+
     /// A slot of `max_connections` for a connection just accepted. When
     /// every slot is taken, the accepted connection least recently used
-    /// with no message arriving is closed for it; while there is none such,
+    /// with no message arriving is closed for it (one of this pool's, else
+    /// of the pool sharing the slots); while there is none such,
     /// the wait goes on (the connections that have one in progress end it
     /// or are closed within `message_timeout_ms`). `None` when the pool is
     /// gone.
@@ -207,7 +336,7 @@ impl TcpPool {
                 Err(TryAcquireError::Closed) => return None,
                 Err(TryAcquireError::NoPermits) => {}
             }
-            let wait = if self.evict_one() {
+            let wait = if self.evict_one() || self.evict_in_sibling() {
                 Duration::from_secs(1)
             } else {
                 Duration::from_millis(100)
@@ -222,6 +351,13 @@ impl TcpPool {
 
     /// Asks the accepted connection least recently used, of those with no
     /// message arriving, to close; false when there is none.
+    /// [`TcpPool::evict_one`] in the other pool that shares the slots (TCP
+    /// for TLS, TLS for TCP), when this one has no connection to close.
+    fn evict_in_sibling(&self) -> bool {
+        let sibling = self.inner.sibling.get().and_then(std::sync::Weak::upgrade);
+        sibling.is_some_and(|inner| TcpPool { inner }.evict_one())
+    }
+
     fn evict_one(&self) -> bool {
         let mut victim: Option<(u64, Arc<ConnState>)> = None;
         for e in self.inner.conns.iter() {
@@ -274,6 +410,20 @@ impl TcpPool {
     /// Sends on `conn` if it is open, else on a connection to `dest`
     /// (opening one if needed). A failure is reported with `token`.
     pub fn send(&self, dest: SocketAddr, conn: Option<ConnId>, bytes: Bytes, token: Option<u64>) {
+        self.send_named(dest, None, conn, bytes, token)
+    }
+
+    /// [`TcpPool::send`], with the host name `dest` was found by: over
+    /// TLS, the server's certificate must carry it (else `dest`'s
+    /// address), unless its trunk names another (`tls_server_name`).
+    pub fn send_named(
+        &self,
+        dest: SocketAddr,
+        host: Option<&str>,
+        conn: Option<ConnId>,
+        bytes: Bytes,
+        token: Option<u64>,
+    ) {
         let id = conn
             .filter(|c| self.inner.conns.contains_key(c))
             .or_else(|| self.inner.by_peer.get(&dest).map(|e| *e));
@@ -293,16 +443,49 @@ impl TcpPool {
             let _ = c.out.try_send((bytes, token));
         }
         let pool = self.clone();
+        let host = match host {
+            Some(h) => h.to_string(),
+            None => dest.ip().to_string(),
+        };
         tokio::spawn(async move {
             let timeout = Duration::from_millis(pool.inner.cfg.connect_timeout_ms);
-            match tokio::time::timeout(timeout, TcpStream::connect(dest)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    let local = stream.local_addr().unwrap_or(dest);
-                    pool.run(id, stream, dest, local, rx).await;
+            let stream = match tokio::time::timeout(timeout, TcpStream::connect(dest)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return pool.connect_failed(id, dest, rx, &e.to_string()),
+                Err(_) => return pool.connect_failed(id, dest, rx, "timed out"),
+            };
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().unwrap_or(dest);
+            let Some(tls) = pool.inner.tls.clone() else {
+                let (rd, wr) = stream.into_split();
+                return pool.run(id, rd, wr, dest, local, rx).await;
+            };
+            let setup = tls.current();
+            let (name, config) = setup.client_for(&host);
+            let Ok(server_name) = rustls_pki_types::ServerName::try_from(name) else {
+                return pool.connect_failed(id, dest, rx, "no server name to check");
+            };
+            let connector = tokio_rustls::TlsConnector::from(config);
+            match tokio::time::timeout(
+                setup.handshake_timeout,
+                connector.connect(server_name, stream),
+            )
+            .await
+            {
+                Ok(Ok(s)) => {
+                    tls::handshake_ok("outbound");
+                    let (rd, wr) = tokio::io::split(s);
+                    pool.run(id, rd, wr, dest, local, rx).await;
                 }
-                Ok(Err(e)) => pool.connect_failed(id, dest, rx, &e.to_string()),
-                Err(_) => pool.connect_failed(id, dest, rx, "timed out"),
+                Ok(Err(e)) => {
+                    let reason = tls::failure_reason(&e);
+                    tls::handshake_failed("outbound", dest, reason, &e.to_string());
+                    pool.connect_failed(id, dest, rx, &format!("tls handshake failed: {reason}"));
+                }
+                Err(_) => {
+                    tls::handshake_failed("outbound", dest, "timeout", "handshake timed out");
+                    pool.connect_failed(id, dest, rx, "tls handshake timed out");
+                }
             }
         });
     }
@@ -314,7 +497,8 @@ impl TcpPool {
         mut rx: mpsc::Receiver<Outgoing>,
         why: &str,
     ) {
-        tracing::warn!(%dest, error = why, "tcp connect failed");
+        let transport = self.inner.proto.lower();
+        tracing::warn!(%dest, transport, error = why, "connect failed");
         self.unregister(id, dest);
         while let Ok((_, token)) = rx.try_recv() {
             self.failed(token);
@@ -322,21 +506,27 @@ impl TcpPool {
     }
 
     fn failed(&self, token: Option<u64>) {
-        metrics::counter!(crate::metrics::SEND_FAILURES, "transport" => "tcp").increment(1);
+        metrics::counter!(crate::metrics::SEND_FAILURES, "transport" => self.inner.proto.lower())
+            .increment(1);
         if let Some(token) = token {
             let _ = self.inner.tx.try_send(Inbound::SendFailed { token });
         }
     }
 
-    async fn run(
+    /// Runs a connection, given its two halves (a TCP socket's, or a TLS
+    /// stream's), until it closes.
+    async fn run<R, W>(
         &self,
         id: ConnId,
-        stream: TcpStream,
+        mut rd: R,
+        mut wr: W,
         peer: SocketAddr,
         local: SocketAddr,
         mut rx: mpsc::Receiver<Outgoing>,
-    ) {
-        let (mut rd, mut wr) = stream.into_split();
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let pool = self.clone();
         let alive = self.inner.writers.lock().ok().and_then(|w| w.clone());
         let writer = tokio::spawn(async move {
@@ -377,7 +567,7 @@ impl TcpPool {
         let mut closed_for: Option<&'static str> = None;
         let limits = self.inner.limits;
         let source = Source {
-            proto: Proto::Tcp,
+            proto: self.inner.proto,
             peer,
             local,
             conn: Some(id),
@@ -442,7 +632,7 @@ impl TcpPool {
                     Err(e) => {
                         // The stream cannot be resynchronised: answer if we
                         // can, then close.
-                        metrics::counter!(crate::metrics::PARSE_ERRORS, "transport" => "tcp", "kind" => e.kind()).increment(1);
+                        metrics::counter!(crate::metrics::PARSE_ERRORS, "transport" => self.inner.proto.lower(), "kind" => e.kind()).increment(1);
                         let head = buf.split().freeze();
                         if let Some(req) = sip::parse_lenient(head).filter(|m| m.is_request()) {
                             self.reply(
@@ -458,7 +648,7 @@ impl TcpPool {
                                 ),
                             );
                         }
-                        tracing::info!(%peer, error = %e, "tcp stream framing error; connection closed");
+                        tracing::info!(%peer, transport = self.inner.proto.lower(), error = %e, "stream framing error; connection closed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         break 'conn;
                     }
@@ -483,16 +673,18 @@ impl TcpPool {
 
     /// Counts and logs a connection the router closed.
     fn closed(&self, peer: SocketAddr, reason: &'static str, open: Duration) {
-        metrics::counter!(crate::metrics::TCP_CLOSED, "reason" => reason).increment(1);
+        let transport = self.inner.proto.lower();
+        metrics::counter!(crate::metrics::TCP_CLOSED, "reason" => reason, "transport" => transport)
+            .increment(1);
         if reason == "idle" {
-            tracing::debug!(%peer, "tcp connection idle; closed");
+            tracing::debug!(%peer, transport, "connection idle; closed");
             return;
         }
         let open_ms = open.as_millis() as u64;
         if let Some(closed) = self.inner.closed.hit() {
-            tracing::info!(closed, %peer, reason, open_ms, "tcp connection closed by the router (count since the last such line; the latest named)");
+            tracing::info!(closed, %peer, transport, reason, open_ms, "connection closed by the router (count since the last such line; the latest named)");
         } else {
-            tracing::debug!(%peer, reason, open_ms, "tcp connection closed");
+            tracing::debug!(%peer, transport, reason, open_ms, "connection closed");
         }
     }
 

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod pki;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_sosrouter");
 
 pub fn root() -> PathBuf {

@@ -445,6 +445,100 @@ impl Kamailio {
     }
 }
 
+/// Kamailio with its TLS module (tests/peers/kamailio_tls.cfg): it
+/// listens on UDP and TLS on one port, with `cert`/`key` as its
+/// certificate both ways and the peer's certificate required and checked
+/// against `ca`; it relays every initial request to `next` over `out`
+/// (`"udp"` or `"tls"`). `role` prefixes its request log lines.
+pub struct KamailioTls {
+    pub port: u16,
+    role: String,
+    proc: Proc,
+    _dir: Dir,
+}
+
+impl KamailioTls {
+    pub fn start(
+        role: &str,
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+        next: &str,
+        out: &str,
+    ) -> KamailioTls {
+        let kamailio = require("kamailio", "kamailio");
+        let modules = kamailio_modules();
+        assert!(
+            modules.join("tls.so").is_file(),
+            "Kamailio's TLS module (tls.so) is needed (Debian package kamailio-tls-modules); `bash .ci/run` installs it"
+        );
+        on_a_chosen_port("kamailio", CHOSEN_PORTS, |port| {
+            let dir = Dir::new("kamailio-tls");
+            let profiles = dir.path().join("tls.cfg");
+            let text = template(
+                "kamailio_tls_profiles.cfg",
+                &[
+                    ("@CERT@", &cert.display().to_string()),
+                    ("@KEY@", &key.display().to_string()),
+                    ("@CA@", &ca.display().to_string()),
+                ],
+            );
+            std::fs::write(&profiles, text).unwrap();
+            let cfg = template(
+                "kamailio_tls.cfg",
+                &[
+                    ("@PORT@", &port.to_string()),
+                    ("@NEXT@", next),
+                    ("@OUT@", out),
+                    ("@ROLE@", role),
+                    ("@TLSCFG@", &profiles.display().to_string()),
+                    ("@MODULES@", &format!("{}/", modules.display())),
+                ],
+            );
+            let path = dir.path().join("kamailio.cfg");
+            std::fs::write(&path, cfg).unwrap();
+            let mut cmd = Command::new(&kamailio);
+            cmd.arg("-f")
+                .arg(&path)
+                .args(["-DD", "-E", "-m", "64", "-M", "8"])
+                .arg("-P")
+                .arg(dir.path().join("kamailio.pid"))
+                .arg("-w")
+                .arg(dir.path())
+                .current_dir(dir.path());
+            let mut proc = Proc::spawn("kamailio", &mut cmd, dir.path().join("kamailio.log"));
+            let pid = proc.pid();
+            let up = wait_until(Duration::from_secs(10), || {
+                proc.ended().is_some() || (held_by("u", port, pid) && held_by("t", port, pid))
+            });
+            if proc.ended().is_some() {
+                let log = proc.log();
+                if log.contains("Address already in use") {
+                    return Err(log);
+                }
+                panic!("kamailio stopped:\n{log}");
+            }
+            assert!(up, "kamailio did not start:\n{}", proc.log());
+            Ok(KamailioTls {
+                port,
+                role: role.to_string(),
+                proc,
+                _dir: dir,
+            })
+        })
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+
+    /// Lines of its request log for `method`.
+    pub fn relayed(&self, method: &str) -> usize {
+        let needle = format!("{}: {method} ", self.role);
+        self.log().lines().filter(|l| l.contains(&needle)).count()
+    }
+}
+
 // ---------------------------------------------------------------------
 // baresip
 
