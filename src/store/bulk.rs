@@ -27,11 +27,11 @@ use sqlx::{Any, Row, Transaction};
 use crate::inventory::Address;
 
 use super::address::RequiredFields;
-use super::changelog::{self, Changed};
-use super::numbers::{
-    addr_json, audit, location_address_in, put_location_row, put_number_rows, AuditEntry,
-    NumberRow, UploadSummary, NUMBER_COLUMNS,
+use super::rows::{
+    self, addr_json, audit, location_address_in, put_location_row, put_number_rows, AuditEntry,
+    Changed, NumberRow, UploadSummary, NUMBER_COLUMNS,
 };
+pub use super::upload::Tenants;
 use super::upload::{self, Change, Format, LocationDef, NumberPatch, RowError, RowRef};
 use super::{bump_version, capabilities_json, now_ms, Actor, Backend, Store, StoreError};
 use crate::inventory::Capabilities;
@@ -211,7 +211,7 @@ impl<'a> Apply<'a> {
             .iter()
             .map(|id| Changed::Location(tenant, id))
             .collect();
-        changelog::append(tx, self.backend, &changed).await?;
+        rows::append(tx, self.backend, &changed).await?;
         audit(tx, &entries).await?;
         Ok(())
     }
@@ -252,7 +252,7 @@ impl<'a> Apply<'a> {
         let mut existing: HashMap<String, NumberRow> = HashMap::with_capacity(patches.len());
         for chunk in patches.chunks(1000) {
             let mut sql = format!("SELECT {NUMBER_COLUMNS} FROM numbers WHERE number IN ");
-            super::numbers::push_marks(&mut sql, 1, chunk.len(), tx);
+            rows::push_marks(&mut sql, 1, chunk.len(), tx);
             sql.push_str(for_update);
             let mut q = sqlx::query(&sql);
             for p in chunk {
@@ -331,7 +331,7 @@ impl<'a> Apply<'a> {
             .iter()
             .map(|r| Changed::Number(tenant, &r.number))
             .collect();
-        changelog::append(tx, self.backend, &changed).await?;
+        rows::append(tx, self.backend, &changed).await?;
         audit(tx, &entries).await?;
         Ok(())
     }
@@ -422,15 +422,6 @@ pub(super) async fn effective(
     let a = location_address_in(tx, &n.tenant, id).await?;
     cache.insert(id.clone(), a.clone());
     Ok(a)
-}
-
-/// Who the rows of a bulk upload belong to.
-#[derive(Debug, Clone)]
-pub enum Tenants {
-    /// One tenant (a row's `tenant` cell, when it has one, must name it).
-    One(String),
-    /// Each row names its tenant.
-    PerRow,
 }
 
 impl Store {

@@ -3,7 +3,7 @@
 //!
 //! Every inventory write appends, in its own transaction, one row to
 //! `inventory_changes` per number, tenant location or security desk it
-//! changed ([`append`]): a sequence number, what changed, and when. Every
+//! changed ([`super::rows::append`]): a sequence number, what changed, and when. Every
 //! writer takes the `inventory_version` row first (the row lock in
 //! PostgreSQL, the one writer in SQLite), so sequence numbers are handed
 //! out in commit order: once a row is seen, every row before it is too.
@@ -25,15 +25,14 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::inventory::{Changes, Inventory};
 
-use super::numbers::{self, NumberRow, NUMBER_COLUMNS};
+use super::rows::{self, NumberRow, NUMBER_COLUMNS};
 use super::{now_ms, Backend, Store, StoreError};
 
-/// The PostgreSQL notification channel of inventory changes.
-pub const CHANNEL: &str = "sosrouter_inventory";
+pub use super::rows::CHANNEL;
 
 /// Log rows read per query.
 const BATCH: i64 = 10_000;
@@ -49,63 +48,6 @@ const FULL_LOAD_ROWS: usize = 100_000;
 const STREAM_ROWS: i64 = 20_000;
 /// How often the follower trims the log.
 const TRIM_EVERY: Duration = Duration::from_secs(3600);
-
-/// One thing an inventory write changed, as the log names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Changed<'a> {
-    /// A number (tenant, number): created, changed or deleted.
-    Number(&'a str, &'a str),
-    /// A tenant location (tenant, id): created, changed or deleted; the
-    /// numbers that take their address from it follow.
-    Location(&'a str, &'a str),
-    /// A tenant's security desk webhook.
-    Desk(&'a str),
-}
-
-impl Changed<'_> {
-    fn columns(&self) -> (&'static str, &str, &str) {
-        match *self {
-            Changed::Number(t, n) => ("number", t, n),
-            Changed::Location(t, id) => ("location", t, id),
-            Changed::Desk(t) => ("desk", t, ""),
-        }
-    }
-}
-
-/// Appends `changed` to the log in the writer's transaction (which has
-/// bumped the version row first). On PostgreSQL the instances listening
-/// are notified when the transaction commits.
-pub async fn append(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    changed: &[Changed<'_>],
-) -> Result<(), sqlx::Error> {
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let at = now_ms();
-    for chunk in changed.chunks(2000) {
-        let mut sql =
-            String::from("INSERT INTO inventory_changes (kind, tenant, subject, at_ms) VALUES ");
-        numbers::push_marks(&mut sql, chunk.len(), 4, tx);
-        let mut q = sqlx::query(&sql);
-        for c in chunk {
-            let (kind, tenant, subject) = c.columns();
-            q = q
-                .bind(kind)
-                .bind(tenant.to_string())
-                .bind(subject.to_string())
-                .bind(at);
-        }
-        q.execute(&mut **tx).await?;
-    }
-    if backend == Backend::Postgres {
-        sqlx::query(&format!("NOTIFY {CHANNEL}"))
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
 
 /// How far this process follows the log.
 #[derive(Debug, Default)]
@@ -345,7 +287,7 @@ impl Store {
                  LEFT JOIN numbers n ON n.number = c.subject \
                  LEFT JOIN locations l ON l.tenant = n.tenant AND l.id = n.location_id \
                  WHERE c.seq > $1 AND c.seq <= $2 AND c.kind = 'number' ORDER BY c.seq",
-                    numbers::joined_columns()
+                    rows::joined_columns()
                 );
                 let mut rows = sqlx::query(&sql).bind(applied).bind(last).fetch(&mut conn);
                 let mut read = 0usize;
@@ -358,7 +300,7 @@ impl Store {
                         continue;
                     }
                     let n = NumberRow::from_row(&r)?;
-                    let location = numbers::joined_location(&r)?;
+                    let location = rows::joined_location(&r)?;
                     next.insert(n.entry(location.as_ref()));
                 }
                 drop(rows);
@@ -476,7 +418,7 @@ impl Store {
             by_tenant.entry(t).or_default().push(id);
         }
         for (tenant, ids) in by_tenant {
-            let stored = super::numbers::read_locations(&mut *conn, tenant).await?;
+            let stored = rows::read_locations(&mut *conn, tenant).await?;
             let have = current.tenant_locations(tenant);
             let new_id = ids
                 .iter()
@@ -522,9 +464,9 @@ impl Store {
 
         let named: Vec<&String> = numbers.iter().filter(|n| !done.contains(*n)).collect();
         for chunk in named.chunks(NUMBERS_PER_QUERY) {
-            let mut q_sql = numbers::joined_select();
+            let mut q_sql = rows::joined_select();
             q_sql.push_str(" WHERE n.number IN ");
-            numbers::push_marks(&mut q_sql, 1, chunk.len(), &conn);
+            rows::push_marks(&mut q_sql, 1, chunk.len(), &conn);
             let mut q = sqlx::query(&q_sql);
             for n in chunk {
                 q = q.bind(n.to_string());
@@ -532,7 +474,7 @@ impl Store {
             let mut found: HashSet<String> = HashSet::with_capacity(chunk.len());
             for r in q.fetch_all(&mut *conn).await? {
                 let n = NumberRow::from_row(&r)?;
-                let location = numbers::joined_location(&r)?;
+                let location = rows::joined_location(&r)?;
                 found.insert(n.number.clone());
                 changes.numbers.push(n.entry(location.as_ref()));
             }
@@ -867,7 +809,7 @@ mod tests {
         a.civic.get("RD").map(str::to_string)
     }
 
-    async fn upload(store: &Store, tenant: &str, csv: &str) -> super::numbers::UploadSummary {
+    async fn upload(store: &Store, tenant: &str, csv: &str) -> super::rows::UploadSummary {
         let up = upload::parse(csv.as_bytes(), Format::Csv, tenant).unwrap();
         store
             .apply_upload(

@@ -25,6 +25,7 @@ mod checkpoint;
 pub mod hub;
 pub mod numbers;
 pub mod records;
+pub mod rows;
 pub mod transfer;
 pub mod upload;
 pub(crate) mod worker;
@@ -327,7 +328,7 @@ impl Store {
         let mut locations = 0;
         for t in &tenants {
             for l in inv.tenant_locations(t) {
-                numbers::put_location_row(&mut tx, t, &l.id, &l.address, now).await?;
+                rows::put_location_row(&mut tx, t, &l.id, &l.address, now).await?;
                 locations += 1;
             }
         }
@@ -338,7 +339,7 @@ impl Store {
                     .iter()
                     .any(|l| &l.id == id && Some(&l.address) == n.registered.as_ref())
             });
-            rows.push(numbers::NumberRow {
+            rows.push(rows::NumberRow {
                 number: n.number.clone(),
                 tenant: n.tenant.clone(),
                 country: n.country.clone(),
@@ -352,23 +353,23 @@ impl Store {
                 },
             });
         }
-        numbers::put_number_rows(&mut tx, &rows, now).await?;
-        let changed: Vec<changelog::Changed> = tenants
+        rows::put_number_rows(&mut tx, &rows, now).await?;
+        let changed: Vec<rows::Changed> = tenants
             .iter()
             .flat_map(|t| {
                 inv.tenant_locations(t)
                     .iter()
-                    .map(move |l| changelog::Changed::Location(t, &l.id))
+                    .map(move |l| rows::Changed::Location(t, &l.id))
             })
             .chain(
                 rows.iter()
-                    .map(|r| changelog::Changed::Number(&r.tenant, &r.number)),
+                    .map(|r| rows::Changed::Number(&r.tenant, &r.number)),
             )
             .collect();
-        changelog::append(&mut tx, self.backend, &changed).await?;
-        numbers::audit(
+        rows::append(&mut tx, self.backend, &changed).await?;
+        rows::audit(
             &mut tx,
-            &[numbers::AuditEntry {
+            &[rows::AuditEntry {
                 actor: actor.clone(),
                 tenant: "*".into(),
                 subject: "inventory".into(),
@@ -400,11 +401,11 @@ async fn read_inventory(
         located.insert((tenant.clone(), l.id.clone()), l.address.clone());
         inv.add_location(&tenant, l);
     }
-    let sql = format!("SELECT {} FROM numbers", numbers::NUMBER_COLUMNS);
+    let sql = format!("SELECT {} FROM numbers", rows::NUMBER_COLUMNS);
     let mut rows = sqlx::query(&sql).fetch(&mut *conn);
     let mut counted = 0u64;
     while let Some(r) = rows.try_next().await? {
-        let n = numbers::NumberRow::from_row(&r)?;
+        let n = rows::NumberRow::from_row(&r)?;
         let location = match &n.location_id {
             Some(id) if n.address.is_none() => located.get(&(n.tenant.clone(), id.clone())),
             _ => None,

@@ -17,7 +17,7 @@ use futures_util::TryStreamExt;
 
 use super::address::RequiredFields;
 use super::bulk::{Progress, Refused, Tenants};
-use super::numbers::{NumberRow, UploadSummary, NUMBER_COLUMNS};
+use super::rows::{NumberRow, UploadSummary, NUMBER_COLUMNS};
 use super::upload::Format;
 use super::{Actor, Hub, Store, StoreError};
 use crate::config::{Config, DatabaseConfig};

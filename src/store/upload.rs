@@ -205,6 +205,15 @@ pub struct Row {
     pub number: Option<NumberPatch>,
 }
 
+/// Who the rows of a bulk upload belong to.
+#[derive(Debug, Clone)]
+pub enum Tenants {
+    /// One tenant (a row's `tenant` cell, when it has one, must name it).
+    One(String),
+    /// Each row names its tenant.
+    PerRow,
+}
+
 /// A tenant name: 1 to 64 letters, digits and `.`, `_`, `-`.
 pub fn valid_tenant(t: &str) -> bool {
     !t.is_empty()
@@ -221,11 +230,11 @@ pub fn valid_tenant(t: &str) -> bool {
 pub fn rows_of_file(
     path: &std::path::Path,
     format: Format,
-    tenants: &super::bulk::Tenants,
+    tenants: &Tenants,
 ) -> Result<Box<dyn Iterator<Item = Result<Row, RowError>> + Send>, String> {
     let tenant = match tenants {
-        super::bulk::Tenants::One(t) => Some(t.clone()),
-        super::bulk::Tenants::PerRow => None,
+        Tenants::One(t) => Some(t.clone()),
+        Tenants::PerRow => None,
     };
     let raw: Box<dyn Iterator<Item = Result<RawRow, RowError>> + Send> = match format {
         Format::Json => {

@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use super::{actor, operator_only, upload_format, Api, ApiError, ApiResult};
 use crate::admin::auth::Principal;
 use crate::store::bulk::{Progress, Refused, Stage, Tenants};
-use crate::store::numbers::UploadSummary;
+use crate::store::rows::UploadSummary;
 use crate::store::upload::{valid_tenant, RowError};
 
 /// Uploads remembered for `GET /v1/uploads/{id}`: the latest ones.
