@@ -400,30 +400,7 @@ impl Kamailio {
             );
             let path = dir.path().join("kamailio.cfg");
             std::fs::write(&path, cfg).unwrap();
-            let mut cmd = Command::new(&kamailio);
-            cmd.arg("-f")
-                .arg(&path)
-                .args(["-DD", "-E", "-m", "32", "-M", "4"])
-                .arg("-P")
-                .arg(dir.path().join("kamailio.pid"))
-                .arg("-w")
-                .arg(dir.path())
-                .current_dir(dir.path());
-            let mut proc = Proc::spawn("kamailio", &mut cmd, dir.path().join("kamailio.log"));
-            // Up when its processes hold the port over UDP and TCP; it
-            // stops at once when it cannot bind either.
-            let pid = proc.pid();
-            let up = wait_until(Duration::from_secs(10), || {
-                proc.ended().is_some() || (held_by("u", port, pid) && held_by("t", port, pid))
-            });
-            if proc.ended().is_some() {
-                let log = proc.log();
-                if log.contains("Address already in use") {
-                    return Err(log);
-                }
-                panic!("kamailio stopped:\n{log}");
-            }
-            assert!(up, "kamailio did not start:\n{}", proc.log());
+            let proc = spawn_kamailio(&kamailio, &path, &dir, ("32", "4"), port)?;
             Ok(Kamailio {
                 port,
                 proc,
@@ -443,6 +420,42 @@ impl Kamailio {
             .filter(|l| l.contains(&format!("edge: {method} ")))
             .count()
     }
+}
+
+/// Starts Kamailio on the configuration at `cfg` in `dir`, with `mem`
+/// (shared, private) megabytes, and waits until its processes hold `port`
+/// over UDP and TCP; `Err` with its log when the port was taken (it stops
+/// at once when it cannot bind either), so that another is chosen.
+fn spawn_kamailio(
+    kamailio: &Path,
+    cfg: &Path,
+    dir: &Dir,
+    mem: (&str, &str),
+    port: u16,
+) -> Result<Proc, String> {
+    let mut cmd = Command::new(kamailio);
+    cmd.arg("-f")
+        .arg(cfg)
+        .args(["-DD", "-E", "-m", mem.0, "-M", mem.1])
+        .arg("-P")
+        .arg(dir.path().join("kamailio.pid"))
+        .arg("-w")
+        .arg(dir.path())
+        .current_dir(dir.path());
+    let mut proc = Proc::spawn("kamailio", &mut cmd, dir.path().join("kamailio.log"));
+    let pid = proc.pid();
+    let up = wait_until(Duration::from_secs(10), || {
+        proc.ended().is_some() || (held_by("u", port, pid) && held_by("t", port, pid))
+    });
+    if proc.ended().is_some() {
+        let log = proc.log();
+        if log.contains("Address already in use") {
+            return Err(log);
+        }
+        panic!("kamailio stopped:\n{log}");
+    }
+    assert!(up, "kamailio did not start:\n{}", proc.log());
+    Ok(proc)
 }
 
 /// Kamailio with its TLS module (tests/peers/kamailio_tls.cfg): it
@@ -497,28 +510,7 @@ impl KamailioTls {
             );
             let path = dir.path().join("kamailio.cfg");
             std::fs::write(&path, cfg).unwrap();
-            let mut cmd = Command::new(&kamailio);
-            cmd.arg("-f")
-                .arg(&path)
-                .args(["-DD", "-E", "-m", "64", "-M", "8"])
-                .arg("-P")
-                .arg(dir.path().join("kamailio.pid"))
-                .arg("-w")
-                .arg(dir.path())
-                .current_dir(dir.path());
-            let mut proc = Proc::spawn("kamailio", &mut cmd, dir.path().join("kamailio.log"));
-            let pid = proc.pid();
-            let up = wait_until(Duration::from_secs(10), || {
-                proc.ended().is_some() || (held_by("u", port, pid) && held_by("t", port, pid))
-            });
-            if proc.ended().is_some() {
-                let log = proc.log();
-                if log.contains("Address already in use") {
-                    return Err(log);
-                }
-                panic!("kamailio stopped:\n{log}");
-            }
-            assert!(up, "kamailio did not start:\n{}", proc.log());
+            let proc = spawn_kamailio(&kamailio, &path, &dir, ("64", "8"), port)?;
             Ok(KamailioTls {
                 port,
                 role: role.to_string(),
