@@ -442,8 +442,11 @@ pub struct TrunkConfig {
     /// Where requests to this trunk go (outbound kinds).
     #[serde(default)]
     pub uri: Option<String>,
+    /// `udp`, `tcp` or `tls`. None (and no `sips:` or `;transport=` in
+    /// `uri`): UDP, unless `uri` names a host without a port, whose NAPTR
+    /// records then choose (RFC 3263).
     #[serde(default)]
-    pub transport: TransportName,
+    pub transport: Option<TransportName>,
     /// Whether a large request may switch from UDP to TCP for this trunk.
     #[serde(default = "yes")]
     pub tcp_fallback: bool,

@@ -264,3 +264,57 @@ fn the_last_good_answer_stays_when_dns_fails() {
         router.log()
     );
 }
+
+/// The trunk's URI gives no transport and the trunk no `transport`: the
+/// NAPTR records choose it (RFC 3263 section 4.1). `psap.test` prefers TCP
+/// (order 10) to UDP (order 20), each leading to its own SRV records: the
+/// call goes over TCP to the TCP target, never to the UDP one.
+#[test]
+fn naptr_records_choose_the_transport_when_the_uri_gives_none() {
+    let tcp = RawTrunk::start(Answer::Ok);
+    let udp = RawTrunk::start(Answer::Ok);
+    let screening = RawTrunk::start(Answer::Ok);
+    let dns = Dnsmasq::start(&[
+        "--naptr-record=psap.test,20,10,S,SIP+D2U,,_sip._udp.psap.test".into(),
+        "--naptr-record=psap.test,10,10,S,SIP+D2T,,_sip._tcp.psap.test".into(),
+        format!(
+            "--srv-host=_sip._tcp.psap.test,tcp.psap.test,{},10,10",
+            tcp.port
+        ),
+        format!(
+            "--srv-host=_sip._udp.psap.test,udp.psap.test,{},10,10",
+            udp.port
+        ),
+        "--host-record=tcp.psap.test,127.0.0.1".into(),
+        "--host-record=udp.psap.test,127.0.0.1".into(),
+    ]);
+    let router = router(dns.port, screening.port);
+    router.wait_log(
+        "the trunk host's NAPTR records chose its transport",
+        1,
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        call(&router, "dns-naptr-tcp").as_deref(),
+        Some("SIP/2.0 200 OK"),
+        "router:\n{}\ndnsmasq:\n{}",
+        router.log(),
+        dns.proc.log()
+    );
+    let invite = tcp
+        .next("INVITE", Duration::from_secs(1))
+        .expect("the TCP target got the call");
+    assert!(
+        invite.contains("Via: SIP/2.0/TCP "),
+        "sent over TCP:\n{invite}"
+    );
+    assert!(udp.next("INVITE", Duration::from_millis(300)).is_none());
+    assert!(screening
+        .next("INVITE", Duration::from_millis(300))
+        .is_none());
+    let log = dns.proc.log();
+    assert!(
+        log.contains("query[SRV] _sip._tcp.psap.test"),
+        "the TCP SRV records were asked for:\n{log}"
+    );
+}

@@ -74,6 +74,8 @@ pub(super) struct SipLoop {
     locals: Arc<[SocketAddr]>,
     seed: u64,
     drain_timeout: Duration,
+    /// When the trunk hosts' NAPTR records are next looked up again.
+    naptr_due: Instant,
 }
 
 impl SipLoop {
@@ -140,12 +142,75 @@ impl SipLoop {
             locals,
             seed,
             drain_timeout: Duration::from_secs(config.sip.drain_timeout_s),
+            naptr_due: Instant::now(),
+        }
+    }
+
+    /// Looks up, before the first call, the transport of each trunk host
+    /// whose NAPTR records choose it, all at once within twice the name
+    /// timeout: with DNS down the router starts that much later, on UDP
+    /// for those trunks.
+    async fn naptr_first(&mut self) {
+        let hosts = self.core.naptr_hosts();
+        if hosts.is_empty() {
+            return;
+        }
+        let bound = self.names.settings().timeout * 2;
+        let tls = self.tls.is_some();
+        let lookups = hosts.iter().map(|h| {
+            let dns = self.dns.clone();
+            async move {
+                tokio::time::timeout(bound, dns.transport_of(h, tls))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        });
+        let found = futures_util::future::join_all(lookups).await;
+        for (host, proto) in hosts.into_iter().zip(found) {
+            self.naptr_found(host, proto);
+        }
+        self.naptr_due = Instant::now() + self.names.settings().refresh;
+    }
+
+    /// Starts the NAPTR lookups of trunk hosts off the loop (`all`, or
+    /// only those not yet known, after a reload); each answer comes back
+    /// as [`Inbound::NaptrTransport`].
+    fn naptr_again(&mut self, all: bool) {
+        let bound = self.names.settings().timeout * 2;
+        let tls = self.tls.is_some();
+        for host in self.core.naptr_hosts() {
+            if !all && self.core.naptr_known(&host) {
+                continue;
+            }
+            let (dns, tx) = (self.dns.clone(), self.tx.clone());
+            tokio::spawn(async move {
+                let proto = tokio::time::timeout(bound, dns.transport_of(&host, tls))
+                    .await
+                    .ok()
+                    .flatten();
+                let _ = tx.send(Inbound::NaptrTransport { host, proto }).await;
+            });
+        }
+    }
+
+    fn naptr_found(&mut self, host: String, proto: Option<crate::wire::Proto>) {
+        let Some(proto) = proto else {
+            if !self.core.naptr_known(&host) {
+                tracing::info!(%host, "no NAPTR or SRV records choose a transport for this trunk host: UDP");
+            }
+            return;
+        };
+        if self.core.set_naptr_transport(&host, proto) {
+            tracing::info!(%host, transport = proto.as_str(), "the trunk host's NAPTR records chose its transport");
+            self.names.transport_changed(&host, proto);
         }
     }
 
     /// Runs until told to shut down and the drain is over; gives the
     /// services back to be stopped.
     pub(super) async fn run(mut self, mut control: mpsc::Receiver<Control>) -> Services {
+        self.naptr_first().await;
         self.take_inventory();
         self.services
             .shared
@@ -320,6 +385,10 @@ impl SipLoop {
             self.tls_gauge.set(tls.open() as f64);
             ctx.current().publish_expiry_now();
         }
+        if now >= self.naptr_due {
+            self.naptr_due = now + self.names.settings().refresh.max(Duration::from_secs(1));
+            self.naptr_again(true);
+        }
     }
 
     fn handle(&mut self, now: Instant, inbound: Inbound) {
@@ -358,6 +427,7 @@ impl SipLoop {
                     self.core.handle_send_failure(now, token);
                 }
             }
+            Inbound::NaptrTransport { host, proto } => self.naptr_found(host, proto),
             Inbound::ConnOpened(_) => self.tcp_gauge.set(self.pool.open() as f64),
             Inbound::ConnClosed(id) => {
                 self.core.conn_closed(id);
@@ -454,6 +524,7 @@ impl SipLoop {
                 self.drain_timeout = Duration::from_secs(cfg.sip.drain_timeout_s);
                 self.names.set_settings(cfg.sip.name_settings());
                 self.dns = Dns::new(&cfg.sip.dns_settings());
+                self.naptr_again(false);
                 if let Some(api) = &self.services.api {
                     api.reconfigure(cfg.admin.as_ref());
                 }

@@ -171,6 +171,7 @@ mod tests {
             kind: TrunkKind::Psap,
             target,
             proto: Proto::Udp,
+            naptr_host: None,
             tcp_fallback: false,
             sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
             by_certificate: false,

@@ -112,6 +112,10 @@ pub struct Trunk {
     /// Where requests to it go (outbound kinds).
     pub target: Option<Target>,
     pub proto: Proto,
+    /// The host whose NAPTR records choose `proto` (RFC 3263 section
+    /// 4.1): the trunk gives no transport and its URI names a host
+    /// without a port. Lower case.
+    pub naptr_host: Option<String>,
     pub tcp_fallback: bool,
     /// Inbound trunks: the networks it sends from.
     pub sources: Vec<IpNet>,
@@ -173,20 +177,26 @@ impl CoreConfig {
             .trunks
             .iter()
             .map(|t| {
-                let target = t.uri.as_deref().and_then(|u| {
-                    let uri = Uri::parse(u.as_bytes()).ok()?;
-                    Some(uri_target(&uri))
-                });
+                let uri = t.uri.as_deref().and_then(|u| Uri::parse(u.as_bytes()).ok());
+                let target = uri.as_ref().map(uri_target);
+                let in_uri = uri.as_ref().and_then(uri_transport);
+                let given = match (in_uri, t.transport) {
+                    (Some(Proto::Tls), _) => Some(Proto::Tls),
+                    (_, Some(TransportName::Udp)) => Some(Proto::Udp),
+                    (_, Some(TransportName::Tcp)) => Some(Proto::Tcp),
+                    (_, Some(TransportName::Tls)) => Some(Proto::Tls),
+                    (in_uri, None) => in_uri,
+                };
+                let naptr_host = match (&target, given) {
+                    (Some(Target::Host(h, 0)), None) => Some(h.to_ascii_lowercase()),
+                    _ => None,
+                };
                 Trunk {
                     name: t.name.clone(),
                     kind: t.kind,
                     target,
-                    proto: match t.transport {
-                        _ if uri_is_tls(t.uri.as_deref()) => Proto::Tls,
-                        TransportName::Udp => Proto::Udp,
-                        TransportName::Tcp => Proto::Tcp,
-                        TransportName::Tls => Proto::Tls,
-                    },
+                    proto: given.unwrap_or(Proto::Udp),
+                    naptr_host,
                     tcp_fallback: t.tcp_fallback,
                     sources: t.sources.clone(),
                     by_certificate: !t.tls_names.is_empty(),
@@ -259,11 +269,17 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
     Some((h.to_string(), p.parse().ok()?))
 }
 
-/// Whether a trunk's URI asks for TLS: a `sips:` URI, or
-/// `;transport=tls`.
-fn uri_is_tls(uri: Option<&str>) -> bool {
-    uri.and_then(|u| Uri::parse(u.as_bytes()).ok())
-        .is_some_and(|u| uri_wants_tls(&u))
+/// The transport a URI asks for: TLS for `sips:`, else its `transport`
+/// parameter (`udp`, `tcp`, `tls`), if any.
+fn uri_transport(uri: &Uri<'_>) -> Option<Proto> {
+    if uri_wants_tls(uri) {
+        return Some(Proto::Tls);
+    }
+    match uri.param("transport").flatten() {
+        Some(t) if t.eq_ignore_ascii_case(b"udp") => Some(Proto::Udp),
+        Some(t) if t.eq_ignore_ascii_case(b"tcp") => Some(Proto::Tcp),
+        _ => None,
+    }
 }
 
 /// `sips:`, or `;transport=tls`.
@@ -355,6 +371,9 @@ pub struct Core {
     /// lookup said (its SRV targets' addresses, RFC 3263): each is a
     /// failover step of its own.
     hop_targets: HashMap<(String, u16), usize>,
+    /// The transports NAPTR records chose, by host (lower case), for the
+    /// trunks that leave it to them; kept across reloads.
+    naptr: HashMap<String, Proto>,
     /// Health of each outbound trunk, by its index in `cfg.trunks`.
     health: Vec<Option<TrunkHealth>>,
     /// Probes in flight: client transaction id to (trunk index, sent at).
@@ -501,6 +520,49 @@ impl Core {
             dialogs: KeyMap::default(),
             live_calls: KeyMap::default(),
             fetches: location::Fetches::default(),
+            naptr: HashMap::new(),
+        }
+    }
+
+    /// The hosts whose NAPTR records choose a trunk's transport, for the
+    /// driver to look up (at start, after a reload, and again as their
+    /// records age).
+    pub fn naptr_hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = (self.cfg.trunks.iter())
+            .filter_map(|t| t.naptr_host.clone())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
+    /// Whether `host`'s transport has been found since it was configured.
+    pub fn naptr_known(&self, host: &str) -> bool {
+        self.naptr.contains_key(host)
+    }
+
+    /// `host`'s NAPTR records chose `proto` (RFC 3263 section 4.1): the
+    /// trunks that leave their transport to them use it for the requests
+    /// sent from now on. Gives back whether anything changed.
+    pub fn set_naptr_transport(&mut self, host: &str, proto: Proto) -> bool {
+        let host = host.to_ascii_lowercase();
+        let mut changed = self.naptr.insert(host.clone(), proto) != Some(proto);
+        for t in &mut self.cfg.trunks {
+            if t.naptr_host.as_deref() == Some(host.as_str()) && t.proto != proto {
+                t.proto = proto;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// The transports found before apply to a new configuration's trunks.
+    fn apply_naptr(&mut self) {
+        let naptr = &self.naptr;
+        for t in &mut self.cfg.trunks {
+            if let Some(p) = t.naptr_host.as_deref().and_then(|h| naptr.get(h)) {
+                t.proto = *p;
+            }
         }
     }
 
@@ -529,6 +591,7 @@ impl Core {
         // Trunk indices change with the configuration.
         self.metrics.hops.clear();
         self.cfg = cfg;
+        self.apply_naptr();
         let replaced = std::mem::replace(&mut self.router, router);
         self.health = vec![None; self.cfg.trunks.len()];
         // Probe timers of the old layout are dropped with their indices.

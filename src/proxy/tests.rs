@@ -1548,7 +1548,7 @@ fn a_trunk_that_refuses_tcp_gets_large_requests_over_udp() {
 #[test]
 fn a_tcp_trunk_that_cannot_be_reached_is_failed_over() {
     let mut c = config();
-    c.trunks[0].transport = crate::config::TransportName::Tcp;
+    c.trunks[0].transport = Some(crate::config::TransportName::Tcp);
     let mut h = Harness::with(c);
     h.deliver(CALLER, &invite("tc1"));
     let sent = h.take_sent("127.0.0.1:5070");
@@ -2087,4 +2087,69 @@ targets = ["psap"]
             "<sip:127.0.0.1:5060;lr>"
         ]
     );
+}
+
+/// Which transport a trunk takes from its configuration, and which trunks
+/// leave it to their host's NAPTR records; what those records chose
+/// applies at once, and again after a reload.
+#[test]
+fn a_trunk_transport_comes_from_its_uri_its_key_or_the_naptr_records() {
+    use crate::config::TransportName as T;
+    let cases: &[(&str, Option<T>, Proto, Option<&str>)] = &[
+        ("sip:127.0.0.1:5070", None, Proto::Udp, None),
+        ("sip:psap.example.net:5060", None, Proto::Udp, None),
+        (
+            "sip:PSAP.example.net",
+            None,
+            Proto::Udp,
+            Some("psap.example.net"),
+        ),
+        ("sip:psap.example.net", Some(T::Udp), Proto::Udp, None),
+        ("sip:psap.example.net", Some(T::Tcp), Proto::Tcp, None),
+        ("sip:psap.example.net;transport=tcp", None, Proto::Tcp, None),
+        ("sip:psap.example.net;transport=TLS", None, Proto::Tls, None),
+        ("sips:psap.example.net", None, Proto::Tls, None),
+        ("sips:psap.example.net", Some(T::Tcp), Proto::Tls, None),
+        (
+            "sip:psap.example.net;transport=udp",
+            Some(T::Tcp),
+            Proto::Tcp,
+            None,
+        ),
+    ];
+    for (uri, key, proto, naptr) in cases {
+        let mut c = config();
+        c.trunks[0].uri = Some(uri.to_string());
+        c.trunks[0].transport = *key;
+        let cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 1);
+        assert_eq!(cfg.trunks[0].proto, *proto, "{uri} {key:?}");
+        assert_eq!(cfg.trunks[0].naptr_host.as_deref(), *naptr, "{uri} {key:?}");
+    }
+
+    let mut c = config();
+    c.trunks[0].uri = Some("sip:psap.example.net".into());
+    let mut h = Harness::with(c.clone());
+    assert_eq!(h.core.naptr_hosts(), vec!["psap.example.net".to_string()]);
+    assert!(!h.core.naptr_known("psap.example.net"));
+    assert!(h.core.set_naptr_transport("psap.example.net", Proto::Tcp));
+    assert!(!h.core.set_naptr_transport("psap.example.net", Proto::Tcp));
+    h.deliver(CALLER, &invite("nt1"));
+    let sent: Vec<Transmit> = std::mem::take(&mut h.sent);
+    let to_psap = sent
+        .iter()
+        .find(|t| t.dest.target == Target::Host("psap.example.net".into(), 0))
+        .expect("the INVITE went to the PSAP's name");
+    assert_eq!(to_psap.dest.proto, Proto::Tcp);
+    assert!(String::from_utf8_lossy(&to_psap.bytes).contains("Via: SIP/2.0/TCP "));
+    // A reload keeps what the records said.
+    let cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 1);
+    let router = Box::new(StaticRouter::new(&c));
+    h.core.reconfigure(h.now, cfg, router);
+    assert!(h.core.naptr_known("psap.example.net"));
+    h.deliver(CALLER, &invite("nt2"));
+    let sent: Vec<Transmit> = std::mem::take(&mut h.sent);
+    assert!(sent.iter().any(
+        |t| t.dest.target == Target::Host("psap.example.net".into(), 0)
+            && t.dest.proto == Proto::Tcp
+    ));
 }

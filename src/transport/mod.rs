@@ -39,6 +39,12 @@ pub enum Inbound {
         port: u16,
         found: Option<rfc3263::Found>,
     },
+    /// The transport a trunk host's NAPTR (or SRV) records choose came
+    /// back (`None`: they say nothing, or the lookup failed).
+    NaptrTransport {
+        host: String,
+        proto: Option<crate::wire::Proto>,
+    },
     /// A TCP connection opened or closed (for the gauge).
     ConnOpened(ConnId),
     ConnClosed(ConnId),

@@ -163,6 +163,17 @@ impl NameCache {
         std::mem::take(&mut self.lookups)
     }
 
+    /// `host`'s NAPTR records now choose `proto` for the trunks that leave
+    /// it to them: the name (without a port) is looked up again for that
+    /// transport's SRV records at its next message; its addresses serve
+    /// until then.
+    pub fn transport_changed(&mut self, host: &str, proto: Proto) {
+        if let Some(e) = self.entries.get_mut(&(host.to_ascii_lowercase(), 0)) {
+            e.proto = Some(proto);
+            e.confirmed = None;
+        }
+    }
+
     /// The transport a name is looked up for (its SRV records).
     pub fn proto_of(&self, host: &str, port: u16) -> Proto {
         self.entries

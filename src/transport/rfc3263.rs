@@ -122,6 +122,48 @@ impl Dns {
         })
     }
 
+    /// RFC 3263 section 4.1, for a host whose URI gives no transport: the
+    /// transport its NAPTR records prefer among those the router speaks
+    /// (TLS only when `tls`); without such records, the first of UDP, TCP
+    /// and TLS that has SRV records. `None` when neither says (the caller
+    /// keeps UDP) or the lookups failed.
+    pub async fn transport_of(&self, host: &str, tls: bool) -> Option<Proto> {
+        let r = self.resolver.as_ref()?;
+        if let Ok(l) = r.lookup(host, RecordType::NAPTR).await {
+            let records: Vec<(u16, u16, &[u8], &[u8])> = l
+                .answers()
+                .iter()
+                .filter_map(|rec| match &rec.data {
+                    RData::NAPTR(n) => Some((n.order, n.preference, &*n.services, &*n.flags)),
+                    _ => None,
+                })
+                .collect();
+            if let Some(p) = naptr_transport(&records, tls) {
+                return Some(p);
+            }
+        }
+        for (proto, prefix) in [
+            (Proto::Udp, "_sip._udp"),
+            (Proto::Tcp, "_sip._tcp"),
+            (Proto::Tls, "_sips._tcp"),
+        ] {
+            if proto == Proto::Tls && !tls {
+                continue;
+            }
+            let Ok(l) = r.lookup(format!("{prefix}.{host}"), RecordType::SRV).await else {
+                continue;
+            };
+            let any = l
+                .answers()
+                .iter()
+                .any(|rec| matches!(&rec.data, RData::SRV(s) if s.target.to_ascii() != "."));
+            if any {
+                return Some(proto);
+            }
+        }
+        None
+    }
+
     /// RFC 3263 sections 4.1 and 4.2: NAPTR, SRV, then the name itself.
     async fn by_srv(&self, r: &TokioResolver, host: &str, proto: Proto) -> Option<Found> {
         let mut ttl: Option<Duration> = None;
@@ -190,6 +232,31 @@ impl Dns {
         }
         (!addrs.is_empty()).then_some(Found { addrs, ttl })
     }
+}
+
+/// The transport of the most preferred NAPTR record (lowest order, then
+/// preference) that leads to SRV records (flag `S`) for a transport the
+/// router speaks: `SIP+D2U`, `SIP+D2T`, and `SIPS+D2T` when `tls`.
+/// Records for anything else (`SIP+D2S`, `SIPS+D2U`, other services) are
+/// passed over.
+pub fn naptr_transport(records: &[(u16, u16, &[u8], &[u8])], tls: bool) -> Option<Proto> {
+    records
+        .iter()
+        .filter(|(_, _, _, flags)| flags.eq_ignore_ascii_case(b"s"))
+        .filter_map(|&(order, pref, service, _)| {
+            let proto = if service.eq_ignore_ascii_case(b"SIP+D2U") {
+                Proto::Udp
+            } else if service.eq_ignore_ascii_case(b"SIP+D2T") {
+                Proto::Tcp
+            } else if tls && service.eq_ignore_ascii_case(b"SIPS+D2T") {
+                Proto::Tls
+            } else {
+                return None;
+            };
+            Some(((order, pref), proto))
+        })
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, proto)| proto)
 }
 
 fn default_port(proto: Proto) -> u16 {
@@ -271,6 +338,62 @@ mod tests {
 
     fn rec(p: u16, w: u16, port: u16, t: &str) -> (u16, u16, u16, String) {
         (p, w, port, t.to_string())
+    }
+
+    #[test]
+    fn naptr_records_choose_the_transport_by_order_then_preference() {
+        type Record = (u16, u16, &'static [u8], &'static [u8]);
+        let r = |o: u16, p: u16, s: &'static str| -> Record { (o, p, s.as_bytes(), &b"S"[..]) };
+        let cases: &[(&[Record], bool, Option<Proto>)] = &[
+            (
+                &[r(10, 10, "SIP+D2T"), r(20, 10, "SIP+D2U")],
+                true,
+                Some(Proto::Tcp),
+            ),
+            (
+                &[r(20, 10, "SIP+D2T"), r(10, 10, "SIP+D2U")],
+                true,
+                Some(Proto::Udp),
+            ),
+            (
+                &[r(10, 20, "SIP+D2T"), r(10, 10, "SIP+D2U")],
+                true,
+                Some(Proto::Udp),
+            ),
+            (
+                &[r(10, 10, "SIPS+D2T"), r(20, 10, "SIP+D2U")],
+                true,
+                Some(Proto::Tls),
+            ),
+            // No TLS configured: the next transport the server offers.
+            (
+                &[r(10, 10, "SIPS+D2T"), r(20, 10, "SIP+D2U")],
+                false,
+                Some(Proto::Udp),
+            ),
+            // SCTP and unknown services are passed over; case does not matter.
+            (
+                &[r(5, 10, "SIP+D2S"), r(9, 1, "x-foo"), r(10, 10, "sip+d2t")],
+                true,
+                Some(Proto::Tcp),
+            ),
+            (&[r(5, 10, "SIP+D2S")], true, None),
+            (&[], true, None),
+        ];
+        for (records, tls, want) in cases {
+            assert_eq!(
+                naptr_transport(records, *tls),
+                *want,
+                "{records:?} tls={tls}"
+            );
+        }
+        // A record that does not lead to SRV records (flag "A", or none)
+        // is passed over too.
+        let a = [
+            (1, 1, &b"SIP+D2T"[..], &b"A"[..]),
+            (2, 1, &b"SIP+D2U"[..], &b"s"[..]),
+        ];
+        assert_eq!(naptr_transport(&a, true), Some(Proto::Udp));
     }
 
     #[test]

@@ -191,7 +191,7 @@ impl TlsSetup {
             .iter()
             .any(|l| l.transport == crate::config::TransportName::Tls);
         let trunks_tls = cfg.trunks.iter().any(|t| {
-            t.transport == crate::config::TransportName::Tls
+            t.transport == Some(crate::config::TransportName::Tls)
                 || t.uri.as_deref().is_some_and(|u| {
                     let u = u.to_ascii_lowercase();
                     u.starts_with("sips:") || u.contains(";transport=tls")
