@@ -20,6 +20,10 @@
 //!    call is screened, else sent to the country's default PSAP
 //!    (`country-default`).
 //!
+//! Every PSAP is looked up for the call's service ([`CallFacts::service`]):
+//! the PSAP of that service serving the place, else that of its parent
+//! service, down to `urn:service:sos` (see [`crate::emergency::psap`]).
+//!
 //! After the first target come the fallbacks the proxy walks when it
 //! fails: the PSAP of a trusted dynamic location, the screening center, the
 //! PSAP of the registered address and the last resort, each once. When no
@@ -166,6 +170,10 @@ impl PsapTrunks {
 #[derive(Debug, Clone, Copy)]
 pub struct CallFacts<'a> {
     pub kind: CallKind,
+    /// The emergency service the call asks for, in lower case
+    /// (`urn:service:sos.police`; `urn:service:sos` for the service as a
+    /// whole).
+    pub service: &'a str,
     /// The caller's inventory entry, if the number is known.
     pub entry: Option<&'a NumberEntry>,
     /// The locations the caller's tenant defined.
@@ -259,38 +267,51 @@ fn choose(m: Option<psap::Match<'_>>, ctx: &RulesContext<'_>) -> Option<PsapChoi
 fn civic_lookup<'s>(
     areas: &'s ServiceAreas,
     civic: &crate::pidf::CivicAddress,
+    service: &str,
 ) -> Option<psap::Match<'s>> {
     let get = |k: &str| civic.get(k).unwrap_or("");
-    areas.lookup_civic(&psap::CivicAddress {
-        country: get("country"),
-        a1: get("A1"),
-        a2: get("A2"),
-        a3: get("A3"),
-        pc: get("PC"),
-    })
+    areas.lookup_civic_for(
+        &psap::CivicAddress {
+            country: get("country"),
+            a1: get("A1"),
+            a2: get("A2"),
+            a3: get("A3"),
+            pc: get("PC"),
+        },
+        service,
+    )
 }
 
-/// The PSAP serving a location: its point first, else its civic address.
-pub fn psap_for_location(location: &Location, ctx: &RulesContext<'_>) -> Option<PsapChoice> {
+/// The PSAP of `service` serving a location: its point first, else its
+/// civic address.
+pub fn psap_for_location(
+    location: &Location,
+    service: &str,
+    ctx: &RulesContext<'_>,
+) -> Option<PsapChoice> {
     location
         .geo
         .as_ref()
-        .and_then(|g| choose(ctx.areas.lookup_point(g.lat, g.lon), ctx))
+        .and_then(|g| choose(ctx.areas.lookup_point_for(g.lat, g.lon, service), ctx))
         .or_else(|| {
             location
                 .civic
                 .as_ref()
-                .and_then(|c| choose(civic_lookup(ctx.areas, c), ctx))
+                .and_then(|c| choose(civic_lookup(ctx.areas, c, service), ctx))
         })
 }
 
-/// The PSAP serving an inventory address: its point first, else its civic
-/// address.
-pub fn psap_for_address(address: &Address, ctx: &RulesContext<'_>) -> Option<PsapChoice> {
+/// The PSAP of `service` serving an inventory address: its point first,
+/// else its civic address.
+pub fn psap_for_address(
+    address: &Address,
+    service: &str,
+    ctx: &RulesContext<'_>,
+) -> Option<PsapChoice> {
     address
         .point
-        .and_then(|(lat, lon)| choose(ctx.areas.lookup_point(lat, lon), ctx))
-        .or_else(|| choose(civic_lookup(ctx.areas, &address.civic), ctx))
+        .and_then(|(lat, lon)| choose(ctx.areas.lookup_point_for(lat, lon, service), ctx))
+        .or_else(|| choose(civic_lookup(ctx.areas, &address.civic, service), ctx))
 }
 
 /// The country a location lies in: its civic country, else that of its
@@ -323,7 +344,7 @@ pub fn judge_dynamic(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> DynamicUs
     match basis {
         Some(basis) => DynamicUse::Trusted {
             basis,
-            psap: psap_for_location(loc, ctx),
+            psap: psap_for_location(loc, facts.service, ctx),
         },
         None => DynamicUse::Untrusted,
     }
@@ -370,7 +391,7 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
         };
     }
 
-    let registered_psap = registered.and_then(|a| psap_for_address(a, ctx));
+    let registered_psap = registered.and_then(|a| psap_for_address(a, facts.service, ctx));
     let dynamic = if rules.dynamic_routing {
         judge_dynamic(facts, ctx)
     } else if facts.location.is_usable() {
@@ -455,7 +476,7 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
             };
             (route, reason, routed_by, psap) =
                 (RouteKind::Psap, why, RoutedBy::Registered, Some(p.clone()));
-        } else if let Some(p) = country_default(ctx) {
+        } else if let Some(p) = country_default(facts.service, ctx) {
             (route, reason, routed_by, psap) = (
                 RouteKind::Psap,
                 Reason::CountryDefault,
@@ -494,13 +515,13 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
     }
 }
 
-/// The country's default PSAP, where the country allows it.
-fn country_default(ctx: &RulesContext<'_>) -> Option<PsapChoice> {
+/// The country's default PSAP for the service, where the country allows it.
+fn country_default(service: &str, ctx: &RulesContext<'_>) -> Option<PsapChoice> {
     let rules = ctx.rules;
     if rules.code.is_empty() || !rules.country_default {
         return None;
     }
-    let p = ctx.areas.psap_for_area(&rules.code)?;
+    let p = ctx.areas.psap_for_area_for(&rules.code, service)?;
     let trunk = ctx.psap_trunks.trunk_for(&p.id)?;
     Some(PsapChoice {
         id: p.id.clone(),
