@@ -824,7 +824,7 @@ fn table() -> Vec<Case> {
             R::RegisteredAddress,
             B::Registered,
             Some("DE"),
-            &["SYN-DE-POLICE", "screening", "last-resort"],
+            &["SYN-DE-POLICE", "SYN-DE", "screening", "last-resort"],
         ),
         caller(
             "a service without a PSAP of its own reaches the general PSAP",
@@ -850,7 +850,7 @@ fn table() -> Vec<Case> {
             R::RegisteredAddress,
             B::Registered,
             Some("DE"),
-            &["SYN-DE-POLICE", "screening", "last-resort"],
+            &["SYN-DE-POLICE", "SYN-DE", "screening", "last-resort"],
         ),
         caller("Austria: fire", "AT", VIENNA)
             .service("urn:service:sos.fire")
@@ -859,7 +859,7 @@ fn table() -> Vec<Case> {
                 R::RegisteredAddress,
                 B::Registered,
                 Some("AT"),
-                &["SYN-AT-FIRE", "screening", "last-resort"],
+                &["SYN-AT-FIRE", "SYN-AT", "screening", "last-resort"],
             ),
         caller("Austria: gas has no PSAP of its own", "AT", VIENNA)
             .service("urn:service:sos.gas")
@@ -877,7 +877,7 @@ fn table() -> Vec<Case> {
                 R::RegisteredAddress,
                 B::Registered,
                 Some("IT"),
-                &["SYN-IT-POLICE", "screening", "last-resort"],
+                &["SYN-IT-POLICE", "SYN-IT", "screening", "last-resort"],
             ),
         caller("France: SAMU", "FR", PARIS)
             .service("urn:service:sos.ambulance")
@@ -886,7 +886,7 @@ fn table() -> Vec<Case> {
                 R::RegisteredAddress,
                 B::Registered,
                 Some("FR"),
-                &["SYN-FR-AMBULANCE", "screening", "last-resort"],
+                &["SYN-FR-AMBULANCE", "SYN-FR", "screening", "last-resort"],
             ),
         caller("Spain: police", "ES", MADRID)
             .service("urn:service:sos.police")
@@ -895,7 +895,7 @@ fn table() -> Vec<Case> {
                 R::RegisteredAddress,
                 B::Registered,
                 Some("ES"),
-                &["SYN-ES-POLICE", "screening", "last-resort"],
+                &["SYN-ES-POLICE", "SYN-ES", "screening", "last-resort"],
             ),
         caller(
             "a police call in a country without a police PSAP",
@@ -923,7 +923,7 @@ fn table() -> Vec<Case> {
             R::CountryDefault,
             B::None,
             Some("FR"),
-            &["SYN-FR-FIRE", "last-resort"],
+            &["SYN-FR-FIRE", "SYN-FR", "last-resort"],
         ),
         us("US: a trusted location in a county with a police PSAP")
             .service("urn:service:sos.police")
@@ -935,8 +935,42 @@ fn table() -> Vec<Case> {
                 Some("US-06075"),
                 &[
                     "SYN-US-06075-POLICE",
+                    "SYN-US-06075",
                     "screening",
                     "SYN-US-36061",
+                    "last-resort",
+                ],
+            ),
+        caller(
+            "US: a screened police call, then the police PSAP of the address, then the county's",
+            "US",
+            SF,
+        )
+        .service("urn:service:sos.police")
+        .expect(
+            K::Screening,
+            R::ScreeningNoLocation,
+            B::Registered,
+            None,
+            &[
+                "screening",
+                "SYN-US-06075-POLICE",
+                "SYN-US-06075",
+                "last-resort",
+            ],
+        ),
+        caller("US: a Common Area Phone's police call", "US", SF)
+            .cap()
+            .service("urn:service:sos.police")
+            .expect(
+                K::Psap,
+                R::CommonAreaPhone,
+                B::Registered,
+                Some("US-06075"),
+                &[
+                    "SYN-US-06075-POLICE",
+                    "SYN-US-06075",
+                    "screening",
                     "last-resort",
                 ],
             ),

@@ -26,10 +26,13 @@
 //!
 //! After the first target come the fallbacks the proxy walks when it
 //! fails: the PSAP of a trusted dynamic location, the screening center, the
-//! PSAP of the registered address and the last resort, each once. When no
-//! target at all is found the call goes to the last resort (`last-resort`).
+//! PSAP of the registered address and the last resort, each once. For a
+//! call to one service (`urn:service:sos.police`) each PSAP of that service
+//! is followed by the general (`urn:service:sos`) PSAP of the same place.
+//! When no target at all is found the call goes to the last resort
+//! (`last-resort`).
 
-use crate::emergency::detect::{CallKind, CountryRules};
+use crate::emergency::detect::{CallKind, CountryRules, SOS};
 use crate::emergency::location::{matching_location, Location};
 use crate::emergency::psap::{self, MatchKind, ServiceAreas};
 use crate::inventory::{Address, NumberEntry, TenantLocation};
@@ -404,6 +407,17 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
         _ => None,
     };
     let cap = facts.entry.is_some_and(|e| e.common_area_phone);
+    // A call for one service (police) also gets the general PSAP of the
+    // same place right after that service's PSAP: it takes every
+    // emergency, and is nearer the caller than the screening center.
+    let for_service = facts.service != SOS;
+    let registered_general = registered
+        .filter(|_| for_service && registered_psap.is_some())
+        .and_then(|a| psap_for_address(a, SOS, ctx));
+    let dynamic_general = dynamic_psap
+        .as_ref()
+        .filter(|_| for_service)
+        .and_then(|_| psap_for_location(facts.location, SOS, ctx));
 
     // The first choice, before trunks are known to exist.
     enum First {
@@ -445,19 +459,28 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
         First::Psap(p, reason, by) => (RouteKind::Psap, *reason, *by, Some(p.clone())),
         First::Screening(reason) => (RouteKind::Screening, *reason, by_registered_or_none, None),
     };
-    let mut order: Vec<Option<RouteTarget>> = Vec::with_capacity(5);
+    let mut order: Vec<Option<RouteTarget>> = Vec::with_capacity(if for_service { 8 } else { 5 });
+    let target = |p: &Option<PsapChoice>| p.as_ref().map(PsapChoice::target);
     match &first {
-        First::Psap(p, ..) => {
+        First::Psap(p, _, by) => {
             order.push(Some(p.target()));
-            order.push(dynamic_psap.as_ref().map(PsapChoice::target));
+            order.push(target(if *by == RoutedBy::Dynamic {
+                &dynamic_general
+            } else {
+                &registered_general
+            }));
+            order.push(target(&dynamic_psap));
+            order.push(target(&dynamic_general));
             order.push(screening);
         }
         First::Screening(_) => {
             order.push(screening);
-            order.push(dynamic_psap.as_ref().map(PsapChoice::target));
+            order.push(target(&dynamic_psap));
+            order.push(target(&dynamic_general));
         }
     }
-    order.push(registered_psap.as_ref().map(PsapChoice::target));
+    order.push(target(&registered_psap));
+    order.push(target(&registered_general));
 
     // No screening center: the next PSAP is the first target.
     if matches!(first, First::Screening(_)) && !has_screening {
@@ -484,6 +507,9 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
                 Some(p.clone()),
             );
             order.push(Some(p.target()));
+            if for_service {
+                order.push(country_default(SOS, ctx).map(|g| g.target()));
+            }
         } else {
             (route, reason, routed_by, psap) = (
                 RouteKind::LastResort,
