@@ -68,11 +68,18 @@ pub fn is_sos_service(urn: &str) -> bool {
         })
 }
 
+/// How many services [`service_chain`] gives at most before
+/// `urn:service:sos`: a dialed URN of a thousand labels costs no more
+/// lookups than one of a few.
+pub const MAX_SERVICE_DEPTH: usize = 4;
+
 /// The services to look for in turn for a call to `service`: the service
 /// itself, then each parent (`urn:service:sos.police.local`,
-/// `urn:service:sos.police`, `urn:service:sos`). Always ends with
-/// `urn:service:sos`; a URN outside it gives only `urn:service:sos`. Slices
-/// of `service`, no allocation.
+/// `urn:service:sos.police`, `urn:service:sos`): [`MAX_SERVICE_DEPTH`]
+/// levels below `urn:service:sos` at most, a deeper URN being looked up
+/// from that level. Always
+/// ends with `urn:service:sos`; a URN outside it gives only
+/// `urn:service:sos`. Slices of `service`, no allocation.
 pub fn service_chain(service: &str) -> impl Iterator<Item = &str> {
     let start = if service.len() > SOS.len()
         && service.as_bytes()[SOS.len()] == b'.'
@@ -82,6 +89,13 @@ pub fn service_chain(service: &str) -> impl Iterator<Item = &str> {
     } else {
         None
     };
+    // Past the depth, the finest levels are left out.
+    let start = start.map(
+        |s| match s[SOS.len()..].match_indices('.').nth(MAX_SERVICE_DEPTH) {
+            Some((i, _)) => &s[..SOS.len() + i],
+            None => s,
+        },
+    );
     let mut next = start.or(Some(SOS));
     std::iter::from_fn(move || {
         let current = next?;
@@ -1019,6 +1033,12 @@ mod tests {
         ] {
             assert_eq!(chain(other), [SOS], "{other}");
         }
+        // A deep URN: from its fourth level.
+        let deep = format!("urn:service:sos{}", ".a".repeat(10_000));
+        let got = chain(&deep);
+        assert_eq!(got.len(), MAX_SERVICE_DEPTH + 1);
+        assert_eq!(got[0].len(), SOS.len() + 2 * MAX_SERVICE_DEPTH);
+        assert_eq!(got[MAX_SERVICE_DEPTH], SOS);
         assert!(is_sos_service("urn:service:sos.animal-control"));
         for bad in [
             "urn:service:sos.",
