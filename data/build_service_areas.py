@@ -500,23 +500,53 @@ def build_gazetteer(paths, us_features):
     }
 
 
+# Synthetic PSAPs that answer one emergency service (RFC 5031 sub-services),
+# beside the general ones: key, area, name, service URN, number. Each gives
+# calls to that service a PSAP other than the one 112 or 911 reaches in the
+# same place, so that routing by service can be seen and tested.
+SERVICE_PSAPS = [
+    ("AT-AMBULANCE", "AT", "Austria ambulance", "urn:service:sos.ambulance", "144"),
+    ("AT-FIRE", "AT", "Austria fire", "urn:service:sos.fire", "122"),
+    ("AT-MOUNTAIN", "AT", "Austria mountain rescue", "urn:service:sos.mountain", "140"),
+    ("AT-POLICE", "AT", "Austria police", "urn:service:sos.police", "133"),
+    ("DE-POLICE", "DE", "Germany police", "urn:service:sos.police", "110"),
+    ("ES-AMBULANCE", "ES", "Spain medical emergencies", "urn:service:sos.ambulance", "061"),
+    ("ES-FIRE", "ES", "Spain fire", "urn:service:sos.fire", "080"),
+    ("ES-POLICE", "ES", "Spain national police", "urn:service:sos.police", "091"),
+    ("FR-AMBULANCE", "FR", "France SAMU", "urn:service:sos.ambulance", "15"),
+    ("FR-FIRE", "FR", "France fire and rescue", "urn:service:sos.fire", "18"),
+    ("FR-MARINE", "FR", "France sea rescue", "urn:service:sos.marine", "196"),
+    ("FR-POLICE", "FR", "France police", "urn:service:sos.police", "17"),
+    ("IT-AMBULANCE", "IT", "Italy medical emergencies", "urn:service:sos.ambulance", "118"),
+    ("IT-FIRE", "IT", "Italy fire", "urn:service:sos.fire", "115"),
+    ("IT-MARINE", "IT", "Italy coast guard", "urn:service:sos.marine", "1530"),
+    ("IT-POLICE", "IT", "Italy police", "urn:service:sos.police", "113"),
+    ("US-06075-POLICE", "US-06075", "San Francisco County, CA police",
+     "urn:service:sos.police", None),
+]
+
+
+def psap_record(key, area, name, num, service="urn:service:sos"):
+    host = f"{key.lower()}.psap.example"
+    rec = {
+        "id": f"SYN-{key}",
+        "name": f"{name} (synthetic PSAP)",
+        "uri": f"sip:sos@{host}",
+        "agency_id": host,
+        "area": area,
+        "service_urn": service,
+    }
+    if num:
+        rec["service_num"] = num
+    rec["synthetic"] = True
+    return rec
+
+
 def build_psaps(area_features, states, countries):
     records = []
 
     def record(key, area, name, num):
-        host = f"{key.lower()}.psap.example"
-        rec = {
-            "id": f"SYN-{key}",
-            "name": f"{name} (synthetic PSAP)",
-            "uri": f"sip:sos@{host}",
-            "agency_id": host,
-            "area": area,
-            "service_urn": "urn:service:sos",
-        }
-        if num:
-            rec["service_num"] = num
-        rec["synthetic"] = True
-        records.append(rec)
+        records.append(psap_record(key, area, name, num))
 
     for f in area_features:
         p = f["properties"]
@@ -531,6 +561,8 @@ def build_psaps(area_features, states, countries):
     for code in sorted(country_codes):
         num = "911" if code in ("US", "CA") else None
         record(code, code, f"{country_codes[code]} country default", num)
+    for key, area, name, service, num in SERVICE_PSAPS:
+        records.append(psap_record(key, area, name, num, service))
     records.sort(key=lambda r: r["id"])
     ids = [r["id"] for r in records]
     if len(ids) != len(set(ids)):
@@ -538,7 +570,9 @@ def build_psaps(area_features, states, countries):
     return {
         "synthetic": True,
         "description": "Synthetic PSAP records, one per service area, US state and "
-                       "country. They are placeholders: every URI is under the "
+                       "country, and a few for one emergency service (police, fire, "
+                       "ambulance...) in AT, DE, ES, FR, IT and one US county. "
+                       "They are placeholders: every URI is under the "
                        "reserved .example domain and never resolves. Replace this "
                        "file with real PSAP records before routing live calls.",
         "psaps": records,

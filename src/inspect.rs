@@ -182,7 +182,19 @@ fn add_emergency(o: &mut Map<String, Value>, m: &Message, ins: &Inspector<'_>) {
     let ev = router.evaluate(&inventory, m, inbound, true);
     o.insert("emergency".into(), ev.emergency_json());
     o.insert("location".into(), ev.location_json());
-    o.insert("decision".into(), ev.decision_json());
+    let mut decision = ev.decision_json();
+    // The service of the PSAP chosen: the call's own, or a parent's when
+    // the service has no PSAP of its own for the place.
+    if let Some(d) = decision.as_object_mut() {
+        let service = d
+            .get("psap_id")
+            .and_then(Value::as_str)
+            .and_then(|id| router.areas().psap(id))
+            .map(|p| Value::String(p.service().to_string()))
+            .unwrap_or(Value::Null);
+        d.insert("psap_service".into(), service);
+    }
+    o.insert("decision".into(), decision);
 }
 
 fn error_json(file: &str, e: &ParseError) -> Value {

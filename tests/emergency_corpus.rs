@@ -281,6 +281,75 @@ fn manifest_through_the_binary() {
 }
 
 #[test]
+fn inspect_shows_the_service_of_the_call_and_of_its_psap() {
+    let dir = std::env::temp_dir().join(format!("sosrouter-services-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // c10's caller, registered in München, dialing 110, 112, and the fire
+    // service by its URN (Germany has no fire PSAP of its own).
+    let c10 = std::fs::read_to_string(corpus().join("c10-eu-112-de.sip")).unwrap();
+    let mut files = Vec::new();
+    for (name, ruri) in [
+        ("de-110.sip", "sip:110@ims.example.de;user=phone"),
+        ("de-112.sip", "sip:112@ims.example.de;user=phone"),
+        ("de-fire.sip", "urn:service:sos.fire"),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            c10.replacen(
+                "INVITE sip:112@ims.example.de;user=phone ",
+                &format!("INVITE {ruri} "),
+                1,
+            ),
+        )
+        .unwrap();
+        files.push(path);
+    }
+    let mut args = vec![std::ffi::OsString::from("--inventory")];
+    args.push(corpus().join("inventory.tsv").into());
+    args.extend(files.iter().map(|f| f.clone().into_os_string()));
+    let lines = inspect(args);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let got: Vec<(&str, &str, &str, &str)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["emergency"]["number"].as_str().unwrap(),
+                v["emergency"]["service"].as_str().unwrap(),
+                v["decision"]["psap_id"].as_str().unwrap(),
+                v["decision"]["psap_service"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "110",
+                "urn:service:sos.police",
+                "SYN-DE-POLICE",
+                "urn:service:sos.police"
+            ),
+            ("112", "urn:service:sos", "SYN-DE", "urn:service:sos"),
+            (
+                "urn:service:sos.fire",
+                "urn:service:sos.fire",
+                "SYN-DE",
+                "urn:service:sos"
+            ),
+        ]
+    );
+    // A call without a PSAP has no PSAP service.
+    let lines = inspect([
+        std::ffi::OsString::from("--inventory"),
+        corpus().join("inventory.tsv").into(),
+        corpus().join("c01-us-civic-cid.sip").into(),
+    ]);
+    assert_eq!(lines[0]["emergency"]["service"], "urn:service:sos");
+    assert_eq!(lines[0]["decision"]["psap_service"], Value::Null);
+}
+
+#[test]
 fn inspect_without_inventory_and_on_other_messages() {
     let dir = std::env::temp_dir().join(format!("sosrouter-corpus-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

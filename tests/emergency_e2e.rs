@@ -318,6 +318,37 @@ fn sipp_us_point_reaches_the_psap_serving_it() {
 }
 
 #[test]
+fn sipp_german_110_and_112_from_one_address_reach_different_psaps() {
+    let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
+    // +4989555010 is registered in München; Germany routes by the
+    // registered address, 110 asking for the police and 112 for the
+    // service as a whole.
+    for (number, psap) in [
+        ("110", "sip:sos@de-police.psap.example"),
+        ("112", "sip:sos@de.psap.example"),
+    ] {
+        let r = call(&lab, number, "+4989555010", None);
+        assert_eq!(
+            (r.successful, r.failed),
+            (1, 0),
+            "{number}: {r:?}\n{}",
+            lab.router.log()
+        );
+        let fwd = routed(&lab, &lab.psap);
+        let route = header(&fwd, "Route");
+        assert!(
+            route.iter().any(|v| v.contains(psap)),
+            "{number}: {route:?}\n{fwd}"
+        );
+        // The dialed number goes on as dialed.
+        assert!(
+            fwd.starts_with(&format!("INVITE sip:{number}@")),
+            "{number}: {fwd}"
+        );
+    }
+}
+
+#[test]
 fn sipp_canadian_call_is_screened() {
     let lab = lab(Answer::Ok, Answer::Ok, Answer::Ok, Answer::Ok);
     let doc = civic(

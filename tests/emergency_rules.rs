@@ -72,6 +72,7 @@ const AMSTERDAM: Fields = &[("country", "NL"), ("A3", "Amsterdam")];
 const SYDNEY: Fields = &[("country", "AU"), ("A1", "NSW"), ("A3", "Sydney")];
 const WELLINGTON: Fields = &[("country", "NZ"), ("A3", "Wellington")];
 const ROME: Fields = &[("country", "IT"), ("A3", "Roma")];
+const VIENNA: Fields = &[("country", "AT"), ("A3", "Wien")];
 const JUAREZ: Fields = &[("country", "MX"), ("A1", "CHIH"), ("A3", "Ciudad Juárez")];
 
 const DENVER: (f64, f64) = (39.7392, -104.9903);
@@ -80,6 +81,7 @@ const SAN_JUAN: (f64, f64) = (18.4655, -66.1057);
 const MEXICO_CITY: (f64, f64) = (19.4326, -99.1332);
 const VANCOUVER: (f64, f64) = (49.2827, -123.1207);
 const BERLIN: (f64, f64) = (52.52, 13.405);
+const SAN_FRANCISCO: (f64, f64) = (37.7749, -122.4194);
 /// A tenant's site in Manhattan, and a point 20 m from it.
 const SITE: (f64, f64) = (40.7484, -73.9857);
 const NEAR_SITE: (f64, f64) = (40.7485, -73.9859);
@@ -166,6 +168,8 @@ struct Case {
     rule: &'static str,
     country: &'static str,
     kind: CallKind,
+    /// The service the call asks for.
+    service: &'static str,
     /// The number is in the inventory.
     known: bool,
     cap: bool,
@@ -187,6 +191,7 @@ fn us(rule: &'static str) -> Case {
         rule,
         country: "US",
         kind: CallKind::Emergency,
+        service: "urn:service:sos",
         known: true,
         cap: false,
         registered: Some(NY),
@@ -220,6 +225,10 @@ impl Case {
     }
     fn test(mut self) -> Self {
         self.kind = CallKind::Test;
+        self
+    }
+    fn service(mut self, s: &'static str) -> Self {
+        self.service = s;
         self
     }
     fn unregistered(mut self) -> Self {
@@ -803,6 +812,192 @@ fn table() -> Vec<Case> {
             None,
             &["screening", "last-resort"],
         ),
+        // The service the call asks for picks among the PSAPs of the place.
+        caller(
+            "a police call reaches the police PSAP of the place",
+            "DE",
+            MUNICH,
+        )
+        .service("urn:service:sos.police")
+        .expect(
+            K::Psap,
+            R::RegisteredAddress,
+            B::Registered,
+            Some("DE"),
+            &["SYN-DE-POLICE", "SYN-DE", "screening", "last-resort"],
+        ),
+        caller(
+            "a service without a PSAP of its own reaches the general PSAP",
+            "DE",
+            MUNICH,
+        )
+        .service("urn:service:sos.fire")
+        .expect(
+            K::Psap,
+            R::RegisteredAddress,
+            B::Registered,
+            Some("DE"),
+            &["SYN-DE", "screening", "last-resort"],
+        ),
+        caller(
+            "a sub-service below one with a PSAP reaches that PSAP",
+            "DE",
+            MUNICH,
+        )
+        .service("urn:service:sos.police.highway")
+        .expect(
+            K::Psap,
+            R::RegisteredAddress,
+            B::Registered,
+            Some("DE"),
+            &["SYN-DE-POLICE", "SYN-DE", "screening", "last-resort"],
+        ),
+        caller("Austria: fire", "AT", VIENNA)
+            .service("urn:service:sos.fire")
+            .expect(
+                K::Psap,
+                R::RegisteredAddress,
+                B::Registered,
+                Some("AT"),
+                &["SYN-AT-FIRE", "SYN-AT", "screening", "last-resort"],
+            ),
+        caller("Austria: gas has no PSAP of its own", "AT", VIENNA)
+            .service("urn:service:sos.gas")
+            .expect(
+                K::Psap,
+                R::RegisteredAddress,
+                B::Registered,
+                Some("AT"),
+                &["SYN-AT", "screening", "last-resort"],
+            ),
+        caller("Italy: police", "IT", ROME)
+            .service("urn:service:sos.police")
+            .expect(
+                K::Psap,
+                R::RegisteredAddress,
+                B::Registered,
+                Some("IT"),
+                &["SYN-IT-POLICE", "SYN-IT", "screening", "last-resort"],
+            ),
+        caller("France: SAMU", "FR", PARIS)
+            .service("urn:service:sos.ambulance")
+            .expect(
+                K::Psap,
+                R::RegisteredAddress,
+                B::Registered,
+                Some("FR"),
+                &["SYN-FR-AMBULANCE", "SYN-FR", "screening", "last-resort"],
+            ),
+        caller("Spain: police", "ES", MADRID)
+            .service("urn:service:sos.police")
+            .expect(
+                K::Psap,
+                R::RegisteredAddress,
+                B::Registered,
+                Some("ES"),
+                &["SYN-ES-POLICE", "SYN-ES", "screening", "last-resort"],
+            ),
+        caller(
+            "a police call in a country without a police PSAP",
+            "NL",
+            AMSTERDAM,
+        )
+        .service("urn:service:sos.police")
+        .expect(
+            K::Psap,
+            R::RegisteredAddress,
+            B::Registered,
+            Some("NL"),
+            &["SYN-NL", "screening", "last-resort"],
+        ),
+        caller(
+            "no screening trunk: the country's default PSAP of the service",
+            "FR",
+            PARIS,
+        )
+        .unregistered()
+        .service("urn:service:sos.fire")
+        .tweak(Tweak::NoScreening)
+        .expect(
+            K::Psap,
+            R::CountryDefault,
+            B::None,
+            Some("FR"),
+            &["SYN-FR-FIRE", "SYN-FR", "last-resort"],
+        ),
+        us("US: a trusted location in a county with a police PSAP")
+            .service("urn:service:sos.police")
+            .loc(Loc::Point(SAN_FRANCISCO, Some("GPS")))
+            .expect(
+                K::Psap,
+                R::DynamicLocation,
+                B::Dynamic,
+                Some("US-06075"),
+                &[
+                    "SYN-US-06075-POLICE",
+                    "SYN-US-06075",
+                    "screening",
+                    "SYN-US-36061",
+                    "last-resort",
+                ],
+            ),
+        caller(
+            "US: a screened police call, then the police PSAP of the address, then the county's",
+            "US",
+            SF,
+        )
+        .service("urn:service:sos.police")
+        .expect(
+            K::Screening,
+            R::ScreeningNoLocation,
+            B::Registered,
+            None,
+            &[
+                "screening",
+                "SYN-US-06075-POLICE",
+                "SYN-US-06075",
+                "last-resort",
+            ],
+        ),
+        caller("US: a Common Area Phone's police call", "US", SF)
+            .cap()
+            .service("urn:service:sos.police")
+            .expect(
+                K::Psap,
+                R::CommonAreaPhone,
+                B::Registered,
+                Some("US-06075"),
+                &[
+                    "SYN-US-06075-POLICE",
+                    "SYN-US-06075",
+                    "screening",
+                    "last-resort",
+                ],
+            ),
+        us("US: a police call where the county has only its general PSAP")
+            .service("urn:service:sos.police")
+            .loc(Loc::Point(DENVER, Some("GPS")))
+            .expect(
+                K::Psap,
+                R::DynamicLocation,
+                B::Dynamic,
+                Some("US-08031"),
+                dyn_denver,
+            ),
+        us("US: a 911 call in a county with a police PSAP")
+            .loc(Loc::Point(SAN_FRANCISCO, Some("GPS")))
+            .expect(
+                K::Psap,
+                R::DynamicLocation,
+                B::Dynamic,
+                Some("US-06075"),
+                &["SYN-US-06075", "screening", "SYN-US-36061", "last-resort"],
+            ),
+        us("US: a test call for a service never reaches a PSAP")
+            .test()
+            .service("urn:service:test.sos.police")
+            .loc(Loc::Point(SAN_FRANCISCO, Some("GPS")))
+            .expect(K::Test, R::TestCall, B::Dynamic, None, &["test"]),
     ];
     // Every US-trusted method routes directly.
     for m in TRUSTED_US {
@@ -879,6 +1074,7 @@ fn rules_table() {
         let location = case.location.build();
         let facts = CallFacts {
             kind: case.kind,
+            service: case.service,
             entry: case.known.then_some(&entry),
             tenant_locations: &sites,
             location: &location,
@@ -964,6 +1160,7 @@ fn tenant_location_trust_is_reported() {
     let location = Loc::Civic(NY, Some("Manual")).build();
     let facts = CallFacts {
         kind: CallKind::Emergency,
+        service: "urn:service:sos",
         entry: None,
         tenant_locations: &sites,
         location: &location,
@@ -980,4 +1177,172 @@ fn tenant_location_trust_is_reported() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Each country's numbers, through detection (the Request-URI, the
+/// caller's country) to the service URN, and through the rules to the PSAP
+/// that a caller registered in that country reaches first.
+#[test]
+fn numbers_to_services_to_psaps() {
+    const SOS: &str = "urn:service:sos";
+    const POLICE: &str = "urn:service:sos.police";
+    const FIRE: &str = "urn:service:sos.fire";
+    const AMBULANCE: &str = "urn:service:sos.ambulance";
+    const MARINE: &str = "urn:service:sos.marine";
+    const OSLO: Fields = &[("country", "NO"), ("A3", "Oslo")];
+    const BRASILIA: Fields = &[("country", "BR"), ("A3", "Brasília")];
+    // Country of the caller ("" for unknown), Request-URI, the service
+    // expected, the registered address, the first PSAP.
+    let rows: &[(&str, &str, &str, Fields, &str)] = &[
+        // Germany: 110 police, 112 fire and ambulance, from the same place.
+        (
+            "DE",
+            "sip:110@h;user=phone",
+            POLICE,
+            MUNICH,
+            "SYN-DE-POLICE",
+        ),
+        ("DE", "sip:112@h;user=phone", SOS, MUNICH, "SYN-DE"),
+        ("DE", "tel:+49110", POLICE, MUNICH, "SYN-DE-POLICE"),
+        (
+            "DE",
+            "sip:49110@h;user=phone",
+            POLICE,
+            MUNICH,
+            "SYN-DE-POLICE",
+        ),
+        ("DE", "tel:911", SOS, MUNICH, "SYN-DE"),
+        // Austria.
+        ("AT", "tel:112", SOS, VIENNA, "SYN-AT"),
+        ("AT", "tel:122", FIRE, VIENNA, "SYN-AT-FIRE"),
+        ("AT", "tel:128", "urn:service:sos.gas", VIENNA, "SYN-AT"),
+        ("AT", "tel:133", POLICE, VIENNA, "SYN-AT-POLICE"),
+        (
+            "AT",
+            "tel:140",
+            "urn:service:sos.mountain",
+            VIENNA,
+            "SYN-AT-MOUNTAIN",
+        ),
+        ("AT", "tel:144", AMBULANCE, VIENNA, "SYN-AT-AMBULANCE"),
+        // Italy.
+        ("IT", "tel:112", SOS, ROME, "SYN-IT"),
+        ("IT", "tel:113", POLICE, ROME, "SYN-IT-POLICE"),
+        ("IT", "tel:115", FIRE, ROME, "SYN-IT-FIRE"),
+        ("IT", "tel:118", AMBULANCE, ROME, "SYN-IT-AMBULANCE"),
+        ("IT", "tel:1530", MARINE, ROME, "SYN-IT-MARINE"),
+        // Spain: three police numbers, two fire numbers.
+        ("ES", "tel:112", SOS, MADRID, "SYN-ES"),
+        ("ES", "tel:091", POLICE, MADRID, "SYN-ES-POLICE"),
+        ("ES", "tel:092", POLICE, MADRID, "SYN-ES-POLICE"),
+        ("ES", "tel:062", POLICE, MADRID, "SYN-ES-POLICE"),
+        ("ES", "tel:080", FIRE, MADRID, "SYN-ES-FIRE"),
+        ("ES", "tel:085", FIRE, MADRID, "SYN-ES-FIRE"),
+        ("ES", "tel:061", AMBULANCE, MADRID, "SYN-ES-AMBULANCE"),
+        // France: 114 (text relay) dispatches to all services.
+        ("FR", "tel:112", SOS, PARIS, "SYN-FR"),
+        ("FR", "tel:15", AMBULANCE, PARIS, "SYN-FR-AMBULANCE"),
+        ("FR", "tel:17", POLICE, PARIS, "SYN-FR-POLICE"),
+        ("FR", "tel:18", FIRE, PARIS, "SYN-FR-FIRE"),
+        ("FR", "tel:114", SOS, PARIS, "SYN-FR"),
+        ("FR", "tel:196", MARINE, PARIS, "SYN-FR-MARINE"),
+        // A dialed service URN keeps its URN.
+        (
+            "DE",
+            "urn:service:sos.police",
+            POLICE,
+            MUNICH,
+            "SYN-DE-POLICE",
+        ),
+        ("DE", "URN:Service:SOS.Fire", FIRE, MUNICH, "SYN-DE"),
+        (
+            "FR",
+            "urn:service:sos.marine",
+            MARINE,
+            PARIS,
+            "SYN-FR-MARINE",
+        ),
+        (
+            "AT",
+            "urn:service:sos.animal-control",
+            "urn:service:sos.animal-control",
+            VIENNA,
+            "SYN-AT",
+        ),
+        ("US", "urn:service:sos.police", POLICE, NY, "screening"),
+        // Numbers whose service has no PSAP of its own in the data.
+        ("NO", "tel:112", SOS, OSLO, "SYN-NO"),
+        ("NO", "tel:110", FIRE, OSLO, "SYN-NO"),
+        ("BR", "tel:190", POLICE, BRASILIA, "SYN-BR"),
+        // 112 and 911 are the service as a whole for everyone (a US caller
+        // without a location is screened first).
+        ("US", "tel:911", SOS, NY, "screening"),
+        ("US", "tel:112", SOS, NY, "screening"),
+        // A caller of unknown country: a number every country listing it
+        // gives one service keeps it; otherwise urn:service:sos (110 is
+        // police in Germany and Japan, fire in Norway).
+        ("", "tel:1530", MARINE, ROME, "SYN-IT-MARINE"),
+        ("", "tel:110", SOS, MUNICH, "SYN-DE"),
+        ("", "tel:133", POLICE, VIENNA, "SYN-AT-POLICE"),
+    ];
+    let trunks = PsapTrunks::new([("*", "psap")]).unwrap();
+    let limits = sosrouter::sip::Limits::default();
+    let mut failures = Vec::new();
+    for &(country, ruri, service, registered, psap) in rows {
+        let text = format!(
+            "INVITE {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nMax-Forwards: 70\r\nTo: <sip:x@example.net>\r\nFrom: <sip:caller@example.com>;tag=1\r\nCall-ID: s1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let msg = sosrouter::sip::parse_datagram(bytes::Bytes::from(text), &limits).unwrap();
+        let caller_country = (!country.is_empty()).then_some(country);
+        let detected = countries()
+            .dialed(&msg, &[])
+            .and_then(|d| countries().classify(&d, caller_country));
+        let Some(detected) = detected else {
+            failures.push(format!("{country} {ruri}: not an emergency call"));
+            continue;
+        };
+        let rules = countries().rules_for(caller_country);
+        let entry = NumberEntry {
+            number: "+4989555010".into(),
+            tenant: "acme".into(),
+            country: country.into(),
+            common_area_phone: false,
+            capabilities: Capabilities::default(),
+            location_id: None,
+            registered: Some(Address {
+                civic: civic(registered),
+                point: None,
+            }),
+        };
+        let location = Location::none();
+        let facts = CallFacts {
+            kind: detected.kind,
+            service: &detected.service,
+            entry: Some(&entry),
+            tenant_locations: &[],
+            location: &location,
+        };
+        let ctx = RulesContext {
+            rules,
+            areas: areas(),
+            psap_trunks: &trunks,
+        };
+        let d = decide(&facts, &ctx);
+        let got = (
+            detected.kind,
+            &*detected.service,
+            d.targets.first().map(|t| t.label.as_str()),
+        );
+        let want = (CallKind::Emergency, service, Some(psap));
+        if got != want {
+            failures.push(format!("{country} {ruri}\n   got {got:?}\n  want {want:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
 }

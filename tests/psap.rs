@@ -342,7 +342,20 @@ fn every_shipped_psap_is_synthetic_and_never_resolves() {
     for p in s.psaps() {
         assert!(p.synthetic, "{}", p.id);
         assert!(p.id.starts_with("SYN-"), "{}", p.id);
-        assert_eq!(p.id, format!("SYN-{}", p.area));
+        // The general record of an area is named after it; one for a
+        // single service adds the service's name.
+        match p.service().strip_prefix("urn:service:sos") {
+            Some("") => assert_eq!(p.id, format!("SYN-{}", p.area)),
+            Some(sub) => assert_eq!(
+                p.id,
+                format!(
+                    "SYN-{}-{}",
+                    p.area,
+                    sub.trim_start_matches('.').to_uppercase()
+                )
+            ),
+            None => panic!("{}: {}", p.id, p.service()),
+        }
         assert!(p.name.contains("(synthetic PSAP)"), "{}", p.name);
         let host = p.uri.strip_prefix("sip:sos@").unwrap_or("");
         assert!(host.ends_with(".example"), "{}", p.uri);
@@ -463,4 +476,149 @@ fn load_errors_name_the_problem() {
     let err = ServiceAreas::load(&empty).unwrap_err();
     std::fs::remove_dir_all(&empty).unwrap();
     assert!(err.to_string().contains("US-6075"), "{err}");
+}
+
+/// The shipped data per service: where a service has a PSAP of its own it
+/// takes it, at whatever level; elsewhere the general PSAP of the place.
+#[test]
+fn shipped_psaps_per_service() {
+    let s = shipped();
+    const MUNICH: (f64, f64) = (48.137, 11.575);
+    const VIENNA: (f64, f64) = (48.2082, 16.3738);
+    const ROME: (f64, f64) = (41.9028, 12.4964);
+    const PARIS: (f64, f64) = (48.8566, 2.3522);
+    const MADRID: (f64, f64) = (40.4168, -3.7038);
+    const SAN_FRANCISCO: (f64, f64) = (37.7749, -122.4194);
+    const LOS_ANGELES: (f64, f64) = (34.05, -118.25);
+    let rows: &[((f64, f64), &str, &str)] = &[
+        (MUNICH, "urn:service:sos", "SYN-DE"),
+        (MUNICH, "urn:service:sos.police", "SYN-DE-POLICE"),
+        (MUNICH, "urn:service:sos.fire", "SYN-DE"),
+        (VIENNA, "urn:service:sos", "SYN-AT"),
+        (VIENNA, "urn:service:sos.fire", "SYN-AT-FIRE"),
+        (VIENNA, "urn:service:sos.police", "SYN-AT-POLICE"),
+        (VIENNA, "urn:service:sos.ambulance", "SYN-AT-AMBULANCE"),
+        (VIENNA, "urn:service:sos.mountain", "SYN-AT-MOUNTAIN"),
+        (VIENNA, "urn:service:sos.gas", "SYN-AT"),
+        (ROME, "urn:service:sos.police", "SYN-IT-POLICE"),
+        (ROME, "urn:service:sos.fire", "SYN-IT-FIRE"),
+        (ROME, "urn:service:sos.ambulance", "SYN-IT-AMBULANCE"),
+        (ROME, "urn:service:sos.marine", "SYN-IT-MARINE"),
+        (PARIS, "urn:service:sos.ambulance", "SYN-FR-AMBULANCE"),
+        (PARIS, "urn:service:sos.police", "SYN-FR-POLICE"),
+        (PARIS, "urn:service:sos.fire", "SYN-FR-FIRE"),
+        (PARIS, "urn:service:sos.marine", "SYN-FR-MARINE"),
+        (PARIS, "urn:service:sos.poison", "SYN-FR"),
+        (MADRID, "urn:service:sos.police", "SYN-ES-POLICE"),
+        (MADRID, "urn:service:sos.fire", "SYN-ES-FIRE"),
+        (MADRID, "urn:service:sos.ambulance", "SYN-ES-AMBULANCE"),
+        (MADRID, "urn:service:sos", "SYN-ES"),
+        // A US county with a police PSAP of its own, and one without.
+        (
+            SAN_FRANCISCO,
+            "urn:service:sos.police",
+            "SYN-US-06075-POLICE",
+        ),
+        (SAN_FRANCISCO, "urn:service:sos", "SYN-US-06075"),
+        (SAN_FRANCISCO, "urn:service:sos.fire", "SYN-US-06075"),
+        (LOS_ANGELES, "urn:service:sos.police", "SYN-US-06037"),
+    ];
+    for &((lat, lon), service, want) in rows {
+        let m = s.lookup_point_for(lat, lon, service);
+        assert_eq!(
+            m.map(|m| m.psap.id.as_str()),
+            Some(want),
+            "{lat} {lon} {service}"
+        );
+        // The same by civic address at country level (the areas of these
+        // countries are the countries themselves), and by area key.
+        if let Some(country) = want.strip_prefix("SYN-").map(|r| &r[..2]) {
+            if country != "US" {
+                let c = s.lookup_civic_for(&civic(country, "", "", "", ""), service);
+                assert_eq!(
+                    c.map(|m| m.psap.id.as_str()),
+                    Some(want),
+                    "{country} {service}"
+                );
+                assert_eq!(
+                    s.psap_for_area_for(country, service).map(|p| p.id.as_str()),
+                    Some(want)
+                );
+            }
+        }
+    }
+    // Without a service, the general records as before.
+    assert_eq!(
+        s.lookup_point(MUNICH.0, MUNICH.1)
+            .map(|m| m.psap.id.as_str()),
+        Some("SYN-DE")
+    );
+    assert_eq!(
+        s.psap("SYN-DE-POLICE").unwrap().service(),
+        "urn:service:sos.police"
+    );
+    assert_eq!(s.psap("SYN-DE").unwrap().service(), "urn:service:sos");
+    // San Francisco by civic address and by area key.
+    let sf = s
+        .lookup_civic_for(
+            &civic("US", "CA", "", "San Francisco", "94102"),
+            "urn:service:sos.police",
+        )
+        .unwrap();
+    assert_eq!(
+        (sf.how, sf.area, sf.psap.id.as_str()),
+        (MatchKind::Zip, "US-06075", "SYN-US-06075-POLICE")
+    );
+    assert_eq!(
+        s.psap_for_area_for("US-06075", "urn:service:sos.police")
+            .map(|p| p.id.as_str()),
+        Some("SYN-US-06075-POLICE")
+    );
+}
+
+#[test]
+fn an_operator_file_with_a_police_psap_per_state_and_a_general_one_per_county() {
+    let mut s = ServiceAreas::embedded().unwrap();
+    let own = r#"{"psaps":[
+        {"id":"SF","name":"San Francisco","uri":"sip:911@sf.psap.test","area":"US-06075"},
+        {"id":"LA","name":"Los Angeles","uri":"sip:911@la.psap.test","area":"US-06037"},
+        {"id":"CA-POLICE","name":"California police","uri":"sip:police@ca.psap.test","area":"US-CA","service_urn":"urn:service:sos.police"},
+        {"id":"US-POISON","name":"Poison control","uri":"sip:poison@us.psap.test","area":"US","service_urn":"urn:service:sos.poison"}
+    ]}"#;
+    s.replace_psaps(own.as_bytes()).unwrap();
+    let at = |lat, lon, service| {
+        s.lookup_point_for(lat, lon, service)
+            .map(|m| (m.area.to_string(), m.psap.id.clone()))
+    };
+    // Police: the state's police PSAP, from either county.
+    assert_eq!(
+        at(37.7749, -122.4194, "urn:service:sos.police"),
+        Some(("US-06075".into(), "CA-POLICE".into()))
+    );
+    assert_eq!(
+        at(34.05, -118.25, "urn:service:sos.police"),
+        Some(("US-06037".into(), "CA-POLICE".into()))
+    );
+    // Any other call: the county's PSAP.
+    assert_eq!(
+        at(34.05, -118.25, "urn:service:sos"),
+        Some(("US-06037".into(), "LA".into()))
+    );
+    assert_eq!(
+        at(34.05, -118.25, "urn:service:sos.fire"),
+        Some(("US-06037".into(), "LA".into()))
+    );
+    // Poison: the national record, everywhere in the US.
+    assert_eq!(
+        at(34.05, -118.25, "urn:service:sos.poison"),
+        Some(("US-06037".into(), "US-POISON".into()))
+    );
+    // Denver: no general record covers it; police and poison calls find
+    // the national poison record only for poison.
+    assert_eq!(at(39.7392, -104.9903, "urn:service:sos"), None);
+    assert_eq!(at(39.7392, -104.9903, "urn:service:sos.police"), None);
+    assert_eq!(
+        at(39.7392, -104.9903, "urn:service:sos.poison").map(|m| m.1),
+        Some("US-POISON".into())
+    );
 }

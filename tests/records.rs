@@ -110,6 +110,7 @@ fn calls_survive_a_restart(db: Db) {
     for r in &recs {
         assert_eq!(r["caller_number"], CAP);
         assert_eq!(r["dialed"], "911");
+        assert_eq!(r["service"], "urn:service:sos");
         assert_eq!(r["tenant"], "acme");
         assert_eq!(r["kind"], "emergency");
         assert_eq!(r["location_source"], "registered");

@@ -46,6 +46,10 @@ pub struct CallRecord {
     pub pai: Option<String>,
     /// The dialed number or service URN, and the Request-URI as received.
     pub dialed: String,
+    /// The emergency service the call was routed for
+    /// (`urn:service:sos.police`); absent from records of older routers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     pub request_uri: String,
     pub invite_ms: i64,
     pub answer_ms: Option<i64>,
@@ -191,6 +195,7 @@ impl Assembler {
                     } else {
                         d.dialed.clone()
                     },
+                    service: d.service.as_deref().map(str::to_string),
                     request_uri,
                     invite_ms: self.ms(at),
                     answer_ms: None,

@@ -21,9 +21,16 @@
 //! `urn:service:sos` and its sub-services (RFC 5031) are emergency calls for
 //! everyone; `urn:service:test.sos` and its sub-services (RFC 6881) are test
 //! calls.
+//!
+//! Each call also gets the emergency service it asks for, as a service URN
+//! ([`Detected::service`]): a dialed `urn:service:sos.fire` keeps its URN; a
+//! number takes the URN its country's `services` table gives it (`110` in
+//! Germany is `urn:service:sos.police`), else `urn:service:sos`. The PSAP
+//! lookup then looks for a PSAP of that service first.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -35,6 +42,78 @@ pub const SHIPPED_COUNTRIES: &str = include_str!("../../config/countries.toml");
 
 /// Dial strings that are emergency numbers for every caller.
 pub const GLOBAL_NUMBERS: [&str; 2] = ["112", "911"];
+
+/// The emergency service as a whole (RFC 5031): the service of every
+/// emergency number the country rules give no other service.
+pub const SOS: &str = "urn:service:sos";
+
+/// The service of a test number (RFC 6881).
+pub const TEST_SOS: &str = "urn:service:test.sos";
+
+/// Whether `urn` is `urn:service:sos` or one of its sub-services
+/// (`urn:service:sos.police`), in lower case: labels of letters, digits and
+/// `-`, separated by dots.
+pub fn is_sos_service(urn: &str) -> bool {
+    let Some(rest) = urn.strip_prefix(SOS) else {
+        return false;
+    };
+    rest.is_empty()
+        || rest.strip_prefix('.').is_some_and(|sub| {
+            sub.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+        })
+}
+
+/// How many services [`service_chain`] gives at most before
+/// `urn:service:sos`: a dialed URN of a thousand labels costs no more
+/// lookups than one of a few.
+pub const MAX_SERVICE_DEPTH: usize = 4;
+
+/// The services to look for in turn for a call to `service`: the service
+/// itself, then each parent (`urn:service:sos.police.local`,
+/// `urn:service:sos.police`, `urn:service:sos`): [`MAX_SERVICE_DEPTH`]
+/// levels below `urn:service:sos` at most, a deeper URN being looked up
+/// from that level. Always
+/// ends with `urn:service:sos`; a URN outside it gives only
+/// `urn:service:sos`. Slices of `service`, no allocation.
+pub fn service_chain(service: &str) -> impl Iterator<Item = &str> {
+    let start = if service.len() > SOS.len()
+        && service.as_bytes()[SOS.len()] == b'.'
+        && service.as_bytes()[..SOS.len()].eq_ignore_ascii_case(SOS.as_bytes())
+    {
+        Some(service)
+    } else {
+        None
+    };
+    // Past the depth, the finest levels are left out.
+    let start = start.map(
+        |s| match s[SOS.len()..].match_indices('.').nth(MAX_SERVICE_DEPTH) {
+            Some((i, _)) => &s[..SOS.len() + i],
+            None => s,
+        },
+    );
+    let mut next = start.or(Some(SOS));
+    std::iter::from_fn(move || {
+        let current = next?;
+        next = if current.len() > SOS.len() {
+            current
+                .rfind('.')
+                .map(|i| &current[..i])
+                .filter(|p| p.len() >= SOS.len())
+        } else {
+            None
+        };
+        Some(if current.len() == SOS.len() {
+            SOS
+        } else {
+            current
+        })
+    })
+}
 
 /// An emergency call or a test of emergency calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,7 +141,13 @@ pub struct CountryRules {
     pub calling_code: Option<String>,
     /// Area codes that tell this country apart under a shared calling code.
     pub area_codes: Vec<String>,
+    /// Every emergency number of the country, those of `services`
+    /// included.
     pub emergency_numbers: Vec<String>,
+    /// Emergency numbers that ask for one service: dial string and service
+    /// URN in lower case (`"110"`, `"urn:service:sos.police"`). A number not
+    /// listed here asks for `urn:service:sos`.
+    pub services: Vec<(String, Arc<str>)>,
     pub test_numbers: Vec<String>,
     pub dynamic_routing: bool,
     /// Trusted PIDF-LO methods, in lower case.
@@ -105,6 +190,15 @@ impl CountryRules {
     pub fn is_test_number(&self, number: &str) -> bool {
         self.test_numbers.iter().any(|n| n == number)
     }
+
+    /// The service URN an emergency number of this country asks for, when
+    /// the `services` table names one.
+    pub fn service_of(&self, number: &str) -> Option<&Arc<str>> {
+        self.services
+            .iter()
+            .find(|(n, _)| n == number)
+            .map(|(_, s)| s)
+    }
 }
 
 /// The file as written: every key optional so that a country inherits the
@@ -115,6 +209,7 @@ struct RulesFields {
     calling_code: Option<String>,
     area_codes: Option<Vec<String>>,
     emergency_numbers: Option<Vec<String>>,
+    services: Option<BTreeMap<String, String>>,
     test_numbers: Option<Vec<String>>,
     dynamic_routing: Option<bool>,
     trusted_methods: Option<Vec<String>>,
@@ -154,10 +249,18 @@ pub struct Countries {
     by_code: HashMap<String, CountryRules>,
     /// Every emergency and test number of any country, and the global ones.
     any_number: HashSet<String>,
-    /// Every emergency number of any country, and the global ones.
-    any_emergency: HashSet<String>,
+    /// Every emergency number of any country, and the global ones, with
+    /// the service it asks for when the caller's country is unknown: the one
+    /// every country listing it agrees on, else `urn:service:sos`.
+    any_emergency: HashMap<String, Arc<str>>,
     /// Distinct calling codes, longest first.
     calling_codes: Vec<String>,
+    /// Every service URN the rules name, `urn:service:sos` and
+    /// `urn:service:test.sos`: a detected call shares one of these rather
+    /// than a copy.
+    known_services: HashSet<Arc<str>>,
+    sos: Arc<str>,
+    test_sos: Arc<str>,
 }
 
 /// A Request-URI that may be an emergency or test call.
@@ -176,6 +279,11 @@ pub struct Detected {
     /// The number as the country knows it (`911`), or the service URN in
     /// lower case (`urn:service:sos.fire`).
     pub number: String,
+    /// The emergency service asked for, in lower case: the dialed service
+    /// URN, the one the caller's country gives the number
+    /// (`urn:service:sos.police` for `110` in Germany), else
+    /// `urn:service:sos` (`urn:service:test.sos` for a test number).
+    pub service: Arc<str>,
 }
 
 fn is_dial_string(s: &str) -> bool {
@@ -208,7 +316,7 @@ impl Countries {
 
     pub fn from_toml(text: &str) -> Result<Countries, CountriesError> {
         let file: CountriesFile = toml::from_str(text)?;
-        let default = Self::merge("", file.default, None)?;
+        let mut default = Self::merge("", file.default, None)?;
         let mut by_code = HashMap::new();
         for (code, fields) in file.country {
             if !is_country_code(&code) {
@@ -219,11 +327,40 @@ impl Countries {
             let rules = Self::merge(&code, fields, Some(&default))?;
             by_code.insert(code, rules);
         }
+        let sos: Arc<str> = Arc::from(SOS);
+        let test_sos: Arc<str> = Arc::from(TEST_SOS);
+        let mut known_services: HashSet<Arc<str>> = HashSet::new();
+        known_services.insert(sos.clone());
+        known_services.insert(test_sos.clone());
         let mut any_number = HashSet::new();
-        let mut any_emergency = HashSet::new();
+        // Number → the service every country listing it agrees on (None:
+        // they disagree).
+        let mut agreed: HashMap<String, Option<Arc<str>>> = HashMap::new();
         let mut calling_codes = Vec::new();
-        for r in std::iter::once(&default).chain(by_code.values()) {
-            any_emergency.extend(r.emergency_numbers.iter().cloned());
+        // In order of code, so that nothing depends on hash order.
+        let mut listed: Vec<&mut CountryRules> = by_code.values_mut().collect();
+        listed.sort_by(|a, b| a.code.cmp(&b.code));
+        for r in std::iter::once(&mut default).chain(listed) {
+            // Every rule set shares one copy of each service URN.
+            for (_, s) in &mut r.services {
+                match known_services.get(s) {
+                    Some(k) => *s = k.clone(),
+                    None => {
+                        known_services.insert(s.clone());
+                    }
+                }
+            }
+            for n in &r.emergency_numbers {
+                let service = r.service_of(n).unwrap_or(&sos);
+                agreed
+                    .entry(n.clone())
+                    .and_modify(|a| {
+                        if a.as_ref().is_some_and(|a| a != service) {
+                            *a = None;
+                        }
+                    })
+                    .or_insert_with(|| Some(service.clone()));
+            }
             any_number.extend(r.emergency_numbers.iter().cloned());
             any_number.extend(r.test_numbers.iter().cloned());
             if let Some(cc) = &r.calling_code {
@@ -234,8 +371,14 @@ impl Countries {
         }
         for g in GLOBAL_NUMBERS {
             any_number.insert(g.to_string());
-            any_emergency.insert(g.to_string());
+            agreed
+                .entry(g.to_string())
+                .or_insert_with(|| Some(sos.clone()));
         }
+        let any_emergency = agreed
+            .into_iter()
+            .map(|(n, s)| (n, s.unwrap_or_else(|| sos.clone())))
+            .collect();
         calling_codes.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
         Ok(Countries {
             default,
@@ -243,6 +386,9 @@ impl Countries {
             any_number,
             any_emergency,
             calling_codes,
+            known_services,
+            sos,
+            test_sos,
         })
     }
 
@@ -261,11 +407,47 @@ impl Countries {
             Some(v) => trunk_name(Some(v)),
             None => inherited.cloned().flatten(),
         };
+        let services: Vec<(String, Arc<str>)> = match f.services {
+            Some(table) => {
+                let mut services = Vec::with_capacity(table.len());
+                for (number, urn) in table {
+                    let service = urn.trim().to_ascii_lowercase();
+                    if !is_sos_service(&service) {
+                        return Err(bad(format!(
+                            "services: {number:?} = {urn:?} is not urn:service:sos or one of its sub-services (urn:service:sos.police)"
+                        )));
+                    }
+                    services.push((number, Arc::from(service)));
+                }
+                services
+            }
+            None => base.map(|b| b.services.clone()).unwrap_or_default(),
+        };
+        let mut emergency_numbers = match f.emergency_numbers {
+            Some(v) => v,
+            // The inherited list holds the inherited services' numbers;
+            // a table of its own replaces those.
+            None => base
+                .map(|b| {
+                    b.emergency_numbers
+                        .iter()
+                        .filter(|n| b.service_of(n).is_none())
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        for (n, _) in &services {
+            if !emergency_numbers.contains(n) {
+                emergency_numbers.push(n.clone());
+            }
+        }
         let rules = CountryRules {
             code: code.to_string(),
             calling_code: f.calling_code,
             area_codes: f.area_codes.unwrap_or_default(),
-            emergency_numbers: list(f.emergency_numbers, base.map(|b| &b.emergency_numbers)),
+            emergency_numbers,
+            services,
             test_numbers: list(f.test_numbers, base.map(|b| &b.test_numbers)),
             dynamic_routing: flag(f.dynamic_routing, base.map(|b| b.dynamic_routing)),
             trusted_methods: list(f.trusted_methods, base.map(|b| &b.trusted_methods))
@@ -414,17 +596,26 @@ impl Countries {
     /// unknown, in which case any country's emergency number counts).
     pub fn classify(&self, dialed: &Dialed<'_>, country: Option<&str>) -> Option<Detected> {
         match dialed {
-            Dialed::Service { service, test } => Some(Detected {
-                kind: if *test {
-                    CallKind::Test
-                } else {
-                    CallKind::Emergency
-                },
-                number: format!(
+            Dialed::Service { service, test } => {
+                let number = format!(
                     "urn:service:{}",
                     String::from_utf8_lossy(service).to_ascii_lowercase()
-                ),
-            }),
+                );
+                // A dialed URN keeps its URN; one the rules name is shared.
+                let service = match self.known_services.get(number.as_str()) {
+                    Some(s) => s.clone(),
+                    None => Arc::from(number.as_str()),
+                };
+                Some(Detected {
+                    kind: if *test {
+                        CallKind::Test
+                    } else {
+                        CallKind::Emergency
+                    },
+                    number,
+                    service,
+                })
+            }
             Dialed::Number(digits) => {
                 let rules = country.and_then(|c| self.by_code.get(c));
                 let d = digits.as_str();
@@ -434,14 +625,26 @@ impl Countries {
                         Some(r) if r.is_emergency_number(n) => Some(CallKind::Emergency),
                         Some(_) => None,
                         None if self.default.is_test_number(n) => Some(CallKind::Test),
-                        None if self.any_emergency.contains(n) => Some(CallKind::Emergency),
+                        None if self.any_emergency.contains_key(n) => Some(CallKind::Emergency),
                         None => None,
+                    }
+                };
+                let service_of = |kind: CallKind, n: &str| -> Arc<str> {
+                    match (kind, rules) {
+                        (CallKind::Test, _) => self.test_sos.clone(),
+                        (CallKind::Emergency, Some(r)) => {
+                            r.service_of(n).unwrap_or(&self.sos).clone()
+                        }
+                        (CallKind::Emergency, None) => {
+                            self.any_emergency.get(n).unwrap_or(&self.sos).clone()
+                        }
                     }
                 };
                 let found = |n: &str| {
                     kind_of(n).map(|kind| Detected {
                         kind,
                         number: n.to_string(),
+                        service: service_of(kind, n),
                     })
                 };
                 if let Some(hit) = found(d) {
@@ -708,5 +911,142 @@ mod tests {
         assert_eq!(xx.screening_trunk, None);
         assert!(xx.trusts_method("gps"));
         assert_eq!(c.default_rules().screening_trunk.as_deref(), Some("ecrc"));
+    }
+
+    #[test]
+    fn services_of_numbers_and_urns() {
+        let c = Countries::shipped();
+        let msg = |ruri: &str| invite(ruri);
+        let service = |ruri: &str, country: Option<&str>| {
+            let m = msg(ruri);
+            let d = c.dialed(&m, &[])?;
+            c.classify(&d, country).map(|d| d.service.to_string())
+        };
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(service("tel:110", Some("DE")), s("urn:service:sos.police"));
+        assert_eq!(service("tel:112", Some("DE")), s(SOS));
+        assert_eq!(
+            service("tel:+49110", Some("DE")),
+            s("urn:service:sos.police")
+        );
+        assert_eq!(service("tel:911", Some("DE")), s(SOS));
+        assert_eq!(service("tel:110", Some("NO")), s("urn:service:sos.fire"));
+        assert_eq!(service("tel:110", Some("JP")), s("urn:service:sos.police"));
+        assert_eq!(service("tel:18", Some("FR")), s("urn:service:sos.fire"));
+        // Unknown country: the service every country listing the number
+        // agrees on, else the service as a whole.
+        assert_eq!(service("tel:110", None), s(SOS));
+        assert_eq!(service("tel:1530", None), s("urn:service:sos.marine"));
+        assert_eq!(service("tel:999", None), s(SOS));
+        // A dialed URN keeps its URN, known to the rules or not.
+        assert_eq!(
+            service("urn:service:SOS.Police", Some("US")),
+            s("urn:service:sos.police")
+        );
+        assert_eq!(
+            service("urn:service:sos.animal-control", Some("DE")),
+            s("urn:service:sos.animal-control")
+        );
+        assert_eq!(service("tel:933", Some("US")), s(TEST_SOS));
+        assert_eq!(
+            service("urn:service:test.sos.fire", Some("US")),
+            s("urn:service:test.sos.fire")
+        );
+        // The numbers of the table are emergency numbers.
+        let de = c.get("DE").unwrap();
+        assert!(de.is_emergency_number("110") && de.is_emergency_number("112"));
+        assert_eq!(
+            de.service_of("110").map(|s| &**s),
+            Some("urn:service:sos.police")
+        );
+        assert_eq!(de.service_of("112"), None);
+        // One shared copy of each URN.
+        let (a, b) = (
+            c.get("DE").unwrap().service_of("110").unwrap(),
+            c.get("FR").unwrap().service_of("17").unwrap(),
+        );
+        assert!(Arc::ptr_eq(a, b));
+    }
+
+    #[test]
+    fn services_tables_are_checked_and_inherited() {
+        for (toml, word) in [
+            ("[default]\n[default.services]\n\"110\" = \"urn:service:counseling\"\n", "counseling"),
+            ("[default]\n[default.services]\n\"110\" = \"sos.police\"\n", "sos.police"),
+            ("[default]\n[default.services]\n\"1 10\" = \"urn:service:sos.police\"\n", "1 10"),
+            (
+                "[default]\ntest_numbers = [\"110\"]\n[default.services]\n\"110\" = \"urn:service:sos.police\"\n",
+                "both",
+            ),
+        ] {
+            let err = Countries::from_toml(toml).unwrap_err();
+            assert!(err.to_string().contains(word), "{toml}: {err}");
+        }
+        let c = Countries::from_toml(
+            "[default]\nemergency_numbers = [\"112\"]\n[default.services]\n\"110\" = \"URN:service:SOS.Police\"\n\
+             [country.XX]\n[country.YY]\n[country.YY.services]\n\"117\" = \"urn:service:sos.police\"\n\
+             [country.ZZ]\nemergency_numbers = [\"999\"]\n",
+        )
+        .unwrap();
+        let police =
+            |code: &str, n: &str| c.get(code).unwrap().service_of(n).map(|s| s.to_string());
+        // Inherited whole, in lower case.
+        assert_eq!(
+            police("XX", "110").as_deref(),
+            Some("urn:service:sos.police")
+        );
+        assert!(c.get("XX").unwrap().is_emergency_number("110"));
+        // Replaced whole: 110 is not YY's, 117 is.
+        assert_eq!(police("YY", "110"), None);
+        assert!(!c.get("YY").unwrap().is_emergency_number("110"));
+        assert!(c.get("YY").unwrap().is_emergency_number("117"));
+        assert!(c.get("YY").unwrap().is_emergency_number("112"));
+        // Its own numbers, the default's table still.
+        assert!(c.get("ZZ").unwrap().is_emergency_number("110"));
+        assert_eq!(c.get("ZZ").unwrap().emergency_numbers, ["999", "110"]);
+    }
+
+    #[test]
+    fn service_chains_end_with_sos() {
+        fn chain(s: &str) -> Vec<&str> {
+            service_chain(s).collect()
+        }
+        assert_eq!(chain("urn:service:sos"), [SOS]);
+        assert_eq!(
+            chain("urn:service:sos.police"),
+            ["urn:service:sos.police", SOS]
+        );
+        assert_eq!(
+            chain("urn:service:sos.police.local"),
+            [
+                "urn:service:sos.police.local",
+                "urn:service:sos.police",
+                SOS
+            ]
+        );
+        for other in [
+            "urn:service:test.sos",
+            "urn:service:sosx.a",
+            "",
+            "sos",
+            "urn:service:counseling",
+        ] {
+            assert_eq!(chain(other), [SOS], "{other}");
+        }
+        // A deep URN: from its fourth level.
+        let deep = format!("urn:service:sos{}", ".a".repeat(10_000));
+        let got = chain(&deep);
+        assert_eq!(got.len(), MAX_SERVICE_DEPTH + 1);
+        assert_eq!(got[0].len(), SOS.len() + 2 * MAX_SERVICE_DEPTH);
+        assert_eq!(got[MAX_SERVICE_DEPTH], SOS);
+        assert!(is_sos_service("urn:service:sos.animal-control"));
+        for bad in [
+            "urn:service:sos.",
+            "urn:service:sos..a",
+            "urn:service:sos.A",
+            "urn:service:sosa",
+        ] {
+            assert!(!is_sos_service(bad), "{bad}");
+        }
     }
 }

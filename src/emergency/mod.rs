@@ -128,6 +128,7 @@ impl Evaluation<'_> {
         match &self.detected {
             Some(d) => json!({
                 "number": d.number,
+                "service": &*d.service,
                 "country": self.country,
                 "kind": d.kind.as_str(),
             }),
@@ -480,6 +481,7 @@ impl EmergencyRouter {
             .map_or(&[][..], |e| inventory.tenant_locations(&e.tenant));
         let facts = CallFacts {
             kind: detected.kind,
+            service: &detected.service,
             entry: ev.entry.as_ref(),
             tenant_locations: ev.tenant_locations,
             location: &ev.dynamic,
@@ -646,6 +648,7 @@ impl EmergencyRouter {
         let details = RouteDetails {
             kind: detected.kind.as_str(),
             dialed: detected.number,
+            service: Some(detected.service),
             caller,
             country,
             routed_by: d.routed_by.as_str(),

@@ -20,12 +20,19 @@
 //!    call is screened, else sent to the country's default PSAP
 //!    (`country-default`).
 //!
+//! Every PSAP is looked up for the call's service ([`CallFacts::service`]):
+//! the PSAP of that service serving the place, else that of its parent
+//! service, down to `urn:service:sos` (see [`crate::emergency::psap`]).
+//!
 //! After the first target come the fallbacks the proxy walks when it
 //! fails: the PSAP of a trusted dynamic location, the screening center, the
-//! PSAP of the registered address and the last resort, each once. When no
-//! target at all is found the call goes to the last resort (`last-resort`).
+//! PSAP of the registered address and the last resort, each once. For a
+//! call to one service (`urn:service:sos.police`) each PSAP of that service
+//! is followed by the general (`urn:service:sos`) PSAP of the same place.
+//! When no target at all is found the call goes to the last resort
+//! (`last-resort`).
 
-use crate::emergency::detect::{CallKind, CountryRules};
+use crate::emergency::detect::{CallKind, CountryRules, SOS};
 use crate::emergency::location::{matching_location, Location};
 use crate::emergency::psap::{self, MatchKind, ServiceAreas};
 use crate::inventory::{Address, NumberEntry, TenantLocation};
@@ -166,6 +173,10 @@ impl PsapTrunks {
 #[derive(Debug, Clone, Copy)]
 pub struct CallFacts<'a> {
     pub kind: CallKind,
+    /// The emergency service the call asks for, in lower case
+    /// (`urn:service:sos.police`; `urn:service:sos` for the service as a
+    /// whole).
+    pub service: &'a str,
     /// The caller's inventory entry, if the number is known.
     pub entry: Option<&'a NumberEntry>,
     /// The locations the caller's tenant defined.
@@ -259,38 +270,51 @@ fn choose(m: Option<psap::Match<'_>>, ctx: &RulesContext<'_>) -> Option<PsapChoi
 fn civic_lookup<'s>(
     areas: &'s ServiceAreas,
     civic: &crate::pidf::CivicAddress,
+    service: &str,
 ) -> Option<psap::Match<'s>> {
     let get = |k: &str| civic.get(k).unwrap_or("");
-    areas.lookup_civic(&psap::CivicAddress {
-        country: get("country"),
-        a1: get("A1"),
-        a2: get("A2"),
-        a3: get("A3"),
-        pc: get("PC"),
-    })
+    areas.lookup_civic_for(
+        &psap::CivicAddress {
+            country: get("country"),
+            a1: get("A1"),
+            a2: get("A2"),
+            a3: get("A3"),
+            pc: get("PC"),
+        },
+        service,
+    )
 }
 
-/// The PSAP serving a location: its point first, else its civic address.
-pub fn psap_for_location(location: &Location, ctx: &RulesContext<'_>) -> Option<PsapChoice> {
+/// The PSAP of `service` serving a location: its point first, else its
+/// civic address.
+pub fn psap_for_location(
+    location: &Location,
+    service: &str,
+    ctx: &RulesContext<'_>,
+) -> Option<PsapChoice> {
     location
         .geo
         .as_ref()
-        .and_then(|g| choose(ctx.areas.lookup_point(g.lat, g.lon), ctx))
+        .and_then(|g| choose(ctx.areas.lookup_point_for(g.lat, g.lon, service), ctx))
         .or_else(|| {
             location
                 .civic
                 .as_ref()
-                .and_then(|c| choose(civic_lookup(ctx.areas, c), ctx))
+                .and_then(|c| choose(civic_lookup(ctx.areas, c, service), ctx))
         })
 }
 
-/// The PSAP serving an inventory address: its point first, else its civic
-/// address.
-pub fn psap_for_address(address: &Address, ctx: &RulesContext<'_>) -> Option<PsapChoice> {
+/// The PSAP of `service` serving an inventory address: its point first,
+/// else its civic address.
+pub fn psap_for_address(
+    address: &Address,
+    service: &str,
+    ctx: &RulesContext<'_>,
+) -> Option<PsapChoice> {
     address
         .point
-        .and_then(|(lat, lon)| choose(ctx.areas.lookup_point(lat, lon), ctx))
-        .or_else(|| choose(civic_lookup(ctx.areas, &address.civic), ctx))
+        .and_then(|(lat, lon)| choose(ctx.areas.lookup_point_for(lat, lon, service), ctx))
+        .or_else(|| choose(civic_lookup(ctx.areas, &address.civic, service), ctx))
 }
 
 /// The country a location lies in: its civic country, else that of its
@@ -323,7 +347,7 @@ pub fn judge_dynamic(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> DynamicUs
     match basis {
         Some(basis) => DynamicUse::Trusted {
             basis,
-            psap: psap_for_location(loc, ctx),
+            psap: psap_for_location(loc, facts.service, ctx),
         },
         None => DynamicUse::Untrusted,
     }
@@ -370,7 +394,7 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
         };
     }
 
-    let registered_psap = registered.and_then(|a| psap_for_address(a, ctx));
+    let registered_psap = registered.and_then(|a| psap_for_address(a, facts.service, ctx));
     let dynamic = if rules.dynamic_routing {
         judge_dynamic(facts, ctx)
     } else if facts.location.is_usable() {
@@ -383,6 +407,17 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
         _ => None,
     };
     let cap = facts.entry.is_some_and(|e| e.common_area_phone);
+    // A call for one service (police) also gets the general PSAP of the
+    // same place right after that service's PSAP: it takes every
+    // emergency, and is nearer the caller than the screening center.
+    let for_service = facts.service != SOS;
+    let registered_general = registered
+        .filter(|_| for_service && registered_psap.is_some())
+        .and_then(|a| psap_for_address(a, SOS, ctx));
+    let dynamic_general = dynamic_psap
+        .as_ref()
+        .filter(|_| for_service)
+        .and_then(|_| psap_for_location(facts.location, SOS, ctx));
 
     // The first choice, before trunks are known to exist.
     enum First {
@@ -424,19 +459,28 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
         First::Psap(p, reason, by) => (RouteKind::Psap, *reason, *by, Some(p.clone())),
         First::Screening(reason) => (RouteKind::Screening, *reason, by_registered_or_none, None),
     };
-    let mut order: Vec<Option<RouteTarget>> = Vec::with_capacity(5);
+    let mut order: Vec<Option<RouteTarget>> = Vec::with_capacity(if for_service { 8 } else { 5 });
+    let target = |p: &Option<PsapChoice>| p.as_ref().map(PsapChoice::target);
     match &first {
-        First::Psap(p, ..) => {
+        First::Psap(p, _, by) => {
             order.push(Some(p.target()));
-            order.push(dynamic_psap.as_ref().map(PsapChoice::target));
+            order.push(target(if *by == RoutedBy::Dynamic {
+                &dynamic_general
+            } else {
+                &registered_general
+            }));
+            order.push(target(&dynamic_psap));
+            order.push(target(&dynamic_general));
             order.push(screening);
         }
         First::Screening(_) => {
             order.push(screening);
-            order.push(dynamic_psap.as_ref().map(PsapChoice::target));
+            order.push(target(&dynamic_psap));
+            order.push(target(&dynamic_general));
         }
     }
-    order.push(registered_psap.as_ref().map(PsapChoice::target));
+    order.push(target(&registered_psap));
+    order.push(target(&registered_general));
 
     // No screening center: the next PSAP is the first target.
     if matches!(first, First::Screening(_)) && !has_screening {
@@ -455,7 +499,7 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
             };
             (route, reason, routed_by, psap) =
                 (RouteKind::Psap, why, RoutedBy::Registered, Some(p.clone()));
-        } else if let Some(p) = country_default(ctx) {
+        } else if let Some(p) = country_default(facts.service, ctx) {
             (route, reason, routed_by, psap) = (
                 RouteKind::Psap,
                 Reason::CountryDefault,
@@ -463,6 +507,9 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
                 Some(p.clone()),
             );
             order.push(Some(p.target()));
+            if for_service {
+                order.push(country_default(SOS, ctx).map(|g| g.target()));
+            }
         } else {
             (route, reason, routed_by, psap) = (
                 RouteKind::LastResort,
@@ -494,13 +541,13 @@ pub fn decide(facts: &CallFacts<'_>, ctx: &RulesContext<'_>) -> RouteDecision {
     }
 }
 
-/// The country's default PSAP, where the country allows it.
-fn country_default(ctx: &RulesContext<'_>) -> Option<PsapChoice> {
+/// The country's default PSAP for the service, where the country allows it.
+fn country_default(service: &str, ctx: &RulesContext<'_>) -> Option<PsapChoice> {
     let rules = ctx.rules;
     if rules.code.is_empty() || !rules.country_default {
         return None;
     }
-    let p = ctx.areas.psap_for_area(&rules.code)?;
+    let p = ctx.areas.psap_for_area_for(&rules.code, service)?;
     let trunk = ctx.psap_trunks.trunk_for(&p.id)?;
     Some(PsapChoice {
         id: p.id.clone(),

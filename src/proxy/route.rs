@@ -62,6 +62,9 @@ pub struct RouteDetails {
     /// The dial string as the caller's country knows it (`911`), or the
     /// service URN.
     pub dialed: String,
+    /// The emergency service the call asks for and was routed by
+    /// (`urn:service:sos.police`).
+    pub service: Option<std::sync::Arc<str>>,
     /// The caller's number in E.164 form.
     pub caller: Option<String>,
     /// The caller's country (ISO 3166-1 alpha-2).

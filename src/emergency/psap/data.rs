@@ -259,9 +259,24 @@ pub(crate) fn read_gazetteer<'a>(file: &str, bytes: &'a [u8]) -> Result<Gazettee
 }
 
 /// Reads PSAP records and checks them: ids unique and non-empty, a URI and
-/// an area on every record.
+/// an area on every record, a service URN (when given) that is
+/// `urn:service:sos` or one of its sub-services, stored in lower case.
 pub(crate) fn read_psaps(file: &str, bytes: &[u8]) -> Result<Vec<Psap>, DataError> {
-    let parsed: PsapFile = serde_json::from_slice(bytes).map_err(|e| json_error(file, e))?;
+    let mut parsed: PsapFile = serde_json::from_slice(bytes).map_err(|e| json_error(file, e))?;
+    for psap in &mut parsed.psaps {
+        if let Some(urn) = &mut psap.service_urn {
+            *urn = urn.trim().to_ascii_lowercase();
+            if !crate::emergency::detect::is_sos_service(urn) {
+                return Err(invalid(
+                    file,
+                    format!(
+                        "PSAP {}: service_urn {urn:?} is not urn:service:sos or one of its sub-services",
+                        psap.id
+                    ),
+                ));
+            }
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for psap in &parsed.psaps {
         if psap.id.trim().is_empty() {

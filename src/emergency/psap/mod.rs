@@ -20,6 +20,15 @@
 //! An area without a PSAP record of its own is served by its state default,
 //! else by its country default. No input makes a lookup panic: coordinates
 //! that are not finite or out of range, and empty strings, find nothing.
+//!
+//! Each PSAP record serves one emergency service (`service_urn`, by default
+//! `urn:service:sos`). A lookup for a service (the `_for` forms) takes the
+//! PSAP of that service for the location at any level (area, state,
+//! country) before it falls back to the parent service
+//! (`urn:service:sos.police`, then `urn:service:sos`), and so on: a police
+//! call goes to the police PSAP of the country rather than to the general
+//! PSAP of the county, and to the county's general PSAP only where no
+//! police PSAP covers the place at all.
 
 mod data;
 mod index;
@@ -33,6 +42,8 @@ use serde::{Deserialize, Serialize};
 
 use index::PolygonIndex;
 use names::{fold, fold_into, strip_county_suffix};
+
+use super::detect::{service_chain, SOS};
 
 /// How far from every area a point may lie and still be given the nearest
 /// one, in km: enough for a caller on a beach, a pier, or a boat near the
@@ -120,6 +131,9 @@ pub struct Area {
     /// vanishes when the outlines are simplified).
     #[serde(skip)]
     pub has_geometry: bool,
+    /// `US-CA`: the key of the area's state default, when it has a state.
+    #[serde(skip)]
+    state_key: Option<String>,
 }
 
 /// A PSAP record, as in `psaps.json`.
@@ -149,6 +163,14 @@ pub struct Psap {
     /// True for a placeholder record that must not take live calls.
     #[serde(default)]
     pub synthetic: bool,
+}
+
+impl Psap {
+    /// The service it answers: its `service_urn` (in lower case once
+    /// loaded), else `urn:service:sos`.
+    pub fn service(&self) -> &str {
+        self.service_urn.as_deref().unwrap_or(SOS)
+    }
 }
 
 /// How a location was matched to an area.
@@ -235,8 +257,9 @@ pub struct ServiceAreas {
     cities: HashMap<String, u32>,
     psaps: Vec<Psap>,
     psap_ids: HashMap<String, u32>,
-    /// Area key (area id, `US-CA`, or `DE`) → PSAP serving it.
-    psap_by_area: HashMap<String, u32>,
+    /// Area key (area id, `US-CA`, or `DE`) → the PSAPs serving it, one
+    /// per service.
+    psap_by_area: HashMap<String, Vec<u32>>,
     nearest_km: f64,
 }
 
@@ -349,6 +372,10 @@ impl ServiceAreas {
                 ));
             }
             area.has_geometry = geometry.as_ref().is_some_and(|g| !g.0.is_empty());
+            area.state_key = area
+                .a1
+                .as_deref()
+                .map(|a1| format!("{}-{a1}", area.country));
             if let Some(g) = geometry {
                 shapes.push((n, g));
             }
@@ -479,7 +506,7 @@ impl ServiceAreas {
     fn set_psaps(&mut self, file: &str, bytes: &[u8]) -> Result<(), DataError> {
         let psaps = data::read_psaps(file, bytes)?;
         let mut psap_ids = HashMap::with_capacity(psaps.len());
-        let mut psap_by_area: HashMap<String, u32> = HashMap::with_capacity(psaps.len());
+        let mut psap_by_area: HashMap<String, Vec<u32>> = HashMap::with_capacity(psaps.len());
         for (n, psap) in (0u32..).zip(&psaps) {
             psap_ids.insert(psap.id.clone(), n);
             for area in std::iter::once(&psap.area).chain(&psap.also_serves) {
@@ -492,15 +519,22 @@ impl ServiceAreas {
                         ),
                     });
                 }
-                if let Some(other) = psap_by_area.insert(area.clone(), n) {
+                let serving = psap_by_area.entry(area.clone()).or_default();
+                if let Some(&other) = serving
+                    .iter()
+                    .find(|&&o| psaps[o as usize].service() == psap.service())
+                {
                     return Err(DataError::Invalid {
                         file: file.to_string(),
                         reason: format!(
-                            "area {area} is served by both {} and {}",
-                            psaps[other as usize].id, psap.id
+                            "area {area} is served for {} by both {} and {}",
+                            psap.service(),
+                            psaps[other as usize].id,
+                            psap.id
                         ),
                     });
                 }
+                serving.push(n);
             }
         }
         self.psaps = psaps;
@@ -552,9 +586,16 @@ impl ServiceAreas {
     /// The PSAP serving an area key (area id, `US-CA`, `DE`), following the
     /// area's own `psap_id`, then its state's and its country's defaults.
     pub fn psap_for_area(&self, key: &str) -> Option<&Psap> {
+        self.psap_for_area_for(key, SOS)
+    }
+
+    /// [`psap_for_area`](Self::psap_for_area) for a service: the PSAP of the
+    /// service at any of those levels, else of its parent service, and so
+    /// on down to `urn:service:sos`.
+    pub fn psap_for_area_for(&self, key: &str, service: &str) -> Option<&Psap> {
         match self.area_ids.get(key) {
-            Some(&n) => self.area_psap(n),
-            None => self.serving(key).map(|(_, p)| p),
+            Some(&n) => self.area_psap(n, service),
+            None => service_chain(service).find_map(|s| self.serving(key, s).map(|(_, p)| p)),
         }
     }
 
@@ -608,11 +649,18 @@ impl ServiceAreas {
     /// pulled into the neighbour; else the default of the country around the
     /// point ([`MatchKind::CountryDefault`]); else nothing.
     pub fn lookup_point(&self, lat: f64, lon: f64) -> Option<Match<'_>> {
+        self.lookup_point_for(lat, lon, SOS)
+    }
+
+    /// [`lookup_point`](Self::lookup_point) for a service: the area is found
+    /// as there, and served by the PSAP of `service` (see the module
+    /// documentation for the fallback to parent services).
+    pub fn lookup_point_for(&self, lat: f64, lon: f64, service: &str) -> Option<Match<'_>> {
         if !valid_point(lat, lon) {
             return None;
         }
         if let Some(n) = self.area_index.containing(lon, lat) {
-            if let Some(m) = self.area_match(n, MatchKind::Contains) {
+            if let Some(m) = self.area_match(n, MatchKind::Contains, service) {
                 return Some(m);
             }
         }
@@ -625,16 +673,12 @@ impl ServiceAreas {
             outline.is_none_or(|c| same_country(&self.areas[n as usize].country, c))
         });
         if let Some((n, km)) = nearest {
-            if let Some(m) = self.area_match(n, MatchKind::Nearest { km }) {
+            if let Some(m) = self.area_match(n, MatchKind::Nearest { km }, service) {
                 return Some(m);
             }
         }
         let country = outline.or_else(|| self.country_of_point(lat, lon))?;
-        self.serving(country).map(|(area, psap)| Match {
-            how: MatchKind::CountryDefault,
-            area,
-            psap,
-        })
+        self.default_match(country, None, service)
     }
 
     /// The PSAP for a civic address, trying in turn:
@@ -652,6 +696,13 @@ impl ServiceAreas {
     /// The US territories may come as country `PR` (`VI`, `GU`, `AS`, `MP`)
     /// or as country `US` with that A1.
     pub fn lookup_civic(&self, civic: &CivicAddress<'_>) -> Option<Match<'_>> {
+        self.lookup_civic_for(civic, SOS)
+    }
+
+    /// [`lookup_civic`](Self::lookup_civic) for a service: the area is found
+    /// as there, and served by the PSAP of `service` (see the module
+    /// documentation for the fallback to parent services).
+    pub fn lookup_civic_for(&self, civic: &CivicAddress<'_>, service: &str) -> Option<Match<'_>> {
         let mut country = civic.country.trim().to_ascii_uppercase();
         let mut a1 = civic.a1.trim().to_string();
         if US_TERRITORIES.contains(&country.as_str()) {
@@ -669,20 +720,20 @@ impl ServiceAreas {
         if let Some(state) = &state {
             if !civic.a2.trim().is_empty() {
                 if let Some(n) = self.county(&country, state, civic.a2) {
-                    if let Some(m) = self.area_match(n, MatchKind::County) {
+                    if let Some(m) = self.area_match(n, MatchKind::County, service) {
                         return Some(m);
                     }
                 }
             }
             if let Some(&n) = self.provinces.get(&(country.clone(), state.clone())) {
-                if let Some(m) = self.area_match(n, MatchKind::Province) {
+                if let Some(m) = self.area_match(n, MatchKind::Province, service) {
                     return Some(m);
                 }
             }
         }
 
         if let Some(n) = self.postal_area(&country, state.as_deref(), civic.pc) {
-            if let Some(m) = self.area_match(n, MatchKind::Zip) {
+            if let Some(m) = self.area_match(n, MatchKind::Zip, service) {
                 return Some(m);
             }
         }
@@ -690,24 +741,40 @@ impl ServiceAreas {
         if let Some(state) = &state {
             if country == "US" && !civic.a3.trim().is_empty() {
                 if let Some(&n) = self.cities.get(&city_key(state, civic.a3)) {
-                    if let Some(m) = self.area_match(n, MatchKind::City) {
+                    if let Some(m) = self.area_match(n, MatchKind::City, service) {
                         return Some(m);
                     }
                 }
             }
-            if let Some((area, psap)) = self.serving(&format!("{country}-{state}")) {
-                return Some(Match {
+            return self.default_match(&country, Some(&format!("{country}-{state}")), service);
+        }
+
+        self.default_match(&country, None, service)
+    }
+
+    /// The default PSAP of a state (`US-TX`) or else of its country, for
+    /// the service first and then for each parent service.
+    fn default_match(
+        &self,
+        country: &str,
+        state: Option<&str>,
+        service: &str,
+    ) -> Option<Match<'_>> {
+        service_chain(service).find_map(|s| {
+            let state = state
+                .and_then(|k| self.serving(k, s))
+                .map(|(area, psap)| Match {
                     how: MatchKind::StateDefault,
                     area,
                     psap,
                 });
-            }
-        }
-
-        self.serving(&country).map(|(area, psap)| Match {
-            how: MatchKind::CountryDefault,
-            area,
-            psap,
+            state.or_else(|| {
+                self.serving(country, s).map(|(area, psap)| Match {
+                    how: MatchKind::CountryDefault,
+                    area,
+                    psap,
+                })
+            })
         })
     }
 
@@ -740,33 +807,45 @@ impl ServiceAreas {
         }
     }
 
-    fn area_match(&self, n: u32, how: MatchKind) -> Option<Match<'_>> {
+    fn area_match(&self, n: u32, how: MatchKind, service: &str) -> Option<Match<'_>> {
         let area = self.areas.get(n as usize)?;
         Some(Match {
             how,
             area: &area.id,
-            psap: self.area_psap(n)?,
+            psap: self.area_psap(n, service)?,
         })
     }
 
-    fn area_psap(&self, n: u32) -> Option<&Psap> {
+    /// The PSAP serving area `n` for `service`: for the service, then for
+    /// each parent service, the area's own record, the record its `psap_id`
+    /// names (when it answers that service), its state's, its country's.
+    fn area_psap(&self, n: u32, service: &str) -> Option<&Psap> {
         let area = self.areas.get(n as usize)?;
-        self.serving(&area.id)
-            .map(|(_, p)| p)
-            .or_else(|| area.psap_id.as_deref().and_then(|id| self.psap(id)))
-            .or_else(|| {
-                let a1 = area.a1.as_deref()?;
-                self.serving(&format!("{}-{a1}", area.country))
-                    .map(|(_, p)| p)
-            })
-            .or_else(|| self.serving(&area.country).map(|(_, p)| p))
+        service_chain(service).find_map(|s| {
+            self.serving(&area.id, s)
+                .map(|(_, p)| p)
+                .or_else(|| {
+                    area.psap_id
+                        .as_deref()
+                        .and_then(|id| self.psap(id))
+                        .filter(|p| p.service() == s)
+                })
+                .or_else(|| {
+                    let key = area.state_key.as_deref()?;
+                    self.serving(key, s).map(|(_, p)| p)
+                })
+                .or_else(|| self.serving(&area.country, s).map(|(_, p)| p))
+        })
     }
 
-    /// The PSAP that lists `key` as its area, with the key as stored.
-    fn serving(&self, key: &str) -> Option<(&str, &Psap)> {
-        self.psap_by_area
-            .get_key_value(key)
-            .map(|(k, &n)| (k.as_str(), &self.psaps[n as usize]))
+    /// The PSAP of `service` (exactly) that lists `key` as its area, with
+    /// the key as stored.
+    fn serving(&self, key: &str, service: &str) -> Option<(&str, &Psap)> {
+        let (k, list) = self.psap_by_area.get_key_value(key)?;
+        list.iter()
+            .map(|&n| &self.psaps[n as usize])
+            .find(|p| p.service() == service)
+            .map(|p| (k.as_str(), p))
     }
 }
 

@@ -454,3 +454,176 @@ fn canadian_postal_codes_name_their_province() {
     assert_eq!(canadian_province("MM5"), None);
     assert_eq!(canadian_province(""), None);
 }
+
+/// A record answering one service.
+fn service_psap(id: &str, area: &str, service: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","name":"{id}","uri":"sip:{id}@p.example","area":"{area}","service_urn":"{service}"}}"#
+    )
+}
+
+/// Alabama: a general PSAP per county; police for the whole state, and
+/// fire for Alpha County alone; the US has a general PSAP and a marine one.
+fn with_services() -> ServiceAreas {
+    let mut s = fixture();
+    let records = [
+        service_psap("AL-1001", "US-01001", "urn:service:sos"),
+        service_psap("AL-1510", "US-01510", "urn:service:sos"),
+        service_psap("AL-POLICE", "US-AL", "urn:service:sos.police"),
+        service_psap("AL-1001-FIRE", "US-01001", "URN:Service:SOS.Fire"),
+        service_psap("US", "US", "urn:service:sos"),
+        service_psap("US-MARINE", "US", "urn:service:sos.marine"),
+        // No service_urn: urn:service:sos.
+        r#"{"id":"DE","name":"DE","uri":"sip:de@p.example","area":"DE"}"#.to_string(),
+    ];
+    s.replace_psaps(format!(r#"{{"psaps":[{}]}}"#, records.join(",")).as_bytes())
+        .unwrap();
+    s
+}
+
+#[test]
+fn a_service_takes_its_own_psap_at_any_level_before_its_parent() {
+    let s = with_services();
+    let id = |m: Option<Match<'_>>| m.map(|m| (m.how, m.area.to_string(), m.psap.id.clone()));
+    let point = |service| id(s.lookup_point_for(0.5, 0.5, service));
+    // The general service: the county's PSAP.
+    assert_eq!(
+        point("urn:service:sos"),
+        Some((MatchKind::Contains, "US-01001".into(), "AL-1001".into()))
+    );
+    assert_eq!(point("urn:service:sos"), id(s.lookup_point(0.5, 0.5)));
+    // Police: the state's police PSAP wins over the county's general one;
+    // the area found stays the county.
+    assert_eq!(
+        point("urn:service:sos.police"),
+        Some((MatchKind::Contains, "US-01001".into(), "AL-POLICE".into()))
+    );
+    // A finer police service falls back to police, not to the county.
+    assert_eq!(
+        point("urn:service:sos.police.highway").map(|m| m.2),
+        Some("AL-POLICE".into())
+    );
+    // Fire: the county's own (its service read in any case).
+    assert_eq!(
+        point("urn:service:sos.fire").map(|m| m.2),
+        Some("AL-1001-FIRE".into())
+    );
+    // Marine: only the country has one.
+    assert_eq!(
+        point("urn:service:sos.marine").map(|m| m.2),
+        Some("US-MARINE".into())
+    );
+    // No PSAP of the service anywhere above the area: the general one.
+    assert_eq!(
+        point("urn:service:sos.poison").map(|m| m.2),
+        Some("AL-1001".into())
+    );
+    // A URN outside urn:service:sos is looked up as urn:service:sos.
+    assert_eq!(
+        point("urn:service:counseling").map(|m| m.2),
+        Some("AL-1001".into())
+    );
+    // The neighbouring county has no fire PSAP: its general one.
+    assert_eq!(
+        id(s.lookup_point_for(0.5, 1.5, "urn:service:sos.fire")).map(|m| m.2),
+        Some("AL-1510".into())
+    );
+    // Alaska: no record of its own; police is Alabama's alone, so the US.
+    assert_eq!(
+        id(s.lookup_point_for(5.5, 0.5, "urn:service:sos.police")),
+        Some((MatchKind::Contains, "US-02001".into(), "US".into()))
+    );
+}
+
+#[test]
+fn civic_and_area_lookups_by_service() {
+    let s = with_services();
+    let civic_for = |c: CivicAddress<'_>, service| {
+        s.lookup_civic_for(&c, service)
+            .map(|m| (m.how, m.area.to_string(), m.psap.id.clone()))
+    };
+    assert_eq!(
+        civic_for(civic("US", "AL", "Alpha", "", ""), "urn:service:sos.police"),
+        Some((MatchKind::County, "US-01001".into(), "AL-POLICE".into()))
+    );
+    // Only the state known: the state's police PSAP.
+    assert_eq!(
+        civic_for(civic("US", "AL", "", "", ""), "urn:service:sos.police"),
+        Some((MatchKind::StateDefault, "US-AL".into(), "AL-POLICE".into()))
+    );
+    // Only the state known, a service the state has no PSAP for: the
+    // country's PSAP of that service before any general one.
+    assert_eq!(
+        civic_for(civic("US", "AL", "", "", ""), "urn:service:sos.marine"),
+        Some((MatchKind::CountryDefault, "US".into(), "US-MARINE".into()))
+    );
+    assert_eq!(
+        civic_for(civic("US", "AL", "", "", ""), "urn:service:sos.fire"),
+        Some((MatchKind::CountryDefault, "US".into(), "US".into()))
+    );
+    assert_eq!(
+        civic_for(civic("DE", "", "", "Berlin", ""), "urn:service:sos.police"),
+        Some((MatchKind::CountryDefault, "DE".into(), "DE".into()))
+    );
+    let area = |key, service| s.psap_for_area_for(key, service).map(|p| p.id.as_str());
+    assert_eq!(
+        area("US-01001", "urn:service:sos.police"),
+        Some("AL-POLICE")
+    );
+    assert_eq!(
+        area("US-01001", "urn:service:sos.fire"),
+        Some("AL-1001-FIRE")
+    );
+    assert_eq!(area("US-AL", "urn:service:sos.fire"), None);
+    assert_eq!(area("US-AL", "urn:service:sos.police"), Some("AL-POLICE"));
+    assert_eq!(area("US", "urn:service:sos.fire"), Some("US"));
+    assert_eq!(
+        s.psap_for_area("US-01001").map(|p| p.id.as_str()),
+        Some("AL-1001")
+    );
+    assert_eq!(
+        s.psap("AL-1001-FIRE").unwrap().service(),
+        "urn:service:sos.fire"
+    );
+    assert_eq!(s.psap("DE").unwrap().service(), "urn:service:sos");
+}
+
+#[test]
+fn one_psap_per_area_and_service() {
+    let mut s = fixture();
+    let two = |a: &str, b: &str| {
+        format!(
+            r#"{{"psaps":[{},{}]}}"#,
+            service_psap("A", "US-01001", a),
+            service_psap("B", "US-01001", b)
+        )
+    };
+    // Two services for one area are fine; two records of one service not,
+    // whatever the case of the URN or whether it is written at all.
+    assert!(s
+        .replace_psaps(two("urn:service:sos", "urn:service:sos.police").as_bytes())
+        .is_ok());
+    let err = s
+        .replace_psaps(two("urn:service:sos.police", "urn:service:SOS.POLICE").as_bytes())
+        .unwrap_err();
+    assert!(err.to_string().contains("urn:service:sos.police"), "{err}");
+    let unwritten = format!(
+        r#"{{"psaps":[{},{}]}}"#,
+        service_psap("A", "US-01001", "urn:service:sos"),
+        psap("B", "US-01001")
+    );
+    assert!(s.replace_psaps(unwritten.as_bytes()).is_err());
+    // A service URN must be urn:service:sos or below it.
+    for bad in [
+        "urn:service:counseling",
+        "urn:service:sosx",
+        "urn:service:sos.",
+        "urn:service:sos..police",
+        "urn:service:sos.po lice",
+        "sos.police",
+        "",
+    ] {
+        let json = format!(r#"{{"psaps":[{}]}}"#, service_psap("A", "US-01001", bad));
+        assert!(s.replace_psaps(json.as_bytes()).is_err(), "{bad:?}");
+    }
+}
