@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod limits;
 pub mod load;
+pub mod number;
 mod packed;
 pub(crate) mod row;
 
