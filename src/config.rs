@@ -557,6 +557,10 @@ pub struct AdminConfig {
     /// other country). Replaces the built-in table for the countries named.
     #[serde(default)]
     pub required_address: BTreeMap<String, Vec<String>>,
+    /// What becomes of a registered address the address checker finds
+    /// invalid, per country (`[admin.address_validation]`).
+    #[serde(default)]
+    pub address_validation: AddressValidationConfig,
     /// Most connections open at once; past it the least recently used one
     /// with no request in progress is closed, or the new one.
     #[serde(default = "default_admin_connections")]
@@ -577,6 +581,35 @@ pub struct AdminConfig {
     /// re-read with them on reload.
     #[serde(default)]
     pub tls: bool,
+}
+
+/// What becomes of an address found invalid: kept with a warning (its
+/// state says `invalid`) or refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressPolicy {
+    #[default]
+    Warn,
+    Refuse,
+}
+
+/// `[admin.address_validation]`: the policy for invalid addresses, by
+/// default and per country (ISO 3166-1 alpha-2).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AddressValidationConfig {
+    pub default: AddressPolicy,
+    pub countries: BTreeMap<String, AddressPolicy>,
+}
+
+impl AddressValidationConfig {
+    /// The policy for addresses in `country`.
+    pub fn policy(&self, country: &str) -> AddressPolicy {
+        self.countries
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(country))
+            .map_or(self.default, |(_, p)| *p)
+    }
 }
 
 fn default_max_body() -> usize {
@@ -844,6 +877,13 @@ impl Config {
                             "admin.required_address {country:?}: {f:?} is not an RFC 5139 element"
                         ));
                     }
+                }
+            }
+            for country in a.address_validation.countries.keys() {
+                if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return bad(format!(
+                        "admin.address_validation.countries {country:?}: not an ISO 3166-1 alpha-2 code"
+                    ));
                 }
             }
         }

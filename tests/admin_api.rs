@@ -481,7 +481,7 @@ fn upload_all_or_nothing(db: Db) {
         +12125550151,US,maybe,NY,New York,Broadway,2\n\
         +12125550142,US,yes,NY,New York,Broadway,3\n\
         +12125550152,US,no,NY,New York,Broadway,\n\
-        2125550153,US,no,NY,New York,Broadway,5\n";
+        +19995550153,US,no,NY,New York,Broadway,5\n";
     let r = api.call(
         "POST",
         "/v1/tenants/acme/numbers",
@@ -494,7 +494,11 @@ fn upload_all_or_nothing(db: Db) {
     let lines: Vec<u64> = rows.iter().map(|r| r["line"].as_u64().unwrap()).collect();
     assert_eq!(lines, [3, 6], "{rows:#?}");
     assert!(rows[0]["errors"][0].as_str().unwrap().contains("yes or no"));
-    assert!(rows[1]["errors"][0].as_str().unwrap().contains("E.164"));
+    // No US area code 999: the number is named with the reason.
+    assert_eq!(
+        rows[1]["errors"][0],
+        "number \"+19995550153\": 9995550153 is not in a number range that US uses (libphonenumber's metadata)"
+    );
     assert_eq!(numbers(&lab, "acme", &t.operator), before);
 
     // Rows that read well but cannot apply: a missing required element,
@@ -1287,7 +1291,7 @@ fn bulk_uploads(db: Db) {
     for i in 0..6_000u32 {
         let tenant = if i % 2 == 0 { "acme" } else { "globex" };
         tsv.push_str(&format!(
-            "+1212{i:07}\t{tenant}\tUS\tyes\tNY\tNew York\tBroadway\t{}\n",
+            "+12122{i:06}\t{tenant}\tUS\tyes\tNY\tNew York\tBroadway\t{}\n",
             i % 900 + 1
         ));
     }
@@ -1305,15 +1309,15 @@ fn bulk_uploads(db: Db) {
     assert_eq!(s["summary"]["created"], 6_000, "{s}");
     assert_eq!(s["rows_checked"], 6_000);
     assert_eq!(s["bytes"], tsv.len());
-    assert_eq!(number(&lab, "globex", "+12120000001")["tenant"], "globex");
-    let n = number(&lab, "acme", "+12120005998");
+    assert_eq!(number(&lab, "globex", "+12122000001")["tenant"], "globex");
+    let n = number(&lab, "acme", "+12122005998");
     assert_eq!(n["address"]["RD"], "Broadway", "{n}");
 
     // Two rows for acme, the second a number of globex: refused when
     // applied, and the first is not applied either.
     let mut one = String::from("number\tcountry\treg_A1\treg_A3\treg_RD\treg_HNO\n");
-    one.push_str("+12120000000\tUS\tNY\tNew York\tFifth Ave\t1\n");
-    one.push_str("+12120000001\tUS\tNY\tNew York\tFifth Ave\t2\n");
+    one.push_str("+12122000000\tUS\tNY\tNew York\tFifth Ave\t1\n");
+    one.push_str("+12122000001\tUS\tNY\tNew York\tFifth Ave\t2\n");
 
     let r = api.call(
         "POST",
@@ -1354,7 +1358,7 @@ fn bulk_uploads(db: Db) {
         "{s}"
     );
     assert_eq!(
-        number(&lab, "acme", "+12120000000")["address"]["RD"],
+        number(&lab, "acme", "+12122000000")["address"]["RD"],
         "Broadway"
     );
 
@@ -1585,4 +1589,212 @@ fn postgres_calls_are_routed_while_the_inventory_loads() {
         sip_header(&fwd, "Route").as_deref(),
         Some("<sip:sos@us-36061.psap.example;lr>")
     );
+}
+
+/// Registered addresses checked against the gazetteer through the API: a
+/// warn country keeps an invalid address and shows why, a refuse country
+/// refuses it (422 naming the elements, an upload row naming the columns)
+/// and changes nothing; tenants see the state and list the invalid ones.
+fn address_checks(db: Db) {
+    let t = tokens();
+    let trunks = Trunks::new();
+    let config = emergency_config(&trunks, &db, &t)
+        + "\n[admin.address_validation]\ndefault = \"warn\"\ncountries = { CA = \"refuse\" }\n";
+    let router = Router::start(&config, &[]);
+    let lab = Lab {
+        api: Api::of(&router),
+        router,
+        t,
+        _trunks: trunks,
+    };
+    let (api, t) = (&lab.api, &lab.t);
+    seed(&lab);
+    assert_eq!(
+        number(&lab, "acme", A)["address_check"],
+        json!({"state": "valid"})
+    );
+    assert_eq!(number(&lab, "acme", C)["address_check"], Value::Null);
+
+    // US warns: a ZIP of New York on a Denver address is kept, marked.
+    let csv = "number,country,reg_A1,reg_A3,reg_RD,reg_HNO,reg_PC\n\
+        (303) 555-0199,US,CO,Denver,E Colfax,1,10001\n\
+        +498912345678,DE,,München,Marienplatz,1,80331\n";
+    let r = api.call(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        Some(&t.operator),
+        Some("text/csv"),
+        csv.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["created"], 2);
+    // Stored in E.164, the national form read with the row's country.
+    let n = number(&lab, "acme", "+13035550199");
+    assert_eq!(
+        n["address_check"],
+        json!({"state": "invalid", "elements": ["PC", "A1"], "reason": "10001 is in NY, not in CO"})
+    );
+    assert_eq!(n["address"]["PC"], "10001", "kept as given");
+    assert_eq!(
+        number(&lab, "acme", "+498912345678")["address_check"],
+        json!({"state": "unchecked", "reason": "no address data for DE"})
+    );
+
+    // The tenant admin sees the states and lists the invalid ones.
+    let listed = |filter: &str, token: &str| -> Vec<String> {
+        let r = api.get(&format!("/v1/tenants/acme/numbers?address={filter}"), token);
+        assert_eq!(r.status, 200, "{r}");
+        r.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["number"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed("invalid", &t.acme), ["+13035550199"]);
+    assert_eq!(listed("unchecked", &t.acme), ["+498912345678"]);
+    assert_eq!(listed("valid", &t.acme), [A, B]);
+    let r = api.get("/v1/tenants/acme/numbers?address=bad", &t.acme);
+    assert_eq!(r.status, 400, "{r}");
+    assert_eq!(listed("invalid", &t.operator), listed("invalid", &t.acme));
+
+    // Fixing the address clears the state.
+    let fixed = json!({"A1": "CO", "A3": "Denver", "RD": "E Colfax", "HNO": "1", "PC": "80203"});
+    let r = api.send_json(
+        "PUT",
+        "/v1/tenants/acme/numbers/%2B13035550199/address",
+        &t.operator,
+        &fixed,
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["address_check"]["state"], "valid");
+    assert!(listed("invalid", &t.acme).is_empty());
+
+    // CA refuses: the upload names the row and the columns, and nothing
+    // of it is applied.
+    let before = numbers(&lab, "acme", &t.operator);
+    let csv = "number,country,reg_A1,reg_A3,reg_RD,reg_HNO,reg_PC\n\
+        +14165550199,CA,ON,Toronto,King St W,1,M5V 3L9\n\
+        +16045550199,CA,BC,Vancouver,Granville St,1,M5V 3L9\n";
+    let r = api.call(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        Some(&t.operator),
+        Some("text/csv"),
+        csv.as_bytes(),
+    );
+    assert_eq!(r.status, 422, "{r}");
+    let rows = r.json()["rows"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["line"], 3);
+    assert_eq!(
+        rows[0]["errors"][0],
+        "invalid address (reg_PC, reg_A1): M5V 3L9 is in ON, not in BC; addresses in CA are refused when invalid"
+    );
+    assert_eq!(numbers(&lab, "acme", &t.operator), before);
+
+    // The valid row alone goes in; an address change to an invalid one is
+    // refused with 422 naming the elements, and the address stays.
+    let r = api.call(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        Some(&t.operator),
+        Some("text/csv"),
+        csv.lines()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let r = api.send_json(
+        "PUT",
+        "/v1/tenants/acme/numbers/%2B14165550199/address",
+        &t.operator,
+        &json!({"A1": "QC", "A3": "Toronto", "RD": "King St W", "HNO": "1", "PC": "M5V 3L9"}),
+    );
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(r.json()["elements"], json!(["PC", "A1"]));
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("M5V 3L9 is in ON, not in QC"));
+    let n = number(&lab, "acme", "+14165550199");
+    assert_eq!(n["address"]["A1"], "ON");
+    assert_eq!(n["address_check"]["state"], "valid");
+
+    // A location: its check is shown with it, and with the numbers that
+    // take its address.
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/locations",
+        &t.acme,
+        &json!({"id": "annex", "address": {"country": "US", "A1": "NY", "A3": "Gotham", "RD": "Main", "HNO": "1"}}),
+    );
+    assert_eq!(r.status, 201, "{r}");
+    assert_eq!(r.json()["address_check"]["elements"], json!(["A3"]));
+    let r = api.get("/v1/tenants/acme/locations/annex", &t.acme);
+    assert_eq!(r.json()["address_check"]["state"], "invalid", "{r}");
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &t.operator,
+        &json!([{"number": "+12125550177", "country": "US", "location_id": "annex"}]),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let n = number(&lab, "acme", "+12125550177");
+    assert_eq!(n["address_source"], "location");
+    assert_eq!(n["address_check"]["state"], "invalid");
+    assert_eq!(listed("invalid", &t.acme), ["+12125550177"]);
+
+    // A bulk upload: the same row errors. Rows are read and checked one by
+    // one first (the number), then merged into the stored numbers (the
+    // address, with the number's country), so a file with both kinds of
+    // fault names the first kind.
+    let bulk = |tsv: &str| {
+        let r = api.call(
+            "POST",
+            "/v1/uploads?tenant=acme&wait=true",
+            Some(&t.operator),
+            Some("text/tab-separated-values"),
+            tsv.as_bytes(),
+        );
+        let s = r.json();
+        assert_eq!(s["state"], "failed", "{r}");
+        assert_eq!(s["row_errors"], 1, "{s}");
+        let row = s["rows"][0].clone();
+        (
+            row["line"].as_u64().unwrap(),
+            row["errors"][0].as_str().unwrap().to_string(),
+        )
+    };
+    let head = "number\tcountry\treg_A1\treg_A3\treg_RD\treg_HNO\treg_PC\n\
+        +16045550100\tCA\tBC\tVancouver\tGranville St\t1\tV6B 1A1\n";
+    let (line, e) = bulk(&format!(
+        "{head}+1303555\tUS\tCO\tDenver\tE Colfax\t1\t80203\n"
+    ));
+    assert_eq!(line, 3);
+    assert!(
+        e.starts_with("number \"+1303555\": too short for US"),
+        "{e}"
+    );
+    let (line, e) = bulk(&format!(
+        "{head}+16045550101\tCA\tBC\tVancouver\tGranville St\t1\tM5V 3L9\n"
+    ));
+    assert_eq!(line, 3);
+    assert!(e.contains("(reg_PC, reg_A1)"), "{e}");
+    let r = api.get("/v1/tenants/acme/numbers/%2B16045550100", &t.operator);
+    assert_eq!(r.status, 404, "{r}");
+}
+
+#[test]
+fn sqlite_address_checks() {
+    address_checks(Db::sqlite());
+}
+
+#[test]
+fn postgres_address_checks() {
+    if let Some(db) = Db::postgres("postgres_address_checks") {
+        address_checks(db);
+    }
 }

@@ -121,7 +121,10 @@ async fn run(n: u64) -> anyhow::Result<()> {
             .set_address(
                 "acme",
                 &number,
-                Some(address("Lexington", 100 + k)),
+                Some((
+                    address("Lexington", 100 + k),
+                    sosrouter::inventory::address_check::AddressCheck::Valid,
+                )),
                 &actor,
                 false,
             )

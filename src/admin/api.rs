@@ -37,7 +37,7 @@ use super::auth::{self, Principal, Token};
 use crate::cdr::{parse_rfc3339, rfc3339, CallRecord};
 use crate::config::AdminConfig;
 use crate::inventory::normalize_e164;
-use crate::store::address::{self, RequiredFields};
+use crate::store::address::{self, AddressRefused, AddressRules};
 use crate::store::audit::Note;
 use crate::store::numbers::{not_found, AuditFilter};
 use crate::store::records::RecordFilter;
@@ -56,7 +56,7 @@ pub struct Api {
     >,
     store: Arc<Store>,
     tokens: ArcSwap<Vec<Token>>,
-    required: ArcSwap<RequiredFields>,
+    rules: ArcSwap<AddressRules>,
     max_body: usize,
     refusals: Mutex<refusals::Limiter>,
     /// The security desk configuration, for where webhooks may go.
@@ -70,7 +70,7 @@ impl Api {
             reload: std::sync::OnceLock::new(),
             store,
             tokens: ArcSwap::from_pointee(auth::tokens(&admin.tokens)),
-            required: ArcSwap::from_pointee(RequiredFields::new(&admin.required_address)),
+            rules: ArcSwap::from_pointee(AddressRules::of_admin(Some(admin))),
             max_body: admin.max_body_bytes,
             refusals: Mutex::new(refusals::Limiter::default()),
             desks: std::sync::OnceLock::new(),
@@ -99,8 +99,7 @@ impl Api {
         let tokens = admin.map(|a| auth::tokens(&a.tokens)).unwrap_or_default();
         self.tokens.store(Arc::new(tokens));
         if let Some(a) = admin {
-            self.required
-                .store(Arc::new(RequiredFields::new(&a.required_address)));
+            self.rules.store(Arc::new(AddressRules::of_admin(Some(a))));
         }
     }
 }
@@ -512,12 +511,29 @@ async fn list_numbers(
     State(api): State<Arc<Api>>,
     p: Principal,
     Path(tenant): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult {
     scope(&p, &tenant)?;
+    if let Some(k) = q.keys().find(|k| *k != "address") {
+        return Err(ApiError::bad(format!("unknown parameter {k:?}")));
+    }
+    let state = match q.get("address").map(String::as_str) {
+        None => None,
+        Some(s @ ("valid" | "invalid" | "unchecked")) => Some(s.to_string()),
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "address={other:?}: valid, invalid or unchecked"
+            )))
+        }
+    };
     let store = api.store.clone();
     let body = stream_json_array(String::new(), move |after: String| {
-        let (store, tenant) = (store.clone(), tenant.clone());
-        async move { store.numbers_page(&tenant, &after, PAGE).await }
+        let (store, tenant, state) = (store.clone(), tenant.clone(), state.clone());
+        async move {
+            store
+                .numbers_page(&tenant, &after, PAGE, state.as_deref())
+                .await
+        }
     });
     Ok(json_stream_response(body))
 }
@@ -542,10 +558,10 @@ async fn upload_numbers(
         Err(UploadError::Malformed(m)) => return Err(ApiError::bad(m)),
         Err(UploadError::Rows(rows)) => return Err(StoreError::Rows(rows).into()),
     };
-    let required = api.required.load_full();
+    let rules = api.rules.load_full();
     let summary = api
         .store
-        .apply_upload(&tenant, &up, &actor(&p), &required)
+        .apply_upload(&tenant, &up, &actor(&p), &rules)
         .await?;
     tracing::info!(
         tenant = %tenant,
@@ -582,6 +598,16 @@ fn upload_format(headers: &HeaderMap) -> ApiResult<upload::Format> {
     }
 }
 
+/// A refused address as a 422: `missing` names the required elements it
+/// lacks, `elements` those the address checker found at fault.
+fn refused(e: AddressRefused) -> ApiError {
+    let key = match &e {
+        AddressRefused::Missing { .. } => "missing",
+        AddressRefused::Invalid { .. } => "elements",
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.describe("")).with(key, json!(e.elements()))
+}
+
 async fn get_number(
     State(api): State<Arc<Api>>,
     p: Principal,
@@ -590,7 +616,10 @@ async fn get_number(
     scope(&p, &tenant)?;
     let number = path_number(&number)?;
     match api.store.number(&tenant, &number).await? {
-        Some((n, loc)) => Ok(ok_json(StatusCode::OK, n.to_json(loc.as_ref()))),
+        Some((n, loc)) => Ok(ok_json(
+            StatusCode::OK,
+            n.to_json(loc.as_ref().map(|(a, c)| (a, c.as_ref()))),
+        )),
         None => Err(not_found(&tenant, &number).into()),
     }
 }
@@ -625,18 +654,16 @@ async fn put_address(
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, errors.join("; "))
             .with("errors", json!(errors))
     })?;
-    let required = api.required.load_full();
-    let missing = required.missing(&a);
-    if !missing.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            required.check(&a).unwrap_err(),
-        )
-        .with("missing", json!(missing)));
-    }
+    let check = api.rules.load().check(&a).map_err(refused)?;
     let out = api
         .store
-        .set_address(&tenant, &number, Some(a), &actor(&p), !p.is_operator())
+        .set_address(
+            &tenant,
+            &number,
+            Some((a, check)),
+            &actor(&p),
+            !p.is_operator(),
+        )
         .await?;
     tracing::info!(tenant = %tenant, by = %p.name, "registered address set");
     Ok(ok_json(StatusCode::OK, out))
@@ -712,16 +739,11 @@ async fn post_location(
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, errors.join("; "))
                 .with("errors", json!(errors))
         })?;
-    let required = api.required.load_full();
-    let missing = required.missing(&a);
-    if !missing.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            required.check(&a).unwrap_err(),
-        )
-        .with("missing", json!(missing)));
-    }
-    let created = api.store.put_location(&tenant, id, &a, &actor(&p)).await?;
+    let check = api.rules.load().check(&a).map_err(refused)?;
+    let created = api
+        .store
+        .put_location(&tenant, id, &a, &check, &actor(&p))
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -729,7 +751,8 @@ async fn post_location(
     };
     Ok(ok_json(
         status,
-        json!({"tenant": tenant, "id": id, "address": address::to_json(&a)}),
+        json!({"tenant": tenant, "id": id, "address": address::to_json(&a),
+               "address_check": check.to_json()}),
     ))
 }
 

@@ -264,7 +264,7 @@ async fn import_file(store: &Store, path: &std::path::Path) -> anyhow::Result<()
             format,
             crate::store::bulk::Tenants::PerRow,
             &actor,
-            &crate::store::address::RequiredFields::new(&Default::default()),
+            &crate::store::address::AddressRules::of_admin(None),
             Default::default(),
         )
         .await

@@ -6,7 +6,7 @@
 //!
 //! | column | meaning |
 //! | --- | --- |
-//! | `number` | E.164 number (`+12125550142`; separators allowed). Empty on a row that only defines a tenant location. |
+//! | `number` | the number, E.164 (`+12125550142`) or national in the row's country (`(212) 555-0142`); separators allowed; valid by libphonenumber's metadata for the country ([`super::number`]). Stored in E.164. Empty on a row that only defines a tenant location. |
 //! | `tenant` | the customer the number belongs to |
 //! | `country` | ISO 3166-1 alpha-2 of the number's service (required on number rows) |
 //! | `common_area_phone` | yes/no |
@@ -317,7 +317,16 @@ mod tests {
         let head = "number\ttenant\tcountry\tcommon_area_phone\treg_A3\n";
         let good = "+12125550142\tacme\tUS\tno\tNew York\n";
         for (bad, want) in [
-            ("12125550142\tacme\tUS\tno\tX\n", "E.164"),
+            (
+                "+19995550142\tacme\tUS\tno\tX\n",
+                "not in a number range that US uses",
+            ),
+            ("+1303555\tacme\tUS\tno\tX\n", "too short for US"),
+            // A national number is the row's country's: the same number.
+            (
+                "(212) 555-0142\tacme\tUS\tno\tX\n",
+                "already listed on line 2",
+            ),
             ("+12125550142\tacme\tUSA\tno\tX\n", "alpha-2"),
             ("+12125550143\tacme\tUS\tmaybe\tX\n", "yes or no"),
             ("+12125550144\tacme\tUS\tno\n", "fields"),

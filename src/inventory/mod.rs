@@ -9,9 +9,11 @@
 //! [`caller_number`] finds the caller's number in a request and
 //! [`normalize_e164`] puts a number into E.164 form.
 
+pub mod address_check;
 pub mod checkpoint;
 pub mod limits;
 pub mod load;
+pub mod number;
 mod packed;
 pub(crate) mod row;
 

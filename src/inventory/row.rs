@@ -8,6 +8,7 @@
 use crate::pidf::RFC5139_ELEMENTS;
 
 use super::limits::check_address_size;
+use super::number::check_number;
 
 /// The separator between fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +164,8 @@ impl<R: std::io::Read> Table<R> {
 /// values that cannot be empty).
 #[derive(Debug, Default)]
 pub(crate) struct Cells {
-    /// In E.164 form.
+    /// In E.164 form, checked for the row's country
+    /// ([`super::number::check_number`]).
     pub number: Option<String>,
     /// As written, when the row has the column.
     pub tenant: Option<String>,
@@ -200,6 +202,7 @@ impl Cells {
         let mut row = Cells::default();
         let mut errors = Vec::new();
         let (mut lat, mut lon) = (None, None);
+        let mut number = None;
         for (c, value) in cells {
             if let Some(e) = check(c, value) {
                 errors.push(e);
@@ -209,16 +212,7 @@ impl Cells {
                 None => errors.push(format!("{name}: {value:?} is not yes or no")),
             };
             match c {
-                Column::Number => {
-                    if !value.is_empty() {
-                        match normalize(value) {
-                            Some(n) => row.number = Some(n),
-                            None => errors.push(format!(
-                                "number {value:?} is not an E.164 number (+ and 7 to 15 digits)"
-                            )),
-                        }
-                    }
-                }
+                Column::Number => number = (!value.is_empty()).then_some(value),
                 Column::Tenant => row.tenant = Some(value.to_string()),
                 Column::Country => {
                     if !value.is_empty() {
@@ -268,6 +262,14 @@ impl Cells {
                 }
             }
         }
+        // Checked once the row's country is known, whatever the order of
+        // the columns.
+        if let Some(value) = number {
+            match check_number(value, row.country.as_deref()) {
+                Ok(n) => row.number = Some(n),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
         match (lat, lon) {
             (Some(a), Some(b)) => row.point = Some((a, b)),
             (None, None) => {}
@@ -288,9 +290,4 @@ impl Cells {
             Err(e) => e.iter().map(|e| e.describe("reg_")).collect(),
         }
     }
-}
-
-/// A number cell in E.164 form: it must start with `+`.
-fn normalize(value: &str) -> Option<String> {
-    super::normalize_e164(value, None, None).filter(|_| value.trim_start().starts_with('+'))
 }

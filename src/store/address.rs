@@ -6,12 +6,17 @@
 //! the point in two columns.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::config::{AddressPolicy, AddressValidationConfig, AdminConfig};
+use crate::inventory::address_check::{AddressCheck, AddressChecker};
 use crate::inventory::limits::check_address_size;
 use crate::inventory::Address;
 use crate::pidf::{CivicAddress, RFC5139_ELEMENTS};
+
+use super::gazetteer::Gazetteer;
 
 /// The API form of an address.
 pub fn to_json(a: &Address) -> Value {
@@ -222,6 +227,135 @@ impl RequiredFields {
                 a.country().unwrap_or_default()
             ))
         }
+    }
+}
+
+/// What every address that comes in goes through: the elements its
+/// country requires ([`RequiredFields`]), then the address checker, whose
+/// answer is stored with the address, and the operator's policy for an
+/// address found invalid (`admin.address_validation`).
+#[derive(Clone)]
+pub struct AddressRules {
+    pub required: RequiredFields,
+    validation: AddressValidationConfig,
+    checker: Arc<dyn AddressChecker>,
+}
+
+impl std::fmt::Debug for AddressRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddressRules")
+            .field("required", &self.required)
+            .field("validation", &self.validation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an address was refused: the elements at fault and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressRefused {
+    /// Elements its country requires are missing.
+    Missing {
+        elements: Vec<String>,
+        message: String,
+    },
+    /// The checker found it invalid, and its country refuses that.
+    Invalid {
+        elements: Vec<String>,
+        reason: String,
+        country: String,
+    },
+}
+
+impl AddressRefused {
+    pub fn elements(&self) -> &[String] {
+        match self {
+            AddressRefused::Missing { elements, .. } | AddressRefused::Invalid { elements, .. } => {
+                elements
+            }
+        }
+    }
+
+    /// What is wrong, naming each element after `prefix` (`reg_` in
+    /// uploads, whose columns they are).
+    pub fn describe(&self, prefix: &str) -> String {
+        match self {
+            AddressRefused::Missing { message, .. } => message.clone(),
+            AddressRefused::Invalid {
+                elements,
+                reason,
+                country,
+            } => {
+                let named = elements
+                    .iter()
+                    .map(|e| format!("{prefix}{e}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("invalid address ({named}): {reason}; addresses in {country} are refused when invalid")
+            }
+        }
+    }
+}
+
+impl AddressRules {
+    pub fn new(
+        required: &BTreeMap<String, Vec<String>>,
+        validation: &AddressValidationConfig,
+        checker: Arc<dyn AddressChecker>,
+    ) -> AddressRules {
+        AddressRules {
+            required: RequiredFields::new(required),
+            validation: validation.clone(),
+            checker,
+        }
+    }
+
+    /// The rules of `[admin]` (the defaults without it), checked against
+    /// the gazetteer compiled in.
+    pub fn of_admin(admin: Option<&AdminConfig>) -> AddressRules {
+        let (required, validation) = match admin {
+            Some(a) => (a.required_address.clone(), a.address_validation.clone()),
+            None => Default::default(),
+        };
+        AddressRules::new(&required, &validation, Arc::new(EmbeddedGazetteer))
+    }
+
+    /// The policy for an invalid address in `country`.
+    pub fn policy(&self, country: &str) -> AddressPolicy {
+        self.validation.policy(country)
+    }
+
+    /// The address's check to store with it, or why it is refused: an
+    /// element its country requires is missing, or the checker finds it
+    /// invalid where the country's policy is `refuse`.
+    pub fn check(&self, a: &Address) -> Result<AddressCheck, AddressRefused> {
+        let missing = self.required.missing(a);
+        if !missing.is_empty() {
+            return Err(AddressRefused::Missing {
+                message: self.required.check(a).unwrap_err(),
+                elements: missing,
+            });
+        }
+        let check = self.checker.check(a);
+        if let AddressCheck::Invalid { elements, reason } = &check {
+            let country = a.country().unwrap_or_default();
+            if self.policy(&country) == AddressPolicy::Refuse {
+                return Err(AddressRefused::Invalid {
+                    elements: elements.clone(),
+                    reason: reason.clone(),
+                    country,
+                });
+            }
+        }
+        Ok(check)
+    }
+}
+
+/// The gazetteer compiled in, built on the first address checked.
+struct EmbeddedGazetteer;
+
+impl AddressChecker for EmbeddedGazetteer {
+    fn check(&self, a: &Address) -> AddressCheck {
+        Gazetteer::embedded().check(a)
     }
 }
 

@@ -26,7 +26,7 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::inventory::Address;
 
-use super::address::RequiredFields;
+use super::address::AddressRules;
 use super::rows::{
     self, addr_json, audit, location_address_in, put_location_row, put_number_rows, AuditEntry,
     Changed, NumberRow, UploadSummary, NUMBER_COLUMNS,
@@ -144,7 +144,7 @@ impl Errors {
 /// documentation).
 pub(super) struct Apply<'a> {
     actor: &'a Actor,
-    required: &'a RequiredFields,
+    rules: &'a AddressRules,
     backend: Backend,
     now: i64,
     pub(super) summary: UploadSummary,
@@ -157,10 +157,10 @@ pub(super) struct Apply<'a> {
 }
 
 impl<'a> Apply<'a> {
-    pub(super) fn new(actor: &'a Actor, required: &'a RequiredFields, backend: Backend) -> Self {
+    pub(super) fn new(actor: &'a Actor, rules: &'a AddressRules, backend: Backend) -> Self {
         Apply {
             actor,
-            required,
+            rules,
             backend,
             now: now_ms(),
             summary: UploadSummary::default(),
@@ -180,17 +180,20 @@ impl<'a> Apply<'a> {
         let mut entries = Vec::new();
         let mut changed: Vec<&str> = Vec::new();
         for l in defs {
-            if let Err(e) = self.required.check(&l.address) {
-                self.errors.push(RowError {
-                    at: l.at,
-                    number: None,
-                    errors: vec![format!("location {:?}: {e}", l.id)],
-                });
-                continue;
-            }
+            let check = match self.rules.check(&l.address) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.errors.push(RowError {
+                        at: l.at,
+                        number: None,
+                        errors: vec![format!("location {:?}: {}", l.id, e.describe("reg_"))],
+                    });
+                    continue;
+                }
+            };
             let old = location_address_in(tx, tenant, &l.id).await?;
             if old.as_ref() != Some(&l.address) {
-                put_location_row(tx, tenant, &l.id, &l.address, self.now).await?;
+                put_location_row(tx, tenant, &l.id, &l.address, Some(&check), self.now).await?;
                 changed.push(l.id.as_str());
                 entries.extend(AuditEntry::of(
                     self.actor,
@@ -266,7 +269,7 @@ impl<'a> Apply<'a> {
         let mut writes = Vec::new();
         for p in patches {
             let old = existing.get(&p.number);
-            match merge(p, old, tenant, &self.known[tenant], self.required) {
+            match merge(p, old, tenant, &self.known[tenant], self.rules) {
                 Err(errors) => self.errors.push(RowError {
                     at: p.at,
                     number: Some(p.number.clone()),
@@ -344,7 +347,7 @@ fn merge(
     old: Option<&NumberRow>,
     tenant: &str,
     known_locations: &HashSet<String>,
-    required: &RequiredFields,
+    rules: &AddressRules,
 ) -> Result<NumberRow, Vec<String>> {
     let mut errors = Vec::new();
     if let Some(o) = old {
@@ -368,18 +371,24 @@ fn merge(
             errors.push(format!("location {id:?} is not defined for this tenant"));
         }
     }
-    let own = match &p.address {
-        Change::Keep => old.and_then(|o| o.address.clone()),
-        Change::Set(None) => None,
-        Change::Set(Some(partial)) => match partial.complete(country.as_deref()).and_then(|a| {
-            required.check(&a)?;
-            Ok(a)
-        }) {
-            Ok(a) => Some(a),
+    let (own, address_check) = match &p.address {
+        Change::Keep => (
+            old.and_then(|o| o.address.clone()),
+            old.and_then(|o| o.address_check.clone()),
+        ),
+        Change::Set(None) => (None, None),
+        Change::Set(Some(partial)) => match partial.complete(country.as_deref()) {
             Err(e) => {
                 errors.push(e);
-                None
+                (None, None)
             }
+            Ok(a) => match rules.check(&a) {
+                Ok(check) => (Some(a), Some(check)),
+                Err(e) => {
+                    errors.push(e.describe("reg_"));
+                    (None, None)
+                }
+            },
         },
     };
     if !errors.is_empty() {
@@ -401,6 +410,7 @@ fn merge(
         },
         location_id,
         address: own,
+        address_check,
     })
 }
 
@@ -435,20 +445,20 @@ impl Store {
         format: Format,
         tenants: Tenants,
         actor: &Actor,
-        required: &RequiredFields,
+        rules: &AddressRules,
         progress: Arc<Progress>,
     ) -> Result<UploadSummary, Refused> {
         let g = self.write_lock.lock().await;
-        let (path, actor, required, backend) = (
+        let (path, actor, rules, backend) = (
             path.to_path_buf(),
             actor.clone(),
-            required.clone(),
+            rules.clone(),
             self.backend,
         );
         let result =
             super::worker::run(&self.url, "inventory-upload", move |mut conn| async move {
                 Ok(apply_file(
-                    &mut conn, &path, format, &tenants, &actor, &required, backend, &progress,
+                    &mut conn, &path, format, &tenants, &actor, &rules, backend, &progress,
                 )
                 .await)
             })
@@ -466,7 +476,7 @@ async fn apply_file(
     format: Format,
     tenants: &Tenants,
     actor: &Actor,
-    required: &RequiredFields,
+    rules: &AddressRules,
     backend: Backend,
     progress: &Progress,
 ) -> Result<UploadSummary, Refused> {
@@ -556,7 +566,7 @@ async fn apply_file(
     progress.set(Stage::Applying);
     let mut tx = conn.begin().await?;
     bump_version(&mut tx).await?;
-    let mut apply = Apply::new(actor, required, backend);
+    let mut apply = Apply::new(actor, rules, backend);
     apply.audit_created = false;
     let mut by_tenant: HashMap<String, Vec<LocationDef>> = HashMap::new();
     for (t, l) in locations {

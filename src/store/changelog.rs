@@ -295,7 +295,7 @@ impl Store {
                     read += 1;
                     let number: Option<String> = r.try_get(0)?;
                     if number.is_none() {
-                        let subject: String = r.try_get(14)?;
+                        let subject: String = r.try_get(rows::JOINED_LEN)?;
                         next.remove(&subject);
                         continue;
                     }
@@ -625,13 +625,13 @@ async fn listen_once(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::config::DatabaseConfig;
+    use crate::inventory::address_check::AddressCheck;
     use crate::inventory::{Address, Capabilities, Inventory, NumberEntry, TenantLocation};
     use crate::pidf::CivicAddress;
-    use crate::store::address::RequiredFields;
+    use crate::store::address::AddressRules;
     use crate::store::upload::{self, Format};
     use crate::store::{Actor, Hub};
 
@@ -812,12 +812,7 @@ mod tests {
     async fn upload(store: &Store, tenant: &str, csv: &str) -> super::rows::UploadSummary {
         let up = upload::parse(csv.as_bytes(), Format::Csv, tenant).unwrap();
         store
-            .apply_upload(
-                tenant,
-                &up,
-                &actor(),
-                &RequiredFields::new(&BTreeMap::new()),
-            )
+            .apply_upload(tenant, &up, &actor(), &AddressRules::of_admin(None))
             .await
             .unwrap()
     }
@@ -844,7 +839,13 @@ mod tests {
 
         let n = number(7);
         store
-            .set_address("acme", &n, Some(addr("Lexington", 5)), &actor(), false)
+            .set_address(
+                "acme",
+                &n,
+                Some((addr("Lexington", 5), AddressCheck::Valid)),
+                &actor(),
+                false,
+            )
             .await
             .unwrap();
         assert!(seen.has_changed().unwrap(), "a new snapshot was published");
@@ -890,7 +891,13 @@ mod tests {
         let before = hub.inventory();
 
         store
-            .put_location("acme", "hq", &addr("35th", 1), &actor())
+            .put_location(
+                "acme",
+                "hq",
+                &addr("35th", 1),
+                &AddressCheck::Valid,
+                &actor(),
+            )
             .await
             .unwrap();
         let after = hub.inventory();
@@ -916,7 +923,13 @@ mod tests {
         // A new location sorts where a whole load puts it; an unused one
         // can go.
         store
-            .put_location("acme", "annex", &addr("Annex St", 2), &actor())
+            .put_location(
+                "acme",
+                "annex",
+                &addr("Annex St", 2),
+                &AddressCheck::Valid,
+                &actor(),
+            )
             .await
             .unwrap();
         let ids: Vec<String> = hub
@@ -940,7 +953,13 @@ mod tests {
         // Putting the same address again changes nothing and logs nothing.
         let rows = log_rows(&store).await;
         store
-            .put_location("acme", "annex", &addr("Annex St", 2), &actor())
+            .put_location(
+                "acme",
+                "annex",
+                &addr("Annex St", 2),
+                &AddressCheck::Valid,
+                &actor(),
+            )
             .await
             .unwrap();
         assert_eq!(log_rows(&store).await, rows);
@@ -1012,7 +1031,7 @@ mod tests {
         a.set_address(
             "acme",
             &number(9),
-            Some(addr("Park Ave", 3)),
+            Some((addr("Park Ave", 3), AddressCheck::Valid)),
             &actor(),
             false,
         )
@@ -1021,12 +1040,24 @@ mod tests {
         a.delete_number("acme", &number(11), &actor())
             .await
             .unwrap();
-        a.put_location("acme", "hq", &addr("36th", 4), &actor())
-            .await
-            .unwrap();
-        a.put_location("initech", "one", &addr("Initech Way", 1), &actor())
-            .await
-            .unwrap();
+        a.put_location(
+            "acme",
+            "hq",
+            &addr("36th", 4),
+            &AddressCheck::Valid,
+            &actor(),
+        )
+        .await
+        .unwrap();
+        a.put_location(
+            "initech",
+            "one",
+            &addr("Initech Way", 1),
+            &AddressCheck::Valid,
+            &actor(),
+        )
+        .await
+        .unwrap();
         a.set_security_desk("acme", Some("https://desk.example/hook"), &actor())
             .await
             .unwrap();
@@ -1113,7 +1144,7 @@ mod tests {
         a.set_address(
             "acme",
             &number(13),
-            Some(addr("Elm St", 8)),
+            Some((addr("Elm St", 8), AddressCheck::Valid)),
             &actor(),
             false,
         )
@@ -1137,7 +1168,7 @@ mod tests {
         a.set_address(
             "acme",
             &number(17),
-            Some(addr("Oak St", 2)),
+            Some((addr("Oak St", 2), AddressCheck::Valid)),
             &actor(),
             false,
         )
@@ -1159,9 +1190,15 @@ mod tests {
         assert!(a.checkpoint_due().await, "due after a whole load");
         a.write_checkpoint().await.unwrap();
         assert!(!a.checkpoint_due().await);
-        a.set_address("acme", &number(7), Some(addr("Elm St", 8)), &actor(), false)
-            .await
-            .unwrap();
+        a.set_address(
+            "acme",
+            &number(7),
+            Some((addr("Elm St", 8), AddressCheck::Valid)),
+            &actor(),
+            false,
+        )
+        .await
+        .unwrap();
         a.delete_number("acme", &number(9), &actor()).await.unwrap();
         assert!(!a.checkpoint_due().await, "two changes make none due");
 
@@ -1276,7 +1313,7 @@ mod tests {
             from.set_address(
                 "acme",
                 &n,
-                Some(addr("Maple St", k as u32)),
+                Some((addr("Maple St", k as u32), AddressCheck::Valid)),
                 &actor(),
                 false,
             )

@@ -22,6 +22,7 @@ pub mod audit;
 pub mod bulk;
 pub mod changelog;
 mod checkpoint;
+pub mod gazetteer;
 pub mod hub;
 pub mod numbers;
 pub mod records;
@@ -81,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
             sqlite: include_str!("migrations/0004_change_log.sqlite.sql"),
             postgres: include_str!("migrations/0004_change_log.postgres.sql"),
         },
+    ),
+    (
+        5,
+        "address checks",
+        Sql::Both(include_str!("migrations/0005_address_check.sql")),
     ),
 ];
 
@@ -316,7 +322,8 @@ impl Store {
 
     /// Imports an inventory file's snapshot into empty tables (the first
     /// start on a new database). A number that takes its address from its
-    /// tenant location keeps that link.
+    /// tenant location keeps that link. The addresses are stored without a
+    /// check (the API shows them `unchecked` until they are uploaded again).
     pub async fn import(&self, inv: &Inventory, actor: &Actor) -> Result<usize, StoreError> {
         let g = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -328,7 +335,7 @@ impl Store {
         let mut locations = 0;
         for t in &tenants {
             for l in inv.tenant_locations(t) {
-                rows::put_location_row(&mut tx, t, &l.id, &l.address, now).await?;
+                rows::put_location_row(&mut tx, t, &l.id, &l.address, None, now).await?;
                 locations += 1;
             }
         }
@@ -351,6 +358,7 @@ impl Store {
                 } else {
                     n.registered.clone()
                 },
+                address_check: None,
             });
         }
         rows::put_number_rows(&mut tx, &rows, now).await?;

@@ -7,17 +7,21 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 use sqlx::{Any, Row, Transaction};
 
+use crate::inventory::address_check::AddressCheck;
 use crate::inventory::{Address, Capabilities};
 
-use super::address::RequiredFields;
+use super::address::AddressRules;
 use super::bulk::{effective, Apply};
 use super::rows::{
-    self, addr_json, audit, joined_location, joined_select, location_address_in, put_location_row,
-    put_number_rows, read_locations, AuditEntry, Changed, LocationRow, NumberRow, UploadSummary,
-    NUMBER_COLUMNS,
+    self, addr_json, audit, joined_location, joined_location_check, joined_select,
+    location_address_in, put_location_row, put_number_rows, AuditEntry, Changed, LocationRow,
+    NumberRow, UploadSummary, NUMBER_COLUMNS,
 };
 use super::upload::Upload;
 use super::{bump_version, capabilities_json, now_ms, Actor, Store, StoreError};
+
+/// The address of the location a number is linked to, with its check.
+pub type LocatedAt = Option<(Address, Option<AddressCheck>)>;
 
 /// What a tenant admin wants to do to an address, and the capability it
 /// needs.
@@ -57,51 +61,64 @@ impl Store {
     }
 
     /// One number of a tenant (a number of another tenant is not found),
-    /// with its location's address.
+    /// with its location's address and that address's check.
     pub async fn number(
         &self,
         tenant: &str,
         number: &str,
-    ) -> Result<Option<(NumberRow, Option<Address>)>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+    ) -> Result<Option<(NumberRow, LocatedAt)>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {NUMBER_COLUMNS} FROM numbers WHERE number = $1 AND tenant = $2"
+            "{} WHERE n.number = $1 AND n.tenant = $2",
+            joined_select()
         ))
         .bind(number.to_string())
         .bind(tenant.to_string())
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };
         let n = NumberRow::from_row(&r)?;
-        let loc = match &n.location_id {
-            Some(id) => self.location_address(&mut conn, tenant, id).await?,
-            None => None,
-        };
-        Ok(Some((n, loc)))
+        let loc =
+            joined_location(&r)?.map(|a| Ok::<_, StoreError>((a, joined_location_check(&r)?)));
+        Ok(Some((n, loc.transpose()?)))
     }
 
     /// A page of a tenant's numbers after `after`, in number order, as API
-    /// JSON.
+    /// JSON; with `state`, only those whose registered address (their own
+    /// or their location's) has that check state (`valid`, `invalid`,
+    /// `unchecked`; an address stored before addresses were checked counts
+    /// as `unchecked`).
     pub async fn numbers_page(
         &self,
         tenant: &str,
         after: &str,
         limit: i64,
+        state: Option<&str>,
     ) -> Result<Vec<(String, Value)>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{} WHERE n.tenant = $1 AND n.number > $2 ORDER BY n.number LIMIT $3",
+        let filter = if state.is_some() {
+            " AND (CASE WHEN n.address_civic IS NOT NULL THEN COALESCE(n.address_state, 'unchecked') \
+             WHEN l.address_civic IS NOT NULL THEN COALESCE(l.address_state, 'unchecked') END) = $4"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "{} WHERE n.tenant = $1 AND n.number > $2{filter} ORDER BY n.number LIMIT $3",
             joined_select()
-        ))
-        .bind(tenant.to_string())
-        .bind(after.to_string())
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(tenant.to_string())
+            .bind(after.to_string())
+            .bind(limit);
+        if let Some(s) = state {
+            q = q.bind(s.to_string());
+        }
+        let rows = q.fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let n = NumberRow::from_row(&r)?;
             let loc = joined_location(&r)?;
-            out.push((n.number.clone(), n.to_json(loc.as_ref())));
+            let check = joined_location_check(&r)?;
+            let json = n.to_json(loc.as_ref().map(|a| (a, check.as_ref())));
+            out.push((n.number.clone(), json));
         }
         Ok(out)
     }
@@ -112,12 +129,12 @@ impl Store {
         tenant: &str,
         up: &Upload,
         actor: &Actor,
-        required: &RequiredFields,
+        rules: &AddressRules,
     ) -> Result<UploadSummary, StoreError> {
         let g = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         bump_version(&mut tx).await?;
-        let mut apply = Apply::new(actor, required, self.backend);
+        let mut apply = Apply::new(actor, rules, self.backend);
         apply.locations(&mut tx, tenant, &up.locations).await?;
         apply.numbers(&mut tx, tenant, &up.numbers).await?;
         if !apply.errors.listed.is_empty() {
@@ -205,7 +222,8 @@ impl Store {
         }
     }
 
-    /// Sets (`Some`) or deletes (`None`) a number's registered address. With
+    /// Sets (`Some`, with its check) or deletes (`None`) a number's
+    /// registered address. With
     /// `check_capabilities` (a tenant admin), the number's capabilities must
     /// allow it. The number's location link goes: the address is its own
     /// from now on, or it has none.
@@ -213,10 +231,14 @@ impl Store {
         &self,
         tenant: &str,
         number: &str,
-        new: Option<Address>,
+        new: Option<(Address, AddressCheck)>,
         actor: &Actor,
         check_capabilities: bool,
     ) -> Result<Value, StoreError> {
+        let (new, address_check) = match new {
+            Some((a, c)) => (Some(a), Some(c)),
+            None => (None, None),
+        };
         let g = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         bump_version(&mut tx).await?;
@@ -245,6 +267,7 @@ impl Store {
         }
         let row = NumberRow {
             address: new.clone(),
+            address_check,
             location_id: None,
             ..old.clone()
         };
@@ -267,16 +290,9 @@ impl Store {
         Ok(row.to_json(None))
     }
 
-    /// A tenant's locations.
+    /// A tenant's locations, in id order, with their checks.
     pub async fn locations(&self, tenant: &str) -> Result<Vec<LocationRow>, StoreError> {
-        Ok(read_locations(&self.pool, tenant)
-            .await?
-            .into_iter()
-            .map(|l| LocationRow {
-                id: l.id,
-                address: l.address,
-            })
-            .collect())
+        self.location_rows(tenant, None).await
     }
 
     /// One location of a tenant.
@@ -285,14 +301,39 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> Result<Option<LocationRow>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(self
-            .location_address(&mut conn, tenant, id)
-            .await?
-            .map(|address| LocationRow {
-                id: id.to_string(),
-                address,
-            }))
+        Ok(self.location_rows(tenant, Some(id)).await?.pop())
+    }
+
+    async fn location_rows(
+        &self,
+        tenant: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<LocationRow>, StoreError> {
+        let one = if id.is_some() { " AND id = $2" } else { "" };
+        let sql = format!(
+            "SELECT id, address_civic, address_lat, address_lon, address_check FROM locations \
+             WHERE tenant = $1{one} ORDER BY id"
+        );
+        let mut q = sqlx::query(&sql).bind(tenant.to_string());
+        if let Some(id) = id {
+            q = q.bind(id.to_string());
+        }
+        let mut out = Vec::new();
+        for r in q.fetch_all(&self.pool).await? {
+            out.push(LocationRow {
+                id: r.try_get(0)?,
+                address: super::address::from_db(
+                    &r.try_get::<String, _>(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                )?,
+                address_check: r
+                    .try_get::<Option<String>, _>(4)?
+                    .as_deref()
+                    .and_then(AddressCheck::from_json),
+            });
+        }
+        Ok(out)
     }
 
     /// Creates or replaces a location; true when it is new. Numbers that
@@ -302,13 +343,14 @@ impl Store {
         tenant: &str,
         id: &str,
         a: &Address,
+        check: &AddressCheck,
         actor: &Actor,
     ) -> Result<bool, StoreError> {
         let g = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         bump_version(&mut tx).await?;
         let old = self.location_address(&mut tx, tenant, id).await?;
-        put_location_row(&mut tx, tenant, id, a, now_ms()).await?;
+        put_location_row(&mut tx, tenant, id, a, Some(check), now_ms()).await?;
         if old.as_ref() != Some(a) {
             rows::append(&mut tx, self.backend, &[Changed::Location(tenant, id)]).await?;
         }

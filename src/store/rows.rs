@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use crate::inventory::address_check::AddressCheck;
 use crate::inventory::{Address, Capabilities, NumberEntry};
 
 use super::address;
@@ -18,7 +19,12 @@ pub const CHANNEL: &str = "sosrouter_inventory";
 
 /// The columns [`NumberRow::from_row`] reads, in its order.
 pub const NUMBER_COLUMNS: &str = "number, tenant, country, common_area_phone, may_set_address, \
-     may_change_address, may_delete_address, location_id, address_civic, address_lat, address_lon";
+     may_change_address, may_delete_address, location_id, address_civic, address_lat, address_lon, \
+     address_check";
+
+/// How many columns [`joined_columns`] selects: the column after them is
+/// the first a caller adds.
+pub const JOINED_LEN: usize = 16;
 
 /// `SELECT` of [`NUMBER_COLUMNS`] from `numbers n`, then the address
 /// columns of the location it is linked to (`l`, when it exists), as
@@ -38,16 +44,23 @@ pub fn joined_columns() -> String {
         .map(|c| format!("n.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    format!("SELECT {cols}, l.address_civic, l.address_lat, l.address_lon")
+    format!("SELECT {cols}, l.address_civic, l.address_lat, l.address_lon, l.address_check")
 }
 
 /// The address of the number's location in a row of [`joined_select`].
 pub fn joined_location(r: &AnyRow) -> Result<Option<Address>, StoreError> {
-    let civic: Option<String> = r.try_get(11)?;
+    let civic: Option<String> = r.try_get(12)?;
     Ok(match civic {
-        Some(c) => Some(address::from_db(&c, r.try_get(12)?, r.try_get(13)?)?),
+        Some(c) => Some(address::from_db(&c, r.try_get(13)?, r.try_get(14)?)?),
         None => None,
     })
+}
+
+/// The check of the number's location's address in a row of
+/// [`joined_select`].
+pub fn joined_location_check(r: &AnyRow) -> Result<Option<AddressCheck>, StoreError> {
+    let text: Option<String> = r.try_get(15)?;
+    Ok(text.as_deref().and_then(AddressCheck::from_json))
 }
 
 /// A number as stored.
@@ -61,6 +74,9 @@ pub struct NumberRow {
     pub location_id: Option<String>,
     /// Its own address (not its location's).
     pub address: Option<Address>,
+    /// What the address checker said of `address` when it was stored
+    /// (`None` before addresses were checked, or without an address).
+    pub address_check: Option<AddressCheck>,
 }
 
 impl NumberRow {
@@ -82,6 +98,10 @@ impl NumberRow {
                 Some(c) => Some(address::from_db(&c, r.try_get(9)?, r.try_get(10)?)?),
                 None => None,
             },
+            address_check: r
+                .try_get::<Option<String>, _>(11)?
+                .as_deref()
+                .and_then(AddressCheck::from_json),
         })
     }
 
@@ -105,12 +125,20 @@ impl NumberRow {
         }
     }
 
-    /// The API form; `location` is the address of its location, if any.
-    pub fn to_json(&self, location: Option<&Address>) -> Value {
-        let (addr, source) = match (&self.address, location) {
-            (Some(a), _) => (Some(a), Some("number")),
-            (None, Some(l)) if self.location_id.is_some() => (Some(l), Some("location")),
-            _ => (None, None),
+    /// The API form; `location` is the address of its location and that
+    /// address's check, if any.
+    pub fn to_json(&self, location: Option<(&Address, Option<&AddressCheck>)>) -> Value {
+        let not_yet = AddressCheck::not_yet();
+        let (addr, source, check) = match (&self.address, location) {
+            (Some(a), _) => (
+                Some(a),
+                Some("number"),
+                Some(self.address_check.as_ref().unwrap_or(&not_yet)),
+            ),
+            (None, Some((l, c))) if self.location_id.is_some() => {
+                (Some(l), Some("location"), Some(c.unwrap_or(&not_yet)))
+            }
+            _ => (None, None, None),
         };
         json!({
             "number": self.number,
@@ -121,6 +149,7 @@ impl NumberRow {
             "location_id": self.location_id,
             "address": addr.map(address::to_json),
             "address_source": source,
+            "address_check": check.map(AddressCheck::to_json),
         })
     }
 }
@@ -130,11 +159,17 @@ impl NumberRow {
 pub struct LocationRow {
     pub id: String,
     pub address: Address,
+    pub address_check: Option<AddressCheck>,
 }
 
 impl LocationRow {
     pub fn to_json(&self, tenant: &str) -> Value {
-        json!({"tenant": tenant, "id": self.id, "address": address::to_json(&self.address)})
+        let check = self
+            .address_check
+            .clone()
+            .unwrap_or_else(AddressCheck::not_yet);
+        json!({"tenant": tenant, "id": self.id, "address": address::to_json(&self.address),
+               "address_check": check.to_json()})
     }
 }
 
@@ -246,12 +281,12 @@ pub async fn put_number_rows(
     rows: &[NumberRow],
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    const COLS: usize = 12;
+    const COLS: usize = 14;
     for chunk in rows.chunks(1000) {
         let mut sql = String::from(
             "INSERT INTO numbers (number, tenant, country, common_area_phone, may_set_address, \
              may_change_address, may_delete_address, location_id, address_civic, address_lat, \
-             address_lon, updated_ms) VALUES ",
+             address_lon, address_state, address_check, updated_ms) VALUES ",
         );
         push_marks(&mut sql, chunk.len(), COLS, tx);
         sql.push_str(
@@ -259,7 +294,9 @@ pub async fn put_number_rows(
              common_area_phone = excluded.common_area_phone, may_set_address = excluded.may_set_address, \
              may_change_address = excluded.may_change_address, may_delete_address = excluded.may_delete_address, \
              location_id = excluded.location_id, address_civic = excluded.address_civic, \
-             address_lat = excluded.address_lat, address_lon = excluded.address_lon, updated_ms = excluded.updated_ms",
+             address_lat = excluded.address_lat, address_lon = excluded.address_lon, \
+             address_state = excluded.address_state, address_check = excluded.address_check, \
+             updated_ms = excluded.updated_ms",
         );
         let mut q = sqlx::query(&sql);
         for r in chunk {
@@ -276,6 +313,8 @@ pub async fn put_number_rows(
                 .bind(r.address.as_ref().map(address::civic_text))
                 .bind(r.address.as_ref().and_then(|a| a.point).map(|p| p.0))
                 .bind(r.address.as_ref().and_then(|a| a.point).map(|p| p.1))
+                .bind(r.address_check.as_ref().map(AddressCheck::state))
+                .bind(r.address_check.as_ref().map(|c| c.to_json().to_string()))
                 .bind(now);
         }
         q.execute(&mut **tx).await?;
@@ -289,19 +328,24 @@ pub async fn put_location_row(
     tenant: &str,
     id: &str,
     a: &Address,
+    check: Option<&AddressCheck>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO locations (tenant, id, address_civic, address_lat, address_lon, updated_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, id) DO UPDATE SET \
+        "INSERT INTO locations (tenant, id, address_civic, address_lat, address_lon, \
+         address_state, address_check, updated_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant, id) DO UPDATE SET \
          address_civic = excluded.address_civic, address_lat = excluded.address_lat, \
-         address_lon = excluded.address_lon, updated_ms = excluded.updated_ms",
+         address_lon = excluded.address_lon, address_state = excluded.address_state, \
+         address_check = excluded.address_check, updated_ms = excluded.updated_ms",
     )
     .bind(tenant.to_string())
     .bind(id.to_string())
     .bind(address::civic_text(a))
     .bind(a.point.map(|p| p.0))
     .bind(a.point.map(|p| p.1))
+    .bind(check.map(AddressCheck::state))
+    .bind(check.map(|c| c.to_json().to_string()))
     .bind(now)
     .execute(&mut **tx)
     .await?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::TryStreamExt;
 
-use super::address::RequiredFields;
+use super::address::AddressRules;
 use super::bulk::{Progress, Refused, Tenants};
 use super::rows::{NumberRow, UploadSummary, NUMBER_COLUMNS};
 use super::upload::Format;
@@ -77,13 +77,7 @@ pub async fn import(
         name: format!("cli:{user}:{}", path.display()),
         role: "operator",
     };
-    let required = RequiredFields::new(
-        &config
-            .admin
-            .as_ref()
-            .map(|a| a.required_address.clone())
-            .unwrap_or_default(),
-    );
+    let rules = AddressRules::of_admin(config.admin.as_ref());
     let progress = Arc::new(Progress::default());
     let watch = progress.clone();
     let ticker = tokio::spawn(async move {
@@ -104,7 +98,7 @@ pub async fn import(
         None => Tenants::PerRow,
     };
     let r = store
-        .bulk_upload(path, format, tenants, &actor, &required, progress)
+        .bulk_upload(path, format, tenants, &actor, &rules, progress)
         .await;
     ticker.abort();
     store.pool().close().await;

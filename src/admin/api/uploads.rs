@@ -192,7 +192,7 @@ pub(super) async fn post_upload(
         bytes = job.progress.bytes.load(Ordering::Relaxed),
         "bulk upload received; applying it"
     );
-    let (store, who, required) = (api.store.clone(), actor(&p), api.required.load_full());
+    let (store, who, rules) = (api.store.clone(), actor(&p), api.rules.load_full());
     let worker = job.clone();
     let mut done = job.done.subscribe();
     tokio::spawn(async move {
@@ -202,7 +202,7 @@ pub(super) async fn post_upload(
                 format,
                 tenants,
                 &who,
-                &required,
+                &rules,
                 worker.progress.clone(),
             )
             .await;

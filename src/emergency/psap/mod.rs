@@ -911,3 +911,64 @@ fn canadian_province(pc: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests;
+
+/// What the civic data knows of an address's elements one by one: for
+/// checking an address as it is entered, where [`ServiceAreas::lookup_civic`]
+/// finds the one PSAP to route by. Each field is found on its own, so that
+/// a checker can tell which element disagrees with which.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CivicFacts<'a> {
+    /// The state or province code A1 names (code or name), in the country.
+    pub state: Option<&'a str>,
+    /// The county A2 names in that state.
+    pub county: Option<&'a Area>,
+    /// The county the gazetteer puts the city A3 in, in that state (US; the
+    /// county with most of its ZIP codes).
+    pub city: Option<&'a Area>,
+    /// The area the postal code lies in, whatever the state: a US ZIP's
+    /// county, a Canadian postal code's province.
+    pub postal: Option<&'a Area>,
+}
+
+impl ServiceAreas {
+    /// The facts of a civic address (see [`CivicFacts`]). A US territory may
+    /// come as its own country (`PR`) or as `US` with that A1.
+    pub fn civic_facts(&self, civic: &CivicAddress<'_>) -> CivicFacts<'_> {
+        let mut country = civic.country.trim().to_ascii_uppercase();
+        let mut a1 = civic.a1.trim();
+        if US_TERRITORIES.contains(&country.as_str()) {
+            a1 = civic.country.trim();
+            country = "US".to_string();
+        }
+        let state = (!a1.is_empty())
+            .then(|| self.states.get(&(country.clone(), fold(a1))))
+            .flatten()
+            .map(String::as_str);
+        let area = |n: u32| self.areas.get(n as usize);
+        let county = state
+            .filter(|_| !civic.a2.trim().is_empty())
+            .and_then(|s| self.county(&country, s, civic.a2))
+            .and_then(area);
+        let city = state
+            .filter(|_| country == "US" && !civic.a3.trim().is_empty())
+            .and_then(|s| self.cities.get(&city_key(s, civic.a3)).copied())
+            .and_then(area);
+        let pc = civic.pc.trim();
+        let postal = match country.as_str() {
+            "US" => zip5(pc).and_then(|z| self.zips.get(&z).copied()),
+            "CA" => canadian_province(pc).and_then(|p| {
+                self.provinces
+                    .get(&(country.clone(), p.to_string()))
+                    .copied()
+            }),
+            _ => None,
+        }
+        .and_then(area);
+        CivicFacts {
+            state,
+            county,
+            city,
+            postal,
+        }
+    }
+}
