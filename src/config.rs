@@ -87,6 +87,57 @@ pub struct EmergencyConfig {
     /// outside addresses; these destinations (IP addresses, networks, host
     /// names, `.domain`) are allowed besides. Default: none.
     pub webhook_destinations: Vec<crate::outbound::Destination>,
+    /// LoST (RFC 5222): the router's own LoST server on the admin
+    /// listener.
+    pub lost: LostConfig,
+}
+
+/// `[emergency.lost]`: LoST (RFC 5222).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LostConfig {
+    /// Answer `findService` and `listServicesByLocation` at `POST /lost` on
+    /// the admin listener, from the service-area data. Default false.
+    pub serve: bool,
+    /// The server's name in `source`, `sourceId` and `path` (a dotted host
+    /// name, RFC 5222 `appUniqueString`). Default `emergency.domain`, else
+    /// `lost.invalid`.
+    pub source: Option<String>,
+    /// How far ahead the mappings it gives expire, in seconds. Default
+    /// 86400 (a day).
+    pub expires_s: u64,
+}
+
+impl Default for LostConfig {
+    fn default() -> Self {
+        LostConfig {
+            serve: false,
+            source: None,
+            expires_s: 86_400,
+        }
+    }
+}
+
+impl LostConfig {
+    /// The server's `source` name.
+    pub fn source_name(&self, emergency: &EmergencyConfig) -> String {
+        self.source
+            .clone()
+            .or_else(|| emergency.domain.clone().filter(|d| app_unique(d)))
+            .unwrap_or_else(|| "lost.invalid".to_owned())
+    }
+}
+
+/// RFC 5222 `appUniqueString`: `([a-zA-Z0-9\-]+\.)+[a-zA-Z0-9]+`.
+pub fn app_unique(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        && labels
+            .last()
+            .is_some_and(|l| l.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// Trunk health probes (SIP OPTIONS).
@@ -814,6 +865,16 @@ impl Config {
                     "emergency.psap_trunks {pattern:?}: a pattern is an id, a prefix ending in *, or *"
                 ));
             }
+        }
+        if let Some(source) = &self.emergency.lost.source {
+            if !app_unique(source) {
+                return bad(format!(
+                    "emergency.lost.source {source:?}: a dotted host name (letters, digits, hyphens)"
+                ));
+            }
+        }
+        if self.emergency.lost.serve && self.admin.is_none() {
+            return bad("emergency.lost.serve: needs the [admin] listener".into());
         }
         if self.sip.timers.t1_ms == 0 || self.sip.timers.no_answer_ms == 0 {
             return bad("sip.timers: t1_ms and no_answer_ms must be above 0".into());

@@ -375,3 +375,32 @@ pub fn errors(source: &str, kind: ErrorKind, message: &str) -> String {
     out.push_str("</errors>\n");
     out
 }
+
+/// An `<errors>` response with `locationProfileUnrecognized`, naming the
+/// profiles the request used.
+pub fn profile_unrecognized(source: &str, profiles: &[&str], message: &str) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(out, "<errors xmlns=\"{NS}\" source=\"{}\">", esc(source));
+    let names: Vec<String> = profiles
+        .iter()
+        .filter(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'))
+        })
+        .map(|p| esc(p))
+        .collect();
+    let names = if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(" ")
+    };
+    let _ = writeln!(
+        out,
+        "  <locationProfileUnrecognized unsupportedProfiles=\"{names}\" message=\"{}\" xml:lang=\"en\"/>",
+        esc(message)
+    );
+    out.push_str("</errors>\n");
+    out
+}

@@ -1,0 +1,288 @@
+//! The router's LoST server (`POST /lost` on the admin listener) through
+//! the real binary: answers from the shipped service-area data, LoST errors
+//! for what it cannot answer, and every response valid against RFC 5222's
+//! RELAX NG schema (`tests/lost/lost.rng`, checked with `xmllint`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{http_port, lab_config, root, tempdir, ClosedPort, Router};
+use sosrouter::lost::{self, read_response, ErrorKind, Response};
+
+const NS: &str = "urn:ietf:params:xml:ns:lost1";
+
+fn server() -> (Router, u16) {
+    let closed = ClosedPort::new();
+    let text = lab_config(
+        closed.port,
+        closed.port,
+        closed.port,
+        closed.port,
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[emergency.lost]
+serve = true
+source = "ecrf.sosrouter.example"
+expires_s = 3600
+"#,
+    );
+    let router = Router::start(&text, &[]);
+    let port = http_port(&router, "admin");
+    (router, port)
+}
+
+/// A plain HTTP POST: (status, content type, body).
+fn post(port: u16, content_type: &str, body: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /lost HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // A body larger than the server reads may be cut short by its answer.
+    let _ = s.write_all(body);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let buf = String::from_utf8_lossy(&buf).into_owned();
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, ctype, body.to_owned())
+}
+
+/// Whether `xmllint` is here (installed by `.ci/run`).
+fn require_xmllint() {
+    let ok = Command::new("xmllint")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "xmllint is missing: apt-get install libxml2-utils");
+}
+
+/// Validates `xml` against RFC 5222's schema with `xmllint`.
+fn assert_schema_valid(dir: &Path, name: &str, xml: &str) {
+    let file = dir.join(name);
+    std::fs::write(&file, xml).unwrap();
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--relaxng")
+        .arg(root().join("tests/lost/lost.rng"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} is not valid LoST: {}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn find_service(location: &str, service: &str) -> String {
+    format!(
+        "<?xml version='1.0'?>\n<findService xmlns='{NS}' xmlns:gml='http://www.opengis.net/gml' \
+         xmlns:gs='http://www.opengis.net/pidflo/1.0' serviceBoundary='value'>\
+         {location}<service>{service}</service></findService>"
+    )
+}
+
+const SF_POINT: &str = "<location id='sf' profile='geodetic-2d'><gml:Point \
+     srsName='urn:ogc:def:crs:EPSG::4326'><gml:pos>37.7749 -122.4194</gml:pos></gml:Point></location>";
+
+#[test]
+fn the_router_answers_lost_queries_from_its_service_areas() {
+    require_xmllint();
+    let dir = tempdir::Dir::new("lost-server");
+    let (_router, port) = server();
+    let mut n = 0;
+    let mut valid = |xml: &str| {
+        n += 1;
+        assert_schema_valid(dir.path(), &format!("answer-{n}.xml"), xml);
+    };
+
+    // A point in San Francisco: its county's PSAP.
+    let (status, ctype, body) = post(
+        port,
+        "application/lost+xml",
+        find_service(SF_POINT, "urn:service:sos").as_bytes(),
+    );
+    assert_eq!(
+        (status, ctype.as_str()),
+        (200, lost::CONTENT_TYPE),
+        "{body}"
+    );
+    valid(&body);
+    let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    let m = &r.mappings[0];
+    assert_eq!(m.uris, ["sip:sos@us-06075.psap.example"]);
+    assert_eq!(m.source, "ecrf.sosrouter.example");
+    assert_eq!(m.source_id, "US-06075:SYN-US-06075");
+    assert_eq!(m.service, "urn:service:sos");
+    assert_eq!(m.service_number.as_deref(), Some("911"));
+    assert!(m.display_name().unwrap().contains("San Francisco"));
+    let lost::Expires::At(expires) = m.expires else {
+        panic!("{:?}", m.expires)
+    };
+    let ahead = expires - time::OffsetDateTime::now_utc();
+    assert!(
+        ahead > time::Duration::minutes(50) && ahead <= time::Duration::hours(1),
+        "{ahead}"
+    );
+    assert_eq!(r.path, ["ecrf.sosrouter.example"]);
+    assert_eq!(r.location_used.as_deref(), Some("sf"));
+
+    // Every RFC 5491 shape is taken, by its point of routing; a
+    // sub-service is answered for.
+    let shapes = [
+        "<gs:Circle srsName='urn:ogc:def:crs:EPSG::4326'><gml:pos>37.7749 -122.4194</gml:pos>\
+         <gs:radius uom='urn:ogc:def:uom:EPSG::9001'>50</gs:radius></gs:Circle>",
+        "<gs:Ellipse srsName='urn:ogc:def:crs:EPSG::4326'><gml:pos>37.7749 -122.4194</gml:pos>\
+         <gs:semiMajorAxis uom='urn:ogc:def:uom:EPSG::9001'>90</gs:semiMajorAxis>\
+         <gs:semiMinorAxis uom='urn:ogc:def:uom:EPSG::9001'>30</gs:semiMinorAxis>\
+         <gs:orientation uom='urn:ogc:def:uom:EPSG::9102'>10</gs:orientation></gs:Ellipse>",
+        "<gs:ArcBand srsName='urn:ogc:def:crs:EPSG::4326'><gml:pos>37.7749 -122.4194</gml:pos>\
+         <gs:innerRadius uom='urn:ogc:def:uom:EPSG::9001'>100</gs:innerRadius>\
+         <gs:outerRadius uom='urn:ogc:def:uom:EPSG::9001'>300</gs:outerRadius>\
+         <gs:startAngle uom='urn:ogc:def:uom:EPSG::9102'>10</gs:startAngle>\
+         <gs:openingAngle uom='urn:ogc:def:uom:EPSG::9102'>30</gs:openingAngle></gs:ArcBand>",
+        "<gml:Polygon srsName='urn:ogc:def:crs:EPSG::4326'><gml:exterior><gml:LinearRing>\
+         <gml:posList>37.77 -122.42 37.78 -122.42 37.78 -122.41 37.77 -122.41 37.77 -122.42\
+         </gml:posList></gml:LinearRing></gml:exterior></gml:Polygon>",
+    ];
+    for shape in shapes {
+        let loc = format!("<location id='s' profile='geodetic-2d'>{shape}</location>");
+        let (status, _, body) = post(
+            port,
+            "application/lost+xml",
+            find_service(&loc, "urn:service:sos.police").as_bytes(),
+        );
+        assert_eq!(status, 200);
+        valid(&body);
+        let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+            panic!("{shape}: {body}")
+        };
+        assert_eq!(
+            r.mappings[0].uris,
+            ["sip:sos@us-06075.psap.example"],
+            "{shape}"
+        );
+        assert_eq!(r.mappings[0].service, "urn:service:sos.police");
+    }
+
+    // A civic address, by state and county.
+    let civic = "<location id='c' profile='civic'><civicAddress \
+        xmlns='urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr'><country>US</country><A1>CA</A1>\
+        <A2>San Francisco</A2><A3>San Francisco</A3><RD>Market</RD><HNO>1</HNO></civicAddress></location>";
+    let (_, _, body) = post(
+        port,
+        "application/lost+xml",
+        find_service(civic, "urn:service:sos").as_bytes(),
+    );
+    valid(&body);
+    let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    assert_eq!(r.mappings[0].uris, ["sip:sos@us-06075.psap.example"]);
+
+    // listServicesByLocation.
+    let list = format!(
+        "<listServicesByLocation xmlns='{NS}' xmlns:gml='http://www.opengis.net/gml'>{SF_POINT}\
+         <service>urn:service:sos</service></listServicesByLocation>"
+    );
+    let (status, _, body) = post(port, "application/lost+xml", list.as_bytes());
+    assert_eq!(status, 200);
+    valid(&body);
+    let Ok(Response::Listed(l)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    assert_eq!(l.services, ["urn:service:sos"]);
+    assert_eq!(l.location_used.as_deref(), Some("sf"));
+}
+
+#[test]
+fn what_the_server_cannot_answer_is_a_lost_error() {
+    require_xmllint();
+    let dir = tempdir::Dir::new("lost-errors");
+    let (_router, port) = server();
+    let open_sea = "<location id='sea' profile='geodetic-2d'><gml:Point><gml:pos>0 -140</gml:pos>\
+         </gml:Point></location>";
+    let bad_point = "<location id='bad' profile='geodetic-2d'><gml:Point><gml:pos>95 0</gml:pos>\
+         </gml:Point></location>";
+    let unknown = "<location id='u' profile='geodetic-3d'><gml:Point><gml:pos>1 2 3</gml:pos>\
+         </gml:Point></location>";
+    let with_path = format!(
+        "<findService xmlns='{NS}' xmlns:gml='http://www.opengis.net/gml'>{SF_POINT}\
+         <service>urn:service:sos</service><path><via source='ecrf.sosrouter.example'/></path>\
+         </findService>"
+    );
+    let cases: Vec<(String, ErrorKind)> = vec![
+        (
+            find_service(open_sea, "urn:service:sos"),
+            ErrorKind::NotFound,
+        ),
+        (
+            find_service(bad_point, "urn:service:sos"),
+            ErrorKind::LocationInvalid,
+        ),
+        (
+            find_service(unknown, "urn:service:sos"),
+            ErrorKind::LocationProfileUnrecognized,
+        ),
+        (
+            find_service(SF_POINT, "urn:service:counseling"),
+            ErrorKind::ServiceNotImplemented,
+        ),
+        (with_path, ErrorKind::Loop),
+        ("<findService/>".to_owned(), ErrorKind::BadRequest),
+        ("not xml".to_owned(), ErrorKind::BadRequest),
+        (
+            format!("<!DOCTYPE x [<!ENTITY a 'b'>]><findService xmlns='{NS}'>&a;</findService>"),
+            ErrorKind::BadRequest,
+        ),
+    ];
+    for (n, (request, want)) in cases.iter().enumerate() {
+        let (status, ctype, body) = post(port, "application/lost+xml", request.as_bytes());
+        assert_eq!(
+            (status, ctype.as_str()),
+            (200, lost::CONTENT_TYPE),
+            "{request}: {body}"
+        );
+        assert_schema_valid(dir.path(), &format!("error-{n}.xml"), &body);
+        let Ok(Response::Errors(e)) = read_response(body.as_bytes()) else {
+            panic!("{request}: {body}")
+        };
+        assert_eq!(e.faults[0].kind, *want, "{request}: {body}");
+        assert_eq!(e.source, "ecrf.sosrouter.example");
+    }
+
+    // A body of another type, or too large: refused with a LoST error.
+    let (status, _, body) = post(port, "application/json", b"{}");
+    assert_eq!(status, 415);
+    assert_schema_valid(dir.path(), "415.xml", &body);
+    let big = find_service(SF_POINT, &"x".repeat(70 * 1024));
+    let (status, _, body) = post(port, "application/lost+xml", big.as_bytes());
+    assert_eq!(status, 413);
+    assert_schema_valid(dir.path(), "413.xml", &body);
+}
