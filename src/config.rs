@@ -83,6 +83,12 @@ pub struct EmergencyConfig {
     /// A CA bundle (PEM) location servers' certificates may chain to,
     /// besides the public web PKI roots.
     pub location_ca: Option<PathBuf>,
+    /// Present the router's certificate (`[sip.tls]`) to security desk
+    /// webhooks that ask for a client certificate.
+    pub webhook_client_certificate: bool,
+    /// A CA bundle (PEM) webhook servers' certificates may chain to,
+    /// besides the public web PKI roots.
+    pub webhook_ca: Option<PathBuf>,
     /// Security desk webhooks set through the admin API may go only to
     /// outside addresses; these destinations (IP addresses, networks, host
     /// names, `.domain`) are allowed besides. Default: none.
@@ -556,6 +562,10 @@ pub struct ListenConfig {
     /// this long is closed.
     #[serde(default = "default_http_idle_timeout")]
     pub idle_timeout_s: u64,
+    /// Serve HTTPS with the router's certificate and key (`[sip.tls]`),
+    /// re-read with them on reload.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 fn default_metrics_connections() -> usize {
@@ -611,6 +621,10 @@ pub struct AdminConfig {
     /// this long is closed.
     #[serde(default = "default_http_idle_timeout")]
     pub idle_timeout_s: u64,
+    /// Serve HTTPS with the router's certificate and key (`[sip.tls]`),
+    /// re-read with them on reload.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 fn default_max_body() -> usize {
@@ -957,13 +971,19 @@ impl Config {
                 return bad("sip.tls.handshake_timeout_ms: must be more than 0".into());
             }
         }
-        if self.emergency.location_client_certificate
-            && tls.and_then(|t| t.certificate.as_ref()).is_none()
-        {
-            return bad(
-                "emergency.location_client_certificate: needs sip.tls.certificate and sip.tls.key"
-                    .into(),
-            );
+        for (what, wanted) in [
+            (
+                "emergency.location_client_certificate",
+                self.emergency.location_client_certificate,
+            ),
+            (
+                "emergency.webhook_client_certificate",
+                self.emergency.webhook_client_certificate,
+            ),
+        ] {
+            if wanted && tls.and_then(|t| t.certificate.as_ref()).is_none() {
+                return bad(format!("{what}: needs sip.tls.certificate and sip.tls.key"));
+            }
         }
         if has_listener && tls.and_then(|t| t.certificate.as_ref()).is_none() {
             return bad(

@@ -65,7 +65,7 @@ pub fn client(
 
 /// What the fetches' TLS adds to the public web PKI: the router's client
 /// certificate and key (PEM, chain then key), and more CAs (PEM).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientTls {
     pub identity: Option<Vec<u8>>,
     pub roots: Option<Vec<u8>>,
@@ -75,10 +75,35 @@ impl ClientTls {
     /// From `emergency.location_client_certificate` (the files of
     /// `[sip.tls]`) and `emergency.location_ca`.
     pub fn from_config(c: &crate::config::Config) -> Result<ClientTls, String> {
+        ClientTls::read(
+            c,
+            c.emergency.location_client_certificate,
+            c.emergency.location_ca.as_deref(),
+            "emergency.location_ca",
+        )
+    }
+
+    /// For security desk webhooks: `emergency.webhook_client_certificate`
+    /// and `emergency.webhook_ca`.
+    pub fn for_webhooks(c: &crate::config::Config) -> Result<ClientTls, String> {
+        ClientTls::read(
+            c,
+            c.emergency.webhook_client_certificate,
+            c.emergency.webhook_ca.as_deref(),
+            "emergency.webhook_ca",
+        )
+    }
+
+    fn read(
+        c: &crate::config::Config,
+        present: bool,
+        ca: Option<&std::path::Path>,
+        ca_key: &str,
+    ) -> Result<ClientTls, String> {
         let read = |p: &std::path::Path, what: &str| {
             std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()))
         };
-        let identity = match (&c.emergency.location_client_certificate, &c.sip.tls) {
+        let identity = match (&present, &c.sip.tls) {
             (true, Some(t)) => match (&t.certificate, &t.key) {
                 (Some(cp), Some(kp)) => {
                     let mut pem = read(cp, "sip.tls.certificate")?;
@@ -90,8 +115,8 @@ impl ClientTls {
             },
             _ => None,
         };
-        let roots = match &c.emergency.location_ca {
-            Some(p) => Some(read(p, "emergency.location_ca")?),
+        let roots = match ca {
+            Some(p) => Some(read(p, ca_key)?),
             None => None,
         };
         Ok(ClientTls { identity, roots })

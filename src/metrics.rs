@@ -81,7 +81,7 @@ pub const ALL: &[(&str, &str)] = &[
     (TLS_CONNECTIONS, "TLS connections open (handshake done)"),
     (
         TLS_HANDSHAKES,
-        "TLS handshakes; labels: direction (inbound, outbound), result (ok; the router refused the peer's certificate: unknown_ca, expired, not_yet_valid, name_mismatch, bad_certificate, no_certificate, name_not_allowed (no inbound trunk's tls_names); the peer refused the router's: peer_refused_unknown_ca, peer_refused_expired, peer_refused_certificate; protocol_version, timeout, closed, io, other)",
+        "TLS handshakes; labels: direction (inbound, outbound: SIP; https: the admin and metrics listeners), result (ok; the router refused the peer's certificate: unknown_ca, expired, not_yet_valid, name_mismatch, bad_certificate, no_certificate, name_not_allowed (no inbound trunk's tls_names); the peer refused the router's: peer_refused_unknown_ca, peer_refused_expired, peer_refused_certificate; protocol_version, timeout, closed, io, other)",
     ),
     (
         TLS_CERT_EXPIRY,

@@ -30,6 +30,10 @@ pub struct Desks {
     /// Where webhooks set through the API may go besides outside addresses
     /// (`emergency.webhook_destinations`).
     pub allowed: crate::outbound::Allowed,
+    /// The client certificate shown to desks that ask, and the CAs their
+    /// certificates may chain to (`emergency.webhook_client_certificate`,
+    /// `emergency.webhook_ca`).
+    pub tls: crate::held::ClientTls,
 }
 
 pub type Webhooks = Arc<ArcSwap<Desks>>;
@@ -94,29 +98,25 @@ impl SecurityDesk {
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
         let desks = webhooks.clone();
         tokio::spawn(async move {
-            // A redirection is an answer like any other: the desk is the URL
-            // set, and a redirection could lead anywhere.
-            let builder = || {
-                reqwest::Client::builder()
-                    .timeout(policy.timeout)
-                    .redirect(reqwest::redirect::Policy::none())
-            };
-            let clients = builder().build().and_then(|trusted| {
-                let checked = builder()
-                    .dns_resolver(Arc::new(AllowedOnly(desks.clone())))
-                    .build()?;
-                Ok(Clients { trusted, checked })
-            });
-            let clients = match clients {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "security desk notifications disabled: no HTTP client");
-                    return;
-                }
-            };
+            let mut clients: Option<Clients> = None;
             while let Some(n) = rx.recv().await {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
+                };
+                // Built again when a reload brought other certificates.
+                let tls = desks.load().tls.clone();
+                if clients.as_ref().is_none_or(|c| c.tls != tls) {
+                    clients = match Clients::new(&desks, tls, policy) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            metrics::counter!(m::SECURITY_DESK, "outcome" => "failed").increment(1);
+                            tracing::error!(error = %e, "security desk notification not sent: no HTTP client");
+                            None
+                        }
+                    };
+                }
+                let Some(clients) = &clients else {
+                    continue;
                 };
                 let client = if n.checked {
                     clients.checked.clone()
@@ -185,6 +185,40 @@ impl SecurityDesk {
 struct Clients {
     trusted: reqwest::Client,
     checked: reqwest::Client,
+    /// What they were built with.
+    tls: crate::held::ClientTls,
+}
+
+impl Clients {
+    fn new(
+        desks: &Webhooks,
+        tls: crate::held::ClientTls,
+        policy: Policy,
+    ) -> reqwest::Result<Clients> {
+        // A redirection is an answer like any other: the desk is the URL
+        // set, and a redirection could lead anywhere.
+        let builder = || -> reqwest::Result<reqwest::ClientBuilder> {
+            let mut b = reqwest::Client::builder()
+                .timeout(policy.timeout)
+                .redirect(reqwest::redirect::Policy::none());
+            if let Some(pem) = &tls.identity {
+                b = b.identity(reqwest::Identity::from_pem(pem)?);
+            }
+            if let Some(pem) = &tls.roots {
+                for c in reqwest::Certificate::from_pem_bundle(pem)? {
+                    b = b.add_root_certificate(c);
+                }
+            }
+            Ok(b)
+        };
+        Ok(Clients {
+            trusted: builder()?.build()?,
+            checked: builder()?
+                .dns_resolver(Arc::new(AllowedOnly(desks.clone())))
+                .build()?,
+            tls,
+        })
+    }
 }
 
 /// Name resolution for webhooks set through the API: only addresses the
@@ -252,6 +286,10 @@ pub fn from_config(c: &crate::config::Config) -> Desks {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         allowed: crate::outbound::Allowed::new(&c.emergency.webhook_destinations),
+        tls: crate::held::ClientTls::for_webhooks(c).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "security desk webhooks: the TLS files could not be read; notices go without them");
+            crate::held::ClientTls::default()
+        }),
     }
 }
 
@@ -411,6 +449,7 @@ mod tests {
         Arc::new(ArcSwap::from_pointee(Desks {
             urls: HashMap::new(),
             allowed: crate::outbound::Allowed::new(&list),
+            tls: Default::default(),
         }))
     }
 

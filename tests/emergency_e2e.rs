@@ -647,6 +647,49 @@ fn a_location_server_asking_for_a_client_certificate_gets_the_routers() {
     );
 }
 
+/// A security desk that requires a client certificate: the router
+/// presents its own (`[sip.tls]`, `emergency.webhook_client_certificate`)
+/// and trusts the desk's CA (`emergency.webhook_ca`).
+#[test]
+fn a_security_desk_asking_for_a_client_certificate_gets_the_routers() {
+    let ca = common::pki::Ca::new("Desk CA");
+    let dir = common::tempdir::Dir::new("desk-tls");
+    let (cert, key) = ca.valid(&["router.test"]).write(dir.path(), "router");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let (port, rx) = https_once(
+        &ca.valid(&["127.0.0.1"]),
+        &ca,
+        "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_string(),
+    );
+    let lab = lab_edited([Answer::Ok; 4], |text| {
+        let text = text.replacen(
+            "[emergency]\n",
+            &format!(
+                "[emergency]\nwebhook_client_certificate = true\nwebhook_ca = \"{}\"\n",
+                ca_path.display()
+            ),
+            1,
+        );
+        format!(
+            "{text}\n[emergency.security_desk]\nacme = \"https://127.0.0.1:{port}/sos\"\n\n[sip.tls]\ncertificate = \"{}\"\nkey = \"{}\"\n",
+            cert.display(),
+            key.display()
+        )
+    });
+    let r = call(&lab, "911", "+14155550177", None);
+    assert_eq!((r.successful, r.failed), (1, 0), "{r:?}");
+    let (body, client_cert) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("the desk was not told:\n{}", lab.router.log()));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["tenant"], "acme");
+    assert!(
+        client_cert.contains("router.test"),
+        "the router presented its certificate"
+    );
+}
+
 #[test]
 fn an_unreachable_location_server_does_not_hold_the_call_past_its_deadline() {
     let lab = lab_lis([Answer::Ok; 4]);

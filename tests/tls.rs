@@ -742,6 +742,149 @@ async fn certificates_are_reloaded_without_dropping_connections() {
     );
 }
 
+/// An HTTPS GET over a fresh connection: the certificate served and the
+/// whole answer.
+async fn https_get(
+    port: u16,
+    path: &str,
+    ca: &Ca,
+) -> std::io::Result<(CertificateDer<'static>, String)> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = ServerName::try_from("router.test").unwrap();
+    let mut tls = timeout(
+        Duration::from_secs(5),
+        tokio_rustls::TlsConnector::from(client_config(ca, None)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| std::io::Error::other("handshake timed out"))??;
+    let served = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: router.test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut answer = Vec::new();
+    timeout(Duration::from_secs(5), tls.read_to_end(&mut answer))
+        .await
+        .map_err(|_| std::io::Error::other("no answer"))??;
+    Ok((served, String::from_utf8_lossy(&answer).into_owned()))
+}
+
+/// The admin and metrics listeners with `tls = true` serve HTTPS with the
+/// router's certificate, and nothing in plain text; a reload brings the
+/// new certificate to new connections, as for SIP; a client that opens a
+/// connection and never says hello is closed after the header deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_and_metrics_serve_https_with_the_router_certificate() {
+    let ca = Ca::new("Interconnect CA");
+    let first = ca.valid(&["router.test", "127.0.0.1"]);
+    let f = files(&ca, &first);
+    let cfg = format!(
+        r#"
+[sip]
+listen = ["udp:127.0.0.1:0"]
+
+[sip.tls]
+certificate = "{}"
+key = "{}"
+ca = "{}"
+
+[routing]
+mode = "static"
+
+[health]
+interval_s = 0
+
+[metrics]
+listen = "127.0.0.1:0"
+tls = true
+
+[admin]
+listen = "127.0.0.1:0"
+tls = true
+header_read_timeout_ms = 1000
+"#,
+        f.cert.display(),
+        f.key.display(),
+        f.ca.display(),
+    );
+    let router = tokio::task::spawn_blocking(move || Router::start(&cfg, &[]))
+        .await
+        .unwrap();
+    let port = |what: &str| {
+        let needle = format!("listening {what} https 127.0.0.1:");
+        router.wait_log(&needle, 1, Duration::from_secs(5));
+        router
+            .log()
+            .lines()
+            .find_map(|l| l.split(needle.as_str()).nth(1))
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("{what} not on https: {}", router.log()))
+    };
+    let (admin, metrics_port) = (port("admin"), port("metrics"));
+
+    let (served, answer) = https_get(admin, "/healthz", &ca).await.unwrap();
+    assert_eq!(served, first.der);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (_, answer) = https_get(metrics_port, "/metrics", &ca).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        metric(
+            &answer,
+            "sosrouter_tls_handshakes_total",
+            &[("direction", "https"), ("result", "ok")]
+        ) >= 2.0,
+        "{answer}"
+    );
+
+    // Plain HTTP on the HTTPS port gets no answer in plain text.
+    let plain = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(!plain.contains("HTTP/1.1"), "{plain}");
+
+    // A client that does not trust the router's CA refuses it.
+    let stranger = Ca::new("Some other CA");
+    assert!(https_get(admin, "/healthz", &stranger).await.is_err());
+
+    // One that connects and says nothing is closed after the header
+    // deadline (1 s), not held.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", admin))
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let closed = timeout(Duration::from_secs(5), idle.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent client still held after 5 s: {closed:?}"
+    );
+
+    // The certificate is re-read on reload, for new connections.
+    let second = ca.issue(&["router.test", "127.0.0.1"], -1, 90);
+    second.write(f.dir.path(), "router");
+    let pid = router.pid() as libc::pid_t;
+    // SAFETY: a signal to the router this test started, by its PID.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert!(
+        log_shows(&router, "tls certificates reloaded").await,
+        "{}",
+        router.log()
+    );
+    let (served, answer) = https_get(admin, "/healthz", &ca).await.unwrap();
+    assert_eq!(
+        served, second.der,
+        "a new connection gets the new certificate"
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// `check-config` reads and checks the files: a key that is not the
 /// certificate's, a certificate that does not chain to the CA, an expired
 /// one, a missing file; each named in the error.

@@ -208,14 +208,19 @@ impl Listener {
     }
 }
 
+/// The certificate an HTTPS listener serves: the router's (`[sip.tls]`),
+/// swapped on reload; each handshake takes the one current then.
+pub type HttpTls = Arc<arc_swap::ArcSwapOption<rustls::ServerConfig>>;
+
 /// Serves `app` on `addr` within `limits` until `shutdown` completes: the
 /// listener stops accepting, and each connection ends once its request in
-/// progress, if any, is answered.
+/// progress, if any, is answered. With `tls`, over HTTPS only.
 pub async fn serve(
     name: &'static str,
     addr: SocketAddr,
     app: axum::Router,
     limits: HttpLimits,
+    tls: Option<HttpTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
     // The SIP listeners' backlog (1,024): a burst of connections waits
@@ -238,7 +243,7 @@ pub async fn serve(
         closed: Default::default(),
         failed: Default::default(),
     });
-    tokio::spawn(accept_loop(listener, shared, app, stop));
+    tokio::spawn(accept_loop(listener, shared, app, tls, stop));
     Ok(local)
 }
 
@@ -246,6 +251,7 @@ async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Listener>,
     app: axum::Router,
+    tls: Option<HttpTls>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -274,9 +280,27 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (shared, app, stop) = (shared.clone(), app.clone(), stop.clone());
+        let (shared, app, mut stop) = (shared.clone(), app.clone(), stop.clone());
+        let tls = tls.as_ref().map(|t| t.load_full());
         tokio::spawn(async move {
-            if let Some(reason) = connection(stream, &shared, &state, app, stop).await {
+            let tracked = Tracked {
+                inner: stream,
+                state: state.clone(),
+                shared: shared.clone(),
+            };
+            let closed = match tls {
+                None => connection(tracked, peer, &shared, &state, app, stop).await,
+                // Configured for HTTPS with no certificate loaded: never
+                // answered in plain text.
+                Some(None) => Some("no-certificate"),
+                Some(Some(config)) => {
+                    match handshake(tracked, peer, config, &shared, &state, &mut stop).await {
+                        Ok(s) => connection(s, peer, &shared, &state, app, stop).await,
+                        Err(reason) => reason,
+                    }
+                }
+            };
+            if let Some(reason) = closed {
                 shared.tell_closed(peer, reason);
             }
             shared.remove(id, peer.ip());
@@ -284,22 +308,57 @@ async fn accept_loop(
     }
 }
 
+/// The TLS handshake of an HTTPS connection, within the time a header
+/// block may take: a client that opens and says nothing holds a slot no
+/// longer than one that sends half a request. The error is why it closed
+/// (`None`: the listener is stopping).
+async fn handshake(
+    tracked: Tracked,
+    peer: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+    shared: &Arc<Listener>,
+    state: &Arc<ConnState>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<tokio_rustls::server::TlsStream<Tracked>, Option<&'static str>> {
+    use crate::transport::tls as t;
+    let accept = tokio_rustls::TlsAcceptor::from(config).accept(tracked);
+    let timed = tokio::time::timeout(shared.limits.header_read_timeout, accept);
+    tokio::select! {
+        r = timed => match r {
+            Ok(Ok(s)) => {
+                t::handshake_ok("https");
+                Ok(s)
+            }
+            Ok(Err(e)) => {
+                t::handshake_failed("https", peer, t::failure_reason(&e), &e.to_string());
+                Err(Some("tls-handshake"))
+            }
+            Err(_) => {
+                t::handshake_failed("https", peer, "timeout", "no handshake within the header read timeout");
+                Err(Some("header-timeout"))
+            }
+        },
+        _ = state.close.notified() => Err(Some("evicted")),
+        _ = stop.wait_for(|s| *s) => Err(None),
+    }
+}
+
 /// Serves one connection; why the router closed it, if it did.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
+    peer: SocketAddr,
     shared: &Arc<Listener>,
     state: &Arc<ConnState>,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
-) -> Option<&'static str> {
-    let io = TokioIo::new(Tracked {
-        inner: stream,
-        state: state.clone(),
-        shared: shared.clone(),
-    });
+) -> Option<&'static str>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
     // The peer's address travels with each request, so that the API can
     // name (and bound per source) the requests it refuses.
-    let peer = stream_peer(&io);
+    let peer = Some(peer);
     let inner = TowerToHyperService::new(app);
     let service = {
         let (state, shared) = (state.clone(), shared.clone());
@@ -436,9 +495,4 @@ impl AsyncWrite for Tracked {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
-}
-
-/// The remote address of an accepted connection.
-fn stream_peer(io: &TokioIo<Tracked>) -> Option<std::net::SocketAddr> {
-    io.inner().inner.peer_addr().ok()
 }

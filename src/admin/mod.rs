@@ -171,9 +171,10 @@ pub async fn serve(
     addr: SocketAddr,
     app: axum::Router,
     limits: http::HttpLimits,
+    tls: Option<http::HttpTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
-    http::serve(name, addr, app, limits, shutdown).await
+    http::serve(name, addr, app, limits, tls, shutdown).await
 }
 
 /// Installs the Prometheus recorder with the router's histograms and help

@@ -121,7 +121,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let opts = Arc::new(opts);
     let (udps, tcps, mut bound) = bind(&config).await?;
-    let (services, api_reloads) = services::Services::start(&config, &opts, &mut bound).await?;
+    let http_tls = Arc::new(arc_swap::ArcSwapOption::new(
+        tcps.tls_setup.as_ref().and_then(|s| s.http_server()),
+    ));
+    let (services, api_reloads) =
+        services::Services::start(&config, &opts, &mut bound, http_tls).await?;
     let control = control::watch(shutdown, services.store.clone(), api_reloads);
     on_bound(&bound);
     let mut locals: Vec<SocketAddr> = bound.udp.clone();

@@ -43,7 +43,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>, inventory: Option<PathB
             hub,
             inventory,
         };
-        super::run(config, opts, shutdown_signal(), |bound| {
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        let admin_scheme = scheme(config.admin.as_ref().is_some_and(|a| a.tls));
+        let metrics_scheme = scheme(config.metrics.as_ref().is_some_and(|m| m.tls));
+        super::run(config, opts, shutdown_signal(), move |bound| {
             for a in &bound.udp {
                 tracing::info!("listening sip udp {a}");
             }
@@ -54,10 +57,10 @@ pub fn run(config: Config, config_path: Option<PathBuf>, inventory: Option<PathB
                 tracing::info!("listening sip tls {a}");
             }
             if let Some(a) = bound.admin {
-                tracing::info!("listening admin http {a}");
+                tracing::info!("listening admin {admin_scheme} {a}");
             }
             if let Some(a) = bound.metrics {
-                tracing::info!("listening metrics http {a}");
+                tracing::info!("listening metrics {metrics_scheme} {a}");
             }
         })
         .await

@@ -32,6 +32,8 @@ pub(super) struct Services {
     /// The TCP connections SIP may keep, fitted to the open file limit
     /// beside the HTTP listeners'.
     pub(super) sip_tcp_connections: usize,
+    /// The certificate the HTTPS listeners serve, replaced on reload.
+    pub(super) http_tls: admin::http::HttpTls,
 }
 
 impl Services {
@@ -41,6 +43,7 @@ impl Services {
         config: &Config,
         opts: &Options,
         bound: &mut Bound,
+        http_tls: admin::http::HttpTls,
     ) -> anyhow::Result<(Services, mpsc::Receiver<ReloadReply>)> {
         let database = DatabaseConfig::effective(config);
         let store = match &database {
@@ -99,6 +102,7 @@ impl Services {
                     m.listen,
                     admin::metrics_routes(handle),
                     limits,
+                    m.tls.then(|| http_tls.clone()),
                     stop_signal(http_stopped.clone()),
                 )
                 .await
@@ -123,6 +127,7 @@ impl Services {
                 a.listen,
                 app,
                 limits,
+                a.tls.then(|| http_tls.clone()),
                 stop_signal(http_stopped.clone()),
             )
             .await
@@ -149,6 +154,7 @@ impl Services {
             recorder,
             http_stop,
             sip_tcp_connections: caps.sip_tcp,
+            http_tls,
         };
         Ok((services, reload_rx))
     }

@@ -479,6 +479,7 @@ impl SipLoop {
             return;
         };
         setup.publish_expiry_now();
+        self.services.http_tls.store(setup.http_server());
         match &self.tls {
             Some((pool, ctx)) => {
                 ctx.replace(setup);

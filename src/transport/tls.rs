@@ -66,6 +66,10 @@ pub struct CertExpiry {
 pub struct TlsSetup {
     /// For `tls:` listeners; `None` without a router certificate.
     server: Option<Arc<ServerConfig>>,
+    /// For the admin and metrics listeners with `tls = true`: the same
+    /// certificate, HTTP/1.1, no client certificate asked (the API's
+    /// tokens say who calls).
+    http_server: Option<Arc<ServerConfig>>,
     default_client: Arc<ClientConfig>,
     /// Per server name (lower case), for trunks with a CA of their own.
     clients: HashMap<String, Arc<ClientConfig>>,
@@ -178,6 +182,9 @@ impl TlsSetup {
         if let Some(p) = &cfg.emergency.location_ca {
             read_certs(p, "emergency.location_ca")?;
         }
+        if let Some(p) = &cfg.emergency.webhook_ca {
+            read_certs(p, "emergency.webhook_ca")?;
+        }
         let listens = cfg
             .listeners()
             .map_err(|e| e.to_string())?
@@ -190,7 +197,11 @@ impl TlsSetup {
                     u.starts_with("sips:") || u.contains(";transport=tls")
                 })
         });
-        if !listens && !trunks_tls && cfg.sip.tls.is_none() {
+        let https = [
+            ("admin.tls", cfg.admin.as_ref().is_some_and(|a| a.tls)),
+            ("metrics.tls", cfg.metrics.as_ref().is_some_and(|m| m.tls)),
+        ];
+        if !listens && !trunks_tls && cfg.sip.tls.is_none() && !https.iter().any(|h| h.1) {
             return Ok(None);
         }
         let provider = provider();
@@ -313,6 +324,26 @@ impl TlsSetup {
             }
             None => None,
         };
+        let http_server = match &own {
+            Some((chain, key)) => {
+                let mut config = ServerConfig::builder_with_provider(provider.clone())
+                    .with_protocol_versions(VERSIONS)
+                    .map_err(|e| format!("sip.tls: {e}"))?
+                    .with_no_client_auth()
+                    .with_single_cert(chain.clone(), key.clone_key())
+                    .map_err(|e| format!("sip.tls.certificate: {e}"))?;
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(Arc::new(config))
+            }
+            None => {
+                if let Some((what, _)) = https.iter().find(|h| h.1) {
+                    return Err(format!(
+                        "{what}: needs sip.tls.certificate and sip.tls.key, the certificate it serves"
+                    ));
+                }
+                None
+            }
+        };
         let client_config = |roots: Arc<RootCertStore>| -> Result<Arc<ClientConfig>, String> {
             let builder = ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(VERSIONS)
@@ -364,6 +395,7 @@ impl TlsSetup {
         }
         Ok(Some(TlsSetup {
             server,
+            http_server,
             default_client,
             clients,
             server_names,
@@ -376,6 +408,11 @@ impl TlsSetup {
     /// The server side, for `tls:` listeners.
     pub fn server(&self) -> Option<Arc<ServerConfig>> {
         self.server.clone()
+    }
+
+    /// The server side of the HTTPS listeners (admin, metrics).
+    pub fn http_server(&self) -> Option<Arc<ServerConfig>> {
+        self.http_server.clone()
     }
 
     /// The name a server reached as `host` (a URI's host, an address) must
