@@ -1162,6 +1162,37 @@ mod tests {
     }
 
     #[test]
+    fn lost_section() {
+        let c = Config::embedded();
+        assert!(!c.emergency.lost.serve);
+        assert_eq!(c.emergency.lost.expires_s, 86_400);
+        assert_eq!(
+            c.emergency.lost.source_name(&c.emergency),
+            c.emergency.domain.clone().unwrap_or("lost.invalid".into())
+        );
+        let with = |extra: &str| Config::from_toml(&format!("{EMBEDDED_DEFAULT}\n{extra}"));
+        let c =
+            with("[emergency.lost]\nserve = true\nsource = \"ecrf.example.net\"\nexpires_s = 60")
+                .unwrap();
+        assert_eq!(
+            c.emergency.lost.source_name(&c.emergency),
+            "ecrf.example.net"
+        );
+        for bad in ["ecrf", "ecrf.", "a b.example", "ecrf.exa_mple", ".example"] {
+            let err = with(&format!("[emergency.lost]\nsource = {bad:?}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("emergency.lost.source"), "{bad}: {err}");
+        }
+        let mut c = Config::embedded();
+        c.emergency.lost.serve = true;
+        assert!(c.check().is_ok());
+        c.admin = None;
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains("needs the [admin] listener"), "{err}");
+    }
+
+    #[test]
     fn admin_tokens_and_database() {
         let c = Config::embedded();
         let db = c.database.as_ref().unwrap();

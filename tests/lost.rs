@@ -286,3 +286,105 @@ fn what_the_server_cannot_answer_is_a_lost_error() {
     assert_eq!(status, 413);
     assert_schema_valid(dir.path(), "413.xml", &body);
 }
+
+/// The client half of LoST in a call's path, against the router's own
+/// server: the query and its answer, a fresh cached mapping that needs no
+/// query, then the server gone: the expired mapping routes; with no cache,
+/// the embedded data; a server that never answers ends at the deadline.
+#[test]
+fn a_failing_ecrf_falls_back_to_the_cache_then_the_embedded_data() {
+    use sosrouter::held::{client, host_allowed, lost_query, ClientTls, FetchError};
+    use sosrouter::lost::route::{plan, settle, DecidedBy, Plan};
+    use sosrouter::lost::{Cache, Location, DEFAULT_SERVICE};
+    use sosrouter::pidf::{Position, Shape};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (router, port) = server();
+    let url = format!("http://127.0.0.1:{port}/lost");
+    let listed: std::sync::Arc<[String]> = vec!["127.0.0.1".to_owned()].into();
+    // The destination policy of location fetches holds for ECRFs: loopback
+    // only when listed.
+    assert!(host_allowed(&url, Some(&listed)));
+    assert!(!host_allowed(&url, None));
+    let http = client(Some(listed), &ClientTls::default()).unwrap();
+    let deadline = Duration::from_secs(10);
+    let location = Location::Geodetic(Shape::Point {
+        pos: Position {
+            lat: 37.7749,
+            lon: -122.4194,
+            alt: None,
+        },
+    });
+    let now = time::OffsetDateTime::now_utc();
+    let mut cache = Cache::new(64);
+
+    let Plan::Ask { body } = plan(&mut cache, &location, DEFAULT_SERVICE, "call-1", now) else {
+        panic!("nothing cached yet")
+    };
+    let answer = rt.block_on(lost_query(&http, &url, body, deadline));
+    let answer = answer.map_err(|e| e.to_string());
+    let o = settle(
+        &mut cache,
+        &location,
+        DEFAULT_SERVICE,
+        answer.as_deref().map_err(Clone::clone),
+        now,
+    );
+    assert_eq!(o.decided_by, DecidedBy::Lost, "{:?}", o.why);
+    assert_eq!(o.mapping.unwrap().uris, ["sip:sos@us-06075.psap.example"]);
+
+    // The next call: the mapping is fresh (an hour), no query.
+    let Plan::Cached(m) = plan(&mut cache, &location, DEFAULT_SERVICE, "call-2", now) else {
+        panic!("cached")
+    };
+    assert_eq!(m.uris, ["sip:sos@us-06075.psap.example"]);
+
+    // The ECRF stops; two hours on the mapping has expired: asked again,
+    // refused, routed on the expired mapping.
+    drop(router);
+    let later = now + time::Duration::hours(2);
+    let Plan::Ask { body } = plan(&mut cache, &location, DEFAULT_SERVICE, "call-3", later) else {
+        panic!("expired")
+    };
+    let failed = rt.block_on(lost_query(&http, &url, body.clone(), deadline));
+    let Err(FetchError::Failed(why)) = &failed else {
+        panic!("{failed:?}")
+    };
+    let o = settle(
+        &mut cache,
+        &location,
+        DEFAULT_SERVICE,
+        Err(why.clone()),
+        later,
+    );
+    assert_eq!(o.decided_by, DecidedBy::LostStale);
+    assert_eq!(o.mapping.unwrap().uris, ["sip:sos@us-06075.psap.example"]);
+    assert!(o.why.unwrap().starts_with("request failed"));
+
+    // A router with no cache: the embedded data decides.
+    let mut empty = Cache::new(64);
+    let o = settle(
+        &mut empty,
+        &location,
+        DEFAULT_SERVICE,
+        Err(why.clone()),
+        later,
+    );
+    assert_eq!((o.decided_by, o.mapping), (DecidedBy::Embedded, None));
+
+    // An ECRF that takes the connection and never answers: the query ends
+    // at its deadline, as a timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/lost", silent.local_addr().unwrap());
+    let r = rt.block_on(lost_query(
+        &http,
+        &silent_url,
+        body,
+        Duration::from_millis(300),
+    ));
+    assert!(matches!(r, Err(FetchError::Timeout(_))), "{r:?}");
+    drop(silent);
+}

@@ -18,6 +18,7 @@
 
 pub mod cache;
 pub mod read;
+pub mod route;
 pub mod write;
 
 #[cfg(test)]
