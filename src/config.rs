@@ -112,6 +112,16 @@ pub struct LostConfig {
     /// How far ahead the mappings it gives expire, in seconds. Default
     /// 86400 (a day).
     pub expires_s: u64,
+    /// The ECRF (LoST server URL, `http://` or `https://`) asked where a
+    /// call with a location goes; default none: no LoST query.
+    pub ecrf: Option<String>,
+    /// An ECRF per country (ISO 3166-1 alpha-2 → URL), before `ecrf`.
+    pub countries: BTreeMap<String, String>,
+    /// How long a call waits for the ECRF's answer before it is routed on
+    /// a cached mapping or the embedded data. Default 300.
+    pub timeout_ms: u64,
+    /// Mappings kept. Default 4096.
+    pub cache_size: usize,
 }
 
 impl Default for LostConfig {
@@ -120,6 +130,10 @@ impl Default for LostConfig {
             serve: false,
             source: None,
             expires_s: 86_400,
+            ecrf: None,
+            countries: BTreeMap::new(),
+            timeout_ms: 300,
+            cache_size: 4096,
         }
     }
 }
@@ -886,6 +900,29 @@ impl Config {
                     "emergency.lost.source {source:?}: a dotted host name (letters, digits, hyphens)"
                 ));
             }
+        }
+        for (country, url) in self.emergency.lost.ecrf.iter().map(|u| ("", u)).chain(
+            self.emergency
+                .lost
+                .countries
+                .iter()
+                .map(|(c, u)| (c.as_str(), u)),
+        ) {
+            let ok = url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !ok {
+                return bad(format!(
+                    "emergency.lost {}: {url:?} is not an http or https URL",
+                    if country.is_empty() {
+                        "ecrf".to_owned()
+                    } else {
+                        format!("countries {country:?}")
+                    }
+                ));
+            }
+        }
+        if self.emergency.lost.timeout_ms == 0 {
+            return bad("emergency.lost.timeout_ms: must be more than 0".into());
         }
         if self.emergency.lost.serve && self.admin.is_none() {
             return bad("emergency.lost.serve: needs the [admin] listener".into());
