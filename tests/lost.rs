@@ -388,3 +388,200 @@ fn a_failing_ecrf_falls_back_to_the_cache_then_the_embedded_data() {
     assert!(matches!(r, Err(FetchError::Timeout(_))), "{r:?}");
     drop(silent);
 }
+
+// ---- LoST in the call path, through two running routers ----
+
+use common::{get, metric, Answer, RawTrunk};
+
+/// The shipped lab configuration with its ports moved to the test's
+/// trunks and port 0 for the router's listeners.
+fn lab_text(trunks: &[&RawTrunk; 4]) -> String {
+    let mut text = std::fs::read_to_string(root().join("config/loopback.toml"))
+        .unwrap()
+        .replace("advertise = \"127.0.0.1:5060\"\n", "");
+    let moves = [
+        ("127.0.0.1:5060", 0),
+        ("127.0.0.1:5070", trunks[0].port),
+        ("127.0.0.1:5080", trunks[1].port),
+        ("127.0.0.1:5090", trunks[2].port),
+        ("127.0.0.1:5095", trunks[3].port),
+        ("127.0.0.1:8080", 0),
+        ("127.0.0.1:9090", 0),
+    ];
+    for (i, (from, _)) in moves.iter().enumerate() {
+        text = text.replace(from, &format!("@LAB{i}@"));
+    }
+    for (i, (_, port)) in moves.iter().enumerate() {
+        text = text.replace(&format!("@LAB{i}@"), &format!("127.0.0.1:{port}"));
+    }
+    assert!(text.contains("[emergency]\n"));
+    text
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.split("\r\n")
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect()
+}
+
+/// The INVITE of call `cid` arriving at `trunk`.
+fn invite_for(trunk: &RawTrunk, cid: &str, within: Duration) -> Option<String> {
+    let end = std::time::Instant::now() + within;
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        let m = trunk.next("INVITE", left)?;
+        if header(&m, "Call-ID").first() == Some(&cid) {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// The corpus call from Denver with a GPS point (trusted: routed by its own
+/// location), under a Call-ID and branch of its own.
+fn denver_call(n: u32) -> (String, String) {
+    let text =
+        std::fs::read_to_string(root().join("tests/corpus/emergency-invites/c02-us-geo-point.sip"))
+            .unwrap();
+    let cid = format!("lost-{n}@192.0.2.20");
+    let text = text.replace("c02-41aa90@192.0.2.20", &cid).replace(
+        "branch=z9hG4bKc02a",
+        &format!("branch=z9hG4bKc02a-lost-{n}"),
+    );
+    (text, cid)
+}
+
+/// The ECRF: a second router whose own PSAP data gives Denver another URI,
+/// so that a call routed by its answer is told apart from one routed by
+/// the caller's router's embedded data.
+fn ecrf(dir: &Path) -> (Router, u16) {
+    let psaps = std::fs::read_to_string(root().join("data/psaps.json")).unwrap();
+    let changed = psaps.replace(
+        "sip:sos@us-08031.psap.example",
+        "sip:ecrf-denver@psap.ecrf.example",
+    );
+    assert_ne!(psaps, changed);
+    std::fs::write(dir.join("psaps.json"), changed).unwrap();
+    let closed = ClosedPort::new();
+    let text = lab_config(
+        closed.port,
+        closed.port,
+        closed.port,
+        closed.port,
+        &format!(
+            "\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[emergency]\nservice_areas = {:?}\n\n\
+             [emergency.lost]\nserve = true\nsource = \"ecrf.example\"\nexpires_s = 3600\n",
+            dir.display().to_string()
+        ),
+    );
+    let router = Router::start(&text, &[]);
+    let port = http_port(&router, "admin");
+    (router, port)
+}
+
+fn caller_router(trunks: &[&RawTrunk; 4], ecrf_port: u16) -> Router {
+    caller_router_with(trunks, ecrf_port, 3000)
+}
+
+fn caller_router_with(trunks: &[&RawTrunk; 4], ecrf_port: u16, timeout_ms: u64) -> Router {
+    let text = lab_text(trunks).replacen(
+        "[emergency]\n",
+        "[emergency]\nlocation_servers = [\"127.0.0.1\"]\n",
+        1,
+    ) + &format!(
+        "\n[emergency.lost]\necrf = \"http://127.0.0.1:{ecrf_port}/lost\"\ntimeout_ms = {timeout_ms}\n"
+    );
+    Router::start(&text, &[])
+}
+
+fn lost_routes(router: &Router, by: &str) -> f64 {
+    let (_, text) = get(http_port(router, "metrics"), "/metrics");
+    metric(&text, "sosrouter_lost_routes_total", &[("by", by)])
+}
+
+#[test]
+fn a_call_is_routed_by_the_ecrf_then_by_its_cache_then_by_the_embedded_data() {
+    let dir = tempdir::Dir::new("lost-ecrf");
+    let (ecrf_router, ecrf_port) = ecrf(dir.path());
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let [psap, ..] = &trunks;
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let router = caller_router(&refs, ecrf_port);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let route_of = |n: u32| {
+        let (text, cid) = denver_call(n);
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(psap, &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("call {n} did not reach the PSAP trunk: {}", router.log()));
+        header(&fwd, "Route").join(",")
+    };
+
+    // The ECRF's answer routes the call.
+    let route = route_of(1);
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost"), 1.0);
+
+    // The ECRF stops: the next call is routed by the cached mapping,
+    // fresh for an hour, without a query.
+    drop(ecrf_router);
+    let route = route_of(2);
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost-cache"), 1.0);
+
+    // A new router with nothing cached and the ECRF down: the embedded
+    // data routes the call, to the PSAP its own records give.
+    drop(router);
+    let router = caller_router(&refs, ecrf_port);
+    let (text, cid) = denver_call(3);
+    udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let fwd = invite_for(psap, &cid, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", router.log()));
+    let route = header(&fwd, "Route").join(",");
+    assert!(route.contains("sip:sos@us-08031.psap.example"), "{route}");
+    assert_eq!(lost_routes(&router, "embedded"), 1.0);
+    assert!(
+        router.log().contains("PSAP chosen with LoST"),
+        "{}",
+        router.log()
+    );
+}
+
+/// An ECRF that takes the connection and never answers holds a call no
+/// longer than `timeout_ms`: the call is then routed on the embedded data.
+#[test]
+fn a_silent_ecrf_delays_the_call_only_until_its_deadline() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let router = caller_router_with(&refs, silent.local_addr().unwrap().port(), 300);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (text, cid) = denver_call(10);
+    udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", router.log()));
+    let route = header(&fwd, "Route").join(",");
+    assert!(route.contains("sip:sos@us-08031.psap.example"), "{route}");
+    assert_eq!(lost_routes(&router, "embedded"), 1.0);
+    let (_, text) = get(http_port(&router, "metrics"), "/metrics");
+    assert_eq!(
+        metric(
+            &text,
+            "sosrouter_lost_queries_total",
+            &[("outcome", "timeout")]
+        ),
+        1.0,
+        "{text}"
+    );
+    drop(silent);
+}

@@ -209,7 +209,18 @@ impl Assembler {
                     } else {
                         d.location_source.to_string()
                     },
-                    location: d.location.as_ref().map(|l| l.to_json()),
+                    location: d.location.as_ref().map(|l| {
+                        let mut v = l.to_json();
+                        // When LoST was asked: which source chose the PSAP,
+                        // and why the ECRF's answer was not the one.
+                        if let (Some(by), Some(o)) = (d.psap_decided_by, v.as_object_mut()) {
+                            o.insert("psap_decided_by".into(), by.into());
+                            if let Some(why) = &d.lost_why {
+                                o.insert("lost_why".into(), why.clone().into());
+                            }
+                        }
+                        v
+                    }),
                     registered_address: d.registered_address.as_ref().map(|l| l.to_json()),
                     source_ip: source.peer.ip().to_string(),
                     source_port: source.peer.port(),

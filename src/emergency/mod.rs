@@ -627,6 +627,12 @@ impl EmergencyRouter {
             }
             metrics::counter!(crate::metrics::LOST_ROUTES, "by" => o.decided_by.as_str())
                 .increment(1);
+            tracing::info!(
+                call_id = %crate::sip::text::Printable(req.call_id().unwrap_or_default()),
+                by = o.decided_by.as_str(),
+                why = o.why.as_deref().unwrap_or(""),
+                "PSAP chosen with LoST"
+            );
         }
         if ev.detected.is_none() || ev.decision.is_none() {
             return self.not_emergency();
