@@ -48,6 +48,8 @@ fn route(c: &mut Criterion) {
         source: &source,
         inbound_trunk: Some("carrier"),
         dereferenced: None,
+        lost: None,
+        wall: None,
         unique: 1,
     };
     let limits = sip::Limits::default();

@@ -93,6 +93,71 @@ pub struct EmergencyConfig {
     /// outside addresses; these destinations (IP addresses, networks, host
     /// names, `.domain`) are allowed besides. Default: none.
     pub webhook_destinations: Vec<crate::outbound::Destination>,
+    /// LoST (RFC 5222): the router's own LoST server on the admin
+    /// listener.
+    pub lost: LostConfig,
+}
+
+/// `[emergency.lost]`: LoST (RFC 5222).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LostConfig {
+    /// Answer `findService` and `listServicesByLocation` at `POST /lost` on
+    /// the admin listener, from the service-area data. Default false.
+    pub serve: bool,
+    /// The server's name in `source`, `sourceId` and `path` (a dotted host
+    /// name, RFC 5222 `appUniqueString`). Default `emergency.domain`, else
+    /// `lost.invalid`.
+    pub source: Option<String>,
+    /// How far ahead the mappings it gives expire, in seconds. Default
+    /// 86400 (a day).
+    pub expires_s: u64,
+    /// The ECRF (LoST server URL, `http://` or `https://`) asked where a
+    /// call with a location goes; default none: no LoST query.
+    pub ecrf: Option<String>,
+    /// An ECRF per country (ISO 3166-1 alpha-2 → URL), before `ecrf`.
+    pub countries: BTreeMap<String, String>,
+    /// How long a call waits for the ECRF's answer before it is routed on
+    /// a cached mapping or the embedded data. Default 300.
+    pub timeout_ms: u64,
+    /// Mappings kept. Default 4096.
+    pub cache_size: usize,
+}
+
+impl Default for LostConfig {
+    fn default() -> Self {
+        LostConfig {
+            serve: false,
+            source: None,
+            expires_s: 86_400,
+            ecrf: None,
+            countries: BTreeMap::new(),
+            timeout_ms: 300,
+            cache_size: 4096,
+        }
+    }
+}
+
+impl LostConfig {
+    /// The server's `source` name.
+    pub fn source_name(&self, emergency: &EmergencyConfig) -> String {
+        self.source
+            .clone()
+            .or_else(|| emergency.domain.clone().filter(|d| app_unique(d)))
+            .unwrap_or_else(|| "lost.invalid".to_owned())
+    }
+}
+
+/// RFC 5222 `appUniqueString`: `([a-zA-Z0-9\-]+\.)+[a-zA-Z0-9]+`.
+pub fn app_unique(s: &str) -> bool {
+    let labels: Vec<&str> = s.split('.').collect();
+    labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        && labels
+            .last()
+            .is_some_and(|l| l.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// Trunk health probes (SIP OPTIONS).
@@ -865,6 +930,39 @@ impl Config {
                 ));
             }
         }
+        if let Some(source) = &self.emergency.lost.source {
+            if !app_unique(source) {
+                return bad(format!(
+                    "emergency.lost.source {source:?}: a dotted host name (letters, digits, hyphens)"
+                ));
+            }
+        }
+        for (country, url) in self.emergency.lost.ecrf.iter().map(|u| ("", u)).chain(
+            self.emergency
+                .lost
+                .countries
+                .iter()
+                .map(|(c, u)| (c.as_str(), u)),
+        ) {
+            let ok = url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+            if !ok {
+                return bad(format!(
+                    "emergency.lost {}: {url:?} is not an http or https URL",
+                    if country.is_empty() {
+                        "ecrf".to_owned()
+                    } else {
+                        format!("countries {country:?}")
+                    }
+                ));
+            }
+        }
+        if self.emergency.lost.timeout_ms == 0 {
+            return bad("emergency.lost.timeout_ms: must be more than 0".into());
+        }
+        if self.emergency.lost.serve && self.admin.is_none() {
+            return bad("emergency.lost.serve: needs the [admin] listener".into());
+        }
         if self.sip.timers.t1_ms == 0 || self.sip.timers.no_answer_ms == 0 {
             return bad("sip.timers: t1_ms and no_answer_ms must be above 0".into());
         }
@@ -1141,6 +1239,37 @@ mod tests {
             let err = Config::from_toml(&text).unwrap_err().to_string();
             assert!(err.contains(want), "{pattern} {trunk}: {err}");
         }
+    }
+
+    #[test]
+    fn lost_section() {
+        let c = Config::embedded();
+        assert!(!c.emergency.lost.serve);
+        assert_eq!(c.emergency.lost.expires_s, 86_400);
+        assert_eq!(
+            c.emergency.lost.source_name(&c.emergency),
+            c.emergency.domain.clone().unwrap_or("lost.invalid".into())
+        );
+        let with = |extra: &str| Config::from_toml(&format!("{EMBEDDED_DEFAULT}\n{extra}"));
+        let c =
+            with("[emergency.lost]\nserve = true\nsource = \"ecrf.example.net\"\nexpires_s = 60")
+                .unwrap();
+        assert_eq!(
+            c.emergency.lost.source_name(&c.emergency),
+            "ecrf.example.net"
+        );
+        for bad in ["ecrf", "ecrf.", "a b.example", "ecrf.exa_mple", ".example"] {
+            let err = with(&format!("[emergency.lost]\nsource = {bad:?}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("emergency.lost.source"), "{bad}: {err}");
+        }
+        let mut c = Config::embedded();
+        c.emergency.lost.serve = true;
+        assert!(c.check().is_ok());
+        c.admin = None;
+        let err = c.check().unwrap_err().to_string();
+        assert!(err.contains("needs the [admin] listener"), "{err}");
     }
 
     #[test]

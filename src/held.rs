@@ -216,12 +216,54 @@ pub async fn dereference(
     uri: &str,
     deadline: Duration,
 ) -> Result<Bytes, FetchError> {
+    post_bounded(
+        client,
+        uri,
+        "application/held+xml;charset=utf-8",
+        "application/held+xml, application/pidf+xml",
+        REQUEST.to_owned(),
+        deadline,
+        "location server",
+    )
+    .await
+}
+
+/// Sends a LoST request (RFC 5222, `application/lost+xml`) to an ECRF at
+/// `url` and reads its answer within `deadline`, with the same client,
+/// destination policy and size limit as [`dereference`].
+pub async fn lost_query(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    deadline: Duration,
+) -> Result<Bytes, FetchError> {
+    post_bounded(
+        client,
+        url,
+        crate::lost::CONTENT_TYPE,
+        crate::lost::CONTENT_TYPE,
+        body,
+        deadline,
+        "LoST server",
+    )
+    .await
+}
+
+async fn post_bounded(
+    client: &reqwest::Client,
+    uri: &str,
+    content_type: &str,
+    accept: &str,
+    body: String,
+    deadline: Duration,
+    server: &str,
+) -> Result<Bytes, FetchError> {
     let fetch = async {
         let mut resp = client
             .post(uri)
-            .header("Content-Type", "application/held+xml;charset=utf-8")
-            .header("Accept", "application/held+xml, application/pidf+xml")
-            .body(REQUEST)
+            .header("Content-Type", content_type)
+            .header("Accept", accept)
+            .body(body)
             .send()
             .await
             .map_err(|e| {
@@ -229,7 +271,7 @@ pub async fn dereference(
             })?;
         if !resp.status().is_success() {
             return Err(FetchError::Failed(format!(
-                "location server answered {}",
+                "{server} answered {}",
                 resp.status().as_u16()
             )));
         }

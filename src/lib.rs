@@ -26,6 +26,7 @@ pub mod inspect;
 pub mod inventory;
 pub mod logbuf;
 pub mod logging;
+pub mod lost;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;

@@ -155,6 +155,14 @@ pub const ALL: &[(&str, &str)] = &[
         "Locations fetched by reference (RFC 6753) before routing; labels: outcome (ok, failed, timeout, too_large)",
     ),
     (
+        LOST_QUERIES,
+        "LoST (RFC 5222) queries to an ECRF before routing; labels: outcome (ok, failed, timeout, too_large, refused: a server the destination policy does not allow; busy, server_busy, not_url: not sent)",
+    ),
+    (
+        LOST_ROUTES,
+        "Emergency calls whose PSAP LoST was asked about, by what chose it; labels: by (lost: the ECRF's answer, lost-cache: a cached mapping, lost-stale: an expired mapping because the ECRF gave nothing usable, embedded: the router's own service-area data)",
+    ),
+    (
         ANSWERS_WITHHELD,
         "Requests from allowed sources that the router routes nowhere (refused, or OPTIONS to it) and left unanswered, past sip.answers_per_source_per_s",
     ),
@@ -210,6 +218,8 @@ pub const HTTP_CLOSED: &str = "sosrouter_http_connections_closed_total";
 pub const STRANGERS_UNANSWERED: &str = "sosrouter_stranger_requests_unanswered_total";
 pub const DEREFERENCES: &str = "sosrouter_location_fetches_total";
 pub const DEREFERENCE_SKIPPED: &str = "sosrouter_location_fetches_skipped_total";
+pub const LOST_QUERIES: &str = "sosrouter_lost_queries_total";
+pub const LOST_ROUTES: &str = "sosrouter_lost_routes_total";
 
 /// Histogram buckets (seconds) for call setup and routing time.
 pub const CALL_SETUP_BUCKETS: &[f64] = &[

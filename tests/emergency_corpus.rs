@@ -151,6 +151,8 @@ fn manifest_through_the_library() {
             source: &ctx_source,
             inbound_trunk: Some("carrier"),
             dereferenced: None,
+            lost: None,
+            wall: None,
             unique: 1,
         };
         match sosrouter::proxy::Router::route(&mut router, &msg, &ctx) {
@@ -847,6 +849,8 @@ fn hostile_bodies_and_headers_never_refuse_an_emergency() {
         source: &source,
         inbound_trunk: Some("carrier"),
         dereferenced: None,
+        lost: None,
+        wall: None,
         unique: 1,
     };
     let mut check = |msg: &Message, what: &str| {
@@ -941,6 +945,8 @@ fn a_new_inventory_snapshot_takes_effect_at_once() {
         source: &source,
         inbound_trunk: Some("carrier"),
         dereferenced: None,
+        lost: None,
+        wall: None,
         unique: 1,
     };
     let city = |d: Decision| match d {
@@ -977,6 +983,8 @@ fn a_pidf_with_a_character_xml_forbids_is_not_a_location() {
         source: &source,
         inbound_trunk: Some("carrier"),
         dereferenced: None,
+        lost: None,
+        wall: None,
         unique: 1,
     };
     let data = std::fs::read(corpus().join("c06-sip-user-phone.sip")).unwrap();

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 const SANS_IO: &[&str] = &[
     "src/sip",
     "src/pidf",
+    "src/lost",
     "src/transaction",
     "src/proxy",
     "src/wire.rs",
@@ -26,6 +27,7 @@ const FORBIDDEN: &[&str] = &[
     "std::net",
     "Instant::now",
     "SystemTime::now",
+    "OffsetDateTime::now",
     "std::fs",
     "std::thread",
 ];

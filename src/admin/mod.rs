@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod http;
+pub mod lost;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};

@@ -214,7 +214,18 @@ impl Assembler {
                     } else {
                         d.location_source.to_string()
                     },
-                    location: d.location.as_ref().map(|l| l.to_json()),
+                    location: d.location.as_ref().map(|l| {
+                        let mut v = l.to_json();
+                        // When LoST was asked: which source chose the PSAP,
+                        // and why the ECRF's answer was not the one.
+                        if let (Some(by), Some(o)) = (d.psap_decided_by, v.as_object_mut()) {
+                            o.insert("psap_decided_by".into(), by.into());
+                            if let Some(why) = &d.lost_why {
+                                o.insert("lost_why".into(), why.clone().into());
+                            }
+                        }
+                        v
+                    }),
                     registered_address: d.registered_address.as_ref().map(|l| l.to_json()),
                     source_ip: source.peer.ip().to_string(),
                     source_port: source.peer.port(),
@@ -357,6 +368,43 @@ mod tests {
     use super::*;
 
     use crate::proxy::events::example_started as started;
+
+    #[derive(Debug)]
+    struct Point;
+
+    impl crate::proxy::LocationRecord for Point {
+        fn to_json(&self) -> serde_json::Value {
+            serde_json::json!({"source": "pidf-geo", "geo": {"lat": 39.7, "lon": -105.0}})
+        }
+    }
+
+    #[test]
+    fn the_record_says_which_source_chose_the_psap_when_lost_was_asked() {
+        let t0 = Instant::now();
+        let mut a = Assembler::new(t0, 1_700_000_000_000, 1);
+        let with = |by: Option<&'static str>, why: Option<&str>| {
+            let mut e = started(1, t0);
+            if let CallEvent::Started { details, .. } = &mut e {
+                let d = details.as_mut().unwrap();
+                d.location = Some(std::sync::Arc::new(Point));
+                d.psap_decided_by = by;
+                d.lost_why = why.map(str::to_owned);
+            }
+            e
+        };
+        let r = a
+            .on_event(with(Some("lost-stale"), Some("timeout")))
+            .unwrap();
+        let loc = r.location.unwrap();
+        assert_eq!(loc["psap_decided_by"], "lost-stale");
+        assert_eq!(loc["lost_why"], "timeout");
+        assert_eq!(loc["source"], "pidf-geo");
+        // No LoST: the location as it was.
+        let mut a = Assembler::new(t0, 1_700_000_000_000, 1);
+        let r = a.on_event(with(None, None)).unwrap();
+        let loc = r.location.unwrap();
+        assert!(loc.get("psap_decided_by").is_none(), "{loc}");
+    }
 
     #[test]
     fn an_answered_call_is_written_open_as_it_goes_then_whole_at_its_bye() {

@@ -57,6 +57,9 @@ impl Fetcher {
         let Some(client) = &self.client else {
             return core.handle_fetched(now, fetch.id, None);
         };
+        if let Some(body) = fetch.lost.clone() {
+            return self.start_lost(client.clone(), fetch, body, core, now);
+        }
         if !crate::held::host_allowed(&fetch.uri, self.servers.as_deref()) {
             let (reason, why) = if self.servers.is_some() {
                 ("not_listed", "not one of emergency.location_servers")
@@ -78,6 +81,45 @@ impl Fetcher {
                 Ok(doc) => Some(doc),
                 Err(e) => {
                     tracing::warn!(call_id = %fetch.call_id, error = %e, "location by reference not fetched; routing without it");
+                    None
+                }
+            };
+            let _ = tx
+                .send(Inbound::Fetched {
+                    id: fetch.id,
+                    document,
+                })
+                .await;
+        });
+    }
+
+    /// A LoST query (RFC 5222) to an ECRF, under the same destination
+    /// policy as location fetches; the answer goes back as
+    /// [`Inbound::Fetched`], `None` when none came in time.
+    fn start_lost(
+        &mut self,
+        client: reqwest::Client,
+        fetch: LocationFetch,
+        body: String,
+        core: &mut Core,
+        now: Instant,
+    ) {
+        if !crate::held::host_allowed(&fetch.uri, self.servers.as_deref()) {
+            metrics::counter!(m::LOST_QUERIES, "outcome" => "refused").increment(1);
+            if let Some(calls) = self.refused.hit(now) {
+                tracing::warn!(calls, host = %crate::held::host_of(&fetch.uri), call_id = %fetch.call_id, "ECRF not asked: its host is not one emergency.location_servers allows; routing without LoST (count since the last such line)");
+            }
+            return core.handle_fetched(now, fetch.id, None);
+        }
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let answer = crate::held::lost_query(&client, &fetch.uri, body, fetch.timeout).await;
+            let outcome = answer.as_ref().map_or_else(|e| e.outcome(), |_| "ok");
+            metrics::counter!(m::LOST_QUERIES, "outcome" => outcome).increment(1);
+            let document = match answer {
+                Ok(doc) => Some(doc),
+                Err(e) => {
+                    tracing::warn!(call_id = %fetch.call_id, error = %e, "ECRF gave no answer; routing on a cached mapping or the embedded data");
                     None
                 }
             };

@@ -75,6 +75,14 @@ impl Router for TimedRouter {
         self.0.location_reference(req)
     }
 
+    fn lost_query(
+        &mut self,
+        req: &crate::sip::Message,
+        ctx: &crate::proxy::RouteContext<'_>,
+    ) -> Option<crate::proxy::LostQuery> {
+        self.0.lost_query(req, ctx)
+    }
+
     fn set_inventory(
         &mut self,
         inventory: crate::inventory::SharedInventory,
@@ -138,6 +146,7 @@ pub async fn run(
             .with_tls_port(bound.tls.first().map(|a| a.port())),
         router,
     );
+    core.set_wall_clock(Instant::now(), time::OffsetDateTime::now_utc());
     core.start(Instant::now());
     let sip = sip_loop::SipLoop::new(&config, core, udps, tcps, services, opts, locals, seed);
     let services = sip.run(control).await;

@@ -115,6 +115,9 @@ impl Services {
             if let Some(api) = &api {
                 app = app.merge(admin::api::routes(api.clone()));
             }
+            if config.emergency.lost.serve {
+                app = app.merge(admin::lost::routes(lost_server(config).await?));
+            }
             let limits = admin::http::HttpLimits {
                 max_connections: caps.admin.unwrap_or(a.max_connections),
                 ..admin::http::HttpLimits::admin(a)
@@ -288,4 +291,23 @@ async fn import_file(store: &Store, path: &std::path::Path) -> anyhow::Result<()
     let n = summary.created;
     tracing::info!(numbers = n, file = %path.display(), "inventory file imported into the empty database");
     Ok(())
+}
+
+/// The LoST server of `[emergency.lost]`, on its own copy of the
+/// service-area data (read off the runtime's thread).
+async fn lost_server(config: &Config) -> anyhow::Result<Arc<admin::lost::LostServer>> {
+    let dir = config.emergency.service_areas.clone();
+    let areas = tokio::task::spawn_blocking(move || match dir {
+        Some(d) => crate::emergency::psap::ServiceAreas::load(&d),
+        None => crate::emergency::psap::ServiceAreas::embedded(),
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("emergency.lost: {e}"))?;
+    let lost = &config.emergency.lost;
+    Ok(Arc::new(admin::lost::LostServer::new(
+        Arc::new(areas),
+        lost.source_name(&config.emergency),
+        Duration::from_secs(lost.expires_s),
+        time::OffsetDateTime::now_utc(),
+    )))
 }

@@ -20,6 +20,7 @@
 
 pub mod detect;
 pub mod location;
+mod lost;
 pub mod psap;
 pub mod rules;
 
@@ -33,7 +34,9 @@ use serde_json::{json, Map, Value};
 use crate::config::{Config, TrunkKind};
 use crate::inventory::{self, Address, Inventory, NumberEntry, SharedInventory, TenantLocation};
 use crate::pidf;
-use crate::proxy::{Augment, Decision, LocationRecord, RouteContext, RouteDetails, Router};
+use crate::proxy::{
+    Augment, Decision, LocationRecord, LostQuery, RouteContext, RouteDetails, Router,
+};
 use crate::sip::{HeaderName, Message, NameAddr};
 
 use detect::{Countries, Detected};
@@ -83,6 +86,9 @@ pub struct EmergencyRouter {
     inbound: HashMap<String, Inbound>,
     reject_status: u16,
     domain: String,
+    /// `[emergency.lost]` with an ECRF: LoST asked for calls routed by
+    /// their own location.
+    lost: Option<lost::LostRouting>,
 }
 
 impl std::fmt::Debug for EmergencyRouter {
@@ -350,6 +356,7 @@ impl EmergencyRouter {
             inbound,
             reject_status: config.routing.non_emergency_status,
             domain,
+            lost: lost::LostRouting::from_config(config),
         })
     }
 
@@ -605,16 +612,30 @@ impl EmergencyRouter {
     /// `unique`: a value never given for another decision, which the
     /// call's identifiers are made from.
     pub fn decision(&self, req: &Message, ev: Evaluation<'_>, unique: u128) -> Decision {
-        self.decide_with(req, ev, None, unique)
+        self.decide_with(req, ev, None, unique, None)
     }
 
     fn decide_with(
         &self,
         req: &Message,
-        ev: Evaluation<'_>,
+        mut ev: Evaluation<'_>,
         documents: Option<&mut HashMap<String, Bytes>>,
         unique: u128,
+        lost: Option<crate::lost::route::Outcome>,
     ) -> Decision {
+        if let (Some(o), Some(d)) = (&lost, ev.decision.as_mut()) {
+            if let Some(m) = &o.mapping {
+                lost::apply(d, m, &self.areas, &self.psap_trunks);
+            }
+            metrics::counter!(crate::metrics::LOST_ROUTES, "by" => o.decided_by.as_str())
+                .increment(1);
+            tracing::info!(
+                call_id = %crate::sip::text::Printable(req.call_id().unwrap_or_default()),
+                by = o.decided_by.as_str(),
+                why = o.why.as_deref().unwrap_or(""),
+                "PSAP chosen with LoST"
+            );
+        }
         if ev.detected.is_none() || ev.decision.is_none() {
             return self.not_emergency();
         }
@@ -661,6 +682,8 @@ impl EmergencyRouter {
             })),
             tenant,
             registered_address,
+            psap_decided_by: lost.as_ref().map(|o| o.decided_by.as_str()),
+            lost_why: lost.and_then(|o| o.why),
         };
         tracing::debug!(
             call_id = %crate::sip::text::Printable(req.call_id().unwrap_or_default()),
@@ -682,10 +705,34 @@ impl Router for EmergencyRouter {
     fn route(&mut self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
         let inventory = self.inventory.clone();
         let ev = self.evaluate_with(&inventory, req, ctx.inbound_trunk, false, ctx.dereferenced);
+        let outcome = match (&mut self.lost, &ev.decision, &ev.detected) {
+            (Some(l), Some(d), Some(det)) => l.outcome(
+                d,
+                ev.country.as_deref(),
+                &ev.dynamic,
+                &det.number,
+                ctx.lost,
+                ctx.wall,
+            ),
+            _ => None,
+        };
         let mut documents = std::mem::take(&mut self.documents);
-        let d = self.decide_with(req, ev, Some(&mut documents), ctx.unique);
+        let d = self.decide_with(req, ev, Some(&mut documents), ctx.unique, outcome);
         self.documents = documents;
         d
+    }
+
+    /// A LoST query for a call the rules route by its own location to a
+    /// PSAP, when its country has an ECRF and no fresh cached mapping
+    /// answers.
+    fn lost_query(&mut self, req: &Message, ctx: &RouteContext<'_>) -> Option<LostQuery> {
+        self.lost.as_ref()?;
+        let inventory = self.inventory.clone();
+        let ev = self.evaluate_with(&inventory, req, ctx.inbound_trunk, false, ctx.dereferenced);
+        let (d, det) = (ev.decision.as_ref()?, ev.detected.as_ref()?);
+        self.lost
+            .as_mut()?
+            .query(d, ev.country.as_deref(), &ev.dynamic, &det.number, ctx.wall)
     }
 
     /// Calls routed from now on use `inventory`; the documents written for

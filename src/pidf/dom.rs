@@ -52,6 +52,8 @@ pub(crate) enum Ns {
     GeoShape,
     Confidence,
     Dynamic,
+    /// LoST (RFC 5222), read by `crate::lost`.
+    Lost,
     /// Any other namespace: index into [`Dom::other_ns`].
     Other(u32),
 }
@@ -78,6 +80,7 @@ pub(crate) const NS_GML_LEGACY: &str = "urn:opengis:specification:gml:schema-xsd
 pub(crate) const NS_GEOSHAPE: &str = "http://www.opengis.net/pidflo/1.0";
 pub(crate) const NS_CONFIDENCE: &str = "urn:ietf:params:xml:ns:geopriv:conf";
 pub(crate) const NS_DYNAMIC: &str = "urn:ietf:params:xml:ns:pidf:geopriv10:dynamic";
+pub(crate) const NS_LOST: &str = "urn:ietf:params:xml:ns:lost1";
 
 const KNOWN: &[(&str, Ns)] = &[
     (NS_PIDF, Ns::Pidf),
@@ -92,6 +95,7 @@ const KNOWN: &[(&str, Ns)] = &[
     (NS_GEOSHAPE, Ns::GeoShape),
     (NS_CONFIDENCE, Ns::Confidence),
     (NS_DYNAMIC, Ns::Dynamic),
+    (NS_LOST, Ns::Lost),
 ];
 
 /// The attributes the parser reads; all others are checked for syntax only.
@@ -103,6 +107,18 @@ pub(crate) enum Attr {
     SrsDimension,
     Uom,
     Lang,
+    // The attributes of LoST (RFC 5222) documents.
+    Expires,
+    LastUpdated,
+    Source,
+    SourceId,
+    Target,
+    Message,
+    Profile,
+    Key,
+    ServiceBoundary,
+    Recursive,
+    ValidateLocation,
 }
 
 impl Attr {
@@ -116,6 +132,17 @@ impl Attr {
             b"srsDimension" => Attr::SrsDimension,
             b"uom" => Attr::Uom,
             b"xml:lang" => Attr::Lang,
+            b"expires" => Attr::Expires,
+            b"lastUpdated" => Attr::LastUpdated,
+            b"source" => Attr::Source,
+            b"sourceId" => Attr::SourceId,
+            b"target" => Attr::Target,
+            b"message" => Attr::Message,
+            b"profile" => Attr::Profile,
+            b"key" => Attr::Key,
+            b"serviceBoundary" => Attr::ServiceBoundary,
+            b"recursive" => Attr::Recursive,
+            b"validateLocation" => Attr::ValidateLocation,
             _ => return None,
         })
     }

@@ -52,9 +52,9 @@
 //! written out or as a reference, anywhere, is not well-formed: it gives no
 //! location, as any other broken document.
 
-mod civic;
-mod dom;
-mod geo;
+pub(crate) mod civic;
+pub(crate) mod dom;
+pub(crate) mod geo;
 mod write;
 
 use serde::ser::SerializeStruct;

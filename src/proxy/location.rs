@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::txn::server_key;
-use super::{lossy, Core, Id, IdMap, KeyMap, Load, Source, TimerRef};
+use super::{lossy, Core, Id, IdMap, KeyMap, Load, RouteContext, Source, TimerRef};
 use crate::logbuf::Throttle;
 use crate::metrics as m;
 use crate::sip::{Message, Method};
@@ -105,6 +105,9 @@ pub struct LocationFetch {
     pub timeout: Duration,
     /// The call's Call-ID, printable, for the driver's log lines.
     pub call_id: String,
+    /// Set for a LoST query (RFC 5222): `uri` is the ECRF and this the
+    /// `findService` to POST to it, instead of a HELD request.
+    pub lost: Option<String>,
 }
 
 /// An INVITE waiting for its location.
@@ -116,6 +119,11 @@ struct Waiting {
     cancel: Option<(Message, Source)>,
     /// The server the reference names (lower case, no trailing dot).
     host: Box<str>,
+    /// Waiting for a LoST answer rather than a location document.
+    lost: bool,
+    /// For a LoST wait: the location document fetched by reference before
+    /// it, if any.
+    document: Option<Bytes>,
 }
 
 /// The fetches under way and what waits for them.
@@ -171,9 +179,6 @@ impl Core {
         source: Source,
         key: &TransactionKey,
     ) -> Option<(Message, Source)> {
-        if self.cfg.fetch.timeout.is_zero() {
-            return Some((msg, source));
-        }
         match msg.method() {
             Method::Cancel if self.fetches.len() > 0 => {
                 return self.hold_cancel(msg, source);
@@ -186,29 +191,22 @@ impl Core {
             self.trying(&msg, &source);
             return None;
         }
-        let Some(uri) = self.router.location_reference(&msg) else {
-            return Some((msg, source));
-        };
         if self.draining || self.load() == Load::Full {
             return Some((msg, source));
         }
+        let reference = if self.cfg.fetch.timeout.is_zero() {
+            None
+        } else {
+            self.router.location_reference(&msg)
+        };
+        let Some(uri) = reference else {
+            return self.take_for_lost(now, msg, source, key);
+        };
         let Some(host) = server_of(&uri) else {
             metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => "not_url").increment(1);
             return Some((msg, source));
         };
-        let full = if self.fetches.len() >= self.cfg.fetch.in_flight {
-            Some(("busy", "every fetch busy"))
-        } else if self.fetches.per_host.get(&host).copied().unwrap_or(0)
-            >= self.cfg.fetch.per_server
-        {
-            Some((
-                "server_busy",
-                "its server has emergency.location_fetches_per_server fetches under way",
-            ))
-        } else {
-            None
-        };
-        if let Some((reason, why)) = full {
+        if let Some((reason, why)) = self.no_room(&host) {
             metrics::counter!(m::DEREFERENCE_SKIPPED, "reason" => reason).increment(1);
             let throttle = self
                 .fetches
@@ -228,6 +226,7 @@ impl Core {
             uri,
             timeout: self.cfg.fetch.timeout,
             call_id: lossy(msg.call_id()).to_string(),
+            lost: None,
         });
         self.timers
             .push(now + self.cfg.fetch.timeout + MARGIN, TimerRef::Fetch(id));
@@ -239,8 +238,105 @@ impl Core {
                 source,
                 cancel: None,
                 host,
+                lost: false,
+                document: None,
             },
         );
+        None
+    }
+
+    /// Why there is no room for another fetch from `host`, if there is
+    /// none: the label of `sosrouter_location_fetches_skipped_total` and
+    /// the words of the log line.
+    fn no_room(&self, host: &str) -> Option<(&'static str, &'static str)> {
+        if self.fetches.len() >= self.cfg.fetch.in_flight {
+            Some(("busy", "every fetch busy"))
+        } else if self.fetches.per_host.get(host).copied().unwrap_or(0) >= self.cfg.fetch.per_server
+        {
+            Some((
+                "server_busy",
+                "its server has emergency.location_fetches_per_server fetches under way",
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// The LoST query the routing phase wants for an INVITE, with the
+    /// document fetched by reference for it: `None` when it wants none,
+    /// or when there is no room (the call is then routed at once, on a
+    /// cached mapping or the embedded data).
+    fn lost_query_for(
+        &mut self,
+        now: Instant,
+        invite: &Message,
+        source: &Source,
+        document: Option<&[u8]>,
+    ) -> Option<(super::LostQuery, Box<str>)> {
+        let ctx = RouteContext {
+            source,
+            inbound_trunk: super::inbound_trunk(&self.cfg, &self.identified, source)
+                .map(|t| t.name.as_str()),
+            dereferenced: document,
+            lost: None,
+            wall: self.wall_at(now),
+            unique: 0,
+        };
+        let q = self.router.lost_query(invite, &ctx)?;
+        let Some(host) = server_of(&q.url) else {
+            metrics::counter!(m::LOST_QUERIES, "outcome" => "not_url").increment(1);
+            return None;
+        };
+        if let Some((reason, _)) = self.no_room(&host) {
+            metrics::counter!(m::LOST_QUERIES, "outcome" => reason).increment(1);
+            return None;
+        }
+        Some((q, host))
+    }
+
+    /// Parks an INVITE for its LoST query, as for a fetch; the answer (or
+    /// its absence at the deadline) routes it.
+    fn park_lost(&mut self, now: Instant, mut w: Waiting, q: super::LostQuery, host: Box<str>) {
+        let id = self.id();
+        *self.fetches.per_host.entry(host.clone()).or_insert(0) += 1;
+        self.fetches.by_key.insert(w.key.clone(), id);
+        self.fetches.out.push_back(LocationFetch {
+            id,
+            uri: q.url,
+            timeout: q.timeout,
+            call_id: lossy(w.invite.call_id()).to_string(),
+            lost: Some(q.body),
+        });
+        self.timers
+            .push(now + q.timeout + MARGIN, TimerRef::Fetch(id));
+        w.host = host;
+        w.lost = true;
+        self.fetches.waiting.insert(id, w);
+    }
+
+    /// An initial INVITE with no location to fetch: it waits for a LoST
+    /// query when the routing phase asks for one, else it is given back.
+    fn take_for_lost(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        source: Source,
+        key: &TransactionKey,
+    ) -> Option<(Message, Source)> {
+        let Some((q, host)) = self.lost_query_for(now, &msg, &source, None) else {
+            return Some((msg, source));
+        };
+        self.trying(&msg, &source);
+        let w = Waiting {
+            key: key.clone(),
+            invite: msg,
+            source,
+            cancel: None,
+            host: host.clone(),
+            lost: true,
+            document: None,
+        };
+        self.park_lost(now, w, q, host);
         None
     }
 
@@ -274,13 +370,33 @@ impl Core {
             );
             return;
         };
-        if document.is_some() {
-            info!(call_id = %lossy(w.invite.call_id()), "location fetched by reference");
+        let (key, invite, source, lost) = (w.key.clone(), w.invite.clone(), w.source, w.lost);
+        if !lost {
+            if document.is_some() {
+                info!(call_id = %lossy(invite.call_id()), "location fetched by reference");
+            }
+            // The location known, the routing phase may want a LoST query
+            // for it: the INVITE waits on, with its document.
+            if let Some((q, host)) = self.lost_query_for(now, &invite, &source, document.as_deref())
+            {
+                if let Some(mut w) = self.fetches.remove(id) {
+                    w.document = document;
+                    self.park_lost(now, w, q, host);
+                    return;
+                }
+            }
         }
+        let (dereferenced, answer) = if lost {
+            let w = self.fetches.waiting.get(&id);
+            (w.and_then(|w| w.document.clone()), Some(document))
+        } else {
+            (document, None)
+        };
         // Kept waiting until the INVITE has been handled: should that hit a
         // bug, the driver answers it with [`Core::abandon_fetch`].
-        let (key, invite, source) = (w.key.clone(), w.invite.clone(), w.source);
-        self.on_located(now, key, invite, source, document.as_deref());
+        self.lost_answer = answer;
+        self.on_located(now, key, invite, source, dereferenced.as_deref());
+        self.lost_answer = None;
         if let Some((cancel, source)) = self.fetches.remove(id).and_then(|w| w.cancel) {
             self.on_request(now, cancel, source);
         }
@@ -290,7 +406,11 @@ impl Core {
     /// driver: the call is routed without the location.
     pub(super) fn on_fetch_timeout(&mut self, now: Instant, id: Id) {
         if let Some(w) = self.fetches.waiting.get(&id) {
-            warn!(call_id = %lossy(w.invite.call_id()), "location fetch not reported in time; routing without it");
+            if w.lost {
+                warn!(call_id = %lossy(w.invite.call_id()), "LoST answer not reported in time; routing without it");
+            } else {
+                warn!(call_id = %lossy(w.invite.call_id()), "location fetch not reported in time; routing without it");
+            }
             self.handle_fetched(now, id, None);
         }
     }

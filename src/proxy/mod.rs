@@ -100,8 +100,8 @@ pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
 pub use location::{FetchConfig, LocationFetch};
 pub use overload::{Load, OverloadLimits};
 pub use route::{
-    Augment, Decision, LocationRecord, RouteContext, RouteDetails, RouteTarget, Router,
-    StaticRouter,
+    Augment, Decision, LocationRecord, LostAnswer, LostQuery, RouteContext, RouteDetails,
+    RouteTarget, Router, StaticRouter,
 };
 
 /// A trunk as the core sees it.
@@ -404,6 +404,12 @@ pub struct Core {
     metrics: CoreMetrics,
     /// INVITEs waiting for their location, and the fetches to ask for.
     fetches: location::Fetches,
+    /// The answer to the LoST query of the INVITE being routed, from
+    /// [`Core::handle_fetched`] to its decision.
+    lost_answer: Option<Option<Bytes>>,
+    /// A moment of the monotonic clock and the wall-clock time then, given
+    /// by the driver ([`Core::set_wall_clock`]).
+    wall: Option<(Instant, time::OffsetDateTime)>,
 }
 
 /// Tables keyed by the core's own ids, which never come from the network:
@@ -521,6 +527,8 @@ impl Core {
             live_calls: KeyMap::default(),
             fetches: location::Fetches::default(),
             naptr: HashMap::new(),
+            lost_answer: None,
+            wall: None,
         }
     }
 
@@ -564,6 +572,19 @@ impl Core {
                 t.proto = *p;
             }
         }
+    }
+
+    /// Anchors wall-clock time: `wall` is the time at `at`. Later wall
+    /// times are `wall + (now - at)`, so the core still never reads a
+    /// clock. LoST mappings expire by wall-clock time.
+    pub fn set_wall_clock(&mut self, at: Instant, wall: time::OffsetDateTime) {
+        self.wall = Some((at, wall));
+    }
+
+    /// The wall-clock time at `now`, when anchored.
+    pub(crate) fn wall_at(&self, now: Instant) -> Option<time::OffsetDateTime> {
+        self.wall
+            .map(|(at, wall)| wall + now.saturating_duration_since(at))
     }
 
     /// Applies a new configuration and routing phase. Calls in progress

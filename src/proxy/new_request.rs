@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::answer::OPTIONS_ANSWER;
 use super::call::{started, Call};
 use super::txn::Txn;
-use super::{lossy, Core, Decision, RouteContext, Source, Trunk};
+use super::{lossy, Core, Decision, LostAnswer, RouteContext, Source, Trunk};
 use crate::config::TrunkKind;
 use crate::metrics as m;
 use crate::sip::{text, HeaderName, Message, Method};
@@ -44,7 +44,7 @@ impl Core {
         if method == Method::Options && self.is_for_us(&msg) {
             return self.refuse(now, &msg, source, 200, "OK", OPTIONS_ANSWER);
         }
-        let decision = decided.unwrap_or_else(|| self.decide(&msg, &source, dereferenced));
+        let decision = decided.unwrap_or_else(|| self.decide(now, &msg, &source, dereferenced));
         // A fault in what the router passes on: an emergency call is routed
         // all the same, anything else is refused.
         if let Some(fault) = msg.fault() {
@@ -188,16 +188,23 @@ impl Core {
     /// document fetched by reference for it, if any.
     pub(super) fn decide(
         &mut self,
+        now: Instant,
         msg: &Message,
         source: &Source,
         dereferenced: Option<&[u8]>,
     ) -> Decision {
         self.decisions += 1;
+        let lost = self.lost_answer.take();
         let ctx = RouteContext {
             source,
             inbound_trunk: super::inbound_trunk(&self.cfg, &self.identified, source)
                 .map(|t| t.name.as_str()),
             dereferenced,
+            lost: lost.as_ref().map(|a| match a {
+                Some(body) => LostAnswer::Body(body),
+                None => LostAnswer::Failed,
+            }),
+            wall: self.wall_at(now),
             unique: u128::from(self.cfg.seed) << 64 | u128::from(self.decisions),
         };
         self.router.route(msg, &ctx)

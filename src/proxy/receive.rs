@@ -94,7 +94,7 @@ impl Core {
         // to send relay 911 calls anywhere through the router. It is
         // removed when the call is forwarded.
         if initial && more_routes && matches!(method, Method::Invite | Method::Message) {
-            let d = self.decide(&msg, &source, dereferenced);
+            let d = self.decide(now, &msg, &source, dereferenced);
             if matches!(
                 d,
                 Decision::Route {
@@ -121,7 +121,7 @@ impl Core {
                 let class = if method == Method::Invite {
                     let d = decided
                         .take()
-                        .unwrap_or_else(|| self.decide(&msg, &source, dereferenced));
+                        .unwrap_or_else(|| self.decide(now, &msg, &source, dereferenced));
                     let class = admission_class(&d);
                     decided = Some(d);
                     class

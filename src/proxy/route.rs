@@ -18,9 +18,35 @@ pub struct RouteContext<'a> {
     /// The location document fetched for the request's location reference
     /// (RFC 6753), if any.
     pub dereferenced: Option<&'a [u8]>,
+    /// The answer to the LoST query made for the request
+    /// ([`Router::lost_query`]); `None` when none was made.
+    pub lost: Option<LostAnswer<'a>>,
+    /// The wall-clock time of the decision, which LoST mappings expire
+    /// against (the driver anchors it once; none in tests that do not).
+    pub wall: Option<time::OffsetDateTime>,
     /// A value the core gives no other decision (from its seeded
     /// generator): what identifiers the router writes are made from.
     pub unique: u128,
+}
+
+/// What came back from a LoST query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostAnswer<'a> {
+    /// The ECRF's response body.
+    Body(&'a [u8]),
+    /// Nothing usable in time: no answer within the deadline, an HTTP or
+    /// transport error, or a server the destination policy refuses.
+    Failed,
+}
+
+/// A LoST query (RFC 5222 `findService`) the routing phase asks for before
+/// an initial INVITE is routed: the driver POSTs `body` to `url` and gives
+/// up after `timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostQuery {
+    pub url: String,
+    pub body: String,
+    pub timeout: std::time::Duration,
 }
 
 /// One place to send the request.
@@ -82,6 +108,11 @@ pub struct RouteDetails {
     pub tenant: Option<String>,
     /// The address registered for the number.
     pub registered_address: Option<std::sync::Arc<dyn LocationRecord>>,
+    /// Which source chose the PSAP when LoST was asked (`lost`,
+    /// `lost-cache`, `lost-stale`, `embedded`), and why the ECRF's answer
+    /// was not used.
+    pub psap_decided_by: Option<&'static str>,
+    pub lost_why: Option<String>,
 }
 
 /// The routing phase's answer.
@@ -120,6 +151,14 @@ pub trait Router: Send {
     /// document then comes in [`RouteContext::dereferenced`]. Cheap: asked
     /// of every initial INVITE.
     fn location_reference(&self, _req: &Message) -> Option<String> {
+        None
+    }
+
+    /// The LoST query to make before an initial INVITE is routed, if the
+    /// routing phase wants one (its location is known, and no fresh cached
+    /// mapping answers); the answer then comes in [`RouteContext::lost`].
+    /// `ctx.dereferenced` holds the location fetched by reference, if any.
+    fn lost_query(&mut self, _req: &Message, _ctx: &RouteContext<'_>) -> Option<LostQuery> {
         None
     }
 }

@@ -1882,6 +1882,141 @@ fn an_invite_by_reference_waits_for_its_location_and_is_routed_with_it() {
     assert_eq!(router.lock().unwrap().len(), 1);
 }
 
+// ----- LoST queries -----
+
+/// What a decision was given: the dereferenced document and the LoST
+/// answer (`Some(None)`: the query failed).
+type LostGiven = Arc<std::sync::Mutex<Vec<(Option<Vec<u8>>, Option<Option<Vec<u8>>>)>>>;
+
+/// The table router, fetching references as [`FetchesReferences`] does and
+/// asking an ECRF before every INVITE it routes.
+struct AsksLost {
+    inner: FetchesReferences,
+    given: LostGiven,
+}
+
+const ECRF: &str = "https://ecrf.example/lost";
+
+impl Router for AsksLost {
+    fn route(&mut self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
+        self.given.lock().unwrap().push((
+            ctx.dereferenced.map(<[u8]>::to_vec),
+            ctx.lost.map(|a| match a {
+                LostAnswer::Body(b) => Some(b.to_vec()),
+                LostAnswer::Failed => None,
+            }),
+        ));
+        self.inner.table.route(req, ctx)
+    }
+
+    fn location_reference(&self, req: &Message) -> Option<String> {
+        self.inner.location_reference(req)
+    }
+
+    fn lost_query(&mut self, _req: &Message, ctx: &RouteContext<'_>) -> Option<LostQuery> {
+        let with = ctx.dereferenced.map(<[u8]>::to_vec).unwrap_or_default();
+        Some(LostQuery {
+            url: ECRF.into(),
+            body: format!("findService for {}", String::from_utf8_lossy(&with)),
+            timeout: Duration::from_millis(300),
+        })
+    }
+}
+
+fn asking_lost() -> (Harness, LostGiven) {
+    let c = config();
+    let cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
+    let given = LostGiven::default();
+    let router = Box::new(AsksLost {
+        inner: FetchesReferences {
+            table: StaticRouter::new(&c),
+            given: Given::default(),
+        },
+        given: given.clone(),
+    });
+    let h = Harness {
+        core: Core::new(cfg, router),
+        now: Instant::now(),
+        sent: Vec::new(),
+    };
+    (h, given)
+}
+
+#[test]
+fn an_invite_waits_for_its_lost_answer_and_is_routed_with_it() {
+    let (mut h, given) = asking_lost();
+    h.deliver(CALLER, &invite("l1"));
+    let q = h.core.poll_fetch().expect("the core asks the ECRF");
+    assert_eq!(
+        (q.uri.as_str(), q.timeout),
+        (ECRF, Duration::from_millis(300))
+    );
+    assert_eq!(q.lost.as_deref(), Some("findService for "));
+    assert_eq!(
+        h.take(CALLER).iter().map(|m| status(m)).collect::<Vec<_>>(),
+        ["100"]
+    );
+    assert!(h.take("127.0.0.1:5070").is_empty());
+    assert_eq!(h.core.calls_in_progress(), 1);
+    h.core.handle_fetched(
+        h.now,
+        q.id,
+        Some(Bytes::from_static(b"<findServiceResponse/>")),
+    );
+    h.drain();
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1, "routed now");
+    assert_eq!(
+        *given.lock().unwrap(),
+        [(None, Some(Some(b"<findServiceResponse/>".to_vec())))]
+    );
+}
+
+#[test]
+fn a_silent_ecrf_holds_the_invite_only_until_the_cores_deadline() {
+    let (mut h, given) = asking_lost();
+    h.deliver(CALLER, &invite("l2"));
+    let _q = h.core.poll_fetch().unwrap();
+    h.take(CALLER);
+    h.advance(Duration::from_millis(300));
+    assert!(
+        h.take("127.0.0.1:5070").is_empty(),
+        "the driver's deadline first"
+    );
+    h.advance(Duration::from_millis(300));
+    assert_eq!(
+        h.take("127.0.0.1:5070").len(),
+        1,
+        "routed without the answer"
+    );
+    assert_eq!(*given.lock().unwrap(), [(None, Some(None))]);
+}
+
+#[test]
+fn a_location_fetched_by_reference_goes_into_the_lost_query_and_the_decision() {
+    let (mut h, given) = asking_lost();
+    h.deliver(CALLER, &invite_by_reference("l3", LIS));
+    let fetch = h.core.poll_fetch().unwrap();
+    assert_eq!((fetch.uri.as_str(), fetch.lost.as_deref()), (LIS, None));
+    h.core
+        .handle_fetched(h.now, fetch.id, Some(Bytes::from_static(b"<presence/>")));
+    h.drain();
+    assert!(
+        h.take("127.0.0.1:5070").is_empty(),
+        "now waiting for the ECRF"
+    );
+    let q = h.core.poll_fetch().expect("then the ECRF is asked");
+    assert_eq!(q.lost.as_deref(), Some("findService for <presence/>"));
+    // A CANCEL meanwhile waits with the INVITE.
+    assert_eq!(h.core.calls_in_progress(), 1);
+    h.core.handle_fetched(h.now, q.id, None);
+    h.drain();
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+    assert_eq!(
+        *given.lock().unwrap(),
+        [(Some(b"<presence/>".to_vec()), Some(None))]
+    );
+}
+
 #[test]
 fn a_cancel_during_the_fetch_follows_the_invite_into_the_proxy() {
     let (mut h, _) = fetching(4);

@@ -1,0 +1,292 @@
+//! LoST mappings kept for later calls (RFC 5222 s5.2, s5.5).
+//!
+//! - A mapping is stored under the query that got it: the service URN and
+//!   the point (to 1e-7 degree) or the normalised civic address
+//!   ([`CacheKey`]).
+//! - It answers that key again, and, when it came with a geodetic service
+//!   boundary, every later point of the same service inside the boundary.
+//! - It is fresh until its `expires`; after that it stays, as
+//!   [`Hit::Stale`], for the caller to use when the ECRF cannot answer.
+//!   `NO-CACHE` mappings are not stored at all.
+//! - The cache holds at most `capacity` mappings; the least recently used
+//!   goes first.
+//!
+//! Time is given (`now`), never read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use geo::{BoundingRect, Coord, Intersects, LineString, Polygon, Rect};
+use time::OffsetDateTime;
+
+use super::{Expires, Mapping};
+use crate::pidf::{CivicAddress, Position, Shape};
+
+/// Where a mapping was asked for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CacheKey {
+    /// A service and a point in 1e-7 degrees (about a centimetre).
+    Point {
+        service: String,
+        lat_e7: i64,
+        lon_e7: i64,
+    },
+    /// A service and a civic address in [`civic_key`] form.
+    Civic { service: String, address: String },
+}
+
+impl CacheKey {
+    pub fn point(service: &str, lat: f64, lon: f64) -> CacheKey {
+        CacheKey::Point {
+            service: service.to_owned(),
+            lat_e7: (lat * 1e7).round() as i64,
+            lon_e7: (lon * 1e7).round() as i64,
+        }
+    }
+
+    pub fn civic(service: &str, civic: &CivicAddress) -> CacheKey {
+        CacheKey::Civic {
+            service: service.to_owned(),
+            address: civic_key(civic),
+        }
+    }
+}
+
+/// The civic elements that tell one address from another, in RFC 5139
+/// order; `xml:lang`, names of people and places, and free-text location
+/// notes are not part of the key.
+const KEY_FIELDS: &[&str] = &[
+    "country", "A1", "A2", "A3", "A4", "A5", "A6", "PRM", "PRD", "RD", "STS", "POD", "POM",
+    "RDSEC", "RDBR", "RDSUBBR", "HNO", "HNS", "BLD", "UNIT", "FLR", "ROOM", "PC",
+];
+
+/// A civic address as a cache key: `FIELD=VALUE` for each key field
+/// present, in a fixed order, values upper-cased with runs of whitespace
+/// made one space, joined by `|`.
+pub fn civic_key(civic: &CivicAddress) -> String {
+    let mut out = String::new();
+    for f in KEY_FIELDS {
+        let Some(v) = civic.get(f) else { continue };
+        let v: Vec<String> = v.split_whitespace().map(|w| w.to_uppercase()).collect();
+        if v.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('|');
+        }
+        out.push_str(f);
+        out.push('=');
+        out.push_str(&v.join(" "));
+    }
+    out
+}
+
+/// A cached mapping found for a query.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Hit {
+    /// Within its `expires`: use it without asking.
+    Fresh(Arc<Mapping>),
+    /// Past its `expires`: ask again, and fall back on it only if the
+    /// answer does not come.
+    Stale(Arc<Mapping>),
+}
+
+impl Hit {
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        match self {
+            Hit::Fresh(m) | Hit::Stale(m) => m,
+        }
+    }
+
+    pub fn is_fresh(&self) -> bool {
+        matches!(self, Hit::Fresh(_))
+    }
+}
+
+struct Entry {
+    mapping: Arc<Mapping>,
+    /// The geodetic boundary as polygons (x longitude, y latitude), with
+    /// their bounding box.
+    area: Vec<(Rect<f64>, Polygon<f64>)>,
+    used: u64,
+}
+
+/// The mapping cache. Not shared: the core owns one.
+pub struct Cache {
+    capacity: usize,
+    entries: HashMap<CacheKey, Entry>,
+    /// Recency: use tick → key, oldest first.
+    order: BTreeMap<u64, CacheKey>,
+    tick: u64,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("capacity", &self.capacity)
+            .field("len", &self.entries.len())
+            .finish()
+    }
+}
+
+/// Vertices a boundary polygon may have to be kept for point lookups; a
+/// larger one is kept for its own key only.
+pub const MAX_BOUNDARY_VERTICES: usize = 20_000;
+
+impl Cache {
+    pub fn new(capacity: usize) -> Cache {
+        Cache {
+            capacity: capacity.max(1),
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            tick: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn touch(&mut self, key: &CacheKey) {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(e) = self.entries.get_mut(key) {
+            self.order.remove(&e.used);
+            e.used = tick;
+            self.order.insert(tick, key.clone());
+        }
+    }
+
+    /// Stores `mapping` as the answer for `key`. A `NO-CACHE` mapping is
+    /// not stored (and removes what `key` held).
+    pub fn insert(&mut self, key: CacheKey, mapping: Arc<Mapping>) {
+        if let Some(old) = self.entries.remove(&key) {
+            self.order.remove(&old.used);
+        }
+        if mapping.expires == Expires::NoCache {
+            return;
+        }
+        while self.entries.len() >= self.capacity {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+        let area = mapping
+            .boundary
+            .as_ref()
+            .map(|b| b.geodetic.iter().filter_map(polygon_of).collect())
+            .unwrap_or_default();
+        self.tick += 1;
+        self.order.insert(self.tick, key.clone());
+        self.entries.insert(
+            key,
+            Entry {
+                mapping,
+                area,
+                used: self.tick,
+            },
+        );
+    }
+
+    fn hit(mapping: &Arc<Mapping>, now: OffsetDateTime) -> Hit {
+        if mapping.fresh_at(now) {
+            Hit::Fresh(mapping.clone())
+        } else {
+            Hit::Stale(mapping.clone())
+        }
+    }
+
+    /// The mapping for `service` at a point: the one stored for that very
+    /// point, else a fresh one whose boundary holds the point, else a stale
+    /// one whose boundary holds it.
+    pub fn lookup_point(
+        &mut self,
+        service: &str,
+        lat: f64,
+        lon: f64,
+        now: OffsetDateTime,
+    ) -> Option<Hit> {
+        let key = CacheKey::point(service, lat, lon);
+        if let Some(e) = self.entries.get(&key) {
+            let hit = Self::hit(&e.mapping, now);
+            self.touch(&key);
+            return Some(hit);
+        }
+        let c = Coord { x: lon, y: lat };
+        let mut stale: Option<&CacheKey> = None;
+        let mut fresh: Option<&CacheKey> = None;
+        for (k, e) in &self.entries {
+            if e.mapping.service != service || e.area.is_empty() {
+                continue;
+            }
+            let inside = e
+                .area
+                .iter()
+                .any(|(r, p)| r.intersects(&c) && p.intersects(&c));
+            if !inside {
+                continue;
+            }
+            if e.mapping.fresh_at(now) {
+                fresh = Some(k);
+                break;
+            }
+            stale = stale.or(Some(k));
+        }
+        let key = fresh.or(stale)?.clone();
+        let hit = Self::hit(&self.entries[&key].mapping, now);
+        self.touch(&key);
+        Some(hit)
+    }
+
+    /// The mapping stored for `service` at this civic address.
+    pub fn lookup_civic(
+        &mut self,
+        service: &str,
+        civic: &CivicAddress,
+        now: OffsetDateTime,
+    ) -> Option<Hit> {
+        let key = CacheKey::civic(service, civic);
+        let hit = Self::hit(&self.entries.get(&key)?.mapping, now);
+        self.touch(&key);
+        Some(hit)
+    }
+
+    /// The mapping stored under `key` exactly.
+    pub fn get(&mut self, key: &CacheKey, now: OffsetDateTime) -> Option<Hit> {
+        let hit = Self::hit(&self.entries.get(key)?.mapping, now);
+        self.touch(key);
+        Some(hit)
+    }
+}
+
+fn coord(p: &Position) -> Coord<f64> {
+    Coord { x: p.lon, y: p.lat }
+}
+
+/// A boundary shape as a polygon for point tests: polygons (and a prism's
+/// base) as they are; other shapes are not used as areas.
+fn polygon_of(shape: &Shape) -> Option<(Rect<f64>, Polygon<f64>)> {
+    let ring = match shape {
+        Shape::Polygon { exterior } => exterior,
+        Shape::Prism { base, .. } => base,
+        _ => return None,
+    };
+    if ring.len() < 3 || ring.len() > MAX_BOUNDARY_VERTICES {
+        return None;
+    }
+    let p = Polygon::new(
+        LineString::from(ring.iter().map(coord).collect::<Vec<_>>()),
+        vec![],
+    );
+    let r = p.bounding_rect()?;
+    Some((r, p))
+}

@@ -1,0 +1,587 @@
+//! The router's LoST server (`POST /lost` on the admin listener) through
+//! the real binary: answers from the shipped service-area data, LoST errors
+//! for what it cannot answer, and every response valid against RFC 5222's
+//! RELAX NG schema (`tests/lost/lost.rng`, checked with `xmllint`).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{http_port, lab_config, root, tempdir, ClosedPort, Router};
+use sosrouter::lost::{self, read_response, ErrorKind, Response};
+
+const NS: &str = "urn:ietf:params:xml:ns:lost1";
+
+fn server() -> (Router, u16) {
+    let closed = ClosedPort::new();
+    let text = lab_config(
+        closed.port,
+        closed.port,
+        closed.port,
+        closed.port,
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[emergency.lost]
+serve = true
+source = "ecrf.sosrouter.example"
+expires_s = 3600
+"#,
+    );
+    let router = Router::start(&text, &[]);
+    let port = http_port(&router, "admin");
+    (router, port)
+}
+
+/// A plain HTTP POST: (status, content type, body).
+fn post(port: u16, content_type: &str, body: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /lost HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // A body larger than the server reads may be cut short by its answer.
+    let _ = s.write_all(body);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let buf = String::from_utf8_lossy(&buf).into_owned();
+    let status = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (status, ctype, body.to_owned())
+}
+
+/// Whether `xmllint` is here (installed by `.ci/run`).
+fn require_xmllint() {
+    let ok = Command::new("xmllint")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "xmllint is missing: apt-get install libxml2-utils");
+}
+
+/// Validates `xml` against RFC 5222's schema with `xmllint`.
+fn assert_schema_valid(dir: &Path, name: &str, xml: &str) {
+    let file = dir.join(name);
+    std::fs::write(&file, xml).unwrap();
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--relaxng")
+        .arg(root().join("tests/lost/lost.rng"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} is not valid LoST: {}\n{xml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn find_service(location: &str, service: &str) -> String {
+    format!(
+        "<?xml version='1.0'?>\n<findService xmlns='{NS}' xmlns:gml='http://www.opengis.net/gml' \
+         xmlns:gs='http://www.opengis.net/pidflo/1.0' serviceBoundary='value'>\
+         {location}<service>{service}</service></findService>"
+    )
+}
+
+const SF_POINT: &str = "<location id='sf' profile='geodetic-2d'><gml:Point \
+     srsName='urn:ogc:def:crs:EPSG::4326'><gml:pos>37.7749 -122.4194</gml:pos></gml:Point></location>";
+
+#[test]
+fn the_router_answers_lost_queries_from_its_service_areas() {
+    require_xmllint();
+    let dir = tempdir::Dir::new("lost-server");
+    let (_router, port) = server();
+    let mut n = 0;
+    let mut valid = |xml: &str| {
+        n += 1;
+        assert_schema_valid(dir.path(), &format!("answer-{n}.xml"), xml);
+    };
+
+    // A point in San Francisco: its county's PSAP.
+    let (status, ctype, body) = post(
+        port,
+        "application/lost+xml",
+        find_service(SF_POINT, "urn:service:sos").as_bytes(),
+    );
+    assert_eq!(
+        (status, ctype.as_str()),
+        (200, lost::CONTENT_TYPE),
+        "{body}"
+    );
+    valid(&body);
+    let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    let m = &r.mappings[0];
+    assert_eq!(m.uris, ["sip:sos@us-06075.psap.example"]);
+    assert_eq!(m.source, "ecrf.sosrouter.example");
+    assert_eq!(m.source_id, "US-06075:SYN-US-06075");
+    assert_eq!(m.service, "urn:service:sos");
+    assert_eq!(m.service_number.as_deref(), Some("911"));
+    assert!(m.display_name().unwrap().contains("San Francisco"));
+    let lost::Expires::At(expires) = m.expires else {
+        panic!("{:?}", m.expires)
+    };
+    let ahead = expires - time::OffsetDateTime::now_utc();
+    assert!(
+        ahead > time::Duration::minutes(50) && ahead <= time::Duration::hours(1),
+        "{ahead}"
+    );
+    assert_eq!(r.path, ["ecrf.sosrouter.example"]);
+    assert_eq!(r.location_used.as_deref(), Some("sf"));
+
+    // Every RFC 5491 shape is taken, by its point of routing; a
+    // sub-service is answered for.
+    let shapes = [
+        "<gs:Circle srsName='urn:ogc:def:crs:EPSG::4326'><gml:pos>37.7749 -122.4194</gml:pos>\
+         <gs:radius uom='urn:ogc:def:uom:EPSG::9001'>50</gs:radius></gs:Circle>",
+        "<gs:Ellipse srsName='urn:ogc:def:crs:EPSG::4326'><gml:pos>37.7749 -122.4194</gml:pos>\
+         <gs:semiMajorAxis uom='urn:ogc:def:uom:EPSG::9001'>90</gs:semiMajorAxis>\
+         <gs:semiMinorAxis uom='urn:ogc:def:uom:EPSG::9001'>30</gs:semiMinorAxis>\
+         <gs:orientation uom='urn:ogc:def:uom:EPSG::9102'>10</gs:orientation></gs:Ellipse>",
+        "<gs:ArcBand srsName='urn:ogc:def:crs:EPSG::4326'><gml:pos>37.7749 -122.4194</gml:pos>\
+         <gs:innerRadius uom='urn:ogc:def:uom:EPSG::9001'>100</gs:innerRadius>\
+         <gs:outerRadius uom='urn:ogc:def:uom:EPSG::9001'>300</gs:outerRadius>\
+         <gs:startAngle uom='urn:ogc:def:uom:EPSG::9102'>10</gs:startAngle>\
+         <gs:openingAngle uom='urn:ogc:def:uom:EPSG::9102'>30</gs:openingAngle></gs:ArcBand>",
+        "<gml:Polygon srsName='urn:ogc:def:crs:EPSG::4326'><gml:exterior><gml:LinearRing>\
+         <gml:posList>37.77 -122.42 37.78 -122.42 37.78 -122.41 37.77 -122.41 37.77 -122.42\
+         </gml:posList></gml:LinearRing></gml:exterior></gml:Polygon>",
+    ];
+    for shape in shapes {
+        let loc = format!("<location id='s' profile='geodetic-2d'>{shape}</location>");
+        let (status, _, body) = post(
+            port,
+            "application/lost+xml",
+            find_service(&loc, "urn:service:sos.police").as_bytes(),
+        );
+        assert_eq!(status, 200);
+        valid(&body);
+        let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+            panic!("{shape}: {body}")
+        };
+        assert_eq!(
+            r.mappings[0].uris,
+            ["sip:sos@us-06075.psap.example"],
+            "{shape}"
+        );
+        assert_eq!(r.mappings[0].service, "urn:service:sos.police");
+    }
+
+    // A civic address, by state and county.
+    let civic = "<location id='c' profile='civic'><civicAddress \
+        xmlns='urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr'><country>US</country><A1>CA</A1>\
+        <A2>San Francisco</A2><A3>San Francisco</A3><RD>Market</RD><HNO>1</HNO></civicAddress></location>";
+    let (_, _, body) = post(
+        port,
+        "application/lost+xml",
+        find_service(civic, "urn:service:sos").as_bytes(),
+    );
+    valid(&body);
+    let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    assert_eq!(r.mappings[0].uris, ["sip:sos@us-06075.psap.example"]);
+
+    // listServicesByLocation.
+    let list = format!(
+        "<listServicesByLocation xmlns='{NS}' xmlns:gml='http://www.opengis.net/gml'>{SF_POINT}\
+         <service>urn:service:sos</service></listServicesByLocation>"
+    );
+    let (status, _, body) = post(port, "application/lost+xml", list.as_bytes());
+    assert_eq!(status, 200);
+    valid(&body);
+    let Ok(Response::Listed(l)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    assert_eq!(l.services, ["urn:service:sos"]);
+    assert_eq!(l.location_used.as_deref(), Some("sf"));
+}
+
+#[test]
+fn what_the_server_cannot_answer_is_a_lost_error() {
+    require_xmllint();
+    let dir = tempdir::Dir::new("lost-errors");
+    let (_router, port) = server();
+    let open_sea = "<location id='sea' profile='geodetic-2d'><gml:Point><gml:pos>0 -140</gml:pos>\
+         </gml:Point></location>";
+    let bad_point = "<location id='bad' profile='geodetic-2d'><gml:Point><gml:pos>95 0</gml:pos>\
+         </gml:Point></location>";
+    let unknown = "<location id='u' profile='geodetic-3d'><gml:Point><gml:pos>1 2 3</gml:pos>\
+         </gml:Point></location>";
+    let with_path = format!(
+        "<findService xmlns='{NS}' xmlns:gml='http://www.opengis.net/gml'>{SF_POINT}\
+         <service>urn:service:sos</service><path><via source='ecrf.sosrouter.example'/></path>\
+         </findService>"
+    );
+    let cases: Vec<(String, ErrorKind)> = vec![
+        (
+            find_service(open_sea, "urn:service:sos"),
+            ErrorKind::NotFound,
+        ),
+        (
+            find_service(bad_point, "urn:service:sos"),
+            ErrorKind::LocationInvalid,
+        ),
+        (
+            find_service(unknown, "urn:service:sos"),
+            ErrorKind::LocationProfileUnrecognized,
+        ),
+        (
+            find_service(SF_POINT, "urn:service:counseling"),
+            ErrorKind::ServiceNotImplemented,
+        ),
+        (with_path, ErrorKind::Loop),
+        ("<findService/>".to_owned(), ErrorKind::BadRequest),
+        ("not xml".to_owned(), ErrorKind::BadRequest),
+        (
+            format!("<!DOCTYPE x [<!ENTITY a 'b'>]><findService xmlns='{NS}'>&a;</findService>"),
+            ErrorKind::BadRequest,
+        ),
+    ];
+    for (n, (request, want)) in cases.iter().enumerate() {
+        let (status, ctype, body) = post(port, "application/lost+xml", request.as_bytes());
+        assert_eq!(
+            (status, ctype.as_str()),
+            (200, lost::CONTENT_TYPE),
+            "{request}: {body}"
+        );
+        assert_schema_valid(dir.path(), &format!("error-{n}.xml"), &body);
+        let Ok(Response::Errors(e)) = read_response(body.as_bytes()) else {
+            panic!("{request}: {body}")
+        };
+        assert_eq!(e.faults[0].kind, *want, "{request}: {body}");
+        assert_eq!(e.source, "ecrf.sosrouter.example");
+    }
+
+    // A body of another type, or too large: refused with a LoST error.
+    let (status, _, body) = post(port, "application/json", b"{}");
+    assert_eq!(status, 415);
+    assert_schema_valid(dir.path(), "415.xml", &body);
+    let big = find_service(SF_POINT, &"x".repeat(70 * 1024));
+    let (status, _, body) = post(port, "application/lost+xml", big.as_bytes());
+    assert_eq!(status, 413);
+    assert_schema_valid(dir.path(), "413.xml", &body);
+}
+
+/// The client half of LoST in a call's path, against the router's own
+/// server: the query and its answer, a fresh cached mapping that needs no
+/// query, then the server gone: the expired mapping routes; with no cache,
+/// the embedded data; a server that never answers ends at the deadline.
+#[test]
+fn a_failing_ecrf_falls_back_to_the_cache_then_the_embedded_data() {
+    use sosrouter::held::{client, host_allowed, lost_query, ClientTls, FetchError};
+    use sosrouter::lost::route::{plan, settle, DecidedBy, Plan};
+    use sosrouter::lost::{Cache, Location, DEFAULT_SERVICE};
+    use sosrouter::pidf::{Position, Shape};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (router, port) = server();
+    let url = format!("http://127.0.0.1:{port}/lost");
+    let listed: std::sync::Arc<[String]> = vec!["127.0.0.1".to_owned()].into();
+    // The destination policy of location fetches holds for ECRFs: loopback
+    // only when listed.
+    assert!(host_allowed(&url, Some(&listed)));
+    assert!(!host_allowed(&url, None));
+    let http = client(Some(listed), &ClientTls::default()).unwrap();
+    let deadline = Duration::from_secs(10);
+    let location = Location::Geodetic(Shape::Point {
+        pos: Position {
+            lat: 37.7749,
+            lon: -122.4194,
+            alt: None,
+        },
+    });
+    let now = time::OffsetDateTime::now_utc();
+    let mut cache = Cache::new(64);
+
+    let Plan::Ask { body } = plan(&mut cache, &location, DEFAULT_SERVICE, "call-1", now) else {
+        panic!("nothing cached yet")
+    };
+    let answer = rt.block_on(lost_query(&http, &url, body, deadline));
+    let answer = answer.map_err(|e| e.to_string());
+    let o = settle(
+        &mut cache,
+        &location,
+        DEFAULT_SERVICE,
+        answer.as_deref().map_err(Clone::clone),
+        now,
+    );
+    assert_eq!(o.decided_by, DecidedBy::Lost, "{:?}", o.why);
+    assert_eq!(o.mapping.unwrap().uris, ["sip:sos@us-06075.psap.example"]);
+
+    // The next call: the mapping is fresh (an hour), no query.
+    let Plan::Cached(m) = plan(&mut cache, &location, DEFAULT_SERVICE, "call-2", now) else {
+        panic!("cached")
+    };
+    assert_eq!(m.uris, ["sip:sos@us-06075.psap.example"]);
+
+    // The ECRF stops; two hours on the mapping has expired: asked again,
+    // refused, routed on the expired mapping.
+    drop(router);
+    let later = now + time::Duration::hours(2);
+    let Plan::Ask { body } = plan(&mut cache, &location, DEFAULT_SERVICE, "call-3", later) else {
+        panic!("expired")
+    };
+    let failed = rt.block_on(lost_query(&http, &url, body.clone(), deadline));
+    let Err(FetchError::Failed(why)) = &failed else {
+        panic!("{failed:?}")
+    };
+    let o = settle(
+        &mut cache,
+        &location,
+        DEFAULT_SERVICE,
+        Err(why.clone()),
+        later,
+    );
+    assert_eq!(o.decided_by, DecidedBy::LostStale);
+    assert_eq!(o.mapping.unwrap().uris, ["sip:sos@us-06075.psap.example"]);
+    assert!(o.why.unwrap().starts_with("request failed"));
+
+    // A router with no cache: the embedded data decides.
+    let mut empty = Cache::new(64);
+    let o = settle(
+        &mut empty,
+        &location,
+        DEFAULT_SERVICE,
+        Err(why.clone()),
+        later,
+    );
+    assert_eq!((o.decided_by, o.mapping), (DecidedBy::Embedded, None));
+
+    // An ECRF that takes the connection and never answers: the query ends
+    // at its deadline, as a timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/lost", silent.local_addr().unwrap());
+    let r = rt.block_on(lost_query(
+        &http,
+        &silent_url,
+        body,
+        Duration::from_millis(300),
+    ));
+    assert!(matches!(r, Err(FetchError::Timeout(_))), "{r:?}");
+    drop(silent);
+}
+
+// ---- LoST in the call path, through two running routers ----
+
+use common::{get, metric, Answer, RawTrunk};
+
+/// The shipped lab configuration with its ports moved to the test's
+/// trunks and port 0 for the router's listeners.
+fn lab_text(trunks: &[&RawTrunk; 4]) -> String {
+    let mut text = std::fs::read_to_string(root().join("config/loopback.toml"))
+        .unwrap()
+        .replace("advertise = \"127.0.0.1:5060\"\n", "");
+    let moves = [
+        ("127.0.0.1:5060", 0),
+        ("127.0.0.1:5070", trunks[0].port),
+        ("127.0.0.1:5080", trunks[1].port),
+        ("127.0.0.1:5090", trunks[2].port),
+        ("127.0.0.1:5095", trunks[3].port),
+        ("127.0.0.1:8080", 0),
+        ("127.0.0.1:9090", 0),
+    ];
+    for (i, (from, _)) in moves.iter().enumerate() {
+        text = text.replace(from, &format!("@LAB{i}@"));
+    }
+    for (i, (_, port)) in moves.iter().enumerate() {
+        text = text.replace(&format!("@LAB{i}@"), &format!("127.0.0.1:{port}"));
+    }
+    assert!(text.contains("[emergency]\n"));
+    text
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.split("\r\n")
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect()
+}
+
+/// The INVITE of call `cid` arriving at `trunk`.
+fn invite_for(trunk: &RawTrunk, cid: &str, within: Duration) -> Option<String> {
+    let end = std::time::Instant::now() + within;
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        let m = trunk.next("INVITE", left)?;
+        if header(&m, "Call-ID").first() == Some(&cid) {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// The corpus call from Denver with a GPS point (trusted: routed by its own
+/// location), under a Call-ID and branch of its own.
+fn denver_call(n: u32) -> (String, String) {
+    let text =
+        std::fs::read_to_string(root().join("tests/corpus/emergency-invites/c02-us-geo-point.sip"))
+            .unwrap();
+    let cid = format!("lost-{n}@192.0.2.20");
+    let text = text.replace("c02-41aa90@192.0.2.20", &cid).replace(
+        "branch=z9hG4bKc02a",
+        &format!("branch=z9hG4bKc02a-lost-{n}"),
+    );
+    (text, cid)
+}
+
+/// The ECRF: a second router whose own PSAP data gives Denver another URI,
+/// so that a call routed by its answer is told apart from one routed by
+/// the caller's router's embedded data.
+fn ecrf(dir: &Path) -> (Router, u16) {
+    let psaps = std::fs::read_to_string(root().join("data/psaps.json")).unwrap();
+    let changed = psaps.replace(
+        "sip:sos@us-08031.psap.example",
+        "sip:ecrf-denver@psap.ecrf.example",
+    );
+    assert_ne!(psaps, changed);
+    std::fs::write(dir.join("psaps.json"), changed).unwrap();
+    let closed = ClosedPort::new();
+    let text = lab_config(
+        closed.port,
+        closed.port,
+        closed.port,
+        closed.port,
+        &format!(
+            "\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[emergency]\nservice_areas = {:?}\n\n\
+             [emergency.lost]\nserve = true\nsource = \"ecrf.example\"\nexpires_s = 3600\n",
+            dir.display().to_string()
+        ),
+    );
+    let router = Router::start(&text, &[]);
+    let port = http_port(&router, "admin");
+    (router, port)
+}
+
+fn caller_router(trunks: &[&RawTrunk; 4], ecrf_port: u16) -> Router {
+    caller_router_with(trunks, ecrf_port, 3000)
+}
+
+fn caller_router_with(trunks: &[&RawTrunk; 4], ecrf_port: u16, timeout_ms: u64) -> Router {
+    let text = lab_text(trunks).replacen(
+        "[emergency]\n",
+        "[emergency]\nlocation_servers = [\"127.0.0.1\"]\n",
+        1,
+    ) + &format!(
+        "\n[emergency.lost]\necrf = \"http://127.0.0.1:{ecrf_port}/lost\"\ntimeout_ms = {timeout_ms}\n"
+    );
+    Router::start(&text, &[])
+}
+
+fn lost_routes(router: &Router, by: &str) -> f64 {
+    let (_, text) = get(http_port(router, "metrics"), "/metrics");
+    metric(&text, "sosrouter_lost_routes_total", &[("by", by)])
+}
+
+#[test]
+fn a_call_is_routed_by_the_ecrf_then_by_its_cache_then_by_the_embedded_data() {
+    let dir = tempdir::Dir::new("lost-ecrf");
+    let (ecrf_router, ecrf_port) = ecrf(dir.path());
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let [psap, ..] = &trunks;
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let router = caller_router(&refs, ecrf_port);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let route_of = |n: u32| {
+        let (text, cid) = denver_call(n);
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(psap, &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("call {n} did not reach the PSAP trunk: {}", router.log()));
+        header(&fwd, "Route").join(",")
+    };
+
+    // The ECRF's answer routes the call.
+    let route = route_of(1);
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost"), 1.0);
+
+    // The ECRF stops: the next call is routed by the cached mapping,
+    // fresh for an hour, without a query.
+    drop(ecrf_router);
+    let route = route_of(2);
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost-cache"), 1.0);
+
+    // A new router with nothing cached and the ECRF down: the embedded
+    // data routes the call, to the PSAP its own records give.
+    drop(router);
+    let router = caller_router(&refs, ecrf_port);
+    let (text, cid) = denver_call(3);
+    udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let fwd = invite_for(psap, &cid, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", router.log()));
+    let route = header(&fwd, "Route").join(",");
+    assert!(route.contains("sip:sos@us-08031.psap.example"), "{route}");
+    assert_eq!(lost_routes(&router, "embedded"), 1.0);
+    assert!(
+        router.log().contains("PSAP chosen with LoST"),
+        "{}",
+        router.log()
+    );
+}
+
+/// An ECRF that takes the connection and never answers holds a call no
+/// longer than `timeout_ms`: the call is then routed on the embedded data.
+#[test]
+fn a_silent_ecrf_delays_the_call_only_until_its_deadline() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let router = caller_router_with(&refs, silent.local_addr().unwrap().port(), 300);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (text, cid) = denver_call(10);
+    udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{}", router.log()));
+    let route = header(&fwd, "Route").join(",");
+    assert!(route.contains("sip:sos@us-08031.psap.example"), "{route}");
+    assert_eq!(lost_routes(&router, "embedded"), 1.0);
+    let (_, text) = get(http_port(&router, "metrics"), "/metrics");
+    assert_eq!(
+        metric(
+            &text,
+            "sosrouter_lost_queries_total",
+            &[("outcome", "timeout")]
+        ),
+        1.0,
+        "{text}"
+    );
+    drop(silent);
+}
