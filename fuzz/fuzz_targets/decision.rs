@@ -77,6 +77,8 @@ fn route(msg: &Message, inbound_trunk: Option<&str>, dereferenced: Option<&[u8]>
         source: &source,
         inbound_trunk,
         dereferenced,
+        lost: None,
+        wall: None,
         unique: 1,
     };
     let _ = router.route(msg, &ctx);

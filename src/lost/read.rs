@@ -12,6 +12,7 @@ use crate::pidf::civic::parse_civic;
 use crate::pidf::dom::{self, trim_xml, Attr, Dom, Ns, ROOT};
 use crate::pidf::geo::{is_shape_ns, parse_shape};
 use crate::pidf::{Limits as DomLimits, PidfError};
+use crate::sip::uri::{Scheme, Uri};
 
 fn from_pidf(e: PidfError) -> LostError {
     match e {
@@ -126,6 +127,21 @@ fn scheme(uri: &str) -> Option<String> {
     ok.then(|| s.to_ascii_lowercase())
 }
 
+/// Longest URI a mapping may route a call to.
+const MAX_URI: usize = 512;
+
+/// Whether `u` is a SIP or SIPS URI the router can put in a `Route`
+/// header as it is: it parses as one, and holds no space, control
+/// character, angle bracket or quote that would end the header value or
+/// the name-addr around it.
+fn routable_sip(u: &str) -> bool {
+    u.len() <= MAX_URI
+        && !u
+            .bytes()
+            .any(|b| b < 0x21 || b == 0x7f || matches!(b, b'<' | b'>' | b'"'))
+        && Uri::parse(u.as_bytes()).is_ok_and(|x| matches!(x.scheme, Scheme::Sip | Scheme::Sips))
+}
+
 fn mapping(dom: &Dom<'_>, m: usize, limits: &Limits) -> Result<Mapping, LostError> {
     let service = lost_children(dom, m, "service")
         .next()
@@ -164,10 +180,10 @@ fn mapping(dom: &Dom<'_>, m: usize, limits: &Limits) -> Result<Mapping, LostErro
                     });
                 }
                 let u = text(dom, c);
-                match scheme(&u).as_deref() {
-                    Some("sip" | "sips") => out.uris.push(u),
-                    Some(_) => out.other_uris.push(u),
-                    None => {}
+                if routable_sip(&u) {
+                    out.uris.push(u);
+                } else if scheme(&u).is_some() {
+                    out.other_uris.push(u);
                 }
             }
             "serviceNumber" => {

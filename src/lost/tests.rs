@@ -422,6 +422,25 @@ fn broken_and_hostile_documents_are_typed_errors() {
         ),
         "no-sip-uri"
     );
+    // A SIP URI that would break the Route header it goes into is no
+    // routable URI.
+    for bad in [
+        "sip:a@b.example&#13;&#10;Via: SIP/2.0/UDP evil.example",
+        "sip:a@b.example&gt;;lr&lt;sip:evil.example",
+        "sip:a@b.example\"x",
+        "sip:a b@example",
+        "sip:",
+    ] {
+        let xml = response_with(&format!(
+            "<service>urn:service:sos</service><uri>{bad}</uri>"
+        ));
+        assert_eq!(kind(xml.as_bytes()), "no-sip-uri", "{bad}");
+    }
+    let long = response_with(&format!(
+        "<service>urn:service:sos</service><uri>sip:{}@b.example</uri>",
+        "a".repeat(600)
+    ));
+    assert_eq!(kind(long.as_bytes()), "no-sip-uri");
     // SIPS counts, in any case of scheme.
     let ok = response_with("<service>urn:service:sos</service><uri>SIPS:a@b.example</uri>");
     assert_eq!(found(ok.as_bytes()).mappings[0].uris, ["SIPS:a@b.example"]);

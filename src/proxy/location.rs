@@ -363,6 +363,7 @@ impl Core {
     /// dropped.
     pub fn handle_fetched(&mut self, now: Instant, id: u64, document: Option<Bytes>) {
         self.timers.anchor(now);
+        self.lost_answer = None;
         let Some(w) = self.fetches.waiting.get(&id) else {
             debug!(
                 fetch = id,
@@ -419,6 +420,9 @@ impl Core {
     /// panic): the INVITE is answered 500 from its server transaction, as
     /// any request that met a bug is, and forgotten with its CANCEL.
     pub fn abandon_fetch(&mut self, now: Instant, id: u64) {
+        // The answer set for the INVITE that met the bug must not reach
+        // another call's decision.
+        self.lost_answer = None;
         if let Some(w) = self.fetches.remove(id) {
             self.answer_internal_error(now, &w.invite, w.source);
         }

@@ -2006,7 +2006,6 @@ fn a_location_fetched_by_reference_goes_into_the_lost_query_and_the_decision() {
     );
     let q = h.core.poll_fetch().expect("then the ECRF is asked");
     assert_eq!(q.lost.as_deref(), Some("findService for <presence/>"));
-    // A CANCEL meanwhile waits with the INVITE.
     assert_eq!(h.core.calls_in_progress(), 1);
     h.core.handle_fetched(h.now, q.id, None);
     h.drain();
