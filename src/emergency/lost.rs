@@ -83,7 +83,7 @@ impl LostRouting {
         decision: &RouteDecision,
         country: Option<&str>,
         dynamic: &CallLocation,
-        dialed: &str,
+        service: &str,
     ) -> Option<(String, lost::Location, String)> {
         if decision.route != RouteKind::Psap || decision.routed_by != RoutedBy::Dynamic {
             return None;
@@ -94,8 +94,10 @@ impl LostRouting {
             (None, Some(c)) => lost::Location::Civic(c.clone()),
             (None, None) => return None,
         };
-        let service = if dialed.starts_with("urn:service:sos") {
-            dialed.to_owned()
+        // The call's service as the country rules found it (`110` in
+        // Germany asks for urn:service:sos.police).
+        let service = if service.starts_with("urn:service:sos") {
+            service.to_owned()
         } else {
             lost::DEFAULT_SERVICE.to_owned()
         };
@@ -109,10 +111,10 @@ impl LostRouting {
         decision: &RouteDecision,
         country: Option<&str>,
         dynamic: &CallLocation,
-        dialed: &str,
+        service: &str,
         wall: Option<time::OffsetDateTime>,
     ) -> Option<LostQuery> {
-        let (url, location, service) = self.subject(decision, country, dynamic, dialed)?;
+        let (url, location, service) = self.subject(decision, country, dynamic, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         match plan(&mut self.cache, &location, &service, LOCATION_ID, now) {
             Plan::Cached(_) => None,
@@ -131,11 +133,11 @@ impl LostRouting {
         decision: &RouteDecision,
         country: Option<&str>,
         dynamic: &CallLocation,
-        dialed: &str,
+        service: &str,
         answer: Option<LostAnswer<'_>>,
         wall: Option<time::OffsetDateTime>,
     ) -> Option<Outcome> {
-        let (_, location, service) = self.subject(decision, country, dynamic, dialed)?;
+        let (_, location, service) = self.subject(decision, country, dynamic, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let c = &mut self.cache;
         Some(match answer {

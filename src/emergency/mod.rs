@@ -710,7 +710,7 @@ impl Router for EmergencyRouter {
                 d,
                 ev.country.as_deref(),
                 &ev.dynamic,
-                &det.number,
+                &det.service,
                 ctx.lost,
                 ctx.wall,
             ),
@@ -730,9 +730,13 @@ impl Router for EmergencyRouter {
         let inventory = self.inventory.clone();
         let ev = self.evaluate_with(&inventory, req, ctx.inbound_trunk, false, ctx.dereferenced);
         let (d, det) = (ev.decision.as_ref()?, ev.detected.as_ref()?);
-        self.lost
-            .as_mut()?
-            .query(d, ev.country.as_deref(), &ev.dynamic, &det.number, ctx.wall)
+        self.lost.as_mut()?.query(
+            d,
+            ev.country.as_deref(),
+            &ev.dynamic,
+            &det.service,
+            ctx.wall,
+        )
     }
 
     /// Calls routed from now on use `inventory`; the documents written for
