@@ -1224,7 +1224,15 @@ def check_docker(root, hadolint, example_cfg):
             p = e.get("path") or {"bench": f"benches/{e.get('name')}.rs"}.get(t)
             if p:
                 needed.append(p)
+    def test_only(f):
+        # A module its parent declares under #[cfg(test)] (`mod tests;`).
+        parents = [f.parent / "mod.rs", f.parent.with_suffix(".rs"), f.parent / "lib.rs"]
+        decl = re.compile(r"#\[cfg\(test\)\]\s*mod\s+" + re.escape(f.stem) + r"\s*;")
+        return any(p != f and p.exists() and decl.search(p.read_text()) for p in parents)
+
     for f in (root / "src").rglob("*.rs"):
+        if test_only(f):
+            continue
         src = f.read_text()
         # What only unit tests read is not part of a release build.
         src = src.split("#[cfg(test)]", 1)[0]
