@@ -549,6 +549,8 @@ fn a_call_is_routed_by_the_ecrf_then_by_its_cache_then_by_the_embedded_data() {
     let route = header(&fwd, "Route").join(",");
     assert!(route.contains("sip:sos@us-08031.psap.example"), "{route}");
     assert_eq!(lost_routes(&router, "embedded"), 1.0);
+    // Info lines reach the log a moment after the call is sent on.
+    router.wait_log("PSAP chosen with LoST", 1, Duration::from_secs(5));
     assert!(
         router.log().contains("PSAP chosen with LoST"),
         "{}",
