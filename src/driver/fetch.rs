@@ -75,15 +75,12 @@ impl Fetcher {
         let (client, tx) = (client.clone(), self.tx.clone());
         tokio::spawn(async move {
             let fetched = crate::held::dereference(&client, &fetch.uri, fetch.timeout).await;
-            let outcome = fetched.as_ref().map_or_else(|e| e.outcome(), |_| "ok");
-            metrics::counter!(m::DEREFERENCES, "outcome" => outcome).increment(1);
-            let document = match fetched {
-                Ok(doc) => Some(doc),
-                Err(e) => {
-                    tracing::warn!(call_id = %fetch.call_id, error = %e, "location by reference not fetched; routing without it");
-                    None
-                }
-            };
+            let document = counted(
+                fetched,
+                m::DEREFERENCES,
+                &fetch.call_id,
+                "location by reference not fetched; routing without it",
+            );
             let _ = tx
                 .send(Inbound::Fetched {
                     id: fetch.id,
@@ -114,15 +111,12 @@ impl Fetcher {
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let answer = crate::held::lost_query(&client, &fetch.uri, body, fetch.timeout).await;
-            let outcome = answer.as_ref().map_or_else(|e| e.outcome(), |_| "ok");
-            metrics::counter!(m::LOST_QUERIES, "outcome" => outcome).increment(1);
-            let document = match answer {
-                Ok(doc) => Some(doc),
-                Err(e) => {
-                    tracing::warn!(call_id = %fetch.call_id, error = %e, "ECRF gave no answer; routing on a cached mapping or the embedded data");
-                    None
-                }
-            };
+            let document = counted(
+                answer,
+                m::LOST_QUERIES,
+                &fetch.call_id,
+                "ECRF gave no answer; routing on a cached mapping or the embedded data",
+            );
             let _ = tx
                 .send(Inbound::Fetched {
                     id: fetch.id,
@@ -131,4 +125,19 @@ impl Fetcher {
                 .await;
         });
     }
+}
+
+/// The document of a location fetch or LoST query, counted in `metric` by
+/// outcome; a failure is logged with `what` and gives none.
+fn counted(
+    result: Result<bytes::Bytes, crate::held::FetchError>,
+    metric: &'static str,
+    call_id: &str,
+    what: &'static str,
+) -> Option<bytes::Bytes> {
+    let outcome = result.as_ref().map_or_else(|e| e.outcome(), |_| "ok");
+    metrics::counter!(metric, "outcome" => outcome).increment(1);
+    result
+        .map_err(|e| tracing::warn!(call_id = %call_id, error = %e, "{what}"))
+        .ok()
 }
