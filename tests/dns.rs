@@ -318,3 +318,75 @@ fn naptr_records_choose_the_transport_when_the_uri_gives_none() {
         "the TCP SRV records were asked for:\n{log}"
     );
 }
+
+/// A request within a dialog whose next Route value names a host alone
+/// (no port, no transport): the host's NAPTR records choose TCP, and the
+/// BYE goes there over TCP; the answer comes back to the sender.
+#[test]
+fn a_route_host_alone_is_reached_over_the_transport_its_naptr_records_choose() {
+    let tcp = RawTrunk::start(Answer::Ok);
+    let udp = RawTrunk::start(Answer::Ok);
+    let screening = RawTrunk::start(Answer::Ok);
+    let dns = Dnsmasq::start(&[
+        "--naptr-record=edge.test,20,10,S,SIP+D2U,,_sip._udp.edge.test".into(),
+        "--naptr-record=edge.test,10,10,S,SIP+D2T,,_sip._tcp.edge.test".into(),
+        format!(
+            "--srv-host=_sip._tcp.edge.test,tcp.edge.test,{},10,10",
+            tcp.port
+        ),
+        format!(
+            "--srv-host=_sip._udp.edge.test,udp.edge.test,{},10,10",
+            udp.port
+        ),
+        "--host-record=tcp.edge.test,127.0.0.1".into(),
+        "--host-record=udp.edge.test,127.0.0.1".into(),
+    ]);
+    let router = router(dns.port, screening.port);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let local = s.local_addr().unwrap();
+    let port = router.port;
+    for (i, call_id) in ["rh-1", "rh-2"].iter().enumerate() {
+        let bye = format!(
+            "BYE sip:+12125550142@edge.test SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}\r\nRoute: <sip:127.0.0.1:{port};lr>, <sip:edge.test;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:911@127.0.0.1>;tag=p1\r\nTo: <sip:+12125550142@example.com>;tag=f1\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        s.send_to(bye.as_bytes(), ("127.0.0.1", port)).unwrap();
+        let got = tcp.next("BYE", Duration::from_secs(5)).unwrap_or_else(|| {
+            panic!(
+                "BYE {i} reached the TCP target:\nrouter:\n{}\ndnsmasq:\n{}",
+                router.log(),
+                dns.proc.log()
+            )
+        });
+        assert!(got.contains("Via: SIP/2.0/TCP "), "sent over TCP:\n{got}");
+        // The router's own Route value is gone; the edge's stays for it.
+        assert!(
+            got.contains("\r\nRoute: <sip:edge.test;lr>\r\n"),
+            "only the edge's Route left:\n{got}"
+        );
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut buf = vec![0u8; 65536];
+        let mut answer = None;
+        while answer.is_none() && Instant::now() < end {
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                answer = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        let answer = answer.expect("the 200 came back");
+        assert!(answer.starts_with("SIP/2.0 200 "), "{answer}");
+        assert!(answer.contains(&format!("Call-ID: {call_id}")), "{answer}");
+    }
+    assert!(udp.next("BYE", Duration::from_millis(300)).is_none());
+    router.wait_log(
+        "a Route host's NAPTR records chose its transport",
+        1,
+        Duration::from_secs(5),
+    );
+    // The transport was asked for once, for the first BYE (the address
+    // lookup that follows reads the NAPTR records again, as the first step
+    // of RFC 3263); the second BYE asked nothing.
+    let log = dns.proc.log();
+    let naptr = log.matches("query[NAPTR] edge.test").count();
+    assert!((1..=2).contains(&naptr), "{naptr} NAPTR queries:\n{log}");
+}

@@ -173,37 +173,48 @@ impl SipLoop {
         self.naptr_due = Instant::now() + self.names.settings().refresh;
     }
 
-    /// Starts the NAPTR lookups of trunk hosts off the loop (`all`, or
-    /// only those not yet known, after a reload); each answer comes back
-    /// as [`Inbound::NaptrTransport`].
+    /// Starts the NAPTR lookups of the hosts the core knows off the loop
+    /// (`all`, or only those not yet known, after a reload).
     fn naptr_again(&mut self, all: bool) {
-        let bound = self.names.settings().timeout * 2;
-        let tls = self.tls.is_some();
         for host in self.core.naptr_hosts() {
             if !all && self.core.naptr_known(&host) {
                 continue;
             }
-            let (dns, tx) = (self.dns.clone(), self.tx.clone());
-            tokio::spawn(async move {
-                let proto = tokio::time::timeout(bound, dns.transport_of(&host, tls))
-                    .await
-                    .ok()
-                    .flatten();
-                let _ = tx.send(Inbound::NaptrTransport { host, proto }).await;
-            });
+            self.naptr_lookup(host);
         }
     }
 
+    /// Looks up which transport `host`'s NAPTR records choose, off the
+    /// loop; the answer comes back as [`Inbound::NaptrTransport`].
+    fn naptr_lookup(&self, host: String) {
+        let bound = self.names.settings().timeout * 2;
+        let tls = self.tls.is_some();
+        let (dns, tx) = (self.dns.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let proto = tokio::time::timeout(bound, dns.transport_of(&host, tls))
+                .await
+                .ok()
+                .flatten();
+            let _ = tx.send(Inbound::NaptrTransport { host, proto }).await;
+        });
+    }
+
     fn naptr_found(&mut self, host: String, proto: Option<crate::wire::Proto>) {
-        let Some(proto) = proto else {
-            if !self.core.naptr_known(&host) {
-                tracing::info!(%host, "no NAPTR or SRV records choose a transport for this trunk host: UDP");
+        let trunk = self.core.naptr_for_trunk(&host);
+        let kind = if trunk { "trunk" } else { "Route" };
+        let known = self.core.naptr_known(&host);
+        if self.core.handle_naptr(Instant::now(), &host, proto) {
+            if let Some(proto) = proto {
+                if trunk {
+                    tracing::info!(%host, transport = proto.as_str(), "the trunk host's NAPTR records chose its transport");
+                } else {
+                    tracing::info!(%host, transport = proto.as_str(), "a Route host's NAPTR records chose its transport");
+                }
+                self.names.transport_changed(&host, proto);
             }
-            return;
-        };
-        if self.core.set_naptr_transport(&host, proto) {
-            tracing::info!(%host, transport = proto.as_str(), "the trunk host's NAPTR records chose its transport");
-            self.names.transport_changed(&host, proto);
+        }
+        if proto.is_none() && !known {
+            tracing::info!(%host, kind, "no NAPTR or SRV records choose a transport for this next hop: UDP");
         }
     }
 
@@ -455,6 +466,9 @@ impl SipLoop {
         let now = Instant::now();
         while let Some(fetch) = self.core.poll_fetch() {
             self.fetcher.start(fetch, &mut self.core, now);
+        }
+        while let Some(host) = self.core.poll_naptr() {
+            self.naptr_lookup(host);
         }
         // What waited for a host name goes first, in the order it came.
         for (addr, t) in self.names.take_ready() {

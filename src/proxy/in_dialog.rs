@@ -14,12 +14,23 @@ use tracing::info;
 use super::answer::OPTIONS_ANSWER;
 use super::branch::{stateless_branch, Branch, STATELESS_TAG};
 use super::call::Call;
+use super::naptr::{naptr_host, Parked};
 use super::txn::Txn;
 use super::{lossy, uri_target, Augment, CallEvent, Core, Dest, Id, Proto, Source, Transmit};
 use crate::metrics as m;
 use crate::sip::edit::Editor;
 use crate::sip::{text, HeaderName, Message, Method, Span, Uri};
 use crate::transaction::TransactionKey;
+
+/// The next hop of a request along its Route set.
+enum Hop {
+    Ready(Bytes, Dest, Branch),
+    /// The next hop's transport is for its host's NAPTR records to say,
+    /// and they have not yet been read.
+    Wait(String),
+    /// None: no Route value or Request-URI to follow, and no dialog.
+    Nowhere,
+}
 
 /// The two ends of an answered call.
 pub(super) struct Dialog {
@@ -76,7 +87,7 @@ impl Core {
 
     /// In-dialog requests, and requests carrying a route set: the next hop
     /// is the next Route value, else the Request-URI.
-    fn forward_by_route(
+    pub(super) fn forward_by_route(
         &mut self,
         now: Instant,
         server: Id,
@@ -84,7 +95,19 @@ impl Core {
         source: Source,
         loop_hash: u64,
     ) {
-        let hop = self.build_route_hop(&msg, &source, loop_hash, true);
+        let hop = match self.build_route_hop(&msg, &source, loop_hash, true) {
+            Hop::Wait(host) => {
+                let parked = Parked::Request {
+                    server,
+                    msg,
+                    source,
+                    loop_hash,
+                };
+                return self.park_for_naptr(now, host, parked);
+            }
+            Hop::Ready(bytes, dest, branch) => Some((bytes, dest, branch)),
+            Hop::Nowhere => None,
+        };
         if msg.method() == Method::Bye {
             if let Some(cid) = msg.call_id() {
                 self.dialogs.remove(cid);
@@ -152,7 +175,7 @@ impl Core {
         source: &Source,
         loop_hash: u64,
         stateful: bool,
-    ) -> Option<(Bytes, Dest, Branch)> {
+    ) -> Hop {
         let mut e = Editor::new(msg);
         self.stamp_received(msg, source, &mut e);
         let routes = route_values(msg);
@@ -163,7 +186,9 @@ impl Core {
             .is_some_and(|u| u.user.is_none() && self.is_us(&u));
         if ruri_is_us && !routes.is_empty() {
             // Strict routing upstream: the real Request-URI is the last Route.
-            let &(span, last) = routes.last()?;
+            let Some(&(span, last)) = routes.last() else {
+                return Hop::Nowhere;
+            };
             e.set_request_uri(Bytes::copy_from_slice(last));
             e.replace_span(span, Bytes::new());
             request_uri = Some(last);
@@ -190,17 +215,31 @@ impl Core {
             Some(&(_, u)) => u,
             None => request_uri.unwrap_or_else(|| msg.request_uri_bytes()),
         };
-        let uri = Uri::parse(next_uri).ok()?;
+        let Ok(uri) = Uri::parse(next_uri) else {
+            return Hop::Nowhere;
+        };
         let (proto, target) = if uri.is_sip() && !self.is_us(&uri) {
+            let target = uri_target(&uri);
             let proto = match (uri.param("transport").flatten(), far_leg) {
                 (None, Some(p)) => p,
-                _ => uri_proto(&uri),
+                // RFC 3263 section 4.1: a host alone, and its NAPTR
+                // records say.
+                _ => match naptr_host(&uri, &target) {
+                    Some(host) => match self.naptr.get(&host) {
+                        Some(p) => p,
+                        None if self.naptr.has_room() => return Hop::Wait(host),
+                        None => Proto::Udp,
+                    },
+                    None => uri_proto(&uri),
+                },
             };
-            (proto, uri_target(&uri))
+            (proto, target)
         } else {
             // Addressed to us with nothing beyond: the other end of the
             // dialog this request belongs to.
-            let d = self.dialogs.get(msg.call_id()?)?;
+            let Some(d) = msg.call_id().and_then(|c| self.dialogs.get(c)) else {
+                return Hop::Nowhere;
+            };
             let dest = if d.caller == source.peer {
                 d.callee.clone()
             } else {
@@ -215,7 +254,7 @@ impl Core {
             stateless_branch(msg, loop_hash)
         };
         e.prepend_via(&self.wire.via(proto, &branch));
-        Some((
+        Hop::Ready(
             e.build(),
             Dest {
                 proto,
@@ -223,14 +262,14 @@ impl Core {
                 conn: None,
             },
             branch,
-        ))
+        )
     }
 
     /// The ACK for a 2xx travels end to end: forwarded without a
     /// transaction, along its Route set.
     pub(super) fn forward_ack(
         &mut self,
-        _now: Instant,
+        now: Instant,
         msg: Message,
         source: Source,
         loop_hash: u64,
@@ -244,12 +283,33 @@ impl Core {
         if to_tag.starts_with(STATELESS_TAG) && to_tag == &self.stateless_tag(&msg)[..] {
             return;
         }
-        if let Some((bytes, dest, _)) = self.build_route_hop(&msg, &source, loop_hash, false) {
-            self.out.push_back(Transmit {
+        self.ack_by_route(now, msg, source, loop_hash);
+    }
+
+    /// Sends an ACK on along its Route set (or parks it until its next
+    /// hop's transport is known).
+    pub(super) fn ack_by_route(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        source: Source,
+        loop_hash: u64,
+    ) {
+        match self.build_route_hop(&msg, &source, loop_hash, false) {
+            Hop::Ready(bytes, dest, _) => self.out.push_back(Transmit {
                 dest,
                 bytes,
                 token: None,
-            });
+            }),
+            Hop::Wait(host) => {
+                let parked = Parked::Ack {
+                    msg,
+                    source,
+                    loop_hash,
+                };
+                self.park_for_naptr(now, host, parked);
+            }
+            Hop::Nowhere => {}
         }
     }
 }

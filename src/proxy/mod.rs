@@ -32,6 +32,10 @@
 //! the fetch ([`Core::poll_fetch`]) and takes the document back
 //! ([`Core::handle_fetched`]).
 //!
+//! A request within a dialog whose Route host leaves its transport to
+//! NAPTR records waits in `naptr.rs` while the driver looks them up
+//! ([`Core::poll_naptr`], [`Core::handle_naptr`]).
+//!
 //! The router's own answers, from a server transaction or without one,
 //! are in `answer.rs`.
 //!
@@ -63,6 +67,7 @@ mod forward;
 pub mod health;
 mod in_dialog;
 mod location;
+mod naptr;
 mod new_request;
 pub mod overload;
 mod probes;
@@ -161,6 +166,9 @@ pub struct CoreConfig {
     pub answers_per_source_per_s: u32,
     /// Locations by reference: how long a fetch may take, how many run.
     pub fetch: FetchConfig,
+    /// How long a request within a dialog waits for the transport of a
+    /// Route host new to the router (twice `sip.name_timeout_ms`).
+    pub naptr_wait: Duration,
 }
 
 impl CoreConfig {
@@ -240,6 +248,7 @@ impl CoreConfig {
             stranger_replies_per_s: c.sip.stranger_replies_per_s,
             answers_per_source_per_s: c.sip.answers_per_source_per_s,
             fetch: FetchConfig::from_config(&c.emergency),
+            naptr_wait: c.sip.name_settings().timeout * 2,
         }
     }
 
@@ -331,6 +340,8 @@ enum TimerRef {
     ProbeTimeout(Id),
     /// The driver has not reported this location fetch in time.
     Fetch(Id),
+    /// The driver has not reported a Route host's transport in time.
+    NaptrWait(Id),
 }
 
 /// Counters the core keeps for tests and the status page.
@@ -371,9 +382,10 @@ pub struct Core {
     /// lookup said (its SRV targets' addresses, RFC 3263): each is a
     /// failover step of its own.
     hop_targets: HashMap<(String, u16), usize>,
-    /// The transports NAPTR records chose, by host (lower case), for the
-    /// trunks that leave it to them; kept across reloads.
-    naptr: HashMap<String, Proto>,
+    /// The transports NAPTR records chose, by host, for the trunks and
+    /// Route values that leave it to them (kept across reloads), and the
+    /// requests waiting for one.
+    naptr: naptr::Transports,
     /// Health of each outbound trunk, by its index in `cfg.trunks`.
     health: Vec<Option<TrunkHealth>>,
     /// Probes in flight: client transaction id to (trunk index, sent at).
@@ -526,51 +538,9 @@ impl Core {
             dialogs: KeyMap::default(),
             live_calls: KeyMap::default(),
             fetches: location::Fetches::default(),
-            naptr: HashMap::new(),
+            naptr: naptr::Transports::default(),
             lost_answer: None,
             wall: None,
-        }
-    }
-
-    /// The hosts whose NAPTR records choose a trunk's transport, for the
-    /// driver to look up (at start, after a reload, and again as their
-    /// records age).
-    pub fn naptr_hosts(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = (self.cfg.trunks.iter())
-            .filter_map(|t| t.naptr_host.clone())
-            .collect();
-        hosts.sort();
-        hosts.dedup();
-        hosts
-    }
-
-    /// Whether `host`'s transport has been found since it was configured.
-    pub fn naptr_known(&self, host: &str) -> bool {
-        self.naptr.contains_key(host)
-    }
-
-    /// `host`'s NAPTR records chose `proto` (RFC 3263 section 4.1): the
-    /// trunks that leave their transport to them use it for the requests
-    /// sent from now on. Gives back whether anything changed.
-    pub fn set_naptr_transport(&mut self, host: &str, proto: Proto) -> bool {
-        let host = host.to_ascii_lowercase();
-        let mut changed = self.naptr.insert(host.clone(), proto) != Some(proto);
-        for t in &mut self.cfg.trunks {
-            if t.naptr_host.as_deref() == Some(host.as_str()) && t.proto != proto {
-                t.proto = proto;
-                changed = true;
-            }
-        }
-        changed
-    }
-
-    /// The transports found before apply to a new configuration's trunks.
-    fn apply_naptr(&mut self) {
-        let naptr = &self.naptr;
-        for t in &mut self.cfg.trunks {
-            if let Some(p) = t.naptr_host.as_deref().and_then(|h| naptr.get(h)) {
-                t.proto = *p;
-            }
         }
     }
 
@@ -736,6 +706,7 @@ impl Core {
                 TimerRef::Probe(i) => self.send_probe(now, i),
                 TimerRef::ProbeTimeout(id) => self.probe_result(now, id, ProbeResult::TimedOut),
                 TimerRef::Fetch(id) => self.on_fetch_timeout(now, id),
+                TimerRef::NaptrWait(id) => self.on_naptr_timeout(now, id),
                 TimerRef::DialogSweep => {
                     self.dialogs.retain(|_, d| d.expires > now);
                     self.timers.push(now + DIALOG_SWEEP, TimerRef::DialogSweep);

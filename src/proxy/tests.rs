@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::sip::HeaderName;
 
 const CALLER: &str = "127.0.0.1:5061";
+const PSAP: &str = "127.0.0.1:5070";
 
 fn config() -> Config {
     Config::from_toml(
@@ -2286,4 +2287,168 @@ fn a_trunk_transport_comes_from_its_uri_its_key_or_the_naptr_records() {
         |t| t.dest.target == Target::Host("psap.example.net".into(), 0)
             && t.dest.proto == Proto::Tcp
     ));
+}
+
+/// A request within a dialog from the PSAP, routed through the router to
+/// `route` (a Route value after the router's own).
+fn in_dialog(method: &str, call_id: &str, branch: &str, route: &str) -> String {
+    format!(
+        "{method} sip:+12125550142@edge.example.net SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{branch}\r\nRoute: <sip:127.0.0.1:5060;lr>, <{route}>\r\nMax-Forwards: 70\r\nFrom: <sip:911@127.0.0.1>;tag=p1\r\nTo: <sip:+12125550142@example.com>;tag=f1\r\nCall-ID: {call_id}\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+impl Harness {
+    /// Takes what was sent to host name `host` (any port).
+    fn take_named(&mut self, host: &str) -> Vec<Transmit> {
+        let (mine, rest): (Vec<_>, Vec<_>) = (self.sent.drain(..)).partition(|t| {
+            t.dest
+                .target
+                .host()
+                .is_some_and(|h| h.eq_ignore_ascii_case(host))
+        });
+        self.sent = rest;
+        mine
+    }
+}
+
+fn via_transport(t: &Transmit) -> String {
+    let text = String::from_utf8_lossy(&t.bytes);
+    let via = text.lines().find(|l| l.starts_with("Via: ")).unwrap();
+    via["Via: SIP/2.0/".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_route_host_alone_waits_for_its_naptr_records_to_choose_the_transport() {
+    let mut h = Harness::new();
+    let route = "sip:edge.example.net;lr";
+    h.deliver(PSAP, &in_dialog("BYE", "rn1", "rn1", route));
+    assert!(h.take_named("edge.example.net").is_empty());
+    assert_eq!(h.core.poll_naptr().as_deref(), Some("edge.example.net"));
+    assert_eq!(h.core.naptr_waiting(), 1);
+    // Its retransmission is absorbed by the open server transaction; the
+    // ACK of another dialog waits with it, and the host is asked once.
+    h.deliver(PSAP, &in_dialog("BYE", "rn1", "rn1", route));
+    h.deliver(
+        PSAP,
+        &in_dialog("ACK", "rn2", "rn2", "sip:EDGE.example.net;lr"),
+    );
+    assert_eq!(h.core.naptr_waiting(), 2);
+    assert_eq!(h.core.poll_naptr(), None);
+    assert!(h.take_named("edge.example.net").is_empty());
+
+    assert!(h
+        .core
+        .handle_naptr(h.now, "Edge.Example.Net", Some(Proto::Tcp)));
+    h.drain();
+    let sent = h.take_named("edge.example.net");
+    let methods: Vec<&[u8]> = sent.iter().map(|t| &t.bytes[..4]).collect();
+    assert_eq!(methods, vec![&b"BYE "[..], &b"ACK "[..]]);
+    for t in &sent {
+        assert_eq!(t.dest.proto, Proto::Tcp);
+        assert!(
+            matches!(&t.dest.target, Target::Host(h, 0) if h.eq_ignore_ascii_case("edge.example.net"))
+        );
+        assert_eq!(via_transport(t), "TCP");
+    }
+    assert_eq!(h.core.naptr_waiting(), 0);
+
+    // Known now: the next request goes at once, and the host is looked up
+    // again with the trunks'.
+    h.deliver(PSAP, &in_dialog("BYE", "rn3", "rn3", route));
+    let sent = h.take_named("edge.example.net");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].dest.proto, Proto::Tcp);
+    assert!(h
+        .core
+        .naptr_hosts()
+        .contains(&"edge.example.net".to_string()));
+    assert!(!h.core.naptr_for_trunk("edge.example.net"));
+
+    // A port, a transport parameter or sips: leave nothing to NAPTR.
+    let cases = [
+        ("sip:other.example.net:5060;lr", Proto::Udp),
+        ("sip:other.example.net;transport=udp;lr", Proto::Udp),
+        ("sip:other.example.net;transport=tcp;lr", Proto::Tcp),
+        ("sips:other.example.net;lr", Proto::Tls),
+    ];
+    for (i, (route, proto)) in cases.iter().enumerate() {
+        h.deliver(
+            PSAP,
+            &in_dialog("BYE", &format!("ro{i}"), &format!("ro{i}"), route),
+        );
+        let sent = h.take_named("other.example.net");
+        assert_eq!(sent.len(), 1, "{route}");
+        assert_eq!(sent[0].dest.proto, *proto, "{route}");
+        assert_eq!(via_transport(&sent[0]), proto.as_str(), "{route}");
+    }
+    assert_eq!(h.core.poll_naptr(), None);
+}
+
+#[test]
+fn a_route_host_whose_records_never_come_is_reached_over_udp() {
+    let mut h = Harness::new();
+    let route = "sip:slow.example.net;lr";
+    h.deliver(PSAP, &in_dialog("BYE", "rs1", "rs1", route));
+    assert_eq!(h.core.poll_naptr().as_deref(), Some("slow.example.net"));
+    // Twice the name timeout (2 s by default): nothing before it.
+    let wait = CoreConfig::from_config(&config(), vec![addr("127.0.0.1:5060")], 1).naptr_wait;
+    assert_eq!(wait, Duration::from_secs(4));
+    h.advance(wait - Duration::from_millis(100));
+    assert!(h.take_named("slow.example.net").is_empty());
+    h.advance(Duration::from_millis(200));
+    let sent = h.take_named("slow.example.net");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].dest.proto, Proto::Udp);
+    assert_eq!(via_transport(&sent[0]), "UDP");
+    assert!(h.core.naptr_known("slow.example.net"));
+    // The late answer still counts for the requests after it.
+    assert!(h
+        .core
+        .handle_naptr(h.now, "slow.example.net", Some(Proto::Tcp)));
+    h.deliver(PSAP, &in_dialog("BYE", "rs2", "rs2", route));
+    assert_eq!(h.take_named("slow.example.net")[0].dest.proto, Proto::Tcp);
+
+    // No records at all: UDP at once for the waiting request; a failed
+    // refresh later keeps what was found.
+    h.deliver(
+        PSAP,
+        &in_dialog("BYE", "rs3", "rs3", "sip:bare.example.net;lr"),
+    );
+    assert_eq!(h.core.poll_naptr().as_deref(), Some("bare.example.net"));
+    h.core.handle_naptr(h.now, "bare.example.net", None);
+    h.drain();
+    assert_eq!(h.take_named("bare.example.net")[0].dest.proto, Proto::Udp);
+    h.core.handle_naptr(h.now, "slow.example.net", None);
+    h.deliver(PSAP, &in_dialog("BYE", "rs4", "rs4", route));
+    assert_eq!(h.take_named("slow.example.net")[0].dest.proto, Proto::Tcp);
+}
+
+#[test]
+fn past_the_waiting_limit_requests_to_a_new_route_host_go_over_udp_at_once() {
+    let mut h = Harness::new();
+    let route = "sip:many.example.net;lr";
+    for i in 0..super::naptr::MAX_WAITING {
+        let id = format!("rm{i}");
+        h.deliver(PSAP, &in_dialog("BYE", &id, &id, route));
+    }
+    assert_eq!(h.core.naptr_waiting(), super::naptr::MAX_WAITING);
+    assert!(h.take_named("many.example.net").is_empty());
+    h.deliver(PSAP, &in_dialog("BYE", "rm-over", "rm-over", route));
+    let sent = h.take_named("many.example.net");
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].dest.proto, Proto::Udp);
+    assert!(String::from_utf8_lossy(&sent[0].bytes).contains("Call-ID: rm-over"));
+    // The answer lets every waiting one go, in order.
+    h.core
+        .handle_naptr(h.now, "many.example.net", Some(Proto::Tcp));
+    h.drain();
+    let sent = h.take_named("many.example.net");
+    assert_eq!(sent.len(), super::naptr::MAX_WAITING);
+    assert!(sent.iter().all(|t| t.dest.proto == Proto::Tcp));
+    assert!(String::from_utf8_lossy(&sent[0].bytes).contains("Call-ID: rm0\r\n"));
+    assert_eq!(h.core.naptr_waiting(), 0);
 }
