@@ -152,6 +152,24 @@ fn the_router_answers_lost_queries_from_its_service_areas() {
     );
     assert_eq!(r.path, ["ecrf.sosrouter.example"]);
     assert_eq!(r.location_used.as_deref(), Some("sf"));
+    // San Francisco County's outline is the service boundary, holding
+    // the point.
+    let b = m.boundary.as_ref().expect("a service boundary");
+    let [sosrouter::pidf::Shape::Polygon { exterior }] = b.geodetic.as_slice() else {
+        panic!("{b:?}")
+    };
+    let ring: Vec<geo::Coord<f64>> = exterior
+        .iter()
+        .map(|p| geo::Coord { x: p.lon, y: p.lat })
+        .collect();
+    assert!(ring.len() > 3, "{ring:?}");
+    assert!(geo::Intersects::intersects(
+        &geo::Polygon::new(ring.into(), vec![]),
+        &geo::Coord {
+            x: -122.4194,
+            y: 37.7749
+        }
+    ));
 
     // Every RFC 5491 shape is taken, by its point of routing; a
     // sub-service is answered for.
@@ -453,6 +471,16 @@ fn denver_call(n: u32) -> (String, String) {
     (text, cid)
 }
 
+/// [`denver_call`] from another point of Denver County (a string of the
+/// same length as the corpus call's, so its lengths still hold).
+fn denver_call_at(n: u32, pos: &str) -> (String, String) {
+    assert_eq!(pos.len(), "39.7392 -104.9903".len());
+    let (text, cid) = denver_call(n);
+    let moved = text.replace("39.7392 -104.9903", pos);
+    assert_ne!(text, moved);
+    (moved, cid)
+}
+
 /// The ECRF: a second router whose own PSAP data gives Denver another URI,
 /// so that a call routed by its answer is told apart from one routed by
 /// the caller's router's embedded data.
@@ -586,4 +614,58 @@ fn a_silent_ecrf_delays_the_call_only_until_its_deadline() {
         "{text}"
     );
     drop(silent);
+}
+
+/// The ECRF's answer carries Denver County's outline as its service
+/// boundary: with the ECRF gone, a call from another point of the county
+/// is routed on the cached mapping, with no query.
+#[test]
+fn a_second_point_inside_the_boundary_is_routed_from_the_cache() {
+    let dir = tempdir::Dir::new("lost-boundary");
+    let (ecrf_router, ecrf_port) = ecrf(dir.path());
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let router = caller_router(&refs, ecrf_port);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let route_of = |(text, cid): (String, String)| {
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{cid} did not reach the PSAP trunk: {}", router.log()));
+        header(&fwd, "Route").join(",")
+    };
+    let queries = |outcome: &str| {
+        let (_, text) = get(http_port(&router, "metrics"), "/metrics");
+        metric(
+            &text,
+            "sosrouter_lost_queries_total",
+            &[("outcome", outcome)],
+        )
+    };
+
+    let route = route_of(denver_call(20));
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost"), 1.0);
+    assert_eq!(queries("ok"), 1.0);
+
+    // Some 5 km away, still in the county: the boundary answers.
+    drop(ecrf_router);
+    let route = route_of(denver_call_at(21, "39.7600 -104.9500"));
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost-cache"), 1.0);
+    assert_eq!(queries("ok"), 1.0);
+    assert_eq!(queries("failed"), 0.0);
+
+    // Outside the county (Aurora, Arapahoe County): asked, the ECRF is
+    // gone, the embedded data routes.
+    let route = route_of(denver_call_at(22, "39.7000 -104.8000"));
+    assert!(!route.contains("ecrf.example"), "{route}");
+    assert_eq!(lost_routes(&router, "embedded"), 1.0);
+    assert_eq!(queries("failed"), 1.0);
 }
