@@ -669,3 +669,217 @@ fn a_second_point_inside_the_boundary_is_routed_from_the_cache() {
     assert_eq!(lost_routes(&router, "embedded"), 1.0);
     assert_eq!(queries("failed"), 1.0);
 }
+
+// ---- redirects (RFC 5222 s13.3) ----
+
+/// A small LoST server on loopback that answers every query with a
+/// `<redirect>`, its target chosen by the request's path: `/to/PORT` to
+/// the LoST server at that port, `/loop` to itself, `/hop/N` to
+/// `/hop/N+1`, `/away` to a host no listed location server allows. It
+/// serves until dropped.
+struct Redirector {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Redirector {
+    fn start() -> Redirector {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, asked2) = (stop.clone(), asked.clone());
+        let thread = std::thread::spawn(move || {
+            let end = std::time::Instant::now() + Duration::from_secs(120);
+            while !stop2.load(Ordering::Relaxed) && std::time::Instant::now() < end {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let Some(path) = read_request(&mut s) else {
+                    continue;
+                };
+                asked2.lock().unwrap().push(path.clone());
+                let target = if let Some(p) = path.strip_prefix("/to/") {
+                    format!("http://127.0.0.1:{p}/lost")
+                } else if path == "/loop" {
+                    format!("http://127.0.0.1:{port}/loop")
+                } else if let Some(n) = path.strip_prefix("/hop/") {
+                    let n: u32 = n.parse().unwrap_or(0);
+                    format!("http://127.0.0.1:{port}/hop/{}", n + 1)
+                } else {
+                    "https://ecrf.elsewhere.example/lost".to_owned()
+                };
+                let body = format!(
+                    "<?xml version='1.0'?>\n<redirect xmlns='{NS}' target='{target}' \
+                     source='redirector.example' message='ask there' xml:lang='en'/>\n"
+                );
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/lost+xml\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Redirector {
+            port,
+            stop,
+            asked,
+            thread: Some(thread),
+        }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Redirector {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one HTTP request (head and Content-Length body): its path.
+fn read_request(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if buf.len() > 16 * 1024 || s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len.min(64 * 1024)];
+    s.read_exact(&mut body).ok()?;
+    head.split(' ').nth(1).map(str::to_owned)
+}
+
+fn caller_router_at(trunks: &[&RawTrunk; 4], ecrf: &str) -> Router {
+    let text = lab_text(trunks).replacen(
+        "[emergency]\n",
+        "[emergency]\nlocation_servers = [\"127.0.0.1\"]\n",
+        1,
+    ) + &format!("\n[emergency.lost]\necrf = \"{ecrf}\"\ntimeout_ms = 3000\n");
+    Router::start(&text, &[])
+}
+
+/// The ECRF redirects to another LoST server: the router asks it, and its
+/// answer routes the call. A redirect that loops, goes on too long, or
+/// leads to a host the destination policy refuses ends in the fallback
+/// order (here the embedded data), with the reason in the call's log line
+/// and metrics.
+#[test]
+fn redirects_are_followed_within_a_hop_limit_and_the_destination_policy() {
+    let dir = tempdir::Dir::new("lost-redirect");
+    let (_ecrf_router, ecrf_port) = ecrf(dir.path());
+    let redirector = Redirector::start();
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://127.0.0.1:{}", redirector.port);
+
+    // (path the caller's router asks first, the reason when the redirect
+    // is not followed, redirects received, the paths the redirector saw)
+    let cases: [(String, Option<(&str, &str)>, f64, Vec<String>); 4] = [
+        (
+            format!("/to/{ecrf_port}"),
+            None,
+            1.0,
+            vec![format!("/to/{ecrf_port}")],
+        ),
+        (
+            "/loop".to_owned(),
+            Some((
+                "redirect_loop",
+                "loop from sosrouter.lab.example: redirect loop",
+            )),
+            1.0,
+            vec!["/loop".to_owned()],
+        ),
+        (
+            "/hop/0".to_owned(),
+            Some((
+                "redirect_hops",
+                "loop from sosrouter.lab.example: more than 3 redirects",
+            )),
+            4.0,
+            (0..4).map(|n| format!("/hop/{n}")).collect(),
+        ),
+        (
+            "/away".to_owned(),
+            Some((
+                "redirect_refused",
+                "forbidden from sosrouter.lab.example: redirect refused by the destination policy",
+            )),
+            1.0,
+            vec!["/away".to_owned()],
+        ),
+    ];
+    for (n, (path, stop, redirects, seen)) in cases.into_iter().enumerate() {
+        let before = redirector.asked().len();
+        let router = caller_router_at(&refs, &format!("{base}{path}"));
+        let (text, cid) = denver_call(30 + n as u32);
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{path}: {}", router.log()));
+        let route = header(&fwd, "Route").join(",");
+        let (_, metrics) = get(http_port(&router, "metrics"), "/metrics");
+        let queries = |outcome: &str| {
+            metric(
+                &metrics,
+                "sosrouter_lost_queries_total",
+                &[("outcome", outcome)],
+            )
+        };
+        assert_eq!(queries("redirect"), redirects, "{path}: {metrics}");
+        assert_eq!(redirector.asked()[before..], seen[..], "{path}");
+        router.wait_log("PSAP chosen with LoST", 1, Duration::from_secs(5));
+        let log = router.log();
+        match stop {
+            None => {
+                assert!(
+                    route.contains("sip:ecrf-denver@psap.ecrf.example"),
+                    "{path}: {route}"
+                );
+                assert_eq!(lost_routes(&router, "lost"), 1.0, "{path}");
+                assert_eq!(queries("ok"), 1.0, "{path}");
+            }
+            Some((outcome, why)) => {
+                assert!(
+                    route.contains("sip:sos@us-08031.psap.example"),
+                    "{path}: {route}"
+                );
+                assert_eq!(lost_routes(&router, "embedded"), 1.0, "{path}");
+                assert_eq!(queries(outcome), 1.0, "{path}: {metrics}");
+                assert_eq!(queries("ok"), 0.0, "{path}");
+                let line = log
+                    .lines()
+                    .find(|l| l.contains("PSAP chosen with LoST"))
+                    .unwrap_or_default();
+                assert!(line.contains(why), "{path}: {line}");
+            }
+        }
+    }
+}
