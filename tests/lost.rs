@@ -224,6 +224,42 @@ fn the_router_answers_lost_queries_from_its_service_areas() {
     };
     assert_eq!(r.mappings[0].uris, ["sip:sos@us-06075.psap.example"]);
 
+    // validateLocation: the civic elements checked against the
+    // gazetteer; a point gets a warning instead.
+    let validate = |loc: &str| {
+        find_service(loc, "urn:service:sos").replacen(
+            "serviceBoundary='value'",
+            "validateLocation='true'",
+            1,
+        )
+    };
+    let (_, _, body) = post(port, "application/lost+xml", validate(civic).as_bytes());
+    valid(&body);
+    let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    let v = r.validation.expect("locationValidation");
+    assert_eq!(v.valid, ["country", "A1", "A2", "A3"], "{body}");
+    assert_eq!(v.unchecked, ["RD", "HNO"], "{body}");
+    assert!(v.invalid.is_empty(), "{body}");
+    let wrong = civic.replace("<A3>San Francisco</A3>", "<A3>Denver</A3><PC>80203</PC>");
+    let (_, _, body) = post(port, "application/lost+xml", validate(&wrong).as_bytes());
+    valid(&body);
+    let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    assert_eq!(r.validation.unwrap().invalid, ["A3", "PC", "A1"], "{body}");
+    let (_, _, body) = post(port, "application/lost+xml", validate(SF_POINT).as_bytes());
+    valid(&body);
+    let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    assert_eq!(r.validation, None);
+    assert_eq!(
+        r.warnings[0].kind, "locationValidationUnavailable",
+        "{body}"
+    );
+
     // listServicesByLocation.
     let list = format!(
         "<listServicesByLocation xmlns='{NS}' xmlns:gml='http://www.opengis.net/gml'>{SF_POINT}\

@@ -40,9 +40,13 @@ use geo::{Area as _, Coord, Intersects, Polygon};
 use time::OffsetDateTime;
 
 use crate::emergency::psap::{self, Match, ServiceAreas};
+use crate::inventory::address_check::{AddressCheck, AddressChecker};
 use crate::lost::read::{RequestKind, RequestLocationError};
-use crate::lost::{self, write, Boundary, ErrorKind, Expires, Limits, Location, Mapping};
-use crate::pidf::{Geo, Position, Shape};
+use crate::lost::{
+    self, write, Boundary, ErrorKind, Expires, Limits, Location, Mapping, Validation,
+};
+use crate::pidf::{CivicAddress, Geo, Position, Shape};
+use crate::store::gazetteer::Gazetteer;
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -68,6 +72,8 @@ pub struct LostServer {
     /// Area id → the polygons that may be its boundary, largest first
     /// (worked out once per area: the overlap test is not cheap).
     outlines: Mutex<HashMap<String, Arc<[Part]>>>,
+    /// Checks civic locations for `validateLocation`.
+    gazetteer: Gazetteer,
 }
 
 /// Request documents are small: a location and a service.
@@ -88,6 +94,7 @@ impl LostServer {
         loaded: OffsetDateTime,
     ) -> LostServer {
         LostServer {
+            gazetteer: Gazetteer::new(areas.clone()),
             areas,
             source,
             expires,
@@ -231,7 +238,22 @@ impl LostServer {
                     Location::Civic(_) => None,
                 };
                 m.boundary = self.boundary(found.area, point);
-                write::find_service_response(&[m], &vias, Some(id))
+                let checked = match location {
+                    Location::Civic(c) if req.validate_location => Some(self.validate(c)),
+                    _ => None,
+                };
+                let unavailable = match location {
+                    Location::Geodetic(_) if req.validate_location => vec![(
+                        "locationValidationUnavailable",
+                        "only civic locations are validated".to_owned(),
+                    )],
+                    _ => Vec::new(),
+                };
+                let extras = write::Extras {
+                    validation: checked.as_ref(),
+                    warnings: Some((self.source.as_str(), unavailable.as_slice())),
+                };
+                write::find_service_response_with(&[m], &extras, &vias, Some(id))
             }
             RequestKind::ListServicesByLocation => {
                 let mut services = vec![lost::DEFAULT_SERVICE.to_owned()];
@@ -243,6 +265,49 @@ impl LostServer {
                 write::list_services_by_location_response(&services, &vias, Some(id))
             }
         }
+    }
+
+    /// `<locationValidation>` for a civic location (RFC 5222 s8.4.2),
+    /// from the gazetteer of the service-area data: the elements it found
+    /// at fault are invalid (listed even when absent: a missing state),
+    /// the others it checks valid, the rest (street, house number...)
+    /// unchecked. For a country it has no data for, only the country code
+    /// is checked.
+    pub fn validate(&self, civic: &CivicAddress) -> Validation {
+        let check = self.gazetteer.check(&crate::inventory::Address {
+            civic: civic.clone(),
+            point: None,
+        });
+        let country = civic
+            .get("country")
+            .map(|c| c.trim().to_ascii_uppercase())
+            .unwrap_or_default();
+        let checked = match check {
+            AddressCheck::Unchecked { .. } => Gazetteer::checked_elements(""),
+            _ => Gazetteer::checked_elements(&country),
+        };
+        let mut v = Validation::default();
+        if let AddressCheck::Invalid { elements, .. } = &check {
+            v.invalid.clone_from(elements);
+        }
+        for (key, _) in civic.iter() {
+            let plain = key.chars().all(|c| c.is_ascii_alphanumeric());
+            let seen = v
+                .valid
+                .iter()
+                .chain(&v.invalid)
+                .chain(&v.unchecked)
+                .any(|k| k == key);
+            if !plain || seen {
+                continue;
+            }
+            if checked.contains(&key) {
+                v.valid.push(key.to_owned());
+            } else {
+                v.unchecked.push(key.to_owned());
+            }
+        }
+        v
     }
 
     fn lookup(&self, location: &Location) -> Option<Match<'_>> {
@@ -457,5 +522,146 @@ mod tests {
         let r = ask(&s, 63.7467, -68.517);
         let b = r.mappings[0].boundary.as_ref().unwrap();
         assert!(b.geodetic.len() < 91, "{}", b.geodetic.len());
+    }
+
+    fn civic(pairs: &[(&str, &str)]) -> CivicAddress {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn civic_locations_are_validated_against_the_gazetteer() {
+        let s = server();
+        let names = |v: &[String]| v.join(" ");
+        // (address, valid, invalid, unchecked)
+        let cases: [(&[(&str, &str)], &str, &str, &str); 6] = [
+            (
+                &[
+                    ("country", "US"),
+                    ("A1", "CO"),
+                    ("A2", "Denver"),
+                    ("A3", "Denver"),
+                    ("RD", "Colfax"),
+                    ("HNO", "200"),
+                    ("PC", "80203"),
+                ],
+                "country A1 A2 A3 PC",
+                "",
+                "RD HNO",
+            ),
+            // A ZIP code of another state (there is a Denver in New York).
+            (
+                &[
+                    ("country", "US"),
+                    ("A1", "NY"),
+                    ("A3", "Denver"),
+                    ("PC", "80203"),
+                ],
+                "country A3",
+                "PC A1",
+                "",
+            ),
+            // No state at all: A1 is named though absent.
+            (
+                &[("country", "US"), ("A3", "Springfield")],
+                "country A3",
+                "A1",
+                "",
+            ),
+            (
+                &[
+                    ("country", "CA"),
+                    ("A1", "ON"),
+                    ("PC", "K1A 0B1"),
+                    ("RD", "Wellington"),
+                ],
+                "country A1 PC",
+                "",
+                "RD",
+            ),
+            // No address data for Germany: only the country code is checked.
+            (
+                &[
+                    ("country", "DE"),
+                    ("A1", "Bayern"),
+                    ("A3", "München"),
+                    ("PC", "80331"),
+                ],
+                "country",
+                "",
+                "A1 A3 PC",
+            ),
+            (&[("country", "XX"), ("A1", "ZZ")], "", "country", "A1"),
+        ];
+        for (address, valid, invalid, unchecked) in cases {
+            let v = s.validate(&civic(address));
+            assert_eq!(
+                (names(&v.valid), names(&v.invalid), names(&v.unchecked)),
+                (valid.to_owned(), invalid.to_owned(), unchecked.to_owned()),
+                "{address:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validate_location_is_answered_for_civic_locations_only() {
+        let s = server();
+        let civic_loc = Location::Civic(civic(&[
+            ("country", "US"),
+            ("A1", "CA"),
+            ("A2", "San Francisco"),
+            ("PC", "80203"),
+            ("HNO", "1"),
+        ]));
+        let point = Location::Geodetic(Shape::Point {
+            pos: Position {
+                lat: 37.7749,
+                lon: -122.4194,
+                alt: None,
+            },
+        });
+        for (loc, asked) in [(&civic_loc, true), (&civic_loc, false), (&point, true)] {
+            let body = write::find_service(&write::FindService {
+                location: loc,
+                location_id: "l",
+                service: lost::DEFAULT_SERVICE,
+                boundary_by_value: false,
+                recursive: false,
+            });
+            let body = if asked {
+                body.replacen(
+                    "<findService ",
+                    "<findService validateLocation=\"true\" ",
+                    1,
+                )
+            } else {
+                body
+            };
+            let answer = s.answer(body.as_bytes(), OffsetDateTime::UNIX_EPOCH);
+            let Ok(lost::Response::Found(r)) = lost::read_response(answer.as_bytes()) else {
+                panic!("{answer}")
+            };
+            assert_eq!(
+                r.mappings[0].uris,
+                ["sip:sos@us-06075.psap.example"],
+                "{answer}"
+            );
+            match (loc, asked) {
+                (Location::Civic(_), true) => {
+                    let v = r.validation.expect("a locationValidation");
+                    // 80203 is a ZIP code of Colorado: the ZIP and the
+                    // state disagree.
+                    assert_eq!(v.invalid, ["PC", "A1"], "{answer}");
+                    assert_eq!(v.valid, ["country", "A2"], "{answer}");
+                    assert_eq!(v.unchecked, ["HNO"], "{answer}");
+                    assert!(r.warnings.is_empty());
+                }
+                (_, false) => assert_eq!((r.validation, r.warnings.len()), (None, 0)),
+                (Location::Geodetic(_), true) => {
+                    assert_eq!(r.validation, None);
+                    assert_eq!(r.warnings[0].kind, "locationValidationUnavailable");
+                    assert_eq!(r.warnings[0].source, "ecrf.test");
+                }
+            }
+        }
     }
 }
