@@ -103,6 +103,7 @@ pub fn plan(
             service,
             boundary_by_value: true,
             recursive: true,
+            validate_location: false,
         }),
     }
 }

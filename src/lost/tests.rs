@@ -289,12 +289,14 @@ fn find_service_requests_carry_the_shape_itself() {
             service: "urn:service:sos.fire",
             boundary_by_value: true,
             recursive: false,
+            validate_location: false,
         });
         assert!(xml.contains("serviceBoundary=\"value\""));
         assert!(xml.contains(&format!("profile=\"{}\"", loc.profile())));
         let r = read_request(xml.as_bytes(), &Limits::default()).unwrap();
         assert_eq!(r.service.as_deref(), Some("urn:service:sos.fire"));
         assert!(r.boundary_by_value);
+        assert!(!r.validate_location);
         assert_eq!(r.locations.len(), 1);
         assert_eq!(r.locations[0].0, "loc-1");
         assert_eq!(r.locations[0].1.as_ref(), Ok(loc), "{xml}");
@@ -310,8 +312,10 @@ fn find_service_requests_carry_the_shape_itself() {
         service: DEFAULT_SERVICE,
         boundary_by_value: false,
         recursive: true,
+        validate_location: true,
     });
     let r = read_request(xml.as_bytes(), &Limits::default()).unwrap();
+    assert!(r.validate_location, "{xml}");
     assert_eq!(
         r.locations[0].1,
         Ok(Location::Geodetic(Shape::Circle {

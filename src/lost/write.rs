@@ -208,6 +208,9 @@ pub struct FindService<'a> {
     pub boundary_by_value: bool,
     /// Ask the server to resolve recursively rather than redirect.
     pub recursive: bool,
+    /// Ask the server to check the civic address (`validateLocation`,
+    /// RFC 5222 s8.4.2).
+    pub validate_location: bool,
 }
 
 /// A `findService` request (RFC 5222 s8).
@@ -219,6 +222,9 @@ pub fn find_service(q: &FindService<'_>) -> String {
     }
     if q.recursive {
         attrs.push_str(" recursive=\"true\"");
+    }
+    if q.validate_location {
+        attrs.push_str(" validateLocation=\"true\"");
     }
     root_open(&mut out, "findService", &attrs);
     let _ = writeln!(
