@@ -321,7 +321,7 @@ pub fn lost_redirect(
         return Err(RedirectStop::NotUrl);
     }
     let next = url.as_str().to_owned();
-    let seen = |a: &String| reqwest::Url::parse(a).map_or(false, |u| u.as_str() == next);
+    let seen = |a: &String| reqwest::Url::parse(a).is_ok_and(|u| u.as_str() == next);
     if asked.iter().any(seen) {
         return Err(RedirectStop::Loop);
     }
@@ -559,12 +559,13 @@ mod tests {
             "https://ecrf.example/c".to_string(),
         ];
         // (target, asked so far, listed hosts, where it leads)
-        let cases: [(
-            &str,
-            &[String],
-            Option<&[String]>,
-            Result<&str, RedirectStop>,
-        ); 11] = [
+        type Case<'a> = (
+            &'a str,
+            &'a [String],
+            Option<&'a [String]>,
+            Result<&'a str, RedirectStop>,
+        );
+        let cases: [Case<'_>; 11] = [
             (
                 "https://ecrf.example/b",
                 &two,

@@ -837,7 +837,13 @@ fn redirects_are_followed_within_a_hop_limit_and_the_destination_policy() {
 
     // (path the caller's router asks first, the reason when the redirect
     // is not followed, redirects received, the paths the redirector saw)
-    let cases: [(String, Option<(&str, &str)>, f64, Vec<String>); 4] = [
+    type Case = (
+        String,
+        Option<(&'static str, &'static str)>,
+        f64,
+        Vec<String>,
+    );
+    let cases: [Case; 4] = [
         (
             format!("/to/{ecrf_port}"),
             None,

@@ -544,7 +544,8 @@ mod tests {
         let s = server();
         let names = |v: &[String]| v.join(" ");
         // (address, valid, invalid, unchecked)
-        let cases: [(&[(&str, &str)], &str, &str, &str); 6] = [
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, &'a str);
+        let cases: [Case<'_>; 6] = [
             (
                 &[
                     ("country", "US"),

@@ -809,7 +809,14 @@ fn cache_finds_boundaries_through_their_boxes() {
     assert_eq!(cache.boxes(), 3);
 
     // (case, lat, lon, at, the mapping found and whether it is fresh)
-    let cases: [(&str, f64, f64, _, Option<(&str, bool)>); 10] = [
+    type Case<'a> = (
+        &'a str,
+        f64,
+        f64,
+        time::OffsetDateTime,
+        Option<(&'a str, bool)>,
+    );
+    let cases: [Case<'_>; 10] = [
         ("inside A", 38.02, -77.01, now, Some(("A", true))),
         ("in A's box, outside A", 38.09, -77.09, now, None),
         ("on A's edge", 38.0, -77.05, now, Some(("A", true))),
