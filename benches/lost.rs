@@ -2,8 +2,9 @@
 //!
 //! The cache holds 4,096 mappings, each with a square service boundary of
 //! its own (a grid over the continental US); a lookup is by the exact point
-//! asked before, by a point inside one of the boundaries (the linear scan
-//! over boundaries), or by a point in none of them (the whole scan, a miss).
+//! asked before, by a point inside one of the boundaries (the R-tree of
+//! the boundaries' boxes, then the polygon whose box holds the point), or
+//! by a point in none of them (a miss).
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -249,6 +249,146 @@ pub async fn lost_query(
     .await
 }
 
+/// Redirects (RFC 5222 s13.3) followed for one LoST query, at most.
+pub const MAX_LOST_REDIRECTS: usize = 3;
+
+/// Why a LoST `<redirect>` was not followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectStop {
+    /// The target is not an `http` or `https` URL (RFC 5222 names a
+    /// server, to be resolved by U-NAPTR, which the router does not do).
+    NotUrl,
+    /// The target was asked already in this query.
+    Loop,
+    /// [`MAX_LOST_REDIRECTS`] were followed already.
+    TooMany,
+    /// The destination policy refuses the target's host.
+    Refused,
+}
+
+impl RedirectStop {
+    /// The `outcome` label of `sosrouter_lost_queries_total`.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            RedirectStop::NotUrl => "redirect_not_url",
+            RedirectStop::Loop => "redirect_loop",
+            RedirectStop::TooMany => "redirect_hops",
+            RedirectStop::Refused => "redirect_refused",
+        }
+    }
+
+    /// The LoST `<errors>` that stands for the query when the redirect is
+    /// not followed, as a recursive server would answer: from `source`
+    /// (the router's own LoST name), `loop` for a loop or too many
+    /// redirects, `forbidden` for a refused target, `serverError` for a
+    /// target that is not a URL.
+    pub fn answer(self, source: &str, target: &str) -> String {
+        use crate::lost::ErrorKind;
+        let target = crate::lost::one_line(target, 80);
+        let (kind, message) = match self {
+            RedirectStop::NotUrl => (
+                ErrorKind::ServerError,
+                format!("redirect target not an http(s) URL: {target}"),
+            ),
+            RedirectStop::Loop => (
+                ErrorKind::Loop,
+                format!("redirect loop: {target} asked already"),
+            ),
+            RedirectStop::TooMany => (
+                ErrorKind::Loop,
+                format!("more than {MAX_LOST_REDIRECTS} redirects: {target}"),
+            ),
+            RedirectStop::Refused => (
+                ErrorKind::Forbidden,
+                format!("redirect refused by the destination policy: {target}"),
+            ),
+        };
+        crate::lost::write::errors(source, kind, &message)
+    }
+}
+
+/// Where a LoST redirect to `target` leads, given the URLs `asked` so far
+/// in this query (the ECRF first): the URL to ask next, or why not.
+pub fn lost_redirect(
+    target: &str,
+    asked: &[String],
+    hosts: Option<&[String]>,
+) -> Result<String, RedirectStop> {
+    let Ok(url) = reqwest::Url::parse(target.trim()) else {
+        return Err(RedirectStop::NotUrl);
+    };
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(RedirectStop::NotUrl);
+    }
+    let next = url.as_str().to_owned();
+    let seen = |a: &String| reqwest::Url::parse(a).is_ok_and(|u| u.as_str() == next);
+    if asked.iter().any(seen) {
+        return Err(RedirectStop::Loop);
+    }
+    if asked.len() > MAX_LOST_REDIRECTS {
+        return Err(RedirectStop::TooMany);
+    }
+    if !host_allowed(&next, hosts) {
+        return Err(RedirectStop::Refused);
+    }
+    Ok(next)
+}
+
+/// How a LoST query that may be redirected ended.
+#[derive(Debug)]
+pub enum LostReply {
+    /// The last server's answer (anything but a redirect).
+    Answer(Bytes),
+    /// A redirect that was not followed, and the `<errors>` document that
+    /// stands for it ([`RedirectStop::answer`]).
+    Stopped(RedirectStop, Bytes),
+}
+
+/// [`lost_query`], following `<redirect>` answers (at most
+/// [`MAX_LOST_REDIRECTS`], never to a URL asked already, only to hosts
+/// `hosts` allows, as for the ECRF itself), all within `deadline` from
+/// the start. `redirected` is told of each redirect answer.
+pub async fn lost_query_following(
+    client: &reqwest::Client,
+    url: &str,
+    body: String,
+    deadline: Duration,
+    hosts: Option<&[String]>,
+    source: &str,
+    mut redirected: impl FnMut(&crate::lost::Redirect),
+) -> Result<LostReply, FetchError> {
+    let end = tokio::time::Instant::now() + deadline;
+    let mut asked = vec![url.to_owned()];
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(FetchError::Timeout(deadline));
+        }
+        let here = asked.last().cloned().unwrap_or_default();
+        let answer = match lost_query(client, &here, body.clone(), left).await {
+            Err(FetchError::Timeout(_)) => return Err(FetchError::Timeout(deadline)),
+            other => other?,
+        };
+        // A cheap look first: only a document naming `redirect` is read.
+        if memchr::memmem::find(&answer, b"redirect").is_none() {
+            return Ok(LostReply::Answer(answer));
+        }
+        let Ok(crate::lost::Response::Redirect(r)) = crate::lost::read_response(&answer) else {
+            return Ok(LostReply::Answer(answer));
+        };
+        redirected(&r);
+        match lost_redirect(&r.target, &asked, hosts) {
+            Ok(next) => asked.push(next),
+            Err(stop) => {
+                return Ok(LostReply::Stopped(
+                    stop,
+                    Bytes::from(stop.answer(source, &r.target)),
+                ))
+            }
+        }
+    }
+}
+
 async fn post_bounded(
     client: &reqwest::Client,
     uri: &str,
@@ -406,6 +546,113 @@ pub fn host_allowed(uri: &str, hosts: Option<&[String]>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn where_a_lost_redirect_may_lead() {
+        let listed = ["127.0.0.1".to_string(), "ecrf.example".to_string()];
+        let ecrf = "http://127.0.0.1:8080/lost".to_string();
+        let two = vec![ecrf.clone(), "https://ecrf.example/a".to_string()];
+        let four = vec![
+            ecrf.clone(),
+            "https://ecrf.example/a".to_string(),
+            "https://ecrf.example/b".to_string(),
+            "https://ecrf.example/c".to_string(),
+        ];
+        // (target, asked so far, listed hosts, where it leads)
+        type Case<'a> = (
+            &'a str,
+            &'a [String],
+            Option<&'a [String]>,
+            Result<&'a str, RedirectStop>,
+        );
+        let cases: [Case<'_>; 11] = [
+            (
+                "https://ecrf.example/b",
+                &two,
+                Some(&listed),
+                Ok("https://ecrf.example/b"),
+            ),
+            (
+                "HTTPS://ECRF.example:443/b",
+                &two,
+                Some(&listed),
+                Ok("https://ecrf.example/b"),
+            ),
+            (
+                "https://ecrf.example/a",
+                &two,
+                Some(&listed),
+                Err(RedirectStop::Loop),
+            ),
+            (
+                "http://127.0.0.1:8080/lost",
+                &two,
+                Some(&listed),
+                Err(RedirectStop::Loop),
+            ),
+            (
+                "https://ecrf.example/d",
+                &four,
+                Some(&listed),
+                Err(RedirectStop::TooMany),
+            ),
+            (
+                "https://ecrf.example/c",
+                &four,
+                Some(&listed),
+                Err(RedirectStop::Loop),
+            ),
+            (
+                "https://other.example/lost",
+                &two,
+                Some(&listed),
+                Err(RedirectStop::Refused),
+            ),
+            (
+                "http://127.0.0.1:9/lost",
+                &two,
+                None,
+                Err(RedirectStop::Refused),
+            ),
+            (
+                "eastpsap.example",
+                &two,
+                Some(&listed),
+                Err(RedirectStop::NotUrl),
+            ),
+            (
+                "sip:ecrf.example",
+                &two,
+                Some(&listed),
+                Err(RedirectStop::NotUrl),
+            ),
+            ("", &two, Some(&listed), Err(RedirectStop::NotUrl)),
+        ];
+        for (target, asked, hosts, want) in cases {
+            let got = lost_redirect(target, asked, hosts);
+            assert_eq!(got, want.map(str::to_owned), "{target}");
+        }
+        // Each stop reads back as a LoST error from the router.
+        for stop in [
+            RedirectStop::NotUrl,
+            RedirectStop::Loop,
+            RedirectStop::TooMany,
+            RedirectStop::Refused,
+        ] {
+            let doc = stop.answer("router.example", "https://x.example/\u{0}lost");
+            let Ok(crate::lost::Response::Errors(e)) = crate::lost::read_response(doc.as_bytes())
+            else {
+                panic!("{doc}")
+            };
+            assert_eq!(e.source, "router.example");
+            assert!(
+                e.reason().contains(" https://x.example/ lost"),
+                "{}",
+                e.reason()
+            );
+            assert!(stop.outcome().starts_with("redirect_"));
+        }
+    }
 
     #[test]
     fn only_the_named_location_servers_are_asked() {

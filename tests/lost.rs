@@ -152,6 +152,24 @@ fn the_router_answers_lost_queries_from_its_service_areas() {
     );
     assert_eq!(r.path, ["ecrf.sosrouter.example"]);
     assert_eq!(r.location_used.as_deref(), Some("sf"));
+    // San Francisco County's outline is the service boundary, holding
+    // the point.
+    let b = m.boundary.as_ref().expect("a service boundary");
+    let [sosrouter::pidf::Shape::Polygon { exterior }] = b.geodetic.as_slice() else {
+        panic!("{b:?}")
+    };
+    let ring: Vec<geo::Coord<f64>> = exterior
+        .iter()
+        .map(|p| geo::Coord { x: p.lon, y: p.lat })
+        .collect();
+    assert!(ring.len() > 3, "{ring:?}");
+    assert!(geo::Intersects::intersects(
+        &geo::Polygon::new(ring.into(), vec![]),
+        &geo::Coord {
+            x: -122.4194,
+            y: 37.7749
+        }
+    ));
 
     // Every RFC 5491 shape is taken, by its point of routing; a
     // sub-service is answered for.
@@ -205,6 +223,42 @@ fn the_router_answers_lost_queries_from_its_service_areas() {
         panic!("{body}")
     };
     assert_eq!(r.mappings[0].uris, ["sip:sos@us-06075.psap.example"]);
+
+    // validateLocation: the civic elements checked against the
+    // gazetteer; a point gets a warning instead.
+    let validate = |loc: &str| {
+        find_service(loc, "urn:service:sos").replacen(
+            "serviceBoundary='value'",
+            "validateLocation='true'",
+            1,
+        )
+    };
+    let (_, _, body) = post(port, "application/lost+xml", validate(civic).as_bytes());
+    valid(&body);
+    let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    let v = r.validation.expect("locationValidation");
+    assert_eq!(v.valid, ["country", "A1", "A2", "A3"], "{body}");
+    assert_eq!(v.unchecked, ["RD", "HNO"], "{body}");
+    assert!(v.invalid.is_empty(), "{body}");
+    let wrong = civic.replace("<A3>San Francisco</A3>", "<A3>Denver</A3><PC>80203</PC>");
+    let (_, _, body) = post(port, "application/lost+xml", validate(&wrong).as_bytes());
+    valid(&body);
+    let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    assert_eq!(r.validation.unwrap().invalid, ["A3", "PC", "A1"], "{body}");
+    let (_, _, body) = post(port, "application/lost+xml", validate(SF_POINT).as_bytes());
+    valid(&body);
+    let Ok(Response::Found(r)) = read_response(body.as_bytes()) else {
+        panic!("{body}")
+    };
+    assert_eq!(r.validation, None);
+    assert_eq!(
+        r.warnings[0].kind, "locationValidationUnavailable",
+        "{body}"
+    );
 
     // listServicesByLocation.
     let list = format!(
@@ -453,6 +507,16 @@ fn denver_call(n: u32) -> (String, String) {
     (text, cid)
 }
 
+/// [`denver_call`] from another point of Denver County (a string of the
+/// same length as the corpus call's, so its lengths still hold).
+fn denver_call_at(n: u32, pos: &str) -> (String, String) {
+    assert_eq!(pos.len(), "39.7392 -104.9903".len());
+    let (text, cid) = denver_call(n);
+    let moved = text.replace("39.7392 -104.9903", pos);
+    assert_ne!(text, moved);
+    (moved, cid)
+}
+
 /// The ECRF: a second router whose own PSAP data gives Denver another URI,
 /// so that a call routed by its answer is told apart from one routed by
 /// the caller's router's embedded data.
@@ -586,4 +650,278 @@ fn a_silent_ecrf_delays_the_call_only_until_its_deadline() {
         "{text}"
     );
     drop(silent);
+}
+
+/// The ECRF's answer carries Denver County's outline as its service
+/// boundary: with the ECRF gone, a call from another point of the county
+/// is routed on the cached mapping, with no query.
+#[test]
+fn a_second_point_inside_the_boundary_is_routed_from_the_cache() {
+    let dir = tempdir::Dir::new("lost-boundary");
+    let (ecrf_router, ecrf_port) = ecrf(dir.path());
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let router = caller_router(&refs, ecrf_port);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let route_of = |(text, cid): (String, String)| {
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{cid} did not reach the PSAP trunk: {}", router.log()));
+        header(&fwd, "Route").join(",")
+    };
+    let queries = |outcome: &str| {
+        let (_, text) = get(http_port(&router, "metrics"), "/metrics");
+        metric(
+            &text,
+            "sosrouter_lost_queries_total",
+            &[("outcome", outcome)],
+        )
+    };
+
+    let route = route_of(denver_call(20));
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost"), 1.0);
+    assert_eq!(queries("ok"), 1.0);
+
+    // Some 5 km away, still in the county: the boundary answers.
+    drop(ecrf_router);
+    let route = route_of(denver_call_at(21, "39.7600 -104.9500"));
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost-cache"), 1.0);
+    assert_eq!(queries("ok"), 1.0);
+    assert_eq!(queries("failed"), 0.0);
+
+    // Outside the county (Aurora, Arapahoe County): asked, the ECRF is
+    // gone, the embedded data routes.
+    let route = route_of(denver_call_at(22, "39.7000 -104.8000"));
+    assert!(!route.contains("ecrf.example"), "{route}");
+    assert_eq!(lost_routes(&router, "embedded"), 1.0);
+    assert_eq!(queries("failed"), 1.0);
+}
+
+// ---- redirects (RFC 5222 s13.3) ----
+
+/// A small LoST server on loopback that answers every query with a
+/// `<redirect>`, its target chosen by the request's path: `/to/PORT` to
+/// the LoST server at that port, `/loop` to itself, `/hop/N` to
+/// `/hop/N+1`, `/away` to a host no listed location server allows. It
+/// serves until dropped.
+struct Redirector {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    asked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Redirector {
+    fn start() -> Redirector {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, asked2) = (stop.clone(), asked.clone());
+        let thread = std::thread::spawn(move || {
+            let end = std::time::Instant::now() + Duration::from_secs(120);
+            while !stop2.load(Ordering::Relaxed) && std::time::Instant::now() < end {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let Some(path) = read_request(&mut s) else {
+                    continue;
+                };
+                asked2.lock().unwrap().push(path.clone());
+                let target = if let Some(p) = path.strip_prefix("/to/") {
+                    format!("http://127.0.0.1:{p}/lost")
+                } else if path == "/loop" {
+                    format!("http://127.0.0.1:{port}/loop")
+                } else if let Some(n) = path.strip_prefix("/hop/") {
+                    let n: u32 = n.parse().unwrap_or(0);
+                    format!("http://127.0.0.1:{port}/hop/{}", n + 1)
+                } else {
+                    "https://ecrf.elsewhere.example/lost".to_owned()
+                };
+                let body = format!(
+                    "<?xml version='1.0'?>\n<redirect xmlns='{NS}' target='{target}' \
+                     source='redirector.example' message='ask there' xml:lang='en'/>\n"
+                );
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/lost+xml\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Redirector {
+            port,
+            stop,
+            asked,
+            thread: Some(thread),
+        }
+    }
+
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Redirector {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one HTTP request (head and Content-Length body): its path.
+fn read_request(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if buf.len() > 16 * 1024 || s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len.min(64 * 1024)];
+    s.read_exact(&mut body).ok()?;
+    head.split(' ').nth(1).map(str::to_owned)
+}
+
+fn caller_router_at(trunks: &[&RawTrunk; 4], ecrf: &str) -> Router {
+    let text = lab_text(trunks).replacen(
+        "[emergency]\n",
+        "[emergency]\nlocation_servers = [\"127.0.0.1\"]\n",
+        1,
+    ) + &format!("\n[emergency.lost]\necrf = \"{ecrf}\"\ntimeout_ms = 3000\n");
+    Router::start(&text, &[])
+}
+
+/// The ECRF redirects to another LoST server: the router asks it, and its
+/// answer routes the call. A redirect that loops, goes on too long, or
+/// leads to a host the destination policy refuses ends in the fallback
+/// order (here the embedded data), with the reason in the call's log line
+/// and metrics.
+#[test]
+fn redirects_are_followed_within_a_hop_limit_and_the_destination_policy() {
+    let dir = tempdir::Dir::new("lost-redirect");
+    let (_ecrf_router, ecrf_port) = ecrf(dir.path());
+    let redirector = Redirector::start();
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://127.0.0.1:{}", redirector.port);
+
+    // (path the caller's router asks first, the reason when the redirect
+    // is not followed, redirects received, the paths the redirector saw)
+    type Case = (
+        String,
+        Option<(&'static str, &'static str)>,
+        f64,
+        Vec<String>,
+    );
+    let cases: [Case; 4] = [
+        (
+            format!("/to/{ecrf_port}"),
+            None,
+            1.0,
+            vec![format!("/to/{ecrf_port}")],
+        ),
+        (
+            "/loop".to_owned(),
+            Some((
+                "redirect_loop",
+                "loop from sosrouter.lab.example: redirect loop",
+            )),
+            1.0,
+            vec!["/loop".to_owned()],
+        ),
+        (
+            "/hop/0".to_owned(),
+            Some((
+                "redirect_hops",
+                "loop from sosrouter.lab.example: more than 3 redirects",
+            )),
+            4.0,
+            (0..4).map(|n| format!("/hop/{n}")).collect(),
+        ),
+        (
+            "/away".to_owned(),
+            Some((
+                "redirect_refused",
+                "forbidden from sosrouter.lab.example: redirect refused by the destination policy",
+            )),
+            1.0,
+            vec!["/away".to_owned()],
+        ),
+    ];
+    for (n, (path, stop, redirects, seen)) in cases.into_iter().enumerate() {
+        let before = redirector.asked().len();
+        let router = caller_router_at(&refs, &format!("{base}{path}"));
+        let (text, cid) = denver_call(30 + n as u32);
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{path}: {}", router.log()));
+        let route = header(&fwd, "Route").join(",");
+        let (_, metrics) = get(http_port(&router, "metrics"), "/metrics");
+        let queries = |outcome: &str| {
+            metric(
+                &metrics,
+                "sosrouter_lost_queries_total",
+                &[("outcome", outcome)],
+            )
+        };
+        assert_eq!(queries("redirect"), redirects, "{path}: {metrics}");
+        assert_eq!(redirector.asked()[before..], seen[..], "{path}");
+        router.wait_log("PSAP chosen with LoST", 1, Duration::from_secs(5));
+        let log = router.log();
+        match stop {
+            None => {
+                assert!(
+                    route.contains("sip:ecrf-denver@psap.ecrf.example"),
+                    "{path}: {route}"
+                );
+                assert_eq!(lost_routes(&router, "lost"), 1.0, "{path}");
+                assert_eq!(queries("ok"), 1.0, "{path}");
+            }
+            Some((outcome, why)) => {
+                assert!(
+                    route.contains("sip:sos@us-08031.psap.example"),
+                    "{path}: {route}"
+                );
+                assert_eq!(lost_routes(&router, "embedded"), 1.0, "{path}");
+                assert_eq!(queries(outcome), 1.0, "{path}: {metrics}");
+                assert_eq!(queries("ok"), 0.0, "{path}");
+                let line = log
+                    .lines()
+                    .find(|l| l.contains("PSAP chosen with LoST"))
+                    .unwrap_or_default();
+                assert!(line.contains(why), "{path}: {line}");
+            }
+        }
+    }
 }

@@ -13,13 +13,22 @@
 //!   415, each with a LoST `badRequest` as the body.
 //! - A mapping expires [`LostServer::expires`] after the answer; its
 //!   `source` and the last `via` of `path` are the configured name, its
-//!   `sourceId` the area and PSAP ids. No `serviceBoundary` is given (the
-//!   area outlines are not exposed by `ServiceAreas`), so a client caches
-//!   the mapping for the location it asked about.
+//!   `sourceId` the area and PSAP ids.
+//! - A mapping found for a service area comes with the area's outline as
+//!   `<serviceBoundary profile="geodetic-2d">`, one `gml:Polygon` per
+//!   polygon, so that a client can use it for every later point inside.
+//!   Only polygons where every inside point is matched to the same area
+//!   are given (no holes, no overlap with an area lookups prefer: see
+//!   [`psap::OutlinePart`]), and at most [`MAX_BOUNDARY_VERTICES`]
+//!   vertices in all: the polygon holding the asked point first, then the
+//!   others largest first while they fit. Polygons are left out rather
+//!   than simplified, so a boundary never claims a point the server would
+//!   answer otherwise; it may cover less than the area.
 //! - The answer itself ([`LostServer::answer`]) is a function of the body,
 //!   the data and `now`: no I/O.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body};
@@ -27,15 +36,30 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use geo::{Area as _, Coord, Intersects, Polygon};
 use time::OffsetDateTime;
 
 use crate::emergency::psap::{self, Match, ServiceAreas};
+use crate::inventory::address_check::{AddressCheck, AddressChecker};
 use crate::lost::read::{RequestKind, RequestLocationError};
-use crate::lost::{self, write, ErrorKind, Expires, Limits, Location, Mapping};
-use crate::pidf::Geo;
+use crate::lost::{
+    self, write, Boundary, ErrorKind, Expires, Limits, Location, Mapping, Validation,
+};
+use crate::pidf::{CivicAddress, Geo, Position, Shape};
+use crate::store::gazetteer::Gazetteer;
 
 /// Largest request body read.
 pub const MAX_BODY: usize = 64 * 1024;
+
+/// Vertices of one answer's service boundary, its polygons together
+/// (about 25 bytes each as written: some 100 KiB at most).
+pub const MAX_BOUNDARY_VERTICES: usize = 4096;
+
+/// A polygon of an area's outline that may be given as its boundary.
+struct Part {
+    polygon: Polygon<f64>,
+    vertices: usize,
+}
 
 /// What the server answers from.
 pub struct LostServer {
@@ -45,6 +69,11 @@ pub struct LostServer {
     expires: Duration,
     /// When the data was loaded: the mappings' `lastUpdated`.
     loaded: OffsetDateTime,
+    /// Area id → the polygons that may be its boundary, largest first
+    /// (worked out once per area: the overlap test is not cheap).
+    outlines: Mutex<HashMap<String, Arc<[Part]>>>,
+    /// Checks civic locations for `validateLocation`.
+    gazetteer: Gazetteer,
 }
 
 /// Request documents are small: a location and a service.
@@ -65,11 +94,78 @@ impl LostServer {
         loaded: OffsetDateTime,
     ) -> LostServer {
         LostServer {
+            gazetteer: Gazetteer::new(areas.clone()),
             areas,
             source,
             expires,
             loaded,
+            outlines: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The polygons of `area` a boundary may hold, largest first.
+    fn outline(&self, area: &str) -> Arc<[Part]> {
+        if let Some(p) = self.outlines.lock().ok().and_then(|m| m.get(area).cloned()) {
+            return p;
+        }
+        let mut parts: Vec<(f64, Part)> = self
+            .areas
+            .area_outline(area)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| p.exclusive)
+            .map(|p| {
+                (
+                    p.polygon.unsigned_area(),
+                    Part {
+                        polygon: p.polygon.clone(),
+                        vertices: p.polygon.exterior().0.len(),
+                    },
+                )
+            })
+            .collect();
+        parts.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let parts: Arc<[Part]> = parts.into_iter().map(|(_, p)| p).collect();
+        if let Ok(mut m) = self.outlines.lock() {
+            m.insert(area.to_owned(), parts.clone());
+        }
+        parts
+    }
+
+    /// The service boundary of `area` for an answer about `point`
+    /// (longitude, latitude), if any part of it may be given.
+    fn boundary(&self, area: &str, point: Option<Coord<f64>>) -> Option<Boundary> {
+        let parts = self.outline(area);
+        let first = point.and_then(|c| parts.iter().position(|p| p.polygon.intersects(&c)));
+        let order = first
+            .into_iter()
+            .chain((0..parts.len()).filter(|&n| Some(n) != first));
+        let mut budget = MAX_BOUNDARY_VERTICES;
+        let mut geodetic = Vec::new();
+        for n in order {
+            let part = &parts[n];
+            if part.vertices > budget || part.vertices < 4 {
+                continue;
+            }
+            budget -= part.vertices;
+            let exterior = part
+                .polygon
+                .exterior()
+                .0
+                .iter()
+                .map(|c| Position {
+                    lat: c.y,
+                    lon: c.x,
+                    alt: None,
+                })
+                .collect();
+            geodetic.push(Shape::Polygon { exterior });
+        }
+        (!geodetic.is_empty()).then(|| Boundary {
+            geodetic,
+            civic: Vec::new(),
+            unreadable: Vec::new(),
+        })
     }
 
     fn error(&self, kind: ErrorKind, message: &str) -> String {
@@ -133,8 +229,31 @@ impl LostServer {
         vias.push(self.source.clone());
         match req.kind {
             RequestKind::FindService => {
-                let m = self.mapping(&found, service, now);
-                write::find_service_response(&[m], &vias, Some(id))
+                let mut m = self.mapping(&found, service, now);
+                let point = match location {
+                    Location::Geodetic(shape) => {
+                        let g = Geo::from_shape(shape.clone());
+                        Some(Coord { x: g.lon, y: g.lat })
+                    }
+                    Location::Civic(_) => None,
+                };
+                m.boundary = self.boundary(found.area, point);
+                let checked = match location {
+                    Location::Civic(c) if req.validate_location => Some(self.validate(c)),
+                    _ => None,
+                };
+                let unavailable = match location {
+                    Location::Geodetic(_) if req.validate_location => vec![(
+                        "locationValidationUnavailable",
+                        "only civic locations are validated".to_owned(),
+                    )],
+                    _ => Vec::new(),
+                };
+                let extras = write::Extras {
+                    validation: checked.as_ref(),
+                    warnings: Some((self.source.as_str(), unavailable.as_slice())),
+                };
+                write::find_service_response_with(&[m], &extras, &vias, Some(id))
             }
             RequestKind::ListServicesByLocation => {
                 let mut services = vec![lost::DEFAULT_SERVICE.to_owned()];
@@ -146,6 +265,49 @@ impl LostServer {
                 write::list_services_by_location_response(&services, &vias, Some(id))
             }
         }
+    }
+
+    /// `<locationValidation>` for a civic location (RFC 5222 s8.4.2),
+    /// from the gazetteer of the service-area data: the elements it found
+    /// at fault are invalid (listed even when absent: a missing state),
+    /// the others it checks valid, the rest (street, house number...)
+    /// unchecked. For a country it has no data for, only the country code
+    /// is checked.
+    pub fn validate(&self, civic: &CivicAddress) -> Validation {
+        let check = self.gazetteer.check(&crate::inventory::Address {
+            civic: civic.clone(),
+            point: None,
+        });
+        let country = civic
+            .get("country")
+            .map(|c| c.trim().to_ascii_uppercase())
+            .unwrap_or_default();
+        let checked = match check {
+            AddressCheck::Unchecked { .. } => Gazetteer::checked_elements(""),
+            _ => Gazetteer::checked_elements(&country),
+        };
+        let mut v = Validation::default();
+        if let AddressCheck::Invalid { elements, .. } = &check {
+            v.invalid.clone_from(elements);
+        }
+        for (key, _) in civic.iter() {
+            let plain = key.chars().all(|c| c.is_ascii_alphanumeric());
+            let seen = v
+                .valid
+                .iter()
+                .chain(&v.invalid)
+                .chain(&v.unchecked)
+                .any(|k| k == key);
+            if !plain || seen {
+                continue;
+            }
+            if checked.contains(&key) {
+                v.valid.push(key.to_owned());
+            } else {
+                v.unchecked.push(key.to_owned());
+            }
+        }
+        v
     }
 
     fn lookup(&self, location: &Location) -> Option<Match<'_>> {
@@ -244,6 +406,266 @@ async fn post_lost(
             ),
         );
     };
-    let answer = server.answer(&bytes, OffsetDateTime::now_utc());
-    lost_reply(StatusCode::OK, answer)
+    // Off the async workers: the first answer for an area works out its
+    // boundary (polygon overlap tests), which may take milliseconds.
+    let worker = server.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || worker.answer(&bytes, OffsetDateTime::now_utc())).await;
+    match answer {
+        Ok(a) => lost_reply(StatusCode::OK, a),
+        Err(_) => lost_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            server.error(ErrorKind::InternalError, "the answer could not be made"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> LostServer {
+        LostServer::new(
+            Arc::new(ServiceAreas::embedded().unwrap()),
+            "ecrf.test".into(),
+            Duration::from_secs(3600),
+            OffsetDateTime::UNIX_EPOCH,
+        )
+    }
+
+    fn ask(server: &LostServer, lat: f64, lon: f64) -> lost::FindServiceResponse {
+        let loc = Location::Geodetic(Shape::Point {
+            pos: Position {
+                lat,
+                lon,
+                alt: None,
+            },
+        });
+        let body = write::find_service(&write::FindService {
+            location: &loc,
+            location_id: "l",
+            service: lost::DEFAULT_SERVICE,
+            boundary_by_value: true,
+            recursive: false,
+            validate_location: false,
+        });
+        match lost::read_response(
+            server
+                .answer(body.as_bytes(), OffsetDateTime::UNIX_EPOCH)
+                .as_bytes(),
+        ) {
+            Ok(lost::Response::Found(r)) => r,
+            other => panic!("{lat} {lon}: {other:?}"),
+        }
+    }
+
+    fn polygons(b: &Boundary) -> Vec<Polygon<f64>> {
+        b.geodetic
+            .iter()
+            .map(|s| {
+                let Shape::Polygon { exterior } = s else {
+                    panic!("{s:?}")
+                };
+                Polygon::new(
+                    exterior
+                        .iter()
+                        .map(|p| Coord { x: p.lon, y: p.lat })
+                        .collect(),
+                    vec![],
+                )
+            })
+            .collect()
+    }
+
+    /// Points of a grid over the polygon's box that lie inside it.
+    fn inside(p: &Polygon<f64>) -> Vec<Coord<f64>> {
+        use geo::BoundingRect;
+        let r = p.bounding_rect().unwrap();
+        let mut out = Vec::new();
+        for i in 1..12 {
+            for j in 1..12 {
+                let c = Coord {
+                    x: r.min().x + r.width() * f64::from(i) / 12.0,
+                    y: r.min().y + r.height() * f64::from(j) / 12.0,
+                };
+                if p.intersects(&c) {
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_boundary_holds_only_points_the_server_gives_the_same_area() {
+        let s = server();
+        // (place, lat, lon, area, whether a boundary comes)
+        let cases = [
+            ("San Francisco", 37.7749, -122.4194, "US-06075", true),
+            ("Denver", 39.7392, -104.9903, "US-08031", true),
+            // Nunavut: 91 polygons, over 10 000 vertices.
+            ("Iqaluit", 63.7467, -68.517, "CA-NU", true),
+            // Fairfax County's only polygon has a hole (Fairfax city).
+            ("Reston", 38.9586, -77.357, "US-51059", false),
+        ];
+        for (place, lat, lon, area, given) in cases {
+            let r = ask(&s, lat, lon);
+            let m = &r.mappings[0];
+            assert!(m.source_id.starts_with(area), "{place}: {}", m.source_id);
+            let Some(b) = &m.boundary else {
+                assert!(!given, "{place}: no boundary");
+                continue;
+            };
+            assert!(given, "{place}: {b:?}");
+            let ps = polygons(b);
+            let vertices: usize = ps.iter().map(|p| p.exterior().0.len()).sum();
+            assert!(vertices <= MAX_BOUNDARY_VERTICES, "{place}: {vertices}");
+            // The asked point's polygon comes first.
+            assert!(ps[0].intersects(&Coord { x: lon, y: lat }), "{place}");
+            for p in &ps {
+                for c in inside(p) {
+                    let found = s.areas.lookup_point(c.y, c.x).unwrap();
+                    assert_eq!(found.area, area, "{place}: {c:?}");
+                }
+            }
+        }
+        // Nunavut's boundary is cut to the budget, not dropped.
+        let r = ask(&s, 63.7467, -68.517);
+        let b = r.mappings[0].boundary.as_ref().unwrap();
+        assert!(b.geodetic.len() < 91, "{}", b.geodetic.len());
+    }
+
+    fn civic(pairs: &[(&str, &str)]) -> CivicAddress {
+        pairs.iter().copied().collect()
+    }
+
+    #[test]
+    fn civic_locations_are_validated_against_the_gazetteer() {
+        let s = server();
+        let names = |v: &[String]| v.join(" ");
+        // (address, valid, invalid, unchecked)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, &'a str);
+        let cases: [Case<'_>; 6] = [
+            (
+                &[
+                    ("country", "US"),
+                    ("A1", "CO"),
+                    ("A2", "Denver"),
+                    ("A3", "Denver"),
+                    ("RD", "Colfax"),
+                    ("HNO", "200"),
+                    ("PC", "80203"),
+                ],
+                "country A1 A2 A3 PC",
+                "",
+                "RD HNO",
+            ),
+            // A ZIP code of another state (there is a Denver in New York).
+            (
+                &[
+                    ("country", "US"),
+                    ("A1", "NY"),
+                    ("A3", "Denver"),
+                    ("PC", "80203"),
+                ],
+                "country A3",
+                "PC A1",
+                "",
+            ),
+            // No state at all: A1 is named though absent.
+            (
+                &[("country", "US"), ("A3", "Springfield")],
+                "country A3",
+                "A1",
+                "",
+            ),
+            (
+                &[
+                    ("country", "CA"),
+                    ("A1", "ON"),
+                    ("PC", "K1A 0B1"),
+                    ("RD", "Wellington"),
+                ],
+                "country A1 PC",
+                "",
+                "RD",
+            ),
+            // No address data for Germany: only the country code is checked.
+            (
+                &[
+                    ("country", "DE"),
+                    ("A1", "Bayern"),
+                    ("A3", "München"),
+                    ("PC", "80331"),
+                ],
+                "country",
+                "",
+                "A1 A3 PC",
+            ),
+            (&[("country", "XX"), ("A1", "ZZ")], "", "country", "A1"),
+        ];
+        for (address, valid, invalid, unchecked) in cases {
+            let v = s.validate(&civic(address));
+            assert_eq!(
+                (names(&v.valid), names(&v.invalid), names(&v.unchecked)),
+                (valid.to_owned(), invalid.to_owned(), unchecked.to_owned()),
+                "{address:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn validate_location_is_answered_for_civic_locations_only() {
+        let s = server();
+        let civic_loc = Location::Civic(civic(&[
+            ("country", "US"),
+            ("A1", "CA"),
+            ("A2", "San Francisco"),
+            ("PC", "80203"),
+            ("HNO", "1"),
+        ]));
+        let point = Location::Geodetic(Shape::Point {
+            pos: Position {
+                lat: 37.7749,
+                lon: -122.4194,
+                alt: None,
+            },
+        });
+        for (loc, asked) in [(&civic_loc, true), (&civic_loc, false), (&point, true)] {
+            let body = write::find_service(&write::FindService {
+                location: loc,
+                location_id: "l",
+                service: lost::DEFAULT_SERVICE,
+                boundary_by_value: false,
+                recursive: false,
+                validate_location: asked,
+            });
+            let answer = s.answer(body.as_bytes(), OffsetDateTime::UNIX_EPOCH);
+            let Ok(lost::Response::Found(r)) = lost::read_response(answer.as_bytes()) else {
+                panic!("{answer}")
+            };
+            assert_eq!(
+                r.mappings[0].uris,
+                ["sip:sos@us-06075.psap.example"],
+                "{answer}"
+            );
+            match (loc, asked) {
+                (Location::Civic(_), true) => {
+                    let v = r.validation.expect("a locationValidation");
+                    // 80203 is a ZIP code of Colorado: the ZIP and the
+                    // state disagree.
+                    assert_eq!(v.invalid, ["PC", "A1"], "{answer}");
+                    assert_eq!(v.valid, ["country", "A2"], "{answer}");
+                    assert_eq!(v.unchecked, ["HNO"], "{answer}");
+                    assert!(r.warnings.is_empty());
+                }
+                (_, false) => assert_eq!((r.validation, r.warnings.len()), (None, 0)),
+                (Location::Geodetic(_), true) => {
+                    assert_eq!(r.validation, None);
+                    assert_eq!(r.warnings[0].kind, "locationValidationUnavailable");
+                    assert_eq!(r.warnings[0].source, "ecrf.test");
+                }
+            }
+        }
+    }
 }

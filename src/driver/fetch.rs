@@ -21,6 +21,9 @@ pub(super) struct Fetcher {
     client: Option<reqwest::Client>,
     /// `emergency.location_servers`.
     servers: Option<Arc<[String]>>,
+    /// The router's LoST name (`emergency.lost.source`): the source of the
+    /// error that stands for a redirect not followed.
+    lost_source: Arc<str>,
     refused: crate::logbuf::Throttle,
     tx: mpsc::Sender<Inbound>,
 }
@@ -46,6 +49,7 @@ impl Fetcher {
         Fetcher {
             client,
             servers,
+            lost_source: config.emergency.lost.source_name(&config.emergency).into(),
             refused: crate::logbuf::Throttle::new(crate::logbuf::TELL_EVERY),
             tx,
         }
@@ -92,7 +96,11 @@ impl Fetcher {
 
     /// A LoST query (RFC 5222) to an ECRF, under the same destination
     /// policy as location fetches; the answer goes back as
-    /// [`Inbound::Fetched`], `None` when none came in time.
+    /// [`Inbound::Fetched`], `None` when none came in time. A `<redirect>`
+    /// is followed here, within the same deadline
+    /// ([`crate::held::lost_query_following`]), so the core sees one
+    /// answer: the last server's, or a LoST error from the router itself
+    /// when a redirect is not followed.
     fn start_lost(
         &mut self,
         client: reqwest::Client,
@@ -109,8 +117,36 @@ impl Fetcher {
             return core.handle_fetched(now, fetch.id, None);
         }
         let tx = self.tx.clone();
+        let (servers, source) = (self.servers.clone(), self.lost_source.clone());
         tokio::spawn(async move {
-            let answer = crate::held::lost_query(&client, &fetch.uri, body, fetch.timeout).await;
+            let answer = crate::held::lost_query_following(
+                &client,
+                &fetch.uri,
+                body,
+                fetch.timeout,
+                servers.as_deref(),
+                &source,
+                |r| {
+                    metrics::counter!(m::LOST_QUERIES, "outcome" => "redirect").increment(1);
+                    tracing::debug!(call_id = %fetch.call_id, target = %crate::sip::text::Printable(r.target.as_bytes()), from = %crate::sip::text::Printable(r.source.as_bytes()), "LoST redirect");
+                },
+            )
+            .await;
+            let answer = match answer {
+                Ok(crate::held::LostReply::Answer(b)) => Ok(b),
+                Ok(crate::held::LostReply::Stopped(stop, errors)) => {
+                    metrics::counter!(m::LOST_QUERIES, "outcome" => stop.outcome()).increment(1);
+                    tracing::warn!(call_id = %fetch.call_id, why = stop.outcome(), "LoST redirect not followed; routing on a cached mapping or the embedded data");
+                    let _ = tx
+                        .send(Inbound::Fetched {
+                            id: fetch.id,
+                            document: Some(errors),
+                        })
+                        .await;
+                    return;
+                }
+                Err(e) => Err(e),
+            };
             let document = counted(
                 answer,
                 m::LOST_QUERIES,

@@ -10,6 +10,10 @@
 //!   `NO-CACHE` mappings are not stored at all.
 //! - The cache holds at most `capacity` mappings; the least recently used
 //!   goes first.
+//! - The boundaries' bounding boxes are kept in an R-tree (`rstar`): a
+//!   point lookup tests only the polygons whose box holds the point, not
+//!   every boundary of the cache. A mapping leaves the tree when it leaves
+//!   the cache (evicted, replaced, or replaced by a `NO-CACHE` answer).
 //!
 //! Time is given (`now`), never read.
 
@@ -17,6 +21,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use geo::{BoundingRect, Coord, Intersects, LineString, Polygon, Rect};
+use rstar::primitives::{GeomWithData, Rectangle};
+use rstar::RTree;
 use time::OffsetDateTime;
 
 use super::{Expires, Mapping};
@@ -111,10 +117,23 @@ struct Entry {
     used: u64,
 }
 
+/// A boundary polygon's box in the tree: the key of its mapping and the
+/// polygon's place in the entry's `area`.
+type Leaf = GeomWithData<Rectangle<[f64; 2]>, (CacheKey, usize)>;
+
+fn leaf(key: &CacheKey, part: usize, r: &Rect<f64>) -> Leaf {
+    GeomWithData::new(
+        Rectangle::from_corners([r.min().x, r.min().y], [r.max().x, r.max().y]),
+        (key.clone(), part),
+    )
+}
+
 /// The mapping cache. Not shared: the core owns one.
 pub struct Cache {
     capacity: usize,
     entries: HashMap<CacheKey, Entry>,
+    /// The box of each boundary polygon of `entries`.
+    boxes: RTree<Leaf>,
     /// Recency: use tick → key, oldest first.
     order: BTreeMap<u64, CacheKey>,
     tick: u64,
@@ -138,6 +157,7 @@ impl Cache {
         Cache {
             capacity: capacity.max(1),
             entries: HashMap::new(),
+            boxes: RTree::new(),
             order: BTreeMap::new(),
             tick: 0,
         }
@@ -165,12 +185,26 @@ impl Cache {
         }
     }
 
+    /// The boundary boxes in the tree (one per polygon kept).
+    pub fn boxes(&self) -> usize {
+        self.boxes.size()
+    }
+
+    /// Takes `key`'s mapping out of the cache, its boxes out of the tree.
+    fn remove(&mut self, key: &CacheKey) {
+        let Some(old) = self.entries.remove(key) else {
+            return;
+        };
+        self.order.remove(&old.used);
+        for (n, (r, _)) in old.area.iter().enumerate() {
+            self.boxes.remove(&leaf(key, n, r));
+        }
+    }
+
     /// Stores `mapping` as the answer for `key`. A `NO-CACHE` mapping is
     /// not stored (and removes what `key` held).
     pub fn insert(&mut self, key: CacheKey, mapping: Arc<Mapping>) {
-        if let Some(old) = self.entries.remove(&key) {
-            self.order.remove(&old.used);
-        }
+        self.remove(&key);
         if mapping.expires == Expires::NoCache {
             return;
         }
@@ -178,13 +212,16 @@ impl Cache {
             let Some((_, oldest)) = self.order.pop_first() else {
                 break;
             };
-            self.entries.remove(&oldest);
+            self.remove(&oldest);
         }
-        let area = mapping
+        let area: Vec<(Rect<f64>, Polygon<f64>)> = mapping
             .boundary
             .as_ref()
             .map(|b| b.geodetic.iter().filter_map(polygon_of).collect())
             .unwrap_or_default();
+        for (n, (r, _)) in area.iter().enumerate() {
+            self.boxes.insert(leaf(&key, n, r));
+        }
         self.tick += 1;
         self.order.insert(self.tick, key.clone());
         self.entries.insert(
@@ -221,18 +258,21 @@ impl Cache {
             self.touch(&key);
             return Some(hit);
         }
+        if !lat.is_finite() || !lon.is_finite() {
+            return None;
+        }
         let c = Coord { x: lon, y: lat };
         let mut stale: Option<&CacheKey> = None;
         let mut fresh: Option<&CacheKey> = None;
-        for (k, e) in &self.entries {
-            if e.mapping.service != service || e.area.is_empty() {
+        for l in self.boxes.locate_all_at_point(&[lon, lat]) {
+            let (k, part) = &l.data;
+            let Some(e) = self.entries.get(k) else {
+                continue;
+            };
+            if e.mapping.service != service {
                 continue;
             }
-            let inside = e
-                .area
-                .iter()
-                .any(|(r, p)| r.intersects(&c) && p.intersects(&c));
-            if !inside {
+            if !e.area.get(*part).is_some_and(|(_, p)| p.intersects(&c)) {
                 continue;
             }
             if e.mapping.fresh_at(now) {
@@ -280,7 +320,12 @@ fn polygon_of(shape: &Shape) -> Option<(Rect<f64>, Polygon<f64>)> {
         Shape::Prism { base, .. } => base,
         _ => return None,
     };
-    if ring.len() < 3 || ring.len() > MAX_BOUNDARY_VERTICES {
+    if ring.len() < 3
+        || ring.len() > MAX_BOUNDARY_VERTICES
+        || ring
+            .iter()
+            .any(|p| !p.lat.is_finite() || !p.lon.is_finite())
+    {
         return None;
     }
     let p = Polygon::new(

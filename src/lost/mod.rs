@@ -141,6 +141,18 @@ pub struct FindServiceResponse {
     pub path: Vec<String>,
     /// The `id` of the location the server used.
     pub location_used: Option<String>,
+    /// `<locationValidation>` (RFC 5222 s8.4.2), when the server checked
+    /// the civic address.
+    pub validation: Option<Validation>,
+}
+
+/// `<locationValidation>`: the civic elements of the request by what the
+/// server found of them, each by its local name (`country`, `A1`, `HNO`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Validation {
+    pub valid: Vec<String>,
+    pub invalid: Vec<String>,
+    pub unchecked: Vec<String>,
 }
 
 impl FindServiceResponse {

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::{
     Boundary, BoundaryReference, ErrorKind, Errors, Expires, Fault, FindServiceResponse, Limits,
-    Location, LostError, Mapping, Redirect, Response, ServiceList, Warning,
+    Location, LostError, Mapping, Redirect, Response, ServiceList, Validation, Warning,
 };
 use crate::pidf::civic::parse_civic;
 use crate::pidf::dom::{self, trim_xml, Attr, Dom, Ns, ROOT};
@@ -306,16 +306,47 @@ fn find_service_response(dom: &Dom<'_>, limits: &Limits) -> Result<FindServiceRe
         return Err(invalid("<findServiceResponse> without <mapping>"));
     }
     let (warnings, path, location_used) = common(dom, limits)?;
+    let validation = match lost_children(dom, ROOT, "locationValidation").next() {
+        Some(v) => Some(validation(dom, v, limits)?),
+        None => None,
+    };
     let r = FindServiceResponse {
         mappings,
         warnings,
         path,
         location_used,
+        validation,
     };
     if r.routable().is_none() {
         return Err(LostError::NoSipUri);
     }
     Ok(r)
+}
+
+/// `<locationValidation>`: each list of QNames, by local name.
+fn validation(dom: &Dom<'_>, v: usize, limits: &Limits) -> Result<Validation, LostError> {
+    let mut out = Validation::default();
+    let mut count = 0;
+    for (name, list) in [
+        ("valid", &mut out.valid),
+        ("invalid", &mut out.invalid),
+        ("unchecked", &mut out.unchecked),
+    ] {
+        for e in lost_children(dom, v, name) {
+            for q in dom.text(e).split(dom::is_xml_ws).filter(|s| !s.is_empty()) {
+                count += 1;
+                if count > limits.max_items {
+                    return Err(LostError::TooMany {
+                        what: "validated elements",
+                        limit: limits.max_items,
+                    });
+                }
+                let local = q.rsplit_once(':').map_or(q, |(_, l)| l);
+                list.push(super::one_line(local, 40));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn service_list(dom: &Dom<'_>, limits: &Limits) -> Result<ServiceList, LostError> {
@@ -380,6 +411,8 @@ pub struct Request {
     pub service: Option<String>,
     /// `serviceBoundary="value"` was asked for.
     pub boundary_by_value: bool,
+    /// `validateLocation="true"` was asked for (RFC 5222 s8.4.2).
+    pub validate_location: bool,
     /// The `source` of each `<via>` the request came through.
     pub path: Vec<String>,
 }
@@ -453,6 +486,10 @@ pub fn read_request(xml: &[u8], limits: &Limits) -> Result<Request, LostError> {
         locations,
         service,
         boundary_by_value: attr(&dom, ROOT, Attr::ServiceBoundary).as_deref() == Some("value"),
+        validate_location: matches!(
+            attr(&dom, ROOT, Attr::ValidateLocation).as_deref(),
+            Some("true" | "1")
+        ),
         path,
     })
 }

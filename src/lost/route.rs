@@ -8,8 +8,8 @@
 //! 1. a fresh cached mapping: no query (`lost-cache`);
 //! 2. the ECRF's answer within the deadline (`lost`), stored for later;
 //! 3. no usable answer (timeout, transport error, LoST `<errors>`, a
-//!    redirect, a document that does not read, no SIP URI): the cached
-//!    mapping even if expired (`lost-stale`);
+//!    redirect the driver did not follow, a document that does not read,
+//!    no SIP URI): the cached mapping even if expired (`lost-stale`);
 //! 4. nothing cached: the embedded service areas decide (`embedded`), and
 //!    after them the country's rules (screening) as for any call.
 
@@ -103,6 +103,7 @@ pub fn plan(
             service,
             boundary_by_value: true,
             recursive: true,
+            validate_location: false,
         }),
     }
 }

@@ -289,12 +289,14 @@ fn find_service_requests_carry_the_shape_itself() {
             service: "urn:service:sos.fire",
             boundary_by_value: true,
             recursive: false,
+            validate_location: false,
         });
         assert!(xml.contains("serviceBoundary=\"value\""));
         assert!(xml.contains(&format!("profile=\"{}\"", loc.profile())));
         let r = read_request(xml.as_bytes(), &Limits::default()).unwrap();
         assert_eq!(r.service.as_deref(), Some("urn:service:sos.fire"));
         assert!(r.boundary_by_value);
+        assert!(!r.validate_location);
         assert_eq!(r.locations.len(), 1);
         assert_eq!(r.locations[0].0, "loc-1");
         assert_eq!(r.locations[0].1.as_ref(), Ok(loc), "{xml}");
@@ -310,8 +312,10 @@ fn find_service_requests_carry_the_shape_itself() {
         service: DEFAULT_SERVICE,
         boundary_by_value: false,
         recursive: true,
+        validate_location: true,
     });
     let r = read_request(xml.as_bytes(), &Limits::default()).unwrap();
+    assert!(r.validate_location, "{xml}");
     assert_eq!(
         r.locations[0].1,
         Ok(Location::Geodetic(Shape::Circle {
@@ -763,4 +767,133 @@ fn cache_is_bounded_and_evicts_the_least_recently_used() {
         );
         assert!(cache.len() <= 3);
     }
+}
+
+/// A mapping told apart by its source id.
+fn named(name: &str, expires: Expires, boundary: Option<Boundary>) -> Arc<Mapping> {
+    let mut m = mapping(expires, boundary);
+    m.source_id = name.into();
+    Arc::new(m)
+}
+
+#[test]
+fn cache_finds_boundaries_through_their_boxes() {
+    let now = datetime!(2026-12-07 12:00:00 UTC);
+    let later = datetime!(2026-12-09 00:00:00 UTC);
+    let until = Expires::At(datetime!(2026-12-08 00:00:00 UTC));
+    let mut cache = Cache::new(4);
+    // A: a triangle whose box is the square (38, -77.1)-(38.1, -77.0); its
+    // half north-west of the diagonal is outside it.
+    let triangle = Boundary {
+        geodetic: vec![Shape::Polygon {
+            exterior: vec![
+                p(38.0, -77.1),
+                p(38.0, -77.0),
+                p(38.1, -77.0),
+                p(38.0, -77.1),
+            ],
+        }],
+        ..Boundary::default()
+    };
+    cache.insert(
+        CacheKey::point(DEFAULT_SERVICE, 38.01, -77.01),
+        named("A", until, Some(triangle)),
+    );
+    // B: two squares far apart, both its boundary.
+    let mut two = square(40.0, -75.0, 0.1);
+    two.geodetic.extend(square(41.0, -74.0, 0.1).geodetic);
+    cache.insert(
+        CacheKey::point(DEFAULT_SERVICE, 40.05, -74.95),
+        named("B", Expires::NoExpiration, Some(two)),
+    );
+    assert_eq!(cache.boxes(), 3);
+
+    // (case, lat, lon, at, the mapping found and whether it is fresh)
+    type Case<'a> = (
+        &'a str,
+        f64,
+        f64,
+        time::OffsetDateTime,
+        Option<(&'a str, bool)>,
+    );
+    let cases: [Case<'_>; 10] = [
+        ("inside A", 38.02, -77.01, now, Some(("A", true))),
+        ("in A's box, outside A", 38.09, -77.09, now, None),
+        ("on A's edge", 38.0, -77.05, now, Some(("A", true))),
+        ("A's corner", 38.1, -77.0, now, Some(("A", true))),
+        ("outside every box", 39.0, -76.0, now, None),
+        ("A expired", 38.02, -77.01, later, Some(("A", false))),
+        ("B's first square", 40.05, -74.92, now, Some(("B", true))),
+        ("B's second square", 41.05, -73.95, now, Some(("B", true))),
+        ("between B's squares", 40.5, -74.5, now, None),
+        ("not a number", f64::NAN, -77.01, now, None),
+    ];
+    for (case, lat, lon, at, want) in cases {
+        let got = cache.lookup_point(DEFAULT_SERVICE, lat, lon, at);
+        let got = got.map(|h| (h.mapping().source_id.clone(), h.is_fresh()));
+        assert_eq!(got, want.map(|(n, f)| (n.to_owned(), f)), "{case}");
+    }
+
+    // Replaced under the same key by a mapping with no boundary: its box
+    // leaves the tree, its area answers no more.
+    cache.insert(
+        CacheKey::point(DEFAULT_SERVICE, 38.01, -77.01),
+        named("A2", until, None),
+    );
+    assert_eq!(cache.boxes(), 2);
+    assert_eq!(
+        cache.lookup_point(DEFAULT_SERVICE, 38.02, -77.01, now),
+        None
+    );
+    // A NO-CACHE answer takes B (and its two boxes) out.
+    cache.insert(
+        CacheKey::point(DEFAULT_SERVICE, 40.05, -74.95),
+        named("B2", Expires::NoCache, Some(square(40.0, -75.0, 0.1))),
+    );
+    assert_eq!(cache.boxes(), 0);
+    assert_eq!(
+        cache.lookup_point(DEFAULT_SERVICE, 40.05, -74.92, now),
+        None
+    );
+
+    // Evicted: four squares fill the cache; a fifth evicts the least
+    // recently used, whose area then answers nothing.
+    let mut cache = Cache::new(4);
+    for i in 0..4 {
+        let lat = 30.0 + f64::from(i);
+        cache.insert(
+            CacheKey::point(DEFAULT_SERVICE, lat + 0.05, -80.05),
+            named(&format!("S{i}"), until, Some(square(lat, -80.1, 0.1))),
+        );
+    }
+    assert_eq!(cache.boxes(), 4);
+    // S0 used, so S1 is the oldest.
+    assert!(cache
+        .lookup_point(DEFAULT_SERVICE, 30.02, -80.02, now)
+        .is_some());
+    cache.insert(
+        CacheKey::point(DEFAULT_SERVICE, 50.05, -80.05),
+        named("S4", until, Some(square(50.0, -80.1, 0.1))),
+    );
+    assert_eq!((cache.len(), cache.boxes()), (4, 4));
+    let found = |cache: &mut Cache, lat: f64| {
+        cache
+            .lookup_point(DEFAULT_SERVICE, lat, -80.02, now)
+            .map(|h| h.mapping().source_id.clone())
+    };
+    assert_eq!(found(&mut cache, 31.02), None);
+    for (lat, name) in [(30.02, "S0"), (32.02, "S2"), (33.02, "S3"), (50.02, "S4")] {
+        assert_eq!(found(&mut cache, lat).as_deref(), Some(name));
+    }
+    // Many more: the tree never holds more boxes than the cache holds
+    // boundaries.
+    for i in 0..200 {
+        let lat = -60.0 + f64::from(i) * 0.5;
+        cache.insert(
+            CacheKey::point(DEFAULT_SERVICE, lat + 0.05, 10.05),
+            named("n", until, Some(square(lat, 10.0, 0.1))),
+        );
+        assert_eq!(cache.boxes(), cache.len());
+    }
+    assert_eq!(found(&mut cache, 30.02), None);
 }

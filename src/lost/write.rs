@@ -11,7 +11,7 @@ use quick_xml::escape::escape;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{Boundary, ErrorKind, Expires, Location, Mapping, NS};
+use super::{Boundary, ErrorKind, Expires, Location, Mapping, Validation, NS};
 use crate::pidf::civic::{EXTENSION_NS, EXTENSION_PREFIX};
 use crate::pidf::dom::{is_xml_char, NS_CIVIC, NS_GEOSHAPE, NS_GML};
 use crate::pidf::{CivicAddress, Position, Shape};
@@ -208,6 +208,9 @@ pub struct FindService<'a> {
     pub boundary_by_value: bool,
     /// Ask the server to resolve recursively rather than redirect.
     pub recursive: bool,
+    /// Ask the server to check the civic address (`validateLocation`,
+    /// RFC 5222 s8.4.2).
+    pub validate_location: bool,
 }
 
 /// A `findService` request (RFC 5222 s8).
@@ -219,6 +222,9 @@ pub fn find_service(q: &FindService<'_>) -> String {
     }
     if q.recursive {
         attrs.push_str(" recursive=\"true\"");
+    }
+    if q.validate_location {
+        attrs.push_str(" validateLocation=\"true\"");
     }
     root_open(&mut out, "findService", &attrs);
     let _ = writeln!(
@@ -334,10 +340,66 @@ pub fn find_service_response(
     vias: &[String],
     location_id: Option<&str>,
 ) -> String {
+    find_service_response_with(mappings, &Extras::default(), vias, location_id)
+}
+
+/// What a `findServiceResponse` may carry besides its mappings.
+#[derive(Clone, Debug, Default)]
+pub struct Extras<'a> {
+    /// `<locationValidation>`: civic element names (`country`, `A1`...),
+    /// written in the civic namespace; other names are left out.
+    pub validation: Option<&'a Validation>,
+    /// `<warnings source=...>`: the server's name and `(kind, message)` of
+    /// each warning (`locationValidationUnavailable`...).
+    pub warnings: Option<(&'a str, &'a [(&'a str, String)])>,
+}
+
+fn validation(out: &mut String, v: &Validation) {
+    out.push_str("  <locationValidation>\n");
+    for (name, list) in [
+        ("valid", &v.valid),
+        ("invalid", &v.invalid),
+        ("unchecked", &v.unchecked),
+    ] {
+        let names: Vec<String> = list
+            .iter()
+            .filter(|n| ncname(n))
+            .map(|n| format!("ca:{n}"))
+            .collect();
+        if !names.is_empty() {
+            let _ = writeln!(out, "    <{name}>{}</{name}>", names.join(" "));
+        }
+    }
+    out.push_str("  </locationValidation>\n");
+}
+
+/// [`find_service_response`] with a location validation and warnings.
+pub fn find_service_response_with(
+    mappings: &[Mapping],
+    extras: &Extras<'_>,
+    vias: &[String],
+    location_id: Option<&str>,
+) -> String {
     let mut out = String::with_capacity(1024);
     root_open(&mut out, "findServiceResponse", "");
     for m in mappings {
         mapping(&mut out, m);
+    }
+    if let Some(v) = extras.validation {
+        validation(&mut out, v);
+    }
+    if let Some((source, warnings)) = extras.warnings.filter(|(_, w)| !w.is_empty()) {
+        let _ = writeln!(out, "  <warnings source=\"{}\">", esc(source));
+        for (kind, message) in warnings {
+            if ncname(kind) {
+                let _ = writeln!(
+                    out,
+                    "    <{kind} message=\"{}\" xml:lang=\"en\"/>",
+                    esc(message)
+                );
+            }
+        }
+        out.push_str("  </warnings>\n");
     }
     path(&mut out, vias);
     location_used(&mut out, location_id);

@@ -44,6 +44,18 @@ impl Gazetteer {
             .clone()
     }
 
+    /// The civic elements [`check`](AddressChecker::check) looks at for an
+    /// address of `country` (upper case) when it has data for it: the
+    /// others (street, house number...) go unchecked. Countries without
+    /// data have their code checked only.
+    pub fn checked_elements(country: &str) -> &'static [&'static str] {
+        match country {
+            "US" => &["country", "A1", "A2", "A3", "PC"],
+            "CA" => &["country", "A1", "A2", "PC"],
+            _ => &["country"],
+        }
+    }
+
     fn country_known(&self, country: &str) -> bool {
         self.areas.country_name(country).is_some() || phonenumber_region(country)
     }

@@ -2,7 +2,7 @@
 //! point-in-polygon test, and a search for the nearest polygon within a
 //! distance in kilometres.
 
-use geo::{BoundingRect, Coord, Intersects, LineString, MultiPolygon, Polygon};
+use geo::{BoundingRect, Coord, Intersects, LineString, MultiPolygon, Polygon, Relate};
 use rstar::primitives::{GeomWithData, Rectangle};
 use rstar::{RTree, AABB};
 
@@ -22,7 +22,10 @@ impl PolygonIndex {
     /// Indexes `(owner, geometry)` pairs; each polygon of a multipolygon gets
     /// its own leaf, so an owner with far-apart parts (Alaska's Aleutians,
     /// overseas territories) does not get one huge bounding box.
-    pub(crate) fn new(features: Vec<(u32, MultiPolygon<f64>)>) -> Self {
+    pub(crate) fn new(mut features: Vec<(u32, MultiPolygon<f64>)>) -> Self {
+        // Kept in owner order, so that an owner's polygons are found
+        // together ([`polygons_of`](Self::polygons_of)).
+        features.sort_by_key(|(owner, _)| *owner);
         let mut polygons = Vec::new();
         let mut leaves = Vec::new();
         for (owner, multi) in features {
@@ -57,6 +60,34 @@ impl PolygonIndex {
             .filter(|(polygon, _)| polygon.intersects(&coord))
             .map(|(_, owner)| *owner)
             .min()
+    }
+
+    /// The polygons of `owner`, in the order given.
+    pub(crate) fn polygons_of(&self, owner: u32) -> impl Iterator<Item = &Polygon<f64>> {
+        let start = self.polygons.partition_point(|(_, o)| *o < owner);
+        self.polygons[start..]
+            .iter()
+            .take_while(move |(_, o)| *o == owner)
+            .map(|(p, _)| p)
+    }
+
+    /// Whether a point inside `polygon` (one of `owner`'s) could be given
+    /// to another owner by [`containing`](Self::containing): the interiors
+    /// of `polygon` and of a polygon of a lower owner overlap. Polygons
+    /// that only share an edge do not count.
+    pub(crate) fn overlaps_lower(&self, polygon: &Polygon<f64>, owner: u32) -> bool {
+        let Some(rect) = polygon.bounding_rect() else {
+            return false;
+        };
+        let window = AABB::from_corners([rect.min().x, rect.min().y], [rect.max().x, rect.max().y]);
+        self.tree
+            .locate_in_envelope_intersecting(&window)
+            .filter_map(|leaf| self.polygons.get(leaf.data as usize))
+            .filter(|(_, o)| *o < owner)
+            .any(|(other, _)| {
+                let m = polygon.relate(other);
+                m.is_intersects() && !m.is_touches()
+            })
     }
 
     /// The owner nearest to the point among those that `accept`, if it lies
@@ -180,6 +211,38 @@ mod tests {
         assert_eq!(index.containing(1.5, 0.5), Some(3));
         assert_eq!(index.containing(1.0, 0.5), Some(3));
         assert_eq!(index.containing(2.5, 0.5), None);
+    }
+
+    #[test]
+    fn an_owners_polygons_and_their_overlaps() {
+        let mut two = square(5.0, 5.0, 1.0);
+        two.0.extend(square(0.5, 0.0, 1.0).0);
+        let index = PolygonIndex::new(vec![
+            (4, two),
+            (1, square(0.0, 0.0, 1.0)),
+            (2, square(1.0, 0.0, 1.0)),
+        ]);
+        let of = |o: u32| index.polygons_of(o).cloned().collect::<Vec<_>>();
+        assert_eq!(of(1), square(0.0, 0.0, 1.0).0);
+        assert_eq!(of(4).len(), 2);
+        assert!(of(3).is_empty());
+        let cases = [
+            // Shares an edge with owner 1: no overlap.
+            (2, &of(2)[0], false),
+            // Owner 1 is lowest: nothing can take its points.
+            (1, &of(1)[0], false),
+            // Overlaps owners 1 and 2.
+            (4, &of(4)[1], true),
+            // Far from the others.
+            (4, &of(4)[0], false),
+        ];
+        for (owner, polygon, want) in cases {
+            assert_eq!(
+                index.overlaps_lower(polygon, owner),
+                want,
+                "{owner} {polygon:?}"
+            );
+        }
     }
 
     #[test]

@@ -221,6 +221,19 @@ pub struct Match<'a> {
     pub psap: &'a Psap,
 }
 
+/// One polygon of an area's outline ([`ServiceAreas::area_outline`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlinePart<'a> {
+    /// x longitude, y latitude, in degrees.
+    pub polygon: &'a geo::Polygon<f64>,
+    /// Whether every point inside the polygon's exterior ring is matched
+    /// to this area by [`ServiceAreas::lookup_point`]: the polygon has no
+    /// holes, and no area that lookups prefer (a lower one in the data)
+    /// overlaps it. Points on a shared border may still go to the
+    /// neighbour.
+    pub exclusive: bool,
+}
+
 /// A civic address, as PIDF-LO (RFC 5139) carries it. Empty fields are
 /// unknown.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -607,6 +620,23 @@ impl ServiceAreas {
     /// All service areas, sorted by id.
     pub fn areas(&self) -> &[Area] {
         &self.areas
+    }
+
+    /// The outline of the area with this id, one part per polygon (none
+    /// for an area kept for civic lookups only). Read-only: the polygons
+    /// the point lookups use.
+    pub fn area_outline(&self, id: &str) -> Option<Vec<OutlinePart<'_>>> {
+        let &n = self.area_ids.get(id)?;
+        Some(
+            self.area_index
+                .polygons_of(n)
+                .map(|polygon| OutlinePart {
+                    polygon,
+                    exclusive: polygon.interiors().is_empty()
+                        && !self.area_index.overlaps_lower(polygon, n),
+                })
+                .collect(),
+        )
     }
 
     /// The English name of a country code in the outlines.
