@@ -709,7 +709,10 @@ impl Router for EmergencyRouter {
             (Some(l), Some(d), Some(det)) => l.outcome(
                 d,
                 ev.country.as_deref(),
-                &ev.dynamic,
+                lost::Located {
+                    dynamic: &ev.dynamic,
+                    registered: ev.registered(),
+                },
                 &det.service,
                 ctx.lost,
                 ctx.wall,
@@ -722,9 +725,9 @@ impl Router for EmergencyRouter {
         d
     }
 
-    /// A LoST query for a call the rules route by its own location to a
-    /// PSAP, when its country has an ECRF and no fresh cached mapping
-    /// answers.
+    /// A LoST query for a call the rules route to a PSAP by its own location
+    /// or by the caller's registered address, when its country has an ECRF
+    /// and no fresh cached mapping answers.
     fn lost_query(&mut self, req: &Message, ctx: &RouteContext<'_>) -> Option<LostQuery> {
         self.lost.as_ref()?;
         let inventory = self.inventory.clone();
@@ -733,7 +736,10 @@ impl Router for EmergencyRouter {
         self.lost.as_mut()?.query(
             d,
             ev.country.as_deref(),
-            &ev.dynamic,
+            lost::Located {
+                dynamic: &ev.dynamic,
+                registered: ev.registered(),
+            },
             &det.service,
             ctx.wall,
         )
