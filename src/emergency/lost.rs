@@ -188,6 +188,71 @@ impl LostRouting {
     }
 }
 
+impl LostRouting {
+    /// What a running router would do with LoST for this call, as JSON,
+    /// asking nothing and keeping nothing (`sosrouter inspect`): the ECRF
+    /// and the request it would be sent, the location it is about and the
+    /// key its answer would be cached under; or why no ECRF is asked.
+    pub(super) fn describe(
+        &self,
+        decision: &RouteDecision,
+        country: Option<&str>,
+        located: Located<'_>,
+        service: &str,
+    ) -> serde_json::Value {
+        use serde_json::json;
+        let Some((url, location, service)) = self.subject(decision, country, located, service)
+        else {
+            let why = if self.url_for(country).is_none() {
+                format!(
+                    "no ECRF for {} ([emergency.lost] countries, ecrf)",
+                    country.unwrap_or("an unknown country")
+                )
+            } else if decision.route != RouteKind::Psap {
+                format!(
+                    "the call goes to the {} route: only calls routed to a PSAP are asked about",
+                    decision.route.as_str()
+                )
+            } else {
+                "the call is routed on no location an ECRF can be asked about".to_owned()
+            };
+            return json!({
+                "ecrf": self.url_for(country),
+                "asked": false,
+                "why": why,
+            });
+        };
+        let cache_key = match lost::route::key(&location, &service) {
+            lost::CacheKey::Point { lat_e7, lon_e7, .. } => json!({
+                "lat": lat_e7 as f64 / 1e7,
+                "lon": lon_e7 as f64 / 1e7,
+            }),
+            lost::CacheKey::Civic { address, .. } => json!(address),
+        };
+        // The request exactly as a router with nothing cached sends it.
+        let request = match plan(
+            &mut Cache::new(1),
+            &location,
+            &service,
+            LOCATION_ID,
+            time::OffsetDateTime::UNIX_EPOCH,
+        ) {
+            Plan::Ask { body } => Some(body),
+            Plan::Cached(_) => None,
+        };
+        json!({
+            "ecrf": url,
+            "asked": true,
+            "location_from": decision.routed_by.as_str(),
+            "profile": location.profile(),
+            "service": service,
+            "cache_key": cache_key,
+            "timeout_ms": self.timeout.as_millis() as u64,
+            "request": request,
+        })
+    }
+}
+
 /// Puts the mapping's PSAP first in `decision`. Gives false, changing
 /// nothing, when no trunk leads to it.
 pub(super) fn apply(

@@ -123,6 +123,11 @@ impl Evaluation<'_> {
         self.entry.as_ref().and_then(|e| e.registered.as_ref())
     }
 
+    /// The caller's registered address from the inventory, if any.
+    pub fn registered_address(&self) -> Option<&Address> {
+        self.registered()
+    }
+
     /// The location shown and recorded: the dynamic one when usable, else
     /// the registered address, else none (with any reference and errors).
     pub fn location_json(&self) -> Value {
@@ -398,6 +403,45 @@ impl EmergencyRouter {
 
     pub fn psap_trunks(&self) -> &PsapTrunks {
         &self.psap_trunks
+    }
+
+    /// What LoST does for an evaluated call, as `inspect` shows it: `null`
+    /// for a call that is no emergency; else where the PSAP would come
+    /// from, asking nothing: the ECRF, the request and the cache key
+    /// (`asked`), or why no ECRF is asked; and `embedded`, the PSAP the
+    /// embedded service areas give (what routes the call when the ECRF
+    /// gives nothing usable and no mapping is cached, and the failover
+    /// behind a mapping's PSAP).
+    pub fn lost_json(&self, ev: &Evaluation<'_>) -> Value {
+        let (Some(d), Some(det)) = (&ev.decision, &ev.detected) else {
+            return Value::Null;
+        };
+        let mut v = match &self.lost {
+            Some(l) => l.describe(
+                d,
+                ev.country.as_deref(),
+                lost::Located {
+                    dynamic: &ev.dynamic,
+                    registered: ev.registered(),
+                },
+                &det.service,
+            ),
+            None => json!({
+                "ecrf": null,
+                "asked": false,
+                "why": "no ECRF is configured ([emergency.lost] ecrf, countries)",
+            }),
+        };
+        if let Value::Object(o) = &mut v {
+            o.insert(
+                "embedded".into(),
+                d.psap.as_ref().map_or(
+                    Value::Null,
+                    |p| json!({"psap_id": p.id, "area": p.area, "uri": p.uri, "trunk": p.trunk}),
+                ),
+            );
+        }
+        v
     }
 
     /// Finds out everything about a request against `inventory`. With
