@@ -385,8 +385,10 @@ impl AddressChecker for EmbeddedGazetteer {
         Gazetteer::embedded().check(a)
     }
 
+    /// Said without loading the data: rules are built at start and on
+    /// every reload, the data only once an address is checked.
     fn decided_by(&self) -> Option<&'static [&'static str]> {
-        Gazetteer::embedded().decided_by()
+        Some(super::gazetteer::DECIDED_BY)
     }
 }
 
@@ -447,6 +449,17 @@ mod tests {
         let r = RequiredFields::new(&o);
         assert_eq!(r.missing(&gb), ["PC"]);
         assert!(r.lacks_any(&gb));
+    }
+
+    /// The compiled-in gazetteer says what decides its answers without
+    /// loading its data, and says what the gazetteer says.
+    #[test]
+    fn the_embedded_gazetteer_is_remembered_by_the_gazetteers_elements() {
+        assert_eq!(
+            EmbeddedGazetteer.decided_by(),
+            Gazetteer::embedded().decided_by()
+        );
+        assert!(EmbeddedGazetteer.decided_by().is_some());
     }
 
     /// The quick answer of every upload row agrees with the list of what

@@ -22,7 +22,7 @@ use crate::inventory::address_check::{AddressCheck, AddressChecker};
 
 /// The elements [`Gazetteer::check`] reads: nothing else of an address
 /// changes its answer.
-const DECIDED_BY: &[&str] = &["country", "A1", "A2", "A3", "PC"];
+pub(super) const DECIDED_BY: &[&str] = &["country", "A1", "A2", "A3", "PC"];
 use crate::inventory::Address;
 
 /// The checker of the compiled-in service-area data (see the module
