@@ -85,7 +85,10 @@ impl Inspector<'_> {
 /// string, the caller's country and the kind), `location` (the dynamic
 /// location when usable, else the registered address, else none) and
 /// `decision` (route, what it rests on, PSAP, area, trunk, reason,
-/// fallbacks), for the inbound trunk of the source. A message the router
+/// fallbacks, and `lost`: what the ECRF would be asked, or why not, and
+/// what the embedded data gives) and `registered_address_check` (the
+/// caller's registered address as the inventory's address check sees
+/// it), for the inbound trunk of the source. A message the router
 /// takes despite faults in what it passes on is `ok`, with the faults
 /// listed in `faults`.
 pub fn describe_with_router(file: &str, data: Bytes, stream: bool, ins: &Inspector<'_>) -> Value {
@@ -193,8 +196,37 @@ fn add_emergency(o: &mut Map<String, Value>, m: &Message, ins: &Inspector<'_>) {
             .map(|p| Value::String(p.service().to_string()))
             .unwrap_or(Value::Null);
         d.insert("psap_service".into(), service);
+        d.insert("lost".into(), router.lost_json(&ev));
     }
     o.insert("decision".into(), decision);
+    o.insert(
+        "registered_address_check".into(),
+        ev.registered_address()
+            .map_or(Value::Null, |a| address_check_json(ins.config, a)),
+    );
+}
+
+/// What the address check of the number inventory makes of a registered
+/// address (`valid`, `invalid` with the elements at fault and why, or
+/// `unchecked`), checked here with the checker and the rules of
+/// `[admin]` that uploads use; `refused`: whether an upload would refuse
+/// it (an element its country requires is missing, or it is invalid where
+/// the country's policy is `refuse`).
+fn address_check_json(config: &Config, a: &crate::inventory::Address) -> Value {
+    let rules = crate::store::address::AddressRules::of_admin(config.admin.as_ref());
+    match rules.check(a) {
+        Ok(check) => {
+            let mut v = check.to_json();
+            v["refused"] = Value::Bool(false);
+            v
+        }
+        Err(refused) => json!({
+            "state": "invalid",
+            "elements": refused.elements(),
+            "reason": refused.describe("reg_"),
+            "refused": true,
+        }),
+    }
 }
 
 fn error_json(file: &str, e: &ParseError) -> Value {

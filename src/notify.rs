@@ -317,6 +317,7 @@ fn notice(ev: &CallEvent) -> Option<serde_json::Value> {
         "call_id": call_id,
         "caller": d.caller,
         "dialed": d.dialed,
+        "service": d.service.as_deref(),
         "kind": d.kind,
         "route": route,
         "reason": reason,
@@ -356,10 +357,28 @@ mod tests {
         assert_eq!(body["caller"], "+12125550142");
         assert_eq!(body["route"], "psap");
         assert_eq!(body["refused"], false);
+        // The service the call was routed for, beside what was dialed
+        // (none known here).
+        assert_eq!(body["dialed"], "911");
+        assert_eq!(body["service"], serde_json::Value::Null);
         // Refused for overload: the caller did dial, and the call was not
         // sent on from here.
         let body = notice(&started(Some("acme"), true)).unwrap();
         assert_eq!(body["refused"], true);
+        // A police call names its service.
+        let mut ev = started(Some("acme"), false);
+        if let CallEvent::Started {
+            details: Some(d), ..
+        } = &mut ev
+        {
+            d.dialed = "110".into();
+            d.service = Some("urn:service:sos.police".into());
+        }
+        let body = notice(&ev).unwrap();
+        assert_eq!(
+            (&body["dialed"], &body["service"]),
+            (&json!("110"), &json!("urn:service:sos.police"))
+        );
         assert!(
             notice(&started(None, false)).is_none(),
             "no tenant, no desk"

@@ -351,6 +351,136 @@ fn inspect_shows_the_service_of_the_call_and_of_its_psap() {
     assert_eq!(lines[0]["decision"]["psap_service"], Value::Null);
 }
 
+/// Inspect says where the PSAP would come from with LoST, asking nothing:
+/// the ECRF of the caller's country and the request it would get (the
+/// GPS fix as a shape, a registered address as a civic one), the key its
+/// answer would be cached under, and what the embedded data gives; or why
+/// no ECRF is asked. And the registered address as the inventory's
+/// address check sees it.
+#[test]
+fn inspect_shows_what_lost_would_ask_and_the_registered_address_check() {
+    let dir = std::env::temp_dir().join(format!("sosrouter-inspect-lost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let us = "https://ecrf.us.example/lost";
+    let other = "https://ecrf.example.net/lost";
+    let config = dir.join("router.toml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/loopback.toml"))
+            .unwrap()
+            + &format!(
+                "\n[emergency.lost]\necrf = {other:?}\ntimeout_ms = 500\n\n\
+                 [emergency.lost.countries]\nUS = {us:?}\n"
+            ),
+    )
+    .unwrap();
+    // The corpus inventory, and a Boston number whose ZIP is Denver's.
+    let inventory = dir.join("inventory.tsv");
+    std::fs::write(
+        &inventory,
+        std::fs::read_to_string(corpus().join("inventory.tsv")).unwrap()
+            + "+16175550124\tacme\tUS\tno\tno\tUS\tMA\tBoston\tBoylston\tSt\t700\t80203\n",
+    )
+    .unwrap();
+    let wrong_zip = dir.join("wrong-zip.sip");
+    std::fs::write(
+        &wrong_zip,
+        std::fs::read_to_string(corpus().join("c04-us-no-location.sip"))
+            .unwrap()
+            .replace("+16175550123", "+16175550124"),
+    )
+    .unwrap();
+    let files = [
+        corpus().join("c02-us-geo-point.sip"),
+        corpus().join("c11-geoloc-by-reference.sip"),
+        corpus().join("c10-eu-112-de.sip"),
+        corpus().join("c01-us-civic-cid.sip"),
+        wrong_zip,
+    ];
+    let mut args = vec![
+        std::ffi::OsString::from("--config"),
+        config.clone().into(),
+        "--inventory".into(),
+        inventory.clone().into(),
+    ];
+    args.extend(files.iter().map(|f| f.clone().into_os_string()));
+    let lines = inspect(args);
+    let lost: Vec<&Value> = lines.iter().map(|v| &v["decision"]["lost"]).collect();
+
+    // c02, a trusted GPS fix in Denver: the US ECRF, asked with the point.
+    assert_eq!(lost[0]["ecrf"], us);
+    assert_eq!(lost[0]["asked"], true);
+    assert_eq!(lost[0]["location_from"], "dynamic");
+    assert_eq!(lost[0]["profile"], "geodetic-2d");
+    assert_eq!(lost[0]["service"], "urn:service:sos");
+    assert_eq!(lost[0]["cache_key"]["lat"], 39.7392);
+    assert_eq!(lost[0]["cache_key"]["lon"], -104.9903);
+    assert_eq!(lost[0]["timeout_ms"], 500);
+    let request = lost[0]["request"].as_str().unwrap();
+    assert!(
+        request.contains("findService") && request.contains("geodetic-2d"),
+        "{request}"
+    );
+    assert_eq!(lost[0]["embedded"]["psap_id"], "SYN-US-08031");
+    assert_eq!(lost[0]["embedded"]["uri"], "sip:sos@us-08031.psap.example");
+
+    // c11, a Common Area Phone routed by its registered address in San
+    // Francisco: asked by the civic profile, cached under the address.
+    assert_eq!(lost[1]["ecrf"], us);
+    assert_eq!(lost[1]["asked"], true);
+    assert_eq!(lost[1]["location_from"], "registered");
+    assert_eq!(lost[1]["profile"], "civic");
+    let key = lost[1]["cache_key"].as_str().unwrap();
+    assert!(key.contains("A1=CA|A3=SAN FRANCISCO"), "{key}");
+    let request = lost[1]["request"].as_str().unwrap();
+    assert!(request.contains("profile=\"civic\"") && request.contains("San Francisco"));
+    assert_eq!(lost[1]["embedded"]["area"], "US-06075");
+    assert_eq!(lines[1]["registered_address_check"]["state"], "valid");
+    assert_eq!(lines[1]["registered_address_check"]["refused"], false);
+
+    // c10, Germany, routed by the registered address: the ECRF for every
+    // other country; the gazetteer has no German addresses.
+    assert_eq!(lost[2]["ecrf"], other);
+    assert_eq!(lost[2]["asked"], true);
+    assert_eq!(lost[2]["profile"], "civic");
+    assert_eq!(lost[2]["embedded"]["psap_id"], "SYN-DE");
+    assert_eq!(lines[2]["registered_address_check"]["state"], "unchecked");
+
+    // c01 goes to the screening center: no ECRF is asked.
+    assert_eq!(lost[3]["asked"], false);
+    assert_eq!(lost[3]["ecrf"], us);
+    let why = lost[3]["why"].as_str().unwrap();
+    assert!(why.contains("screening"), "{why}");
+    assert_eq!(lost[3]["embedded"], Value::Null);
+    assert_eq!(lost[3].get("request"), None);
+
+    // A registered ZIP code of another state: invalid, kept (the default
+    // policy warns).
+    let check = &lines[4]["registered_address_check"];
+    assert_eq!(check["state"], "invalid", "{check}");
+    assert!(
+        check["elements"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("PC")),
+        "{check}"
+    );
+    assert_eq!(check["refused"], false);
+
+    // The lab configuration has no ECRF: nothing is asked, the embedded
+    // data decides; a call with no registered address shows none.
+    let lines = inspect([corpus().join("c02-us-geo-point.sip")]);
+    let lost = &lines[0]["decision"]["lost"];
+    assert_eq!(
+        (&lost["asked"], &lost["ecrf"]),
+        (&Value::Bool(false), &Value::Null)
+    );
+    assert!(lost["why"].as_str().unwrap().contains("no ECRF"));
+    assert_eq!(lost["embedded"]["psap_id"], "SYN-US-08031");
+    assert_eq!(lines[0]["registered_address_check"], Value::Null);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn inspect_without_inventory_and_on_other_messages() {
     let dir = std::env::temp_dir().join(format!("sosrouter-corpus-{}", std::process::id()));

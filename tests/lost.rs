@@ -3,6 +3,7 @@
 //! for what it cannot answer, and every response valid against RFC 5222's
 //! RELAX NG schema (`tests/lost/lost.rng`, checked with `xmllint`).
 
+mod adminhttp;
 mod common;
 
 use std::io::{Read, Write};
@@ -517,16 +518,22 @@ fn denver_call_at(n: u32, pos: &str) -> (String, String) {
     (moved, cid)
 }
 
-/// The ECRF: a second router whose own PSAP data gives Denver another URI,
+/// The ECRF: a second router whose own PSAP data gives Denver and San
+/// Francisco other URIs,
 /// so that a call routed by its answer is told apart from one routed by
 /// the caller's router's embedded data.
 fn ecrf(dir: &Path) -> (Router, u16) {
     let psaps = std::fs::read_to_string(root().join("data/psaps.json")).unwrap();
-    let changed = psaps.replace(
-        "sip:sos@us-08031.psap.example",
-        "sip:ecrf-denver@psap.ecrf.example",
-    );
-    assert_ne!(psaps, changed);
+    let changed = psaps
+        .replace(
+            "sip:sos@us-08031.psap.example",
+            "sip:ecrf-denver@psap.ecrf.example",
+        )
+        .replace(
+            "sip:sos@us-06075.psap.example",
+            "sip:ecrf-sf@psap.ecrf.example",
+        );
+    assert_eq!(changed.matches("psap.ecrf.example").count(), 2);
     std::fs::write(dir.join("psaps.json"), changed).unwrap();
     let closed = ClosedPort::new();
     let text = lab_config(
@@ -924,4 +931,103 @@ fn redirects_are_followed_within_a_hop_limit_and_the_destination_policy() {
             }
         }
     }
+}
+
+/// A Common Area Phone calling without a location is routed by its
+/// registered address: the ECRF is asked about that address (profile
+/// `civic`) and its answer routes the call; once the ECRF is gone, another
+/// number registered at the same address, written in other case and
+/// spacing, is routed by the mapping cached for the address. The call
+/// records say which source chose the PSAP.
+#[test]
+fn a_call_by_its_registered_address_is_routed_by_the_ecrf_then_by_the_cache() {
+    use adminhttp::{emergency_config, tokens, Api, Caller, Db};
+    use serde_json::json;
+
+    let dir = tempdir::Dir::new("lost-ecrf-registered");
+    let (ecrf_router, ecrf_port) = ecrf(dir.path());
+    let psap = RawTrunk::start(Answer::Ok);
+    let screening = RawTrunk::start(Answer::Ok);
+    let trunks = common::Trunks::new()
+        .with_psap(psap.port)
+        .with_screening(screening.port);
+    let db = Db::sqlite();
+    let t = tokens();
+    let text = emergency_config(&trunks, &db, &t)
+        + &format!(
+            "\n[emergency]\nlocation_servers = [\"127.0.0.1\"]\n\n[emergency.lost]\n\
+             ecrf = \"http://127.0.0.1:{ecrf_port}/lost\"\ntimeout_ms = 3000\n\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n"
+        );
+    let router = Router::start(&text, &[]);
+    let api = Api::of(&router);
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &t.operator,
+        &json!([
+            {"number": "+14155550177", "country": "US", "common_area_phone": true,
+             "reg_A1": "CA", "reg_A3": "San Francisco", "reg_RD": "Dr Carlton B Goodlett",
+             "reg_STS": "Pl", "reg_HNO": "1", "reg_PC": "94102"},
+            {"number": "+14155550178", "country": "US", "common_area_phone": true,
+             "reg_A1": "ca", "reg_A3": "san francisco", "reg_RD": "dr  carlton b goodlett",
+             "reg_STS": "PL", "reg_HNO": "1", "reg_PC": "94102"}
+        ]),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let caller = Caller::new();
+    let route_of = |number: &str, cid: &str| {
+        caller.invite(router.port, number, cid);
+        let fwd = invite_for(&psap, cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{cid} did not reach the PSAP trunk: {}", router.log()));
+        header(&fwd, "Route").join(",")
+    };
+
+    // The ECRF's answer for the address routes the call.
+    let route = route_of("+14155550177", "lost-reg-1");
+    assert!(route.contains("sip:ecrf-sf@psap.ecrf.example"), "{route}");
+    assert_eq!(lost_routes(&router, "lost"), 1.0);
+
+    // The ECRF stops: the same address through another number is routed
+    // by the cached mapping.
+    drop(ecrf_router);
+    let route = route_of("+14155550178", "lost-reg-2");
+    assert!(route.contains("sip:ecrf-sf@psap.ecrf.example"), "{route}");
+    assert_eq!(lost_routes(&router, "lost-cache"), 1.0);
+
+    // The records, written off the call path.
+    let mut by = Vec::new();
+    for _ in 0..100 {
+        let r = api.get("/v1/records", &t.operator);
+        assert_eq!(r.status, 200, "{r:?}");
+        by = r
+            .json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|rec| {
+                (
+                    rec["call_id"].as_str().unwrap_or_default().to_owned(),
+                    rec["location_source"].clone(),
+                    rec["location"]["psap_decided_by"].clone(),
+                )
+            })
+            .collect();
+        if by.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    by.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        by,
+        [
+            ("lost-reg-1".to_owned(), json!("registered"), json!("lost")),
+            (
+                "lost-reg-2".to_owned(),
+                json!("registered"),
+                json!("lost-cache")
+            ),
+        ]
+    );
 }

@@ -1095,6 +1095,8 @@ const CSV_COLUMNS: &[&str] = &[
     "transport",
     "user_agent",
     "warnings",
+    // Added after the others, so that readers by position keep working.
+    "service",
 ];
 
 fn csv_row(fields: &[String]) -> String {
@@ -1160,6 +1162,7 @@ fn csv_line(out: &mut String, r: &CallRecord) {
         r.transport.clone(),
         o(&r.user_agent),
         r.warnings.join("; "),
+        o(&r.service),
     ];
     let fields: Vec<String> = fields.into_iter().map(csv_cell).collect();
     out.push_str(&csv_row(&fields));
@@ -1347,5 +1350,35 @@ mod tests {
         }
         assert_eq!(&row[28], "'=cmd|' /C calc'!A0");
         assert_eq!(&row[4], "'+12125550142");
+    }
+
+    #[test]
+    fn the_service_is_the_last_csv_column() {
+        assert_eq!(CSV_COLUMNS.last(), Some(&"service"));
+        // The columns before it are where they were.
+        assert_eq!(CSV_COLUMNS[29], "warnings");
+        let line = |service: Value| {
+            let r: CallRecord = serde_json::from_value(json!({
+                "id": "1", "kind": "emergency", "call_id": "c", "caller_uri": "sip:x@h",
+                "from": "f", "dialed": "112", "request_uri": "sip:112@h", "invite_ms": 0,
+                "outcome": "open", "route": "psap", "reason": "r", "attempts": [],
+                "location_source": "none", "source_ip": "127.0.0.1", "source_port": 5060,
+                "transport": "udp", "service": service,
+            }))
+            .unwrap();
+            let mut line = String::new();
+            csv_line(&mut line, &r);
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(line.as_bytes());
+            let row = reader.records().next().unwrap().unwrap();
+            assert_eq!(row.len(), CSV_COLUMNS.len());
+            (row[8].to_owned(), row[30].to_owned())
+        };
+        assert_eq!(
+            line(json!("urn:service:sos.police")),
+            ("112".to_owned(), "urn:service:sos.police".to_owned())
+        );
+        assert_eq!(line(Value::Null), ("112".to_owned(), String::new()));
     }
 }

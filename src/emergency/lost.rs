@@ -3,8 +3,15 @@
 //! location (`[emergency.lost]`), and its answer goes first.
 //!
 //! - Asked only when the country (the caller's, as the rules found it) has
-//!   an ECRF, the rules route the call by its dynamic location to a PSAP,
-//!   and no fresh cached mapping answers ([`crate::lost::route::plan`]).
+//!   an ECRF, the rules route the call to a PSAP by its dynamic location
+//!   (the shape, else the civic address it carries) or by the caller's
+//!   registered address (profile `civic`), and no fresh cached mapping
+//!   answers ([`crate::lost::route::plan`]).
+//! - A registered address's mapping is kept under the address's civic key
+//!   (elements upper-cased, whitespace collapsed), not under the number:
+//!   every number registered at the same address, written in any case or
+//!   spacing, finds it, and a new inventory snapshot leaves it in place;
+//!   an address that changes has another key and is asked about afresh.
 //! - The answer, a cached mapping even expired, or else the embedded data
 //!   decides ([`crate::lost::route::settle`]); the rules' own targets stay
 //!   behind the LoST one as failover, so a LoST URI that does not answer
@@ -19,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::inventory::Address;
 use crate::lost::route::{plan, settle, DecidedBy, Outcome, Plan};
 use crate::lost::{self, Cache, Mapping};
 use crate::proxy::{LostAnswer, LostQuery, RouteTarget};
@@ -29,6 +37,14 @@ use super::rules::{PsapChoice, PsapTrunks, RouteDecision, RouteKind, RoutedBy};
 
 /// The `id` of the location in the router's queries.
 const LOCATION_ID: &str = "call";
+
+/// Where a call is: the location it carried, and the caller's registered
+/// address from the inventory.
+#[derive(Clone, Copy)]
+pub(super) struct Located<'a> {
+    pub dynamic: &'a CallLocation,
+    pub registered: Option<&'a Address>,
+}
 
 /// `[emergency.lost]` as the router uses it, and its cache.
 pub(super) struct LostRouting {
@@ -82,18 +98,23 @@ impl LostRouting {
         &self,
         decision: &RouteDecision,
         country: Option<&str>,
-        dynamic: &CallLocation,
+        located: Located<'_>,
         service: &str,
     ) -> Option<(String, lost::Location, String)> {
-        if decision.route != RouteKind::Psap || decision.routed_by != RoutedBy::Dynamic {
+        if decision.route != RouteKind::Psap {
             return None;
         }
-        let url = self.url_for(country)?.to_owned();
-        let location = match (&dynamic.geo, &dynamic.civic) {
-            (Some(g), _) => lost::Location::Geodetic(g.shape.clone()),
-            (None, Some(c)) => lost::Location::Civic(c.clone()),
-            (None, None) => return None,
+        let location = match decision.routed_by {
+            RoutedBy::Dynamic => match (&located.dynamic.geo, &located.dynamic.civic) {
+                (Some(g), _) => lost::Location::Geodetic(g.shape.clone()),
+                (None, Some(c)) => lost::Location::Civic(c.clone()),
+                (None, None) => return None,
+            },
+            // The caller's registered address, by the `civic` profile.
+            RoutedBy::Registered => lost::Location::Civic(located.registered?.civic.clone()),
+            RoutedBy::None => return None,
         };
+        let url = self.url_for(country)?.to_owned();
         // The call's service as the country rules found it (`110` in
         // Germany asks for urn:service:sos.police).
         let service = if service.starts_with("urn:service:sos") {
@@ -110,11 +131,11 @@ impl LostRouting {
         &mut self,
         decision: &RouteDecision,
         country: Option<&str>,
-        dynamic: &CallLocation,
+        located: Located<'_>,
         service: &str,
         wall: Option<time::OffsetDateTime>,
     ) -> Option<LostQuery> {
-        let (url, location, service) = self.subject(decision, country, dynamic, service)?;
+        let (url, location, service) = self.subject(decision, country, located, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         match plan(&mut self.cache, &location, &service, LOCATION_ID, now) {
             Plan::Cached(_) => None,
@@ -132,12 +153,12 @@ impl LostRouting {
         &mut self,
         decision: &RouteDecision,
         country: Option<&str>,
-        dynamic: &CallLocation,
+        located: Located<'_>,
         service: &str,
         answer: Option<LostAnswer<'_>>,
         wall: Option<time::OffsetDateTime>,
     ) -> Option<Outcome> {
-        let (_, location, service) = self.subject(decision, country, dynamic, service)?;
+        let (_, location, service) = self.subject(decision, country, located, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let c = &mut self.cache;
         Some(match answer {
@@ -163,6 +184,71 @@ impl LostRouting {
                     now,
                 ),
             },
+        })
+    }
+}
+
+impl LostRouting {
+    /// What a running router would do with LoST for this call, as JSON,
+    /// asking nothing and keeping nothing (`sosrouter inspect`): the ECRF
+    /// and the request it would be sent, the location it is about and the
+    /// key its answer would be cached under; or why no ECRF is asked.
+    pub(super) fn describe(
+        &self,
+        decision: &RouteDecision,
+        country: Option<&str>,
+        located: Located<'_>,
+        service: &str,
+    ) -> serde_json::Value {
+        use serde_json::json;
+        let Some((url, location, service)) = self.subject(decision, country, located, service)
+        else {
+            let why = if self.url_for(country).is_none() {
+                format!(
+                    "no ECRF for {} ([emergency.lost] countries, ecrf)",
+                    country.unwrap_or("an unknown country")
+                )
+            } else if decision.route != RouteKind::Psap {
+                format!(
+                    "the call goes to the {} route: only calls routed to a PSAP are asked about",
+                    decision.route.as_str()
+                )
+            } else {
+                "the call is routed on no location an ECRF can be asked about".to_owned()
+            };
+            return json!({
+                "ecrf": self.url_for(country),
+                "asked": false,
+                "why": why,
+            });
+        };
+        let cache_key = match lost::route::key(&location, &service) {
+            lost::CacheKey::Point { lat_e7, lon_e7, .. } => json!({
+                "lat": lat_e7 as f64 / 1e7,
+                "lon": lon_e7 as f64 / 1e7,
+            }),
+            lost::CacheKey::Civic { address, .. } => json!(address),
+        };
+        // The request exactly as a router with nothing cached sends it.
+        let request = match plan(
+            &mut Cache::new(1),
+            &location,
+            &service,
+            LOCATION_ID,
+            time::OffsetDateTime::UNIX_EPOCH,
+        ) {
+            Plan::Ask { body } => Some(body),
+            Plan::Cached(_) => None,
+        };
+        json!({
+            "ecrf": url,
+            "asked": true,
+            "location_from": decision.routed_by.as_str(),
+            "profile": location.profile(),
+            "service": service,
+            "cache_key": cache_key,
+            "timeout_ms": self.timeout.as_millis() as u64,
+            "request": request,
         })
     }
 }
@@ -208,4 +294,225 @@ pub(super) fn apply(
         how: MatchKind::Contains,
     });
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use time::macros::datetime;
+
+    use super::*;
+    use crate::emergency::detect::Countries;
+    use crate::emergency::EmergencyRouter;
+    use crate::inventory::{Capabilities, Inventory, NumberEntry};
+    use crate::lost::{write, Expires, DEFAULT_SERVICE};
+    use crate::pidf::CivicAddress;
+    use crate::proxy::{Decision, Proto, RouteContext, Router, Source};
+
+    const ECRF: &str = "https://ecrf.example/lost";
+    const FROM_ECRF: &str = "sip:sf@psap.ecrf.example";
+
+    fn address(fields: &[(&str, &str)]) -> Address {
+        let mut civic = CivicAddress::new();
+        for (k, v) in fields {
+            civic.push(k, v);
+        }
+        Address { civic, point: None }
+    }
+
+    fn number(n: &str, cap: bool, a: Address) -> NumberEntry {
+        NumberEntry {
+            number: n.into(),
+            tenant: "acme".into(),
+            country: "US".into(),
+            common_area_phone: cap,
+            capabilities: Capabilities::default(),
+            location_id: None,
+            registered: Some(a),
+        }
+    }
+
+    /// The shipped configuration with an ECRF; Common Area Phones at one
+    /// San Francisco address written two ways, one in Denver, and an
+    /// ordinary phone at the San Francisco address.
+    fn router() -> EmergencyRouter {
+        let mut config = Config::embedded();
+        config.emergency.lost.ecrf = Some(ECRF.into());
+        let sf = [
+            ("country", "US"),
+            ("A1", "CA"),
+            ("A3", "San Francisco"),
+            ("RD", "Dr Carlton B Goodlett"),
+            ("STS", "Pl"),
+            ("HNO", "1"),
+            ("PC", "94102"),
+        ];
+        let sf_again = [
+            ("country", "us"),
+            ("A1", " ca"),
+            ("A3", "san   francisco "),
+            ("RD", "DR CARLTON B\tGOODLETT"),
+            ("STS", "pl"),
+            ("HNO", "1"),
+            ("PC", "94102"),
+        ];
+        let denver = [
+            ("country", "US"),
+            ("A1", "CO"),
+            ("A3", "Denver"),
+            ("RD", "E Colfax"),
+            ("STS", "Ave"),
+            ("HNO", "200"),
+            ("PC", "80203"),
+        ];
+        let mut inv = Inventory::empty();
+        inv.insert(number("+14155550177", true, address(&sf)));
+        inv.insert(number("+14155550178", true, address(&sf_again)));
+        inv.insert(number("+13035550117", true, address(&denver)));
+        inv.insert(number("+14155550179", false, address(&sf)));
+        let areas = super::super::psap::ServiceAreas::embedded().unwrap();
+        EmergencyRouter::new(
+            &config,
+            Countries::shipped(),
+            Arc::new(inv),
+            Arc::new(areas),
+        )
+        .unwrap()
+    }
+
+    /// A 911 call from `caller` with no location of its own.
+    fn invite(caller: &str) -> crate::sip::Message {
+        let text = format!(
+            "INVITE sip:911@192.0.2.1 SIP/2.0\r\n\
+             Via: SIP/2.0/UDP 127.0.0.1:5062;branch=z9hG4bK{caller}\r\n\
+             Max-Forwards: 70\r\n\
+             To: <sip:911@192.0.2.1>\r\n\
+             From: <sip:{caller}@127.0.0.1>;tag=1\r\n\
+             Call-ID: reg-{caller}\r\n\
+             CSeq: 1 INVITE\r\n\
+             Contact: <sip:{caller}@127.0.0.1:5062>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        crate::sip::parse_datagram(Bytes::from(text), &Default::default()).unwrap()
+    }
+
+    fn source() -> Source {
+        let a: SocketAddr = "127.0.0.1:5062".parse().unwrap();
+        Source {
+            proto: Proto::Udp,
+            peer: a,
+            local: a,
+            conn: None,
+        }
+    }
+
+    fn ctx<'a>(source: &'a Source, lost: Option<LostAnswer<'a>>) -> RouteContext<'a> {
+        RouteContext {
+            source,
+            inbound_trunk: Some("carrier"),
+            dereferenced: None,
+            lost,
+            wall: Some(datetime!(2026-12-07 12:00:00 UTC)),
+            unique: 7,
+        }
+    }
+
+    fn answer() -> String {
+        let m = Mapping {
+            expires: Expires::At(datetime!(2026-12-08 12:00:00 UTC)),
+            last_updated: None,
+            source: "ecrf.example".into(),
+            source_id: "sf".into(),
+            display_names: vec![],
+            service: DEFAULT_SERVICE.into(),
+            boundary: None,
+            boundary_reference: None,
+            uris: vec![FROM_ECRF.into()],
+            other_uris: vec![],
+            service_number: None,
+        };
+        write::find_service_response(&[m], &["ecrf.example".into()], Some(LOCATION_ID))
+    }
+
+    /// (first target's Route, psap_decided_by) of a routed call.
+    fn routed(d: Decision) -> (Option<String>, Option<&'static str>) {
+        let Decision::Route {
+            targets, details, ..
+        } = d
+        else {
+            panic!("not routed: {d:?}")
+        };
+        (
+            targets[0].route.clone(),
+            details.and_then(|d| d.psap_decided_by),
+        )
+    }
+
+    #[test]
+    fn a_registered_address_is_asked_by_the_civic_profile_then_found_in_the_cache() {
+        let mut r = router();
+        let src = source();
+
+        // A Common Area Phone without a location: routed by its registered
+        // address, which is asked about as a civic address.
+        let call = invite("+14155550177");
+        let q = r.lost_query(&call, &ctx(&src, None)).expect("a query");
+        assert_eq!(q.url, ECRF);
+        assert!(q.body.contains("profile=\"civic\""), "{}", q.body);
+        assert!(q.body.contains("San Francisco"), "{}", q.body);
+        assert!(q.body.contains("urn:service:sos"), "{}", q.body);
+        let body = answer();
+        let d = r.route(&call, &ctx(&src, Some(LostAnswer::Body(body.as_bytes()))));
+        assert_eq!(routed(d), (Some(FROM_ECRF.into()), Some("lost")));
+
+        // Another number at the same address, written in other case and
+        // spacing: the cached mapping answers, nothing is asked.
+        let call = invite("+14155550178");
+        assert_eq!(r.lost_query(&call, &ctx(&src, None)), None);
+        let d = r.route(&call, &ctx(&src, None));
+        assert_eq!(routed(d), (Some(FROM_ECRF.into()), Some("lost-cache")));
+
+        // Another address is asked about; with no answer the embedded data
+        // routes it (Denver's own PSAP).
+        let call = invite("+13035550117");
+        let q = r.lost_query(&call, &ctx(&src, None)).expect("a query");
+        assert!(q.body.contains("Denver"), "{}", q.body);
+        let d = r.route(&call, &ctx(&src, Some(LostAnswer::Failed)));
+        let (route, by) = routed(d);
+        assert_eq!(by, Some("embedded"));
+        assert!(route.unwrap().contains("us-08031"));
+
+        // An ordinary phone at the cached address goes to the screening
+        // center, which no ECRF is asked about.
+        let call = invite("+14155550179");
+        assert_eq!(r.lost_query(&call, &ctx(&src, None)), None);
+        let Decision::Route { route, details, .. } = r.route(&call, &ctx(&src, None)) else {
+            panic!()
+        };
+        assert_eq!(route, "screening");
+        assert_eq!(details.unwrap().psap_decided_by, None);
+    }
+
+    #[test]
+    fn a_new_inventory_snapshot_keeps_the_mappings_of_addresses() {
+        let mut r = router();
+        let src = source();
+        let call = invite("+14155550177");
+        assert!(r.lost_query(&call, &ctx(&src, None)).is_some());
+        let body = answer();
+        r.route(&call, &ctx(&src, Some(LostAnswer::Body(body.as_bytes()))));
+
+        // A new snapshot in which a new number shares the address: its call
+        // needs no query.
+        let mut inv = (*r.inventory()).clone();
+        let sf = inv.get("+14155550177").unwrap().registered.unwrap();
+        inv.insert(number("+14155550180", true, sf));
+        r.set_inventory(Arc::new(inv));
+        let call = invite("+14155550180");
+        assert_eq!(r.lost_query(&call, &ctx(&src, None)), None);
+        let d = r.route(&call, &ctx(&src, None));
+        assert_eq!(routed(d), (Some(FROM_ECRF.into()), Some("lost-cache")));
+    }
 }

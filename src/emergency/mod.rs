@@ -123,6 +123,11 @@ impl Evaluation<'_> {
         self.entry.as_ref().and_then(|e| e.registered.as_ref())
     }
 
+    /// The caller's registered address from the inventory, if any.
+    pub fn registered_address(&self) -> Option<&Address> {
+        self.registered()
+    }
+
     /// The location shown and recorded: the dynamic one when usable, else
     /// the registered address, else none (with any reference and errors).
     pub fn location_json(&self) -> Value {
@@ -398,6 +403,45 @@ impl EmergencyRouter {
 
     pub fn psap_trunks(&self) -> &PsapTrunks {
         &self.psap_trunks
+    }
+
+    /// What LoST does for an evaluated call, as `inspect` shows it: `null`
+    /// for a call that is no emergency; else where the PSAP would come
+    /// from, asking nothing: the ECRF, the request and the cache key
+    /// (`asked`), or why no ECRF is asked; and `embedded`, the PSAP the
+    /// embedded service areas give (what routes the call when the ECRF
+    /// gives nothing usable and no mapping is cached, and the failover
+    /// behind a mapping's PSAP).
+    pub fn lost_json(&self, ev: &Evaluation<'_>) -> Value {
+        let (Some(d), Some(det)) = (&ev.decision, &ev.detected) else {
+            return Value::Null;
+        };
+        let mut v = match &self.lost {
+            Some(l) => l.describe(
+                d,
+                ev.country.as_deref(),
+                lost::Located {
+                    dynamic: &ev.dynamic,
+                    registered: ev.registered(),
+                },
+                &det.service,
+            ),
+            None => json!({
+                "ecrf": null,
+                "asked": false,
+                "why": "no ECRF is configured ([emergency.lost] ecrf, countries)",
+            }),
+        };
+        if let Value::Object(o) = &mut v {
+            o.insert(
+                "embedded".into(),
+                d.psap.as_ref().map_or(
+                    Value::Null,
+                    |p| json!({"psap_id": p.id, "area": p.area, "uri": p.uri, "trunk": p.trunk}),
+                ),
+            );
+        }
+        v
     }
 
     /// Finds out everything about a request against `inventory`. With
@@ -709,7 +753,10 @@ impl Router for EmergencyRouter {
             (Some(l), Some(d), Some(det)) => l.outcome(
                 d,
                 ev.country.as_deref(),
-                &ev.dynamic,
+                lost::Located {
+                    dynamic: &ev.dynamic,
+                    registered: ev.registered(),
+                },
                 &det.service,
                 ctx.lost,
                 ctx.wall,
@@ -722,9 +769,9 @@ impl Router for EmergencyRouter {
         d
     }
 
-    /// A LoST query for a call the rules route by its own location to a
-    /// PSAP, when its country has an ECRF and no fresh cached mapping
-    /// answers.
+    /// A LoST query for a call the rules route to a PSAP by its own location
+    /// or by the caller's registered address, when its country has an ECRF
+    /// and no fresh cached mapping answers.
     fn lost_query(&mut self, req: &Message, ctx: &RouteContext<'_>) -> Option<LostQuery> {
         self.lost.as_ref()?;
         let inventory = self.inventory.clone();
@@ -733,7 +780,10 @@ impl Router for EmergencyRouter {
         self.lost.as_mut()?.query(
             d,
             ev.country.as_deref(),
-            &ev.dynamic,
+            lost::Located {
+                dynamic: &ev.dynamic,
+                registered: ev.registered(),
+            },
             &det.service,
             ctx.wall,
         )

@@ -584,11 +584,44 @@ const PIECES: &[&[u8]] = &[
     b"\"",
     b"'",
     b"\0",
+    // The civic shapes: a registered address asked about, and a civic
+    // service boundary.
+    b"<civicAddress xmlns='urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr'>",
+    b"</civicAddress>",
+    b"<A3>",
+    b"</A3>",
+    b"profile='civic'",
+    b"<serviceBoundary profile='civic'>",
+    b"<redirect xmlns='urn:ietf:params:xml:ns:lost1' target='",
+    b"source=''",
 ];
 
 #[test]
 fn mutated_and_truncated_documents_never_panic() {
+    // What the router itself sends and reads for a registered address:
+    // the civic query, and an answer with a civic service boundary.
+    let civic_query = write::find_service(&FindService {
+        location: &Location::Civic(civic()),
+        location_id: "call",
+        service: DEFAULT_SERVICE,
+        boundary_by_value: true,
+        recursive: true,
+    });
+    let civic_answer = write::find_service_response(
+        &[mapping(
+            Expires::NoExpiration,
+            Some(Boundary {
+                civic: vec![civic()],
+                ..Boundary::default()
+            }),
+        )],
+        &["ecrf.example".into()],
+        Some("call"),
+    );
     let seeds: &[&[u8]] = &[
+        civic_query.as_bytes(),
+        civic_answer.as_bytes(),
+        doc!("rfc5222-find-service-civic.xml"),
         doc!("rfc5222-find-service-response-geodetic.xml"),
         doc!("rfc5222-find-service-response-civic.xml"),
         doc!("rfc5222-find-service-response-validation.xml"),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::config::{AddressPolicy, AddressValidationConfig, AdminConfig};
-use crate::inventory::address_check::{AddressCheck, AddressChecker};
+use crate::inventory::address_check::{AddressCheck, AddressChecker, Remembered};
 use crate::inventory::limits::check_address_size;
 use crate::inventory::Address;
 use crate::pidf::{CivicAddress, RFC5139_ELEMENTS};
@@ -174,6 +174,11 @@ pub fn build(
     Ok(Address { civic, point })
 }
 
+/// Whether the element `k` is absent or blank in `a`.
+fn lacks(a: &Address, k: &str) -> bool {
+    a.civic.get(k).is_none_or(|v| v.trim().is_empty())
+}
+
 /// The address elements each country requires (see
 /// `admin.required_address`).
 #[derive(Debug, Clone)]
@@ -202,17 +207,34 @@ impl RequiredFields {
 
     /// The elements `a` lacks for its country.
     pub fn missing(&self, a: &Address) -> Vec<String> {
-        let country = a.country().unwrap_or_default();
-        let need = self
-            .0
-            .get(&country)
-            .or_else(|| self.0.get("*"))
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        need.iter()
-            .filter(|k| a.civic.get(k).is_none_or(|v| v.trim().is_empty()))
+        self.needed(a)
+            .iter()
+            .filter(|k| lacks(a, k))
             .cloned()
             .collect()
+    }
+
+    /// Whether `a` lacks an element its country requires: the question of
+    /// every upload row, answered without allocating.
+    pub fn lacks_any(&self, a: &Address) -> bool {
+        self.needed(a).iter().any(|k| lacks(a, k))
+    }
+
+    /// The elements required in `a`'s country (upper-cased, trimmed, as
+    /// [`Address::country`] gives it), else those of `*`.
+    fn needed(&self, a: &Address) -> &[String] {
+        let country = a.civic.get("country").map(str::trim).unwrap_or_default();
+        // Country codes are two letters: one longer names no row.
+        let mut buf = [0u8; 8];
+        let code = buf.get_mut(..country.len()).and_then(|b| {
+            b.copy_from_slice(country.as_bytes());
+            b.make_ascii_uppercase();
+            std::str::from_utf8(b).ok()
+        });
+        code.and_then(|c| self.0.get(c))
+            .or_else(|| self.0.get("*"))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// An error naming what is missing, if anything.
@@ -302,6 +324,12 @@ impl AddressRules {
         validation: &AddressValidationConfig,
         checker: Arc<dyn AddressChecker>,
     ) -> AddressRules {
+        // A checker that says which elements decide its answers is asked
+        // once per combination of them (see `Remembered`).
+        let checker = match Remembered::new(checker.clone()) {
+            Some(r) => Arc::new(r) as Arc<dyn AddressChecker>,
+            None => checker,
+        };
         AddressRules {
             required: RequiredFields::new(required),
             validation: validation.clone(),
@@ -328,11 +356,10 @@ impl AddressRules {
     /// element its country requires is missing, or the checker finds it
     /// invalid where the country's policy is `refuse`.
     pub fn check(&self, a: &Address) -> Result<AddressCheck, AddressRefused> {
-        let missing = self.required.missing(a);
-        if !missing.is_empty() {
+        if self.required.lacks_any(a) {
             return Err(AddressRefused::Missing {
                 message: self.required.check(a).unwrap_err(),
-                elements: missing,
+                elements: self.required.missing(a),
             });
         }
         let check = self.checker.check(a);
@@ -356,6 +383,12 @@ struct EmbeddedGazetteer;
 impl AddressChecker for EmbeddedGazetteer {
     fn check(&self, a: &Address) -> AddressCheck {
         Gazetteer::embedded().check(a)
+    }
+
+    /// Said without loading the data: rules are built at start and on
+    /// every reload, the data only once an address is checked.
+    fn decided_by(&self) -> Option<&'static [&'static str]> {
+        Some(super::gazetteer::DECIDED_BY)
     }
 }
 
@@ -415,5 +448,61 @@ mod tests {
         );
         let r = RequiredFields::new(&o);
         assert_eq!(r.missing(&gb), ["PC"]);
+        assert!(r.lacks_any(&gb));
+    }
+
+    /// The compiled-in gazetteer says what decides its answers without
+    /// loading its data, and says what the gazetteer says.
+    #[test]
+    fn the_embedded_gazetteer_is_remembered_by_the_gazetteers_elements() {
+        assert_eq!(
+            EmbeddedGazetteer.decided_by(),
+            Gazetteer::embedded().decided_by()
+        );
+        assert!(EmbeddedGazetteer.decided_by().is_some());
+    }
+
+    /// The quick answer of every upload row agrees with the list of what
+    /// is missing, however the country is written.
+    #[test]
+    fn lacks_any_agrees_with_missing() {
+        let r = RequiredFields::new(&BTreeMap::new());
+        let cases: [&[(&str, &str)]; 8] = [
+            &[
+                ("country", "US"),
+                ("A1", "CO"),
+                ("A3", "Denver"),
+                ("RD", "Colfax"),
+                ("HNO", "1"),
+            ],
+            &[
+                ("country", "us"),
+                ("A1", "CO"),
+                ("A3", "Denver"),
+                ("RD", "Colfax"),
+            ],
+            &[("country", " Us "), ("A3", "Denver"), ("RD", "Colfax")],
+            &[("country", "USA"), ("A3", "Denver"), ("RD", "Colfax")],
+            &[("country", "GB"), ("A3", "London"), ("RD", "Whitehall")],
+            &[("country", "gb"), ("A3", " "), ("RD", "Whitehall")],
+            &[("A3", "Denver"), ("RD", "Colfax")],
+            &[("country", "ÜÜÜÜÜ"), ("A3", "x"), ("RD", "y")],
+        ];
+        for fields in cases {
+            let mut civic = CivicAddress::new();
+            for (k, v) in fields {
+                civic.push(k, v);
+            }
+            let a = Address { civic, point: None };
+            assert_eq!(r.lacks_any(&a), !r.missing(&a).is_empty(), "{fields:?}");
+        }
+        let us_lower = Address {
+            civic: [("country", "us"), ("A3", "Denver"), ("RD", "Colfax")]
+                .into_iter()
+                .collect(),
+            point: None,
+        };
+        // The US rows apply to a lower-case code: A1 and HNO are missing.
+        assert_eq!(r.missing(&us_lower), ["A1", "HNO"]);
     }
 }

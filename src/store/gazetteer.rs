@@ -19,6 +19,10 @@ use std::sync::{Arc, OnceLock};
 
 use crate::emergency::psap::{self, ServiceAreas};
 use crate::inventory::address_check::{AddressCheck, AddressChecker};
+
+/// The elements [`Gazetteer::check`] reads: nothing else of an address
+/// changes its answer.
+pub(super) const DECIDED_BY: &[&str] = &["country", "A1", "A2", "A3", "PC"];
 use crate::inventory::Address;
 
 /// The checker of the compiled-in service-area data (see the module
@@ -72,6 +76,10 @@ fn phonenumber_region(country: &str) -> bool {
 const US_TERRITORIES: [&str; 5] = ["PR", "VI", "GU", "AS", "MP"];
 
 impl AddressChecker for Gazetteer {
+    fn decided_by(&self) -> Option<&'static [&'static str]> {
+        Some(DECIDED_BY)
+    }
+
     fn check(&self, a: &Address) -> AddressCheck {
         let get = |k: &str| a.civic.get(k).map(str::trim).unwrap_or_default();
         let country = get("country");
@@ -215,6 +223,7 @@ fn is_ca_postal(pc: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::address_check::Remembered;
     use crate::pidf::CivicAddress;
 
     fn address(fields: &[(&str, &str)]) -> Address {
@@ -422,8 +431,18 @@ mod tests {
             ),
         ];
         let mut wrong = Vec::new();
+        let remembered = Remembered::new(g.clone()).expect("the gazetteer says what decides");
         for (fields, state, elements, words) in cases {
             let got = g.check(&address(fields));
+            // With a street, a house number and a unit: the same answer
+            // (they are not among the elements that decide it), and the
+            // same again through the remembered answers.
+            let mut more = fields.to_vec();
+            more.extend([("RD", "Main"), ("STS", "St"), ("HNO", "12"), ("UNIT", "4B")]);
+            let more = address(&more);
+            assert_eq!(g.check(&more), got, "{fields:?}");
+            assert_eq!(remembered.check(&more), got, "{fields:?}");
+            assert_eq!(remembered.check(&address(fields)), got, "{fields:?}");
             let right = got.state() == *state
                 && match &got {
                     AddressCheck::Invalid {

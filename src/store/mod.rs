@@ -88,6 +88,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "address checks",
         Sql::Both(include_str!("migrations/0005_address_check.sql")),
     ),
+    (
+        6,
+        "no index of address check states",
+        Sql::Both(include_str!("migrations/0006_no_address_state_index.sql")),
+    ),
 ];
 
 /// The migrations of one database.

@@ -314,7 +314,7 @@ pub async fn put_number_rows(
                 .bind(r.address.as_ref().and_then(|a| a.point).map(|p| p.0))
                 .bind(r.address.as_ref().and_then(|a| a.point).map(|p| p.1))
                 .bind(r.address_check.as_ref().map(AddressCheck::state))
-                .bind(r.address_check.as_ref().map(|c| c.to_json().to_string()))
+                .bind(r.address_check.as_ref().map(AddressCheck::stored_text))
                 .bind(now);
         }
         q.execute(&mut **tx).await?;
@@ -345,7 +345,7 @@ pub async fn put_location_row(
     .bind(a.point.map(|p| p.0))
     .bind(a.point.map(|p| p.1))
     .bind(check.map(AddressCheck::state))
-    .bind(check.map(|c| c.to_json().to_string()))
+    .bind(check.map(AddressCheck::stored_text))
     .bind(now)
     .execute(&mut **tx)
     .await?;
