@@ -162,7 +162,7 @@ impl AddressChecker for Gazetteer {
             }
         }
         if faults.is_empty() {
-            AddressCheck::Valid
+            AddressCheck::gazetteer_valid()
         } else {
             invalid(faults)
         }
@@ -185,6 +185,7 @@ fn invalid(faults: Vec<(&'static str, String)>) -> AddressCheck {
     AddressCheck::Invalid {
         elements,
         reason: reasons.join("; "),
+        source: crate::inventory::address_check::Source::Gazetteer,
     }
 }
 
@@ -429,9 +430,10 @@ mod tests {
                     AddressCheck::Invalid {
                         elements: e,
                         reason,
+                        ..
                     } => e == elements && reason.contains(words),
                     AddressCheck::Unchecked { reason } => reason.contains(words),
-                    AddressCheck::Valid => true,
+                    AddressCheck::Valid { .. } => true,
                 };
             if !right {
                 wrong.push(format!("{fields:?}: {got:?}"));
