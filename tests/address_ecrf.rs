@@ -296,3 +296,51 @@ fn the_gazetteer_decides_when_the_ecrf_cannot_answer() {
         }
     }
 }
+
+#[test]
+fn a_bulk_upload_asks_once_per_distinct_address() {
+    let (_ecrf, ecrf_port) = ecrf();
+    let relay = Counting::to(ecrf_port);
+    let lab = router(relay.port, "warn");
+    // 3,000 rows, three addresses (one of them wrong), spelled with
+    // varying case and spaces.
+    let mut csv = String::from("number,country,reg_A1,reg_A3,reg_RD,reg_HNO,reg_PC\n");
+    for i in 0..3_000u32 {
+        let (a1, a3, pc) = match i % 3 {
+            0 => ("CO", "Denver", "80203"),
+            1 => ("ny", "new  york", "10001"),
+            _ => ("CA", "Denver", "80203"),
+        };
+        csv.push_str(&format!("+1720555{i:04},US,{a1},{a3},E Colfax,200,{pc}\n"));
+    }
+    let r = lab.api.call(
+        "POST",
+        "/v1/uploads?tenant=acme&wait=true",
+        Some(&lab.t.operator),
+        Some("text/csv"),
+        csv.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let s = r.json();
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["summary"]["created"], 3_000, "{s}");
+    assert_eq!(relay.requests(), 3);
+    assert_eq!(
+        check_of(&lab, "+17205552998"),
+        json!({"state": "valid", "source": "ecrf"})
+    );
+    assert_eq!(
+        check_of(&lab, "+17205552997"),
+        json!({"state": "valid", "source": "ecrf"})
+    );
+    let c = check_of(&lab, "+17205552999");
+    assert_eq!(
+        (&c["state"], &c["source"], &c["elements"]),
+        (
+            &json!("invalid"),
+            &json!("ecrf"),
+            &json!(["A3", "PC", "A1"])
+        ),
+        "{c}"
+    );
+}

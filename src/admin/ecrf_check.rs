@@ -51,8 +51,8 @@ pub struct Answers {
     pub answers: HashMap<String, AddressCheck>,
     /// Distinct addresses asked about.
     pub asked: usize,
-    /// Distinct addresses left to the gazetteer because the upload had
-    /// more than [`MAX_QUERIES`] or the budget ran out.
+    /// Addresses left to the gazetteer because the upload had more than
+    /// [`MAX_QUERIES`] distinct ones or the budget ran out.
     pub not_asked: usize,
     /// The first reason an asked address got no answer, and how many.
     pub failed: usize,
@@ -152,23 +152,27 @@ impl EcrfAddresses {
         addresses: impl IntoIterator<Item = &'a Address>,
     ) -> Plan {
         let mut plan = Plan::default();
-        let mut seen: std::collections::HashSet<String> = Default::default();
         for a in addresses {
-            if !rules.complete(a) || self.url_for(a).is_none() {
-                continue;
-            }
-            let key = civic_key(a);
-            if seen.contains(&key) {
-                continue;
-            }
-            if seen.len() >= MAX_QUERIES {
-                plan.not_asked += 1;
-                continue;
-            }
-            seen.insert(key.clone());
-            plan.distinct.push((key, a.clone()));
+            self.plan_one(&mut plan, rules, a);
         }
         plan
+    }
+
+    /// Adds `a` to `plan` when it is to be asked about.
+    pub fn plan_one(&self, plan: &mut Plan, rules: &AddressRules, a: &Address) {
+        if !rules.complete(a) || self.url_for(a).is_none() {
+            return;
+        }
+        let key = civic_key(a);
+        if plan.seen.contains(&key) {
+            return;
+        }
+        if plan.seen.len() >= MAX_QUERIES {
+            plan.not_asked += 1;
+            return;
+        }
+        plan.seen.insert(key.clone());
+        plan.distinct.push((key, a.clone()));
     }
 
     /// Asks about the planned addresses, [`CONCURRENCY`] at once, all
@@ -227,6 +231,7 @@ impl EcrfAddresses {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub distinct: Vec<(String, Address)>,
-    /// Distinct addresses past [`MAX_QUERIES`].
+    seen: std::collections::HashSet<String>,
+    /// Addresses past [`MAX_QUERIES`] (each time one comes).
     pub not_asked: usize,
 }
