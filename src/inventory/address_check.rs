@@ -39,9 +39,11 @@ impl Source {
 /// The outcome of checking one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddressCheck {
-    Valid {
-        source: Source,
-    },
+    /// Valid, as the gazetteer finds it.
+    Valid,
+    /// Valid, as the ECRF finds it: its `<locationValidation>` lists no
+    /// element as invalid.
+    EcrfValid,
     /// The elements at fault (RFC 5139 names, as the API writes them:
     /// `country`, `A1`, `A2`, `A3`, `PC`) and why.
     Invalid {
@@ -50,16 +52,14 @@ pub enum AddressCheck {
         source: Source,
     },
     /// Nothing to check it against.
-    Unchecked {
-        reason: String,
-    },
+    Unchecked { reason: String },
 }
 
 impl AddressCheck {
     /// `valid`, `invalid` or `unchecked`.
     pub fn state(&self) -> &'static str {
         match self {
-            AddressCheck::Valid { .. } => "valid",
+            AddressCheck::Valid | AddressCheck::EcrfValid => "valid",
             AddressCheck::Invalid { .. } => "invalid",
             AddressCheck::Unchecked { .. } => "unchecked",
         }
@@ -69,17 +69,12 @@ impl AddressCheck {
         matches!(self, AddressCheck::Invalid { .. })
     }
 
-    /// Valid, as the gazetteer finds it.
-    pub fn gazetteer_valid() -> AddressCheck {
-        AddressCheck::Valid {
-            source: Source::Gazetteer,
-        }
-    }
-
     /// Which checker decided; none for `unchecked`.
     pub fn source(&self) -> Option<Source> {
         match self {
-            AddressCheck::Valid { source } | AddressCheck::Invalid { source, .. } => Some(*source),
+            AddressCheck::Valid => Some(Source::Gazetteer),
+            AddressCheck::EcrfValid => Some(Source::Ecrf),
+            AddressCheck::Invalid { source, .. } => Some(*source),
             AddressCheck::Unchecked { .. } => None,
         }
     }
@@ -88,7 +83,8 @@ impl AddressCheck {
     /// "source": "ecrf"}`: the API's form, and the stored one.
     pub fn to_json(&self) -> Value {
         match self {
-            AddressCheck::Valid { source } => json!({"state": "valid", "source": source.as_str()}),
+            AddressCheck::Valid => json!({"state": "valid", "source": "gazetteer"}),
+            AddressCheck::EcrfValid => json!({"state": "valid", "source": "ecrf"}),
             AddressCheck::Invalid {
                 elements,
                 reason,
@@ -117,7 +113,10 @@ impl AddressCheck {
             Some(_) => return None,
         };
         Some(match v.get("state")?.as_str()? {
-            "valid" => AddressCheck::Valid { source },
+            "valid" => match source {
+                Source::Gazetteer => AddressCheck::Valid,
+                Source::Ecrf => AddressCheck::EcrfValid,
+            },
             "invalid" => AddressCheck::Invalid {
                 elements: v
                     .get("elements")?
@@ -153,9 +152,7 @@ impl AddressCheck {
             }
         }
         if elements.is_empty() {
-            return AddressCheck::Valid {
-                source: Source::Ecrf,
-            };
+            return AddressCheck::EcrfValid;
         }
         let reason = format!(
             "the ECRF{} finds {} invalid",
@@ -245,10 +242,8 @@ mod tests {
     #[test]
     fn stored_form_round_trips() {
         let cases = [
-            AddressCheck::gazetteer_valid(),
-            AddressCheck::Valid {
-                source: Source::Ecrf,
-            },
+            AddressCheck::Valid,
+            AddressCheck::EcrfValid,
             AddressCheck::Invalid {
                 elements: vec!["PC".into(), "A1".into()],
                 reason: "80203 is in CO, not in NY".into(),
@@ -278,7 +273,7 @@ mod tests {
         // Stored before checks named their source: the gazetteer's.
         assert_eq!(
             AddressCheck::from_json("{\"state\": \"valid\"}"),
-            Some(AddressCheck::gazetteer_valid())
+            Some(AddressCheck::Valid)
         );
     }
 
@@ -320,9 +315,7 @@ mod tests {
                 }
             }
         }
-        let ecrf = AddressCheck::Valid {
-            source: Source::Ecrf,
-        };
+        let ecrf = AddressCheck::EcrfValid;
         let p = Prefetched {
             answers: [(civic_key(&a), ecrf.clone())].into_iter().collect(),
             fallback: std::sync::Arc::new(Never),
@@ -333,9 +326,7 @@ mod tests {
 
     #[test]
     fn location_validation_gives_the_check() {
-        let ecrf_valid = AddressCheck::Valid {
-            source: Source::Ecrf,
-        };
+        let ecrf_valid = AddressCheck::EcrfValid;
         let invalid = |e: &[&str], reason: &str| AddressCheck::Invalid {
             elements: e.iter().map(|s| s.to_string()).collect(),
             reason: reason.into(),

@@ -842,7 +842,7 @@ mod tests {
             .set_address(
                 "acme",
                 &n,
-                Some((addr("Lexington", 5), AddressCheck::gazetteer_valid())),
+                Some((addr("Lexington", 5), AddressCheck::Valid)),
                 &actor(),
                 false,
             )
@@ -895,7 +895,7 @@ mod tests {
                 "acme",
                 "hq",
                 &addr("35th", 1),
-                &AddressCheck::gazetteer_valid(),
+                &AddressCheck::Valid,
                 &actor(),
             )
             .await
@@ -927,7 +927,7 @@ mod tests {
                 "acme",
                 "annex",
                 &addr("Annex St", 2),
-                &AddressCheck::gazetteer_valid(),
+                &AddressCheck::Valid,
                 &actor(),
             )
             .await
@@ -957,7 +957,7 @@ mod tests {
                 "acme",
                 "annex",
                 &addr("Annex St", 2),
-                &AddressCheck::gazetteer_valid(),
+                &AddressCheck::Valid,
                 &actor(),
             )
             .await
@@ -1031,7 +1031,7 @@ mod tests {
         a.set_address(
             "acme",
             &number(9),
-            Some((addr("Park Ave", 3), AddressCheck::gazetteer_valid())),
+            Some((addr("Park Ave", 3), AddressCheck::Valid)),
             &actor(),
             false,
         )
@@ -1044,7 +1044,7 @@ mod tests {
             "acme",
             "hq",
             &addr("36th", 4),
-            &AddressCheck::gazetteer_valid(),
+            &AddressCheck::Valid,
             &actor(),
         )
         .await
@@ -1053,7 +1053,7 @@ mod tests {
             "initech",
             "one",
             &addr("Initech Way", 1),
-            &AddressCheck::gazetteer_valid(),
+            &AddressCheck::Valid,
             &actor(),
         )
         .await
@@ -1144,7 +1144,7 @@ mod tests {
         a.set_address(
             "acme",
             &number(13),
-            Some((addr("Elm St", 8), AddressCheck::gazetteer_valid())),
+            Some((addr("Elm St", 8), AddressCheck::Valid)),
             &actor(),
             false,
         )
@@ -1168,7 +1168,7 @@ mod tests {
         a.set_address(
             "acme",
             &number(17),
-            Some((addr("Oak St", 2), AddressCheck::gazetteer_valid())),
+            Some((addr("Oak St", 2), AddressCheck::Valid)),
             &actor(),
             false,
         )
@@ -1193,7 +1193,7 @@ mod tests {
         a.set_address(
             "acme",
             &number(7),
-            Some((addr("Elm St", 8), AddressCheck::gazetteer_valid())),
+            Some((addr("Elm St", 8), AddressCheck::Valid)),
             &actor(),
             false,
         )
@@ -1313,7 +1313,7 @@ mod tests {
             from.set_address(
                 "acme",
                 &n,
-                Some((addr("Maple St", k as u32), AddressCheck::gazetteer_valid())),
+                Some((addr("Maple St", k as u32), AddressCheck::Valid)),
                 &actor(),
                 false,
             )
