@@ -258,6 +258,25 @@ fn the_gazetteer_decides_when_the_ecrf_cannot_answer() {
         std::time::Duration::from_secs(10),
     );
 
+    // The ECRF takes the connection and never answers: past the deadline
+    // (4 × timeout_ms), the gazetteer decides.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let lab = router(silent.local_addr().unwrap().port(), "warn");
+    let r = put_address(&lab, wrong());
+    assert_eq!(r.status, 200, "{r}");
+    let c = check_of(&lab, N);
+    assert_eq!(
+        (&c["state"], &c["source"]),
+        (&json!("invalid"), &json!("gazetteer")),
+        "{c}"
+    );
+    lab.router.wait_log(
+        "no answer within 2000 ms",
+        1,
+        std::time::Duration::from_secs(10),
+    );
+    drop(silent);
+
     // A German address: the ECRF, which serves Germany, finds nothing at
     // fault (it checks the country code only); with Germany's service
     // area gone from its data it answers with a LoST error (notFound),

@@ -235,3 +235,114 @@ pub struct Plan {
     /// Addresses past [`MAX_QUERIES`] (each time one comes).
     pub not_asked: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pidf::CivicAddress;
+
+    fn ecrf() -> Arc<EcrfAddresses> {
+        let c = Config::from_toml(
+            r#"
+[sip]
+listen = ["udp:127.0.0.1:5060"]
+allow = ["127.0.0.1/32"]
+[[trunk]]
+name = "psap"
+kind = "psap"
+uri = "sip:127.0.0.1:5070"
+[[route]]
+numbers = ["911"]
+targets = ["psap"]
+[emergency.lost]
+timeout_ms = 250
+[emergency.lost.countries]
+us = "http://ecrf.example.net/lost"
+ca = "http://ecrf.example.ca/lost"
+"#,
+        )
+        .unwrap();
+        EcrfAddresses::from_config(&c).expect("an ECRF is configured")
+    }
+
+    fn addr(fields: &[(&str, &str)]) -> Address {
+        let mut c = CivicAddress::new();
+        for (k, v) in fields {
+            c.push(k, v);
+        }
+        Address {
+            civic: c,
+            point: None,
+        }
+    }
+
+    #[test]
+    fn each_country_has_its_ecrf_and_none_without() {
+        let e = ecrf();
+        assert_eq!(
+            e.deadline,
+            Duration::from_millis(250 * DEADLINE_FACTOR as u64)
+        );
+        let cases = [
+            ("US", Some("http://ecrf.example.net/lost")),
+            ("us", Some("http://ecrf.example.net/lost")),
+            ("CA", Some("http://ecrf.example.ca/lost")),
+            ("DE", None),
+        ];
+        for (country, want) in cases {
+            assert_eq!(e.url_for(&addr(&[("country", country)])), want, "{country}");
+        }
+    }
+
+    #[test]
+    fn an_upload_asks_once_per_distinct_address_up_to_the_cap() {
+        let e = ecrf();
+        let rules = AddressRules::of_admin(None);
+        let street = [("RD", "Main"), ("HNO", "1")];
+        let with = |f: &[(&'static str, &'static str)]| {
+            addr(&f.iter().chain(&street).copied().collect::<Vec<_>>())
+        };
+        let denver = with(&[("country", "US"), ("A1", "CO"), ("A3", "Denver")]);
+        let denver_again = with(&[("country", "US"), ("A1", "co"), ("A3", " denver")]);
+        let toronto = with(&[("country", "CA"), ("A1", "ON"), ("A3", "Toronto")]);
+        let munich = with(&[("country", "DE"), ("A3", "München")]);
+        // The US requires A1 by default: refused before any checker.
+        let no_state = with(&[("country", "US"), ("A3", "Denver")]);
+        let plan = e.plan(
+            &rules,
+            [
+                &denver,
+                &denver_again,
+                &toronto,
+                &munich,
+                &no_state,
+                &denver,
+            ],
+        );
+        let asked: Vec<&str> = plan
+            .distinct
+            .iter()
+            .map(|(_, a)| a.civic.get("A3").unwrap())
+            .collect();
+        assert_eq!(asked, ["Denver", "Toronto"]);
+        assert_eq!(plan.not_asked, 0);
+
+        let many: Vec<Address> = (0..MAX_QUERIES + 5)
+            .map(|i| {
+                let rd = format!("Street {i}");
+                addr(&[
+                    ("country", "US"),
+                    ("A1", "CO"),
+                    ("A3", "Denver"),
+                    ("RD", &rd),
+                    ("HNO", "1"),
+                ])
+            })
+            .collect();
+        let plan = e.plan(&rules, many.iter().chain(&many[..3]).chain([&denver]));
+        assert_eq!(plan.distinct.len(), MAX_QUERIES);
+        // Past the cap: the 5 left over, and Denver; those asked already
+        // are not counted again.
+        assert_eq!(plan.not_asked, 6);
+    }
+}
