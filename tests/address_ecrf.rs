@@ -175,13 +175,25 @@ fn the_ecrf_refuses_an_invalid_address_where_the_country_refuses() {
     assert_eq!(relay.requests(), 1);
     assert_eq!(check_of(&lab, N), Value::Null, "nothing stored");
 
+    // A tenant location too.
+    let r = lab.api.send_json(
+        "POST",
+        "/v1/tenants/acme/locations",
+        &lab.t.operator,
+        &json!({"id": "hq", "address": {"country": "US", "A1": "CA", "A3": "Denver",
+                "RD": "E Colfax", "HNO": "200", "PC": "80203"}}),
+    );
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(r.json()["elements"], json!(["A3", "PC", "A1"]), "{r}");
+    assert_eq!(relay.requests(), 2);
+
     let r = put_address(&lab, denver());
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(
         check_of(&lab, N),
         json!({"state": "valid", "source": "ecrf"})
     );
-    assert_eq!(relay.requests(), 2);
+    assert_eq!(relay.requests(), 3);
 }
 
 #[test]
