@@ -191,10 +191,10 @@ impl AddressCheck {
     }
 }
 
-/// Checks addresses. Called on every address an upload carries, so it must
-/// answer quickly and without I/O; a checker that asks a remote service
-/// answers from what it already knows (or `unchecked`) and refines the
-/// stored state later.
+/// Checks addresses. Called on every address an upload carries, inside
+/// the store's transaction, so it must answer quickly and without I/O: a
+/// remote service (the ECRF) is asked before, and its answers come in
+/// through [`Prefetched`].
 pub trait AddressChecker: Send + Sync {
     fn check(&self, a: &Address) -> AddressCheck;
 }
