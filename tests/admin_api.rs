@@ -1611,7 +1611,7 @@ fn address_checks(db: Db) {
     seed(&lab);
     assert_eq!(
         number(&lab, "acme", A)["address_check"],
-        json!({"state": "valid"})
+        json!({"state": "valid", "source": "gazetteer"})
     );
     assert_eq!(number(&lab, "acme", C)["address_check"], Value::Null);
 
@@ -1632,7 +1632,7 @@ fn address_checks(db: Db) {
     let n = number(&lab, "acme", "+13035550199");
     assert_eq!(
         n["address_check"],
-        json!({"state": "invalid", "elements": ["PC", "A1"], "reason": "10001 is in NY, not in CO"})
+        json!({"state": "invalid", "elements": ["PC", "A1"], "reason": "10001 is in NY, not in CO", "source": "gazetteer"})
     );
     assert_eq!(n["address"]["PC"], "10001", "kept as given");
     assert_eq!(

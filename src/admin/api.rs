@@ -62,6 +62,9 @@ pub struct Api {
     /// The security desk configuration, for where webhooks may go.
     desks: std::sync::OnceLock<crate::notify::Webhooks>,
     uploads: uploads::Uploads,
+    /// The ECRFs registered addresses are checked by, when
+    /// `[emergency.lost]` names any.
+    ecrf: std::sync::OnceLock<Arc<super::ecrf_check::EcrfAddresses>>,
 }
 
 impl Api {
@@ -75,7 +78,33 @@ impl Api {
             refusals: Mutex::new(refusals::Limiter::default()),
             desks: std::sync::OnceLock::new(),
             uploads: Default::default(),
+            ecrf: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Connects the ECRFs of `[emergency.lost]`: from then on, addresses
+    /// that come in are asked about there first (settings as at start).
+    pub fn set_ecrf(&self, ecrf: Arc<super::ecrf_check::EcrfAddresses>) {
+        let _ = self.ecrf.set(ecrf);
+    }
+
+    /// The address rules, with the ECRF's answers for `addresses` where
+    /// an ECRF is configured.
+    fn rules_for<'a>(
+        &self,
+        addresses: impl IntoIterator<Item = &'a crate::inventory::Address>,
+    ) -> impl std::future::Future<Output = Arc<AddressRules>> + Send + 'static {
+        let rules = self.rules.load_full();
+        let ecrf = self.ecrf.get().cloned();
+        let plan = ecrf.as_ref().map(|e| e.plan(&rules, addresses));
+        async move {
+            match (ecrf, plan) {
+                (Some(e), Some(plan)) if !plan.distinct.is_empty() || plan.not_asked > 0 => {
+                    Arc::new(rules.with_answers(e.ask_all(plan).await.answers))
+                }
+                _ => rules,
+            }
+        }
     }
 
     /// Connects the security desk configuration (reloads included): a
@@ -558,7 +587,22 @@ async fn upload_numbers(
         Err(UploadError::Malformed(m)) => return Err(ApiError::bad(m)),
         Err(UploadError::Rows(rows)) => return Err(StoreError::Rows(rows).into()),
     };
-    let rules = api.rules.load_full();
+    // The addresses the rows set, complete with the row's country (a row
+    // without one takes its number's when applied: the gazetteer checks
+    // those).
+    let own: Vec<crate::inventory::Address> = up
+        .numbers
+        .iter()
+        .filter_map(|n| match &n.address {
+            upload::Change::Set(Some(a)) => {
+                n.country.as_deref().and_then(|c| a.complete(Some(c)).ok())
+            }
+            _ => None,
+        })
+        .collect();
+    let rules = api
+        .rules_for(up.locations.iter().map(|l| &l.address).chain(&own))
+        .await;
     let summary = api
         .store
         .apply_upload(&tenant, &up, &actor(&p), &rules)
@@ -654,7 +698,7 @@ async fn put_address(
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, errors.join("; "))
             .with("errors", json!(errors))
     })?;
-    let check = api.rules.load().check(&a).map_err(refused)?;
+    let check = api.rules_for([&a]).await.check(&a).map_err(refused)?;
     let out = api
         .store
         .set_address(
@@ -739,7 +783,7 @@ async fn post_location(
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, errors.join("; "))
                 .with("errors", json!(errors))
         })?;
-    let check = api.rules.load().check(&a).map_err(refused)?;
+    let check = api.rules_for([&a]).await.check(&a).map_err(refused)?;
     let created = api
         .store
         .put_location(&tenant, id, &a, &check, &actor(&p))

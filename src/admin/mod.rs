@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod ecrf_check;
 pub mod http;
 pub mod lost;
 

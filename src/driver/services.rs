@@ -57,6 +57,9 @@ impl Services {
         let (reload_tx, reload_rx) = mpsc::channel(4);
         if let Some(api) = &api {
             api.set_reload(reload_tx);
+            if let Some(e) = admin::ecrf_check::EcrfAddresses::from_config(config) {
+                api.set_ecrf(e);
+            }
         }
         let recorder = match (&store, &database) {
             (Some(s), Some(db)) => Some(Recorder::start(

@@ -5,11 +5,12 @@
 //!
 //! An [`AddressChecker`] gives each address an [`AddressCheck`]: `valid`,
 //! `invalid` with the elements at fault and why, or `unchecked` when the
-//! checker has no data for the country. The checker in use is the
-//! gazetteer of the service-area data (`store::gazetteer`); an ECRF's
-//! `validateLocation` (LoST, RFC 5222) is the other kind of checker this
-//! seam is for: it would answer for the countries it serves and leave the
-//! others to the gazetteer.
+//! checker has no data for the country. Two checkers decide: the ECRF of
+//! the address's country, asked with `validateLocation` (LoST, RFC 5222
+//! s8.4.2) where `[emergency.lost]` names one ([`AddressCheck::of_lost`]),
+//! and the gazetteer of the service-area data (`store::gazetteer`) for
+//! every address the ECRF did not answer for. Each valid or invalid check
+//! says which of them decided ([`Source`]).
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -18,28 +19,51 @@ use std::sync::{Arc, Mutex};
 use serde_json::{json, Value};
 
 use super::Address;
+use crate::lost::{Response, Validation};
+
+/// Which checker decided a `valid` or `invalid` check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The gazetteer compiled in (also every check stored before checks
+    /// said where they came from).
+    Gazetteer,
+    /// The ECRF's `<locationValidation>`.
+    Ecrf,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Gazetteer => "gazetteer",
+            Source::Ecrf => "ecrf",
+        }
+    }
+}
 
 /// The outcome of checking one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddressCheck {
+    /// Valid, as the gazetteer finds it.
     Valid,
+    /// Valid, as the ECRF finds it: its `<locationValidation>` lists no
+    /// element as invalid.
+    EcrfValid,
     /// The elements at fault (RFC 5139 names, as the API writes them:
     /// `country`, `A1`, `A2`, `A3`, `PC`) and why.
     Invalid {
         elements: Vec<String>,
         reason: String,
+        source: Source,
     },
     /// Nothing to check it against.
-    Unchecked {
-        reason: String,
-    },
+    Unchecked { reason: String },
 }
 
 impl AddressCheck {
     /// `valid`, `invalid` or `unchecked`.
     pub fn state(&self) -> &'static str {
         match self {
-            AddressCheck::Valid => "valid",
+            AddressCheck::Valid | AddressCheck::EcrfValid => "valid",
             AddressCheck::Invalid { .. } => "invalid",
             AddressCheck::Unchecked { .. } => "unchecked",
         }
@@ -49,13 +73,28 @@ impl AddressCheck {
         matches!(self, AddressCheck::Invalid { .. })
     }
 
-    /// `{"state": "invalid", "elements": ["PC", "A1"], "reason": "..."}`:
-    /// the API's form, and the stored one.
+    /// Which checker decided; none for `unchecked`.
+    pub fn source(&self) -> Option<Source> {
+        match self {
+            AddressCheck::Valid => Some(Source::Gazetteer),
+            AddressCheck::EcrfValid => Some(Source::Ecrf),
+            AddressCheck::Invalid { source, .. } => Some(*source),
+            AddressCheck::Unchecked { .. } => None,
+        }
+    }
+
+    /// `{"state": "invalid", "elements": ["PC", "A1"], "reason": "...",
+    /// "source": "ecrf"}`: the API's form, and the stored one.
     pub fn to_json(&self) -> Value {
         match self {
-            AddressCheck::Valid => json!({"state": "valid"}),
-            AddressCheck::Invalid { elements, reason } => {
-                json!({"state": "invalid", "elements": elements, "reason": reason})
+            AddressCheck::Valid => json!({"state": "valid", "source": "gazetteer"}),
+            AddressCheck::EcrfValid => json!({"state": "valid", "source": "ecrf"}),
+            AddressCheck::Invalid {
+                elements,
+                reason,
+                source,
+            } => {
+                json!({"state": "invalid", "elements": elements, "reason": reason, "source": source.as_str()})
             }
             AddressCheck::Unchecked { reason } => json!({"state": "unchecked", "reason": reason}),
         }
@@ -70,8 +109,18 @@ impl AddressCheck {
                 .unwrap_or_default()
                 .to_string()
         };
+        // Checks stored before they named their source were the
+        // gazetteer's.
+        let source = match v.get("source").and_then(Value::as_str) {
+            None | Some("gazetteer") => Source::Gazetteer,
+            Some("ecrf") => Source::Ecrf,
+            Some(_) => return None,
+        };
         Some(match v.get("state")?.as_str()? {
-            "valid" => AddressCheck::Valid,
+            "valid" => match source {
+                Source::Gazetteer => AddressCheck::Valid,
+                Source::Ecrf => AddressCheck::EcrfValid,
+            },
             "invalid" => AddressCheck::Invalid {
                 elements: v
                     .get("elements")?
@@ -80,6 +129,7 @@ impl AddressCheck {
                     .filter_map(|e| e.as_str().map(str::to_string))
                     .collect(),
                 reason: reason(),
+                source,
             },
             "unchecked" => AddressCheck::Unchecked { reason: reason() },
             _ => return None,
@@ -103,10 +153,61 @@ impl AddressCheck {
     }
 }
 
-/// Checks addresses. Called on every address an upload carries, so it must
-/// answer quickly and without I/O; a checker that asks a remote service
-/// answers from what it already knows (or `unchecked`) and refines the
-/// stored state later.
+impl AddressCheck {
+    /// The check an ECRF's `<locationValidation>` gives: `invalid` naming
+    /// the elements it lists as invalid when there are any (each once, in
+    /// its order), else `valid`. `server` names the ECRF in the reason.
+    pub fn of_validation(v: &Validation, server: &str) -> AddressCheck {
+        let mut elements: Vec<String> = Vec::new();
+        for e in &v.invalid {
+            if !e.is_empty() && !elements.contains(e) {
+                elements.push(e.clone());
+            }
+        }
+        if elements.is_empty() {
+            return AddressCheck::EcrfValid;
+        }
+        let reason = format!(
+            "the ECRF{} finds {} invalid",
+            if server.is_empty() {
+                String::new()
+            } else {
+                format!(" {server}")
+            },
+            elements.join(", ")
+        );
+        AddressCheck::Invalid {
+            elements,
+            reason: crate::lost::one_line(&reason, 200),
+            source: Source::Ecrf,
+        }
+    }
+
+    /// The check an ECRF's answer to a `findService` with
+    /// `validateLocation` gives, or why it gives none (then the gazetteer
+    /// decides): an `<errors>` answer, a redirect not followed, or an
+    /// answer without `<locationValidation>`. The server named is the
+    /// first of the answer's `<path>`.
+    pub fn of_lost(r: &Response) -> Result<AddressCheck, String> {
+        match r {
+            Response::Found(f) => match &f.validation {
+                Some(v) => Ok(AddressCheck::of_validation(
+                    v,
+                    f.path.first().map(String::as_str).unwrap_or_default(),
+                )),
+                None => Err("the ECRF answered without locationValidation".into()),
+            },
+            Response::Errors(e) => Err(format!("the ECRF answered {}", e.reason())),
+            Response::Redirect(_) => Err("the ECRF redirected the query".into()),
+            Response::Listed(_) => Err("the ECRF answered another query".into()),
+        }
+    }
+}
+
+/// Checks addresses. Called on every address an upload carries, inside
+/// the store's transaction, so it must answer quickly and without I/O: a
+/// remote service (the ECRF) is asked before, and its answers come in
+/// through [`Prefetched`].
 pub trait AddressChecker: Send + Sync {
     fn check(&self, a: &Address) -> AddressCheck;
 
@@ -120,7 +221,7 @@ pub trait AddressChecker: Send + Sync {
 }
 
 /// The stored text of [`AddressCheck::Valid`].
-const VALID_TEXT: &str = r#"{"state":"valid"}"#;
+const VALID_TEXT: &str = r#"{"state":"valid","source":"gazetteer"}"#;
 
 /// How many answers [`Remembered`] keeps before it starts again.
 pub const REMEMBERED: usize = 4096;
@@ -186,6 +287,42 @@ impl AddressChecker for Remembered {
     }
 }
 
+/// An address as the ECRF is asked about it: its civic elements in order,
+/// each value trimmed, its spaces collapsed and in lower case, so that
+/// rows spelling one address alike share one question.
+pub fn civic_key(a: &Address) -> String {
+    let mut out = String::with_capacity(128);
+    for (k, v) in a.civic.iter() {
+        out.push_str(k);
+        out.push('=');
+        for (i, w) in v.split_whitespace().enumerate() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.extend(w.chars().flat_map(char::to_lowercase));
+        }
+        out.push('\u{1f}');
+    }
+    out
+}
+
+/// The ECRF's answers, gathered before the addresses are checked (the
+/// check itself does no I/O): an address it answered for gets that
+/// answer, any other the fallback's (the gazetteer's).
+pub struct Prefetched {
+    pub answers: std::collections::HashMap<String, AddressCheck>,
+    pub fallback: std::sync::Arc<dyn AddressChecker>,
+}
+
+impl AddressChecker for Prefetched {
+    fn check(&self, a: &Address) -> AddressCheck {
+        match self.answers.get(&civic_key(a)) {
+            Some(c) => c.clone(),
+            None => self.fallback.check(a),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,9 +331,16 @@ mod tests {
     fn stored_form_round_trips() {
         let cases = [
             AddressCheck::Valid,
+            AddressCheck::EcrfValid,
             AddressCheck::Invalid {
                 elements: vec!["PC".into(), "A1".into()],
                 reason: "80203 is in CO, not in NY".into(),
+                source: Source::Gazetteer,
+            },
+            AddressCheck::Invalid {
+                elements: vec!["A3".into()],
+                reason: "the ECRF finds A3 invalid".into(),
+                source: Source::Ecrf,
             },
             AddressCheck::Unchecked {
                 reason: "no address data for DE".into(),
@@ -210,8 +354,165 @@ mod tests {
             "{}",
             "{\"state\": \"maybe\"}",
             "{\"state\": \"invalid\"}",
+            "{\"state\": \"valid\", \"source\": \"oracle\"}",
         ] {
             assert_eq!(AddressCheck::from_json(bad), None, "{bad}");
+        }
+        // Stored before checks named their source: the gazetteer's.
+        assert_eq!(
+            AddressCheck::from_json("{\"state\": \"valid\"}"),
+            Some(AddressCheck::Valid)
+        );
+    }
+
+    fn v(valid: &[&str], invalid: &[&str], unchecked: &[&str]) -> Validation {
+        let own = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        Validation {
+            valid: own(valid),
+            invalid: own(invalid),
+            unchecked: own(unchecked),
+        }
+    }
+
+    #[test]
+    fn alike_spellings_share_a_key_and_the_answer() {
+        use crate::pidf::CivicAddress;
+        let addr = |fields: &[(&str, &str)]| {
+            let mut c = CivicAddress::new();
+            for (k, v) in fields {
+                c.push(k, v);
+            }
+            Address {
+                civic: c,
+                point: None,
+            }
+        };
+        let a = addr(&[("country", "US"), ("A1", "CO"), ("A3", "Denver")]);
+        let same = addr(&[("country", "US"), ("A1", "co"), ("A3", "  DENVER ")]);
+        let other = addr(&[("country", "US"), ("A1", "CO"), ("A3", "Aurora")]);
+        let moved = addr(&[("country", "US"), ("A1", "CO"), ("A2", "Denver")]);
+        assert_eq!(civic_key(&a), civic_key(&same));
+        assert_ne!(civic_key(&a), civic_key(&other));
+        assert_ne!(civic_key(&a), civic_key(&moved));
+
+        struct Never;
+        impl AddressChecker for Never {
+            fn check(&self, _: &Address) -> AddressCheck {
+                AddressCheck::Unchecked {
+                    reason: "fallback".into(),
+                }
+            }
+        }
+        let ecrf = AddressCheck::EcrfValid;
+        let p = Prefetched {
+            answers: [(civic_key(&a), ecrf.clone())].into_iter().collect(),
+            fallback: std::sync::Arc::new(Never),
+        };
+        assert_eq!(p.check(&same), ecrf);
+        assert_eq!(p.check(&other).state(), "unchecked");
+    }
+
+    #[test]
+    fn location_validation_gives_the_check() {
+        let ecrf_valid = AddressCheck::EcrfValid;
+        let invalid = |e: &[&str], reason: &str| AddressCheck::Invalid {
+            elements: e.iter().map(|s| s.to_string()).collect(),
+            reason: reason.into(),
+            source: Source::Ecrf,
+        };
+        let cases: [(Validation, &str, AddressCheck); 7] = [
+            (
+                v(&["country", "A1", "A3"], &[], &["RD", "HNO"]),
+                "ecrf.example",
+                ecrf_valid.clone(),
+            ),
+            // Nothing checked, nothing invalid: valid (the ECRF found
+            // nothing at fault).
+            (
+                v(&[], &[], &["country", "A1"]),
+                "ecrf.example",
+                ecrf_valid.clone(),
+            ),
+            (v(&[], &[], &[]), "", ecrf_valid.clone()),
+            (
+                v(&["country"], &["A3"], &["RD"]),
+                "ecrf.example",
+                invalid(&["A3"], "the ECRF ecrf.example finds A3 invalid"),
+            ),
+            // Its order kept, each element once.
+            (
+                v(&["country"], &["A3", "PC", "A1", "PC"], &[]),
+                "ecrf.example",
+                invalid(
+                    &["A3", "PC", "A1"],
+                    "the ECRF ecrf.example finds A3, PC, A1 invalid",
+                ),
+            ),
+            (
+                v(&[], &["country"], &[]),
+                "",
+                invalid(&["country"], "the ECRF finds country invalid"),
+            ),
+            // An empty name is no element.
+            (v(&["A1"], &[""], &[]), "e.example", ecrf_valid.clone()),
+        ];
+        for (validation, server, want) in cases {
+            assert_eq!(
+                AddressCheck::of_validation(&validation, server),
+                want,
+                "{validation:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lost_answer_gives_a_check_or_why_not() {
+        use crate::lost::read_response;
+        const NS: &str = "urn:ietf:params:xml:ns:lost1";
+        let found = |validation: &str| {
+            format!(
+                "<findServiceResponse xmlns='{NS}'><mapping expires='NO-CACHE' \
+                 lastUpdated='2026-01-01T00:00:00Z' source='ecrf.example' sourceId='x'>\
+                 <service>urn:service:sos</service><uri>sip:sos@psap.example</uri></mapping>\
+                 <path><via source='ecrf.example'/></path>{validation}</findServiceResponse>"
+            )
+        };
+        let cases: [(String, Result<&str, &str>); 5] = [
+            (
+                found("<locationValidation><valid>country A1</valid><invalid>A3 PC</invalid><unchecked>RD</unchecked></locationValidation>"),
+                Ok("invalid A3,PC"),
+            ),
+            (
+                found("<locationValidation><valid>country A1 A3</valid><unchecked>RD HNO</unchecked></locationValidation>"),
+                Ok("valid"),
+            ),
+            (found(""), Err("without locationValidation")),
+            (
+                format!("<errors xmlns='{NS}' source='ecrf.example'><serverTimeout message='busy'/></errors>"),
+                Err("serverTimeout from ecrf.example: busy"),
+            ),
+            (
+                format!("<redirect xmlns='{NS}' target='http://other.example/lost' source='ecrf.example'/>"),
+                Err("redirected"),
+            ),
+        ];
+        for (xml, want) in cases {
+            let r = read_response(xml.as_bytes()).unwrap_or_else(|e| panic!("{e}: {xml}"));
+            let got = AddressCheck::of_lost(&r);
+            match (&got, want) {
+                (Ok(c), Ok(w)) => {
+                    let shown = match c {
+                        AddressCheck::Invalid { elements, .. } => {
+                            format!("invalid {}", elements.join(","))
+                        }
+                        other => other.state().to_string(),
+                    };
+                    assert_eq!(shown, w, "{xml}");
+                    assert_eq!(c.source(), Some(Source::Ecrf));
+                }
+                (Err(why), Err(w)) => assert!(why.contains(w), "{why} / {w}"),
+                _ => panic!("{xml}: {got:?}, wanted {want:?}"),
+            }
         }
     }
 
@@ -219,9 +520,11 @@ mod tests {
     fn stored_text_is_the_json_written_out() {
         for c in [
             AddressCheck::Valid,
+            AddressCheck::EcrfValid,
             AddressCheck::Invalid {
                 elements: vec!["PC".into()],
                 reason: "no".into(),
+                source: Source::Gazetteer,
             },
             AddressCheck::Unchecked { reason: "x".into() },
         ] {
@@ -240,6 +543,7 @@ mod tests {
                 v => AddressCheck::Invalid {
                     elements: vec!["A1".into()],
                     reason: format!("{v:?}"),
+                    source: Source::Gazetteer,
                 },
             }
         }

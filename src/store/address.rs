@@ -347,6 +347,32 @@ impl AddressRules {
         AddressRules::new(&required, &validation, Arc::new(EmbeddedGazetteer))
     }
 
+    /// The same rules, with the ECRF's answers gathered for some of the
+    /// addresses to come: those get the ECRF's check, the others this
+    /// checker's.
+    pub fn with_answers(
+        &self,
+        answers: std::collections::HashMap<String, AddressCheck>,
+    ) -> AddressRules {
+        if answers.is_empty() {
+            return self.clone();
+        }
+        AddressRules {
+            required: self.required.clone(),
+            validation: self.validation.clone(),
+            checker: Arc::new(crate::inventory::address_check::Prefetched {
+                answers,
+                fallback: self.checker.clone(),
+            }),
+        }
+    }
+
+    /// Whether the address has every element its country requires (an
+    /// address that lacks one is refused before any checker is asked).
+    pub fn complete(&self, a: &Address) -> bool {
+        self.required.missing(a).is_empty()
+    }
+
     /// The policy for an invalid address in `country`.
     pub fn policy(&self, country: &str) -> AddressPolicy {
         self.validation.policy(country)
@@ -363,7 +389,10 @@ impl AddressRules {
             });
         }
         let check = self.checker.check(a);
-        if let AddressCheck::Invalid { elements, reason } = &check {
+        if let AddressCheck::Invalid {
+            elements, reason, ..
+        } = &check
+        {
             let country = a.country().unwrap_or_default();
             if self.policy(&country) == AddressPolicy::Refuse {
                 return Err(AddressRefused::Invalid {

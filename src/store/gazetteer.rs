@@ -193,6 +193,7 @@ fn invalid(faults: Vec<(&'static str, String)>) -> AddressCheck {
     AddressCheck::Invalid {
         elements,
         reason: reasons.join("; "),
+        source: crate::inventory::address_check::Source::Gazetteer,
     }
 }
 
@@ -448,9 +449,10 @@ mod tests {
                     AddressCheck::Invalid {
                         elements: e,
                         reason,
+                        ..
                     } => e == elements && reason.contains(words),
                     AddressCheck::Unchecked { reason } => reason.contains(words),
-                    AddressCheck::Valid => true,
+                    AddressCheck::Valid | AddressCheck::EcrfValid => true,
                 };
             if !right {
                 wrong.push(format!("{fields:?}: {got:?}"));

@@ -1,0 +1,377 @@
+//! Registered addresses checked by an ECRF through the real binary: a
+//! router whose `[emergency.lost]` names a second router serving LoST asks
+//! it (`validateLocation`) about each address that comes in over the
+//! admin API, refuses or keeps what it finds invalid as the country's
+//! policy says, asks once per distinct address of an upload, and lets the
+//! gazetteer decide when the ECRF cannot answer.
+
+mod adminhttp;
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use serde_json::{json, Value};
+
+use adminhttp::{emergency_config, tokens, Api, Db, Tokens};
+use common::{http_port, lab_config, ClosedPort, Router, Trunks};
+
+/// A router serving LoST on its admin listener: the ECRF.
+fn ecrf() -> (Router, u16) {
+    ecrf_with("")
+}
+
+/// The ECRF, with `extra` in its `[emergency]`.
+fn ecrf_with(extra: &str) -> (Router, u16) {
+    let closed = ClosedPort::new();
+    let text = lab_config(
+        closed.port,
+        closed.port,
+        closed.port,
+        closed.port,
+        &format!(
+            "\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[emergency]\n{extra}\n\
+             [emergency.lost]\nserve = true\nsource = \"ecrf.example\"\n"
+        ),
+    );
+    let router = Router::start(&text, &[]);
+    let port = http_port(&router, "admin");
+    (router, port)
+}
+
+/// A relay to the ECRF that counts the LoST requests passing through it.
+struct Counting {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    fn to(target: u16) -> Counting {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let counted = counted.clone();
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        let n = match c_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let seen = buf[..n].windows(11).filter(|w| w == b"POST /lost ").count();
+                        counted.fetch_add(seen, Ordering::SeqCst);
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(Shutdown::Write);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                thread::spawn(move || {
+                    let _ = std::io::copy(&mut s_in, &mut c_out);
+                    let _ = c_out.shutdown(Shutdown::Write);
+                });
+            }
+        });
+        Counting { port, requests }
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+struct Lab {
+    api: Api,
+    t: Tokens,
+    router: Router,
+    _trunks: Trunks,
+    _db: Db,
+}
+
+/// The router whose addresses the ECRF at `ecrf_port` checks, with
+/// `policy` for US addresses.
+fn router(ecrf_port: u16, policy: &str) -> Lab {
+    let t = tokens();
+    let trunks = Trunks::new();
+    let db = Db::sqlite();
+    let config = emergency_config(&trunks, &db, &t)
+        + &format!(
+            "\n[admin.address_validation]\ndefault = \"warn\"\ncountries = {{ US = \"{policy}\" }}\n\n\
+             [emergency]\nlocation_servers = [\"127.0.0.1\"]\n\n\
+             [emergency.lost]\necrf = \"http://127.0.0.1:{ecrf_port}/lost\"\ntimeout_ms = 500\n"
+        );
+    let router = Router::start(&config, &[]);
+    let api = Api::of(&router);
+    Lab {
+        api,
+        t,
+        router,
+        _trunks: trunks,
+        _db: db,
+    }
+}
+
+const N: &str = "+13035550117";
+
+/// A number without an address, then `address` set on it.
+fn put_address(lab: &Lab, address: Value) -> adminhttp::Resp {
+    let r = lab.api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &lab.t.operator,
+        &json!([{"number": N, "country": "US", "tenant_may_set_address": "yes"}]),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    lab.api.send_json(
+        "PUT",
+        &format!("/v1/tenants/acme/numbers/{N}/address"),
+        &lab.t.operator,
+        &address,
+    )
+}
+
+fn check_of(lab: &Lab, n: &str) -> Value {
+    let r = lab
+        .api
+        .get(&format!("/v1/tenants/acme/numbers/{n}"), &lab.t.operator);
+    assert_eq!(r.status, 200, "{r}");
+    r.json()["address_check"].clone()
+}
+
+/// Denver, with the state and ZIP of California and New York.
+fn wrong() -> Value {
+    json!({"A1": "CA", "A3": "Denver", "RD": "E Colfax", "STS": "Ave", "HNO": "200", "PC": "80203"})
+}
+
+fn denver() -> Value {
+    json!({"A1": "CO", "A3": "Denver", "RD": "E Colfax", "STS": "Ave", "HNO": "200", "PC": "80203"})
+}
+
+#[test]
+fn the_ecrf_refuses_an_invalid_address_where_the_country_refuses() {
+    let (_ecrf, ecrf_port) = ecrf();
+    let relay = Counting::to(ecrf_port);
+    let lab = router(relay.port, "refuse");
+
+    let r = put_address(&lab, wrong());
+    assert_eq!(r.status, 422, "{r}");
+    let v = r.json();
+    assert_eq!(v["elements"], json!(["A3", "PC", "A1"]), "{r}");
+    let message = v["error"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("ECRF ecrf.example"), "{message}");
+    assert_eq!(relay.requests(), 1);
+    assert_eq!(check_of(&lab, N), Value::Null, "nothing stored");
+
+    // A tenant location too.
+    let r = lab.api.send_json(
+        "POST",
+        "/v1/tenants/acme/locations",
+        &lab.t.operator,
+        &json!({"id": "hq", "address": {"country": "US", "A1": "CA", "A3": "Denver",
+                "RD": "E Colfax", "HNO": "200", "PC": "80203"}}),
+    );
+    assert_eq!(r.status, 422, "{r}");
+    assert_eq!(r.json()["elements"], json!(["A3", "PC", "A1"]), "{r}");
+    assert_eq!(relay.requests(), 2);
+
+    let r = put_address(&lab, denver());
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        check_of(&lab, N),
+        json!({"state": "valid", "source": "ecrf"})
+    );
+    assert_eq!(relay.requests(), 3);
+}
+
+#[test]
+fn the_ecrf_marks_an_invalid_address_where_the_country_warns() {
+    let (_ecrf, ecrf_port) = ecrf();
+    let relay = Counting::to(ecrf_port);
+    let lab = router(relay.port, "warn");
+
+    let r = put_address(&lab, wrong());
+    assert_eq!(r.status, 200, "{r}");
+    let c = check_of(&lab, N);
+    assert_eq!(c["state"], "invalid", "{c}");
+    assert_eq!(c["elements"], json!(["A3", "PC", "A1"]), "{c}");
+    assert_eq!(c["source"], "ecrf", "{c}");
+
+    // An upload of many rows with two distinct addresses (one of them in
+    // two spellings) asks the ECRF twice.
+    let before = relay.requests();
+    let mut rows = Vec::new();
+    for k in 0..40 {
+        let (a1, a3) = match k % 3 {
+            0 => ("CO", "Denver"),
+            1 => ("co", " DENVER "),
+            _ => ("CA", "Denver"),
+        };
+        rows.push(
+            json!({"number": format!("+1303555{:04}", 1000 + k), "country": "US",
+            "reg_A1": a1, "reg_A3": a3, "reg_RD": "E Colfax", "reg_HNO": "200", "reg_PC": "80203"}),
+        );
+    }
+    let r = lab.api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &lab.t.operator,
+        &Value::Array(rows),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["created"], 40, "{r}");
+    assert_eq!(relay.requests() - before, 2);
+    assert_eq!(
+        check_of(&lab, "+13035551000"),
+        json!({"state": "valid", "source": "ecrf"})
+    );
+    assert_eq!(
+        check_of(&lab, "+13035551001"),
+        json!({"state": "valid", "source": "ecrf"})
+    );
+    let c = check_of(&lab, "+13035551002");
+    assert_eq!(
+        (&c["state"], &c["source"]),
+        (&json!("invalid"), &json!("ecrf")),
+        "{c}"
+    );
+}
+
+#[test]
+fn the_gazetteer_decides_when_the_ecrf_cannot_answer() {
+    // The ECRF is down: the gazetteer decides, and says so.
+    let closed = ClosedPort::new();
+    let lab = router(closed.port, "refuse");
+    let r = put_address(&lab, wrong());
+    assert_eq!(r.status, 422, "{r}");
+    let message = r.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(!message.contains("ECRF"), "{message}");
+    let r = put_address(&lab, denver());
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        check_of(&lab, N),
+        json!({"state": "valid", "source": "gazetteer"})
+    );
+    lab.router.wait_log(
+        "checked by the gazetteer, not the ECRF",
+        2,
+        std::time::Duration::from_secs(10),
+    );
+
+    // The ECRF takes the connection and never answers: past the deadline
+    // (4 × timeout_ms), the gazetteer decides.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let lab = router(silent.local_addr().unwrap().port(), "warn");
+    let r = put_address(&lab, wrong());
+    assert_eq!(r.status, 200, "{r}");
+    let c = check_of(&lab, N);
+    assert_eq!(
+        (&c["state"], &c["source"]),
+        (&json!("invalid"), &json!("gazetteer")),
+        "{c}"
+    );
+    lab.router.wait_log(
+        "no answer within 2000 ms",
+        1,
+        std::time::Duration::from_secs(10),
+    );
+    drop(silent);
+
+    // A German address: the ECRF, which serves Germany, finds nothing at
+    // fault (it checks the country code only); with Germany's service
+    // area gone from its data it answers with a LoST error (notFound),
+    // and the gazetteer, which has no address data for Germany, decides.
+    let munich = json!([{"number": "+498912345678", "country": "DE",
+        "reg_A3": "München", "reg_RD": "Marienplatz", "reg_HNO": "1", "reg_PC": "80331"}]);
+    let dir = common::tempdir::Dir::new("address-ecrf");
+    let psaps = std::fs::read_to_string(common::root().join("data/psaps.json")).unwrap();
+    let mut data: Value = serde_json::from_str(&psaps).unwrap();
+    let all = data["psaps"].as_array_mut().unwrap();
+    let before = all.len();
+    all.retain(|p| p["area"] != "DE");
+    assert!(all.len() < before);
+    std::fs::write(dir.path().join("psaps.json"), data.to_string()).unwrap();
+    let without_de = format!("service_areas = {:?}\n", dir.path().display().to_string());
+    for (extra, want) in [
+        ("", json!({"state": "valid", "source": "ecrf"})),
+        (
+            without_de.as_str(),
+            json!({"state": "unchecked", "reason": "no address data for DE"}),
+        ),
+    ] {
+        let (_ecrf, ecrf_port) = ecrf_with(extra);
+        let lab = router(ecrf_port, "warn");
+        let r = lab
+            .api
+            .send_json("POST", "/v1/tenants/acme/numbers", &lab.t.operator, &munich);
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(check_of(&lab, "+498912345678"), want, "{extra}");
+        if !extra.is_empty() {
+            lab.router.wait_log(
+                "notFound from ecrf.example",
+                1,
+                std::time::Duration::from_secs(10),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_bulk_upload_asks_once_per_distinct_address() {
+    let (_ecrf, ecrf_port) = ecrf();
+    let relay = Counting::to(ecrf_port);
+    let lab = router(relay.port, "warn");
+    // 3,000 rows, three addresses (one of them wrong), spelled with
+    // varying case and spaces.
+    let mut csv = String::from("number,country,reg_A1,reg_A3,reg_RD,reg_HNO,reg_PC\n");
+    for i in 0..3_000u32 {
+        let (a1, a3, pc) = match i % 3 {
+            0 => ("CO", "Denver", "80203"),
+            1 => ("ny", "new  york", "10001"),
+            _ => ("CA", "Denver", "80203"),
+        };
+        csv.push_str(&format!("+1720555{i:04},US,{a1},{a3},E Colfax,200,{pc}\n"));
+    }
+    let r = lab.api.call(
+        "POST",
+        "/v1/uploads?tenant=acme&wait=true",
+        Some(&lab.t.operator),
+        Some("text/csv"),
+        csv.as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{r}");
+    let s = r.json();
+    assert_eq!(s["state"], "done", "{s}");
+    assert_eq!(s["summary"]["created"], 3_000, "{s}");
+    assert_eq!(relay.requests(), 3);
+    assert_eq!(
+        check_of(&lab, "+17205552998"),
+        json!({"state": "valid", "source": "ecrf"})
+    );
+    assert_eq!(
+        check_of(&lab, "+17205552997"),
+        json!({"state": "valid", "source": "ecrf"})
+    );
+    let c = check_of(&lab, "+17205552999");
+    assert_eq!(
+        (&c["state"], &c["source"], &c["elements"]),
+        (
+            &json!("invalid"),
+            &json!("ecrf"),
+            &json!(["A3", "PC", "A1"])
+        ),
+        "{c}"
+    );
+}
