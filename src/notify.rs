@@ -159,8 +159,10 @@ impl SecurityDesk {
         };
         let set = self.hub.as_ref().and_then(|h| h.security_desk(tenant));
         let checked = set.is_some();
-        let url = set.or_else(|| self.webhooks.load().urls.get(tenant).cloned());
-        let (Some(url), Some(body)) = (url, notice(ev)) else {
+        let Some(url) = set.or_else(|| self.webhooks.load().urls.get(tenant).cloned()) else {
+            return;
+        };
+        let Some(body) = notice(ev) else {
             return;
         };
         self.queue(Notice { url, body, checked });
