@@ -22,18 +22,19 @@
 #                                   (3 rounds, about 11 minutes), and a table
 #
 # The router runs as an operator runs it unless --static is given: emergency
-# routing (country rules, detection, the c01 PIDF-LO read, the PSAP chosen
-# by location), the example inventory (tests/corpus/emergency-invites/
+# routing (country rules, detection, the location read from c01's PIDF-LO
+# and judged), the example inventory (tests/corpus/emergency-invites/
 # inventory.tsv) imported into a SQLite database in the work directory,
 # call records written to it, the metrics and admin listeners open, log
-# level info (--log warn for the shipped level's quieter neighbour).
-# Emergency routing sends every call to one trunk (c01, located by hand,
-# goes to the screening center by the US rules; a PSAP would share the
-# same SIPp trunk): every caller dials 911, and one SIPp trunk (on the
-# first pair's port) answers all the calls, where the static relay (--static, and Kamailio and the floor) gives
-# each pair its own number and trunk. --static: the relay alone, by the
-# static [[route]] table, log level warn, no database, no listeners besides
-# SIP: the set-up of every figure before the operator set-up was measured.
+# level info, the shipped level (--log warn for the level below).
+# Emergency routing sends every call to one trunk: c01, located by hand,
+# goes to the screening center by the US rules, and the screening and PSAP
+# trunks are one SIPp trunk; every caller dials 911, and that trunk (on the
+# first pair's port) answers all the calls. The static relay (--static),
+# Kamailio and the floor give each pair its own number and trunk.
+# --static: the relay alone, by the static [[route]] table, log level warn,
+# no database, no listeners besides SIP: the set-up of every figure before
+# the operator set-up was measured.
 #
 # Options: --pairs N (SIPp caller/trunk pairs, 1-8, default 2),
 #          --uac FILE (another SIPp caller scenario, e.g. tests/sipp/uac.xml
