@@ -14,9 +14,27 @@
 #   bash benches/load.sh --instructions  the router under callgrind: its
 #                                   user-space instructions per call, a figure
 #                                   the machine's other load does not move
-#   bash benches/load.sh --compare  the CPU runs of sosrouter, Kamailio and the
-#                                   bare UDP floor, interleaved round-robin
-#                                   (3 rounds, about 8 minutes), and a table
+#                                   (the operator set-up; --static for the
+#                                   static relay)
+#   bash benches/load.sh --compare  the CPU runs of sosrouter (operator set-up),
+#                                   sosrouter as the static relay, Kamailio and
+#                                   the bare UDP floor, interleaved round-robin
+#                                   (3 rounds, about 11 minutes), and a table
+#
+# The router runs as an operator runs it unless --static is given: emergency
+# routing (country rules, detection, the location read from c01's PIDF-LO
+# and judged), the example inventory (tests/corpus/emergency-invites/
+# inventory.tsv) imported into a SQLite database in the work directory,
+# call records written to it, the metrics and admin listeners open, log
+# level info, the shipped level (--log warn for the level below).
+# Emergency routing sends every call to one trunk: c01, located by hand,
+# goes to the screening center by the US rules, and the screening and PSAP
+# trunks are one SIPp trunk; every caller dials 911, and that trunk (on the
+# first pair's port) answers all the calls. The static relay (--static),
+# Kamailio and the floor give each pair its own number and trunk.
+# --static: the relay alone, by the static [[route]] table, log level warn,
+# no database, no listeners besides SIP: the set-up of every figure before
+# the operator set-up was measured.
 #
 # Options: --pairs N (SIPp caller/trunk pairs, 1-8, default 2),
 #          --uac FILE (another SIPp caller scenario, e.g. tests/sipp/uac.xml
@@ -31,6 +49,10 @@
 #          past it new calls get 503 and count as failed: shows what the
 #          limit does to memory and to the calls admitted),
 #          --seconds N (how long --soak and --flood last; defaults 300, 150),
+#          --static (the router as the static relay, see above; --compare
+#          always runs both),
+#          --log LEVEL (the operator set-up's log level: info, the default
+#          and the shipped level, or warn, debug, ...),
 #          --keep (keep the work directory with SIPp logs and the relay log).
 # Environment: SOSROUTER_BIN to use a given binary instead of building one;
 #          UDP_FLOOR_BIN likewise for the floor (else cargo build --release
@@ -69,6 +91,10 @@ RELAY=sosrouter
 RELAY_SET=0
 MAX_TXNS=
 SECONDS_ARG=
+# How the router is set up: operator (emergency routing, inventory, records,
+# log level LOG_LEVEL) or static (the static relay, log level warn).
+SETUP=operator
+LOG_LEVEL=info
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) MODE=quick ;;
@@ -81,6 +107,8 @@ while [ $# -gt 0 ]; do
         --uac) UAC_ARG="${2:-}"; shift ;;
         --pairs) PAIRS="${2:-}"; shift ;;
         --keep) KEEP=1 ;;
+        --static) SETUP=static ;;
+        --log) LOG_LEVEL="${2:-}"; shift ;;
         --seconds) SECONDS_ARG="${2:-}"; shift ;;
         --max-transactions) MAX_TXNS="${2:-}"; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit 0 ;;
@@ -94,6 +122,10 @@ esac
 case "$SECONDS_ARG" in
     "") ;;
     *[!0-9]* | 0) echo "load.sh: --seconds takes a positive number" >&2; exit 2 ;;
+esac
+case "$LOG_LEVEL" in
+    error|warn|info|debug|trace) ;;
+    *) echo "load.sh: --log takes error, warn, info, debug or trace" >&2; exit 2 ;;
 esac
 case "$PAIRS" in
     [1-8]) ;;
@@ -111,9 +143,13 @@ if [ "$MODE" = compare ] && [ "$RELAY_SET" = 1 ]; then
     echo "load.sh: --compare runs every relay (sosrouter, kamailio, floor); it takes no --relay" >&2
     exit 2
 fi
-# The relays this run starts, in the order of the comparison.
+# The relays this run starts, in the order of the comparison; "static" is
+# sosrouter set up as the static relay.
 if [ "$MODE" = compare ]; then
-    RELAYS=(sosrouter kamailio floor)
+    RELAYS=(sosrouter static kamailio floor)
+elif [ "$RELAY" = sosrouter ] && [ "$SETUP" = static ]; then
+    RELAYS=(static)
+    RELAY=static
 else
     RELAYS=("$RELAY")
 fi
@@ -183,7 +219,7 @@ if [ "$MODE" = instructions ]; then
         command -v "$tool" >/dev/null || { echo "load.sh: --instructions needs $tool (Debian package valgrind)" >&2; exit 2; }
     done
 fi
-for tool in sipp ss getconf awk; do
+for tool in sipp ss getconf awk curl; do
     command -v "$tool" >/dev/null || { echo "load.sh: $tool is needed (SIPp: Debian package sip-tester)" >&2; exit 2; }
 done
 [ -r /proc/self/stat ] || { echo "load.sh: needs Linux /proc" >&2; exit 2; }
@@ -300,7 +336,7 @@ private_binary() {
     [ -x "$src" ] || { echo "load.sh: no $name binary at $src" >&2; exit 2; }
     cp "$src" "$WORK/$name"
 }
-if uses_relay sosrouter; then
+if uses_relay sosrouter || uses_relay static; then
     private_binary "${SOSROUTER_BIN:-}" sosrouter bin sosrouter
     BIN="$WORK/sosrouter"
 fi
@@ -316,14 +352,15 @@ port_busy() {
 }
 
 # The router on BASE, trunks on BASE+1.., callers on BASE+11..; Kamailio on
-# BASE+20, the floor on BASE+21 (see relay_port).
+# BASE+20, the floor on BASE+21, the static router of --compare on BASE+22
+# (see relay_port); the router's metrics on BASE+30, its admin API on BASE+31.
 pick_ports() {
     local tries=0 base p ok
     while [ $tries -lt 50 ]; do
         base=$((20000 + (RANDOM % 400) * 50))
         ok=1
         for p in $base $(seq $((base + 1)) $((base + PAIRS))) $(seq $((base + 11)) $((base + 10 + PAIRS))) \
-            $((base + 20)) $((base + 21)) $((base + 30)); do
+            $((base + 20)) $((base + 21)) $((base + 22)) $((base + 30)) $((base + 31)); do
             if port_busy "$p"; then ok=0; break; fi
         done
         if [ $ok = 1 ]; then
@@ -336,6 +373,7 @@ pick_ports() {
 }
 BASE="$(pick_ports)" || { echo "load.sh: no free port block found" >&2; exit 2; }
 METRICS_PORT=$((BASE + 30))
+ADMIN_PORT=$((BASE + 31))
 # Where each relay listens; the callers send to the port of the relay
 # being measured, the trunks answer whoever sent the request.
 relay_port() {
@@ -343,38 +381,37 @@ relay_port() {
         sosrouter) echo "$BASE" ;;
         kamailio) echo $((BASE + 20)) ;;
         floor) echo $((BASE + 21)) ;;
+        static) if [ "$MODE" = compare ]; then echo $((BASE + 22)); else echo "$BASE"; fi ;;
     esac
 }
+# is_router [RELAY]: the relay is sosrouter, in either set-up.
+is_router() { case "${1:-$RELAY}" in sosrouter|static) return 0 ;; *) return 1 ;; esac; }
+# The relay routes every call to one trunk (sosrouter's emergency routing):
+# every caller dials 911 and one SIPp trunk takes all the calls.
+one_trunk() { [ "$RELAY" = sosrouter ]; }
 ROUTER_PORT="$(relay_port "$RELAY")"
 
 # ---------------------------------------------------------------- router
 
-# write_config FILE udp|tcp
+# write_config FILE udp|tcp TAG: the router's configuration, in the set-up
+# of RELAY (sosrouter: the operator set-up; static: the static relay).
 write_config() {
     local file="$1" proto="$2" tag="${3:-}" i
     {
-        if [ "$tag" = soak ] || [ "$tag" = flood ]; then
-            # The soak samples the transactions open beside the RSS.
+        if [ "$RELAY" = sosrouter ] || [ "$tag" = soak ] || [ "$tag" = flood ]; then
+            # The soak samples the transactions open beside the RSS; an
+            # operator serves metrics anyway.
             printf '[metrics]\nlisten = "127.0.0.1:%s"\n\n' "$METRICS_PORT"
         fi
         if [ -n "$MAX_TXNS" ]; then
             printf '[sip.overload]\nmax_transactions = %s\n\n' "$MAX_TXNS"
         fi
         cat <<EOF
-# Written by benches/load.sh. One trunk per SIPp pair and no failover
-# target, so that a failed call shows as a failure.
+# Written by benches/load.sh.
 [sip]
 listen = ["udp:127.0.0.1:$ROUTER_PORT", "tcp:127.0.0.1:$ROUTER_PORT"]
 advertise = "127.0.0.1:$ROUTER_PORT"
 allow = ["127.0.0.0/8"]
-
-[log]
-level = "warn"
-
-# The relay alone, by the static table (the Kamailio figure is for the same
-# relay); SIPp trunks count OPTIONS as calls, so no probes.
-[routing]
-mode = "static"
 
 [health]
 interval_s = 0
@@ -384,6 +421,77 @@ name = "carrier"
 kind = "inbound"
 sources = ["127.0.0.0/8"]
 country = "US"
+EOF
+        if [ "$RELAY" = sosrouter ]; then
+            mkdir -p "$WORK/db-$tag"
+            cat <<EOF
+
+# The operator set-up: emergency routing by the shipped country rules and
+# service-area data, the example inventory imported into SQLite, call
+# records written there. Every call goes to one SIPp trunk: every PSAP
+# by the PSAP trunk, and the screening center (where c01 goes) by the
+# screening trunk, both that SIPp trunk. The test and last-resort trunks
+# lead nowhere (port 9): a call that fails over to the last resort fails
+# and shows as a failure. SIPp trunks count OPTIONS as calls, so no probes.
+[log]
+level = "$LOG_LEVEL"
+
+[routing]
+mode = "emergency"
+
+[emergency]
+inventory = "$ROOT/tests/corpus/emergency-invites/inventory.tsv"
+domain = "sosrouter.bench.example"
+
+[emergency.psap_trunks]
+"*" = "psap"
+
+[database]
+data_dir = "$WORK/db-$tag"
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+
+[[trunk]]
+name = "psap"
+kind = "psap"
+uri = "sip:127.0.0.1:$((BASE + 1))"
+transport = "$proto"
+# The INVITE is about 2.5 KB once relayed; over UDP it stays on UDP.
+tcp_fallback = false
+
+# c01's location was entered by hand (method Manual), which the US rules
+# do not trust: the call goes to the screening center, as the corpus
+# manifest expects (route screening, reason screening-untrusted-location).
+[[trunk]]
+name = "screening"
+kind = "screening"
+uri = "sip:127.0.0.1:$((BASE + 1))"
+transport = "$proto"
+tcp_fallback = false
+
+[[trunk]]
+name = "test"
+kind = "test"
+uri = "sip:127.0.0.1:9"
+
+[[trunk]]
+name = "last-resort"
+kind = "last-resort"
+uri = "sip:127.0.0.1:9"
+EOF
+            return 0
+        fi
+        cat <<EOF
+
+# The relay alone, by the static table (the Kamailio figure is for the same
+# relay), one trunk per SIPp pair; SIPp trunks count OPTIONS as calls, so
+# no probes.
+[log]
+level = "warn"
+
+[routing]
+mode = "static"
 EOF
         for i in $(seq 1 "$PAIRS"); do
             cat <<EOF
@@ -425,10 +533,15 @@ start_router() {
     local proto="$1" tag="$2" cfg log n=0 i pairs=() kids prev entry
     RELAY_KIDS=""
     case "$RELAY" in
-        sosrouter)
+        sosrouter | static)
             cfg="$WORK/router-$tag.toml" log="$WORK/router-$tag.log"
+            if [ "$RELAY" = static ] && [ "$MODE" = compare ]; then
+                cfg="$WORK/router-static-$tag.toml" log="$WORK/router-static-$tag.log"
+            fi
             write_config "$cfg" "$proto" "$tag"
-            "${WRAP[@]}" "$BIN" run --config "$cfg" >"$log" 2>&1 &
+            # Relative paths of the configuration (the inventory) are taken
+            # from the router's working directory: the repository root.
+            (cd "$ROOT" && exec "${WRAP[@]}" "$BIN" run --config "$cfg") >"$log" 2>&1 &
             ;;
         kamailio)
             cfg="$WORK/kamailio-$tag.cfg" log="$WORK/kamailio-$tag.log"
@@ -458,15 +571,32 @@ start_router() {
     # Ready when its sockets are bound: UDP and TCP for the router, UDP
     # for the others.
     while ! { port_busy "$ROUTER_PORT" &&
-        { [ "$RELAY" != sosrouter ] || ss -Hlnt | awk '{print $4}' | grep -q "[:.]$ROUTER_PORT\$"; }; }; do
+        { ! is_router || ss -Hlnt | awk '{print $4}' | grep -q "[:.]$ROUTER_PORT\$"; }; }; do
         sleep 0.1
         n=$((n + 1))
         if ! kill -0 "$ROUTER_PID" 2>/dev/null || [ $n -gt "$START_TENTHS" ]; then
-            say "the $([ "$RELAY" = sosrouter ] && echo router || echo "$RELAY relay") did not start:"
+            say "the $(is_router && echo router || echo "$RELAY relay") did not start:"
             cat "$log" >&2
             exit 1
         fi
     done
+    # The operator set-up imports the inventory and loads it after the
+    # sockets are bound (calls meanwhile are routed by the country
+    # defaults): the run starts once /readyz says the inventory is loaded,
+    # so that neither the import nor the load is counted as calls' work.
+    if [ "$RELAY" = sosrouter ]; then
+        n=0
+        until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
+            "http://127.0.0.1:$ADMIN_PORT/readyz?inventory=loaded" 2>/dev/null)" = 200 ]; do
+            sleep 0.1
+            n=$((n + 1))
+            if ! kill -0 "$ROUTER_PID" 2>/dev/null || [ $n -gt $((START_TENTHS * 3)) ]; then
+                say "the router did not load its inventory:"
+                cat "$log" >&2
+                exit 1
+            fi
+        done
+    fi
     sleep 0.5
     RELAY_PIDS=("$ROUTER_PID")
     if [ "$RELAY" = kamailio ]; then
@@ -515,7 +645,7 @@ stop_router() {
 # Exits 1, with the log, if the relay is gone.
 check_router() {
     if [ -n "$ROUTER_PID" ] && ! kill -0 "$ROUTER_PID" 2>/dev/null; then
-        if [ "$RELAY" = sosrouter ]; then
+        if is_router; then
             say "THE ROUTER DIED (pid $ROUTER_PID); its log ends with:"
         else
             say "THE RELAY $RELAY DIED (pid $ROUTER_PID); its log ends with:"
@@ -601,9 +731,15 @@ run_load() {
     per_rate=$((rate / PAIRS))
     per_calls=$((calls / PAIRS))
     limit=$((per_calls / per_rate + 60))
-    for i in $(seq 1 "$PAIRS"); do
+    # Emergency routing sends every call to one trunk (screening, for
+    # c01): one SIPp trunk takes them all, and every caller dials 911.
+    local trunks=$PAIRS trunk_calls=$per_calls
+    if one_trunk; then
+        trunks=1 trunk_calls=$((per_calls * PAIRS))
+    fi
+    for i in $(seq 1 "$trunks"); do
         (cd "$dir" && exec sipp -sf "$UAS_XML" -i 127.0.0.1 -p $((BASE + i)) -t "$t" \
-            -m "$per_calls" -timeout "$((limit + 20))s" -nostdin -buff_size "$SIPP_BUFFER" \
+            -m "$trunk_calls" -timeout "$((limit + 20))s" -nostdin -buff_size "$SIPP_BUFFER" \
             -trace_stat -stf "$dir/uas$i.csv" -fd 1 -trace_counts \
             -trace_err -error_file "$dir/uas$i.err" >"$dir/uas$i.out" 2>&1) &
         uas_pids+=("$!")
@@ -613,7 +749,7 @@ run_load() {
     for i in $(seq 1 "$PAIRS"); do
         # A caller of its own rate makes calls for as long as the others.
         r="${PAIR_RATE[$((i - 1))]:-$per_rate}"
-        (cd "$dir" && exec sipp "127.0.0.1:$ROUTER_PORT" -sf "$UAC_XML" -s "${NUMBERS[$((i - 1))]}" \
+        (cd "$dir" && exec sipp "127.0.0.1:$ROUTER_PORT" -sf "$UAC_XML" -s "$(one_trunk && echo 911 || echo "${NUMBERS[$((i - 1))]}")" \
             -i "${PAIR_IP[$((i - 1))]:-127.0.0.1}" -p $((BASE + 10 + i)) -t "$t" \
             -r "$r" -m $((per_calls * r / per_rate)) -d "$HOLD_MS" -key caller +12125550142 \
             -recv_timeout 10000 -timeout "${limit}s" -nostdin -buff_size "$SIPP_BUFFER" \
@@ -725,7 +861,7 @@ ramp() {
     local proto="$1" rate calls dir c0 c1 m0 m1 mt0 mt1 d0 d1 ok failed retrans setup expected achieved
     local verdict best=0 tries wall t0 stop=""
     start_router "$proto" "ramp-$proto"
-    if [ "$RELAY" = sosrouter ]; then
+    if is_router; then
         echo "rss_rest_$proto $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
     else
         echo "mem_rest $RELAY $proto $(relay_mem_kb)" >>"$RESULTS"
@@ -817,7 +953,7 @@ cpu_run() {
 cpu_runs() {
     local run
     start_router udp cpu
-    if [ "$RELAY" = sosrouter ]; then
+    if is_router; then
         echo "rss_rest_cpu $(rss_kb "$ROUTER_PID")" >>"$RESULTS"
     else
         echo "mem_rest $RELAY cpu $(relay_mem_kb)" >>"$RESULTS"
@@ -825,7 +961,7 @@ cpu_runs() {
     for run in $(seq 1 "$CPU_RUNS"); do
         cpu_run "$run" "$WORK/cpu-$run"
     done
-    if [ "$RELAY" = sosrouter ]; then
+    if is_router; then
         echo "hwm_cpu $(hwm_kb "$ROUTER_PID")" >>"$RESULTS"
     fi
     stop_router
@@ -881,7 +1017,7 @@ soak() {
         done
         curl -s --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
             awk '$1 ~ /^sosrouter_overload_refused_total\{/ {print "flood_refused", $1, $2}' >>"$RESULTS" || true
-        echo "flood_warnings $(grep -c 'emergency calls refused with 503' "$WORK/router-flood.log" || true)" >>"$RESULTS"
+        echo "flood_warnings $(grep -c 'emergency calls refused with 503' "$ROUTER_LOG" || true)" >>"$RESULTS"
     fi
     say "soak done; ${DRAIN_SECONDS}s for the router's timers to run out"
     sleep "$DRAIN_SECONDS"
@@ -896,7 +1032,10 @@ soak() {
 # not counted), INSTR_CALLS calls, the timers drained, counters dumped.
 instructions() {
     local dir="$WORK/instr" out="$WORK/callgrind.out" dump total ok failed retrans setup expected achieved
-    WRAP=(valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no)
+    # Fair scheduling: valgrind runs one thread at a time, and without it
+    # the database threads of the operator set-up can wait seconds for the
+    # SIP thread, holding up calls.
+    WRAP=(valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$out" --dump-instr=no)
     START_TENTHS=600
     start_router udp instr
     callgrind_control -z "$ROUTER_PID" >/dev/null 2>&1
@@ -912,7 +1051,8 @@ instructions() {
     stop_router
     echo
     echo "sosrouter load benchmark (instructions), $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "router user-space instructions under callgrind, $INSTR_CALLS calls at $INSTR_RATE calls/s over UDP, timers drained, start-up not counted:"
+    echo "router user-space instructions under callgrind, $INSTR_CALLS calls at $INSTR_RATE calls/s over UDP, timers drained, start-up not counted;"
+    echo "$(relay_desc)"
     echo "  $ok/$expected calls ok, $failed failed; $total instructions; $(awk -v t="$total" -v n="$ok" 'BEGIN {printf "%.0f", n ? t / n : 0}') per call"
     echo "  (kernel time, the system calls and the loopback sends, is not in this figure; see --cpu)"
 }
@@ -922,7 +1062,8 @@ relay_desc() {
     local r out=()
     for r in "${RELAYS[@]}"; do
         case "$r" in
-            sosrouter) out+=("sosrouter: router log level warn") ;;
+            sosrouter) out+=("sosrouter: the operator set-up (emergency routing, inventory in SQLite, call records, metrics and admin listeners), log level $LOG_LEVEL") ;;
+            static) out+=("static: sosrouter as the static relay, log level warn, no database") ;;
             kamailio) out+=("kamailio: benches/load/kamailio.cfg, tm stateful relay, 1 UDP worker, warnings only, memory manager ${KAMAILIO_MEM:-qm (its default)}") ;;
             floor) out+=("floor: benches/load/udp_floor.rs, bare UDP forwarding, no parsing") ;;
         esac
@@ -940,6 +1081,7 @@ print_cpu() {
         awk -v r="$r" '$1 == "cpu" && $15 == r {f = 1} END {exit !f}' "$RESULTS" || continue
         echo
         case "$r" in
+            static) echo "sosrouter as the static relay, CPU per call at $CPU_RATE calls/s over UDP ($CPU_CALLS calls per run, ${DRAIN_SECONDS}s drain, CLK_TCK $HZ):" ;;
             sosrouter) echo "sosrouter CPU per call at $CPU_RATE calls/s over UDP ($CPU_CALLS calls per run, ${DRAIN_SECONDS}s drain, CLK_TCK $HZ):" ;;
             kamailio) echo "kamailio CPU per call, its main process and its $(awk '$1 == "kamailio_children" {n = $2} END {print n + 0}' "$RESULTS") children added up," \
                 "at $CPU_RATE calls/s over UDP ($CPU_CALLS calls per run, ${DRAIN_SECONDS}s drain, CLK_TCK $HZ):" ;;
@@ -992,6 +1134,18 @@ print_cpu() {
                         printf "%s median above the floor: %.1f us/call (%.1f times the floor)\n", r, med[r] - med["floor"], (med["floor"] ? med[r] / med["floor"] : 0)
                 }
             }
+            # The targets: sosrouter (operator set-up) at most 0.6 times
+            # the CPU per call of Kamailio, and at most half of it above the floor.
+            if (("kamailio" in med) && med["kamailio"] > 0) {
+                for (i = 1; i <= m; i++) {
+                    r = rs[i]
+                    if (r != "sosrouter" && r != "static" || !(r in med)) continue
+                    printf "%s against kamailio: %.2f times its median (target <= 0.60)", r, med[r] / med["kamailio"]
+                    if (("floor" in med) && med["kamailio"] > med["floor"])
+                        printf "; above the floor %.2f times (target <= 0.50)", (med[r] - med["floor"]) / (med["kamailio"] - med["floor"])
+                    printf "\n"
+                }
+            }
         }' "$RESULTS"
     echo "(us/call: CPU time of all the relay's processes per successful call, timers drained; user%: user ticks"
     echo " over all ticks of the runs; datagrams/call: received/sent by the relay, mean of the runs, as counted by"
@@ -1005,7 +1159,8 @@ print_summary() {
     echo "sosrouter load benchmark ($MODE, relay ${RELAYS[*]}), $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "machine: $cpu_model, $(nproc) cores, Linux $(uname -r); $(sipp -v 2>/dev/null | awk '/SIPp v/ {print $2; exit}' | tr -d ',') $(if uses_relay kamailio; then echo "Kamailio ${KAMAILIO_VERSION:-?}"; fi)"
     awk '$1 ~ /^loadavg_/ {sub("loadavg_", "", $1); printf "load average at the %s: %s %s %s; ", $1, $2, $3, $4} END {print ""}' "$RESULTS"
-    echo "topology: $PAIRS SIPp caller/trunk pairs on 127.0.0.1, each its own number and trunk;" \
+    echo "topology: $PAIRS SIPp callers on 127.0.0.1; sosrouter (operator set-up): all dial 911, one SIPp trunk answers;" \
+        "the other relays: each caller its own number and trunk;" \
         "caller $(basename "$UAC_XML") ($([ "$UAC_XML" = "$SCEN/uac_emergency.xml" ] && echo "INVITE c01, 1.5 KB multipart SDP + PIDF-LO" || echo "its own INVITE")), call held ${HOLD_MS} ms; $(relay_desc)"
     if grep -q '^step ' "$RESULTS"; then
         echo
@@ -1015,7 +1170,7 @@ print_summary() {
                 printf "%-5s %6d %7d %6d %6d %6d %7d %8.1f %8d %7d%% %7d%% %7d %6.1fMB  %s%s\n",
                     $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14 / 1024, $15, ($16 > 1 ? " (2nd try)" : "")
             }' "$RESULTS"
-        if [ "$RELAY" = sosrouter ]; then
+        if is_router; then
             echo "(us/call: router CPU per call in the step, timers not drained; router%: of one core;"
         else
             echo "(relay $RELAY; us/call: its CPU per call in the step, timers not drained; router%: its share of one core;"
@@ -1068,9 +1223,9 @@ print_summary() {
 }
 
 if [ "$MODE" = compare ]; then
-    say "work directory: $WORK; sosrouter on 127.0.0.1:$(relay_port sosrouter), kamailio on $(relay_port kamailio)," \
+    say "work directory: $WORK; sosrouter on 127.0.0.1:$(relay_port sosrouter), static $(relay_port static), kamailio on $(relay_port kamailio)," \
         "floor on $(relay_port floor); $PAIRS pairs"
-elif [ "$RELAY" = sosrouter ]; then
+elif is_router; then
     say "work directory: $WORK; router on 127.0.0.1:$ROUTER_PORT; $PAIRS pairs"
 else
     say "work directory: $WORK; relay $RELAY on 127.0.0.1:$ROUTER_PORT; $PAIRS pairs"
@@ -1094,7 +1249,7 @@ case "$MODE" in
     *)
         ramp udp
         cpu_runs
-        if [ "$RELAY" = sosrouter ]; then
+        if is_router; then
             ramp tcp
         else
             # Kamailio runs here with TCP disabled, and the floor is UDP only.

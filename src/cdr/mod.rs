@@ -13,6 +13,7 @@ pub mod store;
 pub mod writer;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -91,8 +92,21 @@ impl CallRecord {
 
 /// Outcome of a record whose call is in progress.
 pub const OPEN: &str = "open";
+/// The outcome of an answered call, once it is over.
+pub const ANSWERED: &str = "answered";
 /// Outcome of a record whose router stopped before the call ended.
 pub const INTERRUPTED: &str = "interrupted";
+
+/// What an event did to the records ([`Assembler::apply`]).
+#[derive(Debug)]
+pub enum Change {
+    /// Nothing to write.
+    None,
+    /// The call's record changed and the call goes on.
+    InProgress(CallKey),
+    /// The call is over: its last record.
+    Over(Arc<CallRecord>),
+}
 
 /// Builds records from call events. Pure: wall-clock times come from an
 /// anchor pair (an `Instant` and the epoch milliseconds at that instant).
@@ -103,7 +117,11 @@ pub const INTERRUPTED: &str = "interrupted";
 pub struct Assembler {
     anchor: Instant,
     anchor_ms: i64,
-    open: HashMap<CallKey, CallRecord>,
+    /// Calls in progress. A record handed to the writer is shared with
+    /// it, not copied: it is copied only when the call changes again
+    /// while the writer still holds the last version. Its outcome stays
+    /// `open` until the call is over (an answered call has `answer_ms`).
+    open: HashMap<CallKey, Arc<CallRecord>>,
     /// Answered calls waiting for their BYE, by Call-ID.
     answered: HashMap<String, CallKey>,
     seq: u64,
@@ -140,17 +158,35 @@ impl Assembler {
         format!("{:016x}", self.node)
     }
 
-    /// What to write of a call in progress: the record as it stands, with
-    /// outcome `open` (an answered call keeps `answered` only once over).
-    fn in_progress(rec: &CallRecord) -> CallRecord {
-        let mut r = rec.clone();
-        r.outcome = OPEN.into();
-        r
-    }
-
     /// Applies one event; returns the record to write when the event
     /// changed it: the call in progress (outcome `open`) or over.
     pub fn on_event(&mut self, ev: CallEvent) -> Option<CallRecord> {
+        match self.apply(ev) {
+            Change::None => None,
+            Change::InProgress(call) => self.in_progress_of(call).map(Arc::unwrap_or_clone),
+            Change::Over(rec) => Some(Arc::unwrap_or_clone(rec)),
+        }
+    }
+
+    /// The record to write of a call in progress, as it stands now; none
+    /// once the call is over (its last record was given by
+    /// [`Assembler::apply`]).
+    /// Shared with the assembler, which copies it only if it must
+    /// change it while the writer still holds it.
+    pub fn in_progress_of(&self, call: CallKey) -> Option<Arc<CallRecord>> {
+        self.open.get(&call).cloned()
+    }
+
+    /// Applies one event and says what changed, without copying a record
+    /// still in progress: a caller that applies several events in a row
+    /// takes the record of each call changed once, at the end
+    /// ([`Assembler::in_progress_of`]), instead of a copy per event.
+    pub fn apply(&mut self, ev: CallEvent) -> Change {
+        let change = self.apply_inner(ev);
+        change.unwrap_or(Change::None)
+    }
+
+    fn apply_inner(&mut self, ev: CallEvent) -> Option<Change> {
         match ev {
             CallEvent::Started {
                 call,
@@ -235,9 +271,8 @@ impl Assembler {
                 };
                 // A call refused for overload ends at once (its `Finished`
                 // follows): one write, not two, when refusals come in floods.
-                let out = (!refused).then(|| rec.clone());
-                self.open.insert(call, rec);
-                out
+                self.open.insert(call, Arc::new(rec));
+                (!refused).then_some(Change::InProgress(call))
             }
             CallEvent::Attempt {
                 call,
@@ -248,7 +283,7 @@ impl Assembler {
                 status,
             } => {
                 let at_ms = self.ms(at);
-                let rec = self.open.get_mut(&call)?;
+                let rec = Arc::make_mut(self.open.get_mut(&call)?);
                 rec.trunk = Some(trunk.clone());
                 rec.attempts.push(Attempt {
                     trunk,
@@ -257,7 +292,7 @@ impl Assembler {
                     status,
                     at_ms,
                 });
-                Some(Self::in_progress(rec))
+                Some(Change::InProgress(call))
             }
             CallEvent::Finished {
                 call,
@@ -266,28 +301,32 @@ impl Assembler {
                 outcome,
             } => {
                 let ms = self.ms(at);
-                let rec = self.open.get_mut(&call)?;
-                rec.final_status = Some(status);
-                rec.outcome = outcome.to_string();
-                if outcome == "answered" {
+                if outcome == ANSWERED {
+                    // In progress until its BYE: the outcome stays `open`.
+                    let rec = Arc::make_mut(self.open.get_mut(&call)?);
+                    rec.final_status = Some(status);
                     rec.answer_ms = Some(ms);
                     let call_id = rec.call_id.clone();
-                    let out = Self::in_progress(rec);
                     self.answered.insert(call_id, call);
-                    Some(out)
+                    Some(Change::InProgress(call))
                 } else {
-                    let mut rec = self.open.remove(&call)?;
+                    let mut over = self.open.remove(&call)?;
+                    let rec = Arc::make_mut(&mut over);
+                    rec.final_status = Some(status);
+                    rec.outcome = outcome.to_string();
                     rec.end_ms = Some(ms);
-                    Some(rec)
+                    Some(Change::Over(over))
                 }
             }
             CallEvent::Ended { call_id, at } => {
                 let call = self.answered.remove(&call_id)?;
                 let ms = self.ms(at);
-                let mut rec = self.open.remove(&call)?;
+                let mut over = self.open.remove(&call)?;
+                let rec = Arc::make_mut(&mut over);
+                rec.outcome = ANSWERED.into();
                 rec.end_ms = Some(ms);
                 rec.duration_ms = rec.answer_ms.map(|a| (ms - a).max(0));
-                Some(rec)
+                Some(Change::Over(over))
             }
         }
     }
@@ -306,9 +345,12 @@ impl Assembler {
             .collect();
         let mut out = self.take(old);
         for r in &mut out {
-            if r.outcome == OPEN {
-                r.outcome = INTERRUPTED.into();
+            r.outcome = if r.answer_ms.is_some() {
+                ANSWERED
+            } else {
+                INTERRUPTED
             }
+            .into();
         }
         out
     }
@@ -330,7 +372,7 @@ impl Assembler {
         for k in keys {
             if let Some(r) = self.open.remove(&k) {
                 self.answered.remove(&r.call_id);
-                out.push(r);
+                out.push(Arc::unwrap_or_clone(r));
             }
         }
         out
@@ -404,6 +446,56 @@ mod tests {
         let r = a.on_event(with(None, None)).unwrap();
         let loc = r.location.unwrap();
         assert!(loc.get("psap_decided_by").is_none(), "{loc}");
+    }
+
+    #[test]
+    fn a_version_handed_to_the_writer_stays_as_it_was_when_the_call_changes() {
+        let t0 = Instant::now();
+        let mut a = Assembler::new(t0, 1_700_000_000_000, 1);
+        assert!(matches!(a.apply(started(1, t0)), Change::InProgress(1)));
+        // The writer holds the routed version...
+        let held = a.in_progress_of(1).unwrap();
+        let attempt = CallEvent::Attempt {
+            call: 1,
+            at: t0,
+            trunk: "psap".into(),
+            label: "SYN-US-08031".into(),
+            outcome: "answered",
+            status: Some(200),
+        };
+        assert!(matches!(a.apply(attempt), Change::InProgress(1)));
+        let answered = CallEvent::Finished {
+            call: 1,
+            at: t0 + Duration::from_millis(20),
+            status: 200,
+            outcome: "answered",
+        };
+        assert!(matches!(a.apply(answered), Change::InProgress(1)));
+        // ... which the later events did not touch.
+        assert!(held.attempts.is_empty());
+        assert_eq!((held.final_status, held.answer_ms), (None, None));
+        // Both events show in the one version taken after them.
+        let now = a.in_progress_of(1).unwrap();
+        assert_eq!(now.id, held.id);
+        assert_eq!(now.attempts.len(), 1);
+        assert_eq!(
+            (now.outcome.as_str(), now.final_status, now.answer_ms),
+            ("open", Some(200), Some(1_700_000_000_020))
+        );
+        // Over: the last record is given whole, and nothing stays open.
+        let ended = CallEvent::Ended {
+            call_id: "cid-1".into(),
+            at: t0 + Duration::from_millis(70),
+        };
+        let Change::Over(last) = a.apply(ended) else {
+            panic!("the BYE ends the call");
+        };
+        assert_eq!(
+            (last.outcome.as_str(), last.duration_ms),
+            ("answered", Some(50))
+        );
+        assert!(a.in_progress_of(1).is_none());
+        assert_eq!(now.outcome, "open");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::writer::{self, RecordStore};
-use super::{now_ms, Assembler};
+use super::{now_ms, Assembler, Change};
 use crate::metrics as m;
 use crate::proxy::CallEvent;
 
@@ -61,16 +61,33 @@ impl Recorder {
             // the events of one call often come together (an attempt and
             // the final response), and one write of it is enough.
             let mut changed = writer::Batch::new(64);
+            // The calls in progress changed by the events at hand; each
+            // one's record is copied once, after the last of them.
+            let mut touched: Vec<super::CallKey> = Vec::with_capacity(64);
             let mut sweep = tokio::time::interval(Duration::from_secs(60));
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     ev = rx.recv() => match ev {
                         Some(ev) => {
-                            changed.add_some(asm.on_event(ev));
+                            let mut apply = |ev| match asm.apply(ev) {
+                                Change::None => {}
+                                Change::InProgress(call) => {
+                                    if !touched.contains(&call) {
+                                        touched.push(call);
+                                    }
+                                }
+                                Change::Over(rec) => changed.add(rec),
+                            };
+                            apply(ev);
                             for _ in 0..256 {
                                 let Ok(ev) = rx.try_recv() else { break };
-                                changed.add_some(asm.on_event(ev));
+                                apply(ev);
+                            }
+                            // A call over is in `changed` already, and no
+                            // longer in progress.
+                            for call in touched.drain(..) {
+                                changed.add_some(asm.in_progress_of(call));
                             }
                             for r in changed.records.drain(..) {
                                 records.push(r);
@@ -81,7 +98,7 @@ impl Recorder {
                     },
                     _ = sweep.tick() => {
                         for r in asm.expire(Instant::now(), cfg.open_call_max) {
-                            records.push(r);
+                            records.push(Arc::new(r));
                         }
                     }
                 }
@@ -94,7 +111,7 @@ impl Recorder {
                 );
             }
             for r in open {
-                records.push(r);
+                records.push(Arc::new(r));
             }
             drop(records);
             let _ = writer.await;

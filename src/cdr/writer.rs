@@ -23,7 +23,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Where records go: the database, or anything else that stores them.
 pub trait RecordStore: Send + Sync {
     /// Writes each record, replacing one already stored under its id.
-    fn write<'a>(&'a self, records: &'a [CallRecord]) -> BoxFuture<'a, anyhow::Result<()>>;
+    fn write<'a>(&'a self, records: &'a [Arc<CallRecord>]) -> BoxFuture<'a, anyhow::Result<()>>;
 
     /// Says that the router process `node` is running and writing records
     /// (at its start, then every few seconds).
@@ -52,12 +52,16 @@ pub trait RecordStore: Send + Sync {
 /// the record, counts it and logs it.
 #[derive(Clone)]
 pub struct Records {
-    tx: mpsc::Sender<CallRecord>,
+    tx: mpsc::Sender<Arc<CallRecord>>,
     capacity: usize,
+    /// The queue gauge, looked up once rather than per record.
+    queued: metrics::Gauge,
 }
 
 impl Records {
-    pub fn push(&self, rec: CallRecord) {
+    /// A record to write: shared with the assembler while its call goes
+    /// on, so that handing it over copies nothing.
+    pub fn push(&self, rec: Arc<CallRecord>) {
         match self.tx.try_send(rec) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(r)) => {
@@ -69,7 +73,7 @@ impl Records {
                 tracing::error!(call_id = %r.call_id, "call record writer stopped: record dropped");
             }
         }
-        metrics::gauge!(m::CDR_QUEUE).set((self.capacity - self.tx.capacity()) as f64);
+        self.queued.set((self.capacity - self.tx.capacity()) as f64);
     }
 }
 
@@ -80,9 +84,10 @@ pub fn start(
     capacity: usize,
     batch: usize,
 ) -> (Records, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<CallRecord>(capacity.max(1));
+    let (tx, mut rx) = mpsc::channel::<Arc<CallRecord>>(capacity.max(1));
     let handle = tokio::spawn(async move {
         let mut buf = Batch::new(batch);
+        let queued = metrics::gauge!(m::CDR_QUEUE);
         loop {
             let Some(first) = rx.recv().await else { break };
             buf.add(first);
@@ -95,7 +100,7 @@ pub fn start(
                 }
             }
             write_with_retry(&*store, &mut buf).await;
-            metrics::gauge!(m::CDR_QUEUE).set(rx.len() as f64);
+            queued.set(rx.len() as f64);
         }
         if !buf.records.is_empty() {
             write_with_retry(&*store, &mut buf).await;
@@ -105,6 +110,7 @@ pub fn start(
         Records {
             tx,
             capacity: capacity.max(1),
+            queued: metrics::gauge!(m::CDR_QUEUE),
         },
         handle,
     )
@@ -112,7 +118,7 @@ pub fn start(
 
 /// Records to write together, the latest of each id only.
 pub(super) struct Batch {
-    pub(super) records: Vec<CallRecord>,
+    pub(super) records: Vec<Arc<CallRecord>>,
     at: HashMap<String, usize>,
 }
 
@@ -125,7 +131,7 @@ impl Batch {
     }
 
     /// Adds a record, or replaces the earlier one of its id.
-    pub(super) fn add(&mut self, r: CallRecord) {
+    pub(super) fn add(&mut self, r: Arc<CallRecord>) {
         match self.at.get(&r.id) {
             Some(&i) => self.records[i] = r,
             None => {
@@ -135,7 +141,7 @@ impl Batch {
         }
     }
 
-    pub(super) fn add_some(&mut self, r: Option<CallRecord>) {
+    pub(super) fn add_some(&mut self, r: Option<Arc<CallRecord>>) {
         if let Some(r) = r {
             self.add(r);
         }
@@ -186,10 +192,13 @@ mod tests {
 
     /// Keeps every batch written.
     #[derive(Default)]
-    struct Memory(Mutex<Vec<Vec<CallRecord>>>);
+    struct Memory(Mutex<Vec<Vec<Arc<CallRecord>>>>);
 
     impl RecordStore for Memory {
-        fn write<'a>(&'a self, records: &'a [CallRecord]) -> BoxFuture<'a, anyhow::Result<()>> {
+        fn write<'a>(
+            &'a self,
+            records: &'a [Arc<CallRecord>],
+        ) -> BoxFuture<'a, anyhow::Result<()>> {
             self.0.lock().unwrap().push(records.to_vec());
             Box::pin(async { Ok(()) })
         }
@@ -210,7 +219,7 @@ mod tests {
         let store = Arc::new(Memory::default());
         let (records, writer) = start(store.clone(), 16, 16);
         for v in versions {
-            records.push(v);
+            records.push(Arc::new(v));
         }
         drop(records);
         writer.await.unwrap();

@@ -523,9 +523,11 @@ impl SipLoop {
             Ok((cfg, core_cfg, router, tls)) => {
                 self.pool.set_allowed(core_cfg.allowed.clone());
                 self.set_tls(tls, &core_cfg);
-                let old =
-                    self.core
-                        .reconfigure(Instant::now(), core_cfg, Box::new(TimedRouter(router)));
+                let old = self.core.reconfigure(
+                    Instant::now(),
+                    core_cfg,
+                    Box::new(TimedRouter::new(router)),
+                );
                 // Freeing the old routing data takes milliseconds: not here.
                 tokio::task::spawn_blocking(move || drop(old));
                 // Built with the snapshot of its time: the one published since

@@ -81,6 +81,9 @@ pub struct EmergencyRouter {
     /// Number → PIDF-LO document of its registered address, written once
     /// per snapshot.
     documents: HashMap<String, Bytes>,
+    /// Number → its registered address as the call record and notice
+    /// show it, the JSON made once per snapshot.
+    registered: HashMap<String, Arc<dyn LocationRecord>>,
     areas: Arc<ServiceAreas>,
     psap_trunks: PsapTrunks,
     inbound: HashMap<String, Inbound>,
@@ -240,6 +243,28 @@ impl LocationRecord for CallLocation {
     }
 }
 
+/// A registered address with its JSON made once: the router keeps one per
+/// number and inventory snapshot, so that a call's record and notice copy
+/// the JSON instead of writing it again.
+#[derive(Debug)]
+struct RegisteredRecord {
+    json: Value,
+}
+
+impl RegisteredRecord {
+    fn of(address: &Address) -> Arc<dyn LocationRecord> {
+        Arc::new(RegisteredRecord {
+            json: address.to_json(),
+        })
+    }
+}
+
+impl LocationRecord for RegisteredRecord {
+    fn to_json(&self) -> Value {
+        self.json.clone()
+    }
+}
+
 /// A registered address, as the call record's `registered_address`.
 impl LocationRecord for Address {
     fn to_json(&self) -> Value {
@@ -356,6 +381,7 @@ impl EmergencyRouter {
             countries: Arc::new(countries),
             inventory,
             documents: HashMap::new(),
+            registered: HashMap::new(),
             areas,
             psap_trunks,
             inbound,
@@ -656,14 +682,16 @@ impl EmergencyRouter {
     /// `unique`: a value never given for another decision, which the
     /// call's identifiers are made from.
     pub fn decision(&self, req: &Message, ev: Evaluation<'_>, unique: u128) -> Decision {
-        self.decide_with(req, ev, None, unique, None)
+        self.decide_with(req, ev, None, None, unique, None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide_with(
         &self,
         req: &Message,
         mut ev: Evaluation<'_>,
         documents: Option<&mut HashMap<String, Bytes>>,
+        records: Option<&mut HashMap<String, Arc<dyn LocationRecord>>>,
         unique: u128,
         lost: Option<crate::lost::route::Outcome>,
     ) -> Decision {
@@ -688,9 +716,17 @@ impl EmergencyRouter {
         // rather than being copied.
         let registered = ev.registered();
         let location_source = shown_source(&ev.dynamic, registered).as_str();
-        let registered_address = registered
-            .cloned()
-            .map(|a| Arc::new(a) as Arc<dyn crate::proxy::LocationRecord>);
+        let registered_address = registered.map(|a| match (records, ev.caller.as_deref()) {
+            (Some(cache), Some(number)) => match cache.get(number) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = RegisteredRecord::of(a);
+                    cache.insert(number.to_string(), r.clone());
+                    r
+                }
+            },
+            _ => RegisteredRecord::of(a),
+        });
         let shown_registered = (!ev.dynamic.is_usable())
             .then(|| registered.cloned())
             .flatten();
@@ -764,8 +800,17 @@ impl Router for EmergencyRouter {
             _ => None,
         };
         let mut documents = std::mem::take(&mut self.documents);
-        let d = self.decide_with(req, ev, Some(&mut documents), ctx.unique, outcome);
+        let mut registered = std::mem::take(&mut self.registered);
+        let d = self.decide_with(
+            req,
+            ev,
+            Some(&mut documents),
+            Some(&mut registered),
+            ctx.unique,
+            outcome,
+        );
         self.documents = documents;
+        self.registered = registered;
         d
     }
 
@@ -793,6 +838,7 @@ impl Router for EmergencyRouter {
     /// the last one go with it.
     fn set_inventory(&mut self, inventory: SharedInventory) -> Option<SharedInventory> {
         self.documents = HashMap::new();
+        self.registered = HashMap::new();
         Some(std::mem::replace(&mut self.inventory, inventory))
     }
 

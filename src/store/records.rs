@@ -29,10 +29,14 @@ pub type Cursor = (i64, String);
 impl Store {
     /// Writes records in one transaction, each replacing the one stored
     /// under its id.
-    pub async fn write_records(&self, records: &[CallRecord]) -> Result<(), StoreError> {
+    pub async fn write_records<R>(&self, records: &[R]) -> Result<(), StoreError>
+    where
+        R: std::borrow::Borrow<CallRecord> + Sync,
+    {
         let _g = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
         for r in records {
+            let r: &CallRecord = r.borrow();
             let json = serde_json::to_string(r).map_err(anyhow::Error::from)?;
             sqlx::query(
                 "INSERT INTO call_records (id, tenant, invite_ms, call_id, caller_number, outcome, record, node) \
@@ -187,7 +191,7 @@ impl Store {
 pub struct DbRecords(pub Arc<Store>);
 
 impl RecordStore for DbRecords {
-    fn write<'a>(&'a self, records: &'a [CallRecord]) -> BoxFuture<'a, anyhow::Result<()>> {
+    fn write<'a>(&'a self, records: &'a [Arc<CallRecord>]) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move { self.0.write_records(records).await.map_err(Into::into) })
     }
 
