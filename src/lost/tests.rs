@@ -606,6 +606,7 @@ fn mutated_and_truncated_documents_never_panic() {
         service: DEFAULT_SERVICE,
         boundary_by_value: true,
         recursive: true,
+        validate_location: false,
     });
     let civic_answer = write::find_service_response(
         &[mapping(
