@@ -405,8 +405,10 @@ fn a_failing_ecrf_falls_back_to_the_cache_then_the_embedded_data() {
         panic!("expired")
     };
     let failed = rt.block_on(lost_query(&http, &url, body.clone(), deadline));
-    let Err(FetchError::Failed(why)) = &failed else {
-        panic!("{failed:?}")
+    // Refused, or the pooled connection to the stopped ECRF cut short.
+    let why = match &failed {
+        Err(e @ (FetchError::Refused(_) | FetchError::Failed(_))) => e.to_string(),
+        other => panic!("{other:?}"),
     };
     let o = settle(
         &mut cache,
@@ -1030,4 +1032,78 @@ fn a_call_by_its_registered_address_is_routed_by_the_ecrf_then_by_the_cache() {
             ),
         ]
     );
+}
+
+/// An ECRF that answers every query with an HTTP error status.
+struct FailingEcrf {
+    port: u16,
+}
+
+impl FailingEcrf {
+    fn start(status: &'static str) -> FailingEcrf {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                if read_request(&mut s).is_some() {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+            }
+        });
+        FailingEcrf { port }
+    }
+}
+
+/// A query that fails says how in the call's LoST line and record: a
+/// refused connection, an HTTP error status and silence past the deadline
+/// are three different reasons, while the metric counts them as before.
+#[test]
+fn a_failed_query_names_its_failure() {
+    let closed = ClosedPort::new();
+    let failing = FailingEcrf::start("503 Service Unavailable");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cases = [
+        (closed.port, "failed", "ECRF refused the connection"),
+        (failing.port, "failed", "ECRF answered HTTP 503"),
+        (
+            silent.local_addr().unwrap().port(),
+            "timeout",
+            "no answer from the ECRF in time",
+        ),
+    ];
+    for (n, (port, outcome, why)) in cases.into_iter().enumerate() {
+        let router = caller_router_with(&refs, port, 500);
+        let (text, cid) = denver_call(50 + n as u32);
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{why}: {}", router.log()));
+        let route = header(&fwd, "Route").join(",");
+        assert!(route.contains("sip:sos@us-08031.psap.example"), "{route}");
+        assert_eq!(lost_routes(&router, "embedded"), 1.0, "{why}");
+        let (_, metrics) = get(http_port(&router, "metrics"), "/metrics");
+        assert_eq!(
+            metric(
+                &metrics,
+                "sosrouter_lost_queries_total",
+                &[("outcome", outcome)]
+            ),
+            1.0,
+            "{why}: {metrics}"
+        );
+        router.wait_log("PSAP chosen with LoST", 1, Duration::from_secs(5));
+        let log = router.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("PSAP chosen with LoST"))
+            .unwrap_or_default();
+        assert!(line.contains(why), "{why}: {line}");
+    }
+    drop(silent);
 }

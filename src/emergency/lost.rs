@@ -163,13 +163,9 @@ impl LostRouting {
         let c = &mut self.cache;
         Some(match answer {
             Some(LostAnswer::Body(b)) => settle(c, &location, &service, Ok(b), now),
-            Some(LostAnswer::Failed) => settle(
-                c,
-                &location,
-                &service,
-                Err("no answer from the ECRF in time".into()),
-                now,
-            ),
+            Some(LostAnswer::Failed(why)) => {
+                settle(c, &location, &service, Err(why.why().into_owned()), now)
+            }
             None => match plan(c, &location, &service, LOCATION_ID, now) {
                 Plan::Cached(m) => Outcome {
                     decided_by: DecidedBy::LostCache,
@@ -309,7 +305,7 @@ mod tests {
     use crate::inventory::{Capabilities, Inventory, NumberEntry};
     use crate::lost::{write, Expires, DEFAULT_SERVICE};
     use crate::pidf::CivicAddress;
-    use crate::proxy::{Decision, Proto, RouteContext, Router, Source};
+    use crate::proxy::{Decision, LostFailure, Proto, RouteContext, Router, Source};
 
     const ECRF: &str = "https://ecrf.example/lost";
     const FROM_ECRF: &str = "sip:sf@psap.ecrf.example";
@@ -479,7 +475,10 @@ mod tests {
         let call = invite("+13035550117");
         let q = r.lost_query(&call, &ctx(&src, None)).expect("a query");
         assert!(q.body.contains("Denver"), "{}", q.body);
-        let d = r.route(&call, &ctx(&src, Some(LostAnswer::Failed)));
+        let d = r.route(
+            &call,
+            &ctx(&src, Some(LostAnswer::Failed(LostFailure::Timeout))),
+        );
         let (route, by) = routed(d);
         assert_eq!(by, Some("embedded"));
         assert!(route.unwrap().contains("us-08031"));
@@ -514,5 +513,37 @@ mod tests {
         assert_eq!(r.lost_query(&call, &ctx(&src, None)), None);
         let d = r.route(&call, &ctx(&src, None));
         assert_eq!(routed(d), (Some(FROM_ECRF.into()), Some("lost-cache")));
+    }
+
+    #[test]
+    fn a_failed_query_is_recorded_with_its_reason() {
+        let cases = [
+            (LostFailure::Timeout, "no answer from the ECRF in time"),
+            (LostFailure::Refused, "ECRF refused the connection"),
+            (LostFailure::Status(503), "ECRF answered HTTP 503"),
+            (LostFailure::Status(404), "ECRF answered HTTP 404"),
+            (
+                LostFailure::Unreadable,
+                "ECRF answer unreadable: it broke off while read",
+            ),
+            (
+                LostFailure::NotAllowed,
+                "ECRF not asked: its host is not one emergency.location_servers allows",
+            ),
+        ];
+        let src = source();
+        for (failure, why) in cases {
+            let mut r = router();
+            let call = invite("+13035550117");
+            assert!(r.lost_query(&call, &ctx(&src, None)).is_some());
+            let d = r.route(&call, &ctx(&src, Some(LostAnswer::Failed(failure))));
+            let Decision::Route { details, .. } = d else {
+                panic!("{why}: not routed")
+            };
+            let details = details.unwrap();
+            assert_eq!(details.psap_decided_by, Some("embedded"), "{why}");
+            assert_eq!(details.lost_why.as_deref(), Some(why));
+            assert!(why.len() <= crate::lost::REASON_MAX);
+        }
     }
 }

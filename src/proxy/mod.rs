@@ -105,8 +105,8 @@ pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
 pub use location::{FetchConfig, LocationFetch};
 pub use overload::{Load, OverloadLimits};
 pub use route::{
-    Augment, Decision, LocationRecord, LostAnswer, LostQuery, RouteContext, RouteDetails,
-    RouteTarget, Router, StaticRouter,
+    Augment, Decision, LocationRecord, LostAnswer, LostFailure, LostQuery, RouteContext,
+    RouteDetails, RouteTarget, Router, StaticRouter,
 };
 
 /// A trunk as the core sees it.
@@ -418,7 +418,7 @@ pub struct Core {
     fetches: location::Fetches,
     /// The answer to the LoST query of the INVITE being routed, from
     /// [`Core::handle_fetched`] to its decision.
-    lost_answer: Option<Option<Bytes>>,
+    lost_answer: Option<Result<Bytes, LostFailure>>,
     /// A moment of the monotonic clock and the wall-clock time then, given
     /// by the driver ([`Core::set_wall_clock`]).
     wall: Option<(Instant, time::OffsetDateTime)>,
