@@ -1107,3 +1107,67 @@ fn a_failed_query_names_its_failure() {
     }
     drop(silent);
 }
+
+/// A reload keeps the mappings of an ECRF the new configuration still
+/// asks: with the ECRF stopped after the reload, the next call is routed
+/// from the cache. Once the country's ECRF URL changes, its old mappings
+/// go: the next call asks the new one.
+#[test]
+fn a_reload_keeps_the_mappings_of_an_unchanged_ecrf() {
+    let dir = tempdir::Dir::new("lost-reload");
+    let (ecrf_router, ecrf_port) = ecrf(dir.path());
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let router = caller_router(&refs, ecrf_port);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let route_of = |n: u32| {
+        let (text, cid) = denver_call(n);
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("call {n} did not reach the PSAP trunk: {}", router.log()));
+        header(&fwd, "Route").join(",")
+    };
+    let reload = |times: usize| {
+        let hup = Command::new("kill")
+            .args(["-HUP", &router.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        router.wait_log("configuration reloaded", times, Duration::from_secs(10));
+    };
+
+    let route = route_of(60);
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost"), 1.0);
+
+    // The same configuration reloaded, then the ECRF stops: the mapping
+    // cached before the reload routes the call.
+    reload(1);
+    drop(ecrf_router);
+    let route = route_of(61);
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost-cache"), 1.0, "{}", router.log());
+
+    // Another ECRF URL (where nothing answers): the old mappings are not
+    // its answers and go; the embedded data routes the call.
+    let closed = ClosedPort::new();
+    let text = std::fs::read_to_string(router.config_path()).unwrap();
+    let moved = text.replace(
+        &format!("http://127.0.0.1:{ecrf_port}/lost"),
+        &format!("http://127.0.0.1:{}/lost", closed.port),
+    );
+    assert_ne!(text, moved);
+    std::fs::write(router.config_path(), moved).unwrap();
+    reload(2);
+    let route = route_of(62);
+    assert!(route.contains("sip:sos@us-08031.psap.example"), "{route}");
+    assert_eq!(lost_routes(&router, "embedded"), 1.0, "{}", router.log());
+    assert_eq!(lost_routes(&router, "lost-cache"), 1.0);
+}

@@ -46,22 +46,28 @@ pub(super) struct Located<'a> {
     pub registered: Option<&'a Address>,
 }
 
-/// `[emergency.lost]` as the router uses it, and its cache.
+/// `[emergency.lost]` as the router uses it, and its caches: one per
+/// ECRF, for a mapping is what one ECRF answered.
 pub(super) struct LostRouting {
     default: Option<String>,
     countries: HashMap<String, String>,
     timeout: Duration,
-    cache: Cache,
+    /// By ECRF URL: every URL of the configuration has one.
+    caches: HashMap<String, Cache>,
 }
 
-/// A copy has the same settings and an empty cache of the same size.
+/// A copy has the same settings and empty caches of the same size.
 impl Clone for LostRouting {
     fn clone(&self) -> Self {
         LostRouting {
             default: self.default.clone(),
             countries: self.countries.clone(),
             timeout: self.timeout,
-            cache: Cache::new(self.cache.capacity()),
+            caches: self
+                .caches
+                .iter()
+                .map(|(u, c)| (u.clone(), Cache::new(c.capacity())))
+                .collect(),
         }
     }
 }
@@ -73,6 +79,12 @@ impl LostRouting {
         if l.ecrf.is_none() && l.countries.is_empty() {
             return None;
         }
+        let caches = l
+            .ecrf
+            .iter()
+            .chain(l.countries.values())
+            .map(|u| (u.clone(), Cache::new(l.cache_size)))
+            .collect();
         Some(LostRouting {
             default: l.ecrf.clone(),
             countries: l
@@ -81,8 +93,37 @@ impl LostRouting {
                 .map(|(c, u)| (c.trim().to_ascii_uppercase(), u.clone()))
                 .collect(),
             timeout: Duration::from_millis(l.timeout_ms),
-            cache: Cache::new(l.cache_size),
+            caches,
         })
+    }
+
+    /// The mappings cached, by ECRF, taken out of a router a reload
+    /// replaces.
+    pub(super) fn take_caches(&mut self) -> crate::proxy::LostCaches {
+        std::mem::take(&mut self.caches)
+    }
+
+    /// Takes over the mappings of the router this one replaces: those of
+    /// an ECRF it still asks, with the same `cache_size`. The others
+    /// (an ECRF no country asks any more) are dropped.
+    pub(super) fn keep_caches(&mut self, old: crate::proxy::LostCaches) {
+        for (url, cache) in old {
+            if let Some(mine) = self.caches.get_mut(&url) {
+                if mine.capacity() == cache.capacity() {
+                    *mine = cache;
+                }
+            }
+        }
+    }
+
+    /// The cache of the ECRF at `url` (one of the configuration's, which
+    /// all have one from the start).
+    fn cache(&mut self, url: &str) -> &mut Cache {
+        if !self.caches.contains_key(url) {
+            let capacity = self.caches.values().next().map_or(1, Cache::capacity);
+            self.caches.insert(url.to_owned(), Cache::new(capacity));
+        }
+        self.caches.get_mut(url).expect("inserted above")
     }
 
     fn url_for(&self, country: Option<&str>) -> Option<&str> {
@@ -137,7 +178,7 @@ impl LostRouting {
     ) -> Option<LostQuery> {
         let (url, location, service) = self.subject(decision, country, located, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        match plan(&mut self.cache, &location, &service, LOCATION_ID, now) {
+        match plan(self.cache(&url), &location, &service, LOCATION_ID, now) {
             Plan::Cached(_) => None,
             Plan::Ask { body } => Some(LostQuery {
                 url,
@@ -158,9 +199,9 @@ impl LostRouting {
         answer: Option<LostAnswer<'_>>,
         wall: Option<time::OffsetDateTime>,
     ) -> Option<Outcome> {
-        let (_, location, service) = self.subject(decision, country, located, service)?;
+        let (url, location, service) = self.subject(decision, country, located, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let c = &mut self.cache;
+        let c = self.cache(&url);
         Some(match answer {
             Some(LostAnswer::Body(b)) => settle(c, &location, &service, Ok(b), now),
             Some(LostAnswer::Failed(why)) => {
@@ -334,8 +375,14 @@ mod tests {
     /// San Francisco address written two ways, one in Denver, and an
     /// ordinary phone at the San Francisco address.
     fn router() -> EmergencyRouter {
+        router_asking(ECRF, 4096)
+    }
+
+    /// [`router`] with another ECRF URL or cache size.
+    fn router_asking(ecrf: &str, cache_size: usize) -> EmergencyRouter {
         let mut config = Config::embedded();
-        config.emergency.lost.ecrf = Some(ECRF.into());
+        config.emergency.lost.ecrf = Some(ecrf.into());
+        config.emergency.lost.cache_size = cache_size;
         let sf = [
             ("country", "US"),
             ("A1", "CA"),
@@ -544,6 +591,35 @@ mod tests {
             assert_eq!(details.psap_decided_by, Some("embedded"), "{why}");
             assert_eq!(details.lost_why.as_deref(), Some(why));
             assert!(why.len() <= crate::lost::REASON_MAX);
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_mappings_of_the_same_ecrf_only() {
+        let src = source();
+        let call = invite("+14155550177");
+        // (the new router's ECRF, its cache size, whether the mapping is kept)
+        let cases = [
+            (ECRF, 4096, true),
+            ("https://ecrf-b.example/lost", 4096, false),
+            (ECRF, 16, false),
+        ];
+        for (ecrf, size, kept) in cases {
+            let mut old = router();
+            assert!(old.lost_query(&call, &ctx(&src, None)).is_some());
+            let body = answer();
+            old.route(&call, &ctx(&src, Some(LostAnswer::Body(body.as_bytes()))));
+
+            let mut new = router_asking(ecrf, size);
+            new.keep_lost_caches(old.take_lost_caches());
+            let q = new.lost_query(&call, &ctx(&src, None));
+            assert_eq!(q.is_none(), kept, "{ecrf} {size}");
+            if kept {
+                let d = new.route(&call, &ctx(&src, None));
+                assert_eq!(routed(d), (Some(FROM_ECRF.into()), Some("lost-cache")));
+            } else {
+                assert_eq!(q.unwrap().url, ecrf);
+            }
         }
     }
 }

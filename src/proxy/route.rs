@@ -29,6 +29,9 @@ pub struct RouteContext<'a> {
     pub unique: u128,
 }
 
+/// LoST mapping caches by ECRF URL.
+pub type LostCaches = std::collections::HashMap<String, crate::lost::Cache>;
+
 /// What came back from a LoST query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostAnswer<'a> {
@@ -196,6 +199,17 @@ pub trait Router: Send {
     /// routing phase wants one (its location is known, and no fresh cached
     /// mapping answers); the answer then comes in [`RouteContext::lost`].
     /// `ctx.dereferenced` holds the location fetched by reference, if any.
+    /// What this router has cached from ECRFs, by ECRF URL, taken out
+    /// when a reload replaces it ([`Router::keep_lost_caches`] of the new
+    /// one).
+    fn take_lost_caches(&mut self) -> LostCaches {
+        LostCaches::new()
+    }
+
+    /// The caches of the router this one replaces: those of an ECRF this
+    /// one asks too are kept, the others dropped.
+    fn keep_lost_caches(&mut self, _old: LostCaches) {}
+
     fn lost_query(&mut self, _req: &Message, _ctx: &RouteContext<'_>) -> Option<LostQuery> {
         None
     }
