@@ -5,8 +5,9 @@
 //! - Asked only when the country (the caller's, as the rules found it) has
 //!   an ECRF, the rules route the call to a PSAP by its dynamic location
 //!   (the shape, else the civic address it carries) or by the caller's
-//!   registered address (profile `civic`), and no fresh cached mapping
-//!   answers ([`crate::lost::route::plan`]).
+//!   registered address (profile `civic`), or would route it by that
+//!   address but screen it because no service area holds it, and no fresh
+//!   cached mapping answers ([`crate::lost::route::plan`]).
 //! - A registered address's mapping is kept under the address's civic key
 //!   (elements upper-cased, whitespace collapsed), not under the number:
 //!   every number registered at the same address, written in any case or
@@ -33,7 +34,9 @@ use crate::proxy::{LostAnswer, LostQuery, RouteTarget};
 
 use super::location::Location as CallLocation;
 use super::psap::{MatchKind, ServiceAreas};
-use super::rules::{PsapChoice, PsapTrunks, RouteDecision, RouteKind, RoutedBy};
+use super::rules::{
+    DynamicUse, PsapChoice, PsapTrunks, Reason, RouteDecision, RouteKind, RoutedBy,
+};
 
 /// The `id` of the location in the router's queries.
 const LOCATION_ID: &str = "call";
@@ -142,7 +145,7 @@ impl LostRouting {
         located: Located<'_>,
         service: &str,
     ) -> Option<(String, lost::Location, String)> {
-        if decision.route != RouteKind::Psap {
+        if decision.route != RouteKind::Psap && !unplaced_address(decision) {
             return None;
         }
         let location = match decision.routed_by {
@@ -290,6 +293,20 @@ impl LostRouting {
     }
 }
 
+/// Whether `decision` screens a call the rules route by its registered
+/// address only because the embedded data places that address in no
+/// service area: the ECRF may know it, and its answer then routes the call
+/// to a PSAP ([`apply`]); with none, the call is screened as before. (A
+/// trusted dynamic location in no area is not such a call: the caller is
+/// elsewhere.)
+fn unplaced_address(decision: &RouteDecision) -> bool {
+    decision.route == RouteKind::Screening
+        && decision.routed_by == RoutedBy::Registered
+        && decision.reason == Reason::ScreeningNoPsap
+        && decision.registered_psap.is_none()
+        && !matches!(decision.dynamic, DynamicUse::Trusted { .. })
+}
+
 /// Puts the mapping's PSAP first in `decision`. Gives false, changing
 /// nothing, when no trunk leads to it.
 pub(super) fn apply(
@@ -323,6 +340,12 @@ pub(super) fn apply(
     };
     decision.targets.retain(|t| *t != target);
     decision.targets.insert(0, target);
+    // A call screened for want of a PSAP for its registered address goes
+    // to the one the ECRF gave, the screening center behind it.
+    if unplaced_address(decision) {
+        decision.route = RouteKind::Psap;
+        decision.reason = Reason::RegisteredAddress;
+    }
     decision.psap = Some(PsapChoice {
         id,
         area,
@@ -415,6 +438,21 @@ mod tests {
         inv.insert(number("+14155550178", true, address(&sf_again)));
         inv.insert(number("+13035550117", true, address(&denver)));
         inv.insert(number("+14155550179", false, address(&sf)));
+        // A German number (Germany routes by the registered address) at an
+        // address no embedded service area holds (a country code none has).
+        let mut nowhere = number(
+            "+4930555017",
+            false,
+            address(&[
+                ("country", "ZZ"),
+                ("A1", "Nirgendland"),
+                ("A3", "Nirgendwo"),
+                ("RD", "Keinweg"),
+                ("HNO", "1"),
+            ]),
+        );
+        nowhere.country = "DE".into();
+        inv.insert(nowhere);
         let areas = super::super::psap::ServiceAreas::embedded().unwrap();
         EmergencyRouter::new(
             &config,
@@ -621,5 +659,45 @@ mod tests {
                 assert_eq!(q.unwrap().url, ecrf);
             }
         }
+    }
+
+    #[test]
+    fn a_registered_address_in_no_service_area_asks_the_ecrf() {
+        let src = source();
+        let mut r = router();
+        let call = invite("+4930555017");
+
+        // No answer: screened, as without LoST.
+        let q = r.lost_query(&call, &ctx(&src, None)).expect("a query");
+        assert!(q.body.contains("Nirgendwo"), "{}", q.body);
+        let d = r.route(
+            &call,
+            &ctx(&src, Some(LostAnswer::Failed(LostFailure::Timeout))),
+        );
+        let Decision::Route { route, details, .. } = d else {
+            panic!("not routed: {d:?}")
+        };
+        assert_eq!(route, "screening", "{details:?}");
+        assert_eq!(details.unwrap().psap_decided_by, Some("embedded"));
+
+        // The ECRF's answer: to its PSAP, the screening center behind it.
+        let body = answer();
+        let d = r.route(&call, &ctx(&src, Some(LostAnswer::Body(body.as_bytes()))));
+        let Decision::Route {
+            route,
+            targets,
+            details,
+            ..
+        } = d
+        else {
+            panic!("not routed: {d:?}")
+        };
+        assert_eq!(route, "psap");
+        assert_eq!(targets[0].route.as_deref(), Some(FROM_ECRF));
+        assert!(
+            targets.iter().any(|t| t.label == "screening"),
+            "{targets:?}"
+        );
+        assert_eq!(details.unwrap().psap_decided_by, Some("lost"));
     }
 }
