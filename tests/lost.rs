@@ -1171,3 +1171,99 @@ fn a_reload_keeps_the_mappings_of_an_unchanged_ecrf() {
     assert_eq!(lost_routes(&router, "embedded"), 1.0, "{}", router.log());
     assert_eq!(lost_routes(&router, "lost-cache"), 1.0);
 }
+
+/// The call record's `lost_why` names the failure: a Common Area Phone
+/// routed by its registered address while the ECRF refuses the
+/// connection, then (after a reload to other ECRFs) answers HTTP 503, then
+/// says nothing until the deadline.
+#[test]
+fn the_record_says_how_the_ecrf_failed() {
+    use adminhttp::{emergency_config, tokens, Api, Caller, Db};
+    use serde_json::json;
+
+    let closed = ClosedPort::new();
+    let failing = FailingEcrf::start("503 Service Unavailable");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let psap = RawTrunk::start(Answer::Ok);
+    let screening = RawTrunk::start(Answer::Ok);
+    let trunks = common::Trunks::new()
+        .with_psap(psap.port)
+        .with_screening(screening.port);
+    let db = Db::sqlite();
+    let t = tokens();
+    let ecrf_at = |port: u16| format!("http://127.0.0.1:{port}/lost");
+    let text = emergency_config(&trunks, &db, &t)
+        + &format!(
+            "\n[emergency]\nlocation_servers = [\"127.0.0.1\"]\n\n[emergency.lost]\n\
+             ecrf = \"{}\"\ntimeout_ms = 500\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            ecrf_at(closed.port)
+        );
+    let router = Router::start(&text, &[]);
+    let api = Api::of(&router);
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &t.operator,
+        &json!([
+            {"number": "+14155550177", "country": "US", "common_area_phone": true,
+             "reg_A1": "CA", "reg_A3": "San Francisco", "reg_RD": "Dr Carlton B Goodlett",
+             "reg_STS": "Pl", "reg_HNO": "1", "reg_PC": "94102"}
+        ]),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let caller = Caller::new();
+    let why_of = |cid: &str| {
+        caller.invite(router.port, "+14155550177", cid);
+        invite_for(&psap, cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{cid} did not reach the PSAP trunk: {}", router.log()));
+        for _ in 0..100 {
+            let r = api.get("/v1/records", &t.operator);
+            assert_eq!(r.status, 200, "{r:?}");
+            let found = r.json().as_array().unwrap().iter().find_map(|rec| {
+                (rec["call_id"] == cid).then(|| {
+                    (
+                        rec["location"]["psap_decided_by"].clone(),
+                        rec["location"]["lost_why"].clone(),
+                    )
+                })
+            });
+            if let Some(found) = found {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no record for {cid}")
+    };
+    let mut reloads = 0;
+    let mut ecrf_now = ecrf_at(closed.port);
+    let mut move_to = |port: u16| {
+        let text = std::fs::read_to_string(router.config_path()).unwrap();
+        let next = ecrf_at(port);
+        std::fs::write(router.config_path(), text.replace(&ecrf_now, &next)).unwrap();
+        ecrf_now = next;
+        let hup = Command::new("kill")
+            .args(["-HUP", &router.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        reloads += 1;
+        router.wait_log("configuration reloaded", reloads, Duration::from_secs(10));
+    };
+
+    assert_eq!(
+        why_of("lost-why-1"),
+        (json!("embedded"), json!("ECRF refused the connection"))
+    );
+    move_to(failing.port);
+    assert_eq!(
+        why_of("lost-why-2"),
+        (json!("embedded"), json!("ECRF answered HTTP 503"))
+    );
+    move_to(silent_port);
+    assert_eq!(
+        why_of("lost-why-3"),
+        (json!("embedded"), json!("no answer from the ECRF in time"))
+    );
+    drop(silent);
+}
