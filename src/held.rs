@@ -178,7 +178,15 @@ pub enum FetchError {
     /// The answer was larger than [`MAX_DOCUMENT`]: announced so, or
     /// past it while read (the rest is not read).
     TooLarge,
-    /// The server could not be reached or asked, or answered with an error.
+    /// The server's host refused the connection.
+    Refused(String),
+    /// The server answered with an HTTP error status: which server, and
+    /// the status.
+    Status(&'static str, u16),
+    /// The answer's body broke off while read.
+    Unreadable(String),
+    /// The server could not be reached or asked otherwise (name, TLS,
+    /// reset connection).
     Failed(String),
 }
 
@@ -188,7 +196,23 @@ impl FetchError {
         match self {
             FetchError::Timeout(_) => "timeout",
             FetchError::TooLarge => "too_large",
-            FetchError::Failed(_) => "failed",
+            FetchError::Refused(_)
+            | FetchError::Status(..)
+            | FetchError::Unreadable(_)
+            | FetchError::Failed(_) => "failed",
+        }
+    }
+
+    /// What went wrong, as the LoST answer that stands for the query.
+    pub fn lost_failure(&self) -> crate::proxy::LostFailure {
+        use crate::proxy::LostFailure;
+        match self {
+            FetchError::Timeout(_) => LostFailure::Timeout,
+            FetchError::TooLarge => LostFailure::TooLarge,
+            FetchError::Refused(_) => LostFailure::Refused,
+            FetchError::Status(_, code) => LostFailure::Status(*code),
+            FetchError::Unreadable(_) => LostFailure::Unreadable,
+            FetchError::Failed(_) => LostFailure::Unreachable,
         }
     }
 }
@@ -201,7 +225,11 @@ impl std::fmt::Display for FetchError {
                 f,
                 "location document larger than {MAX_DOCUMENT} bytes; the rest was not read"
             ),
-            FetchError::Failed(why) => f.write_str(why),
+            FetchError::Refused(why) | FetchError::Failed(why) => {
+                write!(f, "request failed: {why}")
+            }
+            FetchError::Status(server, code) => write!(f, "{server} answered {code}"),
+            FetchError::Unreadable(why) => write!(f, "reading the answer: {why}"),
         }
     }
 }
@@ -396,7 +424,7 @@ async fn post_bounded(
     accept: &str,
     body: String,
     deadline: Duration,
-    server: &str,
+    server: &'static str,
 ) -> Result<Bytes, FetchError> {
     let fetch = async {
         let mut resp = client
@@ -407,22 +435,27 @@ async fn post_bounded(
             .send()
             .await
             .map_err(|e| {
-                FetchError::Failed(format!("request failed: {}", chain(&e.without_url())))
+                let refused = connection_refused(&e);
+                let why = chain(&e.without_url());
+                if refused {
+                    FetchError::Refused(why)
+                } else {
+                    FetchError::Failed(why)
+                }
             })?;
         if !resp.status().is_success() {
-            return Err(FetchError::Failed(format!(
-                "{server} answered {}",
-                resp.status().as_u16()
-            )));
+            return Err(FetchError::Status(server, resp.status().as_u16()));
         }
         let announced = resp.content_length();
         if announced.is_some_and(|n| n > MAX_DOCUMENT as u64) {
             return Err(FetchError::TooLarge);
         }
         let mut body = bytes::BytesMut::with_capacity(announced.map_or(16 * 1024, |n| n as usize));
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            FetchError::Failed(format!("reading the answer: {}", chain(&e.without_url())))
-        })? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| FetchError::Unreadable(chain(&e.without_url())))?
+        {
             if body.len() + chunk.len() > MAX_DOCUMENT {
                 return Err(FetchError::TooLarge);
             }
@@ -496,6 +529,21 @@ impl Drop for ServerSlot {
 
 /// An error and its causes, which say what actually went wrong (reqwest's
 /// own text names only the step).
+/// Whether a request failed because the server's host refused the
+/// connection (nothing listens on its port).
+fn connection_refused(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut cause = e.source();

@@ -405,8 +405,10 @@ fn a_failing_ecrf_falls_back_to_the_cache_then_the_embedded_data() {
         panic!("expired")
     };
     let failed = rt.block_on(lost_query(&http, &url, body.clone(), deadline));
-    let Err(FetchError::Failed(why)) = &failed else {
-        panic!("{failed:?}")
+    // Refused, or the pooled connection to the stopped ECRF cut short.
+    let why = match &failed {
+        Err(e @ (FetchError::Refused(_) | FetchError::Failed(_))) => e.to_string(),
+        other => panic!("{other:?}"),
     };
     let o = settle(
         &mut cache,
@@ -1030,4 +1032,238 @@ fn a_call_by_its_registered_address_is_routed_by_the_ecrf_then_by_the_cache() {
             ),
         ]
     );
+}
+
+/// An ECRF that answers every query with an HTTP error status.
+struct FailingEcrf {
+    port: u16,
+}
+
+impl FailingEcrf {
+    fn start(status: &'static str) -> FailingEcrf {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                if read_request(&mut s).is_some() {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+            }
+        });
+        FailingEcrf { port }
+    }
+}
+
+/// A query that fails says how in the call's LoST line and record: a
+/// refused connection, an HTTP error status and silence past the deadline
+/// are three different reasons, while the metric counts them as before.
+#[test]
+fn a_failed_query_names_its_failure() {
+    let closed = ClosedPort::new();
+    let failing = FailingEcrf::start("503 Service Unavailable");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let cases = [
+        (closed.port, "failed", "ECRF refused the connection"),
+        (failing.port, "failed", "ECRF answered HTTP 503"),
+        (
+            silent.local_addr().unwrap().port(),
+            "timeout",
+            "no answer from the ECRF in time",
+        ),
+    ];
+    for (n, (port, outcome, why)) in cases.into_iter().enumerate() {
+        let router = caller_router_with(&refs, port, 500);
+        let (text, cid) = denver_call(50 + n as u32);
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{why}: {}", router.log()));
+        let route = header(&fwd, "Route").join(",");
+        assert!(route.contains("sip:sos@us-08031.psap.example"), "{route}");
+        assert_eq!(lost_routes(&router, "embedded"), 1.0, "{why}");
+        let (_, metrics) = get(http_port(&router, "metrics"), "/metrics");
+        assert_eq!(
+            metric(
+                &metrics,
+                "sosrouter_lost_queries_total",
+                &[("outcome", outcome)]
+            ),
+            1.0,
+            "{why}: {metrics}"
+        );
+        router.wait_log("PSAP chosen with LoST", 1, Duration::from_secs(5));
+        let log = router.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("PSAP chosen with LoST"))
+            .unwrap_or_default();
+        assert!(line.contains(why), "{why}: {line}");
+    }
+    drop(silent);
+}
+
+/// A reload keeps the mappings of an ECRF the new configuration still
+/// asks: with the ECRF stopped after the reload, the next call is routed
+/// from the cache. Once the country's ECRF URL changes, its old mappings
+/// go: the next call asks the new one.
+#[test]
+fn a_reload_keeps_the_mappings_of_an_unchanged_ecrf() {
+    let dir = tempdir::Dir::new("lost-reload");
+    let (ecrf_router, ecrf_port) = ecrf(dir.path());
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let router = caller_router(&refs, ecrf_port);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let route_of = |n: u32| {
+        let (text, cid) = denver_call(n);
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("call {n} did not reach the PSAP trunk: {}", router.log()));
+        header(&fwd, "Route").join(",")
+    };
+    let reload = |times: usize| {
+        let hup = Command::new("kill")
+            .args(["-HUP", &router.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        router.wait_log("configuration reloaded", times, Duration::from_secs(10));
+    };
+
+    let route = route_of(60);
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost"), 1.0);
+
+    // The same configuration reloaded, then the ECRF stops: the mapping
+    // cached before the reload routes the call.
+    reload(1);
+    drop(ecrf_router);
+    let route = route_of(61);
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost-cache"), 1.0, "{}", router.log());
+
+    // Another ECRF URL (where nothing answers): the old mappings are not
+    // its answers and go; the embedded data routes the call.
+    let closed = ClosedPort::new();
+    let text = std::fs::read_to_string(router.config_path()).unwrap();
+    let moved = text.replace(
+        &format!("http://127.0.0.1:{ecrf_port}/lost"),
+        &format!("http://127.0.0.1:{}/lost", closed.port),
+    );
+    assert_ne!(text, moved);
+    std::fs::write(router.config_path(), moved).unwrap();
+    reload(2);
+    let route = route_of(62);
+    assert!(route.contains("sip:sos@us-08031.psap.example"), "{route}");
+    assert_eq!(lost_routes(&router, "embedded"), 1.0, "{}", router.log());
+    assert_eq!(lost_routes(&router, "lost-cache"), 1.0);
+}
+
+/// The call record's `lost_why` names the failure: a Common Area Phone
+/// routed by its registered address while the ECRF refuses the
+/// connection, then (after a reload to other ECRFs) answers HTTP 503, then
+/// says nothing until the deadline.
+#[test]
+fn the_record_says_how_the_ecrf_failed() {
+    use adminhttp::{emergency_config, tokens, Api, Caller, Db};
+    use serde_json::json;
+
+    let closed = ClosedPort::new();
+    let failing = FailingEcrf::start("503 Service Unavailable");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let psap = RawTrunk::start(Answer::Ok);
+    let screening = RawTrunk::start(Answer::Ok);
+    let trunks = common::Trunks::new()
+        .with_psap(psap.port)
+        .with_screening(screening.port);
+    let db = Db::sqlite();
+    let t = tokens();
+    let ecrf_at = |port: u16| format!("http://127.0.0.1:{port}/lost");
+    let text = emergency_config(&trunks, &db, &t)
+        + &format!(
+            "\n[emergency]\nlocation_servers = [\"127.0.0.1\"]\n\n[emergency.lost]\n\
+             ecrf = \"{}\"\ntimeout_ms = 500\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            ecrf_at(closed.port)
+        );
+    let router = Router::start(&text, &[]);
+    let api = Api::of(&router);
+    let r = api.send_json(
+        "POST",
+        "/v1/tenants/acme/numbers",
+        &t.operator,
+        &json!([
+            {"number": "+14155550177", "country": "US", "common_area_phone": true,
+             "reg_A1": "CA", "reg_A3": "San Francisco", "reg_RD": "Dr Carlton B Goodlett",
+             "reg_STS": "Pl", "reg_HNO": "1", "reg_PC": "94102"}
+        ]),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let caller = Caller::new();
+    let why_of = |cid: &str| {
+        caller.invite(router.port, "+14155550177", cid);
+        invite_for(&psap, cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{cid} did not reach the PSAP trunk: {}", router.log()));
+        for _ in 0..100 {
+            let r = api.get("/v1/records", &t.operator);
+            assert_eq!(r.status, 200, "{r:?}");
+            let found = r.json().as_array().unwrap().iter().find_map(|rec| {
+                (rec["call_id"] == cid).then(|| {
+                    (
+                        rec["location"]["psap_decided_by"].clone(),
+                        rec["location"]["lost_why"].clone(),
+                    )
+                })
+            });
+            if let Some(found) = found {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no record for {cid}")
+    };
+    let mut reloads = 0;
+    let mut ecrf_now = ecrf_at(closed.port);
+    let mut move_to = |port: u16| {
+        let text = std::fs::read_to_string(router.config_path()).unwrap();
+        let next = ecrf_at(port);
+        std::fs::write(router.config_path(), text.replace(&ecrf_now, &next)).unwrap();
+        ecrf_now = next;
+        let hup = Command::new("kill")
+            .args(["-HUP", &router.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(hup.success());
+        reloads += 1;
+        router.wait_log("configuration reloaded", reloads, Duration::from_secs(10));
+    };
+
+    assert_eq!(
+        why_of("lost-why-1"),
+        (json!("embedded"), json!("ECRF refused the connection"))
+    );
+    move_to(failing.port);
+    assert_eq!(
+        why_of("lost-why-2"),
+        (json!("embedded"), json!("ECRF answered HTTP 503"))
+    );
+    move_to(silent_port);
+    assert_eq!(
+        why_of("lost-why-3"),
+        (json!("embedded"), json!("no answer from the ECRF in time"))
+    );
+    drop(silent);
 }

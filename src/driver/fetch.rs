@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::metrics as m;
-use crate::proxy::{Core, LocationFetch};
+use crate::proxy::{Core, LocationFetch, LostFailure};
 use crate::transport::Inbound;
 
 /// Performs the location fetches the core asks for ([`Core::poll_fetch`]):
@@ -59,6 +59,9 @@ impl Fetcher {
     /// its server may not be asked.
     pub(super) fn start(&mut self, fetch: LocationFetch, core: &mut Core, now: Instant) {
         let Some(client) = &self.client else {
+            if fetch.lost.is_some() {
+                return core.handle_lost_failed(now, fetch.id, LostFailure::Unreachable);
+            }
             return core.handle_fetched(now, fetch.id, None);
         };
         if let Some(body) = fetch.lost.clone() {
@@ -96,7 +99,7 @@ impl Fetcher {
 
     /// A LoST query (RFC 5222) to an ECRF, under the same destination
     /// policy as location fetches; the answer goes back as
-    /// [`Inbound::Fetched`], `None` when none came in time. A `<redirect>`
+    /// [`Inbound::Fetched`], or why none came as [`Inbound::LostFailed`]. A `<redirect>`
     /// is followed here, within the same deadline
     /// ([`crate::held::lost_query_following`]), so the core sees one
     /// answer: the last server's, or a LoST error from the router itself
@@ -114,7 +117,7 @@ impl Fetcher {
             if let Some(calls) = self.refused.hit(now) {
                 tracing::warn!(calls, host = %crate::held::host_of(&fetch.uri), call_id = %fetch.call_id, "ECRF not asked: its host is not one emergency.location_servers allows; routing without LoST (count since the last such line)");
             }
-            return core.handle_fetched(now, fetch.id, None);
+            return core.handle_lost_failed(now, fetch.id, LostFailure::NotAllowed);
         }
         let tx = self.tx.clone();
         let (servers, source) = (self.servers.clone(), self.lost_source.clone());
@@ -147,18 +150,22 @@ impl Fetcher {
                 }
                 Err(e) => Err(e),
             };
-            let document = counted(
-                answer,
-                m::LOST_QUERIES,
-                &fetch.call_id,
-                "ECRF gave no answer; routing on a cached mapping or the embedded data",
-            );
-            let _ = tx
-                .send(Inbound::Fetched {
+            let outcome = answer.as_ref().map_or_else(|e| e.outcome(), |_| "ok");
+            metrics::counter!(m::LOST_QUERIES, "outcome" => outcome).increment(1);
+            let inbound = match answer {
+                Ok(document) => Inbound::Fetched {
                     id: fetch.id,
-                    document,
-                })
-                .await;
+                    document: Some(document),
+                },
+                Err(e) => {
+                    tracing::warn!(call_id = %fetch.call_id, error = %e, "ECRF gave no answer; routing on a cached mapping or the embedded data");
+                    Inbound::LostFailed {
+                        id: fetch.id,
+                        why: e.lost_failure(),
+                    }
+                }
+            };
+            let _ = tx.send(inbound).await;
         });
     }
 }

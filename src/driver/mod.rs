@@ -96,6 +96,14 @@ impl Router for TimedRouter {
     ) -> Option<crate::inventory::SharedInventory> {
         self.0.set_inventory(inventory)
     }
+
+    fn take_lost_caches(&mut self) -> crate::proxy::LostCaches {
+        self.0.take_lost_caches()
+    }
+
+    fn keep_lost_caches(&mut self, old: crate::proxy::LostCaches) {
+        self.0.keep_lost_caches(old)
+    }
 }
 
 /// The routing phase for a configuration: the emergency router, or the

@@ -415,6 +415,16 @@ impl SipLoop {
                     core.abandon_fetch(now, id);
                 },
             ),
+            Inbound::LostFailed { id, why } => guarded(
+                &mut self.core,
+                |core| core.handle_lost_failed(now, id, why),
+                |core| {
+                    tracing::error!(
+                        "internal error while routing a call after its LoST query failed: answered 500, the router goes on"
+                    );
+                    core.abandon_fetch(now, id);
+                },
+            ),
             Inbound::SendFailed { token } => self.core.handle_send_failure(now, token),
             Inbound::Resolved { host, port, found } => {
                 let result = if found.is_some() { "ok" } else { "failed" };

@@ -5,8 +5,9 @@
 //! - Asked only when the country (the caller's, as the rules found it) has
 //!   an ECRF, the rules route the call to a PSAP by its dynamic location
 //!   (the shape, else the civic address it carries) or by the caller's
-//!   registered address (profile `civic`), and no fresh cached mapping
-//!   answers ([`crate::lost::route::plan`]).
+//!   registered address (profile `civic`), or would route it by that
+//!   address but screen it because no service area holds it, and no fresh
+//!   cached mapping answers ([`crate::lost::route::plan`]).
 //! - A registered address's mapping is kept under the address's civic key
 //!   (elements upper-cased, whitespace collapsed), not under the number:
 //!   every number registered at the same address, written in any case or
@@ -33,7 +34,9 @@ use crate::proxy::{LostAnswer, LostQuery, RouteTarget};
 
 use super::location::Location as CallLocation;
 use super::psap::{MatchKind, ServiceAreas};
-use super::rules::{PsapChoice, PsapTrunks, RouteDecision, RouteKind, RoutedBy};
+use super::rules::{
+    DynamicUse, PsapChoice, PsapTrunks, Reason, RouteDecision, RouteKind, RoutedBy,
+};
 
 /// The `id` of the location in the router's queries.
 const LOCATION_ID: &str = "call";
@@ -46,22 +49,28 @@ pub(super) struct Located<'a> {
     pub registered: Option<&'a Address>,
 }
 
-/// `[emergency.lost]` as the router uses it, and its cache.
+/// `[emergency.lost]` as the router uses it, and its caches: one per
+/// ECRF, for a mapping is what one ECRF answered.
 pub(super) struct LostRouting {
     default: Option<String>,
     countries: HashMap<String, String>,
     timeout: Duration,
-    cache: Cache,
+    /// By ECRF URL: every URL of the configuration has one.
+    caches: HashMap<String, Cache>,
 }
 
-/// A copy has the same settings and an empty cache of the same size.
+/// A copy has the same settings and empty caches of the same size.
 impl Clone for LostRouting {
     fn clone(&self) -> Self {
         LostRouting {
             default: self.default.clone(),
             countries: self.countries.clone(),
             timeout: self.timeout,
-            cache: Cache::new(self.cache.capacity()),
+            caches: self
+                .caches
+                .iter()
+                .map(|(u, c)| (u.clone(), Cache::new(c.capacity())))
+                .collect(),
         }
     }
 }
@@ -73,6 +82,12 @@ impl LostRouting {
         if l.ecrf.is_none() && l.countries.is_empty() {
             return None;
         }
+        let caches = l
+            .ecrf
+            .iter()
+            .chain(l.countries.values())
+            .map(|u| (u.clone(), Cache::new(l.cache_size)))
+            .collect();
         Some(LostRouting {
             default: l.ecrf.clone(),
             countries: l
@@ -81,8 +96,37 @@ impl LostRouting {
                 .map(|(c, u)| (c.trim().to_ascii_uppercase(), u.clone()))
                 .collect(),
             timeout: Duration::from_millis(l.timeout_ms),
-            cache: Cache::new(l.cache_size),
+            caches,
         })
+    }
+
+    /// The mappings cached, by ECRF, taken out of a router a reload
+    /// replaces.
+    pub(super) fn take_caches(&mut self) -> crate::proxy::LostCaches {
+        std::mem::take(&mut self.caches)
+    }
+
+    /// Takes over the mappings of the router this one replaces: those of
+    /// an ECRF it still asks, with the same `cache_size`. The others
+    /// (an ECRF no country asks any more) are dropped.
+    pub(super) fn keep_caches(&mut self, old: crate::proxy::LostCaches) {
+        for (url, cache) in old {
+            if let Some(mine) = self.caches.get_mut(&url) {
+                if mine.capacity() == cache.capacity() {
+                    *mine = cache;
+                }
+            }
+        }
+    }
+
+    /// The cache of the ECRF at `url` (one of the configuration's, which
+    /// all have one from the start).
+    fn cache(&mut self, url: &str) -> &mut Cache {
+        if !self.caches.contains_key(url) {
+            let capacity = self.caches.values().next().map_or(1, Cache::capacity);
+            self.caches.insert(url.to_owned(), Cache::new(capacity));
+        }
+        self.caches.get_mut(url).expect("inserted above")
     }
 
     fn url_for(&self, country: Option<&str>) -> Option<&str> {
@@ -101,7 +145,7 @@ impl LostRouting {
         located: Located<'_>,
         service: &str,
     ) -> Option<(String, lost::Location, String)> {
-        if decision.route != RouteKind::Psap {
+        if decision.route != RouteKind::Psap && !unplaced_address(decision) {
             return None;
         }
         let location = match decision.routed_by {
@@ -137,7 +181,7 @@ impl LostRouting {
     ) -> Option<LostQuery> {
         let (url, location, service) = self.subject(decision, country, located, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        match plan(&mut self.cache, &location, &service, LOCATION_ID, now) {
+        match plan(self.cache(&url), &location, &service, LOCATION_ID, now) {
             Plan::Cached(_) => None,
             Plan::Ask { body } => Some(LostQuery {
                 url,
@@ -158,18 +202,14 @@ impl LostRouting {
         answer: Option<LostAnswer<'_>>,
         wall: Option<time::OffsetDateTime>,
     ) -> Option<Outcome> {
-        let (_, location, service) = self.subject(decision, country, located, service)?;
+        let (url, location, service) = self.subject(decision, country, located, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let c = &mut self.cache;
+        let c = self.cache(&url);
         Some(match answer {
             Some(LostAnswer::Body(b)) => settle(c, &location, &service, Ok(b), now),
-            Some(LostAnswer::Failed) => settle(
-                c,
-                &location,
-                &service,
-                Err("no answer from the ECRF in time".into()),
-                now,
-            ),
+            Some(LostAnswer::Failed(why)) => {
+                settle(c, &location, &service, Err(why.why().into_owned()), now)
+            }
             None => match plan(c, &location, &service, LOCATION_ID, now) {
                 Plan::Cached(m) => Outcome {
                     decided_by: DecidedBy::LostCache,
@@ -253,6 +293,20 @@ impl LostRouting {
     }
 }
 
+/// Whether `decision` screens a call the rules route by its registered
+/// address only because the embedded data places that address in no
+/// service area: the ECRF may know it, and its answer then routes the call
+/// to a PSAP ([`apply`]); with none, the call is screened as before. (A
+/// trusted dynamic location in no area is not such a call: the caller is
+/// elsewhere.)
+fn unplaced_address(decision: &RouteDecision) -> bool {
+    decision.route == RouteKind::Screening
+        && decision.routed_by == RoutedBy::Registered
+        && decision.reason == Reason::ScreeningNoPsap
+        && decision.registered_psap.is_none()
+        && !matches!(decision.dynamic, DynamicUse::Trusted { .. })
+}
+
 /// Puts the mapping's PSAP first in `decision`. Gives false, changing
 /// nothing, when no trunk leads to it.
 pub(super) fn apply(
@@ -286,6 +340,12 @@ pub(super) fn apply(
     };
     decision.targets.retain(|t| *t != target);
     decision.targets.insert(0, target);
+    // A call screened for want of a PSAP for its registered address goes
+    // to the one the ECRF gave, the screening center behind it.
+    if unplaced_address(decision) {
+        decision.route = RouteKind::Psap;
+        decision.reason = Reason::RegisteredAddress;
+    }
     decision.psap = Some(PsapChoice {
         id,
         area,
@@ -309,7 +369,7 @@ mod tests {
     use crate::inventory::{Capabilities, Inventory, NumberEntry};
     use crate::lost::{write, Expires, DEFAULT_SERVICE};
     use crate::pidf::CivicAddress;
-    use crate::proxy::{Decision, Proto, RouteContext, Router, Source};
+    use crate::proxy::{Decision, LostFailure, Proto, RouteContext, Router, Source};
 
     const ECRF: &str = "https://ecrf.example/lost";
     const FROM_ECRF: &str = "sip:sf@psap.ecrf.example";
@@ -338,8 +398,14 @@ mod tests {
     /// San Francisco address written two ways, one in Denver, and an
     /// ordinary phone at the San Francisco address.
     fn router() -> EmergencyRouter {
+        router_asking(ECRF, 4096)
+    }
+
+    /// [`router`] with another ECRF URL or cache size.
+    fn router_asking(ecrf: &str, cache_size: usize) -> EmergencyRouter {
         let mut config = Config::embedded();
-        config.emergency.lost.ecrf = Some(ECRF.into());
+        config.emergency.lost.ecrf = Some(ecrf.into());
+        config.emergency.lost.cache_size = cache_size;
         let sf = [
             ("country", "US"),
             ("A1", "CA"),
@@ -372,6 +438,21 @@ mod tests {
         inv.insert(number("+14155550178", true, address(&sf_again)));
         inv.insert(number("+13035550117", true, address(&denver)));
         inv.insert(number("+14155550179", false, address(&sf)));
+        // A German number (Germany routes by the registered address) at an
+        // address no embedded service area holds (a country code none has).
+        let mut nowhere = number(
+            "+4930555017",
+            false,
+            address(&[
+                ("country", "ZZ"),
+                ("A1", "Nirgendland"),
+                ("A3", "Nirgendwo"),
+                ("RD", "Keinweg"),
+                ("HNO", "1"),
+            ]),
+        );
+        nowhere.country = "DE".into();
+        inv.insert(nowhere);
         let areas = super::super::psap::ServiceAreas::embedded().unwrap();
         EmergencyRouter::new(
             &config,
@@ -479,7 +560,10 @@ mod tests {
         let call = invite("+13035550117");
         let q = r.lost_query(&call, &ctx(&src, None)).expect("a query");
         assert!(q.body.contains("Denver"), "{}", q.body);
-        let d = r.route(&call, &ctx(&src, Some(LostAnswer::Failed)));
+        let d = r.route(
+            &call,
+            &ctx(&src, Some(LostAnswer::Failed(LostFailure::Timeout))),
+        );
         let (route, by) = routed(d);
         assert_eq!(by, Some("embedded"));
         assert!(route.unwrap().contains("us-08031"));
@@ -514,5 +598,106 @@ mod tests {
         assert_eq!(r.lost_query(&call, &ctx(&src, None)), None);
         let d = r.route(&call, &ctx(&src, None));
         assert_eq!(routed(d), (Some(FROM_ECRF.into()), Some("lost-cache")));
+    }
+
+    #[test]
+    fn a_failed_query_is_recorded_with_its_reason() {
+        let cases = [
+            (LostFailure::Timeout, "no answer from the ECRF in time"),
+            (LostFailure::Refused, "ECRF refused the connection"),
+            (LostFailure::Status(503), "ECRF answered HTTP 503"),
+            (LostFailure::Status(404), "ECRF answered HTTP 404"),
+            (
+                LostFailure::Unreadable,
+                "ECRF answer unreadable: it broke off while read",
+            ),
+            (
+                LostFailure::NotAllowed,
+                "ECRF not asked: its host is not one emergency.location_servers allows",
+            ),
+        ];
+        let src = source();
+        for (failure, why) in cases {
+            let mut r = router();
+            let call = invite("+13035550117");
+            assert!(r.lost_query(&call, &ctx(&src, None)).is_some());
+            let d = r.route(&call, &ctx(&src, Some(LostAnswer::Failed(failure))));
+            let Decision::Route { details, .. } = d else {
+                panic!("{why}: not routed")
+            };
+            let details = details.unwrap();
+            assert_eq!(details.psap_decided_by, Some("embedded"), "{why}");
+            assert_eq!(details.lost_why.as_deref(), Some(why));
+            assert!(why.len() <= crate::lost::REASON_MAX);
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_mappings_of_the_same_ecrf_only() {
+        let src = source();
+        let call = invite("+14155550177");
+        // (the new router's ECRF, its cache size, whether the mapping is kept)
+        let cases = [
+            (ECRF, 4096, true),
+            ("https://ecrf-b.example/lost", 4096, false),
+            (ECRF, 16, false),
+        ];
+        for (ecrf, size, kept) in cases {
+            let mut old = router();
+            assert!(old.lost_query(&call, &ctx(&src, None)).is_some());
+            let body = answer();
+            old.route(&call, &ctx(&src, Some(LostAnswer::Body(body.as_bytes()))));
+
+            let mut new = router_asking(ecrf, size);
+            new.keep_lost_caches(old.take_lost_caches());
+            let q = new.lost_query(&call, &ctx(&src, None));
+            assert_eq!(q.is_none(), kept, "{ecrf} {size}");
+            if kept {
+                let d = new.route(&call, &ctx(&src, None));
+                assert_eq!(routed(d), (Some(FROM_ECRF.into()), Some("lost-cache")));
+            } else {
+                assert_eq!(q.unwrap().url, ecrf);
+            }
+        }
+    }
+
+    #[test]
+    fn a_registered_address_in_no_service_area_asks_the_ecrf() {
+        let src = source();
+        let mut r = router();
+        let call = invite("+4930555017");
+
+        // No answer: screened, as without LoST.
+        let q = r.lost_query(&call, &ctx(&src, None)).expect("a query");
+        assert!(q.body.contains("Nirgendwo"), "{}", q.body);
+        let d = r.route(
+            &call,
+            &ctx(&src, Some(LostAnswer::Failed(LostFailure::Timeout))),
+        );
+        let Decision::Route { route, details, .. } = d else {
+            panic!("not routed: {d:?}")
+        };
+        assert_eq!(route, "screening", "{details:?}");
+        assert_eq!(details.unwrap().psap_decided_by, Some("embedded"));
+
+        // The ECRF's answer: to its PSAP, the screening center behind it.
+        let body = answer();
+        let d = r.route(&call, &ctx(&src, Some(LostAnswer::Body(body.as_bytes()))));
+        let Decision::Route {
+            route,
+            targets,
+            details,
+            ..
+        } = d
+        else {
+            panic!("not routed: {d:?}")
+        };
+        assert_eq!(route, "psap");
+        assert_eq!(targets[0].route.as_deref(), Some(FROM_ECRF));
+        assert!(
+            targets.iter().any(|t| t.label == "screening"),
+            "{targets:?}"
+        );
+        assert_eq!(details.unwrap().psap_decided_by, Some("lost"));
     }
 }

@@ -834,6 +834,19 @@ impl Router for EmergencyRouter {
         )
     }
 
+    fn take_lost_caches(&mut self) -> crate::proxy::LostCaches {
+        self.lost
+            .as_mut()
+            .map(lost::LostRouting::take_caches)
+            .unwrap_or_default()
+    }
+
+    fn keep_lost_caches(&mut self, old: crate::proxy::LostCaches) {
+        if let Some(l) = &mut self.lost {
+            l.keep_caches(old);
+        }
+    }
+
     /// Calls routed from now on use `inventory`; the documents written for
     /// the last one go with it.
     fn set_inventory(&mut self, inventory: SharedInventory) -> Option<SharedInventory> {

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::txn::server_key;
-use super::{lossy, Core, Id, IdMap, KeyMap, Load, RouteContext, Source, TimerRef};
+use super::{lossy, Core, Id, IdMap, KeyMap, Load, LostFailure, RouteContext, Source, TimerRef};
 use crate::logbuf::Throttle;
 use crate::metrics as m;
 use crate::sip::{Message, Method};
@@ -362,6 +362,17 @@ impl Core {
     /// it follows. A result that comes after the core stopped waiting is
     /// dropped.
     pub fn handle_fetched(&mut self, now: Instant, id: u64, document: Option<Bytes>) {
+        self.fetched(now, id, document.ok_or(LostFailure::Timeout));
+    }
+
+    /// The LoST query of fetch `id` gave no answer, for the reason `why`
+    /// (which the call's record keeps); for a location fetch, the same as
+    /// [`Core::handle_fetched`] with no document.
+    pub fn handle_lost_failed(&mut self, now: Instant, id: u64, why: LostFailure) {
+        self.fetched(now, id, Err(why));
+    }
+
+    fn fetched(&mut self, now: Instant, id: u64, result: Result<Bytes, LostFailure>) {
         self.timers.anchor(now);
         self.lost_answer = None;
         let Some(w) = self.fetches.waiting.get(&id) else {
@@ -372,7 +383,11 @@ impl Core {
             return;
         };
         let (key, invite, source, lost) = (w.key.clone(), w.invite.clone(), w.source, w.lost);
-        if !lost {
+        let (dereferenced, answer) = if lost {
+            let w = self.fetches.waiting.get(&id);
+            (w.and_then(|w| w.document.clone()), Some(result))
+        } else {
+            let document = result.ok();
             if document.is_some() {
                 info!(call_id = %lossy(invite.call_id()), "location fetched by reference");
             }
@@ -386,11 +401,6 @@ impl Core {
                     return;
                 }
             }
-        }
-        let (dereferenced, answer) = if lost {
-            let w = self.fetches.waiting.get(&id);
-            (w.and_then(|w| w.document.clone()), Some(document))
-        } else {
             (document, None)
         };
         // Kept waiting until the INVITE has been handled: should that hit a

@@ -105,8 +105,8 @@ pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
 pub use location::{FetchConfig, LocationFetch};
 pub use overload::{Load, OverloadLimits};
 pub use route::{
-    Augment, Decision, LocationRecord, LostAnswer, LostQuery, RouteContext, RouteDetails,
-    RouteTarget, Router, StaticRouter,
+    Augment, Decision, LocationRecord, LostAnswer, LostCaches, LostFailure, LostQuery,
+    RouteContext, RouteDetails, RouteTarget, Router, StaticRouter,
 };
 
 /// A trunk as the core sees it.
@@ -418,7 +418,7 @@ pub struct Core {
     fetches: location::Fetches,
     /// The answer to the LoST query of the INVITE being routed, from
     /// [`Core::handle_fetched`] to its decision.
-    lost_answer: Option<Option<Bytes>>,
+    lost_answer: Option<Result<Bytes, LostFailure>>,
     /// A moment of the monotonic clock and the wall-clock time then, given
     /// by the driver ([`Core::set_wall_clock`]).
     wall: Option<(Instant, time::OffsetDateTime)>,
@@ -583,7 +583,9 @@ impl Core {
         self.metrics.hops.clear();
         self.cfg = cfg;
         self.apply_naptr();
-        let replaced = std::mem::replace(&mut self.router, router);
+        let mut replaced = std::mem::replace(&mut self.router, router);
+        // The LoST mappings outlive the reload, for the ECRFs still asked.
+        self.router.keep_lost_caches(replaced.take_lost_caches());
         self.health = vec![None; self.cfg.trunks.len()];
         // Probe timers of the old layout are dropped with their indices.
         self.timers.retain(|r| !matches!(r, TimerRef::Probe(_)));

@@ -201,8 +201,8 @@ impl Core {
                 .map(|t| t.name.as_str()),
             dereferenced,
             lost: lost.as_ref().map(|a| match a {
-                Some(body) => LostAnswer::Body(body),
-                None => LostAnswer::Failed,
+                Ok(body) => LostAnswer::Body(body),
+                Err(why) => LostAnswer::Failed(*why),
             }),
             wall: self.wall_at(now),
             unique: u128::from(self.cfg.seed) << 64 | u128::from(self.decisions),

@@ -29,14 +29,55 @@ pub struct RouteContext<'a> {
     pub unique: u128,
 }
 
+/// LoST mapping caches by ECRF URL.
+pub type LostCaches = std::collections::HashMap<String, crate::lost::Cache>;
+
 /// What came back from a LoST query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LostAnswer<'a> {
     /// The ECRF's response body.
     Body(&'a [u8]),
-    /// Nothing usable in time: no answer within the deadline, an HTTP or
-    /// transport error, or a server the destination policy refuses.
-    Failed,
+    /// Nothing usable in time, and why.
+    Failed(LostFailure),
+}
+
+/// Why a LoST query gave no answer to read (the driver knows; the call's
+/// record says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostFailure {
+    /// Nothing came back within the deadline.
+    Timeout,
+    /// The ECRF's host refused the connection.
+    Refused,
+    /// The ECRF could not be reached otherwise (name, TLS, reset).
+    Unreachable,
+    /// The ECRF answered with this HTTP error status.
+    Status(u16),
+    /// The answer broke off while read.
+    Unreadable,
+    /// The answer was larger than the router reads.
+    TooLarge,
+    /// The destination policy (`emergency.location_servers`) does not
+    /// allow the ECRF's host.
+    NotAllowed,
+}
+
+impl LostFailure {
+    /// One short line for the call's record (`lost_why`) and logs.
+    pub fn why(self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow;
+        Cow::Borrowed(match self {
+            LostFailure::Timeout => "no answer from the ECRF in time",
+            LostFailure::Refused => "ECRF refused the connection",
+            LostFailure::Unreachable => "ECRF unreachable (name, TLS or connection failed)",
+            LostFailure::Status(code) => return Cow::Owned(format!("ECRF answered HTTP {code}")),
+            LostFailure::Unreadable => "ECRF answer unreadable: it broke off while read",
+            LostFailure::TooLarge => "ECRF answer unreadable: larger than the router reads",
+            LostFailure::NotAllowed => {
+                "ECRF not asked: its host is not one emergency.location_servers allows"
+            }
+        })
+    }
 }
 
 /// A LoST query (RFC 5222 `findService`) the routing phase asks for before
@@ -158,6 +199,17 @@ pub trait Router: Send {
     /// routing phase wants one (its location is known, and no fresh cached
     /// mapping answers); the answer then comes in [`RouteContext::lost`].
     /// `ctx.dereferenced` holds the location fetched by reference, if any.
+    /// What this router has cached from ECRFs, by ECRF URL, taken out
+    /// when a reload replaces it ([`Router::keep_lost_caches`] of the new
+    /// one).
+    fn take_lost_caches(&mut self) -> LostCaches {
+        LostCaches::new()
+    }
+
+    /// The caches of the router this one replaces: those of an ECRF this
+    /// one asks too are kept, the others dropped.
+    fn keep_lost_caches(&mut self, _old: LostCaches) {}
+
     fn lost_query(&mut self, _req: &Message, _ctx: &RouteContext<'_>) -> Option<LostQuery> {
         None
     }

@@ -1904,7 +1904,7 @@ impl Router for AsksLost {
             ctx.dereferenced.map(<[u8]>::to_vec),
             ctx.lost.map(|a| match a {
                 LostAnswer::Body(b) => Some(b.to_vec()),
-                LostAnswer::Failed => None,
+                LostAnswer::Failed(_) => None,
             }),
         ));
         self.inner.table.route(req, ctx)

@@ -28,6 +28,11 @@ pub enum Inbound {
         id: u64,
         document: Option<Bytes>,
     },
+    /// A LoST query the core asked for gave no answer, for this reason.
+    LostFailed {
+        id: u64,
+        why: crate::proxy::LostFailure,
+    },
     /// A message could not be sent; the token names the transaction.
     SendFailed {
         token: u64,
