@@ -24,6 +24,31 @@ pub const PER_SERVER: usize = 4;
 /// Most redirections followed in one fetch.
 const MAX_REDIRECTS: usize = 3;
 
+/// The servers `emergency.location_servers` allows, and the HTTP client
+/// of the requests that policy governs (location fetches, LoST queries,
+/// address checks by the ECRF), with the router's client certificate
+/// when one is configured. `what` names those requests in the log line
+/// when the TLS files cannot be read (they then go without them).
+pub fn policy_client(
+    config: &crate::config::Config,
+    what: &str,
+) -> (
+    Option<std::sync::Arc<[String]>>,
+    reqwest::Result<reqwest::Client>,
+) {
+    let servers: Option<std::sync::Arc<[String]>> = config
+        .emergency
+        .location_servers
+        .as_ref()
+        .map(|v| v.clone().into());
+    let tls = ClientTls::from_config(config).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "{what}: the TLS files could not be read; the requests go without them");
+        ClientTls::default()
+    });
+    let client = client(servers.clone(), &tls);
+    (servers, client)
+}
+
 /// The HTTP client for fetches. A redirection is followed only to a server
 /// that `servers` (`emergency.location_servers`) allows: without that
 /// check, a listed server (or whoever answers in its name) could point the

@@ -67,16 +67,8 @@ impl EcrfAddresses {
         if l.ecrf.is_none() && l.countries.is_empty() {
             return None;
         }
-        let servers: Option<Arc<[String]>> = config
-            .emergency
-            .location_servers
-            .as_ref()
-            .map(|v| v.clone().into());
-        let tls = crate::held::ClientTls::from_config(config).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "address checks: the TLS files could not be read; the ECRF is asked without them");
-            crate::held::ClientTls::default()
-        });
-        let client = match crate::held::client(servers.clone(), &tls) {
+        let (servers, client) = crate::held::policy_client(config, "address checks");
+        let client = match client {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "address checks: no HTTP client; addresses are checked by the gazetteer only");

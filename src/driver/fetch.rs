@@ -30,16 +30,8 @@ pub(super) struct Fetcher {
 
 impl Fetcher {
     pub(super) fn new(config: &Config, tx: mpsc::Sender<Inbound>) -> Fetcher {
-        let servers: Option<Arc<[String]>> = config
-            .emergency
-            .location_servers
-            .as_ref()
-            .map(|v| v.clone().into());
-        let tls = crate::held::ClientTls::from_config(config).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "location fetches: the TLS files could not be read; fetches go without them");
-            crate::held::ClientTls::default()
-        });
-        let client = match crate::held::client(servers.clone(), &tls) {
+        let (servers, client) = crate::held::policy_client(config, "location fetches");
+        let client = match client {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::error!(error = %e, "no HTTP client for location fetches: calls are routed without locations given by reference");
