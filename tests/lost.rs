@@ -580,7 +580,7 @@ fn a_call_is_routed_by_the_ecrf_then_by_its_cache_then_by_the_embedded_data() {
     let (ecrf_router, ecrf_port) = ecrf(dir.path());
     let trunks = [Answer::Ok; 4].map(RawTrunk::start);
     let [psap, ..] = &trunks;
-    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let refs = trunks.each_ref();
     let router = caller_router(&refs, ecrf_port);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let route_of = |n: u32| {
@@ -637,7 +637,7 @@ fn a_call_is_routed_by_the_ecrf_then_by_its_cache_then_by_the_embedded_data() {
 fn a_silent_ecrf_delays_the_call_only_until_its_deadline() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let trunks = [Answer::Ok; 4].map(RawTrunk::start);
-    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let refs = trunks.each_ref();
     let router = caller_router_with(&refs, silent.local_addr().unwrap().port(), 300);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let (text, cid) = denver_call(10);
@@ -669,7 +669,7 @@ fn a_second_point_inside_the_boundary_is_routed_from_the_cache() {
     let dir = tempdir::Dir::new("lost-boundary");
     let (ecrf_router, ecrf_port) = ecrf(dir.path());
     let trunks = [Answer::Ok; 4].map(RawTrunk::start);
-    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let refs = trunks.each_ref();
     let router = caller_router(&refs, ecrf_port);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let route_of = |(text, cid): (String, String)| {
@@ -840,7 +840,7 @@ fn redirects_are_followed_within_a_hop_limit_and_the_destination_policy() {
     let (_ecrf_router, ecrf_port) = ecrf(dir.path());
     let redirector = Redirector::start();
     let trunks = [Answer::Ok; 4].map(RawTrunk::start);
-    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let refs = trunks.each_ref();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let base = format!("http://127.0.0.1:{}", redirector.port);
 
@@ -1066,7 +1066,7 @@ fn a_failed_query_names_its_failure() {
     let failing = FailingEcrf::start("503 Service Unavailable");
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let trunks = [Answer::Ok; 4].map(RawTrunk::start);
-    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let refs = trunks.each_ref();
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let cases = [
         (closed.port, "failed", "ECRF refused the connection"),
@@ -1117,7 +1117,7 @@ fn a_reload_keeps_the_mappings_of_an_unchanged_ecrf() {
     let dir = tempdir::Dir::new("lost-reload");
     let (ecrf_router, ecrf_port) = ecrf(dir.path());
     let trunks = [Answer::Ok; 4].map(RawTrunk::start);
-    let refs = [&trunks[0], &trunks[1], &trunks[2], &trunks[3]];
+    let refs = trunks.each_ref();
     let router = caller_router(&refs, ecrf_port);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let route_of = |n: u32| {
