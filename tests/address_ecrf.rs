@@ -104,16 +104,36 @@ struct Lab {
 /// The router whose addresses the ECRF at `ecrf_port` checks, with
 /// `policy` for US addresses.
 fn router(ecrf_port: u16, policy: &str) -> Lab {
+    router_with(ecrf_port, policy, 500, None, false)
+}
+
+/// As [`router`], with the ECRF's `timeout_ms` and an inventory file to
+/// import at start; the router is taken once its inventory is loaded, or
+/// at once (`loading`).
+fn router_with(
+    ecrf_port: u16,
+    policy: &str,
+    timeout_ms: u64,
+    inventory: Option<&std::path::Path>,
+    loading: bool,
+) -> Lab {
     let t = tokens();
     let trunks = Trunks::new();
     let db = Db::sqlite();
+    let inventory = inventory
+        .map(|p| format!("inventory = {:?}\n", p.display().to_string()))
+        .unwrap_or_default();
     let config = emergency_config(&trunks, &db, &t)
         + &format!(
             "\n[admin.address_validation]\ndefault = \"warn\"\ncountries = {{ US = \"{policy}\" }}\n\n\
-             [emergency]\nlocation_servers = [\"127.0.0.1\"]\n\n\
-             [emergency.lost]\necrf = \"http://127.0.0.1:{ecrf_port}/lost\"\ntimeout_ms = 500\n"
+             [emergency]\nlocation_servers = [\"127.0.0.1\"]\n{inventory}\n\
+             [emergency.lost]\necrf = \"http://127.0.0.1:{ecrf_port}/lost\"\ntimeout_ms = {timeout_ms}\n"
         );
-    let router = Router::start(&config, &[]);
+    let router = if loading {
+        Router::start_loading(&config)
+    } else {
+        Router::start(&config, &[])
+    };
     let api = Api::of(&router);
     Lab {
         api,
@@ -374,4 +394,248 @@ fn a_bulk_upload_asks_once_per_distinct_address() {
         ),
         "{c}"
     );
+}
+
+/// An inventory file of 30 numbers at three addresses, one of them spelt
+/// two ways and one wrong (Denver in California).
+fn inventory_file(dir: &common::tempdir::Dir) -> std::path::PathBuf {
+    let mut csv = String::from("number,tenant,country,reg_A1,reg_A3,reg_RD,reg_HNO,reg_PC\n");
+    for i in 0..30u32 {
+        let (a1, a3, pc) = match i % 4 {
+            0 => ("CO", "Denver", "80203"),
+            1 => ("co", "DENVER", "80203"),
+            2 => ("NY", "New York", "10001"),
+            _ => ("CA", "Denver", "80203"),
+        };
+        csv.push_str(&format!(
+            "+1720555{i:04},acme,US,{a1},{a3},E Colfax,200,{pc}\n"
+        ));
+    }
+    let path = dir.path().join("inventory.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// The checks of the file's numbers 0 (Denver), 2 (New York) and 3 (the
+/// wrong one): state and source.
+fn file_checks(lab: &Lab) -> [(Value, Value); 3] {
+    ["+17205550000", "+17205550002", "+17205550003"].map(|n| {
+        let c = check_of(lab, n);
+        (c["state"].clone(), c["source"].clone())
+    })
+}
+
+fn checked_by(source: &str) -> [(Value, Value); 3] {
+    [("valid", source), ("valid", source), ("invalid", source)].map(|(s, c)| (json!(s), json!(c)))
+}
+
+#[test]
+fn the_inventory_file_at_start_is_checked_by_the_ecrf() {
+    let (_ecrf, ecrf_port) = ecrf();
+    let relay = Counting::to(ecrf_port);
+    let dir = common::tempdir::Dir::new("inventory-ecrf");
+    let file = inventory_file(&dir);
+    let lab = router_with(relay.port, "warn", 500, Some(&file), false);
+    lab.router
+        .wait_log("inventory ready", 1, std::time::Duration::from_secs(20));
+    // Three distinct addresses, each asked once.
+    assert_eq!(relay.requests(), 3);
+    assert_eq!(file_checks(&lab), checked_by("ecrf"));
+    let c = check_of(&lab, "+17205550003");
+    assert_eq!(c["elements"], json!(["A3", "PC", "A1"]), "{c}");
+    assert!(
+        lab.router
+            .log()
+            .contains("3 address(es) checked by the ECRF"),
+        "{}",
+        lab.router.log()
+    );
+
+    // Where the US refuses invalid addresses, the ECRF's answer refuses
+    // the file: the router stays on the country defaults and says why.
+    let (_ecrf, ecrf_port) = ecrf();
+    let lab = router_with(ecrf_port, "refuse", 500, Some(&file), false);
+    lab.router.wait_log(
+        "the inventory file was not imported",
+        1,
+        std::time::Duration::from_secs(20),
+    );
+    let log = lab.router.log();
+    assert!(
+        log.contains("the ECRF ecrf.example finds A3, PC, A1 invalid"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_router_starts_on_the_gazetteer_when_the_ecrf_is_down_or_silent() {
+    let dir = common::tempdir::Dir::new("inventory-ecrf-down");
+    let file = inventory_file(&dir);
+    // Down: the connection is refused, the gazetteer decides at once.
+    let closed = ClosedPort::new();
+    let lab = router_with(closed.port, "warn", 500, Some(&file), false);
+    assert_eq!(file_checks(&lab), checked_by("gazetteer"));
+    lab.router.wait_log(
+        "checked by the gazetteer, not the ECRF",
+        1,
+        std::time::Duration::from_secs(10),
+    );
+
+    // Silent: SIP listens and /readyz answers at once, the inventory
+    // loading; it loads when the ECRF's deadline (4 × 2000 ms) is out.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let started = std::time::Instant::now();
+    let lab = router_with(
+        silent.local_addr().unwrap().port(),
+        "warn",
+        2000,
+        Some(&file),
+        true,
+    );
+    let (_, body) = common::get(lab.api.port, "/readyz");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["inventory"]["state"], "loading", "{body}");
+    assert!(!lab.router.log().contains("inventory ready"));
+    lab.router
+        .wait_log("inventory ready", 1, std::time::Duration::from_secs(40));
+    assert!(started.elapsed() >= std::time::Duration::from_secs(8));
+    lab.router.wait_log(
+        "no answer within 8000 ms",
+        1,
+        std::time::Duration::from_secs(1),
+    );
+    assert_eq!(file_checks(&lab), checked_by("gazetteer"));
+    drop(silent);
+}
+
+/// `sosrouter inventory import`, with the configuration of `lab`.
+fn import(lab: &Lab, file: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(common::BIN)
+        .args(["inventory", "import", file.to_str().unwrap(), "--config"])
+        .arg(lab.router.config_path())
+        .env_remove("SOSROUTER_DATABASE_URL")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_inventory_command_asks_the_ecrf() {
+    let (_ecrf, ecrf_port) = ecrf();
+    let relay = Counting::to(ecrf_port);
+    let dir = common::tempdir::Dir::new("inventory-ecrf-cli");
+    let file = inventory_file(&dir);
+
+    // Where the US refuses: the ECRF's answer refuses the file, row named.
+    let lab = router(relay.port, "refuse");
+    let (code, err) = import(&lab, &file);
+    assert_ne!(code, Some(0), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(
+        err.contains("the ECRF ecrf.example finds A3, PC, A1 invalid"),
+        "{err}"
+    );
+    assert_eq!(relay.requests(), 3);
+
+    let lab = router(relay.port, "warn");
+    let (code, err) = import(&lab, &file);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("3 address(es) checked by the ECRF"), "{err}");
+    assert!(err.contains("30 created"), "{err}");
+    assert_eq!(relay.requests(), 6);
+    // The running router follows the import.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lab
+        .api
+        .get("/v1/tenants/acme/numbers/+17205550003", &lab.t.operator)
+        .status
+        != 200
+    {
+        assert!(std::time::Instant::now() < end, "the import never showed");
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(file_checks(&lab), checked_by("ecrf"));
+
+    // The ECRF down: the gazetteer decides, and the command says so.
+    let closed = ClosedPort::new();
+    let lab = router(closed.port, "warn");
+    let (code, err) = import(&lab, &file);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("0 address(es) checked by the ECRF, 3 by the gazetteer (request failed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_reload_changes_the_ecrf_of_the_next_upload() {
+    let (_ecrf, ecrf_port) = ecrf();
+    let (first, second) = (Counting::to(ecrf_port), Counting::to(ecrf_port));
+    let lab = router(first.port, "warn");
+    let r = put_address(&lab, denver());
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!((first.requests(), second.requests()), (1, 0));
+
+    let reload = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(lab.router.config_path()).unwrap();
+        assert!(text.contains(from), "{text}");
+        std::fs::write(lab.router.config_path(), text.replace(from, to)).unwrap();
+        let r = lab
+            .api
+            .send_json("POST", "/v1/reload", &lab.t.operator, &json!({}));
+        assert_eq!(r.status, 200, "{r}");
+    };
+    let first_url = format!("ecrf = \"http://127.0.0.1:{}/lost\"", first.port);
+    let second_url = format!("ecrf = \"http://127.0.0.1:{}/lost\"", second.port);
+    reload(&first_url, &second_url);
+    let r = put_address(&lab, wrong());
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!((first.requests(), second.requests()), (1, 1));
+    let c = check_of(&lab, N);
+    assert_eq!(
+        (&c["state"], &c["source"]),
+        (&json!("invalid"), &json!("ecrf")),
+        "{c}"
+    );
+
+    // A silent ECRF and a shorter timeout: the next address waits
+    // 4 × 100 ms, then the gazetteer decides.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!(
+        "ecrf = \"http://127.0.0.1:{}/lost\"\ntimeout_ms = 100",
+        silent.local_addr().unwrap().port()
+    );
+    reload(&format!("{second_url}\ntimeout_ms = 500"), &silent_url);
+    let r = put_address(&lab, denver());
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        check_of(&lab, N),
+        json!({"state": "valid", "source": "gazetteer"})
+    );
+    lab.router.wait_log(
+        "no answer within 400 ms",
+        1,
+        std::time::Duration::from_secs(10),
+    );
+
+    // No ECRF any more: the gazetteer checks, and none is asked.
+    reload(&silent_url, "timeout_ms = 100");
+    let r = put_address(&lab, wrong());
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!((first.requests(), second.requests()), (1, 1));
+    let c = check_of(&lab, N);
+    assert_eq!(
+        (&c["state"], &c["source"]),
+        (&json!("invalid"), &json!("gazetteer")),
+        "{c}"
+    );
+    assert_eq!(
+        lab.router.log().matches("no answer within").count(),
+        1,
+        "the silent ECRF is asked no more"
+    );
+    drop(silent);
 }

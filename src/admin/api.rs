@@ -63,8 +63,8 @@ pub struct Api {
     desks: std::sync::OnceLock<crate::notify::Webhooks>,
     uploads: uploads::Uploads,
     /// The ECRFs registered addresses are checked by, when
-    /// `[emergency.lost]` names any.
-    ecrf: std::sync::OnceLock<Arc<super::ecrf_check::EcrfAddresses>>,
+    /// `[emergency.lost]` names any; replaced on reload.
+    ecrf: arc_swap::ArcSwapOption<super::ecrf_check::EcrfAddresses>,
 }
 
 impl Api {
@@ -78,14 +78,21 @@ impl Api {
             refusals: Mutex::new(refusals::Limiter::default()),
             desks: std::sync::OnceLock::new(),
             uploads: Default::default(),
-            ecrf: std::sync::OnceLock::new(),
+            ecrf: arc_swap::ArcSwapOption::empty(),
         })
     }
 
-    /// Connects the ECRFs of `[emergency.lost]`: from then on, addresses
-    /// that come in are asked about there first (settings as at start).
-    pub fn set_ecrf(&self, ecrf: Arc<super::ecrf_check::EcrfAddresses>) {
-        let _ = self.ecrf.set(ecrf);
+    /// Connects the ECRFs of `[emergency.lost]` (at start and on each
+    /// reload): from then on, addresses that come in are asked about there
+    /// first; with `None`, the gazetteer checks them. A check under way
+    /// keeps the ECRFs it started with.
+    pub fn set_ecrf(&self, ecrf: Option<Arc<super::ecrf_check::EcrfAddresses>>) {
+        self.ecrf.store(ecrf);
+    }
+
+    /// The ECRFs addresses are checked by now.
+    fn ecrf(&self) -> Option<Arc<super::ecrf_check::EcrfAddresses>> {
+        self.ecrf.load_full()
     }
 
     /// The address rules, with the ECRF's answers for `addresses` where
@@ -95,7 +102,7 @@ impl Api {
         addresses: impl IntoIterator<Item = &'a crate::inventory::Address>,
     ) -> impl std::future::Future<Output = Arc<AddressRules>> + Send + 'static {
         let rules = self.rules.load_full();
-        let ecrf = self.ecrf.get().cloned();
+        let ecrf = self.ecrf();
         let plan = ecrf.as_ref().map(|e| e.plan(&rules, addresses));
         async move {
             match (ecrf, plan) {
@@ -122,9 +129,11 @@ impl Api {
         let _ = self.reload.set(tx);
     }
 
-    /// Takes the tokens and address rules of a reloaded configuration (the
-    /// body limit and listener stay until a restart).
-    pub fn reconfigure(&self, admin: Option<&AdminConfig>) {
+    /// Takes the tokens, address rules and ECRFs of a reloaded
+    /// configuration (the body limit and listener stay until a restart).
+    pub fn reconfigure(&self, config: &crate::config::Config) {
+        let admin = config.admin.as_ref();
+        self.set_ecrf(super::ecrf_check::EcrfAddresses::from_config(config));
         let tokens = admin.map(|a| auth::tokens(&a.tokens)).unwrap_or_default();
         self.tokens.store(Arc::new(tokens));
         if let Some(a) = admin {

@@ -10,8 +10,14 @@
 //! or when the ECRF does not answer, answers with `<errors>` or without
 //! `<locationValidation>`, the gazetteer decides and the check says so
 //! (`source: gazetteer`).
+//!
+//! An inventory file (a bulk upload's body, the file imported into an
+//! empty database at start, `sosrouter inventory import`) is read once
+//! ahead for its distinct addresses by [`rules_for_file`], so that every
+//! way a file comes in asks the ECRF alike.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +29,8 @@ use crate::inventory::Address;
 use crate::lost::write::{find_service, FindService};
 use crate::lost::{Location, DEFAULT_SERVICE};
 use crate::store::address::AddressRules;
+use crate::store::bulk::Tenants;
+use crate::store::upload::{Change, Format};
 
 /// Distinct addresses one upload asks the ECRF about, at most.
 pub const MAX_QUERIES: usize = 1000;
@@ -219,6 +227,79 @@ impl EcrfAddresses {
     }
 }
 
+/// The address rules for the rows of an inventory file, with the ECRF's
+/// answers when `ecrf` is given, and a line saying how many addresses the
+/// ECRF was asked about (None when it was asked about none). The file is
+/// read once ahead for its distinct addresses (a row without a country of
+/// its own takes its number's when applied: the gazetteer checks those),
+/// which are asked about as for any upload, so this ends within
+/// [`BUDGET`] deadlines. A file that cannot be read here is refused by
+/// the upload itself.
+pub async fn rules_for_file(
+    ecrf: Option<Arc<EcrfAddresses>>,
+    rules: Arc<AddressRules>,
+    path: &Path,
+    format: Format,
+    tenants: &Tenants,
+) -> (Arc<AddressRules>, Option<String>) {
+    let Some(ecrf) = ecrf else {
+        return (rules, None);
+    };
+    let (e, r, path, tenants) = (
+        ecrf.clone(),
+        rules.clone(),
+        path.to_path_buf(),
+        tenants.clone(),
+    );
+    let plan = tokio::task::spawn_blocking(move || {
+        let mut plan = Plan::default();
+        let Ok(rows) = crate::store::upload::rows_of_file(&path, format, &tenants) else {
+            return plan;
+        };
+        for row in rows.flatten() {
+            if let Some(l) = &row.location {
+                e.plan_one(&mut plan, &r, &l.address);
+            }
+            if let Some(n) = &row.number {
+                if let Change::Set(Some(a)) = &n.address {
+                    if let Some(a) = n.country.as_deref().and_then(|c| a.complete(Some(c)).ok()) {
+                        e.plan_one(&mut plan, &r, &a);
+                    }
+                }
+            }
+        }
+        plan
+    })
+    .await;
+    match plan {
+        Ok(plan) if !plan.distinct.is_empty() || plan.not_asked > 0 => {
+            let a = ecrf.ask_all(plan).await;
+            let said = a.to_string();
+            (Arc::new(rules.with_answers(a.answers)), Some(said))
+        }
+        _ => (rules, None),
+    }
+}
+
+impl std::fmt::Display for Answers {
+    /// One line for a log or a terminal: how many addresses the ECRF
+    /// decided, and how many the gazetteer did, and why.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} address(es) checked by the ECRF", self.answers.len())?;
+        let left = self.failed + self.not_asked;
+        if left > 0 {
+            write!(
+                f,
+                ", {left} by the gazetteer ({})",
+                self.first_failure
+                    .as_deref()
+                    .unwrap_or("too many addresses")
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The addresses an upload asks the ECRF about.
 #[derive(Debug, Default)]
 pub struct Plan {
@@ -336,5 +417,32 @@ ca = "http://ecrf.example.ca/lost"
         // Past the cap: the 5 left over, and Denver; those asked already
         // are not counted again.
         assert_eq!(plan.not_asked, 6);
+    }
+
+    #[test]
+    fn the_tally_says_who_decided_and_why() {
+        let mut a = Answers {
+            asked: 3,
+            ..Answers::default()
+        };
+        for (i, c) in ["a", "b"].into_iter().enumerate() {
+            a.answers.insert(c.into(), AddressCheck::EcrfValid);
+            assert_eq!(
+                a.to_string(),
+                format!("{} address(es) checked by the ECRF", i + 1)
+            );
+        }
+        a.failed = 1;
+        a.first_failure = Some("no answer within 1200 ms".into());
+        assert_eq!(
+            a.to_string(),
+            "2 address(es) checked by the ECRF, 1 by the gazetteer (no answer within 1200 ms)"
+        );
+        a.first_failure = None;
+        a.not_asked = 4;
+        assert_eq!(
+            a.to_string(),
+            "2 address(es) checked by the ECRF, 5 by the gazetteer (too many addresses)"
+        );
     }
 }

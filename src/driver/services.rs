@@ -16,6 +16,7 @@ use crate::cdr::store::{Recorder, RecorderConfig};
 use crate::config::{Config, DatabaseConfig};
 use crate::notify::{SecurityDesk, Webhooks};
 use crate::proxy::CallEvent;
+use crate::store::address::AddressRules;
 use crate::store::records::DbRecords;
 use crate::store::{Actor, Store};
 
@@ -46,8 +47,11 @@ impl Services {
         http_tls: admin::http::HttpTls,
     ) -> anyhow::Result<(Services, mpsc::Receiver<ReloadReply>)> {
         let database = DatabaseConfig::effective(config);
+        // One client for the ECRFs that check registered addresses: those
+        // of the inventory file at start and the API's.
+        let ecrf = admin::ecrf_check::EcrfAddresses::from_config(config);
         let store = match &database {
-            Some(db) => Some(open_store(config, db, opts).await?),
+            Some(db) => Some(open_store(config, db, opts, ecrf.clone()).await?),
             None => None,
         };
         let api = match (&config.admin, &store) {
@@ -57,9 +61,7 @@ impl Services {
         let (reload_tx, reload_rx) = mpsc::channel(4);
         if let Some(api) = &api {
             api.set_reload(reload_tx);
-            if let Some(e) = admin::ecrf_check::EcrfAddresses::from_config(config) {
-                api.set_ecrf(e);
-            }
+            api.set_ecrf(ecrf);
         }
         let recorder = match (&store, &database) {
             (Some(s), Some(db)) => Some(Recorder::start(
@@ -190,6 +192,7 @@ async fn open_store(
     config: &Config,
     db: &DatabaseConfig,
     opts: &Options,
+    ecrf: Option<Arc<admin::ecrf_check::EcrfAddresses>>,
 ) -> anyhow::Result<Arc<Store>> {
     let hub = opts.hub.clone().unwrap_or_default();
     let store = Store::open(db, hub).await?;
@@ -198,24 +201,38 @@ async fn open_store(
         .clone()
         .or_else(|| config.emergency.inventory.clone());
     let poll = Duration::from_millis(db.poll_interval_ms);
-    tokio::spawn(load_inventory(store.clone(), file, poll));
+    let import = file.map(|path| Import {
+        path,
+        rules: Arc::new(AddressRules::of_admin(config.admin.as_ref())),
+        ecrf,
+    });
+    tokio::spawn(load_inventory(store.clone(), import, poll));
     store.spawn_retention(db.retention_days);
     Ok(store)
+}
+
+/// The inventory file to import into an empty database at start, and how
+/// its addresses are checked: by the rules of `[admin]`, with the answers
+/// of the ECRFs of `[emergency.lost]` when it names any.
+struct Import {
+    path: std::path::PathBuf,
+    rules: Arc<AddressRules>,
+    ecrf: Option<Arc<admin::ecrf_check::EcrfAddresses>>,
 }
 
 /// Imports the inventory file into an empty database, loads the snapshot
 /// (retrying while the database fails), then follows the changes. A file
 /// that cannot be imported leaves the router on the country defaults, the
 /// reason on `/readyz`, until it is fixed and the router restarted.
-async fn load_inventory(store: Arc<Store>, file: Option<std::path::PathBuf>, poll: Duration) {
+async fn load_inventory(store: Arc<Store>, file: Option<Import>, poll: Duration) {
     let started = std::time::Instant::now();
     let mut wait = Duration::from_millis(500);
     let mut imported = file.is_none();
     loop {
         let step = async {
             if !imported {
-                if let Some(path) = &file {
-                    import_file(&store, path).await?;
+                if let Some(import) = &file {
+                    import_file(&store, import).await?;
                 }
                 imported = true;
             }
@@ -253,7 +270,17 @@ async fn load_inventory(store: Arc<Store>, file: Option<std::path::PathBuf>, pol
 struct FileRefused(String);
 
 /// Imports the inventory file when the database holds no inventory yet.
-async fn import_file(store: &Store, path: &std::path::Path) -> anyhow::Result<()> {
+///
+/// Its addresses are asked of the ECRF first, as an upload's are (each
+/// distinct one once, a few at once, all within the upload's budget; the
+/// gazetteer decides those it does not answer), and only then imported:
+/// the file is refused or kept as `[admin.address_validation]` says on
+/// the ECRF's own answers. The router routes calls meanwhile, those
+/// without a location by the country defaults, as during any load; an
+/// ECRF that is down (connection refused) costs nothing, a silent one
+/// at most the budget, and this happens once, into an empty database.
+async fn import_file(store: &Store, import: &Import) -> anyhow::Result<()> {
+    let path = import.path.as_path();
     if !store.inventory_is_empty().await? {
         tracing::info!(file = %path.display(), "the database holds an inventory already: the file is not imported, now or on reload (change numbers through the API)");
         return Ok(());
@@ -263,16 +290,21 @@ async fn import_file(store: &Store, path: &std::path::Path) -> anyhow::Result<()
         name: format!("import:{}", path.display()),
         role: "system",
     };
+    let tenants = crate::store::bulk::Tenants::PerRow;
+    let (rules, asked) = admin::ecrf_check::rules_for_file(
+        import.ecrf.clone(),
+        import.rules.clone(),
+        path,
+        format,
+        &tenants,
+    )
+    .await;
+    if let Some(asked) = asked {
+        tracing::info!(file = %path.display(), "inventory file: {asked}");
+    }
     // Off the SIP thread, as every bulk upload (see store::bulk).
     let summary = store
-        .bulk_upload(
-            path,
-            format,
-            crate::store::bulk::Tenants::PerRow,
-            &actor,
-            &crate::store::address::AddressRules::of_admin(None),
-            Default::default(),
-        )
+        .bulk_upload(path, format, tenants, &actor, &rules, Default::default())
         .await
         .map_err(|e| match e {
             crate::store::bulk::Refused::Store(e) => anyhow::Error::from(e),

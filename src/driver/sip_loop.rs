@@ -552,7 +552,7 @@ impl SipLoop {
                 self.dns = Dns::new(&cfg.sip.dns_settings());
                 self.naptr_again(false);
                 if let Some(api) = &self.services.api {
-                    api.reconfigure(cfg.admin.as_ref());
+                    api.reconfigure(&cfg);
                 }
                 metrics::counter!(m::CONFIG_RELOADS, "outcome" => "applied").increment(1);
                 tracing::info!("configuration reloaded; calls in progress keep their routes");

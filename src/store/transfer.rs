@@ -77,7 +77,23 @@ pub async fn import(
         name: format!("cli:{user}:{}", path.display()),
         role: "operator",
     };
-    let rules = AddressRules::of_admin(config.admin.as_ref());
+    let tenants = match tenant {
+        Some(t) => Tenants::One(t),
+        None => Tenants::PerRow,
+    };
+    // The ECRF is asked first, as for an upload over the API: a file the
+    // ECRF finds wrong is refused or kept as the country's policy says.
+    let (rules, asked) = crate::admin::ecrf_check::rules_for_file(
+        crate::admin::ecrf_check::EcrfAddresses::from_config(config),
+        Arc::new(AddressRules::of_admin(config.admin.as_ref())),
+        path,
+        format,
+        &tenants,
+    )
+    .await;
+    if let Some(asked) = asked {
+        eprintln!("sosrouter: {}: {asked}", path.display());
+    }
     let progress = Arc::new(Progress::default());
     let watch = progress.clone();
     let ticker = tokio::spawn(async move {
@@ -93,10 +109,6 @@ pub async fn import(
             );
         }
     });
-    let tenants = match tenant {
-        Some(t) => Tenants::One(t),
-        None => Tenants::PerRow,
-    };
     let r = store
         .bulk_upload(path, format, tenants, &actor, &rules, progress)
         .await;

@@ -193,14 +193,12 @@ pub(super) async fn post_upload(
         "bulk upload received; applying it"
     );
     let (store, who, rules) = (api.store.clone(), actor(&p), api.rules.load_full());
-    let ecrf = api.ecrf.get().cloned();
+    let ecrf = api.ecrf();
     let worker = job.clone();
     let mut done = job.done.subscribe();
     tokio::spawn(async move {
-        let rules = match ecrf {
-            Some(e) => ecrf_rules(e, rules, &path, format, &tenants).await,
-            None => rules,
-        };
+        let (rules, _) =
+            crate::admin::ecrf_check::rules_for_file(ecrf, rules, &path, format, &tenants).await;
         let r = store
             .bulk_upload(
                 &path,
@@ -309,50 +307,4 @@ pub(super) async fn get_upload(
     })?;
     let (_, v) = job.status();
     Ok((StatusCode::OK, axum::Json(v)).into_response())
-}
-
-/// The address rules for a bulk upload with the ECRF's answers: the file
-/// is read once ahead for its distinct addresses (a row without a country
-/// of its own takes its number's when applied: the gazetteer checks
-/// those), which are asked about as for any upload. A file that cannot be
-/// read here is refused by the upload itself.
-async fn ecrf_rules(
-    ecrf: Arc<crate::admin::ecrf_check::EcrfAddresses>,
-    rules: Arc<crate::store::address::AddressRules>,
-    path: &std::path::Path,
-    format: crate::store::upload::Format,
-    tenants: &Tenants,
-) -> Arc<crate::store::address::AddressRules> {
-    let (e, r, path, tenants) = (
-        ecrf.clone(),
-        rules.clone(),
-        path.to_path_buf(),
-        tenants.clone(),
-    );
-    let plan = tokio::task::spawn_blocking(move || {
-        let mut plan = crate::admin::ecrf_check::Plan::default();
-        let Ok(rows) = crate::store::upload::rows_of_file(&path, format, &tenants) else {
-            return plan;
-        };
-        for row in rows.flatten() {
-            if let Some(l) = &row.location {
-                e.plan_one(&mut plan, &r, &l.address);
-            }
-            if let Some(n) = &row.number {
-                if let crate::store::upload::Change::Set(Some(a)) = &n.address {
-                    if let Some(a) = n.country.as_deref().and_then(|c| a.complete(Some(c)).ok()) {
-                        e.plan_one(&mut plan, &r, &a);
-                    }
-                }
-            }
-        }
-        plan
-    })
-    .await;
-    match plan {
-        Ok(plan) if !plan.distinct.is_empty() || plan.not_asked > 0 => {
-            Arc::new(rules.with_answers(ecrf.ask_all(plan).await.answers))
-        }
-        _ => rules,
-    }
 }
