@@ -40,11 +40,11 @@
 #          --uac FILE (another SIPp caller scenario, e.g. tests/sipp/uac.xml
 #          for a small SDP-only INVITE; [caller] is +12125550142),
 #          --relay NAME (what runs in the router's place: sosrouter, the
-#          default; kamailio, Kamailio 5.6 as a stateful relay with one UDP
-#          worker, benches/load/kamailio.cfg; floor, a bare UDP forwarder
-#          that parses nothing, benches/load/udp_floor.rs. Other relays than
-#          sosrouter work with --cpu, --quick and the full run, over UDP
-#          only: the TCP ramp is skipped for them),
+#          default; kamailio, Kamailio 5.6 as a stateful relay with one
+#          worker, benches/load/kamailio.cfg, over UDP and in the TCP ramp
+#          over TCP; floor, a bare UDP forwarder that parses nothing,
+#          benches/load/udp_floor.rs, whose TCP ramp is skipped. Other
+#          relays than sosrouter work with --cpu, --quick and the full run),
 #          --max-transactions N (the router's sip.overload.max_transactions;
 #          past it new calls get 503 and count as failed: shows what the
 #          limit does to memory and to the calls admitted),
@@ -512,10 +512,16 @@ EOF
     } >"$file"
 }
 
-# write_kamailio_config FILE: benches/load/kamailio.cfg with its
-# placeholders filled (listen address, each pair's number and trunk).
+# write_kamailio_config FILE udp|tcp: benches/load/kamailio.cfg with its
+# placeholders filled (transport, listen address, each pair's number and
+# trunk).
 write_kamailio_config() {
-    local file="$1" i args=(-e "s/@LISTEN@/127.0.0.1:$ROUTER_PORT/g")
+    local file="$1" proto="$2" i args=(-e "s/@LISTEN@/127.0.0.1:$ROUTER_PORT/g" -e "s/@PROTO@/$proto/g")
+    if [ "$proto" = tcp ]; then
+        args+=(-e "s/@DISABLE_TCP@/no/g" -e "s/@TRANSPORT@/;transport=tcp/g")
+    else
+        args+=(-e "s/@DISABLE_TCP@/yes/g" -e "s/@TRANSPORT@//g")
+    fi
     for i in $(seq 1 8); do
         args+=(-e "s/@NUMBER$i@/${NUMBERS[$((i - 1))]}/g" -e "s/@TRUNK$i@/127.0.0.1:$((BASE + i))/g")
     done
@@ -545,7 +551,7 @@ start_router() {
             ;;
         kamailio)
             cfg="$WORK/kamailio-$tag.cfg" log="$WORK/kamailio-$tag.log"
-            write_kamailio_config "$cfg"
+            write_kamailio_config "$cfg" "$proto"
             mkdir -p "$WORK/kamailio-run"
             # -DD: the main process stays in the foreground (its PID is $!)
             # and forks its children; -E: log to stderr; 8 MB of private
@@ -568,8 +574,8 @@ start_router() {
     ROUTER_PID=$!
     STARTED+=("$ROUTER_PID")
     ROUTER_LOG="$log"
-    # Ready when its sockets are bound: UDP and TCP for the router, UDP
-    # for the others.
+    # Ready when its sockets are bound: UDP and TCP for the router, the
+    # run's transport for Kamailio, UDP for the floor.
     while ! { port_busy "$ROUTER_PORT" &&
         { ! is_router || ss -Hlnt | awk '{print $4}' | grep -q "[:.]$ROUTER_PORT\$"; }; }; do
         sleep 0.1
@@ -1178,7 +1184,7 @@ print_summary() {
         echo " machine%: all cores busy; drops: UDP receive-buffer drops on the whole machine)"
         awk -v relay="$RELAY" '$1 == "best" {why = $4; for (i = 5; i <= NF; i++) why = why " " $i
              printf "highest rate with no failed call, %s, %s: %d calls/s (ramp stopped: %s)\n", toupper($2), relay, $3, why}' "$RESULTS"
-        awk '$1 == "tcp_skipped" {printf "TCP ramp skipped: %s relays over UDP only here\n", $2}' "$RESULTS"
+        awk '$1 == "tcp_skipped" {printf "TCP ramp skipped: %s relays over UDP only\n", $2}' "$RESULTS"
     fi
     if grep -q '^cpu ' "$RESULTS"; then
         print_cpu
@@ -1249,10 +1255,10 @@ case "$MODE" in
     *)
         ramp udp
         cpu_runs
-        if is_router; then
+        if [ "$RELAY" != floor ]; then
             ramp tcp
         else
-            # Kamailio runs here with TCP disabled, and the floor is UDP only.
+            # The floor forwards UDP datagrams only.
             echo "tcp_skipped $RELAY" >>"$RESULTS"
         fi
         ;;

@@ -67,6 +67,7 @@ fn cache(c: &mut Criterion) {
         cache.insert(
             CacheKey::point(SERVICE, lat + 0.2, lon + 0.2),
             Arc::new(mapping(i)),
+            now,
         );
     }
     let mut group = c.benchmark_group("lost_cache");

@@ -159,6 +159,10 @@ pub const ALL: &[(&str, &str)] = &[
         "LoST (RFC 5222) queries to an ECRF before routing; labels: outcome (ok, failed, timeout, too_large, refused: a server the destination policy does not allow; busy, server_busy, not_url: not sent)",
     ),
     (
+        LOST_REFRESHES,
+        "Background refreshes of cached LoST mappings near their expiry, sent while calls route on them; labels: outcome (ok: the answer replaced the mapping, failed: no usable answer, the mapping serves until it expires; queue_full, busy, server_busy, not_url: not sent; dropped: the ECRF is no longer configured)",
+    ),
+    (
         LOST_ROUTES,
         "Emergency calls whose PSAP LoST was asked about, by what chose it; labels: by (lost: the ECRF's answer, lost-cache: a cached mapping, lost-stale: an expired mapping because the ECRF gave nothing usable, embedded: the router's own service-area data)",
     ),
@@ -219,6 +223,7 @@ pub const STRANGERS_UNANSWERED: &str = "sosrouter_stranger_requests_unanswered_t
 pub const DEREFERENCES: &str = "sosrouter_location_fetches_total";
 pub const DEREFERENCE_SKIPPED: &str = "sosrouter_location_fetches_skipped_total";
 pub const LOST_QUERIES: &str = "sosrouter_lost_queries_total";
+pub const LOST_REFRESHES: &str = "sosrouter_lost_refreshes_total";
 pub const LOST_ROUTES: &str = "sosrouter_lost_routes_total";
 
 /// Histogram buckets (seconds) for call setup and routing time.

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{http_port, lab_config, root, tempdir, ClosedPort, Router};
 use sosrouter::lost::{self, read_response, ErrorKind, Response};
@@ -525,6 +525,11 @@ fn denver_call_at(n: u32, pos: &str) -> (String, String) {
 /// so that a call routed by its answer is told apart from one routed by
 /// the caller's router's embedded data.
 fn ecrf(dir: &Path) -> (Router, u16) {
+    ecrf_expiring(dir, 3600)
+}
+
+/// [`ecrf`], whose mappings expire `expires_s` seconds after its answer.
+fn ecrf_expiring(dir: &Path, expires_s: u64) -> (Router, u16) {
     let psaps = std::fs::read_to_string(root().join("data/psaps.json")).unwrap();
     let changed = psaps
         .replace(
@@ -545,7 +550,7 @@ fn ecrf(dir: &Path) -> (Router, u16) {
         closed.port,
         &format!(
             "\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[emergency]\nservice_areas = {:?}\n\n\
-             [emergency.lost]\nserve = true\nsource = \"ecrf.example\"\nexpires_s = 3600\n",
+             [emergency.lost]\nserve = true\nsource = \"ecrf.example\"\nexpires_s = {expires_s}\n",
             dir.display().to_string()
         ),
     );
@@ -629,6 +634,97 @@ fn a_call_is_routed_by_the_ecrf_then_by_its_cache_then_by_the_embedded_data() {
         "{}",
         router.log()
     );
+}
+
+/// A mapping in use is asked for again before it expires, while the calls
+/// route on it: with the ECRF's mappings expiring 16 s after its answer
+/// (so from 15 s after the caller's router stores it, as the answer's time
+/// is written to the second), a call 12.5 s after the first finds it in
+/// the last quarter of its life, is routed on it at once, and has it
+/// refreshed. The ECRF then stops: a call after the first mapping's
+/// expiry is still routed on a fresh mapping, the refreshed one, without
+/// waiting for the ECRF.
+#[test]
+fn a_mapping_in_use_is_refreshed_in_the_background_before_it_expires() {
+    let dir = tempdir::Dir::new("lost-refresh");
+    let (ecrf_router, ecrf_port) = ecrf_expiring(dir.path(), 16);
+    let trunks = [Answer::Ok; 4].map(RawTrunk::start);
+    let [psap, ..] = &trunks;
+    let refs = trunks.each_ref();
+    let router = caller_router(&refs, ecrf_port);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let route_of = |n: u32| {
+        let (text, cid) = denver_call(n);
+        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+            .unwrap();
+        let fwd = invite_for(psap, &cid, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("call {n} did not reach the PSAP trunk: {}", router.log()));
+        header(&fwd, "Route").join(",")
+    };
+    let metrics = || get(http_port(&router, "metrics"), "/metrics").1;
+    let refreshes = |outcome: &str| {
+        metric(
+            &metrics(),
+            "sosrouter_lost_refreshes_total",
+            &[("outcome", outcome)],
+        )
+    };
+
+    let route = route_of(1);
+    let stored = Instant::now();
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost"), 1.0);
+
+    // Not yet in its last quarter: routed on it, nothing asked.
+    let route = route_of(2);
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost-cache"), 1.0);
+    assert_eq!(refreshes("ok"), 0.0);
+
+    // In its last quarter: routed on it, and refreshed.
+    std::thread::sleep(Duration::from_millis(12_500).saturating_sub(stored.elapsed()));
+    let route = route_of(3);
+    assert!(
+        stored.elapsed() < Duration::from_secs(15),
+        "the machine was too slow for this test's timing"
+    );
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost-cache"), 2.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while refreshes("ok") < 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(refreshes("ok"), 1.0, "{}", metrics());
+    assert_eq!(
+        metric(
+            &metrics(),
+            "sosrouter_lost_queries_total",
+            &[("outcome", "ok")]
+        ),
+        2.0,
+        "one query for the first call, one refresh"
+    );
+
+    // The ECRF stops. Past the first mapping's expiry, a call is routed on
+    // the refreshed mapping, fresh: not on a stale one after waiting.
+    drop(ecrf_router);
+    std::thread::sleep(Duration::from_millis(17_000).saturating_sub(stored.elapsed()));
+    let route = route_of(4);
+    assert!(
+        route.contains("sip:ecrf-denver@psap.ecrf.example"),
+        "{route}"
+    );
+    assert_eq!(lost_routes(&router, "lost-cache"), 3.0, "{}", metrics());
+    assert_eq!(lost_routes(&router, "lost-stale"), 0.0);
 }
 
 /// An ECRF that takes the connection and never answers holds a call no

@@ -131,7 +131,14 @@ impl Fetcher {
                 Ok(crate::held::LostReply::Answer(b)) => Ok(b),
                 Ok(crate::held::LostReply::Stopped(stop, errors)) => {
                     metrics::counter!(m::LOST_QUERIES, "outcome" => stop.outcome()).increment(1);
-                    tracing::warn!(call_id = %fetch.call_id, why = stop.outcome(), "LoST redirect not followed; routing on a cached mapping or the embedded data");
+                    if fetch.refresh {
+                        tracing::warn!(
+                            why = stop.outcome(),
+                            "LoST redirect not followed in the refresh of a cached mapping"
+                        );
+                    } else {
+                        tracing::warn!(call_id = %fetch.call_id, why = stop.outcome(), "LoST redirect not followed; routing on a cached mapping or the embedded data");
+                    }
                     let _ = tx
                         .send(Inbound::Fetched {
                             id: fetch.id,
@@ -150,7 +157,11 @@ impl Fetcher {
                     document: Some(document),
                 },
                 Err(e) => {
-                    tracing::warn!(call_id = %fetch.call_id, error = %e, "ECRF gave no answer; routing on a cached mapping or the embedded data");
+                    // A refresh's failure is told once, by the router that
+                    // keeps the mapping.
+                    if !fetch.refresh {
+                        tracing::warn!(call_id = %fetch.call_id, error = %e, "ECRF gave no answer; routing on a cached mapping or the embedded data");
+                    }
                     Inbound::LostFailed {
                         id: fetch.id,
                         why: e.lost_failure(),

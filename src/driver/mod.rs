@@ -97,6 +97,19 @@ impl Router for TimedRouter {
         self.0.set_inventory(inventory)
     }
 
+    fn poll_lost_refresh(&mut self) -> Option<crate::proxy::LostRefresh> {
+        self.0.poll_lost_refresh()
+    }
+
+    fn lost_refreshed(
+        &mut self,
+        refresh: crate::proxy::LostRefresh,
+        answer: crate::proxy::LostAnswer<'_>,
+        wall: Option<time::OffsetDateTime>,
+    ) {
+        self.0.lost_refreshed(refresh, answer, wall)
+    }
+
     fn take_lost_caches(&mut self) -> crate::proxy::LostCaches {
         self.0.take_lost_caches()
     }

@@ -17,12 +17,18 @@
 //!   decides ([`crate::lost::route::settle`]); the rules' own targets stay
 //!   behind the LoST one as failover, so a LoST URI that does not answer
 //!   costs the call one attempt, not the call.
+//! - A cached mapping in the last quarter of its lifetime is refreshed in
+//!   the background: the call that finds it routes on it at once, and a
+//!   query tied to no call goes out ([`LostRouting::poll_refresh`], at most
+//!   [`REFRESHES_QUEUED`] waiting); its answer replaces the mapping
+//!   ([`LostRouting::refreshed`]). A failed refresh leaves the mapping in
+//!   use until it expires.
 //! - The mapping's SIP URI becomes the first target: through
 //!   `[emergency.psap_trunks]` when it is the URI of a known PSAP record,
 //!   else through the trunk of the `*` pattern (the first `psap` trunk by
 //!   default), with the URI in a `Route` header.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +36,8 @@ use crate::config::Config;
 use crate::inventory::Address;
 use crate::lost::route::{plan, settle, DecidedBy, Outcome, Plan};
 use crate::lost::{self, Cache, Mapping};
-use crate::proxy::{LostAnswer, LostQuery, RouteTarget};
+use crate::metrics as m;
+use crate::proxy::{LostAnswer, LostQuery, LostRefresh, RouteTarget};
 
 use super::location::Location as CallLocation;
 use super::psap::{MatchKind, ServiceAreas};
@@ -49,6 +56,11 @@ pub(super) struct Located<'a> {
     pub registered: Option<&'a Address>,
 }
 
+/// Background refreshes waiting for the core to take them: more are not
+/// queued (their mappings are claimed again after
+/// [`lost::cache::REFRESH_RETRY`]).
+pub(super) const REFRESHES_QUEUED: usize = 64;
+
 /// `[emergency.lost]` as the router uses it, and its caches: one per
 /// ECRF, for a mapping is what one ECRF answered.
 pub(super) struct LostRouting {
@@ -57,6 +69,8 @@ pub(super) struct LostRouting {
     timeout: Duration,
     /// By ECRF URL: every URL of the configuration has one.
     caches: HashMap<String, Cache>,
+    /// Refreshes of cached mappings for the core to send.
+    refreshes: VecDeque<LostRefresh>,
 }
 
 /// A copy has the same settings and empty caches of the same size.
@@ -71,6 +85,7 @@ impl Clone for LostRouting {
                 .iter()
                 .map(|(u, c)| (u.clone(), Cache::new(c.capacity())))
                 .collect(),
+            refreshes: VecDeque::new(),
         }
     }
 }
@@ -97,6 +112,7 @@ impl LostRouting {
                 .collect(),
             timeout: Duration::from_millis(l.timeout_ms),
             caches,
+            refreshes: VecDeque::new(),
         })
     }
 
@@ -181,13 +197,82 @@ impl LostRouting {
     ) -> Option<LostQuery> {
         let (url, location, service) = self.subject(decision, country, located, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        match plan(self.cache(&url), &location, &service, LOCATION_ID, now) {
-            Plan::Cached(_) => None,
-            Plan::Ask { body } => Some(LostQuery {
-                url,
+        match self.plan(&url, &location, &service, now) {
+            Ok(_) => None,
+            Err(query) => Some(query),
+        }
+    }
+
+    /// [`plan`] for a call: the cached mapping to route on (a refresh it
+    /// asks for queued), or the query to wait for.
+    fn plan(
+        &mut self,
+        url: &str,
+        location: &lost::Location,
+        service: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<Arc<Mapping>, LostQuery> {
+        let timeout = self.timeout;
+        match plan(self.cache(url), location, service, LOCATION_ID, now) {
+            Plan::Cached(m) => Ok(m),
+            Plan::Refresh { mapping, body } => {
+                if self.refreshes.len() < REFRESHES_QUEUED {
+                    self.refreshes.push_back(LostRefresh {
+                        query: LostQuery {
+                            url: url.to_owned(),
+                            body,
+                            timeout,
+                        },
+                        location: location.clone(),
+                        service: service.to_owned(),
+                    });
+                } else {
+                    metrics::counter!(m::LOST_REFRESHES, "outcome" => "queue_full").increment(1);
+                }
+                Ok(mapping)
+            }
+            Plan::Ask { body } => Err(LostQuery {
+                url: url.to_owned(),
                 body,
-                timeout: self.timeout,
+                timeout,
             }),
+        }
+    }
+
+    /// The next refresh for the core to send.
+    pub(super) fn poll_refresh(&mut self) -> Option<LostRefresh> {
+        self.refreshes.pop_front()
+    }
+
+    /// A refresh's answer: kept in the cache of its ECRF when it gives a
+    /// mapping and this router still asks that ECRF; otherwise the mapping
+    /// in use stays until it expires.
+    pub(super) fn refreshed(
+        &mut self,
+        refresh: LostRefresh,
+        answer: LostAnswer<'_>,
+        wall: Option<time::OffsetDateTime>,
+    ) {
+        let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let LostRefresh {
+            query,
+            location,
+            service,
+        } = refresh;
+        let Some(cache) = self.caches.get_mut(&query.url) else {
+            metrics::counter!(m::LOST_REFRESHES, "outcome" => "dropped").increment(1);
+            return;
+        };
+        let answer = match answer {
+            LostAnswer::Body(b) => Ok(b),
+            LostAnswer::Failed(why) => Err(why.why().into_owned()),
+        };
+        match lost::route::refreshed(cache, &location, &service, answer, now) {
+            Ok(_) => metrics::counter!(m::LOST_REFRESHES, "outcome" => "ok").increment(1),
+            Err(why) => {
+                metrics::counter!(m::LOST_REFRESHES, "outcome" => "failed").increment(1);
+                tracing::warn!(ecrf = %query.url, why = %why, "LoST refresh of a cached mapping failed; the mapping serves until it expires");
+            }
         }
     }
 
@@ -204,20 +289,23 @@ impl LostRouting {
     ) -> Option<Outcome> {
         let (url, location, service) = self.subject(decision, country, located, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        let c = self.cache(&url);
         Some(match answer {
-            Some(LostAnswer::Body(b)) => settle(c, &location, &service, Ok(b), now),
-            Some(LostAnswer::Failed(why)) => {
-                settle(c, &location, &service, Err(why.why().into_owned()), now)
-            }
-            None => match plan(c, &location, &service, LOCATION_ID, now) {
-                Plan::Cached(m) => Outcome {
+            Some(LostAnswer::Body(b)) => settle(self.cache(&url), &location, &service, Ok(b), now),
+            Some(LostAnswer::Failed(why)) => settle(
+                self.cache(&url),
+                &location,
+                &service,
+                Err(why.why().into_owned()),
+                now,
+            ),
+            None => match self.plan(&url, &location, &service, now) {
+                Ok(m) => Outcome {
                     decided_by: DecidedBy::LostCache,
                     mapping: Some(m),
                     why: None,
                 },
-                Plan::Ask { .. } => settle(
-                    c,
+                Err(_) => settle(
+                    self.cache(&url),
                     &location,
                     &service,
                     Err("the ECRF was not asked (no room for another query)".into()),
@@ -278,7 +366,7 @@ impl LostRouting {
             time::OffsetDateTime::UNIX_EPOCH,
         ) {
             Plan::Ask { body } => Some(body),
-            Plan::Cached(_) => None,
+            Plan::Cached(_) | Plan::Refresh { .. } => None,
         };
         json!({
             "ecrf": url,

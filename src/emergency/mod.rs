@@ -834,6 +834,21 @@ impl Router for EmergencyRouter {
         )
     }
 
+    fn poll_lost_refresh(&mut self) -> Option<crate::proxy::LostRefresh> {
+        self.lost.as_mut()?.poll_refresh()
+    }
+
+    fn lost_refreshed(
+        &mut self,
+        refresh: crate::proxy::LostRefresh,
+        answer: crate::proxy::LostAnswer<'_>,
+        wall: Option<time::OffsetDateTime>,
+    ) {
+        if let Some(l) = &mut self.lost {
+            l.refreshed(refresh, answer, wall);
+        }
+    }
+
     fn take_lost_caches(&mut self) -> crate::proxy::LostCaches {
         self.lost
             .as_mut()

@@ -10,6 +10,12 @@
 //!   `NO-CACHE` mappings are not stored at all.
 //! - The cache holds at most `capacity` mappings; the least recently used
 //!   goes first.
+//! - In the last quarter of its lifetime a fresh mapping is due for a
+//!   refresh ([`Cache::claim_refresh`]): the first call that finds it then
+//!   routes on it at once and has it asked again in the background, so a
+//!   mapping in use is replaced before it expires and no call waits for
+//!   the ECRF because of its age. One claim per mapping at a time: a
+//!   refresh that fails is not claimed again for [`REFRESH_RETRY`].
 //! - The boundaries' bounding boxes are kept in an R-tree (`rstar`): a
 //!   point lookup tests only the polygons whose box holds the point, not
 //!   every boundary of the cache. A mapping leaves the tree when it leaves
@@ -111,6 +117,11 @@ impl Hit {
 
 struct Entry {
     mapping: Arc<Mapping>,
+    /// When the mapping was stored: its lifetime runs from here to its
+    /// `expires`.
+    stored: OffsetDateTime,
+    /// A refresh was claimed: none is claimed again before this time.
+    refresh_claimed_until: Option<OffsetDateTime>,
     /// The geodetic boundary as polygons (x longitude, y latitude), with
     /// their bounding box.
     area: Vec<(Rect<f64>, Polygon<f64>)>,
@@ -147,6 +158,11 @@ impl std::fmt::Debug for Cache {
             .finish()
     }
 }
+
+/// How long a claimed refresh holds off the next claim of the same
+/// mapping: the time for its answer to come, or, when the ECRF fails, the
+/// pause before the next call tries again.
+pub const REFRESH_RETRY: time::Duration = time::Duration::seconds(30);
 
 /// Vertices a boundary polygon may have to be kept for point lookups; a
 /// larger one is kept for its own key only.
@@ -201,9 +217,9 @@ impl Cache {
         }
     }
 
-    /// Stores `mapping` as the answer for `key`. A `NO-CACHE` mapping is
-    /// not stored (and removes what `key` held).
-    pub fn insert(&mut self, key: CacheKey, mapping: Arc<Mapping>) {
+    /// Stores `mapping` as the answer for `key`, got at `now`. A
+    /// `NO-CACHE` mapping is not stored (and removes what `key` held).
+    pub fn insert(&mut self, key: CacheKey, mapping: Arc<Mapping>, now: OffsetDateTime) {
         self.remove(&key);
         if mapping.expires == Expires::NoCache {
             return;
@@ -228,6 +244,8 @@ impl Cache {
             key,
             Entry {
                 mapping,
+                stored: now,
+                refresh_claimed_until: None,
                 area,
                 used: self.tick,
             },
@@ -243,8 +261,8 @@ impl Cache {
     }
 
     /// The mapping for `service` at a point: the one stored for that very
-    /// point, else a fresh one whose boundary holds the point, else a stale
-    /// one whose boundary holds it.
+    /// point while fresh, else a fresh one whose boundary holds the point,
+    /// else a stale one (the point's own first).
     pub fn lookup_point(
         &mut self,
         service: &str,
@@ -252,18 +270,43 @@ impl Cache {
         lon: f64,
         now: OffsetDateTime,
     ) -> Option<Hit> {
-        let key = CacheKey::point(service, lat, lon);
-        if let Some(e) = self.entries.get(&key) {
-            let hit = Self::hit(&e.mapping, now);
-            self.touch(&key);
-            return Some(hit);
-        }
+        self.lookup_point_keyed(service, lat, lon, now)
+            .map(|(_, h)| h)
+    }
+
+    /// [`Cache::lookup_point`], with the key of the mapping found (the
+    /// point's own, or that of the mapping whose boundary holds it).
+    pub fn lookup_point_keyed(
+        &mut self,
+        service: &str,
+        lat: f64,
+        lon: f64,
+        now: OffsetDateTime,
+    ) -> Option<(CacheKey, Hit)> {
+        let key = self.find_point(service, lat, lon, now)?;
+        let hit = Self::hit(&self.entries[&key].mapping, now);
+        self.touch(&key);
+        Some((key, hit))
+    }
+
+    fn find_point(
+        &self,
+        service: &str,
+        lat: f64,
+        lon: f64,
+        now: OffsetDateTime,
+    ) -> Option<CacheKey> {
+        let own = CacheKey::point(service, lat, lon);
+        let own = match self.entries.get(&own) {
+            Some(e) if e.mapping.fresh_at(now) => return Some(own),
+            Some(_) => Some(own),
+            None => None,
+        };
         if !lat.is_finite() || !lon.is_finite() {
-            return None;
+            return own;
         }
         let c = Coord { x: lon, y: lat };
         let mut stale: Option<&CacheKey> = None;
-        let mut fresh: Option<&CacheKey> = None;
         for l in self.boxes.locate_all_at_point(&[lon, lat]) {
             let (k, part) = &l.data;
             let Some(e) = self.entries.get(k) else {
@@ -276,15 +319,11 @@ impl Cache {
                 continue;
             }
             if e.mapping.fresh_at(now) {
-                fresh = Some(k);
-                break;
+                return Some(k.clone());
             }
             stale = stale.or(Some(k));
         }
-        let key = fresh.or(stale)?.clone();
-        let hit = Self::hit(&self.entries[&key].mapping, now);
-        self.touch(&key);
-        Some(hit)
+        own.or_else(|| stale.cloned())
     }
 
     /// The mapping stored for `service` at this civic address.
@@ -294,10 +333,7 @@ impl Cache {
         civic: &CivicAddress,
         now: OffsetDateTime,
     ) -> Option<Hit> {
-        let key = CacheKey::civic(service, civic);
-        let hit = Self::hit(&self.entries.get(&key)?.mapping, now);
-        self.touch(&key);
-        Some(hit)
+        self.get(&CacheKey::civic(service, civic), now)
     }
 
     /// The mapping stored under `key` exactly.
@@ -305,6 +341,29 @@ impl Cache {
         let hit = Self::hit(&self.entries.get(key)?.mapping, now);
         self.touch(key);
         Some(hit)
+    }
+
+    /// Whether the mapping under `key` is to be refreshed now: fresh, in
+    /// the last quarter of the time from when it was stored to its
+    /// `expires`, and not claimed within [`REFRESH_RETRY`]. True claims
+    /// it: until the answer replaces the mapping, or the pause passes,
+    /// the same mapping gives false. `NO-EXPIRATION` mappings are never
+    /// due.
+    pub fn claim_refresh(&mut self, key: &CacheKey, now: OffsetDateTime) -> bool {
+        let Some(e) = self.entries.get_mut(key) else {
+            return false;
+        };
+        let Expires::At(end) = e.mapping.expires else {
+            return false;
+        };
+        if now >= end || now < end - (end - e.stored) / 4 {
+            return false;
+        }
+        if e.refresh_claimed_until.is_some_and(|until| now < until) {
+            return false;
+        }
+        e.refresh_claimed_until = Some(now + REFRESH_RETRY);
+        true
     }
 }
 

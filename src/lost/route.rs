@@ -5,7 +5,10 @@
 //! date. The HTTP exchange and its deadline are the caller's.
 //!
 //! The order, so that no call waits on or is lost to a failing ECRF:
-//! 1. a fresh cached mapping: no query (`lost-cache`);
+//! 1. a fresh cached mapping: no query (`lost-cache`); in the last quarter
+//!    of its lifetime, the first call to find it also has it asked again
+//!    in the background ([`Plan::Refresh`], answer kept by [`refreshed`]),
+//!    so that a mapping in use does not expire under the calls;
 //! 2. the ECRF's answer within the deadline (`lost`), stored for later;
 //! 3. no usable answer (timeout, transport error, LoST `<errors>`, a
 //!    redirect the driver did not follow, a document that does not read,
@@ -52,6 +55,10 @@ impl DecidedBy {
 pub enum Plan {
     /// A fresh cached mapping answers: route on it, ask nothing.
     Cached(Arc<Mapping>),
+    /// A fresh cached mapping near its end answers: route on it now, and
+    /// send this `findService` body in the background, tied to no call;
+    /// its answer goes to [`refreshed`].
+    Refresh { mapping: Arc<Mapping>, body: String },
     /// Send this `findService` body and wait at most the deadline.
     Ask { body: String },
 }
@@ -73,19 +80,37 @@ fn lookup(
     location: &Location,
     service: &str,
     now: OffsetDateTime,
-) -> Option<Hit> {
+) -> Option<(CacheKey, Hit)> {
     match location {
         Location::Geodetic(shape) => {
             let g = crate::pidf::Geo::from_shape(shape.clone());
-            cache.lookup_point(service, g.lat, g.lon, now)
+            cache.lookup_point_keyed(service, g.lat, g.lon, now)
         }
-        Location::Civic(c) => cache.lookup_civic(service, c, now),
+        Location::Civic(c) => {
+            let key = CacheKey::civic(service, c);
+            let hit = cache.get(&key, now)?;
+            Some((key, hit))
+        }
     }
 }
 
+/// The `findService` a router sends for `location`: the shape or address
+/// itself, recursive, asking for the service boundary by value so that
+/// later calls inside it need no query.
+fn ask(location: &Location, service: &str, location_id: &str) -> String {
+    write::find_service(&FindService {
+        location,
+        location_id,
+        service,
+        boundary_by_value: true,
+        recursive: true,
+        validate_location: false,
+    })
+}
+
 /// Before routing a call located at `location` for `service`: a fresh
-/// cached mapping, or the query to send (asking for the service boundary
-/// by value, so that later calls inside it need none).
+/// cached mapping (with a refresh to send when it is due,
+/// [`Cache::claim_refresh`]), or the query to send.
 pub fn plan(
     cache: &mut Cache,
     location: &Location,
@@ -93,18 +118,20 @@ pub fn plan(
     location_id: &str,
     now: OffsetDateTime,
 ) -> Plan {
-    if let Some(Hit::Fresh(m)) = lookup(cache, location, service, now) {
-        return Plan::Cached(m);
-    }
-    Plan::Ask {
-        body: write::find_service(&FindService {
-            location,
-            location_id,
-            service,
-            boundary_by_value: true,
-            recursive: true,
-            validate_location: false,
-        }),
+    match lookup(cache, location, service, now) {
+        Some((key, Hit::Fresh(mapping))) => {
+            if cache.claim_refresh(&key, now) {
+                Plan::Refresh {
+                    mapping,
+                    body: ask(location, service, location_id),
+                }
+            } else {
+                Plan::Cached(mapping)
+            }
+        }
+        _ => Plan::Ask {
+            body: ask(location, service, location_id),
+        },
     }
 }
 
@@ -118,6 +145,26 @@ pub struct Outcome {
     pub why: Option<String>,
 }
 
+/// The mapping to route on in a query's answer, or why there is none.
+fn usable(answer: Result<&[u8], String>) -> Result<Mapping, String> {
+    match answer {
+        Ok(body) => match super::read_response(body) {
+            Ok(Response::Found(r)) => r
+                .routable()
+                .cloned()
+                .ok_or_else(|| "no mapping with a SIP URI".to_owned()),
+            Ok(Response::Errors(e)) => Err(e.reason()),
+            Ok(Response::Redirect(r)) => Err(super::one_line(
+                &format!("redirect to {} (not followed)", r.target),
+                super::REASON_MAX,
+            )),
+            Ok(Response::Listed(_)) => Err("a service list, not a mapping".to_owned()),
+            Err(e) => Err(e.reason()),
+        },
+        Err(why) => Err(super::one_line(&why, super::REASON_MAX)),
+    }
+}
+
 /// After the query: `answer` is the response body, or why none came
 /// (`"timeout"`, `"connection refused"`, an HTTP status). A usable mapping
 /// is stored in the cache and decides; otherwise a cached one, even
@@ -129,32 +176,20 @@ pub fn settle(
     answer: Result<&[u8], String>,
     now: OffsetDateTime,
 ) -> Outcome {
-    let why = match answer {
-        Ok(body) => match super::read_response(body) {
-            Ok(Response::Found(r)) => {
-                if let Some(m) = r.routable() {
-                    let m = Arc::new(m.clone());
-                    cache.insert(key(location, service), m.clone());
-                    return Outcome {
-                        decided_by: DecidedBy::Lost,
-                        mapping: Some(m),
-                        why: None,
-                    };
-                }
-                "no mapping with a SIP URI".to_owned()
-            }
-            Ok(Response::Errors(e)) => e.reason(),
-            Ok(Response::Redirect(r)) => super::one_line(
-                &format!("redirect to {} (not followed)", r.target),
-                super::REASON_MAX,
-            ),
-            Ok(Response::Listed(_)) => "a service list, not a mapping".to_owned(),
-            Err(e) => e.reason(),
-        },
-        Err(why) => super::one_line(&why, super::REASON_MAX),
+    let why = match usable(answer) {
+        Ok(m) => {
+            let m = Arc::new(m);
+            cache.insert(key(location, service), m.clone(), now);
+            return Outcome {
+                decided_by: DecidedBy::Lost,
+                mapping: Some(m),
+                why: None,
+            };
+        }
+        Err(why) => why,
     };
     match lookup(cache, location, service, now) {
-        Some(hit) => Outcome {
+        Some((_, hit)) => Outcome {
             decided_by: if hit.is_fresh() {
                 DecidedBy::LostCache
             } else {
@@ -169,6 +204,23 @@ pub fn settle(
             why: Some(why),
         },
     }
+}
+
+/// After a background refresh ([`Plan::Refresh`]): a usable mapping is
+/// stored under the refreshed location's key, as a call's answer would
+/// be; otherwise the cache stays as it was (the old mapping serves until
+/// it expires, and its refresh is claimed again after
+/// [`super::cache::REFRESH_RETRY`]), and the reason is given back.
+pub fn refreshed(
+    cache: &mut Cache,
+    location: &Location,
+    service: &str,
+    answer: Result<&[u8], String>,
+    now: OffsetDateTime,
+) -> Result<Arc<Mapping>, String> {
+    let m = Arc::new(usable(answer)?);
+    cache.insert(key(location, service), m.clone(), now);
+    Ok(m)
 }
 
 #[cfg(test)]
@@ -306,6 +358,74 @@ mod tests {
             now,
         );
         assert_eq!(o.decided_by, DecidedBy::Embedded);
+    }
+
+    #[test]
+    fn a_mapping_in_the_last_quarter_of_its_life_is_refreshed_in_the_background() {
+        let stored = datetime!(2026-12-07 12:00:00 UTC);
+        let h = time::Duration::hours(1);
+        let mut cache = Cache::new(16);
+        let loc = here();
+        let a = answer(Expires::At(stored + 4 * h));
+        let o = settle(&mut cache, &loc, DEFAULT_SERVICE, Ok(a.as_bytes()), stored);
+        assert_eq!(o.decided_by, DecidedBy::Lost);
+        let planned = |cache: &mut Cache, at| match plan(cache, &loc, DEFAULT_SERVICE, "l", at) {
+            Plan::Cached(_) => "cached",
+            Plan::Refresh { body, .. } => {
+                assert!(body.contains("gs:Circle") && body.contains("serviceBoundary=\"value\""));
+                "refresh"
+            }
+            Plan::Ask { .. } => "ask",
+        };
+
+        // Three quarters of its life: routed on, nothing asked.
+        assert_eq!(
+            planned(&mut cache, stored + 3 * h - time::Duration::SECOND),
+            "cached"
+        );
+        // Then the first call routes on it and asks again; the calls after
+        // it do not, while the refresh is under way.
+        assert_eq!(planned(&mut cache, stored + 3 * h), "refresh");
+        assert_eq!(
+            planned(&mut cache, stored + 3 * h + time::Duration::SECOND),
+            "cached"
+        );
+        // The refresh failed: the mapping serves on, and is claimed again
+        // after the pause.
+        let failed = refreshed(
+            &mut cache,
+            &loc,
+            DEFAULT_SERVICE,
+            Err("ECRF refused the connection".into()),
+            stored + 3 * h,
+        );
+        assert_eq!(failed, Err("ECRF refused the connection".to_owned()));
+        let retry = stored + 3 * h + crate::lost::cache::REFRESH_RETRY;
+        assert_eq!(
+            planned(&mut cache, retry - time::Duration::SECOND),
+            "cached"
+        );
+        assert_eq!(planned(&mut cache, retry), "refresh");
+        // An answer that does not read changes nothing either.
+        assert!(refreshed(&mut cache, &loc, DEFAULT_SERVICE, Ok(b"<html/>"), retry).is_err());
+        assert_eq!(planned(&mut cache, retry), "cached");
+
+        // This one comes back: a new mapping with a life of its own, so
+        // the call after the old one's expiry neither waits nor asks.
+        let renewed = stored + 3 * h + time::Duration::minutes(40);
+        let a = answer(Expires::At(renewed + 4 * h));
+        let m = refreshed(&mut cache, &loc, DEFAULT_SERVICE, Ok(a.as_bytes()), renewed).unwrap();
+        assert_eq!(m.expires, Expires::At(renewed + 4 * h));
+        assert_eq!(planned(&mut cache, stored + 5 * h), "cached");
+        assert_eq!(planned(&mut cache, renewed + 3 * h), "refresh");
+        // Past its expiry a mapping is no longer served without asking.
+        assert_eq!(planned(&mut cache, renewed + 4 * h), "ask");
+
+        // A mapping that never expires is never refreshed.
+        let mut cache = Cache::new(16);
+        let a = answer(Expires::NoExpiration);
+        settle(&mut cache, &loc, DEFAULT_SERVICE, Ok(a.as_bytes()), stored);
+        assert_eq!(planned(&mut cache, stored + 1000 * h), "cached");
     }
 
     #[test]

@@ -705,7 +705,11 @@ fn cache_answers_the_same_key_and_points_inside_the_boundary() {
         Expires::At(datetime!(2026-12-08 00:00:00 UTC)),
         Some(square(38.0, -77.1, 0.1)),
     ));
-    cache.insert(CacheKey::point(DEFAULT_SERVICE, 38.05, -77.05), m.clone());
+    cache.insert(
+        CacheKey::point(DEFAULT_SERVICE, 38.05, -77.05),
+        m.clone(),
+        now,
+    );
     // The same point; another point inside the boundary; fresh until expiry.
     assert_eq!(
         cache.lookup_point(DEFAULT_SERVICE, 38.05, -77.05, now),
@@ -726,7 +730,8 @@ fn cache_answers_the_same_key_and_points_inside_the_boundary() {
         cache.lookup_point(DEFAULT_SERVICE, 38.01, -77.09, later),
         Some(Hit::Stale(m.clone()))
     );
-    // A fresh mapping over the same area wins over the stale one.
+    // A fresh mapping over the same area wins over the stale one, even at
+    // the point the stale one was asked for.
     let newer = Arc::new(mapping(
         Expires::NoExpiration,
         Some(square(38.0, -77.1, 0.1)),
@@ -734,15 +739,25 @@ fn cache_answers_the_same_key_and_points_inside_the_boundary() {
     cache.insert(
         CacheKey::point(DEFAULT_SERVICE, 38.09, -77.01),
         newer.clone(),
+        now,
     );
     assert_eq!(
         cache.lookup_point(DEFAULT_SERVICE, 38.01, -77.09, later),
+        Some(Hit::Fresh(newer.clone()))
+    );
+    assert_eq!(
+        cache.lookup_point(DEFAULT_SERVICE, 38.05, -77.05, later),
         Some(Hit::Fresh(newer))
+    );
+    assert_eq!(
+        cache.get(&CacheKey::point(DEFAULT_SERVICE, 38.05, -77.05), later),
+        Some(Hit::Stale(m.clone()))
     );
     // NO-CACHE is not kept, and replaces what the key held.
     cache.insert(
         CacheKey::point(DEFAULT_SERVICE, 38.05, -77.05),
         Arc::new(mapping(Expires::NoCache, None)),
+        now,
     );
     assert_eq!(
         cache.get(&CacheKey::point(DEFAULT_SERVICE, 38.05, -77.05), now),
@@ -755,7 +770,7 @@ fn cache_keys_civic_addresses_by_their_routing_fields() {
     let now = datetime!(2026-12-07 12:00:00 UTC);
     let mut cache = Cache::new(8);
     let m = Arc::new(mapping(Expires::NoExpiration, None));
-    cache.insert(CacheKey::civic(DEFAULT_SERVICE, &civic()), m.clone());
+    cache.insert(CacheKey::civic(DEFAULT_SERVICE, &civic()), m.clone(), now);
     // Case, spacing, language and extra descriptive fields do not matter.
     let mut same: CivicAddress = [
         ("country", "us"),
@@ -783,11 +798,15 @@ fn cache_is_bounded_and_evicts_the_least_recently_used() {
     let mut cache = Cache::new(3);
     let m = Arc::new(mapping(Expires::NoExpiration, None));
     for i in 0..3 {
-        cache.insert(CacheKey::point(DEFAULT_SERVICE, i as f64, 0.0), m.clone());
+        cache.insert(
+            CacheKey::point(DEFAULT_SERVICE, i as f64, 0.0),
+            m.clone(),
+            now,
+        );
     }
     // Use the first, then add a fourth: the second goes.
     assert!(cache.lookup_point(DEFAULT_SERVICE, 0.0, 0.0, now).is_some());
-    cache.insert(CacheKey::point(DEFAULT_SERVICE, 3.0, 0.0), m.clone());
+    cache.insert(CacheKey::point(DEFAULT_SERVICE, 3.0, 0.0), m.clone(), now);
     assert_eq!(cache.len(), 3);
     assert!(cache.lookup_point(DEFAULT_SERVICE, 1.0, 0.0, now).is_none());
     for i in [0.0, 2.0, 3.0] {
@@ -798,6 +817,7 @@ fn cache_is_bounded_and_evicts_the_least_recently_used() {
         cache.insert(
             CacheKey::point(DEFAULT_SERVICE, 10.0, i as f64 / 10.0),
             m.clone(),
+            now,
         );
         assert!(cache.len() <= 3);
     }
@@ -832,6 +852,7 @@ fn cache_finds_boundaries_through_their_boxes() {
     cache.insert(
         CacheKey::point(DEFAULT_SERVICE, 38.01, -77.01),
         named("A", until, Some(triangle)),
+        now,
     );
     // B: two squares far apart, both its boundary.
     let mut two = square(40.0, -75.0, 0.1);
@@ -839,6 +860,7 @@ fn cache_finds_boundaries_through_their_boxes() {
     cache.insert(
         CacheKey::point(DEFAULT_SERVICE, 40.05, -74.95),
         named("B", Expires::NoExpiration, Some(two)),
+        now,
     );
     assert_eq!(cache.boxes(), 3);
 
@@ -873,6 +895,7 @@ fn cache_finds_boundaries_through_their_boxes() {
     cache.insert(
         CacheKey::point(DEFAULT_SERVICE, 38.01, -77.01),
         named("A2", until, None),
+        now,
     );
     assert_eq!(cache.boxes(), 2);
     assert_eq!(
@@ -883,6 +906,7 @@ fn cache_finds_boundaries_through_their_boxes() {
     cache.insert(
         CacheKey::point(DEFAULT_SERVICE, 40.05, -74.95),
         named("B2", Expires::NoCache, Some(square(40.0, -75.0, 0.1))),
+        now,
     );
     assert_eq!(cache.boxes(), 0);
     assert_eq!(
@@ -898,6 +922,7 @@ fn cache_finds_boundaries_through_their_boxes() {
         cache.insert(
             CacheKey::point(DEFAULT_SERVICE, lat + 0.05, -80.05),
             named(&format!("S{i}"), until, Some(square(lat, -80.1, 0.1))),
+            now,
         );
     }
     assert_eq!(cache.boxes(), 4);
@@ -908,6 +933,7 @@ fn cache_finds_boundaries_through_their_boxes() {
     cache.insert(
         CacheKey::point(DEFAULT_SERVICE, 50.05, -80.05),
         named("S4", until, Some(square(50.0, -80.1, 0.1))),
+        now,
     );
     assert_eq!((cache.len(), cache.boxes()), (4, 4));
     let found = |cache: &mut Cache, lat: f64| {
@@ -926,6 +952,7 @@ fn cache_finds_boundaries_through_their_boxes() {
         cache.insert(
             CacheKey::point(DEFAULT_SERVICE, lat + 0.05, 10.05),
             named("n", until, Some(square(lat, 10.0, 0.1))),
+            now,
         );
         assert_eq!(cache.boxes(), cache.len());
     }

@@ -108,6 +108,9 @@ pub struct LocationFetch {
     /// Set for a LoST query (RFC 5222): `uri` is the ECRF and this the
     /// `findService` to POST to it, instead of a HELD request.
     pub lost: Option<String>,
+    /// A LoST query tied to no call: the background refresh of a cached
+    /// mapping ([`super::LostRefresh`]); `call_id` is empty.
+    pub refresh: bool,
 }
 
 /// An INVITE waiting for its location.
@@ -130,6 +133,9 @@ struct Waiting {
 #[derive(Default)]
 pub(super) struct Fetches {
     waiting: IdMap<Waiting>,
+    /// Background refreshes of LoST mappings under way, with their
+    /// server: no call waits for them.
+    refreshing: IdMap<(super::LostRefresh, Box<str>)>,
     by_key: KeyMap<TransactionKey, Id>,
     /// Fetches under way by server.
     per_host: KeyMap<Box<str>, usize>,
@@ -139,20 +145,33 @@ pub(super) struct Fetches {
 }
 
 impl Fetches {
+    /// Fetches and queries under way, refreshes included: they share the
+    /// limits.
     pub(super) fn len(&self) -> usize {
-        self.waiting.len()
+        self.waiting.len() + self.refreshing.len()
     }
 
     fn remove(&mut self, id: Id) -> Option<Waiting> {
         let w = self.waiting.remove(&id)?;
         self.by_key.remove(&w.key);
-        if let Some(n) = self.per_host.get_mut(&w.host) {
+        self.done_with(&w.host);
+        Some(w)
+    }
+
+    fn remove_refresh(&mut self, id: Id) -> Option<super::LostRefresh> {
+        let (r, host) = self.refreshing.remove(&id)?;
+        self.done_with(&host);
+        Some(r)
+    }
+
+    /// One fetch from `host` fewer under way.
+    fn done_with(&mut self, host: &str) {
+        if let Some(n) = self.per_host.get_mut(host) {
             *n -= 1;
             if *n == 0 {
-                self.per_host.remove(&w.host);
+                self.per_host.remove(host);
             }
         }
-        Some(w)
     }
 }
 
@@ -227,6 +246,7 @@ impl Core {
             timeout: self.cfg.fetch.timeout,
             call_id: lossy(msg.call_id()).to_string(),
             lost: None,
+            refresh: false,
         });
         self.timers
             .push(now + self.cfg.fetch.timeout + MARGIN, TimerRef::Fetch(id));
@@ -282,7 +302,9 @@ impl Core {
             wall: self.wall_at(now),
             unique: 0,
         };
-        let q = self.router.lost_query(invite, &ctx)?;
+        let q = self.router.lost_query(invite, &ctx);
+        self.send_lost_refreshes(now);
+        let q = q?;
         let Some(host) = server_of(&q.url) else {
             metrics::counter!(m::LOST_QUERIES, "outcome" => "not_url").increment(1);
             return None;
@@ -292,6 +314,35 @@ impl Core {
             return None;
         }
         Some((q, host))
+    }
+
+    /// Sends the background refreshes the routing phase asks for, within
+    /// the limits on fetches: one that finds no room is not sent (its
+    /// mapping serves on, and is claimed again later).
+    pub(super) fn send_lost_refreshes(&mut self, now: Instant) {
+        while let Some(mut r) = self.router.poll_lost_refresh() {
+            let Some(host) = server_of(&r.query.url) else {
+                metrics::counter!(m::LOST_REFRESHES, "outcome" => "not_url").increment(1);
+                continue;
+            };
+            if let Some((reason, _)) = self.no_room(&host) {
+                metrics::counter!(m::LOST_REFRESHES, "outcome" => reason).increment(1);
+                continue;
+            }
+            let id = self.id();
+            *self.fetches.per_host.entry(host.clone()).or_insert(0) += 1;
+            self.fetches.out.push_back(LocationFetch {
+                id,
+                uri: r.query.url.clone(),
+                timeout: r.query.timeout,
+                call_id: String::new(),
+                lost: Some(std::mem::take(&mut r.query.body)),
+                refresh: true,
+            });
+            self.timers
+                .push(now + r.query.timeout + MARGIN, TimerRef::Fetch(id));
+            self.fetches.refreshing.insert(id, (r, host));
+        }
     }
 
     /// Parks an INVITE for its LoST query, as for a fetch; the answer (or
@@ -306,6 +357,7 @@ impl Core {
             timeout: q.timeout,
             call_id: lossy(w.invite.call_id()).to_string(),
             lost: Some(q.body),
+            refresh: false,
         });
         self.timers
             .push(now + q.timeout + MARGIN, TimerRef::Fetch(id));
@@ -375,6 +427,15 @@ impl Core {
     fn fetched(&mut self, now: Instant, id: u64, result: Result<Bytes, LostFailure>) {
         self.timers.anchor(now);
         self.lost_answer = None;
+        if let Some(r) = self.fetches.remove_refresh(id) {
+            let answer = match &result {
+                Ok(body) => super::LostAnswer::Body(body),
+                Err(why) => super::LostAnswer::Failed(*why),
+            };
+            let wall = self.wall_at(now);
+            self.router.lost_refreshed(r, answer, wall);
+            return;
+        }
         let Some(w) = self.fetches.waiting.get(&id) else {
             debug!(
                 fetch = id,
@@ -416,6 +477,10 @@ impl Core {
     /// The core's own deadline for a fetch passed with no word from the
     /// driver: the call is routed without the location.
     pub(super) fn on_fetch_timeout(&mut self, now: Instant, id: Id) {
+        if self.fetches.refreshing.contains_key(&id) {
+            warn!("LoST refresh not reported in time; the cached mapping serves until it expires");
+            return self.handle_lost_failed(now, id, LostFailure::Timeout);
+        }
         if let Some(w) = self.fetches.waiting.get(&id) {
             if w.lost {
                 warn!(call_id = %lossy(w.invite.call_id()), "LoST answer not reported in time; routing without it");
@@ -433,6 +498,7 @@ impl Core {
         // The answer set for the INVITE that met the bug must not reach
         // another call's decision.
         self.lost_answer = None;
+        self.fetches.remove_refresh(id);
         if let Some(w) = self.fetches.remove(id) {
             self.answer_internal_error(now, &w.invite, w.source);
         }

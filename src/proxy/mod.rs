@@ -105,7 +105,7 @@ pub use health::{HealthConfig, ProbeResult, TrunkHealth, TrunkState};
 pub use location::{FetchConfig, LocationFetch};
 pub use overload::{Load, OverloadLimits};
 pub use route::{
-    Augment, Decision, LocationRecord, LostAnswer, LostCaches, LostFailure, LostQuery,
+    Augment, Decision, LocationRecord, LostAnswer, LostCaches, LostFailure, LostQuery, LostRefresh,
     RouteContext, RouteDetails, RouteTarget, Router, StaticRouter,
 };
 

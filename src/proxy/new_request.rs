@@ -207,7 +207,9 @@ impl Core {
             wall: self.wall_at(now),
             unique: u128::from(self.cfg.seed) << 64 | u128::from(self.decisions),
         };
-        self.router.route(msg, &ctx)
+        let d = self.router.route(msg, &ctx);
+        self.send_lost_refreshes(now);
+        d
     }
 
     fn unsupported_option_tags(&self, msg: &Message) -> Option<String> {

@@ -90,6 +90,19 @@ pub struct LostQuery {
     pub timeout: std::time::Duration,
 }
 
+/// A LoST query tied to no call: a cached mapping in use is near its
+/// end, and is asked for again while calls route on it
+/// ([`Router::poll_lost_refresh`]). The answer, or why none came, goes
+/// back with [`Router::lost_refreshed`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LostRefresh {
+    pub query: LostQuery,
+    /// What the query is about, so that its answer is kept under the same
+    /// key as a call's: the location and the service URN.
+    pub location: crate::lost::Location,
+    pub service: String,
+}
+
 /// One place to send the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteTarget {
@@ -195,10 +208,6 @@ pub trait Router: Send {
         None
     }
 
-    /// The LoST query to make before an initial INVITE is routed, if the
-    /// routing phase wants one (its location is known, and no fresh cached
-    /// mapping answers); the answer then comes in [`RouteContext::lost`].
-    /// `ctx.dereferenced` holds the location fetched by reference, if any.
     /// What this router has cached from ECRFs, by ECRF URL, taken out
     /// when a reload replaces it ([`Router::keep_lost_caches`] of the new
     /// one).
@@ -210,8 +219,30 @@ pub trait Router: Send {
     /// one asks too are kept, the others dropped.
     fn keep_lost_caches(&mut self, _old: LostCaches) {}
 
+    /// The LoST query to make before an initial INVITE is routed, if the
+    /// routing phase wants one (its location is known, and no fresh cached
+    /// mapping answers); the answer then comes in [`RouteContext::lost`].
+    /// `ctx.dereferenced` holds the location fetched by reference, if any.
     fn lost_query(&mut self, _req: &Message, _ctx: &RouteContext<'_>) -> Option<LostQuery> {
         None
+    }
+
+    /// The next background refresh of a cached LoST mapping the routing
+    /// phase wants sent, if any: asked for after each query and decision.
+    fn poll_lost_refresh(&mut self) -> Option<LostRefresh> {
+        None
+    }
+
+    /// What came back from a refresh ([`Router::poll_lost_refresh`]), at
+    /// the wall-clock time `wall`; it may reach another router than the
+    /// one that asked, after a reload, which keeps it if it asks the same
+    /// ECRF.
+    fn lost_refreshed(
+        &mut self,
+        _refresh: LostRefresh,
+        _answer: LostAnswer<'_>,
+        _wall: Option<time::OffsetDateTime>,
+    ) {
     }
 }
 

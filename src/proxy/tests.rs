@@ -2017,6 +2017,137 @@ fn a_location_fetched_by_reference_goes_into_the_lost_query_and_the_decision() {
     );
 }
 
+/// What background refreshes brought back: the service refreshed and the
+/// answer's body (`None`: why none came).
+type Refreshed = Arc<std::sync::Mutex<Vec<(String, Result<Vec<u8>, LostFailure>)>>>;
+
+/// The table router, whose every decision asks for one background refresh
+/// (as the emergency router does when a cached mapping it routes on is
+/// near its end).
+struct RefreshesLost {
+    table: StaticRouter,
+    queued: Vec<LostRefresh>,
+    made: usize,
+    refreshed: Refreshed,
+}
+
+impl Router for RefreshesLost {
+    fn route(&mut self, req: &Message, ctx: &RouteContext<'_>) -> Decision {
+        let n = self.made;
+        self.made += 1;
+        self.queued.push(LostRefresh {
+            query: LostQuery {
+                url: ECRF.into(),
+                body: format!("refresh {n}"),
+                timeout: Duration::from_millis(300),
+            },
+            location: crate::lost::Location::Civic(crate::pidf::CivicAddress::new()),
+            service: format!("urn:service:sos.{n}"),
+        });
+        self.table.route(req, ctx)
+    }
+
+    fn poll_lost_refresh(&mut self) -> Option<LostRefresh> {
+        self.queued.pop()
+    }
+
+    fn lost_refreshed(
+        &mut self,
+        refresh: LostRefresh,
+        answer: LostAnswer<'_>,
+        _wall: Option<time::OffsetDateTime>,
+    ) {
+        let answer = match answer {
+            LostAnswer::Body(b) => Ok(b.to_vec()),
+            LostAnswer::Failed(why) => Err(why),
+        };
+        self.refreshed
+            .lock()
+            .unwrap()
+            .push((refresh.service, answer));
+    }
+}
+
+#[test]
+fn a_background_lost_refresh_delays_no_call_and_its_answer_reaches_the_router() {
+    let c = config();
+    let mut cfg = CoreConfig::from_config(&c, vec![addr("127.0.0.1:5060")], 7);
+    cfg.fetch.per_server = 1;
+    let refreshed = Refreshed::default();
+    let router = Box::new(RefreshesLost {
+        table: StaticRouter::new(&c),
+        queued: Vec::new(),
+        made: 0,
+        refreshed: refreshed.clone(),
+    });
+    let mut h = Harness {
+        core: Core::new(cfg, router),
+        now: Instant::now(),
+        sent: Vec::new(),
+    };
+
+    // The call goes on at once; the refresh is a query of its own, tied
+    // to no call.
+    h.deliver(CALLER, &invite("f1"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1, "routed at once");
+    let q = h.core.poll_fetch().expect("the refresh is sent");
+    assert_eq!(
+        (
+            q.uri.as_str(),
+            q.lost.as_deref(),
+            q.refresh,
+            q.call_id.as_str()
+        ),
+        (ECRF, Some("refresh 0"), true, "")
+    );
+    assert_eq!(h.core.poll_fetch(), None);
+
+    // While it is under way, the ECRF's one slot (per_server 1) is taken:
+    // the next call's refresh is not sent, and that call is not held.
+    h.deliver(CALLER, &invite("f2"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+    assert_eq!(h.core.poll_fetch(), None, "no room: not sent");
+
+    // The answer goes to the router, and nowhere else.
+    h.take(CALLER);
+    h.core.handle_fetched(
+        h.now,
+        q.id,
+        Some(Bytes::from_static(b"<findServiceResponse/>")),
+    );
+    h.drain();
+    assert!(h.take("127.0.0.1:5070").is_empty() && h.take(CALLER).is_empty());
+    assert_eq!(
+        *refreshed.lock().unwrap(),
+        [(
+            "urn:service:sos.0".to_owned(),
+            Ok(b"<findServiceResponse/>".to_vec())
+        )]
+    );
+
+    // A refresh the driver never reports on ends at the core's deadline,
+    // as a timeout; one reported afterwards is dropped.
+    h.deliver(CALLER, &invite("f3"));
+    assert_eq!(h.take("127.0.0.1:5070").len(), 1);
+    let q = h.core.poll_fetch().expect("room again");
+    assert_eq!(q.lost.as_deref(), Some("refresh 2"));
+    h.advance(Duration::from_millis(300));
+    assert_eq!(
+        refreshed.lock().unwrap().len(),
+        1,
+        "the driver's deadline first"
+    );
+    h.advance(Duration::from_millis(300));
+    assert_eq!(
+        refreshed.lock().unwrap().last(),
+        Some(&("urn:service:sos.2".to_owned(), Err(LostFailure::Timeout)))
+    );
+    h.core
+        .handle_fetched(h.now, q.id, Some(Bytes::from_static(b"late")));
+    h.drain();
+    assert_eq!(refreshed.lock().unwrap().len(), 2);
+}
+
 #[test]
 fn a_cancel_during_the_fetch_follows_the_invite_into_the_proxy() {
     let (mut h, _) = fetching(4);
