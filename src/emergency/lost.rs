@@ -197,10 +197,7 @@ impl LostRouting {
     ) -> Option<LostQuery> {
         let (url, location, service) = self.subject(decision, country, located, service)?;
         let now = wall.unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        match self.plan(&url, &location, &service, now) {
-            Ok(_) => None,
-            Err(query) => Some(query),
-        }
+        self.plan(&url, &location, &service, now).err()
     }
 
     /// [`plan`] for a call: the cached mapping to route on (a refresh it
