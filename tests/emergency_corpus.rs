@@ -1234,7 +1234,7 @@ fn a_pidf_with_a_character_xml_forbids_is_not_a_location() {
 /// file; review its diff before committing it.
 #[test]
 fn recorded_locations_match_the_golden_file() {
-    let mut router = router();
+    let router = router();
     let inv = router.inventory();
     let mut all = serde_json::Map::new();
     for row in manifest() {
