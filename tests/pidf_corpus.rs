@@ -701,3 +701,30 @@ fn everything_read_matches_the_golden_file() {
         "what the corpus reads differs from the golden file\n--- got\n{out}\n--- golden\n{want}"
     );
 }
+
+/// A forbidden character is found wherever it stands in a corpus document
+/// (the check looks at blocks of bytes first), and its byte offset is
+/// the one named; a document with none is read as before.
+#[test]
+fn a_control_character_anywhere_in_a_corpus_document_is_refused_at_its_offset() {
+    let xml = fs::read(corpus("pidf").join("rfc5491-5.2.3-fig9-circle.xml")).unwrap();
+    assert!(parse(&xml).is_ok());
+    let mut checked = 0;
+    for at in 0..xml.len() {
+        // Replacing one byte of a multi-byte character would break UTF-8
+        // instead; the corpus document is ASCII.
+        assert!(xml[at].is_ascii());
+        for bad in [&[0x01_u8][..], &[0x1F], &[0xEF, 0xBF, 0xBF]] {
+            let mut doc = xml.clone();
+            doc.splice(at..at + 1, bad.iter().copied());
+            let err = parse(&doc).unwrap_err();
+            assert_eq!(err.kind(), "not-well-formed", "at {at}: {err}");
+            assert!(
+                err.to_string().contains(&format!("(byte {at})")),
+                "at {at}: {err}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 3 * 64);
+}
