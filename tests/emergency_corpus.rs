@@ -1226,3 +1226,32 @@ fn a_pidf_with_a_character_xml_forbids_is_not_a_location() {
         );
     }
 }
+
+/// The location each corpus INVITE leaves in its call record, compared
+/// with `tests/golden/emergency-locations.json`, so that a change in how
+/// the PIDF-LO is read cannot change what is recorded.
+/// `SIP_GOLDEN_UPDATE=1 cargo test --test emergency_corpus` rewrites the
+/// file; review its diff before committing it.
+#[test]
+fn recorded_locations_match_the_golden_file() {
+    let router = router();
+    let inv = router.inventory();
+    let mut all = serde_json::Map::new();
+    for row in manifest() {
+        let msg = load(&row.file);
+        let ev = router.evaluate(&inv, &msg, Some("carrier"), false);
+        all.insert(row.file.clone(), ev.location_json());
+    }
+    let mut out = serde_json::to_string_pretty(&Value::Object(all)).unwrap();
+    out.push('\n');
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/emergency-locations.json");
+    if std::env::var_os("SIP_GOLDEN_UPDATE").is_some() {
+        std::fs::write(&path, &out).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).expect("the golden file");
+    assert!(
+        out == want,
+        "the recorded locations differ from the golden file\n--- got\n{out}\n--- golden\n{want}"
+    );
+}

@@ -657,3 +657,74 @@ fn emergency_invites_pidf_parts() {
         .count();
     assert_eq!(files, rows.len());
 }
+
+/// Everything the parser reads from each corpus document (every location,
+/// the rejected ones, the error of a document that gives none), as JSON,
+/// compared with `tests/golden/pidf-corpus.json`: a change in how the
+/// document is read cannot change what it yields unnoticed.
+/// `SIP_GOLDEN_UPDATE=1 cargo test --test pidf_corpus` rewrites the file;
+/// review its diff before committing it.
+#[test]
+fn everything_read_matches_the_golden_file() {
+    let mut all = serde_json::Map::new();
+    for dir in ["pidf", "emergency-invites"] {
+        let mut files: Vec<String> = manifest(dir)
+            .iter()
+            .map(|row| col(row, "file").to_owned())
+            .collect();
+        files.sort();
+        for file in files {
+            let raw = fs::read_to_string(corpus(dir).join(&file)).unwrap();
+            let xml = if file.ends_with(".xml") {
+                Some(raw.as_str())
+            } else {
+                pidf_part(&raw)
+            };
+            let Some(xml) = xml else { continue };
+            let got = match parse(xml.as_bytes()) {
+                Ok(pidf) => serde_json::json!({ "ok": pidf }),
+                Err(e) => serde_json::json!({ "error": e }),
+            };
+            all.insert(format!("{dir}/{file}"), got);
+        }
+    }
+    let mut out = serde_json::to_string_pretty(&serde_json::Value::Object(all)).unwrap();
+    out.push('\n');
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pidf-corpus.json");
+    if std::env::var_os("SIP_GOLDEN_UPDATE").is_some() {
+        fs::write(&path, &out).unwrap();
+        return;
+    }
+    let want = fs::read_to_string(&path).expect("the golden file");
+    assert!(
+        out == want,
+        "what the corpus reads differs from the golden file\n--- got\n{out}\n--- golden\n{want}"
+    );
+}
+
+/// A forbidden character is found wherever it stands in a corpus document
+/// (the check looks at blocks of bytes first), and its byte offset is
+/// the one named; a document with none is read as before.
+#[test]
+fn a_control_character_anywhere_in_a_corpus_document_is_refused_at_its_offset() {
+    let xml = fs::read(corpus("pidf").join("rfc5491-5.2.3-fig9-circle.xml")).unwrap();
+    assert!(parse(&xml).is_ok());
+    let mut checked = 0;
+    for at in 0..xml.len() {
+        // Replacing one byte of a multi-byte character would break UTF-8
+        // instead; the corpus document is ASCII.
+        assert!(xml[at].is_ascii());
+        for bad in [&[0x01_u8][..], &[0x1F], &[0xEF, 0xBF, 0xBF]] {
+            let mut doc = xml.clone();
+            doc.splice(at..at + 1, bad.iter().copied());
+            let err = parse(&doc).unwrap_err();
+            assert_eq!(err.kind(), "not-well-formed", "at {at}: {err}");
+            assert!(
+                err.to_string().contains(&format!("(byte {at})")),
+                "at {at}: {err}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 3 * 64);
+}
