@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use sqlx::Row;
 
-use crate::cdr::writer::{BoxFuture, RecordStore};
+use crate::cdr::writer::{BoxFuture, RecordRow, RecordStore};
 use crate::cdr::CallRecord;
 
 use super::{Backend, Store, StoreError};
@@ -33,11 +33,20 @@ impl Store {
     where
         R: std::borrow::Borrow<CallRecord> + Sync,
     {
+        let rows = records
+            .iter()
+            .map(|r| RecordRow::of(r.borrow()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::from)?;
+        self.write_rows(&rows).await
+    }
+
+    /// Writes records already made rows (their JSON written) in one
+    /// transaction, each replacing the one stored under its id.
+    pub async fn write_rows(&self, rows: &[RecordRow]) -> Result<(), StoreError> {
         let _g = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            let r: &CallRecord = r.borrow();
-            let json = serde_json::to_string(r).map_err(anyhow::Error::from)?;
+        for r in rows {
             sqlx::query(
                 "INSERT INTO call_records (id, tenant, invite_ms, call_id, caller_number, outcome, record, node) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
@@ -45,14 +54,14 @@ impl Store {
                  caller_number = excluded.caller_number, outcome = excluded.outcome, \
                  record = excluded.record, node = excluded.node",
             )
-            .bind(r.id.clone())
-            .bind(r.tenant.clone())
+            .bind(r.id.as_str())
+            .bind(r.tenant.as_deref())
             .bind(r.invite_ms)
-            .bind(r.call_id.clone())
-            .bind(r.caller_number.clone())
-            .bind(r.outcome.clone())
-            .bind(json)
-            .bind(r.node().to_string())
+            .bind(r.call_id.as_str())
+            .bind(r.caller_number.as_deref())
+            .bind(r.outcome.as_str())
+            .bind(r.record.as_str())
+            .bind(r.node.as_str())
             .execute(&mut *tx)
             .await?;
         }
@@ -191,8 +200,8 @@ impl Store {
 pub struct DbRecords(pub Arc<Store>);
 
 impl RecordStore for DbRecords {
-    fn write<'a>(&'a self, records: &'a [Arc<CallRecord>]) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move { self.0.write_records(records).await.map_err(Into::into) })
+    fn write<'a>(&'a self, records: &'a [RecordRow]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { self.0.write_rows(records).await.map_err(Into::into) })
     }
 
     fn renew<'a>(&'a self, node: &'a str, started_ms: i64) -> BoxFuture<'a, anyhow::Result<()>> {
