@@ -467,7 +467,11 @@ impl Assembler {
         self.close(all, |_| INTERRUPTED)
     }
 
-    fn close(&mut self, keys: Vec<CallKey>, outcome: impl Fn(&CallRecord) -> &'static str) -> usize {
+    fn close(
+        &mut self,
+        keys: Vec<CallKey>,
+        outcome: impl Fn(&CallRecord) -> &'static str,
+    ) -> usize {
         let n = keys.len();
         for k in keys {
             if let Some(Open { mut rec, .. }) = self.open.remove(&k) {

@@ -93,9 +93,7 @@ impl Recorder {
                     hand_over(&mut asm, &records);
                 } else if !gathering && asm.pending() > 0 {
                     gathering = true;
-                    window
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + WINDOW);
+                    window.as_mut().reset(tokio::time::Instant::now() + WINDOW);
                 }
             }
             let open = asm.flush_all();

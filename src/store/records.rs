@@ -313,6 +313,61 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A large batch and a small one: every row in, each id once, the
+    /// later write replacing the earlier in the columns and in the record.
+    #[tokio::test]
+    async fn a_batch_replaces_every_record_it_writes_again() {
+        let dir = std::env::temp_dir().join(format!(
+            "sosrouter-store-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let db = DatabaseConfig {
+            data_dir: dir.clone(),
+            ..DatabaseConfig::default()
+        };
+        let store = Store::open(&db, Hub::new()).await.unwrap();
+        let n = 250;
+        let batch: Vec<CallRecord> = (0..n)
+            .map(|i| record(&format!("r{i:04}"), "acme", i as i64))
+            .collect();
+        store.write_records(&batch).await.unwrap();
+        let answered: Vec<CallRecord> = batch
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.outcome = "answered".into();
+                r.final_status = Some(200);
+                r
+            })
+            .collect();
+        store.write_records(&answered[..3]).await.unwrap();
+        store.write_records(&answered[3..]).await.unwrap();
+        let all = RecordFilter {
+            tenant: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+        };
+        let page = store
+            .records_page(&all, &(i64::MIN, String::new()), 1000)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), n);
+        for ((_, got), want) in page.iter().zip(&answered) {
+            assert_eq!(got, want);
+        }
+        let columns: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM call_records WHERE outcome = 'answered' AND tenant = 'acme' \
+             AND call_id = 'c-' || id AND node = substr(id, 1, 16)",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(columns, n as i64);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     async fn outcomes(store: &Store) -> Vec<(String, String)> {
         let all = RecordFilter {
             tenant: None,
