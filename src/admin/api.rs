@@ -1183,7 +1183,8 @@ fn csv_cell(v: String) -> String {
 fn csv_line(out: &mut String, r: &CallRecord) {
     let o = |v: &Option<String>| v.clone().unwrap_or_default();
     let n = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
-    let j = |v: &Option<Value>| v.as_ref().map(Value::to_string).unwrap_or_default();
+    let j =
+        |v: &Option<crate::cdr::Json>| v.as_ref().map(|j| j.text().to_string()).unwrap_or_default();
     let fields = vec![
         r.id.clone(),
         o(&r.tenant),
@@ -1433,5 +1434,68 @@ mod tests {
             ("112".to_owned(), "urn:service:sos.police".to_owned())
         );
         assert_eq!(line(Value::Null), ("112".to_owned(), String::new()));
+    }
+
+    /// The record keeps its location and registered address as JSON text;
+    /// the export gives them as it gave the values: compact text in the
+    /// CSV, nested values in the JSON, whatever spacing the database kept
+    /// (PostgreSQL's `jsonb` adds spaces to the records it closes).
+    #[test]
+    fn the_location_and_registered_address_export_as_their_values() {
+        let location = json!({
+            "source": "pidf-civic", "method": "Manual",
+            "civic": {"country": "US", "A1": "CA", "A3": "San Francisco", "HNO": "1"},
+            "geo": {"lat": 37.7793, "lon": -122.4193, "radius_m": 12.5},
+            "psap_decided_by": "lost", "lost_why": "timeout \"x\", é",
+        });
+        let registered = json!({"civic": {"RD": "Dr Carlton B Goodlett", "A3": "San Francisco"}});
+        let stored = json!({
+            "id": "1", "kind": "emergency", "call_id": "c", "caller_uri": "sip:x@h",
+            "from": "f", "dialed": "911", "request_uri": "sip:911@h", "invite_ms": 0,
+            "outcome": "interrupted", "route": "psap", "reason": "r", "attempts": [],
+            "location_source": "pidf", "location": location,
+            "registered_address": registered, "source_ip": "127.0.0.1",
+            "source_port": 5060, "transport": "udp",
+        });
+        for text in [
+            serde_json::to_string(&stored).unwrap(),
+            serde_json::to_string_pretty(&stored).unwrap(),
+        ] {
+            let r: CallRecord = serde_json::from_str(&text).unwrap();
+            let mut line = String::new();
+            csv_line(&mut line, &r);
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(line.as_bytes());
+            let row = reader.records().next().unwrap().unwrap();
+            assert_eq!(CSV_COLUMNS[23], "location");
+            assert_eq!(row[23], location.to_string());
+            assert_eq!(row[24], registered.to_string());
+            let exported = record_json(&r);
+            assert_eq!(exported["location"], location);
+            assert_eq!(exported["registered_address"], registered);
+            // The keys in the order they were written.
+            let keys: Vec<&String> = exported["location"].as_object().unwrap().keys().collect();
+            assert_eq!(
+                keys,
+                [
+                    "source",
+                    "method",
+                    "civic",
+                    "geo",
+                    "psap_decided_by",
+                    "lost_why"
+                ]
+            );
+            // Written again, the record is the compact text of the values.
+            let again = serde_json::to_string(&r).unwrap();
+            assert!(
+                again.contains(&format!("\"location\":{location}")),
+                "{again}"
+            );
+            let again: Value = serde_json::from_str(&again).unwrap();
+            assert_eq!(again["location"], location);
+            assert_eq!(again["registered_address"], registered);
+        }
     }
 }

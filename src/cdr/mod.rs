@@ -70,8 +70,8 @@ pub struct CallRecord {
     pub attempts: Vec<Attempt>,
     pub country: Option<String>,
     pub location_source: String,
-    pub location: Option<serde_json::Value>,
-    pub registered_address: Option<serde_json::Value>,
+    pub location: Option<Json>,
+    pub registered_address: Option<Json>,
     pub source_ip: String,
     pub source_port: u16,
     pub transport: String,
@@ -80,6 +80,68 @@ pub struct CallRecord {
     /// header passed on, a preloaded Route removed...), one line each.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// A JSON value of a record (its location, its registered address),
+/// kept as the compact text serde_json writes for it. It is made once per
+/// call: the record's versions share it, and writing a version copies its
+/// bytes instead of walking the value again.
+///
+/// Read back from the database it is parsed and written compact again,
+/// so that a record whose stored text another writer reformatted (the
+/// `jsonb` of PostgreSQL closing abandoned records) exports as it did
+/// when it was written.
+#[derive(Clone)]
+pub struct Json(Arc<serde_json::value::RawValue>);
+
+impl Json {
+    /// The text of `v`.
+    pub fn of(v: &serde_json::Value) -> Json {
+        // A value's text cannot fail to be written: its keys are strings.
+        let raw = serde_json::value::to_raw_value(v)
+            .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+        Json(Arc::from(raw))
+    }
+
+    /// The compact JSON text, as in the record's JSON.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value, parsed again: for readers of its parts.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.text()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl std::fmt::Debug for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+impl std::fmt::Display for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
+        serde_json::Value::deserialize(d).map(|v| Json::of(&v))
+    }
 }
 
 impl CallRecord {
@@ -97,35 +159,40 @@ pub const ANSWERED: &str = "answered";
 /// Outcome of a record whose router stopped before the call ended.
 pub const INTERRUPTED: &str = "interrupted";
 
-/// What an event did to the records ([`Assembler::apply`]).
-#[derive(Debug)]
-pub enum Change {
-    /// Nothing to write.
-    None,
-    /// The call's record changed and the call goes on.
-    InProgress(CallKey),
-    /// The call is over: its last record.
-    Over(Arc<CallRecord>),
-}
-
 /// Builds records from call events. Pure: wall-clock times come from an
 /// anchor pair (an `Instant` and the epoch milliseconds at that instant).
 ///
 /// Ids are the node (16 hex digits, one per router process), the INVITE
 /// time and a sequence number, so that records of several routers sharing
 /// a database never collide.
+///
+/// The assembler owns every record until it is written, and gathers what
+/// changed for the writer itself: the events of a window change a call's
+/// record in place, and [`Assembler::take_changed`] gives the latest
+/// version of each call changed since the last take, once. No version is
+/// ever shared with the writer, so none is ever copied: the writer gets
+/// each record's JSON, made when it is taken.
 pub struct Assembler {
     anchor: Instant,
     anchor_ms: i64,
-    /// Calls in progress. A record handed to the writer is shared with
-    /// it, not copied: it is copied only when the call changes again
-    /// while the writer still holds the last version. Its outcome stays
-    /// `open` until the call is over (an answered call has `answer_ms`).
-    open: HashMap<CallKey, Arc<CallRecord>>,
+    /// Calls in progress. Their outcome stays `open` until the call is
+    /// over (an answered call has `answer_ms`).
+    open: HashMap<CallKey, Open>,
     /// Answered calls waiting for their BYE, by Call-ID.
     answered: HashMap<String, CallKey>,
+    /// Calls in progress changed since the last take, each once.
+    changed: Vec<CallKey>,
+    /// Calls over since the last take: their last records.
+    over: Vec<CallRecord>,
     seq: u64,
     node: u64,
+}
+
+/// A call in progress.
+struct Open {
+    rec: CallRecord,
+    /// In [`Assembler::changed`] already.
+    changed: bool,
 }
 
 impl Assembler {
@@ -135,6 +202,8 @@ impl Assembler {
             anchor_ms,
             open: HashMap::new(),
             answered: HashMap::new(),
+            changed: Vec::new(),
+            over: Vec::new(),
             seq: 0,
             node,
         }
@@ -158,35 +227,61 @@ impl Assembler {
         format!("{:016x}", self.node)
     }
 
-    /// Applies one event; returns the record to write when the event
-    /// changed it: the call in progress (outcome `open`) or over.
-    pub fn on_event(&mut self, ev: CallEvent) -> Option<CallRecord> {
-        match self.apply(ev) {
-            Change::None => None,
-            Change::InProgress(call) => self.in_progress_of(call).map(Arc::unwrap_or_clone),
-            Change::Over(rec) => Some(Arc::unwrap_or_clone(rec)),
+    /// Records changed since the last take (at most; a call changed in
+    /// progress and then over counts twice and is taken once).
+    pub fn pending(&self) -> usize {
+        self.changed.len() + self.over.len()
+    }
+
+    /// Gives `write` the latest version of each record changed since the
+    /// last take, each once: the calls in progress (outcome `open`), then
+    /// the calls over. The record of a call in progress stays here.
+    pub fn take_changed(&mut self, mut write: impl FnMut(&CallRecord)) {
+        for call in std::mem::take(&mut self.changed) {
+            // A call over since is among `over`.
+            if let Some(o) = self.open.get_mut(&call) {
+                o.changed = false;
+                write(&o.rec);
+            }
+        }
+        for rec in self.over.drain(..) {
+            write(&rec);
         }
     }
 
-    /// The record to write of a call in progress, as it stands now; none
-    /// once the call is over (its last record was given by
-    /// [`Assembler::apply`]).
-    /// Shared with the assembler, which copies it only if it must
-    /// change it while the writer still holds it.
-    pub fn in_progress_of(&self, call: CallKey) -> Option<Arc<CallRecord>> {
-        self.open.get(&call).cloned()
+    /// Applies one event and takes what it changed: the record to write,
+    /// if any (the call in progress, outcome `open`, or over). For
+    /// callers that write every version; the recorder applies the events
+    /// of a window, then takes the changes once.
+    pub fn on_event(&mut self, ev: CallEvent) -> Option<CallRecord> {
+        self.apply(ev);
+        let mut last = None;
+        self.take_changed(|r| last = Some(r.clone()));
+        last
     }
 
-    /// Applies one event and says what changed, without copying a record
-    /// still in progress: a caller that applies several events in a row
-    /// takes the record of each call changed once, at the end
-    /// ([`Assembler::in_progress_of`]), instead of a copy per event.
-    pub fn apply(&mut self, ev: CallEvent) -> Change {
-        let change = self.apply_inner(ev);
-        change.unwrap_or(Change::None)
+    /// The record of a call in progress, as it stands now.
+    pub fn in_progress_of(&self, call: CallKey) -> Option<&CallRecord> {
+        self.open.get(&call).map(|o| &o.rec)
     }
 
-    fn apply_inner(&mut self, ev: CallEvent) -> Option<Change> {
+    /// Marks a call in progress as changed; its record, to change.
+    fn change(&mut self, call: CallKey) -> Option<&mut CallRecord> {
+        let o = self.open.get_mut(&call)?;
+        if !o.changed {
+            o.changed = true;
+            self.changed.push(call);
+        }
+        Some(&mut o.rec)
+    }
+
+    /// Applies one event to the records; what it changed waits for
+    /// [`Assembler::take_changed`].
+    pub fn apply(&mut self, ev: CallEvent) {
+        self.apply_inner(ev);
+    }
+
+    fn apply_inner(&mut self, ev: CallEvent) -> Option<()> {
         match ev {
             CallEvent::Started {
                 call,
@@ -260,9 +355,12 @@ impl Assembler {
                                 o.insert("lost_why".into(), why.clone().into());
                             }
                         }
-                        v
+                        Json::of(&v)
                     }),
-                    registered_address: d.registered_address.as_ref().map(|l| l.to_json()),
+                    registered_address: d
+                        .registered_address
+                        .as_ref()
+                        .map(|l| Json::of(&l.to_json())),
                     source_ip: source.peer.ip().to_string(),
                     source_port: source.peer.port(),
                     transport: source.proto.lower().to_string(),
@@ -271,8 +369,17 @@ impl Assembler {
                 };
                 // A call refused for overload ends at once (its `Finished`
                 // follows): one write, not two, when refusals come in floods.
-                self.open.insert(call, Arc::new(rec));
-                (!refused).then_some(Change::InProgress(call))
+                self.open.insert(
+                    call,
+                    Open {
+                        rec,
+                        changed: false,
+                    },
+                );
+                if !refused {
+                    self.change(call);
+                }
+                Some(())
             }
             CallEvent::Attempt {
                 call,
@@ -283,7 +390,7 @@ impl Assembler {
                 status,
             } => {
                 let at_ms = self.ms(at);
-                let rec = Arc::make_mut(self.open.get_mut(&call)?);
+                let rec = self.change(call)?;
                 rec.trunk = Some(trunk.clone());
                 rec.attempts.push(Attempt {
                     trunk,
@@ -292,7 +399,7 @@ impl Assembler {
                     status,
                     at_ms,
                 });
-                Some(Change::InProgress(call))
+                Some(())
             }
             CallEvent::Finished {
                 call,
@@ -303,79 +410,77 @@ impl Assembler {
                 let ms = self.ms(at);
                 if outcome == ANSWERED {
                     // In progress until its BYE: the outcome stays `open`.
-                    let rec = Arc::make_mut(self.open.get_mut(&call)?);
+                    let rec = self.change(call)?;
                     rec.final_status = Some(status);
                     rec.answer_ms = Some(ms);
                     let call_id = rec.call_id.clone();
                     self.answered.insert(call_id, call);
-                    Some(Change::InProgress(call))
                 } else {
-                    let mut over = self.open.remove(&call)?;
-                    let rec = Arc::make_mut(&mut over);
+                    let mut rec = self.open.remove(&call)?.rec;
                     rec.final_status = Some(status);
                     rec.outcome = outcome.to_string();
                     rec.end_ms = Some(ms);
-                    Some(Change::Over(over))
+                    self.over.push(rec);
                 }
+                Some(())
             }
             CallEvent::Ended { call_id, at } => {
                 let call = self.answered.remove(&call_id)?;
                 let ms = self.ms(at);
-                let mut over = self.open.remove(&call)?;
-                let rec = Arc::make_mut(&mut over);
+                let mut rec = self.open.remove(&call)?.rec;
                 rec.outcome = ANSWERED.into();
                 rec.end_ms = Some(ms);
                 rec.duration_ms = rec.answer_ms.map(|a| (ms - a).max(0));
-                Some(Change::Over(over))
+                self.over.push(rec);
+                Some(())
             }
         }
     }
 
-    /// Answered calls that saw no BYE for `max_age` are written as they
+    /// Answered calls that saw no BYE for `max_age` are taken as they
     /// are (outcome `answered`, end unknown), so a lost BYE cannot hold a
-    /// record forever; a call that never had a final response is written
-    /// `interrupted`.
-    pub fn expire(&mut self, now: Instant, max_age: Duration) -> Vec<CallRecord> {
+    /// record forever; a call that never had a final response is taken
+    /// `interrupted`. They wait among the changes; how many.
+    pub fn expire(&mut self, now: Instant, max_age: Duration) -> usize {
         let cutoff = self.ms(now) - max_age.as_millis() as i64;
         let old: Vec<CallKey> = self
             .open
             .iter()
-            .filter(|(_, r)| r.invite_ms < cutoff)
+            .filter(|(_, o)| o.rec.invite_ms < cutoff)
             .map(|(k, _)| *k)
             .collect();
-        let mut out = self.take(old);
-        for r in &mut out {
-            r.outcome = if r.answer_ms.is_some() {
+        self.close(old, |r| {
+            if r.answer_ms.is_some() {
                 ANSWERED
             } else {
                 INTERRUPTED
             }
-            .into();
-        }
-        out
+        })
     }
 
     /// Everything still held, for a shutdown, with outcome `interrupted`:
     /// this router will never see those calls end (an answered call goes
     /// on without it: `answer_ms` and `final_status` say it was answered).
-    pub fn flush_all(&mut self) -> Vec<CallRecord> {
+    /// They wait among the changes; how many.
+    pub fn flush_all(&mut self) -> usize {
         let all: Vec<CallKey> = self.open.keys().copied().collect();
-        let mut out = self.take(all);
-        for r in &mut out {
-            r.outcome = INTERRUPTED.into();
-        }
-        out
+        self.close(all, |_| INTERRUPTED)
     }
 
-    fn take(&mut self, keys: Vec<CallKey>) -> Vec<CallRecord> {
-        let mut out = Vec::with_capacity(keys.len());
+    fn close(
+        &mut self,
+        keys: Vec<CallKey>,
+        outcome: impl Fn(&CallRecord) -> &'static str,
+    ) -> usize {
+        let n = keys.len();
         for k in keys {
-            if let Some(r) = self.open.remove(&k) {
-                self.answered.remove(&r.call_id);
-                out.push(Arc::unwrap_or_clone(r));
+            if let Some(Open { mut rec, .. }) = self.open.remove(&k) {
+                self.answered.remove(&rec.call_id);
+                rec.outcome = outcome(&rec).into();
+                self.over.push(rec);
             }
         }
-        out
+        n
     }
 }
 
@@ -437,24 +542,36 @@ mod tests {
         let r = a
             .on_event(with(Some("lost-stale"), Some("timeout")))
             .unwrap();
-        let loc = r.location.unwrap();
+        // Written once, compact, in the order of the location's keys.
+        assert_eq!(
+            r.location.as_ref().unwrap().text(),
+            r#"{"source":"pidf-geo","geo":{"lat":39.7,"lon":-105.0},"psap_decided_by":"lost-stale","lost_why":"timeout"}"#
+        );
+        let loc = r.location.unwrap().value();
         assert_eq!(loc["psap_decided_by"], "lost-stale");
         assert_eq!(loc["lost_why"], "timeout");
         assert_eq!(loc["source"], "pidf-geo");
         // No LoST: the location as it was.
         let mut a = Assembler::new(t0, 1_700_000_000_000, 1);
         let r = a.on_event(with(None, None)).unwrap();
-        let loc = r.location.unwrap();
+        let loc = r.location.unwrap().value();
         assert!(loc.get("psap_decided_by").is_none(), "{loc}");
     }
 
+    /// What the assembler holds for the writer, taken.
+    fn taken(a: &mut Assembler) -> Vec<CallRecord> {
+        let mut out = Vec::new();
+        a.take_changed(|r| out.push(r.clone()));
+        out
+    }
+
     #[test]
-    fn a_version_handed_to_the_writer_stays_as_it_was_when_the_call_changes() {
+    fn the_events_of_a_window_give_each_call_once_as_it_stands_at_the_take() {
         let t0 = Instant::now();
         let mut a = Assembler::new(t0, 1_700_000_000_000, 1);
-        assert!(matches!(a.apply(started(1, t0)), Change::InProgress(1)));
-        // The writer holds the routed version...
-        let held = a.in_progress_of(1).unwrap();
+        a.apply(started(1, t0));
+        a.apply(started(2, t0));
+        assert_eq!(a.pending(), 2);
         let attempt = CallEvent::Attempt {
             call: 1,
             at: t0,
@@ -463,39 +580,74 @@ mod tests {
             outcome: "answered",
             status: Some(200),
         };
-        assert!(matches!(a.apply(attempt), Change::InProgress(1)));
+        a.apply(attempt);
         let answered = CallEvent::Finished {
             call: 1,
             at: t0 + Duration::from_millis(20),
             status: 200,
             outcome: "answered",
         };
-        assert!(matches!(a.apply(answered), Change::InProgress(1)));
-        // ... which the later events did not touch.
-        assert!(held.attempts.is_empty());
-        assert_eq!((held.final_status, held.answer_ms), (None, None));
-        // Both events show in the one version taken after them.
-        let now = a.in_progress_of(1).unwrap();
-        assert_eq!(now.id, held.id);
+        a.apply(answered);
+        // Three events of call 1, one of call 2: a version of each, the
+        // latest, in the order the calls first changed.
+        assert_eq!(a.pending(), 2);
+        let window = taken(&mut a);
+        let calls: Vec<&str> = window.iter().map(|r| r.call_id.as_str()).collect();
+        assert_eq!(calls, ["cid-1", "cid-2"]);
+        let now = &window[0];
         assert_eq!(now.attempts.len(), 1);
         assert_eq!(
             (now.outcome.as_str(), now.final_status, now.answer_ms),
             ("open", Some(200), Some(1_700_000_000_020))
         );
-        // Over: the last record is given whole, and nothing stays open.
-        let ended = CallEvent::Ended {
+        assert_eq!(window[1].attempts.len(), 0);
+        // Taken once: nothing waits until the calls change again.
+        assert_eq!(a.pending(), 0);
+        assert!(taken(&mut a).is_empty());
+        assert_eq!(a.in_progress_of(1).unwrap().id, now.id);
+        // Call 2 fails and call 1 ends in the next window: each is given
+        // once, over, with its last version.
+        a.apply(CallEvent::Finished {
+            call: 2,
+            at: t0 + Duration::from_millis(30),
+            status: 486,
+            outcome: "failed",
+        });
+        a.apply(CallEvent::Ended {
             call_id: "cid-1".into(),
             at: t0 + Duration::from_millis(70),
-        };
-        let Change::Over(last) = a.apply(ended) else {
-            panic!("the BYE ends the call");
-        };
+        });
+        let window = taken(&mut a);
+        let last: Vec<(&str, &str, Option<i64>)> = window
+            .iter()
+            .map(|r| (r.call_id.as_str(), r.outcome.as_str(), r.duration_ms))
+            .collect();
         assert_eq!(
-            (last.outcome.as_str(), last.duration_ms),
-            ("answered", Some(50))
+            last,
+            [("cid-2", "failed", None), ("cid-1", "answered", Some(50))]
         );
+        assert_eq!(window[1].id, now.id);
         assert!(a.in_progress_of(1).is_none());
-        assert_eq!(now.outcome, "open");
+        assert_eq!(a.open(), 0);
+    }
+
+    #[test]
+    fn a_call_changed_then_over_in_one_window_is_given_once_over() {
+        let t0 = Instant::now();
+        let mut a = Assembler::new(t0, 0, 1);
+        a.apply(started(1, t0));
+        a.apply(CallEvent::Finished {
+            call: 1,
+            at: t0,
+            status: 404,
+            outcome: "failed",
+        });
+        let window = taken(&mut a);
+        assert_eq!(window.len(), 1);
+        assert_eq!(
+            (window[0].outcome.as_str(), window[0].final_status),
+            ("failed", Some(404))
+        );
     }
 
     #[test]
@@ -586,7 +738,8 @@ mod tests {
             outcome: "answered",
         });
         a.on_event(started(3, t0));
-        let mut flushed = a.flush_all();
+        assert_eq!(a.flush_all(), 2);
+        let mut flushed = taken(&mut a);
         flushed.sort_by(|x, y| x.call_id.cmp(&y.call_id));
         assert_eq!(flushed.len(), 2);
         assert_eq!(a.open(), 0);
@@ -645,8 +798,10 @@ mod tests {
         });
         a.on_event(started(2, t0));
         let max = Duration::from_secs(3600);
-        assert!(a.expire(t0 + max, max).is_empty());
-        let mut old = a.expire(t0 + max + Duration::from_secs(1), max);
+        assert_eq!(a.expire(t0 + max, max), 0);
+        assert!(taken(&mut a).is_empty());
+        assert_eq!(a.expire(t0 + max + Duration::from_secs(1), max), 2);
+        let mut old = taken(&mut a);
         old.sort_by(|x, y| x.call_id.cmp(&y.call_id));
         let outcomes: Vec<&str> = old.iter().map(|r| r.outcome.as_str()).collect();
         assert_eq!(outcomes, ["answered", "interrupted"]);

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::writer::{self, RecordStore};
-use super::{now_ms, Assembler, Change};
+use super::writer::{self, RecordRow, RecordStore};
+use super::{now_ms, Assembler};
 use crate::metrics as m;
 use crate::proxy::CallEvent;
 
@@ -27,6 +27,10 @@ use crate::proxy::CallEvent;
 pub const RENEW_EVERY: Duration = Duration::from_secs(3);
 /// Silent this long, a router is taken for stopped.
 pub const STALE_AFTER: Duration = Duration::from_secs(15);
+/// How long the changes of calls gather before they go to the writer:
+/// a call's routing, answer and attempts often come within it, and one
+/// write of it is enough.
+pub const WINDOW: Duration = Duration::from_millis(50);
 
 /// How the record pipeline runs.
 #[derive(Debug, Clone)]
@@ -57,62 +61,49 @@ impl Recorder {
             // router ever takes this one's records for abandoned.
             let lease = Lease::start(store.clone(), node.clone()).await;
             let (records, writer) = writer::start(store.clone(), cfg.queue, cfg.batch);
-            // The records changed by the events at hand, the latest of each:
-            // the events of one call often come together (an attempt and
-            // the final response), and one write of it is enough.
-            let mut changed = writer::Batch::new(64);
-            // The calls in progress changed by the events at hand; each
-            // one's record is copied once, after the last of them.
-            let mut touched: Vec<super::CallKey> = Vec::with_capacity(64);
+            // The changes gather in the assembler for a window from the
+            // first of them, then go to the writer as one batch.
+            let window = tokio::time::sleep(Duration::ZERO);
+            tokio::pin!(window);
+            let mut gathering = false;
             let mut sweep = tokio::time::interval(Duration::from_secs(60));
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     ev = rx.recv() => match ev {
                         Some(ev) => {
-                            let mut apply = |ev| match asm.apply(ev) {
-                                Change::None => {}
-                                Change::InProgress(call) => {
-                                    if !touched.contains(&call) {
-                                        touched.push(call);
-                                    }
-                                }
-                                Change::Over(rec) => changed.add(rec),
-                            };
-                            apply(ev);
+                            asm.apply(ev);
                             for _ in 0..256 {
                                 let Ok(ev) = rx.try_recv() else { break };
-                                apply(ev);
+                                asm.apply(ev);
                             }
-                            // A call over is in `changed` already, and no
-                            // longer in progress.
-                            for call in touched.drain(..) {
-                                changed.add_some(asm.in_progress_of(call));
-                            }
-                            for r in changed.records.drain(..) {
-                                records.push(r);
-                            }
-                            changed.clear();
                         }
                         None => break,
                     },
-                    _ = sweep.tick() => {
-                        for r in asm.expire(Instant::now(), cfg.open_call_max) {
-                            records.push(Arc::new(r));
-                        }
+                    () = &mut window, if gathering => {
+                        gathering = false;
+                        hand_over(&mut asm, &records);
                     }
+                    _ = sweep.tick() => {
+                        asm.expire(Instant::now(), cfg.open_call_max);
+                    }
+                }
+                if asm.pending() >= cfg.batch.max(1) {
+                    gathering = false;
+                    hand_over(&mut asm, &records);
+                } else if !gathering && asm.pending() > 0 {
+                    gathering = true;
+                    window.as_mut().reset(tokio::time::Instant::now() + WINDOW);
                 }
             }
             let open = asm.flush_all();
-            if !open.is_empty() {
+            if open > 0 {
                 tracing::info!(
-                    records = open.len(),
+                    records = open,
                     "writing the records of calls still up as interrupted"
                 );
             }
-            for r in open {
-                records.push(Arc::new(r));
-            }
+            hand_over(&mut asm, &records);
             drop(records);
             let _ = writer.await;
             lease.stop().await;
@@ -134,6 +125,22 @@ impl Recorder {
     pub async fn finish(self) {
         drop(self.tx);
         let _ = self.task.await;
+    }
+}
+
+/// Gives the writer the records changed since the last hand-over, each
+/// as JSON: written once per window, from the assembler's own record.
+fn hand_over(asm: &mut Assembler, records: &writer::Records) {
+    let mut rows = Vec::with_capacity(asm.pending());
+    asm.take_changed(|r| match RecordRow::of(r) {
+        Ok(row) => rows.push(row),
+        Err(e) => {
+            metrics::counter!(m::CDR_DROPPED).increment(1);
+            tracing::error!(call_id = %r.call_id, error = %e, "call record not written as JSON: dropped");
+        }
+    });
+    if !rows.is_empty() {
+        records.push(rows);
     }
 }
 

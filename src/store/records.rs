@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use sqlx::Row;
 
-use crate::cdr::writer::{BoxFuture, RecordStore};
+use crate::cdr::writer::{BoxFuture, RecordRow, RecordStore};
 use crate::cdr::CallRecord;
 
 use super::{Backend, Store, StoreError};
@@ -33,11 +33,20 @@ impl Store {
     where
         R: std::borrow::Borrow<CallRecord> + Sync,
     {
+        let rows = records
+            .iter()
+            .map(|r| RecordRow::of(r.borrow()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(anyhow::Error::from)?;
+        self.write_rows(&rows).await
+    }
+
+    /// Writes records already made rows (their JSON written) in one
+    /// transaction, each replacing the one stored under its id.
+    pub async fn write_rows(&self, rows: &[RecordRow]) -> Result<(), StoreError> {
         let _g = self.write_lock.lock().await;
         let mut tx = self.pool.begin().await?;
-        for r in records {
-            let r: &CallRecord = r.borrow();
-            let json = serde_json::to_string(r).map_err(anyhow::Error::from)?;
+        for r in rows {
             sqlx::query(
                 "INSERT INTO call_records (id, tenant, invite_ms, call_id, caller_number, outcome, record, node) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
@@ -45,14 +54,14 @@ impl Store {
                  caller_number = excluded.caller_number, outcome = excluded.outcome, \
                  record = excluded.record, node = excluded.node",
             )
-            .bind(r.id.clone())
-            .bind(r.tenant.clone())
+            .bind(r.id.as_str())
+            .bind(r.tenant.as_deref())
             .bind(r.invite_ms)
-            .bind(r.call_id.clone())
-            .bind(r.caller_number.clone())
-            .bind(r.outcome.clone())
-            .bind(json)
-            .bind(r.node().to_string())
+            .bind(r.call_id.as_str())
+            .bind(r.caller_number.as_deref())
+            .bind(r.outcome.as_str())
+            .bind(r.record.as_str())
+            .bind(r.node.as_str())
             .execute(&mut *tx)
             .await?;
         }
@@ -191,8 +200,8 @@ impl Store {
 pub struct DbRecords(pub Arc<Store>);
 
 impl RecordStore for DbRecords {
-    fn write<'a>(&'a self, records: &'a [Arc<CallRecord>]) -> BoxFuture<'a, anyhow::Result<()>> {
-        Box::pin(async move { self.0.write_records(records).await.map_err(Into::into) })
+    fn write<'a>(&'a self, records: &'a [RecordRow]) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move { self.0.write_rows(records).await.map_err(Into::into) })
     }
 
     fn renew<'a>(&'a self, node: &'a str, started_ms: i64) -> BoxFuture<'a, anyhow::Result<()>> {
@@ -300,6 +309,61 @@ mod tests {
             .unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].1.id, "d");
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A large batch and a small one: every row in, each id once, the
+    /// later write replacing the earlier in the columns and in the record.
+    #[tokio::test]
+    async fn a_batch_replaces_every_record_it_writes_again() {
+        let dir = std::env::temp_dir().join(format!(
+            "sosrouter-store-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let db = DatabaseConfig {
+            data_dir: dir.clone(),
+            ..DatabaseConfig::default()
+        };
+        let store = Store::open(&db, Hub::new()).await.unwrap();
+        let n = 250;
+        let batch: Vec<CallRecord> = (0..n)
+            .map(|i| record(&format!("r{i:04}"), "acme", i as i64))
+            .collect();
+        store.write_records(&batch).await.unwrap();
+        let answered: Vec<CallRecord> = batch
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.outcome = "answered".into();
+                r.final_status = Some(200);
+                r
+            })
+            .collect();
+        store.write_records(&answered[..3]).await.unwrap();
+        store.write_records(&answered[3..]).await.unwrap();
+        let all = RecordFilter {
+            tenant: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+        };
+        let page = store
+            .records_page(&all, &(i64::MIN, String::new()), 1000)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), n);
+        for ((_, got), want) in page.iter().zip(&answered) {
+            assert_eq!(got, want);
+        }
+        let columns: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM call_records WHERE outcome = 'answered' AND tenant = 'acme' \
+             AND call_id = 'c-' || id AND node = substr(id, 1, 16)",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(columns, n as i64);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
