@@ -26,6 +26,85 @@ pub struct RecordFilter {
 /// A position in an export: the last record's INVITE time and id.
 pub type Cursor = (i64, String);
 
+/// Rows one statement writes at most: 8 values each, well within the bind
+/// limits of SQLite (32,766) and PostgreSQL (65,535).
+pub const ROWS_PER_STATEMENT: usize = 64;
+
+/// The statement sizes `n` rows are written in: powers of two, the
+/// largest first, none over [`ROWS_PER_STATEMENT`].
+fn sizes(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    while n > 0 {
+        let size = if n >= ROWS_PER_STATEMENT {
+            ROWS_PER_STATEMENT
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        out.push(size);
+        n -= size;
+    }
+    out
+}
+
+/// `INSERT ... ON CONFLICT (id) DO UPDATE` of `n` rows.
+fn insert_sql(n: usize) -> String {
+    use std::fmt::Write;
+    let mut sql = String::from(
+        "INSERT INTO call_records (id, tenant, invite_ms, call_id, caller_number, outcome, record, node) VALUES ",
+    );
+    for i in 0..n {
+        let b = i * 8;
+        let _ = write!(
+            sql,
+            "{}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+            if i == 0 { "" } else { ", " },
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6,
+            b + 7,
+            b + 8
+        );
+    }
+    sql.push_str(
+        " ON CONFLICT (id) DO UPDATE SET \
+         tenant = excluded.tenant, invite_ms = excluded.invite_ms, call_id = excluded.call_id, \
+         caller_number = excluded.caller_number, outcome = excluded.outcome, \
+         record = excluded.record, node = excluded.node",
+    );
+    sql
+}
+
+/// The statement writing `rows` (a size [`sizes`] gives), its values
+/// bound.
+fn insert_rows<'q>(
+    rows: &[&'q RecordRow],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    // Made once: by size, 1, 2, 4, ... 64 rows.
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        (0..=ROWS_PER_STATEMENT.trailing_zeros())
+            .map(|k| insert_sql(1 << k))
+            .collect()
+    });
+    debug_assert!(rows.len().is_power_of_two() && rows.len() <= ROWS_PER_STATEMENT);
+    let mut q = sqlx::query(sql[rows.len().trailing_zeros() as usize].as_str());
+    for r in rows {
+        q = q
+            .bind(r.id.as_str())
+            .bind(r.tenant.as_deref())
+            .bind(r.invite_ms)
+            .bind(r.call_id.as_str())
+            .bind(r.caller_number.as_deref())
+            .bind(r.outcome.as_str())
+            .bind(r.record.as_str())
+            .bind(r.node.as_str());
+    }
+    q
+}
+
 impl Store {
     /// Writes records in one transaction, each replacing the one stored
     /// under its id.
@@ -42,28 +121,47 @@ impl Store {
     }
 
     /// Writes records already made rows (their JSON written) in one
-    /// transaction, each replacing the one stored under its id.
+    /// transaction, each replacing the one stored under its id. Of several
+    /// rows of one id, the last is written.
+    ///
+    /// The rows go in statements of 64, 32, ... or 1 rows ([`sizes`]):
+    /// every statement is a round trip to the database's thread (SQLite's
+    /// runs on a thread of its own, woken for each), and one statement per
+    /// row made the call records the largest source of context switches
+    /// per call. Seven sizes are seven statement texts, each prepared once
+    /// per connection and then kept by sqlx; a text per batch size was
+    /// prepared again and again. A batch of one statement needs no
+    /// transaction of its own.
     pub async fn write_rows(&self, rows: &[RecordRow]) -> Result<(), StoreError> {
-        let _g = self.write_lock.lock().await;
-        let mut tx = self.pool.begin().await?;
+        // One statement may not change a row twice (PostgreSQL refuses
+        // it): each id once, at its last row, in the batch's order.
+        let mut latest: Vec<&RecordRow> = Vec::with_capacity(rows.len());
+        let mut at: std::collections::HashMap<&str, usize> =
+            std::collections::HashMap::with_capacity(rows.len());
         for r in rows {
-            sqlx::query(
-                "INSERT INTO call_records (id, tenant, invite_ms, call_id, caller_number, outcome, record, node) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET \
-                 tenant = excluded.tenant, invite_ms = excluded.invite_ms, call_id = excluded.call_id, \
-                 caller_number = excluded.caller_number, outcome = excluded.outcome, \
-                 record = excluded.record, node = excluded.node",
-            )
-            .bind(r.id.as_str())
-            .bind(r.tenant.as_deref())
-            .bind(r.invite_ms)
-            .bind(r.call_id.as_str())
-            .bind(r.caller_number.as_deref())
-            .bind(r.outcome.as_str())
-            .bind(r.record.as_str())
-            .bind(r.node.as_str())
-            .execute(&mut *tx)
-            .await?;
+            match at.entry(r.id.as_str()) {
+                std::collections::hash_map::Entry::Occupied(e) => latest[*e.get()] = r,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(latest.len());
+                    latest.push(r);
+                }
+            }
+        }
+        if latest.is_empty() {
+            return Ok(());
+        }
+        let sizes = sizes(latest.len());
+        let _g = self.write_lock.lock().await;
+        if let [n] = sizes[..] {
+            insert_rows(&latest[..n]).execute(&self.pool).await?;
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut rest = &latest[..];
+        for n in sizes {
+            let (now, after) = rest.split_at(n);
+            insert_rows(now).execute(&mut *tx).await?;
+            rest = after;
         }
         tx.commit().await?;
         Ok(())
@@ -368,6 +466,79 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A batch larger than one statement, holding several versions of
+    /// some records: each record is stored once, at its last version, on
+    /// SQLite here and on PostgreSQL in the tests below.
+    async fn a_large_batch_keeps_the_last_version_of_each_record(store: &Store) {
+        let n = ROWS_PER_STATEMENT * 2 + 13;
+        let mut batch: Vec<CallRecord> = (0..n)
+            .map(|i| record(&format!("big-{i:04}"), "acme", i as i64))
+            .collect();
+        // Later versions of every seventh record, answered, in the batch.
+        for i in (0..n).step_by(7) {
+            let mut r = record(&format!("big-{i:04}"), "acme", i as i64);
+            r.outcome = "answered".into();
+            batch.push(r);
+        }
+        store.write_records(&batch).await.unwrap();
+        let got: Vec<(String, String)> = outcomes(store)
+            .await
+            .into_iter()
+            .filter(|(id, _)| id.starts_with("big-"))
+            .collect();
+        assert_eq!(got.len(), n, "each record once");
+        for (id, outcome) in got {
+            let i: usize = id["big-".len()..].parse().unwrap();
+            let want = if i % 7 == 0 { "answered" } else { "failed" };
+            assert_eq!(outcome, want, "{id}");
+        }
+        // A batch of one statement, of one record written twice.
+        let mut again = record("big-0001", "acme", 1);
+        again.outcome = "interrupted".into();
+        store
+            .write_records(&[record("big-0001", "acme", 1), again])
+            .await
+            .unwrap();
+        assert!(outcomes(store)
+            .await
+            .contains(&("big-0001".to_owned(), "interrupted".to_owned())));
+        store.write_records::<CallRecord>(&[]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_large_batch_keeps_the_last_version_of_each_record() {
+        let dir = std::env::temp_dir().join(format!(
+            "sosrouter-store-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let db = DatabaseConfig {
+            data_dir: dir.clone(),
+            ..DatabaseConfig::default()
+        };
+        let store = Store::open(&db, Hub::new()).await.unwrap();
+        a_large_batch_keeps_the_last_version_of_each_record(&store).await;
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rows_go_in_statements_of_powers_of_two() {
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(45), [32, 8, 4, 1]);
+        assert_eq!(sizes(64), [64]);
+        assert_eq!(sizes(141), [64, 64, 8, 4, 1]);
+        for n in 0..300 {
+            let s = sizes(n);
+            assert_eq!(s.iter().sum::<usize>(), n);
+            assert!(s
+                .iter()
+                .all(|k| k.is_power_of_two() && *k <= ROWS_PER_STATEMENT));
+        }
+        assert!(insert_sql(2).contains("($9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT"));
+    }
+
     async fn outcomes(store: &Store) -> Vec<(String, String)> {
         let all = RecordFilter {
             tenant: None,
@@ -375,7 +546,7 @@ mod tests {
             to_ms: i64::MAX,
         };
         let page = store
-            .records_page(&all, &(i64::MIN, String::new()), 100)
+            .records_page(&all, &(i64::MIN, String::new()), 1000)
             .await
             .unwrap();
         let mut out = Vec::new();
@@ -518,6 +689,7 @@ mod tests {
         };
         let store = Store::open(&db, Hub::new()).await.unwrap();
         records_are_replaced_and_closed_when_their_router_is_gone(&store).await;
+        a_large_batch_keeps_the_last_version_of_each_record(&store).await;
         store.pool().close().await;
         drop(store);
         c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
