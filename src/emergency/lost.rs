@@ -403,10 +403,7 @@ pub(super) fn apply(
     let Some(uri) = mapping.uris.first() else {
         return false;
     };
-    let known = areas
-        .psaps()
-        .iter()
-        .find(|p| p.uri.eq_ignore_ascii_case(uri));
+    let known = areas.psap_by_uri(uri);
     let (id, area, trunk) = match known {
         Some(p) => (p.id.clone(), p.area.clone(), psap_trunks.trunk_for(&p.id)),
         None => (

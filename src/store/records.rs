@@ -489,7 +489,11 @@ mod tests {
         assert_eq!(got.len(), n, "each record once");
         for (id, outcome) in got {
             let i: usize = id["big-".len()..].parse().unwrap();
-            let want = if i % 7 == 0 { "answered" } else { "failed" };
+            let want = if i.is_multiple_of(7) {
+                "answered"
+            } else {
+                "failed"
+            };
             assert_eq!(outcome, want, "{id}");
         }
         // A batch of one statement, of one record written twice.

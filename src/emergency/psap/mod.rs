@@ -270,6 +270,8 @@ pub struct ServiceAreas {
     cities: HashMap<String, u32>,
     psaps: Vec<Psap>,
     psap_ids: HashMap<String, u32>,
+    /// PSAP URI, ASCII lower case → the first record with it.
+    psap_uris: HashMap<String, u32>,
     /// Area key (area id, `US-CA`, or `DE`) → the PSAPs serving it, one
     /// per service.
     psap_by_area: HashMap<String, Vec<u32>>,
@@ -503,6 +505,7 @@ impl ServiceAreas {
             cities,
             psaps: Vec::new(),
             psap_ids: HashMap::new(),
+            psap_uris: HashMap::new(),
             psap_by_area: HashMap::new(),
             nearest_km: DEFAULT_NEAREST_KM,
         };
@@ -519,9 +522,11 @@ impl ServiceAreas {
     fn set_psaps(&mut self, file: &str, bytes: &[u8]) -> Result<(), DataError> {
         let psaps = data::read_psaps(file, bytes)?;
         let mut psap_ids = HashMap::with_capacity(psaps.len());
+        let mut psap_uris = HashMap::with_capacity(psaps.len());
         let mut psap_by_area: HashMap<String, Vec<u32>> = HashMap::with_capacity(psaps.len());
         for (n, psap) in (0u32..).zip(&psaps) {
             psap_ids.insert(psap.id.clone(), n);
+            psap_uris.entry(psap.uri.to_ascii_lowercase()).or_insert(n);
             for area in std::iter::once(&psap.area).chain(&psap.also_serves) {
                 if !self.is_area_key(area) {
                     return Err(DataError::Invalid {
@@ -552,6 +557,7 @@ impl ServiceAreas {
         }
         self.psaps = psaps;
         self.psap_ids = psap_ids;
+        self.psap_uris = psap_uris;
         self.psap_by_area = psap_by_area;
         Ok(())
     }
@@ -594,6 +600,18 @@ impl ServiceAreas {
     /// All PSAP records, sorted as in their file.
     pub fn psaps(&self) -> &[Psap] {
         &self.psaps
+    }
+
+    /// The first PSAP record whose URI is `uri`, compared without regard
+    /// to ASCII case: a hash lookup, asked for each call a LoST mapping
+    /// routes.
+    pub fn psap_by_uri(&self, uri: &str) -> Option<&Psap> {
+        let n = if uri.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.psap_uris.get(&uri.to_ascii_lowercase())
+        } else {
+            self.psap_uris.get(uri)
+        }?;
+        self.psaps.get(*n as usize)
     }
 
     /// The PSAP serving an area key (area id, `US-CA`, `DE`), following the

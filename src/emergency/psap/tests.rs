@@ -346,6 +346,18 @@ fn a_psap_may_serve_several_areas() {
 }
 
 #[test]
+fn a_psap_is_found_by_its_uri_in_any_case_and_the_index_follows_a_replacement() {
+    let mut s = fixture();
+    let json = r#"{"psaps":[{"id":"P","name":"n","uri":"sip:P@P.example","area":"US-01001"},{"id":"Q","name":"n","uri":"sip:q@q.example","area":"US-01510"}]}"#;
+    s.replace_psaps(json.as_bytes()).unwrap();
+    assert_eq!(s.psap_by_uri("sip:p@p.example").unwrap().id, "P");
+    assert_eq!(s.psap_by_uri("SIP:Q@Q.EXAMPLE").unwrap().id, "Q");
+    assert!(s.psap_by_uri("sip:p@p.example;lr").is_none());
+    // The records of before are not found any more.
+    assert!(s.psap_by_uri("sip:sos@us-01001.psap.example").is_none());
+}
+
+#[test]
 fn bad_psap_files_are_refused_and_the_old_records_kept() {
     let mut s = fixture();
     let bad = [
