@@ -349,8 +349,9 @@ mod tests {
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn records_page_in_order_survive_retries_and_expire() {
+    /// A SQLite database in a directory of its own under the system's
+    /// temporary directory: the directory and the configuration naming it.
+    fn sqlite_config() -> (std::path::PathBuf, DatabaseConfig) {
         let dir = std::env::temp_dir().join(format!(
             "sosrouter-store-{}-{}",
             std::process::id(),
@@ -360,6 +361,12 @@ mod tests {
             data_dir: dir.clone(),
             ..DatabaseConfig::default()
         };
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn records_page_in_order_survive_retries_and_expire() {
+        let (dir, db) = sqlite_config();
         let store = Store::open(&db, Hub::new()).await.unwrap();
         let batch = vec![
             record("b", "acme", 2000),
@@ -415,15 +422,7 @@ mod tests {
     /// later write replacing the earlier in the columns and in the record.
     #[tokio::test]
     async fn a_batch_replaces_every_record_it_writes_again() {
-        let dir = std::env::temp_dir().join(format!(
-            "sosrouter-store-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let db = DatabaseConfig {
-            data_dir: dir.clone(),
-            ..DatabaseConfig::default()
-        };
+        let (dir, db) = sqlite_config();
         let store = Store::open(&db, Hub::new()).await.unwrap();
         let n = 250;
         let batch: Vec<CallRecord> = (0..n)
@@ -511,15 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_a_large_batch_keeps_the_last_version_of_each_record() {
-        let dir = std::env::temp_dir().join(format!(
-            "sosrouter-store-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let db = DatabaseConfig {
-            data_dir: dir.clone(),
-            ..DatabaseConfig::default()
-        };
+        let (dir, db) = sqlite_config();
         let store = Store::open(&db, Hub::new()).await.unwrap();
         a_large_batch_keeps_the_last_version_of_each_record(&store).await;
         drop(store);
@@ -655,15 +646,7 @@ mod tests {
 
     #[tokio::test]
     async fn sqlite_records_are_replaced_and_closed_when_their_router_is_gone() {
-        let dir = std::env::temp_dir().join(format!(
-            "sosrouter-store-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let db = DatabaseConfig {
-            data_dir: dir.clone(),
-            ..DatabaseConfig::default()
-        };
+        let (dir, db) = sqlite_config();
         let store = Store::open(&db, Hub::new()).await.unwrap();
         records_are_replaced_and_closed_when_their_router_is_gone(&store).await;
         drop(store);
