@@ -574,6 +574,21 @@ fn caller_router_with(trunks: &[&RawTrunk; 4], ecrf_port: u16, timeout_ms: u64) 
     Router::start(&text, &[])
 }
 
+/// Sends `call` (its text and Call-ID) to `router` from `udp` and gives
+/// the Route header of the INVITE that reaches the PSAP trunk `psap`.
+fn route_of_call(
+    router: &Router,
+    psap: &RawTrunk,
+    udp: &std::net::UdpSocket,
+    (text, cid): (String, String),
+) -> String {
+    udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
+        .unwrap();
+    let fwd = invite_for(psap, &cid, Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("{cid} did not reach the PSAP trunk: {}", router.log()));
+    header(&fwd, "Route").join(",")
+}
+
 fn lost_routes(router: &Router, by: &str) -> f64 {
     let (_, text) = get(http_port(router, "metrics"), "/metrics");
     metric(&text, "sosrouter_lost_routes_total", &[("by", by)])
@@ -588,14 +603,7 @@ fn a_call_is_routed_by_the_ecrf_then_by_its_cache_then_by_the_embedded_data() {
     let refs = trunks.each_ref();
     let router = caller_router(&refs, ecrf_port);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let route_of = |n: u32| {
-        let (text, cid) = denver_call(n);
-        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
-            .unwrap();
-        let fwd = invite_for(psap, &cid, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("call {n} did not reach the PSAP trunk: {}", router.log()));
-        header(&fwd, "Route").join(",")
-    };
+    let route_of = |n: u32| route_of_call(&router, psap, &udp, denver_call(n));
 
     // The ECRF's answer routes the call.
     let route = route_of(1);
@@ -653,14 +661,7 @@ fn a_mapping_in_use_is_refreshed_in_the_background_before_it_expires() {
     let refs = trunks.each_ref();
     let router = caller_router(&refs, ecrf_port);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let route_of = |n: u32| {
-        let (text, cid) = denver_call(n);
-        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
-            .unwrap();
-        let fwd = invite_for(psap, &cid, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("call {n} did not reach the PSAP trunk: {}", router.log()));
-        header(&fwd, "Route").join(",")
-    };
+    let route_of = |n: u32| route_of_call(&router, psap, &udp, denver_call(n));
     let metrics = || get(http_port(&router, "metrics"), "/metrics").1;
     let refreshes = |outcome: &str| {
         metric(
@@ -768,13 +769,7 @@ fn a_second_point_inside_the_boundary_is_routed_from_the_cache() {
     let refs = trunks.each_ref();
     let router = caller_router(&refs, ecrf_port);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let route_of = |(text, cid): (String, String)| {
-        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
-            .unwrap();
-        let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("{cid} did not reach the PSAP trunk: {}", router.log()));
-        header(&fwd, "Route").join(",")
-    };
+    let route_of = |call: (String, String)| route_of_call(&router, &trunks[0], &udp, call);
     let queries = |outcome: &str| {
         let (_, text) = get(http_port(&router, "metrics"), "/metrics");
         metric(
@@ -1216,14 +1211,7 @@ fn a_reload_keeps_the_mappings_of_an_unchanged_ecrf() {
     let refs = trunks.each_ref();
     let router = caller_router(&refs, ecrf_port);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let route_of = |n: u32| {
-        let (text, cid) = denver_call(n);
-        udp.send_to(text.as_bytes(), ("127.0.0.1", router.port))
-            .unwrap();
-        let fwd = invite_for(&trunks[0], &cid, Duration::from_secs(10))
-            .unwrap_or_else(|| panic!("call {n} did not reach the PSAP trunk: {}", router.log()));
-        header(&fwd, "Route").join(",")
-    };
+    let route_of = |n: u32| route_of_call(&router, &trunks[0], &udp, denver_call(n));
     let reload = |times: usize| {
         let hup = Command::new("kill")
             .args(["-HUP", &router.pid().to_string()])
